@@ -1,0 +1,50 @@
+"""Backtest configuration: frozen and validated at construction."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class BacktestConfig(BaseModel):
+    """How orders fill and how positions are sized and protected.
+
+    Fill rules (see ``tradeloop.backtest.kernel`` for the full list): a signal decided at a
+    bar's close fills at the next bar's open; fees are a fraction of notional per side;
+    slippage moves every fill against the trader by a fraction of price.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    init_cash: float = Field(default=10_000.0, gt=0)
+    fee_rate: float = Field(default=0.001, ge=0, lt=0.1, description="per side, of notional")
+    slippage: float = Field(default=0.0, ge=0, lt=0.1, description="adverse, fraction of price")
+    sizing: Literal["fixed_fraction", "vol_target"] = "fixed_fraction"
+    fraction: float = Field(
+        default=1.0, gt=0, le=1.0,
+        description="fixed_fraction: share of equity per new position; vol_target: the cap",
+    )
+    vol_target: float | None = Field(
+        default=None, gt=0, description="vol_target: annualised volatility aimed at per position"
+    )
+    vol_window: int = Field(default=30, ge=2)
+    stop_loss: float | None = Field(default=None, gt=0, lt=1, description="fraction from entry")
+    take_profit: float | None = Field(default=None, gt=0, description="fraction from entry")
+    trailing_stop: float | None = Field(default=None, gt=0, lt=1, description="fraction from peak")
+    cash_sharing: bool = Field(
+        default=True,
+        description="True: one portfolio, shared cash across symbols; False: one per symbol",
+    )
+    close_at_end: bool = Field(
+        default=False,
+        description="close open positions at the last close (with fees) instead of marking them",
+    )
+
+    @model_validator(mode="after")
+    def _sizing_complete(self) -> BacktestConfig:
+        if self.sizing == "vol_target" and self.vol_target is None:
+            raise ValueError("sizing='vol_target' needs vol_target, e.g. vol_target=0.5 (50%/year)")
+        if self.sizing == "fixed_fraction" and self.vol_target is not None:
+            raise ValueError("vol_target is set but sizing='fixed_fraction'; set sizing='vol_target'")
+        return self

@@ -1,0 +1,177 @@
+"""Backtest API: strategies and candles in, trade ledger and equity curve (polars) out."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from tradeloop.backtest import kernel
+from tradeloop.backtest.config import BacktestConfig
+from tradeloop.data.schema import timeframe_ms
+from tradeloop.errors import BacktestError
+from tradeloop.strategies.base import Strategy
+
+YEAR_MS = 365 * 86_400_000
+
+
+def periods_per_year(timeframe: str) -> float:
+    """Bars per year for a 24/7 market (365 days)."""
+    return YEAR_MS / timeframe_ms(timeframe)
+
+
+@dataclass(frozen=True)
+class PriceArrays:
+    """Wide (bars x symbols) float64 arrays aligned on ``ts``; NaN where a symbol has no candle."""
+
+    ts: np.ndarray
+    symbols: tuple[str, ...]
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    signal: np.ndarray  # int8
+
+    @classmethod
+    def from_frame(cls, frame: pl.DataFrame) -> PriceArrays:
+        needed = {"ts", "symbol", "open", "high", "low", "close", "signal"}
+        missing = sorted(needed - set(frame.columns))
+        if missing:
+            raise BacktestError(
+                f"backtest input lacks column(s) {missing}; pass candles with a 'signal' column "
+                "(Strategy.signals adds it) and a 'symbol' column"
+            )
+        dup = frame.select(pl.struct("symbol", "ts").is_duplicated().any()).item()
+        if dup:
+            raise BacktestError("backtest input has two candles for one (symbol, ts); deduplicate it")
+        symbols = tuple(sorted(frame["symbol"].unique().to_list()))
+        ts = frame["ts"].unique().sort()
+        grid = pl.DataFrame({"ts": ts})
+
+        def wide(col: str, dtype: type, fill: float | int) -> np.ndarray:
+            out = np.full((ts.len(), len(symbols)), fill, dtype=dtype)
+            for j, sym in enumerate(symbols):
+                part = grid.join(frame.filter(pl.col("symbol") == sym).select("ts", col), on="ts", how="left")
+                out[:, j] = part[col].fill_null(fill).to_numpy()
+            return out
+
+        return cls(
+            ts=ts.to_numpy(),
+            symbols=symbols,
+            open=wide("open", np.float64, np.nan),
+            high=wide("high", np.float64, np.nan),
+            low=wide("low", np.float64, np.nan),
+            close=wide("close", np.float64, np.nan),
+            signal=wide("signal", np.int8, 0),
+        )
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """Equity curve and trade ledger of one backtest (deterministic for equal inputs)."""
+
+    config: BacktestConfig
+    timeframe: str
+    symbols: tuple[str, ...]
+    equity: pl.DataFrame  # ts, portfolio, equity
+    trades: pl.DataFrame  # one row per trade, open ones flagged
+    bars_in_market: np.ndarray
+    traded_notional: np.ndarray
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def final_equity(self) -> float:
+        last = self.equity.group_by("portfolio").agg(pl.col("equity").last())
+        return float(last["equity"].sum())
+
+
+def simulate_arrays(prices: PriceArrays, config: BacktestConfig, *, size_frac: np.ndarray | None = None):
+    """Run the compiled kernel on wide arrays; returns the kernel's raw tuple."""
+    k = len(prices.symbols)
+    group = np.zeros(k, dtype=np.int64) if config.cash_sharing else np.arange(k, dtype=np.int64)
+    n_groups = 1 if config.cash_sharing else k
+    if size_frac is None:
+        size_frac = np.full((1, 1), config.fraction)
+    max_trades = int(np.count_nonzero(prices.signal & 3)) + k + 1
+    nan = float("nan")
+    return kernel.simulate(
+        prices.open, prices.high, prices.low, prices.close, prices.signal,
+        np.ascontiguousarray(size_frac, dtype=np.float64), group, n_groups,
+        float(config.init_cash), float(config.fee_rate), float(config.slippage),
+        nan if config.stop_loss is None else float(config.stop_loss),
+        nan if config.take_profit is None else float(config.take_profit),
+        nan if config.trailing_stop is None else float(config.trailing_stop),
+        bool(config.close_at_end), max_trades,
+    )
+
+
+def vol_target_fractions(prices: PriceArrays, config: BacktestConfig, timeframe: str) -> np.ndarray:
+    """Per-bar position fraction = vol_target / annualised realised vol, capped at ``fraction``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logret = np.log(prices.close[1:] / prices.close[:-1])
+    frame = pl.DataFrame(logret, schema=list(prices.symbols), orient="row")
+    vol = frame.select(pl.all().rolling_std(window_size=config.vol_window)).to_numpy()
+    ann = vol * math.sqrt(periods_per_year(timeframe))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(ann > 0, config.vol_target / ann, 0.0)
+    frac = np.nan_to_num(np.minimum(frac, config.fraction), nan=0.0)
+    return np.vstack([np.zeros((1, frac.shape[1])), frac])
+
+
+def run_backtest(candles: pl.DataFrame, config: BacktestConfig, *, timeframe: str) -> BacktestResult:
+    """Simulate candles that carry a ``signal`` column (long format, one row per symbol and bar)."""
+    prices = PriceArrays.from_frame(candles)
+    size_frac = vol_target_fractions(prices, config, timeframe) if config.sizing == "vol_target" else None
+    equity, trades, _cash, in_market, notional = simulate_arrays(prices, config, size_frac=size_frac)
+    portfolios = ["portfolio"] if config.cash_sharing else list(prices.symbols)
+    equity_frame = pl.DataFrame(
+        {
+            "ts": np.repeat(prices.ts, len(portfolios)),
+            "portfolio": portfolios * len(prices.ts),
+            "equity": equity.reshape(-1),
+        }
+    )
+    return BacktestResult(
+        config=config,
+        timeframe=timeframe,
+        symbols=prices.symbols,
+        equity=equity_frame,
+        trades=_ledger(trades, prices),
+        bars_in_market=in_market,
+        traded_notional=notional,
+    )
+
+
+def backtest_strategy(
+    strategy: Strategy, candles: pl.DataFrame, config: BacktestConfig, *, timeframe: str
+) -> BacktestResult:
+    """Signals from ``strategy`` (per symbol), then :func:`run_backtest`."""
+    frame = candles if "symbol" in candles.columns else candles.with_columns(symbol=pl.lit("SYMBOL"))
+    return run_backtest(strategy.signals(frame, by="symbol"), config, timeframe=timeframe)
+
+
+def _ledger(trades: np.ndarray, prices: PriceArrays) -> pl.DataFrame:
+    k = kernel
+    idx_entry = trades[:, k.T_ENTRY_BAR].astype(np.int64)
+    idx_exit = trades[:, k.T_EXIT_BAR].astype(np.int64)
+    reasons = np.array(k.EXIT_REASONS)[trades[:, k.T_REASON].astype(np.int64)]
+    frame = pl.DataFrame(
+        {
+            "symbol": np.array(prices.symbols, dtype=object)[trades[:, k.T_SYMBOL].astype(np.int64)].astype(str)
+            if len(trades) else np.array([], dtype=str),
+            "side": np.where(trades[:, k.T_DIRECTION] > 0, "long", "short"),
+            "entry_ts": prices.ts[idx_entry],
+            "exit_ts": prices.ts[idx_exit],
+            "qty": trades[:, k.T_QTY],
+            "entry_price": trades[:, k.T_ENTRY_PRICE],
+            "exit_price": trades[:, k.T_EXIT_PRICE],
+            "fees": trades[:, k.T_FEES],
+            "pnl": trades[:, k.T_PNL],
+            "return": trades[:, k.T_RETURN],
+            "exit_reason": reasons,
+            "bars_held": idx_exit - idx_entry,
+        }
+    )
+    return frame.with_columns(is_open=pl.col("exit_reason") == "open").sort("entry_ts", "symbol")

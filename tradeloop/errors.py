@@ -1,0 +1,73 @@
+"""The one exception hierarchy of tradeloop.
+
+Every error says what went wrong, with which value, and how to fix it. Each class carries
+the process exit code the CLI uses for it, so scripts can tell failures apart.
+"""
+
+from __future__ import annotations
+
+
+class TradeloopError(Exception):
+    """Base class of every error raised on purpose by tradeloop."""
+
+    exit_code: int = 1
+
+
+class ConfigError(TradeloopError, ValueError):
+    """A setting or option has a value that cannot work."""
+
+    exit_code = 2
+
+
+class DataError(TradeloopError):
+    """Market data is missing, malformed or inconsistent."""
+
+    exit_code = 3
+
+
+class CandleValidationError(DataError, ValueError):
+    """Candles broke a validation rule; nothing was written.
+
+    ``violations`` lists ``(row, rule, detail)`` for the first offending rows.
+    """
+
+    def __init__(self, message: str, *, source: str, violations: list[tuple[int, str, str]]):
+        super().__init__(message)
+        self.source = source
+        self.violations = violations
+
+
+class CandleConflictError(DataError):
+    """New candles disagree with candles already stored for the same timestamps."""
+
+
+class SeriesNotFoundError(DataError, LookupError):
+    """No candles are stored for the requested exchange/symbol/timeframe."""
+
+
+class ExchangeError(TradeloopError):
+    """The exchange could not be reached or refused a request."""
+
+    exit_code = 4
+
+
+class UnknownExchangeError(ExchangeError, ValueError):
+    """The exchange id is not one ccxt knows."""
+
+
+class UnknownSymbolError(ExchangeError, ValueError):
+    """The exchange does not list the symbol."""
+
+
+class UnsupportedTimeframeError(ExchangeError, ValueError):
+    """The exchange (or tradeloop) does not support the timeframe."""
+
+
+class RetryExhaustedError(ExchangeError):
+    """A retryable request kept failing after every allowed attempt."""
+
+
+class BacktestError(TradeloopError):
+    """A backtest was asked for something it cannot simulate."""
+
+    exit_code = 5

@@ -1,0 +1,87 @@
+"""Settings: every one has an embedded default and an environment variable.
+
+With nothing configured tradeloop keeps market data under ``./data``, uses SQLite for the
+operational database and an in-process event bus. ``.env.example`` lists every variable.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Process-wide settings, read from the environment (and ``.env`` when present)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    data_dir: Path = Field(
+        default=Path("data"),
+        validation_alias=_env("TRADELOOP_DATA_DIR"),
+        description="Root of the embedded storage (lake, quarantine, SQLite file).",
+    )
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=_env("DATABASE_URL"),
+        description="SQLAlchemy URL of the operational database; SQLite under data_dir when unset.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=_env("REDIS_URL"),
+        description="Redis for event streams and price cache; in-process bus when unset.",
+    )
+    exchange: str = Field(default="binance", validation_alias=_env("TRADELOOP_EXCHANGE"))
+    exchange_api_key: SecretStr | None = Field(
+        default=None, validation_alias=_env("TRADELOOP_EXCHANGE_API_KEY")
+    )
+    exchange_secret: SecretStr | None = Field(
+        default=None, validation_alias=_env("TRADELOOP_EXCHANGE_SECRET")
+    )
+    exchange_password: SecretStr | None = Field(
+        default=None, validation_alias=_env("TRADELOOP_EXCHANGE_PASSWORD")
+    )
+    exchange_api_url: str | None = Field(
+        default=None,
+        validation_alias=_env("TRADELOOP_EXCHANGE_API_URL"),
+        description="Override of the exchange's public REST base URL (proxies, test servers).",
+    )
+    http_timeout_s: float = Field(default=10.0, gt=0, validation_alias=_env("TRADELOOP_HTTP_TIMEOUT_S"))
+    http_max_retries: int = Field(default=5, ge=0, le=20, validation_alias=_env("TRADELOOP_HTTP_MAX_RETRIES"))
+    log_level: str = Field(default="INFO", validation_alias=_env("TRADELOOP_LOG_LEVEL"))
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(
+                f"TRADELOOP_LOG_LEVEL={value!r} is not a log level; use DEBUG, INFO, WARNING or ERROR"
+            )
+        return level
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'tradeloop.db').as_posix()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process (read once)."""
+    return Settings()
