@@ -47,5 +47,5 @@ class Strategy(BaseModel, ABC):
         return scored.with_columns(self.rule.signal_expr("score", by=group))
 
     def describe(self) -> str:
-        params = ", ".join(f"{k}={v}" for k, v in self.model_dump(exclude={"rule"}).items())
+        params = ",".join(str(v) for v in self.model_dump(exclude={"rule"}).values())
         return f"{self.name}({params})"

@@ -1,0 +1,1 @@
+"""The ``tradeloop`` command-line tool."""

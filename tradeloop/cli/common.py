@@ -1,0 +1,83 @@
+"""Shared CLI plumbing: console, error-to-exit-code mapping, lake from settings, time parsing."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tradeloop.data import CandleLake
+from tradeloop.errors import ConfigError, TradeloopError
+from tradeloop.settings import get_settings
+
+import sys
+
+# wide tables stay readable when output goes to a file or CI log
+console = Console(width=None if sys.stdout.isatty() else 180)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 180)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Print a tradeloop error in one red line and exit with its code (see tradeloop.errors)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except TradeloopError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=exc.exit_code) from None
+
+    return wrapper
+
+
+def lake_from_settings() -> CandleLake:
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    return CandleLake(settings.lake_dir, quarantine_root=settings.quarantine_dir)
+
+
+def parse_time(value: str, *, field: str) -> int:
+    """ISO date/time (UTC when no zone) or epoch milliseconds -> epoch ms."""
+    if value.isdigit():
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"{field}={value!r} is not a time; use an ISO date like 2024-01-31 or 2024-01-31T12:00, "
+            "or epoch milliseconds"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def fmt_ts(ms: int | None) -> str:
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def fmt_num(value: object, pct: bool = False) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        if math.isinf(value):
+            return "inf"
+        return f"{value:.1%}" if pct else f"{value:,.2f}"
+    return str(value)
+
+
+def table(title: str, columns: list[str]) -> Table:
+    tbl = Table(title=title, header_style="bold", title_justify="left")
+    for col in columns:
+        tbl.add_column(col, justify="left" if col in {"strategy", "series", "rule", "file"} else "right")
+    return tbl

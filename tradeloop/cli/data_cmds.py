@@ -1,0 +1,114 @@
+"""``tradeloop data``: import, ingest and inspect candles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from tradeloop.cli.common import (
+    console, fmt_ts, handle_errors, lake_from_settings, parse_time, table,
+)
+from tradeloop.data import SeriesKey
+from tradeloop.data.exchanges import make_exchange
+from tradeloop.data.importer import import_file, sample_files
+from tradeloop.data.ingest import CandleIngestor
+from tradeloop.errors import ConfigError
+from tradeloop.retry import RetryPolicy
+from tradeloop.settings import get_settings
+
+app = typer.Typer(help="Import, download and inspect market candles in the lake.", no_args_is_help=True)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeRemainingColumn(), console=console, transient=True)
+
+
+@app.command("import")
+@handle_errors
+def import_cmd(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Parquet/CSV files; none = the bundled sample")] = None,
+    exchange: Annotated[str | None, typer.Option(help="Exchange id, when file names don't say it")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Symbol (BTC/USDT or BTC-USDT)")] = None,
+    timeframe: Annotated[str | None, typer.Option(help="Timeframe, e.g. 1h")] = None,
+    quarantine: Annotated[bool, typer.Option(help="Set bad rows aside instead of failing")] = False,
+    on_conflict: Annotated[str, typer.Option(help="error | keep | replace, for candles already stored")] = "error",
+) -> None:
+    """Import candle files (columns ts, open, high, low, close, volume) into the lake.
+
+    File names like binance__BTC-USDT__1h.parquet name their series; otherwise pass
+    --exchange, --symbol and --timeframe.
+    """
+    lake = lake_from_settings()
+    files = list(paths) if paths else sample_files()
+    explicit = (exchange, symbol, timeframe)
+    if any(explicit) and not all(explicit):
+        raise ConfigError("--exchange, --symbol and --timeframe go together; give all three or none")
+    key = SeriesKey(exchange, symbol, timeframe) if all(explicit) else None  # type: ignore[arg-type]
+    tbl = table("Imported", ["file", "series", "added", "unchanged", "quarantined", "gaps"])
+    with _progress() as progress:
+        task = progress.add_task("importing", total=len(files))
+        for path in files:
+            result = import_file(lake, path, key=key, quarantine=quarantine, on_conflict=on_conflict)  # type: ignore[arg-type]
+            tbl.add_row(path.name, result.key.label, str(result.added), str(result.unchanged),
+                        str(result.quarantined), str(len(result.gaps)))
+            if result.quarantine_file:
+                console.print(f"[yellow]{result.quarantined} bad row(s) quarantined in {result.quarantine_file}")
+            progress.advance(task)
+    console.print(tbl)
+
+
+@app.command()
+@handle_errors
+def ingest(
+    symbols: Annotated[list[str], typer.Option("--symbols", "-s", help="Symbols, e.g. BTC/USDT (repeat or comma-separate)")],
+    since: Annotated[str, typer.Option(help="Start: ISO date (UTC) or epoch ms")],
+    exchange: Annotated[str | None, typer.Option(help="ccxt exchange id (default: TRADELOOP_EXCHANGE)")] = None,
+    timeframe: Annotated[str, typer.Option(help="Timeframe, e.g. 1m, 1h, 1d")] = "1h",
+    until: Annotated[str | None, typer.Option(help="End (default: now)")] = None,
+) -> None:
+    """Download candles through ccxt; resumes after the last stored candle."""
+    settings = get_settings()
+    lake = lake_from_settings()
+    client = make_exchange(exchange or settings.exchange, timeout_s=settings.http_timeout_s,
+                           api_url=settings.exchange_api_url)
+    ingestor = CandleIngestor(client, lake, retry=RetryPolicy(max_attempts=settings.http_max_retries + 1))
+    wanted = [s for item in symbols for s in item.split(",") if s.strip()]
+    start = parse_time(since, field="--since")
+    end = parse_time(until, field="--until") if until else None
+    tbl = table("Ingested", ["series", "added", "first", "last"])
+    with _progress() as progress:
+        for sym in wanted:
+            task = progress.add_task(sym, total=None)
+            result = ingestor.ingest(sym, timeframe, since=start, until=end,
+                                     progress=lambda done, total, t=task: progress.update(t, completed=done, total=total))
+            tbl.add_row(result.key.label, str(result.added), fmt_ts(result.first_ts), fmt_ts(result.last_ts))
+    console.print(tbl)
+
+
+@app.command()
+@handle_errors
+def status(
+    exchange: Annotated[str | None, typer.Option(help="Only this exchange")] = None,
+    show_gaps: Annotated[int, typer.Option(help="List up to this many gaps per series")] = 0,
+) -> None:
+    """Coverage and gaps of every stored series."""
+    lake = lake_from_settings()
+    keys = [k for k in lake.list_series() if exchange in (None, k.exchange)]
+    if not keys:
+        console.print(f"no candles stored under {lake.root}; run `tradeloop data import` first")
+        raise typer.Exit(code=0)
+    tbl = table(f"Lake {lake.root}", ["series", "rows", "first", "last", "gaps", "missing", "coverage"])
+    gap_lines = []
+    for key in keys:
+        st = lake.status(key)
+        tbl.add_row(key.label, f"{st.rows:,}", fmt_ts(st.first_ts), fmt_ts(st.last_ts), str(len(st.gaps)),
+                    f"{st.missing:,}", f"{st.coverage:.2%}")
+        gap_lines += [f"{key.label}: {fmt_ts(g.start)} -> {fmt_ts(g.end)} ({g.missing} missing)"
+                      for g in st.gaps[:show_gaps]]
+    console.print(tbl)
+    for line in gap_lines:
+        console.print(line, highlight=False)
