@@ -20,14 +20,12 @@ from tradeloop.errors import ConfigError, RetryExhaustedError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: ccxt errors worth another try: the request may succeed later unchanged.
-RETRYABLE_CCXT_ERRORS: tuple[type[BaseException], ...] = (
-    ccxt.RequestTimeout,
-    ccxt.RateLimitExceeded,
-    ccxt.DDoSProtection,
-    ccxt.ExchangeNotAvailable,
-    ccxt.NetworkError,
-)
+#: ccxt errors worth another try: the request may succeed later unchanged. ccxt's
+#: OperationFailed is the parent of NetworkError, RequestTimeout, RateLimitExceeded,
+#: DDoSProtection, ExchangeNotAvailable and of exchange codes such as Binance's -1001
+#: ("internal error, please try again"). ExchangeError (bad symbol, bad request,
+#: authentication, insufficient funds) is the user's to fix and is never retried.
+RETRYABLE_CCXT_ERRORS: tuple[type[BaseException], ...] = (ccxt.OperationFailed,)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
