@@ -30,7 +30,7 @@ DEFAULT_FEATURES: tuple[FeatureSpec, ...] = (
     FeatureSpec("sma_30", lambda: ind.sma(30), 29),
     FeatureSpec("ema_20", lambda: ind.ema(20), 19),
     FeatureSpec("rsi_14", lambda: ind.rsi(14), 14),
-    FeatureSpec("atr_14", lambda: ind.atr(14), 14),
+    FeatureSpec("atr_14", lambda: ind.atr(14), 13),
     FeatureSpec("vol_20", lambda: ind.volatility(20), 20),
     FeatureSpec("zscore_20", lambda: ind.zscore(20), 19),
     FeatureSpec("volume_ratio_20", lambda: ind.volume_ratio(20), 19),

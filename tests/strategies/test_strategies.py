@@ -1,0 +1,64 @@
+import polars as pl
+import pytest
+
+from tradeloop.errors import ConfigError
+from tradeloop.strategies import STRATEGIES, SmaCross, ThresholdRule, get_strategy
+from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXIT_SHORT
+
+
+def signals(scores: list[float | None], rule: ThresholdRule) -> list[int]:
+    frame = pl.DataFrame({"score": scores}, schema={"score": pl.Float64})
+    return frame.select(rule.signal_expr("score"))["signal"].to_list()
+
+
+def test_crossing_fires_once_and_not_on_first_bar() -> None:
+    rule = ThresholdRule()
+    assert signals([None, 0.5, 0.6, -0.1, -0.2, 0.3], rule) == [0, 0, 0, EXIT_LONG, 0, ENTER_LONG]
+
+
+def test_exact_tie_neither_fires_nor_resets() -> None:
+    rule = ThresholdRule()
+    # -1 -> tie -> +1 crosses on the first strictly positive bar
+    assert signals([-1.0, 0.0, 0.0, 1.0], rule) == [0, 0, 0, ENTER_LONG]
+    # +1 -> tie -> +1 is no crossing at all
+    assert signals([1.0, 0.0, 1.0], rule) == [0, 0, 0]
+    # a difference within the relative tolerance is a tie
+    assert signals([-1.0, 1e-14, 1.0], rule) == [0, 0, ENTER_LONG]
+
+
+def test_hysteresis_and_shorts() -> None:
+    rule = ThresholdRule(entry=1.0, exit=0.0, allow_short=True)
+    out = signals([0.5, -0.5, 1.5, 0.5, -0.2, -1.5, -0.5, 0.2], rule)
+    assert out == [0, 0, ENTER_LONG, 0, EXIT_LONG, ENTER_SHORT, 0, EXIT_SHORT]
+    reversal = signals([1.0, -1.0], ThresholdRule(allow_short=True))
+    assert reversal == [0, EXIT_LONG | ENTER_SHORT]
+
+
+def test_rule_validation() -> None:
+    with pytest.raises(ValueError, match="exit=1.0 is above entry=0.5"):
+        ThresholdRule(entry=0.5, exit=1.0)
+    with pytest.raises(ValueError, match="fast=30"):
+        SmaCross(fast=30, slow=10)
+    with pytest.raises(ConfigError, match="nope"):
+        get_strategy("nope")
+    with pytest.raises(ValueError):
+        SmaCross(fast=10, slow=30, unknown=1)
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_rolling_window_gives_the_same_decision(name: str, btc_4h: pl.DataFrame) -> None:
+    """The live engine evaluates a rolling window; its last score equals the full-history one."""
+    strategy = get_strategy(name)
+    full = strategy.signals(btc_4h[:3000], by=None)
+    window = strategy.warmup_bars + 2
+    for end in (1000, 2000, 3000):
+        part = strategy.signals(btc_4h[end - window:end], by=None)
+        assert part["score"][-1] == pytest.approx(full["score"][end - 1], rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_strategy_trades_real_data(name: str, btc_4h: pl.DataFrame) -> None:
+    out = get_strategy(name).signals(btc_4h, by=None)
+    entries = (out["signal"] & ENTER_LONG > 0).sum()
+    exits = (out["signal"] & EXIT_LONG > 0).sum()
+    assert entries > 20 and abs(entries - exits) <= 1
