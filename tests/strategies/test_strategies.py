@@ -62,3 +62,12 @@ def test_every_strategy_trades_real_data(name: str, btc_4h: pl.DataFrame) -> Non
     entries = (out["signal"] & ENTER_LONG > 0).sum()
     exits = (out["signal"] & EXIT_LONG > 0).sum()
     assert entries > 20 and abs(entries - exits) <= 1
+
+
+def test_multi_symbol_signals_equal_per_symbol(btc_4h: pl.DataFrame, eth_4h: pl.DataFrame) -> None:
+    strategy = SmaCross(rule=ThresholdRule(allow_short=True))
+    both = pl.concat([btc_4h.with_columns(symbol=pl.lit("BTC")), eth_4h.with_columns(symbol=pl.lit("ETH"))])
+    out = strategy.signals(both)
+    for sym, frame in (("BTC", btc_4h), ("ETH", eth_4h)):
+        alone = strategy.signals(frame, by=None)["signal"]
+        assert out.filter(pl.col("symbol") == sym)["signal"].equals(alone)

@@ -47,7 +47,7 @@ N_TRADE_FIELDS = 11
 _EL, _ES, _XL, _XS = ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXIT_SHORT
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, inline="always", error_model="numpy")
 def _record(trades, n_trades, j, direction, entry_bar, exit_bar, qty, entry_price, exit_price,
             fees, reason):
     pnl = direction * qty * (exit_price - entry_price) - fees
@@ -66,7 +66,7 @@ def _record(trades, n_trades, j, direction, entry_bar, exit_bar, qty, entry_pric
     return n_trades + 1
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def simulate(open_, high, low, close, signal, size_frac, group, n_groups,
              init_cash, fee, slip, stop_loss, take_profit, trailing, close_at_end,
              max_trades):
@@ -95,13 +95,13 @@ def simulate(open_, high, low, close, signal, size_frac, group, n_groups,
     pending = np.zeros(k, dtype=np.int8)
     pending_equity = np.zeros(k)
     pending_frac = np.zeros(k)
-    value = np.zeros(n_groups)
-    has_pos = np.zeros(n_groups, dtype=np.bool_)
-    grp_equity = np.full(n_groups, init_cash)
+    marked_at = np.full(n_groups, -1, dtype=np.int64)  # last bar a group counted as in market
+    n_pending = 0  # orders waiting for an open: the open passes run only when there are some
+    has_stops = stop_loss == stop_loss or take_profit == take_profit or trailing == trailing
 
     for t in range(n):
         # 1. exits at the open
-        for j in range(k):
+        for j in range(k if n_pending > 0 else 0):
             f = pending[j]
             if f == 0 or pos[j] == 0.0:
                 continue
@@ -126,7 +126,7 @@ def simulate(open_, high, low, close, signal, size_frac, group, n_groups,
                                    entry_price[j], px, entry_fee[j] - q * px * fee, SIGNAL)
                 pos[j] = 0.0
         # 1-3. entries at the open
-        for j in range(k):
+        for j in range(k if n_pending > 0 else 0):
             f = pending[j]
             if f == 0:
                 continue
@@ -134,6 +134,7 @@ def simulate(open_, high, low, close, signal, size_frac, group, n_groups,
             if not np.isfinite(o):
                 continue
             pending[j] = 0
+            n_pending -= 1
             want_long = (f & _EL) != 0
             want_short = (f & _ES) != 0
             if pos[j] != 0.0 or want_long == want_short:
@@ -156,7 +157,7 @@ def simulate(open_, high, low, close, signal, size_frac, group, n_groups,
             entry_fee[j] = fee_paid
             extreme[j] = px
         # 4. stops on the bar's range
-        for j in range(k):
+        for j in range(k if has_stops else 0):
             q = pos[j]
             if q == 0.0:
                 continue
@@ -224,27 +225,29 @@ def simulate(open_, high, low, close, signal, size_frac, group, n_groups,
                     extreme[j] = lo
         # 5. close: mark to market, then the bar's signal becomes the next order
         for g in range(n_groups):
-            value[g] = 0.0
-            has_pos[g] = False
+            equity[t, g] = cash[g]
+        row_has_signal = False
         for j in range(k):
             c = close[t, j]
             if np.isfinite(c):
                 last[j] = c
             if pos[j] != 0.0:
                 g = group[j]
-                value[g] += pos[j] * last[j]
-                has_pos[g] = True
-        for g in range(n_groups):
-            grp_equity[g] = cash[g] + value[g]
-            equity[t, g] = grp_equity[g]
-            if has_pos[g]:
-                in_market[g] += 1
-        for j in range(k):
-            s = signal[t, j]
-            if s != 0:
-                pending[j] = s
-                pending_equity[j] = grp_equity[group[j]]
-                pending_frac[j] = size_frac[0, 0] if scalar_size else size_frac[t, j]
+                equity[t, g] += pos[j] * last[j]
+                if marked_at[g] != t:
+                    marked_at[g] = t
+                    in_market[g] += 1
+            if signal[t, j] != 0:
+                row_has_signal = True
+        if row_has_signal:
+            for j in range(k):
+                s = signal[t, j]
+                if s != 0:
+                    if pending[j] == 0:
+                        n_pending += 1
+                    pending[j] = s
+                    pending_equity[j] = equity[t, group[j]]
+                    pending_frac[j] = size_frac[0, 0] if scalar_size else size_frac[t, j]
     # 6. end of data
     for j in range(k):
         q = pos[j]

@@ -12,11 +12,8 @@ from tradeloop.cli.common import (
     console, fmt_ts, handle_errors, lake_from_settings, parse_time, table,
 )
 from tradeloop.data import SeriesKey
-from tradeloop.data.exchanges import make_exchange
 from tradeloop.data.importer import import_file, sample_files
-from tradeloop.data.ingest import CandleIngestor
 from tradeloop.errors import ConfigError
-from tradeloop.retry import RetryPolicy
 from tradeloop.settings import get_settings
 
 app = typer.Typer(help="Import, download and inspect market candles in the lake.", no_args_is_help=True)
@@ -71,6 +68,10 @@ def ingest(
     until: Annotated[str | None, typer.Option(help="End (default: now)")] = None,
 ) -> None:
     """Download candles through ccxt; resumes after the last stored candle."""
+    from tradeloop.data.exchanges import make_exchange  # ccxt is slow to import: only here
+    from tradeloop.data.ingest import CandleIngestor
+    from tradeloop.retry import RetryPolicy
+
     settings = get_settings()
     lake = lake_from_settings()
     client = make_exchange(exchange or settings.exchange, timeout_s=settings.http_timeout_s,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import ccxt
 import polars as pl
 
 from tradeloop.errors import ConfigError, UnsupportedTimeframeError
@@ -20,23 +19,26 @@ CANDLE_SCHEMA: dict[str, pl.DataType] = {
 }
 CANDLE_COLUMNS: tuple[str, ...] = tuple(CANDLE_SCHEMA)
 
+# ccxt's timeframe notation; months and years have no fixed length
+_TIMEFRAME_RE = re.compile(r"^(\d+)([smhdwMy])$")
+_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _EXCHANGE_RE = re.compile(r"^[a-z0-9]+$")
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]+([-/][A-Z0-9]+)+(:[A-Z0-9]+)?$")
 
 
 def timeframe_ms(timeframe: str) -> int:
     """Length of a ccxt timeframe string (``1m``, ``4h``, ``1d``...) in milliseconds."""
-    try:
-        seconds = ccxt.Exchange.parse_timeframe(timeframe)
-    except Exception as exc:  # ccxt raises NotSupported / ValueError / KeyError
+    match = _TIMEFRAME_RE.match(timeframe)
+    if not match or int(match.group(1)) == 0:
         raise UnsupportedTimeframeError(
             f"timeframe={timeframe!r} is not a timeframe; use forms like 1m, 5m, 1h, 4h, 1d"
-        ) from exc
-    if seconds <= 0 or timeframe[-1] in {"M", "y"}:
+        )
+    amount, unit = int(match.group(1)), match.group(2)
+    if unit in {"M", "y"}:
         raise UnsupportedTimeframeError(
             f"timeframe={timeframe!r} has no fixed length; use minutes, hours, days or weeks"
         )
-    return int(seconds * 1000)
+    return amount * _UNIT_MS[unit]
 
 
 def lake_symbol(symbol: str) -> str:

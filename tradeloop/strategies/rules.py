@@ -17,6 +17,8 @@ crosses strictly above / below slow; ties do nothing".
 
 from __future__ import annotations
 
+import numba as nb
+import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -48,32 +50,46 @@ class ThresholdRule(BaseModel):
     def signal_expr(self, score: str | pl.Expr = "score", *, by: str | None = None) -> pl.Expr:
         """int8 signal bit set per row (see ``tradeloop.strategies.signals``)."""
         s = pl.col(score) if isinstance(score, str) else score
-        over = (lambda e: e.over(by)) if by else (lambda e: e)
+        expr = s.map_batches(self.apply, return_dtype=pl.Int8)
+        return (expr.over(by) if by else expr).alias("signal")
 
-        def crossing(zone: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-            prev = over(zone.forward_fill().shift(1))
-            return (zone == 1) & (prev == -1), (zone == -1) & (prev == 1)
+    def apply(self, scores: pl.Series | np.ndarray) -> pl.Series:
+        """The rule over one symbol's scores in time order (nulls/NaN are warm-up)."""
+        values = scores.cast(pl.Float64).to_numpy() if isinstance(scores, pl.Series) else scores
+        out = _crossings(
+            np.ascontiguousarray(values, dtype=np.float64),
+            self.entry + self._band(self.entry),
+            self.exit - self._band(self.exit),
+            self.allow_short,
+        )
+        return pl.Series("signal", out, dtype=pl.Int8)
 
-        long_zone = (
-            pl.when(s > self.entry + self._band(self.entry)).then(1)
-            .when(s < self.exit - self._band(self.exit)).then(-1)
-            .otherwise(None)
-        )
-        enter_long, exit_long = crossing(long_zone)
-        signal = (
-            enter_long.cast(pl.Int8).fill_null(0) * ENTER_LONG
-            + exit_long.cast(pl.Int8).fill_null(0) * EXIT_LONG
-        )
-        if self.allow_short:
-            short_zone = (
-                pl.when(s < -self.entry - self._band(self.entry)).then(1)
-                .when(s > -self.exit + self._band(self.exit)).then(-1)
-                .otherwise(None)
-            )
-            enter_short, exit_short = crossing(short_zone)
-            signal = (
-                signal
-                + enter_short.cast(pl.Int8).fill_null(0) * ENTER_SHORT
-                + exit_short.cast(pl.Int8).fill_null(0) * EXIT_SHORT
-            )
-        return signal.cast(pl.Int8).alias("signal")
+
+@nb.njit(cache=True)
+def _crossings(score, long_enter, long_exit, allow_short):  # pragma: no cover - compiled
+    """One pass of the zone state machine; see the module docstring for the rule."""
+    out = np.zeros(score.size, dtype=np.int8)
+    long_side = 0  # last zone seen: +1 entry zone, -1 exit zone, 0 none yet
+    short_side = 0
+    for i in range(score.size):
+        s = score[i]
+        if s != s:
+            continue
+        flags = 0
+        zone = 1 if s > long_enter else (-1 if s < long_exit else 0)
+        if zone != 0:
+            if zone == 1 and long_side == -1:
+                flags |= ENTER_LONG
+            elif zone == -1 and long_side == 1:
+                flags |= EXIT_LONG
+            long_side = zone
+        if allow_short:
+            zone = 1 if s < -long_enter else (-1 if s > -long_exit else 0)
+            if zone != 0:
+                if zone == 1 and short_side == -1:
+                    flags |= ENTER_SHORT
+                elif zone == -1 and short_side == 1:
+                    flags |= EXIT_SHORT
+                short_side = zone
+        out[i] = flags
+    return out

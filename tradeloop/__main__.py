@@ -1,0 +1,3 @@
+from tradeloop.cli.main import app
+
+app(prog_name="tradeloop")
