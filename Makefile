@@ -1,0 +1,44 @@
+# tradeloop tasks. Every target installs what it needs into .venv first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
+
+.PHONY: demo test bench lab clean help
+
+help:
+	@echo "make demo   - run the main job on the bundled real sample"
+	@echo "make test   - run the whole test suite"
+	@echo "make bench  - run the benchmarks (installs the bench group: vectorbt)"
+	@echo "make lab    - open JupyterLab with tradeloop importable"
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . \
+	  || $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@# PYTHONDONTWRITEBYTECODE may be set: compile once so imports stay fast
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib tradeloop > /dev/null
+	touch $@
+
+$(BENCH_STAMP): $(STAMP) requirements-bench.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-bench.lock
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/tradeloop demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/backtest_vs_vectorbt.py
+
+lab: $(STAMP)
+	$(BIN)/python -m pip install --quiet jupyterlab
+	$(BIN)/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
+
+clean:
+	rm -rf $(VENV) data/lake data/quarantine
