@@ -9,8 +9,6 @@ import polars as pl
 import pytest
 from exchange_server import BinanceLoopback
 
-import tradeloop.cli.main  # noqa: F401  (the module the console script runs)
-
 
 def tradeloop(*args: str, data_dir: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "TRADELOOP_DATA_DIR": str(data_dir), "COLUMNS": "200", **(env or {})}

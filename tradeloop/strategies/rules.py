@@ -65,6 +65,18 @@ class ThresholdRule(BaseModel):
         return pl.Series("signal", out, dtype=pl.Int8)
 
 
+@nb.njit(cache=True, inline="always")
+def _cross(zone, side, enter_flag, exit_flag):  # pragma: no cover - compiled
+    """(flag fired, new side) for one side of the rule: a zone entered from the opposite one."""
+    if zone == 0:
+        return 0, side
+    if zone == 1 and side == -1:
+        return enter_flag, zone
+    if zone == -1 and side == 1:
+        return exit_flag, zone
+    return 0, zone
+
+
 @nb.njit(cache=True)
 def _crossings(score, long_enter, long_exit, allow_short):  # pragma: no cover - compiled
     """One pass of the zone state machine; see the module docstring for the rule."""
@@ -75,21 +87,11 @@ def _crossings(score, long_enter, long_exit, allow_short):  # pragma: no cover -
         s = score[i]
         if s != s:
             continue
-        flags = 0
         zone = 1 if s > long_enter else (-1 if s < long_exit else 0)
-        if zone != 0:
-            if zone == 1 and long_side == -1:
-                flags |= ENTER_LONG
-            elif zone == -1 and long_side == 1:
-                flags |= EXIT_LONG
-            long_side = zone
+        flags, long_side = _cross(zone, long_side, ENTER_LONG, EXIT_LONG)
         if allow_short:
             zone = 1 if s < -long_enter else (-1 if s > -long_exit else 0)
-            if zone != 0:
-                if zone == 1 and short_side == -1:
-                    flags |= ENTER_SHORT
-                elif zone == -1 and short_side == 1:
-                    flags |= EXIT_SHORT
-                short_side = zone
+            short_flags, short_side = _cross(zone, short_side, ENTER_SHORT, EXIT_SHORT)
+            flags |= short_flags
         out[i] = flags
     return out
