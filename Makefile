@@ -16,8 +16,7 @@ help:
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . \
-	  || $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@# PYTHONDONTWRITEBYTECODE may be set: compile once so imports stay fast
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib tradeloop > /dev/null
 	touch $@

@@ -72,8 +72,11 @@ def run_tradeloop(open_, high, low, close) -> tuple[int, float]:
     def one(j: int) -> None:  # polars releases the GIL: symbols run on every core
         signal[:, j] = strategy.signals(pl.DataFrame({"close": close[:, j]}), by=None)["signal"].to_numpy()
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        list(pool.map(one, range(close.shape[1])))
+    if close.shape[1] == 1:
+        one(0)
+    else:
+        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+            list(pool.map(one, range(close.shape[1])))
     prices = PriceArrays(ts=np.arange(close.shape[0]), symbols=tuple(map(str, range(close.shape[1]))),
                          open=open_, high=high, low=low, close=close, signal=signal)
     config = BacktestConfig(init_cash=CASH, fee_rate=FEE, cash_sharing=False)

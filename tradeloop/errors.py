@@ -71,3 +71,17 @@ class BacktestError(TradeloopError):
     """A backtest was asked for something it cannot simulate."""
 
     exit_code = 5
+
+
+class ModelError(TradeloopError):
+    """A threshold model or registry operation cannot go on (missing, stale, bad input)."""
+
+    exit_code = 6
+
+
+class ArtifactIntegrityError(ModelError):
+    """A stored artifact's bytes no longer match its content hash: it was corrupted or tampered."""
+
+
+class PromotionRefusedError(ModelError):
+    """The promotion gate refused a candidate; the report lists every check and its number."""

@@ -77,6 +77,19 @@ class Settings(BaseSettings):
         return self.data_dir / "quarantine"
 
     @property
+    def research_dir(self) -> Path:
+        return self.data_dir / "research"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.data_dir / "registry"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Executed notebooks, one folder per pipeline run."""
+        return self.data_dir / "runs"
+
+    @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'tradeloop.db').as_posix()}"
 

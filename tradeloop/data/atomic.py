@@ -11,7 +11,7 @@ import contextlib
 import fcntl
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
@@ -33,10 +33,19 @@ def _fsync_dir(directory: Path) -> None:
 
 def write_parquet_atomic(frame: pl.DataFrame, target: Path) -> None:
     """Write ``frame`` to ``target`` so that readers only ever see a complete file."""
+    _write_atomic(target, lambda tmp: frame.write_parquet(tmp, compression="zstd", statistics=True))
+
+
+def write_bytes_atomic(data: bytes, target: Path) -> None:
+    """Replace ``target`` with ``data`` so that readers only ever see a complete file."""
+    _write_atomic(target, lambda tmp: tmp.write_bytes(data))
+
+
+def _write_atomic(target: Path, write: Callable[[Path], object]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(target)
     try:
-        frame.write_parquet(tmp, compression="zstd", statistics=True)
+        write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)

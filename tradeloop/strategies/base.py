@@ -44,6 +44,8 @@ class Strategy(BaseModel, ABC):
         """Candles with ``score`` and int8 ``signal`` columns (per symbol when ``by`` is set)."""
         group = by if by is not None and by in candles.columns else None
         scored = self.scores(candles, by=group)
+        if group is None:  # one series: run the compiled rule directly, no expression round trip
+            return scored.with_columns(self.rule.apply(scored["score"]))
         return scored.with_columns(self.rule.signal_expr("score", by=group))
 
     def describe(self) -> str:

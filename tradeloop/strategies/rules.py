@@ -55,7 +55,10 @@ class ThresholdRule(BaseModel):
 
     def apply(self, scores: pl.Series | np.ndarray) -> pl.Series:
         """The rule over one symbol's scores in time order (nulls/NaN are warm-up)."""
-        values = scores.cast(pl.Float64).to_numpy() if isinstance(scores, pl.Series) else scores
+        if isinstance(scores, pl.Series):  # nulls -> NaN first: to_numpy's own null path is slow
+            values = scores.cast(pl.Float64).fill_null(float("nan")).to_numpy()
+        else:
+            values = scores
         out = _crossings(
             np.ascontiguousarray(values, dtype=np.float64),
             self.entry + self._band(self.entry),

@@ -1,0 +1,49 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Backtest report
+#
+# The trained model trades the whole history with the backtest engine (next-open fills,
+# fees, the same decision code the live engine runs) for display, next to the
+# out-of-sample figures from walk-forward, which are what the promotion gate judges.
+# Outputs in `output_dir`: `metrics.json`, `equity.parquet`, `trades.parquet`.
+
+# %% tags=["parameters"]
+features_path = "data/research/features.parquet"
+thresholds_dir = "data/research/thresholds"
+timeframe = "4h"
+output_dir = "data/research/backtest"
+
+# %%
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import polars as pl
+
+from tradeloop.research.steps import EQUITY_PARQUET, MODEL_DIR, candles_of, report_backtest
+
+candles = candles_of(pl.read_parquet(features_path))
+report = report_backtest(candles, model_dir=Path(thresholds_dir) / MODEL_DIR, evaluation_dir=thresholds_dir,
+                         timeframe=timeframe, output_dir=output_dir)
+report["oos"], report["signals_taken"], report["signals_rejected"]
+
+# %%
+pl.DataFrame([report["full_history"]])
+
+# %%
+equity = pl.read_parquet(Path(output_dir) / EQUITY_PARQUET)
+peak = equity["equity"].cum_max()
+fig, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
+axes[0].plot(equity["ts"].to_numpy(), equity["equity"].to_numpy())
+axes[0].set_title("equity (full history, shared cash)")
+axes[1].fill_between(equity["ts"].to_numpy(), (equity["equity"] / peak - 1).to_numpy(), 0, color="tab:red")
+axes[1].set_title("drawdown")
+plt.show()

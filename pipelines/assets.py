@@ -1,0 +1,132 @@
+"""Research assets: candles -> features -> thresholds -> backtest -> promotion.
+
+Notebook assets run papermill in-process and keep the executed .ipynb under
+``<data>/runs/<run id>/``, linked from the materialization with the key numbers.
+(No ``from __future__ import annotations`` here: Dagster reads the annotations.)
+"""
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+import dagster as dg
+from pipelines import checks
+from pipelines.resources import RESEARCH_SYMBOLS, ExchangeResource, ResearchResource, StoresResource
+from tradeloop.registry import Lineage, git_commit, snapshot_hash
+from tradeloop.research.gate import GateConfig, evaluate_gate
+from tradeloop.research.notebooks import notebook_path, run_notebook
+from tradeloop.research.steps import (
+    EQUITY_PARQUET,
+    METRICS_JSON,
+    MODEL_DIR,
+    TUNING_JSON,
+    load_evaluation,
+)
+
+symbol_partitions = dg.StaticPartitionsDefinition(list(RESEARCH_SYMBOLS))
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _paths(stores: StoresResource) -> dict[str, Path]:
+    base = stores.research_dir
+    return {"features": base / "features.parquet", "thresholds": base / "thresholds", "backtest": base / "backtest"}
+
+
+def _notebook(context: dg.AssetExecutionContext, stores: StoresResource, name: str, params: dict):
+    output = stores.run_dir(context.run.run_id) / f"{name}.ipynb"
+    run = run_notebook(notebook_path(name), output, params, cwd=REPO)
+    context.log.info(f"notebook {name} ran in {run.seconds:.1f} s; executed copy: {output}")
+    return run, {"notebook": dg.MetadataValue.notebook(str(output)), "notebook_seconds": run.seconds,
+                 "parameters": dg.MetadataValue.json(params)}
+
+
+@dg.asset(partitions_def=symbol_partitions, group_name="research", kinds={"parquet"},
+          check_specs=[dg.AssetCheckSpec("candle_quality", asset="candles", blocking=True),
+                       dg.AssetCheckSpec("candle_freshness", asset="candles")])
+def candles(context: dg.AssetExecutionContext, stores: StoresResource, research: ResearchResource,
+            exchange: ExchangeResource):
+    """Raw candles of one symbol in the lake (bundled sample or ccxt), validated on the way in."""
+    key = research.key(context.partition_key)
+    refreshed = exchange.refresh(stores.lake, key)
+    status = stores.lake.status(key)
+    yield dg.MaterializeResult(metadata={**refreshed, "rows": status.rows, "first_ts": status.first_ts or 0,
+                                         "last_ts": status.last_ts or 0, "gaps": len(status.gaps)})
+    yield from checks.candle_quality(stores.lake, key)
+
+
+@dg.asset(deps=[candles], group_name="research", kinds={"jupyter", "parquet"},
+          check_specs=[dg.AssetCheckSpec("feature_sanity", asset="features", blocking=True)])
+def features(context: dg.AssetExecutionContext, stores: StoresResource, research: ResearchResource):
+    """Per-symbol features of the research universe (notebooks/features.py)."""
+    out = _paths(stores)["features"]
+    params = {"lake_dir": str(stores.lake.root), "exchange": research.exchange, "symbols": research.symbols,
+              "timeframe": research.timeframe, "output_path": str(out)}
+    _, meta = _notebook(context, stores, "features", params)
+    frame = pl.read_parquet(out)
+    yield dg.MaterializeResult(metadata={**meta, "rows": frame.height, "columns": len(frame.columns),
+                                         "path": dg.MetadataValue.path(str(out))})
+    yield checks.feature_sanity(frame)
+
+
+@dg.asset(deps=[features], group_name="research", kinds={"jupyter", "optuna", "sklearn"})
+def thresholds(context: dg.AssetExecutionContext, stores: StoresResource, research: ResearchResource):
+    """Tuned strategy + adaptive threshold model (notebooks/thresholds.py)."""
+    paths = _paths(stores)
+    params = {"features_path": str(paths["features"]), "strategy": research.strategy,
+              "timeframe": research.timeframe, "n_trials": research.n_trials, "max_drawdown": research.max_drawdown,
+              "seed": research.seed, "storage": research.optuna_storage or None,
+              "output_dir": str(paths["thresholds"])}
+    _, meta = _notebook(context, stores, "thresholds", params)
+    summary = json.loads((paths["thresholds"] / TUNING_JSON).read_text())
+    return dg.MaterializeResult(metadata={
+        **meta, "best_oos_sharpe": summary["best_oos_sharpe"], "n_trials": summary["n_trials"],
+        "threshold": summary["threshold"], "p_star": summary["p_star"], "events": summary["events"],
+        "best_params": dg.MetadataValue.json(summary["best_params"])})
+
+
+@dg.asset(deps=[thresholds], group_name="research", kinds={"jupyter"},
+          check_specs=[dg.AssetCheckSpec("backtest_sanity", asset="backtest", blocking=True)])
+def backtest(context: dg.AssetExecutionContext, stores: StoresResource, research: ResearchResource):
+    """Report of the trained model: full history + out-of-sample (notebooks/backtest.py)."""
+    paths = _paths(stores)
+    params = {"features_path": str(paths["features"]), "thresholds_dir": str(paths["thresholds"]),
+              "timeframe": research.timeframe, "output_dir": str(paths["backtest"])}
+    _, meta = _notebook(context, stores, "backtest", params)
+    metrics = json.loads((paths["backtest"] / METRICS_JSON).read_text())
+    yield dg.MaterializeResult(metadata={
+        **meta, "oos_sharpe_per_bar": metrics["oos"]["sharpe_per_bar"],
+        "oos_max_drawdown": metrics["oos"]["max_drawdown"], "trades": metrics["full_history"]["trades"],
+        "total_return": metrics["full_history"]["total_return"]})
+    yield checks.backtest_sanity(metrics, pl.read_parquet(paths["backtest"] / EQUITY_PARQUET))
+
+
+@dg.asset(deps=[backtest], group_name="research", kinds={"registry"})
+def promotion(context: dg.AssetExecutionContext, stores: StoresResource, research: ResearchResource):
+    """Promote the model when the gate passes (OOS beats the champion, DSR, PBO); else keep the champion."""
+    paths = _paths(stores)
+    registry = stores.registry
+    evaluation = load_evaluation(paths["thresholds"])
+    current = registry.champion(research.strategy)
+    champion_sharpe = current.lineage.metrics.get("oos_sharpe_per_bar") if current else None
+    report = evaluate_gate(candidate_returns=evaluation["best_returns"], trial_sharpes=evaluation["trial_sharpes"],
+                           returns_matrix=evaluation["returns_matrix"], champion_sharpe=champion_sharpe,
+                           config=GateConfig())
+    context.log.info("promotion gate:\n" + report.summary())
+    artifact = registry.register(paths["thresholds"] / MODEL_DIR)
+    meta = {"gate": dg.MetadataValue.json(report.as_dicts()), "artifact": artifact, "promoted": report.passed}
+    if report.passed:
+        tuning = json.loads((paths["thresholds"] / TUNING_JSON).read_text())
+        metrics = json.loads((paths["backtest"] / METRICS_JSON).read_text())
+        files = [f for s in research.symbols for f in stores.lake.files(research.key(s))]
+        lineage = Lineage(
+            git_commit=git_commit(REPO), data_snapshot=snapshot_hash(files), notebook="notebooks/thresholds.py",
+            parameters=tuning["best_params"], run_id=context.run.run_id,
+            metrics={"oos_sharpe_per_bar": metrics["oos"]["sharpe_per_bar"],
+                     "oos_max_drawdown": metrics["oos"]["max_drawdown"],
+                     **{c["name"]: c["value"] for c in report.as_dicts()}})
+        entry = registry.promote(research.strategy, artifact, lineage=lineage)
+        meta["champion"] = entry.artifact
+    else:
+        meta["champion"] = current.artifact if current else "none"
+    return dg.MaterializeResult(metadata=meta)

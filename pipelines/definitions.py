@@ -1,0 +1,17 @@
+"""The Dagster code location: `dagster dev -w workspace.yaml` loads ``defs``."""
+
+import dagster as dg
+from pipelines.assets import backtest, candles, features, promotion, symbol_partitions, thresholds
+from pipelines.automation import new_candles_sensor, retrain_job, retrain_schedule
+from pipelines.resources import ExchangeResource, ResearchResource, StoresResource
+
+refresh_candles_job = dg.define_asset_job("refresh_candles", selection=[candles], partitions_def=symbol_partitions)
+
+defs = dg.Definitions(
+    assets=[candles, features, thresholds, backtest, promotion],
+    jobs=[retrain_job, refresh_candles_job],
+    schedules=[retrain_schedule],
+    sensors=[new_candles_sensor],
+    resources={"stores": StoresResource(), "research": ResearchResource(), "exchange": ExchangeResource()},
+    executor=dg.in_process_executor,
+)

@@ -1,0 +1,114 @@
+"""The research steps the notebooks and the pipeline call. Each step reads its inputs and
+writes only to the paths it is given; outputs are Parquet/JSON/NumPy files, written whole."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from tradeloop.backtest import BacktestConfig, run_backtest
+from tradeloop.data import CandleLake, SeriesKey
+from tradeloop.data.atomic import write_bytes_atomic, write_parquet_atomic
+from tradeloop.data.schema import CANDLE_COLUMNS
+from tradeloop.errors import ConfigError
+from tradeloop.features import compute_features
+from tradeloop.performance import result_metrics
+from tradeloop.research.tuning import TuningConfig, tune
+from tradeloop.research.walkforward import fit_threshold
+from tradeloop.strategies import get_strategy
+from tradeloop.thresholds import BarrierConfig, ThresholdModel, meta_dataset
+from tradeloop.thresholds.decide import decide
+
+MODEL_DIR, TUNING_JSON, EVALUATION_NPZ = "model", "tuning.json", "evaluation.npz"
+METRICS_JSON, EQUITY_PARQUET, TRADES_PARQUET = "metrics.json", "equity.parquet", "trades.parquet"
+
+
+def load_universe(lake: CandleLake, *, exchange: str, symbols: list[str], timeframe: str) -> pl.DataFrame:
+    """Candles of several symbols (long frame: symbol, ts, OHLCV), sorted by symbol then ts."""
+    keys = [SeriesKey(exchange, s, timeframe) for s in symbols]
+    frame = lake.read_many(keys)
+    return frame.select("symbol", *CANDLE_COLUMNS).sort("symbol", "ts")
+
+
+def candles_of(frame: pl.DataFrame) -> pl.DataFrame:
+    """The candle columns of a features frame (what strategies and labels start from)."""
+    return frame.select("symbol", *CANDLE_COLUMNS)
+
+
+def write_json(doc: dict, path: Path) -> None:
+    write_bytes_atomic(json.dumps(doc, indent=2, sort_keys=True, default=float).encode(), Path(path))
+
+
+def build_features(candles: pl.DataFrame, output_path: Path) -> pl.DataFrame:
+    features = compute_features(candles)
+    write_parquet_atomic(features, Path(output_path))
+    return features
+
+
+def train_thresholds(candles: pl.DataFrame, *, config: TuningConfig, timeframe: str, output_dir: Path,
+                     storage: str | None = None) -> dict:
+    """Tune (optuna over purged walk-forward), then fit the final model on every event.
+
+    Writes ``model/`` (the ThresholdModel), ``tuning.json`` (best parameters, trial counts)
+    and ``evaluation.npz`` (the best trial's OOS returns, every trial's Sharpe, the returns
+    matrix for PBO).
+    """
+    output_dir = Path(output_dir)
+    result = tune(candles, config=config, timeframe=timeframe, study_dir=output_dir / "study", storage=storage)
+    params = dict(result.best_params)
+    strategy = get_strategy(params.pop("strategy"), **{k: params.pop(k) for k in list(params)
+                                                         if k not in BarrierConfig.model_fields})
+    barriers = BarrierConfig(cost=config.cost, **params)
+    events = meta_dataset(candles, strategy, barriers=barriers)
+    model = fit_threshold(events, strategy, barriers)
+    model.info = {"timeframe": timeframe, "symbols": sorted(candles["symbol"].unique().to_list()),
+                  "events": events.height}
+    model.save(output_dir / MODEL_DIR)
+    np.savez(output_dir / EVALUATION_NPZ, best_returns=result.best_returns, trial_sharpes=result.trial_sharpes,
+             returns_matrix=result.returns_matrix)
+    summary = {"best_params": result.best_params, "best_oos_sharpe": result.best_value,
+               "n_trials": result.n_trials, "events": events.height,
+               "threshold": model.estimator.threshold_, "p_star": model.estimator.p_star_,
+               "margin": model.estimator.margin_, "fallback": model.estimator.fallback_}
+    write_json(summary, output_dir / TUNING_JSON)
+    return summary
+
+
+def load_evaluation(directory: Path) -> dict[str, np.ndarray]:
+    path = Path(directory) / EVALUATION_NPZ
+    if not path.exists():
+        raise ConfigError(f"{path} is missing: run the thresholds step first")
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def report_backtest(candles: pl.DataFrame, *, model_dir: Path, evaluation_dir: Path, timeframe: str,
+                    output_dir: Path, backtest: BacktestConfig | None = None) -> dict:
+    """Full-history backtest of the trained model (display) + its out-of-sample metrics (gate).
+
+    Writes ``metrics.json``, ``equity.parquet`` and ``trades.parquet`` to ``output_dir``.
+    """
+    output_dir = Path(output_dir)
+    model = ThresholdModel.load(Path(model_dir))
+    backtest = backtest or BacktestConfig(fee_rate=model.barriers.cost / 2, cash_sharing=True)
+    decided = decide(candles, model, now_ms=model.trained_until)
+    result = run_backtest(decided, backtest, timeframe=timeframe)
+    metrics = result_metrics(result).row(0, named=True)
+    evaluation = load_evaluation(evaluation_dir)
+    oos = evaluation["best_returns"]
+    from tradeloop.evaluation import sharpe_per_period
+    from tradeloop.research.walkforward import _max_drawdown
+
+    doc = {"full_history": {k: v for k, v in metrics.items() if k != "portfolio"},
+           "oos": {"sharpe_per_bar": sharpe_per_period(oos), "max_drawdown": _max_drawdown(oos),
+                   "total_return": float(np.prod(1.0 + oos) - 1.0), "bars": int(oos.size)},
+           "signals_taken": int((decided["proba"].is_not_null() & (decided["signal"] & 3 != 0)).sum()),
+           "signals_rejected": int((decided["proba"].is_not_null() & (decided["signal"] & 3 == 0)).sum())}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_json(doc, output_dir / METRICS_JSON)
+    write_parquet_atomic(result.equity, output_dir / EQUITY_PARQUET)
+    write_parquet_atomic(result.trades, output_dir / TRADES_PARQUET)
+    return doc

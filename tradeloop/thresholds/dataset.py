@@ -1,0 +1,66 @@
+"""Meta-labeling data set: one row per strategy entry, its features and its outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from tradeloop.features import DEFAULT_FEATURES, FeatureSpec, compute_features
+from tradeloop.strategies.base import Strategy
+from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT
+from tradeloop.thresholds.labels import BarrierConfig, triple_barrier_labels
+
+# features the meta-labeling classifier sees: scale-free ones only, so one model serves
+# symbols of very different prices
+META_FEATURES: tuple[str, ...] = (
+    "score", "ret_1", "rsi_14", "vol_20", "zscore_20", "volume_ratio_20", "volume_zscore_20",
+)
+
+
+def entry_events(signals: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Rows where a position would be opened, and their direction (+1 long, -1 short)."""
+    sig = signals["signal"].to_numpy()
+    longs = (sig & ENTER_LONG) != 0
+    shorts = (sig & ENTER_SHORT) != 0
+    rows = np.flatnonzero(longs | shorts)
+    return rows, np.where(longs[rows], 1.0, -1.0)
+
+
+def meta_dataset(
+    candles: pl.DataFrame,
+    strategy: Strategy,
+    *,
+    barriers: BarrierConfig = BarrierConfig(),
+    features: Sequence[FeatureSpec] = DEFAULT_FEATURES,
+) -> pl.DataFrame:
+    """Events of every symbol (long frame with ``symbol``), sorted by ``ts`` then ``symbol``.
+
+    Columns: symbol, ts, t1, direction, the META_FEATURES, ret, net_ret, barrier, label.
+    Rows whose features are still warming up are dropped.
+    """
+    parts = []
+    frame = candles if "symbol" in candles.columns else candles.with_columns(symbol=pl.lit("_"))
+    for (symbol,), part in frame.sort("symbol", "ts").group_by("symbol", maintain_order=True):
+        enriched = strategy.signals(compute_features(part, features, by=None), by=None)
+        rows, dirs = entry_events(enriched)
+        if rows.size == 0:
+            continue
+        labels = triple_barrier_labels(enriched, rows, direction=dirs, config=barriers)
+        feats = enriched.select(META_FEATURES)[labels["row"].to_numpy()]
+        parts.append(pl.concat([labels.drop("row").with_columns(symbol=pl.lit(symbol)), feats],
+                               how="horizontal"))
+    if not parts:
+        return _empty()
+    out = pl.concat(parts).drop_nulls(list(META_FEATURES)).filter(
+        pl.all_horizontal(pl.col(META_FEATURES).is_finite()))
+    return out.sort("ts", "symbol").select("symbol", "ts", "t1", "direction", *META_FEATURES,
+                                           "ret", "net_ret", "barrier", "label")
+
+
+def _empty() -> pl.DataFrame:
+    schema = {"symbol": pl.Utf8, "ts": pl.Int64, "t1": pl.Int64, "direction": pl.Int8,
+              **{f: pl.Float64 for f in META_FEATURES},
+              "ret": pl.Float64, "net_ret": pl.Float64, "barrier": pl.Utf8, "label": pl.Int8}
+    return pl.DataFrame(schema=schema)

@@ -1,0 +1,139 @@
+"""``AdaptiveThreshold``: act on a strategy signal only when a calibrated meta-label
+probability clears the break-even win rate plus a learned margin.
+
+Break-even: a trade that wins ``W`` or loses ``L`` (both positive return sizes) and costs
+``c`` per round trip pays on average when ``p * W - (1 - p) * L - c > 0``, i.e. when
+``p > p* = (L + c) / (W + L)``. ``W`` and ``L`` are the mean winning and losing returns of
+the training events. The threshold is ``p* + margin_``, the margin chosen on the most recent
+``validation_fraction`` of the training events (time-ordered, purged) to maximise the mean
+net return of the events it keeps (no margin when none keeps ``min_kept`` events). ``p*`` alone is the static fallback: without enough
+events to train, and whenever a trained model is missing or stale (see ``is_stale``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import TimeSeriesSplit
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
+
+from tradeloop.errors import ConfigError, ModelError
+
+
+def break_even_probability(win: float, loss: float, cost: float) -> float:
+    """p* = (L + c) / (W + L) for mean win W > 0, mean loss L > 0 and round-trip cost c >= 0."""
+    if not (win > 0 and loss > 0 and cost >= 0):
+        raise ConfigError(f"break-even needs win > 0, loss > 0, cost >= 0; got W={win}, L={loss}, c={cost}")
+    return min(1.0, (loss + cost) / (win + loss))
+
+
+class AdaptiveThreshold(ClassifierMixin, BaseEstimator):
+    """Meta-labeling classifier + break-even threshold with a learned margin.
+
+    ``fit(X, y, returns=..., t1=..., ts=...)``: ``y`` is 1 where acting paid after costs,
+    ``returns`` the gross event returns (for W and L), ``ts``/``t1`` each event's decision
+    and label-end times (for the purged validation split). Rows must be in time order.
+    """
+
+    def __init__(self, *, classifier=None, calibration: str = "sigmoid", calibration_splits: int = 3,
+                 margins: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1), validation_fraction: float = 0.3,
+                 min_samples: int = 60, min_kept: int = 10, cost: float = 0.002,
+                 bounds: tuple[float, float] = (0.05, 0.95), random_state: int = 0):
+        self.classifier = classifier
+        self.calibration = calibration
+        self.calibration_splits = calibration_splits
+        self.margins = margins
+        self.validation_fraction = validation_fraction
+        self.min_samples = min_samples
+        self.min_kept = min_kept
+        self.cost = cost
+        self.bounds = bounds
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fitting
+    def _check_params(self) -> None:
+        if self.calibration not in ("sigmoid", "isotonic"):
+            raise ConfigError(f"calibration={self.calibration!r}: use 'sigmoid' or 'isotonic'")
+        lo, hi = self.bounds
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ConfigError(f"bounds={self.bounds}: need 0 <= low < high <= 1")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError(f"validation_fraction={self.validation_fraction}: must lie in (0, 1)")
+        if not self.margins or min(self.margins) < 0:
+            raise ConfigError(f"margins={self.margins}: give one or more non-negative margins")
+
+    def _new_model(self):
+        base = self.classifier if self.classifier is not None else make_pipeline(
+            StandardScaler(), LogisticRegression(C=0.5, max_iter=500, random_state=self.random_state))
+        return CalibratedClassifierCV(clone(base), method=self.calibration,
+                                      cv=TimeSeriesSplit(n_splits=self.calibration_splits))
+
+    def fit(self, X, y, *, returns, ts=None, t1=None):
+        self._check_params()
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.int64)
+        returns = np.asarray(returns, dtype=np.float64)
+        if not (X.ndim == 2 and len(X) == len(y) == len(returns)):
+            raise ConfigError(f"X {X.shape}, y {y.shape} and returns {returns.shape} must have one row per event")
+        self.n_features_in_ = X.shape[1]
+        self.classes_ = np.array([0, 1])
+        wins, losses = returns[returns > 0], -returns[returns <= 0]
+        win = float(wins.mean()) if wins.size else 1e-6
+        loss = float(losses.mean()) if losses.size and losses.mean() > 0 else 1e-6
+        self.p_star_ = break_even_probability(win, loss, self.cost)
+        self.n_samples_ = len(y)
+        self.fallback_ = len(y) < self.min_samples or np.unique(y).size < 2
+        self.base_rate_ = float(y.mean()) if len(y) else 0.0
+        self.margin_ = 0.0
+        self.model_ = None
+        self.validation_ = {}
+        if not self.fallback_:
+            self.margin_, self.validation_ = self._choose_margin(X, y, returns, ts, t1)
+            self.model_ = self._new_model().fit(X, y)
+        self.threshold_ = float(np.clip(self.p_star_ + self.margin_, *self.bounds))
+        return self
+
+    def _choose_margin(self, X, y, returns, ts, t1) -> tuple[float, dict]:
+        n = len(y)
+        cut = int(n * (1.0 - self.validation_fraction))
+        if ts is not None and t1 is not None:  # purge: training labels must end before validation starts
+            ts, t1 = np.asarray(ts), np.asarray(t1)
+            train = np.flatnonzero(t1[:cut] < ts[cut])
+        else:
+            train = np.arange(cut)
+        val = np.arange(cut, n)
+        if train.size < self.min_samples // 2 or np.unique(y[train]).size < 2:
+            return 0.0, {"reason": "too few purged training events for validation: p* alone"}
+        proba = self._new_model().fit(X[train], y[train]).predict_proba(X[val])[:, 1]
+        net = returns[val] - self.cost
+        best, best_value, table = 0.0, -np.inf, {}  # no margin keeps enough events: p* alone
+        for m in sorted(self.margins):
+            keep = proba > self.p_star_ + m
+            value = float(net[keep].mean()) if keep.sum() >= self.min_kept else -np.inf
+            table[f"{m:g}"] = {"kept": int(keep.sum()), "mean_net_return": value}
+            if value > best_value:
+                best, best_value = m, value
+        return best, {"margins": table, "validation_events": int(val.size)}
+
+    # ------------------------------------------------------------------ using
+    def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self, "threshold_")
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ModelError(f"expected {self.n_features_in_} features per row, got shape {X.shape}")
+        if self.model_ is None:  # static fallback: no features used, the base win rate for all
+            p = np.full(len(X), self.base_rate_)
+            return np.column_stack([1.0 - p, p])
+        return self.model_.predict_proba(X)
+
+    def decision_function(self, X) -> np.ndarray:
+        """Calibrated probability minus the threshold: act where > 0."""
+        return self.predict_proba(X)[:, 1] - self.threshold_
+
+    def predict(self, X) -> np.ndarray:
+        """1 where acting on the signal is expected to pay after costs."""
+        return (self.decision_function(X) > 0).astype(np.int64)
