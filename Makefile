@@ -18,7 +18,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@# PYTHONDONTWRITEBYTECODE may be set: compile once so imports stay fast
-	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib tradeloop > /dev/null
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib tradeloop pipelines > /dev/null
 	touch $@
 
 $(BENCH_STAMP): $(STAMP) requirements-bench.lock
@@ -28,12 +28,14 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.lock
 
 demo: $(STAMP)
 	$(BIN)/tradeloop demo
+	$(BIN)/python -m pipelines.run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/backtest_vs_vectorbt.py
+	$(BIN)/python bench/pipeline.py
 
 lab: $(STAMP)
 	$(BIN)/python -m pip install --quiet jupyterlab

@@ -1,7 +1,8 @@
 """Entry point of the ``tradeloop`` command.
 
 Exit codes: 0 success, 1 unexpected error, 2 bad option or setting, 3 data error
-(validation, conflict, missing series), 4 exchange/network error, 5 backtest error.
+(validation, conflict, missing series), 4 exchange/network error, 5 backtest error,
+6 model/registry error (missing, tampered, refused), 7 research notebook failed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from tradeloop.backtest import BacktestConfig, backtest_strategy
-from tradeloop.cli import data_cmds
+from tradeloop.cli import data_cmds, models_cmds
 from tradeloop.cli.common import console, fmt_num, handle_errors, lake_from_settings, table
 from tradeloop.data import SeriesKey
 from tradeloop.demo import run_demo
@@ -27,6 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_cmds.app, name="data")
+app.add_typer(models_cmds.app, name="models")
 
 METRIC_COLUMNS = [
     ("total_return", True), ("cagr", True), ("sharpe", False), ("sortino", False), ("calmar", False),

@@ -1,9 +1,10 @@
 """Online threshold adaptation from realised outcomes, with guardrails.
 
 Each candidate threshold keeps a discounted Beta posterior of the win rate of the trades it
-*would have taken* (those whose predicted probability exceeded it) and a discounted mean of
-their net returns. After each closed outcome the adapter moves the threshold in force
-toward the candidate of highest expected net return per trade, subject to:
+*would have taken* (those whose predicted probability exceeded it) and discounted mean win
+and loss sizes. Its expected net return per trade is ``wr * W - (1 - wr) * L`` with ``wr``
+the posterior mean. After each closed outcome the adapter moves the threshold in force
+toward the candidate of highest expectation, subject to:
 
 * only closed labels update it (an open trade's outcome is not known);
 * the threshold stays within ``bounds``;
@@ -54,7 +55,8 @@ class OnlineThreshold:
                                               config.grid_points), lo, hi)
         self.wins = np.zeros(config.grid_points)
         self.losses = np.zeros(config.grid_points)
-        self.net_sum = np.zeros(config.grid_points)
+        self.win_sum = np.zeros(config.grid_points)
+        self.loss_sum = np.zeros(config.grid_points)
         self.updates = 0
 
     def win_rate(self) -> np.ndarray:
@@ -71,11 +73,14 @@ class OnlineThreshold:
         d = self.config.discount
         self.wins *= d
         self.losses *= d
-        self.net_sum *= d
+        self.win_sum *= d
+        self.loss_sum *= d
         taken = self.candidates < probability
-        self.wins += taken & (net_return > 0)
-        self.losses += taken & (net_return <= 0)
-        self.net_sum += np.where(taken, net_return, 0.0)
+        won = net_return > 0
+        self.wins += taken & won
+        self.losses += taken & (not won)
+        self.win_sum += np.where(taken & won, net_return, 0.0)
+        self.loss_sum += np.where(taken & (not won), -net_return, 0.0)
         self.updates += 1
         self._step()
         return self.threshold
@@ -85,14 +90,18 @@ class OnlineThreshold:
         ok = count >= self.config.min_samples
         if not ok.any():
             return
-        expected = np.where(ok, self.net_sum / np.maximum(count, 1e-12), -np.inf)
+        wr = self.win_rate()
+        avg_win = self.win_sum / np.maximum(self.wins, 1e-12)
+        avg_loss = self.loss_sum / np.maximum(self.losses, 1e-12)
+        expected = np.where(ok, wr * avg_win - (1.0 - wr) * avg_loss, -np.inf)
         target = float(self.candidates[int(np.argmax(expected))])  # ties: the lowest candidate
         step = float(np.clip(target - self.threshold, -self.config.max_step, self.config.max_step))
         self.threshold = float(np.clip(self.threshold + step, *self.config.bounds))
 
     def state(self) -> dict:
         return {"threshold": self.threshold, "candidates": self.candidates.tolist(), "wins": self.wins.tolist(),
-                "losses": self.losses.tolist(), "net_sum": self.net_sum.tolist(), "updates": self.updates,
+                "losses": self.losses.tolist(), "win_sum": self.win_sum.tolist(),
+                "loss_sum": self.loss_sum.tolist(), "updates": self.updates,
                 "config": self.config.model_dump(mode="json")}
 
     @classmethod
@@ -101,6 +110,7 @@ class OnlineThreshold:
         out.candidates = np.asarray(state["candidates"], dtype=float)
         out.wins = np.asarray(state["wins"], dtype=float)
         out.losses = np.asarray(state["losses"], dtype=float)
-        out.net_sum = np.asarray(state["net_sum"], dtype=float)
+        out.win_sum = np.asarray(state["win_sum"], dtype=float)
+        out.loss_sum = np.asarray(state["loss_sum"], dtype=float)
         out.updates = int(state["updates"])
         return out

@@ -1,0 +1,69 @@
+"""``tradeloop models``: list, show, promote and roll back champions in the model registry."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from tradeloop.cli.common import console, handle_errors, table
+from tradeloop.registry import Lineage, ModelRegistry
+from tradeloop.settings import get_settings
+
+app = typer.Typer(help="The model registry: champions, their lineage, promotion and rollback.",
+                  no_args_is_help=True)
+
+
+def _registry() -> ModelRegistry:
+    return ModelRegistry(get_settings().registry_dir)
+
+
+@app.command("list")
+@handle_errors
+def list_models() -> None:
+    """Champions per strategy, and every stored artifact."""
+    registry = _registry()
+    tbl = table("Champions", ["strategy", "artifact", "promoted at", "oos sharpe/bar", "git commit", "run id"])
+    for name in registry.strategies():
+        entry = registry.champion(name)
+        if entry is None:
+            continue
+        sharpe = entry.lineage.metrics.get("oos_sharpe_per_bar")
+        tbl.add_row(name, entry.artifact[:12], entry.promoted_at, "-" if sharpe is None else f"{sharpe:.4f}",
+                    entry.lineage.git_commit[:12], entry.lineage.run_id or "-")
+    console.print(tbl)
+    console.print(f"{len(registry.store.list())} artifact(s) stored under {registry.store.root}")
+
+
+@app.command()
+@handle_errors
+def show(strategy: Annotated[str, typer.Argument(help="Strategy name, e.g. sma_cross")]) -> None:
+    """The champion of STRATEGY with its full lineage (verified against its content hash)."""
+    registry = _registry()
+    entry, model = registry.load(strategy)
+    console.print(f"champion of [bold]{strategy}[/]: artifact {entry.artifact} (hash verified)")
+    console.print(f"model: {model.strategy.describe()}, threshold {model.estimator.threshold_:.4f} "
+                  f"(p* {model.estimator.p_star_:.4f} + margin {model.estimator.margin_:.4f})", highlight=False)
+    console.print_json(json.dumps(entry.lineage.model_dump(mode="json")))
+    console.print(f"history: {len(registry.history(strategy))} event(s)")
+
+
+@app.command()
+@handle_errors
+def promote(
+    strategy: Annotated[str, typer.Argument(help="Strategy name")],
+    artifact: Annotated[str, typer.Argument(help="Artifact id (or a unique prefix)")],
+    note: Annotated[str, typer.Option(help="Why (stored in the lineage parameters)")] = "manual promotion",
+) -> None:
+    """Make a stored artifact the champion of STRATEGY by hand (its hash is verified first)."""
+    entry = _registry().promote(strategy, artifact, lineage=Lineage(parameters={"note": note}))
+    console.print(f"promoted {entry.artifact[:12]} as champion of {strategy}")
+
+
+@app.command()
+@handle_errors
+def rollback(strategy: Annotated[str, typer.Argument(help="Strategy name")]) -> None:
+    """Put the previous champion of STRATEGY back in force."""
+    entry = _registry().rollback(strategy)
+    console.print(f"rolled back: {entry.artifact[:12]} is again the champion of {strategy}")
