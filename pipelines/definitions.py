@@ -1,11 +1,11 @@
 """The Dagster code location: `dagster dev -w workspace.yaml` loads ``defs``."""
 
 import dagster as dg
-from pipelines.assets import backtest, candles, features, promotion, symbol_partitions, thresholds
+from pipelines.assets import backtest, candles, features, promotion, thresholds
 from pipelines.automation import new_candles_sensor, retrain_job, retrain_schedule
 from pipelines.resources import ExchangeResource, ResearchResource, StoresResource
 
-refresh_candles_job = dg.define_asset_job("refresh_candles", selection=[candles], partitions_def=symbol_partitions)
+refresh_candles_job = dg.define_asset_job("refresh_candles", selection=[candles])
 
 defs = dg.Definitions(
     assets=[candles, features, thresholds, backtest, promotion],

@@ -8,14 +8,15 @@ from typing import Annotated
 import typer
 
 from tradeloop.cli.common import console, handle_errors, table
-from tradeloop.registry import Lineage, ModelRegistry
 from tradeloop.settings import get_settings
 
 app = typer.Typer(help="The model registry: champions, their lineage, promotion and rollback.",
                   no_args_is_help=True)
 
 
-def _registry() -> ModelRegistry:
+def _registry():
+    from tradeloop.registry import ModelRegistry  # scikit-learn & co. load only for these commands
+
     return ModelRegistry(get_settings().registry_dir)
 
 
@@ -57,6 +58,8 @@ def promote(
     note: Annotated[str, typer.Option(help="Why (stored in the lineage parameters)")] = "manual promotion",
 ) -> None:
     """Make a stored artifact the champion of STRATEGY by hand (its hash is verified first)."""
+    from tradeloop.registry import Lineage
+
     entry = _registry().promote(strategy, artifact, lineage=Lineage(parameters={"note": note}))
     console.print(f"promoted {entry.artifact[:12]} as champion of {strategy}")
 
