@@ -17,7 +17,8 @@ from tradeloop.errors import ConfigError
 from tradeloop.features import compute_features
 from tradeloop.performance import result_metrics
 from tradeloop.research.tuning import TuningConfig, tune
-from tradeloop.research.walkforward import fit_threshold
+from tradeloop.evaluation import sharpe_per_period
+from tradeloop.research.walkforward import fit_threshold, max_drawdown_of
 from tradeloop.strategies import get_strategy
 from tradeloop.thresholds import BarrierConfig, ThresholdModel, meta_dataset
 from tradeloop.thresholds.decide import decide
@@ -99,11 +100,8 @@ def report_backtest(candles: pl.DataFrame, *, model_dir: Path, evaluation_dir: P
     metrics = result_metrics(result).row(0, named=True)
     evaluation = load_evaluation(evaluation_dir)
     oos = evaluation["best_returns"]
-    from tradeloop.evaluation import sharpe_per_period
-    from tradeloop.research.walkforward import _max_drawdown
-
     doc = {"full_history": {k: v for k, v in metrics.items() if k != "portfolio"},
-           "oos": {"sharpe_per_bar": sharpe_per_period(oos), "max_drawdown": _max_drawdown(oos),
+           "oos": {"sharpe_per_bar": sharpe_per_period(oos), "max_drawdown": max_drawdown_of(oos),
                    "total_return": float(np.prod(1.0 + oos) - 1.0), "bars": int(oos.size)},
            "signals_taken": int((decided["proba"].is_not_null() & (decided["signal"] & 3 != 0)).sum()),
            "signals_rejected": int((decided["proba"].is_not_null() & (decided["signal"] & 3 == 0)).sum())}

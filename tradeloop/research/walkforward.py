@@ -44,10 +44,10 @@ class WalkForwardResult:
 
     @property
     def max_drawdown(self) -> float:
-        return _max_drawdown(self.returns)
+        return max_drawdown_of(self.returns)
 
 
-def _max_drawdown(returns: np.ndarray) -> float:
+def max_drawdown_of(returns: np.ndarray) -> float:
     if returns.size == 0:
         return 0.0
     curve = np.cumprod(1.0 + returns)
@@ -104,7 +104,7 @@ def walk_forward(
         ts_parts.append(ts)
         ret_parts.append(ret)
         folds.append(FoldResult(fold.index, fold.test_start, fold.test_end, int(fold.train.size), n_trades,
-                                sharpe_per_period(ret), _max_drawdown(ret)))
+                                sharpe_per_period(ret), max_drawdown_of(ret)))
         if on_fold:
             on_fold(fold.index, sharpe_per_period(np.concatenate(ret_parts)))
     ts_all = np.concatenate(ts_parts) if ts_parts else np.empty(0, dtype=np.int64)
