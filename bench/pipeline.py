@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     import dagster as dg
 
-    from pipelines.definitions import defs
     from pipelines.resources import RESEARCH_SYMBOLS, ExchangeResource, ResearchResource, StoresResource
+    from pipelines.run import materialize_all
     from tradeloop.backtest import BacktestConfig, backtest_strategy
     from tradeloop.data import CandleLake, SeriesKey
     from tradeloop.performance import result_metrics
@@ -32,11 +32,10 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="tradeloop-bench-"))
     res = {"stores": StoresResource(data_dir=str(root)), "research": ResearchResource(),
            "exchange": ExchangeResource(mode="sample")}
-    assets = list(defs.assets)
     started = time.perf_counter()
-    for symbol in RESEARCH_SYMBOLS:
-        dg.materialize(assets, selection=["candles"], partition_key=symbol, resources=res)
-    result = dg.materialize(assets, selection=["features", "thresholds", "backtest", "promotion"], resources=res)
+    result = materialize_all(res, dg.DagsterInstance.ephemeral())
+    if not result.success:
+        raise SystemExit(f"research run {result.run_id} failed")
     total = time.perf_counter() - started
     steps = {n: result.asset_materializations_for_node(n)[0].metadata.get("notebook_seconds")
              for n in ("features", "thresholds", "backtest")}

@@ -70,7 +70,7 @@ class ExchangeResource(dg.ConfigurableResource):
 
     def refresh(self, lake: CandleLake, key: SeriesKey) -> dict:
         if self.mode == "sample":
-            path = SAMPLE_DIR / f"{key.exchange}__{key.symbol}__{key.timeframe}.parquet"
+            path = SAMPLE_DIR / f"{key.filename_stem}.parquet"
             result = import_file(lake, path, key=key)
             return {"source": "bundled sample", "rows_added": result.added}
         if self.mode == "ccxt":

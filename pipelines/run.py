@@ -15,20 +15,30 @@ from pipelines.resources import RESEARCH_SYMBOLS, ResearchResource, StoresResour
 from tradeloop.cli.common import console
 
 
-def main() -> int:
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+RESEARCH_CHAIN = ("features", "thresholds", "backtest", "promotion")
+
+
+def materialize_all(resources: dict, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """Every ``candles`` partition (one run each), then the research chain in one run.
+
+    Returns the last failing run, or the research chain's run.
+    """
     assets = list(defs.assets)
-    started = time.perf_counter()
     for symbol in RESEARCH_SYMBOLS:
         result = dg.materialize(assets, selection=["candles"], partition_key=symbol, instance=instance,
-                                resources=defs.resources, raise_on_error=False)
+                                resources=resources, raise_on_error=False)
         if not result.success:
-            console.print(f"[red]candles {symbol} failed[/]")
-            return 1
-    result = dg.materialize(assets, selection=["features", "thresholds", "backtest", "promotion"],
-                            instance=instance, resources=defs.resources, raise_on_error=False)
+            return result
+    return dg.materialize(assets, selection=list(RESEARCH_CHAIN), instance=instance, resources=resources,
+                          raise_on_error=False)
+
+
+def main() -> int:
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    started = time.perf_counter()
+    result = materialize_all(defs.resources, instance)
     if not result.success:
-        console.print("[red]research run failed; see the log above[/]")
+        console.print(f"[red]research run {result.run_id} failed; see the log above[/]")
         return 1
     promotion = result.asset_materializations_for_node("promotion")[0].metadata
     console.print(f"research pipeline done in {time.perf_counter() - started:.1f}s (run {result.run_id})")

@@ -13,7 +13,8 @@ from pipelines.assets import backtest, candles, features, promotion, thresholds
 from pipelines.automation import new_candles_sensor
 from pipelines.checks import candle_quality
 from pipelines.definitions import defs
-from pipelines.resources import RESEARCH_SYMBOLS, ExchangeResource, ResearchResource, StoresResource
+from pipelines.resources import ExchangeResource, ResearchResource, StoresResource
+from pipelines.run import materialize_all
 from tradeloop.data import CandleLake, SeriesKey
 
 ASSETS = [candles, features, thresholds, backtest, promotion]
@@ -24,19 +25,11 @@ def resources(root: Path) -> dict:
             "exchange": ExchangeResource(mode="sample")}
 
 
-def run_all(root: Path, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    for symbol in RESEARCH_SYMBOLS:
-        assert dg.materialize(ASSETS, selection=[candles], partition_key=symbol, resources=resources(root),
-                              instance=instance).success
-    return dg.materialize(ASSETS, selection=[features, thresholds, backtest, promotion],
-                          resources=resources(root), instance=instance)
-
-
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("dagster")
     instance = dg.DagsterInstance.ephemeral()
-    return root, instance, run_all(root, instance)
+    return root, instance, materialize_all(resources(root), instance)
 
 
 def test_definitions_load_with_schedule_sensor_and_jobs() -> None:

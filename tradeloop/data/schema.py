@@ -88,6 +88,11 @@ class SeriesKey:
     def label(self) -> str:
         return f"{self.exchange}:{self.symbol}:{self.timeframe}"
 
+    @property
+    def filename_stem(self) -> str:
+        """``<exchange>__<SYMBOL>__<timeframe>``: the inverse of :meth:`from_filename`."""
+        return f"{self.exchange}__{self.symbol}__{self.timeframe}"
+
     @classmethod
     def from_filename(cls, stem: str) -> SeriesKey:
         """Parse ``<exchange>__<SYMBOL>__<timeframe>[__tag]`` (the sample/shared convention)."""

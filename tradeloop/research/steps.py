@@ -21,7 +21,7 @@ from tradeloop.evaluation import sharpe_per_period
 from tradeloop.research.walkforward import fit_threshold, max_drawdown_of
 from tradeloop.strategies import get_strategy
 from tradeloop.thresholds import BarrierConfig, ThresholdModel, meta_dataset
-from tradeloop.thresholds.decide import decide
+from tradeloop.thresholds.decide import ENTRIES, decide
 
 MODEL_DIR, TUNING_JSON, EVALUATION_NPZ = "model", "tuning.json", "evaluation.npz"
 METRICS_JSON, EQUITY_PARQUET, TRADES_PARQUET = "metrics.json", "equity.parquet", "trades.parquet"
@@ -100,11 +100,13 @@ def report_backtest(candles: pl.DataFrame, *, model_dir: Path, evaluation_dir: P
     metrics = result_metrics(result).row(0, named=True)
     evaluation = load_evaluation(evaluation_dir)
     oos = evaluation["best_returns"]
+    scored = decided["proba"].is_not_null()
+    entered = (decided["signal"] & ENTRIES) != 0
     doc = {"full_history": {k: v for k, v in metrics.items() if k != "portfolio"},
            "oos": {"sharpe_per_bar": sharpe_per_period(oos), "max_drawdown": max_drawdown_of(oos),
                    "total_return": float(np.prod(1.0 + oos) - 1.0), "bars": int(oos.size)},
-           "signals_taken": int((decided["proba"].is_not_null() & (decided["signal"] & 3 != 0)).sum()),
-           "signals_rejected": int((decided["proba"].is_not_null() & (decided["signal"] & 3 == 0)).sum())}
+           "signals_taken": int((scored & entered).sum()),
+           "signals_rejected": int((scored & ~entered).sum())}
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(doc, output_dir / METRICS_JSON)
     write_parquet_atomic(result.equity, output_dir / EQUITY_PARQUET)

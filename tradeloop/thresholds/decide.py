@@ -11,7 +11,7 @@ from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT
 from tradeloop.thresholds.dataset import META_FEATURES
 from tradeloop.thresholds.model import ThresholdModel
 
-_ENTRIES = ENTER_LONG | ENTER_SHORT
+ENTRIES = ENTER_LONG | ENTER_SHORT
 
 
 def decide(candles: pl.DataFrame, model: ThresholdModel, *, now_ms: int | None = None) -> pl.DataFrame:
@@ -19,7 +19,7 @@ def decide(candles: pl.DataFrame, model: ThresholdModel, *, now_ms: int | None =
     ``proba`` (null where no entry fired) and the filtered int8 ``signal``."""
     frame = candles if "symbol" in candles.columns else candles.with_columns(symbol=pl.lit("_"))
     enriched = model.strategy.signals(compute_features(frame), by="symbol")
-    entry = (enriched["signal"].to_numpy() & _ENTRIES) != 0
+    entry = (enriched["signal"].to_numpy() & ENTRIES) != 0
     proba = np.full(enriched.height, np.nan)
     rows = np.flatnonzero(entry)
     if rows.size:
@@ -28,9 +28,8 @@ def decide(candles: pl.DataFrame, model: ThresholdModel, *, now_ms: int | None =
         ok_rows = rows[finite]
         if ok_rows.size:
             proba[ok_rows] = model.probabilities(feats.filter(pl.Series(finite)))
-    bar = model.estimator.p_star_ if model.is_stale(now_ms) else model.estimator.threshold_
-    rejected = entry & ~(proba > bar)  # NaN (features still warming up) is rejected too
+    rejected = entry & ~(proba > model.bar(now_ms))  # NaN (features still warming up) is rejected too
     signal = enriched["signal"].to_numpy().copy()
-    signal[rejected] &= ~np.int8(_ENTRIES)
+    signal[rejected] &= ~np.int8(ENTRIES)
     return enriched.with_columns(
         proba=pl.Series(proba).fill_nan(None), signal=pl.Series(signal, dtype=pl.Int8))

@@ -51,11 +51,13 @@ class ThresholdModel:
             raise ModelError(f"rows lack model feature column(s) {missing}; compute them with meta_dataset")
         return self.estimator.predict_proba(rows.select(self.features).to_numpy())[:, 1]
 
+    def bar(self, now_ms: int | None = None) -> float:
+        """The probability a signal must beat: the threshold, or break-even p* once stale."""
+        return self.estimator.p_star_ if self.is_stale(now_ms) else self.estimator.threshold_
+
     def accept(self, rows: pl.DataFrame, *, now_ms: int | None = None) -> np.ndarray:
         """Bool per row: act on this signal? A stale model falls back to the break-even p*."""
-        p = self.probabilities(rows)
-        bar = self.estimator.p_star_ if self.is_stale(now_ms) else self.estimator.threshold_
-        return p > bar
+        return self.probabilities(rows) > self.bar(now_ms)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path) -> Path:
