@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -61,22 +59,10 @@ def load(size: str) -> tuple[np.ndarray, ...]:
 
 # ---------------------------------------------------------------------------- engines
 def run_tradeloop(open_, high, low, close) -> tuple[int, float]:
-    import polars as pl
-
     from tradeloop.backtest import BacktestConfig, PriceArrays, simulate_arrays
     from tradeloop.strategies import SmaCross
 
-    strategy = SmaCross(fast=FAST, slow=SLOW)
-    signal = np.empty(close.shape, dtype=np.int8)
-
-    def one(j: int) -> None:  # polars releases the GIL: symbols run on every core
-        signal[:, j] = strategy.signals(pl.DataFrame({"close": close[:, j]}), by=None)["signal"].to_numpy()
-
-    if close.shape[1] == 1:
-        one(0)
-    else:
-        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-            list(pool.map(one, range(close.shape[1])))
+    signal = SmaCross(fast=FAST, slow=SLOW).wide_signals({"close": close})
     prices = PriceArrays(ts=np.arange(close.shape[0]), symbols=tuple(map(str, range(close.shape[1]))),
                          open=open_, high=high, low=low, close=close, signal=signal)
     config = BacktestConfig(init_cash=CASH, fee_rate=FEE, cash_sharing=False)

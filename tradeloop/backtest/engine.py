@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,6 +15,7 @@ from tradeloop.backtest.config import BacktestConfig
 from tradeloop.data.schema import timeframe_ms
 from tradeloop.errors import BacktestError
 from tradeloop.strategies.base import Strategy
+from tradeloop.strategies.signals import ENTRIES
 
 YEAR_MS = 365 * 86_400_000
 
@@ -87,23 +90,54 @@ class BacktestResult:
         return float(last["equity"].sum())
 
 
-def simulate_arrays(prices: PriceArrays, config: BacktestConfig, *, size_frac: np.ndarray | None = None):
-    """Run the compiled kernel on wide arrays; returns the kernel's raw tuple."""
+def simulate_arrays(
+    prices: PriceArrays, config: BacktestConfig, *, size_frac: np.ndarray | None = None,
+    threads: int | None = None,
+):
+    """Run the compiled kernel on wide arrays; returns the kernel's raw tuple.
+
+    With one portfolio per symbol (``cash_sharing=False``) the portfolios are independent:
+    blocks of symbols run on ``threads`` threads (default: every core) and the results are
+    the same as one pass, trades ordered by block.
+    """
     k = len(prices.symbols)
-    group = np.zeros(k, dtype=np.int64) if config.cash_sharing else np.arange(k, dtype=np.int64)
-    n_groups = 1 if config.cash_sharing else k
     if size_frac is None:
         size_frac = np.full((1, 1), config.fraction)
-    max_trades = int(np.count_nonzero(prices.signal & 3)) + k + 1
+    size_frac = np.ascontiguousarray(size_frac, dtype=np.float64)
+    n_groups = 1 if config.cash_sharing else k
+    equity = np.empty((len(prices.ts), n_groups))
+    workers = 1 if config.cash_sharing else max(1, min(k, threads or os.cpu_count() or 1))
+    if workers == 1:
+        group = np.zeros(k, dtype=np.int64) if config.cash_sharing else np.arange(k, dtype=np.int64)
+        return _kernel_call(prices, config, slice(0, k), size_frac, group, n_groups, equity)
+    edges = np.linspace(0, k, workers + 1).astype(int)
+    blocks = [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+    def one(cols: slice):
+        m = cols.stop - cols.start
+        return _kernel_call(prices, config, cols, size_frac, np.arange(m, dtype=np.int64), m, equity[:, cols])
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # the kernel releases the GIL
+        parts = list(pool.map(one, blocks))
+    for cols, part in zip(blocks, parts, strict=True):
+        part[1][:, kernel.T_SYMBOL] += cols.start
+    return (equity, *(np.concatenate([part[i] for part in parts]) for i in range(1, 5)))
+
+
+def _kernel_call(prices: PriceArrays, config: BacktestConfig, cols: slice, size_frac: np.ndarray,
+                 group: np.ndarray, n_groups: int, equity: np.ndarray):
+    signal = prices.signal[:, cols]
+    frac = size_frac if size_frac.shape == (1, 1) else size_frac[:, cols]
     nan = float("nan")
     return kernel.simulate(
-        prices.open, prices.high, prices.low, prices.close, prices.signal,
-        np.ascontiguousarray(size_frac, dtype=np.float64), group, n_groups,
+        prices.open[:, cols], prices.high[:, cols], prices.low[:, cols], prices.close[:, cols], signal,
+        frac, group, n_groups,
         float(config.init_cash), float(config.fee_rate), float(config.slippage),
         nan if config.stop_loss is None else float(config.stop_loss),
         nan if config.take_profit is None else float(config.take_profit),
         nan if config.trailing_stop is None else float(config.trailing_stop),
-        bool(config.close_at_end), max_trades,
+        bool(config.close_at_end), int(np.count_nonzero(signal & ENTRIES)) + signal.shape[1] + 1,
+        equity,
     )
 
 

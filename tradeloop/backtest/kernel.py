@@ -69,18 +69,18 @@ def _record(trades, n_trades, j, direction, entry_bar, exit_bar, qty, entry_pric
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def simulate(open_, high, low, close, signal, size_frac, group, n_groups,
              init_cash, fee, slip, stop_loss, take_profit, trailing, close_at_end,
-             max_trades):
+             max_trades, equity):
     """Run the portfolio simulation. Disabled stops are NaN.
 
-    Arrays are (bars, symbols), C order; ``size_frac`` is (bars, symbols) or (1, 1);
-    ``group[j]`` is symbol j's portfolio. Returns
+    Arrays are (bars, symbols), C order or column slices of such arrays; ``size_frac`` is
+    (bars, symbols) or (1, 1); ``group[j]`` is symbol j's portfolio; ``equity`` is the
+    (bars, groups) output, filled in place. Returns
     ``(equity[bars, groups], trades[n, 11], cash[groups], bars_in_market[groups],
     traded_notional[groups])``.
     """
     n, k = close.shape
     scalar_size = size_frac.shape[0] == 1 and size_frac.shape[1] == 1
     cash = np.full(n_groups, init_cash)
-    equity = np.empty((n, n_groups))
     in_market = np.zeros(n_groups, dtype=np.int64)
     notional = np.zeros(n_groups)
     trades = np.empty((max_trades, N_TRADE_FIELDS))

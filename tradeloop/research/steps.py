@@ -21,7 +21,8 @@ from tradeloop.evaluation import sharpe_per_period
 from tradeloop.research.walkforward import fit_threshold, max_drawdown_of
 from tradeloop.strategies import get_strategy
 from tradeloop.thresholds import BarrierConfig, ThresholdModel, meta_dataset
-from tradeloop.thresholds.decide import ENTRIES, decide
+from tradeloop.strategies.signals import ENTRIES
+from tradeloop.thresholds.decide import decide
 
 MODEL_DIR, TUNING_JSON, EVALUATION_NPZ = "model", "tuning.json", "evaluation.npz"
 METRICS_JSON, EQUITY_PARQUET, TRADES_PARQUET = "metrics.json", "equity.parquet", "trades.parquet"

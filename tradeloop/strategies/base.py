@@ -9,9 +9,13 @@ last score as the full history because strategies use finite-window features onl
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
+import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
@@ -47,6 +51,36 @@ class Strategy(BaseModel, ABC):
         if group is None:  # one series: run the compiled rule directly, no expression round trip
             return scored.with_columns(self.rule.apply(scored["score"]))
         return scored.with_columns(self.rule.signal_expr("score", by=group))
+
+    def compiled_signals(self, columns: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """int8 signals for wide (bars x symbols) candle columns in one compiled pass, or None.
+
+        Optional fast path; it must equal ``signals`` per symbol (a parity test holds every
+        override to it). None means "use the polars path", which is always correct.
+        """
+        return None
+
+    def wide_signals(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """int8 signals (bars x symbols) for wide candle columns (``close``, ``high``, ...).
+
+        NaN rows of a symbol are bars without a candle: they get no signal and do not count
+        in that symbol's windows. Uses ``compiled_signals`` when the strategy has it, else
+        the polars path per symbol on every core (polars releases the GIL).
+        """
+        compiled = self.compiled_signals(columns)
+        if compiled is not None:
+            return compiled
+        close = columns["close"]
+        out = np.zeros(close.shape, dtype=np.int8)
+
+        def one(j: int) -> None:
+            rows = np.flatnonzero(~np.isnan(close[:, j]))
+            frame = pl.DataFrame({name: values[rows, j] for name, values in columns.items()})
+            out[rows, j] = self.signals(frame, by=None)["signal"].to_numpy()
+
+        with ThreadPoolExecutor(max_workers=min(close.shape[1], os.cpu_count() or 1) or 1) as pool:
+            list(pool.map(one, range(close.shape[1])))
+        return out
 
     def describe(self) -> str:
         params = ",".join(str(v) for v in self.model_dump(exclude={"rule"}).values())

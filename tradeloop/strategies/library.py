@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import ClassVar
 
+import numpy as np
 import polars as pl
 from pydantic import Field, model_validator
 
 from tradeloop.features import indicators as ind
 from tradeloop.strategies.base import Strategy
+from tradeloop.strategies.compiled import sma_ratio_signals
 from tradeloop.strategies.rules import ThresholdRule
 
 
@@ -36,6 +39,13 @@ class SmaCross(Strategy):
     @property
     def warmup_bars(self) -> int:
         return self.slow - 1
+
+    def compiled_signals(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        long_enter, long_exit = self.rule.bounds()
+        closes = np.ascontiguousarray(columns["close"], dtype=np.float64)
+        signal, _score = sma_ratio_signals(closes, self.fast, self.slow, long_enter, long_exit,
+                                           self.rule.allow_short, False)
+        return signal
 
 
 class Momentum(Strategy):

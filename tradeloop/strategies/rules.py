@@ -44,8 +44,12 @@ class ThresholdRule(BaseModel):
             )
         return self
 
-    def _band(self, level: float) -> float:
+    def band(self, level: float) -> float:
         return self.tolerance * max(1.0, abs(level))
+
+    def bounds(self) -> tuple[float, float]:
+        """(long-entry bound, long-exit bound), the tolerance band included."""
+        return self.entry + self.band(self.entry), self.exit - self.band(self.exit)
 
     def signal_expr(self, score: str | pl.Expr = "score", *, by: str | None = None) -> pl.Expr:
         """int8 signal bit set per row (see ``tradeloop.strategies.signals``)."""
@@ -61,15 +65,14 @@ class ThresholdRule(BaseModel):
             values = scores
         out = _crossings(
             np.ascontiguousarray(values, dtype=np.float64),
-            self.entry + self._band(self.entry),
-            self.exit - self._band(self.exit),
+            *self.bounds(),
             self.allow_short,
         )
         return pl.Series("signal", out, dtype=pl.Int8)
 
 
 @nb.njit(cache=True, inline="always")
-def _cross(zone, side, enter_flag, exit_flag):  # pragma: no cover - compiled
+def cross_step(zone, side, enter_flag, exit_flag):  # pragma: no cover - compiled
     """(flag fired, new side) for one side of the rule: a zone entered from the opposite one."""
     if zone == 0:
         return 0, side
@@ -91,10 +94,10 @@ def _crossings(score, long_enter, long_exit, allow_short):  # pragma: no cover -
         if s != s:
             continue
         zone = 1 if s > long_enter else (-1 if s < long_exit else 0)
-        flags, long_side = _cross(zone, long_side, ENTER_LONG, EXIT_LONG)
+        flags, long_side = cross_step(zone, long_side, ENTER_LONG, EXIT_LONG)
         if allow_short:
             zone = 1 if s < -long_enter else (-1 if s > -long_exit else 0)
-            short_flags, short_side = _cross(zone, short_side, ENTER_SHORT, EXIT_SHORT)
+            short_flags, short_side = cross_step(zone, short_side, ENTER_SHORT, EXIT_SHORT)
             flags |= short_flags
         out[i] = flags
     return out

@@ -12,3 +12,5 @@ ENTER_SHORT = 2
 EXIT_LONG = 4
 EXIT_SHORT = 8
 NONE = 0
+
+ENTRIES = ENTER_LONG | ENTER_SHORT  # mask of the entry flags

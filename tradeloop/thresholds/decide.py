@@ -7,11 +7,9 @@ import numpy as np
 import polars as pl
 
 from tradeloop.features import compute_features
-from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT
+from tradeloop.strategies.signals import ENTRIES
 from tradeloop.thresholds.dataset import META_FEATURES
 from tradeloop.thresholds.model import ThresholdModel
-
-ENTRIES = ENTER_LONG | ENTER_SHORT
 
 
 def decide(candles: pl.DataFrame, model: ThresholdModel, *, now_ms: int | None = None) -> pl.DataFrame:

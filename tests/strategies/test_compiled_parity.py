@@ -1,0 +1,89 @@
+"""The compiled fast paths must give exactly the polars path's signals (the definition)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tests.conftest import SAMPLE
+from tradeloop.backtest import BacktestConfig, PriceArrays, simulate_arrays
+from tradeloop.strategies import Breakout, Momentum, SmaCross, ThresholdRule
+from tradeloop.strategies.compiled import sma_ratio_signals
+
+
+def wide_closes() -> tuple[np.ndarray, list[np.ndarray]]:
+    """Every bundled sample's closes side by side on the union of their timestamps (NaN where
+    a series has no candle), plus each series' own closes."""
+    frames = [pl.read_parquet(path).select("ts", "close") for path in sorted(SAMPLE.glob("*.parquet"))]
+    grid = pl.concat([f.select("ts") for f in frames]).unique().sort("ts")
+    wide = np.column_stack([grid.join(f, on="ts", how="left")["close"].to_numpy() for f in frames])
+    return np.ascontiguousarray(wide), [f["close"].to_numpy() for f in frames]
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        SmaCross(fast=10, slow=30),
+        SmaCross(fast=3, slow=50, rule=ThresholdRule(entry=0.002, exit=-0.001, allow_short=True)),
+        SmaCross(fast=1, slow=2, rule=ThresholdRule(allow_short=True)),
+    ],
+    ids=str,
+)
+def test_sma_cross_compiled_signals_equal_polars_on_real_data(strategy: SmaCross) -> None:
+    wide, series = wide_closes()
+    signal = strategy.wide_signals({"close": wide})
+    for j, closes in enumerate(series):
+        present = ~np.isnan(wide[:, j])
+        expected = strategy.signals(pl.DataFrame({"close": closes}), by=None)["signal"].to_numpy()
+        assert np.count_nonzero(expected) > 0
+        np.testing.assert_array_equal(signal[present, j], expected)
+        assert not signal[~present, j].any()
+
+
+def test_compiled_scores_track_polars_and_ties_fire_nothing() -> None:
+    rng = np.random.default_rng(3)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, 50_000)))
+    close[20_000:20_100] = close[20_000]  # flat: fast == slow, an exact tie
+    strategy = SmaCross(fast=10, slow=30)
+    lo, hi = strategy.rule.bounds()
+    signal, score = sma_ratio_signals(close.reshape(-1, 1), 10, 30, lo, hi, False, True)
+    expected = strategy.signals(pl.DataFrame({"close": close}), by=None)
+    reference = expected["score"].fill_null(np.nan).to_numpy()
+    np.testing.assert_allclose(score[:, 0], reference, rtol=0, atol=1e-12)
+    assert np.isnan(score[:29, 0]).all() and not np.isnan(score[29:, 0]).any()
+    np.testing.assert_array_equal(signal[:, 0], expected["signal"].to_numpy())
+    assert not signal[20_040:20_100, 0].any()
+
+
+@pytest.mark.parametrize("strategy", [Momentum(lookback=24), Breakout()], ids=str)
+def test_strategies_without_compiled_path_use_polars_per_symbol(strategy) -> None:
+    frames = [pl.read_parquet(SAMPLE / f"coinbase__{s}__4h.parquet") for s in ("BTC-USD", "ETH-USD")]
+    n = min(f.height for f in frames)
+    columns = {c: np.column_stack([f[c].to_numpy()[:n] for f in frames]) for c in ("high", "low", "close")}
+    columns["close"][5, 1] = np.nan  # ETH has no candle on bar 5
+    signal = strategy.wide_signals(columns)
+    for j, frame in enumerate(frames):
+        part = frame.head(n).filter(pl.int_range(pl.len()) != 5) if j == 1 else frame.head(n)
+        expected = strategy.signals(part, by=None)["signal"].to_numpy()
+        got = np.delete(signal[:, j], 5) if j == 1 else signal[:, j]
+        np.testing.assert_array_equal(got, expected)
+    assert signal[5, 1] == 0
+
+
+def test_independent_portfolios_on_threads_equal_one_pass() -> None:
+    wide, _ = wide_closes()
+    wide = wide[~np.isnan(wide).all(axis=1)]
+    signal = SmaCross(fast=5, slow=20).wide_signals({"close": wide})
+    prices = PriceArrays(ts=np.arange(wide.shape[0]), symbols=tuple(f"s{j}" for j in range(wide.shape[1])),
+                         open=wide, high=wide, low=wide, close=wide, signal=signal)
+    config = BacktestConfig(cash_sharing=False, stop_loss=0.02, slippage=0.001)
+    one = simulate_arrays(prices, config, threads=1)
+    many = simulate_arrays(prices, config, threads=3)
+    np.testing.assert_array_equal(one[0], many[0])
+    order = np.lexsort((one[1][:, 2], one[1][:, 0]))  # by symbol, then entry bar
+    order_many = np.lexsort((many[1][:, 2], many[1][:, 0]))
+    np.testing.assert_array_equal(one[1][order], many[1][order_many])
+    assert len(one[1]) > 100
+    for i in (2, 3, 4):
+        np.testing.assert_array_equal(one[i], many[i])
