@@ -31,6 +31,7 @@ demo: $(STAMP)
 	$(BIN)/python -m pipelines.run
 
 test: $(STAMP)
+	bash tests/services/ensure.sh
 	$(BIN)/python -m pytest
 
 bench: $(BENCH_STAMP)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -43,3 +46,39 @@ def eth_4h() -> pl.DataFrame:
 @pytest.fixture(scope="session")
 def btc_1h() -> pl.DataFrame:
     return sample("coinbase__BTC-USD__1h")
+
+
+# ---------------------------------------------------------------- real servers (never skipped)
+PG_ADMIN_URL = os.environ.get("TRADELOOP_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TRADELOOP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A throwaway database on the real PostgreSQL server, dropped after the session."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"tradeloop_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield str(sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False))
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The real Redis server; keys this test made (under its prefix) are deleted after it."""
+    import redis
+
+    prefix = f"tradeloop-test-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(REDIS_URL)
+    client.ping()
+    yield f"{REDIS_URL}#{prefix}"
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+    client.close()

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Make sure the real servers the tests talk to are up: PostgreSQL on 127.0.0.1:5432 and
+# Redis on 127.0.0.1:6379 (or whatever TRADELOOP_TEST_DATABASE_URL / TRADELOOP_TEST_REDIS_URL
+# name; then this script leaves them alone). A machine that has them installed but stopped
+# gets them started; one without them gets Debian's packages (needs root and apt).
+set -u
+PG_HOST=127.0.0.1 PG_PORT=5432 REDIS_PORT=6379
+
+have() { command -v "$1" > /dev/null 2>&1; }
+pg_up() { (exec 3<>"/dev/tcp/$PG_HOST/$PG_PORT") 2> /dev/null; }
+redis_up() { (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2> /dev/null; }
+apt_install() {
+  if [ "$(id -u)" = 0 ] && have apt-get; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" > /dev/null || { apt-get update -q > /dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" > /dev/null; }
+  fi
+}
+
+if [ -z "${TRADELOOP_TEST_DATABASE_URL:-}" ] && ! pg_up; then
+  echo "tests: starting PostgreSQL on $PG_HOST:$PG_PORT"
+  have pg_ctlcluster || apt_install postgresql
+  if have pg_ctlcluster && [ -n "$(ls /etc/postgresql 2> /dev/null)" ]; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
+  fi
+  for _ in $(seq 30); do pg_up && break; sleep 1; done
+  pg_up || { echo "tests: PostgreSQL is not reachable on $PG_HOST:$PG_PORT; set TRADELOOP_TEST_DATABASE_URL" >&2; exit 1; }
+fi
+
+if [ -z "${TRADELOOP_TEST_REDIS_URL:-}" ] && ! redis_up; then
+  echo "tests: starting Redis on 127.0.0.1:$REDIS_PORT"
+  have redis-server || apt_install redis-server
+  have redis-server && redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no
+  for _ in $(seq 30); do redis_up && break; sleep 0.5; done
+  redis_up || { echo "tests: Redis is not reachable on 127.0.0.1:$REDIS_PORT; set TRADELOOP_TEST_REDIS_URL" >&2; exit 1; }
+fi
+
+# the browser check drives Debian's chromium (the tests never download a browser)
+if [ -z "${TRADELOOP_TEST_CHROMIUM:-}" ] && ! have chromium; then
+  echo "tests: installing Debian's chromium for the browser check"
+  apt_install chromium
+  have chromium || { echo "tests: chromium is missing; install it or set TRADELOOP_TEST_CHROMIUM to a Chromium binary" >&2; exit 1; }
+fi
+exit 0
