@@ -85,3 +85,25 @@ class ArtifactIntegrityError(ModelError):
 
 class PromotionRefusedError(ModelError):
     """The promotion gate refused a candidate; the report lists every check and its number."""
+
+
+class LiveError(TradeloopError):
+    """The live engine cannot go on (session state, broker, feed)."""
+
+    exit_code = 8
+
+
+class SessionStateError(LiveError, ValueError):
+    """A trading session does not exist, already exists, or cannot make that transition."""
+
+
+class BrokerError(LiveError):
+    """The broker refused or could not take an order."""
+
+
+class OrderOutcomeUnknown(BrokerError):
+    """An order's create request timed out and querying did not find it yet: never resend it."""
+
+
+class FeedStaleError(LiveError):
+    """A market-data feed delivered nothing for longer than its staleness limit."""

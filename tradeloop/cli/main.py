@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 1 unexpected error, 2 bad option or setting, 3 data error
 (validation, conflict, missing series), 4 exchange/network error, 5 backtest error,
-6 model/registry error (missing, tampered, refused), 7 research notebook failed.
+6 model/registry error (missing, tampered, refused), 7 research notebook failed,
+8 live engine error (session state, broker, feed).
 """
 
 from __future__ import annotations

@@ -1,0 +1,145 @@
+"""Events (candles, signals, orders, fills) and the latest-price cache, behind one interface.
+
+``RedisBus`` publishes to Redis streams (XADD, consumer groups with XREADGROUP/XACK: at
+least once) and caches latest prices in a Redis hash; ``InProcessBus`` does the same in
+memory for the embedded default. Redis is never the system of record: the operational
+database is. ``make_bus(REDIS_URL or None)`` picks one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+STREAMS = ("candles", "signals", "orders", "fills")
+MAX_STREAM_LEN = 100_000  # events kept per stream (approximate trim)
+
+
+class EventBus(Protocol):
+    async def publish(self, stream: str, event: dict) -> str: ...
+
+    async def read(self, stream: str, *, group: str, consumer: str, count: int = 100,
+                   block_ms: int | None = None) -> list[tuple[str, dict]]: ...
+
+    async def ack(self, stream: str, group: str, *ids: str) -> None: ...
+
+    async def set_prices(self, prices: dict[str, tuple[float, int]]) -> None: ...
+
+    async def price(self, symbol: str) -> tuple[float, int] | None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class InProcessBus:
+    """Streams as in-memory lists; a group remembers its next index and unacked ids."""
+
+    events: dict[str, list[tuple[str, dict]]] = field(default_factory=lambda: defaultdict(list))
+    _cursor: dict[tuple[str, str], int] = field(default_factory=dict)
+    _pending: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    _prices: dict[str, tuple[float, int]] = field(default_factory=dict)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    async def publish(self, stream: str, event: dict) -> str:
+        event_id = f"{next(self._ids)}-0"
+        log = self.events[stream]
+        log.append((event_id, dict(event)))
+        if len(log) > MAX_STREAM_LEN:
+            drop = len(log) - MAX_STREAM_LEN
+            del log[:drop]
+            for key in [k for k in self._cursor if k[0] == stream]:
+                self._cursor[key] = max(0, self._cursor[key] - drop)
+        return event_id
+
+    async def read(self, stream: str, *, group: str, consumer: str, count: int = 100,
+                   block_ms: int | None = None) -> list[tuple[str, dict]]:
+        start = self._cursor.get((stream, group), 0)
+        batch = self.events[stream][start:start + count]
+        self._cursor[(stream, group)] = start + len(batch)
+        self._pending[(stream, group)].update(event_id for event_id, _ in batch)
+        return batch
+
+    async def ack(self, stream: str, group: str, *ids: str) -> None:
+        self._pending[(stream, group)].difference_update(ids)
+
+    async def set_prices(self, prices: dict[str, tuple[float, int]]) -> None:
+        self._prices.update(prices)
+
+    async def price(self, symbol: str) -> tuple[float, int] | None:
+        return self._prices.get(symbol)
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisBus:
+    """Redis streams under ``prefix:stream`` and the price hash ``prefix:prices``.
+
+    Every command has a 5 s socket timeout and retries connection errors three times with
+    exponential backoff: publishing is idempotent enough for at-least-once delivery.
+    """
+
+    def __init__(self, url: str, *, prefix: str = "tradeloop"):
+        self.prefix = prefix
+        self.client = aioredis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=5, decode_responses=True,
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), 3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError])
+        self._groups: set[tuple[str, str]] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}:{name}"
+
+    async def publish(self, stream: str, event: dict) -> str:
+        return await self.client.xadd(self.key(stream), {"data": json.dumps(event)}, maxlen=MAX_STREAM_LEN,
+                                      approximate=True)
+
+    async def _ensure_group(self, stream: str, group: str) -> None:
+        if (stream, group) in self._groups:
+            return
+        try:
+            await self.client.xgroup_create(self.key(stream), group, id="0", mkstream=True)
+        except ResponseError as exc:  # BUSYGROUP: it exists already
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._groups.add((stream, group))
+
+    async def read(self, stream: str, *, group: str, consumer: str, count: int = 100,
+                   block_ms: int | None = None) -> list[tuple[str, dict]]:
+        await self._ensure_group(stream, group)
+        reply = await self.client.xreadgroup(group, consumer, {self.key(stream): ">"}, count=count,
+                                             block=block_ms)
+        return [(event_id, json.loads(fields["data"])) for _, entries in reply or [] for event_id, fields in entries]
+
+    async def ack(self, stream: str, group: str, *ids: str) -> None:
+        if ids:
+            await self.client.xack(self.key(stream), group, *ids)
+
+    async def set_prices(self, prices: dict[str, tuple[float, int]]) -> None:
+        if prices:
+            await self.client.hset(self.key("prices"), mapping={s: json.dumps(v) for s, v in prices.items()})
+
+    async def price(self, symbol: str) -> tuple[float, int] | None:
+        raw = await self.client.hget(self.key("prices"), symbol)
+        if raw is None:
+            return None
+        value, ts = json.loads(raw)
+        return float(value), int(ts)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def make_bus(redis_url: str | None, *, prefix: str = "tradeloop") -> EventBus:
+    """Redis streams when a URL is given, the in-process bus otherwise."""
+    return RedisBus(redis_url, prefix=prefix) if redis_url else InProcessBus()

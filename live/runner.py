@@ -1,0 +1,108 @@
+"""Start or resume a trading session: settings -> store, registry, feed, broker, bus, engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from live.brokers.paper import PaperBroker
+from live.bus import make_bus
+from live.engine import EngineConfig, LiveEngine, check_live_config
+from live.feeds.replay import ReplayFeed
+from live.models import ModelSlot
+from tradeloop.backtest import BacktestConfig
+from tradeloop.data import CandleLake
+from tradeloop.errors import ConfigError, SessionStateError
+from tradeloop.ops import OpsStore, TradingSession
+from tradeloop.registry import ModelRegistry
+from tradeloop.settings import Settings
+from tradeloop.strategies import get_strategy
+
+log = logging.getLogger(__name__)
+
+
+class SessionConfig(BaseModel):
+    """A trading session's options (``tradeloop live run --help`` lists them)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    strategy: str = "sma_cross"
+    exchange: str = "coinbase"
+    symbols: tuple[str, ...] = ("BTC-USD", "ETH-USD")
+    timeframe: str = "4h"
+    mode: str = Field(default="paper", pattern="^(paper|live)$")
+    feed: str = Field(default="replay", pattern="^(replay|ccxt)$")
+    speed: float = Field(default=0.0, ge=0.0)
+    start: int | None = None
+    end: int | None = None
+    init_cash: float = Field(default=10_000.0, gt=0)
+    fraction: float = Field(default=0.5, gt=0, le=1.0)
+    fee_rate: float | None = Field(default=None, ge=0, lt=0.1, description="default: the champion's cost / 2")
+    slippage: float = Field(default=0.0, ge=0, lt=0.1)
+    window_bars: int = Field(default=400, ge=10)
+
+
+def backtest_config(session: TradingSession) -> BacktestConfig:
+    return BacktestConfig(**session.config)
+
+
+def open_session(store: OpsStore, registry: ModelRegistry, config: SessionConfig) -> TradingSession:
+    """Resume the session called ``config.name``, or create it from the champion's costs."""
+    try:
+        session = store.session(config.name)
+    except SessionStateError:
+        session = None
+    if session is not None:
+        if session.status == "stopped":
+            raise SessionStateError(f"session {config.name!r} was stopped; start a new one with another --name")
+        if tuple(session.symbols) != tuple(config.symbols) or session.strategy != config.strategy:
+            raise SessionStateError(
+                f"session {config.name!r} trades {session.strategy} on {session.symbols}, not {config.strategy} on "
+                f"{list(config.symbols)}; resume it with the same options or pick another --name")
+        return session
+    entry = registry.champion(config.strategy)
+    fee = config.fee_rate
+    if fee is None:
+        fee = registry.load(config.strategy)[1].barriers.cost / 2 if entry is not None else 0.001
+    backtest = BacktestConfig(init_cash=config.init_cash, fee_rate=fee, slippage=config.slippage,
+                              fraction=config.fraction, cash_sharing=True)
+    check_live_config(backtest)
+    return store.create_session(name=config.name, strategy=config.strategy, exchange=config.exchange,
+                                timeframe=config.timeframe, symbols=list(config.symbols), mode=config.mode,
+                                init_cash=config.init_cash, config=backtest.model_dump(mode="json"))
+
+
+def build_engine(settings: Settings, config: SessionConfig, *, store: OpsStore | None = None) -> LiveEngine:
+    store = store or OpsStore.open(settings.effective_database_url)
+    registry = ModelRegistry(settings.registry_dir)
+    session = open_session(store, registry, config)
+    backtest = backtest_config(session)
+    if session.mode == "live":
+        raise ConfigError("mode='live' needs the ccxt broker and exchange keys; it is not wired into "
+                          "`tradeloop live run` yet: use --mode paper")
+    broker = PaperBroker(fee_rate=backtest.fee_rate, slippage=backtest.slippage)
+    slot = ModelSlot(registry, strategy=get_strategy(config.strategy))
+    return LiveEngine(store=store, session=session, broker=broker, bus=make_bus(settings.redis_url), slot=slot,
+                      backtest=backtest, config=EngineConfig(window_bars=config.window_bars))
+
+
+def replay_feed(settings: Settings, config: SessionConfig) -> ReplayFeed:
+    lake = CandleLake(settings.lake_dir, quarantine_root=settings.quarantine_dir)
+    return ReplayFeed(lake, exchange=config.exchange, symbols=list(config.symbols), timeframe=config.timeframe,
+                      speed=config.speed, start=config.start, end=config.end)
+
+
+async def run_session(settings: Settings, config: SessionConfig, *, max_bars: int | None = None,
+                      stop: asyncio.Event | None = None) -> LiveEngine:
+    if config.feed != "replay":
+        raise ConfigError("feed='ccxt' is not wired into `tradeloop live run` yet; use --feed replay")
+    engine = build_engine(settings, config)
+    try:
+        await engine.run(replay_feed(settings, config), max_bars=max_bars, stop=stop)
+    finally:
+        await engine.bus.close()
+        await engine.broker.close()
+    return engine

@@ -1,0 +1,131 @@
+"""Tables of the operational database (the system of record for live trading)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TradingSession(Base):
+    """One strategy trading a set of symbols, paper or live; started, paused, resumed, stopped."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    strategy: Mapped[str] = mapped_column(String(50))
+    exchange: Mapped[str] = mapped_column(String(50))
+    timeframe: Mapped[str] = mapped_column(String(10))
+    symbols: Mapped[list] = mapped_column(JSON)
+    mode: Mapped[str] = mapped_column(String(10))  # paper | live
+    status: Mapped[str] = mapped_column(String(10))  # running | paused | stopped
+    init_cash: Mapped[float] = mapped_column(Float)
+    cash: Mapped[float] = mapped_column(Float)
+    config: Mapped[dict] = mapped_column(JSON)  # BacktestConfig fields: fills, fees, sizing
+    last_bar_ts: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # last bar fully processed
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class Order(Base):
+    """An order, written and committed before it is sent. ``client_order_id`` is deterministic
+    (session, symbol, bar, intent), so deciding the same bar twice can never send twice."""
+
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), index=True)
+    client_order_id: Mapped[str] = mapped_column(String(64), unique=True)
+    venue: Mapped[str] = mapped_column(String(50))
+    symbol: Mapped[str] = mapped_column(String(50))
+    side: Mapped[str] = mapped_column(String(4))  # buy | sell
+    intent: Mapped[str] = mapped_column(String(12))  # enter_long | exit_long
+    quantity: Mapped[float | None] = mapped_column(Float, nullable=True)  # base amount (exits)
+    quote_amount: Mapped[float | None] = mapped_column(Float, nullable=True)  # quote to spend (entries)
+    decided_ts: Mapped[int] = mapped_column(BigInteger)  # open time of the bar whose close decided it
+    status: Mapped[str] = mapped_column(String(12), index=True)  # new|submitted|filled|rejected|canceled|unknown
+    venue_order_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    filled_qty: Mapped[float] = mapped_column(Float, default=0.0)
+    avg_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    fee: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class Fill(Base):
+    """An execution, stored exactly once: unique per (venue, symbol, trade id)."""
+
+    __tablename__ = "fills"
+    __table_args__ = (UniqueConstraint("venue", "symbol", "trade_id", name="uq_fills_venue_symbol_trade"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), index=True)
+    venue: Mapped[str] = mapped_column(String(50))
+    symbol: Mapped[str] = mapped_column(String(50))
+    trade_id: Mapped[str] = mapped_column(String(100))
+    side: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[float] = mapped_column(Float)
+    price: Mapped[float] = mapped_column(Float)
+    fee: Mapped[float] = mapped_column(Float)
+    ts: Mapped[int] = mapped_column(BigInteger)
+
+
+class Position(Base):
+    __tablename__ = "positions"
+
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(50), primary_key=True)
+    quantity: Mapped[float] = mapped_column(Float, default=0.0)
+    entry_price: Mapped[float] = mapped_column(Float, default=0.0)
+    entry_fee: Mapped[float] = mapped_column(Float, default=0.0)
+    entry_ts: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    realized_pnl: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ThresholdInForce(Base):
+    """Which threshold decided entries from when: the model's, or the static fallback p*."""
+
+    __tablename__ = "thresholds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), index=True)
+    source: Mapped[str] = mapped_column(String(10))  # model | static
+    artifact: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    threshold: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(String(200))
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EquityPoint(Base):
+    __tablename__ = "equity"
+
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), primary_key=True)
+    ts: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # bar open time, ms
+    equity: Mapped[float] = mapped_column(Float)
+    cash: Mapped[float] = mapped_column(Float)
+
+
+class AuditEvent(Base):
+    """Append-only: every order event (decided, sent, filled, rejected, reconciled) and
+    every session event (started, paused, model swapped, fallback)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"), nullable=True, index=True)
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), nullable=True)
+    event: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
