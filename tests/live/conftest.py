@@ -9,13 +9,16 @@ import numpy as np
 import polars as pl
 import pytest
 
+from tradeloop.backtest import BacktestConfig, run_backtest
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.data.importer import import_sample
+from tradeloop.ops import EquityPoint, OpsStore
 from tradeloop.registry import Lineage, ModelRegistry
 from tradeloop.research.walkforward import fit_threshold
 from tradeloop.settings import Settings
 from tradeloop.strategies import SmaCross
 from tradeloop.thresholds import BarrierConfig, meta_dataset
+from tradeloop.thresholds.decide import decide
 
 SYMBOLS = ("BTC-USD", "ETH-USD")
 
@@ -49,3 +52,40 @@ def trained_world(tmp_path_factory: pytest.TempPathFactory) -> World:
     artifact = registry.register(model.save(root / "model"))
     registry.promote("sma_cross", artifact, lineage=Lineage(run_id="test"))
     return World(root, settings, candles, artifact)
+
+
+def backtest_orders(world: World, *, start: int, config: BacktestConfig, window: int) -> tuple[list, float]:
+    """The champion's backtest from ``start`` (``window`` bars before it warm up features only):
+    its fills as sorted (ts, symbol, side, qty, price), and its final equity."""
+    _, model = ModelRegistry(world.settings.registry_dir).load("sma_cross")
+    candles = world.candles
+    first = candles.filter(pl.col("ts") < start).group_by("symbol").agg(pl.col("ts").sort().tail(window).first())
+    candles = candles.filter(pl.col("ts") >= first["ts"].min())
+    decided = decide(candles, model, now_ms=model.trained_until)
+    decided = decided.with_columns(signal=pl.when(pl.col("ts") >= start).then(pl.col("signal")).otherwise(0))
+    result = run_backtest(decided, config, timeframe="4h")
+    trades = result.trades
+    orders = [(r["entry_ts"], r["symbol"], "buy", r["qty"], r["entry_price"]) for r in trades.iter_rows(named=True)]
+    orders += [(r["exit_ts"], r["symbol"], "sell", r["qty"], r["exit_price"])
+               for r in trades.iter_rows(named=True) if not r["is_open"]]
+    return sorted(orders), float(result.equity.sort("ts")["equity"][-1])
+
+
+def assert_matches_backtest(world: World, session_name: str, *, start: int, window: int = 400) -> int:
+    """The session's stored fills and final equity equal the backtest's; returns the fill count."""
+    store = OpsStore.open(world.settings.effective_database_url)
+    session = store.session(session_name)
+    fills = sorted((f.ts, f.symbol, f.side, f.quantity, f.price) for f in store.fills(session.id))
+    expected, expected_equity = backtest_orders(world, start=start, config=BacktestConfig(**session.config),
+                                                window=window)
+    assert len(expected) >= 20, "too few trades for a meaningful parity check"
+    assert [f[:3] for f in fills] == [e[:3] for e in expected]
+    np.testing.assert_allclose([f[3] for f in fills], [e[3] for e in expected], rtol=1e-9)
+    np.testing.assert_allclose([f[4] for f in fills], [e[4] for e in expected], rtol=1e-12)
+    equity = store.frame(EquityPoint, session.id).sort("ts")["equity"][-1]
+    assert abs(equity / expected_equity - 1) < 1e-9
+    orders = store.orders(session.id)
+    assert len({o.client_order_id for o in orders}) == len(orders)
+    assert sum(o.status == "filled" for o in orders) == len(fills)
+    store.close()
+    return len(fills)

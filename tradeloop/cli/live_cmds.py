@@ -1,0 +1,106 @@
+"""``tradeloop live``: run a trading session and control it (pause, resume, stop).
+
+Control commands write the session's status to the operational database; a running engine
+reads it before every bar, so they work from any terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Annotated
+
+import typer
+
+from tradeloop.cli.common import console, fmt_num, handle_errors, parse_time, table
+from tradeloop.settings import get_settings
+
+app = typer.Typer(help="Live trading sessions (paper by default): run, list, pause, resume, stop.",
+                  no_args_is_help=True)
+
+
+def _store():
+    from tradeloop.ops import OpsStore
+
+    return OpsStore.open(get_settings().effective_database_url)
+
+
+@app.command()
+@handle_errors
+def run(
+    name: Annotated[str, typer.Option(help="Session name; an existing running/paused session resumes")] = "paper",
+    strategy: Annotated[str, typer.Option(help="Strategy whose champion trades")] = "sma_cross",
+    exchange: Annotated[str, typer.Option(help="Exchange of the candles")] = "coinbase",
+    symbols: Annotated[list[str] | None, typer.Option("--symbol", help="Symbol (repeat)")] = None,
+    timeframe: Annotated[str, typer.Option(help="Bar timeframe")] = "4h",
+    speed: Annotated[float, typer.Option(help="Replay speed: 0 = as fast as possible, 60 = 1 h per minute")] = 0.0,
+    start: Annotated[str | None, typer.Option(help="Replay from (ISO date or epoch ms)")] = None,
+    end: Annotated[str | None, typer.Option(help="Replay until (ISO date or epoch ms)")] = None,
+    cash: Annotated[float, typer.Option(help="Starting cash of a new session")] = 10_000.0,
+    fraction: Annotated[float, typer.Option(help="Share of equity per new position")] = 0.5,
+    max_bars: Annotated[int | None, typer.Option(help="Stop after this many bars")] = None,
+) -> None:
+    """Trade the promoted model on paper over the replay feed; Ctrl-C stops cleanly."""
+    from live.runner import SessionConfig, run_session
+
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = SessionConfig(name=name, strategy=strategy, exchange=exchange,
+                           symbols=tuple(symbols or ("BTC-USD", "ETH-USD")), timeframe=timeframe, speed=speed,
+                           start=parse_time(start, field="--start") if start else None,
+                           end=parse_time(end, field="--end") if end else None,
+                           init_cash=cash, fraction=fraction)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        engine = await run_session(settings, config, max_bars=max_bars, stop=stop)
+        console.print(f"session {name!r}: {engine.bars} bar(s) processed, cash {engine.cash:,.2f}, "
+                      f"positions {({s: q for s, q in engine.positions.items() if q})}")
+
+    asyncio.run(main())
+
+
+@app.command("sessions")
+@handle_errors
+def list_sessions() -> None:
+    """Every trading session with its status, equity and last bar."""
+    from tradeloop.ops import EquityPoint
+
+    store = _store()
+    tbl = table("Trading sessions", ["name", "status", "mode", "strategy", "symbols", "equity", "cash", "last bar"])
+    for s in store.sessions():
+        equity = store.frame(EquityPoint, s.id).sort("ts")["equity"]
+        tbl.add_row(s.name, s.status, s.mode, s.strategy, ",".join(s.symbols),
+                    fmt_num(equity[-1] if len(equity) else s.cash, False), fmt_num(s.cash, False),
+                    str(s.last_bar_ts or "-"))
+    console.print(tbl)
+
+
+def _transition(name: str, status: str) -> None:
+    row = _store().set_status(name, status)
+    console.print(f"session {row.name!r} is now {row.status}")
+
+
+@app.command()
+@handle_errors
+def pause(name: Annotated[str, typer.Argument(help="Session name")]) -> None:
+    """Stop opening or closing positions; fills and equity marks go on."""
+    _transition(name, "paused")
+
+
+@app.command()
+@handle_errors
+def resume(name: Annotated[str, typer.Argument(help="Session name")]) -> None:
+    """Trade again after a pause."""
+    _transition(name, "running")
+
+
+@app.command()
+@handle_errors
+def stop(name: Annotated[str, typer.Argument(help="Session name")]) -> None:
+    """End the session for good (a running engine exits before its next bar)."""
+    _transition(name, "stopped")
