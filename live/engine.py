@@ -86,16 +86,18 @@ class LiveEngine:
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, feed: Feed, *, max_bars: int | None = None, stop: asyncio.Event | None = None) -> None:
-        """Trade ``feed`` until it ends, ``max_bars`` bars were processed, ``stop`` is set or
-        the session is stopped (``tradeloop live stop``)."""
+        """Trade ``feed`` until it ends, this call processed ``max_bars`` bars, ``stop`` is set
+        or the session is stopped (``tradeloop live stop``)."""
+        self.session = self.store.session(self.session.name)  # where the last run left off
         await self.reconcile()
-        after = self.session.last_bar_ts
-        async for batch in feed.batches(after_ts=after):
+        done = 0
+        async for batch in feed.batches(after_ts=self.session.last_bar_ts):
             if self.window.is_empty():
                 self.window = feed.history(before_ts=batch.ts, bars=self.config.window_bars)
             if not await self.on_batch(batch):
                 break
-            if (max_bars is not None and self.bars >= max_bars) or (stop is not None and stop.is_set()):
+            done += 1
+            if (max_bars is not None and done >= max_bars) or (stop is not None and stop.is_set()):
                 break
 
     async def reconcile(self) -> None:
@@ -149,6 +151,7 @@ class LiveEngine:
             row = db.get(TradingSession, self.session.id)
             row.cash, row.last_bar_ts = self.cash, batch.ts
         self.latency.stored.append(time.perf_counter_ns() - batch.received_ns)
+        self.session.last_bar_ts, self.session.status = batch.ts, status
         if orders:
             await self._send(orders)
         if self.config.publish:

@@ -8,7 +8,7 @@ import asyncio
 import polars as pl
 
 from live.runner import SessionConfig, run_session
-from tests.live.conftest import SYMBOLS, World, assert_matches_backtest
+from tests.live.conftest import SYMBOLS, World, assert_matches_backtest, make_settings
 
 BARS = 1000
 
@@ -20,3 +20,12 @@ def test_live_replay_places_the_backtests_orders(trained_world: World) -> None:
     engine = asyncio.run(run_session(trained_world.settings, config))
     assert engine.bars == trained_world.candles.filter(pl.col("ts") >= start)["ts"].n_unique()
     assert assert_matches_backtest(trained_world, "parity", start=start) == len(engine.store.fills(engine.session.id))
+
+
+def test_parity_on_postgresql(trained_world: World, pg_url: str) -> None:
+    """The same live path with the operational database on the real PostgreSQL server."""
+    settings = make_settings(trained_world.root, DATABASE_URL=pg_url)
+    start = int(trained_world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-300])
+    engine = asyncio.run(run_session(settings, SessionConfig(name="parity-pg", start=start)))
+    assert engine.store.engine.dialect.name == "postgresql" and engine.bars >= 299
+    assert assert_matches_backtest(trained_world, "parity-pg", start=start, database_url=pg_url) >= 10
