@@ -85,7 +85,7 @@ def build_engine(settings: Settings, config: SessionConfig, *, store: OpsStore |
                           "`tradeloop live run` yet: use --mode paper")
     broker = PaperBroker(fee_rate=backtest.fee_rate, slippage=backtest.slippage)
     slot = ModelSlot(registry, strategy=get_strategy(config.strategy))
-    return LiveEngine(store=store, session=session, broker=broker, bus=make_bus(settings.redis_url), slot=slot,
+    return LiveEngine(store=store, session=session, broker=broker, bus=make_bus(settings.redis_url, prefix=settings.redis_prefix), slot=slot,
                       backtest=backtest, config=EngineConfig(window_bars=config.window_bars))
 
 

@@ -71,14 +71,15 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    """The real Redis server; keys this test made (under its prefix) are deleted after it."""
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own on the real Redis server (``REDIS_URL``); its keys are
+    deleted afterwards."""
     import redis
 
     prefix = f"tradeloop-test-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(REDIS_URL)
     client.ping()
-    yield f"{REDIS_URL}#{prefix}"
+    yield prefix
     for key in client.scan_iter(f"{prefix}:*"):
         client.delete(key)
     client.close()

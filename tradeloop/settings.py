@@ -39,6 +39,11 @@ class Settings(BaseSettings):
         validation_alias=_env("REDIS_URL"),
         description="Redis for event streams and price cache; in-process bus when unset.",
     )
+    redis_prefix: str = Field(
+        default="tradeloop",
+        validation_alias=_env("TRADELOOP_REDIS_PREFIX"),
+        description="Prefix of every Redis key (streams, price cache), to share one server.",
+    )
     exchange: str = Field(default="binance", validation_alias=_env("TRADELOOP_EXCHANGE"))
     exchange_api_key: SecretStr | None = Field(
         default=None, validation_alias=_env("TRADELOOP_EXCHANGE_API_KEY")
