@@ -8,7 +8,10 @@ Exit codes: 0 success, 1 unexpected error, 2 bad option or setting, 3 data error
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import polars as pl
@@ -20,6 +23,7 @@ from tradeloop.cli import data_cmds, live_cmds, models_cmds
 from tradeloop.cli.common import console, fmt_num, handle_errors, lake_from_settings, table
 from tradeloop.data import SeriesKey
 from tradeloop.demo import run_demo
+from tradeloop.errors import ConfigError
 from tradeloop.performance import result_metrics
 from tradeloop.strategies import STRATEGIES, get_strategy
 
@@ -105,3 +109,22 @@ def backtest(
 
 def main() -> None:  # pragma: no cover - console-script shim
     app()
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@app.command()
+@handle_errors
+def dashboard(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 8501,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+) -> None:
+    """Open the Streamlit dashboard (read-only): sessions, performance, champion, data health."""
+    script = REPO / "app" / "dashboard.py"
+    if not script.exists():
+        raise ConfigError(f"{script} is missing: run tradeloop from a checkout of the repository")
+    console.print(f"dashboard on http://{host}:{port}")
+    os.execvp(sys.executable, [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", host,
+                               "--server.port", str(port), "--server.headless", "true",
+                               "--browser.gatherUsageStats", "false"])

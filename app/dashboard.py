@@ -1,0 +1,18 @@
+"""tradeloop dashboard (Streamlit, read-only): `tradeloop dashboard` or `streamlit run app/dashboard.py`."""
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the pages import `sources` from here
+
+st.set_page_config(page_title="tradeloop", page_icon=":chart_with_upwards_trend:", layout="wide")
+PAGES = Path(__file__).resolve().parent / "app_pages"
+navigation = st.navigation([
+    st.Page(PAGES / "overview.py", title="Live sessions", icon=":material/monitoring:", default=True),
+    st.Page(PAGES / "performance.py", title="Performance", icon=":material/show_chart:"),
+    st.Page(PAGES / "champion.py", title="Champion", icon=":material/emoji_events:"),
+    st.Page(PAGES / "data_health.py", title="Data health", icon=":material/health_and_safety:"),
+])
+navigation.run()

@@ -1,0 +1,100 @@
+"""What the dashboard reads: the operational database, the registry, the lake and the
+research backtest. Read-only: nothing here writes, and a missing store reads as empty."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import polars as pl
+
+from tradeloop.backtest.engine import periods_per_year
+from tradeloop.data import CandleLake
+from tradeloop.ops import EquityPoint, Fill, OpsStore, Order, Position
+from tradeloop.performance import compute_metrics
+from tradeloop.registry import ModelRegistry
+from tradeloop.research.steps import EQUITY_PARQUET, METRICS_JSON, TRADES_PARQUET
+from tradeloop.settings import Settings, get_settings
+
+METRICS = ("total_return", "cagr", "sharpe", "sortino", "calmar", "max_drawdown", "volatility", "trades",
+           "win_rate", "profit_factor")
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+def ops_store() -> OpsStore | None:
+    url = settings().effective_database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None  # no session ever ran: do not create the database from a reader
+    return OpsStore.open(url)
+
+
+def sessions_frame(store: OpsStore) -> pl.DataFrame:
+    rows = []
+    for s in store.sessions():
+        equity = store.frame(EquityPoint, s.id).sort("ts")
+        last = float(equity["equity"][-1]) if equity.height else s.cash
+        rows.append({"session": s.name, "status": s.status, "mode": s.mode, "strategy": s.strategy,
+                     "symbols": ", ".join(s.symbols), "equity": last, "pnl": last - s.init_cash,
+                     "return": last / s.init_cash - 1.0, "cash": s.cash, "bars": equity.height})
+    return pl.DataFrame(rows)
+
+
+def session_tables(store: OpsStore, name: str) -> dict[str, pl.DataFrame]:
+    s = store.session(name)
+    equity = store.frame(EquityPoint, s.id).sort("ts").with_columns(time=pl.from_epoch("ts", time_unit="ms"))
+    return {
+        "equity": equity,
+        "positions": store.frame(Position, s.id).filter(pl.col("quantity") > 0),
+        "orders": store.frame(Order, s.id).sort("id", descending=True),
+        "open_orders": store.frame(Order, s.id).filter(pl.col("status").is_in(["new", "submitted", "unknown"])),
+        "fills": store.frame(Fill, s.id).sort("id", descending=True).with_columns(
+            time=pl.from_epoch("ts", time_unit="ms")),
+    }
+
+
+def research_backtest() -> dict | None:
+    folder = settings().research_dir / "backtest"
+    if not (folder / EQUITY_PARQUET).exists():
+        return None
+    equity = (pl.read_parquet(folder / EQUITY_PARQUET).group_by("ts", maintain_order=True)
+              .agg(pl.col("equity").sum()).sort("ts").with_columns(time=pl.from_epoch("ts", time_unit="ms")))
+    return {"equity": equity, "trades": pl.read_parquet(folder / TRADES_PARQUET),
+            "metrics": json.loads((folder / METRICS_JSON).read_text())}
+
+
+def with_drawdown(equity: pl.DataFrame) -> pl.DataFrame:
+    return equity.with_columns(drawdown=pl.col("equity") / pl.col("equity").cum_max() - 1.0)
+
+
+def metrics_row(label: str, equity: pl.DataFrame, *, init_cash: float, timeframe: str,
+                trades: pl.DataFrame | None = None) -> dict:
+    report = compute_metrics(equity["equity"].to_numpy(), init_cash=init_cash,
+                             periods_per_year=periods_per_year(timeframe), trades=trades).as_dict()
+    return {"run": label, **{k: (None if isinstance(report[k], float) and math.isnan(report[k]) else report[k])
+                             for k in METRICS}}
+
+
+def registry() -> ModelRegistry:
+    return ModelRegistry(settings().registry_dir)
+
+
+def lake() -> CandleLake:
+    return CandleLake(settings().lake_dir, quarantine_root=settings().quarantine_dir)
+
+
+def data_health() -> pl.DataFrame:
+    rows = []
+    lk = lake()
+    for key in lk.list_series():
+        st = lk.status(key)
+        rows.append({"series": f"{key.exchange}:{key.symbol}:{key.timeframe}", "candles": st.rows,
+                     "first": st.first_ts, "last": st.last_ts, "gaps": len(st.gaps), "missing": st.missing,
+                     "coverage": st.coverage})
+    frame = pl.DataFrame(rows)
+    if frame.height:
+        frame = frame.with_columns(pl.from_epoch("first", time_unit="ms"), pl.from_epoch("last", time_unit="ms"))
+    return frame
