@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import ccxt
+import ccxt.async_support
 
 from tradeloop.errors import UnknownExchangeError
 
@@ -15,11 +16,13 @@ def make_exchange(
     timeout_s: float = 10.0,
     api_url: str | None = None,
     credentials: dict[str, str] | None = None,
+    asynchronous: bool = False,
 ) -> ccxt.Exchange:
-    """A synchronous ccxt client with rate limiting on and ccxt's own retries off.
+    """A ccxt client (``ccxt.async_support`` when ``asynchronous``) with rate limiting on and
+    ccxt's own retries off: an order is never re-sent behind the caller's back.
 
-    ``api_url`` replaces the public REST base (e.g. ``http://127.0.0.1:8765``); for Binance
-    it is the host that serves ``/api/v3/...``.
+    ``api_url`` replaces the REST base (e.g. ``http://127.0.0.1:8765``); for Binance it is the
+    host that serves ``/api/v3/...``.
     """
     if exchange_id not in ccxt.exchanges:
         raise UnknownExchangeError(
@@ -31,7 +34,10 @@ def make_exchange(
         config["options"] = {"fetchMarkets": {"types": ["spot"]}}
     if credentials:
         config.update({k: v for k, v in credentials.items() if v})
-    exchange: ccxt.Exchange = getattr(ccxt, exchange_id)(config)
+        if exchange_id == "binance":  # spot trading needs neither the currency nor the margin lists
+            config["options"].update({"fetchCurrencies": False, "fetchMargins": False})
+    module = ccxt.async_support if asynchronous else ccxt
+    exchange: ccxt.Exchange = getattr(module, exchange_id)(config)
     if api_url:
         _override_public_url(exchange, api_url.rstrip("/"))
     return exchange

@@ -1,0 +1,106 @@
+"""The ccxt broker with the real ccxt library against the loopback Binance server (signed
+REST, Binance's order and error formats)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import polars as pl
+import pytest
+
+from exchange_server import BinanceLoopback, Fault, rate_limited
+from live.brokers.base import OrderRequest
+from live.brokers.ccxt_broker import CcxtBroker
+from tradeloop.data.exchanges import make_exchange
+
+
+def broker_on(server: BinanceLoopback, *, timeout_s: float = 2.0) -> CcxtBroker:
+    exchange = make_exchange("binance", timeout_s=timeout_s, api_url=server.url, asynchronous=True,
+                             credentials={"apiKey": server.api_key, "secret": server.secret})
+    return CcxtBroker(exchange, recv_window_s=0.2)
+
+
+@pytest.fixture
+def server():
+    with BinanceLoopback(candles={}, prices={"BTCUSDT": 20_000.0, "ETHUSDT": 1_500.0}) as srv:
+        yield srv
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_market_buy_by_cost_and_sell_by_amount_with_client_ids(server: BinanceLoopback) -> None:
+    async def scenario():
+        broker = broker_on(server)
+        try:
+            buy = await broker.submit(OrderRequest("tl1-1-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=1000.123456789))
+            sell = await broker.submit(OrderRequest("tl1-2-BTCUSDT-ex", "BTC-USDT", "sell", quantity=0.0500004321))
+            return buy, sell
+        finally:
+            await broker.close()
+
+    buy, sell = run(scenario())
+    assert buy.status == "filled" and len(buy.fills) == 1
+    fill = buy.fills[0]
+    assert (fill.symbol, fill.side, fill.price) == ("BTC-USDT", "buy", 20_000.0)
+    assert fill.quantity == pytest.approx(1000.12 / 20_000.0, rel=1e-9)  # cost truncated to 2 decimals
+    assert fill.fee == pytest.approx(1000.12 * 0.001, rel=1e-6) and fill.trade_id == "10000"
+    placed = server.orders["tl1-1-BTCUSDT-en"]
+    assert placed["side"] == "BUY" and placed["clientOrderId"] == "tl1-1-BTCUSDT-en"
+    assert server.orders["tl1-2-BTCUSDT-ex"]["origQty"] == "0.05000000"  # amount_to_precision (step 0.00001)
+    assert sell.status == "filled" and sell.fills[0].quantity == pytest.approx(0.05)
+
+
+def test_a_timed_out_create_is_queried_never_resent(server: BinanceLoopback) -> None:
+    server.order_faults[1] = Fault(200, {}, delay_s=3.0)  # placed, but the answer comes after the timeout
+
+    async def scenario():
+        broker = broker_on(server, timeout_s=1.0)
+        try:
+            return await broker.submit(OrderRequest("tl1-3-ETHUSDT-en", "ETH-USDT", "buy", quote_amount=300.0))
+        finally:
+            await broker.close()
+
+    state = run(scenario())
+    creates = [r for r in server.requests if r.startswith("POST /api/v3/order")]
+    assert len(creates) == 1  # one create, then a query: never a second create
+    assert any(r.startswith("/api/v3/order?") and "origClientOrderId=tl1-3-ETHUSDT-en" in r for r in server.requests)
+    assert state.status == "filled" and state.fills[0].quantity == pytest.approx(0.2)
+    assert state.venue_order_id == str(server.orders["tl1-3-ETHUSDT-en"]["orderId"])
+
+
+def test_a_create_that_never_arrived_is_reported_rejected_not_resent(server: BinanceLoopback) -> None:
+    server.order_faults[1] = Fault(503, {"code": -1001, "msg": "Internal error; unable to process your request."})
+
+    async def scenario():
+        broker = broker_on(server)
+        try:
+            return await broker.submit(OrderRequest("tl1-4-ETHUSDT-en", "ETH-USDT", "buy", quote_amount=300.0))
+        finally:
+            await broker.close()
+
+    state = run(scenario())
+    assert sum(r.startswith("POST /api/v3/order") for r in server.requests) == 1
+    assert state.status == "rejected" and "never received" in state.reason
+    assert "tl1-4-ETHUSDT-en" not in server.orders
+
+
+def test_rate_limited_and_duplicate_creates_are_rejected(server: BinanceLoopback) -> None:
+    server.order_faults[1] = rate_limited()
+
+    async def scenario():
+        broker = broker_on(server)
+        try:
+            limited = await broker.submit(OrderRequest("tl1-5-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=100.0))
+            first = await broker.submit(OrderRequest("tl1-6-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=100.0))
+            again = await broker.submit(OrderRequest("tl1-6-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=100.0))
+            return limited, first, again
+        finally:
+            await broker.close()
+
+    limited, first, again = run(scenario())
+    assert limited.status == "rejected" and "venue refused" in limited.reason
+    assert first.status == "filled"
+    assert again.status == "rejected" and "Duplicate order" in again.reason
+    assert [o["clientOrderId"] for o in server.orders.values()] == ["tl1-6-BTCUSDT-en"]
