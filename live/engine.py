@@ -139,8 +139,10 @@ class LiveEngine:
                 signals = self._decide(batch.ts)
                 self.latency.decision.append(time.perf_counter_ns() - batch.received_ns)
                 for symbol, flags in signals:
-                    for intent in intents(flags, symbol=symbol, position=self.positions.get(symbol, 0.0),
-                                          equity=equity, fraction=self.backtest.fraction):
+                    held = self.positions.get(symbol, 0.0)
+                    held = 0.0 if self.broker.is_dust(symbol, held) else held  # unsellable remainder
+                    for intent in intents(flags, symbol=symbol, position=held, equity=equity,
+                                          fraction=self.backtest.fraction):
                         orders.append(new_order(db, session_id=self.session.id, venue=self.broker.venue,
                                                 ts=batch.ts, intent=intent))
             for order in orders:
@@ -167,13 +169,13 @@ class LiveEngine:
         else:  # reduce-only: the strategy's exits, never an entry
             decided = inforce.strategy.signals(self.window, by="symbol").with_columns(
                 pl.col("signal") & pl.lit(~ENTRIES, dtype=pl.Int8))
-        last = decided.filter(pl.col("ts") == ts).select("symbol", "signal")
+        last = decided.filter(pl.col("ts") == ts).select("symbol", "signal").sort("symbol")
         return [(s, int(f)) for s, f in last.rows() if f]
 
     def _roll(self, candles: pl.DataFrame) -> pl.DataFrame:
         frame = pl.concat([self.window, candles], how="vertical_relaxed") if not self.window.is_empty() else candles
         keep = self.config.window_bars
-        return frame.filter(pl.int_range(pl.len()).over("symbol") >= pl.len().over("symbol") - keep)
+        return frame.group_by("symbol", maintain_order=True).tail(keep)
 
     def _apply(self, db, state) -> None:
         delta, fills = apply_state(db, state, session_id=self.session.id, venue=self.broker.venue)

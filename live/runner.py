@@ -7,6 +7,8 @@ import logging
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from live.brokers.base import Broker
+from live.brokers.ccxt_broker import CcxtBroker
 from live.brokers.paper import PaperBroker
 from live.bus import make_bus
 from live.engine import EngineConfig, LiveEngine, check_live_config
@@ -14,6 +16,7 @@ from live.feeds.replay import ReplayFeed
 from live.models import ModelSlot
 from tradeloop.backtest import BacktestConfig
 from tradeloop.data import CandleLake
+from tradeloop.data.exchanges import make_exchange
 from tradeloop.errors import ConfigError, SessionStateError
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.registry import ModelRegistry
@@ -80,13 +83,25 @@ def build_engine(settings: Settings, config: SessionConfig, *, store: OpsStore |
     registry = ModelRegistry(settings.registry_dir)
     session = open_session(store, registry, config)
     backtest = backtest_config(session)
-    if session.mode == "live":
-        raise ConfigError("mode='live' needs the ccxt broker and exchange keys; it is not wired into "
-                          "`tradeloop live run` yet: use --mode paper")
-    broker = PaperBroker(fee_rate=backtest.fee_rate, slippage=backtest.slippage)
+    broker = make_broker(settings, session.mode, exchange=session.exchange, backtest=backtest)
     slot = ModelSlot(registry, strategy=get_strategy(config.strategy))
     return LiveEngine(store=store, session=session, broker=broker, bus=make_bus(settings.redis_url, prefix=settings.redis_prefix), slot=slot,
                       backtest=backtest, config=EngineConfig(window_bars=config.window_bars))
+
+
+def make_broker(settings: Settings, mode: str, *, exchange: str, backtest: BacktestConfig) -> Broker:
+    """Paper: the backtest's fill rules. Live: the venue through ccxt, with the exchange keys."""
+    if mode == "paper":
+        return PaperBroker(fee_rate=backtest.fee_rate, slippage=backtest.slippage)
+    if settings.exchange_api_key is None or settings.exchange_secret is None:
+        raise ConfigError("mode='live' trades real money and needs TRADELOOP_EXCHANGE_API_KEY and "
+                          "TRADELOOP_EXCHANGE_SECRET; set them (see .env.example) or use --mode paper")
+    credentials = {"apiKey": settings.exchange_api_key.get_secret_value(),
+                   "secret": settings.exchange_secret.get_secret_value(),
+                   "password": settings.exchange_password.get_secret_value() if settings.exchange_password else ""}
+    client = make_exchange(exchange, timeout_s=settings.http_timeout_s, api_url=settings.exchange_api_url,
+                           credentials=credentials, asynchronous=True)
+    return CcxtBroker(client)
 
 
 def replay_feed(settings: Settings, config: SessionConfig) -> ReplayFeed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -105,7 +106,7 @@ class BinanceLoopback:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
                 query = {k: v[0] for k, v in parse_qs(url.query).items()} | {
                     k: v[0] for k, v in parse_qs(body).items()}
-                server.requests.append(f"POST {self.path}")
+                server.requests.append(f"POST {self.path} {body}")
                 if url.path != "/api/v3/order":
                     return self._send(404, {"code": -1, "msg": f"unknown path {url.path}"})
                 params = self._signed(query, raw=url.query or body)
@@ -174,7 +175,11 @@ class BinanceLoopback:
         if q.get("type") != "MARKET" or symbol not in self.prices:
             return 400, {"code": -1013, "msg": "Filter failure: this loopback fills MARKET orders of priced symbols"}
         price = self.prices[symbol]
-        qty = float(q["quantity"]) if "quantity" in q else round(float(q["quoteOrderQty"]) / price, 8)
+        step = next(float(f["stepSize"]) for s in self.exchange_info["symbols"] if s["symbol"] == symbol
+                    for f in s["filters"] if f["filterType"] == "LOT_SIZE")
+        # a quote amount buys what it pays for, in whole lot steps (as Binance does)
+        qty = float(q["quantity"]) if "quantity" in q else math.floor(float(q["quoteOrderQty"]) / price / step) * step
+        qty = round(qty, 8)
         order_id = 1000 + len(self.orders)
         now = int(time.time() * 1000)
         fill = {"price": f"{price:.8f}", "qty": f"{qty:.8f}", "commission": f"{qty * price * 0.001:.8f}",

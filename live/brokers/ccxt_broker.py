@@ -82,6 +82,14 @@ class CcxtBroker:
             for t in trades)
         return OrderState(client_order_id, status, venue_order_id=str(reply.get("id")), fills=fills)
 
+    def is_dust(self, symbol: str, quantity: float) -> bool:
+        market = self.exchange.markets.get(ccxt_symbol(symbol)) if self.exchange.markets else None
+        if market is None:
+            return quantity <= 0.0
+        least = max((market.get("limits", {}).get("amount", {}).get("min") or 0.0),
+                    (market.get("precision", {}).get("amount") or 0.0))
+        return quantity < least
+
     async def on_bar(self, batch: CandleBatch, *, cash: float) -> list[OrderState]:
         return []  # fills arrive with the create reply or through query
 

@@ -1,7 +1,8 @@
 """Paper broker: fills with the backtest's rules (``tradeloop.backtest.kernel``).
 
 A market order sent after bar ``t`` closes fills at the open of the symbol's next candle;
-within a bar every sell fills before any buy, so cash freed by an exit funds an entry.
+within a bar every sell fills before any buy, so cash freed by an exit funds an entry, and
+each side fills in symbol order (the kernel's column order), whatever order they came in.
 Buys fill at ``open * (1 + slippage)`` and spend ``min(quote_amount, cash / (1 + fee))``;
 sells at ``open * (1 - slippage)``; the fee is ``fee_rate * notional``. The parity test
 holds this module to the compiled kernel, order by order.
@@ -34,7 +35,7 @@ class PaperBroker:
         fee, slip = self.fee_rate, self.slippage
         ready = [o for o in self.pending.values() if o.symbol in opens]
         done = []
-        for order in sorted(ready, key=lambda o: o.side != "sell"):  # sells first
+        for order in sorted(ready, key=lambda o: (o.side != "sell", o.symbol)):  # the kernel's order
             del self.pending[order.client_order_id]
             o = opens[order.symbol]
             if order.side == "sell":
@@ -52,6 +53,9 @@ class PaperBroker:
                               qty, px, qty * px * fee, batch.ts)
             done.append(OrderState(order.client_order_id, "filled", fills=(fill,)))
         return done
+
+    def is_dust(self, symbol: str, quantity: float) -> bool:
+        return quantity <= 0.0  # the backtest trades any amount
 
     async def close(self) -> None:
         return None

@@ -34,7 +34,7 @@ class ReplayFeed:
 
     def history(self, *, before_ts: int, bars: int) -> pl.DataFrame:
         part = self.frame.filter(pl.col("ts") < before_ts)
-        return part.filter(pl.int_range(pl.len()).over("symbol") >= pl.len().over("symbol") - bars)
+        return part.group_by("symbol", maintain_order=True).tail(bars)
 
     def first_ts(self, after_ts: int | None = None) -> int | None:
         part = self._window(after_ts)

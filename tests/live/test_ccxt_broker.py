@@ -11,6 +11,7 @@ import pytest
 from exchange_server import BinanceLoopback, Fault, rate_limited
 from live.brokers.base import OrderRequest
 from live.brokers.ccxt_broker import CcxtBroker
+from tests.live.conftest import trained_world  # noqa: F401  (shared fixture)
 from tradeloop.data.exchanges import make_exchange
 
 
@@ -44,8 +45,10 @@ def test_market_buy_by_cost_and_sell_by_amount_with_client_ids(server: BinanceLo
     assert buy.status == "filled" and len(buy.fills) == 1
     fill = buy.fills[0]
     assert (fill.symbol, fill.side, fill.price) == ("BTC-USDT", "buy", 20_000.0)
-    assert fill.quantity == pytest.approx(1000.12 / 20_000.0, rel=1e-9)  # cost truncated to 2 decimals
-    assert fill.fee == pytest.approx(1000.12 * 0.001, rel=1e-6) and fill.trade_id == "10000"
+    sent = next(r for r in server.requests if r.startswith("POST /api/v3/order"))
+    assert "quoteOrderQty=1000.12&" in sent  # cost truncated to the quote precision (2 decimals)
+    assert fill.quantity == pytest.approx(0.05, rel=1e-12)  # the venue buys whole 0.00001 lots
+    assert fill.fee == pytest.approx(0.05 * 20_000.0 * 0.001, rel=1e-9) and fill.trade_id == "10000"
     placed = server.orders["tl1-1-BTCUSDT-en"]
     assert placed["side"] == "BUY" and placed["clientOrderId"] == "tl1-1-BTCUSDT-en"
     assert server.orders["tl1-2-BTCUSDT-ex"]["origQty"] == "0.05000000"  # amount_to_precision (step 0.00001)
@@ -104,3 +107,26 @@ def test_rate_limited_and_duplicate_creates_are_rejected(server: BinanceLoopback
     assert first.status == "filled"
     assert again.status == "rejected" and "Duplicate order" in again.reason
     assert [o["clientOrderId"] for o in server.orders.values()] == ["tl1-6-BTCUSDT-en"]
+
+
+def test_a_live_session_trades_through_ccxt_and_stores_each_fill_once(trained_world, server) -> None:
+    """The engine in mode='live': orders go to the (loopback) venue; fills, cash and positions
+    come from the venue's replies."""
+    from live.runner import SessionConfig, run_session
+    from tests.live.conftest import make_settings
+
+    settings = make_settings(trained_world.root, TRADELOOP_EXCHANGE_API_KEY=server.api_key,
+                             TRADELOOP_EXCHANGE_SECRET=server.secret, TRADELOOP_EXCHANGE_API_URL=server.url,
+                             DATABASE_URL=f"sqlite:///{trained_world.root / 'live-mode.db'}")
+    server.prices["BTCBUSD"] = 17_200.0
+    config = SessionConfig(name="venue", exchange="binance", symbols=("BTC-BUSD",), timeframe="1m",
+                           mode="live", start=1670889600000 + 400 * 60_000)  # 400 bars of warm-up, 1040 live
+    engine = run(run_session(settings, config))
+    orders = engine.store.orders(engine.session.id)
+    fills = engine.store.fills(engine.session.id)
+    assert len(orders) >= 2 and {o.status for o in orders} == {"filled"}
+    assert sorted(f.trade_id for f in fills) == sorted(str(o["orderId"] * 10) for o in server.orders.values())
+    assert {o.client_order_id for o in orders} == set(server.orders)
+    cash = config.init_cash + sum((-1 if f.side == "buy" else 1) * f.quantity * f.price - f.fee for f in fills)
+    assert engine.cash == pytest.approx(cash, rel=1e-12)
+    assert engine.store.session("venue").cash == pytest.approx(cash, rel=1e-12)

@@ -40,8 +40,10 @@ def run(
     cash: Annotated[float, typer.Option(help="Starting cash of a new session")] = 10_000.0,
     fraction: Annotated[float, typer.Option(help="Share of equity per new position")] = 0.5,
     max_bars: Annotated[int | None, typer.Option(help="Stop after this many bars")] = None,
+    mode: Annotated[str, typer.Option(help="paper (default) or live: orders go to the exchange (needs keys)")]
+    = "paper",
 ) -> None:
-    """Trade the promoted model on paper over the replay feed; Ctrl-C stops cleanly."""
+    """Trade the promoted model over the replay feed (paper by default); Ctrl-C stops cleanly."""
     from live.runner import SessionConfig, run_session
 
     settings = get_settings()
@@ -50,7 +52,7 @@ def run(
                            symbols=tuple(symbols or ("BTC-USD", "ETH-USD")), timeframe=timeframe, speed=speed,
                            start=parse_time(start, field="--start") if start else None,
                            end=parse_time(end, field="--end") if end else None,
-                           init_cash=cash, fraction=fraction)
+                           init_cash=cash, fraction=fraction, mode=mode)
 
     async def main() -> None:
         stop = asyncio.Event()
