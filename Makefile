@@ -5,13 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test bench lab clean help
+.PHONY: demo test bench lab up clean help
 
 help:
 	@echo "make demo   - run the main job on the bundled real sample"
 	@echo "make test   - run the whole test suite"
 	@echo "make bench  - run the benchmarks (installs the bench group: vectorbt)"
 	@echo "make lab    - open JupyterLab with tradeloop importable"
+	@echo "make up     - JupyterLab, Dagster UI, live paper engine and dashboard together"
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +40,10 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/pipeline.py
 
 lab: $(STAMP)
-	$(BIN)/python -m pip install --quiet jupyterlab
 	$(BIN)/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
+
+up: $(STAMP)
+	$(BIN)/tradeloop up
 
 clean:
 	rm -rf $(VENV) data/lake data/quarantine

@@ -194,8 +194,9 @@ class LiveEngine:
 
     def _record_threshold(self, db) -> None:
         now = self.slot.current
+        known = now.threshold == now.threshold  # NaN: no model ever loaded, no p* known
         db.add(ThresholdInForce(session_id=self.session.id, source=now.source, artifact=now.artifact,
-                                threshold=now.threshold, reason=now.reason[:200]))
+                                threshold=now.threshold if known else None, reason=now.reason[:200]))
         OpsStore.audit(db, "model_swapped" if now.model is not None else "model_fallback",
                        session_id=self.session.id, detail={"artifact": now.artifact, "reason": now.reason})
         log.info("session %s: entries now decided by %s (%s)", self.session.name, now.source, now.reason)

@@ -46,6 +46,7 @@ class SessionConfig(BaseModel):
     fee_rate: float | None = Field(default=None, ge=0, lt=0.1, description="default: the champion's cost / 2")
     slippage: float = Field(default=0.0, ge=0, lt=0.1)
     window_bars: int = Field(default=400, ge=10)
+    follow_s: float | None = Field(default=None, gt=0, description="after the replay, poll the lake this often")
 
 
 def backtest_config(session: TradingSession) -> BacktestConfig:
@@ -107,7 +108,7 @@ def make_broker(settings: Settings, mode: str, *, exchange: str, backtest: Backt
 def replay_feed(settings: Settings, config: SessionConfig) -> ReplayFeed:
     lake = CandleLake(settings.lake_dir, quarantine_root=settings.quarantine_dir)
     return ReplayFeed(lake, exchange=config.exchange, symbols=list(config.symbols), timeframe=config.timeframe,
-                      speed=config.speed, start=config.start, end=config.end)
+                      speed=config.speed, start=config.start, end=config.end, follow_s=config.follow_s)
 
 
 async def run_session(settings: Settings, config: SessionConfig, *, max_bars: int | None = None,

@@ -10,7 +10,7 @@ import polars as pl
 
 from live.feeds.base import CandleBatch
 from tradeloop.data import CandleLake, SeriesKey
-from tradeloop.data.schema import CANDLE_COLUMNS, timeframe_ms
+from tradeloop.data.schema import CANDLE_COLUMNS, empty_candles, timeframe_ms
 from tradeloop.errors import ConfigError
 
 
@@ -24,13 +24,21 @@ class ReplayFeed:
     name = "replay"
 
     def __init__(self, lake: CandleLake, *, exchange: str, symbols: list[str], timeframe: str,
-                 speed: float = 0.0, start: int | None = None, end: int | None = None):
+                 speed: float = 0.0, start: int | None = None, end: int | None = None,
+                 follow_s: float | None = None):
         if speed < 0:
             raise ConfigError(f"speed={speed} is negative; use 0 (as fast as possible) or a multiple of real time")
+        self.lake = lake
         self.keys = [SeriesKey(exchange, s, timeframe) for s in symbols]
-        self.frame = lake.read_many(self.keys).select("symbol", *CANDLE_COLUMNS).sort("ts", "symbol")
+        self.frame = self._load()
         self.step_ms = timeframe_ms(timeframe)
-        self.speed, self.start, self.end = speed, start, end
+        self.speed, self.start, self.end, self.follow_s = speed, start, end, follow_s
+
+    def _load(self) -> pl.DataFrame:
+        present = [k for k in self.keys if self.lake.exists(k)]
+        if not present:
+            return empty_candles().select(pl.lit(None, dtype=pl.String).alias("symbol"), *CANDLE_COLUMNS)
+        return self.lake.read_many(present).select("symbol", *CANDLE_COLUMNS).sort("ts", "symbol")
 
     def history(self, *, before_ts: int, bars: int) -> pl.DataFrame:
         part = self.frame.filter(pl.col("ts") < before_ts)
@@ -50,7 +58,15 @@ class ReplayFeed:
         return part
 
     async def batches(self, *, after_ts: int | None = None) -> AsyncIterator[CandleBatch]:
+        """The replay; with ``follow_s`` it then waits for new candles in the lake (``tradeloop
+        data ingest`` or the Dagster candles asset add them), checking every ``follow_s`` s."""
         pace = self.step_ms / 1000.0 / self.speed if self.speed > 0 else 0.0
-        for (ts,), part in self._window(after_ts).group_by("ts", maintain_order=True):
-            yield CandleBatch(ts=int(ts), candles=part, received_ns=time.perf_counter_ns())
-            await asyncio.sleep(pace)  # 0: still yields to other tasks (control, model watch)
+        while True:
+            for (ts,), part in self._window(after_ts).group_by("ts", maintain_order=True):
+                yield CandleBatch(ts=int(ts), candles=part, received_ns=time.perf_counter_ns())
+                after_ts = int(ts)
+                await asyncio.sleep(pace)  # 0: still yields to other tasks (control, model watch)
+            if self.follow_s is None:
+                return
+            await asyncio.sleep(self.follow_s)
+            self.frame = self._load()

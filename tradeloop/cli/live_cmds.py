@@ -42,6 +42,8 @@ def run(
     max_bars: Annotated[int | None, typer.Option(help="Stop after this many bars")] = None,
     mode: Annotated[str, typer.Option(help="paper (default) or live: orders go to the exchange (needs keys)")]
     = "paper",
+    follow: Annotated[bool, typer.Option(help="After the replay, keep waiting for new candles in the lake")]
+    = False,
 ) -> None:
     """Trade the promoted model over the replay feed (paper by default); Ctrl-C stops cleanly."""
     from live.runner import SessionConfig, run_session
@@ -52,7 +54,8 @@ def run(
                            symbols=tuple(symbols or ("BTC-USD", "ETH-USD")), timeframe=timeframe, speed=speed,
                            start=parse_time(start, field="--start") if start else None,
                            end=parse_time(end, field="--end") if end else None,
-                           init_cash=cash, fraction=fraction, mode=mode)
+                           init_cash=cash, fraction=fraction, mode=mode,
+                           follow_s=5.0 if follow else None)
 
     async def main() -> None:
         stop = asyncio.Event()

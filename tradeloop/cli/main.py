@@ -19,7 +19,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from tradeloop.backtest import BacktestConfig, backtest_strategy
-from tradeloop.cli import data_cmds, live_cmds, models_cmds
+from tradeloop.cli import data_cmds, live_cmds, models_cmds, up_cmd
 from tradeloop.cli.common import console, fmt_num, handle_errors, lake_from_settings, table
 from tradeloop.data import SeriesKey
 from tradeloop.demo import run_demo
@@ -35,6 +35,7 @@ app = typer.Typer(
 app.add_typer(data_cmds.app, name="data")
 app.add_typer(models_cmds.app, name="models")
 app.add_typer(live_cmds.app, name="live")
+app.command()(up_cmd.up)
 
 METRIC_COLUMNS = [
     ("total_return", True), ("cagr", True), ("sharpe", False), ("sortino", False), ("calmar", False),

@@ -103,7 +103,7 @@ class ThresholdInForce(Base):
     session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), index=True)
     source: Mapped[str] = mapped_column(String(10))  # model | static
     artifact: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    threshold: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: no p* known yet
     reason: Mapped[str] = mapped_column(String(200))
     since: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

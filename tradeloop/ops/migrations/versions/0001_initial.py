@@ -85,7 +85,7 @@ def upgrade() -> None:
     sa.Column('session_id', sa.Integer(), nullable=False),
     sa.Column('source', sa.String(length=10), nullable=False),
     sa.Column('artifact', sa.String(length=64), nullable=True),
-    sa.Column('threshold', sa.Float(), nullable=False),
+    sa.Column('threshold', sa.Float(), nullable=True),
     sa.Column('reason', sa.String(length=200), nullable=False),
     sa.Column('since', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['session_id'], ['sessions.id'], ),
