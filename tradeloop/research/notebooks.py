@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +38,17 @@ def notebook_path(name: str, notebook_dir: Path | None = None) -> Path:
     return path
 
 
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
 def run_notebook(source: Path, output: Path, parameters: dict, *, cwd: Path | None = None,
                  timeout_s: int = 1800) -> NotebookRun:
     """Execute ``source`` (py:percent) with ``parameters`` injected; the run is kept at ``output``."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    # plots render inline even if this process chose a headless backend (streamlit sets Agg)
+    backend, os.environ["MPLBACKEND"] = os.environ.get("MPLBACKEND"), INLINE_BACKEND
     try:
         papermill.execute_notebook(
             jupytext.read(source), str(output), parameters=parameters, language="python",
@@ -52,4 +58,9 @@ def run_notebook(source: Path, output: Path, parameters: dict, *, cwd: Path | No
     except PapermillExecutionError as exc:
         raise NotebookError(f"notebook {source.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}; "
                             f"see the executed copy {output}") from None
+    finally:
+        if backend is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = backend
     return NotebookRun(Path(source), output, dict(parameters), time.perf_counter() - started)

@@ -50,7 +50,10 @@ class Strategy(BaseModel, ABC):
         scored = self.scores(candles, by=group)
         if group is None:  # one series: run the compiled rule directly, no expression round trip
             return scored.with_columns(self.rule.apply(scored["score"]))
-        return scored.with_columns(self.rule.signal_expr("score", by=group))
+        codes = scored.select(pl.col(group).rank("dense").cast(pl.Int64) - 1).to_series().to_numpy()
+        score = scored["score"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+        signal = self.rule.apply_grouped(score, codes)
+        return scored.with_columns(pl.Series("signal", signal, dtype=pl.Int8))
 
     def compiled_signals(self, columns: Mapping[str, np.ndarray]) -> np.ndarray | None:
         """int8 signals for wide (bars x symbols) candle columns in one compiled pass, or None.

@@ -70,6 +70,12 @@ class ThresholdRule(BaseModel):
         )
         return pl.Series("signal", out, dtype=pl.Int8)
 
+    def apply_grouped(self, scores: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """The rule over many symbols at once: ``groups`` holds each row's symbol code (0..n-1);
+        rows of one symbol must be in time order, symbols may interleave. One compiled pass."""
+        return _crossings_grouped(np.ascontiguousarray(scores, dtype=np.float64),
+                                  np.ascontiguousarray(groups, dtype=np.int64), *self.bounds(), self.allow_short)
+
 
 @nb.njit(cache=True, inline="always")
 def cross_step(zone, side, enter_flag, exit_flag):  # pragma: no cover - compiled
@@ -86,18 +92,26 @@ def cross_step(zone, side, enter_flag, exit_flag):  # pragma: no cover - compile
 @nb.njit(cache=True)
 def _crossings(score, long_enter, long_exit, allow_short):  # pragma: no cover - compiled
     """One pass of the zone state machine; see the module docstring for the rule."""
+    return _crossings_grouped(score, np.zeros(score.size, dtype=np.int64), long_enter, long_exit, allow_short)
+
+
+@nb.njit(cache=True)
+def _crossings_grouped(score, group, long_enter, long_exit, allow_short):  # pragma: no cover - compiled
+    """The zone state machine with one state per group (symbol)."""
     out = np.zeros(score.size, dtype=np.int8)
-    long_side = 0  # last zone seen: +1 entry zone, -1 exit zone, 0 none yet
-    short_side = 0
+    n_groups = group.max() + 1 if group.size else 0
+    long_side = np.zeros(n_groups, dtype=np.int64)  # last zone seen: +1 entry, -1 exit, 0 none yet
+    short_side = np.zeros(n_groups, dtype=np.int64)
     for i in range(score.size):
         s = score[i]
         if s != s:
             continue
+        g = group[i]
         zone = 1 if s > long_enter else (-1 if s < long_exit else 0)
-        flags, long_side = cross_step(zone, long_side, ENTER_LONG, EXIT_LONG)
+        flags, long_side[g] = cross_step(zone, long_side[g], ENTER_LONG, EXIT_LONG)
         if allow_short:
             zone = 1 if s < -long_enter else (-1 if s > -long_exit else 0)
-            short_flags, short_side = cross_step(zone, short_side, ENTER_SHORT, EXIT_SHORT)
+            short_flags, short_side[g] = cross_step(zone, short_side[g], ENTER_SHORT, EXIT_SHORT)
             flags |= short_flags
         out[i] = flags
     return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from tradeloop.features import compute_features
+from tradeloop.features import DEFAULT_FEATURES, compute_features
 from tradeloop.strategies.signals import ENTRIES
 from tradeloop.thresholds.dataset import META_FEATURES
 from tradeloop.thresholds.model import ThresholdModel
@@ -16,7 +16,8 @@ def decide(candles: pl.DataFrame, model: ThresholdModel, *, now_ms: int | None =
     """Candles (one or many symbols, sorted by ts within each) with features, ``score``,
     ``proba`` (null where no entry fired) and the filtered int8 ``signal``."""
     frame = candles if "symbol" in candles.columns else candles.with_columns(symbol=pl.lit("_"))
-    enriched = model.strategy.signals(compute_features(frame), by="symbol")
+    specs = [spec for spec in DEFAULT_FEATURES if spec.name in model.features]  # what the model reads
+    enriched = model.strategy.signals(compute_features(frame, specs), by="symbol")
     entry = (enriched["signal"].to_numpy() & ENTRIES) != 0
     proba = np.full(enriched.height, np.nan)
     rows = np.flatnonzero(entry)

@@ -5,6 +5,8 @@ from alembic import context
 from tradeloop.ops.models import Base
 
 connection = context.config.attributes["connection"]
-context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+# a version table of our own: optuna (RDB storage) keeps its own alembic_version in the same database
+context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True,
+                  version_table="tradeloop_alembic_version")
 with context.begin_transaction():
     context.run_migrations()
