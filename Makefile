@@ -30,6 +30,9 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.lock
 demo: $(STAMP)
 	$(BIN)/tradeloop demo
 	$(BIN)/python -m pipelines.run
+	$(BIN)/tradeloop live run --name demo --start 2025-05-01 --fraction 0.5
+	$(BIN)/tradeloop live sessions
+	@echo "Open the dashboard: make up (or .venv/bin/tradeloop dashboard), then http://127.0.0.1:8501"
 
 test: $(STAMP)
 	bash tests/services/ensure.sh
@@ -38,6 +41,7 @@ test: $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/backtest_vs_vectorbt.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/live.py
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
