@@ -12,6 +12,7 @@ from live.brokers.ccxt_broker import CcxtBroker
 from live.brokers.paper import PaperBroker
 from live.bus import make_bus
 from live.engine import EngineConfig, LiveEngine, check_live_config
+from live.feeds.ccxt_feed import CcxtFeed
 from live.feeds.replay import ReplayFeed
 from live.models import ModelSlot
 from tradeloop.backtest import BacktestConfig
@@ -111,14 +112,28 @@ def replay_feed(settings: Settings, config: SessionConfig) -> ReplayFeed:
                       speed=config.speed, start=config.start, end=config.end, follow_s=config.follow_s)
 
 
+def ccxt_feed(settings: Settings, config: SessionConfig) -> CcxtFeed:
+    """Closed candles from the exchange (WebSocket, REST fallback); warm-up from the lake."""
+    client = make_exchange(config.exchange, timeout_s=settings.http_timeout_s, api_url=settings.exchange_api_url,
+                           websocket=True)
+    if settings.exchange_ws_url:
+        ws = client.urls["api"]["ws"]
+        for name, url in list(ws.items()):
+            if isinstance(url, str):
+                ws[name] = settings.exchange_ws_url
+    lake = CandleLake(settings.lake_dir, quarantine_root=settings.quarantine_dir)
+    return CcxtFeed(client, lake=lake, symbols=list(config.symbols), timeframe=config.timeframe)
+
+
 async def run_session(settings: Settings, config: SessionConfig, *, max_bars: int | None = None,
                       stop: asyncio.Event | None = None) -> LiveEngine:
-    if config.feed != "replay":
-        raise ConfigError("feed='ccxt' is not wired into `tradeloop live run` yet; use --feed replay")
     engine = build_engine(settings, config)
+    feed = replay_feed(settings, config) if config.feed == "replay" else ccxt_feed(settings, config)
     try:
-        await engine.run(replay_feed(settings, config), max_bars=max_bars, stop=stop)
+        await engine.run(feed, max_bars=max_bars, stop=stop)
     finally:
+        if isinstance(feed, CcxtFeed):
+            await feed.close()
         await engine.bus.close()
         await engine.broker.close()
     return engine

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
         validation_alias=_env("TRADELOOP_EXCHANGE_API_URL"),
         description="Override of the exchange's public REST base URL (proxies, test servers).",
     )
+    exchange_ws_url: str | None = Field(
+        default=None,
+        validation_alias=_env("TRADELOOP_EXCHANGE_WS_URL"),
+        description="Override of the exchange's WebSocket URL (ccxt.pro market streams).",
+    )
     http_timeout_s: float = Field(default=10.0, gt=0, validation_alias=_env("TRADELOOP_HTTP_TIMEOUT_S"))
     http_max_retries: int = Field(default=5, ge=0, le=20, validation_alias=_env("TRADELOOP_HTTP_MAX_RETRIES"))
     log_level: str = Field(default="INFO", validation_alias=_env("TRADELOOP_LOG_LEVEL"))

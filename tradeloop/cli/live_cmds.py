@@ -44,6 +44,8 @@ def run(
     = "paper",
     follow: Annotated[bool, typer.Option(help="After the replay, keep waiting for new candles in the lake")]
     = False,
+    feed: Annotated[str, typer.Option(help="replay (the lake) or ccxt (the exchange: WebSocket, REST fallback)")]
+    = "replay",
 ) -> None:
     """Trade the promoted model over the replay feed (paper by default); Ctrl-C stops cleanly."""
     from live.runner import SessionConfig, run_session
@@ -55,7 +57,7 @@ def run(
                            start=parse_time(start, field="--start") if start else None,
                            end=parse_time(end, field="--end") if end else None,
                            init_cash=cash, fraction=fraction, mode=mode,
-                           follow_s=5.0 if follow else None)
+                           follow_s=5.0 if follow else None, feed=feed)
 
     async def main() -> None:
         stop = asyncio.Event()

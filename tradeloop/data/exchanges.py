@@ -6,6 +6,7 @@ from typing import Any
 
 import ccxt
 import ccxt.async_support
+import ccxt.pro
 
 from tradeloop.errors import UnknownExchangeError
 
@@ -17,9 +18,11 @@ def make_exchange(
     api_url: str | None = None,
     credentials: dict[str, str] | None = None,
     asynchronous: bool = False,
+    websocket: bool = False,
 ) -> ccxt.Exchange:
-    """A ccxt client (``ccxt.async_support`` when ``asynchronous``) with rate limiting on and
-    ccxt's own retries off: an order is never re-sent behind the caller's back.
+    """A ccxt client (``ccxt.async_support`` when ``asynchronous``, ``ccxt.pro`` when
+    ``websocket``) with rate limiting on and ccxt's own retries off: an order is never
+    re-sent behind the caller's back.
 
     ``api_url`` replaces the REST base (e.g. ``http://127.0.0.1:8765``); for Binance it is the
     host that serves ``/api/v3/...``.
@@ -36,7 +39,7 @@ def make_exchange(
         config.update({k: v for k, v in credentials.items() if v})
         if exchange_id == "binance":  # spot trading needs neither the currency nor the margin lists
             config["options"].update({"fetchCurrencies": False, "fetchMargins": False})
-    module = ccxt.async_support if asynchronous else ccxt
+    module = ccxt.pro if websocket else ccxt.async_support if asynchronous else ccxt
     exchange: ccxt.Exchange = getattr(module, exchange_id)(config)
     if api_url:
         _override_public_url(exchange, api_url.rstrip("/"))
