@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from tradeloop.cli.common import console, fmt_num, handle_errors, parse_time, table
+from tradeloop.cli.common import console, fmt_num, fmt_ts, handle_errors, parse_time, table
 from tradeloop.settings import get_settings
 
 app = typer.Typer(help="Live trading sessions (paper by default): run, list, pause, resume, stop.",
@@ -83,7 +83,7 @@ def list_sessions() -> None:
         equity = store.frame(EquityPoint, s.id).sort("ts")["equity"]
         tbl.add_row(s.name, s.status, s.mode, s.strategy, ",".join(s.symbols),
                     fmt_num(equity[-1] if len(equity) else s.cash, False), fmt_num(s.cash, False),
-                    str(s.last_bar_ts or "-"))
+                    fmt_ts(s.last_bar_ts))
     console.print(tbl)
 
 

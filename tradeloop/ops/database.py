@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -47,6 +48,9 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (Alembic); safe to run on every start."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    alembic_log = logging.getLogger("alembic")
+    if alembic_log.getEffectiveLevel() < logging.WARNING and not alembic_log.isEnabledFor(logging.DEBUG):
+        alembic_log.setLevel(logging.WARNING)  # "Running upgrade ..." on every start is noise
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
