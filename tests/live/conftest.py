@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,15 @@ def trained_world(tmp_path_factory: pytest.TempPathFactory) -> World:
     artifact = registry.register(model.save(root / "model"))
     registry.promote("sma_cross", artifact, lineage=Lineage(run_id="test"))
     return World(root, settings, candles, artifact)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def world(request: pytest.FixtureRequest, trained_world: World) -> World:
+    """The trained world with its operational database on SQLite, then on the real PostgreSQL."""
+    if request.param == "sqlite":
+        return trained_world
+    return replace(trained_world, settings=make_settings(trained_world.root,
+                                                         DATABASE_URL=request.getfixturevalue("pg_url")))
 
 
 def backtest_orders(world: World, *, start: int, config: BacktestConfig, window: int) -> tuple[list, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from dataclasses import replace
 
 import polars as pl
@@ -16,10 +17,10 @@ from tradeloop.registry import Lineage, ModelRegistry
 from tradeloop.strategies import SmaCross
 
 
-def test_swap_without_restart_then_reduce_only_when_the_champion_breaks(trained_world: World, tmp_path) -> None:
-    settings = trained_world.settings
+def test_swap_without_restart_then_reduce_only_when_the_champion_breaks(world: World, tmp_path) -> None:
+    settings = world.settings
     registry = ModelRegistry(settings.registry_dir)
-    start = int(trained_world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-900])
+    start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-900])
     config = SessionConfig(name="swaps", start=start)
     engine, feed = build_engine(settings, config), replay_feed(settings, config)
     try:
@@ -42,12 +43,14 @@ def test_swap_without_restart_then_reduce_only_when_the_champion_breaks(trained_
         victim.write_bytes(victim.read_bytes() + b"tampered")
         broke_at = engine.session.last_bar_ts
         asyncio.run(engine.run(feed))
-    finally:
-        registry.promote("sma_cross", trained_world.champion, lineage=Lineage(run_id="restore"))
+    finally:  # the shared registry as it was: the original champion, no tampered artifact
+        registry.promote("sma_cross", world.champion, lineage=Lineage(run_id="restore"))
+        if "broken" in locals():
+            shutil.rmtree(registry.store.path(broken))
 
     in_force = engine.store.thresholds(engine.session.id)
     assert [(t.source, t.artifact) for t in in_force] == [
-        ("model", trained_world.champion), ("model", challenger), ("model", trained_world.champion),
+        ("model", world.champion), ("model", challenger), ("model", world.champion),
         ("static", None)]
     assert "failed to load" in in_force[-1].reason
     after = [o for o in engine.store.orders(engine.session.id) if o.decided_ts > broke_at]
@@ -65,9 +68,9 @@ def test_stale_champion_falls_back_to_p_star_reduce_only(trained_world: World) -
     assert "stale" in slot.current.reason
 
 
-def test_pause_stops_orders_but_not_marks_and_resume_trades_again(trained_world: World) -> None:
-    settings = trained_world.settings
-    start = int(trained_world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-600])
+def test_pause_stops_orders_but_not_marks_and_resume_trades_again(world: World) -> None:
+    settings = world.settings
+    start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-600])
     config = SessionConfig(name="pausing", start=start)
     engine, feed = build_engine(settings, config), replay_feed(settings, config)
     asyncio.run(engine.run(feed, max_bars=100))

@@ -8,24 +8,16 @@ import asyncio
 import polars as pl
 
 from live.runner import SessionConfig, run_session
-from tests.live.conftest import SYMBOLS, World, assert_matches_backtest, make_settings
+from tests.live.conftest import SYMBOLS, World, assert_matches_backtest
 
 BARS = 1000
 
 
-def test_live_replay_places_the_backtests_orders(trained_world: World) -> None:
-    ts = trained_world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"]
+def test_live_replay_places_the_backtests_orders(world: World) -> None:
+    ts = world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"]
     start = int(ts[-BARS])
     config = SessionConfig(name="parity", start=start, window_bars=400, fraction=0.5)
-    engine = asyncio.run(run_session(trained_world.settings, config))
-    assert engine.bars == trained_world.candles.filter(pl.col("ts") >= start)["ts"].n_unique()
-    assert assert_matches_backtest(trained_world, "parity", start=start) == len(engine.store.fills(engine.session.id))
-
-
-def test_parity_on_postgresql(trained_world: World, pg_url: str) -> None:
-    """The same live path with the operational database on the real PostgreSQL server."""
-    settings = make_settings(trained_world.root, DATABASE_URL=pg_url)
-    start = int(trained_world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-300])
-    engine = asyncio.run(run_session(settings, SessionConfig(name="parity-pg", start=start)))
-    assert engine.store.engine.dialect.name == "postgresql" and engine.bars >= 299
-    assert assert_matches_backtest(trained_world, "parity-pg", start=start, database_url=pg_url) >= 10
+    engine = asyncio.run(run_session(world.settings, config))
+    assert engine.store.engine.dialect.name == world.settings.effective_database_url.split(":")[0].split("+")[0]
+    assert engine.bars == world.candles.filter(pl.col("ts") >= start)["ts"].n_unique()
+    assert assert_matches_backtest(world, "parity", start=start) == len(engine.store.fills(engine.session.id))
