@@ -201,6 +201,11 @@ class LiveEngine:
                        session_id=self.session.id, detail={"artifact": now.artifact, "reason": now.reason})
         log.info("session %s: entries now decided by %s (%s)", self.session.name, now.source, now.reason)
 
+    def report(self, event: str, **detail: object) -> None:
+        """Record something that happened outside a bar (a stale feed, say) in the audit log."""
+        with self.store.transaction() as db:
+            OpsStore.audit(db, event, session_id=self.session.id, detail=dict(detail))
+
     def _status(self) -> str:
         with self.store.transaction() as db:
             return db.scalar(select(TradingSession.status).where(TradingSession.id == self.session.id))

@@ -12,7 +12,7 @@ from live.brokers.ccxt_broker import CcxtBroker
 from live.brokers.paper import PaperBroker
 from live.bus import make_bus
 from live.engine import EngineConfig, LiveEngine, check_live_config
-from live.feeds.ccxt_feed import CcxtFeed
+from live.feeds.ccxt_feed import CcxtFeed, CcxtFeedConfig
 from live.feeds.replay import ReplayFeed
 from live.models import ModelSlot
 from tradeloop.backtest import BacktestConfig
@@ -48,6 +48,7 @@ class SessionConfig(BaseModel):
     slippage: float = Field(default=0.0, ge=0, lt=0.1)
     window_bars: int = Field(default=400, ge=10)
     follow_s: float | None = Field(default=None, gt=0, description="after the replay, poll the lake this often")
+    feed_stale_after_s: float = Field(default=180.0, gt=0, description="ccxt feed: report a symbol stale after this")
 
 
 def backtest_config(session: TradingSession) -> BacktestConfig:
@@ -122,13 +123,16 @@ def ccxt_feed(settings: Settings, config: SessionConfig) -> CcxtFeed:
             if isinstance(url, str):
                 ws[name] = settings.exchange_ws_url
     lake = CandleLake(settings.lake_dir, quarantine_root=settings.quarantine_dir)
-    return CcxtFeed(client, lake=lake, symbols=list(config.symbols), timeframe=config.timeframe)
+    return CcxtFeed(client, lake=lake, symbols=list(config.symbols), timeframe=config.timeframe,
+                    config=CcxtFeedConfig(stale_after_s=config.feed_stale_after_s))
 
 
 async def run_session(settings: Settings, config: SessionConfig, *, max_bars: int | None = None,
                       stop: asyncio.Event | None = None) -> LiveEngine:
     engine = build_engine(settings, config)
     feed = replay_feed(settings, config) if config.feed == "replay" else ccxt_feed(settings, config)
+    if isinstance(feed, CcxtFeed):  # a stale feed goes to the audit log (and the log)
+        feed.on_stale = lambda symbol, age: engine.report("feed_stale", symbol=symbol, seconds=round(age, 1))
     try:
         await engine.run(feed, max_bars=max_bars, stop=stop)
     finally:

@@ -134,3 +134,28 @@ def test_a_paper_session_trades_the_websocket_feed(trained_world, rest, tmp_path
     assert marks["ts"].to_list() == [r[0] for r in script[200:240]]
     assert [t.source for t in engine.store.thresholds(engine.session.id)] == ["model"]
     assert engine.window.height == 240  # 200 bars of warm-up + 40 live, under the 400-bar window
+
+
+def test_a_stale_feed_lands_in_the_sessions_audit_log(trained_world, rest, tmp_path) -> None:
+    import shutil
+
+    from live.runner import SessionConfig, run_session
+    from tests.live.conftest import make_settings
+    from tradeloop.data import SeriesKey
+    from tradeloop.ops import OpsStore
+
+    script = rows(215, 8)
+    root = tmp_path / "data"
+    history = pl.DataFrame(script[:200], schema=["ts", "open", "high", "low", "close", "volume"], orient="row")
+    CandleLake(root / "lake").write(SeriesKey("binance", "BTC-USDT", "1m"), history)
+    shutil.copytree(trained_world.settings.registry_dir, root / "registry")
+    with BinanceWsLoopback({"BTCUSDT": script[200:]}, silent_after=5) as ws:  # then the exchange goes quiet
+        settings = make_settings(root, TRADELOOP_EXCHANGE_API_URL=rest.url, TRADELOOP_EXCHANGE_WS_URL=ws.url)
+        config = SessionConfig(name="quiet", exchange="binance", symbols=("BTC-USDT",), timeframe="1m",
+                               feed="ccxt", feed_stale_after_s=0.5)
+        with pytest.raises(TimeoutError):
+            asyncio.run(asyncio.wait_for(run_session(settings, config), 4))
+    store = OpsStore.open(settings.effective_database_url)
+    stale = [e for e in store.audit_log(store.session("quiet").id) if e.event == "feed_stale"]
+    assert [e.detail["symbol"] for e in stale] == ["BTC-USDT"] and stale[0].detail["seconds"] >= 0.5
+    assert store.session("quiet").last_bar_ts == script[203][0]  # 5 sent: 4 closed, the 5th still forming
