@@ -103,10 +103,7 @@ class LiveEngine:
     async def reconcile(self) -> None:
         """Bring open orders in line with the broker after a (re)start."""
         for order in self.store.orders(self.session.id, statuses=OPEN_STATUSES):
-            if self.broker.venue == "paper" or order.status == "new":
-                state = await self.broker.submit(request_of(order))  # the paper book / never sent
-            else:
-                state = await self.broker.query(order.client_order_id, order.symbol)
+            state = await self.broker.recover(request_of(order), acknowledged=order.status != "new")
             with self.store.transaction() as db:
                 self._apply(db, state)
                 OpsStore.audit(db, "order_reconciled", session_id=self.session.id,

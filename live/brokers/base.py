@@ -59,7 +59,13 @@ class Broker(Protocol):
         ...
 
     async def query(self, client_order_id: str, symbol: str) -> OrderState:
-        """The venue's view of an order (reconciliation after a restart or a timeout)."""
+        """The venue's view of an order (after a timeout)."""
+        ...
+
+    async def recover(self, order: OrderRequest, *, acknowledged: bool) -> OrderState:
+        """After a restart: the state of an order the database still has open. An order the
+        venue never acknowledged (``acknowledged=False``) is sent only if the venue does not
+        have it; an acknowledged one is only ever queried."""
         ...
 
     def is_dust(self, symbol: str, quantity: float) -> bool:

@@ -57,6 +57,14 @@ class CcxtBroker:
             return OrderState(order.client_order_id, "rejected", reason=str(exc)[:200])
         return await self._state(order.client_order_id, symbol, reply)
 
+    async def recover(self, order: OrderRequest, *, acknowledged: bool) -> OrderState:
+        if not acknowledged:  # a create cut off by the crash may still arrive: wait its window out
+            await asyncio.sleep(self.recv_window_s)
+        state = await self.query(order.client_order_id, order.symbol)
+        if not acknowledged and state.status == "rejected":  # the venue never got it: send it now
+            return await self.submit(order)
+        return state
+
     async def query(self, client_order_id: str, symbol: str) -> OrderState:
         unified = ccxt_symbol(symbol)
         for attempt in range(self.query_attempts):

@@ -25,6 +25,9 @@ class PaperBroker:
         self.pending[order.client_order_id] = order
         return OrderState(order.client_order_id, "submitted", venue_order_id=f"paper-{order.client_order_id}")
 
+    async def recover(self, order: OrderRequest, *, acknowledged: bool) -> OrderState:
+        return await self.submit(order)  # the paper book lives in memory: rebuild it from the database
+
     async def query(self, client_order_id: str, symbol: str) -> OrderState:
         return OrderState(client_order_id, "submitted" if client_order_id in self.pending else "unknown")
 

@@ -130,3 +130,28 @@ def test_a_live_session_trades_through_ccxt_and_stores_each_fill_once(trained_wo
     cash = config.init_cash + sum((-1 if f.side == "buy" else 1) * f.quantity * f.price - f.fee for f in fills)
     assert engine.cash == pytest.approx(cash, rel=1e-12)
     assert engine.store.session("venue").cash == pytest.approx(cash, rel=1e-12)
+
+
+def test_recovery_after_a_crash_never_sends_an_order_the_venue_already_has(server: BinanceLoopback) -> None:
+    """Two orders were committed as 'new' when the process died: the venue got the first
+    (the reply was lost), not the second. Recovery queries both and sends only the second."""
+    async def scenario():
+        broker = broker_on(server)
+        try:
+            await broker.submit(OrderRequest("tl1-7-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=100.0))
+            creates_before = sum(r.startswith("POST /api/v3/order") for r in server.requests)
+            had = await broker.recover(OrderRequest("tl1-7-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=100.0),
+                                       acknowledged=False)
+            lost = await broker.recover(OrderRequest("tl1-8-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=100.0),
+                                        acknowledged=False)
+            gone = await broker.recover(OrderRequest("tl1-9-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=100.0),
+                                        acknowledged=True)
+            return creates_before, had, lost, gone
+        finally:
+            await broker.close()
+
+    creates_before, had, lost, gone = run(scenario())
+    creates = [r for r in server.requests if r.startswith("POST /api/v3/order")]
+    assert len(creates) == creates_before + 1 and "tl1-8-BTCUSDT-en" in creates[-1]
+    assert had.status == "filled" and lost.status == "filled"
+    assert gone.status == "rejected" and "tl1-9-BTCUSDT-en" not in server.orders  # acknowledged: never resent
