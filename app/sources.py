@@ -8,10 +8,11 @@ import math
 from pathlib import Path
 
 import polars as pl
+from sqlalchemy import inspect
 
 from tradeloop.backtest.engine import periods_per_year
 from tradeloop.data import CandleLake
-from tradeloop.ops import EquityPoint, Fill, OpsStore, Order, Position
+from tradeloop.ops import EquityPoint, Fill, OpsStore, Order, Position, connect
 from tradeloop.performance import compute_metrics
 from tradeloop.registry import ModelRegistry
 from tradeloop.research.steps import EQUITY_PARQUET, METRICS_JSON, TRADES_PARQUET
@@ -25,11 +26,23 @@ def settings() -> Settings:
     return get_settings()
 
 
+_STORES: dict[str, OpsStore] = {}  # one engine (and connection pool) per URL for every page rerun
+
+
 def ops_store() -> OpsStore | None:
+    """The operational database, read-only: never created nor migrated from here. None
+    until a session has created it (asked again on the next rerun)."""
     url = settings().effective_database_url
+    if url in _STORES:
+        return _STORES[url]
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        return None  # no session ever ran: do not create the database from a reader
-    return OpsStore.open(url)
+        return None
+    store = OpsStore(connect(url))
+    if "sessions" not in inspect(store.engine).get_table_names():
+        store.close()
+        return None
+    _STORES[url] = store
+    return store
 
 
 def sessions_frame(store: OpsStore) -> pl.DataFrame:

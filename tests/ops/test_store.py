@@ -86,3 +86,18 @@ def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path) -> None:
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+
+
+def test_a_nested_write_commits_only_with_its_transaction(store: OpsStore) -> None:
+    """A fill added first in a bar (inside a SAVEPOINT) must vanish when the bar's transaction
+    does not commit: on SQLite, pysqlite's own transaction handling used to commit it alone."""
+    session = new_session(store)
+    with store.transaction() as db:
+        order = Order(session_id=session.id, client_order_id="tl1-2-BTCUSD-en", venue="paper", symbol="BTC-USD",
+                      side="buy", intent="enter_long", quote_amount=100.0, decided_ts=1, status="submitted")
+        db.add(order)
+    with pytest.raises(RuntimeError), store.transaction() as db:
+        assert OpsStore.add_fill(db, Fill(order_id=order.id, session_id=session.id, venue="paper", symbol="BTC-USD",
+                                          trade_id="P1", side="buy", quantity=1.0, price=1.0, fee=0.0, ts=2))
+        raise RuntimeError("the process dies before the bar commits")
+    assert store.fills(session.id) == []

@@ -31,11 +31,19 @@ def connect(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record) -> None:
+            # pysqlite opens transactions lazily and lets a SAVEPOINT run outside one, which
+            # commits a nested write on its own (a fill without its order update: found by the
+            # kill -9 test). SQLAlchemy's recipe: no driver transactions, an explicit BEGIN.
+            dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection) -> None:
+            connection.exec_driver_sql("BEGIN")
 
         return engine
     if parsed.get_backend_name() == "postgresql":
