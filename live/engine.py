@@ -77,9 +77,9 @@ class LiveEngine:
         self.store, self.session, self.broker, self.bus, self.slot = store, session, broker, bus, slot
         self.backtest, self.config = backtest, config or EngineConfig()
         self.cash = session.cash
-        self.positions = {s: p.quantity for s, p in store.positions(session.id).items()}
-        self.last: dict[str, float] = {s: p.last_price for s, p in store.positions(session.id).items()
-                                       if p.last_price is not None}
+        stored = store.positions(session.id)
+        self.positions = {s: p.quantity for s, p in stored.items()}
+        self.last: dict[str, float] = {s: p.last_price for s, p in stored.items() if p.last_price is not None}
         self.window = pl.DataFrame()
         self.latency = Latency()
         self.bars = 0
@@ -142,8 +142,8 @@ class LiveEngine:
                                           fraction=self.backtest.fraction):
                         orders.append(new_order(db, session_id=self.session.id, venue=self.broker.venue,
                                                 ts=batch.ts, intent=intent))
+            db.flush()  # order ids for the audit rows
             for order in orders:
-                db.flush()
                 OpsStore.audit(db, "order_decided", session_id=self.session.id, order_id=order.id,
                                detail={"symbol": order.symbol, "side": order.side, "quantity": order.quantity,
                                        "quote_amount": order.quote_amount})

@@ -136,7 +136,7 @@ class CcxtFeed:
                         await queue.put((symbol, c))
                 if rest:
                     await asyncio.sleep(self.config.poll_s)
-            except (ccxt.NetworkError, ccxt.ExchangeNotAvailable) as exc:
+            except ccxt.NetworkError as exc:  # timeouts, lost connections, 5xx
                 failures += 1
                 self.reconnects[symbol] += 1
                 if not rest and failures >= self.config.ws_failures_before_rest and symbol not in self.rest_fallback:

@@ -87,3 +87,17 @@ def test_independent_portfolios_on_threads_equal_one_pass() -> None:
     assert len(one[1]) > 100
     for i in (2, 3, 4):
         np.testing.assert_array_equal(one[i], many[i])
+
+
+@pytest.mark.parametrize("strategy", [SmaCross(fast=5, slow=20, rule=ThresholdRule(allow_short=True)),
+                                      Momentum(lookback=24)], ids=str)
+def test_grouped_rule_equals_the_rule_per_symbol(strategy) -> None:
+    """Strategy.signals(by="symbol") runs the rule once over all symbols (interleaved rows):
+    it must equal running it on each symbol alone."""
+    frames = {s: pl.read_parquet(SAMPLE / f"coinbase__{s}__4h.parquet") for s in ("BTC-USD", "ETH-USD")}
+    mixed = pl.concat([f.with_columns(symbol=pl.lit(s)) for s, f in frames.items()]).sort("ts", "symbol")
+    grouped = strategy.signals(mixed, by="symbol")
+    for symbol, frame in frames.items():
+        alone = strategy.signals(frame, by=None)["signal"].to_numpy()
+        assert np.count_nonzero(alone) > 10
+        np.testing.assert_array_equal(grouped.filter(pl.col("symbol") == symbol)["signal"].to_numpy(), alone)

@@ -7,6 +7,7 @@ import logging
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import typer
@@ -18,6 +19,8 @@ from tradeloop.errors import ConfigError, TradeloopError
 from tradeloop.settings import get_settings
 
 import sys
+
+REPO = Path(__file__).resolve().parents[2]  # the checkout: app/, notebooks/, workspace.yaml live here
 
 # wide tables stay readable when output goes to a file or CI log
 console = Console(width=None if sys.stdout.isatty() else 180)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Annotated
 
 import polars as pl
@@ -20,7 +19,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from tradeloop.backtest import BacktestConfig, backtest_strategy
 from tradeloop.cli import data_cmds, live_cmds, models_cmds, up_cmd
-from tradeloop.cli.common import console, fmt_num, handle_errors, lake_from_settings, table
+from tradeloop.cli.common import REPO, console, fmt_num, handle_errors, lake_from_settings, table
 from tradeloop.data import SeriesKey
 from tradeloop.demo import run_demo
 from tradeloop.errors import ConfigError
@@ -110,9 +109,6 @@ def backtest(
 
 def main() -> None:  # pragma: no cover - console-script shim
     app()
-
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @app.command()

@@ -15,10 +15,9 @@ from typing import Annotated
 
 import typer
 
-from tradeloop.cli.common import console, handle_errors, table
+from tradeloop.cli.common import REPO, console, handle_errors, table
 from tradeloop.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("lab", "dagster", "live", "dashboard")
 
 

@@ -51,11 +51,11 @@ class ThresholdRule(BaseModel):
         """(long-entry bound, long-exit bound), the tolerance band included."""
         return self.entry + self.band(self.entry), self.exit - self.band(self.exit)
 
-    def signal_expr(self, score: str | pl.Expr = "score", *, by: str | None = None) -> pl.Expr:
-        """int8 signal bit set per row (see ``tradeloop.strategies.signals``)."""
+    def signal_expr(self, score: str | pl.Expr = "score") -> pl.Expr:
+        """int8 signal bit set per row of one series (see ``tradeloop.strategies.signals``);
+        many symbols at once: :meth:`apply_grouped`, as ``Strategy.signals`` does."""
         s = pl.col(score) if isinstance(score, str) else score
-        expr = s.map_batches(self.apply, return_dtype=pl.Int8)
-        return (expr.over(by) if by else expr).alias("signal")
+        return s.map_batches(self.apply, return_dtype=pl.Int8).alias("signal")
 
     def apply(self, scores: pl.Series | np.ndarray) -> pl.Series:
         """The rule over one symbol's scores in time order (nulls/NaN are warm-up)."""
