@@ -8,6 +8,7 @@ import polars as pl
 
 import dagster as dg
 from tradeloop.data import CandleLake, SeriesKey
+from tradeloop.data.lake import series_status
 from tradeloop.data.schema import timeframe_ms
 from tradeloop.features import DEFAULT_FEATURES, compute_features
 
@@ -17,16 +18,16 @@ STALE_AFTER_BARS = 3
 
 def candle_quality(lake: CandleLake, key: SeriesKey, *, now_ms: int | None = None) -> list[dg.AssetCheckResult]:
     """Duplicates and gaps block (ERROR); staleness warns (a research sample is historical)."""
-    frame = lake.read(key)
-    status = lake.status(key)
-    duplicates = frame.height - frame["ts"].n_unique()
-    unsorted = int((frame["ts"].diff().drop_nulls() <= 0).sum())
-    ok = duplicates == 0 and unsorted == 0 and status.coverage >= MIN_COVERAGE and frame.height > 0
+    ts = lake.scan(key).select("ts").collect()["ts"]  # stored order: one read serves every check
+    status = series_status(key, ts)
+    duplicates = ts.len() - ts.n_unique()
+    unsorted = int((ts.diff().drop_nulls() <= 0).sum())
+    ok = duplicates == 0 and unsorted == 0 and status.coverage >= MIN_COVERAGE and ts.len() > 0
     now = int(time.time() * 1000) if now_ms is None else now_ms
     age_bars = (now - (status.last_ts or 0)) / timeframe_ms(key.timeframe) - 1
     return [
         dg.AssetCheckResult(check_name="candle_quality", passed=bool(ok), severity=dg.AssetCheckSeverity.ERROR,
-                            metadata={"rows": frame.height, "duplicates": duplicates, "unsorted": unsorted,
+                            metadata={"rows": ts.len(), "duplicates": duplicates, "unsorted": unsorted,
                                       "gaps": len(status.gaps), "missing_candles": status.missing,
                                       "coverage": float(status.coverage), "min_coverage": MIN_COVERAGE}),
         dg.AssetCheckResult(check_name="candle_freshness", passed=bool(age_bars <= STALE_AFTER_BARS),

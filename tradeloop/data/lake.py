@@ -126,14 +126,7 @@ class CandleLake:
         return keys
 
     def status(self, key: SeriesKey) -> SeriesStatus:
-        ts = self.scan(key).select("ts").sort("ts").collect()["ts"]
-        return SeriesStatus(
-            key=key,
-            rows=ts.len(),
-            first_ts=ts.min() if ts.len() else None,
-            last_ts=ts.max() if ts.len() else None,
-            gaps=find_gaps(ts, key.timeframe_ms),
-        )
+        return series_status(key, self.scan(key).select("ts").collect()["ts"])
 
     # -- writing ---------------------------------------------------------------------------
     def write(
@@ -233,3 +226,15 @@ def _merge(
         fresh = pl.concat([fresh, replaced])
     merged = pl.concat([stored, fresh]).sort("ts")
     return merged, counts
+
+
+def series_status(key: SeriesKey, ts: pl.Series) -> SeriesStatus:
+    """Coverage and gaps of a series from its candle times (any order)."""
+    ts = ts.sort()
+    return SeriesStatus(
+        key=key,
+        rows=ts.len(),
+        first_ts=ts.min() if ts.len() else None,
+        last_ts=ts.max() if ts.len() else None,
+        gaps=find_gaps(ts, key.timeframe_ms),
+    )
