@@ -2,7 +2,9 @@
 
 ``RedisBus`` publishes to Redis streams (XADD, consumer groups with XREADGROUP/XACK: at
 least once) and caches latest prices in a Redis hash; ``InProcessBus`` does the same in
-memory for the embedded default. Redis is never the system of record: the operational
+memory for the embedded default. Both redeliver an event whose consumer did not ack it
+within ``claim_idle_ms`` (to whichever consumer of the group reads next), and move an event
+delivered ``max_deliveries`` times without an ack to the ``<stream>:dead`` stream. Redis is never the system of record: the operational
 database is. ``make_bus(REDIS_URL or None)`` picks one.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -44,9 +47,12 @@ class EventBus(Protocol):
 class InProcessBus:
     """Streams as in-memory lists; a group remembers its next index and unacked ids."""
 
+    claim_idle_ms: int = 60_000
+    max_deliveries: int = 5
     events: dict[str, list[tuple[str, dict]]] = field(default_factory=lambda: defaultdict(list))
     _cursor: dict[tuple[str, str], int] = field(default_factory=dict)
-    _pending: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    # (stream, group) -> id -> [event, last delivery (monotonic s), deliveries]
+    _pending: dict[tuple[str, str], dict[str, list]] = field(default_factory=lambda: defaultdict(dict))
     _prices: dict[str, tuple[float, int]] = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
@@ -63,14 +69,29 @@ class InProcessBus:
 
     async def read(self, stream: str, *, group: str, consumer: str, count: int = 100,
                    block_ms: int | None = None) -> list[tuple[str, dict]]:
-        start = self._cursor.get((stream, group), 0)
-        batch = self.events[stream][start:start + count]
-        self._cursor[(stream, group)] = start + len(batch)
-        self._pending[(stream, group)].update(event_id for event_id, _ in batch)
+        pending = self._pending[(stream, group)]
+        now = time.monotonic()
+        idle = [i for i, (_, at, _) in pending.items() if (now - at) * 1000 >= self.claim_idle_ms]
+        for event_id in idle:
+            entry = pending[event_id]
+            if entry[2] >= self.max_deliveries:  # poison: out of the way, kept for inspection
+                await self.publish(f"{stream}:dead", {"id": event_id, "group": group, "event": entry[0]})
+                del pending[event_id]
+        redelivered = [(i, pending[i][0]) for i in idle if i in pending][:count]
+        if redelivered:
+            batch = redelivered
+        else:
+            start = self._cursor.get((stream, group), 0)
+            batch = self.events[stream][start:start + count]
+            self._cursor[(stream, group)] = start + len(batch)
+        for event_id, event in batch:
+            deliveries = pending[event_id][2] if event_id in pending else 0
+            pending[event_id] = [event, now, deliveries + 1]
         return batch
 
     async def ack(self, stream: str, group: str, *ids: str) -> None:
-        self._pending[(stream, group)].difference_update(ids)
+        for event_id in ids:
+            self._pending[(stream, group)].pop(event_id, None)
 
     async def set_prices(self, prices: dict[str, tuple[float, int]]) -> None:
         self._prices.update(prices)
@@ -89,8 +110,10 @@ class RedisBus:
     exponential backoff: publishing is idempotent enough for at-least-once delivery.
     """
 
-    def __init__(self, url: str, *, prefix: str = "tradeloop"):
+    def __init__(self, url: str, *, prefix: str = "tradeloop", claim_idle_ms: int = 60_000,
+                 max_deliveries: int = 5):
         self.prefix = prefix
+        self.claim_idle_ms, self.max_deliveries = claim_idle_ms, max_deliveries
         self.client = aioredis.Redis.from_url(
             url, socket_timeout=5, socket_connect_timeout=5, decode_responses=True,
             retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), 3),
@@ -117,9 +140,26 @@ class RedisBus:
     async def read(self, stream: str, *, group: str, consumer: str, count: int = 100,
                    block_ms: int | None = None) -> list[tuple[str, dict]]:
         await self._ensure_group(stream, group)
-        reply = await self.client.xreadgroup(group, consumer, {self.key(stream): ">"}, count=count,
-                                             block=block_ms)
+        key = self.key(stream)
+        _, claimed, _ = await self.client.xautoclaim(key, group, consumer, self.claim_idle_ms, count=count)
+        if claimed:
+            return await self._without_poison(stream, group, claimed)
+        reply = await self.client.xreadgroup(group, consumer, {key: ">"}, count=count, block=block_ms)
         return [(event_id, json.loads(fields["data"])) for _, entries in reply or [] for event_id, fields in entries]
+
+    async def _without_poison(self, stream: str, group: str, claimed: list) -> list[tuple[str, dict]]:
+        """Claimed (redelivered) entries, minus those past ``max_deliveries``: dead-lettered."""
+        key = self.key(stream)
+        out = []
+        for event_id, fields in claimed:
+            info = await self.client.xpending_range(key, group, min=event_id, max=event_id, count=1)
+            if info and info[0]["times_delivered"] > self.max_deliveries:
+                await self.publish(f"{stream}:dead", {"id": event_id, "group": group,
+                                                      "event": json.loads(fields["data"])})
+                await self.client.xack(key, group, event_id)
+                continue
+            out.append((event_id, json.loads(fields["data"])))
+        return out
 
     async def ack(self, stream: str, group: str, *ids: str) -> None:
         if ids:

@@ -16,11 +16,12 @@ from tests.live.conftest import SYMBOLS, World, make_settings
 
 @pytest.fixture(params=["redis", "in-process"])
 def make(request):
+    """A factory of bus clients sharing one bus (one Redis prefix, or one in-process bus)."""
     if request.param == "redis":
         prefix = request.getfixturevalue("redis_prefix")
-        return lambda: RedisBus(REDIS_URL, prefix=prefix)
-    shared = InProcessBus()
-    return lambda: shared
+        return lambda **kw: RedisBus(REDIS_URL, prefix=prefix, **kw)
+    shared: dict[str, InProcessBus] = {}
+    return lambda **kw: shared.setdefault("bus", InProcessBus(**kw))
 
 
 def test_consumer_groups_deliver_each_event_once_per_group_until_acked(make) -> None:
@@ -37,6 +38,29 @@ def test_consumer_groups_deliver_each_event_once_per_group_until_acked(make) -> 
         await bus.set_prices({"BTC-USD": (101.5, 1700000000000)})
         assert await bus.price("BTC-USD") == (101.5, 1700000000000)
         assert await bus.price("ETH-USD") is None
+        await bus.close()
+
+    asyncio.run(scenario())
+
+
+def test_unacked_events_are_redelivered_then_dead_lettered(make) -> None:
+    async def scenario() -> None:
+        bus = make(claim_idle_ms=600, max_deliveries=2)
+        event_id = await bus.publish("fills", {"trade_id": "T1"})
+        await bus.publish("fills", {"trade_id": "T2"})
+        first = await bus.read("fills", group="ledger", consumer="a", count=1)  # a dies without acking
+        assert first == [(event_id, {"trade_id": "T1"})]
+        assert await bus.read("fills", group="ledger", consumer="b", count=1) != first  # not idle yet: T2
+        await asyncio.sleep(0.7)
+        again = await bus.read("fills", group="ledger", consumer="b", count=1)  # delivery 2, to b
+        assert again == first
+        await asyncio.sleep(0.7)
+        assert [e["trade_id"] for _, e in await bus.read("fills", group="ledger", consumer="b")] == ["T2"]
+        await asyncio.sleep(0.7)
+        assert await bus.read("fills", group="ledger", consumer="b") == []  # both past 2 deliveries
+        dead = await bus.read("fills:dead", group="ops", consumer="x")
+        assert [(e["id"], e["group"], e["event"]["trade_id"]) for _, e in dead][0] == (event_id, "ledger", "T1")
+        assert len(dead) == 2
         await bus.close()
 
     asyncio.run(scenario())
