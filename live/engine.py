@@ -28,7 +28,7 @@ from sqlalchemy import select
 
 from live.brokers.base import Broker
 from live.bus import EventBus
-from live.feeds.base import CandleBatch, Feed
+from live.feeds.base import CandleBatch, Feed, last_bars
 from live.models import ModelSlot
 from live.orders import apply_state, intents, new_order, request_of
 from tradeloop.backtest import BacktestConfig
@@ -171,16 +171,13 @@ class LiveEngine:
 
     def _roll(self, candles: pl.DataFrame) -> pl.DataFrame:
         frame = pl.concat([self.window, candles], how="vertical_relaxed") if not self.window.is_empty() else candles
-        keep = self.config.window_bars
-        return frame.group_by("symbol", maintain_order=True).tail(keep)
+        return last_bars(frame, self.config.window_bars)
 
     def _apply(self, db, state) -> None:
         delta, fills = apply_state(db, state, session_id=self.session.id, venue=self.broker.venue)
         self.cash += delta
-        for fill in fills:
-            q = self.positions.get(fill.symbol, 0.0)
-            q = q + fill.quantity if fill.side == "buy" else max(0.0, q - fill.quantity)
-            self.positions[fill.symbol] = q if q > 1e-15 else 0.0
+        for fill in fills:  # the stored position is the one truth (orders.apply_state updated it)
+            self.positions[fill.symbol] = db.get(Position, (self.session.id, fill.symbol)).quantity
 
     async def _send(self, orders: list[Order]) -> None:
         states = [await self.broker.submit(request_of(o)) for o in orders]

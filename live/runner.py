@@ -116,12 +116,7 @@ def replay_feed(settings: Settings, config: SessionConfig) -> ReplayFeed:
 def ccxt_feed(settings: Settings, config: SessionConfig) -> CcxtFeed:
     """Closed candles from the exchange (WebSocket, REST fallback); warm-up from the lake."""
     client = make_exchange(config.exchange, timeout_s=settings.http_timeout_s, api_url=settings.exchange_api_url,
-                           websocket=True)
-    if settings.exchange_ws_url:
-        ws = client.urls["api"]["ws"]
-        for name, url in list(ws.items()):
-            if isinstance(url, str):
-                ws[name] = settings.exchange_ws_url
+                           websocket=True, ws_url=settings.exchange_ws_url)
     lake = CandleLake(settings.lake_dir, quarantine_root=settings.quarantine_dir)
     return CcxtFeed(client, lake=lake, symbols=list(config.symbols), timeframe=config.timeframe,
                     config=CcxtFeedConfig(stale_after_s=config.feed_stale_after_s))

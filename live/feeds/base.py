@@ -8,6 +8,9 @@ from typing import Protocol
 
 import polars as pl
 
+from tradeloop.data import CandleLake, SeriesKey
+from tradeloop.data.schema import CANDLE_COLUMNS, empty_candles
+
 
 @dataclass(frozen=True)
 class CandleBatch:
@@ -31,3 +34,17 @@ class Feed(Protocol):
     def history(self, *, before_ts: int, bars: int) -> pl.DataFrame:
         """Up to ``bars`` candles per symbol opened before ``before_ts`` (the engine's warm-up)."""
         ...
+
+
+def lake_candles(lake: CandleLake, keys: list[SeriesKey]) -> pl.DataFrame:
+    """The stored candles of ``keys`` (those the lake has) as one long frame: symbol + candle
+    columns, sorted by ts then symbol; empty, with those columns, when it has none."""
+    present = [k for k in keys if lake.exists(k)]
+    if not present:
+        return empty_candles().select(pl.lit(None, dtype=pl.String).alias("symbol"), *CANDLE_COLUMNS)
+    return lake.read_many(present).select("symbol", *CANDLE_COLUMNS).sort("ts", "symbol")
+
+
+def last_bars(frame: pl.DataFrame, bars: int) -> pl.DataFrame:
+    """The last ``bars`` rows of every symbol (rows in time order within a symbol)."""
+    return frame.group_by("symbol", maintain_order=True).tail(bars)

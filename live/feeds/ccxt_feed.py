@@ -25,7 +25,7 @@ import ccxt.pro
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from live.feeds.base import CandleBatch
+from live.feeds.base import CandleBatch, lake_candles, last_bars
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.data.schema import CANDLE_COLUMNS, ccxt_symbol, timeframe_ms
 
@@ -67,12 +67,8 @@ class CcxtFeed:
 
     def history(self, *, before_ts: int, bars: int) -> pl.DataFrame:
         """Warm-up from the lake (``tradeloop data ingest`` fills it); empty if it has none."""
-        keys = [SeriesKey(self.exchange.id, s, self.timeframe) for s in self.symbols]
-        present = [k for k in keys if self.lake.exists(k)]
-        if not present:
-            return pl.DataFrame()
-        frame = self.lake.read_many(present).select("symbol", *CANDLE_COLUMNS).filter(pl.col("ts") < before_ts)
-        return frame.sort("ts", "symbol").group_by("symbol", maintain_order=True).tail(bars)
+        frame = lake_candles(self.lake, [SeriesKey(self.exchange.id, s, self.timeframe) for s in self.symbols])
+        return last_bars(frame.filter(pl.col("ts") < before_ts), bars)
 
     async def batches(self, *, after_ts: int | None = None) -> AsyncIterator[CandleBatch]:
         queue: asyncio.Queue[tuple[str, list]] = asyncio.Queue()

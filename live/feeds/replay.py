@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import polars as pl
 
-from live.feeds.base import CandleBatch
+from live.feeds.base import CandleBatch, lake_candles, last_bars
 from tradeloop.data import CandleLake, SeriesKey
-from tradeloop.data.schema import CANDLE_COLUMNS, empty_candles, timeframe_ms
+from tradeloop.data.schema import timeframe_ms
 from tradeloop.errors import ConfigError
 
 
@@ -35,18 +35,10 @@ class ReplayFeed:
         self.speed, self.start, self.end, self.follow_s = speed, start, end, follow_s
 
     def _load(self) -> pl.DataFrame:
-        present = [k for k in self.keys if self.lake.exists(k)]
-        if not present:
-            return empty_candles().select(pl.lit(None, dtype=pl.String).alias("symbol"), *CANDLE_COLUMNS)
-        return self.lake.read_many(present).select("symbol", *CANDLE_COLUMNS).sort("ts", "symbol")
+        return lake_candles(self.lake, self.keys)
 
     def history(self, *, before_ts: int, bars: int) -> pl.DataFrame:
-        part = self.frame.filter(pl.col("ts") < before_ts)
-        return part.group_by("symbol", maintain_order=True).tail(bars)
-
-    def first_ts(self, after_ts: int | None = None) -> int | None:
-        part = self._window(after_ts)
-        return None if part.is_empty() else int(part["ts"][0])
+        return last_bars(self.frame.filter(pl.col("ts") < before_ts), bars)
 
     def _window(self, after_ts: int | None) -> pl.DataFrame:
         part = self.frame

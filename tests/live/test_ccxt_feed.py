@@ -16,6 +16,7 @@ from exchange_server import BinanceLoopback
 from live.feeds.ccxt_feed import CcxtFeed, CcxtFeedConfig, backoff_delay
 from tests.live.conftest import trained_world  # noqa: F401  (shared fixture)
 from tradeloop.data import CandleLake
+from tradeloop.data.exchanges import make_exchange
 from ws_exchange_server import BinanceWsLoopback
 
 T0 = 1_700_000_040_000 - 1_700_000_040_000 % 60_000
@@ -28,13 +29,8 @@ def rows(n: int, seed: int) -> list[list]:
 
 
 def pro_client(rest: BinanceLoopback, ws: BinanceWsLoopback | None) -> ccxt.pro.Exchange:
-    client = ccxt.pro.binance({"options": {"fetchMarkets": {"types": ["spot"]}}, "timeout": 5000})
-    for name, url in list(client.urls["api"].items()):
-        if isinstance(url, str) and url.startswith("http"):
-            client.urls["api"][name] = rest.url + url.split("://", 1)[1][url.split("://", 1)[1].index("/"):]
-    if ws is not None:
-        client.urls["api"]["ws"]["spot"] = ws.url
-    return client
+    return make_exchange("binance", timeout_s=5.0, api_url=rest.url, websocket=True,
+                         ws_url=ws.url if ws is not None else None)
 
 
 async def collect(feed: CcxtFeed, n: int, timeout: float = 20.0) -> list:

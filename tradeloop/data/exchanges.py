@@ -19,13 +19,14 @@ def make_exchange(
     credentials: dict[str, str] | None = None,
     asynchronous: bool = False,
     websocket: bool = False,
+    ws_url: str | None = None,
 ) -> ccxt.Exchange:
     """A ccxt client (``ccxt.async_support`` when ``asynchronous``, ``ccxt.pro`` when
     ``websocket``) with rate limiting on and ccxt's own retries off: an order is never
     re-sent behind the caller's back.
 
     ``api_url`` replaces the REST base (e.g. ``http://127.0.0.1:8765``); for Binance it is the
-    host that serves ``/api/v3/...``.
+    host that serves ``/api/v3/...``. ``ws_url`` replaces every WebSocket URL (ccxt.pro).
     """
     if exchange_id not in ccxt.exchanges:
         raise UnknownExchangeError(
@@ -43,6 +44,11 @@ def make_exchange(
     exchange: ccxt.Exchange = getattr(module, exchange_id)(config)
     if api_url:
         _override_public_url(exchange, api_url.rstrip("/"))
+    if ws_url:
+        streams = exchange.urls["api"].get("ws", {})
+        for name, url in list(streams.items()):
+            if isinstance(url, str):
+                streams[name] = ws_url
     return exchange
 
 
