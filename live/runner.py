@@ -103,7 +103,8 @@ def make_broker(settings: Settings, mode: str, *, exchange: str, backtest: Backt
                    "secret": settings.exchange_secret.get_secret_value(),
                    "password": settings.exchange_password.get_secret_value() if settings.exchange_password else ""}
     client = make_exchange(exchange, timeout_s=settings.http_timeout_s, api_url=settings.exchange_api_url,
-                           credentials=credentials, asynchronous=True)
+                           credentials=credentials, asynchronous=True,
+                           allow_insecure_loopback=settings.allow_insecure_loopback)
     return CcxtBroker(client)
 
 

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         validation_alias=_env("TRADELOOP_EXCHANGE_WS_URL"),
         description="Override of the exchange's WebSocket URL (ccxt.pro market streams).",
     )
+    allow_insecure_loopback: bool = Field(
+        default=False,
+        validation_alias=_env("TRADELOOP_ALLOW_INSECURE_LOOPBACK"),
+        description="Let signed (keyed) requests use plain http:// or ws:// to a loopback host "
+        "(a test exchange on this machine); never to another host.",
+    )
     http_timeout_s: float = Field(default=10.0, gt=0, validation_alias=_env("TRADELOOP_HTTP_TIMEOUT_S"))
     http_max_retries: int = Field(default=5, ge=0, le=20, validation_alias=_env("TRADELOOP_HTTP_MAX_RETRIES"))
     log_level: str = Field(default="INFO", validation_alias=_env("TRADELOOP_LOG_LEVEL"))
@@ -106,5 +112,24 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The settings of this process (read once)."""
-    return Settings()
+    """The settings of this process (read once). Its secrets are masked in every log record
+    from then on (``tradeloop.redaction``)."""
+    settings = Settings()
+    register_settings_secrets(settings)
+    return settings
+
+
+def register_settings_secrets(settings: Settings) -> None:
+    """Exchange keys and the passwords inside DATABASE_URL / REDIS_URL never reach a log."""
+    from urllib.parse import urlsplit
+
+    from tradeloop.redaction import register_secret
+
+    secrets = [s.get_secret_value() for s in (settings.exchange_api_key, settings.exchange_secret,
+                                               settings.exchange_password) if s is not None]
+    for url in (settings.database_url, settings.redis_url):
+        try:
+            secrets.append(urlsplit(url).password if url else None)
+        except ValueError:  # an unparsable URL is reported by whoever connects with it
+            continue
+    register_secret(*secrets)

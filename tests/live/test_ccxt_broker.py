@@ -17,7 +17,8 @@ from tradeloop.data.exchanges import make_exchange
 
 def broker_on(server: BinanceLoopback, *, timeout_s: float = 2.0) -> CcxtBroker:
     exchange = make_exchange("binance", timeout_s=timeout_s, api_url=server.url, asynchronous=True,
-                             credentials={"apiKey": server.api_key, "secret": server.secret})
+                             credentials={"apiKey": server.api_key, "secret": server.secret},
+                             allow_insecure_loopback=True)
     return CcxtBroker(exchange, recv_window_s=0.2)
 
 
@@ -117,6 +118,7 @@ def test_a_live_session_trades_through_ccxt_and_stores_each_fill_once(trained_wo
 
     settings = make_settings(trained_world.root, TRADELOOP_EXCHANGE_API_KEY=server.api_key,
                              TRADELOOP_EXCHANGE_SECRET=server.secret, TRADELOOP_EXCHANGE_API_URL=server.url,
+                             TRADELOOP_ALLOW_INSECURE_LOOPBACK="true",
                              DATABASE_URL=f"sqlite:///{trained_world.root / 'live-mode.db'}")
     server.prices["BTCBUSD"] = 17_200.0
     config = SessionConfig(name="venue", exchange="binance", symbols=("BTC-BUSD",), timeframe="1m",

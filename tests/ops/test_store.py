@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from tradeloop.errors import ConfigError, SessionStateError
 from tradeloop.ops import Fill, OpsStore, Order, connect, migrate
+from tradeloop.ops.models import Base
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -19,9 +20,11 @@ def store(request, tmp_path: Path):
         url = request.getfixturevalue("pg_url")
     store = OpsStore.open(url)
     yield store
-    with store.engine.begin() as conn:  # the PostgreSQL database is shared by the session: empty it
-        for table in ("audit_log", "fills", "orders", "positions", "thresholds", "equity", "sessions"):
-            conn.execute(sa.text(f"DELETE FROM {table}"))
+    # the PostgreSQL database is shared by the test session: drop the schema (the audit log
+    # refuses DELETE and TRUNCATE, so emptying it row by row is not an option)
+    with store.engine.begin() as conn:
+        Base.metadata.drop_all(conn)
+        conn.execute(sa.text("DROP TABLE IF EXISTS tradeloop_alembic_version"))
     store.close()
 
 
@@ -33,7 +36,7 @@ def new_session(store: OpsStore, name: str = "s1"):
 def test_migrations_are_idempotent_and_reach_head(store: OpsStore) -> None:
     migrate(store.engine)  # second run: nothing to do
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM tradeloop_alembic_version")).scalar() == "0001"
+        assert conn.execute(sa.text("SELECT version_num FROM tradeloop_alembic_version")).scalar() == "0002"
     assert set(sa.inspect(store.engine).get_table_names()) >= {
         "sessions", "orders", "fills", "positions", "thresholds", "equity", "audit_log"}
 

@@ -28,11 +28,17 @@ class TradingSession(Base):
     timeframe: Mapped[str] = mapped_column(String(10))
     symbols: Mapped[list] = mapped_column(JSON)
     mode: Mapped[str] = mapped_column(String(10))  # paper | live
-    status: Mapped[str] = mapped_column(String(10))  # running | paused | stopped
+    status: Mapped[str] = mapped_column(String(10))  # running | paused | stopped | finished
     init_cash: Mapped[float] = mapped_column(Float)
     cash: Mapped[float] = mapped_column(Float)
     config: Mapped[dict] = mapped_column(JSON)  # BacktestConfig fields: fills, fees, sizing
     last_bar_ts: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # last bar fully processed
+    # liveness: written by the running engine; readers call a session "stale" when it is old
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # symbol -> reason: symbols halted to reduce-only (an order whose outcome could not be resolved)
+    halted: Mapped[dict] = mapped_column(JSON, default=dict)
+    # why the whole session is reduce-only until an operator runs ``tradeloop live ack`` (None: not)
+    needs_ack: Mapped[str | None] = mapped_column(String(300), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -53,6 +59,7 @@ class Order(Base):
     quantity: Mapped[float | None] = mapped_column(Float, nullable=True)  # base amount (exits)
     quote_amount: Mapped[float | None] = mapped_column(Float, nullable=True)  # quote to spend (entries)
     decided_ts: Mapped[int] = mapped_column(BigInteger)  # open time of the bar whose close decided it
+    sent_at_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # wall clock of the create
     status: Mapped[str] = mapped_column(String(12), index=True)  # new|submitted|filled|rejected|canceled|unknown
     venue_order_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     filled_qty: Mapped[float] = mapped_column(Float, default=0.0)
@@ -129,3 +136,30 @@ class AuditEvent(Base):
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), nullable=True)
     event: Mapped[str] = mapped_column(String(40))
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    actor: Mapped[str | None] = mapped_column(String(200), nullable=True)  # user@host, or the API user
+
+
+class OutboxEvent(Base):
+    """An event for the bus, written in the same transaction as the bar that produced it and
+    relayed to the bus afterwards (transactional outbox): no event is lost while Redis is down."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"), nullable=True, index=True)
+    stream: Mapped[str] = mapped_column(String(50))
+    payload: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    relayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
+
+
+class EngineLock(Base):
+    """Who holds a session's or an exchange account's engine lock (the lock itself is a
+    PostgreSQL advisory lock or an exclusive file lock; this row names the holder)."""
+
+    __tablename__ = "engine_locks"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

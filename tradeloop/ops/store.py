@@ -7,8 +7,12 @@ not at all. Readers (dashboard, CLI) use the query helpers and never write.
 
 from __future__ import annotations
 
+import getpass
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from typing import Any
 
 import polars as pl
@@ -21,6 +25,20 @@ from tradeloop.ops.database import connect, migrate
 from tradeloop.ops.models import AuditEvent, EquityPoint, Fill, Order, Position, ThresholdInForce, TradingSession
 
 OPEN_STATUSES = ("new", "submitted", "unknown")
+
+
+@cache
+def default_actor() -> str:
+    """Who writes audit rows from this process: ``TRADELOOP_ACTOR`` (the API sets its user),
+    else the OS user and host (the CLI, the engine)."""
+    explicit = os.environ.get("TRADELOOP_ACTOR")
+    if explicit:
+        return explicit[:200]
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"[:200]
 TRANSITIONS = {"running": {"paused", "stopped"}, "paused": {"running", "stopped"}, "stopped": set()}
 
 
@@ -90,8 +108,10 @@ class OpsStore:
     # ------------------------------------------------------------------ writes inside a bar
     @staticmethod
     def audit(db: Session, event: str, *, session_id: int | None = None, order_id: int | None = None,
-              detail: dict | None = None) -> None:
-        db.add(AuditEvent(event=event, session_id=session_id, order_id=order_id, detail=detail or {}))
+              detail: dict | None = None, actor: str | None = None) -> None:
+        """Append an audit row (the table refuses UPDATE and DELETE: see migration 0002)."""
+        db.add(AuditEvent(event=event, session_id=session_id, order_id=order_id, detail=detail or {},
+                          actor=actor or default_actor()))
 
     @staticmethod
     def add_fill(db: Session, fill: Fill) -> bool:

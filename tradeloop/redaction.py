@@ -1,0 +1,81 @@
+"""Secrets never reach a log: every log record is redacted when it is created.
+
+Rules:
+
+* Every secret value handed to :func:`register_secret` (exchange API keys, secrets and
+  passphrases: :func:`tradeloop.data.exchanges.make_exchange` registers them) is replaced by
+  ``***`` wherever it appears in a record's message, arguments or exception text, at any level,
+  in any logger (ccxt's own DEBUG line with the request headers included).
+* Values after names that carry credentials (``X-MBX-APIKEY``, ``apiKey``, ``secret``,
+  ``signature``, ``password``, ``passphrase``, ``token``, ``Authorization``) are masked too,
+  in ``name=value``, ``name: value`` and ``'name': 'value'`` form, so a key the process never
+  registered (one typed into a URL, say) is still hidden.
+* The redaction is installed as the logging module's record factory, so it holds for every
+  handler, including ones added later (``basicConfig``, pytest's capture). ccxt's ``verbose``
+  mode prints with ``print``: clients built by ``make_exchange`` route it through logging.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+
+MASK = "***"
+_MIN_SECRET_LEN = 4  # shorter values would mask ordinary words
+_NAMES = r"x-mbx-apikey|api[-_]?key|apikey|secret|signature|password|passphrase|token|authorization|x-api-key"
+_PATTERN = re.compile(
+    rf"""(?P<name>["']?(?:{_NAMES})["']?\s*[:=]\s*["']?)(?P<value>[^"'\s,&}}]+)""", re.IGNORECASE)
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+_installed = False
+
+
+def register_secret(*values: str | None) -> None:
+    """Mask these values in every log record from now on (and install the redaction)."""
+    with _lock:
+        _secrets.update(v for v in values if v and len(v) >= _MIN_SECRET_LEN)
+    install()
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret and every credential-named value masked."""
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return _PATTERN.sub(lambda m: m.group("name") + MASK, text)
+
+
+def install() -> None:
+    """Redact every log record at creation (idempotent)."""
+    global _installed
+    with _lock:
+        if _installed:
+            return
+        previous = logging.getLogRecordFactory()
+
+        def factory(*args, **kwargs) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            try:
+                message = record.getMessage()
+            except Exception:  # noqa: BLE001 - a bad format string: redact what is there
+                message = f"{record.msg} {record.args}"
+            record.msg, record.args = redact(message), None
+            if record.exc_info and record.exc_info[1] is not None:
+                record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+                record.exc_info = None
+            return record
+
+        logging.setLogRecordFactory(factory)
+        _installed = True
+
+
+def route_print_to_log(logger: logging.Logger):
+    """A replacement for ccxt's ``Exchange.log`` (which prints): the same text, logged at
+    DEBUG through ``logger`` and therefore redacted."""
+
+    def log(*args: object) -> None:
+        logger.debug(" ".join(str(a) for a in args))
+
+    return log
