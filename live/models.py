@@ -1,9 +1,16 @@
 """The model in force: the registry's champion, swapped without a restart.
 
 ``ModelSlot.refresh`` runs between bars, so a decision in flight always finishes on the
-model it started with. When the champion is missing, fails to load (tampered, corrupt) or
-is stale, the slot falls back to the static break-even threshold p* and **reduce-only**:
-exits still pass, no new position is opened.
+model it started with. It never raises: when the champion is missing, its manifest is
+malformed, its artifact fails to load (tampered, corrupt, a classifier file naming types
+off the allow-list), it belongs to another strategy, it was trained on another universe
+(exchange, timeframe, or symbols the session trades but the model never saw) or it is
+stale, the slot falls back to the static break-even threshold p* and **reduce-only**:
+exits still pass, no new position is opened. The reason says what is wrong; the engine
+records it (audit row ``model_fallback`` and a thresholds row) whenever it changes.
+
+A model saved before its universe was recorded cannot be checked against the session;
+it is used, and the reason says the universe was not checked.
 """
 
 from __future__ import annotations
@@ -12,9 +19,10 @@ import logging
 from dataclasses import dataclass
 
 from tradeloop.errors import ModelError
+from tradeloop.ops import TradingSession
 from tradeloop.registry import ModelRegistry
-from tradeloop.strategies import Strategy
-from tradeloop.thresholds import ThresholdModel
+from tradeloop.strategies import Strategy, get_strategy
+from tradeloop.thresholds import ThresholdModel, Universe
 
 log = logging.getLogger(__name__)
 
@@ -35,36 +43,68 @@ class InForce:
 
 
 class ModelSlot:
-    def __init__(self, registry: ModelRegistry, *, strategy: Strategy):
+    def __init__(self, registry: ModelRegistry, *, strategy: Strategy, universe: Universe | None = None):
+        """``universe``: the session's exchange, timeframe and symbols; a champion trained on
+        another one is not used (None: not checked, for research tools without a session)."""
         self.registry = registry
         self.name = strategy.name
+        self.universe = universe
         self._loaded: tuple[str, ThresholdModel] | None = None
-        self._failed: str | None = None  # artifact that failed to load: not retried every bar
+        self._failed: tuple[str, str] | None = None  # (artifact, why): not retried every bar
         self.current = InForce(strategy, None, None, float("nan"), "no champion loaded yet")
 
+    @classmethod
+    def for_session(cls, registry: ModelRegistry, session: TradingSession) -> ModelSlot:
+        """The slot of a trading session: its strategy, checked against its universe."""
+        return cls(registry, strategy=get_strategy(session.strategy),
+                   universe=Universe(exchange=session.exchange, timeframe=session.timeframe,
+                                     symbols=tuple(session.symbols)))
+
     def refresh(self, now_ms: int) -> bool:
-        """Pick up a promotion or rollback; True when what decides entries changed."""
+        """Pick up a promotion or rollback; True when what decides entries changed. Never raises."""
         try:
             entry = self.registry.champion(self.name)
-        except ModelError as exc:
+        except Exception as exc:  # noqa: BLE001 - a broken registry means reduce-only, never a dead engine
+            if not isinstance(exc, ModelError):
+                log.exception("reading the champion of %s failed", self.name)
             return self._set(self._fallback(f"registry unreadable: {exc}"))
         if entry is None:
             return self._set(self._fallback("no champion in the registry"))
         if self._loaded is None or self._loaded[0] != entry.artifact:
-            if self._failed == entry.artifact:
-                return False
+            if self._failed is not None and self._failed[0] == entry.artifact:
+                return self._set(self._fallback(self._failed[1]))
             try:
-                _, model = self.registry.load(self.name)
-            except (ModelError, OSError, ValueError) as exc:
-                self._failed = entry.artifact
-                log.error("champion %s failed to load: %s; reduce-only", entry.artifact[:12], exc)
-                return self._set(self._fallback(f"champion {entry.artifact[:12]} failed to load: {exc}"))
+                model = self.registry.model_of(entry.artifact, strategy=self.name)
+                misfit = self._misfit(model)
+            except Exception as exc:  # noqa: BLE001 - same: whatever the artifact holds, the engine goes on
+                if not isinstance(exc, ModelError):
+                    log.exception("loading champion %s failed", entry.artifact[:12])
+                misfit = f"failed to load: {exc}"
+            if misfit is not None:
+                why = f"champion {entry.artifact[:12]} {misfit}"
+                self._failed = (entry.artifact, why)
+                log.error("%s; reduce-only", why)
+                return self._set(self._fallback(why))
             self._loaded, self._failed = (entry.artifact, model), None
         artifact, model = self._loaded
+        label = f"champion {artifact[:12]}"
+        if self.universe is not None and model.universe is None:
+            label += " (universe not recorded: not checked)"
         if model.is_stale(now_ms):
             return self._set(InForce(model.strategy, None, artifact, model.estimator.p_star_,
-                                     f"champion {artifact[:12]} is stale (trained until {model.trained_until})"))
-        return self._set(InForce(model.strategy, model, artifact, model.bar(now_ms), f"champion {artifact[:12]}"))
+                                     f"{label} is stale (trained until {model.trained_until})"))
+        return self._set(InForce(model.strategy, model, artifact, model.bar(now_ms), label))
+
+    def _misfit(self, model: ThresholdModel) -> str | None:
+        """Why ``model`` cannot serve this session's universe, or None when it can."""
+        if self.universe is None or model.universe is None:
+            return None
+        problems = model.universe.mismatches(self.universe)
+        if not problems:
+            return None
+        return (f"does not fit the session: trained on {model.universe.describe()}, the session trades "
+                f"{self.universe.describe()} ({'; '.join(problems)}); promote a model trained on the "
+                "session's universe")
 
     def _fallback(self, reason: str) -> InForce:
         p_star = self._loaded[1].estimator.p_star_ if self._loaded else float("nan")

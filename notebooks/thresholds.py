@@ -27,6 +27,7 @@
 # %% tags=["parameters"]
 features_path = "data/research/features.parquet"
 strategy = "sma_cross"
+exchange = "coinbase"
 timeframe = "4h"
 n_trials = 20
 max_drawdown = 0.5
@@ -44,7 +45,8 @@ from tradeloop.research.tuning import TuningConfig
 
 candles = candles_of(pl.read_parquet(features_path))
 config = TuningConfig(strategy=strategy, n_trials=n_trials, max_drawdown=max_drawdown, seed=seed)
-summary = train_thresholds(candles, config=config, timeframe=timeframe, output_dir=output_dir, storage=storage)
+summary = train_thresholds(candles, config=config, exchange=exchange, timeframe=timeframe, output_dir=output_dir,
+                           storage=storage)
 summary
 
 # %% [markdown]

@@ -73,7 +73,7 @@ def features(context: dg.AssetExecutionContext, stores: StoresResource, research
 def thresholds(context: dg.AssetExecutionContext, stores: StoresResource, research: ResearchResource):
     """Tuned strategy + adaptive threshold model (notebooks/thresholds.py)."""
     paths = _paths(stores)
-    params = {"features_path": str(paths["features"]), "strategy": research.strategy,
+    params = {"features_path": str(paths["features"]), "strategy": research.strategy, "exchange": research.exchange,
               "timeframe": research.timeframe, "n_trials": research.n_trials, "max_drawdown": research.max_drawdown,
               "seed": research.seed, "storage": research.optuna_storage or None,
               "output_dir": str(paths["thresholds"])}

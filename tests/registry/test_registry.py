@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -71,6 +72,9 @@ def test_unknown_names_and_prefixes_are_clear_errors(registry, tmp_path) -> None
     with pytest.raises(ModelError, match="no champion"):
         registry.load("sma_cross")
     with pytest.raises(ModelError, match="matches 0 stored artifacts"):
-        registry.promote("sma_cross", "abc", lineage=Lineage())
+        registry.promote("sma_cross", "abcdef", lineage=Lineage())
+    for prefix in ("", "abc", "../../x", "ABCDEF"):  # never "whichever artifact there is", never a path
+        with pytest.raises(ModelError, match=re.escape(f"artifact={prefix!r} is not an artifact id")):
+            registry.promote("sma_cross", prefix, lineage=Lineage())
     with pytest.raises(Exception, match="invalid"):
         registry.champion("../etc")

@@ -12,7 +12,7 @@ import pytest
 from tradeloop.data import CandleLake
 from tradeloop.data.importer import import_sample
 from tradeloop.research.notebooks import NOTEBOOK_DIR, NotebookError, notebook_path, run_notebook
-from tradeloop.thresholds import ThresholdModel
+from tradeloop.thresholds import ThresholdModel, Universe
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,6 +60,7 @@ def test_thresholds_notebook_writes_a_loadable_model_and_a_resumable_study(resea
     assert summary["n_trials"] == 8 and summary["threshold"] >= summary["p_star"]
     model = ThresholdModel.load(research["thresholds"] / "model")
     assert model.strategy.name == "sma_cross" and model.info["symbols"] == ["BTC-USD", "ETH-USD"]
+    assert model.universe == Universe(exchange="coinbase", timeframe="4h", symbols=("BTC-USD", "ETH-USD"))
     assert (research["thresholds"] / "study" / "journal.log").stat().st_size > 0
 
 

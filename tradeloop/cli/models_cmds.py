@@ -1,13 +1,21 @@
-"""``tradeloop models``: list, show, promote and roll back champions in the model registry."""
+"""``tradeloop models``: list, show, register, promote and roll back champions in the model registry.
+
+Every command that reads a model loads it the safe way (schema-checked ``model.json``, the
+classifier file's types checked against an exact allow-list before anything is built), so
+a crafted artifact is refused with exit code 6 and never runs code.
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from tradeloop.cli.common import console, handle_errors, table
+from tradeloop.cli.common import console, err_console, handle_errors, table
+from tradeloop.errors import ModelError, TradeloopError
 from tradeloop.settings import get_settings
 
 app = typer.Typer(help="The model registry: champions, their lineage, promotion and rollback.",
@@ -26,8 +34,13 @@ def list_models() -> None:
     """Champions per strategy, and every stored artifact."""
     registry = _registry()
     tbl = table("Champions", ["strategy", "artifact", "promoted at", "oos sharpe/bar", "git commit", "run id"])
+    broken = []
     for name in registry.strategies():
-        entry = registry.champion(name)
+        try:
+            entry = registry.champion(name)
+        except TradeloopError as exc:  # one broken manifest must not hide the others
+            broken.append(str(exc))
+            continue
         if entry is None:
             continue
         sharpe = entry.lineage.metrics.get("oos_sharpe_per_bar")
@@ -35,6 +48,10 @@ def list_models() -> None:
                     entry.lineage.git_commit[:12], entry.lineage.run_id or "-")
     console.print(tbl)
     console.print(f"{len(registry.store.list())} artifact(s) stored under {registry.store.root}")
+    for message in broken:
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if broken:
+        raise typer.Exit(code=ModelError.exit_code)
 
 
 @app.command()
@@ -46,8 +63,20 @@ def show(strategy: Annotated[str, typer.Argument(help="Strategy name, e.g. sma_c
     console.print(f"champion of [bold]{strategy}[/]: artifact {entry.artifact} (hash verified)")
     console.print(f"model: {model.strategy.describe()}, threshold {model.estimator.threshold_:.4f} "
                   f"(p* {model.estimator.p_star_:.4f} + margin {model.estimator.margin_:.4f})", highlight=False)
+    trained_on = model.universe.describe() if model.universe is not None else "not recorded"
+    console.print(f"trained on: {trained_on}", highlight=False)
     console.print_json(json.dumps(entry.lineage.model_dump(mode="json")))
     console.print(f"history: {len(registry.history(strategy))} event(s)")
+
+
+@app.command()
+@handle_errors
+def register(
+    model_dir: Annotated[Path, typer.Argument(help="A saved model folder (model.json, classifier.skops)")],
+) -> None:
+    """Store a saved model folder in the registry (refused unless it loads safely); prints its id."""
+    artifact = _registry().register(model_dir)
+    console.print(f"registered {model_dir} as artifact {artifact}", highlight=False)
 
 
 @app.command()

@@ -3,8 +3,14 @@
 ``<root>/champions/<strategy>.json`` holds the champion in force and the stack of earlier
 ones; ``<strategy>.history.jsonl`` logs every promotion and rollback. Both change under a
 lock, the manifest by atomic replace, so a reader sees the old champion or the new one,
-never a mix. The artifact is verified *before* the manifest changes: a corrupted artifact
-is refused and the previous champion stays in force.
+never a mix. Manifests are parsed with a schema (``registry.manifest``): a malformed one
+is a ``ModelError``, never a half-read champion.
+
+The artifact is verified *before* the manifest changes: its hash must match, its model
+must load (``ThresholdModel.load``: schema-checked ``model.json``, allow-listed classifier
+file, so no code in it runs) and its strategy must be the one it is promoted for. A
+refused artifact leaves the previous champion in force. ``load`` checks the same, so a
+manifest edited by hand to point at another strategy's model is refused too.
 """
 
 from __future__ import annotations
@@ -14,24 +20,18 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ValidationError
 
 from tradeloop.data.atomic import directory_lock, write_bytes_atomic
 from tradeloop.errors import ConfigError, ModelError
 from tradeloop.registry.lineage import Lineage
+from tradeloop.registry.manifest import EMPTY, ChampionEntry, HistoryEvent, Manifest, parse_manifest
 from tradeloop.registry.store import ArtifactStore
+from tradeloop.strategies import STRATEGIES
 from tradeloop.thresholds.model import ThresholdModel
+from tradeloop.thresholds.model_doc import problems
 
 _NAME = re.compile(r"^[a-z0-9_][a-z0-9_.-]{0,63}$")
-
-
-class ChampionEntry(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    strategy: str
-    artifact: str
-    lineage: Lineage
-    promoted_at: str
 
 
 class ModelRegistry:
@@ -46,18 +46,20 @@ class ModelRegistry:
             raise ConfigError(f"strategy name {strategy!r} is invalid: use lower-case letters, digits, _ . -")
         return self.champions_dir / f"{strategy}.json"
 
-    def _read(self, strategy: str) -> dict:
+    def _read(self, strategy: str) -> Manifest:
         path = self._manifest_path(strategy)
-        if not path.exists():
-            return {"current": None, "previous": []}
         try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+            raw = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return EMPTY
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelError(f"{path} is not valid JSON ({exc}); restore it from the history file") from None
+        except OSError as exc:
+            raise ModelError(f"{path} cannot be read ({exc}); fix its permissions or restore it") from None
+        return parse_manifest(raw, strategy=strategy, source=str(path))
 
     def champion(self, strategy: str) -> ChampionEntry | None:
-        current = self._read(strategy)["current"]
-        return ChampionEntry(**current) if current else None
+        return self._read(strategy).current
 
     def strategies(self) -> list[str]:
         if not self.champions_dir.is_dir():
@@ -65,55 +67,82 @@ class ModelRegistry:
         return sorted(p.stem for p in self.champions_dir.glob("*.json"))
 
     def history(self, strategy: str) -> list[dict]:
-        path = self.champions_dir / f"{strategy}.history.jsonl"
+        path = self._manifest_path(strategy).with_suffix(".history.jsonl")
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        events = []
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                events.append(HistoryEvent.model_validate_json(line).model_dump())
+            except ValidationError as exc:
+                raise ModelError(f"{path} line {number} is malformed: {problems(exc)}; remove or repair that "
+                                 "line") from None
+        return events
 
     def load(self, strategy: str) -> tuple[ChampionEntry, ThresholdModel]:
-        """The champion and its model, verified against its content hash."""
+        """The champion and its model, verified against its content hash and its strategy."""
         entry = self.champion(strategy)
         if entry is None:
             raise ModelError(f"no champion for strategy {strategy!r}; train one (make demo) and promote it")
-        return entry, ThresholdModel.load(self.store.verify(entry.artifact))
+        return entry, self.model_of(entry.artifact, strategy=strategy)
+
+    def model_of(self, artifact: str, *, strategy: str) -> ThresholdModel:
+        """The artifact's model after its hash, its files and its strategy were checked."""
+        model = ThresholdModel.load(self.store.verify(artifact))
+        if model.strategy.name != strategy:
+            raise ModelError(f"artifact {artifact[:12]} holds a {model.strategy.name} model, not {strategy}; "
+                             f"promote it as the champion of {model.strategy.name}, or train a {strategy} model")
+        return model
 
     # ------------------------------------------------------------------ changing
     def register(self, model_dir: Path) -> str:
-        """Store a saved model folder; returns its artifact id."""
-        ThresholdModel.load(model_dir)  # refuse what would not load later
+        """Store a saved model folder; returns its artifact id. A folder that would not load
+        (malformed model.json, a classifier file naming types off the allow-list) is refused."""
+        try:
+            ThresholdModel.load(model_dir)
+        except ModelError as exc:
+            raise ModelError(f"refusing to register {model_dir}: {exc}") from None
         return self.store.put(model_dir)
 
     def promote(self, strategy: str, artifact: str, *, lineage: Lineage) -> ChampionEntry:
+        self._manifest_path(strategy)
+        if strategy not in STRATEGIES:
+            raise ModelError(f"strategy {strategy!r} is unknown; promote for one of {', '.join(sorted(STRATEGIES))}")
         artifact = self._resolve(artifact)
-        self.store.verify(artifact)
+        self.model_of(artifact, strategy=strategy)
         entry = ChampionEntry(strategy=strategy, artifact=artifact, lineage=lineage, promoted_at=_now())
         with directory_lock(self.champions_dir):
             doc = self._read(strategy)
-            if doc["current"]:
-                doc["previous"].append(doc["current"])
-            doc["current"] = entry.model_dump(mode="json")
-            self._write(strategy, doc, event="promote", artifact=artifact)
+            previous = doc.previous + ((doc.current,) if doc.current else ())
+            self._write(strategy, Manifest(current=entry, previous=previous), event="promote", artifact=artifact)
         return entry
 
     def rollback(self, strategy: str) -> ChampionEntry:
         """Put the previous champion back in force (its artifact verified first)."""
         with directory_lock(self.champions_dir):
             doc = self._read(strategy)
-            if not doc["previous"]:
+            if not doc.previous:
                 raise ModelError(f"strategy {strategy!r} has no earlier champion to roll back to")
-            previous = ChampionEntry(**doc["previous"][-1])
-            self.store.verify(previous.artifact)
-            doc["current"] = doc["previous"].pop() | {"promoted_at": _now()}
-            self._write(strategy, doc, event="rollback", artifact=previous.artifact)
-        return ChampionEntry(**doc["current"])
+            back = doc.previous[-1]
+            self.model_of(back.artifact, strategy=strategy)
+            entry = back.model_copy(update={"promoted_at": _now()})
+            self._write(strategy, Manifest(current=entry, previous=doc.previous[:-1]), event="rollback",
+                        artifact=back.artifact)
+        return entry
 
-    def _write(self, strategy: str, doc: dict, *, event: str, artifact: str) -> None:
-        write_bytes_atomic(json.dumps(doc, indent=2, sort_keys=True).encode(), self._manifest_path(strategy))
+    def _write(self, strategy: str, doc: Manifest, *, event: str, artifact: str) -> None:
+        write_bytes_atomic(json.dumps(doc.model_dump(mode="json"), indent=2, sort_keys=True).encode(),
+                           self._manifest_path(strategy))
         line = json.dumps({"event": event, "artifact": artifact, "at": _now()}) + "\n"
         with open(self.champions_dir / f"{strategy}.history.jsonl", "a") as fh:
             fh.write(line)
 
     def _resolve(self, prefix: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{6,64}", prefix):
+            raise ModelError(f"artifact={prefix!r} is not an artifact id; give its id or a unique prefix of at "
+                             "least 6 lower-case hex digits (tradeloop models list shows them)")
         matches = [d for d in self.store.list() if d.startswith(prefix)]
         if len(matches) != 1:
             known = ", ".join(d[:12] for d in self.store.list()) or "none"

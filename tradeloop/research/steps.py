@@ -20,7 +20,7 @@ from tradeloop.research.tuning import TuningConfig, tune
 from tradeloop.evaluation import sharpe_per_period
 from tradeloop.research.walkforward import fit_threshold, max_drawdown_of
 from tradeloop.strategies import get_strategy
-from tradeloop.thresholds import BarrierConfig, ThresholdModel, meta_dataset
+from tradeloop.thresholds import BarrierConfig, ThresholdModel, Universe, meta_dataset
 from tradeloop.strategies.signals import ENTRIES
 from tradeloop.thresholds.decide import decide
 
@@ -50,13 +50,14 @@ def build_features(candles: pl.DataFrame, output_path: Path) -> pl.DataFrame:
     return features
 
 
-def train_thresholds(candles: pl.DataFrame, *, config: TuningConfig, timeframe: str, output_dir: Path,
-                     storage: str | None = None) -> dict:
+def train_thresholds(candles: pl.DataFrame, *, config: TuningConfig, exchange: str, timeframe: str,
+                     output_dir: Path, storage: str | None = None) -> dict:
     """Tune (optuna over purged walk-forward), then fit the final model on every event.
 
-    Writes ``model/`` (the ThresholdModel), ``tuning.json`` (best parameters, trial counts)
-    and ``evaluation.npz`` (the best trial's OOS returns, every trial's Sharpe, the returns
-    matrix for PBO).
+    Writes ``model/`` (the ThresholdModel, with its universe: ``exchange``, ``timeframe`` and
+    the candles' symbols, which the live engine checks against its session), ``tuning.json``
+    (best parameters, trial counts) and ``evaluation.npz`` (the best trial's OOS returns,
+    every trial's Sharpe, the returns matrix for PBO).
     """
     output_dir = Path(output_dir)
     result = tune(candles, config=config, timeframe=timeframe, study_dir=output_dir / "study", storage=storage)
@@ -66,8 +67,9 @@ def train_thresholds(candles: pl.DataFrame, *, config: TuningConfig, timeframe: 
     barriers = BarrierConfig(cost=config.cost, **params)
     events = meta_dataset(candles, strategy, barriers=barriers)
     model = fit_threshold(events, strategy, barriers)
-    model.info = {"timeframe": timeframe, "symbols": sorted(candles["symbol"].unique().to_list()),
-                  "events": events.height}
+    symbols = sorted(candles["symbol"].unique().to_list())
+    model.universe = Universe(exchange=exchange, timeframe=timeframe, symbols=tuple(symbols))
+    model.info = {"timeframe": timeframe, "symbols": symbols, "events": events.height}
     model.save(output_dir / MODEL_DIR)
     np.savez(output_dir / EVALUATION_NPZ, best_returns=result.best_returns, trial_sharpes=result.trial_sharpes,
              returns_matrix=result.returns_matrix)

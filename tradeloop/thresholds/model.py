@@ -1,8 +1,11 @@
 """A trained threshold model: strategy + barrier config + ``AdaptiveThreshold``, saved safely.
 
 On disk a model is a folder with ``model.json`` (every parameter and learned number, plain
-JSON) and, when a classifier was trained, ``classifier.skops``. Loading never unpickles:
-skops rebuilds only the scikit-learn/numpy types on an allow-list and refuses anything else.
+JSON, parsed with the ``ModelDoc`` schema) and, when a classifier was trained,
+``classifier.skops``. Loading never unpickles and never runs code from the files:
+``safe_skops`` checks every type the classifier file names against an exact allow-list
+before anything is built. ``universe`` records the exchange, timeframe and symbols the
+model was trained on, so the live engine can refuse to trade it elsewhere.
 """
 
 from __future__ import annotations
@@ -14,17 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import skops.io as sio
 
-from tradeloop.errors import ModelError
+from tradeloop.errors import ConfigError, ModelError
 from tradeloop.strategies import Strategy, get_strategy
 from tradeloop.thresholds.dataset import META_FEATURES
 from tradeloop.thresholds.estimator import AdaptiveThreshold
 from tradeloop.thresholds.labels import BarrierConfig
+from tradeloop.thresholds.model_doc import FORMAT_VERSION, ModelDoc, Universe, parse
+from tradeloop.thresholds.safe_skops import dump_classifier, load_classifier
 
 MODEL_JSON, CLASSIFIER_FILE = "model.json", "classifier.skops"
-FORMAT_VERSION = 1
-_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "scipy.")
 _LEARNED = ("p_star_", "margin_", "threshold_", "base_rate_", "n_samples_", "fallback_", "n_features_in_",
             "validation_")
 
@@ -40,6 +42,7 @@ class ThresholdModel:
     max_age_ms: int = 14 * 86_400_000
     features: tuple[str, ...] = META_FEATURES
     info: dict = field(default_factory=dict)
+    universe: Universe | None = None  # exchange, timeframe, symbols it was trained on
 
     def is_stale(self, now_ms: int | None = None) -> bool:
         now = int(time.time() * 1000) if now_ms is None else now_ms
@@ -74,51 +77,44 @@ class ThresholdModel:
             "max_age_ms": self.max_age_ms,
             "features": list(self.features),
             "info": self.info,
+            "universe": self.universe.model_dump(mode="json") if self.universe is not None else None,
         }
-        (directory / MODEL_JSON).write_text(json.dumps(doc, indent=2, sort_keys=True))
+        parse(ModelDoc, doc, source=f"the model to save in {directory}",
+              fix="fix the model's parameters before saving it")  # never write what load would refuse
         if est.model_ is not None:
-            sio.dump(est.model_, directory / CLASSIFIER_FILE)
+            dump_classifier(est.model_, directory / CLASSIFIER_FILE)
+        (directory / MODEL_JSON).write_text(json.dumps(doc, indent=2, sort_keys=True))
         return directory
 
     @classmethod
     def load(cls, directory: Path) -> ThresholdModel:
+        """The model saved in ``directory``; ``ModelError`` names what is wrong with it."""
         directory = Path(directory)
+        path = directory / MODEL_JSON
         try:
-            doc = json.loads((directory / MODEL_JSON).read_text())
+            raw = json.loads(path.read_text())
         except FileNotFoundError:
             raise ModelError(f"{directory} holds no {MODEL_JSON}: not a saved threshold model") from None
-        except json.JSONDecodeError as exc:
-            raise ModelError(f"{directory / MODEL_JSON} is not valid JSON ({exc}); re-train or restore it") from None
-        if doc.get("format") != FORMAT_VERSION:
-            raise ModelError(f"{directory} has model format {doc.get('format')!r}; this tradeloop reads "
-                             f"{FORMAT_VERSION}")
-        params = dict(doc["estimator_params"])
-        params.pop("classifier", None)
-        params["margins"] = tuple(params["margins"])
-        params["bounds"] = tuple(params["bounds"])
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelError(f"{path} is not valid JSON ({exc}); re-train or restore it") from None
+        if isinstance(raw, dict) and raw.get("format") != FORMAT_VERSION:
+            raise ModelError(f"{directory} has model format {raw.get('format')!r}; this tradeloop reads "
+                             f"{FORMAT_VERSION}: re-train the model with this version")
+        doc = parse(ModelDoc, raw, source=str(path), fix="re-train the model or restore the artifact")
+        params = doc.estimator_params.model_dump(exclude={"classifier"})
         est = AdaptiveThreshold(**params)
-        for key, value in doc["learned"].items():
+        for key, value in doc.learned.model_dump().items():
             setattr(est, key, value)
         est.classes_ = np.array([0, 1])
-        est.model_ = _load_classifier(directory / CLASSIFIER_FILE) if not est.fallback_ else None
-        strategy_doc = doc["strategy"]
-        return cls(strategy=get_strategy(strategy_doc["name"], **strategy_doc["params"]),
-                   barriers=BarrierConfig(**doc["barriers"]), estimator=est,
-                   trained_until=int(doc["trained_until"]), max_age_ms=int(doc["max_age_ms"]),
-                   features=tuple(doc["features"]), info=doc.get("info", {}))
-
-
-def _load_classifier(path: Path):
-    if not path.exists():
-        raise ModelError(f"{path} is missing: the model was saved with a trained classifier")
-    try:
-        untrusted = sio.get_untrusted_types(file=path)
-    except Exception as exc:  # noqa: BLE001 - any parse failure means the file is not a skops file
-        raise ModelError(f"{path} is not a readable skops file ({exc}); restore it from the registry") from None
-    refused = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES)]
-    if refused:
-        raise ModelError(f"{path} contains types outside the allow-list: {refused}; refusing to load it")
-    return sio.load(path, trusted=untrusted)
+        est.model_ = None if est.fallback_ else load_classifier(directory / CLASSIFIER_FILE,
+                                                                 n_features=doc.learned.n_features_in_)
+        try:
+            strategy = get_strategy(doc.strategy.name, **doc.strategy.params)
+        except (ConfigError, ValueError) as exc:
+            raise ModelError(f"{path}: strategy.params = {doc.strategy.params} do not build a "
+                             f"{doc.strategy.name} ({exc}); re-train the model") from None
+        return cls(strategy=strategy, barriers=doc.barriers, estimator=est, trained_until=doc.trained_until,
+                   max_age_ms=doc.max_age_ms, features=doc.features, info=doc.info, universe=doc.universe)
 
 
 def _jsonable(value):

@@ -1,0 +1,153 @@
+"""The schema of a saved model's ``model.json``, and of the universe a model was trained on.
+
+Rules:
+
+- ``model.json`` is parsed with ``ModelDoc`` (frozen, unknown keys refused) before anything
+  is built from it: a wrong shape, a missing key, an unknown strategy or feature, a
+  number out of range is a ``ModelError`` that names the field, the value and the fix.
+- ``Universe`` is what the model was trained on: exchange, timeframe and symbols. Models
+  saved before it was recorded have none (``universe: null``); the live engine then
+  cannot check it and says so in the reason it records.
+- ``parse`` is the one place a pydantic ``ValidationError`` about a model or a champion
+  manifest becomes a ``ModelError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tradeloop.errors import ModelError
+from tradeloop.strategies import STRATEGIES
+from tradeloop.thresholds.dataset import META_FEATURES
+from tradeloop.thresholds.labels import BarrierConfig
+
+FORMAT_VERSION = 1
+
+Doc = TypeVar("Doc", bound=BaseModel)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Universe(_Frozen):
+    """Where a model was trained: one exchange, one timeframe, these symbols."""
+
+    exchange: str = Field(min_length=1, max_length=64)
+    timeframe: str = Field(min_length=1, max_length=16)
+    symbols: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not s or s != s.strip() for s in value):
+            raise ValueError(f"symbols must be non-empty names without surrounding spaces, got {list(value)}")
+        return tuple(sorted(set(value)))
+
+    def describe(self) -> str:
+        return f"{self.exchange} {self.timeframe} {list(self.symbols)}"
+
+    def mismatches(self, session: Universe) -> list[str]:
+        """What keeps this model from serving ``session`` (empty when it can).
+
+        The session may trade a subset of the model's symbols; a symbol the model never saw
+        is a mismatch."""
+        problems = []
+        if self.exchange != session.exchange:
+            problems.append(f"exchange {self.exchange!r} != session's {session.exchange!r}")
+        if self.timeframe != session.timeframe:
+            problems.append(f"timeframe {self.timeframe!r} != session's {session.timeframe!r}")
+        unseen = sorted(set(session.symbols) - set(self.symbols))
+        if unseen:
+            problems.append(f"symbols {unseen} were not in its training universe {list(self.symbols)}")
+        return problems
+
+
+class StrategyDoc(_Frozen):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in STRATEGIES:
+            raise ValueError(f"unknown strategy {value!r}; known: {', '.join(sorted(STRATEGIES))}")
+        return value
+
+
+class EstimatorParamsDoc(_Frozen):
+    classifier: str | None = None  # repr of a custom classifier, for the record; never rebuilt
+    calibration: Literal["sigmoid", "isotonic"]
+    calibration_splits: int = Field(ge=2)
+    margins: tuple[float, ...] = Field(min_length=1)
+    validation_fraction: float = Field(gt=0.0, lt=1.0)
+    min_samples: int = Field(ge=1)
+    min_kept: int = Field(ge=1)
+    cost: float = Field(ge=0.0)
+    bounds: tuple[float, float]
+    random_state: int
+
+
+class LearnedDoc(_Frozen):
+    p_star_: float = Field(ge=0.0, le=1.0)
+    margin_: float = Field(ge=0.0, le=1.0)
+    threshold_: float = Field(ge=0.0, le=1.0)
+    base_rate_: float = Field(ge=0.0, le=1.0)
+    n_samples_: int = Field(ge=0)
+    fallback_: bool
+    n_features_in_: int = Field(ge=1)
+    validation_: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelDoc(_Frozen):
+    format: Literal[1]
+    strategy: StrategyDoc
+    barriers: BarrierConfig
+    estimator_params: EstimatorParamsDoc
+    learned: LearnedDoc
+    trained_until: int = Field(ge=0)
+    max_age_ms: int = Field(gt=0)
+    features: tuple[str, ...] = Field(min_length=1)
+    universe: Universe | None = None
+    info: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [f for f in value if f not in META_FEATURES]
+        if unknown:
+            raise ValueError(f"unknown feature(s) {unknown}; a model reads only {list(META_FEATURES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelDoc:
+        if self.learned.n_features_in_ != len(self.features):
+            raise ValueError(f"learned.n_features_in_={self.learned.n_features_in_} but {len(self.features)} "
+                             "features are listed")
+        return self
+
+
+def parse(cls: type[Doc], data: object, *, source: str, fix: str) -> Doc:
+    """``cls`` validated from ``data``; every problem becomes one ``ModelError`` naming field and value."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ModelError(f"{source} is malformed: {problems(exc)}; {fix}") from None
+
+
+def problems(exc: ValidationError, *, limit: int = 5) -> str:
+    """'field.path = value: message' for the first ``limit`` errors of ``exc``."""
+    parts = []
+    for err in exc.errors()[:limit]:
+        field = ".".join(str(p) for p in err["loc"]) or "(document)"
+        shown = "missing" if err["type"] == "missing" else f"{_short(err.get('input'))}"
+        parts.append(f"{field} = {shown}: {err['msg']}")
+    more = len(exc.errors()) - limit
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _short(value: object, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
