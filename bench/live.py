@@ -68,7 +68,7 @@ def synthetic_lake(root: Path, *, symbols: int, bars: int, end_ts: int, seed: in
         frame = pl.DataFrame({"ts": ts, "open": open_, "high": np.maximum(open_, close) * (1 + spread),
                               "low": np.minimum(open_, close) * (1 - spread), "close": close,
                               "volume": rng.lognormal(3.0, 0.5, bars)})
-        lake.write(SeriesKey("synthetic", name, "1m"), frame)
+        lake.write(SeriesKey("binance", name, "1m"), frame)
     return names
 
 
@@ -81,7 +81,7 @@ def run(symbols: int, bars: int, window: int) -> dict:
     end = until - until % MINUTE
     names = synthetic_lake(root, symbols=symbols, bars=bars + window, end_ts=end)
     settings = Settings(TRADELOOP_DATA_DIR=str(root))
-    config = SessionConfig(name="bench", exchange="synthetic", symbols=tuple(names), timeframe="1m",
+    config = SessionConfig(name="bench", exchange="binance", symbols=tuple(names), timeframe="1m",
                            start=end - (bars - 1) * MINUTE, window_bars=window)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     engine = asyncio.run(run_session(settings, config))

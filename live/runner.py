@@ -129,6 +129,8 @@ async def run_session(settings: Settings, config: SessionConfig, *, max_bars: in
     feed = replay_feed(settings, config) if config.feed == "replay" else ccxt_feed(settings, config)
     if isinstance(feed, CcxtFeed):  # a stale feed goes to the audit log (and the log)
         feed.on_stale = lambda symbol, age: engine.report("feed_stale", symbol=symbol, seconds=round(age, 1))
+    if isinstance(feed, ReplayFeed):  # a bad stored bar is skipped, never traded: audit it
+        feed.on_rejected = lambda symbol, ts, rule: engine.report("candle_skipped", symbol=symbol, ts=ts, rule=rule)
     try:
         await engine.run(feed, max_bars=max_bars, stop=stop)
     finally:

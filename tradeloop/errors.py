@@ -107,3 +107,36 @@ class OrderOutcomeUnknown(BrokerError):
 
 class FeedStaleError(LiveError):
     """A market-data feed delivered nothing for longer than its staleness limit."""
+
+
+def config_error(
+    exc: Exception, *, what: str, model: type | None = None, names: dict[str, str] | None = None,
+) -> ConfigError:
+    """One :class:`ConfigError` from a pydantic ``ValidationError``: each problem as
+    ``field=value: what is wrong (what the field means)``; an unknown field gets a
+    did-you-mean from ``model``'s fields. ``names`` shows fields under the names the user
+    typed (``{"stop_loss": "--stop-loss"}``); ``what`` says whose options these are."""
+    import difflib
+
+    fields: dict = getattr(model, "model_fields", {}) or {}
+    names = names or {}
+    parts = []
+    for err in exc.errors():  # type: ignore[attr-defined]
+        loc = ".".join(str(p) for p in err["loc"])
+        shown = names.get(loc, loc)
+        value = err.get("input")
+        if not loc:  # a cross-field check: its message names the fields and the fix
+            parts.append(str(err["msg"]).removeprefix("Value error, "))
+        elif err["type"] == "extra_forbidden":
+            near = difflib.get_close_matches(loc, list(fields), n=1)
+            parts.append(f"{shown}={value!r} is unknown"
+                         + (f"; did you mean {near[0]!r}?" if near else "")
+                         + (f" (it takes {', '.join(names.get(f, f) for f in fields)})" if fields else ""))
+        else:
+            info = fields.get(err["loc"][0])
+            meaning = getattr(info, "description", None)
+            shown_value = "(missing)" if err["type"] == "missing" else repr(value)
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            parts.append(f"{shown}={shown_value}: {msg[:1].lower()}{msg[1:]}"
+                         + (f" ({err['loc'][0]}: {meaning})" if meaning else ""))
+    return ConfigError(f"{what}: " + "; ".join(parts))

@@ -1,8 +1,13 @@
-"""The feed interface: an async iterator of closed-candle batches, one per bar time."""
+"""The feed interface: an async iterator of closed-candle batches, one per bar time.
+
+Stored candles reach a feed through ``lake_candles`` only: rows that break a validation rule
+(non-finite, off the grid, ...) are left out there and passed to
+``on_rejected(symbol, ts, rule)``, so a bad bar never reaches features or decisions.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,13 +41,23 @@ class Feed(Protocol):
         ...
 
 
-def lake_candles(lake: CandleLake, keys: list[SeriesKey]) -> pl.DataFrame:
+RejectedFn = Callable[[str, int | None, str], None]  # (symbol, ts, rule) of a bar skipped
+
+
+def lake_candles(lake: CandleLake, keys: list[SeriesKey], *, on_rejected: RejectedFn | None = None) -> pl.DataFrame:
     """The stored candles of ``keys`` (those the lake has) as one long frame: symbol + candle
-    columns, sorted by ts then symbol; empty, with those columns, when it has none."""
+    columns, sorted by ts then symbol; empty, with those columns, when it has none. Stored rows
+    that break a validation rule are left out and passed to ``on_rejected`` (default: logged)."""
     present = [k for k in keys if lake.exists(k)]
     if not present:
         return empty_candles().select(pl.lit(None, dtype=pl.String).alias("symbol"), *CANDLE_COLUMNS)
-    return lake.read_many(present).select("symbol", *CANDLE_COLUMNS).sort("ts", "symbol")
+
+    def rejected(key: SeriesKey, rows: pl.DataFrame) -> None:
+        for ts, rule in rows.select("ts", "rule").iter_rows():
+            on_rejected(key.symbol, ts, rule)  # type: ignore[misc]
+
+    return lake.read_many(present, on_invalid=rejected if on_rejected else None).select(
+        "symbol", *CANDLE_COLUMNS).sort("ts", "symbol")
 
 
 def last_bars(frame: pl.DataFrame, bars: int) -> pl.DataFrame:

@@ -19,7 +19,7 @@ WRITER = textwrap.dedent(
     import sys, numpy as np, polars as pl
     from tradeloop.data import CandleLake, SeriesKey
     lake = CandleLake(sys.argv[1])
-    key = SeriesKey("test", "BTC-USDT", "1m")
+    key = SeriesKey("binance", "BTC-USDT", "1m")
     start = 1_577_836_800_000  # 2020-01-01, one month partition holds 44,640 candles
     n = 44_640
     rng = np.random.default_rng(1)
@@ -41,7 +41,7 @@ def _previous_version() -> pl.DataFrame:
 
 def test_kill_during_write_keeps_previous_file(tmp_path: Path) -> None:
     lake = CandleLake(tmp_path / "lake")
-    key = SeriesKey("test", "BTC-USDT", "1m")
+    key = SeriesKey("binance", "BTC-USDT", "1m")
     directory = lake.series_dir(key)
     previous = _previous_version()
     lake.write(key, previous)

@@ -90,11 +90,12 @@ def test_sensor_requests_a_retrain_only_when_candles_advance(first_run) -> None:
 
 def test_candle_quality_fails_on_a_gappy_series(tmp_path) -> None:
     lake = CandleLake(tmp_path / "lake")
-    key = SeriesKey("x", "BTC-USD", "1h")
+    key = SeriesKey("coinbase", "BTC-USD", "1h")
     h = 3_600_000
-    ts = list(range(0, 50 * h, h)) + list(range(80 * h, 100 * h, h))  # 30 missing candles
+    t0 = 1_704_067_200_000  # 2024-01-01: the lake refuses candles before 2009
+    ts = list(range(t0, t0 + 50 * h, h)) + list(range(t0 + 80 * h, t0 + 100 * h, h))  # 30 missing candles
     lake.write(key, pl.DataFrame({"ts": ts, "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0}),
                source="test")
-    quality, freshness = candle_quality(lake, key, now_ms=100 * h)
+    quality, freshness = candle_quality(lake, key, now_ms=t0 + 100 * h)
     assert quality.passed is False and quality.metadata["missing_candles"].value == 30
     assert freshness.passed is True

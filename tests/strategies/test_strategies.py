@@ -71,3 +71,35 @@ def test_multi_symbol_signals_equal_per_symbol(btc_4h: pl.DataFrame, eth_4h: pl.
     for sym, frame in (("BTC", btc_4h), ("ETH", eth_4h)):
         alone = strategy.signals(frame, by=None)["signal"]
         assert out.filter(pl.col("symbol") == sym)["signal"].equals(alone)
+
+
+def test_parameters_are_checked_by_the_strategys_own_schema() -> None:
+    assert get_strategy("sma_cross", fast="5", slow="20") == SmaCross(fast=5, slow=20)  # command-line text
+    cases = {
+        (("fast", "abc"),): ["strategy sma_cross", "fast='abc'", "valid integer", "bars in the fast moving average"],
+        (("fats", "10"),): ["fats='10' is unknown", "did you mean 'fast'?", "rule, fast, slow"],
+        (("fast", "0"),): ["fast='0'", "greater than or equal to 1"],
+        (("fast", "40"), ("slow", "30")): ["fast=40 must be shorter than slow=30"],
+    }
+    for params, expected in cases.items():
+        with pytest.raises(ConfigError) as info:
+            get_strategy("sma_cross", **dict(params))
+        assert info.value.exit_code == 2
+        for text in expected:
+            assert text in str(info.value), (text, str(info.value))
+    with pytest.raises(ConfigError, match="window='x'"):
+        get_strategy("breakout", window="x")
+    with pytest.raises(ConfigError, match="did you mean 'lookback'"):
+        get_strategy("momentum", lookbak=10)
+
+
+def test_unknown_strategy_gets_a_did_you_mean() -> None:
+    with pytest.raises(ConfigError, match="strategy='mean_revert' is unknown; did you mean 'mean_reversion'"):
+        get_strategy("mean_revert")
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_parameter_says_what_it_means(name: str) -> None:
+    """The description is the fix-it text of a bad value's message."""
+    fields = {k: f for k, f in STRATEGIES[name].model_fields.items() if k != "rule"}
+    assert fields and all(f.description and "e.g." in f.description for f in fields.values())

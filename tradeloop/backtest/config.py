@@ -1,4 +1,9 @@
-"""Backtest configuration: frozen and validated at construction."""
+"""Backtest configuration: frozen and validated at construction.
+
+Every bound is a pydantic constraint whose field description says what the number means
+and gives an example, so ``tradeloop.errors.config_error`` can turn a bad value into a
+message naming the option, the value and the fix.
+"""
 
 from __future__ import annotations
 
@@ -18,20 +23,30 @@ class BacktestConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     init_cash: float = Field(default=10_000.0, gt=0)
-    fee_rate: float = Field(default=0.001, ge=0, lt=0.1, description="per side, of notional")
-    slippage: float = Field(default=0.0, ge=0, lt=0.1, description="adverse, fraction of price")
+    fee_rate: float = Field(
+        default=0.001, ge=0, lt=0.1, description="fee per side, a fraction of notional: 0.001 = 0.1%"
+    )
+    slippage: float = Field(
+        default=0.0, ge=0, lt=0.1, description="adverse move per fill, a fraction of price: 0.0005 = 5 bp"
+    )
     sizing: Literal["fixed_fraction", "vol_target"] = "fixed_fraction"
     fraction: float = Field(
         default=1.0, gt=0, le=1.0,
-        description="fixed_fraction: share of equity per new position; vol_target: the cap",
+        description="share of equity per new position, 0 < fraction <= 1: 0.5 = half (vol_target: the cap)",
     )
     vol_target: float | None = Field(
         default=None, gt=0, description="vol_target: annualised volatility aimed at per position"
     )
     vol_window: int = Field(default=30, ge=2)
-    stop_loss: float | None = Field(default=None, gt=0, lt=1, description="fraction from entry")
-    take_profit: float | None = Field(default=None, gt=0, description="fraction from entry")
-    trailing_stop: float | None = Field(default=None, gt=0, lt=1, description="fraction from peak")
+    stop_loss: float | None = Field(
+        default=None, gt=0, lt=1, description="loss from entry as a fraction, 0 < x < 1: 0.05 = 5%"
+    )
+    take_profit: float | None = Field(
+        default=None, gt=0, description="gain from entry as a fraction: 0.1 = 10%"
+    )
+    trailing_stop: float | None = Field(
+        default=None, gt=0, lt=1, description="drop from the peak as a fraction, 0 < x < 1: 0.1 = 10%"
+    )
     cash_sharing: bool = Field(
         default=True,
         description="True: one portfolio, shared cash across symbols; False: one per symbol",

@@ -12,6 +12,7 @@ from typing import ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tradeloop.data import CandleLake
@@ -37,7 +38,8 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except TradeloopError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # escaped: a message is text, and "[...]" in it must print, not style
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=exc.exit_code) from None
 
     return wrapper
@@ -51,7 +53,7 @@ def lake_from_settings() -> CandleLake:
 
 def parse_time(value: str, *, field: str) -> int:
     """ISO date/time (UTC when no zone) or epoch milliseconds -> epoch ms."""
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return int(value)
     try:
         moment = datetime.fromisoformat(value)
@@ -66,7 +68,13 @@ def parse_time(value: str, *, field: str) -> int:
 
 
 def fmt_ts(ms: int | None) -> str:
-    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+    """``2024-01-31 12:00`` (UTC); a time no calendar can show prints as its epoch ms."""
+    if ms is None:
+        return "-"
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+    except (OverflowError, OSError, ValueError):
+        return f"{ms} ms"
 
 
 def fmt_num(value: object, pct: bool = False) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tradeloop.cli.common import (
@@ -53,7 +54,9 @@ def import_cmd(
             tbl.add_row(path.name, result.key.label, str(result.added), str(result.unchanged),
                         str(result.quarantined), str(len(result.gaps)))
             if result.quarantine_file:
-                console.print(f"[yellow]{result.quarantined} bad row(s) quarantined in {result.quarantine_file}")
+                rules = ", ".join(f"{r}: {n} row{'s' if n != 1 else ''}" for r, n in result.rule_counts.items())
+                console.print(f"[yellow]{result.quarantined} bad row(s) quarantined ({rules}) in "
+                              f"{escape(str(result.quarantine_file))}", highlight=False, soft_wrap=True)
             progress.advance(task)
     console.print(tbl)
 
@@ -99,17 +102,27 @@ def status(
     """Coverage and gaps of every stored series."""
     lake = lake_from_settings()
     keys = [k for k in lake.list_series() if exchange in (None, k.exchange)]
-    if not keys:
+    skipped = lake.invalid_series_dirs()
+    if not keys and not skipped:
         console.print(f"no candles stored under {lake.root}; run `tradeloop data import` first")
         raise typer.Exit(code=0)
-    tbl = table(f"Lake {lake.root}", ["series", "rows", "first", "last", "gaps", "missing", "coverage"])
-    gap_lines = []
+    tbl = table(f"Lake {lake.root}", ["series", "rows", "first", "last", "gaps", "missing", "coverage", "invalid"])
+    gap_lines, problems = [], []
     for key in keys:
         st = lake.status(key)
         tbl.add_row(key.label, f"{st.rows:,}", fmt_ts(st.first_ts), fmt_ts(st.last_ts), str(len(st.gaps)),
-                    f"{st.missing:,}", f"{st.coverage:.2%}")
+                    f"{st.missing:,}", f"{st.coverage:.2%}", f"{sum(st.invalid.values()):,}")
         gap_lines += [f"{key.label}: {fmt_ts(g.start)} -> {fmt_ts(g.end)} ({g.missing} missing)"
                       for g in st.gaps[:show_gaps]]
+        if st.invalid:
+            rules = ", ".join(f"{r}: {n} row{'s' if n != 1 else ''}" for r, n in st.invalid.items())
+            problems.append(f"{key.label}: stored rows break the import rules ({rules}); readers leave them "
+                            "out (the live replay feed skips in_future ones); to clean up, move the period's "
+                            "file out of the lake and re-import its good rows")
+        problems += [f"{key.label}: {why}" for _, why in st.unreadable]
     console.print(tbl)
     for line in gap_lines:
         console.print(line, highlight=False)
+    problems += [f"skipped folder {path}: {why}" for path, why in skipped]
+    for line in problems:
+        console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)

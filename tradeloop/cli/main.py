@@ -15,6 +15,7 @@ from typing import Annotated
 
 import polars as pl
 import typer
+from pydantic import ValidationError
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from tradeloop.backtest import BacktestConfig, backtest_strategy
@@ -22,7 +23,7 @@ from tradeloop.cli import data_cmds, live_cmds, models_cmds, up_cmd
 from tradeloop.cli.common import REPO, console, fmt_num, handle_errors, lake_from_settings, table
 from tradeloop.data import SeriesKey
 from tradeloop.demo import run_demo
-from tradeloop.errors import ConfigError
+from tradeloop.errors import ConfigError, config_error
 from tradeloop.performance import result_metrics
 from tradeloop.strategies import STRATEGIES, get_strategy
 
@@ -81,16 +82,28 @@ def backtest(
     shared_cash: Annotated[bool, typer.Option(help="One portfolio across the series")] = False,
     param: Annotated[list[str] | None, typer.Option(help="Strategy parameter name=value (repeatable)")] = None,
 ) -> None:
-    """Backtest one strategy on stored series and print its metrics."""
-    from tradeloop.errors import ConfigError
+    """Backtest one strategy on stored series and print its metrics.
 
-    params = {}
+    Strategy parameters are checked by the strategy's own schema (--param fast=10).
+    """
+    params: dict[str, str] = {}
     for item in param or []:
-        name, _, value = item.partition("=")
-        if not value:
-            raise ConfigError(f"--param {item!r} is not name=value, e.g. --param fast=10")
-        params[name] = float(value) if "." in value else int(value)
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise ConfigError(f"--param {item!r} is not name=value; write e.g. --param fast=10")
+        if name in params:
+            raise ConfigError(f"--param {name} is given twice ({params[name]!r}, {value!r}); give it once")
+        params[name] = value  # text: the strategy's schema converts and checks it
     strat = get_strategy(strategy, **params)
+    options = {"fee_rate": fee, "slippage": slippage, "fraction": fraction, "stop_loss": stop_loss,
+               "take_profit": take_profit, "trailing_stop": trailing_stop, "cash_sharing": shared_cash}
+    try:
+        config = BacktestConfig(**options)
+    except ValidationError as exc:
+        names = {"fee_rate": "--fee", "cash_sharing": "--shared-cash"}
+        names |= {f: "--" + f.replace("_", "-") for f in options if f not in names}
+        raise config_error(exc, what="backtest", model=BacktestConfig, names=names) from None
     keys = []
     for item in series:
         parts = item.split(":")
@@ -101,8 +114,6 @@ def backtest(
         raise ConfigError("--series must share one timeframe in one backtest")
     lake = lake_from_settings()
     candles = lake.read_many(keys)
-    config = BacktestConfig(fee_rate=fee, slippage=slippage, fraction=fraction, stop_loss=stop_loss,
-                            take_profit=take_profit, trailing_stop=trailing_stop, cash_sharing=shared_cash)
     result = backtest_strategy(strat, candles, config, timeframe=keys[0].timeframe)
     _metrics_table(f"{strat.describe()}", result_metrics(result), ["portfolio"])
 

@@ -2,13 +2,21 @@
 
 Layout: ``<root>/<exchange>/<SYMBOL>/<timeframe>/<period>.parquet`` where the period is the
 year (timeframes of 1h and longer) or the month (shorter timeframes), so files stay small
-as series grow. Every write validates, merges with what is stored, and replaces each file
-atomically. Readers open the Parquet they need; there is no shared database file.
+as series grow. Every write validates (with the lake's clock for ``in_future``), merges with
+what is stored, and replaces each file atomically. Readers open the Parquet they need; there
+is no shared database file.
+
+Readers cope with any stored file (see ``tradeloop.data.stored``): bad rows are left out and
+reported (``on_invalid``, else a log warning), a damaged file is a :class:`DataError` naming
+it, and ``status`` reports both per series instead of failing. Folders that are not a valid
+series name are skipped by ``list_series`` and listed by ``invalid_series_dirs``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -17,11 +25,21 @@ import polars as pl
 
 from tradeloop.data.atomic import directory_lock, remove_stale_temps, write_parquet_atomic
 from tradeloop.data.schema import CANDLE_COLUMNS, SeriesKey, coerce_candles, empty_candles
+from tradeloop.data.stored import describe_rejected, load_files, read_stored_file
 from tradeloop.data.validation import Gap, find_gaps, validate_candles
-from tradeloop.errors import CandleConflictError, ConfigError, SeriesNotFoundError
+from tradeloop.errors import CandleConflictError, ConfigError, SeriesNotFoundError, TradeloopError
+
+log = logging.getLogger(__name__)
 
 OnConflict = Literal["error", "keep", "replace"]
+OnInvalid = Callable[[SeriesKey, pl.DataFrame], None]  # (series, rejected rows: file, row, ts, rule)
+Clock = Callable[[], int]  # epoch milliseconds
 _HOUR_MS = 3_600_000
+_LISTED = 12
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -36,6 +54,7 @@ class WriteResult:
     quarantined: int
     quarantine_file: Path | None
     gaps: list[Gap] = field(default_factory=list)  # gaps inside the written candles
+    rule_counts: dict[str, int] = field(default_factory=dict)  # quarantined rows per rule
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,8 @@ class SeriesStatus:
     first_ts: int | None
     last_ts: int | None
     gaps: list[Gap]
+    invalid: dict[str, int] = field(default_factory=dict)  # rows left out, per rule
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)  # damaged files, why
 
     @property
     def missing(self) -> int:
@@ -59,11 +80,18 @@ class SeriesStatus:
 
 
 class CandleLake:
-    """Read and write validated candles under ``root``."""
+    """Read and write validated candles under ``root``.
 
-    def __init__(self, root: Path | str, *, quarantine_root: Path | str | None = None) -> None:
+    ``clock`` (epoch ms; default the wall clock) is the writer's "now" for the ``in_future``
+    rule and for ``status``/``last_ts``; plain reads never call it.
+    """
+
+    def __init__(
+        self, root: Path | str, *, quarantine_root: Path | str | None = None, clock: Clock | None = None
+    ) -> None:
         self.root = Path(root)
         self.quarantine_root = Path(quarantine_root) if quarantine_root else self.root.parent / "quarantine"
+        self.clock: Clock = clock or wall_clock_ms
 
     # -- paths -----------------------------------------------------------------------------
     def series_dir(self, key: SeriesKey) -> Path:
@@ -82,28 +110,48 @@ class CandleLake:
     def exists(self, key: SeriesKey) -> bool:
         return bool(self.files(key))
 
-    def scan(self, key: SeriesKey) -> pl.LazyFrame:
+    def _files_or_raise(self, key: SeriesKey) -> list[Path]:
         files = self.files(key)
         if not files:
-            raise SeriesNotFoundError(
-                f"no candles stored for {key.label} under {self.root}; "
-                "run `tradeloop data import` or `tradeloop data ingest` first"
+            stored = [k.label for k in self.list_series()]
+            listing = (
+                f"stored series: {', '.join(stored[:_LISTED])}"
+                + (f" and {len(stored) - _LISTED} more" if len(stored) > _LISTED else "")
+                if stored else "the lake is empty"
             )
-        return pl.scan_parquet(files).select(CANDLE_COLUMNS)
+            raise SeriesNotFoundError(
+                f"no candles stored for {key.label} under {self.root} ({listing}); check the "
+                "series name, or run `tradeloop data import` or `tradeloop data ingest` first"
+            )
+        return files
 
-    def read(self, key: SeriesKey, *, start: int | None = None, end: int | None = None) -> pl.DataFrame:
-        """Candles of one series, sorted by ``ts``; ``start``/``end`` are inclusive ms bounds."""
-        lazy = self.scan(key)
+    def scan(self, key: SeriesKey) -> pl.LazyFrame:
+        """The series' good candles as a LazyFrame (read and checked now; see ``read``)."""
+        return self.read(key).lazy()
+
+    def read(
+        self, key: SeriesKey, *, start: int | None = None, end: int | None = None,
+        on_invalid: OnInvalid | None = None,
+    ) -> pl.DataFrame:
+        """Candles of one series, sorted by ``ts``; ``start``/``end`` are inclusive ms bounds.
+
+        Stored rows that break a validation rule are left out and passed to ``on_invalid``
+        (default: a log warning); a damaged file raises :class:`DataError` naming it.
+        """
+        loaded = load_files(self._files_or_raise(key), timeframe_ms=key.timeframe_ms)
+        if loaded.rejected.height:
+            (on_invalid or _warn_invalid)(key, loaded.rejected)
+        frame = loaded.good
         if start is not None:
-            lazy = lazy.filter(pl.col("ts") >= start)
+            frame = frame.filter(pl.col("ts") >= start)
         if end is not None:
-            lazy = lazy.filter(pl.col("ts") <= end)
-        return lazy.sort("ts").collect()
+            frame = frame.filter(pl.col("ts") <= end)
+        return frame
 
-    def read_many(self, keys: list[SeriesKey]) -> pl.DataFrame:
+    def read_many(self, keys: list[SeriesKey], *, on_invalid: OnInvalid | None = None) -> pl.DataFrame:
         """Long frame of several series with ``exchange``, ``symbol`` and ``timeframe`` columns."""
         frames = [
-            self.read(k).with_columns(
+            self.read(k, on_invalid=on_invalid).with_columns(
                 exchange=pl.lit(k.exchange), symbol=pl.lit(k.symbol), timeframe=pl.lit(k.timeframe)
             )
             for k in keys
@@ -111,22 +159,45 @@ class CandleLake:
         return pl.concat(frames) if frames else empty_candles()
 
     def last_ts(self, key: SeriesKey) -> int | None:
-        files = self.files(key)
-        if not files:
-            return None
-        return pl.scan_parquet(files[-1]).select(pl.col("ts").max()).collect().item()
+        """Open time of the last good stored candle (where an incremental download resumes);
+        rows dated after the lake's clock do not count."""
+        now = self.clock()
+        for path in reversed(self.files(key)):
+            good = load_files([path], timeframe_ms=key.timeframe_ms, now_ms=now).good
+            if good.height:
+                return int(good["ts"].max())
+        return None
 
     def list_series(self) -> list[SeriesKey]:
-        keys = []
+        """Every valid series folder holding Parquet files (others: ``invalid_series_dirs``)."""
+        return [key for key, _ in self._series_dirs() if key is not None]
+
+    def invalid_series_dirs(self) -> list[tuple[Path, str]]:
+        """Folders with Parquet files whose names are not a valid series, and why."""
+        return [(path, why) for key, (path, why) in self._series_dirs() if key is None]
+
+    def _series_dirs(self) -> list[tuple[SeriesKey | None, tuple[Path, str]]]:
+        found: list[tuple[SeriesKey | None, tuple[Path, str]]] = []
         if self.root.is_dir():
             for tf_dir in sorted(self.root.glob("*/*/*")):
                 if tf_dir.is_dir() and any(tf_dir.glob("*.parquet")):
                     exchange, symbol, timeframe = tf_dir.relative_to(self.root).parts
-                    keys.append(SeriesKey(exchange, symbol, timeframe))
-        return keys
+                    try:
+                        key = SeriesKey(exchange, symbol, timeframe)
+                    except TradeloopError as exc:
+                        found.append((None, (tf_dir, str(exc))))
+                        continue
+                    if key.symbol != symbol:  # a lower-case or ccxt-style folder name
+                        found.append((None, (tf_dir, f"folder {symbol!r} is not the lake name {key.symbol!r}")))
+                        continue
+                    found.append((key, (tf_dir, "")))
+        return found
 
     def status(self, key: SeriesKey) -> SeriesStatus:
-        return series_status(key, self.scan(key).select("ts").collect()["ts"])
+        """Coverage of one series; bad rows and damaged files are counted, never raised."""
+        loaded = load_files(self._files_or_raise(key), timeframe_ms=key.timeframe_ms,
+                            now_ms=self.clock(), strict=False)
+        return series_status(key, loaded.good["ts"], invalid=loaded.rule_counts, unreadable=loaded.unreadable)
 
     # -- writing ---------------------------------------------------------------------------
     def write(
@@ -148,7 +219,7 @@ class CandleLake:
         if on_conflict not in ("error", "keep", "replace"):
             raise ConfigError(f"on_conflict={on_conflict!r} is not one of error, keep, replace")
         frame = coerce_candles(candles, source=source)
-        report = validate_candles(frame, timeframe_ms=key.timeframe_ms, source=source)
+        report = validate_candles(frame, timeframe_ms=key.timeframe_ms, source=source, now_ms=self.clock())
         if not quarantine:
             report.raise_if_rejected()
         directory = self.series_dir(key)
@@ -169,6 +240,7 @@ class CandleLake:
             quarantined=report.rejected.height,
             quarantine_file=quarantine_file,
             gaps=report.gaps,
+            rule_counts=report.rule_counts,
         )
 
     def _plan_merge(
@@ -183,7 +255,7 @@ class CandleLake:
         tagged = good.with_columns(self._period_expr(key))
         for (period,), part in tagged.group_by("_period", maintain_order=True):
             target = directory / f"{period}.parquet"
-            stored = pl.read_parquet(target) if target.exists() else empty_candles()
+            stored = read_stored_file(target) if target.exists() else empty_candles()
             merged, counts = _merge(
                 stored, part.drop("_period"), key=key, target=target, on_conflict=on_conflict
             )
@@ -228,7 +300,10 @@ def _merge(
     return merged, counts
 
 
-def series_status(key: SeriesKey, ts: pl.Series) -> SeriesStatus:
+def series_status(
+    key: SeriesKey, ts: pl.Series, *, invalid: dict[str, int] | None = None,
+    unreadable: list[tuple[Path, str]] | None = None,
+) -> SeriesStatus:
     """Coverage and gaps of a series from its candle times (any order)."""
     ts = ts.sort()
     return SeriesStatus(
@@ -237,4 +312,11 @@ def series_status(key: SeriesKey, ts: pl.Series) -> SeriesStatus:
         first_ts=ts.min() if ts.len() else None,
         last_ts=ts.max() if ts.len() else None,
         gaps=find_gaps(ts, key.timeframe_ms),
+        invalid=dict(invalid or {}),
+        unreadable=list(unreadable or []),
     )
+
+
+def _warn_invalid(key: SeriesKey, rejected: pl.DataFrame) -> None:
+    log.warning("%s: %d stored row(s) break a validation rule and were left out: %s",
+                key.label, rejected.height, describe_rejected(rejected))

@@ -24,8 +24,8 @@ class SmaCross(Strategy):
     """
 
     name: ClassVar[str] = "sma_cross"
-    fast: int = Field(default=10, ge=1)
-    slow: int = Field(default=30, ge=2)
+    fast: int = Field(default=10, ge=1, description="bars in the fast moving average, below slow, e.g. 10")
+    slow: int = Field(default=30, ge=2, description="bars in the slow moving average, e.g. 30")
 
     @model_validator(mode="after")
     def _fast_below_slow(self) -> SmaCross:
@@ -56,7 +56,7 @@ class Momentum(Strategy):
     """
 
     name: ClassVar[str] = "momentum"
-    lookback: int = Field(default=48, ge=2)
+    lookback: int = Field(default=48, ge=2, description="bars of the return and its volatility, e.g. 48")
     rule: ThresholdRule = ThresholdRule(entry=1.0, exit=0.0)
 
     def score_expr(self) -> pl.Expr:
@@ -73,7 +73,7 @@ class MeanReversion(Strategy):
     """Buy stretched dips: score = -zscore(close, n); enter above ``entry``, exit at the mean."""
 
     name: ClassVar[str] = "mean_reversion"
-    window: int = Field(default=48, ge=3)
+    window: int = Field(default=48, ge=3, description="bars of the z-score window, e.g. 48")
     rule: ThresholdRule = ThresholdRule(entry=2.0, exit=0.0)
 
     def score_expr(self) -> pl.Expr:
@@ -93,7 +93,7 @@ class Breakout(Strategy):
     """
 
     name: ClassVar[str] = "breakout"
-    window: int = Field(default=55, ge=2)
+    window: int = Field(default=55, ge=2, description="bars of the prior high/low channel, e.g. 55")
     rule: ThresholdRule = ThresholdRule(entry=1.0, exit=0.0)
 
     def score_expr(self) -> pl.Expr:
