@@ -12,7 +12,7 @@ from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.data.exchanges import make_exchange
 from tradeloop.data.ingest import CandleIngestor
 from tradeloop.errors import (
-    RetryExhaustedError, UnknownExchangeError, UnknownSymbolError, UnsupportedTimeframeError,
+    ConfigError, RetryExhaustedError, UnknownExchangeError, UnknownSymbolError, UnsupportedTimeframeError,
 )
 from tradeloop.retry import RetryPolicy, call_with_retry
 
@@ -102,6 +102,17 @@ def test_unknown_symbol_timeframe_exchange(lake: CandleLake, btc_1d: pl.DataFram
         assert server.klines_requests() == []
     with pytest.raises(UnknownExchangeError, match="notanexchange"):
         make_exchange("notanexchange")
+
+
+@pytest.mark.parametrize("timeframe", ["01d", "1d\n", "\u0661d"])
+def test_a_malformed_timeframe_is_refused_before_any_request(lake: CandleLake, btc_1d: pl.DataFrame,
+                                                             timeframe: str) -> None:
+    with BinanceLoopback({("BTCUSDT", "1d"): btc_1d}) as server:
+        ing = ingestor(server, lake)
+        with pytest.raises(ConfigError, match="timeframe="):
+            ing.ingest("BTC/USDT", timeframe, since=0)
+        assert ing.requests == 0 and server.klines_requests() == []
+    assert lake.list_series() == []
 
 
 def test_non_retryable_errors_are_not_retried() -> None:

@@ -92,9 +92,9 @@ class CandleIngestor:
         Resumes after the last stored candle when that is later than ``since``.
         """
         unified = ccxt_symbol(symbol)
+        step = timeframe_ms(timeframe)  # a malformed timeframe is a ConfigError before any request
         self._check(unified, timeframe)
         key = SeriesKey(self.exchange.id, unified, timeframe)
-        step = timeframe_ms(timeframe)
         now = self.exchange.milliseconds()
         end = min(until, now) if until is not None else now
         last = self.lake.last_ts(key)
