@@ -4,18 +4,23 @@ The rules mirror the backtest kernel (long only, spot): an exit flag on a long p
 sells all of it; an entry flag on a flat symbol (or one exiting on the same bar) buys for
 ``fraction * equity at the close``, capped by cash at the fill. Positions and cash change
 only through stored fills, so replaying a fill twice changes nothing.
+
+An order's create goes out at most once: ``sent_at_ms`` is committed *before* the create is
+sent (:func:`mark_sent`), so after a crash an order with it set (or any status past ``new``)
+may have reached the venue and is only resolved, never sent again (:func:`send_record`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import UTC
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from live.brokers.base import OrderRequest, OrderState
-from tradeloop.ops import Fill, Order, OpsStore, Position
+from tradeloop.ops import Fill, OpsStore, Order, Position
 from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, EXIT_LONG
 
 EXITS_LONG = EXIT_LONG | ENTER_SHORT
@@ -60,6 +65,22 @@ def new_order(db: Session, *, session_id: int, venue: str, ts: int, intent: Inte
 
 def request_of(order: Order) -> OrderRequest:
     return OrderRequest(order.client_order_id, order.symbol, order.side, order.quantity, order.quote_amount)
+
+
+def mark_sent(db: Session, orders: list[Order], *, now_ms: int) -> None:
+    """Record that these orders' creates are about to go out (commit before sending)."""
+    db.execute(update(Order).where(Order.id.in_([o.id for o in orders])).values(sent_at_ms=now_ms))
+    for order in orders:
+        order.sent_at_ms = now_ms
+
+
+def send_record(order: Order) -> tuple[bool, int]:
+    """(whether its create may have gone out, the earliest wall-clock ms it could have)."""
+    sent = order.sent_at_ms is not None or order.status != "new"
+    if order.sent_at_ms is not None:
+        return sent, order.sent_at_ms
+    created = order.created_at if order.created_at.tzinfo else order.created_at.replace(tzinfo=UTC)
+    return sent, int(created.timestamp() * 1000)  # committed before any send
 
 
 def apply_state(db: Session, state: OrderState, *, session_id: int, venue: str) -> tuple[float, list[Fill]]:

@@ -105,6 +105,10 @@ class OrderOutcomeUnknown(BrokerError):
     """An order's create request timed out and querying did not find it yet: never resend it."""
 
 
+class VenueUnreachableError(BrokerError):
+    """The venue could not be asked (every try of a read failed): nothing is concluded from it."""
+
+
 class FeedStaleError(LiveError):
     """A market-data feed delivered nothing for longer than its staleness limit."""
 

@@ -1,44 +1,84 @@
 """A broker on a real venue through ccxt (async): market orders with client order ids.
 
-* Every order carries its deterministic client order id (``clientOrderId``), so the venue
-  itself refuses a duplicate.
+* Every order carries its deterministic client order id (``clientOrderId``). Venues check
+  its uniqueness only among *open* orders (Binance does), so a filled order's id would be
+  accepted again: the id is no protection against a second create, this module's rule is.
 * Amounts go through the market's precision (``amount_to_precision``; a buy's quote amount
   is truncated to the quote precision by ccxt).
-* **An order is never sent twice.** A create that times out or loses its connection has an
-  unknown outcome: the broker waits out the venue's receive window (after which the venue
-  refuses the original request if it had not arrived yet), then asks for the order by its
-  client id. Found: its state and fills are used. Not found: it never reached the venue and
-  is reported rejected. Still unreachable: reported ``unknown``, and reconciliation asks again.
+* **A create goes out at most once.** A create that times out, loses its connection or gets
+  a 5xx / -1001 has an unknown outcome; it stays ``unknown`` until the venue proves
+  otherwise (:meth:`CcxtBroker.resolve`):
+
+  1. Ask for the order by client id, repeatedly (``query_interval_s``), until at least
+     ``min_queries`` answers and ``visibility_window_s`` after the send: venues show a new
+     order late, so one "order not found" proves nothing.
+  2. Look for it among the account's orders since the send (closed ones included).
+  3. Look at the account's trades on the symbol and side since the send; each trade's
+     order is fetched by its venue id. A trade that cannot be attributed keeps it unknown.
+
+  Only when all three came back empty is the order ``rejected`` (it never reached the
+  venue). A read that fails at the network level is retried ``read_attempts`` times;
+  then the outcome stays ``unknown`` and the engine halts the symbol (reduce-only).
+* A rate-limited create (429/418) was refused before it was taken: ``rejected``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import ccxt.async_support as ccxt
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from live.brokers.base import FillReport, OrderRequest, OrderState
+from live.brokers.base import FillReport, MarketAssets, OrderRequest, OrderState, VenueTrade
 from live.feeds.base import CandleBatch
 from tradeloop.data.schema import ccxt_symbol, lake_symbol
+from tradeloop.errors import VenueUnreachableError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 STATUS = {"closed": "filled", "open": "submitted", "canceled": "canceled", "expired": "canceled",
           "rejected": "rejected"}
 
 
+class CcxtBrokerConfig(BaseModel):
+    """How the broker waits for a venue to show an order whose create had no answer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    recv_window_s: float = Field(default=5.0, gt=0, description="the venue refuses a request older than this")
+    visibility_window_s: float = Field(default=10.0, gt=0,
+                                       description="how long after its create an order may still not show")
+    query_interval_s: float = Field(default=1.0, gt=0, description="pause between queries by client id")
+    min_queries: int = Field(default=2, ge=1, description="queries by client id before 'not found' counts")
+    read_attempts: int = Field(default=3, ge=1, description="tries of a read that fails at the network level")
+
+    @model_validator(mode="after")
+    def _window_covers_recv_window(self) -> CcxtBrokerConfig:
+        if self.visibility_window_s < self.recv_window_s:
+            raise ValueError(f"visibility_window_s={self.visibility_window_s} is shorter than recv_window_s="
+                              f"{self.recv_window_s}: a create may still arrive after the window; set "
+                              "visibility_window_s >= recv_window_s")
+        return self
+
+
 class CcxtBroker:
-    def __init__(self, exchange: ccxt.Exchange, *, recv_window_s: float = 5.0, query_attempts: int = 3):
+    def __init__(self, exchange: ccxt.Exchange, *, config: CcxtBrokerConfig | None = None):
         self.exchange = exchange
         self.venue = exchange.id
-        self.recv_window_s, self.query_attempts = recv_window_s, query_attempts
+        self.config = config or CcxtBrokerConfig()
         if exchange.id == "binance":
-            exchange.options["recvWindow"] = int(recv_window_s * 1000)
+            exchange.options["recvWindow"] = int(self.config.recv_window_s * 1000)
 
+    # ------------------------------------------------------------------ orders
     async def submit(self, order: OrderRequest) -> OrderState:
         await self.exchange.load_markets()
         symbol = ccxt_symbol(order.symbol)
         params = {"clientOrderId": order.client_order_id}
+        sent_ms = _now_ms()
         try:
             if order.side == "buy":
                 reply = await self.exchange.create_order(symbol, "market", "buy", None, None,
@@ -49,40 +89,88 @@ class CcxtBroker:
         except ccxt.DDoSProtection as exc:  # rate limited: refused before it was taken
             return OrderState(order.client_order_id, "rejected", reason=f"venue refused: {exc}"[:200])
         except ccxt.OperationFailed as exc:  # timeout, lost connection, 5xx/-1001: the outcome is unknown
-            log.warning("create of %s has an unknown outcome (%s): querying, not resending",
+            log.warning("create of %s has an unknown outcome (%s): resolving, never resending",
                         order.client_order_id, type(exc).__name__)
-            await asyncio.sleep(self.recv_window_s)
-            return await self.query(order.client_order_id, order.symbol)
+            return await self.resolve(order, since_ms=sent_ms)
         except ccxt.ExchangeError as exc:  # refused: insufficient funds, invalid order, duplicate id, ...
             return OrderState(order.client_order_id, "rejected", reason=str(exc)[:200])
         return await self._state(order.client_order_id, symbol, reply)
 
-    async def recover(self, order: OrderRequest, *, acknowledged: bool) -> OrderState:
-        if not acknowledged:  # a create cut off by the crash may still arrive: wait its window out
-            await asyncio.sleep(self.recv_window_s)
-        state = await self.query(order.client_order_id, order.symbol)
-        if not acknowledged and state.status == "rejected":  # the venue never got it: send it now
+    async def recover(self, order: OrderRequest, *, sent: bool, since_ms: int) -> OrderState:
+        if not sent:  # committed, never sent: this is its one create
             return await self.submit(order)
-        return state
+        return await self.resolve(order, since_ms=since_ms)
 
-    async def query(self, client_order_id: str, symbol: str) -> OrderState:
-        unified = ccxt_symbol(symbol)
-        for attempt in range(self.query_attempts):
+    async def resolve(self, order: OrderRequest, *, since_ms: int) -> OrderState:
+        cid, symbol = order.client_order_id, ccxt_symbol(order.symbol)
+        try:
+            await self._read(self.exchange.load_markets)
+            found = await self._by_client_id(cid, symbol, since_ms=since_ms)
+            if found is None:
+                found = await self._among_orders(cid, symbol, since_ms=since_ms)
+            if found is None:
+                found = await self._among_trades(order, symbol, since_ms=since_ms)
+        except VenueUnreachableError as exc:
+            return OrderState(cid, "unknown", reason=f"venue unreachable ({exc}); never resent"[:200])
+        return found
+
+    async def _by_client_id(self, cid: str, symbol: str, *, since_ms: int) -> OrderState | None:
+        deadline_ms = since_ms + int(self.config.visibility_window_s * 1000)
+        asked = 0
+        while True:
             try:
-                reply = await self.exchange.fetch_order(None, unified, {"clientOrderId": client_order_id})
-                return await self._state(client_order_id, unified, reply)
+                reply = await self._read(lambda: self.exchange.fetch_order(None, symbol, {"clientOrderId": cid}))
+                return await self._state(cid, symbol, reply)
             except ccxt.OrderNotFound:
-                return OrderState(client_order_id, "rejected", reason="the venue never received the order")
-            except ccxt.NetworkError as exc:
-                log.warning("query of %s failed (%s), attempt %d", client_order_id, exc, attempt + 1)
-                await asyncio.sleep(min(2.0**attempt, 10.0))
-        return OrderState(client_order_id, "unknown", reason="venue unreachable; reconciliation will ask again")
+                asked += 1
+            if asked >= self.config.min_queries and _now_ms() >= deadline_ms:
+                return None
+            await asyncio.sleep(self.config.query_interval_s)
+
+    async def _among_orders(self, cid: str, symbol: str, *, since_ms: int) -> OrderState | None:
+        since = since_ms - int(self.config.recv_window_s * 1000)  # the venue's clock may lag ours
+        orders = await self._read(lambda: self.exchange.fetch_orders(symbol, since=since))
+        mine = [o for o in orders if o.get("clientOrderId") == cid]
+        return await self._state(cid, symbol, mine[-1]) if mine else None
+
+    async def _among_trades(self, order: OrderRequest, symbol: str, *, since_ms: int) -> OrderState:
+        cid = order.client_order_id
+        since = since_ms - int(self.config.recv_window_s * 1000)
+        trades = await self._read(lambda: self.exchange.fetch_my_trades(symbol, since=since))
+        for venue_id in dict.fromkeys(str(t["order"]) for t in trades if t.get("side") == order.side):
+            try:
+                owner = await self._read(lambda vid=venue_id: self.exchange.fetch_order(vid, symbol))
+            except ccxt.OrderNotFound:
+                return OrderState(cid, "unknown", reason=f"trade of venue order {venue_id} on {order.symbol} "
+                                  "since the send cannot be attributed; never resent")
+            if owner.get("clientOrderId") == cid:
+                return await self._state(cid, symbol, owner)
+        return OrderState(cid, "rejected", reason="the venue never received the order (not found by client id "
+                          "within the visibility window, nor among its orders or trades since the send)")
+
+    async def _read(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A read, retried when it fails at the network level (timeout, 5xx, rate limit)."""
+        last = "no attempt"
+        for attempt in range(self.config.read_attempts):
+            try:
+                return await call()
+            except ccxt.OrderNotFound:
+                raise
+            except ccxt.OperationFailed as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                log.warning("venue read failed (%s), attempt %d of %d", last[:120], attempt + 1,
+                            self.config.read_attempts)
+                if attempt + 1 < self.config.read_attempts:
+                    await asyncio.sleep(min(self.config.query_interval_s * 2.0**attempt, 10.0))
+            except ccxt.ExchangeError as exc:  # authentication, permissions: asking again will not help
+                raise VenueUnreachableError(f"{type(exc).__name__}: {exc}"[:120]) from exc
+        raise VenueUnreachableError(last[:120])
 
     async def _state(self, client_order_id: str, symbol: str, reply: dict) -> OrderState:
         status = STATUS.get(reply.get("status") or "", "submitted")
         trades = reply.get("trades") or []
         if not trades and (reply.get("filled") or 0) > 0:
-            trades = await self.exchange.fetch_my_trades(symbol, params={"orderId": reply["id"]})
+            trades = await self._read(lambda: self.exchange.fetch_my_trades(symbol, params={"orderId": reply["id"]}))
         fills = tuple(
             FillReport(client_order_id, lake_symbol(symbol), t["side"] or reply["side"], str(t["id"]),
                        float(t["amount"]), float(t["price"]), float((t.get("fee") or {}).get("cost") or 0.0),
@@ -90,6 +178,34 @@ class CcxtBroker:
             for t in trades)
         return OrderState(client_order_id, status, venue_order_id=str(reply.get("id")), fills=fills)
 
+    # ------------------------------------------------------------------ the account (reconciliation)
+    async def open_orders(self, symbol: str) -> set[str]:
+        unified = ccxt_symbol(symbol)
+        return {o.get("clientOrderId") for o in await self._read(lambda: self.exchange.fetch_open_orders(unified))}
+
+    async def trades(self, symbol: str, *, after_trade_id: str | None) -> list[VenueTrade]:
+        unified = ccxt_symbol(symbol)
+        params: dict[str, Any] = {}
+        if after_trade_id is not None and after_trade_id.isdigit():
+            params["fromId"] = int(after_trade_id) + 1
+        rows = await self._read(lambda: self.exchange.fetch_my_trades(unified, params=params))
+        return [VenueTrade(venue_order_id=str(t["order"]), trade_id=str(t["id"]), symbol=symbol, side=t["side"],
+                           quantity=float(t["amount"]), price=float(t["price"]),
+                           fee=float((t.get("fee") or {}).get("cost") or 0.0), ts=int(t.get("timestamp") or 0))
+                for t in rows]
+
+    async def balances(self) -> dict[str, float]:
+        balance = await self._read(self.exchange.fetch_balance)
+        return {asset: float(total or 0.0) for asset, total in (balance.get("total") or {}).items()}
+
+    async def assets(self, symbol: str) -> MarketAssets:
+        await self._read(self.exchange.load_markets)
+        market = self.exchange.market(ccxt_symbol(symbol))
+        precision = market.get("precision") or {}
+        return MarketAssets(base=market["base"], quote=market["quote"], amount_step=float(precision.get("amount") or 0.0),
+                            price_tick=float(precision.get("price") or 0.0))
+
+    # ------------------------------------------------------------------ the rest of Broker
     def is_dust(self, symbol: str, quantity: float) -> bool:
         market = self.exchange.markets.get(ccxt_symbol(symbol)) if self.exchange.markets else None
         if market is None:
@@ -99,7 +215,12 @@ class CcxtBroker:
         return quantity < least
 
     async def on_bar(self, batch: CandleBatch, *, cash: float) -> list[OrderState]:
-        return []  # fills arrive with the create reply or through query
+        return []  # fills arrive with the create reply, through resolve, or through reconciliation
 
     async def close(self) -> None:
         await self.exchange.close()
+
+
+def _now_ms() -> int:
+    """Wall clock in ms: the send time, compared with the venue's order and trade times."""
+    return int(time.time() * 1000)

@@ -25,7 +25,7 @@ class PaperBroker:
         self.pending[order.client_order_id] = order
         return OrderState(order.client_order_id, "submitted", venue_order_id=f"paper-{order.client_order_id}")
 
-    async def recover(self, order: OrderRequest, *, acknowledged: bool) -> OrderState:
+    async def recover(self, order: OrderRequest, *, sent: bool, since_ms: int) -> OrderState:
         return await self.submit(order)  # the paper book lives in memory: rebuild it from the database
 
     async def query(self, client_order_id: str, symbol: str) -> OrderState:

@@ -39,6 +39,9 @@ class TradingSession(Base):
     halted: Mapped[dict] = mapped_column(JSON, default=dict)
     # why the whole session is reduce-only until an operator runs ``tradeloop live ack`` (None: not)
     needs_ack: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # asset -> venue balance that is not the session's (the account's other funds): recorded at the
+    # first balance check and after an ack; live.reconcile compares the rest with cash and positions
+    venue_baseline: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 

@@ -12,17 +12,19 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from functools import cache
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tradeloop.errors import ConfigError, SessionStateError
 from tradeloop.ops.database import connect, migrate
-from tradeloop.ops.models import AuditEvent, EquityPoint, Fill, Order, Position, ThresholdInForce, TradingSession
+from tradeloop.ops.models import (AuditEvent, EngineLock, EquityPoint, Fill, Order, OutboxEvent, Position,
+                                  ThresholdInForce, TradingSession, utcnow)
 
 OPEN_STATUSES = ("new", "submitted", "unknown")
 
@@ -39,7 +41,11 @@ def default_actor() -> str:
     except (KeyError, OSError):  # no passwd entry (containers)
         user = f"uid{os.getuid()}"
     return f"{user}@{socket.gethostname()}"[:200]
-TRANSITIONS = {"running": {"paused", "stopped"}, "paused": {"running", "stopped"}, "stopped": set()}
+
+
+# a replay that reached the end of its data is "finished"; ``live run`` resumes it (running)
+TRANSITIONS = {"running": {"paused", "stopped", "finished"}, "paused": {"running", "stopped", "finished"},
+               "finished": {"running", "stopped"}, "stopped": set()}
 
 
 class OpsStore:
@@ -103,6 +109,122 @@ class OpsStore:
                                            if row.status == "stopped" else ""))
             row.status = status
             self.audit(db, f"session_{status}", session_id=row.id)
+            return row
+
+    def finish(self, session_id: int) -> bool:
+        """running|paused -> finished: the replay reached the end of its data. False (nothing
+        written) when an operator stopped the session meanwhile."""
+        with self.transaction() as db:
+            row = db.get(TradingSession, session_id, with_for_update=True)
+            if row is None or row.status not in ("running", "paused"):
+                return False
+            row.status, row.heartbeat_at = "finished", None
+            self.audit(db, "session_finished", session_id=row.id, detail={"last_bar_ts": row.last_bar_ts})
+            return True
+
+    def beat(self, session_id: int, *, alive: bool = True) -> None:
+        """The engine's heartbeat (``alive=False``: it exits; readers then see ``stale``)."""
+        with self.transaction() as db:
+            db.execute(update(TradingSession).where(TradingSession.id == session_id)
+                       .values(heartbeat_at=utcnow() if alive else None))
+
+    # ------------------------------------------------------------------ engine locks (holders)
+    def lock_holder(self, key: str) -> EngineLock | None:
+        with self._sessions() as db:
+            return db.get(EngineLock, key)
+
+    def record_lock_holder(self, key: str, *, host: str, pid: int) -> None:
+        """Name the holder of ``key`` (called by whoever just took the lock itself)."""
+        with self.transaction() as db:
+            db.merge(EngineLock(key=key, host=host, pid=pid, since=utcnow()))
+
+    def forget_lock_holder(self, key: str, *, pid: int) -> None:
+        with self.transaction() as db:
+            row = db.get(EngineLock, key)
+            if row is not None and row.pid == pid:
+                db.delete(row)
+
+    # ------------------------------------------------------------------ outbox (events for the bus)
+    @staticmethod
+    def add_event(db: Session, stream: str, payload: dict, *, session_id: int | None) -> None:
+        """An event for the bus, committed with the bar that produced it (``live.outbox`` relays it)."""
+        db.add(OutboxEvent(session_id=session_id, stream=stream, payload=payload))
+
+    def unrelayed_events(self, session_id: int | None, *, limit: int = 500) -> list[OutboxEvent]:
+        """Events not relayed yet, oldest first (id order: commit order within a session)."""
+        with self._sessions() as db:
+            query = select(OutboxEvent).where(OutboxEvent.relayed_at.is_(None))
+            if session_id is not None:
+                query = query.where(OutboxEvent.session_id == session_id)
+            return list(db.scalars(query.order_by(OutboxEvent.id).limit(limit)))
+
+    def mark_relayed(self, ids: list[int]) -> None:
+        if ids:
+            with self.transaction() as db:
+                db.execute(update(OutboxEvent).where(OutboxEvent.id.in_(ids)).values(relayed_at=utcnow()))
+
+    def prune_outbox(self, *, relayed_before: datetime) -> int:
+        """Delete events relayed before ``relayed_before``; the number deleted."""
+        with self.transaction() as db:
+            result = db.execute(delete(OutboxEvent).where(OutboxEvent.relayed_at.is_not(None),
+                                                          OutboxEvent.relayed_at < relayed_before))
+            return result.rowcount or 0
+
+    # ------------------------------------------------------------------ halts and acknowledgements
+    @staticmethod
+    def halt_symbol(db: Session, session_id: int, symbol: str, reason: str, *, order_id: int | None = None) -> bool:
+        """Put ``symbol`` in reduce-only (``sessions.halted``) with an audit row ``symbol_halted``;
+        False when it was halted already (nothing written). Only an operator lifts a halt."""
+        row = db.get(TradingSession, session_id, with_for_update=True)
+        if row is None or symbol in (row.halted or {}):
+            return False
+        row.halted = {**(row.halted or {}), symbol: reason[:200]}  # a new dict: JSON columns track assignment
+        OpsStore.audit(db, "symbol_halted", session_id=session_id, order_id=order_id,
+                       detail={"symbol": symbol, "reason": reason[:200]})
+        return True
+
+    @staticmethod
+    def require_ack(db: Session, session_id: int, reason: str, *, event: str, detail: dict) -> bool:
+        """Put the whole session in reduce-only until ``tradeloop live ack``, with an audit row
+        ``event``; False when it already waits for an acknowledgement (nothing written)."""
+        row = db.get(TradingSession, session_id, with_for_update=True)
+        if row is None or row.needs_ack is not None:
+            return False
+        row.needs_ack = reason[:300]
+        OpsStore.audit(db, event, session_id=session_id, detail=detail)
+        return True
+
+    def acknowledge(self, name: str, *, symbol: str | None = None, actor: str | None = None) -> TradingSession:
+        """An operator's acknowledgement: without ``symbol`` it clears the session's ``needs_ack``
+        (and its venue balance baseline, so the venue's balances as they are now become the new
+        reference); with ``symbol`` it lifts that symbol's halt, refused while one of its orders
+        is still ``unknown``. Either way an audit row names the actor."""
+        with self.transaction() as db:
+            row = db.scalar(select(TradingSession).where(TradingSession.name == name).with_for_update())
+            if row is None:
+                raise SessionStateError(f"no trading session named {name!r}")
+            if symbol is None:
+                if row.needs_ack is None:
+                    raise SessionStateError(f"session {name!r} is not waiting for an acknowledgement"
+                                            + (f"; halted symbols: {sorted(row.halted)} (lift one with --symbol)"
+                                               if row.halted else ""))
+                self.audit(db, "session_acknowledged", session_id=row.id, actor=actor,
+                           detail={"needs_ack": row.needs_ack})
+                row.needs_ack, row.venue_baseline = None, None
+                return row
+            halted = dict(row.halted or {})
+            if symbol not in halted:
+                raise SessionStateError(f"symbol {symbol!r} of session {name!r} is not halted (halted: "
+                                        f"{sorted(halted) or 'none'})")
+            unknown = db.scalars(select(Order.client_order_id).where(
+                Order.session_id == row.id, Order.symbol == symbol, Order.status == "unknown")).all()
+            if unknown:
+                raise SessionStateError(f"order(s) {list(unknown)} on {symbol} still have an unknown outcome; the "
+                                        "engine resolves them once the venue answers, then ack the symbol")
+            reason = halted.pop(symbol)
+            row.halted = halted
+            self.audit(db, "symbol_resumed", session_id=row.id, actor=actor,
+                       detail={"symbol": symbol, "halted_for": reason})
             return row
 
     # ------------------------------------------------------------------ writes inside a bar

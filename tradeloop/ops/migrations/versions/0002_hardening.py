@@ -28,6 +28,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("halted", sa.JSON(), nullable=False, server_default="{}"))
         batch_op.add_column(sa.Column("needs_ack", sa.String(length=300), nullable=True))
+        batch_op.add_column(sa.Column("venue_baseline", sa.JSON(), nullable=True))
     with op.batch_alter_table("orders") as batch_op:
         batch_op.add_column(sa.Column("sent_at_ms", sa.BigInteger(), nullable=True))
     with op.batch_alter_table("audit_log") as batch_op:
@@ -82,6 +83,7 @@ def downgrade() -> None:
     with op.batch_alter_table("orders") as batch_op:
         batch_op.drop_column("sent_at_ms")
     with op.batch_alter_table("sessions") as batch_op:
+        batch_op.drop_column("venue_baseline")
         batch_op.drop_column("needs_ack")
         batch_op.drop_column("halted")
         batch_op.drop_column("heartbeat_at")

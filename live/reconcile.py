@@ -1,0 +1,231 @@
+"""Orders whose outcome is unknown, restart recovery, run-time reconciliation with the venue,
+and the reduce-only guards.
+
+Rules:
+
+* **A create goes out at most once.** ``orders.sent_at_ms`` is committed before a create is
+  sent. At a restart (:func:`recover_orders`) an order still open in the database whose
+  create may have gone out is only *resolved* by the broker (by client id within a
+  visibility window, then among the venue's orders, then its trades); one never sent is
+  sent now, its ``sent_at_ms`` committed first.
+* An order that stays ``unknown`` (the venue unreachable, a trade nobody can attribute)
+  **halts its symbol**: ``sessions.halted[symbol]`` and an audit row ``symbol_halted``
+  (:func:`halt_if_unknown`, also after a send during the run). Only an operator lifts it:
+  ``tradeloop live ack NAME --symbol SYMBOL``, refused while the order is still unknown.
+* Every ``every_bars`` bars (:class:`VenueCheck`), against a broker that is a ``VenueAccount``:
+
+  1. open orders are polled: an order the database has ``submitted`` that the venue no
+     longer lists, and every ``unknown`` one, is resolved (never resent);
+  2. fills are fetched by trade id: the account's trades after the last stored trade id of
+     each symbol, matched to our orders by venue order id (a fill is stored at most once);
+  3. balances are compared, when no order is open (an order in flight moves the venue's
+     balances before ours): each base asset with the session's positions, the quote asset
+     with its cash, each plus a *baseline* (what the account holds apart from the session,
+     recorded at the first comparison and again after an ack). A difference beyond the
+     market's precision (amount step for a base asset, price tick for the quote) is a
+     drift: an audit row ``balance_drift`` and ``sessions.needs_ack``, so the whole session
+     is reduce-only until ``tradeloop live ack NAME``.
+
+  A venue that cannot be asked is written to the audit log (``venue_check_failed``) and
+  asked again at the next check; nothing is concluded from it.
+* Reduce-only (:func:`refuse_entry`): a halted symbol, or any symbol of a session that
+  needs an acknowledgement, gets no entry (audit row ``entry_refused``); exits pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from live.brokers.base import Broker, FillReport, OrderState, VenueAccount, VenueTrade
+from live.orders import Intent, mark_sent, request_of, send_record
+from tradeloop.errors import VenueUnreachableError
+from tradeloop.ops import Fill, OpsStore, Order, TradingSession
+from tradeloop.ops.store import OPEN_STATUSES
+
+log = logging.getLogger(__name__)
+Apply = Callable[[Session, OrderState], None]  # the engine's: store a state, update cash and positions
+
+
+def wall_ms() -> int:
+    """Wall clock in ms, for ``sent_at_ms`` (compared with the venue's order and trade times)."""
+    return int(time.time() * 1000)
+
+
+# ---------------------------------------------------------------------- restart and send
+async def recover_orders(store: OpsStore, broker: Broker, session_id: int, *, apply: Apply) -> None:
+    """After a (re)start: every order the database still has open, resolved or (never sent) sent."""
+    for order in store.orders(session_id, statuses=OPEN_STATUSES):
+        sent, since_ms = send_record(order)
+        if not sent:
+            with store.transaction() as db:
+                mark_sent(db, [order], now_ms=wall_ms())
+        state = await broker.recover(request_of(order), sent=sent, since_ms=since_ms)
+        with store.transaction() as db:
+            apply(db, state)
+            OpsStore.audit(db, "order_reconciled", session_id=session_id, order_id=order.id,
+                           detail={"client_order_id": order.client_order_id, "status": state.status})
+            halt_if_unknown(db, session_id, state)
+
+
+def halt_if_unknown(db: Session, session_id: int, state: OrderState) -> None:
+    """An order whose outcome could not be resolved halts its symbol (reduce-only)."""
+    if state.status != "unknown":
+        return
+    order = db.scalar(select(Order).where(Order.client_order_id == state.client_order_id))
+    if order is None:
+        return
+    reason = f"order {order.client_order_id} has an unknown outcome: {state.reason}"
+    if OpsStore.halt_symbol(db, session_id, order.symbol, reason, order_id=order.id):
+        log.error("session %d: %s halted (reduce-only): %s", session_id, order.symbol, reason)
+
+
+def refuse_entry(db: Session, session_id: int, intent: Intent) -> bool:
+    """True (and an ``entry_refused`` audit row) when ``intent`` opens a position the session's
+    halts or its pending acknowledgement forbid. Exits are never refused."""
+    if intent.side != "buy":
+        return False
+    row = db.get(TradingSession, session_id)
+    reason = (f"session needs `tradeloop live ack`: {row.needs_ack}" if row.needs_ack
+              else (row.halted or {}).get(intent.symbol))
+    if not reason:
+        return False
+    OpsStore.audit(db, "entry_refused", session_id=session_id,
+                   detail={"symbol": intent.symbol, "reason": reason[:200]})
+    return True
+
+
+# ---------------------------------------------------------------------- during the run
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Drift:
+    """One asset whose venue balance is not what the session's book says."""
+
+    asset: str
+    venue: float
+    session: float  # the session's cash (quote) or positions (base)
+    baseline: float  # the account's other funds, recorded at the first comparison
+    tolerance: float
+
+    @property
+    def off_by(self) -> float:
+        return self.venue - self.baseline - self.session
+
+    def describe(self) -> str:
+        return (f"{self.asset}: venue {self.venue:.10g}, expected {self.session + self.baseline:.10g} "
+                f"(session {self.session:.10g} + other funds {self.baseline:.10g}), off by {self.off_by:+.10g} "
+                f"(precision {self.tolerance:g})")
+
+
+class VenueCheck:
+    """Run-time reconciliation (module rules); ``run`` does nothing between its intervals."""
+
+    def __init__(self, venue: VenueAccount, *, symbols: list[str], every_bars: int):
+        self.venue, self.symbols, self.every_bars = venue, list(symbols), every_bars
+
+    @classmethod
+    def of(cls, broker: Broker, *, symbols: list[str], every_bars: int) -> VenueCheck | None:
+        """A check for a broker on a real venue; None for one without an account (paper)."""
+        return cls(broker, symbols=symbols, every_bars=every_bars) if isinstance(broker, VenueAccount) else None
+
+    async def run(self, bars: int, store: OpsStore, session_id: int, *, apply: Apply,
+                  holdings: Callable[[], tuple[float, dict[str, float]]]) -> list[Drift]:
+        """Every ``every_bars`` bars (``bars``: bars processed so far): poll, fetch fills,
+        compare. ``holdings`` gives the engine's (cash, positions) after ``apply``."""
+        if bars % self.every_bars:
+            return []
+        try:
+            states = await self._poll(store, session_id)
+            with store.transaction() as db:
+                for state in states:
+                    apply(db, state)
+                    halt_if_unknown(db, session_id, state)
+                db.get(TradingSession, session_id).cash = holdings()[0]
+            return await self._compare(store, session_id, *holdings())
+        except VenueUnreachableError as exc:
+            log.warning("session %d: venue check failed (%s); asking again at the next check", session_id, exc)
+            with store.transaction() as db:
+                OpsStore.audit(db, "venue_check_failed", session_id=session_id, detail={"error": str(exc)[:200]})
+            return []
+
+    async def _poll(self, store: OpsStore, session_id: int) -> list[OrderState]:
+        states: list[OrderState] = []
+        open_orders = store.orders(session_id, statuses=("submitted", "unknown"))
+        for symbol in self.symbols:
+            mine = [o for o in open_orders if o.symbol == symbol]
+            listed = await self.venue.open_orders(symbol) if any(o.status == "submitted" for o in mine) else set()
+            for order in mine:
+                if order.status == "submitted" and order.client_order_id in listed:
+                    continue
+                states.append(await self.venue.resolve(request_of(order), since_ms=send_record(order)[1]))
+            states += await self._new_fills(store, session_id, symbol, skip={s.client_order_id for s in states})
+        return states
+
+    async def _new_fills(self, store: OpsStore, session_id: int, symbol: str, *, skip: set[str]) -> list[OrderState]:
+        """The symbol's trades after the last stored one, as fills of our orders (by venue order id)."""
+        with store.transaction() as db:
+            last = db.scalar(select(Fill.trade_id).where(Fill.session_id == session_id, Fill.symbol == symbol)
+                             .order_by(Fill.id.desc()).limit(1))
+        trades = await self.venue.trades(symbol, after_trade_id=last)
+        if not trades:
+            return []
+        with store.transaction() as db:
+            ours = {o.venue_order_id: o for o in db.scalars(select(Order).where(
+                Order.session_id == session_id, Order.venue_order_id.in_({t.venue_order_id for t in trades})))}
+        per_order: defaultdict[str, list[VenueTrade]] = defaultdict(list)
+        for t in trades:
+            order = ours.get(t.venue_order_id)
+            if order is not None and order.client_order_id not in skip:
+                per_order[order.client_order_id].append(t)
+        states = []
+        for cid, rows in per_order.items():
+            order = next(o for o in ours.values() if o.client_order_id == cid)
+            fills = tuple(_fill(cid, t) for t in rows)
+            states.append(OrderState(cid, order.status, venue_order_id=order.venue_order_id, fills=fills))
+        return states
+
+    async def _compare(self, store: OpsStore, session_id: int, cash: float,
+                       positions: dict[str, float]) -> list[Drift]:
+        with store.transaction() as db:
+            in_flight = db.scalar(select(func.count()).select_from(Order).where(
+                Order.session_id == session_id, Order.status.in_(OPEN_STATUSES)))
+        if in_flight:
+            return []
+        expected: dict[str, float] = defaultdict(float)
+        tolerance: dict[str, float] = defaultdict(float)
+        markets = [(symbol, await self.venue.assets(symbol)) for symbol in self.symbols]
+        for symbol, m in markets:
+            expected[m.base] += positions.get(symbol, 0.0)
+            tolerance[m.base] = max(tolerance[m.base], m.amount_step)
+        quotes = {m.quote for _, m in markets}
+        if len(quotes) == 1:  # one cash: comparable with one quote asset only
+            quote = quotes.pop()
+            expected[quote] = cash
+            tolerance[quote] = max(m.price_tick for _, m in markets)
+        venue = await self.venue.balances()
+        with store.transaction() as db:
+            row = db.get(TradingSession, session_id, with_for_update=True)
+            if row.venue_baseline is None:
+                row.venue_baseline = {a: venue.get(a, 0.0) - v for a, v in expected.items()}
+                OpsStore.audit(db, "venue_baseline", session_id=session_id, detail=dict(row.venue_baseline))
+                return []
+            drifts = [Drift(asset=a, venue=venue.get(a, 0.0), session=v, baseline=row.venue_baseline.get(a, 0.0),
+                            tolerance=tolerance[a]) for a, v in sorted(expected.items())]
+            drifts = [d for d in drifts if abs(d.off_by) > d.tolerance]
+            if drifts:
+                reason = "balance drift: " + "; ".join(d.describe() for d in drifts)
+                if OpsStore.require_ack(db, session_id, reason, event="balance_drift",
+                                        detail={d.asset: {"venue": d.venue, "session": d.session,
+                                                          "baseline": d.baseline, "off_by": d.off_by,
+                                                          "tolerance": d.tolerance} for d in drifts}):
+                    log.error("session %d: %s; reduce-only until `tradeloop live ack`", session_id, reason)
+        return drifts
+
+
+def _fill(cid: str, t: VenueTrade) -> FillReport:
+    return FillReport(cid, t.symbol, t.side, t.trade_id, t.quantity, t.price, t.fee, t.ts)
