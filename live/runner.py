@@ -22,7 +22,6 @@ from tradeloop.errors import ConfigError, SessionStateError
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.registry import ModelRegistry
 from tradeloop.settings import Settings
-from tradeloop.strategies import get_strategy
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +86,7 @@ def build_engine(settings: Settings, config: SessionConfig, *, store: OpsStore |
     session = open_session(store, registry, config)
     backtest = backtest_config(session)
     broker = make_broker(settings, session.mode, exchange=session.exchange, backtest=backtest)
-    slot = ModelSlot(registry, strategy=get_strategy(config.strategy))
+    slot = ModelSlot.for_session(registry, session)
     return LiveEngine(store=store, session=session, broker=broker, bus=make_bus(settings.redis_url, prefix=settings.redis_prefix), slot=slot,
                       backtest=backtest, config=EngineConfig(window_bars=config.window_bars))
 
