@@ -161,19 +161,12 @@ def test_weekly_candles_open_on_monday() -> None:
     assert set(validate_candles(thursday, timeframe_ms=week, source="x").rejected["rule"]) == {"off_grid"}
 
 
-def test_every_bundled_real_file_passes_the_bounds() -> None:
-    """The magnitude, date and grid bounds hold for every real candle file we have: the bundled
-    sample and the shared real files (``TRADELOOP_REAL_DATA_DIR``, default ../shared/data/real)."""
-    import os
+def _check_real_files(paths: list) -> int:
     import time
-    from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[2]
-    real = Path(os.environ.get("TRADELOOP_REAL_DATA_DIR", repo.parent / "shared" / "data" / "real"))
-    assert real.is_dir(), f"{real} is missing: set TRADELOOP_REAL_DATA_DIR to the real candle files"
     now = time.time_ns() // 1_000_000
     checked = 0
-    for path in sorted(real.glob("*.parquet")) + sorted((repo / "data" / "sample").glob("*.parquet")):
+    for path in paths:
         raw = pl.read_parquet(path)
         if "ts" not in raw.columns or raw["volume"].null_count() == raw.height:  # mark prices: no volume
             continue
@@ -182,7 +175,29 @@ def test_every_bundled_real_file_passes_the_bounds() -> None:
                                   source=str(path), now_ms=now)
         assert report.ok, (path, report.rule_counts)
         checked += 1
-    assert checked >= 200
+    return checked
+
+
+def test_every_bundled_real_file_passes_the_bounds() -> None:
+    """The magnitude, date and grid bounds hold for every real candle file in the repository."""
+    from pathlib import Path
+
+    sample = sorted((Path(__file__).resolve().parents[2] / "data" / "sample").glob("*.parquet"))
+    assert _check_real_files(sample) == len(sample) >= 5
+
+
+def test_every_shared_real_file_passes_the_bounds() -> None:
+    """The same over the 220 real files beside the checkout (``TRADELOOP_REAL_DATA_DIR``, default
+    ../shared/data/real; CI has them). A user's fresh clone has no such folder: this heavier check
+    is then reported as skipped, with the reason, never passed silently."""
+    import os
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    real = Path(os.environ.get("TRADELOOP_REAL_DATA_DIR", repo.parent / "shared" / "data" / "real"))
+    if not real.is_dir():
+        pytest.skip(f"{real} is absent: set TRADELOOP_REAL_DATA_DIR to run the check over the shared real files")
+    assert _check_real_files(sorted(real.glob("*.parquet"))) >= 200
 
 
 @pytest.mark.parametrize("timeframe", ["01h", "1h\n", " 1h", "1h ", "\u0661h", "1\u0660m", "0m", "1H", "1 h",
