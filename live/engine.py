@@ -3,39 +3,64 @@
 Per bar (one ``CandleBatch`` with every symbol's closed candle):
 
 1. Pick up a promotion or rollback between bars (``ModelSlot.refresh``).
-2. The broker reports orders that ended with this bar (paper: filled at its open).
+2. The broker reports orders that ended with this bar (paper: filled at its open). On a
+   venue, every ``venue_check_every_bars`` bars, open orders, fills and balances are
+   reconciled first (``live.reconcile``).
 3. One database transaction: store those fills (at most once), positions and cash, mark
    equity at the close, decide on a rolling window of every symbol at once with the same
    ``tradeloop`` code as research (``decide``), write the new orders (status ``new``) and
-   ``last_bar_ts``. Orders are committed before anything is sent.
-4. Send the orders; store what the broker answered. Publish events to the bus.
+   ``last_bar_ts``. Orders are committed before anything is sent. A halted symbol, or a
+   session awaiting ``tradeloop live ack``, gets no entry (reduce-only: exits pass).
+   The bar's events for the bus (candle, signals, orders, fills) and the heartbeat are
+   written in that same transaction (the outbox, ``live.outbox``).
+4. Commit ``sent_at_ms``, send the orders (each create at most once), store what the broker
+   answered; an outcome still unknown halts its symbol. Relay the outbox to the bus.
 
 After a crash the session resumes after ``last_bar_ts``; open orders are reconciled with
-the broker (the paper broker's book is rebuilt from the database; a venue is queried by
-client order id, never sent an order twice).
+the broker (the paper broker's book is rebuilt from the database; a venue is asked about
+an order that may have been sent, never sent it twice; one it cannot resolve halts its symbol).
+
+The operational database going away is survived the same way, without the crash: a lost
+connection (``tradeloop.ops.database.is_connection_error``) anywhere in a bar means its
+transaction did not commit, so none of its orders is sent. The engine waits, pinging with
+exponential backoff and full jitter (``db_retry_base_s`` .. ``db_retry_cap_s``, forever
+unless ``stop`` is set), then resumes as a restart would: the session, cash and positions
+re-read from the database, the rolling window cut back to the last committed bar, open
+orders reconciled, the engine locks verified, and the feed read again after ``last_bar_ts``.
+Redis going away only delays the relay: trading goes on.
+
+Liveness: ``sessions.heartbeat_at`` is written with every bar and every ``heartbeat_s``
+between bars, and cleared when the engine exits (``tradeloop.ops.status``). A replay that
+reaches the end of its data marks the session ``finished``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from live.brokers.base import Broker
 from live.bus import EventBus
 from live.feeds.base import CandleBatch, Feed, last_bars
+from live.feeds.ccxt_feed import backoff_delay
+from live.locks import EngineLocks
 from live.models import ModelSlot
-from live.orders import apply_state, intents, new_order, request_of
+from live.orders import apply_state, intents, mark_sent, new_order, request_of
+from live.outbox import OutboxRelay, outbox_mark
+from live.reconcile import VenueCheck, halt_if_unknown, recover_orders, refuse_entry, wall_ms
 from tradeloop.backtest import BacktestConfig
 from tradeloop.errors import ConfigError
 from tradeloop.ops import OpsStore, Order, Position, ThresholdInForce, TradingSession
-from tradeloop.ops.models import EquityPoint
-from tradeloop.ops.store import OPEN_STATUSES
+from tradeloop.ops.database import is_connection_error
+from tradeloop.ops.models import EquityPoint, utcnow
 from tradeloop.strategies.signals import ENTRIES
 from tradeloop.thresholds.decide import decide
 
@@ -47,6 +72,13 @@ class EngineConfig(BaseModel):
 
     window_bars: int = Field(default=400, ge=10, description="bars of history per symbol each decision sees")
     publish: bool = True
+    venue_check_every_bars: int = Field(default=10, ge=1, description="a venue's open orders, trades and "
+                                        "balances are reconciled every this many bars (live.reconcile)")
+    heartbeat_s: float = Field(default=30.0, gt=0, description="heartbeat between bars (tradeloop.ops.status)")
+    db_retry_base_s: float = Field(default=0.5, gt=0, description="first wait after the database is lost")
+    db_retry_cap_s: float = Field(default=30.0, gt=0, description="longest wait between database pings")
+    bus_retry_base_s: float = Field(default=0.5, gt=0, description="first wait after the bus is lost")
+    bus_retry_cap_s: float = Field(default=30.0, gt=0, description="longest wait between relay attempts")
 
 
 def check_live_config(backtest: BacktestConfig) -> None:
@@ -70,7 +102,8 @@ class Latency:
 
 class LiveEngine:
     def __init__(self, *, store: OpsStore, session: TradingSession, broker: Broker, bus: EventBus,
-                 slot: ModelSlot, backtest: BacktestConfig, config: EngineConfig | None = None):
+                 slot: ModelSlot, backtest: BacktestConfig, config: EngineConfig | None = None,
+                 locks: EngineLocks | None = None):
         check_live_config(backtest)
         if slot.current.strategy.rule.allow_short:
             raise ConfigError("live trading is spot and long only; use a rule with allow_short=False")
@@ -83,38 +116,150 @@ class LiveEngine:
         self.window = pl.DataFrame()
         self.latency = Latency()
         self.bars = 0
+        self.venue_check = VenueCheck.of(broker, symbols=session.symbols,
+                                         every_bars=self.config.venue_check_every_bars)
+        self.locks = locks
+        self.relay = OutboxRelay(store, bus, session_id=session.id, mark=outbox_mark(session),
+                                 retry_base_s=self.config.bus_retry_base_s, retry_cap_s=self.config.bus_retry_cap_s)
+        self.db_failures = 0  # failed database pings, all outages together
+        self._outage: dict | None = None  # the last outage, until it is in the audit log
+        self._swap_unrecorded = False  # a model swap whose bar did not commit
+        self._wake = asyncio.Event()  # set after a commit: the relay task has events to send
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, feed: Feed, *, max_bars: int | None = None, stop: asyncio.Event | None = None) -> None:
-        """Trade ``feed`` until it ends, this call processed ``max_bars`` bars, ``stop`` is set
-        or the session is stopped (``tradeloop live stop``)."""
-        self.session = self.store.session(self.session.name)  # where the last run left off
+        """Trade ``feed`` until it ends (a replay: the session is then ``finished``), this call
+        processed ``max_bars`` bars, ``stop`` is set or the session is stopped (``tradeloop
+        live stop``; the heartbeat notices it between bars). A lost database is waited out
+        (module rules), not raised. ``stop`` also ends a wait for the next bar (follow mode)."""
+        stop = stop or asyncio.Event()
+        helpers = [asyncio.create_task(self._beat_forever(stop))]
+        if self.config.publish:
+            helpers.append(asyncio.create_task(self.relay.serve(self._wake)))
+        done = [0]
+        try:
+            while not await self._trade(feed, done=done, max_bars=max_bars, stop=stop):
+                pass
+        finally:
+            self.relay.closing = True
+            self._wake.set()
+            for task in helpers:
+                task.cancel()
+            await asyncio.wait(helpers, timeout=10)  # a swallowed cancel ends on the flag
+            await self._goodbye()
+
+    async def _trade(self, feed: Feed, *, done: list[int], max_bars: int | None,
+                     stop: asyncio.Event | None) -> bool:
+        """Resume, then trade; True when the run is over, False after a database outage."""
+        try:
+            await self._resume()
+            batches = feed.batches(after_ts=self.session.last_bar_ts)
+            async with contextlib.aclosing(batches):  # type: ignore[type-var]  # feeds are async generators
+                while (batch := await _next_or_stop(batches, stop)) is not _END:
+                    if batch is _STOPPED:
+                        return True
+                    if self.window.is_empty():
+                        self.window = feed.history(before_ts=batch.ts, bars=self.config.window_bars)
+                    if not await self.on_batch(batch):
+                        return True
+                    done[0] += 1
+                    if (max_bars is not None and done[0] >= max_bars) or (stop is not None and stop.is_set()):
+                        return True
+            if self.store.finish(self.session.id):  # a replay reached the end of its data
+                self.session.status = "finished"
+                log.info("session %s: finished (the end of its data)", self.session.name)
+            return True
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            await self._wait_for_database(exc, stop)
+            return stop is not None and stop.is_set()
+
+    async def _resume(self) -> None:
+        """Where the last committed bar left off: session, cash, positions, window, open orders."""
+        if self.locks is not None:
+            self.locks.verify()
+        self.session = self.store.session(self.session.name)
+        if self.session.status == "finished":  # new data since: trade on
+            self.session = self.store.set_status(self.session.name, "running")
+        if self._outage is not None:
+            self.report("database_outage", **self._outage)
+            self._outage = None
+        self.cash = self.session.cash
+        stored = self.store.positions(self.session.id)
+        self.positions = {s: p.quantity for s, p in stored.items()}
+        self.last.update({s: p.last_price for s, p in stored.items() if p.last_price is not None})
+        last_ts = self.session.last_bar_ts
+        if not self.window.is_empty():  # a bar that did not commit comes again
+            self.window = pl.DataFrame() if last_ts is None else self.window.filter(pl.col("ts") <= last_ts)
         await self.reconcile()
-        done = 0
-        async for batch in feed.batches(after_ts=self.session.last_bar_ts):
-            if self.window.is_empty():
-                self.window = feed.history(before_ts=batch.ts, bars=self.config.window_bars)
-            if not await self.on_batch(batch):
-                break
-            done += 1
-            if (max_bars is not None and done >= max_bars) or (stop is not None and stop.is_set()):
-                break
+        self._wake.set()  # what an earlier run or an outage left in the outbox
+
+    async def _wait_for_database(self, error: BaseException, stop: asyncio.Event | None) -> None:
+        """Ping the database with backoff until it answers (or ``stop`` is set)."""
+        log.warning("session %s: operational database lost (%s); no order goes out until it is back",
+                    self.session.name, str(error).strip().splitlines()[0][:200])
+        began, rng = time.monotonic(), random.Random()
+        for attempt in range(1, 1_000_000_000):
+            wait = backoff_delay(attempt, base=self.config.db_retry_base_s, cap=self.config.db_retry_cap_s, rng=rng)
+            if stop is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait)
+                    return
+            else:
+                await asyncio.sleep(wait)
+            try:
+                with self.store.engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                self.db_failures += 1
+                continue
+            seconds = round(time.monotonic() - began, 1)
+            log.warning("session %s: operational database back after %.1fs; resuming after the last "
+                        "committed bar", self.session.name, seconds)
+            self._outage = {"seconds": seconds, "pings": attempt, "error": str(error).strip()[:200]}
+            return
+
+    async def _beat_forever(self, stop: asyncio.Event) -> None:
+        """Every ``heartbeat_s``: the heartbeat, and ``stop`` set once the session is stopped."""
+        while True:
+            await asyncio.sleep(self.config.heartbeat_s)
+            try:
+                self.store.beat(self.session.id)
+                if self._status() == "stopped":  # `tradeloop live stop` while waiting for a bar
+                    stop.set()
+            except Exception as exc:  # noqa: BLE001 - the bar path handles an outage; never die here
+                log.warning("session %s: heartbeat not written: %s", self.session.name, exc)
+
+    async def _goodbye(self) -> None:
+        """Exit: relay what is left (best effort) and clear the heartbeat (readers see ``stale``)."""
+        try:
+            if self.config.publish:
+                await self.relay.flush()
+            if self.session.status != "finished":
+                self.store.beat(self.session.id, alive=False)
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            log.warning("session %s: exit without the last relay/heartbeat: %s", self.session.name, exc)
 
     async def reconcile(self) -> None:
-        """Bring open orders in line with the broker after a (re)start."""
-        for order in self.store.orders(self.session.id, statuses=OPEN_STATUSES):
-            state = await self.broker.recover(request_of(order), acknowledged=order.status != "new")
-            with self.store.transaction() as db:
-                self._apply(db, state)
-                OpsStore.audit(db, "order_reconciled", session_id=self.session.id,
-                               detail={"client_order_id": order.client_order_id, "status": state.status})
+        """Bring open orders in line with the broker after a (re)start: never a second create;
+        an outcome still unknown halts its symbol (``live.reconcile``)."""
+        await recover_orders(self.store, self.broker, self.session.id, apply=self._apply)
 
     # ------------------------------------------------------------------ one bar
     async def on_batch(self, batch: CandleBatch) -> bool:
         status = self._status()
         if status == "stopped":
             return False
-        changed = self.slot.refresh(batch.ts)
+        if self.venue_check is not None:  # open orders, fills by trade id, balances (live.reconcile)
+            await self.venue_check.run(self.bars, self.store, self.session.id, apply=self._apply,
+                                       holdings=lambda: (self.cash, self.positions))
+        changed = self.slot.refresh(batch.ts) or self._swap_unrecorded
+        self._swap_unrecorded = changed
         ended = await self.broker.on_bar(batch, cash=self.cash)
         self.window = self._roll(batch.candles)
         closes = batch.candles.select("symbol", "close").rows()
@@ -140,6 +285,8 @@ class LiveEngine:
                     held = 0.0 if self.broker.is_dust(symbol, held) else held  # unsellable remainder
                     for intent in intents(flags, symbol=symbol, position=held, equity=equity,
                                           fraction=self.backtest.fraction):
+                        if refuse_entry(db, self.session.id, intent):  # halted or awaiting an ack
+                            continue
                         orders.append(new_order(db, session_id=self.session.id, venue=self.broker.venue,
                                                 ts=batch.ts, intent=intent))
             db.flush()  # order ids for the audit rows
@@ -147,14 +294,18 @@ class LiveEngine:
                 OpsStore.audit(db, "order_decided", session_id=self.session.id, order_id=order.id,
                                detail={"symbol": order.symbol, "side": order.side, "quantity": order.quantity,
                                        "quote_amount": order.quote_amount})
+            if self.config.publish:
+                self._events(db, batch, signals, orders)
             row = db.get(TradingSession, self.session.id)
-            row.cash, row.last_bar_ts = self.cash, batch.ts
+            row.cash, row.last_bar_ts, row.heartbeat_at = self.cash, batch.ts, utcnow()
+        self._swap_unrecorded = False
         self.latency.stored.append(time.perf_counter_ns() - batch.received_ns)
         self.session.last_bar_ts, self.session.status = batch.ts, status
         if orders:
             await self._send(orders)
         if self.config.publish:
-            await self._publish(batch, signals, orders, ended)
+            self.relay.stage_prices({s: (c, batch.ts) for s, c in closes})
+            self._wake.set()
         self.bars += 1
         return True
 
@@ -178,12 +329,19 @@ class LiveEngine:
         self.cash += delta
         for fill in fills:  # the stored position is the one truth (orders.apply_state updated it)
             self.positions[fill.symbol] = db.get(Position, (self.session.id, fill.symbol)).quantity
+            if self.config.publish:
+                OpsStore.add_event(db, "fills", {"client_order_id": state.client_order_id, "symbol": fill.symbol,
+                                                 "side": fill.side, "qty": fill.quantity, "price": fill.price},
+                                   session_id=self.session.id)
 
     async def _send(self, orders: list[Order]) -> None:
+        with self.store.transaction() as db:  # committed before the creates go out: at most once
+            mark_sent(db, orders, now_ms=wall_ms())
         states = [await self.broker.submit(request_of(o)) for o in orders]
         with self.store.transaction() as db:
             for state in states:
                 self._apply(db, state)
+                halt_if_unknown(db, self.session.id, state)
             db.get(TradingSession, self.session.id).cash = self.cash
 
     def _record_threshold(self, db) -> None:
@@ -204,17 +362,34 @@ class LiveEngine:
         with self.store.transaction() as db:
             return db.scalar(select(TradingSession.status).where(TradingSession.id == self.session.id))
 
-    async def _publish(self, batch: CandleBatch, signals: list[tuple[str, int]], orders: list[Order],
-                       ended) -> None:
-        await self.bus.publish("candles", {"ts": batch.ts, "symbols": batch.candles["symbol"].to_list(),
-                                           "close": batch.candles["close"].to_list()})
+    def _events(self, db, batch: CandleBatch, signals: list[tuple[str, int]], orders: list[Order]) -> None:
+        """The bar's events for the bus, in its transaction (fills: in ``_apply``)."""
+        sid = self.session.id
+        OpsStore.add_event(db, "candles", {"ts": batch.ts, "symbols": batch.candles["symbol"].to_list(),
+                                           "close": batch.candles["close"].to_list()}, session_id=sid)
         if signals:
-            await self.bus.publish("signals", {"ts": batch.ts, "signals": [[s, f] for s, f in signals]})
-        await self.bus.set_prices({s: (c, batch.ts) for s, c in batch.candles.select("symbol", "close").rows()})
+            OpsStore.add_event(db, "signals", {"ts": batch.ts, "signals": [[s, f] for s, f in signals]},
+                               session_id=sid)
         for order in orders:
-            await self.bus.publish("orders", {"client_order_id": order.client_order_id, "symbol": order.symbol,
-                                              "side": order.side, "ts": batch.ts})
-        for state in ended:
-            for fill in state.fills:
-                await self.bus.publish("fills", {"client_order_id": fill.client_order_id, "symbol": fill.symbol,
-                                                 "side": fill.side, "qty": fill.quantity, "price": fill.price})
+            OpsStore.add_event(db, "orders", {"client_order_id": order.client_order_id, "symbol": order.symbol,
+                                              "side": order.side, "ts": batch.ts}, session_id=sid)
+
+
+_END, _STOPPED = object(), object()
+
+
+async def _next_or_stop(batches, stop: asyncio.Event) -> object:
+    """The feed's next batch, ``_END`` when it has ended, or ``_STOPPED`` when ``stop`` was set
+    first (the wait for the batch is cancelled: nothing of a bar has happened yet)."""
+    if stop.is_set():
+        return _STOPPED
+    following = asyncio.ensure_future(anext(batches, _END))
+    stopping = asyncio.ensure_future(stop.wait())
+    finished, _ = await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if following in finished:
+        stopping.cancel()
+        return following.result()
+    following.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await following
+    return _STOPPED

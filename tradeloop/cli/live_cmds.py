@@ -1,7 +1,8 @@
-"""``tradeloop live``: run a trading session and control it (pause, resume, stop).
+"""``tradeloop live``: run a trading session and control it (pause, resume, stop, ack).
 
 Control commands write the session's status to the operational database; a running engine
-reads it before every bar, so they work from any terminal.
+reads it before every bar, so they work from any terminal. ``ack`` ends a reduce-only state
+the engine entered on its own (``live.reconcile``): a balance drift, or a halted symbol.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import typer
 from tradeloop.cli.common import console, fmt_num, fmt_ts, handle_errors, parse_time, table
 from tradeloop.settings import get_settings
 
-app = typer.Typer(help="Live trading sessions (paper by default): run, list, pause, resume, stop.",
+app = typer.Typer(help="Live trading sessions (paper by default): run, list, pause, resume, stop, ack.",
                   no_args_is_help=True)
 
 
@@ -73,18 +74,41 @@ def run(
 
 @app.command("sessions")
 @handle_errors
-def list_sessions() -> None:
-    """Every trading session with its status, equity and last bar."""
+def list_sessions(
+    stale_after: Annotated[float | None, typer.Option(
+        help="Seconds without a heartbeat before a session is stale (default 180)")] = None,
+) -> None:
+    """Every trading session with its status (running only while its engine's heartbeat is
+    fresh; stale when not; finished: a replay reached the end of its data), equity and last bar."""
     from tradeloop.ops import EquityPoint
+    from tradeloop.ops.models import utcnow
+    from tradeloop.ops.status import STALE_AFTER_S, session_status
 
     store = _store()
-    tbl = table("Trading sessions", ["name", "status", "mode", "strategy", "symbols", "equity", "cash", "last bar"])
+    now = utcnow()
+    tbl = table("Trading sessions", ["name", "status", "mode", "strategy", "symbols", "equity", "cash", "last bar",
+                                     "reduce-only"])
+    notes = []
     for s in store.sessions():
         equity = store.frame(EquityPoint, s.id).sort("ts")["equity"]
-        tbl.add_row(s.name, s.status, s.mode, s.strategy, ",".join(s.symbols),
+        status = session_status(s.status, s.heartbeat_at, now=now, stale_after_s=stale_after or STALE_AFTER_S)
+        tbl.add_row(s.name, status, s.mode, s.strategy, ",".join(s.symbols),
                     fmt_num(equity[-1] if len(equity) else s.cash, False), fmt_num(s.cash, False),
-                    fmt_ts(s.last_bar_ts))
+                    fmt_ts(s.last_bar_ts), _reduce_only(s.halted, s.needs_ack))
+        if s.needs_ack:
+            notes.append(f"session {s.name!r} needs an acknowledgement (no entries): {s.needs_ack}; "
+                         f"`tradeloop live ack {s.name}` once resolved")
+        notes += [f"session {s.name!r}: {symbol} halted (no entries): {why}; "
+                  f"`tradeloop live ack {s.name} --symbol {symbol}` once resolved"
+                  for symbol, why in sorted((s.halted or {}).items())]
     console.print(tbl)
+    for note in notes:
+        console.print(note, soft_wrap=True, highlight=False, markup=False)
+
+
+def _reduce_only(halted: dict | None, needs_ack: str | None) -> str:
+    parts = (["needs ack"] if needs_ack else []) + [f"{symbol} halted" for symbol in sorted(halted or {})]
+    return ", ".join(parts) or "-"
 
 
 def _transition(name: str, status: str) -> None:
@@ -111,3 +135,19 @@ def resume(name: Annotated[str, typer.Argument(help="Session name")]) -> None:
 def stop(name: Annotated[str, typer.Argument(help="Session name")]) -> None:
     """End the session for good (a running engine exits before its next bar)."""
     _transition(name, "stopped")
+
+
+@app.command()
+@handle_errors
+def ack(
+    name: Annotated[str, typer.Argument(help="Session name")],
+    symbol: Annotated[str | None, typer.Option(help="Lift this symbol's halt instead")] = None,
+) -> None:
+    """Acknowledge what put a session in reduce-only. Without --symbol: a balance drift
+    (needs ack); the venue's balances as they are now become the reference. With --symbol:
+    lift that symbol's halt (refused while one of its orders still has an unknown outcome).
+    The audit log records who acknowledged."""
+    row = _store().acknowledge(name, symbol=symbol)
+    what = f"{symbol} may open positions again" if symbol else "it may open positions again"
+    console.print(f"session {row.name!r} acknowledged: {what}"
+                  + (f" (still halted: {', '.join(sorted(row.halted))})" if row.halted else ""))
