@@ -13,6 +13,8 @@ from sqlalchemy import inspect
 from tradeloop.backtest.engine import periods_per_year
 from tradeloop.data import CandleLake
 from tradeloop.ops import EquityPoint, Fill, OpsStore, Order, Position, connect
+from tradeloop.ops.models import utcnow
+from tradeloop.ops.status import session_status
 from tradeloop.performance import compute_metrics
 from tradeloop.registry import ModelRegistry
 from tradeloop.research.steps import EQUITY_PARQUET, METRICS_JSON, TRADES_PARQUET
@@ -46,11 +48,14 @@ def ops_store() -> OpsStore | None:
 
 
 def sessions_frame(store: OpsStore) -> pl.DataFrame:
+    """One row per session; ``status`` as ``tradeloop.ops.status`` defines it (running only
+    while the engine's heartbeat is fresh, else stale; finished; stopped)."""
     rows = []
+    now = utcnow()
     for s in store.sessions():
         equity = store.frame(EquityPoint, s.id).sort("ts")
         last = float(equity["equity"][-1]) if equity.height else s.cash
-        rows.append({"session": s.name, "status": s.status, "mode": s.mode, "strategy": s.strategy,
+        rows.append({"session": s.name, "status": session_status(s.status, s.heartbeat_at, now=now), "mode": s.mode, "strategy": s.strategy,
                      "symbols": ", ".join(s.symbols), "equity": last, "pnl": last - s.init_cash,
                      "return": last / s.init_cash - 1.0, "cash": s.cash, "bars": equity.height})
     return pl.DataFrame(rows)

@@ -6,6 +6,12 @@ memory for the embedded default. Both redeliver an event whose consumer did not 
 within ``claim_idle_ms`` (to whichever consumer of the group reads next), and move an event
 delivered ``max_deliveries`` times without an ack to the ``<stream>:dead`` stream. Redis is never the system of record: the operational
 database is. ``make_bus(REDIS_URL or None)`` picks one.
+
+``publish_once`` is how the engine's outbox relay (``live.outbox``) publishes: events of one
+``mark`` (a trading session) carry increasing sequence numbers (outbox ids); the bus keeps the
+highest one it published per mark, in the same atomic step as the append (a Lua script on
+Redis), and ignores a number it has seen. A relay that died after publishing and before
+recording that it did therefore publishes nothing twice.
 """
 
 from __future__ import annotations
@@ -16,20 +22,37 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tradeloop.errors import ConfigError
+
 STREAMS = ("candles", "signals", "orders", "fills")
 MAX_STREAM_LEN = 100_000  # events kept per stream (approximate trim)
+# KEYS: the mark, the stream; ARGV: seq, event json, maxlen. Atomic: the append and the mark.
+PUBLISH_ONCE = """
+local seen = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) <= seen then return false end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'data', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1])
+return id
+"""
 
 
 class EventBus(Protocol):
     async def publish(self, stream: str, event: dict) -> str: ...
+
+    async def publish_once(self, stream: str, event: dict, *, mark: str, seq: int) -> str | None:
+        """Publish unless ``seq`` is at most the highest number published under ``mark``;
+        the new entry's id, or None when it was a repeat."""
+        ...
 
     async def read(self, stream: str, *, group: str, consumer: str, count: int = 100,
                    block_ms: int | None = None) -> list[tuple[str, dict]]: ...
@@ -55,6 +78,7 @@ class InProcessBus:
     _pending: dict[tuple[str, str], dict[str, list]] = field(default_factory=lambda: defaultdict(dict))
     _prices: dict[str, tuple[float, int]] = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _marks: dict[str, int] = field(default_factory=dict)
 
     async def publish(self, stream: str, event: dict) -> str:
         event_id = f"{next(self._ids)}-0"
@@ -66,6 +90,12 @@ class InProcessBus:
             for key in [k for k in self._cursor if k[0] == stream]:
                 self._cursor[key] = max(0, self._cursor[key] - drop)
         return event_id
+
+    async def publish_once(self, stream: str, event: dict, *, mark: str, seq: int) -> str | None:
+        if seq <= self._marks.get(mark, 0):
+            return None
+        self._marks[mark] = seq
+        return await self.publish(stream, event)
 
     async def read(self, stream: str, *, group: str, consumer: str, count: int = 100,
                    block_ms: int | None = None) -> list[tuple[str, dict]]:
@@ -119,6 +149,7 @@ class RedisBus:
             retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), 3),
             retry_on_error=[RedisConnectionError, RedisTimeoutError])
         self._groups: set[tuple[str, str]] = set()
+        self._publish_once = self.client.register_script(PUBLISH_ONCE)
 
     def key(self, name: str) -> str:
         return f"{self.prefix}:{name}"
@@ -126,6 +157,10 @@ class RedisBus:
     async def publish(self, stream: str, event: dict) -> str:
         return await self.client.xadd(self.key(stream), {"data": json.dumps(event)}, maxlen=MAX_STREAM_LEN,
                                       approximate=True)
+
+    async def publish_once(self, stream: str, event: dict, *, mark: str, seq: int) -> str | None:
+        return await self._publish_once(keys=[self.key(f"outbox-mark:{mark}"), self.key(stream)],
+                                        args=[seq, json.dumps(event), MAX_STREAM_LEN])
 
     async def _ensure_group(self, stream: str, group: str) -> None:
         if (stream, group) in self._groups:
@@ -178,6 +213,31 @@ class RedisBus:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def masked_redis_url(url: str) -> str:
+    """``url`` with its password (``redis://:pw@host`` or ``redis://user:pw@host``) as ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, hostport = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{hostport}"))
+
+
+async def check_redis(url: str, *, timeout_s: float = 5.0) -> None:
+    """PING ``url`` within ``timeout_s``: ConfigError (exit 2) naming REDIS_URL, password masked."""
+    try:
+        client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    except ValueError as exc:
+        raise ConfigError(f"REDIS_URL={masked_redis_url(url)} is not a Redis URL ({exc}); use e.g. "
+                          "redis://127.0.0.1:6379/0") from None
+    try:
+        await client.ping()
+    except RedisError as exc:
+        raise ConfigError(f"REDIS_URL={masked_redis_url(url)} is unreachable: {exc}; start Redis or fix "
+                          "REDIS_URL (unset it for the in-process bus)") from None
+    finally:
+        await client.aclose()
 
 
 def make_bus(redis_url: str | None, *, prefix: str = "tradeloop") -> EventBus:

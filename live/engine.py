@@ -385,7 +385,14 @@ async def _next_or_stop(batches, stop: asyncio.Event) -> object:
         return _STOPPED
     following = asyncio.ensure_future(anext(batches, _END))
     stopping = asyncio.ensure_future(stop.wait())
-    finished, _ = await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        finished, _ = await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this task was cancelled: end the feed's step before the feed is closed
+        stopping.cancel()
+        following.cancel()
+        with contextlib.suppress(BaseException):
+            await following
+        raise
     if following in finished:
         stopping.cancel()
         return following.result()

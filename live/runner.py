@@ -1,4 +1,11 @@
-"""Start or resume a trading session: settings -> store, registry, feed, broker, bus, engine."""
+"""Start or resume a trading session: settings -> store, registry, feed, broker, bus, engine.
+
+Before any bar: DATABASE_URL and REDIS_URL are checked (connect + ``SELECT 1``, PING; a bad
+one is a ConfigError, exit 2, naming the variable with the password masked), a replay's
+series must have candles in the lake (else DataError, exit 3, before any session row is
+written), and the engine takes its locks (``live.locks``: one engine per session and per
+exchange account; a second one is refused naming the holder).
+"""
 
 from __future__ import annotations
 
@@ -10,16 +17,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from live.brokers.base import Broker
 from live.brokers.ccxt_broker import CcxtBroker
 from live.brokers.paper import PaperBroker
-from live.bus import make_bus
+from live.bus import check_redis, make_bus
 from live.engine import EngineConfig, LiveEngine, check_live_config
 from live.feeds.ccxt_feed import CcxtFeed, CcxtFeedConfig
 from live.feeds.replay import ReplayFeed
+from live.locks import EngineLocks, account_lock_key, session_lock_key
 from live.models import ModelSlot
 from tradeloop.backtest import BacktestConfig
-from tradeloop.data import CandleLake
+from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.data.exchanges import make_exchange
-from tradeloop.errors import ConfigError, SessionStateError
+from tradeloop.errors import ConfigError, DataError, SessionStateError
 from tradeloop.ops import OpsStore, TradingSession
+from tradeloop.ops.database import check_reachable
 from tradeloop.registry import ModelRegistry
 from tradeloop.settings import Settings
 
@@ -80,15 +89,24 @@ def open_session(store: OpsStore, registry: ModelRegistry, config: SessionConfig
                                 init_cash=config.init_cash, config=backtest.model_dump(mode="json"))
 
 
-def build_engine(settings: Settings, config: SessionConfig, *, store: OpsStore | None = None) -> LiveEngine:
+def build_engine(settings: Settings, config: SessionConfig, *, store: OpsStore | None = None,
+                 locks: EngineLocks | None = None, engine_config: EngineConfig | None = None) -> LiveEngine:
+    """The engine of ``config.name`` (created or resumed). With ``locks`` (holding the session
+    lock already), a live session also takes its exchange account's lock."""
     store = store or OpsStore.open(settings.effective_database_url)
     registry = ModelRegistry(settings.registry_dir)
     session = open_session(store, registry, config)
+    if locks is not None:
+        api_key = settings.exchange_api_key.get_secret_value() if settings.exchange_api_key else None
+        account = account_lock_key(mode=session.mode, venue=session.exchange, api_key=api_key)
+        if account is not None:
+            locks.acquire(account, what=f"the {session.exchange} account of TRADELOOP_EXCHANGE_API_KEY")
     backtest = backtest_config(session)
     broker = make_broker(settings, session.mode, exchange=session.exchange, backtest=backtest)
     slot = ModelSlot.for_session(registry, session)
-    return LiveEngine(store=store, session=session, broker=broker, bus=make_bus(settings.redis_url, prefix=settings.redis_prefix), slot=slot,
-                      backtest=backtest, config=EngineConfig(window_bars=config.window_bars))
+    tuning = (engine_config or EngineConfig()).model_copy(update={"window_bars": config.window_bars})
+    return LiveEngine(store=store, session=session, broker=broker, slot=slot, backtest=backtest, config=tuning,
+                      bus=make_bus(settings.redis_url, prefix=settings.redis_prefix), locks=locks)
 
 
 def make_broker(settings: Settings, mode: str, *, exchange: str, backtest: BacktestConfig) -> Broker:
@@ -122,19 +140,63 @@ def ccxt_feed(settings: Settings, config: SessionConfig) -> CcxtFeed:
                     config=CcxtFeedConfig(stale_after_s=config.feed_stale_after_s))
 
 
+async def check_services(settings: Settings, *, timeout_s: float = 5.0) -> None:
+    """Connect to DATABASE_URL (``SELECT 1``) and PING REDIS_URL, each within ``timeout_s``."""
+    check_reachable(settings.effective_database_url, timeout_s=timeout_s)
+    if settings.redis_url:
+        await check_redis(settings.redis_url, timeout_s=timeout_s)
+
+
+def check_replay_data(feed: ReplayFeed, config: SessionConfig) -> None:
+    """Every series of a replay has candles in the lake, some of them in ``start``..``end``."""
+    lake = feed.lake
+    missing = [k for k in feed.keys if not lake.exists(k)]
+    if missing:
+        known = ", ".join(_series(k) for k in lake.list_series()) or "none: the lake is empty"
+        raise DataError(f"no candles in the lake for {', '.join(_series(k) for k in missing)}; the lake has: "
+                        f"{known}. Fetch them (`tradeloop data fetch` / `data import-sample`) or pick "
+                        "--exchange/--symbol/--timeframe from that list")
+    span = feed.frame
+    if config.start is not None:
+        span = span.filter(span["ts"] >= config.start)
+    if config.end is not None:
+        span = span.filter(span["ts"] <= config.end)
+    if span.is_empty():
+        raise DataError(f"{', '.join(_series(k) for k in feed.keys)} have no candles between --start "
+                        f"{config.start} and --end {config.end} (epoch ms); widen them")
+
+
+def _series(key: SeriesKey) -> str:
+    return f"{key.exchange}:{key.symbol}:{key.timeframe}"
+
+
 async def run_session(settings: Settings, config: SessionConfig, *, max_bars: int | None = None,
-                      stop: asyncio.Event | None = None) -> LiveEngine:
-    engine = build_engine(settings, config)
+                      stop: asyncio.Event | None = None, engine_config: EngineConfig | None = None) -> LiveEngine:
+    """Check the services and the data, take the locks, and trade (see the module rules)."""
+    await check_services(settings)
     feed = replay_feed(settings, config) if config.feed == "replay" else ccxt_feed(settings, config)
-    if isinstance(feed, CcxtFeed):  # a stale feed goes to the audit log (and the log)
-        feed.on_stale = lambda symbol, age: engine.report("feed_stale", symbol=symbol, seconds=round(age, 1))
-    if isinstance(feed, ReplayFeed):  # a bad stored bar is skipped, never traded: audit it
-        feed.on_rejected = lambda symbol, ts, rule: engine.report("candle_skipped", symbol=symbol, ts=ts, rule=rule)
     try:
-        await engine.run(feed, max_bars=max_bars, stop=stop)
+        if isinstance(feed, ReplayFeed):
+            check_replay_data(feed, config)
+        store = OpsStore.open(settings.effective_database_url)
+        locks = EngineLocks(store)
+        try:
+            locks.acquire(session_lock_key(config.name), what=f"session {config.name!r}")
+            engine = build_engine(settings, config, store=store, locks=locks, engine_config=engine_config)
+        except BaseException:
+            locks.release()
+            raise
+        if isinstance(feed, CcxtFeed):  # a stale feed goes to the audit log (and the log)
+            feed.on_stale = lambda symbol, age: engine.report("feed_stale", symbol=symbol, seconds=round(age, 1))
+        if isinstance(feed, ReplayFeed):  # a bad stored bar is skipped, never traded: audit it
+            feed.on_rejected = lambda symbol, ts, rule: engine.report("candle_skipped", symbol=symbol, ts=ts, rule=rule)
+        try:
+            await engine.run(feed, max_bars=max_bars, stop=stop)
+        finally:
+            locks.release()
+            await engine.bus.close()
+            await engine.broker.close()
     finally:
         if isinstance(feed, CcxtFeed):
             await feed.close()
-        await engine.bus.close()
-        await engine.broker.close()
     return engine

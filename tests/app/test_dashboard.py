@@ -25,7 +25,7 @@ def test_overview_shows_the_session(dashboard_env) -> None:
     assert at.title[0].value == "Live sessions"
     assert at.selectbox[0].value == "paper-demo"
     labels = {m.label: m.value for m in at.metric}
-    assert set(labels) == {"Equity", "PnL", "Cash", "Status"} and labels["Status"] == "running"
+    assert set(labels) == {"Equity", "PnL", "Cash", "Status"} and labels["Status"] == "finished"  # replayed to the end
     assert at.dataframe[0].value["session"].tolist() == ["paper-demo"]
 
 

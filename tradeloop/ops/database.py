@@ -1,4 +1,10 @@
-"""Engines and migrations of the operational database."""
+"""Engines and migrations of the operational database, the startup check, and what counts
+as "the server went away".
+
+A lost connection (:func:`is_connection_error`) is transient: the live engine retries the
+bar with backoff (``live.engine``). Anything else (a constraint, a bad query) is a bug and
+propagates.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,19 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 
 from tradeloop.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def connect(url: str) -> Engine:
+def connect(url: str, *, connect_timeout_s: float = 10.0) -> Engine:
     """An engine for ``url``. SQLite gets WAL, synchronous=FULL (order state survives a power
-    cut) and foreign keys; a busy file waits up to 10 s instead of failing."""
+    cut) and foreign keys; a busy file waits up to 10 s instead of failing. PostgreSQL gives
+    up a connection attempt after ``connect_timeout_s`` and pings pooled connections."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -47,7 +54,11 @@ def connect(url: str) -> Engine:
 
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        # keepalives and tcp_user_timeout: a server that vanished without closing the socket
+        # (cable, failover) fails the query within ~30 s instead of hanging the engine
+        return create_engine(parsed, pool_pre_ping=True, connect_args={
+            "connect_timeout": max(2, round(connect_timeout_s)), "keepalives": 1, "keepalives_idle": 10,
+            "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": 30_000})
     raise ConfigError(f"DATABASE_URL backend {parsed.get_backend_name()!r} is not supported; "
                       "use sqlite:/// or postgresql+psycopg://")
 
@@ -66,3 +77,37 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     except OperationalError as exc:
         raise ConfigError(f"cannot reach the operational database {engine.url.render_as_string()}: "
                           f"{exc.orig}; check DATABASE_URL") from exc
+
+
+def masked(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and logs)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<not a URL>"
+
+
+def check_reachable(url: str, *, timeout_s: float = 5.0, variable: str = "DATABASE_URL") -> None:
+    """Connect to ``url`` and run ``SELECT 1`` within ``timeout_s``; a failure is a
+    ConfigError (exit 2) naming ``variable`` and the URL with its password masked."""
+    engine = connect(url, connect_timeout_s=timeout_s)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except DBAPIError as exc:
+        raise ConfigError(f"{variable}={masked(url)} is unreachable: {str(exc.orig).strip()}; "
+                          f"start the server or fix {variable}") from None
+    finally:
+        engine.dispose()
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when ``exc`` means the database connection was lost or could not be made (the
+    transaction did not commit; retrying later can succeed)."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
