@@ -86,6 +86,8 @@ class BinanceLoopback:
     visible_after_s: float = 0.0
     hold_orders: bool = False
     down: bool = False
+    down_paths: set[str] = field(default_factory=set)  # signed reads answered 503 (e.g. /api/v3/myTrades)
+    reply_type: str = "FULL"  # "RESULT": a create's reply carries no fills (Binance's newOrderRespType)
     exchange_info: dict = field(default_factory=lambda: json.loads((FIXTURES / "exchange_info.json").read_text()))
 
     def __post_init__(self) -> None:
@@ -125,6 +127,8 @@ class BinanceLoopback:
                     params = self._signed(query)
                     if params is None:
                         return None
+                    if url.path in server.down_paths:
+                        return self._send(503, {"code": -1001, "msg": "Service unavailable."})
                     return self._send(*server.read(url.path, params))
                 if url.path == "/api/v3/klines":
                     n = sum(1 for r in server.requests if r.startswith("/api/v3/klines"))
@@ -227,7 +231,10 @@ class BinanceLoopback:
             self.orders[cid] = order
             if not self.hold_orders:
                 self._fill(order, price)
-            return 200, {k: v for k, v in order.items() if not k.startswith("_")}
+            reply = {k: v for k, v in order.items() if not k.startswith("_")}
+            if self.reply_type == "RESULT":
+                reply.pop("fills")
+            return 200, reply
 
     def fill_held(self, *, part: float = 1.0) -> list[str]:
         """Fill ``part`` of what every resting order has left (1.0: all of it, at once; less: a

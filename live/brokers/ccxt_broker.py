@@ -17,7 +17,9 @@
      order is fetched by its venue id. A trade that cannot be attributed keeps it unknown.
 
   Only when all three came back empty is the order ``rejected`` (it never reached the
-  venue). A read that fails at the network level is retried ``read_attempts`` times;
+  venue). An order found by its client id counts only when the venue created it after the
+  send (less ``recv_window_s`` for clock skew): client ids are reused once an order is no
+  longer open, so an old order with the same id proves nothing about this create. A read that fails at the network level is retried ``read_attempts`` times;
   then the outcome stays ``unknown`` and the engine halts the symbol (reduce-only).
 * A rate-limited create (429/418) was refused before it was taken: ``rejected``.
 """
@@ -94,7 +96,11 @@ class CcxtBroker:
             return await self.resolve(order, since_ms=sent_ms)
         except ccxt.ExchangeError as exc:  # refused: insufficient funds, invalid order, duplicate id, ...
             return OrderState(order.client_order_id, "rejected", reason=str(exc)[:200])
-        return await self._state(order.client_order_id, symbol, reply)
+        try:
+            return await self._state(order.client_order_id, symbol, reply)
+        except VenueUnreachableError as exc:  # accepted, its fills not readable yet: the venue check reads them
+            return OrderState(order.client_order_id, "submitted", venue_order_id=str(reply.get("id")),
+                              reason=f"accepted; fills not read yet ({exc})"[:200])
 
     async def recover(self, order: OrderRequest, *, sent: bool, since_ms: int) -> OrderState:
         if not sent:  # committed, never sent: this is its one create
@@ -120,9 +126,13 @@ class CcxtBroker:
         while True:
             try:
                 reply = await self._read(lambda: self.exchange.fetch_order(None, symbol, {"clientOrderId": cid}))
-                return await self._state(cid, symbol, reply)
+                if not self._older_than_send(reply, since_ms):
+                    return await self._state(cid, symbol, reply)
+                log.warning("order %s found by client id predates the send: an earlier order reused the id",
+                            cid)
             except ccxt.OrderNotFound:
-                asked += 1
+                pass
+            asked += 1
             if asked >= self.config.min_queries and _now_ms() >= deadline_ms:
                 return None
             await asyncio.sleep(self.config.query_interval_s)
@@ -130,8 +140,13 @@ class CcxtBroker:
     async def _among_orders(self, cid: str, symbol: str, *, since_ms: int) -> OrderState | None:
         since = since_ms - int(self.config.recv_window_s * 1000)  # the venue's clock may lag ours
         orders = await self._read(lambda: self.exchange.fetch_orders(symbol, since=since))
-        mine = [o for o in orders if o.get("clientOrderId") == cid]
+        mine = [o for o in orders if o.get("clientOrderId") == cid and not self._older_than_send(o, since_ms)]
         return await self._state(cid, symbol, mine[-1]) if mine else None
+
+    def _older_than_send(self, order: dict, since_ms: int) -> bool:
+        """True for a venue order created before this send (allowing ``recv_window_s`` of skew)."""
+        created = order.get("timestamp")
+        return created is not None and int(created) < since_ms - int(self.config.recv_window_s * 1000)
 
     async def _among_trades(self, order: OrderRequest, symbol: str, *, since_ms: int) -> OrderState:
         cid = order.client_order_id
@@ -143,7 +158,7 @@ class CcxtBroker:
             except ccxt.OrderNotFound:
                 return OrderState(cid, "unknown", reason=f"trade of venue order {venue_id} on {order.symbol} "
                                   "since the send cannot be attributed; never resent")
-            if owner.get("clientOrderId") == cid:
+            if owner.get("clientOrderId") == cid and not self._older_than_send(owner, since_ms):
                 return await self._state(cid, symbol, owner)
         return OrderState(cid, "rejected", reason="the venue never received the order (not found by client id "
                           "within the visibility window, nor among its orders or trades since the send)")

@@ -198,3 +198,55 @@ def test_venue_unreachable_at_restart_halts_the_symbol_and_sends_nothing(world: 
         [resumed] = [e for e in engine.store.audit_log(engine.session.id) if e.event == "symbol_resumed"]
         assert resumed.actor == "operator-ann" and resumed.detail["symbol"] == SYMBOL
         engine.store.close()
+
+
+def test_an_earlier_order_that_reused_the_client_id_is_no_proof() -> None:
+    """Client ids are unique only among open orders, so an old, filled order may carry the same
+    id (a session id reused after its database was recreated). A create refused by a 503
+    before it was placed must not be 'found' as that old order: it is rejected, never filled
+    with the old order's trades."""
+    cid = "tl1-1670913600000-BTCBUSD-en"
+    with BinanceLoopback(candles={}, prices={"BTCBUSD": 17_200.0}, client_ids_unique="open",
+                         order_faults={2: Fault(503, {"code": -1001, "msg": "Internal error."})}) as server:
+        async def scenario():
+            broker = broker_on(server)
+            try:
+                old = await broker.submit(OrderRequest(cid, SYMBOL, "buy", quote_amount=100.0))
+                hour_ago = wall_ms() - 3_600_000  # that order is from another life of the id
+                for order in server.book:
+                    order.update(time=hour_ago, transactTime=hour_ago, updateTime=hour_ago, workingTime=hour_ago)
+                    for trade in order["_trades"]:
+                        trade["time"] = hour_ago
+                new = await broker.submit(OrderRequest(cid, SYMBOL, "buy", quote_amount=5_000.0))
+                return old, new
+            finally:
+                await broker.close()
+
+        old, new = asyncio.run(scenario())
+        assert old.status == "filled" and old.venue_order_id == "1000"
+        assert new.status == "rejected" and new.fills == () and new.venue_order_id is None
+        assert server.creates == {cid: 2} and len(server.book) == 1  # the venue holds only the old order
+
+
+def test_an_accepted_order_whose_fills_cannot_be_read_stays_submitted_for_the_venue_check() -> None:
+    """The venue takes and fills the create but replies without fills (RESULT), and its trades
+    endpoint is down: the order exists, so submit returns it as submitted with its venue id
+    (never raises, never rejected); the fills are read once the venue answers."""
+    with BinanceLoopback(candles={}, prices={"BTCUSDT": 20_000.0}, reply_type="RESULT",
+                         down_paths={"/api/v3/myTrades"}) as server:
+        async def scenario():
+            broker = broker_on(server)
+            try:
+                state = await broker.submit(OrderRequest("tl1-3-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=500.0))
+                server.down_paths.clear()
+                later = await broker.resolve(OrderRequest("tl1-3-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=500.0),
+                                             since_ms=wall_ms() - 1_000)
+                return state, later
+            finally:
+                await broker.close()
+
+        state, later = asyncio.run(scenario())
+        assert state.status == "submitted" and state.venue_order_id == "1000" and state.fills == ()
+        assert "fills not read yet" in state.reason
+        assert later.status == "filled" and [f.trade_id for f in later.fills] == ["10000"]
+        assert server.creates == {"tl1-3-BTCUSDT-en": 1}
