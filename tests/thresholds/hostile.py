@@ -120,3 +120,27 @@ def run_naively(data: bytes, marker: Path, payload: Payload) -> None:
     obj = sio.loads(data, trusted=sio.get_untrusted_types(data=data))
     if not payload.runs_at_load:
         obj(os) if isinstance(obj, operator.methodcaller) else obj()
+
+
+def coef_members(classifier_file: bytes) -> list[str]:
+    """The zip members holding each calibrated classifier's ``LogisticRegression.coef_``."""
+    calibrated = schema_of(classifier_file)["content"]["content"]["calibrated_classifiers_"]["content"]
+    steps = [c["content"]["content"]["estimator"]["content"]["content"]["steps"]["content"] for c in calibrated]
+    return [s[1]["content"][1]["content"]["content"]["coef_"]["file"] for s in steps]
+
+
+def with_arrays(classifier_file: bytes, arrays: dict[str, object], *, compress: int = zipfile.ZIP_STORED) -> bytes:
+    """``classifier_file`` with the ``.npy`` members named in ``arrays`` replaced by those arrays
+    (the schema is left alone: skops loads whatever shape the array file holds)."""
+    import numpy as np
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(classifier_file)) as src, zipfile.ZipFile(out, "w") as zf:
+        for name in src.namelist():
+            if name in arrays:
+                buffer = io.BytesIO()
+                np.save(buffer, arrays[name], allow_pickle=False)
+                zf.writestr(zipfile.ZipInfo(name), buffer.getvalue(), compress_type=compress)
+            else:
+                zf.writestr(name, src.read(name))
+    return out.getvalue()
