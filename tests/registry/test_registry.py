@@ -20,7 +20,7 @@ def saved_model(path, seed: int):
     y = (X[:, 0] + rng.normal(size=200) > 0).astype(int)
     est = AdaptiveThreshold().fit(X, y, returns=np.where(y == 1, 0.02, -0.01))
     return ThresholdModel(strategy=SmaCross(fast=5 + seed, slow=40), barriers=BarrierConfig(), estimator=est,
-                          trained_until=seed).save(path)
+                          trained_until=1_700_000_000_000 + seed).save(path)
 
 
 @pytest.fixture

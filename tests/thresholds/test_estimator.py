@@ -89,7 +89,7 @@ def _model() -> tuple[ThresholdModel, np.ndarray]:
     X, y, r, ts, t1 = synthetic_events()
     est = AdaptiveThreshold().fit(X, y, returns=r, ts=ts, t1=t1)
     return ThresholdModel(strategy=SmaCross(fast=5, slow=20), barriers=BarrierConfig(), estimator=est,
-                          trained_until=1_000), X
+                          trained_until=1_700_000_000_000), X
 
 
 def test_model_round_trip_gives_the_same_decisions(tmp_path) -> None:
@@ -97,7 +97,7 @@ def test_model_round_trip_gives_the_same_decisions(tmp_path) -> None:
     loaded = ThresholdModel.load(model.save(tmp_path / "m"))
     np.testing.assert_array_equal(loaded.estimator.predict_proba(X), model.estimator.predict_proba(X))
     assert loaded.estimator.threshold_ == model.estimator.threshold_
-    assert loaded.strategy == model.strategy and loaded.trained_until == 1_000
+    assert loaded.strategy == model.strategy and loaded.trained_until == 1_700_000_000_000
 
 
 def test_stale_model_falls_back_to_break_even(tmp_path) -> None:

@@ -23,7 +23,7 @@ def fitted(**params) -> AdaptiveThreshold:
 
 def saved(tmp_path, **params):
     model = ThresholdModel(strategy=SmaCross(), barriers=BarrierConfig(), estimator=fitted(**params),
-                           trained_until=1)
+                           trained_until=1_700_000_000_000)
     return model, model.save(tmp_path / "model")
 
 
@@ -71,7 +71,7 @@ def test_only_prefixes_were_never_enough(tmp_path) -> None:
     """A type under an allowed package but not on the list (a tree from a random forest) is refused
     at save time, so no model is written that could not be loaded."""
     est = fitted(classifier=RandomForestClassifier(n_estimators=3, random_state=0))
-    model = ThresholdModel(strategy=SmaCross(), barriers=BarrierConfig(), estimator=est, trained_until=1)
+    model = ThresholdModel(strategy=SmaCross(), barriers=BarrierConfig(), estimator=est, trained_until=1_700_000_000_000)
     with pytest.raises(ModelError, match=r"outside the allow-list \['sklearn.tree._tree.Tree'\]"):
         model.save(tmp_path / "forest")
     assert not (tmp_path / "forest" / "model.json").exists()

@@ -32,7 +32,7 @@ BARRIERS = ("target", "stop", "time", "unfinished")
 class BarrierConfig(BaseModel):
     """Triple-barrier parameters (volatility-scaled target and stop, time limit in bars)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     profit_mult: float = Field(default=2.0, gt=0.0)
     stop_mult: float = Field(default=1.0, gt=0.0)

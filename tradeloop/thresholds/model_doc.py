@@ -5,6 +5,11 @@ Rules:
 - ``model.json`` is parsed with ``ModelDoc`` (frozen, unknown keys refused) before anything
   is built from it: a wrong shape, a missing key, an unknown strategy or feature, a
   number out of range is a ``ModelError`` that names the field, the value and the fix.
+- Every number is finite (Python's json reads ``NaN`` and ``Infinity``; they are refused),
+  ``trained_until`` is a bar time in ms between 2009-01-01 and 2100-01-01 and
+  ``max_age_ms`` at most five years (so no model is "never stale"), features are listed
+  once each, ``bounds`` are ``0 <= low < high <= 1`` and margins lie in [0, 1] (what
+  ``AdaptiveThreshold`` itself accepts).
 - ``Universe`` is what the model was trained on: exchange, timeframe and symbols. Models
   saved before it was recorded have none (``universe: null``); the live engine then
   cannot check it and says so in the reason it records.
@@ -14,7 +19,7 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -28,8 +33,13 @@ FORMAT_VERSION = 1
 Doc = TypeVar("Doc", bound=BaseModel)
 
 
+TRAINED_UNTIL_MIN_MS = 1_230_768_000_000  # 2009-01-01 UTC: before any crypto candle
+TRAINED_UNTIL_MAX_MS = 4_102_444_800_000  # 2100-01-01 UTC
+MAX_AGE_MAX_MS = 1826 * 86_400_000  # five years
+
+
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Universe(_Frozen):
@@ -81,13 +91,21 @@ class EstimatorParamsDoc(_Frozen):
     classifier: str | None = None  # repr of a custom classifier, for the record; never rebuilt
     calibration: Literal["sigmoid", "isotonic"]
     calibration_splits: int = Field(ge=2)
-    margins: tuple[float, ...] = Field(min_length=1)
+    margins: tuple[Annotated[float, Field(ge=0.0, le=1.0)], ...] = Field(min_length=1)
     validation_fraction: float = Field(gt=0.0, lt=1.0)
     min_samples: int = Field(ge=1)
     min_kept: int = Field(ge=1)
-    cost: float = Field(ge=0.0)
+    cost: float = Field(ge=0.0, lt=1.0)
     bounds: tuple[float, float]
     random_state: int
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0.0 <= low < high <= 1.0:
+            raise ValueError("need 0 <= low < high <= 1 (probabilities the threshold is clipped to)")
+        return value
 
 
 class LearnedDoc(_Frozen):
@@ -107,11 +125,19 @@ class ModelDoc(_Frozen):
     barriers: BarrierConfig
     estimator_params: EstimatorParamsDoc
     learned: LearnedDoc
-    trained_until: int = Field(ge=0)
-    max_age_ms: int = Field(gt=0)
+    trained_until: int
+    max_age_ms: int = Field(gt=0, le=MAX_AGE_MAX_MS)
     features: tuple[str, ...] = Field(min_length=1)
     universe: Universe | None = None
     info: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("trained_until")
+    @classmethod
+    def _trained_until(cls, value: int) -> int:
+        if not TRAINED_UNTIL_MIN_MS <= value <= TRAINED_UNTIL_MAX_MS:
+            raise ValueError(f"must be a bar time in ms since the epoch between 2009-01-01 ({TRAINED_UNTIL_MIN_MS}) "
+                             f"and 2100-01-01 ({TRAINED_UNTIL_MAX_MS}): the ts of the last bar the model saw")
+        return value
 
     @field_validator("features")
     @classmethod
@@ -119,6 +145,10 @@ class ModelDoc(_Frozen):
         unknown = [f for f in value if f not in META_FEATURES]
         if unknown:
             raise ValueError(f"unknown feature(s) {unknown}; a model reads only {list(META_FEATURES)}")
+        repeated = sorted({f for f in value if value.count(f) > 1})
+        if repeated:
+            raise ValueError(f"feature(s) {repeated} listed more than once; list each of {list(META_FEATURES)} "
+                             "at most once")
         return value
 
     @model_validator(mode="after")
