@@ -22,7 +22,6 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -33,6 +32,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tradeloop.errors import ConfigError
+from tradeloop.redaction import mask_url
 
 STREAMS = ("candles", "signals", "orders", "fills")
 MAX_STREAM_LEN = 100_000  # events kept per stream (approximate trim)
@@ -215,26 +215,17 @@ class RedisBus:
         await self.client.aclose()
 
 
-def masked_redis_url(url: str) -> str:
-    """``url`` with its password (``redis://:pw@host`` or ``redis://user:pw@host``) as ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, hostport = parts.netloc.rsplit("@", 1)
-    return urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{hostport}"))
-
-
 async def check_redis(url: str, *, timeout_s: float = 5.0) -> None:
     """PING ``url`` within ``timeout_s``: ConfigError (exit 2) naming REDIS_URL, password masked."""
     try:
         client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     except ValueError as exc:
-        raise ConfigError(f"REDIS_URL={masked_redis_url(url)} is not a Redis URL ({exc}); use e.g. "
+        raise ConfigError(f"REDIS_URL={mask_url(url)} is not a Redis URL ({exc}); use e.g. "
                           "redis://127.0.0.1:6379/0") from None
     try:
         await client.ping()
     except RedisError as exc:
-        raise ConfigError(f"REDIS_URL={masked_redis_url(url)} is unreachable: {exc}; start Redis or fix "
+        raise ConfigError(f"REDIS_URL={mask_url(url)} is unreachable: {exc}; start Redis or fix "
                           "REDIS_URL (unset it for the in-process bus)") from None
     finally:
         await client.aclose()

@@ -27,6 +27,7 @@ _NAMES = r"x-mbx-apikey|api[-_]?key|apikey|secret|signature|password|passphrase|
 _PATTERN = re.compile(
     rf"""(?P<name>["']?(?:{_NAMES})["']?\s*[:=]\s*["']?)(?P<value>[^"'\s,&}}]+)""", re.IGNORECASE)
 
+_URL_PASSWORD = re.compile(r"(?P<head>//[^/@:]*:)[^/@]*@")
 _lock = threading.Lock()
 _secrets: set[str] = set()
 _installed = False
@@ -45,6 +46,12 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, MASK)
     return _PATTERN.sub(lambda m: m.group("name") + MASK, text)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password as ``***`` (``scheme://user:pw@host``, ``redis://:pw@host``),
+    also when the URL does not parse."""
+    return _URL_PASSWORD.sub(lambda m: m.group("head") + "***@", url)
 
 
 def install() -> None:

@@ -79,9 +79,7 @@ class Settings(BaseSettings):
     def _known_level(cls, value: str) -> str:
         level = value.upper()
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-            raise ValueError(
-                f"TRADELOOP_LOG_LEVEL={value!r} is not a log level; use DEBUG, INFO, WARNING or ERROR"
-            )
+            raise ValueError("not a log level; use DEBUG, INFO, WARNING or ERROR")
         return level
 
     @property
@@ -114,9 +112,24 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The settings of this process (read once). Its secrets are masked in every log record
     from then on (``tradeloop.redaction``)."""
-    settings = Settings()
+    from pydantic import ValidationError
+
+    from tradeloop.errors import config_error
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # a bad environment variable: exit 2 naming it, never a traceback
+        names = {name: _variable(name) for name in Settings.model_fields}
+        raise config_error(exc, what="settings (environment or .env)", model=Settings, names=names) from None
     register_settings_secrets(settings)
     return settings
+
+
+def _variable(field: str) -> str:
+    """The environment variable of a settings field."""
+    alias = Settings.model_fields[field].validation_alias
+    choices = getattr(alias, "choices", None)
+    return str(choices[0]) if choices else field.upper()
 
 
 def register_settings_secrets(settings: Settings) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 
 from tradeloop.errors import ConfigError
+from tradeloop.redaction import mask_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -28,8 +29,9 @@ def connect(url: str, *, connect_timeout_s: float = 10.0) -> Engine:
     up a connection attempt after ``connect_timeout_s`` and pings pooled connections."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError(f"DATABASE_URL={url!r} is not a SQLAlchemy URL; use e.g. "
+        parsed.port  # noqa: B018 - a non-numeric port raises here, not at the first connection
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"DATABASE_URL={mask_url(url)!r} is not a SQLAlchemy URL; use e.g. "
                           "postgresql+psycopg://user@host:5432/db or sqlite:///data/tradeloop.db") from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -79,14 +81,6 @@ def migrate(engine: Engine, revision: str = "head") -> None:
                           f"{exc.orig}; check DATABASE_URL") from exc
 
 
-def masked(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for messages and logs)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<not a URL>"
-
-
 def check_reachable(url: str, *, timeout_s: float = 5.0, variable: str = "DATABASE_URL") -> None:
     """Connect to ``url`` and run ``SELECT 1`` within ``timeout_s``; a failure is a
     ConfigError (exit 2) naming ``variable`` and the URL with its password masked."""
@@ -95,7 +89,7 @@ def check_reachable(url: str, *, timeout_s: float = 5.0, variable: str = "DATABA
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except DBAPIError as exc:
-        raise ConfigError(f"{variable}={masked(url)} is unreachable: {str(exc.orig).strip()}; "
+        raise ConfigError(f"{variable}={mask_url(url)} is unreachable: {str(exc.orig).strip()}; "
                           f"start the server or fix {variable}") from None
     finally:
         engine.dispose()
