@@ -174,6 +174,8 @@ async def run_session(settings: Settings, config: SessionConfig, *, max_bars: in
                       stop: asyncio.Event | None = None, engine_config: EngineConfig | None = None) -> LiveEngine:
     """Check the services and the data, take the locks, and trade (see the module rules)."""
     await check_services(settings)
+    if config.mode == "live":  # keys and exchange URLs are checked before the data (exit 2 before 3)
+        await make_broker(settings, "live", exchange=config.exchange, backtest=BacktestConfig()).close()
     feed = replay_feed(settings, config) if config.feed == "replay" else ccxt_feed(settings, config)
     try:
         if isinstance(feed, ReplayFeed):
