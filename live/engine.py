@@ -278,7 +278,7 @@ class LiveEngine:
                     db.get(Position, (self.session.id, symbol)).last_price = self.last[symbol]
             db.add(EquityPoint(session_id=self.session.id, ts=batch.ts, equity=equity, cash=self.cash))
             if status == "running":
-                signals = self._decide(batch.ts)
+                signals = self._decide_or_fall_back(db, batch.ts)
                 self.latency.decision.append(time.perf_counter_ns() - batch.received_ns)
                 for symbol, flags in signals:
                     held = self.positions.get(symbol, 0.0)
@@ -308,6 +308,19 @@ class LiveEngine:
             self._wake.set()
         self.bars += 1
         return True
+
+    def _decide_or_fall_back(self, db, ts: int) -> list[tuple[str, int]]:
+        """The decision; a model that fails at it is dropped for reduce-only (audited), never
+        a dead engine."""
+        try:
+            return self._decide(ts)
+        except Exception as exc:
+            if is_connection_error(exc) or self.slot.current.model is None:
+                raise
+            log.exception("session %s: the model failed to decide", self.session.name)
+            self.slot.fail(f"failed to decide: {type(exc).__name__}: {exc}"[:180])
+            self._record_threshold(db)
+            return self._decide(ts)
 
     def _decide(self, ts: int) -> list[tuple[str, int]]:
         """(symbol, signal flags) of every symbol with a candle at ``ts``, all in one computation."""

@@ -95,6 +95,15 @@ class ModelSlot:
                                      f"{label} is stale (trained until {model.trained_until})"))
         return self._set(InForce(model.strategy, model, artifact, model.bar(now_ms), label))
 
+    def fail(self, reason: str) -> None:
+        """The model in force failed while deciding: reduce-only until another champion is
+        promoted (this artifact is not tried again)."""
+        artifact = self.current.artifact or (self._loaded[0] if self._loaded else "")
+        why = f"champion {artifact[:12]} {reason}"
+        log.error("%s; reduce-only", why)
+        self._failed, self._loaded = (artifact, why), None
+        self._set(self._fallback(why))
+
     def _misfit(self, model: ThresholdModel) -> str | None:
         """Why ``model`` cannot serve this session's universe, or None when it can."""
         if self.universe is None or model.universe is None:

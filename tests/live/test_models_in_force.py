@@ -223,3 +223,29 @@ def test_a_champion_trained_on_another_universe_is_not_traded(own_world: World, 
     assert reason.startswith(f"champion {artifact[:12]} does not fit the session") and problem in reason
     assert "promote a model trained on the session's universe" in reason
     assert "enter_long" not in intents
+
+
+class _FailsAtPredict:
+    """A classifier that loaded and passed its checks, then fails on live rows (a model bug)."""
+
+    def predict_proba(self, rows):
+        raise ValueError("matmul: input operand 1 has a mismatch in its core dimension")
+
+
+def test_a_champion_that_fails_while_deciding_means_reduce_only_never_a_dead_engine(own_world: World) -> None:
+    settings = own_world.settings
+    config = SessionConfig(name="fails-to-decide", start=_start(own_world, 700))
+    engine, feed = build_engine(settings, config), replay_feed(settings, config)
+    asyncio.run(engine.run(feed, max_bars=100))
+    _hold_a_position(engine, feed)
+    engine.slot.current.model.estimator.model_ = _FailsAtPredict()  # fault injection: the model in force breaks
+    broke_at = engine.session.last_bar_ts
+    asyncio.run(engine.run(feed))
+
+    assert engine.store.session("fails-to-decide").last_bar_ts == own_world.candles["ts"].max()  # it kept going
+    in_force = engine.store.thresholds(engine.session.id)
+    assert [(t.source, t.artifact) for t in in_force] == [("model", own_world.champion), ("static", None)]
+    fallbacks = [e.detail["reason"] for e in engine.store.audit_log(engine.session.id) if e.event == "model_fallback"]
+    assert len(fallbacks) == 1 and "failed to decide: ValueError: matmul" in fallbacks[0]
+    after = [o for o in engine.store.orders(engine.session.id) if o.decided_ts > broke_at]
+    assert after and {o.intent for o in after} == {"exit_long"}  # reduce-only: exits, never an entry
