@@ -74,3 +74,19 @@ def test_a_malformed_manifest_and_a_foreign_strategy_exit_with_the_model_code(tm
         out = tradeloop("models", *args, data_dir=tmp_path)
         assert out.returncode == 6, (args, out.stderr)
         assert "sma_cross.json is malformed: current.artifact = '': String should match pattern" in out.stderr
+
+
+def test_register_of_something_that_is_not_a_model_folder_exits_with_the_model_code(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "passwd"
+    not_a_folder.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    nested = saved_model(tmp_path / "nested", 1)
+    (nested / "model.json").write_text("[" * 100_000 + "]" * 100_000)
+    as_folder = saved_model(tmp_path / "as_folder", 1)
+    (as_folder / "classifier.skops").unlink()
+    (as_folder / "classifier.skops").mkdir()
+    cases = [(not_a_folder, "is not a folder"), (nested, "is nested too deeply"),
+             (as_folder, "classifier.skops cannot be read (IsADirectoryError")]
+    for folder, message in cases:
+        out = tradeloop("models", "register", str(folder), data_dir=tmp_path)
+        assert out.returncode == 6, (folder, out.stderr)
+        assert "Traceback" not in out.stderr and "refusing to register" in out.stderr and message in out.stderr

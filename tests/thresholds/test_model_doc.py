@@ -98,8 +98,8 @@ def test_a_model_json_that_is_not_an_object_is_refused(tmp_path) -> None:
 
 def test_a_model_that_would_not_load_is_never_saved(tmp_path) -> None:
     est = AdaptiveThreshold().fit(np.zeros((5, 7)), np.zeros(5, dtype=int), returns=np.full(5, -0.01))
-    model = ThresholdModel(strategy=SmaCross(), barriers=BarrierConfig(), estimator=est, trained_until=1_700_000_000_000,
-                           features=("score", "not_a_feature"))
+    model = ThresholdModel(strategy=SmaCross(), barriers=BarrierConfig(), estimator=est,
+                           trained_until=1_700_000_000_000, features=("score", "not_a_feature"))
     with pytest.raises(ModelError, match=r"unknown feature\(s\) \['not_a_feature'\]"):
         model.save(tmp_path / "m")
     assert not (tmp_path / "m" / "model.json").exists()

@@ -126,7 +126,8 @@ def test_the_bounds_are_far_above_a_real_classifier(tmp_path) -> None:
     X = rng.normal(size=(20_000, N))
     y = (X[:, 0] + rng.normal(size=20_000) > 0).astype(int)
     est = AdaptiveThreshold(calibration="isotonic", calibration_splits=10).fit(X, y, returns=np.where(y, .02, -.01))
-    folder = ThresholdModel(strategy=SmaCross(), barriers=BarrierConfig(), estimator=est, trained_until=1_700_000_000_000).save(tmp_path)
+    folder = ThresholdModel(strategy=SmaCross(), barriers=BarrierConfig(), estimator=est,
+                            trained_until=1_700_000_000_000).save(tmp_path)
     path = folder / "classifier.skops"
     with zipfile.ZipFile(path) as zf:
         unpacked = sum(i.file_size for i in zf.infolist())

@@ -26,7 +26,7 @@ from tradeloop.data.atomic import directory_lock, write_bytes_atomic
 from tradeloop.errors import ConfigError, ModelError
 from tradeloop.registry.lineage import Lineage
 from tradeloop.registry.manifest import EMPTY, ChampionEntry, HistoryEvent, Manifest, parse_manifest
-from tradeloop.registry.store import ArtifactStore
+from tradeloop.registry.store import ArtifactStore, tree_files
 from tradeloop.strategies import STRATEGIES
 from tradeloop.thresholds.model import ThresholdModel
 from tradeloop.thresholds.model_doc import problems
@@ -54,6 +54,9 @@ class ModelRegistry:
             return EMPTY
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelError(f"{path} is not valid JSON ({exc}); restore it from the history file") from None
+        except RecursionError:
+            raise ModelError(f"{path} is nested too deeply to be a manifest tradeloop wrote; restore it from the "
+                             "history file") from None
         except OSError as exc:
             raise ModelError(f"{path} cannot be read ({exc}); fix its permissions or restore it") from None
         return parse_manifest(raw, strategy=strategy, source=str(path))
@@ -101,6 +104,7 @@ class ModelRegistry:
         """Store a saved model folder; returns its artifact id. A folder that would not load
         (malformed model.json, a classifier file naming types off the allow-list) is refused."""
         try:
+            tree_files(model_dir)  # no symlink, no special file: what is loaded is what is stored
             ThresholdModel.load(model_dir)
         except ModelError as exc:
             raise ModelError(f"refusing to register {model_dir}: {exc}") from None

@@ -90,13 +90,13 @@ class ThresholdModel:
     def load(cls, directory: Path) -> ThresholdModel:
         """The model saved in ``directory``; ``ModelError`` names what is wrong with it."""
         directory = Path(directory)
+        if not directory.is_dir():
+            what = "is not a folder" if directory.exists() else "does not exist"
+            raise ModelError(f"{directory} {what}: give a saved model folder (holding {MODEL_JSON} and "
+                             f"{CLASSIFIER_FILE}), e.g. the model/ folder a research run wrote")
         path = directory / MODEL_JSON
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ModelError(f"{directory} holds no {MODEL_JSON}: not a saved threshold model") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelError(f"{path} is not valid JSON ({exc}); re-train or restore it") from None
+        raw = read_json(path, fix="re-train the model or restore the artifact",
+                        missing=f"{directory} holds no {MODEL_JSON}: not a saved threshold model")
         if isinstance(raw, dict) and raw.get("format") != FORMAT_VERSION:
             raise ModelError(f"{directory} has model format {raw.get('format')!r}; this tradeloop reads "
                              f"{FORMAT_VERSION}: re-train the model with this version")
@@ -115,6 +115,30 @@ class ThresholdModel:
                              f"{doc.strategy.name} ({exc}); re-train the model") from None
         return cls(strategy=strategy, barriers=doc.barriers, estimator=est, trained_until=doc.trained_until,
                    max_age_ms=doc.max_age_ms, features=doc.features, info=doc.info, universe=doc.universe)
+
+
+MAX_JSON_BYTES = 16 * 2**20  # a model.json or a manifest is a few KB
+
+
+def read_json(path: Path, *, fix: str, missing: str | None = None) -> object:
+    """``path`` parsed as JSON; every way it can fail is a ``ModelError`` naming the file and ``fix``.
+
+    ``missing``: the message for a file that does not exist (None: that is an error too)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_JSON_BYTES + 1)
+    except FileNotFoundError:
+        raise ModelError(missing or f"{path} is missing; {fix}") from None
+    except OSError as exc:  # a folder in its place, permissions, a broken disk
+        raise ModelError(f"{path} cannot be read ({type(exc).__name__}: {exc.strerror or exc}); {fix}") from None
+    if len(data) > MAX_JSON_BYTES:
+        raise ModelError(f"{path} is larger than {MAX_JSON_BYTES:,} bytes: not a file tradeloop wrote; {fix}")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ModelError(f"{path} is nested too deeply to be a file tradeloop wrote; {fix}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path} is not valid JSON ({exc}); {fix}") from None
 
 
 def _jsonable(value):
