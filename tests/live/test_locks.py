@@ -16,7 +16,6 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from live.locks import EngineLocks, account_lock_key, session_lock_key
 from tests.live.conftest import SYMBOLS, World
 from tradeloop.errors import SessionStateError
 from tradeloop.ops import OpsStore
@@ -79,6 +78,8 @@ def store(request, tmp_path: Path):
 
 
 def test_one_engine_per_exchange_account_and_the_lock_frees_on_release(store: OpsStore) -> None:
+    from live.locks import EngineLocks, account_lock_key, session_lock_key
+
     key = account_lock_key(mode="live", venue="binance", api_key="k-123")
     assert key is not None and "k-123" not in key  # the key's hash, never the key
     assert account_lock_key(mode="paper", venue="binance", api_key="k-123") is None
@@ -106,6 +107,8 @@ def _kill(store: OpsStore, conn: sa.Connection) -> None:
 
 
 def test_after_a_lost_connection_the_engine_takes_its_own_lock_back_and_no_one_elses(pg_url: str) -> None:
+    from live.locks import EngineLocks, session_lock_key
+
     store = OpsStore.open(pg_url)
     locks = EngineLocks(store)
     locks.acquire(session_lock_key("zombie"), what="session 'zombie'")
@@ -138,6 +141,8 @@ def test_after_a_lost_connection_the_engine_takes_its_own_lock_back_and_no_one_e
 def test_a_lock_left_to_a_dead_engine_of_this_host_is_taken_over(pg_url: str) -> None:
     """kill -9: the server may hold the dead engine's lock a moment longer; the next engine
     ends that server process (named after the dead pid) instead of refusing to start."""
+    from live.locks import EngineLocks, session_lock_key
+
     store = OpsStore.open(pg_url)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)  # a pid of this host that no longer runs

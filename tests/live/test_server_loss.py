@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from live.brokers.base import OrderRequest, OrderState
 from live.brokers.paper import PaperBroker
 from live.engine import EngineConfig
-from live.locks import EngineLocks, session_lock_key
 from live.runner import SessionConfig, build_engine, replay_feed
 from tests.live.conftest import SYMBOLS, World, assert_matches_backtest, make_settings
 from tests.live.tcp_proxy import TcpProxy, free_port
@@ -58,6 +57,8 @@ def pg_proxy() -> TcpProxy:
 
 def test_database_cut_mid_run_sends_nothing_while_down_and_resumes_to_the_backtest(
         trained_world: World, pg_url: str, pg_proxy: TcpProxy) -> None:
+    from live.locks import EngineLocks, session_lock_key
+
     proxied = sa.make_url(pg_url).set(port=pg_proxy.port).render_as_string(hide_password=False)
     settings = make_settings(trained_world.root, DATABASE_URL=proxied)
     world = World(trained_world.root, settings, trained_world.candles, trained_world.champion)

@@ -21,13 +21,14 @@ from live.engine import EngineConfig
 from live.runner import SessionConfig, run_session
 from tests.live.conftest import SYMBOLS, World, make_settings
 from tradeloop.ops import OpsStore
-from tradeloop.ops.status import STALE_AFTER_S, session_status
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def test_the_status_rules() -> None:
+    from tradeloop.ops.status import STALE_AFTER_S, session_status
+
     fresh, old = NOW - timedelta(seconds=STALE_AFTER_S), NOW - timedelta(seconds=STALE_AFTER_S + 1)
     assert session_status("running", fresh, now=NOW) == "running"
     assert session_status("paused", fresh, now=NOW) == "paused"

@@ -56,6 +56,23 @@ def test_session_lifecycle_and_bad_transitions(store: OpsStore) -> None:
     assert events == ["session_started", "session_paused", "session_running", "session_stopped"]
 
 
+def test_a_finished_replay_resumes_and_a_stopped_session_never_finishes(store: OpsStore) -> None:
+    session = new_session(store)
+    store.beat(session.id)
+    assert store.session("s1").heartbeat_at is not None
+    assert store.finish(session.id) is True
+    finished = store.session("s1")
+    assert (finished.status, finished.heartbeat_at) == ("finished", None)
+    assert store.finish(session.id) is False  # finished already: nothing written
+    assert store.set_status("s1", "running").status == "running"  # `live run` picks up new candles
+    store.set_status("s1", "stopped")
+    assert store.finish(session.id) is False and store.session("s1").status == "stopped"
+    with pytest.raises(SessionStateError, match="stopped; it cannot become finished"):
+        store.set_status("s1", "finished")
+    events = [e.event for e in store.audit_log(session.id)]
+    assert events == ["session_started", "session_finished", "session_running", "session_stopped"]
+
+
 def test_a_fill_is_stored_exactly_once(store: OpsStore) -> None:
     session = new_session(store)
     with store.transaction() as db:
