@@ -4,10 +4,21 @@ Identity rules (a series is a folder name, so aliases and odd characters are ref
 
 - timeframe: ccxt's grammar ``<amount><unit>``, ASCII digits only, no leading zero, no
   whitespace or control characters (``1h``, ``15m``, ``4h``, ``1d``, ``1w``; not ``01h``,
-  ``1h\\n``, ``\\u0661h``). Months and years have no fixed length and are refused.
+  ``1h\\n``, ``\\u0661h``). Months and years have no fixed length and are refused; so is
+  anything longer than ``MAX_TIMEFRAME_MS`` (365 days: ``52w`` is the longest week count).
 - exchange: an id from ``ccxt.exchanges``, plus the closed venues in ``RETIRED_EXCHANGES``
   whose history is still real data (ccxt dropped their classes; nothing can trade there).
-- symbol: upper-case ASCII ``BASE-QUOTE`` (``BTC-USDT``, ``BTC-USDT-PERP``).
+- symbol: upper-case ASCII ``BASE-QUOTE`` (``BTC-USDT``, ``BTC-USDT-PERP``). A ccxt
+  perpetual swap ``BASE/QUOTE:SETTLE`` is stored as ``BASE-QUOTE-PERP``; ``SETTLE`` must be a
+  currency code (ASCII letters and digits, like the base and quote), so ``:../x`` or a
+  dated future's ``:USDT-240329`` is refused, never folded into a perp name.
+
+Candle schema rules (``coerce_candles``): ``ts`` may be an integer (ms), a float, text, a
+datetime of any unit and zone or a date (both become epoch ms); prices and volume may be
+integers, floats, decimals or text. Text that does not parse becomes null, which validation
+rejects as ``missing``. Any other type (boolean, struct, list, binary, object, duration,
+categorical...) is a ``CandleValidationError`` naming the source, the column, its type and
+the fix: it is never cast silently (a boolean volume is not 1.0).
 """
 
 from __future__ import annotations
@@ -35,6 +46,8 @@ CANDLE_COLUMNS: tuple[str, ...] = tuple(CANDLE_SCHEMA)
 _TIMEFRAME_RE = re.compile(r"([1-9][0-9]*)([smhdwMy])", re.ASCII)
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _SYMBOL_RE = re.compile(r"[A-Z0-9]+([-/][A-Z0-9]+)+(:[A-Z0-9]+)?", re.ASCII)
+_CURRENCY_RE = re.compile(r"[A-Z0-9]+", re.ASCII)
+MAX_TIMEFRAME_MS = 365 * 86_400_000
 # closed venues ccxt no longer ships, whose recorded candles are real history
 RETIRED_EXCHANGES: frozenset[str] = frozenset({"bittrex", "ftx"})
 
@@ -74,14 +87,29 @@ def timeframe_ms(timeframe: str) -> int:
         raise ConfigError(
             f"timeframe={timeframe!r} has no fixed length; use minutes, hours, days or weeks"
         )
-    return amount * _UNIT_MS[unit]
+    length = amount * _UNIT_MS[unit]
+    if length > MAX_TIMEFRAME_MS:
+        raise ConfigError(
+            f"timeframe={timeframe!r} is longer than a year; candles are at most 365 days long "
+            "(e.g. 1d or 1w): use a timeframe the exchange offers"
+        )
+    return length
 
 
 def lake_symbol(symbol: str) -> str:
-    """File-safe symbol: ``BTC/USDT`` -> ``BTC-USDT``, ``BTC/USDT:USDT`` -> ``BTC-USDT-PERP``."""
+    """File-safe symbol: ``BTC/USDT`` -> ``BTC-USDT``, ``BTC/USDT:USDT`` -> ``BTC-USDT-PERP``.
+
+    The settle part after ``:`` must be a currency code; anything else is a ``ConfigError``."""
     symbol = symbol.strip().upper()
     if ":" in symbol:
-        symbol = symbol.split(":", 1)[0] + "-PERP"
+        pair, settle = symbol.split(":", 1)
+        if not _CURRENCY_RE.fullmatch(settle):
+            raise ConfigError(
+                f"symbol={symbol!r} has {settle!r} where the settle currency goes; a perpetual swap is "
+                "BASE/QUOTE:SETTLE with a currency code after the colon, e.g. BTC/USDT:USDT "
+                "(dated futures are not supported)"
+            )
+        symbol = pair + "-PERP"
     return symbol.replace("/", "-")
 
 
@@ -154,11 +182,17 @@ def empty_candles() -> pl.DataFrame:
     return pl.DataFrame(schema=CANDLE_SCHEMA)
 
 
+_INTEGERS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+_NUMBERS = (*_INTEGERS, pl.Float32, pl.Float64, pl.Decimal, pl.String, pl.Null)
+_TIMES = (*_INTEGERS, pl.Float32, pl.Float64, pl.String, pl.Null, pl.Datetime, pl.Date)
+
+
 def coerce_candles(frame: pl.DataFrame, *, source: str) -> pl.DataFrame:
     """Select and cast the candle columns; a missing or non-numeric column is a clear error.
 
     Values that do not cast (text, say) become nulls, which validation rejects as ``missing``;
-    a datetime ``ts`` becomes epoch milliseconds whatever its unit.
+    a datetime or date ``ts`` becomes epoch milliseconds whatever its unit. A column of any
+    other type (see the module docstring) is refused by name.
     """
     from tradeloop.errors import CandleValidationError
 
@@ -170,14 +204,28 @@ def coerce_candles(frame: pl.DataFrame, *, source: str) -> pl.DataFrame:
             source=source,
             violations=[],
         )
+    for name in CANDLE_COLUMNS:
+        dtype = frame.schema[name]
+        allowed = _TIMES if name == "ts" else _NUMBERS
+        if not isinstance(dtype, allowed):
+            need = ("an integer (ms since the epoch, UTC) or a datetime" if name == "ts"
+                    else "a number (float, integer or decimal)")
+            raise CandleValidationError(
+                f"{source}: column {name!r} has type {dtype}, not {need}; convert it to "
+                f"{CANDLE_SCHEMA[name]} (candles are {', '.join(f'{c}: {t}' for c, t in CANDLE_SCHEMA.items())})",
+                source=source,
+                violations=[],
+            )
     exprs = []
     for name, dtype in CANDLE_SCHEMA.items():
         col = pl.col(name)
-        if isinstance(frame.schema[name], pl.Datetime):
+        if isinstance(frame.schema[name], pl.Date):
+            col = col.cast(pl.Datetime("ms"))
+        if isinstance(frame.schema[name], (pl.Datetime, pl.Date)):
             col = col.dt.epoch("ms")
         exprs.append(col.cast(dtype, strict=False))
     try:
-        return frame.select(exprs)
+        out = frame.select(exprs)
     except pl.exceptions.PolarsError as exc:
         kinds = {c: str(frame.schema[c]) for c in CANDLE_COLUMNS}
         raise CandleValidationError(
@@ -186,3 +234,11 @@ def coerce_candles(frame: pl.DataFrame, *, source: str) -> pl.DataFrame:
             source=source,
             violations=[],
         ) from None
+    if out.schema != pl.Schema(CANDLE_SCHEMA):  # the guarantee every reader relies on
+        raise CandleValidationError(
+            f"{source}: the candle columns came out as {dict(out.schema)}, not {CANDLE_SCHEMA}; convert them "
+            "and import again",
+            source=source,
+            violations=[],
+        )
+    return out
