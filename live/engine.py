@@ -39,20 +39,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from live.brokers.base import Broker
 from live.bus import EventBus
-from live.feeds.base import CandleBatch, Feed, last_bars
-from live.feeds.ccxt_feed import backoff_delay
+from live.feeds.base import FEED_ENDED, STOPPED, CandleBatch, Feed, last_bars, next_or_stop
 from live.locks import EngineLocks
 from live.models import ModelSlot
+from live.outage import DatabaseWatch
 from live.orders import apply_state, intents, mark_sent, new_order, request_of
 from live.outbox import OutboxRelay, outbox_mark
 from live.reconcile import VenueCheck, halt_if_unknown, recover_orders, refuse_entry, wall_ms
@@ -121,8 +120,7 @@ class LiveEngine:
         self.locks = locks
         self.relay = OutboxRelay(store, bus, session_id=session.id, mark=outbox_mark(session),
                                  retry_base_s=self.config.bus_retry_base_s, retry_cap_s=self.config.bus_retry_cap_s)
-        self.db_failures = 0  # failed database pings, all outages together
-        self._outage: dict | None = None  # the last outage, until it is in the audit log
+        self.database = DatabaseWatch(store, base_s=self.config.db_retry_base_s, cap_s=self.config.db_retry_cap_s)
         self._swap_unrecorded = False  # a model swap whose bar did not commit
         self._wake = asyncio.Event()  # set after a commit: the relay task has events to send
 
@@ -155,8 +153,8 @@ class LiveEngine:
             await self._resume()
             batches = feed.batches(after_ts=self.session.last_bar_ts)
             async with contextlib.aclosing(batches):  # type: ignore[type-var]  # feeds are async generators
-                while (batch := await _next_or_stop(batches, stop)) is not _END:
-                    if batch is _STOPPED:
+                while (batch := await next_or_stop(batches, stop)) is not FEED_ENDED:
+                    if batch is STOPPED:
                         return True
                     if self.window.is_empty():
                         self.window = feed.history(before_ts=batch.ts, bars=self.config.window_bars)
@@ -172,7 +170,7 @@ class LiveEngine:
         except Exception as exc:
             if not is_connection_error(exc):
                 raise
-            await self._wait_for_database(exc, stop)
+            await self.database.wait(exc, stop=stop, session=self.session.name)
             return stop is not None and stop.is_set()
 
     async def _resume(self) -> None:
@@ -182,9 +180,8 @@ class LiveEngine:
         self.session = self.store.session(self.session.name)
         if self.session.status == "finished":  # new data since: trade on
             self.session = self.store.set_status(self.session.name, "running")
-        if self._outage is not None:
-            self.report("database_outage", **self._outage)
-            self._outage = None
+        if (outage := self.database.take_outage()) is not None:
+            self.report("database_outage", **outage)
         self.cash = self.session.cash
         stored = self.store.positions(self.session.id)
         self.positions = {s: p.quantity for s, p in stored.items()}
@@ -194,33 +191,6 @@ class LiveEngine:
             self.window = pl.DataFrame() if last_ts is None else self.window.filter(pl.col("ts") <= last_ts)
         await self.reconcile()
         self._wake.set()  # what an earlier run or an outage left in the outbox
-
-    async def _wait_for_database(self, error: BaseException, stop: asyncio.Event | None) -> None:
-        """Ping the database with backoff until it answers (or ``stop`` is set)."""
-        log.warning("session %s: operational database lost (%s); no order goes out until it is back",
-                    self.session.name, str(error).strip().splitlines()[0][:200])
-        began, rng = time.monotonic(), random.Random()
-        for attempt in range(1, 1_000_000_000):
-            wait = backoff_delay(attempt, base=self.config.db_retry_base_s, cap=self.config.db_retry_cap_s, rng=rng)
-            if stop is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), wait)
-                    return
-            else:
-                await asyncio.sleep(wait)
-            try:
-                with self.store.engine.connect() as conn:
-                    conn.execute(text("SELECT 1"))
-            except Exception as exc:
-                if not is_connection_error(exc):
-                    raise
-                self.db_failures += 1
-                continue
-            seconds = round(time.monotonic() - began, 1)
-            log.warning("session %s: operational database back after %.1fs; resuming after the last "
-                        "committed bar", self.session.name, seconds)
-            self._outage = {"seconds": seconds, "pings": attempt, "error": str(error).strip()[:200]}
-            return
 
     async def _beat_forever(self, stop: asyncio.Event) -> None:
         """Every ``heartbeat_s``: the heartbeat, and ``stop`` set once the session is stopped."""
@@ -386,30 +356,3 @@ class LiveEngine:
         for order in orders:
             OpsStore.add_event(db, "orders", {"client_order_id": order.client_order_id, "symbol": order.symbol,
                                               "side": order.side, "ts": batch.ts}, session_id=sid)
-
-
-_END, _STOPPED = object(), object()
-
-
-async def _next_or_stop(batches, stop: asyncio.Event) -> object:
-    """The feed's next batch, ``_END`` when it has ended, or ``_STOPPED`` when ``stop`` was set
-    first (the wait for the batch is cancelled: nothing of a bar has happened yet)."""
-    if stop.is_set():
-        return _STOPPED
-    following = asyncio.ensure_future(anext(batches, _END))
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        finished, _ = await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:  # this task was cancelled: end the feed's step before the feed is closed
-        stopping.cancel()
-        following.cancel()
-        with contextlib.suppress(BaseException):
-            await following
-        raise
-    if following in finished:
-        stopping.cancel()
-        return following.result()
-    following.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await following
-    return _STOPPED

@@ -34,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from live.bus import EventBus
-from live.feeds.ccxt_feed import backoff_delay
+from tradeloop.retry import backoff_delay
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.ops.database import is_connection_error
 from tradeloop.ops.models import OutboxEvent, utcnow

@@ -28,6 +28,12 @@ T = TypeVar("T")
 RETRYABLE_CCXT_ERRORS: tuple[type[BaseException], ...] = (ccxt.OperationFailed,)
 
 
+def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)] (for
+    reconnects and pings, where many clients must not retry in step)."""
+    return rng.uniform(0.0, min(cap, base * 2.0 ** attempt))
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RetryPolicy:
     """How often and how patiently to repeat an idempotent request."""

@@ -7,6 +7,8 @@ Stored candles reach a feed through ``lake_candles`` only: rows that break a val
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -63,3 +65,30 @@ def lake_candles(lake: CandleLake, keys: list[SeriesKey], *, on_rejected: Reject
 def last_bars(frame: pl.DataFrame, bars: int) -> pl.DataFrame:
     """The last ``bars`` rows of every symbol (rows in time order within a symbol)."""
     return frame.group_by("symbol", maintain_order=True).tail(bars)
+
+
+FEED_ENDED, STOPPED = object(), object()  # what next_or_stop returns besides a batch
+
+
+async def next_or_stop(batches, stop: asyncio.Event) -> object:
+    """The feed's next batch, ``FEED_ENDED`` when it has ended, or ``STOPPED`` when ``stop`` was set
+    first (the wait for the batch is cancelled: nothing of a bar has happened yet)."""
+    if stop.is_set():
+        return STOPPED
+    following = asyncio.ensure_future(anext(batches, FEED_ENDED))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        finished, _ = await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this task was cancelled: end the feed's step before the feed is closed
+        stopping.cancel()
+        following.cancel()
+        with contextlib.suppress(BaseException):
+            await following
+        raise
+    if following in finished:
+        stopping.cancel()
+        return following.result()
+    following.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await following
+    return STOPPED

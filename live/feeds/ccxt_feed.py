@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from live.feeds.base import CandleBatch, lake_candles, last_bars
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.data.schema import CANDLE_COLUMNS, ccxt_symbol, timeframe_ms
+from tradeloop.retry import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,6 @@ class CcxtFeedConfig(BaseModel):
     backoff_base_s: float = Field(default=0.5, gt=0)
     backoff_cap_s: float = Field(default=60.0, gt=0)
     ws_failures_before_rest: int = Field(default=3, ge=1)
-
-
-def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    return rng.uniform(0.0, min(cap, base * 2.0 ** attempt))
 
 
 class CcxtFeed:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import polars as pl
 import pytest
 from exchange_server import BinanceLoopback, Fault, rate_limited
 

@@ -13,7 +13,8 @@ import polars as pl
 import pytest
 
 from exchange_server import BinanceLoopback
-from live.feeds.ccxt_feed import CcxtFeed, CcxtFeedConfig, backoff_delay
+from live.feeds.ccxt_feed import CcxtFeed, CcxtFeedConfig
+from tradeloop.retry import backoff_delay
 from tests.live.conftest import trained_world  # noqa: F401  (shared fixture)
 from tradeloop.data import CandleLake
 from tradeloop.data.exchanges import make_exchange

@@ -78,13 +78,13 @@ def test_database_cut_mid_run_sends_nothing_while_down_and_resumes_to_the_backte
         assert not run.done()
         pg_proxy.cut()
         bars_at_cut, sent_at_cut = engine.bars, len(broker.sent)
-        await until(lambda: engine.db_failures >= 5, what="five failed pings")
+        await until(lambda: engine.database.failures >= 5, what="five failed pings")
         assert not run.done(), "the engine died with its database"
         assert engine.bars <= bars_at_cut + 1  # no bar completes without its database
         assert len(broker.sent) == sent_at_cut  # and no order goes out
         pg_proxy.restore()
         await asyncio.wait_for(run, timeout=300)
-        return bars_at_cut, engine.db_failures
+        return bars_at_cut, engine.database.failures
 
     bars_at_cut, failures = asyncio.run(scenario())
     direct = OpsStore.open(pg_url)

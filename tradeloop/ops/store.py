@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tradeloop.errors import ConfigError, SessionStateError
 from tradeloop.ops.database import connect, migrate
-from tradeloop.ops.models import (AuditEvent, EngineLock, EquityPoint, Fill, Order, OutboxEvent, Position,
+from tradeloop.ops.models import (AuditEvent, EngineLock, Fill, Order, OutboxEvent, Position,
                                   ThresholdInForce, TradingSession, utcnow)
 
 OPEN_STATUSES = ("new", "submitted", "unknown")

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from tradeloop.errors import ModelError
 from tradeloop.registry.lineage import Lineage
-from tradeloop.strategies import STRATEGIES
-from tradeloop.thresholds.model_doc import parse
+from tradeloop.thresholds.model_doc import KnownStrategy, parse
 
 DIGEST_PATTERN = r"^[0-9a-f]{64}$"
 
@@ -29,17 +28,10 @@ class ChampionEntry(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    strategy: str
+    strategy: KnownStrategy
     artifact: str = Field(pattern=DIGEST_PATTERN, description="sha256 id of the artifact (64 hex digits)")
     lineage: Lineage
     promoted_at: str = Field(min_length=1)
-
-    @field_validator("strategy")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in STRATEGIES:
-            raise ValueError(f"unknown strategy {value!r}; known: {', '.join(sorted(STRATEGIES))}")
-        return value
 
 
 class Manifest(BaseModel):

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from tradeloop.errors import ModelError
 from tradeloop.strategies import STRATEGIES
@@ -75,16 +76,19 @@ class Universe(_Frozen):
         return problems
 
 
-class StrategyDoc(_Frozen):
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
+def _known_strategy(value: str) -> str:
+    if value not in STRATEGIES:
+        raise ValueError(f"unknown strategy {value!r}; known: {', '.join(sorted(STRATEGIES))}")
+    return value
 
-    @field_validator("name")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in STRATEGIES:
-            raise ValueError(f"unknown strategy {value!r}; known: {', '.join(sorted(STRATEGIES))}")
-        return value
+
+#: a strategy name tradeloop knows (model files and champion manifests)
+KnownStrategy = Annotated[str, AfterValidator(_known_strategy)]
+
+
+class StrategyDoc(_Frozen):
+    name: KnownStrategy
+    params: dict[str, Any] = Field(default_factory=dict)
 
 
 class EstimatorParamsDoc(_Frozen):
