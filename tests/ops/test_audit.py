@@ -8,27 +8,38 @@ import os
 import socket
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from tests.conftest import PG_ADMIN_URL
 from tradeloop.ops import OpsStore
-from tradeloop.ops.models import Base
+
+
+@pytest.fixture
+def own_pg_url() -> Iterator[str]:
+    """A database of this test's own on the real PostgreSQL server: its audit log starts empty
+    (and cannot be emptied afterwards: the whole database is dropped)."""
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"tradeloop_audit_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path: Path):
+def url(request, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ops.db'}"
-        return
-    pg = request.getfixturevalue("pg_url")
-    yield pg
-    engine = sa.create_engine(pg)
-    with engine.begin() as conn:  # tables are dropped (DDL), never emptied row by row
-        Base.metadata.drop_all(conn)
-        conn.execute(sa.text("DROP TABLE IF EXISTS tradeloop_alembic_version"))
-    engine.dispose()
+        return f"sqlite:///{tmp_path / 'ops.db'}"
+    return request.getfixturevalue("own_pg_url")
 
 
 def _session(store: OpsStore):
@@ -67,8 +78,8 @@ def test_audit_rows_cannot_be_rewritten_or_deleted(url: str, statement: str) -> 
     store.close()
 
 
-def test_truncate_is_refused_on_postgresql(pg_url: str) -> None:
-    store = OpsStore.open(pg_url)
+def test_truncate_is_refused_on_postgresql(own_pg_url: str) -> None:
+    store = OpsStore.open(own_pg_url)
     try:
         _session(store)
         with pytest.raises(sa.exc.DatabaseError, match="append-only"):
@@ -76,7 +87,4 @@ def test_truncate_is_refused_on_postgresql(pg_url: str) -> None:
                 conn.execute(sa.text("TRUNCATE audit_log CASCADE"))
         assert len(store.audit_log()) == 1
     finally:
-        with store.engine.begin() as conn:
-            Base.metadata.drop_all(conn)
-            conn.execute(sa.text("DROP TABLE IF EXISTS tradeloop_alembic_version"))
         store.close()
