@@ -225,6 +225,8 @@ class LiveEngine:
         status = self._status()
         if status == "stopped":
             return False
+        if self.locks is not None:  # still the only engine of this session and account (live.locks)
+            self.locks.verify()
         if self.venue_check is not None:  # open orders, fills by trade id, balances (live.reconcile)
             await self.venue_check.run(self.bars, self.store, self.session.id, apply=self._apply,
                                        holdings=lambda: (self.cash, self.positions))

@@ -14,8 +14,11 @@ Rules:
   refused engine reads that row and raises SessionStateError (exit 8) naming the holder. A
   row whose lock is free belonged to a dead engine and is overwritten.
 * The PostgreSQL locks die with their connection when the server goes away:
-  :meth:`EngineLocks.verify` (the engine calls it when the database is back) reconnects and
-  takes them again, and refuses to go on if another engine took one meanwhile. After a
+  :meth:`EngineLocks.verify` (the engine calls it before every bar and when the database is
+  back) reconnects and takes them again, and refuses to go on if another engine took one
+  meanwhile. A server restart or an admin kill ends the lock connection without any error on
+  the bar path (its pool reconnects), so the check runs every bar, not only after an outage.
+  A SQLite lock file that was deleted or replaced is locked again the same way. After a
   network cut the server may still hold a lock for the old connection until it notices that
   connection is gone; that server process (its pid noted when the connection was made) is
   ours and is terminated (``pg_terminate_backend``) before taking the lock again. Likewise
@@ -79,11 +82,20 @@ class EngineLocks:
         self.store.record_lock_holder(key, host=self.host, pid=self.pid)
 
     def verify(self) -> None:
-        """After a database outage: hold every lock still, on a live connection, or refuse."""
-        if not self._postgres or self._conn is None:
+        """Before every bar and after an outage: every lock still held, or SessionStateError.
+
+        PostgreSQL: the lock connection answers (a server restart, failover or admin kill ends
+        it silently while the bar path reconnects on its own); if it does not, the locks are
+        taken again. SQLite: each lock file is still the file we locked (a deleted or replaced
+        file would let a second engine in); if not, it is locked again."""
+        if not self._postgres:
+            self._verify_files()
+            return
+        if self._conn is None:
             return
         try:
             self._conn.execute(text("SELECT 1"))
+            self._conn.commit()
             return
         except Exception as exc:  # noqa: BLE001 - only a lost connection is expected here
             if not is_connection_error(exc):
@@ -93,7 +105,22 @@ class EngineLocks:
         self._drop_connection()
         for key, what in self.keys.items():
             if not (self._take(key) or self._take_from_stale(key, lost_backend=lost)):
-                raise SessionStateError(self._refusal(key, what) + " (taken while the database was away)")
+                raise SessionStateError(self._refusal(key, what)
+                                        + " (taken while this engine's lock connection was lost)")
+            self.store.record_lock_holder(key, host=self.host, pid=self.pid)
+
+    def _verify_files(self) -> None:
+        for key, handle in list(self._files.items()):
+            path = self._lock_file(key)
+            if path is None or _same_file(handle, path):
+                continue
+            log.warning("lock file %s was removed or replaced; locking it again", path)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+            del self._files[key]
+            if not self._take(key):
+                raise SessionStateError(self._refusal(key, self.keys[key])
+                                        + " (its lock file was replaced while this engine ran)")
             self.store.record_lock_holder(key, host=self.host, pid=self.pid)
 
     def release(self) -> None:
@@ -124,14 +151,18 @@ class EngineLocks:
         path = self._lock_file(key)
         if path is None:  # an in-memory database: one process, nothing to guard
             return True
-        handle = path.open("a")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        for _ in range(10):  # the file may be removed between open and flock: lock the one at the path
+            handle = path.open("a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                return False
+            if _same_file(handle, path):
+                self._files[key] = handle
+                return True
             handle.close()
-            return False
-        self._files[key] = handle
-        return True
+        return False
 
     def _take_from_stale(self, key: str, *, lost_backend: int | None = None, wait_s: float = 10.0) -> bool:
         """The lock is still held by ``lost_backend`` (this engine's lost connection), or for a
@@ -194,6 +225,16 @@ class EngineLocks:
             by = f"another engine: host {holder.host}, pid {holder.pid}, since {since}"
         return (f"{what} is already traded by {by}; stop that engine first (Ctrl-C, or kill its pid), "
                 "or use another --name")
+
+
+def _same_file(handle: IO[str], path: Path) -> bool:
+    """True while ``path`` is still the file ``handle`` has open (not deleted or replaced)."""
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(handle.fileno())
+    return (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _alive(pid: int) -> bool:

@@ -131,7 +131,8 @@ def test_after_a_lost_connection_the_engine_takes_its_own_lock_back_and_no_one_e
     store.record_lock_holder(session_lock_key("zombie"), host="elsewhere", pid=4242)
     locks._conn = store.engine.connect()
     _kill(store, locks._conn)
-    with pytest.raises(SessionStateError, match=r"host elsewhere, pid 4242, .*\(taken while the database was away\)"):
+    with pytest.raises(SessionStateError,
+                       match=r"host elsewhere, pid 4242, .*\(taken while this engine's lock connection was lost\)"):
         locks.verify()
     thief.release()
     locks.release()
@@ -161,3 +162,69 @@ def test_a_lock_left_to_a_dead_engine_of_this_host_is_taken_over(pg_url: str) ->
         orphan.execute(sa.text("SELECT 1"))
     heir.release()
     store.close()
+
+
+class _LoseTheLockAfter:
+    """The replay feed, with ``lose()`` called before its ``n``-th bar: within one run, with no
+    error on the engine's bar path."""
+
+    def __init__(self, feed, n: int, lose) -> None:
+        self.feed, self.n, self.lose = feed, n, lose
+
+    def history(self, **kwargs):
+        return self.feed.history(**kwargs)
+
+    async def batches(self, *, after_ts):
+        async for number, batch in _numbered(self.feed.batches(after_ts=after_ts)):
+            if number == self.n:
+                self.lose()
+            yield batch
+
+
+async def _numbered(batches):
+    number = 0
+    async for batch in batches:
+        yield number, batch
+        number += 1
+
+
+def test_an_engine_whose_lock_was_lost_silently_stops_before_its_next_bar(world: World) -> None:
+    """PostgreSQL: a server restart or an admin kill ends the lock connection, and the bar path
+    reconnects without an error. SQLite: someone deletes the lock file. Either way a second
+    engine can take the lock; the running engine must notice before its next bar and stop."""
+    import asyncio
+
+    from live.locks import EngineLocks, session_lock_key
+    from live.runner import SessionConfig, build_engine, replay_feed
+
+    url, key = world.settings.effective_database_url, session_lock_key("silent-loss")
+    start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-60])
+    config = SessionConfig(name="silent-loss", start=start)
+    store = OpsStore.open(url)
+    locks = EngineLocks(store)
+    locks.acquire(key, what="session 'silent-loss'")
+    thief_store = OpsStore.open(url)
+    thief = EngineLocks(thief_store)
+    lost_at: list[int | None] = []
+
+    def lose() -> None:
+        if store.engine.dialect.name == "postgresql":
+            with thief_store.engine.connect() as admin:
+                admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": locks._backend})
+        else:
+            locks._lock_file(key).unlink()
+        thief.acquire(key, what="session 'silent-loss'")  # what the lost lock let through
+        thief_store.record_lock_holder(key, host="elsewhere", pid=4242)
+        lost_at.append(store.session("silent-loss").last_bar_ts)
+
+    engine = build_engine(world.settings, config, store=store, locks=locks)
+    feed = _LoseTheLockAfter(replay_feed(world.settings, config), 10, lose)
+    try:
+        with pytest.raises(SessionStateError, match=r"host elsewhere, pid 4242"):
+            asyncio.run(engine.run(feed))
+        assert lost_at and store.session("silent-loss").last_bar_ts == lost_at[0]  # not one bar more
+    finally:
+        thief.release()
+        locks.release()
+        thief_store.close()
+        store.close()
