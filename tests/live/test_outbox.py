@@ -95,6 +95,33 @@ def test_relayed_rows_are_pruned_after_keep_s_and_unrelayed_ones_never(tmp_path)
     assert [r.payload for r in outbox_rows(store, session.id)] == [{"n": 9}]
 
 
+def test_events_after_a_prune_of_every_relayed_row_still_reach_the_bus(tmp_path, bus_and_entries) -> None:
+    """An engine restarted after keep_s prunes every relayed row, the newest included. New rows
+    must not reuse those ids: the bus's mark would take them as repeats and drop them, while
+    the relay stamped them relayed (SQLite reuses the highest rowid without AUTOINCREMENT)."""
+    bus, entries = bus_and_entries
+    store = OpsStore.open(f"sqlite:///{tmp_path / 'ops.db'}")
+    session = store.create_session(name="s", strategy="sma_cross", exchange="coinbase", timeframe="4h",
+                                   symbols=["BTC-USD"], mode="paper", init_cash=1000.0, config={})
+
+    def add(day: str) -> None:
+        with store.transaction() as db:
+            for n in range(3):
+                OpsStore.add_event(db, "candles", {"day": day, "n": n}, session_id=session.id)
+
+    async def scenario() -> None:
+        add("one")
+        assert await OutboxRelay(store, bus, session_id=session.id, mark="s-1").relay() == 3
+        restarted = OutboxRelay(store, bus, session_id=session.id, mark="s-1", keep_s=-1.0)
+        assert await restarted.relay() == 0 and outbox_rows(store, session.id) == []  # all pruned
+        add("three")
+        assert await OutboxRelay(store, bus, session_id=session.id, mark="s-1").relay() == 3
+        await bus.close()
+
+    asyncio.run(scenario())
+    assert entries("candles") == [{"day": d, "n": n} for d in ("one", "three") for n in range(3)]
+
+
 @pytest.fixture
 def redis_proxy() -> TcpProxy:
     proxy = TcpProxy(6379).start()

@@ -144,9 +144,12 @@ class AuditEvent(Base):
 
 class OutboxEvent(Base):
     """An event for the bus, written in the same transaction as the bar that produced it and
-    relayed to the bus afterwards (transactional outbox): no event is lost while Redis is down."""
+    relayed to the bus afterwards (transactional outbox): no event is lost while Redis is down.
+    Ids are never reused (AUTOINCREMENT on SQLite, a sequence on PostgreSQL), even after the
+    newest rows were pruned: the bus's per-session mark takes an id it has seen as a repeat."""
 
     __tablename__ = "outbox"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"), nullable=True, index=True)

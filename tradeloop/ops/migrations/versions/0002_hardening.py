@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("relayed_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["session_id"], ["sessions.id"]),
         sa.PrimaryKeyConstraint("id"),
+        sqlite_autoincrement=True,  # an id is never reused after pruning (the bus's mark relies on it)
     )
     op.create_index("ix_outbox_session_id", "outbox", ["session_id"])
     op.create_index("ix_outbox_relayed_at", "outbox", ["relayed_at"])
