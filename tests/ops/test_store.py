@@ -121,3 +121,26 @@ def test_a_nested_write_commits_only_with_its_transaction(store: OpsStore) -> No
                                           trade_id="P1", side="buy", quantity=1.0, price=1.0, fee=0.0, ts=2))
         raise RuntimeError("the process dies before the bar commits")
     assert store.fills(session.id) == []
+
+
+def test_a_paused_session_stays_paused_when_its_data_ends(store: OpsStore) -> None:
+    """An operator's pause outlives the replay: it never becomes ``finished`` (which the next
+    ``live run`` would turn into ``running``), only ``live resume`` lifts it."""
+    session = new_session(store)
+    store.set_status("s1", "paused")
+    assert store.finish(session.id) is False and store.session("s1").status == "paused"
+    with pytest.raises(SessionStateError, match="paused; it cannot become finished"):
+        store.set_status("s1", "finished")
+
+
+def test_a_stopped_session_cannot_be_acknowledged(store: OpsStore) -> None:
+    session = new_session(store)
+    with store.transaction() as db:
+        OpsStore.require_ack(db, session.id, "balance drift: test", event="balance_drift", detail={})
+        OpsStore.halt_symbol(db, session.id, "BTC-USD", "unknown order", order_id=None)
+    store.set_status("s1", "stopped")
+    for symbol in (None, "BTC-USD"):
+        with pytest.raises(SessionStateError, match="is stopped \\(final\\): there is nothing to acknowledge"):
+            store.acknowledge("s1", symbol=symbol)
+    assert [e.event for e in store.audit_log(session.id)][-1] == "session_stopped"
+

@@ -44,7 +44,7 @@ def default_actor() -> str:
 
 
 # a replay that reached the end of its data is "finished"; ``live run`` resumes it (running)
-TRANSITIONS = {"running": {"paused", "stopped", "finished"}, "paused": {"running", "stopped", "finished"},
+TRANSITIONS = {"running": {"paused", "stopped", "finished"}, "paused": {"running", "stopped"},
                "finished": {"running", "stopped"}, "stopped": set()}
 
 
@@ -112,11 +112,12 @@ class OpsStore:
             return row
 
     def finish(self, session_id: int) -> bool:
-        """running|paused -> finished: the replay reached the end of its data. False (nothing
-        written) when an operator stopped the session meanwhile."""
+        """running -> finished: the replay reached the end of its data. False (nothing written)
+        when an operator paused or stopped the session: a pause outlives the data (a later
+        ``live run`` must not lift it), a stop is final."""
         with self.transaction() as db:
             row = db.get(TradingSession, session_id, with_for_update=True)
-            if row is None or row.status not in ("running", "paused"):
+            if row is None or row.status != "running":
                 return False
             row.status, row.heartbeat_at = "finished", None
             self.audit(db, "session_finished", session_id=row.id, detail={"last_bar_ts": row.last_bar_ts})
@@ -203,6 +204,9 @@ class OpsStore:
             row = db.scalar(select(TradingSession).where(TradingSession.name == name).with_for_update())
             if row is None:
                 raise SessionStateError(f"no trading session named {name!r}")
+            if row.status == "stopped":
+                raise SessionStateError(f"session {name!r} is stopped (final): there is nothing to acknowledge; "
+                                        "start a new session with another --name")
             if symbol is None:
                 if row.needs_ack is None:
                     raise SessionStateError(f"session {name!r} is not waiting for an acknowledgement"
