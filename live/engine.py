@@ -204,16 +204,20 @@ class LiveEngine:
                 log.warning("session %s: heartbeat not written: %s", self.session.name, exc)
 
     async def _goodbye(self) -> None:
-        """Exit: relay what is left (best effort) and clear the heartbeat (readers see ``stale``)."""
+        """Exit: relay what is left (best effort: what the bus refuses waits in the outbox for
+        the next run) and clear the heartbeat (readers see ``stale``), whatever the relay did."""
         try:
             if self.config.publish:
                 await self.relay.flush()
+        except Exception as exc:  # noqa: BLE001 - an exit never fails on the bus; the rows stay
+            log.warning("session %s: exit with events left in the outbox: %s", self.session.name, exc)
+        try:
             if self.session.status != "finished":
                 self.store.beat(self.session.id, alive=False)
         except Exception as exc:
             if not is_connection_error(exc):
                 raise
-            log.warning("session %s: exit without the last relay/heartbeat: %s", self.session.name, exc)
+            log.warning("session %s: exit without clearing the heartbeat: %s", self.session.name, exc)
 
     async def reconcile(self) -> None:
         """Bring open orders in line with the broker after a (re)start: never a second create;

@@ -12,7 +12,8 @@ Rules:
   a relay that dies between publishing and stamping (crash, database lost) repeats nothing
   when it runs again: every row appears on its stream once.
 * The engine never waits for the bus: :meth:`OutboxRelay.serve` runs beside it as a task,
-  woken after every committed bar. Redis down (connection refused, timeout): the relay stops
+  woken after every committed bar. Redis down (connection refused, timeout) or refusing writes
+  (an error reply: out of memory, read-only, MISCONF): the relay stops
   for now and is not tried again before a backoff (exponential, full jitter, capped at
   ``retry_cap_s``) has passed; the engine keeps trading and the rows wait in the outbox. A
   later relay, the final one when the engine exits, or the next run of the session catches
@@ -30,8 +31,7 @@ import random
 import time
 from datetime import timedelta
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from live.bus import EventBus
 from tradeloop.retry import backoff_delay
@@ -41,7 +41,9 @@ from tradeloop.ops.models import OutboxEvent, utcnow
 
 log = logging.getLogger(__name__)
 
-BUS_DOWN: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+#: the bus cannot take events now: unreachable, or refusing writes (out of memory, read-only
+#: replica, MISCONF): every Redis error waits in the outbox, none stops the engine
+BUS_DOWN: tuple[type[BaseException], ...] = (RedisError, OSError)
 PRUNE_EVERY_S = 3600.0
 
 

@@ -163,3 +163,48 @@ def test_redis_cut_mid_run_the_engine_trades_on_and_every_event_arrives_once(
     assert client.xlen(f"{redis_prefix}:fills") == len(engine.store.fills(engine.session.id)) > 0
     last = trained_world.candles.filter(pl.col("symbol") == "ETH-USD").sort("ts").tail(1)
     assert client.hget(f"{redis_prefix}:prices", "ETH-USD") == f"[{last['close'][0]}, {last['ts'][0]}]"
+
+
+@pytest.fixture
+def full_redis():
+    """A Redis server of our own that refuses every write (maxmemory reached: an error reply,
+    not a lost connection), on a port of the 55400-55499 range."""
+    import socket
+    import subprocess
+
+    for port in range(55450, 55500):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                break
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--maxmemory", "1", "--maxmemory-policy", "noeviction"],
+                              stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    client.close()
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_a_redis_that_refuses_writes_leaves_events_in_the_outbox_and_the_exit_clean(
+        trained_world: World, full_redis: str, tmp_path) -> None:
+    """OOM, READONLY or MISCONF replies are the bus being unable to take events: the engine
+    trades on, exits cleanly, clears its heartbeat, and every event waits in the outbox."""
+    from live.runner import run_session
+
+    settings = make_settings(trained_world.root, REDIS_URL=full_redis,
+                             DATABASE_URL=f"sqlite:///{tmp_path / 'ops.db'}")
+    start = int(trained_world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-50])
+    engine = asyncio.run(run_session(settings, SessionConfig(name="full", start=start), max_bars=5))
+    session = engine.store.session("full")
+    assert engine.bars == 5 and session.heartbeat_at is None  # a clean exit: readers see it is gone
+    rows = outbox_rows(engine.store, session.id)
+    assert len(rows) >= 5 and all(r.relayed_at is None for r in rows)  # nothing lost, nothing stamped
