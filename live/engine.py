@@ -46,7 +46,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from live.brokers.base import Broker
+from live.brokers.base import Broker, OrderState
 from live.bus import EventBus
 from live.feeds.base import FEED_ENDED, STOPPED, CandleBatch, Feed, last_bars, next_or_stop
 from live.locks import EngineLocks
@@ -326,12 +326,22 @@ class LiveEngine:
     async def _send(self, orders: list[Order]) -> None:
         with self.store.transaction() as db:  # committed before the creates go out: at most once
             mark_sent(db, orders, now_ms=wall_ms())
-        states = [await self.broker.submit(request_of(o)) for o in orders]
+        states = [await self._submit(o) for o in orders]
         with self.store.transaction() as db:
             for state in states:
                 self._apply(db, state)
                 halt_if_unknown(db, self.session.id, state)
             db.get(TradingSession, self.session.id).cash = self.cash
+
+    async def _submit(self, order: Order) -> OrderState:
+        """One create; a broker that fails in an unforeseen way leaves the order ``unknown`` (its
+        symbol halts), never a dead engine: the create may have gone out."""
+        try:
+            return await self.broker.submit(request_of(order))
+        except Exception as exc:  # noqa: BLE001 - any failure here is an outcome we cannot know
+            log.exception("session %s: sending %s failed", self.session.name, order.client_order_id)
+            return OrderState(order.client_order_id, "unknown",
+                              reason=f"send failed: {type(exc).__name__}: {exc}; never resent"[:200])
 
     def _record_threshold(self, db) -> None:
         now = self.slot.current

@@ -21,7 +21,8 @@
   send (less ``recv_window_s`` for clock skew): client ids are reused once an order is no
   longer open, so an old order with the same id proves nothing about this create. A read that fails at the network level is retried ``read_attempts`` times;
   then the outcome stays ``unknown`` and the engine halts the symbol (reduce-only).
-* A rate-limited create (429/418) was refused before it was taken: ``rejected``.
+* A rate-limited create (429/418) was refused before it was taken: ``rejected``; so is an
+  order whose markets could not be loaded (the create was never sent).
 """
 
 from __future__ import annotations
@@ -77,8 +78,12 @@ class CcxtBroker:
 
     # ------------------------------------------------------------------ orders
     async def submit(self, order: OrderRequest) -> OrderState:
-        await self.exchange.load_markets()
         symbol = ccxt_symbol(order.symbol)
+        try:
+            await self._read(self.exchange.load_markets)
+        except VenueUnreachableError as exc:  # before the create: nothing went out
+            return OrderState(order.client_order_id, "rejected",
+                              reason=f"venue unreachable before the create was sent ({exc}); nothing went out"[:200])
         params = {"clientOrderId": order.client_order_id}
         sent_ms = _now_ms()
         try:

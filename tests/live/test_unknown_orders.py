@@ -13,7 +13,7 @@ from live.brokers.base import OrderRequest
 from live.orders import mark_sent
 from live.reconcile import wall_ms
 from tests.live.conftest import World, trained_world, world  # noqa: F401  (shared fixtures)
-from tests.live.venue_session import SYMBOL, broker_on, tradeloop, venue_engine, venue_settings
+from tests.live.venue_session import SYMBOL, broker_on, run_bars, tradeloop, venue_engine, venue_settings
 from tradeloop.ops import Order
 
 LOST = Fault(504, {"code": -1007, "msg": "Timeout waiting for response from backend server. Send status unknown; "
@@ -250,3 +250,28 @@ def test_an_accepted_order_whose_fills_cannot_be_read_stays_submitted_for_the_ve
         assert "fills not read yet" in state.reason
         assert later.status == "filled" and [f.trade_id for f in later.fills] == ["10000"]
         assert server.creates == {"tl1-3-BTCUSDT-en": 1}
+
+
+def test_a_venue_unreachable_when_an_order_goes_out_never_kills_the_engine(trained_world: World, tmp_path) -> None:  # noqa: F811
+    """Nothing listens at the venue's address (connection refused) from the first bar: the
+    markets never load, so no create can be sent. Each order is rejected as never sent, the
+    venue checks are audited as failed, and the engine trades its data to the end."""
+    with BinanceLoopback(candles={}, prices={"BTCBUSD": 17_200.0}) as server:
+        pass  # closed: its address now refuses connections
+    settings = venue_settings(trained_world, server, f"sqlite:///{tmp_path / 'ops.db'}")
+    engine = venue_engine(settings, server, "venue-gone")
+
+    async def trade() -> int:
+        try:
+            return await run_bars(engine, settings, "venue-gone",
+                                  until=lambda e: len(e.store.orders(e.session.id)) >= 2, limit=1040)
+        finally:
+            await engine.broker.close()
+
+    asyncio.run(trade())
+    orders = engine.store.orders(engine.session.id)
+    assert {o.status for o in orders} == {"rejected"}
+    assert all("nothing went out" in e.detail["reason"] for e in engine.store.audit_log(engine.session.id)
+               if e.event == "order_rejected")
+    assert any(e.event == "venue_check_failed" for e in engine.store.audit_log(engine.session.id))
+    assert engine.store.session("venue-gone").halted == {}  # proven never sent: nothing to halt
