@@ -27,7 +27,8 @@ _NAMES = r"x-mbx-apikey|api[-_]?key|apikey|secret|signature|password|passphrase|
 _PATTERN = re.compile(
     rf"""(?P<name>["']?(?:{_NAMES})["']?\s*[:=]\s*["']?)(?P<value>[^"'\s,&}}]+)""", re.IGNORECASE)
 
-_URL_PASSWORD = re.compile(r"(?P<head>//[^/@:]*:)[^/@]*@")
+# user:password@ after the scheme; the password runs to the last "@" (it may hold "/" or ":")
+_URL_PASSWORD = re.compile(r"(?P<head>^[^:/@]*://[^:/@]*:)(?P<password>.*)@(?=[^@]*$)", re.DOTALL)
 _lock = threading.Lock()
 _secrets: set[str] = set()
 _installed = False
@@ -50,8 +51,14 @@ def redact(text: str) -> str:
 
 def mask_url(url: str) -> str:
     """``url`` with its password as ``***`` (``scheme://user:pw@host``, ``redis://:pw@host``),
-    also when the URL does not parse."""
+    also when the URL does not parse or the password holds ``/``, ``:`` or ``@``."""
     return _URL_PASSWORD.sub(lambda m: m.group("head") + "***@", url)
+
+
+def url_password(url: str) -> str | None:
+    """The password of ``url`` as :func:`mask_url` sees it (None when it has none)."""
+    found = _URL_PASSWORD.match(url)
+    return found.group("password") if found else None
 
 
 def install() -> None:

@@ -134,15 +134,9 @@ def _variable(field: str) -> str:
 
 def register_settings_secrets(settings: Settings) -> None:
     """Exchange keys and the passwords inside DATABASE_URL / REDIS_URL never reach a log."""
-    from urllib.parse import urlsplit
-
-    from tradeloop.redaction import register_secret
+    from tradeloop.redaction import register_secret, url_password
 
     secrets = [s.get_secret_value() for s in (settings.exchange_api_key, settings.exchange_secret,
                                                settings.exchange_password) if s is not None]
-    for url in (settings.database_url, settings.redis_url):
-        try:
-            secrets.append(urlsplit(url).password if url else None)
-        except ValueError:  # an unparsable URL is reported by whoever connects with it
-            continue
+    secrets += [url_password(url) for url in (settings.database_url, settings.redis_url) if url]
     register_secret(*secrets)

@@ -33,13 +33,28 @@ def test_a_bad_setting_names_the_variable_value_and_fix(tmp_path: Path, variable
 
 
 @pytest.mark.parametrize("url", ["postgres ql://trader:S3cretPw@db.example/ops",
-                                 "postgresql+psycopg://trader:S3cretPw@127.0.0.1:notaport/ops"])
+                                 "postgresql+psycopg://trader:S3cretPw@127.0.0.1:notaport/ops",
+                                 "postgresql+psycopg://trader:S3cr/etPw@127.0.0.1:1/ops"])
 def test_a_malformed_database_url_is_shown_with_its_password_masked(tmp_path: Path, url: str) -> None:
-    done = tradeloop("live", "sessions", env={"TRADELOOP_DATA_DIR": str(tmp_path), "DATABASE_URL": url},
+    done = tradeloop("live", "run", "--name", "x", env={"TRADELOOP_DATA_DIR": str(tmp_path), "DATABASE_URL": url},
                      cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert "DATABASE_URL=" in done.stderr and "trader:***@" in done.stderr
-    assert "S3cretPw" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+    assert "S3cretPw" not in done.stdout + done.stderr and "S3cr/etPw" not in done.stdout + done.stderr
+    assert "etPw" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("url", "masked"), [
+    ("postgresql+psycopg://u:pw@h:5432/db", "postgresql+psycopg://u:***@h:5432/db"),
+    ("redis://:se/cr:et@h:6399/0", "redis://:***@h:6399/0"),  # a password may hold / and :
+    ("redis://:p@ss@h/0", "redis://:***@h/0"),  # and @: it runs to the last @
+    ("sqlite:///data/tradeloop.db", "sqlite:///data/tradeloop.db"),
+    ("redis://h:6379/0", "redis://h:6379/0"),
+])
+def test_url_passwords_are_masked_whatever_they_hold(url: str, masked: str) -> None:
+    from tradeloop.redaction import mask_url
+
+    assert mask_url(url) == masked
 
 
 def test_settings_come_from_dotenv_in_the_working_directory_and_the_environment_wins(tmp_path: Path) -> None:
