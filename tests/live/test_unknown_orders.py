@@ -24,6 +24,19 @@ def creates(server: BinanceLoopback) -> list[str]:
     return [r for r in server.requests if r.startswith("POST /api/v3/order")]
 
 
+def committed_and_sent(engine, *, bar: int) -> Order:
+    """A buy the engine committed (``new``) and marked sent (``sent_at_ms``), as it stands when
+    the create has gone out and the process dies before storing the reply."""
+    with engine.store.transaction() as db:
+        order = Order(session_id=engine.session.id, client_order_id=f"tl{engine.session.id}-{bar}-BTCBUSD-en",
+                      venue="binance", symbol=SYMBOL, side="buy", intent="enter_long", quote_amount=1_000.0,
+                      decided_ts=0, status="new")
+        db.add(order)
+        db.flush()
+        mark_sent(db, [order], now_ms=wall_ms())
+    return order
+
+
 def test_a_lost_reply_of_an_order_shown_late_is_found_and_filled_never_resent() -> None:
     """The venue executes the create but answers 504, and shows the order only 1 s later;
     ids are unique only among open orders, so a second create would have been accepted."""
@@ -78,13 +91,7 @@ def _crashed_while_sending(settings, server: BinanceLoopback, name: str) -> str:
     """The engine committed a buy (``new``, ``sent_at_ms`` set), the create went out and the
     venue executed it, and the process died before it stored the reply."""
     engine = venue_engine(settings, server, name)
-    with engine.store.transaction() as db:
-        order = Order(session_id=engine.session.id, client_order_id=f"tl{engine.session.id}-1-BTCBUSD-en",
-                      venue="binance", symbol=SYMBOL, side="buy", intent="enter_long", quote_amount=1_000.0,
-                      decided_ts=0, status="new")
-        db.add(order)
-        db.flush()
-        mark_sent(db, [order], now_ms=wall_ms())
+    order = committed_and_sent(engine, bar=1)
     cid = order.client_order_id
 
     async def send_and_die():
@@ -145,13 +152,7 @@ def test_venue_unreachable_at_restart_halts_the_symbol_and_sends_nothing(world: 
                          balances={"BUSD": 10_000.0}) as server:
         settings = venue_settings(world, server, database_url)
         engine = venue_engine(settings, server, "unreachable")
-        with engine.store.transaction() as db:  # committed and sent; the venue never got it
-            order = Order(session_id=engine.session.id, client_order_id=f"tl{engine.session.id}-2-BTCBUSD-en",
-                          venue="binance", symbol=SYMBOL, side="buy", intent="enter_long", quote_amount=1_000.0,
-                          decided_ts=0, status="new")
-            db.add(order)
-            db.flush()
-            mark_sent(db, [order], now_ms=wall_ms())
+        order = committed_and_sent(engine, bar=2)  # the venue never got it
         server.down = True
 
         async def restart():
