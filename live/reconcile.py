@@ -35,7 +35,6 @@ Rules:
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from live.brokers.base import Broker, FillReport, OrderState, VenueAccount, VenueTrade
+from live.brokers.base import Broker, FillReport, OrderState, VenueAccount, VenueTrade, wall_ms
 from live.orders import Intent, mark_sent, request_of, send_record
 from tradeloop.errors import VenueUnreachableError
 from tradeloop.ops import Fill, OpsStore, Order, TradingSession
@@ -51,11 +50,6 @@ from tradeloop.ops.store import OPEN_STATUSES
 
 log = logging.getLogger(__name__)
 Apply = Callable[[Session, OrderState], None]  # the engine's: store a state, update cash and positions
-
-
-def wall_ms() -> int:
-    """Wall clock in ms, for ``sent_at_ms`` (compared with the venue's order and trade times)."""
-    return int(time.time() * 1000)
 
 
 # ---------------------------------------------------------------------- restart and send

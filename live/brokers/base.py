@@ -11,10 +11,17 @@ Rule shared by both: **a create goes out at most once.** An order whose create w
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from live.feeds.base import CandleBatch
+
+
+def wall_ms() -> int:
+    """Wall clock in ms: an order's send time (``sent_at_ms``), compared with the venue's order
+    and trade times. Never used to decide."""
+    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)

@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import ccxt.async_support as ccxt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from live.brokers.base import FillReport, MarketAssets, OrderRequest, OrderState, VenueTrade
+from live.brokers.base import FillReport, MarketAssets, OrderRequest, OrderState, VenueTrade, wall_ms
 from live.feeds.base import CandleBatch
 from tradeloop.data.schema import ccxt_symbol, lake_symbol
 from tradeloop.errors import VenueUnreachableError
@@ -85,7 +84,7 @@ class CcxtBroker:
             return OrderState(order.client_order_id, "rejected",
                               reason=f"venue unreachable before the create was sent ({exc}); nothing went out"[:200])
         params = {"clientOrderId": order.client_order_id}
-        sent_ms = _now_ms()
+        sent_ms = wall_ms()
         try:
             if order.side == "buy":
                 reply = await self.exchange.create_order(symbol, "market", "buy", None, None,
@@ -138,7 +137,7 @@ class CcxtBroker:
             except ccxt.OrderNotFound:
                 pass
             asked += 1
-            if asked >= self.config.min_queries and _now_ms() >= deadline_ms:
+            if asked >= self.config.min_queries and wall_ms() >= deadline_ms:
                 return None
             await asyncio.sleep(self.config.query_interval_s)
 
@@ -239,8 +238,3 @@ class CcxtBroker:
 
     async def close(self) -> None:
         await self.exchange.close()
-
-
-def _now_ms() -> int:
-    """Wall clock in ms: the send time, compared with the venue's order and trade times."""
-    return int(time.time() * 1000)
