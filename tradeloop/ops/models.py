@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint,
+                        false)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -42,6 +43,9 @@ class TradingSession(Base):
     # asset -> venue balance that is not the session's (the account's other funds): recorded at the
     # first balance check and after an ack; live.reconcile compares the rest with cash and positions
     venue_baseline: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # True: the session trades bars its champion was trained on (``live run --allow-in-sample``);
+    # its results are not evidence of what the model does on new data. Kept when it resumes.
+    in_sample: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 

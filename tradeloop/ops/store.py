@@ -70,7 +70,11 @@ class OpsStore:
 
     # ------------------------------------------------------------------ sessions
     def create_session(self, *, name: str, strategy: str, exchange: str, timeframe: str, symbols: list[str],
-                       mode: str, init_cash: float, config: dict[str, Any]) -> TradingSession:
+                       mode: str, init_cash: float, config: dict[str, Any], in_sample: bool = False,
+                       in_sample_detail: dict[str, Any] | None = None) -> TradingSession:
+        """A new running session with its ``session_started`` audit row. ``in_sample``: it trades
+        bars its champion was trained on (allowed by the operator); an audit row
+        ``session_in_sample`` records that, with ``in_sample_detail`` (e.g. first bar, training end)."""
         if mode not in ("paper", "live"):
             raise ConfigError(f"mode={mode!r} is not a trading mode; use 'paper' or 'live'")
         with self.transaction() as db:
@@ -78,10 +82,13 @@ class OpsStore:
                 raise SessionStateError(f"session {name!r} already exists; resume it or pick another --name")
             row = TradingSession(name=name, strategy=strategy, exchange=exchange, timeframe=timeframe,
                                  symbols=list(symbols), mode=mode, status="running", init_cash=init_cash,
-                                 cash=init_cash, config=config)
+                                 cash=init_cash, config=config, in_sample=in_sample)
             db.add(row)
             db.flush()
-            self.audit(db, "session_started", session_id=row.id, detail={"symbols": list(symbols), "mode": mode})
+            self.audit(db, "session_started", session_id=row.id,
+                       detail={"symbols": list(symbols), "mode": mode, "in_sample": in_sample})
+            if in_sample:
+                self.audit(db, "session_in_sample", session_id=row.id, detail=in_sample_detail or {})
             return row
 
     def session(self, name: str) -> TradingSession:
@@ -270,11 +277,14 @@ class OpsStore:
             return list(db.scalars(select(ThresholdInForce).where(ThresholdInForce.session_id == session_id)
                                    .order_by(ThresholdInForce.id)))
 
-    def audit_log(self, session_id: int | None = None) -> list[AuditEvent]:
+    def audit_log(self, session_id: int | None = None, *, events: tuple[str, ...] | None = None) -> list[AuditEvent]:
+        """Audit rows, oldest first: of one session, and/or only the ``events`` named."""
         with self._sessions() as db:
             query = select(AuditEvent)
             if session_id is not None:
                 query = query.where(AuditEvent.session_id == session_id)
+            if events is not None:
+                query = query.where(AuditEvent.event.in_(events))
             return list(db.scalars(query.order_by(AuditEvent.id)))
 
     def frame(self, model: type, session_id: int) -> pl.DataFrame:
