@@ -63,10 +63,34 @@ def show(strategy: Annotated[str, typer.Argument(help="Strategy name, e.g. sma_c
     console.print(f"champion of [bold]{strategy}[/]: artifact {entry.artifact} (hash verified)")
     console.print(f"model: {model.strategy.describe()}, threshold {model.estimator.threshold_:.4f} "
                   f"(p* {model.estimator.p_star_:.4f} + margin {model.estimator.margin_:.4f})", highlight=False)
-    trained_on = model.universe.describe() if model.universe is not None else "not recorded"
-    console.print(f"trained on: {trained_on}", highlight=False)
+    for label, value in training_lines(model, data_snapshot=entry.lineage.data_snapshot):
+        console.print(f"{label}: {value}", highlight=False, soft_wrap=True)
     console.print_json(json.dumps(entry.lineage.model_dump(mode="json")))
     console.print(f"history: {len(registry.history(strategy))} event(s)")
+
+
+def training_lines(model, *, data_snapshot: str) -> list[tuple[str, str]]:
+    """What the model was trained on: its window (first and last training event, ISO UTC),
+    the data hash (``info["data_hash"]``, else the lineage's data snapshot) and the universe."""
+    from tradeloop.ops.champion_log import iso_utc
+
+    info = model.info or {}
+    first = info.get("trained_from")
+    first_text = iso_utc(int(first)) if isinstance(first, int | float) and not isinstance(first, bool) else "unknown"
+    data_hash = info.get("data_hash") or (data_snapshot if data_snapshot and data_snapshot != "unknown" else None)
+    universe = model.universe
+    lines = [("training window", f"{first_text} .. {iso_utc(model.trained_until)} (first .. last training event, "
+                                 "UTC)"),
+             ("data hash", str(data_hash or "unknown"))]
+    if universe is None:
+        lines.append(("universe", "not recorded"))
+    else:
+        lines.append(("universe", f"exchange {universe.exchange}, timeframe {universe.timeframe}, "
+                                  f"{len(universe.symbols)} symbol(s): {', '.join(universe.symbols)}"))
+    policy = info.get("retrain_policy")
+    if isinstance(policy, dict) and policy:
+        lines.append(("retrain policy", ", ".join(f"{k}={v}" for k, v in sorted(policy.items()))))
+    return lines
 
 
 @app.command()
