@@ -3,8 +3,10 @@
 Before any bar: DATABASE_URL and REDIS_URL are checked (connect + ``SELECT 1``, PING; a bad
 one is a ConfigError, exit 2, naming the variable with the password masked), a replay's
 series must have candles in the lake (else DataError, exit 3, before any session row is
-written), and the engine takes its locks (``live.locks``: one engine per session and per
-exchange account; a second one is refused naming the holder).
+written), the engine takes its locks (``live.locks``: one engine per session and per
+exchange account; a second one is refused naming the holder), and a new session whose first
+bar lies at or before its champion's training end is refused unless ``allow_in_sample``
+(``live.in_sample``: then it is marked in-sample).
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from live.bus import check_redis, make_bus
 from live.engine import EngineConfig, LiveEngine, check_live_config
 from live.feeds.ccxt_feed import CcxtFeed, CcxtFeedConfig
 from live.feeds.replay import ReplayFeed
+from live.in_sample import first_bar, in_sample_detail
 from live.locks import EngineLocks, account_lock_key, session_lock_key
 from live.models import ModelSlot
 from tradeloop.backtest import BacktestConfig
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.data.exchanges import make_exchange
-from tradeloop.errors import ConfigError, DataError, SessionStateError
+from tradeloop.errors import ConfigError, DataError, ModelError, SessionStateError
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.ops.database import check_reachable
 from tradeloop.registry import ModelRegistry
@@ -57,14 +60,19 @@ class SessionConfig(BaseModel):
     window_bars: int = Field(default=400, ge=10)
     follow_s: float | None = Field(default=None, gt=0, description="after the replay, poll the lake this often")
     feed_stale_after_s: float = Field(default=180.0, gt=0, description="ccxt feed: report a symbol stale after this")
+    allow_in_sample: bool = Field(default=False, description="start at or before the champion's training end "
+                                  "(the session is marked in-sample)")
 
 
 def backtest_config(session: TradingSession) -> BacktestConfig:
     return BacktestConfig(**session.config)
 
 
-def open_session(store: OpsStore, registry: ModelRegistry, config: SessionConfig) -> TradingSession:
-    """Resume the session called ``config.name``, or create it from the champion's costs."""
+def open_session(store: OpsStore, registry: ModelRegistry, config: SessionConfig, *,
+                 first_bar_ms: int | None = None) -> TradingSession:
+    """Resume the session called ``config.name`` (it keeps its ``in_sample`` flag), or create
+    it from the champion's costs; a new one starting (``first_bar_ms``) at or before the
+    champion's training end is refused unless ``config.allow_in_sample`` (``live.in_sample``)."""
     try:
         session = store.session(config.name)
     except SessionStateError:
@@ -78,24 +86,38 @@ def open_session(store: OpsStore, registry: ModelRegistry, config: SessionConfig
                 f"{list(config.symbols)}; resume it with the same options or pick another --name")
         return session
     entry = registry.champion(config.strategy)
+    model = None
+    if entry is not None:
+        try:
+            model = registry.load(config.strategy)[1]
+        except ModelError:
+            if config.fee_rate is None:
+                raise  # its costs would set the session's fees
+            # with the fees given, a champion that cannot load is the slot's to refuse (reduce-only)
     fee = config.fee_rate
     if fee is None:
-        fee = registry.load(config.strategy)[1].barriers.cost / 2 if entry is not None else 0.001
+        fee = model.barriers.cost / 2 if model is not None else 0.001
     backtest = BacktestConfig(init_cash=config.init_cash, fee_rate=fee, slippage=config.slippage,
                               fraction=config.fraction, cash_sharing=True)
     check_live_config(backtest)
+    detail = in_sample_detail(config, first_bar_ms=first_bar(config, first_bar_ms),
+                              trained_until_ms=model.trained_until if model is not None else None,
+                              artifact=entry.artifact if entry is not None else None)
     return store.create_session(name=config.name, strategy=config.strategy, exchange=config.exchange,
                                 timeframe=config.timeframe, symbols=list(config.symbols), mode=config.mode,
-                                init_cash=config.init_cash, config=backtest.model_dump(mode="json"))
+                                init_cash=config.init_cash, config=backtest.model_dump(mode="json"),
+                                in_sample=detail is not None, in_sample_detail=detail)
 
 
 def build_engine(settings: Settings, config: SessionConfig, *, store: OpsStore | None = None,
-                 locks: EngineLocks | None = None, engine_config: EngineConfig | None = None) -> LiveEngine:
-    """The engine of ``config.name`` (created or resumed). With ``locks`` (holding the session
-    lock already), a live session also takes its exchange account's lock."""
+                 locks: EngineLocks | None = None, engine_config: EngineConfig | None = None,
+                 first_bar_ms: int | None = None) -> LiveEngine:
+    """The engine of ``config.name`` (created or resumed; ``first_bar_ms``: see ``open_session``).
+    With ``locks`` (holding the session lock already), a live session also takes its exchange
+    account's lock."""
     store = store or OpsStore.open(settings.effective_database_url)
     registry = ModelRegistry(settings.registry_dir)
-    session = open_session(store, registry, config)
+    session = open_session(store, registry, config, first_bar_ms=first_bar_ms)
     if locks is not None:
         api_key = settings.exchange_api_key.get_secret_value() if settings.exchange_api_key else None
         account = account_lock_key(mode=session.mode, venue=session.exchange, api_key=api_key)
@@ -147,8 +169,9 @@ async def check_services(settings: Settings, *, timeout_s: float = 5.0) -> None:
         await check_redis(settings.redis_url, timeout_s=timeout_s)
 
 
-def check_replay_data(feed: ReplayFeed, config: SessionConfig) -> None:
-    """Every series of a replay has candles in the lake, some of them in ``start``..``end``."""
+def check_replay_data(feed: ReplayFeed, config: SessionConfig) -> int:
+    """Every series of a replay has candles in the lake, some of them in ``start``..``end``;
+    the replay's first bar (ms)."""
     lake = feed.lake
     missing = [k for k in feed.keys if not lake.exists(k)]
     if missing:
@@ -164,6 +187,7 @@ def check_replay_data(feed: ReplayFeed, config: SessionConfig) -> None:
     if span.is_empty():
         raise DataError(f"{', '.join(_series(k) for k in feed.keys)} have no candles between --start "
                         f"{config.start} and --end {config.end} (epoch ms); widen them")
+    return int(span["ts"].min())
 
 
 def _series(key: SeriesKey) -> str:
@@ -178,13 +202,13 @@ async def run_session(settings: Settings, config: SessionConfig, *, max_bars: in
         await make_broker(settings, "live", exchange=config.exchange, backtest=BacktestConfig()).close()
     feed = replay_feed(settings, config) if config.feed == "replay" else ccxt_feed(settings, config)
     try:
-        if isinstance(feed, ReplayFeed):
-            check_replay_data(feed, config)
+        first_bar_ms = check_replay_data(feed, config) if isinstance(feed, ReplayFeed) else None  # ccxt: now
         store = OpsStore.open(settings.effective_database_url)
         locks = EngineLocks(store)
         try:
             locks.acquire(session_lock_key(config.name), what=f"session {config.name!r}")
-            engine = build_engine(settings, config, store=store, locks=locks, engine_config=engine_config)
+            engine = build_engine(settings, config, store=store, locks=locks, engine_config=engine_config,
+                                  first_bar_ms=first_bar_ms)
         except BaseException:
             locks.release()
             raise

@@ -47,8 +47,13 @@ def run(
     = False,
     feed: Annotated[str, typer.Option(help="replay (the lake) or ccxt (the exchange: WebSocket, REST fallback)")]
     = "replay",
+    allow_in_sample: Annotated[bool, typer.Option(
+        "--allow-in-sample", help="Start at or before the champion's training end (the session is marked "
+        "in-sample: its results replay the training data)")] = False,
 ) -> None:
-    """Trade the promoted model over the replay feed (paper by default); Ctrl-C stops cleanly."""
+    """Trade the promoted model over the replay feed (paper by default); Ctrl-C stops cleanly.
+    A new session must start after the champion's training end (its first bar: --start, the
+    lake's first candle, or now for --feed ccxt) unless --allow-in-sample."""
     from live.runner import SessionConfig, run_session
 
     settings = get_settings()
@@ -58,7 +63,7 @@ def run(
                            start=parse_time(start, field="--start") if start else None,
                            end=parse_time(end, field="--end") if end else None,
                            init_cash=cash, fraction=fraction, mode=mode,
-                           follow_s=5.0 if follow else None, feed=feed)
+                           follow_s=5.0 if follow else None, feed=feed, allow_in_sample=allow_in_sample)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -66,8 +71,12 @@ def run(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         engine = await run_session(settings, config, max_bars=max_bars, stop=stop)
-        console.print(f"session {name!r}: {engine.bars} bar(s) processed, cash {engine.cash:,.2f}, "
-                      f"positions {({s: q for s, q in engine.positions.items() if q})}")
+        console.print(f"session {name!r} ({sample_label(engine.session.in_sample)}): {engine.bars} bar(s) "
+                      f"processed, cash {engine.cash:,.2f}, "
+                      f"positions {({s: q for s, q in engine.positions.items() if q})}", highlight=False)
+        if engine.session.in_sample:
+            console.print("note: this session trades bars its champion was trained on; its results are not "
+                          "evidence of how the model does on new data", highlight=False)
 
     asyncio.run(main())
 
@@ -86,15 +95,18 @@ def list_sessions(
 
     store = _store()
     now = utcnow()
-    tbl = table("Trading sessions", ["name", "status", "mode", "strategy", "symbols", "equity", "cash", "last bar",
-                                     "reduce-only"])
+    tbl = table("Trading sessions", ["name", "status", "mode", "sample", "strategy", "symbols", "equity", "cash",
+                                     "last bar", "reduce-only"])
     notes = []
     for s in store.sessions():
         equity = store.frame(EquityPoint, s.id).sort("ts")["equity"]
         status = session_status(s.status, s.heartbeat_at, now=now, stale_after_s=stale_after or STALE_AFTER_S)
-        tbl.add_row(s.name, status, s.mode, s.strategy, ",".join(s.symbols),
+        tbl.add_row(s.name, status, s.mode, sample_label(s.in_sample), s.strategy, ",".join(s.symbols),
                     fmt_num(equity[-1] if len(equity) else s.cash, False), fmt_num(s.cash, False),
                     fmt_ts(s.last_bar_ts), _reduce_only(s.halted, s.needs_ack))
+        if s.in_sample:
+            notes.append(f"session {s.name!r} is IN-SAMPLE: it trades bars its champion was trained on, so its "
+                         "results are not evidence of how the model does on new data")
         if s.needs_ack:
             notes.append(f"session {s.name!r} needs an acknowledgement (no entries): {s.needs_ack}; "
                          f"`tradeloop live ack {s.name}` once resolved")
@@ -104,6 +116,11 @@ def list_sessions(
     console.print(tbl)
     for note in notes:
         console.print(note, soft_wrap=True, highlight=False, markup=False)
+
+
+def sample_label(in_sample: bool) -> str:
+    """How a session's sample reads wherever it is shown."""
+    return "IN-SAMPLE" if in_sample else "out-of-sample"
 
 
 def _reduce_only(halted: dict | None, needs_ack: str | None) -> str:
