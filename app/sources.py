@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -14,7 +15,8 @@ from tradeloop.backtest.engine import periods_per_year
 from tradeloop.data import CandleLake
 from tradeloop.ops import EquityPoint, Fill, OpsStore, Order, Position, connect
 from tradeloop.ops.models import utcnow
-from tradeloop.ops.status import session_status
+from tradeloop.ops.champion_log import RESEARCH_EVENTS, age_words, latest_research_events, research_words
+from tradeloop.ops.status import IN_SAMPLE_WARNING, sample_label, session_status
 from tradeloop.performance import compute_metrics
 from tradeloop.registry import ModelRegistry
 from tradeloop.research.steps import EQUITY_PARQUET, METRICS_JSON, TRADES_PARQUET
@@ -55,10 +57,31 @@ def sessions_frame(store: OpsStore) -> pl.DataFrame:
     for s in store.sessions():
         equity = store.frame(EquityPoint, s.id).sort("ts")
         last = float(equity["equity"][-1]) if equity.height else s.cash
-        rows.append({"session": s.name, "status": session_status(s.status, s.heartbeat_at, now=now), "mode": s.mode, "strategy": s.strategy,
+        rows.append({"session": s.name, "status": session_status(s.status, s.heartbeat_at, now=now), "mode": s.mode,
+                     "sample": sample_label(s.in_sample), "strategy": s.strategy,
                      "symbols": ", ".join(s.symbols), "equity": last, "pnl": last - s.init_cash,
                      "return": last / s.init_cash - 1.0, "cash": s.cash, "bars": equity.height})
     return pl.DataFrame(rows)
+
+
+def in_sample_sessions(store: OpsStore) -> list[str]:
+    """Names of the sessions marked in-sample (they trade bars their champion was trained on)."""
+    return [s.name for s in store.sessions() if s.in_sample]
+
+
+def champion_notes(strategy: str, *, trained_until_ms: int, max_age_ms: int, promoted_at: str | None) -> dict:
+    """The champion of ``strategy`` in words: ``age`` (its age and when it goes stale),
+    ``stale`` (it is now), ``research`` (the research pipeline's latest audit events: a failed
+    or refused retrain, a stale-soon warning; empty when none or no database yet)."""
+    now_ms = int(utcnow().timestamp() * 1000)
+    research: list[str] = []
+    store = ops_store()
+    if store is not None:
+        rows = [(e.event, e.at, e.detail) for e in store.audit_log(events=RESEARCH_EVENTS)]
+        promoted = datetime.fromisoformat(promoted_at) if promoted_at else None
+        research = research_words(latest_research_events(rows, strategy), promoted_at=promoted)
+    return {"age": age_words(trained_until_ms=trained_until_ms, max_age_ms=max_age_ms, now_ms=now_ms),
+            "stale": now_ms > trained_until_ms + max_age_ms, "research": research}
 
 
 def session_tables(store: OpsStore, name: str) -> dict[str, pl.DataFrame]:

@@ -18,6 +18,9 @@ st.dataframe(sessions, hide_index=True, column_config={
 name = st.selectbox("Session", sessions["session"].to_list())
 tables = sources.session_tables(store, name)
 row = sessions.filter(pl.col("session") == name).row(0, named=True)
+if row["sample"] == sources.sample_label(True):
+    st.badge("IN-SAMPLE", icon=":material/warning:", color="orange")
+    st.warning(f"Session {name!r} is IN-SAMPLE: it {sources.IN_SAMPLE_WARNING}.")
 
 a, b, c, d = st.columns(4)
 a.metric("Equity", f"{row['equity']:,.2f}", f"{row['return']:+.2%}")

@@ -20,6 +20,11 @@ if not runs:
     st.stop()
 
 chosen = st.multiselect("Runs", list(runs), default=list(runs))
+in_sample = {f"live: {n}" for n in sources.in_sample_sessions(store)} if store is not None else set()
+for label in (r for r in chosen if r in in_sample):
+    st.badge(f"{label}: IN-SAMPLE", icon=":material/warning:", color="orange")
+    st.warning(f"{label.removeprefix('live: ')!r} is IN-SAMPLE: it {sources.IN_SAMPLE_WARNING}; compare it with "
+               "the backtest as a replay of the training data, not as evidence.")
 live_start = min((runs[r][0]["ts"][0] for r in chosen if r.startswith("live")), default=None)
 same_period = live_start is not None and st.toggle("Backtest over the live period only", value=True)
 
@@ -34,7 +39,9 @@ for label in chosen:
     growth = sources.with_drawdown(equity).with_columns(growth=pl.col("equity") / init_cash, run=pl.lit(label))
     curves.append(growth.select("time", "run", "growth"))
     drawdowns.append(growth.select("time", "run", "drawdown"))
-    rows.append(sources.metrics_row(label, equity, init_cash=init_cash, timeframe=timeframe, trades=trades))
+    sample = sources.sample_label(label in in_sample) if label.startswith("live") else "backtest"
+    rows.append({**sources.metrics_row(label, equity, init_cash=init_cash, timeframe=timeframe, trades=trades),
+                 "sample": sample})
 
 st.subheader("Equity (growth of 1)")
 st.line_chart(pl.concat(curves).to_pandas(), x="time", y="growth", color="run")

@@ -26,7 +26,7 @@ def dashboard_root(trained_world: World, tmp_path_factory: pytest.TempPathFactor
     world = World(root, trained_world.settings.model_copy(update={"data_dir": root}), trained_world.candles,
                   trained_world.champion)
     start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-300])
-    asyncio.run(run_session(world.settings, SessionConfig(name="paper-demo", start=start)))
+    asyncio.run(run_session(world.settings, SessionConfig(name="paper-demo", start=start, allow_in_sample=True)))
     _, model = ModelRegistry(world.settings.registry_dir).load("sma_cross")
     result = run_backtest(decide(world.candles, model, now_ms=model.trained_until),
                           BacktestConfig(fee_rate=0.001), timeframe="4h")

@@ -55,6 +55,7 @@ def run(
     A new session must start after the champion's training end (its first bar: --start, the
     lake's first candle, or now for --feed ccxt) unless --allow-in-sample."""
     from live.runner import SessionConfig, run_session
+    from tradeloop.ops.status import IN_SAMPLE_WARNING, sample_label
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -75,8 +76,7 @@ def run(
                       f"processed, cash {engine.cash:,.2f}, "
                       f"positions {({s: q for s, q in engine.positions.items() if q})}", highlight=False)
         if engine.session.in_sample:
-            console.print("note: this session trades bars its champion was trained on; its results are not "
-                          "evidence of how the model does on new data", highlight=False)
+            console.print(f"note: session {name!r} {IN_SAMPLE_WARNING}", highlight=False)
 
     asyncio.run(main())
 
@@ -91,7 +91,7 @@ def list_sessions(
     fresh; stale when not; finished: a replay reached the end of its data), equity and last bar."""
     from tradeloop.ops import EquityPoint
     from tradeloop.ops.models import utcnow
-    from tradeloop.ops.status import STALE_AFTER_S, session_status
+    from tradeloop.ops.status import IN_SAMPLE_WARNING, STALE_AFTER_S, sample_label, session_status
 
     store = _store()
     now = utcnow()
@@ -105,8 +105,7 @@ def list_sessions(
                     fmt_num(equity[-1] if len(equity) else s.cash, False), fmt_num(s.cash, False),
                     fmt_ts(s.last_bar_ts), _reduce_only(s.halted, s.needs_ack))
         if s.in_sample:
-            notes.append(f"session {s.name!r} is IN-SAMPLE: it trades bars its champion was trained on, so its "
-                         "results are not evidence of how the model does on new data")
+            notes.append(f"session {s.name!r} is IN-SAMPLE: it {IN_SAMPLE_WARNING}")
         if s.needs_ack:
             notes.append(f"session {s.name!r} needs an acknowledgement (no entries): {s.needs_ack}; "
                          f"`tradeloop live ack {s.name}` once resolved")
@@ -116,11 +115,6 @@ def list_sessions(
     console.print(tbl)
     for note in notes:
         console.print(note, soft_wrap=True, highlight=False, markup=False)
-
-
-def sample_label(in_sample: bool) -> str:
-    """How a session's sample reads wherever it is shown."""
-    return "IN-SAMPLE" if in_sample else "out-of-sample"
 
 
 def _reduce_only(halted: dict | None, needs_ack: str | None) -> str:

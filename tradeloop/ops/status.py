@@ -35,3 +35,12 @@ def session_status(stored: str, heartbeat_at: datetime | None, *, now: datetime,
         heartbeat_at = heartbeat_at.replace(tzinfo=UTC)
     age = (now - heartbeat_at).total_seconds()
     return stored if age <= stale_after_s else "stale"
+
+
+IN_SAMPLE_WARNING = ("trades bars its champion was trained on (started with --allow-in-sample): its results are "
+                     "not evidence of how the model does on new data")
+
+
+def sample_label(in_sample: bool) -> str:
+    """How a session's ``in_sample`` flag reads wherever a session is shown."""
+    return "IN-SAMPLE" if in_sample else "out-of-sample"

@@ -1,0 +1,100 @@
+"""The dashboard marks in-sample sessions (overview, performance) and says in words, from the
+audit log, what research did to the champion: its age, when it goes stale, the last retrain
+that failed or was refused (streamlit's AppTest on real data)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from live.runner import SessionConfig, run_session
+from tests.live.conftest import SYMBOLS, World, trained_world  # noqa: F401  (shared fixture)
+from tradeloop.ops import OpsStore
+from tradeloop.ops.champion_log import iso_utc
+from tradeloop.registry import ModelRegistry
+from tradeloop.settings import get_settings
+
+DASHBOARD = str(Path(__file__).resolve().parents[2] / "app" / "dashboard.py")
+REFUSED = "challenger Sharpe 0.0100 per bar is below the champion's 0.0200"
+
+
+@pytest.fixture(scope="module")
+def marked_root(trained_world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two sessions (one in-sample, one after the champion's training end) and research audit rows."""
+    root = tmp_path_factory.mktemp("marked") / "data"
+    shutil.copytree(trained_world.root, root, ignore=shutil.ignore_patterns("tradeloop.db*"))
+    settings = trained_world.settings.model_copy(update={"data_dir": root})
+    ts = trained_world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"]
+    _, model = ModelRegistry(settings.registry_dir).load("sma_cross")
+    asyncio.run(run_session(settings, SessionConfig(name="inside", start=int(ts[-300]), allow_in_sample=True),
+                            max_bars=20))
+    asyncio.run(run_session(settings, SessionConfig(name="outside", start=model.trained_until + 1)))
+    store = OpsStore.open(settings.effective_database_url)
+    with store.transaction() as db:
+        OpsStore.audit(db, "retrain_failed", detail={"strategy": "sma_cross", "reason": "superseded failure",
+                                                     "run_id": "run-1"})
+        OpsStore.audit(db, "retrain_refused", detail={"strategy": "sma_cross", "reason": REFUSED,
+                                                      "stale_at_ms": model.trained_until + model.max_age_ms,
+                                                      "run_id": "run-2"})
+        OpsStore.audit(db, "retrain_failed", detail={"strategy": "momentum", "reason": "another strategy's",
+                                                     "run_id": "run-3"})
+    store.close()
+    return root
+
+
+@pytest.fixture
+def marked_env(marked_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TRADELOOP_DATA_DIR", str(marked_root))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    yield marked_root
+    get_settings.cache_clear()
+
+
+def page(name: str) -> AppTest:
+    at = AppTest.from_file(DASHBOARD, default_timeout=60)
+    at.run()
+    if name != "overview":
+        at.switch_page(f"app_pages/{name}.py")
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_overview_marks_the_in_sample_session_only(marked_env: Path) -> None:
+    at = page("overview")
+    table = at.dataframe[0].value
+    assert dict(zip(table["session"], table["sample"], strict=True)) == {"inside": "IN-SAMPLE",
+                                                                        "outside": "out-of-sample"}
+    assert at.selectbox[0].value == "inside"
+    [warning] = at.warning
+    assert "Session 'inside' is IN-SAMPLE" in warning.value and "trained on" in warning.value
+    at.selectbox[0].set_value("outside").run()
+    assert not at.exception and not at.warning
+
+
+def test_performance_warns_about_the_in_sample_run(marked_env: Path) -> None:
+    at = page("performance")
+    warnings = [w.value for w in at.warning]
+    assert len(warnings) == 1 and warnings[0].startswith("'inside' is IN-SAMPLE")
+    metrics = at.dataframe[0].value
+    assert dict(zip(metrics["run"], metrics["sample"], strict=True)) == {"live: inside": "IN-SAMPLE",
+                                                                        "live: outside": "out-of-sample"}
+
+
+def test_champion_page_says_its_age_and_the_last_refused_retrain(marked_env: Path) -> None:
+    _, model = ModelRegistry(marked_env / "registry").load("sma_cross")
+    stale_at = iso_utc(model.trained_until + model.max_age_ms)
+    at = page("champion")
+    [age] = at.error  # the sample ends in 2025: stale long ago by the wall clock
+    assert f"The champion saw data up to {iso_utc(model.trained_until)}" in age.value
+    assert f"it went stale on {stale_at}" in age.value
+    [research] = [w.value for w in at.warning]
+    assert research.startswith("The last retrain (")
+    assert f"run run-2) was refused by the gate: {REFUSED}. The champion goes stale on {stale_at}." in research
+    assert "superseded failure" not in research and "another strategy" not in research
