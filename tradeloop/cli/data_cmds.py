@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
+
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tradeloop.cli.common import (
-    console, fmt_ts, handle_errors, lake_from_settings, parse_time, table,
+    console, err_console, fmt_ts, handle_errors, lake_from_settings, parse_time, table,
 )
 from tradeloop.data import SeriesKey
 from tradeloop.data.importer import import_file, sample_files
+from tradeloop.data.sql import LakeSQL
 from tradeloop.errors import ConfigError
 from tradeloop.settings import get_settings
 
@@ -108,8 +111,9 @@ def status(
         raise typer.Exit(code=0)
     tbl = table(f"Lake {lake.root}", ["series", "rows", "first", "last", "gaps", "missing", "coverage", "invalid"])
     gap_lines, problems = [], []
-    for key in keys:
-        st = lake.status(key)
+    with LakeSQL(lake, keys=keys, now_ms=lake.clock(), strict=False) as sql:  # the lake's clock: in_future
+        statuses = sql.status()
+    for key, st in statuses.items():
         tbl.add_row(key.label, f"{st.rows:,}", fmt_ts(st.first_ts), fmt_ts(st.last_ts), str(len(st.gaps)),
                     f"{st.missing:,}", f"{st.coverage:.2%}", f"{sum(st.invalid.values()):,}")
         gap_lines += [f"{key.label}: {fmt_ts(g.start)} -> {fmt_ts(g.end)} ({g.missing} missing)"
@@ -126,3 +130,54 @@ def status(
     problems += [f"skipped folder {path}: {why}" for path, why in skipped]
     for line in problems:
         console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+FORMATS = ("table", "csv", "json")
+
+
+@app.command()
+@handle_errors
+def query(
+    sql: Annotated[str, typer.Argument(help="One SELECT over the lake's views, e.g. "
+                                            "\"SELECT symbol, count(*) FROM candles GROUP BY symbol\"")],
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+    limit: Annotated[int, typer.Option(help="Print at most this many rows; 0 = all")] = 100,
+) -> None:
+    """Run read-only SQL (DuckDB) over the lake.
+
+    Views: `candles` (exchange, symbol, timeframe, ts, open, high, low, close, volume) and one
+    per series named exchange_symbol_timeframe, e.g. coinbase_btc_usd_4h (ts in epoch ms UTC:
+    epoch_ms(ts) gives a timestamp). They hold the candles readers use: bad stored rows are
+    left out (lake_rows.candles lists every row with its file and broken rule).
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format={fmt!r} is not one of {', '.join(FORMATS)}")
+    if limit < 0:
+        raise ConfigError(f"--limit={limit} is negative; give a row count, or 0 for every row")
+    with LakeSQL(lake_from_settings(), strict=False) as lake_sql:
+        for damaged in lake_sql.unreadable:
+            err_console.print(f"[yellow]warning:[/] left out {escape(damaged.reason)}", highlight=False,
+                              soft_wrap=True)
+        frame = lake_sql.query(sql, limit=limit + 1 if limit else None)
+    more = bool(limit) and frame.height > limit
+    frame = frame.head(limit) if more else frame
+    if fmt == "csv":
+        sys.stdout.write(frame.write_csv())
+    elif fmt == "json":
+        sys.stdout.write(frame.write_json() + "\n")
+    else:
+        tbl = table(f"{frame.height:,} row{'s' if frame.height != 1 else ''}" + (" (more not shown)" if more else ""),
+                    frame.columns)
+        for row in frame.iter_rows():
+            tbl.add_row(*(escape(_cell(v)) for v in row))
+        console.print(tbl)
+    if more:
+        err_console.print(f"showing the first {limit:,} rows; --limit 0 prints them all", highlight=False)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)

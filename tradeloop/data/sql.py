@@ -5,7 +5,9 @@ Views (in an in-memory DuckDB database, opened per ``LakeSQL``; no ``.duckdb`` f
 - one per series, named ``<exchange>_<symbol>_<timeframe>`` in lower case with ``-`` as
   ``_`` (``binance_btc_usdt_1h``, ``binanceusdm_btc_usdt_perp_1h``), columns ``ts, open,
   high, low, close, volume``, ordered by ``ts``;
-- ``candles``: every series, with ``exchange, symbol, timeframe`` in front.
+- ``candles``: every series, with ``exchange, symbol, timeframe`` in front;
+- ``lake_rows.<view>`` and ``lake_rows.candles``: every stored row with its ``file``, ``row``
+  and ``rule`` (the first import rule it breaks; NULL for the rows the views hold).
 
 They hold exactly the candles that ``CandleLake.read`` returns: each stored file is read by
 DuckDB where it has the lake's own schema (int64 ``ts``, float64 values), or cast by the
@@ -61,8 +63,8 @@ def view_name(key: SeriesKey) -> str:
 def rule_sql(*, timeframe_ms: int, now_ms: int | None) -> str:
     """SQL ``CASE`` naming the first import rule a row breaks (NULL: a good row).
 
-    Needs the columns ``ts``, ``open``... ``volume`` and ``first_seen`` (1 for the first row
-    of each ``ts`` in file, then row order)."""
+    Needs the columns ``ts``, ``open``... ``volume`` and ``prev_ts``: the ``ts`` of the row
+    before in ``ts``, file, row order (a repeated ``ts`` is a duplicate after its first row)."""
     low, high = f"least({', '.join(_PRICES)})", f"greatest({', '.join(_PRICES)})"
     future = "false" if now_ms is None else f"ts > {now_ms + timeframe_ms + CLOCK_TOLERANCE_MS}"
     checks = [
@@ -77,7 +79,7 @@ def rule_sql(*, timeframe_ms: int, now_ms: int | None) -> str:
         ("before_2009", f"ts < {MIN_TS_MS}"),
         ("in_future", future),
         ("off_grid", f"(ts - {grid_offset_ms(timeframe_ms)}) % {timeframe_ms} <> 0"),
-        ("duplicate", "first_seen > 1"),
+        ("duplicate", "ts = prev_ts"),
     ]
     return "CASE " + " ".join(f"WHEN {cond} THEN '{rule}'" for rule, cond in checks) + " END"
 
@@ -132,7 +134,7 @@ class LakeSQL:
         root = str(self.lake.root.absolute()).rstrip("/") + "/"
         con = duckdb.connect(":memory:")
         try:
-            con.execute("SET allowed_directories = ?", [[root]])
+            con.execute(f"SET allowed_directories = [{_quote(root)}]")  # no parameters: they import pandas
             con.execute("SET enable_external_access = false")
             con.execute(f"CREATE SCHEMA {_INTERNAL}")
             views: dict[str, SeriesKey] = {}
@@ -176,8 +178,9 @@ class LakeSQL:
         return list(self._unreadable)
 
     # -- queries ---------------------------------------------------------------------------
-    def query(self, sql: str, *, params: Sequence[Any] | None = None) -> pl.DataFrame:
-        """Run one read-only statement; the result as a polars DataFrame.
+    def query(self, sql: str, *, params: Sequence[Any] | None = None, limit: int | None = None) -> pl.DataFrame:
+        """Run one read-only statement; the result as a polars DataFrame (at most ``limit``
+        rows when given: DuckDB stops there).
 
         Raises
         ------
@@ -187,52 +190,70 @@ class LakeSQL:
         DataError
             A file changed or vanished under the views while the query ran.
         """
-        check_read_only(sql)
-        con = self.open()._con
+        check_read_only(sql, hint=self.describe_views())
+        con = self._con
         assert con is not None
         try:
-            return con.execute(sql, params or []).pl()
-        except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException,
-                duckdb.InvalidInputException, duckdb.ConversionException, duckdb.OutOfRangeException,
-                duckdb.NotImplementedException, duckdb.PermissionException) as exc:
-            raise ConfigError(f"the query failed: {_first_line(exc)}; {self.describe_views()}") from None
+            if limit is None:
+                return (con.execute(sql, params) if params else con.execute(sql)).pl()
+            return con.sql(sql, params=params or None).limit(limit).pl()
         except duckdb.IOException as exc:
             raise DataError(f"reading the lake failed: {_first_line(exc)}; a file changed during the "
                             "query: run it again (`tradeloop data status` names damaged files)") from None
+        except duckdb.PermissionException as exc:
+            raise ConfigError(f"the query failed: {_first_line(exc)}; queries read the lake through its views "
+                              f"only, no other files; {self.describe_views()}") from None
+        except duckdb.Error as exc:  # syntax, unknown view or column, types, ...
+            raise ConfigError(f"the query failed: {_first_line(exc)}; {self.describe_views()}") from None
 
     def describe_views(self, *, limit: int = 12) -> str:
         """One line for error messages: the union view, its columns and the series views."""
         names = sorted(self.views)
         shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
-        return (f"views: {UNION_VIEW} ({', '.join(UNION_COLUMNS)}) and one per series with ts, open, high, low, "
-                f"close, volume: {shown or 'none (the lake is empty)'}; e.g. SELECT symbol, count(*) FROM {UNION_VIEW} GROUP BY symbol")
+        return (f"views: {UNION_VIEW} ({', '.join(UNION_COLUMNS)}) and one per series with ts, open, high, "
+                f"low, close, volume: {shown or 'none (the lake is empty)'}; "
+                f"e.g. SELECT symbol, count(*) FROM {UNION_VIEW} GROUP BY symbol")
 
     def status(self) -> dict[SeriesKey, SeriesStatus]:
         """Coverage of every series, as ``CandleLake.status`` reports it (rows, first/last
-        ``ts``, gaps, rows left out per rule, unreadable files), from three SQL queries."""
+        ``ts``, gaps, rows left out per rule, unreadable files): the rows are checked once,
+        into a temporary table, which three SQL queries then summarise."""
         con = self.open()._con
         assert con is not None
-        out: dict[SeriesKey, SeriesStatus] = {}
         if not self._views:
-            return out
-        by_view = {(k.exchange, k.symbol, k.timeframe): k for k in self._views.values()}
-        spans = con.execute(f"SELECT exchange, symbol, timeframe, count(*), min(ts), max(ts) FROM {UNION_VIEW} "
-                            "GROUP BY ALL").fetchall()
+            return {}
+        con.execute(f"CREATE TEMP TABLE status_rows AS SELECT exchange, symbol, timeframe, timeframe_ms, ts, file, "
+                    f"row, rule FROM {_INTERNAL}.{UNION_VIEW}")
+        try:
+            spans = con.execute("SELECT exchange, symbol, timeframe, count(*), min(ts), max(ts) FROM status_rows "
+                                "WHERE rule IS NULL GROUP BY ALL").fetchall()
+            gap_rows = con.execute(
+                "SELECT exchange, symbol, timeframe, prev + timeframe_ms, ts - timeframe_ms, "
+                "(ts - prev) // timeframe_ms - 1 FROM (SELECT *, lag(ts) OVER (PARTITION BY exchange, symbol, "
+                "timeframe ORDER BY ts) AS prev FROM status_rows WHERE rule IS NULL) WHERE ts - prev > timeframe_ms "
+                "ORDER BY ALL").fetchall()
+            rejected = con.execute("SELECT exchange, symbol, timeframe, rule FROM status_rows WHERE rule IS NOT NULL "
+                                   "ORDER BY exchange, symbol, timeframe, file, row").fetchall()
+        finally:
+            con.execute("DROP TABLE status_rows")
         figures = {tuple(row[:3]): row[3:] for row in spans}
         gaps: dict[tuple, list[Gap]] = {}
-        for exchange, symbol, timeframe, start, end, missing in con.execute(_gaps_sql(self._views)).fetchall():
-            gaps.setdefault((exchange, symbol, timeframe), []).append(Gap(start=start, end=end, missing=missing))
-        rejected = self.rejected()
-        for ident, key in by_view.items():
+        for *ident, start, end, missing in gap_rows:
+            gaps.setdefault(tuple(ident), []).append(Gap(start=start, end=end, missing=missing))
+        invalid: dict[tuple, dict[str, int]] = {}
+        for *ident, rule in rejected:  # counted in file, row order, as CandleLake.status does
+            counts = invalid.setdefault(tuple(ident), {})
+            counts[rule] = counts.get(rule, 0) + 1
+        out: dict[SeriesKey, SeriesStatus] = {}
+        for key in self._views.values():
+            ident = (key.exchange, key.symbol, key.timeframe)
             rows, first, last = figures.get(ident, (0, None, None))
-            mine = rejected.filter((pl.col("exchange") == key.exchange) & (pl.col("symbol") == key.symbol)
-                                   & (pl.col("timeframe") == key.timeframe))
             out[key] = SeriesStatus(
                 key=key, rows=rows, first_ts=first, last_ts=last, gaps=gaps.get(ident, []),
-                invalid=dict(mine.group_by("rule", maintain_order=True).len().iter_rows()),
+                invalid=invalid.get(ident, {}),
                 unreadable=[(u.path, u.reason) for u in self._unreadable if u.key == key],
             )
-        return {key: out[key] for key in self._views.values()}
+        return out
 
     def rejected(self) -> pl.DataFrame:
         """Stored rows the views leave out: exchange, symbol, timeframe, file, row, ts, rule."""
@@ -275,19 +296,19 @@ class LakeSQL:
         rows = " UNION ALL ".join(parts)
         con.execute(
             f"CREATE VIEW {_INTERNAL}.{name} AS SELECT *, {rule_sql(timeframe_ms=key.timeframe_ms, now_ms=self.now_ms)}"
-            f" AS rule FROM (SELECT *, row_number() OVER (PARTITION BY ts ORDER BY file, row) AS first_seen "
-            f"FROM ({rows}))"
+            f" AS rule FROM (SELECT *, lag(ts) OVER (ORDER BY ts, file, row) AS prev_ts FROM ({rows}))"
         )
         con.execute(f"CREATE VIEW {name} AS SELECT {', '.join(CANDLE_COLUMNS)} FROM {_INTERNAL}.{name} "
                     "WHERE rule IS NULL ORDER BY ts")
 
 
-def check_read_only(sql: str) -> None:
-    """Refuse anything but one SELECT-kind statement (see the module docstring)."""
+def check_read_only(sql: str, *, hint: str = "") -> None:
+    """Refuse anything but one SELECT-kind statement (see the module docstring); ``hint``
+    ends the message of a statement that does not parse (the views, say)."""
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise ConfigError(f"the query does not parse: {_first_line(exc)}") from None
+        raise ConfigError(f"the query does not parse: {_first_line(exc)}" + (f"; {hint}" if hint else "")) from None
     if len(statements) != 1:
         raise ConfigError(f"the query holds {len(statements)} statements, not one; {_READ_ONLY_HELP}")
     kind = statements[0].type
@@ -298,7 +319,8 @@ def check_read_only(sql: str) -> None:
 def _file_kind(con: duckdb.DuckDBPyConnection, path: Path) -> str:
     """``plain`` when DuckDB can read the file as the lake writes it, else ``other``."""
     try:
-        rows = con.execute("SELECT name, type, logical_type FROM parquet_schema(?)", [str(path.absolute())]).fetchall()
+        rows = con.execute(f"SELECT name, type, logical_type FROM parquet_schema({_quote(str(path.absolute()))})"
+                           ).fetchall()
     except duckdb.Error:
         return "other"
     found = {name: (kind, logical) for name, kind, logical in rows}
@@ -307,28 +329,20 @@ def _file_kind(con: duckdb.DuckDBPyConnection, path: Path) -> str:
 
 
 def _union_sql(views: dict[str, SeriesKey], *, internal: bool) -> str:
-    extra = ", file, row, rule" if internal else ""
-    source = f"{_INTERNAL}." if internal else ""
+    """``candles`` (good rows only) or ``lake_rows.candles`` (every row, its file, row, rule
+    and the series' ``timeframe_ms``); both read the checked rows, so no series is sorted."""
     if not views:
         cols = ", ".join(f"NULL::{_sql_type(c)} AS {c}" for c in UNION_COLUMNS)
         if internal:
-            cols += ", NULL::VARCHAR AS file, NULL::BIGINT AS row, NULL::VARCHAR AS rule"
+            cols += ", NULL::VARCHAR AS file, NULL::BIGINT AS row, NULL::VARCHAR AS rule, NULL::BIGINT AS timeframe_ms"
         return f"SELECT {cols} WHERE false"
     return " UNION ALL ".join(
         f"SELECT {_quote(k.exchange)} AS exchange, {_quote(k.symbol)} AS symbol, {_quote(k.timeframe)} AS "
-        f"timeframe, {', '.join(CANDLE_COLUMNS)}{extra} FROM {source}{name}"
+        f"timeframe, {', '.join(CANDLE_COLUMNS)}"
+        + (f", file, row, rule, {k.timeframe_ms}::BIGINT AS timeframe_ms" if internal else "")
+        + f" FROM {_INTERNAL}.{name}" + ("" if internal else " WHERE rule IS NULL")
         for name, k in views.items()
     )
-
-
-def _gaps_sql(views: dict[str, SeriesKey]) -> str:
-    """Every gap of every series: exchange, symbol, timeframe, start, end, missing."""
-    return " UNION ALL ".join(
-        f"SELECT {_quote(k.exchange)}, {_quote(k.symbol)}, {_quote(k.timeframe)}, prev + {k.timeframe_ms}, "
-        f"ts - {k.timeframe_ms}, (ts - prev) // {k.timeframe_ms} - 1 FROM (SELECT ts, lag(ts) OVER (ORDER BY ts) "
-        f"AS prev FROM {name}) WHERE ts - prev > {k.timeframe_ms}"
-        for name, k in views.items()
-    ) + " ORDER BY 1, 2, 3, 4"
 
 
 def _sql_type(column: str) -> str:
@@ -340,5 +354,11 @@ def _quote(text: str) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return " ".join(lines[:3]) if lines else type(exc).__name__
+    """DuckDB's message without the ``LINE 1: ...`` echo of the query and its caret."""
+    lines = []
+    for line in (raw.strip() for raw in str(exc).splitlines()):
+        if line.startswith("LINE "):
+            break
+        if line:
+            lines.append(line)
+    return " ".join(lines) or type(exc).__name__
