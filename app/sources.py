@@ -13,6 +13,7 @@ from sqlalchemy import inspect
 
 from tradeloop.backtest.engine import periods_per_year
 from tradeloop.data import CandleLake
+from tradeloop.data.sql import LakeSQL
 from tradeloop.ops import EquityPoint, Fill, OpsStore, Order, Position, connect
 from tradeloop.ops.models import utcnow
 from tradeloop.ops.champion_log import RESEARCH_EVENTS, age_words, latest_research_events, research_words
@@ -128,13 +129,16 @@ def lake() -> CandleLake:
 
 
 def data_health() -> pl.DataFrame:
+    """Coverage of every series, from the lake's DuckDB views (as ``tradeloop data status``)."""
     rows = []
     lk = lake()
-    for key in lk.list_series():
-        st = lk.status(key)
-        rows.append({"series": f"{key.exchange}:{key.symbol}:{key.timeframe}", "candles": st.rows,
+    with LakeSQL(lk, now_ms=lk.clock(), strict=False) as sql:
+        statuses = sql.status()
+    for key, st in statuses.items():
+        rows.append({"series": key.label, "candles": st.rows,
                      "first": st.first_ts, "last": st.last_ts, "gaps": len(st.gaps), "missing": st.missing,
-                     "coverage": st.coverage})
+                     "coverage": st.coverage, "invalid": sum(st.invalid.values()),
+                     "damaged_files": len(st.unreadable)})
     frame = pl.DataFrame(rows)
     if frame.height:
         frame = frame.with_columns(pl.from_epoch("first", time_unit="ms"), pl.from_epoch("last", time_unit="ms"))
