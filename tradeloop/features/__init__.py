@@ -1,6 +1,9 @@
 """Features as polars expressions, evaluated per symbol, never looking ahead."""
 
 from tradeloop.features import indicators
-from tradeloop.features.pipeline import DEFAULT_FEATURES, FeatureSpec, compute_features
+from tradeloop.features.memory import TOLERANCE, Memory
+from tradeloop.features.pipeline import DEFAULT_FEATURES, FeatureSpec, compute_features, feature_spec
 
-__all__ = ["DEFAULT_FEATURES", "FeatureSpec", "compute_features", "indicators"]
+__all__ = [
+    "DEFAULT_FEATURES", "TOLERANCE", "FeatureSpec", "Memory", "compute_features", "feature_spec", "indicators",
+]

@@ -1,4 +1,11 @@
-"""Evaluate named feature expressions per symbol on a long candle frame."""
+"""Evaluate named feature expressions per symbol on a long candle frame.
+
+Each feature carries a :class:`~tradeloop.features.memory.Memory`: how far back its
+expression reaches, written next to it. Its warm-up (null bars) and the bars a rolling window
+needs to give the full-history value (``FeatureSpec.exact_bars``) are derived from that, never
+written down as constants; ``tests/features/test_memory.py`` holds every description to its
+expression on real data.
+"""
 
 from __future__ import annotations
 
@@ -9,34 +16,63 @@ import polars as pl
 
 from tradeloop.errors import ConfigError
 from tradeloop.features import indicators as ind
+from tradeloop.features.memory import TOLERANCE, Memory
 
 
 @dataclass(frozen=True, slots=True)
 class FeatureSpec:
-    """A named feature: ``build()`` returns the expression; ``warmup`` bars are null."""
+    """A named feature: ``build()`` returns the expression, ``memory`` describes how far back
+    it reaches (see ``tradeloop.features.memory``)."""
 
     name: str
     build: Callable[[], pl.Expr]
-    warmup: int
+    memory: Memory
 
     def expr(self) -> pl.Expr:
         return self.build().alias(self.name)
 
+    @property
+    def warmup(self) -> int:
+        """Leading null bars on a fresh history."""
+        return self.memory.warmup
+
+    def exact_bars(self, tol: float = TOLERANCE) -> int:
+        """Bars of history on which the last value equals the full-history one within ``tol``."""
+        return self.memory.exact_bars(tol)
+
+
+BAR = Memory.bars(1)  # columns of the bar itself
+PAIR = Memory.bars(2)  # the bar and the one before it: returns, diff
+TRUE_RANGE = Memory.combine(BAR, PAIR, nulls="all")  # max_horizontal skips the first bar's null prev close
+
+
+def _wilder(inner: Memory, n: int) -> Memory:
+    """Wilder's smoothing as ``indicators`` writes it: alpha = 1/n, null until n values."""
+    return inner.ewm(alpha=1.0 / n, min_samples=n)
+
 
 DEFAULT_FEATURES: tuple[FeatureSpec, ...] = (
-    FeatureSpec("ret_1", lambda: ind.returns(), 1),
-    FeatureSpec("logret_1", lambda: ind.log_returns(), 1),
-    FeatureSpec("sma_10", lambda: ind.sma(10), 9),
-    FeatureSpec("sma_30", lambda: ind.sma(30), 29),
-    FeatureSpec("ema_20", lambda: ind.ema(20), 19),
-    FeatureSpec("rsi_14", lambda: ind.rsi(14), 14),
-    FeatureSpec("atr_14", lambda: ind.atr(14), 13),
-    FeatureSpec("vol_20", lambda: ind.volatility(20), 20),
-    FeatureSpec("zscore_20", lambda: ind.zscore(20), 19),
-    FeatureSpec("volume_ratio_20", lambda: ind.volume_ratio(20), 19),
-    FeatureSpec("volume_zscore_20", lambda: ind.volume_zscore(20), 19),
-    FeatureSpec("dollar_volume", lambda: ind.dollar_volume(), 0),
+    FeatureSpec("ret_1", lambda: ind.returns(), PAIR),
+    FeatureSpec("logret_1", lambda: ind.log_returns(), PAIR),
+    FeatureSpec("sma_10", lambda: ind.sma(10), BAR.rolling(10)),
+    FeatureSpec("sma_30", lambda: ind.sma(30), BAR.rolling(30)),
+    FeatureSpec("ema_20", lambda: ind.ema(20), BAR.ewm(span=20, min_samples=20)),
+    FeatureSpec("rsi_14", lambda: ind.rsi(14), _wilder(PAIR, 14)),  # gains and losses of close.diff()
+    FeatureSpec("atr_14", lambda: ind.atr(14), _wilder(TRUE_RANGE, 14)),
+    FeatureSpec("vol_20", lambda: ind.volatility(20), PAIR.rolling(20)),  # rolling std of log returns
+    FeatureSpec("zscore_20", lambda: ind.zscore(20), BAR.rolling(20)),
+    FeatureSpec("volume_ratio_20", lambda: ind.volume_ratio(20), BAR.rolling(20)),
+    FeatureSpec("volume_zscore_20", lambda: ind.volume_zscore(20), BAR.rolling(20)),
+    FeatureSpec("dollar_volume", lambda: ind.dollar_volume(), BAR),
 )
+
+
+def feature_spec(name: str, specs: Sequence[FeatureSpec] = DEFAULT_FEATURES) -> FeatureSpec:
+    """The spec called ``name``; a ConfigError naming the known ones otherwise."""
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    raise ConfigError(f"feature {name!r} is unknown; choose from {[s.name for s in specs]}")
 
 
 def compute_features(

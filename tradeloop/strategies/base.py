@@ -3,8 +3,9 @@
 A strategy is a frozen, validated config with two methods. ``score_expr`` builds a polars
 expression from candle columns (through ``tradeloop.features``); ``signals`` evaluates it
 per symbol and applies the rule. Backtest and live engine call the same ``signals``: the
-live engine on a rolling window of ``warmup_bars + 1`` bars or more, which gives the same
-last score as the full history because strategies use finite-window features only.
+live engine on a rolling window of the last bars. ``score_memory`` describes how far back the
+score reaches (``tradeloop.features.memory``), written next to ``score_expr``; the warm-up
+and the window the live engine needs (``tradeloop.thresholds.warmup``) are derived from it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
+from tradeloop.features.memory import Memory
 from tradeloop.strategies.rules import ThresholdRule
 
 
@@ -36,8 +38,13 @@ class Strategy(BaseModel, ABC):
 
     @property
     @abstractmethod
+    def score_memory(self) -> Memory:
+        """How far back ``score_expr`` reaches, built like it (see ``tradeloop.features.memory``)."""
+
+    @property
     def warmup_bars(self) -> int:
-        """Bars before the first non-null score (the live engine keeps at least this + 2)."""
+        """Bars before the first non-null score (derived from ``score_memory``)."""
+        return self.score_memory.warmup
 
     def scores(self, candles: pl.DataFrame, *, by: str | None = "symbol") -> pl.DataFrame:
         group = by if by is not None and by in candles.columns else None

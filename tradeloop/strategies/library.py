@@ -11,6 +11,7 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from tradeloop.features import indicators as ind
+from tradeloop.features.memory import Memory
 from tradeloop.strategies.base import Strategy
 from tradeloop.strategies.compiled import sma_ratio_signals
 from tradeloop.strategies.rules import ThresholdRule
@@ -37,8 +38,8 @@ class SmaCross(Strategy):
         return ind.sma(self.fast) / ind.sma(self.slow) - 1.0
 
     @property
-    def warmup_bars(self) -> int:
-        return self.slow - 1
+    def score_memory(self) -> Memory:
+        return Memory.bars(1).rolling(self.slow)  # the slow window holds the fast one
 
     def compiled_signals(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         long_enter, long_exit = self.rule.bounds()
@@ -65,8 +66,9 @@ class Momentum(Strategy):
         return move / scale
 
     @property
-    def warmup_bars(self) -> int:
-        return self.lookback
+    def score_memory(self) -> Memory:
+        move = Memory.bars(self.lookback + 1)  # close and close ``lookback`` bars ago
+        return Memory.combine(move, Memory.bars(2).rolling(self.lookback))  # / std of log returns
 
 
 class MeanReversion(Strategy):
@@ -80,8 +82,8 @@ class MeanReversion(Strategy):
         return -ind.zscore(self.window)
 
     @property
-    def warmup_bars(self) -> int:
-        return self.window - 1
+    def score_memory(self) -> Memory:
+        return Memory.bars(1).rolling(self.window)
 
 
 class Breakout(Strategy):
@@ -105,5 +107,5 @@ class Breakout(Strategy):
         return pl.when(half > 0).then((pl.col("close") - mid) / half).when(half == 0).then(0.0)
 
     @property
-    def warmup_bars(self) -> int:
-        return self.window
+    def score_memory(self) -> Memory:
+        return Memory.bars(1).rolling(self.window).shift(1)  # the channel of the previous bars
