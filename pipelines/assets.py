@@ -12,7 +12,8 @@ import polars as pl
 
 import dagster as dg
 from pipelines import checks
-from pipelines.resources import RESEARCH_SYMBOLS, ExchangeResource, ResearchResource, StoresResource
+from pipelines.partitions import symbol_partitions
+from pipelines.resources import ExchangeResource, ResearchResource, StoresResource
 from tradeloop.registry import Lineage, git_commit, snapshot_hash
 from tradeloop.research.gate import GateConfig, evaluate_gate
 from tradeloop.research.notebooks import notebook_path, run_notebook
@@ -24,7 +25,6 @@ from tradeloop.research.steps import (
     load_evaluation,
 )
 
-symbol_partitions = dg.StaticPartitionsDefinition(list(RESEARCH_SYMBOLS))
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -58,13 +58,18 @@ def candles(context: dg.AssetExecutionContext, stores: StoresResource, research:
 @dg.asset(deps=[candles], group_name="research", kinds={"jupyter", "parquet"},
           check_specs=[dg.AssetCheckSpec("feature_sanity", asset="features", blocking=True)])
 def features(context: dg.AssetExecutionContext, stores: StoresResource, research: ResearchResource):
-    """Per-symbol features of the research universe (notebooks/features.py)."""
+    """Per-symbol features of the research universe (notebooks/features.py): its symbols are
+    picked now, from the lake (an explicit list, or the top N by dollar volume)."""
     out = _paths(stores)["features"]
-    params = {"lake_dir": str(stores.lake.root), "exchange": research.exchange, "symbols": research.symbols,
+    symbols = research.universe(stores.lake)
+    context.log.info(f"research universe: {len(symbols)} {research.exchange} {research.timeframe} series: "
+                     f"{', '.join(symbols)}")
+    params = {"lake_dir": str(stores.lake.root), "exchange": research.exchange, "symbols": symbols,
               "timeframe": research.timeframe, "output_path": str(out)}
     _, meta = _notebook(context, stores, "features", params)
     frame = pl.read_parquet(out)
     yield dg.MaterializeResult(metadata={**meta, "rows": frame.height, "columns": len(frame.columns),
+                                         "universe": dg.MetadataValue.json(symbols),
                                          "path": dg.MetadataValue.path(str(out))})
     yield checks.feature_sanity(frame)
 

@@ -3,8 +3,8 @@
 import json
 
 import dagster as dg
-from pipelines.resources import RESEARCH_EXCHANGE, RESEARCH_SYMBOLS, RESEARCH_TIMEFRAME, StoresResource
-from tradeloop.data import SeriesKey
+from pipelines.partitions import missing_keys, symbol_partitions, universe_symbols
+from pipelines.resources import ExchangeResource, ResearchResource, StoresResource
 
 retrain_job = dg.define_asset_job(
     "retrain", selection=dg.AssetSelection.assets("features", "thresholds", "backtest", "promotion"),
@@ -15,14 +15,22 @@ retrain_schedule = dg.ScheduleDefinition(job=retrain_job, cron_schedule="30 0 * 
 
 
 @dg.sensor(job=retrain_job, minimum_interval_seconds=300)
-def new_candles_sensor(context: dg.SensorEvaluationContext, stores: StoresResource):
-    """Requests a retrain when any research series has a newer last candle than last time."""
+def new_candles_sensor(context: dg.SensorEvaluationContext, stores: StoresResource, research: ResearchResource,
+                       exchange: ExchangeResource):
+    """Adds the research universe's symbols as ``candles`` partitions (``pipelines.partitions``)
+    and requests a retrain when any of its series has a newer last candle than last time
+    (the cursor keeps the last candle seen per series label)."""
     lake = stores.lake
-    latest = {s: lake.last_ts(SeriesKey(RESEARCH_EXCHANGE, s, RESEARCH_TIMEFRAME)) for s in RESEARCH_SYMBOLS}
+    symbols = universe_symbols(research, lake, exchange)
+    new = missing_keys(context.instance, symbols)
+    added = [symbol_partitions.build_add_request(new)] if new else []
+    latest = {research.key(s).label: lake.last_ts(research.key(s)) for s in symbols}
     seen = json.loads(context.cursor) if context.cursor else {}
-    advanced = {s: ts for s, ts in latest.items() if ts is not None and ts > seen.get(s, -1)}
+    advanced = {label: ts for label, ts in latest.items() if ts is not None and ts > seen.get(label, -1)}
     if not advanced:
-        return dg.SkipReason("no new candles in the research universe")
-    context.update_cursor(json.dumps({**seen, **advanced}))
-    return dg.RunRequest(run_key=f"candles-{json.dumps(advanced, sort_keys=True)}",
-                         tags={"trigger": "new_candles"})
+        return dg.SensorResult(skip_reason=dg.SkipReason("no new candles in the research universe"),
+                               dynamic_partitions_requests=added)
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"candles-{json.dumps(advanced, sort_keys=True)}",
+                                    tags={"trigger": "new_candles"})],
+        dynamic_partitions_requests=added, cursor=json.dumps({**seen, **advanced}))

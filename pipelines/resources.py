@@ -3,18 +3,25 @@
 Real and test versions differ only by configuration: tests point ``StoresResource`` at a
 temporary folder and use ``ExchangeResource(mode="sample")``; production sets
 ``mode="ccxt"`` (with TRADELOOP_EXCHANGE_API_URL / keys from the environment).
+
+The research universe is configuration too (``ResearchResource``): an explicit list of
+symbols, or the top N by dollar volume over a lookback, picked from the lake
+(``tradeloop.research.universe``). The candles asset's partitions follow it
+(``pipelines.partitions``).
 """
 
 from pathlib import Path
+from typing import Optional
 
 import dagster as dg
 
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.data.importer import SAMPLE_DIR, import_file
 from tradeloop.registry import ModelRegistry
+from tradeloop.research.universe import UniverseConfig, select_universe, universe_config
 from tradeloop.settings import get_settings
 
-#: the research universe: symbols share timestamps, so one walk-forward cuts them all
+#: the default research universe (an explicit list) when ResearchResource is not configured
 RESEARCH_EXCHANGE = "coinbase"
 RESEARCH_SYMBOLS = ("BTC-USD", "ETH-USD")
 RESEARCH_TIMEFRAME = "4h"
@@ -46,11 +53,20 @@ class StoresResource(dg.ConfigurableResource):
 
 
 class ResearchResource(dg.ConfigurableResource):
-    """What to research: the universe, the strategy and the size of the search."""
+    """What to research: the universe, the strategy and the size of the search.
+
+    The universe is ``symbols`` (an explicit list; the default) or, when ``top_n`` is set,
+    the ``top_n`` series of ``exchange``/``timeframe`` with the largest dollar volume over
+    the last ``lookback_days`` (only those quoted in ``quote`` when it is set). Setting both
+    ``symbols`` and ``top_n`` is a ConfigError, as in ``UniverseConfig``.
+    """
 
     exchange: str = RESEARCH_EXCHANGE
     symbols: list[str] = list(RESEARCH_SYMBOLS)
     timeframe: str = RESEARCH_TIMEFRAME
+    top_n: Optional[int] = None
+    lookback_days: int = 30
+    quote: Optional[str] = None
     strategy: str = "sma_cross"
     n_trials: int = 20
     max_drawdown: float = 0.5
@@ -60,19 +76,54 @@ class ResearchResource(dg.ConfigurableResource):
     def key(self, symbol: str) -> SeriesKey:
         return SeriesKey(self.exchange, symbol, self.timeframe)
 
+    def universe_config(self) -> UniverseConfig:
+        """The universe as a validated ``UniverseConfig`` (a ConfigError names a bad field)."""
+        values: dict = {"exchange": self.exchange, "timeframe": self.timeframe}
+        given = self.model_fields_set  # fields the configuration set, not their defaults
+        if self.top_n is None:
+            values["symbols"] = self.symbols
+        else:
+            values["top_n"] = self.top_n
+            values["symbols"] = self.symbols if "symbols" in given else None
+        values |= {name: getattr(self, name) for name in ("lookback_days", "quote") if name in given}
+        return universe_config(**values)
+
+    def universe(self, lake: CandleLake, *, until_ms: Optional[int] = None) -> list[str]:
+        """The universe's symbols now: the explicit list (each one stored), or the top N
+        by dollar volume over the window ending at ``until_ms`` (default: the lake's latest)."""
+        return select_universe(lake, self.universe_config(), until_ms=until_ms)
+
 
 class ExchangeResource(dg.ConfigurableResource):
-    """Where new candles come from: the bundled sample, or an exchange through ccxt."""
+    """Where new candles come from: sample files (the bundled sample, or ``sample_dir`` of
+    ``<exchange>__<SYMBOL>__<timeframe>.parquet`` files), or an exchange through ccxt."""
 
     mode: str = "sample"  # "sample" | "ccxt"
     exchange_id: str = ""  # ccxt id when mode == "ccxt" (default: the research exchange)
     since: str = "2017-01-01"
+    sample_dir: str = ""  # sample mode: folder of candle files (default: the bundled sample)
+
+    @property
+    def samples(self) -> Path:
+        return Path(self.sample_dir) if self.sample_dir else SAMPLE_DIR
+
+    def sample_symbols(self, exchange: str, timeframe: str) -> list[str]:
+        """Symbols with a sample file for ``exchange``/``timeframe`` (sample mode; else none)."""
+        if self.mode != "sample":
+            return []
+        found = []
+        for path in sorted(self.samples.glob(f"{exchange}__*__{timeframe}.parquet")):
+            parts = path.stem.split("__")
+            if len(parts) == 3:  # tagged snapshots (exchange__SYMBOL__tf__tag) are not series
+                found.append(SeriesKey(*parts).symbol)
+        return found
 
     def refresh(self, lake: CandleLake, key: SeriesKey) -> dict:
         if self.mode == "sample":
-            path = SAMPLE_DIR / f"{key.filename_stem}.parquet"
+            path = self.samples / f"{key.filename_stem}.parquet"
             result = import_file(lake, path, key=key)
-            return {"source": "bundled sample", "rows_added": result.added}
+            source = "bundled sample" if not self.sample_dir else f"sample file {path.name}"
+            return {"source": source, "rows_added": result.added}
         if self.mode == "ccxt":
             from datetime import UTC, datetime
 

@@ -11,7 +11,8 @@ import time
 
 import dagster as dg
 from pipelines.definitions import defs
-from pipelines.resources import RESEARCH_SYMBOLS, ResearchResource, StoresResource
+from pipelines.partitions import register, universe_symbols
+from pipelines.resources import ResearchResource, StoresResource
 from tradeloop.cli.common import console
 
 
@@ -19,12 +20,16 @@ RESEARCH_CHAIN = ("features", "thresholds", "backtest", "promotion")
 
 
 def materialize_all(resources: dict, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    """Every ``candles`` partition (one run each), then the research chain in one run.
+    """The research universe's ``candles`` partitions (added to ``instance`` first; one run
+    each), then the research chain in one run.
 
+    ``resources`` needs ``stores``, ``research`` and ``exchange`` (see ``pipelines.resources``).
     Returns the last failing run, or the research chain's run.
     """
     assets = list(defs.assets)
-    for symbol in RESEARCH_SYMBOLS:
+    symbols = universe_symbols(resources["research"], resources["stores"].lake, resources["exchange"])
+    register(instance, symbols)
+    for symbol in symbols:
         result = dg.materialize(assets, selection=["candles"], partition_key=symbol, instance=instance,
                                 resources=resources, raise_on_error=False)
         if not result.success:

@@ -75,17 +75,19 @@ def test_second_run_that_does_not_beat_the_champion_keeps_it(first_run) -> None:
 
 def test_sensor_requests_a_retrain_only_when_candles_advance(first_run) -> None:
     root, instance, _ = first_run
-    stores = StoresResource(data_dir=str(root))
-    ctx = dg.build_sensor_context(instance=instance, resources={"stores": stores})
+    assert sorted(instance.get_dynamic_partitions("symbols")) == ["BTC-USD", "ETH-USD"]  # added by materialize_all
+    res = resources(root)
+    stores = res["stores"]
+    ctx = dg.build_sensor_context(instance=instance, resources=res)
     first = new_candles_sensor(ctx)
-    assert isinstance(first, dg.RunRequest)
-    ctx2 = dg.build_sensor_context(instance=instance, resources={"stores": stores}, cursor=ctx.cursor)
-    assert isinstance(new_candles_sensor(ctx2), dg.SkipReason)
+    assert len(first.run_requests) == 1 and first.dynamic_partitions_requests == []  # partitions known already
+    ctx2 = dg.build_sensor_context(instance=instance, resources=res, cursor=first.cursor)
+    assert new_candles_sensor(ctx2).skip_reason is not None
     key = SeriesKey("coinbase", "BTC-USD", "4h")
     last = stores.lake.read(key).tail(1)
     stores.lake.write(key, last.with_columns(pl.col("ts") + 4 * 3_600_000), source="test")
-    ctx3 = dg.build_sensor_context(instance=instance, resources={"stores": stores}, cursor=ctx.cursor)
-    assert isinstance(new_candles_sensor(ctx3), dg.RunRequest)
+    ctx3 = dg.build_sensor_context(instance=instance, resources=res, cursor=first.cursor)
+    assert len(new_candles_sensor(ctx3).run_requests) == 1
 
 
 def test_candle_quality_fails_on_a_gappy_series(tmp_path) -> None:
