@@ -16,7 +16,7 @@ from live.runner import SessionConfig, run_session
 from tests.live.conftest import SYMBOLS, World, trained_world  # noqa: F401  (shared fixture)
 from tradeloop.ops import OpsStore
 from tradeloop.ops.champion_log import iso_utc
-from tradeloop.registry import ModelRegistry
+from tradeloop.registry import Lineage, ModelRegistry
 from tradeloop.settings import get_settings
 
 DASHBOARD = str(Path(__file__).resolve().parents[2] / "app" / "dashboard.py")
@@ -25,12 +25,16 @@ REFUSED = "challenger Sharpe 0.0100 per bar is below the champion's 0.0200"
 
 @pytest.fixture(scope="module")
 def marked_root(trained_world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two sessions (one in-sample, one after the champion's training end) and research audit rows."""
+    """A champion trained until 100 bars before the end of the sample, two sessions (one from
+    300 bars before the end, in-sample; one after the training end) and research audit rows."""
     root = tmp_path_factory.mktemp("marked") / "data"
     shutil.copytree(trained_world.root, root, ignore=shutil.ignore_patterns("tradeloop.db*"))
     settings = trained_world.settings.model_copy(update={"data_dir": root})
     ts = trained_world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"]
-    _, model = ModelRegistry(settings.registry_dir).load("sma_cross")
+    registry = ModelRegistry(settings.registry_dir)  # a champion trained until 100 bars before the end
+    _, model = registry.load("sma_cross")
+    model.trained_until, model.max_age_ms = int(ts[-100]), 14 * 86_400_000
+    registry.promote("sma_cross", registry.register(model.save(root.parent / "model")), lineage=Lineage(run_id="cut"))
     asyncio.run(run_session(settings, SessionConfig(name="inside", start=int(ts[-300]), allow_in_sample=True),
                             max_bars=20))
     asyncio.run(run_session(settings, SessionConfig(name="outside", start=model.trained_until + 1)))
