@@ -15,9 +15,9 @@ from tradeloop.backtest.engine import periods_per_year
 from tradeloop.data import CandleLake
 from tradeloop.data.sql import LakeSQL
 from tradeloop.ops import EquityPoint, Fill, OpsStore, Order, Position, connect
-from tradeloop.ops.models import utcnow
 from tradeloop.ops.champion_log import RESEARCH_EVENTS, age_words, latest_research_events, research_words
-from tradeloop.ops.status import IN_SAMPLE_WARNING, sample_label, session_status
+from tradeloop.ops.models import utcnow
+from tradeloop.ops.status import sample_label, session_status
 from tradeloop.performance import compute_metrics
 from tradeloop.registry import ModelRegistry
 from tradeloop.research.steps import EQUITY_PARQUET, METRICS_JSON, TRADES_PARQUET

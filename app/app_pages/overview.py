@@ -4,6 +4,8 @@ import polars as pl
 import sources
 import streamlit as st
 
+from tradeloop.ops.status import IN_SAMPLE_WARNING
+
 st.title("Live sessions")
 store = sources.ops_store()
 if store is None or not store.sessions():
@@ -20,7 +22,7 @@ tables = sources.session_tables(store, name)
 row = sessions.filter(pl.col("session") == name).row(0, named=True)
 if row["sample"] == sources.sample_label(True):
     st.badge("IN-SAMPLE", icon=":material/warning:", color="orange")
-    st.warning(f"Session {name!r} is IN-SAMPLE: it {sources.IN_SAMPLE_WARNING}.")
+    st.warning(f"Session {name!r} is IN-SAMPLE: it {IN_SAMPLE_WARNING}.")
 
 a, b, c, d = st.columns(4)
 a.metric("Equity", f"{row['equity']:,.2f}", f"{row['return']:+.2%}")

@@ -4,6 +4,8 @@ import polars as pl
 import sources
 import streamlit as st
 
+from tradeloop.ops.status import IN_SAMPLE_WARNING
+
 st.title("Performance")
 store = sources.ops_store()
 research = sources.research_backtest()
@@ -23,7 +25,7 @@ chosen = st.multiselect("Runs", list(runs), default=list(runs))
 in_sample = {f"live: {n}" for n in sources.in_sample_sessions(store)} if store is not None else set()
 for label in (r for r in chosen if r in in_sample):
     st.badge(f"{label}: IN-SAMPLE", icon=":material/warning:", color="orange")
-    st.warning(f"{label.removeprefix('live: ')!r} is IN-SAMPLE: it {sources.IN_SAMPLE_WARNING}; compare it with "
+    st.warning(f"{label.removeprefix('live: ')!r} is IN-SAMPLE: it {IN_SAMPLE_WARNING}; compare it with "
                "the backtest as a replay of the training data, not as evidence.")
 live_start = min((runs[r][0]["ts"][0] for r in chosen if r.startswith("live")), default=None)
 same_period = live_start is not None and st.toggle("Backtest over the live period only", value=True)

@@ -24,7 +24,7 @@ REFUSED = "challenger Sharpe 0.0100 per bar is below the champion's 0.0200"
 
 
 @pytest.fixture(scope="module")
-def marked_root(trained_world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def marked_root(trained_world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
     """A champion trained until 100 bars before the end of the sample, two sessions (one from
     300 bars before the end, in-sample; one after the training end) and research audit rows."""
     root = tmp_path_factory.mktemp("marked") / "data"

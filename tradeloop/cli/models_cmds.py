@@ -79,14 +79,13 @@ def training_lines(model, *, data_snapshot: str) -> list[tuple[str, str]]:
     first_text = iso_utc(int(first)) if isinstance(first, int | float) and not isinstance(first, bool) else "unknown"
     data_hash = info.get("data_hash") or (data_snapshot if data_snapshot and data_snapshot != "unknown" else None)
     universe = model.universe
-    lines = [("training window", f"{first_text} .. {iso_utc(model.trained_until)} (first .. last training event, "
-                                 "UTC)"),
-             ("data hash", str(data_hash or "unknown"))]
+    window = f"{first_text} .. {iso_utc(model.trained_until)} (first .. last training event, UTC)"
+    lines = [("training window", window), ("data hash", str(data_hash or "unknown"))]
     if universe is None:
         lines.append(("universe", "not recorded"))
     else:
-        lines.append(("universe", f"exchange {universe.exchange}, timeframe {universe.timeframe}, "
-                                  f"{len(universe.symbols)} symbol(s): {', '.join(universe.symbols)}"))
+        symbols = f"{len(universe.symbols)} symbol(s): {', '.join(universe.symbols)}"
+        lines.append(("universe", f"exchange {universe.exchange}, timeframe {universe.timeframe}, {symbols}"))
     policy = info.get("retrain_policy")
     if isinstance(policy, dict) and policy:
         lines.append(("retrain policy", ", ".join(f"{k}={v}" for k, v in sorted(policy.items()))))
