@@ -14,11 +14,14 @@ from sqlalchemy import inspect
 from tradeloop.backtest.engine import periods_per_year
 from tradeloop.data import CandleLake
 from tradeloop.data.sql import LakeSQL
+from tradeloop.errors import ConfigError
 from tradeloop.ops import EquityPoint, Fill, OpsStore, Order, Position, connect
 from tradeloop.ops.champion_log import RESEARCH_EVENTS, age_words, latest_research_events, research_words
+from tradeloop.ops.database import schema_behind
 from tradeloop.ops.models import utcnow
 from tradeloop.ops.status import sample_label, session_status
 from tradeloop.performance import compute_metrics
+from tradeloop.redaction import mask_url
 from tradeloop.registry import ModelRegistry
 from tradeloop.research.steps import EQUITY_PARQUET, METRICS_JSON, TRADES_PARQUET
 from tradeloop.settings import Settings, get_settings
@@ -46,6 +49,12 @@ def ops_store() -> OpsStore | None:
     if "sessions" not in inspect(store.engine).get_table_names():
         store.close()
         return None
+    behind = schema_behind(store.engine)
+    if behind is not None:  # the pages' queries would fail on a missing column
+        store.close()
+        raise ConfigError(f"the operational database {mask_url(url)} has schema revision {behind[0]}; this "
+                          f"dashboard reads {behind[1]}: run `tradeloop live sessions` once (it migrates the "
+                          "database), then reload the page")
     _STORES[url] = store
     return store
 

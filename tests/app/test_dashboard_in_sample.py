@@ -102,3 +102,25 @@ def test_champion_page_says_its_age_and_the_last_refused_retrain(marked_env: Pat
     assert research.startswith("The last retrain (")
     assert f"run run-2) was refused by the gate: {REFUSED}. The champion goes stale on {stale_at}." in research
     assert "superseded failure" not in research and "another strategy" not in research
+
+
+def test_a_database_with_an_older_schema_is_named_with_the_fix(tmp_path: Path, monkeypatch) -> None:
+    from tradeloop.ops import connect, migrate
+
+    engine = connect(f"sqlite:///{tmp_path / 'tradeloop.db'}")
+    migrate(engine, "0002")  # written by an older tradeloop: no sessions.in_sample yet
+    engine.dispose()
+    monkeypatch.setenv("TRADELOOP_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        at = AppTest.from_file(DASHBOARD, default_timeout=60)
+        at.run()
+        [error] = at.exception
+        assert "has schema revision 0002; this dashboard reads 0003" in error.value
+        assert "run `tradeloop live sessions` once" in error.value
+        OpsStore.open(f"sqlite:///{tmp_path / 'tradeloop.db'}").close()  # what `live sessions` does
+        at.run()
+        assert not at.exception and at.info  # no session yet
+    finally:
+        get_settings.cache_clear()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
@@ -21,6 +23,7 @@ from tradeloop.errors import ConfigError
 from tradeloop.redaction import mask_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "tradeloop_alembic_version"  # optuna (RDB storage) keeps its own alembic_version beside it
 
 
 def connect(url: str, *, connect_timeout_s: float = 10.0) -> Engine:
@@ -65,10 +68,24 @@ def connect(url: str, *, connect_timeout_s: float = 10.0) -> Engine:
                       "use sqlite:/// or postgresql+psycopg://")
 
 
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` (Alembic); safe to run on every start."""
+def _alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def schema_behind(engine: Engine) -> tuple[str | None, str] | None:
+    """``(stored revision, latest revision)`` when the database's schema is older than this
+    code's (a reader that never migrates cannot read it), None when it is the latest."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    with engine.connect() as conn:
+        stored = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    return None if stored == head else (stored, head or "")
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (Alembic); safe to run on every start."""
+    config = _alembic_config()
     alembic_log = logging.getLogger("alembic")
     if alembic_log.getEffectiveLevel() < logging.WARNING and not alembic_log.isEnabledFor(logging.DEBUG):
         alembic_log.setLevel(logging.WARNING)  # "Running upgrade ..." on every start is noise

@@ -2,11 +2,12 @@
 
 from alembic import context
 
+from tradeloop.ops.database import VERSION_TABLE
 from tradeloop.ops.models import Base
 
 connection = context.config.attributes["connection"]
-# a version table of our own: optuna (RDB storage) keeps its own alembic_version in the same database
+# a version table of our own (VERSION_TABLE): optuna keeps its own alembic_version in the same database
 context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True,
-                  version_table="tradeloop_alembic_version")
+                  version_table=VERSION_TABLE)
 with context.begin_transaction():
     context.run_migrations()
