@@ -12,8 +12,10 @@
 # # Backtest report
 #
 # The trained model trades the whole history with the backtest engine (next-open fills,
-# fees, the same decision code the live engine runs) for display, next to the
-# out-of-sample figures from walk-forward, which are what the promotion gate judges.
+# fees, the same decision code the live engine runs). That history is **in-sample** (the
+# model learnt from it): it is for display only. The figures the promotion gate judges are
+# the out-of-sample ones: the walk-forward under the retrain policy, which refits and ages
+# the model exactly as the live engine would.
 # Outputs in `output_dir`: `metrics.json`, `equity.parquet`, `trades.parquet`.
 
 # %% tags=["parameters"]
@@ -21,6 +23,7 @@ features_path = "data/research/features.parquet"
 thresholds_dir = "data/research/thresholds"
 timeframe = "4h"
 output_dir = "data/research/backtest"
+until_ms = None  # research sees only candles before this time (ms); None: all
 
 # %%
 from pathlib import Path
@@ -31,6 +34,8 @@ import polars as pl
 from tradeloop.research.steps import EQUITY_PARQUET, MODEL_DIR, candles_of, report_backtest
 
 candles = candles_of(pl.read_parquet(features_path))
+if until_ms is not None:
+    candles = candles.filter(pl.col("ts") < until_ms)
 report = report_backtest(candles, model_dir=Path(thresholds_dir) / MODEL_DIR, evaluation_dir=thresholds_dir,
                          timeframe=timeframe, output_dir=output_dir)
 report["oos"], report["signals_taken"], report["signals_rejected"]
@@ -43,7 +48,7 @@ equity = pl.read_parquet(Path(output_dir) / EQUITY_PARQUET)
 peak = equity["equity"].cum_max()
 fig, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
 axes[0].plot(equity["ts"].to_numpy(), equity["equity"].to_numpy())
-axes[0].set_title("equity (full history, shared cash)")
+axes[0].set_title("equity (in-sample history, shared cash: display only)")
 axes[1].fill_between(equity["ts"].to_numpy(), (equity["equity"] / peak - 1).to_numpy(), 0, color="tab:red")
 axes[1].set_title("drawdown")
 plt.show()

@@ -19,7 +19,7 @@ def candles(btc_4h: pl.DataFrame, eth_4h: pl.DataFrame) -> pl.DataFrame:
 @pytest.mark.parametrize("where", ["journal", "postgresql"])
 def test_study_resumes_up_to_n_trials(where: str, candles: pl.DataFrame, tmp_path: Path, request) -> None:
     storage = request.getfixturevalue("pg_url") if where == "postgresql" else None
-    config = TuningConfig(n_trials=3, n_splits=3, max_drawdown=1.0, study_name=f"resume-{where}-{tmp_path.name}")
+    config = TuningConfig(n_trials=3, n_splits=3, max_drawdown=-1.0, study_name=f"resume-{where}-{tmp_path.name}")
     first = tune(candles, config=config, timeframe="4h", study_dir=tmp_path / "study", storage=storage)
     assert first.n_trials == 3
     more = tune(candles, config=config.model_copy(update={"n_trials": 5}), timeframe="4h",

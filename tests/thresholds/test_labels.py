@@ -83,3 +83,19 @@ def test_missing_column_and_out_of_range_rows_are_refused() -> None:
         triple_barrier_labels(frame.drop("high"), np.array([1]))
     with pytest.raises(ConfigError, match="event rows"):
         triple_barrier_labels(frame, np.array([frame.height]))
+
+
+def test_a_label_closed_by_a_barrier_is_known_before_its_time_limit(btc_4h: pl.DataFrame) -> None:
+    """What a retrain at time T can learn equals what the full history says about the labels
+    closed before T: a barrier touched before the data ends closes the label even when the
+    time limit lies beyond the data (the live refit and the walk-forward see the same events)."""
+    config = BarrierConfig(horizon=48, cost=0.002)
+    frame = btc_4h.head(3000)
+    rows = np.arange(100, 3000, 7)
+    full = triple_barrier_labels(frame, rows, config=config)
+    for cut in (1500, 2200, 2999):
+        known = triple_barrier_labels(frame.head(cut), rows[rows < cut], config=config)
+        closed = full.filter(pl.col("t1") < frame["ts"][cut])
+        assert known.select("ts", "t1", "ret", "label").equals(closed.select("ts", "t1", "ret", "label"))
+        # some of them close by a barrier while their time limit is still beyond the cut
+        assert (closed.filter(pl.col("barrier") != "time")["row"] + 48 >= cut).any()

@@ -16,10 +16,11 @@ from tradeloop.data.schema import CANDLE_COLUMNS
 from tradeloop.errors import ConfigError
 from tradeloop.features import compute_features
 from tradeloop.performance import result_metrics
-from tradeloop.research.tuning import TuningConfig, tune
-from tradeloop.evaluation import sharpe_per_period
-from tradeloop.research.walkforward import fit_threshold, max_drawdown_of
-from tradeloop.strategies import get_strategy
+from tradeloop.data.schema import timeframe_ms
+from tradeloop.evaluation import PurgedWalkForward, sharpe_per_period
+from tradeloop.research.tuning import TuningConfig, default_backtest, tune
+from tradeloop.research.walkforward import events_known_at, fit_threshold, max_drawdown_of, walk_forward
+from tradeloop.strategies import Strategy, get_strategy
 from tradeloop.thresholds import BarrierConfig, ThresholdModel, Universe, meta_dataset
 from tradeloop.strategies.signals import ENTRIES
 from tradeloop.thresholds.decide import decide
@@ -51,34 +52,67 @@ def build_features(candles: pl.DataFrame, output_path: Path) -> pl.DataFrame:
 
 
 def train_thresholds(candles: pl.DataFrame, *, config: TuningConfig, exchange: str, timeframe: str,
-                     output_dir: Path, storage: str | None = None) -> dict:
-    """Tune (optuna over purged walk-forward), then fit the final model on every event.
+                     output_dir: Path, storage: str | None = None, champion_params: dict | None = None) -> dict:
+    """Tune (optuna over the policy's walk-forward), then fit the final model on the events
+    known at the data's end, inside the policy's training window.
 
-    Writes ``model/`` (the ThresholdModel, with its universe: ``exchange``, ``timeframe`` and
-    the candles' symbols, which the live engine checks against its session), ``tuning.json``
-    (best parameters, trial counts) and ``evaluation.npz`` (the best trial's OOS returns,
-    every trial's Sharpe, the returns matrix for PBO).
+    ``champion_params``: the incumbent champion's parameters (``params_of``). The new study
+    tries them first (warm start), and they are re-evaluated on the same folds of these
+    candles, so the gate compares challenger and champion on identical data.
+
+    Writes ``model/`` (the ThresholdModel with its universe, training window, data hash and
+    retrain policy), ``tuning.json`` (best parameters, folds, trial counts, the champion's
+    re-evaluation) and ``evaluation.npz`` (the best trial's OOS returns, every trial's
+    Sharpe, the returns matrix for PBO).
     """
     output_dir = Path(output_dir)
-    result = tune(candles, config=config, timeframe=timeframe, study_dir=output_dir / "study", storage=storage)
-    params = dict(result.best_params)
-    strategy = get_strategy(params.pop("strategy"), **{k: params.pop(k) for k in list(params)
-                                                         if k not in BarrierConfig.model_fields})
-    barriers = BarrierConfig(cost=config.cost, **params)
+    result = tune(candles, config=config, timeframe=timeframe, study_dir=output_dir / "study", storage=storage,
+                  warm_start=champion_params)
+    strategy, barriers = build_params(result.best_params, cost=config.cost)
     events = meta_dataset(candles, strategy, barriers=barriers)
-    model = fit_threshold(events, strategy, barriers)
+    end = int(candles["ts"].max()) + timeframe_ms(timeframe)  # the first bar the model will decide
+    bar_ms = timeframe_ms(timeframe)  # the refit the walk-forward would make at ``end``: same purge
+    model = fit_threshold(events_known_at(events, end, policy=config.policy, embargo_ms=config.embargo_bars * bar_ms),
+                          strategy, barriers, policy=config.policy, until=end - bar_ms)
     symbols = sorted(candles["symbol"].unique().to_list())
     model.universe = Universe(exchange=exchange, timeframe=timeframe, symbols=tuple(symbols))
-    model.info = {"timeframe": timeframe, "symbols": symbols, "events": events.height}
+    model.info.update({"timeframe": timeframe, "symbols": symbols, "events": events.height,
+                       "data_hash": result.data_version, "study": result.study.study_name,
+                       "embargo_bars": config.embargo_bars})
     model.save(output_dir / MODEL_DIR)
     np.savez(output_dir / EVALUATION_NPZ, best_returns=result.best_returns, trial_sharpes=result.trial_sharpes,
              returns_matrix=result.returns_matrix)
     summary = {"best_params": result.best_params, "best_oos_sharpe": result.best_value,
-               "n_trials": result.n_trials, "events": events.height,
+               "n_trials": result.n_trials, "events": events.height, "folds": list(result.best_folds),
+               "pbo_trials": list(result.pbo_trials), "data_version": result.data_version,
+               "study": result.study.study_name, "policy": config.policy.model_dump(mode="json"),
                "threshold": model.estimator.threshold_, "p_star": model.estimator.p_star_,
-               "margin": model.estimator.margin_, "fallback": model.estimator.fallback_}
+               "margin": model.estimator.margin_, "fallback": model.estimator.fallback_,
+               "trained_from": model.info.get("trained_from"), "trained_until": model.trained_until,
+               "champion": reevaluate(candles, champion_params, config=config, timeframe=timeframe)
+               if champion_params else None}
     write_json(summary, output_dir / TUNING_JSON)
     return summary
+
+
+def build_params(params: dict, *, cost: float) -> tuple[Strategy, BarrierConfig]:
+    """The strategy and barriers of a parameter dict (``params_of``: a trial's or a champion's)."""
+    params = dict(params)
+    name = params.pop("strategy")
+    strategy = get_strategy(name, **{k: v for k, v in params.items() if k not in BarrierConfig.model_fields})
+    barriers = BarrierConfig(cost=cost, **{k: v for k, v in params.items() if k in BarrierConfig.model_fields
+                                           and k != "cost"})
+    return strategy, barriers
+
+
+def reevaluate(candles: pl.DataFrame, params: dict, *, config: TuningConfig, timeframe: str) -> dict:
+    """The champion's parameters walked forward on these candles, folds and policy."""
+    strategy, barriers = build_params(params, cost=config.cost)
+    splitter = PurgedWalkForward(n_splits=config.n_splits, embargo_ms=config.embargo_bars * timeframe_ms(timeframe))
+    result = walk_forward(candles, strategy, barriers, timeframe=timeframe, splitter=splitter,
+                          backtest=default_backtest(config), policy=config.policy)
+    return {"params": params, "sharpe_per_bar": result.sharpe, "max_drawdown": result.max_drawdown,
+            "bars": int(result.returns.size), "trades": sum(f.test_trades for f in result.folds)}
 
 
 def load_evaluation(directory: Path) -> dict[str, np.ndarray]:

@@ -1,5 +1,22 @@
-"""Walk-forward evaluation of one configuration: train the threshold on each fold's purged
-past, trade the fold's test period with it, and collect out-of-sample bar returns."""
+"""Walk-forward evaluation of one configuration under the retrain policy, as live would trade it.
+
+For every fold (``PurgedWalkForward``: test periods cut on the time axis) the test period is
+traded exactly as the live engine would have traded it under the ``RetrainPolicy``:
+
+* at the fold's start and at every scheduled retrain time inside it, the threshold model is
+  refit on the events known then (label closed before the retrain time minus the embargo,
+  inside the policy's training window);
+* a refit without enough events to learn from counts as a failed retrain: the previous
+  model stays in force and keeps ageing;
+* every bar is decided at its own time: once the model in force is older than the policy's
+  maximum age, the policy's stale rule applies (reduce-only: exits only);
+* positions carry across refits; nothing is closed at the fold's end (open positions are
+  marked to market), as in a live session.
+
+The out-of-sample bar returns are what the promotion gate judges. ``policy_schedule`` and
+``simulate`` are public so that the same refits can be replayed through the live engine
+(``pipelines.replay``): the test of that is the proof that the evidence equals live.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +30,10 @@ from tradeloop.backtest import BacktestConfig, run_backtest
 from tradeloop.data.schema import timeframe_ms
 from tradeloop.evaluation import PurgedWalkForward
 from tradeloop.evaluation.overfitting import sharpe_per_period
+from tradeloop.research.policy import RetrainPolicy
 from tradeloop.strategies import Strategy
 from tradeloop.thresholds import META_FEATURES, AdaptiveThreshold, BarrierConfig, ThresholdModel, meta_dataset
-from tradeloop.thresholds.decide import decide
-
-FEATURE_WARMUP_BARS = 40  # longest DEFAULT_FEATURES window + margin
+from tradeloop.thresholds.decide import apply_model, enrich
 
 
 @dataclass(frozen=True)
@@ -25,10 +41,13 @@ class FoldResult:
     index: int
     test_start: int
     test_end: int
-    train_events: int
+    train_events: int  # events the fold's first model learnt from
     test_trades: int
     sharpe: float  # per bar
-    max_drawdown: float
+    max_drawdown: float  # negative fraction
+    refits: int  # models fitted in the test period (the first one included)
+    failed_refits: int  # retrains with too few events: the previous model stayed
+    stale_bars: int  # bars decided while the model in force was stale
 
 
 @dataclass(frozen=True)
@@ -47,32 +66,104 @@ class WalkForwardResult:
         return max_drawdown_of(self.returns)
 
 
+@dataclass(frozen=True)
+class Refit:
+    """From ``at`` on, ``model`` decides (None: no model yet, reduce-only)."""
+
+    at: int
+    model: ThresholdModel | None
+    fitted: bool  # False: this retrain failed and the model before it stays in force
+
+
 def max_drawdown_of(returns: np.ndarray) -> float:
+    """Largest fall from a high-water mark, as a negative fraction (0.0 when none)."""
     if returns.size == 0:
         return 0.0
     curve = np.cumprod(1.0 + returns)
     peak = np.maximum.accumulate(np.concatenate([[1.0], curve]))[1:]
-    return float(np.max(1.0 - curve / peak))
+    return float(np.min(curve / peak - 1.0))
 
 
 def fit_threshold(events: pl.DataFrame, strategy: Strategy, barriers: BarrierConfig, *,
-                  estimator_params: dict | None = None) -> ThresholdModel:
-    """Train the adaptive threshold on labelled events (time-ordered) of one configuration."""
+                  estimator_params: dict | None = None, policy: RetrainPolicy | None = None,
+                  until: int | None = None) -> ThresholdModel:
+    """Train the adaptive threshold on labelled events (time-ordered) of one configuration.
+
+    ``until``: the ts of the last bar the training could see (the data cut-off: the model's
+    age counts from it); default the last label's end. With ``policy`` the model carries its
+    maximum age and stale rule."""
     est = AdaptiveThreshold(cost=barriers.cost, **(estimator_params or {})).fit(
         events.select(META_FEATURES).to_numpy(), events["label"].to_numpy(), returns=events["ret"].to_numpy(),
         ts=events["ts"].to_numpy(), t1=events["t1"].to_numpy())
-    until = int(events["t1"].max()) if events.height else 0
-    return ThresholdModel(strategy=strategy, barriers=barriers, estimator=est, trained_until=until)
+    if until is None:
+        until = int(events["t1"].max()) if events.height else 0
+    model = ThresholdModel(strategy=strategy, barriers=barriers, estimator=est, trained_until=until)
+    if events.height:
+        model.info["trained_from"] = int(events["ts"].min())
+    if policy is not None:
+        model.max_age_ms, model.on_stale = policy.max_age_ms, policy.on_stale
+        model.info["retrain_policy"] = policy.model_dump(mode="json")
+    return model
 
 
-def trade_window(candles: pl.DataFrame, model: ThresholdModel, *, start: int, end: int, timeframe: str,
-                 backtest: BacktestConfig) -> tuple[np.ndarray, np.ndarray, int]:
-    """Backtest the model on [start, end] (warm-up bars before ``start`` feed features only).
+def events_known_at(events: pl.DataFrame, at_ms: int, *, policy: RetrainPolicy, embargo_ms: int) -> pl.DataFrame:
+    """The events a retrain at ``at_ms`` may learn from: label closed before ``at_ms`` minus the
+    embargo, decided inside the policy's training window."""
+    known = pl.col("t1") < at_ms - embargo_ms
+    start = policy.training_start(at_ms)
+    if start is not None:
+        known = known & (pl.col("ts") >= start)
+    return events.filter(known)
 
-    Returns (bar ts, bar returns, number of trades)."""
-    warm = (max(model.strategy.warmup_bars, FEATURE_WARMUP_BARS) + 2) * timeframe_ms(timeframe)
-    window = candles.filter(pl.col("ts").is_between(start - warm, end))
-    decided = decide(window, model, now_ms=start).filter(pl.col("ts") >= start)
+
+def policy_schedule(events: pl.DataFrame, strategy: Strategy, barriers: BarrierConfig, *, policy: RetrainPolicy,
+                    start: int, end: int, embargo_ms: int, bar_ms: int, estimator_params: dict | None = None,
+                    previous: ThresholdModel | None = None) -> list[Refit]:
+    """The models in force over [start, end]: a refit at ``start`` and at every retrain time
+    of the policy inside the period, each trained until the last bar closed by then
+    (``bar_ms``: the timeframe). ``previous``: the model in force before ``start``."""
+    schedule, current = [], previous
+    for at in [start, *policy.retrain_times(start, end).tolist()]:
+        known = events_known_at(events, at, policy=policy, embargo_ms=embargo_ms)
+        model = fit_threshold(known, strategy, barriers, estimator_params=estimator_params, policy=policy,
+                              until=at - bar_ms)
+        fitted = not model.estimator.fallback_
+        current = model if fitted else current
+        schedule.append(Refit(at=at, model=current, fitted=fitted))
+    return schedule
+
+
+def simulate(enriched: pl.DataFrame, schedule: list[Refit], *, end: int) -> pl.DataFrame:
+    """Rows of ``enriched`` from the schedule's start to ``end``, each decided by the model in
+    force at its time, at its time (stale models follow their stale rule)."""
+    parts = []
+    for k, refit in enumerate(schedule):
+        until = schedule[k + 1].at if k + 1 < len(schedule) else end + 1
+        part = enriched.filter(pl.col("ts").is_between(refit.at, until, closed="left"))
+        if part.height:
+            parts.append(apply_model(part, refit.model, now_ms="bar"))
+    if not parts:
+        return apply_model(enriched.clear(), None, now_ms="bar")
+    return pl.concat(parts).sort("symbol", "ts")
+
+
+def stale_rows(decided: pl.DataFrame, schedule: list[Refit]) -> int:
+    """Bar times decided while the model in force was stale (or missing)."""
+    times = decided["ts"].unique().to_numpy()
+    starts = np.array([r.at for r in schedule])
+    which = np.searchsorted(starts, times, side="right") - 1
+    stale = 0
+    for k, refit in enumerate(schedule):
+        mine = times[which == k]
+        if refit.model is None:
+            stale += mine.size
+        else:
+            stale += int((mine - refit.model.trained_until > refit.model.max_age_ms).sum())
+    return stale
+
+
+def trade(decided: pl.DataFrame, *, timeframe: str, backtest: BacktestConfig) -> tuple[np.ndarray, np.ndarray, int]:
+    """Backtest decided rows; (bar ts, portfolio return per bar, number of trades)."""
     result = run_backtest(decided, backtest, timeframe=timeframe)
     equity = result.equity.group_by("ts", maintain_order=True).agg(pl.col("equity").sum())
     values = equity["equity"].to_numpy()
@@ -89,24 +180,34 @@ def walk_forward(
     timeframe: str,
     splitter: PurgedWalkForward,
     backtest: BacktestConfig,
+    policy: RetrainPolicy,
     estimator_params: dict | None = None,
-    on_fold: Callable[[int, float], None] | None = None,
+    on_fold: Callable[[int, np.ndarray], None] | None = None,
 ) -> WalkForwardResult:
-    """Evaluate one configuration; ``on_fold(index, running_sharpe)`` may raise to stop early."""
+    """Evaluate one configuration under ``policy``; ``on_fold(index, returns so far)`` may
+    raise to stop early (optuna's pruning)."""
     events = meta_dataset(candles, strategy, barriers=barriers)
+    enriched = enrich(candles, strategy)
     grid = candles["ts"].unique().sort().to_numpy()
     folds, ts_parts, ret_parts = [], [], []
     fold_iter = splitter.split(events["ts"].to_numpy(), events["t1"].to_numpy(), grid=grid)
     for fold in fold_iter:
-        model = fit_threshold(events[fold.train], strategy, barriers, estimator_params=estimator_params)
-        ts, ret, n_trades = trade_window(candles, model, start=fold.test_start, end=fold.test_end,
-                                         timeframe=timeframe, backtest=backtest)
+        schedule = policy_schedule(events, strategy, barriers, policy=policy, start=fold.test_start,
+                                   end=fold.test_end, embargo_ms=splitter.embargo_ms,
+                                   bar_ms=timeframe_ms(timeframe), estimator_params=estimator_params)
+        decided = simulate(enriched, schedule, end=fold.test_end)
+        ts, ret, n_trades = trade(decided, timeframe=timeframe, backtest=backtest)
         ts_parts.append(ts)
         ret_parts.append(ret)
-        folds.append(FoldResult(fold.index, fold.test_start, fold.test_end, int(fold.train.size), n_trades,
-                                sharpe_per_period(ret), max_drawdown_of(ret)))
+        first = schedule[0].model
+        folds.append(FoldResult(
+            fold.index, fold.test_start, fold.test_end,
+            train_events=first.estimator.n_samples_ if first is not None else 0, test_trades=n_trades,
+            sharpe=sharpe_per_period(ret), max_drawdown=max_drawdown_of(ret),
+            refits=sum(r.fitted for r in schedule), failed_refits=sum(not r.fitted for r in schedule),
+            stale_bars=stale_rows(decided, schedule)))
         if on_fold:
-            on_fold(fold.index, sharpe_per_period(np.concatenate(ret_parts)))
+            on_fold(fold.index, np.concatenate(ret_parts))
     ts_all = np.concatenate(ts_parts) if ts_parts else np.empty(0, dtype=np.int64)
     ret_all = np.concatenate(ret_parts) if ret_parts else np.empty(0)
     return WalkForwardResult(tuple(folds), ts_all, ret_all, events.height)

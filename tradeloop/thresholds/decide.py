@@ -1,34 +1,66 @@
 """The research decision, shared by backtest and live engine: strategy signals whose
-entries the threshold model accepts. Exits always pass (a filter must never trap a position)."""
+entries the threshold model accepts. Exits always pass (a filter must never trap a position).
+
+Two steps, so that history is enriched once and then judged by several models in turn
+(the walk-forward's refits): ``enrich`` (features + strategy score and signals) and
+``apply_model`` (probabilities of the entries, accepted against the model's bar at the
+decision time). ``decide`` is both at once.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
 
+from tradeloop.errors import ConfigError
 from tradeloop.features import DEFAULT_FEATURES, compute_features
+from tradeloop.strategies import Strategy
 from tradeloop.strategies.signals import ENTRIES
 from tradeloop.thresholds.dataset import META_FEATURES
 from tradeloop.thresholds.model import ThresholdModel
 
 
-def decide(candles: pl.DataFrame, model: ThresholdModel, *, now_ms: int | None = None) -> pl.DataFrame:
-    """Candles (one or many symbols, sorted by ts within each) with features, ``score``,
-    ``proba`` (null where no entry fired) and the filtered int8 ``signal``."""
+def enrich(candles: pl.DataFrame, strategy: Strategy, features: Sequence[str] = META_FEATURES) -> pl.DataFrame:
+    """Candles (one or many symbols, sorted by ts within each) with the ``features`` a model
+    reads, the strategy's ``score`` and its int8 ``signal``."""
     frame = candles if "symbol" in candles.columns else candles.with_columns(symbol=pl.lit("_"))
-    specs = [spec for spec in DEFAULT_FEATURES if spec.name in model.features]  # what the model reads
-    enriched = model.strategy.signals(compute_features(frame, specs), by="symbol")
+    specs = [spec for spec in DEFAULT_FEATURES if spec.name in features]
+    return strategy.signals(compute_features(frame, specs), by="symbol")
+
+
+def apply_model(enriched: pl.DataFrame, model: ThresholdModel | None, *, now_ms: int | str) -> pl.DataFrame:
+    """``enriched`` with ``proba`` (null where no entry fired) and the filtered ``signal``.
+
+    ``now_ms`` is the decision time, which decides whether the model is stale: one time for
+    every row (the live engine passes the bar's ts), or ``"bar"``: each row at its own ts, as
+    the live engine would have decided it (backtests over history). ``model=None`` is the
+    reduce-only fallback: no entry passes. Nothing here reads the wall clock."""
     entry = (enriched["signal"].to_numpy() & ENTRIES) != 0
     proba = np.full(enriched.height, np.nan)
+    if model is None:
+        bar: float | np.ndarray = np.inf
+    elif isinstance(now_ms, str):
+        if now_ms != "bar":
+            raise ConfigError(f"now_ms={now_ms!r}: give the decision time in ms, or 'bar' (each row at its ts)")
+        bar = model.bars(enriched["ts"].to_numpy())
+    else:
+        bar = model.bar(int(now_ms))
     rows = np.flatnonzero(entry)
-    if rows.size:
+    if rows.size and model is not None:
         feats = enriched[rows].select(META_FEATURES)
         finite = np.isfinite(feats.to_numpy()).all(axis=1)
         ok_rows = rows[finite]
         if ok_rows.size:
             proba[ok_rows] = model.probabilities(feats.filter(pl.Series(finite)))
-    rejected = entry & ~(proba > model.bar(now_ms))  # NaN (features still warming up) is rejected too
+    rejected = entry & ~(proba > bar)  # NaN (features still warming up) is rejected too
     signal = enriched["signal"].to_numpy().copy()
     signal[rejected] &= ~np.int8(ENTRIES)
-    return enriched.with_columns(
-        proba=pl.Series(proba).fill_nan(None), signal=pl.Series(signal, dtype=pl.Int8))
+    return enriched.with_columns(proba=pl.Series(proba).fill_nan(None), signal=pl.Series(signal, dtype=pl.Int8))
+
+
+def decide(candles: pl.DataFrame, model: ThresholdModel, *, now_ms: int | str) -> pl.DataFrame:
+    """Candles with features, ``score``, ``proba`` and the filtered int8 ``signal``
+    (``enrich`` then ``apply_model``); ``now_ms`` is required: see ``apply_model``."""
+    return apply_model(enrich(candles, model.strategy, model.features), model, now_ms=now_ms)

@@ -31,6 +31,27 @@ def break_even_probability(win: float, loss: float, cost: float) -> float:
     return min(1.0, (loss + cost) / (win + loss))
 
 
+def purged_calibration_splits(y: np.ndarray, ts: np.ndarray, t1: np.ndarray, *, n_splits: int
+                              ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Walk-forward calibration folds over time-ordered events, purged: a fold's training
+    events are decided before it and their labels end before it starts. Folds whose training
+    part holds one class only are left out (nothing to calibrate on)."""
+    from tradeloop.evaluation import PurgedWalkForward
+
+    splits = []
+    try:
+        folds = list(PurgedWalkForward(n_splits=n_splits).split(ts, t1))
+    except ConfigError:  # fewer distinct times than folds
+        return [(np.arange(len(y) // 2), np.arange(len(y) // 2, len(y)))]
+    for fold in folds:
+        if fold.test.size and np.unique(y[fold.train]).size == 2:
+            splits.append((fold.train, fold.test))
+    if not splits:
+        raise ModelError(f"no purged calibration fold of {len(y)} events has both outcomes in its training part; "
+                         "use fewer calibration_splits or more data")
+    return splits
+
+
 class AdaptiveThreshold(ClassifierMixin, BaseEstimator):
     """Meta-labeling classifier + break-even threshold with a learned margin.
 
@@ -66,11 +87,15 @@ class AdaptiveThreshold(ClassifierMixin, BaseEstimator):
         if not self.margins or min(self.margins) < 0:
             raise ConfigError(f"margins={self.margins}: give one or more non-negative margins")
 
-    def _new_model(self):
+    def _new_model(self, y, ts, t1):
+        """The calibrated classifier; its calibration folds are purged like the walk-forward's
+        (a training label must end before its calibration fold starts) when ``ts``/``t1`` are known."""
         base = self.classifier if self.classifier is not None else make_pipeline(
-            StandardScaler(), LogisticRegression(C=0.5, max_iter=500, random_state=self.random_state))
-        return CalibratedClassifierCV(clone(base), method=self.calibration,
-                                      cv=TimeSeriesSplit(n_splits=self.calibration_splits))
+            StandardScaler(), LogisticRegression(C=0.5, max_iter=500, solver="newton-cholesky",
+                                                 random_state=self.random_state))
+        cv = TimeSeriesSplit(n_splits=self.calibration_splits) if ts is None or t1 is None else \
+            purged_calibration_splits(np.asarray(y), np.asarray(ts), np.asarray(t1), n_splits=self.calibration_splits)
+        return CalibratedClassifierCV(clone(base), method=self.calibration, cv=cv)
 
     def fit(self, X, y, *, returns, ts=None, t1=None):
         self._check_params()
@@ -92,8 +117,12 @@ class AdaptiveThreshold(ClassifierMixin, BaseEstimator):
         self.model_ = None
         self.validation_ = {}
         if not self.fallback_:
-            self.margin_, self.validation_ = self._choose_margin(X, y, returns, ts, t1)
-            self.model_ = self._new_model().fit(X, y)
+            try:
+                self.margin_, self.validation_ = self._choose_margin(X, y, returns, ts, t1)
+                self.model_ = self._new_model(y, ts, t1).fit(X, y)
+            except ModelError as exc:  # no purged calibration fold possible: p* alone
+                self.fallback_, self.margin_, self.model_ = True, 0.0, None
+                self.validation_ = {"reason": str(exc)}
         self.threshold_ = float(np.clip(self.p_star_ + self.margin_, *self.bounds))
         return self
 
@@ -108,7 +137,8 @@ class AdaptiveThreshold(ClassifierMixin, BaseEstimator):
         val = np.arange(cut, n)
         if train.size < self.min_samples // 2 or np.unique(y[train]).size < 2:
             return 0.0, {"reason": "too few purged training events for validation: p* alone"}
-        proba = self._new_model().fit(X[train], y[train]).predict_proba(X[val])[:, 1]
+        sub_ts, sub_t1 = (None, None) if ts is None or t1 is None else (ts[train], t1[train])
+        proba = self._new_model(y[train], sub_ts, sub_t1).fit(X[train], y[train]).predict_proba(X[val])[:, 1]
         net = returns[val] - self.cost
         best, best_value, table = 0.0, -np.inf, {}  # no margin keeps enough events: p* alone
         for m in sorted(self.margins):

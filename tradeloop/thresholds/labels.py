@@ -59,9 +59,9 @@ def _barriers(open_, high, low, close, events, direction, sigma, profit_mult, st
         up = px * (1.0 + profit_mult * sigma[e]) if d > 0 else px * (1.0 - profit_mult * sigma[e])
         dn = px * (1.0 - stop_mult * sigma[e]) if d > 0 else px * (1.0 + stop_mult * sigma[e])
         last = entry + horizon - 1
-        if last >= n:
-            continue  # the time limit lies beyond the data: the outcome is not known yet
-        for t in range(entry, last + 1):
+        # a barrier touched before the data ends closes the label even when the time limit
+        # lies beyond the data; otherwise the outcome is not known yet (UNFINISHED)
+        for t in range(entry, min(last, n - 1) + 1):
             o, h, lo = open_[t], high[t], low[t]
             fill = np.nan
             if d > 0:
@@ -86,7 +86,7 @@ def _barriers(open_, high, low, close, events, direction, sigma, profit_mult, st
                 ret[e] = d * (fill / px - 1.0)
                 exit_bar[e] = t
                 break
-        if exit_bar[e] < 0:
+        if exit_bar[e] < 0 and last < n:
             ret[e] = d * (close[last] / px - 1.0)
             exit_bar[e] = last
             kind[e] = TIME
@@ -104,8 +104,10 @@ def triple_barrier_labels(
 
     Returns one row per event: ``ts`` (decision bar), ``t1`` (ts of the exit bar: the end of
     the label's information window, used for purging), ``ret`` (gross), ``net_ret``,
-    ``barrier`` and ``label``. Events whose time limit lies past the data are dropped: their
-    outcome is not known yet (closed labels only).
+    ``barrier`` and ``label``. Events still open at the data's end (no barrier touched and the
+    time limit past the data) are dropped: their outcome is not known yet (closed labels only).
+    An event closed by a barrier is kept however far its time limit reaches: its label reads
+    only bars up to ``t1``, so it is the same on any longer history.
     """
     for col in ("ts", "open", "high", "low", "close"):
         if col not in candles.columns:

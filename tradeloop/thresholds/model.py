@@ -11,7 +11,6 @@ model was trained on, so the live engine can refuse to trade it elsewhere.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tradeloop.thresholds.model_doc import FORMAT_VERSION, ModelDoc, Universe, p
 from tradeloop.thresholds.safe_skops import dump_classifier, load_classifier
 
 MODEL_JSON, CLASSIFIER_FILE = "model.json", "classifier.skops"
+STALE_RULES = ("reduce_only", "break_even")
 _LEARNED = ("p_star_", "margin_", "threshold_", "base_rate_", "n_samples_", "fallback_", "n_features_in_",
             "validation_")
 
@@ -40,13 +40,23 @@ class ThresholdModel:
     estimator: AdaptiveThreshold
     trained_until: int  # ms: ts of the last bar whose label the model saw
     max_age_ms: int = 14 * 86_400_000
+    on_stale: str = "reduce_only"  # "reduce_only": no entry once stale; "break_even": entries need p*
     features: tuple[str, ...] = META_FEATURES
     info: dict = field(default_factory=dict)
     universe: Universe | None = None  # exchange, timeframe, symbols it was trained on
 
-    def is_stale(self, now_ms: int | None = None) -> bool:
-        now = int(time.time() * 1000) if now_ms is None else now_ms
-        return now - self.trained_until > self.max_age_ms
+    def __post_init__(self) -> None:
+        if self.on_stale not in STALE_RULES:
+            raise ConfigError(f"on_stale={self.on_stale!r}: use one of {list(STALE_RULES)}")
+
+    def is_stale(self, now_ms: int) -> bool:
+        """True once ``now_ms`` (the decision time: the bar's ts) is more than ``max_age_ms``
+        after the last bar the model saw. Never reads the wall clock."""
+        return now_ms - self.trained_until > self.max_age_ms
+
+    def stale_bar(self) -> float:
+        """What an entry's probability must beat once the model is stale (``on_stale``)."""
+        return self.estimator.p_star_ if self.on_stale == "break_even" else float("inf")
 
     def probabilities(self, rows: pl.DataFrame) -> np.ndarray:
         missing = [f for f in self.features if f not in rows.columns]
@@ -54,12 +64,17 @@ class ThresholdModel:
             raise ModelError(f"rows lack model feature column(s) {missing}; compute them with meta_dataset")
         return self.estimator.predict_proba(rows.select(self.features).to_numpy())[:, 1]
 
-    def bar(self, now_ms: int | None = None) -> float:
-        """The probability a signal must beat: the threshold, or break-even p* once stale."""
-        return self.estimator.p_star_ if self.is_stale(now_ms) else self.estimator.threshold_
+    def bar(self, now_ms: int) -> float:
+        """The probability a signal must beat at ``now_ms``: the threshold, or ``stale_bar``."""
+        return self.stale_bar() if self.is_stale(now_ms) else self.estimator.threshold_
 
-    def accept(self, rows: pl.DataFrame, *, now_ms: int | None = None) -> np.ndarray:
-        """Bool per row: act on this signal? A stale model falls back to the break-even p*."""
+    def bars(self, now_ms: np.ndarray) -> np.ndarray:
+        """``bar`` for each decision time of ``now_ms`` (one per row of a backtest)."""
+        now = np.asarray(now_ms, dtype=np.int64)
+        return np.where(now - self.trained_until > self.max_age_ms, self.stale_bar(), self.estimator.threshold_)
+
+    def accept(self, rows: pl.DataFrame, *, now_ms: int) -> np.ndarray:
+        """Bool per row: act on this signal at ``now_ms``? A stale model follows ``on_stale``."""
         return self.probabilities(rows) > self.bar(now_ms)
 
     # ------------------------------------------------------------------ persistence
@@ -75,6 +90,7 @@ class ThresholdModel:
             "learned": {k: _jsonable(getattr(est, k)) for k in _LEARNED},
             "trained_until": self.trained_until,
             "max_age_ms": self.max_age_ms,
+            "on_stale": self.on_stale,
             "features": list(self.features),
             "info": self.info,
             "universe": self.universe.model_dump(mode="json") if self.universe is not None else None,
@@ -114,7 +130,8 @@ class ThresholdModel:
             raise ModelError(f"{path}: strategy.params = {doc.strategy.params} do not build a "
                              f"{doc.strategy.name} ({exc}); re-train the model") from None
         return cls(strategy=strategy, barriers=doc.barriers, estimator=est, trained_until=doc.trained_until,
-                   max_age_ms=doc.max_age_ms, features=doc.features, info=doc.info, universe=doc.universe)
+                   max_age_ms=doc.max_age_ms, on_stale=doc.on_stale, features=doc.features, info=doc.info,
+                   universe=doc.universe)
 
 
 MAX_JSON_BYTES = 16 * 2**20  # a model.json or a manifest is a few KB

@@ -131,6 +131,7 @@ class ModelDoc(_Frozen):
     learned: LearnedDoc
     trained_until: int
     max_age_ms: int = Field(gt=0, le=MAX_AGE_MAX_MS)
+    on_stale: Literal["reduce_only", "break_even"] = "reduce_only"
     features: tuple[str, ...] = Field(min_length=1)
     universe: Universe | None = None
     info: dict[str, Any] = Field(default_factory=dict)
