@@ -6,6 +6,8 @@ Notebook assets run papermill in-process and keep the executed .ipynb under
 """
 
 import json
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -14,8 +16,10 @@ import dagster as dg
 from pipelines import checks
 from pipelines.partitions import symbol_partitions
 from pipelines.resources import ExchangeResource, ResearchResource, StoresResource
+from pipelines.retrain import CHAMPION_STALE_SOON, RETRAIN_FAILED, RETRAIN_REFUSED, RetrainResource, record
+from tradeloop.backtest.engine import periods_per_year
 from tradeloop.registry import Lineage, git_commit, snapshot_hash
-from tradeloop.research.gate import GateConfig, evaluate_gate
+from tradeloop.research.gate import evaluate_gate
 from tradeloop.research.notebooks import notebook_path, run_notebook
 from tradeloop.research.steps import (
     EQUITY_PARQUET,
@@ -75,28 +79,44 @@ def features(context: dg.AssetExecutionContext, stores: StoresResource, research
 
 
 @dg.asset(deps=[features], group_name="research", kinds={"jupyter", "optuna", "sklearn"})
-def thresholds(context: dg.AssetExecutionContext, stores: StoresResource, research: ResearchResource):
-    """Tuned strategy + adaptive threshold model (notebooks/thresholds.py)."""
+def thresholds(context: dg.AssetExecutionContext, stores: StoresResource, research: ResearchResource,
+               retrain: RetrainResource):
+    """Tuned strategy + adaptive threshold model (notebooks/thresholds.py): a new optuna study
+    for the data as it is now, warm-started with the champion's parameters, which are also
+    re-evaluated on the same folds. A failure is audited (``retrain_failed``) and fails the run."""
     paths = _paths(stores)
+    current = stores.registry.champion(research.strategy)
     params = {"features_path": str(paths["features"]), "strategy": research.strategy, "exchange": research.exchange,
               "timeframe": research.timeframe, "n_trials": research.n_trials, "max_drawdown": research.max_drawdown,
               "seed": research.seed, "storage": research.optuna_storage or None,
-              "output_dir": str(paths["thresholds"])}
-    _, meta = _notebook(context, stores, "thresholds", params)
+              "output_dir": str(paths["thresholds"]), "until_ms": retrain.until_ms(),
+              "policy": retrain.policy().model_dump(mode="json"),
+              "champion_params": dict(current.lineage.parameters) if current else None}
+    try:
+        _, meta = _notebook(context, stores, "thresholds", params)
+    except Exception as exc:
+        record(RETRAIN_FAILED, strategy=research.strategy, run_id=context.run.run_id,
+               reason=f"{type(exc).__name__}: {exc}"[:500])
+        raise
     summary = json.loads((paths["thresholds"] / TUNING_JSON).read_text())
+    champion = summary["champion"]
     return dg.MaterializeResult(metadata={
         **meta, "best_oos_sharpe": summary["best_oos_sharpe"], "n_trials": summary["n_trials"],
+        "study": summary["study"], "data_version": summary["data_version"][:12],
+        "policy": retrain.policy().describe(),
+        "champion_reevaluated_sharpe": champion["sharpe_per_bar"] if champion else "no champion",
         "threshold": summary["threshold"], "p_star": summary["p_star"], "events": summary["events"],
         "best_params": dg.MetadataValue.json(summary["best_params"])})
 
 
 @dg.asset(deps=[thresholds], group_name="research", kinds={"jupyter"},
           check_specs=[dg.AssetCheckSpec("backtest_sanity", asset="backtest", blocking=True)])
-def backtest(context: dg.AssetExecutionContext, stores: StoresResource, research: ResearchResource):
-    """Report of the trained model: full history + out-of-sample (notebooks/backtest.py)."""
+def backtest(context: dg.AssetExecutionContext, stores: StoresResource, research: ResearchResource,
+             retrain: RetrainResource):
+    """Report of the trained model: in-sample history + out-of-sample under the policy (notebooks/backtest.py)."""
     paths = _paths(stores)
     params = {"features_path": str(paths["features"]), "thresholds_dir": str(paths["thresholds"]),
-              "timeframe": research.timeframe, "output_dir": str(paths["backtest"])}
+              "timeframe": research.timeframe, "output_dir": str(paths["backtest"]), "until_ms": retrain.until_ms()}
     _, meta = _notebook(context, stores, "backtest", params)
     metrics = json.loads((paths["backtest"] / METRICS_JSON).read_text())
     yield dg.MaterializeResult(metadata={
@@ -107,23 +127,29 @@ def backtest(context: dg.AssetExecutionContext, stores: StoresResource, research
 
 
 @dg.asset(deps=[backtest], group_name="research", kinds={"registry"})
-def promotion(context: dg.AssetExecutionContext, stores: StoresResource, research: ResearchResource):
-    """Promote the model when the gate passes (OOS beats the champion, DSR, PBO); else keep the champion."""
+def promotion(context: dg.AssetExecutionContext, stores: StoresResource, research: ResearchResource,
+              retrain: RetrainResource):
+    """Promote the model when every gate check passes (each reports its number and bar); else
+    keep the champion and audit why (``retrain_refused``), and warn when the champion in force
+    goes stale before the next scheduled retrain (``champion_stale_soon``)."""
     paths = _paths(stores)
     registry = stores.registry
     evaluation = load_evaluation(paths["thresholds"])
+    tuning = json.loads((paths["thresholds"] / TUNING_JSON).read_text())
     current = registry.champion(research.strategy)
-    champion_sharpe = current.lineage.metrics.get("oos_sharpe_per_bar") if current else None
-    report = evaluate_gate(candidate_returns=evaluation["best_returns"], trial_sharpes=evaluation["trial_sharpes"],
-                           returns_matrix=evaluation["returns_matrix"], champion_sharpe=champion_sharpe,
-                           config=GateConfig())
+    champion = tuning["champion"] if current else None
+    report = evaluate_gate(
+        candidate_returns=evaluation["best_returns"], folds=tuning["folds"], trial_sharpes=evaluation["trial_sharpes"],
+        returns_matrix=evaluation["returns_matrix"], pbo_trials=tuple(tuning["pbo_trials"]),
+        champion_sharpe=champion["sharpe_per_bar"] if champion else None,
+        periods_per_year=periods_per_year(research.timeframe), config=retrain.gate())
     context.log.info("promotion gate:\n" + report.summary())
     artifact = registry.register(paths["thresholds"] / MODEL_DIR)
-    meta = {"gate": dg.MetadataValue.json(report.as_dicts()), "artifact": artifact, "promoted": report.passed}
+    meta = {"gate": dg.MetadataValue.md(report.markdown()), "gate_checks": dg.MetadataValue.json(report.as_dicts()),
+            "artifact": artifact, "promoted": report.passed}
     if report.passed:
-        tuning = json.loads((paths["thresholds"] / TUNING_JSON).read_text())
         metrics = json.loads((paths["backtest"] / METRICS_JSON).read_text())
-        files = [f for s in research.symbols for f in stores.lake.files(research.key(s))]
+        files = [f for s in sorted(tuning.get("symbols") or research.symbols) for f in stores.lake.files(research.key(s))]
         lineage = Lineage(
             git_commit=git_commit(REPO), data_snapshot=snapshot_hash(files), notebook="notebooks/thresholds.py",
             parameters=tuning["best_params"], run_id=context.run.run_id,
@@ -134,4 +160,30 @@ def promotion(context: dg.AssetExecutionContext, stores: StoresResource, researc
         meta["champion"] = entry.artifact
     else:
         meta["champion"] = current.artifact if current else "none"
+        reason = "gate refused the candidate: " + "; ".join(report.failures)
+        context.log.warning(reason)
+        record(RETRAIN_REFUSED, strategy=research.strategy, run_id=context.run.run_id, reason=reason,
+               artifact=artifact)
+    meta.update(_staleness(registry, research.strategy, retrain, context.run.run_id, context.log))
     return dg.MaterializeResult(metadata=meta)
+
+
+def _staleness(registry, strategy: str, retrain: RetrainResource, run_id: str, log) -> dict:
+    """When the champion in force goes stale, and a ``champion_stale_soon`` audit row when
+    that is before the next scheduled retrain (the engine would fall back before it)."""
+    entry = registry.champion(strategy)
+    if entry is None:
+        return {"champion_stale_at": "no champion"}
+    model = registry.model_of(entry.artifact, strategy=strategy)
+    stale_at = model.trained_until + model.max_age_ms
+    policy = retrain.policy()
+    now = retrain.until_ms() or int(time.time() * 1000)
+    next_retrain = policy.last_retrain_time(now) + policy.cadence_ms
+    when = datetime.fromtimestamp(stale_at / 1000, tz=UTC).isoformat(timespec="minutes")
+    if stale_at <= next_retrain:
+        why = (f"champion {entry.artifact[:12]} goes stale at {when}, before the next scheduled retrain "
+               f"({datetime.fromtimestamp(next_retrain / 1000, tz=UTC).isoformat(timespec='minutes')}): "
+               f"the engine will then be {'reduce-only' if model.on_stale == 'reduce_only' else 'on break-even p*'}")
+        log.warning(why)
+        record(CHAMPION_STALE_SOON, strategy=strategy, run_id=run_id, reason=why, stale_at_ms=stale_at)
+    return {"champion_stale_at": when}

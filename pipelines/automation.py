@@ -1,17 +1,30 @@
 """Daily retraining schedule and a sensor that retrains when new candles land in the lake."""
 
 import json
+from datetime import UTC, datetime
 
 import dagster as dg
 from pipelines.partitions import missing_keys, symbol_partitions, universe_symbols
 from pipelines.resources import ExchangeResource, ResearchResource, StoresResource
+from pipelines.retrain import RetrainResource
 
 retrain_job = dg.define_asset_job(
     "retrain", selection=dg.AssetSelection.assets("features", "thresholds", "backtest", "promotion"),
     description="features -> thresholds (optuna) -> backtest -> promotion gate")
 
-retrain_schedule = dg.ScheduleDefinition(job=retrain_job, cron_schedule="30 0 * * *", execution_timezone="UTC",
-                                         name="daily_retrain")
+@dg.schedule(job=retrain_job, cron_schedule="5 0 * * *", execution_timezone="UTC", name="policy_retrain")
+def retrain_schedule(context: dg.ScheduleEvaluationContext, retrain: RetrainResource):
+    """The retrain policy's retrain times (``RetrainPolicy.is_retrain_time``: midnight UTC of every
+    ``retrain_every_days``-th day since 1970, the instants the walk-forward refits at): checked
+    each day a few minutes after midnight; other days are skipped, saying when the next one is."""
+    when = context.scheduled_execution_time
+    midnight = int(when.replace(hour=0, minute=0, second=0, microsecond=0).timestamp() * 1000)
+    policy = retrain.policy()
+    if not policy.is_retrain_time(midnight):
+        following = policy.last_retrain_time(midnight) + policy.cadence_ms
+        return dg.SkipReason(f"not a retrain day ({policy.describe()}); next: "
+                             f"{datetime.fromtimestamp(following / 1000, tz=UTC).date().isoformat()}")
+    return dg.RunRequest(run_key=f"retrain-{midnight}", tags={"trigger": "retrain_policy"})
 
 
 @dg.sensor(job=retrain_job, minimum_interval_seconds=300)

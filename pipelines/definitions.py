@@ -4,6 +4,7 @@ import dagster as dg
 from pipelines.assets import backtest, candles, features, promotion, thresholds
 from pipelines.automation import new_candles_sensor, retrain_job, retrain_schedule
 from pipelines.resources import ExchangeResource, ResearchResource, StoresResource
+from pipelines.retrain import RetrainResource
 
 refresh_candles_job = dg.define_asset_job("refresh_candles", selection=[candles])
 
@@ -12,6 +13,7 @@ defs = dg.Definitions(
     jobs=[retrain_job, refresh_candles_job],
     schedules=[retrain_schedule],
     sensors=[new_candles_sensor],
-    resources={"stores": StoresResource(), "research": ResearchResource(), "exchange": ExchangeResource()},
+    resources={"stores": StoresResource(), "research": ResearchResource(), "exchange": ExchangeResource(),
+               "retrain": RetrainResource()},
     executor=dg.in_process_executor,
 )

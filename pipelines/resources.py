@@ -69,7 +69,7 @@ class ResearchResource(dg.ConfigurableResource):
     quote: Optional[str] = None
     strategy: str = "sma_cross"
     n_trials: int = 20
-    max_drawdown: float = 0.5
+    max_drawdown: float = -0.5  # worst out-of-sample drawdown a trial may have (negative fraction)
     seed: int = 0
     optuna_storage: str = ""  # SQLAlchemy URL; empty: a journal file beside the study
 
