@@ -13,6 +13,7 @@ events to train, and whenever a trained model is missing or stale (see ``is_stal
 from __future__ import annotations
 
 import numpy as np
+import sklearn
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.linear_model import LogisticRegression
@@ -99,11 +100,20 @@ class AdaptiveThreshold(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y, *, returns, ts=None, t1=None):
         self._check_params()
+        # inputs are checked here; skip scikit-learn's per-call re-validation (a walk-forward
+        # refits hundreds of times per trial, and that validation was a third of the time)
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            return self._fit(X, y, returns=returns, ts=ts, t1=t1)
+
+    def _fit(self, X, y, *, returns, ts, t1):
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.int64)
         returns = np.asarray(returns, dtype=np.float64)
         if not (X.ndim == 2 and len(X) == len(y) == len(returns)):
             raise ConfigError(f"X {X.shape}, y {y.shape} and returns {returns.shape} must have one row per event")
+        if not (np.isfinite(X).all() and np.isfinite(returns).all()):
+            raise ConfigError("X and returns must be finite numbers; drop events whose features are still warming "
+                              "up (meta_dataset does)")
         self.n_features_in_ = X.shape[1]
         self.classes_ = np.array([0, 1])
         wins, losses = returns[returns > 0], -returns[returns <= 0]
