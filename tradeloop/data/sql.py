@@ -267,9 +267,10 @@ class LakeSQL:
     # -- building --------------------------------------------------------------------------
     def _create_series_views(self, con: duckdb.DuckDBPyConnection, key: SeriesKey, name: str) -> None:
         plain, parts = [], []
-        for path in self.lake.files(key):
-            kind = _file_kind(con, path)
-            if kind == "plain":
+        files = self.lake.files(key)
+        kinds = _file_kinds(con, files)
+        for path in files:
+            if kinds[path] == "plain":
                 plain.append(path)
                 continue
             try:  # another schema, or damaged: the lake's reader casts it or says what is wrong
@@ -316,16 +317,23 @@ def check_read_only(sql: str, *, hint: str = "") -> None:
         raise ConfigError(f"the query is a {kind.name} statement, which is refused; {_READ_ONLY_HELP}")
 
 
-def _file_kind(con: duckdb.DuckDBPyConnection, path: Path) -> str:
-    """``plain`` when DuckDB can read the file as the lake writes it, else ``other``."""
+def _file_kinds(con: duckdb.DuckDBPyConnection, files: list[Path]) -> dict[Path, str]:
+    """Each file: ``plain`` when DuckDB can read it as the lake writes it, else ``other``.
+    One footer query for all the files; file by file only when one of them is damaged."""
+    if not files:
+        return {}
+    listed = ", ".join(_quote(str(p.absolute())) for p in files)
     try:
-        rows = con.execute(f"SELECT name, type, logical_type FROM parquet_schema({_quote(str(path.absolute()))})"
-                           ).fetchall()
+        rows = con.execute(f"SELECT file_name, name, type, logical_type FROM parquet_schema([{listed}])").fetchall()
     except duckdb.Error:
-        return "other"
-    found = {name: (kind, logical) for name, kind, logical in rows}
-    plain = all(found.get(c, (None, None)) == (t, None) for c, t in _PLAIN_TYPES.items())
-    return "plain" if plain else "other"
+        if len(files) == 1:
+            return {files[0]: "other"}
+        return {path: kind for p in files for path, kind in _file_kinds(con, [p]).items()}
+    found: dict[str, dict[str, tuple]] = {}
+    for file_name, name, kind, logical in rows:
+        found.setdefault(file_name, {})[name] = (kind, logical)
+    return {p: "plain" if all(found.get(str(p.absolute()), {}).get(c) == (t, None) for c, t in _PLAIN_TYPES.items())
+            else "other" for p in files}
 
 
 def _union_sql(views: dict[str, SeriesKey], *, internal: bool) -> str:
