@@ -62,6 +62,7 @@ from tradeloop.ops.database import is_connection_error
 from tradeloop.ops.models import EquityPoint, utcnow
 from tradeloop.strategies.signals import ENTRIES
 from tradeloop.thresholds.decide import decide
+from tradeloop.thresholds.warmup import min_window_bars
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,10 @@ class LiveEngine:
             raise ConfigError("live trading is spot and long only; use a rule with allow_short=False")
         self.store, self.session, self.broker, self.bus, self.slot = store, session, broker, bus, slot
         self.backtest, self.config = backtest, config or EngineConfig()
+        if (need := min_window_bars(slot.current.strategy)) > self.config.window_bars:  # thresholds.warmup
+            raise ConfigError(f"window_bars={self.config.window_bars} is below the {slot.current.strategy.name} "
+                              f"decision's warm-up of {need} bars per symbol: decisions would differ from research; "
+                              f"pass --window-bars {need} or more (SessionConfig.window_bars)")
         self.cash = session.cash
         stored = store.positions(session.id)
         self.positions = {s: p.quantity for s, p in stored.items()}

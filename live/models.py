@@ -4,10 +4,17 @@
 model it started with. It never raises: when the champion is missing, its manifest is
 malformed, its artifact fails to load (tampered, corrupt, a classifier file naming types
 off the allow-list), it belongs to another strategy, it was trained on another universe
-(exchange, timeframe, or symbols the session trades but the model never saw) or it is
-stale, the slot falls back to the static break-even threshold p* and **reduce-only**:
-exits still pass, no new position is opened. The reason says what is wrong; the engine
-records it (audit row ``model_fallback`` and a thresholds row) whenever it changes.
+(exchange, timeframe, or symbols the session trades but the model never saw), it needs a
+longer rolling window than the session decides on (``tradeloop.thresholds.warmup``: its
+strategy's warm-up and the features it reads) or it is stale, the slot falls back to the
+static break-even threshold p* and **reduce-only**: exits still pass, no new position is
+opened. The reason says what is wrong; the engine records it (audit row ``model_fallback``
+and a thresholds row) whenever it changes.
+
+The demo is out of sample: a champion trained past the bar (``trained_until >= now_ms``: it
+learnt from the bar it would decide, or later ones) is not used at that bar (reduce-only,
+the reason names both times) unless the slot belongs to a session created in-sample
+(``allow_in_sample``). The rule lifts by itself at the first bar after the training end.
 
 A model saved before its universe was recorded cannot be checked against the session;
 it is used, and the reason says the universe was not checked.
@@ -20,9 +27,11 @@ from dataclasses import dataclass
 
 from tradeloop.errors import ModelError
 from tradeloop.ops import TradingSession
+from tradeloop.ops.champion_log import iso_utc
 from tradeloop.registry import ModelRegistry
 from tradeloop.strategies import Strategy, get_strategy
 from tradeloop.thresholds import ThresholdModel, Universe
+from tradeloop.thresholds.warmup import min_window_bars
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +52,31 @@ class InForce:
 
 
 class ModelSlot:
-    def __init__(self, registry: ModelRegistry, *, strategy: Strategy, universe: Universe | None = None):
+    def __init__(self, registry: ModelRegistry, *, strategy: Strategy, universe: Universe | None = None,
+                 window_bars: int | None = None, allow_in_sample: bool = False):
         """``universe``: the session's exchange, timeframe and symbols; a champion trained on
-        another one is not used (None: not checked, for research tools without a session)."""
+        another one is not used (None: not checked, for research tools without a session).
+        ``window_bars``: the bars per symbol each decision sees; a champion that needs more is
+        not used (None: not checked). ``allow_in_sample``: use a champion at bars it was
+        trained on (a session created in-sample)."""
         self.registry = registry
         self.name = strategy.name
         self.universe = universe
+        self.window_bars = window_bars
+        self.allow_in_sample = allow_in_sample
         self._loaded: tuple[str, ThresholdModel] | None = None
         self._failed: tuple[str, str] | None = None  # (artifact, why): not retried every bar
         self.current = InForce(strategy, None, None, float("nan"), "no champion loaded yet")
 
     @classmethod
-    def for_session(cls, registry: ModelRegistry, session: TradingSession) -> ModelSlot:
-        """The slot of a trading session: its strategy, checked against its universe."""
+    def for_session(cls, registry: ModelRegistry, session: TradingSession, *,
+                    window_bars: int | None = None) -> ModelSlot:
+        """The slot of a trading session: its strategy, checked against its universe and the
+        engine's ``window_bars``; in-sample bars only for a session created in-sample."""
         return cls(registry, strategy=get_strategy(session.strategy),
                    universe=Universe(exchange=session.exchange, timeframe=session.timeframe,
-                                     symbols=tuple(session.symbols)))
+                                     symbols=tuple(session.symbols)),
+                   window_bars=window_bars, allow_in_sample=bool(getattr(session, "in_sample", False)))
 
     def refresh(self, now_ms: int) -> bool:
         """Pick up a promotion or rollback; True when what decides entries changed. Never raises."""
@@ -90,9 +108,13 @@ class ModelSlot:
         label = f"champion {artifact[:12]}"
         if self.universe is not None and model.universe is None:
             label += " (universe not recorded: not checked)"
-        if model.is_stale(now_ms):
+        if not self.allow_in_sample and model.trained_until >= now_ms:
+            return self._set(self._in_sample(label, model, artifact, now_ms))
+        if model.is_stale(now_ms) and model.on_stale == "reduce_only":  # the retrain policy's rule
             return self._set(InForce(model.strategy, None, artifact, model.estimator.p_star_,
                                      f"{label} is stale (trained until {model.trained_until})"))
+        if model.is_stale(now_ms):  # on_stale="break_even": entries need the break-even p*
+            label += f" is stale (trained until {model.trained_until}): break-even p* only"
         return self._set(InForce(model.strategy, model, artifact, model.bar(now_ms), label))
 
     def fail(self, reason: str) -> None:
@@ -105,7 +127,13 @@ class ModelSlot:
         self._set(self._fallback(why))
 
     def _misfit(self, model: ThresholdModel) -> str | None:
-        """Why ``model`` cannot serve this session's universe, or None when it can."""
+        """Why ``model`` cannot serve this session (its universe, its window), or None when it can."""
+        if self.window_bars is not None:
+            need = min_window_bars(model.strategy, model.features)
+            if need > self.window_bars:
+                return (f"needs a rolling window of {need} bars per symbol (its strategy's warm-up and the "
+                        f"features it reads), the session decides on window_bars={self.window_bars}; run the "
+                        f"session with --window-bars {need} or more, or promote a model that fits")
         if self.universe is None or model.universe is None:
             return None
         problems = model.universe.mismatches(self.universe)
@@ -114,6 +142,17 @@ class ModelSlot:
         return (f"does not fit the session: trained on {model.universe.describe()}, the session trades "
                 f"{self.universe.describe()} ({'; '.join(problems)}); promote a model trained on the "
                 "session's universe")
+
+    def _in_sample(self, label: str, model: ThresholdModel, artifact: str, now_ms: int) -> InForce:
+        """Reduce-only at a bar the champion was trained on. The reason names the first such
+        bar and stays the same on the following ones (recorded once, not every bar)."""
+        now = self.current
+        if now.model is None and now.artifact == artifact and "would be in-sample" in now.reason:
+            return now
+        return InForce(model.strategy, None, artifact, model.estimator.p_star_,
+                       f"{label} was trained until {iso_utc(model.trained_until)}, at or after this bar "
+                       f"{iso_utc(now_ms)}: deciding with it would be in-sample (reduce-only until the first "
+                       "bar after its training end; a session created with --allow-in-sample uses it)")
 
     def _fallback(self, reason: str) -> InForce:
         p_star = self._loaded[1].estimator.p_star_ if self._loaded else float("nan")

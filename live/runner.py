@@ -125,7 +125,7 @@ def build_engine(settings: Settings, config: SessionConfig, *, store: OpsStore |
             locks.acquire(account, what=f"the {session.exchange} account of TRADELOOP_EXCHANGE_API_KEY")
     backtest = backtest_config(session)
     broker = make_broker(settings, session.mode, exchange=session.exchange, backtest=backtest)
-    slot = ModelSlot.for_session(registry, session)
+    slot = ModelSlot.for_session(registry, session, window_bars=config.window_bars)
     tuning = (engine_config or EngineConfig()).model_copy(update={"window_bars": config.window_bars})
     return LiveEngine(store=store, session=session, broker=broker, slot=slot, backtest=backtest, config=tuning,
                       bus=make_bus(settings.redis_url, prefix=settings.redis_prefix), locks=locks)

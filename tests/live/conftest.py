@@ -1,4 +1,8 @@
-"""A data folder with the bundled sample in its lake and a real champion in its registry."""
+"""A data folder with the bundled sample in its lake and a real champion in its registry.
+
+The champion is trained out of sample: on the events whose labels closed before the last
+``REPLAYED`` bars, the earliest bar any test replays, so every replay decides bars the model
+never saw (``live.in_sample``, ``live.models``). Its maximum age covers those bars."""
 
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from tradeloop.thresholds import BarrierConfig, meta_dataset
 from tradeloop.thresholds.decide import decide
 
 SYMBOLS = ("BTC-USD", "ETH-USD")
+REPLAYED = 1000  # the longest replay of any test: the last 1000 bars
+MAX_AGE_MS = 200 * 86_400_000  # the replayed bars span 167 days
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,10 @@ def trained_world(tmp_path_factory: pytest.TempPathFactory) -> World:
     import_sample(lake)
     candles = lake.read_many([SeriesKey("coinbase", s, "4h") for s in SYMBOLS]).sort("symbol", "ts")
     strategy, barriers = SmaCross(fast=10, slow=40), BarrierConfig()
-    events = meta_dataset(candles, strategy, barriers=barriers)
+    first_replayed = int(candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-REPLAYED])
+    events = meta_dataset(candles, strategy, barriers=barriers).filter(pl.col("t1") < first_replayed)
     model = fit_threshold(events, strategy, barriers)
+    model.max_age_ms = MAX_AGE_MS
     # this sample gives the classifier little edge, so its learned bar rejects every entry;
     # put the bar at the median probability so the parity check sees entries taken and refused
     model.estimator.threshold_ = float(np.median(model.probabilities(events)))

@@ -145,7 +145,7 @@ def test_the_engine_skips_a_future_dated_bar_with_an_audit_row(trained_world: Wo
     settings = make_settings(tmp_path, **extra)
     name = f"bad-bars-{database}"
     start = last_real - 60 * STEP
-    engine = asyncio.run(run_session(settings, SessionConfig(name=name, start=start, window_bars=100)))
+    engine = asyncio.run(run_session(settings, SessionConfig(name=name, start=start, window_bars=400)))
     # every bar time still has a good candle of one symbol at least: none is lost
     assert engine.bars == trained_world.candles.filter(pl.col("ts") >= start)["ts"].n_unique()
     store = OpsStore.open(settings.effective_database_url)
@@ -159,7 +159,7 @@ def test_the_engine_skips_a_future_dated_bar_with_an_audit_row(trained_world: Wo
     for symbol in SYMBOLS:
         tail = pl.read_parquet(series_dir(lake, symbol) / "2025.parquet").sort("ts").tail(1)
         lake.write(key(symbol), pl.concat([tail.with_columns(pl.col("ts") + k * STEP) for k in (1, 2)]))
-    engine = asyncio.run(run_session(settings, SessionConfig(name=name, start=start, window_bars=100)))
+    engine = asyncio.run(run_session(settings, SessionConfig(name=name, start=start, window_bars=400)))
     assert engine.bars == 2
     assert store.session(name).last_bar_ts == last_real + 2 * STEP
     store.close()

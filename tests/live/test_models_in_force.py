@@ -69,7 +69,7 @@ def test_swap_without_restart_then_reduce_only_when_the_champion_breaks(world: W
 def test_stale_champion_falls_back_to_p_star_reduce_only(trained_world: World) -> None:
     slot = ModelSlot(ModelRegistry(trained_world.settings.registry_dir), strategy=SmaCross())
     _, model = ModelRegistry(trained_world.settings.registry_dir).load("sma_cross")
-    assert slot.refresh(model.trained_until) and slot.current.model is not None
+    assert slot.refresh(model.trained_until + 1) and slot.current.model is not None  # after its training end
     assert slot.refresh(model.trained_until + model.max_age_ms + 1)
     assert slot.current.model is None and slot.current.threshold == model.estimator.p_star_
     assert "stale" in slot.current.reason
@@ -77,7 +77,7 @@ def test_stale_champion_falls_back_to_p_star_reduce_only(trained_world: World) -
 
 def test_pause_stops_orders_but_not_marks_and_resume_trades_again(world: World) -> None:
     settings = world.settings
-    start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-600])
+    start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-450])
     config = SessionConfig(name="pausing", start=start)
     engine, feed = build_engine(settings, config), replay_feed(settings, config)
     asyncio.run(engine.run(feed, max_bars=100))
