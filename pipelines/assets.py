@@ -14,7 +14,7 @@ import polars as pl
 
 import dagster as dg
 from pipelines import checks
-from pipelines.partitions import symbol_partitions
+from pipelines.partitions import research_universe, symbol_partitions
 from pipelines.resources import ExchangeResource, ResearchResource, StoresResource
 from pipelines.retrain import CHAMPION_STALE_SOON, RETRAIN_FAILED, RETRAIN_REFUSED, RetrainResource, record
 from tradeloop.backtest.engine import periods_per_year
@@ -61,11 +61,13 @@ def candles(context: dg.AssetExecutionContext, stores: StoresResource, research:
 
 @dg.asset(deps=[candles], group_name="research", kinds={"jupyter", "parquet"},
           check_specs=[dg.AssetCheckSpec("feature_sanity", asset="features", blocking=True)])
-def features(context: dg.AssetExecutionContext, stores: StoresResource, research: ResearchResource):
+def features(context: dg.AssetExecutionContext, stores: StoresResource, research: ResearchResource,
+             retrain: RetrainResource):
     """Per-symbol features of the research universe (notebooks/features.py): its symbols are
-    picked now, from the lake (an explicit list, or the top N by dollar volume)."""
+    picked now, from the lake (an explicit list, or the top N by dollar volume over the
+    lookback ending before the research data cut-off: ``research_universe``)."""
     out = _paths(stores)["features"]
-    symbols = research.universe(stores.lake)
+    symbols = research_universe(research, stores.lake, retrain)
     context.log.info(f"research universe: {len(symbols)} {research.exchange} {research.timeframe} series: "
                      f"{', '.join(symbols)}")
     params = {"lake_dir": str(stores.lake.root), "exchange": research.exchange, "symbols": symbols,

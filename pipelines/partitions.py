@@ -12,11 +12,16 @@
 sensor adds them with its result (``SensorResult.dynamic_partitions_requests``).
 Keys are only ever added: a symbol that leaves the universe keeps its history.
 
+``research_universe`` is what the features step researches: the same universe, except that
+a top N is picked over the lookback ending before the research data cut-off
+(``RetrainResource.data_until``), so the pick itself sees no candle research must not see.
+
 (No ``from __future__ import annotations`` here: Dagster reads the annotations.)
 """
 
 import dagster as dg
 from pipelines.resources import ExchangeResource, ResearchResource
+from pipelines.retrain import RetrainResource
 from tradeloop.data import CandleLake
 from tradeloop.errors import SeriesNotFoundError
 
@@ -38,6 +43,13 @@ def universe_symbols(research: ResearchResource, lake: CandleLake, exchange: Exc
             f"the lake, and none is stored under {lake.root}; ingest the candidates first (`tradeloop data "
             "ingest`), or list the symbols explicitly (ResearchResource symbols)")
     return research.universe(lake)
+
+
+def research_universe(research: ResearchResource, lake: CandleLake, retrain: RetrainResource) -> list[str]:
+    """The symbols research uses now: dollar volumes count only candles opened before the
+    data cut-off, when there is one (see the module docstring)."""
+    cutoff = retrain.until_ms()
+    return research.universe(lake, until_ms=None if cutoff is None else cutoff - 1)
 
 
 def missing_keys(instance: dg.DagsterInstance, symbols: list[str]) -> list[str]:

@@ -13,8 +13,9 @@ import pytest
 
 from pipelines.assets import candles
 from pipelines.automation import new_candles_sensor
-from pipelines.partitions import register, symbol_partitions, universe_symbols
+from pipelines.partitions import register, research_universe, symbol_partitions, universe_symbols
 from pipelines.resources import ExchangeResource, ResearchResource, StoresResource
+from pipelines.retrain import RetrainResource
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.data.importer import import_sample
 from tradeloop.errors import ConfigError, SeriesNotFoundError
@@ -99,3 +100,16 @@ def test_the_sensor_adds_the_universe_as_partitions(tmp_path: Path) -> None:
     assert [list(r.partition_keys) for r in fresh.dynamic_partitions_requests] == [["SOL-USDT"]]
     assert register(instance, ["SOL-USDT", "BTC-USD"]) == ["SOL-USDT"]
     assert sorted(instance.get_dynamic_partitions("symbols")) == ["BTC-USD", "ETH-USD", "SOL-USDT"]
+
+
+def test_a_top_n_pick_sees_no_candle_after_the_data_cut_off(tmp_path: Path) -> None:
+    lake = CandleLake(tmp_path / "lake")
+    write(lake, "AAA-USDT", close=10.0, volume=100.0)  # 1,000 an hour on 2024-01-01 and 02
+    ts = pl.int_range(T0 + 48 * H, T0 + 72 * H, H, eager=True, dtype=pl.Int64)  # 2024-01-03: 100,000 an hour
+    lake.write(SeriesKey("binance", "BBB-USDT", "1h"), pl.DataFrame(
+        {"ts": ts, "open": 1e3, "high": 1e3, "low": 1e3, "close": 1e3, "volume": 100.0}), source="test")
+    research = ResearchResource(exchange="binance", timeframe="1h", top_n=1, lookback_days=1)
+    assert research_universe(research, lake, RetrainResource()) == ["BBB-USDT"]
+    assert research_universe(research, lake, RetrainResource(data_until="2024-01-03")) == ["AAA-USDT"]
+    listed = ResearchResource(exchange="binance", timeframe="1h", symbols=["BBB-USDT"])
+    assert research_universe(listed, lake, RetrainResource(data_until="2024-01-03")) == ["BBB-USDT"]
