@@ -97,7 +97,7 @@ def thresholds(context: dg.AssetExecutionContext, stores: StoresResource, resear
     try:
         _, meta = _notebook(context, stores, "thresholds", params)
     except Exception as exc:
-        record(RETRAIN_FAILED, strategy=research.strategy, run_id=context.run.run_id,
+        record(RETRAIN_FAILED, root=stores.root, strategy=research.strategy, run_id=context.run.run_id,
                reason=f"{type(exc).__name__}: {exc}"[:500])
         raise
     summary = json.loads((paths["thresholds"] / TUNING_JSON).read_text())
@@ -151,7 +151,8 @@ def promotion(context: dg.AssetExecutionContext, stores: StoresResource, researc
             "artifact": artifact, "promoted": report.passed}
     if report.passed:
         metrics = json.loads((paths["backtest"] / METRICS_JSON).read_text())
-        files = [f for s in sorted(tuning.get("symbols") or research.symbols) for f in stores.lake.files(research.key(s))]
+        symbols = sorted(tuning.get("symbols") or research.symbols)
+        files = [f for s in symbols for f in stores.lake.files(research.key(s))]
         lineage = Lineage(
             git_commit=git_commit(REPO), data_snapshot=snapshot_hash(files), notebook="notebooks/thresholds.py",
             parameters=tuning["best_params"], run_id=context.run.run_id,
@@ -164,15 +165,16 @@ def promotion(context: dg.AssetExecutionContext, stores: StoresResource, researc
         meta["champion"] = current.artifact if current else "none"
         reason = "gate refused the candidate: " + "; ".join(report.failures)
         context.log.warning(reason)
-        record(RETRAIN_REFUSED, strategy=research.strategy, run_id=context.run.run_id, reason=reason,
+        record(RETRAIN_REFUSED, root=stores.root, strategy=research.strategy, run_id=context.run.run_id, reason=reason,
                artifact=artifact)
-    meta.update(_staleness(registry, research.strategy, retrain, context.run.run_id, context.log))
+    meta.update(_staleness(stores, research.strategy, retrain, context.run.run_id, context.log))
     return dg.MaterializeResult(metadata=meta)
 
 
-def _staleness(registry, strategy: str, retrain: RetrainResource, run_id: str, log) -> dict:
+def _staleness(stores: StoresResource, strategy: str, retrain: RetrainResource, run_id: str, log) -> dict:
     """When the champion in force goes stale, and a ``champion_stale_soon`` audit row when
     that is before the next scheduled retrain (the engine would fall back before it)."""
+    registry = stores.registry
     entry = registry.champion(strategy)
     if entry is None:
         return {"champion_stale_at": "no champion"}
@@ -187,5 +189,6 @@ def _staleness(registry, strategy: str, retrain: RetrainResource, run_id: str, l
                f"({datetime.fromtimestamp(next_retrain / 1000, tz=UTC).isoformat(timespec='minutes')}): "
                f"the engine will then be {'reduce-only' if model.on_stale == 'reduce_only' else 'on break-even p*'}")
         log.warning(why)
-        record(CHAMPION_STALE_SOON, strategy=strategy, run_id=run_id, reason=why, stale_at_ms=stale_at)
+        record(CHAMPION_STALE_SOON, root=stores.root, strategy=strategy, run_id=run_id, reason=why,
+               stale_at_ms=stale_at)
     return {"champion_stale_at": when}

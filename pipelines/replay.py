@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         embargo = int(model.info.get("embargo_bars", 0))
         engine, steps = asyncio.run(replay_with_retrains(
             settings, session, params=dict(entry.lineage.parameters), policy=policy, start=start, end=end,
-            embargo_bars=embargo, cost=model.barriers.cost, keep_champion_at_start=start == model.trained_until + bar_ms))
+            embargo_bars=embargo, cost=model.barriers.cost,
+            keep_champion_at_start=start == model.trained_until + bar_ms))
     except TradeloopError as exc:
         console.print(f"[red]{exc}[/]")
         return 2

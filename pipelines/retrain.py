@@ -5,6 +5,7 @@ cut-off, and the audit events that make a failed or refused retrain visible.
 """
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Optional
 
 import dagster as dg
@@ -52,11 +53,17 @@ class RetrainResource(dg.ConfigurableResource):
         return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
-def record(event: str, **detail: object) -> None:
-    """An audit row in the operational database (``tradeloop live``'s store); a research run
-    that cannot reach it logs instead of failing the run."""
+def ops_url(root: Path) -> str:
+    """The operational database of the data folder ``root``: DATABASE_URL when set, else the
+    SQLite file the live engine uses there."""
+    return get_settings().database_url or f"sqlite:///{(Path(root) / 'tradeloop.db').as_posix()}"
+
+
+def record(event: str, *, root: Path, **detail: object) -> None:
+    """An audit row in the operational database (``tradeloop live``'s store, ``ops_url``); a
+    research run that cannot reach it logs instead of failing the run."""
     try:
-        store = OpsStore.open(get_settings().effective_database_url)
+        store = OpsStore.open(ops_url(root))
         try:
             with store.transaction() as db:
                 OpsStore.audit(db, event, detail=dict(detail), actor="research-pipeline")

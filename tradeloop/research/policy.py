@@ -9,7 +9,8 @@ and what trading does once it is too old. One object, used by every part that mu
   slot applies them bar by bar (``live.models``).
 
 Retrain times are fixed on the calendar: midnight UTC of every day whose number since
-1970-01-01 is a multiple of ``retrain_every_days`` (every day for 1, every Thursday for 7, every 30th day for the default 30),
+1970-01-01 is a multiple of ``retrain_every_days`` (every day for 1, every Thursday for 7,
+every 30th day for the default 30),
 so the schedule and the simulation name the same instants. A model refit at time ``r``
 learns only from events whose label closed before ``r`` minus the embargo, and decides the
 bars from ``r`` on.

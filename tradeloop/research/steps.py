@@ -86,6 +86,7 @@ def train_thresholds(candles: pl.DataFrame, *, config: TuningConfig, exchange: s
                "n_trials": result.n_trials, "events": events.height, "folds": list(result.best_folds),
                "pbo_trials": list(result.pbo_trials), "data_version": result.data_version,
                "study": result.study.study_name, "policy": config.policy.model_dump(mode="json"),
+               "symbols": symbols,
                "threshold": model.estimator.threshold_, "p_star": model.estimator.p_star_,
                "margin": model.estimator.margin_, "fallback": model.estimator.fallback_,
                "trained_from": model.info.get("trained_from"), "trained_until": model.trained_until,
