@@ -66,6 +66,7 @@ class ModelSlot:
         self.allow_in_sample = allow_in_sample
         self._loaded: tuple[str, ThresholdModel] | None = None
         self._failed: tuple[str, str] | None = None  # (artifact, why): not retried every bar
+        self._in_sample_held: InForce | None = None  # the in-sample fallback in force, if any
         self.current = InForce(strategy, None, None, float("nan"), "no champion loaded yet")
 
     @classmethod
@@ -146,13 +147,14 @@ class ModelSlot:
     def _in_sample(self, label: str, model: ThresholdModel, artifact: str, now_ms: int) -> InForce:
         """Reduce-only at a bar the champion was trained on. The reason names the first such
         bar and stays the same on the following ones (recorded once, not every bar)."""
-        now = self.current
-        if now.model is None and now.artifact == artifact and "would be in-sample" in now.reason:
-            return now
-        return InForce(model.strategy, None, artifact, model.estimator.p_star_,
-                       f"{label} was trained until {iso_utc(model.trained_until)}, at or after this bar "
-                       f"{iso_utc(now_ms)}: deciding with it would be in-sample (reduce-only until the first "
-                       "bar after its training end; a session created with --allow-in-sample uses it)")
+        if self.current is self._in_sample_held and self.current.artifact == artifact:
+            return self.current
+        self._in_sample_held = InForce(
+            model.strategy, None, artifact, model.estimator.p_star_,
+            f"{label} was trained until {iso_utc(model.trained_until)}, at or after this bar {iso_utc(now_ms)}: "
+            "deciding with it would be in-sample (reduce-only until the first bar after its training end; "
+            "a session created with --allow-in-sample uses it)")
+        return self._in_sample_held
 
     def _fallback(self, reason: str) -> InForce:
         p_star = self._loaded[1].estimator.p_star_ if self._loaded else float("nan")

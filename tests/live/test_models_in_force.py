@@ -77,7 +77,7 @@ def test_stale_champion_falls_back_to_p_star_reduce_only(trained_world: World) -
 
 def test_pause_stops_orders_but_not_marks_and_resume_trades_again(world: World) -> None:
     settings = world.settings
-    start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-450])
+    start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-600])
     config = SessionConfig(name="pausing", start=start)
     engine, feed = build_engine(settings, config), replay_feed(settings, config)
     asyncio.run(engine.run(feed, max_bars=100))
