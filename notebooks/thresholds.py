@@ -44,6 +44,7 @@ until_ms = None  # research sees only candles before this time (ms); None: all
 policy = {}  # RetrainPolicy fields; {}: the defaults
 champion_params = None  # the incumbent champion's parameters, or None
 workers = 1  # optuna worker processes sharing the study
+fraction = 0.5  # share of equity per position, as the live session will size it
 
 # %%
 import matplotlib.pyplot as plt
@@ -58,7 +59,7 @@ candles = candles_of(pl.read_parquet(features_path))
 if until_ms is not None:
     candles = candles.filter(pl.col("ts") < until_ms)
 config = TuningConfig(strategy=strategy, n_trials=n_trials, max_drawdown=max_drawdown, seed=seed,
-                      policy=RetrainPolicy(**policy), workers=workers)
+                      policy=RetrainPolicy(**policy), workers=workers, fraction=fraction)
 summary = train_thresholds(candles, config=config, exchange=exchange, timeframe=timeframe, output_dir=output_dir,
                            storage=storage, champion_params=champion_params)
 print(config.policy.describe())

@@ -92,6 +92,7 @@ def thresholds(context: dg.AssetExecutionContext, stores: StoresResource, resear
               "timeframe": research.timeframe, "n_trials": research.n_trials, "max_drawdown": research.max_drawdown,
               "seed": research.seed, "storage": research.optuna_storage or None,
               "output_dir": str(paths["thresholds"]), "until_ms": retrain.until_ms(),
+              "workers": research.workers, "fraction": research.fraction,
               "policy": retrain.policy().model_dump(mode="json"),
               "champion_params": dict(current.lineage.parameters) if current else None}
     try:

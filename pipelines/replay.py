@@ -23,10 +23,11 @@ import polars as pl
 
 from live.engine import LiveEngine
 from live.runner import SessionConfig, run_session
-from tradeloop.cli.common import console, parse_time
+from tradeloop.cli.common import console, fmt_ts, parse_time
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.data.schema import timeframe_ms
 from tradeloop.errors import ConfigError, TradeloopError
+from tradeloop.ops import OpsStore
 from tradeloop.registry import Lineage, ModelRegistry
 from tradeloop.research.policy import RetrainPolicy
 from tradeloop.research.steps import build_params
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", help="first bar (ISO date); default: the first bar after the champion's "
                         "training end")
     parser.add_argument("--end", help="last bar (ISO date); default: the lake's last candle")
-    parser.add_argument("--fraction", type=float, default=0.5)
+    parser.add_argument("--fraction", type=float, help="share of equity per position (default: the one the "
+                        "champion was evaluated with)")
     args = parser.parse_args(argv)
     settings = get_settings()
     try:
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         end = parse_time(args.end, field="--end") if args.end else last
         policy = RetrainPolicy.model_validate(model.info.get("retrain_policy") or {})
         session = SessionConfig(name=args.name, strategy=args.strategy, exchange=universe.exchange,
-                                symbols=universe.symbols, timeframe=universe.timeframe, fraction=args.fraction,
+                                symbols=universe.symbols, timeframe=universe.timeframe,
+                                fraction=args.fraction or float(model.info.get("fraction", 0.5)),
                                 start=start, end=end)
         embargo = int(model.info.get("embargo_bars", 0))
         engine, steps = asyncio.run(replay_with_retrains(
@@ -126,8 +129,18 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]{exc}[/]")
         return 2
     refits = sum(s.artifact is not None for s in steps)
-    console.print(f"replayed {sum(s.bars for s in steps)} bar(s) of {session.name!r} with {refits} refit(s) of the "
-                  f"champion's parameters ({policy.describe()}); cash {engine.cash:,.2f}")
+    bars = sum(s.bars for s in steps)
+    console.print(f"replayed {bars} bar(s) of {session.name!r} with {refits} refit(s) of the champion's parameters "
+                  f"({policy.describe()}); cash {engine.cash:,.2f}", highlight=False)
+    # what the session saw is out of sample: its first bar comes after the training end
+    console.print(f"in-sample share: 0.0% (first bar {fmt_ts(start)}, the champion was trained until "
+                  f"{fmt_ts(model.trained_until)})" if start > model.trained_until else
+                  f"in-sample: the replay starts at {fmt_ts(start)}, before the training end", highlight=False)
+    store = OpsStore.open(settings.effective_database_url)
+    fallbacks = [t.reason for t in store.thresholds(store.session(session.name).id) if t.source != "model"]
+    store.close()
+    console.print("entries decided by the champion on every bar (no static fallback)" if not fallbacks else
+                  f"static fallback (reduce-only) at times: {'; '.join(fallbacks)}", highlight=False)
     return 0
 
 

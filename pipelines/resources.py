@@ -72,6 +72,8 @@ class ResearchResource(dg.ConfigurableResource):
     max_drawdown: float = -0.5  # worst out-of-sample drawdown a trial may have (negative fraction)
     seed: int = 0
     optuna_storage: str = ""  # SQLAlchemy URL; empty: a journal file beside the study
+    workers: int = 2  # optuna worker processes sharing the study (tradeloop.research.workers)
+    fraction: float = 0.5  # share of equity per position, as the live session sizes it
 
     def key(self, symbol: str) -> SeriesKey:
         return SeriesKey(self.exchange, symbol, self.timeframe)

@@ -48,11 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Materialize the research graph in-process.")
     parser.add_argument("--until", default="", help="data cut-off (ISO date): research sees only candles before "
                         "it, so the months after it stay out of sample")
+    parser.add_argument("--strategy", default="", help="strategy to research (default: ResearchResource's)")
+    parser.add_argument("--trials", type=int, default=0, help="optuna trials (default: ResearchResource's)")
     args = parser.parse_args(argv)
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
     resources = dict(defs.resources)
     resources["retrain"] = resources["retrain"].model_copy(update={"data_until": args.until})
+    research_update = {k: v for k, v in (("strategy", args.strategy), ("n_trials", args.trials)) if v}
+    resources["research"] = resources["research"].model_copy(update=research_update)
     try:
         resources["retrain"].until_ms()
     except TradeloopError as exc:
@@ -70,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"  {mark} {check['name']}: {shown} (bar {check['bar']:.4f}) {check['detail']}", highlight=False)
     console.print(f"  champion goes stale at {promotion['champion_stale_at'].value} unless retrained "
                   f"({resources['retrain'].policy().describe()})", highlight=False)
-    research: ResearchResource = defs.resources["research"]
-    stores: StoresResource = defs.resources["stores"]
+    research: ResearchResource = resources["research"]
+    stores: StoresResource = resources["stores"]
     entry = stores.registry.champion(research.strategy)
     if entry is None:
         console.print("no champion: the gate refused the candidate")

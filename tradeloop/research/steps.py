@@ -78,7 +78,7 @@ def train_thresholds(candles: pl.DataFrame, *, config: TuningConfig, exchange: s
     model.universe = Universe(exchange=exchange, timeframe=timeframe, symbols=tuple(symbols))
     model.info.update({"timeframe": timeframe, "symbols": symbols, "events": events.height,
                        "data_hash": result.data_version, "study": result.study.study_name,
-                       "embargo_bars": config.embargo_bars})
+                       "embargo_bars": config.embargo_bars, "fraction": config.fraction})
     model.save(output_dir / MODEL_DIR)
     np.savez(output_dir / EVALUATION_NPZ, best_returns=result.best_returns, trial_sharpes=result.trial_sharpes,
              returns_matrix=result.returns_matrix)

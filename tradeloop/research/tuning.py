@@ -54,6 +54,8 @@ class TuningConfig(BaseModel):
     study_name: str | None = Field(default=None, description="default: strategy-timeframe-data version")
     policy: RetrainPolicy = RetrainPolicy()
     workers: int = Field(default=1, ge=1, le=64, description="trial worker processes sharing the study")
+    fraction: float = Field(default=0.5, gt=0.0, le=1.0, description="share of equity per new position, as the "
+                            "live session will size it (tradeloop live run --fraction; default 0.5 there too)")
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,10 @@ def decode_returns(text: str) -> np.ndarray:
 
 
 def default_backtest(config: TuningConfig) -> BacktestConfig:
-    """What a trial trades: all capital shared, half the round-trip cost per side, nothing
-    closed at a fold's end (a live session does not close at an arbitrary date)."""
-    return BacktestConfig(fee_rate=config.cost / 2, cash_sharing=True, close_at_end=False, fraction=1.0)
+    """What a trial trades, as a live session would: one shared cash balance, ``fraction`` of
+    equity per new position, half the round-trip cost per side, nothing closed at a fold's
+    end (a live session does not close at an arbitrary date)."""
+    return BacktestConfig(fee_rate=config.cost / 2, cash_sharing=True, close_at_end=False, fraction=config.fraction)
 
 
 def objective_of(candles: pl.DataFrame, *, config: TuningConfig, timeframe: str,
