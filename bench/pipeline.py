@@ -37,8 +37,9 @@ def real_binance_1h() -> list[Path]:
     files = [p for p in sorted(REAL.glob("binance__*__1h.parquet")) if len(p.stem.split("__")) == 3]
     if not files:
         raise SystemExit(f"--universe needs the Binance 1h files of {REAL} (see its PROVENANCE.md); none found")
-    spans = pl.DataFrame([(p.name, *pl.read_parquet(p, columns=["ts"]).select(pl.min("ts").alias("first"), pl.max("ts").alias("last")).row(0))
-                          for p in files], schema=["file", "first", "last"], orient="row")
+    spans = pl.DataFrame(
+        [(p.name, *pl.read_parquet(p, columns=["ts"]).select(first=pl.min("ts"), last=pl.max("ts")).row(0))
+         for p in files], schema=["file", "first", "last"], orient="row")
     last = spans.group_by("last").len().sort("len", "last", descending=True)["last"][0]
     ending = spans.filter(pl.col("last") == last)
     longest = ending.filter(pl.col("first") == ending["first"].min())

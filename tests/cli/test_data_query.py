@@ -58,7 +58,8 @@ def test_table_csv_and_json_output(data_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "said"), [
-    (["SELECT close FROM coinbase_eth_usd_1d"], 'coinbase_eth_usd_1d does not exist! Did you mean "coinbase_eth_usd_4h"'),
+    (["SELECT close FROM coinbase_eth_usd_1d"],
+     'coinbase_eth_usd_1d does not exist! Did you mean "coinbase_eth_usd_4h"'),
     (["SELECT closing FROM candles"], 'column "closing" not found'),
     (["SELECT FROM WHERE"], "does not parse"),
 ])

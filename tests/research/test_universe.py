@@ -50,7 +50,8 @@ def synthetic(tmp_path: Path) -> tuple[CandleLake, dict[str, pl.DataFrame]]:
     return lake, frames
 
 
-def expected_top(frames: dict[str, pl.DataFrame], *, n: int, days: int, end: int, quote: str | None = None) -> list[str]:
+def expected_top(frames: dict[str, pl.DataFrame], *, n: int, days: int, end: int,
+                 quote: str | None = None) -> list[str]:
     volumes = {s: dollar_volume(f, start=end - days * DAY, end=end) for s, f in frames.items()
                if quote is None or s.split("-")[1] == quote}
     ranked = sorted((s for s in volumes if frames[s].filter((pl.col("ts") > end - days * DAY)
