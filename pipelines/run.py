@@ -44,6 +44,12 @@ def materialize_all(resources: dict, instance: dg.DagsterInstance) -> dg.Execute
                           raise_on_error=False)
 
 
+def _with(resource: dg.ConfigurableResource, **changes: object) -> dg.ConfigurableResource:
+    """A copy of ``resource`` with ``changes`` (built anew: Dagster reads a resource's config
+    from its constructor, so ``model_copy`` would not reach the run)."""
+    return type(resource)(**{**resource.model_dump(exclude_unset=True), **changes})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Materialize the research graph in-process.")
     parser.add_argument("--until", default="", help="data cut-off (ISO date): research sees only candles before "
@@ -54,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
     resources = dict(defs.resources)
-    resources["retrain"] = resources["retrain"].model_copy(update={"data_until": args.until})
-    research_update = {k: v for k, v in (("strategy", args.strategy), ("n_trials", args.trials)) if v}
-    resources["research"] = resources["research"].model_copy(update=research_update)
+    resources["retrain"] = _with(resources["retrain"], data_until=args.until)
+    resources["research"] = _with(resources["research"], **{k: v for k, v in (("strategy", args.strategy),
+                                                                              ("n_trials", args.trials)) if v})
     try:
         resources["retrain"].until_ms()
     except TradeloopError as exc:

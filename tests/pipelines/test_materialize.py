@@ -3,6 +3,7 @@ gate on a second run, the new-candles sensor, and the blocking candle check."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -10,19 +11,28 @@ import polars as pl
 import pytest
 
 from pipelines.assets import backtest, candles, features, promotion, thresholds
-from pipelines.automation import new_candles_sensor
+from pipelines.automation import new_candles_sensor, retrain_schedule
 from pipelines.checks import candle_quality
 from pipelines.definitions import defs
 from pipelines.resources import ExchangeResource, ResearchResource, StoresResource
+from pipelines.retrain import RetrainResource, ops_url
 from pipelines.run import materialize_all
 from tradeloop.data import CandleLake, SeriesKey
+from tradeloop.ops import OpsStore
 
 ASSETS = [candles, features, thresholds, backtest, promotion]
 
 
-def resources(root: Path) -> dict:
-    return {"stores": StoresResource(data_dir=str(root)), "research": ResearchResource(n_trials=8),
-            "exchange": ExchangeResource(mode="sample")}
+# bars this 8-trial run on the sample can pass, so that promotion itself is exercised; the
+# default bars (DSR 0.95, drawdown -35%, 5 recent trades) refuse it: see the refusal test.
+# A long refit cadence keeps the run short (the policy's semantics: test_policy_replay.py)
+PASSABLE = RetrainResource(retrain_every_days=180, max_model_age_days=270, min_deflated_sharpe=0.0, max_pbo=1.0,
+                           max_drawdown=-1.0, min_recent_trades=0)
+
+
+def resources(root: Path, retrain: RetrainResource = PASSABLE, **research: object) -> dict:
+    return {"stores": StoresResource(data_dir=str(root)), "research": ResearchResource(n_trials=8, **research),
+            "exchange": ExchangeResource(mode="sample"), "retrain": retrain}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +44,7 @@ def first_run(tmp_path_factory):
 
 def test_definitions_load_with_schedule_sensor_and_jobs() -> None:
     assert {"retrain", "refresh_candles"} <= {j.name for j in defs.jobs}
-    assert [s.cron_schedule for s in defs.schedules] == ["30 0 * * *"]
+    assert [s.name for s in defs.schedules] == ["policy_retrain"]
     assert defs.resolve_asset_graph().get_all_asset_keys() >= {dg.AssetKey(n) for n in
                                                                  ("candles", "features", "promotion")}
 
@@ -52,7 +62,13 @@ def test_whole_graph_materializes_and_promotes_with_lineage(first_run) -> None:
     assert entry.artifact == promoted["artifact"].value
     assert entry.lineage.run_id == result.run_id and entry.lineage.data_snapshot != "unknown"
     assert entry.lineage.parameters["strategy"] == "sma_cross"
-    assert {"deflated_sharpe", "pbo", "oos_sharpe_per_bar"} <= set(entry.lineage.metrics)
+    assert {"deflated_sharpe", "pbo", "oos_sharpe_per_bar", "oos_sharpe_annualised", "max_drawdown",
+            "recent_trades", "beats_champion"} <= set(entry.lineage.metrics)
+    assert entry.lineage.metrics["max_drawdown"] <= 0.0  # drawdowns are negative fractions
+    assert "| deflated_sharpe |" in promoted["gate"].value  # the checks as a markdown table
+    model = StoresResource(data_dir=str(root)).registry.model_of(entry.artifact, strategy="sma_cross")
+    assert model.info["retrain_policy"] == PASSABLE.policy().model_dump(mode="json")
+    assert model.max_age_ms == PASSABLE.policy().max_age_ms and model.info["data_hash"]
 
 
 def test_blocking_checks_passed_in_the_run(first_run) -> None:
@@ -62,15 +78,65 @@ def test_blocking_checks_passed_in_the_run(first_run) -> None:
     assert evaluations == {"feature_sanity": True, "backtest_sanity": True}
 
 
-def test_second_run_that_does_not_beat_the_champion_keeps_it(first_run) -> None:
+def test_a_retrain_on_the_same_data_ties_and_keeps_the_engine_on_a_fresh_model(first_run) -> None:
+    """The champion's parameters are re-evaluated on the same folds; a candidate equal to it
+    (a refit) passes the tolerance instead of being refused for not being strictly better."""
     root, instance, result = first_run
     before = StoresResource(data_dir=str(root)).registry.champion("sma_cross")
-    again = dg.materialize(ASSETS, selection=[promotion], resources=resources(root), instance=instance)
+    again = dg.materialize(ASSETS, selection=[thresholds, backtest, promotion], resources=resources(root),
+                           instance=instance)
+    tuned = again.asset_materializations_for_node("thresholds")[0].metadata
     meta = again.asset_materializations_for_node("promotion")[0].metadata
-    gate = {c["name"]: c for c in meta["gate"].data}
-    assert gate["beats_champion"]["passed"] is False  # same candidate: equal, not better
+    gate = {c["name"]: c for c in meta["gate_checks"].data}
+    reevaluated = tuned["champion_reevaluated_sharpe"].value
+    assert gate["beats_champion"]["value"] == pytest.approx(reevaluated)  # same data, same folds: a tie
+    assert gate["beats_champion"]["bar"] == pytest.approx(reevaluated - PASSABLE.champion_tolerance)
+    assert gate["beats_champion"]["passed"] is True and meta["promoted"].value is True
+    after = StoresResource(data_dir=str(root)).registry.champion("sma_cross")
+    assert after.artifact == meta["artifact"].value and after.lineage.run_id == again.run_id  # the refit is in force
+    assert after.lineage.parameters == before.lineage.parameters
+
+
+def test_the_default_gate_refuses_and_says_why_in_the_audit_log(first_run) -> None:
+    root, instance, _ = first_run
+    before = StoresResource(data_dir=str(root)).registry.champion("sma_cross")
+    strict = RetrainResource(**{**PASSABLE.model_dump(exclude_unset=True), "min_recent_trades": 1_000_000})
+    again = dg.materialize(ASSETS, selection=[promotion], resources=resources(root, strict), instance=instance)
+    meta = again.asset_materializations_for_node("promotion")[0].metadata
     assert meta["promoted"].value is False
     assert StoresResource(data_dir=str(root)).registry.champion("sma_cross") == before
+    store = OpsStore.open(ops_url(root))
+    refused = store.audit_log(events=("retrain_refused",))
+    assert refused and "recent_trades" in refused[-1].detail["reason"]
+    assert refused[-1].detail["run_id"] == again.run_id
+    store.close()
+
+
+def test_a_failed_retrain_is_audited_and_fails_the_run(first_run) -> None:
+    root, instance, _ = first_run
+    failed = dg.materialize(ASSETS, selection=[thresholds], instance=instance, raise_on_error=False,
+                            resources=resources(root, max_drawdown=-1e-9))  # no trial can be feasible
+    assert not failed.success
+    store = OpsStore.open(ops_url(root))
+    rows = store.audit_log(events=("retrain_failed",))
+    assert rows and rows[-1].detail["run_id"] == failed.run_id and rows[-1].detail["strategy"] == "sma_cross"
+    store.close()
+
+
+def test_the_schedule_runs_on_the_policys_retrain_days_only() -> None:
+    retrain = RetrainResource(retrain_every_days=7, max_model_age_days=14)
+    policy = retrain.policy()
+    runs = []
+    for day in range(1, 15):  # two weeks of daily evaluations, a few minutes after midnight
+        when = datetime(2026, 3, day, 0, 5, tzinfo=UTC)
+        ctx = dg.build_schedule_context(scheduled_execution_time=when, resources={"retrain": retrain})
+        if isinstance(retrain_schedule(ctx), dg.RunRequest):
+            runs.append(when)
+    assert len(runs) == 2 and runs[1] - runs[0] == timedelta(days=7)
+    # the same instants the walk-forward refits at
+    midnight = int(runs[0].replace(minute=0).timestamp() * 1000)
+    assert policy.retrain_times(midnight - 1, midnight + 14 * 86_400_000).tolist()[:2] == [
+        midnight, midnight + 7 * 86_400_000]
 
 
 def test_sensor_requests_a_retrain_only_when_candles_advance(first_run) -> None:

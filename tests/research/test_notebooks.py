@@ -28,7 +28,8 @@ def research(tmp_path_factory) -> dict[str, Path]:
     run_notebook(notebook_path("features"), paths["runs"] / "features.ipynb",
                  {"lake_dir": str(paths["lake"]), "output_path": str(paths["features"])}, cwd=ROOT)
     run_notebook(notebook_path("thresholds"), paths["runs"] / "thresholds.ipynb",
-                 {"features_path": str(paths["features"]), "output_dir": str(paths["thresholds"]), "n_trials": 8},
+                 {"features_path": str(paths["features"]), "output_dir": str(paths["thresholds"]), "n_trials": 8,
+                  "policy": {"retrain_every_days": 180, "max_model_age_days": 270}},
                  cwd=ROOT)
     run_notebook(notebook_path("backtest"), paths["runs"] / "backtest.ipynb",
                  {"features_path": str(paths["features"]), "thresholds_dir": str(paths["thresholds"]),
