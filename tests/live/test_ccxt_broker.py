@@ -130,7 +130,8 @@ def test_a_live_session_trades_through_ccxt_and_stores_each_fill_once(trained_wo
                              DATABASE_URL=f"sqlite:///{trained_world.root / 'live-mode.db'}")
     server.prices["BTCBUSD"] = 17_200.0
     config = SessionConfig(name="venue", exchange="binance", symbols=("BTC-BUSD",), timeframe="1m",
-                           mode="live", start=1670889600000 + 400 * 60_000)  # 400 bars of warm-up, 1040 live
+                           mode="live", start=1670889600000 + 400 * 60_000,  # 400 bars of warm-up, 1040 live
+                           allow_in_sample=True)  # 2022: inside the shared champion's training years
     server.balances.update({"BUSD": config.init_cash, "BNB": 3.0})  # BNB: not the session's, left alone
     engine = run(run_session(settings, config, engine_config=EngineConfig(venue_check_every_bars=100)))
     orders = engine.store.orders(engine.session.id)

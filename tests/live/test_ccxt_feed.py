@@ -118,7 +118,11 @@ def test_a_paper_session_trades_the_websocket_feed(trained_world, rest, tmp_path
     from tradeloop.data import SeriesKey
     from tradeloop.ops import EquityPoint
 
-    script = rows(241, 7)
+    from tradeloop.registry import ModelRegistry
+
+    _, champion = ModelRegistry(trained_world.settings.registry_dir).load("sma_cross")
+    after = champion.trained_until + 60_000 - T0  # bars after its training end: it may decide them (live.models)
+    script = [[r[0] + after, *r[1:]] for r in rows(241, 7)]
     root = tmp_path / "data"
     history = pl.DataFrame(script[:200], schema=["ts", "open", "high", "low", "close", "volume"], orient="row")
     CandleLake(root / "lake").write(SeriesKey("binance", "BTC-USDT", "1m"), history)
