@@ -92,6 +92,14 @@ def check_live_config(backtest: BacktestConfig) -> None:
         raise ConfigError(f"sizing={backtest.sizing!r} is not supported live; use sizing='fixed_fraction'")
 
 
+def check_window(strategy, window_bars: int) -> None:
+    """The live window must hold the decision's warm-up (``tradeloop.thresholds.warmup``)."""
+    if (need := min_window_bars(strategy)) > window_bars:
+        raise ConfigError(f"window_bars={window_bars} is below the {strategy.name} decision's warm-up of {need} "
+                          f"bars per symbol: decisions would differ from research; pass --window-bars {need} or "
+                          "more (SessionConfig.window_bars)")
+
+
 @dataclass
 class Latency:
     """Nanoseconds from a bar's arrival to its decision and to its orders being committed."""
@@ -109,10 +117,7 @@ class LiveEngine:
             raise ConfigError("live trading is spot and long only; use a rule with allow_short=False")
         self.store, self.session, self.broker, self.bus, self.slot = store, session, broker, bus, slot
         self.backtest, self.config = backtest, config or EngineConfig()
-        if (need := min_window_bars(slot.current.strategy)) > self.config.window_bars:  # thresholds.warmup
-            raise ConfigError(f"window_bars={self.config.window_bars} is below the {slot.current.strategy.name} "
-                              f"decision's warm-up of {need} bars per symbol: decisions would differ from research; "
-                              f"pass --window-bars {need} or more (SessionConfig.window_bars)")
+        check_window(slot.current.strategy, self.config.window_bars)
         self.cash = session.cash
         stored = store.positions(session.id)
         self.positions = {s: p.quantity for s, p in stored.items()}

@@ -20,7 +20,7 @@ from live.brokers.base import Broker
 from live.brokers.ccxt_broker import CcxtBroker
 from live.brokers.paper import PaperBroker
 from live.bus import check_redis, make_bus
-from live.engine import EngineConfig, LiveEngine, check_live_config
+from live.engine import EngineConfig, LiveEngine, check_live_config, check_window
 from live.feeds.ccxt_feed import CcxtFeed, CcxtFeedConfig
 from live.feeds.replay import ReplayFeed
 from live.in_sample import first_bar, in_sample_detail
@@ -34,6 +34,7 @@ from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.ops.database import check_reachable
 from tradeloop.registry import ModelRegistry
 from tradeloop.settings import Settings
+from tradeloop.strategies import get_strategy
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ def build_engine(settings: Settings, config: SessionConfig, *, store: OpsStore |
     """The engine of ``config.name`` (created or resumed; ``first_bar_ms``: see ``open_session``).
     With ``locks`` (holding the session lock already), a live session also takes its exchange
     account's lock."""
+    check_window(get_strategy(config.strategy), config.window_bars)  # before any session row is written
     store = store or OpsStore.open(settings.effective_database_url)
     registry = ModelRegistry(settings.registry_dir)
     session = open_session(store, registry, config, first_bar_ms=first_bar_ms)

@@ -132,3 +132,19 @@ def test_a_promotion_trained_past_the_replayed_bars_waits_for_the_bars_after_its
     assert missed.height >= 1  # entries it would have taken, had it decided bars it was trained on
     assert not [o for o in entries if promoted_at < o.decided_ts <= ts[-100]]  # reduce-only meanwhile
     assert [o for o in entries if o.decided_ts > ts[-100]]  # then it trades
+
+
+def test_live_run_refuses_a_window_below_the_warm_up_before_writing_a_session(trained_world, tmp_path) -> None:
+    from tests.live.test_status import tradeloop
+    from tradeloop.ops import OpsStore
+    from tradeloop.strategies import get_strategy
+    from tradeloop.thresholds.warmup import min_window_bars
+
+    need = min_window_bars(get_strategy("sma_cross"))
+    refused = tradeloop(trained_world, "live", "run", "--name", "short-window", "--window-bars", str(need - 1),
+                        "--max-bars", "1")
+    assert refused.returncode == 2, refused.stderr
+    assert f"window_bars={need - 1}" in refused.stderr and f"--window-bars {need}" in refused.stderr
+    store = OpsStore.open(trained_world.settings.effective_database_url)
+    assert "short-window" not in {s.name for s in store.sessions()}  # nothing written
+    store.close()

@@ -50,6 +50,9 @@ def run(
     allow_in_sample: Annotated[bool, typer.Option(
         "--allow-in-sample", help="Start at or before the champion's training end (the session is marked "
         "in-sample: its results replay the training data)")] = False,
+    window_bars: Annotated[int, typer.Option(help="Bars of history per symbol each decision sees (at least "
+                                             "the strategy's and model's warm-up: tradeloop.thresholds.warmup)")]
+    = 400,
 ) -> None:
     """Trade the promoted model over the replay feed (paper by default); Ctrl-C stops cleanly.
     A new session must start after the champion's training end (its first bar: --start, the
@@ -64,7 +67,8 @@ def run(
                            start=parse_time(start, field="--start") if start else None,
                            end=parse_time(end, field="--end") if end else None,
                            init_cash=cash, fraction=fraction, mode=mode,
-                           follow_s=5.0 if follow else None, feed=feed, allow_in_sample=allow_in_sample)
+                           follow_s=5.0 if follow else None, feed=feed, allow_in_sample=allow_in_sample,
+                           window_bars=window_bars)
 
     async def main() -> None:
         stop = asyncio.Event()
