@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+DEMO_CUTOFF ?= 2025-05-01
 
 .PHONY: demo test bench lab up clean help
 
@@ -29,8 +30,10 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.lock
 
 demo: $(STAMP)
 	$(BIN)/tradeloop demo
-	$(BIN)/python -m pipelines.run
-	$(BIN)/tradeloop live run --name demo --start 2025-05-01 --fraction 0.5
+	@# research sees candles before the cut-off only; the months after it stay out of sample
+	$(BIN)/python -m pipelines.run --until $(DEMO_CUTOFF) --strategy breakout --trials 10
+	@# the live engine trades those months, the champion refit at the retrain policy's times
+	$(BIN)/python -m pipelines.replay --name demo --strategy breakout
 	$(BIN)/tradeloop live sessions
 	@echo "Open the dashboard: make up (or .venv/bin/tradeloop dashboard), then http://127.0.0.1:8501"
 
