@@ -124,3 +124,24 @@ def test_damaged_model_json_is_a_clear_error(tmp_path) -> None:
     (folder / "model.json").write_text(json.dumps(doc))
     with pytest.raises(ModelError, match="format 99"):
         ThresholdModel.load(folder)
+
+
+def test_calibration_folds_are_purged_like_the_walk_forward() -> None:
+    """No calibration fold trains on an event whose label reaches into the fold it calibrates."""
+    from tradeloop.thresholds.estimator import purged_calibration_splits
+
+    rng = np.random.default_rng(7)
+    ts = np.sort(rng.choice(np.arange(0, 10_000, 5), 400, replace=False)).astype(np.int64)
+    t1 = ts + rng.integers(100, 400, ts.size)  # labels that overlap the next events
+    y = rng.integers(0, 2, ts.size)
+    splits = purged_calibration_splits(y, ts, t1, n_splits=3)
+    assert len(splits) == 3
+    for train, test in splits:
+        start = ts[test].min()
+        assert (t1[train] < start).all() and (ts[train] < start).all()
+        dropped = np.flatnonzero((ts < start) & (t1 >= start))
+        assert dropped.size > 0 and not np.isin(dropped, train).any()  # overlapping labels purged
+    est = AdaptiveThreshold(min_samples=60).fit(rng.normal(size=(ts.size, 3)), y, returns=rng.normal(0, 0.02, ts.size),
+                                                ts=ts, t1=t1)
+    folds = est.model_.cv
+    assert [tuple(map(len, f)) for f in folds] == [tuple(map(len, f)) for f in splits]
