@@ -3,7 +3,9 @@
 * One study per data version: the study's name carries the hash of the candles it scores
   (``data_version``), so a retrain after new candles runs a new study on the data as it is
   now, warm-started with the previous best parameters (``warm_start``: enqueued first).
-  Re-running on the same data resumes the same study up to ``n_trials`` in total.
+  It carries the hash of the scoring config too (``SCORING_FIELDS``: policy, folds, cost...),
+  so a changed policy never reuses trials scored under the old one. Re-running on the same
+  data and config resumes the same study up to ``n_trials`` in total.
 * Storage: a journal file by default, the database when ``storage`` is a SQLAlchemy URL.
   Every trial keeps its out-of-sample returns in the storage (user attribute), so worker
   processes on several machines can share one study on one database
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +85,19 @@ def data_version(candles: pl.DataFrame) -> str:
     return digest.hexdigest()
 
 
+#: the fields that change a trial's score: a study holds trials scored under one value of each
+SCORING_FIELDS = ("strategy", "n_splits", "embargo_bars", "cost", "policy", "fraction")
+
+
+def scoring_of(config: TuningConfig | dict) -> dict:
+    doc = config if isinstance(config, dict) else config.model_dump(mode="json")
+    return {k: doc.get(k) for k in SCORING_FIELDS}
+
+
 def study_name_of(config: TuningConfig, *, timeframe: str, version: str) -> str:
-    return config.study_name or f"{config.strategy}-{timeframe}-{version[:12]}"
+    """strategy-timeframe-data version-scoring config (a new policy or fold count is a new study)."""
+    scoring = hashlib.sha256(json.dumps(scoring_of(config), sort_keys=True).encode()).hexdigest()
+    return config.study_name or f"{config.strategy}-{timeframe}-{version[:12]}-{scoring[:8]}"
 
 
 def make_storage(*, study_dir: Path, storage: str | None = None):
@@ -170,6 +184,11 @@ def tune(candles: pl.DataFrame, *, config: TuningConfig, timeframe: str, study_d
         raise ConfigError(f"study {name!r} scores other candles (data version "
                           f"{study.user_attrs['data_version'][:12]}, these are {version[:12]}); "
                           "leave study_name unset to get one study per data version")
+    elif (stored := scoring_of(study.user_attrs.get("config", {}))) != scoring_of(config):
+        raise ConfigError(f"study {name!r} scored its trials under {stored}, not "
+                          f"{scoring_of(config)}; leave study_name unset to get one study per scoring config")
+    else:  # resumed: workers read the config (n_trials) from the study
+        study.set_user_attr("config", config.model_dump(mode="json"))
     remaining = config.n_trials - sum(t.state.is_finished() for t in study.trials)
     if remaining > 0:
         optuna.logging.set_verbosity(optuna.logging.WARNING)

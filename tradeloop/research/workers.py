@@ -7,7 +7,7 @@ machine ``tune(..., config=TuningConfig(workers=N))`` starts N worker processes.
 past one machine, point workers on other machines at the same PostgreSQL database:
 
     python -m tradeloop.research.workers --storage postgresql+psycopg://... \\
-        --study sma_cross-4h-<version> --candles features.parquet --timeframe 4h
+        --study sma_cross-4h-<version>-<config> --candles features.parquet --timeframe 4h
 
 Each worker checks that its candles have the study's data version (the hash recorded when
 the study was created) and refuses to score other data. Workers stop once the study has
