@@ -70,3 +70,21 @@ def test_resumed_workers_read_the_current_n_trials(candles: pl.DataFrame, tmp_pa
     monkeypatch.setattr("tradeloop.research.workers.run_workers", fake_workers)
     tune(candles, config=OLD.model_copy(update={"n_trials": 10, "workers": 2}), timeframe="4h", study_dir=tmp_path)
     assert study.study_name and seen == [10]
+
+
+def test_every_configuration_is_traded_over_the_same_test_periods() -> None:
+    """A configuration without events before the first test period is reduce-only there (no
+    model yet, as live), not left out: its returns line up bar for bar with the others'."""
+    from tradeloop.evaluation import PurgedWalkForward
+    from tradeloop.research.tuning import default_backtest
+    from tradeloop.research.walkforward import walk_forward
+    from tradeloop.strategies import get_strategy
+    from tradeloop.thresholds import BarrierConfig
+
+    short = pl.read_parquet(SAMPLE).tail(700).with_columns(symbol=pl.lit("BTC-USD"))
+    runs = [walk_forward(short, get_strategy("sma_cross", fast=fast, slow=slow), BarrierConfig(horizon=10),
+                         timeframe="4h", splitter=PurgedWalkForward(n_splits=4), backtest=default_backtest(OLD),
+                         policy=OLD.policy) for fast, slow in ((5, 10), (40, 140))]
+    assert [f.index for f in runs[1].folds] == [0, 1, 2, 3]  # no event is known before fold 0: still traded
+    np.testing.assert_array_equal(runs[0].ts, runs[1].ts)
+    assert runs[1].folds[0].test_trades == 0 and runs[1].folds[0].train_events == 0

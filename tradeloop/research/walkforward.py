@@ -21,7 +21,7 @@ The out-of-sample bar returns are what the promotion gate judges. ``policy_sched
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -190,7 +190,10 @@ def walk_forward(
     enriched = enrich(candles, strategy)
     grid = candles["ts"].unique().sort().to_numpy()
     folds, ts_parts, ret_parts = [], [], []
-    fold_iter = splitter.split(events["ts"].to_numpy(), events["t1"].to_numpy(), grid=grid)
+    # every fold is traded, with or without events before it (no model yet: reduce-only, as
+    # live), so that every configuration covers the same bars: PBO's matrix and the champion's
+    # re-evaluation compare the same test periods
+    fold_iter = replace(splitter, min_train=0).split(events["ts"].to_numpy(), events["t1"].to_numpy(), grid=grid)
     for fold in fold_iter:
         schedule = policy_schedule(events, strategy, barriers, policy=policy, start=fold.test_start,
                                    end=fold.test_end, embargo_ms=splitter.embargo_ms,
