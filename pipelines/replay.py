@@ -57,7 +57,8 @@ async def replay_with_retrains(settings: Settings, session: SessionConfig, *, pa
                                start: int, end: int, embargo_bars: int, cost: float,
                                estimator_params: dict | None = None,
                                keep_champion_at_start: bool = False) -> tuple[LiveEngine | None, list[ReplayStep]]:
-    """Trade [start, end] of the lake with refits at ``start`` and at every retrain time.
+    """Trade [start, end] of the lake with the refit of the last retrain time at or before
+    ``start`` and one at every retrain time inside the period.
 
     ``keep_champion_at_start``: the champion in force already is the refit at ``start`` (the
     research pipeline trained it on the same data): do not refit it again."""
@@ -66,7 +67,7 @@ async def replay_with_retrains(settings: Settings, session: SessionConfig, *, pa
     candles = candles.select("symbol", "ts", "open", "high", "low", "close", "volume").sort("symbol", "ts")
     registry = ModelRegistry(settings.registry_dir)
     bar_ms = timeframe_ms(session.timeframe)
-    times = [start, *policy.retrain_times(start, end).tolist()]
+    times = [policy.last_retrain_time(start), *policy.retrain_times(start, end).tolist()]  # as policy_schedule
     engine, steps = None, []
     for k, at in enumerate(times):
         artifact = None

@@ -52,7 +52,7 @@ def test_a_walk_forward_period_replayed_live_gives_the_same_fills(tmp_path: Path
     events = meta_dataset(candles, strategy, barriers=barriers)
     schedule = policy_schedule(events, strategy, barriers, policy=POLICY, start=start, end=end,
                                embargo_ms=EMBARGO_BARS * BAR_MS, bar_ms=BAR_MS, estimator_params=ESTIMATOR)
-    decided = simulate(enrich(candles, strategy), schedule, end=end)
+    decided = simulate(enrich(candles, strategy), schedule, start=start, end=end)
     backtest = BacktestConfig(fee_rate=COST / 2, cash_sharing=True, fraction=0.5, close_at_end=False)
     result = run_backtest(decided, backtest, timeframe="4h")
     fitted = [r.fitted for r in schedule]

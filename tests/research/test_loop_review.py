@@ -88,3 +88,25 @@ def test_every_configuration_is_traded_over_the_same_test_periods() -> None:
     assert [f.index for f in runs[1].folds] == [0, 1, 2, 3]  # no event is known before fold 0: still traded
     np.testing.assert_array_equal(runs[0].ts, runs[1].ts)
     assert runs[1].folds[0].test_trades == 0 and runs[1].folds[0].train_events == 0
+
+
+def test_a_period_starting_between_retrains_is_decided_by_the_last_scheduled_refit() -> None:
+    """Live holds, when a period begins, the model of the last scheduled retrain (up to a
+    cadence old), not one refit at the period's first bar: so does the walk-forward."""
+    from tradeloop.research.walkforward import policy_schedule
+    from tradeloop.strategies import SmaCross
+    from tradeloop.thresholds import BarrierConfig, meta_dataset
+
+    bar = 4 * 3_600_000
+    frame = pl.read_parquet(SAMPLE).tail(3000).with_columns(symbol=pl.lit("BTC-USD"))
+    policy = RetrainPolicy(retrain_every_days=30, max_model_age_days=45)
+    start = int(frame["ts"][2000])
+    assert not policy.is_retrain_time(start)
+    events = meta_dataset(frame, SmaCross(fast=10, slow=30), barriers=BarrierConfig())
+    schedule = policy_schedule(events, SmaCross(fast=10, slow=30), BarrierConfig(), policy=policy, start=start,
+                               end=start + 40 * 86_400_000, embargo_ms=0, bar_ms=bar,
+                               estimator_params={"min_samples": 10})
+    first = schedule[0]
+    assert first.at == policy.last_retrain_time(start) < start
+    assert first.model is not None and first.model.trained_until == first.at - bar
+    assert [r.at for r in schedule[1:]] == policy.retrain_times(start, start + 40 * 86_400_000).tolist()

@@ -119,11 +119,12 @@ def events_known_at(events: pl.DataFrame, at_ms: int, *, policy: RetrainPolicy, 
 def policy_schedule(events: pl.DataFrame, strategy: Strategy, barriers: BarrierConfig, *, policy: RetrainPolicy,
                     start: int, end: int, embargo_ms: int, bar_ms: int, estimator_params: dict | None = None,
                     previous: ThresholdModel | None = None) -> list[Refit]:
-    """The models in force over [start, end]: a refit at ``start`` and at every retrain time
-    of the policy inside the period, each trained until the last bar closed by then
-    (``bar_ms``: the timeframe). ``previous``: the model in force before ``start``."""
+    """The models in force over [start, end]: the refit of the last scheduled retrain at or
+    before ``start`` (what live would hold when the period begins), then one at every retrain
+    time of the policy inside the period, each trained until the last bar closed by then
+    (``bar_ms``: the timeframe). ``previous``: the model in force before that first refit."""
     schedule, current = [], previous
-    for at in [start, *policy.retrain_times(start, end).tolist()]:
+    for at in [policy.last_retrain_time(start), *policy.retrain_times(start, end).tolist()]:
         known = events_known_at(events, at, policy=policy, embargo_ms=embargo_ms)
         model = fit_threshold(known, strategy, barriers, estimator_params=estimator_params, policy=policy,
                               until=at - bar_ms)
@@ -133,13 +134,13 @@ def policy_schedule(events: pl.DataFrame, strategy: Strategy, barriers: BarrierC
     return schedule
 
 
-def simulate(enriched: pl.DataFrame, schedule: list[Refit], *, end: int) -> pl.DataFrame:
-    """Rows of ``enriched`` from the schedule's start to ``end``, each decided by the model in
-    force at its time, at its time (stale models follow their stale rule)."""
+def simulate(enriched: pl.DataFrame, schedule: list[Refit], *, start: int, end: int) -> pl.DataFrame:
+    """Rows of ``enriched`` from ``start`` to ``end``, each decided by the model in force at its
+    time, at its time (stale models follow their stale rule)."""
     parts = []
     for k, refit in enumerate(schedule):
         until = schedule[k + 1].at if k + 1 < len(schedule) else end + 1
-        part = enriched.filter(pl.col("ts").is_between(refit.at, until, closed="left"))
+        part = enriched.filter(pl.col("ts").is_between(max(refit.at, start), until, closed="left"))
         if part.height:
             parts.append(apply_model(part, refit.model, now_ms="bar"))
     if not parts:
@@ -198,7 +199,7 @@ def walk_forward(
         schedule = policy_schedule(events, strategy, barriers, policy=policy, start=fold.test_start,
                                    end=fold.test_end, embargo_ms=splitter.embargo_ms,
                                    bar_ms=timeframe_ms(timeframe), estimator_params=estimator_params)
-        decided = simulate(enriched, schedule, end=fold.test_end)
+        decided = simulate(enriched, schedule, start=fold.test_start, end=fold.test_end)
         ts, ret, n_trades = trade(decided, timeframe=timeframe, backtest=backtest)
         ts_parts.append(ts)
         ret_parts.append(ret)
