@@ -7,6 +7,7 @@ import dagster as dg
 from pipelines.partitions import missing_keys, symbol_partitions, universe_symbols
 from pipelines.resources import ExchangeResource, ResearchResource, StoresResource
 from pipelines.retrain import RetrainResource
+from tradeloop.data.schema import timeframe_ms
 
 retrain_job = dg.define_asset_job(
     "retrain", selection=dg.AssetSelection.assets("features", "thresholds", "backtest", "promotion"),
@@ -29,10 +30,13 @@ def retrain_schedule(context: dg.ScheduleEvaluationContext, retrain: RetrainReso
 
 @dg.sensor(job=retrain_job, minimum_interval_seconds=300)
 def new_candles_sensor(context: dg.SensorEvaluationContext, stores: StoresResource, research: ResearchResource,
-                       exchange: ExchangeResource):
+                       exchange: ExchangeResource, retrain: RetrainResource):
     """Adds the research universe's symbols as ``candles`` partitions (``pipelines.partitions``)
-    and requests a retrain when any of its series has a newer last candle than last time
-    (the cursor keeps the last candle seen per series label)."""
+    and requests a retrain when new candles make one due under the retrain policy: the latest
+    retrain time the candles have reached holds data the champion has not seen (no champion
+    yet, or candles that came after the scheduled retrain ran). It never retrains more often
+    than the policy, which is what the walk-forward simulated. The cursor keeps the last
+    candle seen per series label."""
     lake = stores.lake
     symbols = universe_symbols(research, lake, exchange)
     new = missing_keys(context.instance, symbols)
@@ -43,7 +47,25 @@ def new_candles_sensor(context: dg.SensorEvaluationContext, stores: StoresResour
     if not advanced:
         return dg.SensorResult(skip_reason=dg.SkipReason("no new candles in the research universe"),
                                dynamic_partitions_requests=added)
+    cursor = json.dumps({**seen, **advanced})
+    due = _retrain_due(stores, research, retrain, newest=max(advanced.values()))
+    if due is None:
+        return dg.SensorResult(skip_reason=dg.SkipReason("new candles, but the champion has seen every retrain "
+                                                         "time they reach (policy: " + retrain.policy().describe()
+                                                         + ")"), dynamic_partitions_requests=added, cursor=cursor)
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"candles-{json.dumps(advanced, sort_keys=True)}",
-                                    tags={"trigger": "new_candles"})],
-        dynamic_partitions_requests=added, cursor=json.dumps({**seen, **advanced}))
+        run_requests=[dg.RunRequest(run_key=f"retrain-due-{due}", tags={"trigger": "new_candles"})],
+        dynamic_partitions_requests=added, cursor=cursor)
+
+
+def _retrain_due(stores: StoresResource, research: ResearchResource, retrain: RetrainResource, *,
+                 newest: int) -> int | None:
+    """The retrain time the champion still lacks, given the newest candle (ms), or None."""
+    policy = retrain.policy()
+    bar = timeframe_ms(research.timeframe)
+    due = policy.last_retrain_time(newest + bar)  # the newest retrain time whose data has closed
+    entry = stores.registry.champion(research.strategy)
+    if entry is not None and stores.registry.model_of(entry.artifact, strategy=research.strategy).trained_until >= \
+            due - bar:
+        return None
+    return due

@@ -139,21 +139,30 @@ def test_the_schedule_runs_on_the_policys_retrain_days_only() -> None:
         midnight, midnight + 7 * 86_400_000]
 
 
-def test_sensor_requests_a_retrain_only_when_candles_advance(first_run) -> None:
+def test_sensor_requests_a_retrain_only_when_new_candles_make_one_due(first_run) -> None:
+    """New candles alone do not retrain (that would refit more often than the policy the
+    walk-forward simulated): only candles reaching a retrain time the champion has not seen."""
     root, instance, _ = first_run
     assert sorted(instance.get_dynamic_partitions("symbols")) == ["BTC-USD", "ETH-USD"]  # added by materialize_all
     res = resources(root)
-    stores = res["stores"]
-    ctx = dg.build_sensor_context(instance=instance, resources=res)
-    first = new_candles_sensor(ctx)
-    assert len(first.run_requests) == 1 and first.dynamic_partitions_requests == []  # partitions known already
-    ctx2 = dg.build_sensor_context(instance=instance, resources=res, cursor=first.cursor)
-    assert new_candles_sensor(ctx2).skip_reason is not None
+    stores, policy = res["stores"], res["retrain"].policy()
+    first = new_candles_sensor(dg.build_sensor_context(instance=instance, resources=res))
+    assert first.run_requests == [] and first.dynamic_partitions_requests == []  # the champion saw them all
+    assert "champion has seen" in first.skip_reason.skip_message
+    bar = 4 * 3_600_000
     key = SeriesKey("coinbase", "BTC-USD", "4h")
     last = stores.lake.read(key).tail(1)
-    stores.lake.write(key, last.with_columns(pl.col("ts") + 4 * 3_600_000), source="test")
-    ctx3 = dg.build_sensor_context(instance=instance, resources=res, cursor=first.cursor)
-    assert len(new_candles_sensor(ctx3).run_requests) == 1
+    after = int(last["ts"][0]) + bar
+    due = policy.last_retrain_time(after) + policy.cadence_ms  # the next retrain time
+    more = pl.concat([last.with_columns(ts=pl.lit(t, dtype=pl.Int64)) for t in range(after, due - bar, bar)])
+    stores.lake.write(key, more, source="test")  # candles up to, not through, the next retrain time
+    second = new_candles_sensor(dg.build_sensor_context(instance=instance, resources=res, cursor=first.cursor))
+    assert second.run_requests == [] and second.cursor != first.cursor
+    stores.lake.write(key, last.with_columns(ts=pl.lit(due - bar, dtype=pl.Int64)), source="test")  # closes at due
+    third = new_candles_sensor(dg.build_sensor_context(instance=instance, resources=res, cursor=second.cursor))
+    assert [r.run_key for r in third.run_requests] == [f"retrain-due-{due}"]
+    repeat = new_candles_sensor(dg.build_sensor_context(instance=instance, resources=res, cursor=third.cursor))
+    assert repeat.run_requests == []  # no newer candle: nothing more to ask
 
 
 def test_candle_quality_fails_on_a_gappy_series(tmp_path) -> None:
