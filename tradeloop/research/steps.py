@@ -17,8 +17,8 @@ from tradeloop.errors import ConfigError
 from tradeloop.features import compute_features
 from tradeloop.performance import result_metrics
 from tradeloop.data.schema import timeframe_ms
-from tradeloop.evaluation import PurgedWalkForward, sharpe_per_period
-from tradeloop.research.tuning import TuningConfig, default_backtest, tune
+from tradeloop.evaluation import sharpe_per_period
+from tradeloop.research.tuning import TuningConfig, default_backtest, splitter_of, tune
 from tradeloop.research.walkforward import events_known_at, fit_threshold, max_drawdown_of, walk_forward
 from tradeloop.strategies import Strategy, get_strategy
 from tradeloop.thresholds import BarrierConfig, ThresholdModel, Universe, meta_dataset
@@ -109,7 +109,7 @@ def build_params(params: dict, *, cost: float) -> tuple[Strategy, BarrierConfig]
 def reevaluate(candles: pl.DataFrame, params: dict, *, config: TuningConfig, timeframe: str) -> dict:
     """The champion's parameters walked forward on these candles, folds and policy."""
     strategy, barriers = build_params(params, cost=config.cost)
-    splitter = PurgedWalkForward(n_splits=config.n_splits, embargo_ms=config.embargo_bars * timeframe_ms(timeframe))
+    splitter = splitter_of(config, timeframe=timeframe)
     result = walk_forward(candles, strategy, barriers, timeframe=timeframe, splitter=splitter,
                           backtest=default_backtest(config), policy=config.policy)
     return {"params": params, "sharpe_per_bar": result.sharpe, "max_drawdown": result.max_drawdown,

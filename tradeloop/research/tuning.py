@@ -122,11 +122,16 @@ def default_backtest(config: TuningConfig) -> BacktestConfig:
     return BacktestConfig(fee_rate=config.cost / 2, cash_sharing=True, close_at_end=False, fraction=config.fraction)
 
 
+def splitter_of(config: TuningConfig, *, timeframe: str) -> PurgedWalkForward:
+    """The folds every trial, and the champion's re-evaluation, are scored on."""
+    return PurgedWalkForward(n_splits=config.n_splits, embargo_ms=config.embargo_bars * timeframe_ms(timeframe))
+
+
 def objective_of(candles: pl.DataFrame, *, config: TuningConfig, timeframe: str,
                  backtest: BacktestConfig | None = None):
     """The optuna objective: a trial's walk-forward under the policy, pruned fold by fold."""
     backtest = backtest or default_backtest(config)
-    splitter = PurgedWalkForward(n_splits=config.n_splits, embargo_ms=config.embargo_bars * timeframe_ms(timeframe))
+    splitter = splitter_of(config, timeframe=timeframe)
 
     def objective(trial: optuna.Trial) -> float:
         strategy, barriers = suggest(trial, config.strategy, cost=config.cost)
