@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -38,10 +40,20 @@ def dashboard_root(trained_world: World, tmp_path_factory: pytest.TempPathFactor
     return root
 
 
-@pytest.fixture
-def dashboard_env(dashboard_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("TRADELOOP_DATA_DIR", str(dashboard_root))
+@contextmanager
+def dashboard_reads(root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The settings (so the dashboard) read the data folder ``root`` and its own SQLite
+    database, not DATABASE_URL; the settings cache is cleared on the way in and out."""
+    monkeypatch.setenv("TRADELOOP_DATA_DIR", str(root))
     monkeypatch.delenv("DATABASE_URL", raising=False)
     get_settings.cache_clear()
-    yield dashboard_root
-    get_settings.cache_clear()
+    try:
+        yield root
+    finally:
+        get_settings.cache_clear()
+
+
+@pytest.fixture
+def dashboard_env(dashboard_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    with dashboard_reads(dashboard_root, monkeypatch):
+        yield dashboard_root

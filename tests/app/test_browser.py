@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,10 +29,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def served(dashboard_root: Path):
+@contextmanager
+def dashboard_server(env: dict[str, str]) -> Iterator[str]:
+    """`tradeloop dashboard` on a free port with the environment ``env``; yields its address."""
     port = free_port()
-    env = {**os.environ, "TRADELOOP_DATA_DIR": str(dashboard_root)}
     proc = subprocess.Popen([sys.executable, "-m", "tradeloop", "dashboard", "--port", str(port)], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
@@ -41,9 +43,17 @@ def served(dashboard_root: Path):
         except OSError:
             assert proc.poll() is None, proc.stdout.read()
             time.sleep(0.3)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=20)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture
+def served(dashboard_root: Path) -> Iterator[str]:
+    with dashboard_server({**os.environ, "TRADELOOP_DATA_DIR": str(dashboard_root)}) as url:
+        yield url
 
 
 def test_every_page_renders_in_chromium(served: str, tmp_path: Path) -> None:

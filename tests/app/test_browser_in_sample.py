@@ -4,36 +4,21 @@ in-sample session and the champion page says, in words, that the last retrain wa
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.app.test_browser import CHROMIUM, FLAGS, ROOT, free_port
+from tests.app.test_browser import CHROMIUM, FLAGS, dashboard_server
 from tests.app.test_dashboard_in_sample import REFUSED, marked_root  # noqa: F401  (shared fixture)
 
 
 @pytest.fixture
-def served_marked(marked_root: Path):  # noqa: F811
-    port = free_port()
+def served_marked(marked_root: Path) -> Iterator[str]:  # noqa: F811
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"TRADELOOP_DATA_DIR": str(marked_root)}
-    proc = subprocess.Popen([sys.executable, "-m", "tradeloop", "dashboard", "--port", str(port)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stdout.read()
-            time.sleep(0.3)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=20)
+    with dashboard_server(env) as url:
+        yield url
 
 
 def test_in_sample_badge_and_research_words_render_in_chromium(served_marked: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -13,13 +14,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from live.runner import SessionConfig, run_session
+from tests.app.conftest import dashboard_reads
+from tests.app.test_dashboard import DASHBOARD, page
 from tests.live.conftest import SYMBOLS, World, trained_world  # noqa: F401  (shared fixture)
 from tradeloop.ops import OpsStore
 from tradeloop.ops.champion_log import iso_utc
 from tradeloop.registry import Lineage, ModelRegistry
-from tradeloop.settings import get_settings
 
-DASHBOARD = str(Path(__file__).resolve().parents[2] / "app" / "dashboard.py")
 REFUSED = "challenger Sharpe 0.0100 per bar is below the champion's 0.0200"
 
 
@@ -52,22 +53,9 @@ def marked_root(trained_world: World, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture
-def marked_env(marked_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("TRADELOOP_DATA_DIR", str(marked_root))
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    get_settings.cache_clear()
-    yield marked_root
-    get_settings.cache_clear()
-
-
-def page(name: str) -> AppTest:
-    at = AppTest.from_file(DASHBOARD, default_timeout=60)
-    at.run()
-    if name != "overview":
-        at.switch_page(f"app_pages/{name}.py")
-        at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+def marked_env(marked_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    with dashboard_reads(marked_root, monkeypatch):
+        yield marked_root
 
 
 def test_overview_marks_the_in_sample_session_only(marked_env: Path) -> None:
@@ -110,10 +98,7 @@ def test_a_database_with_an_older_schema_is_named_with_the_fix(tmp_path: Path, m
     engine = connect(f"sqlite:///{tmp_path / 'tradeloop.db'}")
     migrate(engine, "0002")  # written by an older tradeloop: no sessions.in_sample yet
     engine.dispose()
-    monkeypatch.setenv("TRADELOOP_DATA_DIR", str(tmp_path))
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    get_settings.cache_clear()
-    try:
+    with dashboard_reads(tmp_path, monkeypatch):
         at = AppTest.from_file(DASHBOARD, default_timeout=60)
         at.run()
         [error] = at.exception
@@ -122,5 +107,3 @@ def test_a_database_with_an_older_schema_is_named_with_the_fix(tmp_path: Path, m
         OpsStore.open(f"sqlite:///{tmp_path / 'tradeloop.db'}").close()  # what `live sessions` does
         at.run()
         assert not at.exception and at.info  # no session yet
-    finally:
-        get_settings.cache_clear()

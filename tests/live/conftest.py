@@ -6,6 +6,7 @@ never saw (``live.in_sample``, ``live.models``). Its maximum age covers those ba
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -70,6 +71,18 @@ def world(request: pytest.FixtureRequest, trained_world: World) -> World:
         return trained_world
     return replace(trained_world, settings=make_settings(trained_world.root,
                                                          DATABASE_URL=request.getfixturevalue("pg_url")))
+
+
+@pytest.fixture
+def own_world(trained_world: World, tmp_path: Path) -> World:
+    """The trained world with a registry and a database of its own, for tests that promote or
+    write hostile files."""
+    root = tmp_path / "world"
+    shutil.copytree(trained_world.settings.lake_dir, root / "lake")
+    registry = ModelRegistry(root / "registry")
+    registry.store.put(trained_world.settings.registry_dir / "artifacts" / trained_world.champion)
+    registry.promote("sma_cross", trained_world.champion, lineage=Lineage(run_id="test"))
+    return replace(trained_world, root=root, settings=make_settings(root))
 
 
 def backtest_orders(world: World, *, start: int, config: BacktestConfig, window: int) -> tuple[list, float]:

@@ -5,16 +5,14 @@ unless the session was created in-sample."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from dataclasses import replace
-from pathlib import Path
 
 import polars as pl
 import pytest
 
 from live.models import ModelSlot
 from live.runner import SessionConfig, build_engine, replay_feed
-from tests.live.conftest import SYMBOLS, World, make_settings
+from tests.live.conftest import SYMBOLS, World
 from tradeloop.errors import ConfigError
 from tradeloop.ops import TradingSession
 from tradeloop.ops.champion_log import iso_utc
@@ -26,17 +24,6 @@ from tradeloop.thresholds.warmup import min_window_bars
 
 STEP = 4 * 3_600_000  # 4h bars
 NEED = 375  # the champion's decision window: Wilder's RSI (tests/thresholds/test_warmup.py)
-
-
-@pytest.fixture
-def own_world(trained_world: World, tmp_path: Path) -> World:
-    """The trained world with a registry and a database of its own (these tests promote)."""
-    root = tmp_path / "world"
-    shutil.copytree(trained_world.settings.lake_dir, root / "lake")
-    registry = ModelRegistry(root / "registry")
-    registry.store.put(trained_world.settings.registry_dir / "artifacts" / trained_world.champion)
-    registry.promote("sma_cross", trained_world.champion, lineage=Lineage(run_id="test"))
-    return replace(trained_world, root=root, settings=make_settings(root))
 
 
 def _ts(world: World) -> list[int]:

@@ -14,7 +14,7 @@ import pytest
 
 from live.models import ModelSlot
 from live.runner import SessionConfig, build_engine, replay_feed
-from tests.live.conftest import SYMBOLS, World, make_settings
+from tests.live.conftest import SYMBOLS, World
 from tests.registry.test_registry import saved_model
 from tests.thresholds.hostile import PAYLOADS
 from tradeloop.ops import EquityPoint
@@ -97,17 +97,6 @@ def test_pause_stops_orders_but_not_marks_and_resume_trades_again(world: World) 
 
 
 # ---------------------------------------------------------------- hostile or mismatched champions
-@pytest.fixture
-def own_world(trained_world: World, tmp_path) -> World:
-    """The trained world with a registry and a database of its own: these tests write hostile files."""
-    root = tmp_path / "world"
-    shutil.copytree(trained_world.settings.lake_dir, root / "lake")
-    registry = ModelRegistry(root / "registry")
-    registry.store.put(trained_world.settings.registry_dir / "artifacts" / trained_world.champion)
-    registry.promote("sma_cross", trained_world.champion, lineage=Lineage(run_id="test"))
-    return replace(trained_world, root=root, settings=make_settings(root))
-
-
 def _manifest(world: World) -> Path:
     return world.settings.registry_dir / "champions" / "sma_cross.json"
 
