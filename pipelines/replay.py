@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
@@ -28,12 +29,15 @@ from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.data.schema import timeframe_ms
 from tradeloop.errors import ConfigError, TradeloopError
 from tradeloop.ops import OpsStore
-from tradeloop.registry import Lineage, ModelRegistry
+from tradeloop.registry import Lineage, ModelRegistry, git_commit
 from tradeloop.research.policy import RetrainPolicy
 from tradeloop.research.steps import build_params
 from tradeloop.research.walkforward import events_known_at, fit_threshold
 from tradeloop.settings import Settings, get_settings
 from tradeloop.thresholds import ThresholdModel, Universe, meta_dataset
+
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ async def replay_with_retrains(settings: Settings, session: SessionConfig, *, pa
                 artifact = registry.register(model.save(path))
                 registry.promote(session.strategy, artifact,
                                  lineage=Lineage(run_id=f"replay:{session.name}", parameters=params,
-                                                 notebook="pipelines/replay.py"))
+                                                 notebook="pipelines/replay.py", git_commit=git_commit(REPO)))
         until = times[k + 1] - 1 if k + 1 < len(times) else end
         segment = session.model_copy(update={"start": start, "end": until})
         engine = await run_session(settings, segment)
