@@ -56,13 +56,18 @@ def main(argv: list[str] | None = None) -> int:
                         "it, so the months after it stay out of sample")
     parser.add_argument("--strategy", default="", help="strategy to research (default: ResearchResource's)")
     parser.add_argument("--trials", type=int, default=0, help="optuna trials (default: ResearchResource's)")
+    parser.add_argument("--workers", type=int, default=0, help="optuna worker processes (default: "
+                        "ResearchResource's); 1 makes the study reproducible (a seeded sampler, one process)")
+    parser.add_argument("--seed", type=int, default=None, help="the sampler's seed (default: ResearchResource's)")
     args = parser.parse_args(argv)
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
     resources = dict(defs.resources)
     resources["retrain"] = _with(resources["retrain"], data_until=args.until)
-    resources["research"] = _with(resources["research"], **{k: v for k, v in (("strategy", args.strategy),
-                                                                              ("n_trials", args.trials)) if v})
+    changes = {k: v for k, v in (("strategy", args.strategy), ("n_trials", args.trials), ("workers", args.workers))
+               if v}
+    resources["research"] = _with(resources["research"], **changes,
+                                  **({"seed": args.seed} if args.seed is not None else {}))
     try:
         resources["retrain"].until_ms()
     except TradeloopError as exc:
