@@ -31,9 +31,9 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.lock
 demo: $(STAMP)
 	$(BIN)/tradeloop demo
 	@# research sees candles before the cut-off only; the months after it stay out of sample
-	$(BIN)/python -m pipelines.run --until $(DEMO_CUTOFF) --strategy breakout --trials 10
+	$(BIN)/python -m pipelines.run --until $(DEMO_CUTOFF) --strategy breakout --trials 10 --workers 1 --seed 0
 	@# the live engine trades those months, the champion refit at the retrain policy's times
-	$(BIN)/python -m pipelines.replay --name demo --strategy breakout
+	$(BIN)/python -m pipelines.replay --name demo --strategy breakout --skip-without-champion
 	$(BIN)/tradeloop live sessions
 	@echo "Open the dashboard: make up (or .venv/bin/tradeloop dashboard), then http://127.0.0.1:8501"
 

@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", help="first bar (ISO date); default: the first bar after the champion's "
                         "training end")
     parser.add_argument("--end", help="last bar (ISO date); default: the lake's last candle")
+    parser.add_argument("--skip-without-champion", action="store_true",
+                        help="exit 0, saying so, when the gate promoted no champion (make demo)")
     parser.add_argument("--fraction", type=float, help="share of equity per position (default: the one the "
                         "champion was evaluated with)")
     args = parser.parse_args(argv)
@@ -108,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         registry = ModelRegistry(settings.registry_dir)
         entry = registry.champion(args.strategy)
+        if entry is None and args.skip_without_champion:
+            console.print(f"no champion of {args.strategy}: the promotion gate refused the candidate (its checks "
+                          "are printed above), so there is nothing to trade out of sample; no session replayed")
+            return 0
         if entry is None:
             raise ConfigError(f"no champion of {args.strategy}: run the research pipeline first "
                               "(python -m pipelines.run)")
