@@ -16,7 +16,7 @@ import pytest
 
 from live.runner import SessionConfig, open_session, run_session
 from tests.live.conftest import SYMBOLS, World, make_settings
-from tests.live.test_status import tradeloop
+from tests.live.test_status import session_column, tradeloop
 from tradeloop.errors import ConfigError
 from tradeloop.ops import OpsStore
 from tradeloop.ops.champion_log import iso_utc
@@ -118,12 +118,7 @@ def test_the_ccxt_feed_starts_now(trained_world: World, tmp_path: Path) -> None:
 
 def _sample_column(out: str) -> dict[str, str]:
     """Session name -> the ``sample`` column of ``tradeloop live sessions``."""
-    rows = {}
-    for line in out.splitlines():
-        cells = [c.strip() for c in line.split("│")]
-        if len(cells) > 5 and cells[1] and cells[1] != "name":
-            rows[cells[1]] = cells[4]
-    return rows
+    return session_column(out, 4)
 
 
 def test_the_command_refuses_then_marks_the_session_in_its_closing_line_and_list(cut_world) -> None:

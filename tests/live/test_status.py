@@ -50,14 +50,19 @@ def tradeloop(world: World, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
-def listed(out: str) -> dict[str, str]:
-    """Session name -> status, from ``tradeloop live sessions``."""
+def session_column(out: str, index: int) -> dict[str, str]:
+    """Session name -> the ``index``-th column (1 = name) of ``tradeloop live sessions``."""
     rows = {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.split("│")]
-        if len(cells) > 3 and cells[1] and cells[1] != "name":
-            rows[cells[1]] = cells[2]
+        if len(cells) > index + 1 and cells[1] and cells[1] != "name":
+            rows[cells[1]] = cells[index]
     return rows
+
+
+def listed(out: str) -> dict[str, str]:
+    """Session name -> status, from ``tradeloop live sessions``."""
+    return session_column(out, 2)
 
 
 @pytest.fixture
