@@ -32,7 +32,7 @@ from tradeloop.ops import OpsStore
 from tradeloop.registry import Lineage, ModelRegistry, git_commit
 from tradeloop.research.policy import RetrainPolicy
 from tradeloop.research.steps import build_params
-from tradeloop.research.walkforward import events_known_at, fit_threshold
+from tradeloop.research.walkforward import refit_at
 from tradeloop.settings import Settings, get_settings
 from tradeloop.thresholds import ThresholdModel, Universe, meta_dataset
 
@@ -47,14 +47,13 @@ class ReplayStep:
     bars: int  # bars the engine traded until the next retrain time
 
 
-def refit_at(candles: pl.DataFrame, params: dict, *, at: int, policy: RetrainPolicy, embargo_ms: int,
+def refit_known(candles: pl.DataFrame, params: dict, *, at: int, policy: RetrainPolicy, embargo_ms: int,
              bar_ms: int, cost: float, estimator_params: dict | None = None) -> ThresholdModel:
     """The refit a retrain at ``at`` makes: only candles closed before ``at`` are read."""
     strategy, barriers = build_params(params, cost=cost)
-    known = candles.filter(pl.col("ts") < at)
-    events = meta_dataset(known, strategy, barriers=barriers)
-    return fit_threshold(events_known_at(events, at, policy=policy, embargo_ms=embargo_ms), strategy, barriers,
-                         estimator_params=estimator_params, policy=policy, until=at - bar_ms)
+    events = meta_dataset(candles.filter(pl.col("ts") < at), strategy, barriers=barriers)
+    return refit_at(events, strategy, barriers, at=at, policy=policy, embargo_ms=embargo_ms, bar_ms=bar_ms,
+                    estimator_params=estimator_params)
 
 
 async def replay_with_retrains(settings: Settings, session: SessionConfig, *, params: dict, policy: RetrainPolicy,
@@ -76,8 +75,8 @@ async def replay_with_retrains(settings: Settings, session: SessionConfig, *, pa
     for k, at in enumerate(times):
         artifact = None
         if not (k == 0 and keep_champion_at_start and registry.champion(session.strategy) is not None):
-            model = refit_at(candles, params, at=at, policy=policy, embargo_ms=embargo_bars * bar_ms, bar_ms=bar_ms,
-                             cost=cost, estimator_params=estimator_params)
+            model = refit_known(candles, params, at=at, policy=policy, embargo_ms=embargo_bars * bar_ms,
+                                bar_ms=bar_ms, cost=cost, estimator_params=estimator_params)
             if not model.estimator.fallback_:
                 model.universe = Universe(exchange=session.exchange, timeframe=session.timeframe,
                                           symbols=tuple(sorted(session.symbols)))

@@ -116,6 +116,14 @@ def events_known_at(events: pl.DataFrame, at_ms: int, *, policy: RetrainPolicy, 
     return events.filter(known)
 
 
+def refit_at(events: pl.DataFrame, strategy: Strategy, barriers: BarrierConfig, *, at: int, policy: RetrainPolicy,
+             embargo_ms: int, bar_ms: int, estimator_params: dict | None = None) -> ThresholdModel:
+    """The refit a retrain at ``at`` makes: the events known then, trained until the last bar
+    closed by then (``bar_ms``: the timeframe)."""
+    return fit_threshold(events_known_at(events, at, policy=policy, embargo_ms=embargo_ms), strategy, barriers,
+                         estimator_params=estimator_params, policy=policy, until=at - bar_ms)
+
+
 def policy_schedule(events: pl.DataFrame, strategy: Strategy, barriers: BarrierConfig, *, policy: RetrainPolicy,
                     start: int, end: int, embargo_ms: int, bar_ms: int, estimator_params: dict | None = None,
                     previous: ThresholdModel | None = None) -> list[Refit]:
@@ -125,9 +133,8 @@ def policy_schedule(events: pl.DataFrame, strategy: Strategy, barriers: BarrierC
     (``bar_ms``: the timeframe). ``previous``: the model in force before that first refit."""
     schedule, current = [], previous
     for at in [policy.last_retrain_time(start), *policy.retrain_times(start, end).tolist()]:
-        known = events_known_at(events, at, policy=policy, embargo_ms=embargo_ms)
-        model = fit_threshold(known, strategy, barriers, estimator_params=estimator_params, policy=policy,
-                              until=at - bar_ms)
+        model = refit_at(events, strategy, barriers, at=at, policy=policy, embargo_ms=embargo_ms, bar_ms=bar_ms,
+                         estimator_params=estimator_params)
         fitted = not model.estimator.fallback_
         current = model if fitted else current
         schedule.append(Refit(at=at, model=current, fitted=fitted))
