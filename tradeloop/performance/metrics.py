@@ -83,10 +83,27 @@ def cagr(returns: np.ndarray, periods_per_year: float) -> float:
     return growth ** (1.0 / years) - 1.0 if growth > 0 else -1.0
 
 
+def drawdown_series(equity_with_start: np.ndarray) -> np.ndarray:
+    """Drawdown at each point as a negative fraction (0 at a new peak); the first point is a peak."""
+    curve = np.asarray(equity_with_start, dtype=np.float64)
+    return curve / np.maximum.accumulate(curve) - 1.0
+
+
+def rolling_sharpe(returns: np.ndarray, window: int, periods_per_year: float) -> np.ndarray:
+    """Sharpe ratio (as :func:`sharpe_ratio`) over each trailing ``window`` of returns; NaN before it fills."""
+    if window < 2:
+        raise ConfigError(f"window={window} bars is too short for a Sharpe ratio; use at least 2")
+    frame = pl.DataFrame({"r": np.asarray(returns, dtype=np.float64)})
+    stats = frame.select(mean=pl.col("r").rolling_mean(window), sd=pl.col("r").rolling_std(window, ddof=1))
+    mean, sd = stats["mean"].to_numpy(), stats["sd"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = mean / sd * math.sqrt(periods_per_year)
+    return np.where(sd > 0, out, np.nan)
+
+
 def drawdown(equity_with_start: np.ndarray) -> tuple[float, int]:
     """(max drawdown as a negative fraction, longest underwater run in bars)."""
-    peak = np.maximum.accumulate(equity_with_start)
-    dd = equity_with_start / peak - 1.0
+    dd = drawdown_series(equity_with_start)
     underwater = dd < 0
     longest = run = 0
     for flag in underwater:  # numpy has no run-length primitive; curves are modest in size

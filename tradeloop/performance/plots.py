@@ -1,0 +1,260 @@
+"""Plotly figures of backtests and live sessions, built from polars frames.
+
+Every builder takes frames and keyword-only options and returns a
+``plotly.graph_objects.Figure``: ``fig.show()`` in JupyterLab, ``st.plotly_chart(fig)`` in
+Streamlit, ``fig.to_html()`` for a report. Conventions:
+
+* times are UTC and shown as dates (``ts`` epoch ms or ``time`` datetime columns accepted);
+* returns and drawdowns are fractions shown as percentages; drawdown is negative;
+* the equity axis is not zero-based (a curve from 10,000 to 12,000 fills the panel);
+* trace names are stable (``strategy``, ``buy & hold``, ``drawdown``, ``entries``,
+  ``exits``, ``buys``, ``sells``, ``candles``) so apps and tests can find them.
+
+The series arithmetic lives in :mod:`tradeloop.performance.series` and
+:mod:`tradeloop.performance.metrics`; this module only draws.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+
+import plotly.graph_objects as go
+import polars as pl
+from plotly.subplots import make_subplots
+
+from tradeloop.errors import ConfigError
+from tradeloop.performance.series import (
+    drawdown_frame,
+    equity_frame,
+    monthly_returns,
+    rolling_sharpe_frame,
+    to_datetime,
+)
+
+STRATEGY_COLOR = "#1f77b4"
+BENCHMARK_COLOR = "#7f7f7f"
+DRAWDOWN_COLOR = "#d62728"
+BUY_COLOR = "#2ca02c"
+SELL_COLOR = "#d62728"
+HOVER_TIME = "%Y-%m-%d %H:%M UTC"
+
+
+def _layout(fig: go.Figure, *, title: str | None, height: int) -> go.Figure:
+    fig.update_layout(
+        template="plotly_white", title=title, height=height, hovermode="x unified",
+        margin={"l": 60, "r": 20, "t": 60 if title else 30, "b": 40},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0},
+    )
+    fig.update_xaxes(type="date", hoverformat=HOVER_TIME)
+    return fig
+
+
+def equity_figure(equity: pl.DataFrame, *, benchmark: pl.DataFrame | None = None, log_scale: bool = False,
+                  title: str | None = None, init_cash: float | None = None, height: int = 560) -> go.Figure:
+    """Equity curve over a drawdown panel, with an optional benchmark curve on both.
+
+    Parameters
+    ----------
+    equity, benchmark
+        Frames with ``ts`` (epoch ms) or ``time`` and ``equity`` (a ``portfolio`` column is summed).
+    log_scale
+        Logarithmic equity axis (long, compounding histories).
+    init_cash
+        The starting capital: the first peak of the drawdown, as in ``compute_metrics``, so the
+        panel's minimum is the reported max drawdown.
+    """
+    eq = equity_frame(equity, what="equity")
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3], vertical_spacing=0.04)
+    fig.add_trace(go.Scatter(x=eq["time"].to_list(), y=eq["equity"].to_numpy(), name="strategy", mode="lines",
+                             line={"color": STRATEGY_COLOR, "width": 1.6}, hovertemplate="%{y:,.2f}"),
+                  row=1, col=1)
+    dd = drawdown_frame(eq, init_cash=init_cash)
+    fig.add_trace(go.Scatter(x=dd["time"].to_list(), y=dd["drawdown"].to_numpy(), name="drawdown", mode="lines",
+                             fill="tozeroy", line={"color": DRAWDOWN_COLOR, "width": 1},
+                             fillcolor="rgba(214,39,40,0.25)", hovertemplate="%{y:.2%}"),
+                  row=2, col=1)
+    if benchmark is not None:
+        bench = equity_frame(benchmark, what="benchmark")
+        fig.add_trace(go.Scatter(x=bench["time"].to_list(), y=bench["equity"].to_numpy(), name="buy & hold",
+                                 mode="lines", line={"color": BENCHMARK_COLOR, "width": 1.2, "dash": "dot"},
+                                 hovertemplate="%{y:,.2f}"),
+                      row=1, col=1)
+        bdd = drawdown_frame(bench, init_cash=init_cash)
+        fig.add_trace(go.Scatter(x=bdd["time"].to_list(), y=bdd["drawdown"].to_numpy(), name="buy & hold drawdown",
+                                 mode="lines", line={"color": BENCHMARK_COLOR, "width": 1, "dash": "dot"},
+                                 hovertemplate="%{y:.2%}", showlegend=False),
+                      row=2, col=1)
+    _layout(fig, title=title, height=height)
+    fig.update_yaxes(title_text="equity", type="log" if log_scale else "linear", tickformat=",.0f",
+                     rangemode="normal", row=1, col=1)
+    fig.update_yaxes(title_text="drawdown", tickformat=".0%", rangemode="tozero", row=2, col=1)
+    fig.update_xaxes(title_text="time (UTC)", row=2, col=1)
+    return fig
+
+
+def _one_symbol(frame: pl.DataFrame, symbol: str | None, *, what: str) -> tuple[pl.DataFrame, str | None]:
+    if "symbol" not in frame.columns:
+        return frame, symbol
+    symbols = frame["symbol"].unique(maintain_order=True).to_list()
+    if symbol is None:
+        if len(symbols) > 1:
+            raise ConfigError(f"{what} holds {len(symbols)} symbols {symbols}; pass symbol=, e.g. "
+                              f"symbol={symbols[0]!r}")
+        return frame, symbols[0] if symbols else None
+    if symbol not in symbols:
+        raise ConfigError(f"symbol={symbol!r} is not in the {what}; it holds {symbols}")
+    return frame.filter(pl.col("symbol") == symbol), symbol
+
+
+def _coarser(candles: pl.DataFrame, max_candles: int | None) -> tuple[pl.DataFrame, int]:
+    """Merge runs of ``n`` consecutive bars into one candle so at most ``max_candles`` are drawn."""
+    if max_candles is None or candles.height <= max_candles:
+        return candles, 1
+    n = math.ceil(candles.height / max_candles)
+    merged = (candles.with_row_index("_i").group_by(pl.col("_i") // n, maintain_order=True)
+              .agg(pl.col("time").first(), pl.col("open").first(), pl.col("high").max(), pl.col("low").min(),
+                   pl.col("close").last()))
+    return merged.drop("_i"), n
+
+
+def candles_figure(candles: pl.DataFrame, *, trades: pl.DataFrame | None = None, symbol: str | None = None,
+                   title: str | None = None, max_candles: int | None = 5000, height: int = 520) -> go.Figure:
+    """Candlesticks with entries and exits.
+
+    Parameters
+    ----------
+    candles
+        ``ts`` or ``time``, ``open``, ``high``, ``low``, ``close`` (and ``symbol`` when several).
+    trades
+        A trade ledger (``BacktestResult.trades``: entries at ``entry_ts``/``entry_price``, exits
+        of closed trades at ``exit_ts``/``exit_price``) or fills (``ts``, ``side`` buy/sell,
+        ``price``). Buys are triangles up, sells triangles down.
+    symbol
+        Which symbol to draw when the frames hold several.
+    max_candles
+        Above this many bars, consecutive bars are merged into coarser candles (the markers stay
+        at their exact times and prices); ``None`` draws every bar.
+    """
+    missing = sorted({"open", "high", "low", "close"} - set(candles.columns))
+    if missing or not ({"ts", "time"} & set(candles.columns)):
+        raise ConfigError(f"candles lack column(s) {missing or ['ts or time']}; pass ts, open, high, low, close")
+    frame, symbol = _one_symbol(candles, symbol, what="candles")
+    frame = frame.select(time=to_datetime(frame), open="open", high="high", low="low", close="close")
+    frame = frame.drop_nans(["open", "high", "low", "close"]).sort("time")
+    frame, n = _coarser(frame, max_candles)
+    fig = go.Figure(go.Candlestick(x=frame["time"].to_list(), open=frame["open"].to_numpy(),
+                                   high=frame["high"].to_numpy(), low=frame["low"].to_numpy(),
+                                   close=frame["close"].to_numpy(), name="candles", showlegend=False))
+    if trades is not None and trades.height:
+        picked = trades.filter(pl.col("symbol") == symbol) if symbol and "symbol" in trades.columns else trades
+        for trace in _ledger_markers(picked) if "entry_ts" in picked.columns else _fill_markers(picked):
+            fig.add_trace(trace)
+    label = title or (f"{symbol}" if symbol else None)
+    if n > 1:
+        label = f"{label or 'price'} (one candle = {n} bars)"
+    _layout(fig, title=label, height=height)
+    fig.update_layout(xaxis_rangeslider_visible=False, hovermode="closest")
+    fig.update_yaxes(title_text="price", tickformat=",.2f")
+    fig.update_xaxes(title_text="time (UTC)")
+    return fig
+
+
+def _marker(x: list, y, *, name: str, symbols: list[str], color: str | list[str], text: list[str]) -> go.Scatter:
+    return go.Scatter(x=x, y=y, name=name, mode="markers", text=text, hovertemplate="%{text}<extra></extra>",
+                      marker={"symbol": symbols, "color": color, "size": 11, "line": {"width": 1, "color": "#222"}})
+
+
+def _ledger_markers(trades: pl.DataFrame) -> list[go.Scatter]:
+    ledger = trades.with_columns(entry_time=to_datetime(trades, "entry_ts"), exit_time=to_datetime(trades, "exit_ts"))
+    long = (ledger["side"] == "long").to_list()
+    entries = _marker(
+        ledger["entry_time"].to_list(), ledger["entry_price"].to_numpy(), name="entries",
+        symbols=["triangle-up" if lg else "triangle-down" for lg in long],
+        color=[BUY_COLOR if lg else SELL_COLOR for lg in long],
+        text=[f"{'buy' if lg else 'sell short'} (enter {side}) at {px:,.2f}"
+              for lg, side, px in zip(long, ledger["side"], ledger["entry_price"], strict=True)],
+    )
+    closed = ledger.filter(~pl.col("is_open"))
+    long_closed = (closed["side"] == "long").to_list()
+    exits = _marker(
+        closed["exit_time"].to_list(), closed["exit_price"].to_numpy(), name="exits",
+        symbols=["triangle-down" if lg else "triangle-up" for lg in long_closed],
+        color=[SELL_COLOR if lg else BUY_COLOR for lg in long_closed],
+        text=[f"{'sell' if lg else 'buy back'} (exit {side}, {reason}) at {px:,.2f}: {ret:+.2%}"
+              for lg, side, reason, px, ret in zip(long_closed, closed["side"], closed["exit_reason"],
+                                                   closed["exit_price"], closed["return"], strict=True)],
+    )
+    return [entries, exits]
+
+
+def _fill_markers(fills: pl.DataFrame) -> list[go.Scatter]:
+    missing = sorted({"side", "price"} - set(fills.columns))
+    if missing or not ({"ts", "time"} & set(fills.columns)):
+        raise ConfigError(f"trades have columns {fills.columns}; pass a trade ledger (entry_ts, entry_price, ...) "
+                          "or fills (ts, side buy/sell, price)")
+    fills = fills.with_columns(_time=to_datetime(fills), _side=pl.col("side").str.to_lowercase())
+    out = []
+    for side, name, symbol, color in (("buy", "buys", "triangle-up", BUY_COLOR),
+                                      ("sell", "sells", "triangle-down", SELL_COLOR)):
+        part = fills.filter(pl.col("_side") == side)
+        out.append(_marker(part["_time"].to_list(), part["price"].to_numpy(), name=name,
+                           symbols=[symbol] * part.height, color=color,
+                           text=[f"{side} at {px:,.2f}" for px in part["price"]]))
+    return out
+
+
+MONTHS = [calendar.month_abbr[m] for m in range(1, 13)]
+
+
+def monthly_returns_figure(equity: pl.DataFrame, *, init_cash: float | None = None, title: str | None = None,
+                           height: int | None = None) -> go.Figure:
+    """Heatmap of calendar-month returns, years down and months across, each cell labelled in %.
+
+    The year's label carries its compounded return. Months outside the curve stay blank.
+    """
+    months = monthly_returns(equity, init_cash=init_cash)
+    years = sorted(months["year"].unique().to_list(), reverse=True)
+    z = [[None] * 12 for _ in years]
+    for year, month, value in months.iter_rows():
+        z[years.index(year)][month - 1] = value
+    text = [["" if v is None else f"{v:.1%}" for v in row] for row in z]
+    totals = months.group_by("year").agg(((pl.col("return") + 1.0).product() - 1.0).alias("total"))
+    total = dict(totals.iter_rows())
+    labels = [f"{y} ({total[y]:+.1%})" for y in years]
+    finite = [abs(v) for v in months["return"].to_list() if v is not None and math.isfinite(v)]
+    bound = max(finite, default=0.01) or 0.01
+    fig = go.Figure(go.Heatmap(
+        z=z, x=MONTHS, y=labels, text=text, texttemplate="%{text}", colorscale="RdYlGn", zmid=0.0,
+        zmin=-bound, zmax=bound, hovertemplate="%{y} %{x}: %{text}<extra></extra>", name="monthly returns",
+        colorbar={"tickformat": ".0%", "title": {"text": "return"}}, xgap=2, ygap=2,
+    ))
+    fig.update_layout(template="plotly_white", title=title or "Monthly returns",
+                      height=height or max(220, 80 + 34 * len(years)),
+                      margin={"l": 110, "r": 20, "t": 60, "b": 30})
+    fig.update_yaxes(type="category")
+    return fig
+
+
+def rolling_sharpe_figure(equity: pl.DataFrame, *, timeframe: str, window_days: float = 90,
+                          benchmark: pl.DataFrame | None = None, init_cash: float | None = None,
+                          title: str | None = None, height: int = 360) -> go.Figure:
+    """Sharpe ratio over a trailing window (annualised with 365 days), with an optional benchmark line."""
+    fig = go.Figure()
+    curves = [("strategy", equity, STRATEGY_COLOR)]
+    if benchmark is not None:
+        curves.append(("buy & hold", benchmark, BENCHMARK_COLOR))
+    for name, frame, color in curves:
+        rolling = rolling_sharpe_frame(frame, timeframe=timeframe, window_days=window_days, init_cash=init_cash)
+        fig.add_trace(go.Scatter(x=rolling["time"].to_list(), y=rolling["sharpe"].to_numpy(), name=name,
+                                 mode="lines", line={"color": color, "width": 1.4, **({"dash": "dot"} if
+                                                                                      name != "strategy" else {})},
+                                 hovertemplate="%{y:.2f}"))
+        if name == "strategy" and rolling["sharpe"].is_not_nan().sum() == 0:
+            fig.add_annotation(text=f"the curve is shorter than the {window_days:g}-day window", showarrow=False,
+                               xref="paper", yref="paper", x=0.5, y=0.5)
+    fig.add_hline(y=0, line={"color": "#999", "width": 1})
+    _layout(fig, title=title or f"Rolling Sharpe ({window_days:g} days)", height=height)
+    fig.update_yaxes(title_text="Sharpe", tickformat=".1f")
+    fig.update_xaxes(title_text="time (UTC)")
+    return fig
