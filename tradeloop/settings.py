@@ -73,6 +73,17 @@ class Settings(BaseSettings):
     http_timeout_s: float = Field(default=10.0, gt=0, validation_alias=_env("TRADELOOP_HTTP_TIMEOUT_S"))
     http_max_retries: int = Field(default=5, ge=0, le=20, validation_alias=_env("TRADELOOP_HTTP_MAX_RETRIES"))
     log_level: str = Field(default="INFO", validation_alias=_env("TRADELOOP_LOG_LEVEL"))
+    lab_url: str = Field(
+        default="http://127.0.0.1:8888",
+        validation_alias=_env("TRADELOOP_LAB_URL"),
+        description="JupyterLab's address (`make lab`), for links to notebooks from Dagster and the dashboard.",
+    )
+    dagster_home: str | None = Field(
+        default=None,
+        validation_alias=_env("DAGSTER_HOME"),
+        description="Dagster's instance folder, shared by `python -m pipelines.run` and `dagster dev`; "
+        "data_dir/dagster when unset.",
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -102,6 +113,11 @@ class Settings(BaseSettings):
     def runs_dir(self) -> Path:
         """Executed notebooks, one folder per pipeline run."""
         return self.data_dir / "runs"
+
+    @property
+    def dagster_dir(self) -> Path:
+        """Dagster's instance folder, absolute (Dagster refuses a relative DAGSTER_HOME)."""
+        return Path(self.dagster_home or self.data_dir / "dagster").resolve()
 
     @property
     def effective_database_url(self) -> str:
