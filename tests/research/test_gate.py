@@ -70,3 +70,14 @@ def test_the_deflated_sharpe_bar_counts_every_trial() -> None:
     many = gate(candidate, trial_sharpes=np.random.default_rng(4).normal(0.0, 0.02, 200))["deflated_sharpe"]
     assert many.value < few.value and many.bar == 0.95 and "200 trials" in many.detail
     assert many.passed is False
+
+
+def test_bars_read_as_people_read_them_with_their_comparison() -> None:
+    checks = gate(returns(0.003), max_drawdown=-0.2, min_recent_trades=7)
+    report = checks.pop("_report")
+    assert checks["max_drawdown"].bar_text == ">= -20.0%"
+    assert checks["recent_trades"].bar_text == ">= 7"
+    assert checks["pbo"].bar_text.startswith("<= ") and checks["deflated_sharpe"].bar_text.startswith(">= ")
+    assert checks["beats_champion"].bar_text == "none"  # no champion: nothing to beat, not "-inf"
+    assert "| max_drawdown | " in report.markdown() and "| >= -20.0% |" in report.markdown()
+    assert "(bar >= -20.0%)" in report.summary()

@@ -45,6 +45,15 @@ class GateCheck:
     passed: bool
     detail: str
     shown: str = ""  # the value as people read it (a percentage, an annualised figure)
+    shown_bar: str = ""  # the bar as people read it, with its comparison ("> 0.0000", ">= -35.0%")
+
+    @property
+    def value_text(self) -> str:
+        return self.shown or f"{self.value:.4f}"
+
+    @property
+    def bar_text(self) -> str:
+        return self.shown_bar or f"{self.bar:.4f}"
 
 
 @dataclass(frozen=True)
@@ -63,13 +72,13 @@ class GateReport:
         return [asdict(c) for c in self.checks]
 
     def summary(self) -> str:
-        return "\n".join(f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.shown or f'{c.value:.4f}'} "
-                         f"(bar {c.bar:.4f}) {c.detail}" for c in self.checks)
+        return "\n".join(f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.value_text} (bar {c.bar_text}) {c.detail}"
+                         for c in self.checks)
 
     def markdown(self) -> str:
         rows = ["| check | value | bar | result | how |", "|---|---:|---:|---|---|"]
-        rows += [f"| {c.name} | {c.shown or f'{c.value:.4f}'} | {c.bar:.4f} | {'PASS' if c.passed else '**FAIL**'} "
-                 f"| {c.detail} |" for c in self.checks]
+        rows += [f"| {c.name} | {c.value_text} | {c.bar_text} | {'PASS' if c.passed else '**FAIL**'} | {c.detail} |"
+                 for c in self.checks]
         return "\n".join(rows)
 
 
@@ -85,31 +94,36 @@ def evaluate_gate(*, candidate_returns: np.ndarray, folds: Sequence[dict], trial
     annual = sr * math.sqrt(periods_per_year)
     checks = [
         GateCheck("oos_sharpe_per_bar", sr, config.min_oos_sharpe, sr > config.min_oos_sharpe,
-                  f"walk-forward test periods under the retrain policy, {returns.size} bars"),
+                  f"walk-forward test periods under the retrain policy, {returns.size} bars",
+                  shown_bar=f"> {config.min_oos_sharpe:.4f}"),
         GateCheck("oos_sharpe_annualised", annual, config.min_oos_sharpe * math.sqrt(periods_per_year),
                   annual > config.min_oos_sharpe * math.sqrt(periods_per_year),
-                  f"per-bar Sharpe x sqrt({periods_per_year:g} bars a year)"),
+                  f"per-bar Sharpe x sqrt({periods_per_year:g} bars a year)",
+                  shown_bar=f"> {config.min_oos_sharpe * math.sqrt(periods_per_year):.4f}"),
     ]
     if champion_sharpe is None:
-        checks.append(GateCheck("beats_champion", sr, -math.inf, True, "no champion yet"))
+        checks.append(GateCheck("beats_champion", sr, -math.inf, True, "no champion yet", shown_bar="none"))
     else:
         bar = float(champion_sharpe) - config.champion_tolerance
         checks.append(GateCheck("beats_champion", sr, bar, sr >= bar,
                                 f"champion re-evaluated on the same folds: {champion_sharpe:.4f} per bar, "
-                                f"minus tolerance {config.champion_tolerance:g}"))
+                                f"minus tolerance {config.champion_tolerance:g}", shown_bar=f">= {bar:.4f}"))
     trials = np.asarray(trial_sharpes, dtype=np.float64)
     dsr = deflated_sharpe(returns, trial_sharpes=trials)
     checks.append(GateCheck("deflated_sharpe", dsr, config.min_deflated_sharpe, dsr >= config.min_deflated_sharpe,
-                            f"given {trials.size} trials, pruned ones included"))
+                            f"given {trials.size} trials, pruned ones included",
+                            shown_bar=f">= {config.min_deflated_sharpe:.4f}"))
     checks.append(_pbo(np.asarray(returns_matrix, dtype=np.float64), pbo_trials, config))
     dd = max_drawdown_of(returns)
     checks.append(GateCheck("max_drawdown", dd, config.max_drawdown, dd >= config.max_drawdown,
-                            "worst fall from a high of the out-of-sample equity", shown=f"{dd:.1%}"))
+                            "worst fall from a high of the out-of-sample equity", shown=f"{dd:.1%}",
+                            shown_bar=f">= {config.max_drawdown:.1%}"))
     recent = list(folds)[-config.recent_folds:]
     trades = sum(int(f["trades"]) for f in recent)
     checks.append(GateCheck("recent_trades", trades, config.min_recent_trades, trades >= config.min_recent_trades,
                             f"trades in the {len(recent)} most recent fold(s): "
-                            f"{', '.join(str(int(f['trades'])) for f in recent)}", shown=str(trades)))
+                            f"{', '.join(str(int(f['trades'])) for f in recent)}", shown=str(trades),
+                            shown_bar=f">= {config.min_recent_trades}"))
     return GateReport(tuple(checks))
 
 
@@ -118,6 +132,8 @@ def _pbo(matrix: np.ndarray, pbo_trials: tuple[int, int] | None, config: GateCon
         pbo = probability_of_backtest_overfitting(matrix, n_partitions=config.pbo_partitions)
         pruned = f" ({pbo_trials[1]} pruned, over their first {matrix.shape[0]} bars)" if pbo_trials else ""
         return GateCheck("pbo", pbo, config.max_pbo, pbo <= config.max_pbo,
-                         f"CSCV over {matrix.shape[1]} trials{pruned}, {config.pbo_partitions} blocks")
+                         f"CSCV over {matrix.shape[1]} trials{pruned}, {config.pbo_partitions} blocks",
+                         shown_bar=f"<= {config.max_pbo:.4f}")
     return GateCheck("pbo", 1.0, config.max_pbo, False,
-                     f"cannot estimate from returns matrix {matrix.shape}: need >= 2 trials with history")
+                     f"cannot estimate from returns matrix {matrix.shape}: need >= 2 trials with history",
+                     shown_bar=f"<= {config.max_pbo:.4f}")
