@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -16,6 +18,11 @@ from tradeloop.data.schema import timeframe_ms
 from tradeloop.errors import BacktestError
 from tradeloop.strategies.base import Strategy
 from tradeloop.strategies.signals import ENTRIES
+
+if TYPE_CHECKING:  # plotly and the report modules load on first use: `import tradeloop` stays fast
+    import plotly.graph_objects as go
+
+    from tradeloop.performance.stats import Stats
 
 YEAR_MS = 365 * 86_400_000
 
@@ -83,11 +90,78 @@ class BacktestResult:
     bars_in_market: np.ndarray
     traded_notional: np.ndarray
     extra: dict = field(default_factory=dict)
+    prices: PriceArrays | None = None  # the bars simulated: the benchmark and the price charts read them
+    strategy: str | None = None  # Strategy.describe(), e.g. "sma_cross(10,30)"
 
     @property
     def final_equity(self) -> float:
         last = self.equity.group_by("portfolio").agg(pl.col("equity").last())
         return float(last["equity"].sum())
+
+    # ------------------------------------------------ reports (tradeloop.performance; plotly imported lazily)
+    def candles(self, symbol: str | None = None) -> pl.DataFrame:
+        """The simulated bars as ``ts, symbol, open, high, low, close`` (one symbol, or all), gaps dropped."""
+        from tradeloop.performance.stats import result_candles
+
+        return result_candles(self, symbol)
+
+    def benchmark(self) -> pl.DataFrame:
+        """Equal-weight buy and hold of the same symbols and bars (``ts, portfolio, equity``)."""
+        from tradeloop.performance.benchmark import result_benchmark
+
+        return result_benchmark(self)
+
+    def stats(self, *, min_days: float = 30.0) -> Stats:
+        """One readable table: period, exposure, trades, returns, risk (beside buy and hold), per symbol.
+
+        Annualised figures of a period shorter than ``min_days`` show a caveat instead of a number.
+        """
+        from tradeloop.performance.stats import result_stats
+
+        return result_stats(self, min_days=min_days)
+
+    def plot_equity(self, *, benchmark: bool = True, log_scale: bool = False,
+                    title: str | None = None) -> go.Figure:
+        """Equity over drawdown (plotly figure), with buy and hold unless ``benchmark=False``."""
+        from tradeloop.performance.plots import equity_figure
+
+        return equity_figure(self.equity, benchmark=self.benchmark() if benchmark else None, log_scale=log_scale,
+                             title=title or self.strategy, init_cash=self.capital)
+
+    def plot_candles(self, symbol: str | None = None, *, title: str | None = None,
+                     max_candles: int | None = 5000) -> go.Figure:
+        """Candlesticks of ``symbol`` (default: the first) with this backtest's entries and exits."""
+        from tradeloop.performance.plots import candles_figure
+
+        symbol = symbol or self.symbols[0]
+        return candles_figure(self.candles(symbol), trades=self.trades, symbol=symbol, title=title,
+                              max_candles=max_candles)
+
+    def plot_monthly_returns(self, *, title: str | None = None) -> go.Figure:
+        """Heatmap of calendar-month returns (years x months, in %)."""
+        from tradeloop.performance.plots import monthly_returns_figure
+
+        return monthly_returns_figure(self.equity, init_cash=self.capital, title=title)
+
+    def plot_rolling_sharpe(self, *, window_days: float = 90, benchmark: bool = True,
+                            title: str | None = None) -> go.Figure:
+        """Sharpe ratio over a trailing window of ``window_days``, beside buy and hold's."""
+        from tradeloop.performance.plots import rolling_sharpe_figure
+
+        return rolling_sharpe_figure(self.equity, timeframe=self.timeframe, window_days=window_days,
+                                     benchmark=self.benchmark() if benchmark else None, init_cash=self.capital,
+                                     title=title)
+
+    def write_report(self, path: str | Path, *, title: str | None = None) -> Path:
+        """Write a self-contained HTML tearsheet (plotly embedded, no network needed) to ``path``."""
+        from tradeloop.performance.tearsheet import write_tearsheet
+
+        return write_tearsheet(self, path, title=title)
+
+    @property
+    def capital(self) -> float:
+        """The starting capital of the whole account: ``init_cash`` per portfolio."""
+        return float(self.config.init_cash) * (1 if self.config.cash_sharing else len(self.symbols))
 
 
 def simulate_arrays(
@@ -175,6 +249,7 @@ def run_backtest(candles: pl.DataFrame, config: BacktestConfig, *, timeframe: st
         trades=_ledger(trades, prices),
         bars_in_market=in_market,
         traded_notional=notional,
+        prices=prices,
     )
 
 
@@ -183,7 +258,8 @@ def backtest_strategy(
 ) -> BacktestResult:
     """Signals from ``strategy`` (per symbol), then :func:`run_backtest`."""
     frame = candles if "symbol" in candles.columns else candles.with_columns(symbol=pl.lit("SYMBOL"))
-    return run_backtest(strategy.signals(frame, by="symbol"), config, timeframe=timeframe)
+    result = run_backtest(strategy.signals(frame, by="symbol"), config, timeframe=timeframe)
+    return replace(result, strategy=strategy.describe())
 
 
 def _ledger(trades: np.ndarray, prices: PriceArrays) -> pl.DataFrame:

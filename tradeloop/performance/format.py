@@ -1,0 +1,69 @@
+"""How numbers and times read in tables and reports: one definition for the CLI, notebooks and HTML.
+
+Missing values (NaN, None) print as ``-``; infinities as ``inf``; times are UTC.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+DAY_MS = 86_400_000
+
+
+def _missing(value: float | int | None) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return None
+
+
+def pct(value: float | None, digits: int = 2) -> str:
+    """``0.1234 -> '12.34%'``."""
+    return _missing(value) or f"{value:.{digits}%}"
+
+
+def signed_pct(value: float | None, digits: int = 2) -> str:
+    """``0.1234 -> '+12.34%'``."""
+    return _missing(value) or f"{value:+.{digits}%}"
+
+
+def ratio(value: float | None, digits: int = 2) -> str:
+    """``1.2345 -> '1.23'``."""
+    return _missing(value) or f"{value:,.{digits}f}"
+
+
+def money(value: float | None) -> str:
+    """``12345.678 -> '12,345.68'``."""
+    return _missing(value) or f"{value:,.2f}"
+
+
+def count(value: int | None) -> str:
+    return _missing(value) or f"{value:,}"
+
+
+def days(value: float | None) -> str:
+    """``2.5 -> '2.5 days'``; under a day in hours."""
+    text = _missing(value)
+    if text:
+        return text
+    assert value is not None
+    if value == 0:
+        return "0 days"
+    if value < 1:
+        return f"{value * 24:.1f} hours"
+    return f"{value:,.1f} days"
+
+
+def when(ms: int | None, *, date_only: bool = False) -> str:
+    """Epoch ms as ``2024-01-31 12:00`` (UTC), or ``2024-01-31``."""
+    if ms is None:
+        return "-"
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%d" if date_only else "%Y-%m-%d %H:%M")
+
+
+def short_sample(period_days: float, min_days: float) -> str:
+    """The caveat printed instead of an annualised figure: ``'n/a: 2 days < 30'``."""
+    return f"n/a: {period_days:.3g} days < {min_days:g}"
