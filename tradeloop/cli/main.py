@@ -15,17 +15,12 @@ from typing import Annotated
 
 import polars as pl
 import typer
-from pydantic import ValidationError
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from tradeloop.backtest import BacktestConfig, backtest_strategy
-from tradeloop.cli import data_cmds, live_cmds, models_cmds, up_cmd
+from tradeloop.cli import backtest_cmd, data_cmds, live_cmds, models_cmds, up_cmd
 from tradeloop.cli.common import REPO, console, fmt_num, handle_errors, lake_from_settings, table
-from tradeloop.data import SeriesKey
 from tradeloop.demo import run_demo
-from tradeloop.errors import ConfigError, config_error
-from tradeloop.performance import result_metrics
-from tradeloop.strategies import STRATEGIES, get_strategy
+from tradeloop.errors import ConfigError
 
 app = typer.Typer(
     help="tradeloop: research-to-production crypto trading. Start with `tradeloop demo`.",
@@ -36,6 +31,7 @@ app.add_typer(data_cmds.app, name="data")
 app.add_typer(models_cmds.app, name="models")
 app.add_typer(live_cmds.app, name="live")
 app.command()(up_cmd.up)
+app.command()(backtest_cmd.backtest)
 
 METRIC_COLUMNS = [
     ("total_return", True), ("cagr", True), ("sharpe", False), ("sortino", False), ("calmar", False),
@@ -66,56 +62,6 @@ def demo() -> None:
     _metrics_table("Backtests: next-open fills, 0.1% fee/side, 5 bp slippage, full equity per symbol",
                    report.metrics, ["strategy", "series"])
     console.print(f"done in {time.perf_counter() - started:.1f}s")
-
-
-@app.command()
-@handle_errors
-def backtest(
-    strategy: Annotated[str, typer.Argument(help=f"One of: {', '.join(sorted(STRATEGIES))}")],
-    series: Annotated[list[str], typer.Option("--series", help="exchange:SYMBOL:timeframe (repeatable)")],
-    fee: Annotated[float, typer.Option(help="Fee per side, fraction of notional")] = 0.001,
-    slippage: Annotated[float, typer.Option(help="Adverse slippage, fraction of price")] = 0.0,
-    fraction: Annotated[float, typer.Option(help="Share of equity per new position")] = 1.0,
-    stop_loss: Annotated[float | None, typer.Option(help="Stop-loss, fraction from entry")] = None,
-    take_profit: Annotated[float | None, typer.Option(help="Take-profit, fraction from entry")] = None,
-    trailing_stop: Annotated[float | None, typer.Option(help="Trailing stop, fraction from peak")] = None,
-    shared_cash: Annotated[bool, typer.Option(help="One portfolio across the series")] = False,
-    param: Annotated[list[str] | None, typer.Option(help="Strategy parameter name=value (repeatable)")] = None,
-) -> None:
-    """Backtest one strategy on stored series and print its metrics.
-
-    Strategy parameters are checked by the strategy's own schema (--param fast=10).
-    """
-    params: dict[str, str] = {}
-    for item in param or []:
-        name, sep, value = item.partition("=")
-        name, value = name.strip(), value.strip()
-        if not sep or not name or not value:
-            raise ConfigError(f"--param {item!r} is not name=value; write e.g. --param fast=10")
-        if name in params:
-            raise ConfigError(f"--param {name} is given twice ({params[name]!r}, {value!r}); give it once")
-        params[name] = value  # text: the strategy's schema converts and checks it
-    strat = get_strategy(strategy, **params)
-    options = {"fee_rate": fee, "slippage": slippage, "fraction": fraction, "stop_loss": stop_loss,
-               "take_profit": take_profit, "trailing_stop": trailing_stop, "cash_sharing": shared_cash}
-    try:
-        config = BacktestConfig(**options)
-    except ValidationError as exc:
-        names = {"fee_rate": "--fee", "cash_sharing": "--shared-cash"}
-        names |= {f: "--" + f.replace("_", "-") for f in options if f not in names}
-        raise config_error(exc, what="backtest", model=BacktestConfig, names=names) from None
-    keys = []
-    for item in series:
-        parts = item.split(":")
-        if len(parts) != 3:
-            raise ConfigError(f"--series {item!r} is not exchange:SYMBOL:timeframe, e.g. coinbase:BTC-USD:4h")
-        keys.append(SeriesKey(*parts))
-    if len({k.timeframe for k in keys}) != 1:
-        raise ConfigError("--series must share one timeframe in one backtest")
-    lake = lake_from_settings()
-    candles = lake.read_many(keys)
-    result = backtest_strategy(strat, candles, config, timeframe=keys[0].timeframe)
-    _metrics_table(f"{strat.describe()}", result_metrics(result), ["portfolio"])
 
 
 def main() -> None:  # pragma: no cover - console-script shim

@@ -89,7 +89,7 @@ class Stats:
             BENCHMARK: [fmt.signed_pct(v) for v in p["buy_and_hold"]],
         }
         if "sharpe" in p.columns:
-            cols["sharpe"] = [self._annual(v, fmt.ratio) for v in p["sharpe"]]
+            cols["sharpe"] = ["n/a" if self.short_sample else fmt.ratio(v) for v in p["sharpe"]]
             cols["max drawdown"] = [fmt.pct(v) for v in p["max_drawdown"]]
         return pl.DataFrame(cols)
 

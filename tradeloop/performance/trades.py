@@ -22,9 +22,9 @@ def trade_list(trades: pl.DataFrame, *, timeframe: str) -> pl.DataFrame:
     utc = pl.Datetime("ms", "UTC")
     return trades.select(
         "symbol", "side",
-        entry_time=pl.from_epoch("entry_ts", time_unit="ms").cast(utc),
-        exit_time=pl.from_epoch("exit_ts", time_unit="ms").cast(utc),
-        duration_days=pl.col("bars_held") * (timeframe_ms(timeframe) / DAY_MS),
+        pl.from_epoch("entry_ts", time_unit="ms").cast(utc).alias("entry_time"),
+        pl.from_epoch("exit_ts", time_unit="ms").cast(utc).alias("exit_time"),
+        (pl.col("bars_held") * (timeframe_ms(timeframe) / DAY_MS)).alias("duration_days"),
         *[c for c in trades.columns if c not in {"symbol", "side"}],
     )
 
