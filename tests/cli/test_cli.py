@@ -33,6 +33,12 @@ def test_demo_prints_metrics_per_strategy_and_series(tmp_path: Path) -> None:
     assert "sharpe" in out.stdout
     status = tradeloop("data", "status", "--show-gaps", "2", data_dir=tmp_path)
     assert status.returncode == 0 and "coinbase:ETH-USD:4h" in status.stdout and "missing" in status.stdout
+    narrow = tradeloop("data", "status", data_dir=tmp_path, env={"COLUMNS": "64"})
+    assert narrow.returncode == 0 and "coinbase:ETH-USD:4h" in narrow.stdout and "--wide shows them" in narrow.stdout
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 64 and "coverage" not in narrow.stdout.split(
+        "not shown")[0]
+    wide = tradeloop("data", "status", "--wide", data_dir=tmp_path, env={"COLUMNS": "64"})
+    assert "coverage" in wide.stdout and "not shown" not in wide.stdout
 
 
 def test_bad_csv_is_refused_with_file_row_and_rule(tmp_path: Path, btc_1d: pl.DataFrame) -> None:

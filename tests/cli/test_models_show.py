@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +36,13 @@ def test_show_prints_the_training_window_data_hash_and_universe(tmp_path: Path) 
     shown = tradeloop("models", "show", "sma_cross", data_dir=tmp_path)
     assert shown.returncode == 0, shown.stderr
     out = shown.stdout
-    assert "training window: 2023-01-01T00:00:00Z .. 2024-01-01T00:00:00Z" in out
-    assert f"data hash: {'9f2c' * 16}" in out  # the model's own hash wins over the lineage's snapshot
-    assert "universe: exchange binance, timeframe 1h, 2 symbol(s): BTC-USDT, ETH-USDT" in out
-    assert "retrain policy: cadence_days=1, max_age_days=14, train_days=365" in out
+    assert card_field(out, "training window").startswith("2023-01-01T00:00:00Z .. 2024-01-01T00:00:00Z")
+    assert card_field(out, "data hash") == "9f2c" * 16  # the model's own hash wins over the lineage's snapshot
+    assert card_field(out, "universe") == "exchange binance, timeframe 1h, 2 symbol(s): BTC-USDT, ETH-USDT"
+    assert card_field(out, "retrain policy") == "cadence_days=1, max_age_days=14, train_days=365"
+    machine = json.loads(tradeloop("models", "show", "sma_cross", "--json", data_dir=tmp_path).stdout)
+    assert machine["artifact"] == artifact and machine["model"]["trained_until"] == TRAINED_UNTIL
+    assert machine["training"]["data hash"] == "9f2c" * 16 and machine["lineage"]["data_snapshot"] == "ab" * 32
 
 
 def test_show_falls_back_to_the_lineage_snapshot_and_says_unknown(tmp_path: Path) -> None:
@@ -47,7 +51,33 @@ def test_show_falls_back_to_the_lineage_snapshot_and_says_unknown(tmp_path: Path
     registry.promote("sma_cross", artifact, lineage=Lineage(data_snapshot="cd" * 32))
     shown = tradeloop("models", "show", "sma_cross", data_dir=tmp_path)
     assert shown.returncode == 0, shown.stderr
-    assert "training window: unknown .. 2024-01-01T00:00:00Z" in shown.stdout
-    assert f"data hash: {'cd' * 32}" in shown.stdout and "universe: not recorded" in shown.stdout
+    assert card_field(shown.stdout, "training window").startswith("unknown .. 2024-01-01T00:00:00Z")
+    assert card_field(shown.stdout, "data hash") == "cd" * 32
+    assert card_field(shown.stdout, "universe") == "not recorded"
     registry.promote("sma_cross", artifact, lineage=Lineage())  # no snapshot recorded either
-    assert "data hash: unknown" in tradeloop("models", "show", "sma_cross", data_dir=tmp_path).stdout
+    assert card_field(tradeloop("models", "show", "sma_cross", data_dir=tmp_path).stdout, "data hash") == "unknown"
+
+
+def test_the_card_shows_the_gate_as_promoted_with_values_and_bars_as_people_read_them(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    artifact = registry.register(_model(tmp_path / "m", info={}, universe=None))
+    gate = [{"name": "max_drawdown", "value": -0.2472, "bar": -0.35, "passed": True, "detail": "worst fall",
+             "shown": "-24.7%", "shown_bar": ">= -35.0%"},
+            {"name": "pbo", "value": 0.61, "bar": 0.5, "passed": False, "detail": "CSCV", "shown": "",
+             "shown_bar": ""}]
+    registry.promote("sma_cross", artifact, lineage=Lineage(gate=gate, metrics={"oos_max_drawdown": -0.2472}))
+    out = tradeloop("models", "show", "sma_cross", data_dir=tmp_path).stdout
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.count("│") > 4]
+    rows = {row[0]: row for row in cells if row}
+    assert rows["max_drawdown"][1:4] == ["-24.7%", ">= -35.0%", "PASS"]
+    assert rows["pbo"][1:4] == ["0.6100", "0.5000", "FAIL"]  # no text given: four decimals
+    assert "{" not in out  # a card, not raw JSON
+
+
+def card_field(out: str, label: str) -> str:
+    """The value printed beside ``label`` in the card's panel (one line per field)."""
+    for line in out.splitlines():
+        inner = line.strip().strip("│").strip()
+        if inner.startswith(label + "  "):
+            return inner[len(label):].strip()
+    raise AssertionError(f"no {label!r} in the card:\n{out}")

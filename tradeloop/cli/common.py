@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,9 +24,19 @@ import sys
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout: app/, notebooks/, workspace.yaml live here
 
-# wide tables stay readable when output goes to a file or CI log
-console = Console(width=None if sys.stdout.isatty() else 180)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 180)
+
+
+def _width(stream) -> int | None:
+    """The terminal's width on a terminal; otherwise COLUMNS when set, else 180 (wide tables
+    stay readable when output goes to a file or a CI log)."""
+    if stream.isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) >= 40 else 180
+
+
+console = Console(width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
 P = ParamSpec("P")
 R = TypeVar("R")
 

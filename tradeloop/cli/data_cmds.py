@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from tradeloop.cli.common import (
     console, err_console, fmt_ts, handle_errors, lake_from_settings, parse_time, table,
 )
+from tradeloop.cli.tables import FitTable
 from tradeloop.data import SeriesKey
 from tradeloop.data.importer import import_file, sample_files
 from tradeloop.data.sql import LakeSQL
@@ -101,6 +102,7 @@ def ingest(
 def status(
     exchange: Annotated[str | None, typer.Option(help="Only this exchange")] = None,
     show_gaps: Annotated[int, typer.Option(help="List up to this many gaps per series")] = 0,
+    wide: Annotated[bool, typer.Option("--wide", help="Every column, however wide the terminal")] = False,
 ) -> None:
     """Coverage and gaps of every stored series."""
     lake = lake_from_settings()
@@ -109,7 +111,8 @@ def status(
     if not keys and not skipped:
         console.print(f"no candles stored under {lake.root}; run `tradeloop data import` first")
         raise typer.Exit(code=0)
-    tbl = table(f"Lake {lake.root}", ["series", "rows", "first", "last", "gaps", "missing", "coverage", "invalid"])
+    tbl = FitTable(f"Lake {lake.root}", ["series", "rows", "first", "last", "gaps", "missing", "coverage", "invalid"],
+                   optional=["coverage", "gaps", "missing", "rows", "invalid"])
     gap_lines, problems = [], []
     with LakeSQL(lake, keys=keys, now_ms=lake.clock(), strict=False) as sql:  # the lake's clock: in_future
         statuses = sql.status()
@@ -124,7 +127,7 @@ def status(
                             "out (the live replay feed skips in_future ones); to clean up, move the period's "
                             "file out of the lake and re-import its good rows")
         problems += [f"{key.label}: {why}" for _, why in st.unreadable]
-    console.print(tbl)
+    tbl.print(console, wide=wide)
     for line in gap_lines:
         console.print(line, highlight=False)
     problems += [f"skipped folder {path}: {why}" for path, why in skipped]

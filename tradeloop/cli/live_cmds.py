@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from tradeloop.cli.common import console, fmt_num, fmt_ts, handle_errors, parse_time, table
+from tradeloop.cli.common import console, fmt_num, fmt_ts, handle_errors, parse_time
+from tradeloop.cli.tables import FitTable
 from tradeloop.settings import get_settings
 
 app = typer.Typer(help="Live trading sessions (paper by default): run, list, pause, resume, stop, ack.",
@@ -90,6 +91,7 @@ def run(
 def list_sessions(
     stale_after: Annotated[float | None, typer.Option(
         help="Seconds without a heartbeat before a session is stale (default 180)")] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Every column, however wide the terminal")] = False,
 ) -> None:
     """Every trading session with its status (running only while its engine's heartbeat is
     fresh; stale when not; finished: a replay reached the end of its data), equity and last bar."""
@@ -99,8 +101,9 @@ def list_sessions(
 
     store = _store()
     now = utcnow()
-    tbl = table("Trading sessions", ["name", "status", "mode", "sample", "strategy", "symbols", "equity", "cash",
-                                     "last bar", "reduce-only"])
+    tbl = FitTable("Trading sessions", ["name", "status", "mode", "sample", "strategy", "symbols", "equity", "cash",
+                                        "last bar", "reduce-only"],
+                   optional=["last bar", "equity", "symbols", "strategy", "cash", "mode"])
     notes = []
     for s in store.sessions():
         equity = store.frame(EquityPoint, s.id).sort("ts")["equity"]
@@ -116,7 +119,7 @@ def list_sessions(
         notes += [f"session {s.name!r}: {symbol} halted (no entries): {why}; "
                   f"`tradeloop live ack {s.name} --symbol {symbol}` once resolved"
                   for symbol, why in sorted((s.halted or {}).items())]
-    console.print(tbl)
+    tbl.print(console, wide=wide)
     for note in notes:
         console.print(note, soft_wrap=True, highlight=False, markup=False)
 

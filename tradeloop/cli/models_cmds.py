@@ -14,7 +14,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from tradeloop.cli.common import console, err_console, handle_errors, table
+from tradeloop.cli.common import console, err_console, handle_errors
+from tradeloop.cli.tables import FitTable
 from tradeloop.errors import ModelError, TradeloopError
 from tradeloop.settings import get_settings
 
@@ -30,10 +31,13 @@ def _registry():
 
 @app.command("list")
 @handle_errors
-def list_models() -> None:
+def list_models(
+    wide: Annotated[bool, typer.Option("--wide", help="Every column, however wide the terminal")] = False,
+) -> None:
     """Champions per strategy, and every stored artifact."""
     registry = _registry()
-    tbl = table("Champions", ["strategy", "artifact", "promoted at", "oos sharpe/bar", "git commit", "run id"])
+    tbl = FitTable("Champions", ["strategy", "artifact", "promoted at", "oos sharpe/bar", "git commit", "run id"],
+                   optional=["oos sharpe/bar", "git commit", "run id"])
     broken = []
     for name in registry.strategies():
         try:
@@ -46,7 +50,7 @@ def list_models() -> None:
         sharpe = entry.lineage.metrics.get("oos_sharpe_per_bar")
         tbl.add_row(name, entry.artifact[:12], entry.promoted_at, "-" if sharpe is None else f"{sharpe:.4f}",
                     entry.lineage.git_commit[:12], entry.lineage.run_id or "-")
-    console.print(tbl)
+    tbl.print(console, wide=wide)
     console.print(f"{len(registry.store.list())} artifact(s) stored under {registry.store.root}")
     for message in broken:
         err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
@@ -56,17 +60,29 @@ def list_models() -> None:
 
 @app.command()
 @handle_errors
-def show(strategy: Annotated[str, typer.Argument(help="Strategy name, e.g. sma_cross")]) -> None:
-    """The champion of STRATEGY with its full lineage (verified against its content hash)."""
+def show(
+    strategy: Annotated[str, typer.Argument(help="Strategy name, e.g. sma_cross")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object (for machines) instead of the card")]
+    = False,
+) -> None:
+    """The champion of STRATEGY as a card: model, training window, data hash, universe, lineage
+    and the promotion gate's checks (verified against its content hash first)."""
+    from tradeloop.cli.model_card import card
+
     registry = _registry()
     entry, model = registry.load(strategy)
-    console.print(f"champion of [bold]{strategy}[/]: artifact {entry.artifact} (hash verified)")
-    console.print(f"model: {model.strategy.describe()}, threshold {model.estimator.threshold_:.4f} "
-                  f"(p* {model.estimator.p_star_:.4f} + margin {model.estimator.margin_:.4f})", highlight=False)
-    for label, value in training_lines(model, data_snapshot=entry.lineage.data_snapshot):
-        console.print(f"{label}: {value}", highlight=False, soft_wrap=True)
-    console.print_json(json.dumps(entry.lineage.model_dump(mode="json")))
-    console.print(f"history: {len(registry.history(strategy))} event(s)")
+    training = training_lines(model, data_snapshot=entry.lineage.data_snapshot)
+    history = len(registry.history(strategy))
+    if as_json:
+        est = model.estimator
+        print(json.dumps({
+            "strategy": strategy, "artifact": entry.artifact, "promoted_at": entry.promoted_at,
+            "model": {"strategy": model.strategy.describe(), "threshold": est.threshold_, "p_star": est.p_star_,
+                      "margin": est.margin_, "trained_until": model.trained_until},
+            "training": dict(training), "lineage": entry.lineage.model_dump(mode="json"), "history": history,
+        }, indent=2))
+        return
+    console.print(card(entry, model, training=training, history=history))
 
 
 def training_lines(model, *, data_snapshot: str) -> list[tuple[str, str]]:

@@ -19,6 +19,8 @@ class Lineage(BaseModel):
     parameters: dict = Field(default_factory=dict)
     run_id: str | None = Field(default=None, description="Dagster run id")
     metrics: dict = Field(default_factory=dict)
+    gate: list[dict] = Field(default_factory=list, description="the promotion gate's checks as promoted: name, "
+                             "value, bar, passed, detail, shown, shown_bar (tradeloop.research.gate)")
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
 
