@@ -133,7 +133,7 @@ def _empty_range_message(candles: pl.DataFrame, keys: list[SeriesKey], *, start:
     spans = candles.group_by("exchange", "symbol", "timeframe").agg(first=pl.col("ts").min(), last=pl.col("ts").max())
     covered = "; ".join(f"{r['exchange']}:{r['symbol']}:{r['timeframe']} covers {fmt_ts(r['first'])} to "
                         f"{fmt_ts(r['last'])}" for r in spans.sort("symbol").iter_rows(named=True))
-    asked = f"--from {start or '(start)'} --to {end or '(end)'}"
+    asked = " ".join(f"{flag} {value}" for flag, value in (("--from", start), ("--to", end)) if value)
     return (f"no bars of {', '.join(k.label for k in keys)} in {asked} (UTC); {covered or 'no candles stored'}: "
             "pick dates inside that range")
 

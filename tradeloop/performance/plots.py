@@ -5,6 +5,7 @@ Every builder takes frames and keyword-only options and returns a
 Streamlit, ``fig.to_html()`` for a report. Conventions:
 
 * times are UTC and shown as dates (``ts`` epoch ms or ``time`` datetime columns accepted);
+  traces carry them as epoch milliseconds on date axes (compact in HTML, read as UTC);
 * returns and drawdowns are fractions shown as percentages; drawdown is negative;
 * the equity axis is not zero-based (a curve from 10,000 to 12,000 fills the panel);
 * trace names are stable (``strategy``, ``buy & hold``, ``drawdown``, ``entries``,
@@ -19,6 +20,7 @@ from __future__ import annotations
 import calendar
 import math
 
+import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
@@ -38,6 +40,11 @@ DRAWDOWN_COLOR = "#d62728"
 BUY_COLOR = "#2ca02c"
 SELL_COLOR = "#d62728"
 HOVER_TIME = "%Y-%m-%d %H:%M UTC"
+
+
+def _ms(times: pl.Series) -> np.ndarray:
+    """Epoch milliseconds as float64: a date axis reads them as UTC, and they travel as compact binary."""
+    return times.dt.epoch("ms").cast(pl.Float64).to_numpy()
 
 
 def _layout(fig: go.Figure, *, title: str | None, height: int) -> go.Figure:
@@ -66,22 +73,22 @@ def equity_figure(equity: pl.DataFrame, *, benchmark: pl.DataFrame | None = None
     """
     eq = equity_frame(equity, what="equity")
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3], vertical_spacing=0.04)
-    fig.add_trace(go.Scatter(x=eq["time"].to_list(), y=eq["equity"].to_numpy(), name="strategy", mode="lines",
+    fig.add_trace(go.Scatter(x=_ms(eq["time"]), y=eq["equity"].to_numpy(), name="strategy", mode="lines",
                              line={"color": STRATEGY_COLOR, "width": 1.6}, hovertemplate="%{y:,.2f}"),
                   row=1, col=1)
     dd = drawdown_frame(eq, init_cash=init_cash)
-    fig.add_trace(go.Scatter(x=dd["time"].to_list(), y=dd["drawdown"].to_numpy(), name="drawdown", mode="lines",
+    fig.add_trace(go.Scatter(x=_ms(dd["time"]), y=dd["drawdown"].to_numpy(), name="drawdown", mode="lines",
                              fill="tozeroy", line={"color": DRAWDOWN_COLOR, "width": 1},
                              fillcolor="rgba(214,39,40,0.25)", hovertemplate="%{y:.2%}"),
                   row=2, col=1)
     if benchmark is not None:
         bench = equity_frame(benchmark, what="benchmark")
-        fig.add_trace(go.Scatter(x=bench["time"].to_list(), y=bench["equity"].to_numpy(), name="buy & hold",
+        fig.add_trace(go.Scatter(x=_ms(bench["time"]), y=bench["equity"].to_numpy(), name="buy & hold",
                                  mode="lines", line={"color": BENCHMARK_COLOR, "width": 1.2, "dash": "dot"},
                                  hovertemplate="%{y:,.2f}"),
                       row=1, col=1)
         bdd = drawdown_frame(bench, init_cash=init_cash)
-        fig.add_trace(go.Scatter(x=bdd["time"].to_list(), y=bdd["drawdown"].to_numpy(), name="buy & hold drawdown",
+        fig.add_trace(go.Scatter(x=_ms(bdd["time"]), y=bdd["drawdown"].to_numpy(), name="buy & hold drawdown",
                                  mode="lines", line={"color": BENCHMARK_COLOR, "width": 1, "dash": "dot"},
                                  hovertemplate="%{y:.2%}", showlegend=False),
                       row=2, col=1)
@@ -143,7 +150,7 @@ def candles_figure(candles: pl.DataFrame, *, trades: pl.DataFrame | None = None,
     frame = frame.select(time=to_datetime(frame), open="open", high="high", low="low", close="close")
     frame = frame.drop_nans(["open", "high", "low", "close"]).sort("time")
     frame, n = _coarser(frame, max_candles)
-    fig = go.Figure(go.Candlestick(x=frame["time"].to_list(), open=frame["open"].to_numpy(),
+    fig = go.Figure(go.Candlestick(x=_ms(frame["time"]), open=frame["open"].to_numpy(),
                                    high=frame["high"].to_numpy(), low=frame["low"].to_numpy(),
                                    close=frame["close"].to_numpy(), name="candles", showlegend=False))
     if trades is not None and trades.height:
@@ -169,7 +176,7 @@ def _ledger_markers(trades: pl.DataFrame) -> list[go.Scatter]:
     ledger = trades.with_columns(entry_time=to_datetime(trades, "entry_ts"), exit_time=to_datetime(trades, "exit_ts"))
     long = (ledger["side"] == "long").to_list()
     entries = _marker(
-        ledger["entry_time"].to_list(), ledger["entry_price"].to_numpy(), name="entries",
+        _ms(ledger["entry_time"]), ledger["entry_price"].to_numpy(), name="entries",
         symbols=["triangle-up" if lg else "triangle-down" for lg in long],
         color=[BUY_COLOR if lg else SELL_COLOR for lg in long],
         text=[f"{'buy' if lg else 'sell short'} (enter {side}) at {px:,.2f}"
@@ -178,7 +185,7 @@ def _ledger_markers(trades: pl.DataFrame) -> list[go.Scatter]:
     closed = ledger.filter(~pl.col("is_open"))
     long_closed = (closed["side"] == "long").to_list()
     exits = _marker(
-        closed["exit_time"].to_list(), closed["exit_price"].to_numpy(), name="exits",
+        _ms(closed["exit_time"]), closed["exit_price"].to_numpy(), name="exits",
         symbols=["triangle-down" if lg else "triangle-up" for lg in long_closed],
         color=[SELL_COLOR if lg else BUY_COLOR for lg in long_closed],
         text=[f"{'sell' if lg else 'buy back'} (exit {side}, {reason}) at {px:,.2f}: {ret:+.2%}"
@@ -198,7 +205,7 @@ def _fill_markers(fills: pl.DataFrame) -> list[go.Scatter]:
     for side, name, symbol, color in (("buy", "buys", "triangle-up", BUY_COLOR),
                                       ("sell", "sells", "triangle-down", SELL_COLOR)):
         part = fills.filter(pl.col("_side") == side)
-        out.append(_marker(part["_time"].to_list(), part["price"].to_numpy(), name=name,
+        out.append(_marker(_ms(part["_time"]), part["price"].to_numpy(), name=name,
                            symbols=[symbol] * part.height, color=color,
                            text=[f"{side} at {px:,.2f}" for px in part["price"]]))
     return out
@@ -246,7 +253,7 @@ def rolling_sharpe_figure(equity: pl.DataFrame, *, timeframe: str, window_days: 
         curves.append(("buy & hold", benchmark, BENCHMARK_COLOR))
     for name, frame, color in curves:
         rolling = rolling_sharpe_frame(frame, timeframe=timeframe, window_days=window_days, init_cash=init_cash)
-        fig.add_trace(go.Scatter(x=rolling["time"].to_list(), y=rolling["sharpe"].to_numpy(), name=name,
+        fig.add_trace(go.Scatter(x=_ms(rolling["time"]), y=rolling["sharpe"].to_numpy(), name=name,
                                  mode="lines", line={"color": color, "width": 1.4, **({"dash": "dot"} if
                                                                                       name != "strategy" else {})},
                                  hovertemplate="%{y:.2f}"))

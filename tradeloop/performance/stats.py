@@ -161,6 +161,7 @@ STYLE = """<style>
 .tl-stats td:nth-child(n+2), .tl-table td:nth-child(n+2) {text-align: right; font-variant-numeric: tabular-nums}
 .tl-stats thead th, .tl-table thead th {text-align: right; border-bottom: 2px solid #999}
 .tl-section th {text-align: left; background: #f3f5f8; text-transform: capitalize}
+.tl-stats thead th:first-child, .tl-table thead th:first-child {text-align: left}
 </style>"""
 
 
