@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 DEMO_CUTOFF ?= 2025-05-01
+DEMO_SEED   ?= 7
 
 .PHONY: demo test bench lab up clean help
 
@@ -31,7 +32,7 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.lock
 demo: $(STAMP)
 	$(BIN)/tradeloop demo
 	@# research sees candles before the cut-off only; the months after it stay out of sample
-	$(BIN)/python -m pipelines.run --until $(DEMO_CUTOFF) --strategy breakout --trials 10 --workers 1 --seed 0
+	$(BIN)/python -m pipelines.run --until $(DEMO_CUTOFF) --strategy breakout --trials 10 --workers 1 --seed $(DEMO_SEED)
 	@# the live engine trades those months, the champion refit at the retrain policy's times
 	$(BIN)/python -m pipelines.replay --name demo --strategy breakout --skip-without-champion
 	$(BIN)/tradeloop live sessions
