@@ -1,0 +1,134 @@
+"""Plotly figures carry the data they claim: equity, drawdown, markers per trade, months, rolling Sharpe."""
+
+from __future__ import annotations
+
+import empyrical
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import polars as pl
+import pytest
+
+from tradeloop.backtest import BacktestConfig, backtest_strategy
+from tradeloop.errors import ConfigError
+from tradeloop.performance import plots
+from tradeloop.strategies import SmaCross
+
+T0 = 1_704_067_200_000  # 2024-01-01 UTC
+
+
+@pytest.fixture(scope="module")
+def two_symbols(btc_4h: pl.DataFrame, eth_4h: pl.DataFrame) -> pl.DataFrame:
+    both = pl.concat([btc_4h.with_columns(symbol=pl.lit("BTC")), eth_4h.with_columns(symbol=pl.lit("ETH"))])
+    return both.filter(pl.col("ts") >= T0)
+
+
+@pytest.fixture(scope="module")
+def result(two_symbols: pl.DataFrame):
+    return backtest_strategy(SmaCross(), two_symbols, BacktestConfig(fraction=0.5, fee_rate=0.001), timeframe="4h")
+
+
+def _trace(fig: go.Figure, name: str):
+    found = [t for t in fig.data if t.name == name]
+    assert len(found) == 1, [t.name for t in fig.data]
+    return found[0]
+
+
+def test_equity_figure_shows_equity_drawdown_and_benchmark(result) -> None:
+    fig = result.plot_equity()
+    assert {t.name for t in fig.data} == {"strategy", "drawdown", "buy & hold", "buy & hold drawdown"}
+    equity = _trace(fig, "strategy")
+    assert np.allclose(equity.y, result.equity["equity"].to_numpy())
+    assert np.array_equal(equity.x, result.equity["ts"].to_numpy().astype(float))  # epoch ms on a date axis
+    stats = result.stats()
+    assert min(_trace(fig, "drawdown").y) == pytest.approx(stats.strategy.max_drawdown, rel=1e-12)
+    assert min(_trace(fig, "buy & hold drawdown").y) == pytest.approx(stats.benchmark.max_drawdown, rel=1e-12)
+    assert _trace(fig, "buy & hold").y[-1] == pytest.approx(stats.benchmark.final_equity)
+    assert fig.layout.xaxis.type == "date" and fig.layout.yaxis2.tickformat == ".0%"
+    assert fig.layout.yaxis.rangemode != "tozero" and fig.layout.yaxis.type == "linear"
+    assert result.plot_equity(log_scale=True, benchmark=False).layout.yaxis.type == "log"
+
+
+def test_equity_figure_takes_a_time_column_and_sums_portfolios() -> None:
+    frame = pl.DataFrame({
+        "time": pl.datetime_range(pl.datetime(2024, 1, 1), pl.datetime(2024, 1, 3), "1d", eager=True, time_zone="UTC")
+        .extend(pl.datetime_range(pl.datetime(2024, 1, 1), pl.datetime(2024, 1, 3), "1d", eager=True,
+                                  time_zone="UTC")),
+        "portfolio": ["a"] * 3 + ["b"] * 3, "equity": [100.0, 90.0, 120.0, 100.0, 100.0, 100.0],
+    })
+    fig = plots.equity_figure(frame, init_cash=200.0)
+    assert list(_trace(fig, "strategy").y) == [200.0, 190.0, 220.0]
+    assert list(_trace(fig, "drawdown").y) == pytest.approx([0.0, 190 / 200 - 1, 0.0])
+    assert _trace(fig, "strategy").x[0] == T0
+    with pytest.raises(ConfigError, match="needs 'equity' and a time column"):
+        plots.equity_figure(frame.drop("time"))
+
+
+def test_candles_have_one_entry_marker_per_trade_and_one_exit_per_closed_trade(result) -> None:
+    for sym in ("BTC", "ETH"):
+        fig = result.plot_candles(sym)
+        trades = result.trades.filter(pl.col("symbol") == sym)
+        entries, exits = _trace(fig, "entries"), _trace(fig, "exits")
+        assert len(entries.x) == trades.height
+        assert len(exits.x) == trades.filter(~pl.col("is_open")).height
+        assert list(entries.y) == trades["entry_price"].to_list()
+        assert list(entries.x) == trades["entry_ts"].cast(pl.Float64).to_list()
+        assert set(entries.marker.symbol) == {"triangle-up"}  # long only: buys
+        assert set(exits.marker.symbol) == {"triangle-down"}
+        candles = _trace(fig, "candles")
+        bars = result.candles(sym)
+        assert len(candles.x) == bars.height and max(candles.high) == bars["high"].max()
+
+
+def test_long_histories_are_drawn_with_merged_candles(two_symbols) -> None:
+    btc = two_symbols.filter(pl.col("symbol") == "BTC")
+    fig = plots.candles_figure(btc, max_candles=500)
+    candles = _trace(fig, "candles")
+    n = -(-btc.height // 500)
+    assert len(candles.x) <= 500 and f"one candle = {n} bars" in fig.layout.title.text
+    assert max(candles.high) == btc["high"].max() and min(candles.low) == btc["low"].min()
+    assert candles.open[0] == btc["open"][0] and candles.close[-1] == btc["close"][-1]
+
+
+def test_candles_from_live_fills_and_clear_errors(two_symbols) -> None:
+    btc = two_symbols.filter(pl.col("symbol") == "BTC").head(100)
+    fills = pl.DataFrame({"ts": btc["ts"].gather([10, 20, 30]), "symbol": "BTC", "side": ["buy", "sell", "BUY"],
+                          "price": [1.0, 2.0, 3.0], "quantity": [1.0, 1.0, 1.0]})
+    fig = plots.candles_figure(btc, trades=fills)
+    assert list(_trace(fig, "buys").y) == [1.0, 3.0] and list(_trace(fig, "sells").y) == [2.0]
+    with pytest.raises(ConfigError, match="pass symbol=, e.g. symbol='BTC'"):
+        plots.candles_figure(two_symbols)
+    with pytest.raises(ConfigError, match="symbol='DOGE' is not in the candles"):
+        plots.candles_figure(two_symbols, symbol="DOGE")
+    with pytest.raises(ConfigError, match=r"candles lack column\(s\) \['open'\]"):
+        plots.candles_figure(btc.drop("open"))
+
+
+def test_monthly_heatmap_matches_month_end_returns(result) -> None:
+    fig = result.plot_monthly_returns()
+    heat = fig.data[0]
+    account = result.equity.to_pandas().set_index("ts")["equity"]
+    account.index = pd.to_datetime(account.index, unit="ms")
+    month_end = account.resample("ME").last()
+    expected = month_end.pct_change()
+    expected.iloc[0] = month_end.iloc[0] / result.capital - 1
+    years = [int(label[:4]) for label in heat.y]
+    for stamp, value in expected.items():
+        row = years.index(stamp.year)
+        assert heat.z[row][stamp.month - 1] == pytest.approx(value, rel=1e-12)
+        assert heat.text[row][stamp.month - 1] == f"{value:.1%}"
+    assert heat.y[0].startswith("2025 (")  # newest year first
+
+
+def test_rolling_sharpe_matches_empyrical_over_the_last_window(result) -> None:
+    fig = result.plot_rolling_sharpe(window_days=30)
+    line = _trace(fig, "strategy")
+    equity = result.equity["equity"].to_numpy()
+    returns = np.concatenate([[equity[0] / result.capital - 1], equity[1:] / equity[:-1] - 1])
+    window = 30 * 6
+    assert line.y[-1] == pytest.approx(empyrical.sharpe_ratio(pd.Series(returns[-window:]), annualization=2190),
+                                       rel=1e-9)
+    assert np.isnan(line.y[window - 2]) and not np.isnan(line.y[window - 1])
+    assert _trace(fig, "buy & hold") is not None
+    short = plots.rolling_sharpe_figure(result.equity.head(50), timeframe="4h", window_days=90)
+    assert "shorter than the 90-day window" in short.layout.annotations[0].text
