@@ -8,6 +8,7 @@ import io
 import pytest
 from rich.console import Console
 
+from tradeloop.cli.common import fmt_num
 from tradeloop.cli.tables import FitTable
 
 COLUMNS = ["name", "status", "equity", "cash", "mode"]
@@ -59,3 +60,11 @@ def test_rows_and_options_are_checked() -> None:
         FitTable("t", ["a"], optional=["b"])
     with pytest.raises(ValueError, match="needs 2 cells"):
         FitTable("t", ["a", "b"]).add_row("1")
+
+
+@pytest.mark.parametrize(("value", "pct", "text"), [(-0.0, False, "0.00"), (-1e-9, False, "0.00"),
+                                                   (-0.02, False, "-0.02"), (-1234.5, False, "-1,234.50"),
+                                                   (-1e-9, True, "0.0%"), (-0.3, True, "-30.0%"),
+                                                   (float("nan"), False, "-")])
+def test_numbers_never_read_minus_zero(value: float, pct: bool, text: str) -> None:
+    assert fmt_num(value, pct) == text

@@ -94,7 +94,8 @@ def fmt_num(value: object, pct: bool = False) -> str:
             return "-"
         if math.isinf(value):
             return "inf"
-        return f"{value:.1%}" if pct else f"{value:,.2f}"
+        text = f"{value:.1%}" if pct else f"{value:,.2f}"
+        return text[1:] if text.startswith("-") and not text.strip("-0.,%") else text  # no "-0.00"
     return str(value)
 
 
