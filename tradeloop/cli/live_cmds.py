@@ -16,6 +16,7 @@ import typer
 
 from tradeloop.cli.common import console, fmt_num, fmt_ts, handle_errors, parse_time
 from tradeloop.cli.tables import FitTable
+from tradeloop.errors import ConfigError
 from tradeloop.settings import get_settings
 
 app = typer.Typer(help="Live trading sessions (paper by default): run, list, pause, resume, stop, ack.",
@@ -38,6 +39,9 @@ def run(
     timeframe: Annotated[str, typer.Option(help="Bar timeframe")] = "4h",
     speed: Annotated[float, typer.Option(help="Replay speed: 0 = as fast as possible, 60 = 1 h per minute")] = 0.0,
     start: Annotated[str | None, typer.Option(help="Replay from (ISO date or epoch ms)")] = None,
+    recent_days: Annotated[float | None, typer.Option(
+        help="Replay only the lake's last N days (never before the champion's training end); instead of --start")]
+    = None,
     end: Annotated[str | None, typer.Option(help="Replay until (ISO date or epoch ms)")] = None,
     cash: Annotated[float, typer.Option(help="Starting cash of a new session")] = 10_000.0,
     fraction: Annotated[float, typer.Option(help="Share of equity per new position")] = 0.5,
@@ -63,9 +67,15 @@ def run(
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    symbols = tuple(symbols or ("BTC-USD", "ETH-USD"))
+    first = parse_time(start, field="--start") if start else None
+    if recent_days is not None:
+        if start:
+            raise ConfigError(f"--start {start} and --recent-days {recent_days:g} both set the first bar; give one")
+        first = recent_start(settings, strategy=strategy, exchange=exchange, symbols=symbols, timeframe=timeframe,
+                             days=recent_days)
     config = SessionConfig(name=name, strategy=strategy, exchange=exchange,
-                           symbols=tuple(symbols or ("BTC-USD", "ETH-USD")), timeframe=timeframe, speed=speed,
-                           start=parse_time(start, field="--start") if start else None,
+                           symbols=symbols, timeframe=timeframe, speed=speed, start=first,
                            end=parse_time(end, field="--end") if end else None,
                            init_cash=cash, fraction=fraction, mode=mode,
                            follow_s=5.0 if follow else None, feed=feed, allow_in_sample=allow_in_sample,
@@ -84,6 +94,30 @@ def run(
             console.print(f"note: session {name!r} {IN_SAMPLE_WARNING}", highlight=False)
 
     asyncio.run(main())
+
+
+def recent_start(settings, *, strategy: str, exchange: str, symbols: tuple[str, ...], timeframe: str,
+                 days: float) -> int:
+    """The first bar of a replay of recent candles: ``days`` before the lake's last candle of
+    these series, but after the champion's training end (so the session is out of sample)."""
+    from tradeloop.data import CandleLake, SeriesKey
+    from tradeloop.data.schema import timeframe_ms
+    from tradeloop.registry import ModelRegistry
+
+    if days <= 0:
+        raise ConfigError(f"--recent-days {days:g} must be positive (30 replays the last month)")
+    lake = CandleLake(settings.lake_dir)
+    lasts = [lake.last_ts(SeriesKey(exchange, symbol, timeframe)) for symbol in symbols]
+    if any(last is None for last in lasts):
+        missing = [s for s, last in zip(symbols, lasts, strict=True) if last is None]
+        raise ConfigError(f"--recent-days: the lake under {settings.lake_dir} has no {exchange} {timeframe} candles "
+                          f"of {missing}; import them first (`tradeloop data import`, or `make demo`)")
+    first = max(lasts) - int(days * 86_400_000)
+    entry = ModelRegistry(settings.registry_dir).champion(strategy)
+    if entry is not None:
+        _, model = ModelRegistry(settings.registry_dir).load(strategy)
+        first = max(first, model.trained_until + timeframe_ms(timeframe))
+    return first
 
 
 @app.command("sessions")
