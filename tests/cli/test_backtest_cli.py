@@ -1,0 +1,96 @@
+"""`tradeloop backtest` as a user runs it: stats beside buy and hold, --from/--to, --report, --export."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tradeloop.data import CandleLake
+from tradeloop.data.importer import import_file
+
+ROOT = Path(__file__).resolve().parents[2]
+SERIES = ["--series", "coinbase:BTC-USD:4h", "--series", "coinbase:ETH-USD:4h"]
+
+
+def tradeloop(*args: str, data_dir: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TRADELOOP_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "tradeloop", *args], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("backtest-cli")
+    lake = CandleLake(base / "lake")
+    for name in ("coinbase__BTC-USD__4h", "coinbase__ETH-USD__4h"):
+        import_file(lake, ROOT / "data" / "sample" / f"{name}.parquet")
+    return base
+
+
+def _ms(day: str) -> int:
+    return int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def test_range_report_and_csv_export(data_dir: Path, tmp_path: Path) -> None:
+    out = tradeloop("backtest", "sma_cross", *SERIES, "--shared-cash", "--fraction", "0.5", "--from", "2024-01-01",
+                    "--to", "2024-06-30", "--report", str(tmp_path / "out.html"), "--export",
+                    str(tmp_path / "trades.csv"), data_dir=data_dir)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "sma_cross(10,30) on coinbase:BTC-USD:4h, coinbase:ETH-USD:4h" in text
+    assert "strategy" in text and "buy & hold" in text and "per symbol" in text
+    # --to as a date keeps that whole day: the last 4h bar opens at 20:00 on June 30
+    assert "2024-01-01 00:00" in text and "2024-06-30 20:00" in text and "1,092 x 4h" in text
+    assert "%" in text.split("total return", 1)[1].splitlines()[0]
+    trades = pl.read_csv(tmp_path / "trades.csv")
+    assert f"trades: {tmp_path / 'trades.csv'} ({trades.height:,} rows)" in text
+    assert trades.height > 10 and {"entry_time", "exit_time", "symbol", "pnl", "return"} <= set(trades.columns)
+    assert trades["entry_ts"].min() >= _ms("2024-01-01") and trades["exit_ts"].max() < _ms("2024-07-01")
+    assert trades["entry_time"][0].startswith("2024-01")
+    page = (tmp_path / "out.html").read_text(encoding="utf-8")
+    assert f"report: {tmp_path / 'out.html'}" in text
+    assert '<script src="http' not in page and "Plotly.newPlot" in page
+    assert page.split("<h2>Trades</h2>", 1)[1].count("<tr>") == trades.height + 1
+
+
+def test_parquet_export_and_a_short_range_says_annual_figures_do_not_apply(data_dir: Path, tmp_path: Path) -> None:
+    out = tradeloop("backtest", "sma_cross", *SERIES, "--param", "fast=3", "--param", "slow=8", "--from",
+                    "2024-03-01", "--to", "2024-03-10", "--export", str(tmp_path / "t.parquet"), data_dir=data_dir)
+    assert out.returncode == 0, out.stderr
+    assert "n/a: 10 days < 30" in out.stdout and "CAGR" in out.stdout
+    assert "shorter than 30: annualised figures" in out.stdout
+    trades = pl.read_parquet(tmp_path / "t.parquet")
+    assert trades.schema["entry_time"] == pl.Datetime("ms", "UTC")
+    assert trades["entry_ts"].min() >= _ms("2024-03-01")
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "expected"),
+    [
+        (["--from", "2024-13-01"], 2, ["--from='2024-13-01' is not a time", "ISO date like 2024-01-31"]),
+        (["--to", "June"], 2, ["--to='June' is not a time"]),
+        (["--from", "2024-07-01", "--to", "2024-06-30"], 2,
+         ["--from 2024-07-01 is after --to 2024-06-30", "give --from before --to"]),
+        (["--export", "trades.xlsx"], 2,
+         ["--export='trades.xlsx'", "'.xlsx'", "end the file name in .csv or .parquet"]),
+        (["--export", "trades"], 2, ["--export='trades'", "(none)"]),
+        (["--report", "report.pdf"], 2, ["--report='report.pdf'", "end the file name in .html"]),
+        (["--from", "2030-01-01"], 3,
+         ["no bars of coinbase:BTC-USD:4h, coinbase:ETH-USD:4h in --from 2030-01-01",
+          "coinbase:BTC-USD:4h covers 2016-05-18", "to 2025-10-28", "pick dates inside that range"]),
+    ],
+)
+def test_bad_dates_ranges_and_file_names_are_refused(data_dir: Path, tmp_path: Path, args: list[str], code: int,
+                                                     expected: list[str]) -> None:
+    out = tradeloop("backtest", "sma_cross", *SERIES, *args, data_dir=data_dir, cwd=tmp_path)
+    assert out.returncode == code, out.stdout + out.stderr
+    assert out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+    for text in expected:
+        assert text in out.stderr, (text, out.stderr)
+    assert not list(tmp_path.iterdir())  # refused before any file is written
