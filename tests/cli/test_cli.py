@@ -31,6 +31,11 @@ def test_demo_prints_metrics_per_strategy_and_series(tmp_path: Path) -> None:
         assert out.stdout.count(name) == 5, name
     assert "coinbase:ETH-USD:4h" in out.stdout and "bitstamp:BTC-USD:1m" in out.stdout
     assert "sharpe" in out.stdout
+    # a day of 1m candles is too short to annualise: no 4-digit Sharpe, a caveat naming the series instead
+    short = [line for line in out.stdout.splitlines() if "bitstamp:BTC-USD:1m" in line and "│" in line]
+    assert len(short) == 4 and all("n/a*" in line for line in short)
+    assert "bitstamp:BTC-USD:1m (1 day)" in out.stdout and "cover less than 30 days" in out.stdout
+    assert not any("n/a*" in line for line in out.stdout.splitlines() if "coinbase:BTC-USD:4h" in line)
     status = tradeloop("data", "status", "--show-gaps", "2", data_dir=tmp_path)
     assert status.returncode == 0 and "coinbase:ETH-USD:4h" in status.stdout and "missing" in status.stdout
     narrow = tradeloop("data", "status", data_dir=tmp_path, env={"COLUMNS": "64"})

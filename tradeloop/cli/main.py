@@ -18,7 +18,8 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from tradeloop.cli import backtest_cmd, data_cmds, live_cmds, models_cmds, up_cmd
-from tradeloop.cli.common import REPO, console, fmt_num, handle_errors, lake_from_settings, table
+from tradeloop.cli.common import REPO, console, fmt_num, handle_errors, lake_from_settings
+from tradeloop.cli.tables import FitTable
 from tradeloop.demo import run_demo
 from tradeloop.errors import ConfigError
 
@@ -40,16 +41,35 @@ METRIC_COLUMNS = [
 ]
 
 
-def _metrics_table(title: str, frame: pl.DataFrame, keys: list[str]) -> None:
-    tbl = table(title, keys + [name for name, _ in METRIC_COLUMNS])
+#: left out first when the terminal is narrow (least important last)
+OPTIONAL_METRICS = ["max_drawdown", "trades", "cagr", "win_rate", "exposure", "profit_factor", "calmar", "sortino"]
+
+
+ANNUALISED = frozenset({"cagr", "sharpe", "sortino", "calmar"})
+MIN_DAYS = 30.0  # shorter: annualised figures mean nothing (tradeloop.performance.stats)
+
+
+def _metrics_table(title: str, frame: pl.DataFrame, keys: list[str], *, wide: bool = False) -> None:
+    tbl = FitTable(title, keys + [name for name, _ in METRIC_COLUMNS], optional=OPTIONAL_METRICS)
+    short = []
     for row in frame.iter_rows(named=True):
-        tbl.add_row(*[str(row[k]) for k in keys], *[fmt_num(row[name], pct) for name, pct in METRIC_COLUMNS])
-    console.print(tbl)
+        too_short = row.get("days") is not None and row["days"] < MIN_DAYS
+        if too_short:
+            short.append(f"{row['series']} ({row['days']:.3g} day{'' if row['days'] == 1 else 's'})")
+        tbl.add_row(*[str(row[k]) for k in keys],
+                    *["n/a*" if too_short and name in ANNUALISED else fmt_num(row[name], pct)
+                      for name, pct in METRIC_COLUMNS])
+    tbl.print(console, wide=wide)
+    if short:
+        console.print(f"* n/a: {', '.join(sorted(set(short)))} cover less than {MIN_DAYS:g} days; annualised "
+                      "figures (CAGR, Sharpe, Sortino, Calmar) of so short a sample mean nothing", highlight=False)
 
 
 @app.command()
 @handle_errors
-def demo() -> None:
+def demo(
+    wide: Annotated[bool, typer.Option("--wide", help="Every metric column, however wide the terminal")] = False,
+) -> None:
     """The main job on the bundled real sample: import, features, backtests, metrics."""
     started = time.perf_counter()
     lake = lake_from_settings()
@@ -60,7 +80,7 @@ def demo() -> None:
     console.print(f"features: {len(report.feature_columns)} per bar over {report.feature_rows:,} bars: "
                   + ", ".join(report.feature_columns), highlight=False)
     _metrics_table("Backtests: next-open fills, 0.1% fee/side, 5 bp slippage, full equity per symbol",
-                   report.metrics, ["strategy", "series"])
+                   report.metrics, ["strategy", "series"], wide=wide)
     console.print(f"done in {time.perf_counter() - started:.1f}s")
 
 
