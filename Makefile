@@ -13,7 +13,7 @@ help:
 	@echo "make demo   - run the main job on the bundled real sample"
 	@echo "make test   - run the whole test suite"
 	@echo "make bench  - run the benchmarks (installs the bench group: vectorbt)"
-	@echo "make lab    - open JupyterLab with tradeloop importable"
+	@echo "make lab    - open JupyterLab on the notebooks (and the pipeline's executed ones in data/runs)"
 	@echo "make up     - JupyterLab, Dagster UI, live paper engine and dashboard together"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -47,8 +47,10 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/live.py
 
+# jupyter/jupyter_lab_config.py: root at the repository (notebooks/ and data/runs/), notebooks/*.py open as
+# notebooks, kernels get the data folder from the settings, --allow-root only when run as root
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
+	JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" $(BIN)/jupyter lab --ip 127.0.0.1
 
 up: $(STAMP)
 	$(BIN)/tradeloop up

@@ -19,10 +19,10 @@
 # Outputs in `output_dir`: `metrics.json`, `equity.parquet`, `trades.parquet`.
 
 # %% tags=["parameters"]
-features_path = "data/research/features.parquet"
-thresholds_dir = "data/research/thresholds"
+features_path = None  # None: the settings' research folder (TRADELOOP_DATA_DIR/research)
+thresholds_dir = None  # None: thresholds/ there (notebooks/thresholds.py writes it)
 timeframe = "4h"
-output_dir = "data/research/backtest"
+output_dir = None  # None: backtest/ there
 until_ms = None  # research sees only candles before this time (ms); None: all
 
 # %%
@@ -31,8 +31,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import polars as pl
 
+from tradeloop.research.notebooks import research_paths
 from tradeloop.research.steps import EQUITY_PARQUET, MODEL_DIR, candles_of, report_backtest
 
+features_path = features_path or research_paths().features
+thresholds_dir = thresholds_dir or research_paths().thresholds
+output_dir = output_dir or research_paths().backtest
 candles = candles_of(pl.read_parquet(features_path))
 if until_ms is not None:
     candles = candles.filter(pl.col("ts") < until_ms)

@@ -17,20 +17,24 @@
 # computed row changes. The notebook writes one Parquet file: `output_path`.
 
 # %% tags=["parameters"]
-lake_dir = "data/lake"
+lake_dir = None  # None: the lake of the settings (TRADELOOP_DATA_DIR/lake)
 exchange = "coinbase"
 symbols = ["BTC-USD", "ETH-USD"]
 timeframe = "4h"
-output_path = "data/research/features.parquet"
+output_path = None  # None: features.parquet in the settings' research folder
 
 # %%
 import matplotlib.pyplot as plt
 import polars as pl
 
 from tradeloop.data import CandleLake
+from tradeloop.research.notebooks import research_paths
 from tradeloop.research.steps import build_features, load_universe
+from tradeloop.settings import get_settings
 
-candles = load_universe(CandleLake(lake_dir), exchange=exchange, symbols=list(symbols), timeframe=timeframe)
+lake = CandleLake(lake_dir or get_settings().lake_dir)
+output_path = output_path or research_paths().features
+candles = load_universe(lake, exchange=exchange, symbols=list(symbols), timeframe=timeframe)
 features = build_features(candles, output_path)
 features.group_by("symbol").agg(pl.len().alias("bars"), pl.col("ts").min().alias("first"),
                                 pl.col("ts").max().alias("last"))

@@ -31,7 +31,7 @@
 # Outputs, all in `output_dir`: `model/`, `tuning.json`, `evaluation.npz`, `study/`.
 
 # %% tags=["parameters"]
-features_path = "data/research/features.parquet"
+features_path = None  # None: the settings' research folder (TRADELOOP_DATA_DIR/research)
 strategy = "sma_cross"
 exchange = "coinbase"
 timeframe = "4h"
@@ -39,7 +39,7 @@ n_trials = 20
 max_drawdown = -0.5  # worst out-of-sample drawdown allowed (negative fraction)
 seed = 0
 storage = None
-output_dir = "data/research/thresholds"
+output_dir = None  # None: thresholds/ in the settings' research folder
 until_ms = None  # research sees only candles before this time (ms); None: all
 policy = {}  # RetrainPolicy fields; {}: the defaults
 champion_params = None  # the incumbent champion's parameters, or None
@@ -51,10 +51,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
+from tradeloop.research.notebooks import research_paths
 from tradeloop.research.policy import RetrainPolicy
 from tradeloop.research.steps import candles_of, load_evaluation, train_thresholds
 from tradeloop.research.tuning import TuningConfig
 
+features_path = features_path or research_paths().features
+output_dir = output_dir or research_paths().thresholds
 candles = candles_of(pl.read_parquet(features_path))
 if until_ms is not None:
     candles = candles.filter(pl.col("ts") < until_ms)

@@ -17,6 +17,8 @@ import typer
 
 from tradeloop.cli.common import REPO, console, handle_errors, table
 from tradeloop.errors import ConfigError
+from tradeloop.research.notebooks import lab_environment
+from tradeloop.settings import get_settings
 
 SERVICES = ("lab", "dagster", "live", "dashboard")
 
@@ -25,10 +27,9 @@ def service_commands(*, lab: int, dagster: int, dashboard: int, speed: float,
                      lab_token: str) -> dict[str, tuple[str, str]]:
     """name -> (command line, URL or note). Every command runs from the repository root."""
     py = shlex.quote(sys.executable)
-    root = " --allow-root" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
-    return {
-        "lab": (f"{py} -m jupyterlab --ip 127.0.0.1 --port {lab} --no-browser --notebook-dir notebooks "
-                f"--IdentityProvider.token={lab_token}{root}", f"http://127.0.0.1:{lab}/lab?token={lab_token}"),
+    return {  # Lab's root, settings and allow_root come from jupyter/ (lab_environment)
+        "lab": (f"{py} -m jupyterlab --ip 127.0.0.1 --port {lab} --no-browser "
+                f"--IdentityProvider.token={lab_token}", f"http://127.0.0.1:{lab}/lab?token={lab_token}"),
         "dagster": (f"{py} -m dagster dev -w workspace.yaml -h 127.0.0.1 -p {dagster}", f"http://127.0.0.1:{dagster}"),
         "live": (f"{py} -m tradeloop live run --name paper --follow --speed {speed:g}", "paper session 'paper' (replay)"),
         "dashboard": (f"{py} -m tradeloop dashboard --port {dashboard}", f"http://127.0.0.1:{dashboard}"),
@@ -59,8 +60,8 @@ def up(
         tbl.add_row(name, commands[name][1])
     console.print(tbl)
     console.print("Ctrl-C stops every service.")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DAGSTER_HOME": os.environ.get(
-        "DAGSTER_HOME", str((REPO / "data" / "dagster").resolve()))}
+    env = lab_environment({**os.environ, "PYTHONUNBUFFERED": "1",
+                           "DAGSTER_HOME": str(get_settings().dagster_dir)})  # the one pipelines.run uses
     Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     manager = Manager(Printer(sys.stdout))
     for name in chosen:

@@ -114,16 +114,26 @@ class CandleLake:
         files = self.files(key)
         if not files:
             stored = [k.label for k in self.list_series()]
-            listing = (
-                f"stored series: {', '.join(stored[:_LISTED])}"
-                + (f" and {len(stored) - _LISTED} more" if len(stored) > _LISTED else "")
-                if stored else "the lake is empty"
-            )
+            if not stored:
+                raise SeriesNotFoundError(f"no candles stored for {key.label}: {self.where_empty()}")
+            listing = ", ".join(stored[:_LISTED]) + (
+                f" and {len(stored) - _LISTED} more" if len(stored) > _LISTED else "")
             raise SeriesNotFoundError(
-                f"no candles stored for {key.label} under {self.root} ({listing}); check the "
+                f"no candles stored for {key.label} under {self.root} (stored series: {listing}); check the "
                 "series name, or run `tradeloop data import` or `tradeloop data ingest` first"
             )
         return files
+
+    def where_empty(self) -> str:
+        """Why a lake that holds no series may be the wrong folder rather than missing data:
+        the folder it looked in, absolute, whether it exists, the working directory a relative
+        root was taken from, and the setting that points elsewhere."""
+        where = self.root.resolve()
+        state = "is empty" if self.root.is_dir() else "does not exist"
+        relative = "" if self.root.is_absolute() else f" ({self.root} taken from the working directory {Path.cwd()})"
+        return (f"the lake folder {where}{relative} {state}; if your candles are elsewhere, set TRADELOOP_DATA_DIR "
+                "to the data folder that holds lake/ (or start from the folder that holds data/); if none were "
+                "stored yet, run `tradeloop data import` or `tradeloop data ingest`")
 
     def scan(self, key: SeriesKey) -> pl.LazyFrame:
         """The series' good candles as a LazyFrame (read and checked now; see ``read``)."""

@@ -185,7 +185,10 @@ def quote_of(symbol: str) -> str:
 
 
 def _stored(lake: CandleLake, config: UniverseConfig) -> str:
-    stored = [k.symbol for k in lake.list_series() if k.exchange == config.exchange and k.timeframe == config.timeframe]
+    every = lake.list_series()
+    if not every:  # the wrong folder, more often than missing data: say where it looked
+        return lake.where_empty()
+    stored = [k.symbol for k in every if k.exchange == config.exchange and k.timeframe == config.timeframe]
     if not stored:
         return f"none stored for {config.exchange} {config.timeframe}"
     more = f" and {len(stored) - _LISTED} more" if len(stored) > _LISTED else ""
