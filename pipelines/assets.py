@@ -1,7 +1,8 @@
 """Research assets: candles -> features -> thresholds -> backtest -> promotion.
 
 Notebook assets run papermill in-process and keep the executed .ipynb under
-``<data>/runs/<run id>/``, linked from the materialization with the key numbers.
+``<data>/runs/<run id>/``, linked from the materialization (in Dagster and in JupyterLab)
+with the key numbers as readable tables (``pipelines.metadata``).
 (No ``from __future__ import annotations`` here: Dagster reads the annotations.)
 """
 
@@ -13,14 +14,14 @@ from pathlib import Path
 import polars as pl
 
 import dagster as dg
-from pipelines import checks
+from pipelines import checks, metadata
 from pipelines.partitions import research_universe, symbol_partitions
 from pipelines.resources import ExchangeResource, ResearchResource, StoresResource
 from pipelines.retrain import CHAMPION_STALE_SOON, RETRAIN_FAILED, RETRAIN_REFUSED, RetrainResource, record
 from tradeloop.backtest.engine import periods_per_year
 from tradeloop.registry import Lineage, git_commit, snapshot_hash
 from tradeloop.research.gate import evaluate_gate
-from tradeloop.research.notebooks import notebook_path, run_notebook
+from tradeloop.research.notebooks import ResearchPaths, notebook_path, run_notebook
 from tradeloop.research.steps import (
     EQUITY_PARQUET,
     METRICS_JSON,
@@ -32,41 +33,41 @@ from tradeloop.research.steps import (
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _paths(stores: StoresResource) -> dict[str, Path]:
-    base = stores.research_dir
-    return {"features": base / "features.parquet", "thresholds": base / "thresholds", "backtest": base / "backtest"}
+def _paths(stores: StoresResource) -> ResearchPaths:
+    return ResearchPaths.under(stores.research_dir)
 
 
 def _notebook(context: dg.AssetExecutionContext, stores: StoresResource, name: str, params: dict):
     output = stores.run_dir(context.run.run_id) / f"{name}.ipynb"
     run = run_notebook(notebook_path(name), output, params, cwd=REPO)
     context.log.info(f"notebook {name} ran in {run.seconds:.1f} s; executed copy: {output}")
-    return run, {"notebook": dg.MetadataValue.notebook(str(output)), "notebook_seconds": run.seconds,
+    return run, {**metadata.notebook_links(output), "notebook_seconds": metadata.rounded(run.seconds, 1),
                  "parameters": dg.MetadataValue.json(params)}
 
 
 @dg.asset(partitions_def=symbol_partitions, group_name="research", kinds={"parquet"},
-          check_specs=[dg.AssetCheckSpec("candle_quality", asset="candles", blocking=True),
-                       dg.AssetCheckSpec("candle_freshness", asset="candles")])
+          check_specs=[checks.CANDLE_QUALITY_SPEC, checks.CANDLE_FRESHNESS_SPEC])
 def candles(context: dg.AssetExecutionContext, stores: StoresResource, research: ResearchResource,
             exchange: ExchangeResource):
-    """Raw candles of one symbol in the lake (bundled sample or ccxt), validated on the way in."""
+    """Raw candles of one symbol (a partition per symbol of the research universe) in the lake,
+    from the bundled sample or an exchange (ccxt), validated on the way in."""
     key = research.key(context.partition_key)
     refreshed = exchange.refresh(stores.lake, key)
     status = stores.lake.status(key)
-    yield dg.MaterializeResult(metadata={**refreshed, "rows": status.rows, "first_ts": status.first_ts or 0,
-                                         "last_ts": status.last_ts or 0, "gaps": len(status.gaps)})
+    yield dg.MaterializeResult(metadata={**refreshed, "rows": status.rows, "first_candle": metadata.timestamp(
+        status.first_ts), "last_candle": metadata.timestamp(status.last_ts), "gaps": len(status.gaps),
+        "missing_candles": status.missing, "coverage": metadata.rounded(status.coverage)})
     yield from checks.candle_quality(stores.lake, key)
 
 
 @dg.asset(deps=[candles], group_name="research", kinds={"jupyter", "parquet"},
-          check_specs=[dg.AssetCheckSpec("feature_sanity", asset="features", blocking=True)])
+          check_specs=[checks.FEATURE_SANITY_SPEC])
 def features(context: dg.AssetExecutionContext, stores: StoresResource, research: ResearchResource,
              retrain: RetrainResource):
     """Per-symbol features of the research universe (notebooks/features.py): its symbols are
     picked now, from the lake (an explicit list, or the top N by dollar volume over the
     lookback ending before the research data cut-off: ``research_universe``)."""
-    out = _paths(stores)["features"]
+    out = _paths(stores).features
     symbols = research_universe(research, stores.lake, retrain)
     context.log.info(f"research universe: {len(symbols)} {research.exchange} {research.timeframe} series: "
                      f"{', '.join(symbols)}")
@@ -88,10 +89,10 @@ def thresholds(context: dg.AssetExecutionContext, stores: StoresResource, resear
     re-evaluated on the same folds. A failure is audited (``retrain_failed``) and fails the run."""
     paths = _paths(stores)
     current = stores.registry.champion(research.strategy)
-    params = {"features_path": str(paths["features"]), "strategy": research.strategy, "exchange": research.exchange,
+    params = {"features_path": str(paths.features), "strategy": research.strategy, "exchange": research.exchange,
               "timeframe": research.timeframe, "n_trials": research.n_trials, "max_drawdown": research.max_drawdown,
               "seed": research.seed, "storage": research.optuna_storage or None,
-              "output_dir": str(paths["thresholds"]), "until_ms": retrain.until_ms(),
+              "output_dir": str(paths.thresholds), "until_ms": retrain.until_ms(),
               "workers": research.workers, "fraction": research.fraction,
               "policy": retrain.policy().model_dump(mode="json"),
               "champion_params": dict(current.lineage.parameters) if current else None}
@@ -101,32 +102,45 @@ def thresholds(context: dg.AssetExecutionContext, stores: StoresResource, resear
         record(RETRAIN_FAILED, root=stores.root, strategy=research.strategy, run_id=context.run.run_id,
                reason=f"{type(exc).__name__}: {exc}"[:500])
         raise
-    summary = json.loads((paths["thresholds"] / TUNING_JSON).read_text())
+    summary = json.loads((paths.thresholds / TUNING_JSON).read_text())
     champion = summary["champion"]
+    reevaluated = metadata.rounded(champion["sharpe_per_bar"], 6) if champion else None
     return dg.MaterializeResult(metadata={
-        **meta, "best_oos_sharpe": summary["best_oos_sharpe"], "n_trials": summary["n_trials"],
-        "study": summary["study"], "data_version": summary["data_version"][:12],
-        "policy": retrain.policy().describe(),
-        "champion_reevaluated_sharpe": champion["sharpe_per_bar"] if champion else "no champion",
-        "threshold": summary["threshold"], "p_star": summary["p_star"], "events": summary["events"],
-        "best_params": dg.MetadataValue.json(summary["best_params"])})
+        **meta, "summary": metadata.key_values({
+            "strategy": research.strategy, "trials": summary["n_trials"], "study": summary["study"],
+            "data version": summary["data_version"][:12], "retrain policy": retrain.policy().describe(),
+            "best out-of-sample Sharpe per bar": metadata.ratio(summary["best_oos_sharpe"], 4),
+            "champion re-evaluated on the same folds": "no champion" if reevaluated is None
+            else metadata.ratio(reevaluated, 4),
+            "threshold": metadata.ratio(summary["threshold"], 3), "break-even p*": metadata.ratio(summary["p_star"], 3),
+            "labelled events": metadata.count(summary["events"])}),
+        "best_params": metadata.table(summary["best_params"].items(), ["parameter", "value"]),
+        "best_oos_sharpe": metadata.rounded(summary["best_oos_sharpe"], 6), "n_trials": summary["n_trials"],
+        "champion_reevaluated_sharpe": "no champion" if reevaluated is None else reevaluated})
 
 
 @dg.asset(deps=[thresholds], group_name="research", kinds={"jupyter"},
-          check_specs=[dg.AssetCheckSpec("backtest_sanity", asset="backtest", blocking=True)])
+          check_specs=[checks.BACKTEST_SANITY_SPEC])
 def backtest(context: dg.AssetExecutionContext, stores: StoresResource, research: ResearchResource,
              retrain: RetrainResource):
     """Report of the trained model: in-sample history + out-of-sample under the policy (notebooks/backtest.py)."""
     paths = _paths(stores)
-    params = {"features_path": str(paths["features"]), "thresholds_dir": str(paths["thresholds"]),
-              "timeframe": research.timeframe, "output_dir": str(paths["backtest"]), "until_ms": retrain.until_ms()}
+    params = {"features_path": str(paths.features), "thresholds_dir": str(paths.thresholds),
+              "timeframe": research.timeframe, "output_dir": str(paths.backtest), "until_ms": retrain.until_ms()}
     _, meta = _notebook(context, stores, "backtest", params)
-    metrics = json.loads((paths["backtest"] / METRICS_JSON).read_text())
+    metrics = json.loads((paths.backtest / METRICS_JSON).read_text())
+    equity = pl.read_parquet(paths.backtest / EQUITY_PARQUET)
     yield dg.MaterializeResult(metadata={
-        **meta, "oos_sharpe_per_bar": metrics["oos"]["sharpe_per_bar"],
-        "oos_max_drawdown": metrics["oos"]["max_drawdown"], "trades": metrics["full_history"]["trades"],
-        "total_return": metrics["full_history"]["total_return"]})
-    yield checks.backtest_sanity(metrics, pl.read_parquet(paths["backtest"] / EQUITY_PARQUET))
+        **meta,
+        "metrics": metadata.metrics_table({"out of sample (gate)": metrics["oos"],
+                                           "whole history (in-sample, display)": metrics["full_history"]}),
+        "equity": metadata.equity_image(equity, title="equity and drawdown: whole history (in-sample, display only)"),
+        "equity_path": dg.MetadataValue.path(str(paths.backtest / EQUITY_PARQUET)),
+        "oos_sharpe_per_bar": metadata.rounded(metrics["oos"]["sharpe_per_bar"], 6),
+        "oos_max_drawdown": metadata.rounded(metrics["oos"]["max_drawdown"]),
+        "trades": metrics["full_history"]["trades"],
+        "total_return": metadata.rounded(metrics["full_history"]["total_return"])})
+    yield checks.backtest_sanity(metrics, equity)
 
 
 @dg.asset(deps=[backtest], group_name="research", kinds={"registry"})
@@ -137,8 +151,8 @@ def promotion(context: dg.AssetExecutionContext, stores: StoresResource, researc
     goes stale before the next scheduled retrain (``champion_stale_soon``)."""
     paths = _paths(stores)
     registry = stores.registry
-    evaluation = load_evaluation(paths["thresholds"])
-    tuning = json.loads((paths["thresholds"] / TUNING_JSON).read_text())
+    evaluation = load_evaluation(paths.thresholds)
+    tuning = json.loads((paths.thresholds / TUNING_JSON).read_text())
     current = registry.champion(research.strategy)
     champion = tuning["champion"] if current else None
     report = evaluate_gate(
@@ -147,11 +161,11 @@ def promotion(context: dg.AssetExecutionContext, stores: StoresResource, researc
         champion_sharpe=champion["sharpe_per_bar"] if champion else None,
         periods_per_year=periods_per_year(research.timeframe), config=retrain.gate())
     context.log.info("promotion gate:\n" + report.summary())
-    artifact = registry.register(paths["thresholds"] / MODEL_DIR)
+    artifact = registry.register(paths.thresholds / MODEL_DIR)
     meta = {"gate": dg.MetadataValue.md(report.markdown()), "gate_checks": dg.MetadataValue.json(report.as_dicts()),
             "artifact": artifact, "promoted": report.passed}
     if report.passed:
-        metrics = json.loads((paths["backtest"] / METRICS_JSON).read_text())
+        metrics = json.loads((paths.backtest / METRICS_JSON).read_text())
         symbols = sorted(tuning.get("symbols") or research.symbols)
         files = [f for s in symbols for f in stores.lake.files(research.key(s))]
         lineage = Lineage(
@@ -159,7 +173,8 @@ def promotion(context: dg.AssetExecutionContext, stores: StoresResource, researc
             parameters=tuning["best_params"], run_id=context.run.run_id,
             metrics={"oos_sharpe_per_bar": metrics["oos"]["sharpe_per_bar"],
                      "oos_max_drawdown": metrics["oos"]["max_drawdown"],
-                     **{c["name"]: c["value"] for c in report.as_dicts()}})
+                     **{c["name"]: c["value"] for c in report.as_dicts()}},
+            gate=report.as_dicts())
         entry = registry.promote(research.strategy, artifact, lineage=lineage)
         meta["champion"] = entry.artifact
     else:

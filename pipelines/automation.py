@@ -1,4 +1,6 @@
-"""Daily retraining schedule and a sensor that retrains when new candles land in the lake."""
+"""Daily retraining schedule, a sensor that retrains when new candles land in the lake, and
+one that keeps the candles asset's partitions equal to the research universe (running from
+the start, so a fresh `dagster dev` lists the symbols within a minute)."""
 
 import json
 from datetime import UTC, datetime
@@ -26,6 +28,17 @@ def retrain_schedule(context: dg.ScheduleEvaluationContext, retrain: RetrainReso
         return dg.SkipReason(f"not a retrain day ({policy.describe()}); next: "
                              f"{datetime.fromtimestamp(following / 1000, tz=UTC).date().isoformat()}")
     return dg.RunRequest(run_key=f"retrain-{midnight}", tags={"trigger": "retrain_policy"})
+
+
+@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+def universe_partitions_sensor(context: dg.SensorEvaluationContext, stores: StoresResource,
+                               research: ResearchResource, exchange: ExchangeResource):
+    """Adds the research universe's symbols as partitions of ``candles`` (``pipelines.partitions``),
+    so that "Materialize all" preselects every symbol. It requests no run; keys are only added."""
+    new = missing_keys(context.instance, universe_symbols(research, stores.lake, exchange))
+    if not new:
+        return dg.SensorResult(skip_reason=dg.SkipReason("every symbol of the research universe is a partition"))
+    return dg.SensorResult(dynamic_partitions_requests=[symbol_partitions.build_add_request(new)])
 
 
 @dg.sensor(job=retrain_job, minimum_interval_seconds=300)

@@ -3,11 +3,12 @@
     python -m pipelines.run                      # every symbol partition, then the rest of the graph
     python -m pipelines.run --until 2025-07-01   # research sees only candles before that day
 
-With DAGSTER_HOME set the runs are recorded in that instance (visible in `dagster dev`).
+The runs are recorded in the Dagster instance `dagster dev` shows (``tradeloop up``, or
+``DAGSTER_HOME=<data>/dagster dagster dev``): DAGSTER_HOME when set, else ``<data>/dagster``
+(``Settings.dagster_dir``).
 """
 
 import argparse
-import os
 import sys
 import time
 
@@ -18,6 +19,7 @@ from pipelines.resources import ResearchResource, StoresResource
 from pipelines.retrain import RetrainResource
 from tradeloop.cli.common import console
 from tradeloop.errors import TradeloopError
+from tradeloop.settings import get_settings
 
 
 RESEARCH_CHAIN = ("features", "thresholds", "backtest", "promotion")
@@ -44,6 +46,14 @@ def materialize_all(resources: dict, instance: dg.DagsterInstance) -> dg.Execute
                           raise_on_error=False)
 
 
+def open_instance() -> dg.DagsterInstance:
+    """The Dagster instance shared with `dagster dev` (``Settings.dagster_dir``), created on
+    first use: runs started here appear in the UI."""
+    home = get_settings().dagster_dir
+    home.mkdir(parents=True, exist_ok=True)
+    return dg.DagsterInstance.from_config(str(home))
+
+
 def _with(resource: dg.ConfigurableResource, **changes: object) -> dg.ConfigurableResource:
     """A copy of ``resource`` with ``changes`` (built anew: Dagster reads a resource's config
     from its constructor, so ``model_copy`` would not reach the run)."""
@@ -60,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
                         "ResearchResource's); 1 makes the study reproducible (a seeded sampler, one process)")
     parser.add_argument("--seed", type=int, default=None, help="the sampler's seed (default: ResearchResource's)")
     args = parser.parse_args(argv)
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
     resources = dict(defs.resources)
     resources["retrain"] = _with(resources["retrain"], data_until=args.until)
@@ -73,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     except TradeloopError as exc:
         console.print(f"[red]--until: {exc}[/]")
         return 2
-    result = materialize_all(resources, instance)
+    with open_instance() as instance:
+        result = materialize_all(resources, instance)
     if not result.success:
         console.print(f"[red]research run {result.run_id} failed; see the log above[/]")
         return 1
@@ -81,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"research pipeline done in {time.perf_counter() - started:.1f}s (run {result.run_id})")
     for check in promotion["gate_checks"].data:
         mark = "[green]PASS[/]" if check["passed"] else "[red]FAIL[/]"
-        shown = check["shown"] or f"{check['value']:.4f}"
-        console.print(f"  {mark} {check['name']}: {shown} (bar {check['bar']:.4f}) {check['detail']}", highlight=False)
+        shown, bar = check["shown"] or f"{check['value']:.4f}", check["shown_bar"] or f"{check['bar']:.4f}"
+        console.print(f"  {mark} {check['name']}: {shown} (bar {bar}) {check['detail']}", highlight=False)
     console.print(f"  champion goes stale at {promotion['champion_stale_at'].value} unless retrained "
                   f"({resources['retrain'].policy().describe()})", highlight=False)
     research: ResearchResource = resources["research"]
