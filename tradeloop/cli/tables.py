@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 LEFT_ALIGNED = frozenset({"strategy", "series", "rule", "file", "name", "session", "symbols", "service", "where",
-                          "portfolio", "metric", "status", "sample", "mode", "field"})
+                          "portfolio", "metric", "status", "sample", "mode", "field", "symbol"})
 
 
 class FitTable:
