@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SERIES = ["--series", "coinbase:BTC-USD:4h", "--series", "coinbase:ETH-USD:4h"]
 
 
-def tradeloop(*args: str, data_dir: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TRADELOOP_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+def tradeloop(*args: str, data_dir: Path, cwd: Path | None = None, columns: int = 200) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TRADELOOP_DATA_DIR": str(data_dir), "COLUMNS": str(columns)}
     return subprocess.run([sys.executable, "-m", "tradeloop", *args], capture_output=True, text=True, env=env,
                           timeout=300, cwd=cwd)
 
@@ -68,6 +68,17 @@ def test_parquet_export_and_a_short_range_says_annual_figures_do_not_apply(data_
     trades = pl.read_parquet(tmp_path / "t.parquet")
     assert trades.schema["entry_time"] == pl.Datetime("ms", "UTC")
     assert trades["entry_ts"].min() >= _ms("2024-03-01")
+
+
+def test_per_symbol_table_fits_a_narrow_terminal_and_wide_shows_all(data_dir: Path) -> None:
+    narrow = tradeloop("backtest", "sma_cross", *SERIES, "--from", "2024-01-01", data_dir=data_dir, columns=80)
+    assert narrow.returncode == 0, narrow.stderr
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
+    assert "not shown at this width" in narrow.stdout and "--wide shows them" in narrow.stdout
+    assert "buy & hold" in narrow.stdout.split("per symbol", 1)[1]  # the benchmark column stays
+    wide = tradeloop("backtest", "sma_cross", *SERIES, "--from", "2024-01-01", "--wide", data_dir=data_dir,
+                     columns=80)
+    assert wide.returncode == 0 and "avg duration" in wide.stdout and "not shown" not in wide.stdout
 
 
 @pytest.mark.parametrize(

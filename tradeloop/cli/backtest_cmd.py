@@ -21,6 +21,7 @@ from rich.table import Table
 
 from tradeloop.backtest import BacktestConfig, run_backtest
 from tradeloop.cli.common import console, fmt_ts, handle_errors, lake_from_settings, parse_time
+from tradeloop.cli.tables import FitTable
 from tradeloop.data import SeriesKey
 from tradeloop.errors import ConfigError, DataError, config_error
 from tradeloop.performance import Stats, result_stats
@@ -29,6 +30,9 @@ from tradeloop.strategies import STRATEGIES, get_strategy
 
 DAY_MS = 86_400_000
 REPORT_SUFFIXES = (".html", ".htm")
+# per-symbol columns a narrow terminal may leave out, the least important last
+SYMBOL_OPTIONAL = ("win rate", "max drawdown", "sharpe", "pnl", "avg trade", "in market", "best", "worst",
+                   "avg duration")
 
 
 @handle_errors
@@ -47,6 +51,7 @@ def backtest(
     end: Annotated[str | None, typer.Option("--to", help="Last day, included (ISO, UTC), e.g. 2024-06-30")] = None,
     report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report here (.html)")] = None,
     export: Annotated[Path | None, typer.Option(help="Write the trades here: .csv or .parquet")] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Every per-symbol column, however wide the terminal")] = False,
 ) -> None:
     """Backtest one strategy on stored series and print its stats beside buy and hold.
 
@@ -68,7 +73,7 @@ def backtest(
         raise DataError(_empty_range_message(candles, keys, start=start, end=end))
     result = replace(run_backtest(in_range, config, timeframe=keys[0].timeframe), strategy=strat.describe())
     stats = result_stats(result)
-    print_stats(stats, series=", ".join(k.label for k in keys))
+    print_stats(stats, series=", ".join(k.label for k in keys), wide=wide)
     if export is not None:
         console.print(f"trades: {export_trades(result.trades, export, timeframe=result.timeframe)} "
                       f"({result.trades.height:,} rows)", highlight=False)
@@ -138,7 +143,7 @@ def _empty_range_message(candles: pl.DataFrame, keys: list[SeriesKey], *, start:
             "pick dates inside that range")
 
 
-def print_stats(stats: Stats, *, series: str) -> None:
+def print_stats(stats: Stats, *, series: str, wide: bool = False) -> None:
     """The stats table (strategy beside buy and hold) and the per-symbol table, with rich."""
     console.print(f"[bold]{escape(stats.title)}[/] on {escape(series)}", highlight=False)
     console.print(f"sizing: {escape(stats.sizing)}; benchmark: buy and hold of the same symbols, equal weight, "
@@ -155,12 +160,10 @@ def print_stats(stats: Stats, *, series: str) -> None:
         tbl.add_row(f"  {escape(metric)}", escape(strat), escape(bench))
     console.print(tbl)
     per = stats.symbols_table()
-    sym_tbl = Table(title="per symbol", header_style="bold", title_justify="left")
-    for col in per.columns:
-        sym_tbl.add_column(col, justify="left" if col == "symbol" else "right")
+    sym_tbl = FitTable("per symbol", per.columns, optional=[c for c in SYMBOL_OPTIONAL if c in per.columns])
     for row in per.iter_rows():
         sym_tbl.add_row(*(escape(cell) for cell in row))
-    console.print(sym_tbl)
+    sym_tbl.print(console, wide=wide)
     if stats.short_sample:
         console.print(f"[yellow]note:[/] {stats.days:.3g} days is shorter than {stats.min_days:g}: annualised "
                       "figures (CAGR, volatility, Sharpe, Sortino, Calmar) are not shown")
