@@ -5,8 +5,9 @@ nothing is fetched from the network, so the file opens anywhere (mail, CI artifa
 
 Contents, top to bottom: header (strategy, symbols, timeframe, period, sizing), headline
 figures against buy and hold, the stats table and per-symbol table, equity over drawdown
-(with buy and hold), monthly returns, rolling Sharpe, candles with entries and exits (each
-symbol when there are at most ``MAX_CANDLE_CHARTS``, else the first), and the trades list.
+(with buy and hold; a log axis once a curve spans ten times its low), monthly returns,
+rolling Sharpe, candles with entries and exits (each symbol when there are at most
+``MAX_CANDLE_CHARTS``, else the first), and the trades list.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tradeloop.performance.plots import (
     monthly_returns_figure,
     rolling_sharpe_figure,
 )
+from tradeloop.performance.series import equity_frame
 from tradeloop.performance.stats import STYLE, Stats, frame_html, result_stats
 from tradeloop.performance.trades import trade_list
 
@@ -62,7 +64,8 @@ def tearsheet_html(result: BacktestResult, *, title: str | None = None, stats: S
     name = title or stats.title
     bench = result.benchmark()
     figures: list[tuple[str, go.Figure]] = [
-        ("Equity and drawdown", equity_figure(result.equity, benchmark=bench, init_cash=result.capital)),
+        ("Equity and drawdown", equity_figure(result.equity, benchmark=bench, init_cash=result.capital,
+                                              log_scale=_grows_tenfold(result, bench))),
         ("Monthly returns", monthly_returns_figure(result.equity, init_cash=result.capital, title=" ")),
         ("Rolling Sharpe", rolling_sharpe_figure(result.equity, timeframe=result.timeframe, benchmark=bench,
                                                  init_cash=result.capital, title="90-day window")),
@@ -96,6 +99,12 @@ def write_tearsheet(result: BacktestResult, path: str | Path, *, title: str | No
     return target
 
 
+def _grows_tenfold(result: BacktestResult, bench: pl.DataFrame) -> bool:
+    """A curve that spans ten times its low reads better on a log axis (early years stay visible)."""
+    spans = [equity_frame(frame)["equity"] for frame in (result.equity, bench)]
+    return any(float(e.max()) > 10 * float(e.min()) > 0 for e in spans)
+
+
 def _figure_html(fig: go.Figure) -> str:
     return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False, "responsive": True})
 
@@ -118,7 +127,7 @@ def _header(stats: Stats, name: str) -> str:
 
 def _cards(stats: Stats) -> str:
     s, b = stats.strategy, stats.benchmark
-    annual = (lambda v, how: fmt.short_sample(stats.days, stats.min_days) if stats.short_sample else how(v))
+    annual = (lambda v, how: "n/a" if stats.short_sample else how(v))  # the note above the cards says why
     cards = [
         ("total return", fmt.signed_pct(s.total_return), fmt.signed_pct(b.total_return) if b else "-"),
         ("CAGR", annual(s.cagr, fmt.signed_pct), annual(b.cagr, fmt.signed_pct) if b else "-"),
