@@ -42,7 +42,7 @@ def to_datetime(frame: pl.DataFrame, column: str = "ts") -> pl.Expr:
     """Expression for the frame's times as naive UTC datetimes (``ts`` ms, or an existing ``time``)."""
     if column in frame.columns and frame.schema[column].is_integer():
         return pl.from_epoch(pl.col(column), time_unit="ms")
-    time = "time" if column == "ts" else column
+    time = column if column in frame.columns else "time"
     dtype = frame.schema[time]
     if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
         return pl.col(time).dt.convert_time_zone("UTC").dt.replace_time_zone(None).dt.cast_time_unit("ms")
