@@ -1,11 +1,16 @@
-"""tradeloop dashboard (Streamlit, read-only): `tradeloop dashboard` or `streamlit run app/dashboard.py`."""
+"""tradeloop dashboard (Streamlit, read-only): `tradeloop dashboard` or `streamlit run app/dashboard.py`.
+
+The sidebar's auto-refresh interval (start value: TRADELOOP_DASHBOARD_REFRESH_S) is shared by
+every page; the live pages re-read the stores at that interval without reloading."""
 
 import sys
 from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the pages import `sources` from here
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the pages import `sources` & co. from here
+
+import refresh  # noqa: E402  (needs the path above)
 
 st.set_page_config(page_title="tradeloop", page_icon=":chart_with_upwards_trend:", layout="wide")
 PAGES = Path(__file__).resolve().parent / "app_pages"
@@ -15,4 +20,5 @@ navigation = st.navigation([
     st.Page(PAGES / "champion.py", title="Champion", icon=":material/emoji_events:"),
     st.Page(PAGES / "data_health.py", title="Data health", icon=":material/health_and_safety:"),
 ])
+refresh.interval_control()
 navigation.run()

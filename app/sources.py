@@ -4,30 +4,28 @@ research backtest. Read-only: nothing here writes, and a missing store reads as 
 from __future__ import annotations
 
 import json
-import math
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
+import streamlit as st
+from comparison import Run, ledger, session_backtest, sizing_words, total_equity, warmup_start
+from session_data import SessionTables, read_session, session_candles
 from sqlalchemy import inspect
 
-from tradeloop.backtest.engine import periods_per_year
+from tradeloop.backtest import BacktestConfig
 from tradeloop.data import CandleLake
 from tradeloop.data.sql import LakeSQL
 from tradeloop.errors import ConfigError
-from tradeloop.ops import EquityPoint, Fill, OpsStore, Order, Position, connect
-from tradeloop.ops.champion_log import RESEARCH_EVENTS, age_words, latest_research_events, research_words
+from tradeloop.ops import EquityPoint, OpsStore, connect
+from tradeloop.ops.champion_log import RESEARCH_EVENTS, age_words, iso_utc, latest_research_events, research_words
 from tradeloop.ops.database import schema_behind
 from tradeloop.ops.models import utcnow
 from tradeloop.ops.status import sample_label, session_status
-from tradeloop.performance import compute_metrics
 from tradeloop.redaction import mask_url
 from tradeloop.registry import ModelRegistry
 from tradeloop.research.steps import EQUITY_PARQUET, METRICS_JSON, TRADES_PARQUET
 from tradeloop.settings import Settings, get_settings
-
-METRICS = ("total_return", "cagr", "sharpe", "sortino", "calmar", "max_drawdown", "volatility", "trades",
-           "win_rate", "profit_factor")
 
 
 def settings() -> Settings:
@@ -67,11 +65,15 @@ def sessions_frame(store: OpsStore) -> pl.DataFrame:
     for s in store.sessions():
         equity = store.frame(EquityPoint, s.id).sort("ts")
         last = float(equity["equity"][-1]) if equity.height else s.cash
+        beat = s.heartbeat_at.replace(tzinfo=s.heartbeat_at.tzinfo or UTC) if s.heartbeat_at else None
         rows.append({"session": s.name, "status": session_status(s.status, s.heartbeat_at, now=now), "mode": s.mode,
                      "sample": sample_label(s.in_sample), "strategy": s.strategy,
                      "symbols": ", ".join(s.symbols), "equity": last, "pnl": last - s.init_cash,
-                     "return": last / s.init_cash - 1.0, "cash": s.cash, "bars": equity.height})
-    return pl.DataFrame(rows)
+                     "return": last / s.init_cash - 1.0, "cash": s.cash, "bars": equity.height,
+                     "last_bar": s.last_bar_ts, "heartbeat_s": (now - beat).total_seconds() if beat else None})
+    schema = {"last_bar": pl.Int64, "heartbeat_s": pl.Float64}
+    frame = pl.DataFrame(rows, schema_overrides=schema)
+    return frame.with_columns(last_bar=pl.from_epoch("last_bar", time_unit="ms")) if frame.height else frame
 
 
 def in_sample_sessions(store: OpsStore) -> list[str]:
@@ -94,39 +96,88 @@ def champion_notes(strategy: str, *, trained_until_ms: int, max_age_ms: int, pro
             "stale": now_ms > trained_until_ms + max_age_ms, "research": research}
 
 
-def session_tables(store: OpsStore, name: str) -> dict[str, pl.DataFrame]:
-    s = store.session(name)
-    equity = store.frame(EquityPoint, s.id).sort("ts").with_columns(time=pl.from_epoch("ts", time_unit="ms"))
-    return {
-        "equity": equity,
-        "positions": store.frame(Position, s.id).filter(pl.col("quantity") > 0),
-        "orders": store.frame(Order, s.id).sort("id", descending=True),
-        "open_orders": store.frame(Order, s.id).filter(pl.col("status").is_in(["new", "submitted", "unknown"])),
-        "fills": store.frame(Fill, s.id).sort("id", descending=True).with_columns(
-            time=pl.from_epoch("ts", time_unit="ms")),
-    }
+def session_tables(store: OpsStore, name: str) -> SessionTables:
+    return read_session(store, name)
 
 
-def research_backtest() -> dict | None:
+def session_names(store: OpsStore | None) -> list[str]:
+    return [s.name for s in store.sessions()] if store is not None else []
+
+
+@st.cache_data(ttl=300, show_spinner=False, max_entries=64)
+def candles_between(data_dir: str, name: str, start: int, end: int) -> pl.DataFrame:
+    """The lake's candles of session ``name``'s symbols, ``start``..``end`` (cached per bar)."""
+    store = ops_store()
+    return session_candles(lake(), store.session(name), start=start, end=end) if store else pl.DataFrame()
+
+
+def live_run(tables: SessionTables) -> Run:
+    s = tables.session
+    return Run(label=f"live: {s.name}", kind="live", equity=tables.equity.select("ts", "time", "equity"),
+               trades=tables.trades, init_cash=s.init_cash, timeframe=s.timeframe,
+               sizing=sizing_words(BacktestConfig(**s.config)))
+
+
+@st.cache_data(ttl=600, show_spinner="Backtesting the session's bars on its own terms...", max_entries=32)
+def _backtest_frames(data_dir: str, name: str, artifact: str, start: int, end: int) -> tuple[pl.DataFrame, ...]:
+    store = ops_store()
+    session = store.session(name)
+    model = registry().model_of(artifact, strategy=session.strategy)
+    candles = session_candles(lake(), session, start=warmup_start(start, session.timeframe), end=end, before_bars=0)
+    if candles.is_empty():
+        return ()
+    equity, trades = session_backtest(candles, model, BacktestConfig(**session.config), start=start, end=end,
+                                      timeframe=session.timeframe)
+    return equity, trades, pl.DataFrame({"trained_until": [model.trained_until]})
+
+
+def backtest_run(tables: SessionTables) -> Run | str:
+    """The champion's backtest of the session's bars on the session's terms (see ``comparison``),
+    or why there is none."""
+    s = tables.session
+    if not tables.equity.height:
+        return "the session has not processed a bar yet"
+    entry = registry().champion(s.strategy)
+    if entry is None:
+        return f"no champion of {s.strategy} in the registry to backtest"
+    start, end = int(tables.equity["ts"][0]), int(tables.equity["ts"][-1])
+    frames = _backtest_frames(str(settings().data_dir), s.name, entry.artifact, start, end)
+    if not frames:
+        return f"the lake holds no candles of {', '.join(s.symbols)} ({s.exchange}, {s.timeframe}) for this period"
+    equity, trades, trained = frames
+    models = tables.decisions["model"].drop_nulls().unique().to_list()
+    note = f"champion {entry.artifact[:12]} throughout"
+    trained_until = int(trained["trained_until"][0])
+    if trained_until >= start:
+        note += f" (IN-SAMPLE: trained on bars until {iso_utc(trained_until)})"
+    if len(models) > 1 or (models and models[0] != entry.artifact[:12]):
+        note += f"; the session traded under {', '.join(models)}"
+    return Run(label="backtest, same terms", kind="backtest", equity=equity, trades=trades, init_cash=s.init_cash,
+               timeframe=s.timeframe, sizing=sizing_words(BacktestConfig(**s.config)), note=note)
+
+
+def bar_timeframe(equity: pl.DataFrame) -> str:
+    """The bar length of an equity curve as a timeframe (``"240m"``): its shortest step."""
+    steps = equity["ts"].diff().drop_nulls()
+    steps = steps.filter(steps > 0)
+    return f"{max(int(steps.min()) // 60_000, 1)}m" if steps.len() else "1d"
+
+
+def research_backtest() -> Run | None:
+    """The research pipeline's stored full-history backtest (display: in-sample for its model)."""
     folder = settings().research_dir / "backtest"
     if not (folder / EQUITY_PARQUET).exists():
         return None
-    equity = (pl.read_parquet(folder / EQUITY_PARQUET).group_by("ts", maintain_order=True)
-              .agg(pl.col("equity").sum()).sort("ts").with_columns(time=pl.from_epoch("ts", time_unit="ms")))
-    return {"equity": equity, "trades": pl.read_parquet(folder / TRADES_PARQUET),
-            "metrics": json.loads((folder / METRICS_JSON).read_text())}
-
-
-def with_drawdown(equity: pl.DataFrame) -> pl.DataFrame:
-    return equity.with_columns(drawdown=pl.col("equity") / pl.col("equity").cum_max() - 1.0)
-
-
-def metrics_row(label: str, equity: pl.DataFrame, *, init_cash: float, timeframe: str,
-                trades: pl.DataFrame | None = None) -> dict:
-    report = compute_metrics(equity["equity"].to_numpy(), init_cash=init_cash,
-                             periods_per_year=periods_per_year(timeframe), trades=trades).as_dict()
-    return {"run": label, **{k: (None if isinstance(report[k], float) and math.isnan(report[k]) else report[k])
-                             for k in METRICS}}
+    metrics = json.loads((folder / METRICS_JSON).read_text())
+    config = metrics.get("config")
+    terms = sizing_words(BacktestConfig(**config)) if isinstance(config, dict) else "sizing not recorded"
+    equity = total_equity(pl.read_parquet(folder / EQUITY_PARQUET))
+    init_cash = float(config["init_cash"]) if isinstance(config, dict) and "init_cash" in config else \
+        float(BacktestConfig().init_cash)
+    timeframe = str(metrics.get("timeframe") or bar_timeframe(equity))
+    return Run(label="research backtest", kind="research", equity=equity,
+               trades=ledger(pl.read_parquet(folder / TRADES_PARQUET)), init_cash=init_cash, timeframe=timeframe,
+               sizing=terms, note="the model's own training history: in-sample, display only")
 
 
 def registry() -> ModelRegistry:
@@ -137,18 +188,25 @@ def lake() -> CandleLake:
     return CandleLake(settings().lake_dir, quarantine_root=settings().quarantine_dir)
 
 
-def data_health() -> pl.DataFrame:
-    """Coverage of every series, from the lake's DuckDB views (as ``tradeloop data status``)."""
-    rows = []
+GAP_SCHEMA = {"series": pl.String, "from": pl.Datetime("ms"), "to": pl.Datetime("ms"), "missing": pl.Int64}
+
+
+def data_health() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Coverage of every series and its gaps (first and last missing bar), from the lake's
+    DuckDB views (as ``tradeloop data status``)."""
+    rows, gaps = [], []
     lk = lake()
     with LakeSQL(lk, now_ms=lk.clock(), strict=False) as sql:
         statuses = sql.status()
-    for key, st in statuses.items():
-        rows.append({"series": key.label, "candles": st.rows,
-                     "first": st.first_ts, "last": st.last_ts, "gaps": len(st.gaps), "missing": st.missing,
-                     "coverage": st.coverage, "invalid": sum(st.invalid.values()),
-                     "damaged_files": len(st.unreadable)})
+    for key, status in statuses.items():
+        rows.append({"series": key.label, "exchange": key.exchange, "symbol": key.symbol, "timeframe": key.timeframe,
+                     "candles": status.rows, "first": status.first_ts, "last": status.last_ts,
+                     "gaps": len(status.gaps), "missing": status.missing, "coverage": status.coverage,
+                     "invalid": sum(status.invalid.values()), "damaged_files": len(status.unreadable)})
+        gaps += [{"series": key.label, "from": g.start, "to": g.end, "missing": g.missing} for g in status.gaps]
     frame = pl.DataFrame(rows)
     if frame.height:
         frame = frame.with_columns(pl.from_epoch("first", time_unit="ms"), pl.from_epoch("last", time_unit="ms"))
-    return frame
+    holes = pl.DataFrame(gaps, schema={"series": pl.String, "from": pl.Int64, "to": pl.Int64, "missing": pl.Int64})
+    holes = holes.with_columns(pl.from_epoch("from", time_unit="ms"), pl.from_epoch("to", time_unit="ms"))
+    return frame, holes.cast(GAP_SCHEMA).sort("missing", descending=True)

@@ -1,62 +1,107 @@
-"""Performance of live sessions and of the research backtest, side by side."""
+"""Performance: a live session against the backtest of its own bars on its own terms (same
+model, candles, capital, sizing and fees), and the research backtest under its sizing; every
+run's terms are stated, and "live period only" cuts every chart and table to the session's bars."""
 
+import formats as fmt
 import polars as pl
+import refresh
 import sources
 import streamlit as st
+from charts import comparison_figure
+from comparison import SHORT_SAMPLE_DAYS, Run, metrics_row, metrics_table
 
 from tradeloop.ops.status import IN_SAMPLE_WARNING
+from tradeloop.performance.plots import monthly_returns_figure
 
 st.title("Performance")
-store = sources.ops_store()
-research = sources.research_backtest()
-runs: dict[str, tuple[pl.DataFrame, float, str, pl.DataFrame | None]] = {}
-if research is not None:
-    runs["research backtest"] = (research["equity"], 10_000.0, "4h", research["trades"])
-if store is not None:
-    for s in store.sessions():
-        equity = sources.session_tables(store, s.name)["equity"]
-        if equity.height:
-            runs[f"live: {s.name}"] = (equity, s.init_cash, s.timeframe, None)
-if not runs:
-    st.info("Nothing to show yet: run the research pipeline and a live session (`make demo`).")
-    st.stop()
 
-chosen = st.multiselect("Runs", list(runs), default=list(runs))
-in_sample = {f"live: {n}" for n in sources.in_sample_sessions(store)} if store is not None else set()
-for label in (r for r in chosen if r in in_sample):
-    st.badge(f"{label}: IN-SAMPLE", icon=":material/warning:", color="orange")
-    st.warning(f"{label.removeprefix('live: ')!r} is IN-SAMPLE: it {IN_SAMPLE_WARNING}; compare it with "
-               "the backtest as a replay of the training data, not as evidence.")
-live_start = min((runs[r][0]["ts"][0] for r in chosen if r.startswith("live")), default=None)
-same_period = live_start is not None and st.toggle("Backtest over the live period only", value=True)
 
-curves, drawdowns, rows = [], [], []
-for label in chosen:
-    equity, init_cash, timeframe, trades = runs[label]
-    if same_period and not label.startswith("live"):
-        equity = equity.filter(pl.col("ts") >= live_start)
-        init_cash = float(equity["equity"][0]) if equity.height else init_cash
-    if not equity.height:
-        continue
-    growth = sources.with_drawdown(equity).with_columns(growth=pl.col("equity") / init_cash, run=pl.lit(label))
-    curves.append(growth.select("time", "run", "growth"))
-    drawdowns.append(growth.select("time", "run", "drawdown"))
-    sample = sources.sample_label(label in in_sample) if label.startswith("live") else "backtest"
-    rows.append({**sources.metrics_row(label, equity, init_cash=init_cash, timeframe=timeframe, trades=trades),
-                 "sample": sample})
-
-st.subheader("Equity (growth of 1)")
-st.line_chart(pl.concat(curves).to_pandas(), x="time", y="growth", color="run")
-st.subheader("Drawdown")
-st.area_chart(pl.concat(drawdowns).to_pandas(), x="time", y="drawdown", color="run", stack=False)
-st.subheader("Metrics")
-st.dataframe(pl.DataFrame(rows), hide_index=True)
-st.subheader("Trades")
-tabs = st.tabs(chosen)
-for tab, label in zip(tabs, chosen, strict=True):
-    with tab:
-        if label.startswith("live"):
-            fills = sources.session_tables(store, label.removeprefix("live: "))["fills"]
-            st.dataframe(fills.select("time", "symbol", "side", "quantity", "price", "fee"), hide_index=True)
+def chosen_runs(store, name: str | None) -> list[Run]:
+    runs: list[Run] = []
+    if name is not None:
+        tables = sources.session_tables(store, name)
+        if tables.equity.height:
+            runs.append(sources.live_run(tables))
+            backtest = sources.backtest_run(tables)
+            if isinstance(backtest, str):
+                st.caption(f"No backtest on the session's terms: {backtest}.")
+            else:
+                runs.append(backtest)
         else:
-            st.dataframe(runs[label][3], hide_index=True)
+            st.caption(f"Session {name!r} has not processed a bar yet.")
+    research = sources.research_backtest()
+    if research is not None and research.equity.height:
+        runs.append(research)
+    return runs
+
+
+@st.fragment(run_every=refresh.every())
+def performance() -> None:
+    refresh.last_updated()
+    store = sources.ops_store()
+    names = sources.session_names(store)
+    if not names and sources.research_backtest() is None:
+        st.info("Nothing to show yet: run the research pipeline and a live session (`make demo`).")
+        return
+    name = st.selectbox("Session", names, key="perf-session", placeholder="No session: research backtest only")
+    if name is not None and store.session(name).in_sample:
+        st.badge(f"{name}: IN-SAMPLE", icon=":material/warning:", color="orange")
+        st.warning(f"{name!r} is IN-SAMPLE: it {IN_SAMPLE_WARNING}; compare it with the backtest as a replay of "
+                   "the training data, not as evidence.")
+    runs = chosen_runs(store, name)
+    if not runs:
+        st.info("Pick a session with bars, or run the research pipeline (`make demo`), to compare runs.")
+        return
+    labels = st.multiselect("Runs", [r.label for r in runs], default=[r.label for r in runs], key=f"runs-{name}")
+    live = next((r for r in runs if r.kind == "live"), None)
+    period = st.toggle("Live period only", value=True, key="perf-period", disabled=live is None,
+                       help="Cut every run, chart and table to the bars the session traded")
+    if not labels:
+        st.info("Pick at least one run above to compare.")
+        return
+    shown = [r for r in runs if r.label in labels]
+    if live is not None and period:
+        start, end = int(live.equity["ts"][0]), int(live.equity["ts"][-1])
+        shown = [r.within(start, end) for r in shown]
+    shown = [r for r in shown if r.equity.height]
+    if not shown:
+        st.info("None of the picked runs has a bar in the live period.")
+        return
+    report(shown, sample=sources.sample_label(store.session(name).in_sample) if name else None)
+
+
+def report(runs: list[Run], *, sample: str | None) -> None:
+    st.subheader("Terms")
+    for run in runs:
+        period = f"{run.equity['time'].min():%Y-%m-%d %H:%M} to {run.equity['time'].max():%Y-%m-%d %H:%M} UTC"
+        st.markdown(f"- **{run.label}**: {run.sizing}; {period}" + (f". *{run.note}*" if run.note else ""))
+    st.subheader("Growth and drawdown")
+    log = st.toggle("Log scale", key="perf-log")
+    st.plotly_chart(comparison_figure(runs, log_scale=log, revision=",".join(r.label for r in runs)),
+                    key="perf-growth")
+    st.subheader("Metrics")
+    rows = [metrics_row(r) for r in runs]
+    table = metrics_table(rows)
+    samples = {"live": sample or "-", "backtest": "backtest", "research": "research (in-sample)"}
+    table = pl.concat([table, pl.DataFrame({"metric": ["sample"], **{r.label: [samples[r.kind]] for r in runs}})])
+    fmt.table(table, {"metric": fmt.text("metric"), **{r.label: fmt.text(r.label) for r in runs}}, max_rows=20)
+    if not all(row["annualised"] for row in rows):
+        st.caption(f"Annualised figures (CAGR, Sharpe, Sortino, volatility, Calmar) read n/a for runs under "
+                   f"{SHORT_SAMPLE_DAYS} days: over so few days they are noise, not rates.")
+    st.subheader("Monthly returns")
+    tabs = st.tabs([r.label for r in runs])
+    for tab, run in zip(tabs, runs, strict=True):
+        with tab:
+            st.plotly_chart(monthly_returns_figure(run.equity.select("ts", "equity"), init_cash=run.init_cash,
+                                                   title=" "), key=f"monthly-{run.label}")
+    st.subheader("Trades")
+    tabs = st.tabs([f"{r.label} ({r.trades.height})" for r in runs])
+    for tab, run in zip(tabs, runs, strict=True):
+        with tab:
+            if run.trades.height:
+                fmt.table(run.trades.sort("entry_time", descending=True), fmt.TRADES)
+            else:
+                st.caption("No trade in this period.")
+
+
+performance()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.app.test_browser import CHROMIUM, FLAGS, dashboard_server
+from tests.app.browser import CHROMIUM, FLAGS, dashboard_server
 from tests.app.test_dashboard_in_sample import REFUSED, marked_root  # noqa: F401  (shared fixture)
 
 

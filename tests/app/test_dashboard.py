@@ -1,11 +1,17 @@
-"""The dashboard's pages render real data, with no exception (streamlit's AppTest)."""
+"""The dashboard's pages render real data with no exception, and every page has an empty
+state: no data folder, a selector cleared (streamlit's AppTest)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+
+from tests.app.conftest import dashboard_reads
+from tradeloop.ops import EquityPoint, OpsStore
+from tradeloop.registry import ModelRegistry
 
 DASHBOARD = str(Path(__file__).resolve().parents[2] / "app" / "dashboard.py")
 
@@ -20,44 +26,125 @@ def page(name: str) -> AppTest:
     return at
 
 
-def test_overview_shows_the_session(dashboard_env) -> None:
+def table(at: AppTest, column: str):
+    """The first dataframe on the page with a column ``column`` (as pandas)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def test_overview_shows_the_session(dashboard_env: Path) -> None:
     at = page("overview")
     assert at.title[0].value == "Live sessions"
-    assert at.selectbox[0].value == "paper-demo"
+    assert at.selectbox(key="session").value == "paper-demo"
     labels = {m.label: m.value for m in at.metric}
-    assert set(labels) == {"Equity", "PnL", "Cash", "Status"} and labels["Status"] == "finished"  # replayed to the end
-    assert at.dataframe[0].value["session"].tolist() == ["paper-demo"]
+    assert set(labels) == {"Equity", "PnL", "Cash", "Status", "Decided by"}
+    assert labels["Status"] == "finished" and labels["Decided by"] == "model"  # replayed to the end, by the champion
+    assert table(at, "session")["session"].tolist() == ["paper-demo"]
+    assert any("Last updated" in c.value for c in at.caption)
+    store = OpsStore.open(f"sqlite:///{dashboard_env / 'tradeloop.db'}")
+    session = store.session("paper-demo")
+    last = store.frame(EquityPoint, session.id).sort("ts")["equity"][-1]
+    store.close()
+    assert labels["Equity"] == f"{last:,.2f}"
 
 
-def test_performance_puts_live_and_backtest_side_by_side(dashboard_env) -> None:
+def test_overview_with_the_symbol_cleared_explains(dashboard_env: Path) -> None:
+    at = page("overview")
+    symbol = at.segmented_control(key="symbol-paper-demo")
+    assert symbol.value == "BTC-USD"
+    symbol.set_value(None).run()
+    assert not at.exception
+    assert any("Pick a symbol to see its candles" in i.value for i in at.info)
+    assert {m.label for m in at.metric} >= {"Equity", "Status"}  # the rest of the session still shows
+
+
+def test_performance_puts_live_beside_its_backtest_on_equal_terms(dashboard_env: Path) -> None:
     at = page("performance")
-    assert at.multiselect[0].value == ["research backtest", "live: paper-demo"]
-    metrics = at.dataframe[0].value
-    assert metrics["run"].tolist() == ["research backtest", "live: paper-demo"]
-    assert metrics["trades"].iloc[0] > 0
+    assert at.selectbox(key="perf-session").value == "paper-demo"
+    assert at.multiselect[0].value == ["live: paper-demo", "backtest, same terms", "research backtest"]
+    metrics = table(at, "metric").set_index("metric")
+    live, same = metrics["live: paper-demo"], metrics["backtest, same terms"]
+    # a replay fills as the backtest does (tests/live/test_parity.py): same bars, model and sizing
+    assert live["total return"] == same["total return"] and live["max drawdown"] == same["max drawdown"]
+    assert live["total return"].endswith("%") and int(live["trades (closed)"]) > 0
+    assert metrics["research backtest"]["from (UTC)"] == live["from (UTC)"]  # the live period only
+    terms = [m.value for m in at.markdown if "of equity per new position" in m.value]
+    assert len(terms) == 2 and "50% of equity per new position" in terms[0]  # live and backtest, stated each
+    at.toggle(key="perf-period").set_value(False).run()
+    metrics = table(at, "metric").set_index("metric")
+    assert metrics["research backtest"]["from (UTC)"] < live["from (UTC)"]  # its whole history now
 
 
-def test_champion_shows_lineage(dashboard_env) -> None:
+def test_performance_with_a_selector_cleared_explains(dashboard_env: Path) -> None:
+    at = page("performance")
+    at.multiselect[0].set_value([]).run()
+    assert not at.exception and any("Pick at least one run" in i.value for i in at.info)
+
+
+def test_performance_without_a_session_shows_the_research_backtest(dashboard_env: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copytree(dashboard_env / "research", tmp_path / "research")
+    with dashboard_reads(tmp_path, monkeypatch):
+        at = page("performance")
+    assert at.selectbox(key="perf-session").value is None and at.multiselect[0].value == ["research backtest"]
+    assert list(table(at, "metric").columns) == ["metric", "research backtest"]
+
+
+def test_champion_shows_a_card(dashboard_env: Path) -> None:
     at = page("champion")
     assert at.header[0].value == "sma_cross"
-    assert any(m.label == "Artifact" for m in at.metric)
+    entry = ModelRegistry(dashboard_env / "registry").champion("sma_cross")
+    assert {m.label: m.value for m in at.metric}["Artifact"] == entry.artifact[:12]
+    card = next(m.value for m in at.markdown if "**training window**" in m.value)
+    assert "**data hash**" in card and "**universe**" in card and "**stale after**" in card
+    assert any("Promoted without the gate" in c.value for c in at.caption)  # the fixture promoted it by hand
 
 
-def test_data_health_lists_every_series(dashboard_env) -> None:
+def test_champion_shows_the_gate_as_promoted(dashboard_env: Path, tmp_path: Path, monkeypatch) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    source = ModelRegistry(dashboard_env / "registry")
+    entry = source.champion("sma_cross")
+    registry.store.put(dashboard_env / "registry" / "artifacts" / entry.artifact)
+    gate = [{"name": "deflated_sharpe", "value": 0.97, "bar": 0.95, "passed": True, "detail": "10 trials",
+             "shown": "", "shown_bar": ">= 0.9500"},
+            {"name": "max_drawdown", "value": -0.21, "bar": -0.35, "passed": True, "detail": "worst fall",
+             "shown": "-21.0%", "shown_bar": ">= -35.0%"}]
+    registry.promote("sma_cross", entry.artifact, lineage=entry.lineage.model_copy(update={"gate": gate}))
+    with dashboard_reads(tmp_path, monkeypatch):
+        at = page("champion")
+    rows = table(at, "check")
+    assert rows["check"].tolist() == ["deflated_sharpe", "max_drawdown"]
+    assert rows["value"].tolist() == ["0.9700", "-21.0%"] and rows["bar"].tolist() == [">= 0.9500", ">= -35.0%"]
+    assert rows["result"].tolist() == ["✅ PASS", "✅ PASS"]
+
+
+def test_data_health_lists_every_series(dashboard_env: Path) -> None:
     at = page("data_health")
-    health = at.dataframe[0].value
+    health = table(at, "candles")
     assert len(health) == 7 and {"coverage", "gaps", "missing"} <= set(health.columns)
+    assert health["coverage"].between(0, 100).all() and health["coverage"].max() == pytest.approx(100.0)  # in %
+    gaps = table(at, "from")
+    assert str(gaps["from"].dtype).startswith("datetime")  # dates, not epoch numbers
+    at.multiselect(key="health-exchanges").set_value([]).run()
+    assert not at.exception and any("No series matches" in i.value for i in at.info)
 
 
-def test_empty_data_folder_explains_what_to_do(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tradeloop.settings import get_settings
-
-    monkeypatch.setenv("TRADELOOP_DATA_DIR", str(tmp_path))
-    get_settings.cache_clear()
-    try:
+def test_empty_data_folder_explains_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with dashboard_reads(tmp_path, monkeypatch):
         for name in ("overview", "performance", "champion", "data_health"):
             at = page(name)
             assert at.info, name
-        assert not (tmp_path / "tradeloop.db").exists()  # a reader never creates the database
-    finally:
-        get_settings.cache_clear()
+    assert not (tmp_path / "tradeloop.db").exists()  # a reader never creates the database
+
+
+def test_a_session_without_bars_has_an_empty_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = OpsStore.open(f"sqlite:///{tmp_path / 'tradeloop.db'}")
+    store.create_session(name="fresh", strategy="sma_cross", exchange="coinbase", timeframe="4h",
+                         symbols=["BTC-USD"], mode="paper", init_cash=1000.0, config={"init_cash": 1000.0})
+    store.close()
+    with dashboard_reads(tmp_path, monkeypatch):
+        at = page("overview")
+        assert {m.label: m.value for m in at.metric}["Status"] == "stale"  # stored running, no engine beats
+        assert any("No bar processed yet" in i.value for i in at.info)
+        at = page("performance")
+        assert any("has not processed a bar yet" in c.value for c in at.caption)
+        assert any("Pick a session with bars" in i.value for i in at.info)

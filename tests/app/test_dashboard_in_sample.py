@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from live.runner import SessionConfig, run_session
 from tests.app.conftest import dashboard_reads
-from tests.app.test_dashboard import DASHBOARD, page
+from tests.app.test_dashboard import DASHBOARD, page, table
 from tests.live.conftest import SYMBOLS, World, trained_world  # noqa: F401  (shared fixture)
 from tradeloop.ops import OpsStore
 from tradeloop.ops.champion_log import iso_utc
@@ -72,11 +72,14 @@ def test_overview_marks_the_in_sample_session_only(marked_env: Path) -> None:
 
 def test_performance_warns_about_the_in_sample_run(marked_env: Path) -> None:
     at = page("performance")
+    assert at.selectbox(key="perf-session").value == "inside"
     warnings = [w.value for w in at.warning]
     assert len(warnings) == 1 and warnings[0].startswith("'inside' is IN-SAMPLE")
-    metrics = at.dataframe[0].value
-    assert dict(zip(metrics["run"], metrics["sample"], strict=True)) == {"live: inside": "IN-SAMPLE",
-                                                                        "live: outside": "out-of-sample"}
+    metrics = table(at, "metric").set_index("metric")
+    assert metrics.loc["sample", "live: inside"] == "IN-SAMPLE"
+    at.selectbox(key="perf-session").set_value("outside").run()
+    assert not at.exception and not at.warning
+    assert table(at, "metric").set_index("metric").loc["sample", "live: outside"] == "out-of-sample"
 
 
 def test_champion_page_says_its_age_and_the_last_refused_retrain(marked_env: Path) -> None:
