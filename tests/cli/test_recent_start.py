@@ -3,6 +3,7 @@ days, never bars the champion was trained on."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -52,9 +53,25 @@ def test_never_before_the_champions_training_end(settings: Settings, tmp_path: P
 
 
 def test_bad_days_and_missing_series_name_the_fix(settings: Settings) -> None:
-    with pytest.raises(ConfigError, match="--recent-days -1 must be positive"):
+    with pytest.raises(ConfigError, match="--recent-days -1 must be a positive number of days"):
         recent_start(settings, strategy="sma_cross", exchange="coinbase", symbols=("BTC-USD",), timeframe="4h",
                      days=-1)
     with pytest.raises(ConfigError, match=r"no coinbase 1d candles of \['BTC-USD'\]; import them"):
         recent_start(settings, strategy="sma_cross", exchange="coinbase", symbols=("BTC-USD",), timeframe="1d",
                      days=5)
+
+
+@pytest.mark.parametrize("days", [math.nan, math.inf])
+def test_not_a_number_or_infinite_days_are_refused_with_the_fix(settings: Settings, days: float) -> None:
+    # typer parses "--recent-days nan" and "inf" as floats; they crashed with a ValueError/OverflowError traceback
+    with pytest.raises(ConfigError, match=f"--recent-days {days:g} must be a positive number of days"):
+        recent_start(settings, strategy="sma_cross", exchange="coinbase", symbols=("BTC-USD",), timeframe="4h",
+                     days=days)
+
+
+def test_more_days_than_the_lake_holds_replays_from_its_start(settings: Settings) -> None:
+    # 1e30 days overflowed int64 downstream ("Python int too large to convert to C long")
+    first = recent_start(settings, strategy="breakout", exchange="coinbase", symbols=("BTC-USD", "ETH-USD"),
+                         timeframe="4h", days=1e30)  # no champion: nothing else moves the start
+    first_candle = CandleLake(settings.lake_dir).read(SeriesKey("coinbase", "BTC-USD", "4h"))["ts"].min()
+    assert 0 <= first <= first_candle  # a time every reader takes: the replay starts at the first candle

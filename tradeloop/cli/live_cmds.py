@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 from typing import Annotated
 
@@ -104,15 +105,15 @@ def recent_start(settings, *, strategy: str, exchange: str, symbols: tuple[str, 
     from tradeloop.data.schema import timeframe_ms
     from tradeloop.registry import ModelRegistry
 
-    if days <= 0:
-        raise ConfigError(f"--recent-days {days:g} must be positive (30 replays the last month)")
+    if not (math.isfinite(days) and days > 0):
+        raise ConfigError(f"--recent-days {days:g} must be a positive number of days (30 replays the last month)")
     lake = CandleLake(settings.lake_dir)
     lasts = [lake.last_ts(SeriesKey(exchange, symbol, timeframe)) for symbol in symbols]
     if any(last is None for last in lasts):
         missing = [s for s, last in zip(symbols, lasts, strict=True) if last is None]
         raise ConfigError(f"--recent-days: the lake under {settings.lake_dir} has no {exchange} {timeframe} candles "
                           f"of {missing}; import them first (`tradeloop data import`, or `make demo`)")
-    first = max(lasts) - int(days * 86_400_000)
+    first = max(0, max(lasts) - int(days * 86_400_000))  # more days than the lake holds: from its start
     entry = ModelRegistry(settings.registry_dir).champion(strategy)
     if entry is not None:
         _, model = ModelRegistry(settings.registry_dir).load(strategy)
