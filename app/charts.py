@@ -8,6 +8,7 @@ reader's zoom and legend choices when an auto-refresh redraws a figure.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 import plotly.graph_objects as go
@@ -30,6 +31,23 @@ def _frame(fig: go.Figure, *, height: int, revision: str) -> go.Figure:
     return fig
 
 
+FLAT = 1e-4  # a curve moving less than this share of its level reads as flat
+
+
+def steady_axes(fig: go.Figure, values: list[float], drawdowns: list[float], *, log: bool = False) -> go.Figure:
+    """Give a flat curve (a session that has not traded yet) a readable band instead of an axis
+    zoomed on rounding noise, and a zero drawdown panel a small range below zero."""
+    if values:
+        lo, hi = min(values), max(values)
+        if hi - lo <= FLAT * max(abs(hi), 1e-12):
+            pad = max(abs(hi) * 0.01, 1e-9)
+            band = [lo - pad, hi + pad]
+            fig.update_yaxes(range=[math.log10(v) for v in band] if log and lo - pad > 0 else band, row=1, col=1)
+    if drawdowns and min(drawdowns) > -FLAT:
+        fig.update_yaxes(range=[-0.01, 0.001], row=2, col=1)
+    return fig
+
+
 def comparison_figure(runs: list[Run], *, log_scale: bool = False, revision: str = "runs") -> go.Figure:
     """Growth of 1 of every run over its drawdown (each measured from its own capital)."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.05)
@@ -45,6 +63,9 @@ def comparison_figure(runs: list[Run], *, log_scale: bool = False, revision: str
                                  legendgroup=run.label, showlegend=False, hovertemplate="%{y:.2%}",
                                  line={"color": color, "width": 1.2, "dash": dash}), row=2, col=1)
     _frame(fig, height=520, revision=revision)
+    growth = [float(v) for r in runs for v in (r.equity["equity"] / r.init_cash).to_list()]
+    falls = [float(v) for t in fig.data[1::2] for v in t.y]
+    steady_axes(fig, growth, falls, log=log_scale)
     fig.update_yaxes(title_text="growth of 1", type="log" if log_scale else "linear", tickformat=".2f",
                      rangemode="normal", row=1, col=1)
     fig.update_yaxes(title_text="drawdown", tickformat=".0%", row=2, col=1)

@@ -43,21 +43,30 @@ def words(seconds: int) -> str:
 
 
 def interval_control() -> None:
-    """The sidebar control (call once, in the entry script, before the pages run)."""
-    start = default_seconds()
+    """The sidebar control (call once, in the entry script, before the pages run). A bad
+    ``TRADELOOP_DASHBOARD_REFRESH_S`` is named in the sidebar, and the default used."""
+    try:
+        start = default_seconds()
+    except ConfigError as exc:
+        st.sidebar.error(f"{exc}; using {DEFAULT_S} s")
+        start = DEFAULT_S
     options = sorted({*CHOICES_S, start})
     st.sidebar.selectbox("Auto-refresh", options, index=options.index(start), format_func=words, key=KEY,
                          help=f"How often the live pages re-read the database (start value: {REFRESH_ENV}).")
 
 
+def _chosen() -> int:
+    return int(st.session_state.get(KEY, DEFAULT_S))
+
+
 def every() -> float | None:
     """The interval for ``st.fragment(run_every=...)``: None when auto-refresh is off."""
-    seconds = st.session_state.get(KEY, default_seconds())
+    seconds = _chosen()
     return float(seconds) if seconds else None
 
 
 def last_updated() -> None:
     """A caption with the time of this read (UTC) and the refresh interval."""
-    seconds = st.session_state.get(KEY, default_seconds())
+    seconds = _chosen()
     now = datetime.now(UTC)
     st.caption(f"Last updated {now:%Y-%m-%d %H:%M:%S} UTC · auto-refresh {words(seconds)}")

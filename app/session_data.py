@@ -169,6 +169,19 @@ def decision_sources(thresholds: pl.DataFrame) -> pl.DataFrame:
     ).cast(DECISION_SCHEMA)
 
 
+def decision_periods(decisions: pl.DataFrame) -> pl.DataFrame:
+    """``decision_sources`` with consecutive records of the same source, model and threshold
+    (an engine resuming re-records what is in force) merged into one period."""
+    if not decisions.height:
+        return decisions
+    key = pl.struct("source", pl.col("model").fill_null(""), pl.col("threshold").fill_null(-1.0))
+    return (decisions.with_columns(period=(key != key.shift(1)).fill_null(True).cum_sum())
+            .group_by("period", maintain_order=True)
+            .agg(pl.col("since").first(), pl.col("until").last(), pl.col("source", "model", "threshold",
+                                                                          "reason").first())
+            .drop("period").cast(DECISION_SCHEMA))
+
+
 def session_candles(lake: CandleLake, session: TradingSession, *, start: int, end: int,
                     before_bars: int = 10) -> pl.DataFrame:
     """The lake's candles of the session's symbols from ``before_bars`` before ``start`` to

@@ -8,9 +8,9 @@ import formats as fmt
 import polars as pl
 import sources
 import streamlit as st
-from charts import decision_figure
+from charts import decision_figure, steady_axes
 from comparison import sizing_words
-from session_data import SessionTables
+from session_data import SessionTables, decision_periods
 
 from tradeloop.backtest import BacktestConfig
 from tradeloop.ops.status import IN_SAMPLE_WARNING, STALE_AFTER_S
@@ -79,6 +79,8 @@ def show(store, name: str, row: dict) -> None:
         log = st.toggle("Log scale", key=f"log-{name}")
         fig = equity_figure(tables.equity.select("ts", "equity"), init_cash=s.init_cash, log_scale=log, height=480)
         fig.update_layout(uirevision=name)
+        falls = [float(v) for t in fig.data if t.name == "drawdown" for v in t.y]
+        steady_axes(fig, [*tables.equity["equity"].to_list(), s.init_cash], falls, log=log)
         st.plotly_chart(fig, key=f"equity-{name}")
     else:
         st.info("No bar processed yet: the equity curve starts with the first closed bar.")
@@ -139,15 +141,17 @@ def decisions_section(tables: SessionTables) -> None:
     if not decisions.height:
         st.caption("The engine has not recorded what decides entries yet.")
         return
-    last = decisions.row(-1, named=True)
+    periods = decision_periods(decisions)
+    last = periods.row(-1, named=True)
     threshold = "" if last["threshold"] is None else f" (threshold {last['threshold']:.3f})"
     by = f"the model {last['model']}{threshold}" if last["source"] == "model" else last["source"]
-    if decisions.height == 1:
+    if periods.height == 1:
         st.markdown(f"Entries decided by **{by}** throughout, since {last['since']:%Y-%m-%d %H:%M} UTC: "
                     f"{last['reason']}.")
     else:
-        st.markdown(f"Entries decided by **{by}** now; {decisions.height - 1} switch(es) before:")
-        fig = decision_figure(decisions, now=datetime.now(UTC), revision=tables.session.name)
+        st.markdown(f"Entries decided by **{by}** since {last['since']:%Y-%m-%d %H:%M} UTC, after "
+                    f"{periods.height - 1} switch{'es' if periods.height > 2 else ''}:")
+        fig = decision_figure(periods, now=datetime.now(UTC), revision=tables.session.name)
         st.plotly_chart(fig, key=f"decisions-{tables.session.name}")
     st.caption("What decided entries from when: the model's threshold, or the reduce-only fallback when no usable "
                "model is in force. Times are the engine's wall clock when it switched.")
