@@ -74,7 +74,7 @@ def test_a_short_sample_gets_a_caveat_instead_of_annualised_figures(hand_result)
     # the raw figure is kept; with a lower bar it is shown
     assert stats.strategy.cagr == pytest.approx(1.08 ** (365 / 10) - 1)
     shown = {row[1]: row[2] for row in hand_result.stats(min_days=5).table().iter_rows()}
-    assert shown["CAGR"] == f"{1.08 ** 36.5 - 1:+.2%}"
+    assert shown["CAGR"] == f"{1.08 ** 36.5 - 1:+,.2%}"  # 1,559.46%: thousands separated
 
 
 def test_benchmark_is_equal_weight_buy_and_hold_paying_fee_and_slippage() -> None:

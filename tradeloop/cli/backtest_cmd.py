@@ -25,6 +25,7 @@ from tradeloop.cli.tables import FitTable
 from tradeloop.data import SeriesKey
 from tradeloop.errors import ConfigError, DataError, config_error
 from tradeloop.performance import Stats, result_stats
+from tradeloop.performance.format import days_under
 from tradeloop.performance.trades import export_format, export_trades
 from tradeloop.strategies import STRATEGIES, get_strategy
 
@@ -165,5 +166,5 @@ def print_stats(stats: Stats, *, series: str, wide: bool = False) -> None:
         sym_tbl.add_row(*(escape(cell) for cell in row))
     sym_tbl.print(console, wide=wide)
     if stats.short_sample:
-        console.print(f"[yellow]note:[/] {stats.days:.3g} days is shorter than {stats.min_days:g}: annualised "
+        console.print(f"[yellow]note:[/] {days_under(stats.days)} is shorter than {stats.min_days:g}: annualised "
                       "figures (CAGR, volatility, Sharpe, Sortino, Calmar) are not shown")

@@ -1,6 +1,7 @@
 """How numbers and times read in tables and reports: one definition for the CLI, notebooks and HTML.
 
-Missing values (NaN, None) print as ``-``; infinities as ``inf``; times are UTC.
+Missing values (NaN, None) print as ``-``; infinities as ``inf``; times are UTC. A value that
+rounds to zero prints as zero (never ``-0.00``); percentages over 1,000% have thousands separators.
 """
 
 from __future__ import annotations
@@ -19,24 +20,31 @@ def _missing(value: float | int | None) -> str | None:
     return None
 
 
+def _number(value: float, spec: str) -> str:
+    text = f"{value:{spec}}"
+    if text.startswith("-") and not any(c in "123456789" for c in text):
+        return f"{0.0:{spec}}"  # -0.0, or a tiny loss rounded away: no "-0.00"
+    return text
+
+
 def pct(value: float | None, digits: int = 2) -> str:
     """``0.1234 -> '12.34%'``."""
-    return _missing(value) or f"{value:.{digits}%}"
+    return _missing(value) or _number(value, f",.{digits}%")  # type: ignore[arg-type]
 
 
 def signed_pct(value: float | None, digits: int = 2) -> str:
     """``0.1234 -> '+12.34%'``."""
-    return _missing(value) or f"{value:+.{digits}%}"
+    return _missing(value) or _number(value, f"+,.{digits}%")  # type: ignore[arg-type]
 
 
 def ratio(value: float | None, digits: int = 2) -> str:
     """``1.2345 -> '1.23'``."""
-    return _missing(value) or f"{value:,.{digits}f}"
+    return _missing(value) or _number(value, f",.{digits}f")  # type: ignore[arg-type]
 
 
 def money(value: float | None) -> str:
     """``12345.678 -> '12,345.68'``."""
-    return _missing(value) or f"{value:,.2f}"
+    return _missing(value) or _number(value, ",.2f")  # type: ignore[arg-type]
 
 
 def count(value: int | None) -> str:
@@ -64,6 +72,15 @@ def when(ms: int | None, *, date_only: bool = False) -> str:
     return moment.strftime("%Y-%m-%d" if date_only else "%Y-%m-%d %H:%M")
 
 
+def days_under(period_days: float) -> str:
+    """A period that is under a bar, to three significant digits rounded down (29.96 days reads
+    ``'29.9 days'``, never ``'30 days'`` beside a bar of 30)."""
+    if not period_days > 0 or math.isinf(period_days):
+        return f"{period_days:g} days"
+    step = 10.0 ** (math.floor(math.log10(period_days)) - 2)
+    return f"{math.floor(period_days / step * (1 + 1e-12)) * step:.3g} days"
+
+
 def short_sample(period_days: float, min_days: float) -> str:
     """The caveat printed instead of an annualised figure: ``'n/a: 2 days < 30'``."""
-    return f"n/a: {period_days:.3g} days < {min_days:g}"
+    return f"n/a: {days_under(period_days)} < {min_days:g}"

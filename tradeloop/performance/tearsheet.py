@@ -120,8 +120,8 @@ def _header(stats: Stats, name: str) -> str:
              '<p class="meta"><b>benchmark</b> buy and hold of the same symbols, equal weight, same capital, '
              "fee and slippage</p>"]
     if stats.short_sample:
-        lines.append(f'<p class="note">{fmt.days(stats.days)} is shorter than {stats.min_days:g} days: annualised '
-                     "figures (CAGR, volatility, Sharpe, Sortino, Calmar) are not shown.</p>")
+        lines.append(f'<p class="note">{fmt.days_under(stats.days)} is shorter than {stats.min_days:g} days: '
+                     "annualised figures (CAGR, volatility, Sharpe, Sortino, Calmar) are not shown.</p>")
     return "\n".join(lines)
 
 
