@@ -132,3 +132,15 @@ def test_rolling_sharpe_matches_empyrical_over_the_last_window(result) -> None:
     assert _trace(fig, "buy & hold") is not None
     short = plots.rolling_sharpe_figure(result.equity.head(50), timeframe="4h", window_days=90)
     assert "shorter than the 90-day window" in short.layout.annotations[0].text
+
+
+def test_a_flat_curve_is_not_called_shorter_than_the_window() -> None:
+    # a strategy that never trades has no Sharpe at all; the chart said "the curve is shorter than the window"
+    days = 400
+    flat = pl.DataFrame({"ts": [T0 + i * 86_400_000 for i in range(days)], "equity": [10_000.0] * days})
+    fig = plots.rolling_sharpe_figure(flat, timeframe="1d", window_days=90, init_cash=10_000.0)
+    texts = [a.text for a in fig.layout.annotations]
+    assert not any("shorter" in t for t in texts), texts
+    assert any("flat" in t for t in texts), texts
+    short = plots.rolling_sharpe_figure(flat.head(50), timeframe="1d", window_days=90)
+    assert "shorter than the 90-day window" in short.layout.annotations[0].text

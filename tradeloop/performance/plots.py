@@ -27,6 +27,7 @@ from plotly.subplots import make_subplots
 
 from tradeloop.errors import ConfigError
 from tradeloop.performance.series import (
+    bars_per_day,
     drawdown_frame,
     equity_frame,
     monthly_returns,
@@ -258,8 +259,10 @@ def rolling_sharpe_figure(equity: pl.DataFrame, *, timeframe: str, window_days: 
                                                                                       name != "strategy" else {})},
                                  hovertemplate="%{y:.2f}"))
         if name == "strategy" and rolling["sharpe"].is_not_nan().sum() == 0:
-            fig.add_annotation(text=f"the curve is shorter than the {window_days:g}-day window", showarrow=False,
-                               xref="paper", yref="paper", x=0.5, y=0.5)
+            short = rolling.height < round(window_days * bars_per_day(timeframe))
+            why = f"the curve is shorter than the {window_days:g}-day window" if short else \
+                f"no Sharpe: the curve is flat in every {window_days:g}-day window (no trades?)"
+            fig.add_annotation(text=why, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
     fig.add_hline(y=0, line={"color": "#999", "width": 1})
     _layout(fig, title=title or f"Rolling Sharpe ({window_days:g} days)", height=height)
     fig.update_yaxes(title_text="Sharpe", tickformat=".1f")
