@@ -121,12 +121,13 @@ class BacktestResult:
         return result_stats(self, min_days=min_days)
 
     def plot_equity(self, *, benchmark: bool = True, log_scale: bool = False,
-                    title: str | None = None) -> go.Figure:
-        """Equity over drawdown (plotly figure), with buy and hold unless ``benchmark=False``."""
+                    title: str | None = None, max_points: int | None = 5000) -> go.Figure:
+        """Equity over drawdown (plotly figure), with buy and hold unless ``benchmark=False``; lines
+        longer than ``max_points`` keep the extremes of short runs of bars (``None``: every bar)."""
         from tradeloop.performance.plots import equity_figure
 
         return equity_figure(self.equity, benchmark=self.benchmark() if benchmark else None, log_scale=log_scale,
-                             title=title or self.strategy, init_cash=self.capital)
+                             title=title or self.strategy, init_cash=self.capital, max_points=max_points)
 
     def plot_candles(self, symbol: str | None = None, *, title: str | None = None,
                      max_candles: int | None = 5000) -> go.Figure:
@@ -144,13 +145,14 @@ class BacktestResult:
         return monthly_returns_figure(self.equity, init_cash=self.capital, title=title)
 
     def plot_rolling_sharpe(self, *, window_days: float = 90, benchmark: bool = True,
-                            title: str | None = None) -> go.Figure:
-        """Sharpe ratio over a trailing window of ``window_days``, beside buy and hold's."""
+                            title: str | None = None, max_points: int | None = 5000) -> go.Figure:
+        """Sharpe ratio over a trailing window of ``window_days``, beside buy and hold's (thinned as
+        :meth:`plot_equity`)."""
         from tradeloop.performance.plots import rolling_sharpe_figure
 
         return rolling_sharpe_figure(self.equity, timeframe=self.timeframe, window_days=window_days,
                                      benchmark=self.benchmark() if benchmark else None, init_cash=self.capital,
-                                     title=title)
+                                     title=title, max_points=max_points)
 
     def write_report(self, path: str | Path, *, title: str | None = None) -> Path:
         """Write a self-contained HTML tearsheet (plotly embedded, no network needed) to ``path``."""

@@ -8,6 +8,8 @@ Streamlit, ``fig.to_html()`` for a report. Conventions:
   traces carry them as epoch milliseconds on date axes (compact in HTML, read as UTC);
 * returns and drawdowns are fractions shown as percentages; drawdown is negative;
 * the equity axis is not zero-based (a curve from 10,000 to 12,000 fills the panel);
+* long lines are thinned to ``max_points`` (default 5,000): the lowest and highest point of
+  each short run of bars, so peaks, troughs and the max drawdown stay exact;
 * trace names are stable (``strategy``, ``buy & hold``, ``drawdown``, ``entries``,
   ``exits``, ``buys``, ``sells``, ``candles``) so apps and tests can find them.
 
@@ -32,6 +34,7 @@ from tradeloop.performance.series import (
     equity_frame,
     monthly_returns,
     rolling_sharpe_frame,
+    thin_indices,
     to_datetime,
 )
 
@@ -41,6 +44,7 @@ DRAWDOWN_COLOR = "#d62728"
 BUY_COLOR = "#2ca02c"
 SELL_COLOR = "#d62728"
 HOVER_TIME = "%Y-%m-%d %H:%M UTC"
+MAX_POINTS = 5000  # per line: a 1,180 px chart shows no more, and a million 1m bars stay a small page
 
 
 def _ms(times: pl.Series) -> np.ndarray:
@@ -58,8 +62,13 @@ def _layout(fig: go.Figure, *, title: str | None, height: int) -> go.Figure:
     return fig
 
 
+def _thin(frame: pl.DataFrame, column: str, max_points: int | None) -> pl.DataFrame:
+    return frame[thin_indices(frame[column].to_numpy(), max_points)]
+
+
 def equity_figure(equity: pl.DataFrame, *, benchmark: pl.DataFrame | None = None, log_scale: bool = False,
-                  title: str | None = None, init_cash: float | None = None, height: int = 560) -> go.Figure:
+                  title: str | None = None, init_cash: float | None = None, height: int = 560,
+                  max_points: int | None = MAX_POINTS) -> go.Figure:
     """Equity curve over a drawdown panel, with an optional benchmark curve on both.
 
     Parameters
@@ -71,24 +80,29 @@ def equity_figure(equity: pl.DataFrame, *, benchmark: pl.DataFrame | None = None
     init_cash
         The starting capital: the first peak of the drawdown, as in ``compute_metrics``, so the
         panel's minimum is the reported max drawdown.
+    max_points
+        Most points per line (extremes kept, see :func:`~tradeloop.performance.series.thin_indices`);
+        ``None`` draws every bar.
     """
-    eq = equity_frame(equity, what="equity")
+    full = equity_frame(equity, what="equity")
+    eq = _thin(full, "equity", max_points)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3], vertical_spacing=0.04)
     fig.add_trace(go.Scatter(x=_ms(eq["time"]), y=eq["equity"].to_numpy(), name="strategy", mode="lines",
                              line={"color": STRATEGY_COLOR, "width": 1.6}, hovertemplate="%{y:,.2f}"),
                   row=1, col=1)
-    dd = drawdown_frame(eq, init_cash=init_cash)
+    dd = _thin(drawdown_frame(full, init_cash=init_cash), "drawdown", max_points)
     fig.add_trace(go.Scatter(x=_ms(dd["time"]), y=dd["drawdown"].to_numpy(), name="drawdown", mode="lines",
                              fill="tozeroy", line={"color": DRAWDOWN_COLOR, "width": 1},
                              fillcolor="rgba(214,39,40,0.25)", hovertemplate="%{y:.2%}"),
                   row=2, col=1)
     if benchmark is not None:
-        bench = equity_frame(benchmark, what="benchmark")
+        bench_full = equity_frame(benchmark, what="benchmark")
+        bench = _thin(bench_full, "equity", max_points)
         fig.add_trace(go.Scatter(x=_ms(bench["time"]), y=bench["equity"].to_numpy(), name="buy & hold",
                                  mode="lines", line={"color": BENCHMARK_COLOR, "width": 1.2, "dash": "dot"},
                                  hovertemplate="%{y:,.2f}"),
                       row=1, col=1)
-        bdd = drawdown_frame(bench, init_cash=init_cash)
+        bdd = _thin(drawdown_frame(bench_full, init_cash=init_cash), "drawdown", max_points)
         fig.add_trace(go.Scatter(x=_ms(bdd["time"]), y=bdd["drawdown"].to_numpy(), name="buy & hold drawdown",
                                  mode="lines", line={"color": BENCHMARK_COLOR, "width": 1, "dash": "dot"},
                                  hovertemplate="%{y:.2%}", showlegend=False),
@@ -246,15 +260,18 @@ def monthly_returns_figure(equity: pl.DataFrame, *, init_cash: float | None = No
 
 def rolling_sharpe_figure(equity: pl.DataFrame, *, timeframe: str, window_days: float = 90,
                           benchmark: pl.DataFrame | None = None, init_cash: float | None = None,
-                          title: str | None = None, height: int = 360) -> go.Figure:
-    """Sharpe ratio over a trailing window (annualised with 365 days), with an optional benchmark line."""
+                          title: str | None = None, height: int = 360,
+                          max_points: int | None = MAX_POINTS) -> go.Figure:
+    """Sharpe ratio over a trailing window (annualised with 365 days), with an optional benchmark line
+    (each line thinned to ``max_points``, as in :func:`equity_figure`)."""
     fig = go.Figure()
     curves = [("strategy", equity, STRATEGY_COLOR)]
     if benchmark is not None:
         curves.append(("buy & hold", benchmark, BENCHMARK_COLOR))
     for name, frame, color in curves:
         rolling = rolling_sharpe_frame(frame, timeframe=timeframe, window_days=window_days, init_cash=init_cash)
-        fig.add_trace(go.Scatter(x=_ms(rolling["time"]), y=rolling["sharpe"].to_numpy(), name=name,
+        line = _thin(rolling, "sharpe", max_points)
+        fig.add_trace(go.Scatter(x=_ms(line["time"]), y=line["sharpe"].to_numpy(), name=name,
                                  mode="lines", line={"color": color, "width": 1.4, **({"dash": "dot"} if
                                                                                       name != "strategy" else {})},
                                  hovertemplate="%{y:.2f}"))

@@ -10,10 +10,14 @@ Rules, shared with :mod:`tradeloop.performance.metrics`:
   :func:`~tradeloop.performance.metrics.compute_metrics`; without it the first equity is;
 * drawdown is a negative fraction (-0.25 = 25% below the previous peak);
 * a month's return runs from the last equity of the previous month (or the capital) to the
-  last equity of the month; months are UTC calendar months.
+  last equity of the month; months are UTC calendar months;
+* a chart draws a long line through :func:`thin_indices` (the extremes of short runs of
+  bars), so a million 1m bars make a figure of thousands of points with the same shape.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import polars as pl
@@ -93,3 +97,26 @@ def rolling_sharpe_frame(equity: pl.DataFrame, *, timeframe: str, window_days: f
     window = max(2, round(window_days * bars_per_day(timeframe)))
     sharpe = rolling_sharpe(returns["return"].to_numpy(), window, 365 * bars_per_day(timeframe))
     return returns.select("time").with_columns(sharpe=pl.Series(sharpe, dtype=pl.Float64))
+
+
+def thin_indices(values: np.ndarray, max_points: int | None) -> np.ndarray:
+    """Sorted indices of at most ``max_points`` points that draw the same line at screen size:
+    the first and the last, and the lowest and the highest of each of ``(max_points - 2) // 2``
+    equal runs of points (a run of NaN keeps its first point, so gaps stay gaps). ``None``: all."""
+    if max_points is not None and max_points < 4:
+        raise ConfigError(f"max_points={max_points} cannot draw a line; use at least 4 (e.g. 5000), or None for all")
+    values = np.asarray(values, dtype=np.float64)
+    n = values.size
+    if max_points is None or n <= max_points:
+        return np.arange(n)
+    runs = (max_points - 2) // 2
+    size = math.ceil(n / runs)
+    grid = np.full(runs * size, np.nan)
+    grid[:n] = values
+    grid = grid.reshape(runs, size)
+    missing = np.isnan(grid)
+    starts = np.arange(runs) * size
+    low = starts + np.where(missing, np.inf, grid).argmin(axis=1)  # all-NaN run: its first point
+    high = starts + np.where(missing, -np.inf, grid).argmax(axis=1)
+    picked = np.unique(np.concatenate([[0, n - 1], low, high]))
+    return picked[picked < n]
