@@ -92,6 +92,10 @@ def test_per_symbol_table_fits_a_narrow_terminal_and_wide_shows_all(data_dir: Pa
          ["--export='trades.xlsx'", "'.xlsx'", "end the file name in .csv or .parquet"]),
         (["--export", "trades"], 2, ["--export='trades'", "(none)"]),
         (["--report", "report.pdf"], 2, ["--report='report.pdf'", "end the file name in .html"]),
+        # a compact date read as epoch ms (1970): --from was silently ignored, the whole history backtested
+        (["--from", "20240101"], 2, ["--from=20240101 reads as epoch milliseconds (1970-01-01 05:37 UTC)",
+                                     "e.g. 2024-01-01"]),
+        (["--to", "1719705600"], 2, ["--to=1719705600 reads as epoch milliseconds", "epoch milliseconds (13 digits"]),
         (["--from", "2030-01-01"], 3,
          ["no bars of coinbase:BTC-USD:4h, coinbase:ETH-USD:4h in --from 2030-01-01",
           "coinbase:BTC-USD:4h covers 2016-05-18", "to 2025-10-28", "pick dates inside that range"]),
@@ -105,3 +109,34 @@ def test_bad_dates_ranges_and_file_names_are_refused(data_dir: Path, tmp_path: P
     for text in expected:
         assert text in out.stderr, (text, out.stderr)
     assert not list(tmp_path.iterdir())  # refused before any file is written
+
+
+def test_report_and_export_paths_that_cannot_be_written_are_refused_before_the_backtest(data_dir: Path,
+                                                                                      tmp_path: Path) -> None:
+    # they ran the whole backtest, printed the stats and then crashed with an IsADirectoryError traceback
+    (tmp_path / "report.html").mkdir()
+    (tmp_path / "notes.txt").write_text("not a folder")
+    for args, expected in (
+        (["--report", "report.html"], "--report='report.html' is a folder; give a file name in it"),
+        (["--export", "notes.txt/trades.csv"], f"--export='notes.txt/trades.csv': {Path('notes.txt')} is a file"),
+        (["--report", "notes.txt/deeper/r.html"], "is a file, not a folder"),
+    ):
+        out = tradeloop("backtest", "sma_cross", *SERIES, *args, data_dir=data_dir, cwd=tmp_path)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.startswith("error: ") and expected in out.stderr, out.stderr
+        assert out.stdout == ""  # refused before the backtest ran
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "report.html"]
+
+
+def test_a_series_without_bars_in_the_range_is_named_not_silently_dropped(tmp_path: Path) -> None:
+    lake = CandleLake(tmp_path / "lake")
+    import_file(lake, ROOT / "data" / "sample" / "coinbase__BTC-USD__4h.parquet")
+    late = pl.read_parquet(ROOT / "data" / "sample" / "coinbase__ETH-USD__4h.parquet").filter(
+        pl.col("ts") >= _ms("2024-06-01"))
+    late.write_parquet(tmp_path / "coinbase__ETH-USD__4h.parquet")
+    import_file(lake, tmp_path / "coinbase__ETH-USD__4h.parquet")
+    out = tradeloop("backtest", "sma_cross", *SERIES, "--from", "2024-01-01", "--to", "2024-03-31",
+                    data_dir=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "note: coinbase:ETH-USD:4h has no bars in --from 2024-01-01 --to 2024-03-31: left out" in out.stdout
+    assert "sma_cross(10,30) on coinbase:BTC-USD:4h\n" in out.stdout  # the header names what was backtested

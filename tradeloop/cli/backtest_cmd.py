@@ -9,6 +9,9 @@ and then cut to the range, so indicators start warm: the first bar in range can 
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -63,8 +66,12 @@ def backtest(
                      trailing_stop=trailing_stop, cash_sharing=shared_cash)
     if export is not None:
         export_format(export, option="--export")
-    if report is not None and report.suffix.lower() not in REPORT_SUFFIXES:
-        raise ConfigError(f"--report={str(report)!r} is an HTML report: end the file name in .html, e.g. report.html")
+        _writable(export, option="--export")
+    if report is not None:
+        if report.suffix.lower() not in REPORT_SUFFIXES:
+            raise ConfigError(f"--report={str(report)!r} is an HTML report: end the file name in .html, "
+                              "e.g. report.html")
+        _writable(report, option="--report")
     lo, hi = _range(start, end)
     keys = _keys(series)
     candles = lake_from_settings().read_many(keys)
@@ -72,16 +79,50 @@ def backtest(
     in_range = signals.filter(pl.col("ts").is_between(lo, hi, closed="left")) if (start or end) else signals
     if in_range.height == 0:
         raise DataError(_empty_range_message(candles, keys, start=start, end=end))
+    present = set(in_range["symbol"].unique().to_list())
     result = replace(run_backtest(in_range, config, timeframe=keys[0].timeframe), strategy=strat.describe())
     stats = result_stats(result)
-    print_stats(stats, series=", ".join(k.label for k in keys), wide=wide)
+    print_stats(stats, series=", ".join(k.label for k in keys if k.symbol in present), wide=wide)
+    for key in keys:
+        if key.symbol not in present:
+            where = _asked(start, end) or "the lake"
+            console.print(f"[yellow]note:[/] {escape(key.label)} has no bars in {escape(where)}: left out of the "
+                          "backtest", highlight=False)
     if export is not None:
-        console.print(f"trades: {export_trades(result.trades, export, timeframe=result.timeframe)} "
-                      f"({result.trades.height:,} rows)", highlight=False)
+        with _writing(export, option="--export"):
+            written = export_trades(result.trades, export, timeframe=result.timeframe)
+        console.print(f"trades: {written} ({result.trades.height:,} rows)", highlight=False)
     if report is not None:
         from tradeloop.performance.tearsheet import write_tearsheet  # plotly loads only when a report is asked
 
-        console.print(f"report: {write_tearsheet(result, report, stats=stats)}", highlight=False)
+        with _writing(report, option="--report"):
+            written = write_tearsheet(result, report, stats=stats)
+        console.print(f"report: {written}", highlight=False)
+
+
+def _writable(path: Path, *, option: str) -> None:
+    """Refuse, before the backtest runs, a file that cannot be written: a folder, a parent that is
+    a file, or a folder without write permission (missing folders are created)."""
+    if path.is_dir():
+        raise ConfigError(f"{option}={str(path)!r} is a folder; give a file name in it, e.g. "
+                          f"{path / ('report.html' if option == '--report' else 'trades.csv')}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{option}={str(path)!r}: {parent} is a file, not a folder; write the file elsewhere")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option}={str(path)!r}: no permission to write in {parent}; choose a folder you can "
+                          "write to")
+
+
+@contextmanager
+def _writing(path: Path, *, option: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:  # a disk full, a folder removed or made read-only while the backtest ran
+        raise ConfigError(f"{option}={str(path)!r} could not be written ({exc.strerror or exc}); "
+                          "choose another path") from None
 
 
 def _params(items: list[str]) -> dict[str, str]:
@@ -122,12 +163,24 @@ def _is_date(value: str) -> bool:
     return len(value) == 10 and value[4] == "-" and value[7] == "-"
 
 
+def _time(value: str, *, flag: str) -> int:
+    if value.isascii() and value.isdigit() and len(value) < 12:  # before 1973 as epoch ms: a compact date?
+        raise ConfigError(f"{flag}={value} reads as epoch milliseconds ({fmt_ts(int(value))} UTC); write a date "
+                          f"in ISO form, e.g. {_iso_guess(value)}, or epoch milliseconds (13 digits, e.g. "
+                          "1704067200000)")
+    return parse_time(value, field=flag)
+
+
+def _iso_guess(value: str) -> str:
+    return f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 else "2024-01-31"
+
+
 def _range(start: str | None, end: str | None) -> tuple[int, int]:
     """``[lo, hi)`` in epoch ms from ``--from``/``--to`` (see the module's rules)."""
-    lo = parse_time(start, field="--from") if start else -(2**62)
+    lo = _time(start, flag="--from") if start else -(2**62)
     hi = 2**62
     if end:
-        hi = parse_time(end, field="--to") + (DAY_MS if _is_date(end) else 1)
+        hi = _time(end, flag="--to") + (DAY_MS if _is_date(end) else 1)
     if start and end and lo >= hi:
         raise ConfigError(f"--from {start} is after --to {end}; give --from before --to, "
                           "e.g. --from 2024-01-01 --to 2024-06-30")
@@ -139,9 +192,12 @@ def _empty_range_message(candles: pl.DataFrame, keys: list[SeriesKey], *, start:
     spans = candles.group_by("exchange", "symbol", "timeframe").agg(first=pl.col("ts").min(), last=pl.col("ts").max())
     covered = "; ".join(f"{r['exchange']}:{r['symbol']}:{r['timeframe']} covers {fmt_ts(r['first'])} to "
                         f"{fmt_ts(r['last'])}" for r in spans.sort("symbol").iter_rows(named=True))
-    asked = " ".join(f"{flag} {value}" for flag, value in (("--from", start), ("--to", end)) if value)
-    return (f"no bars of {', '.join(k.label for k in keys)} in {asked} (UTC); {covered or 'no candles stored'}: "
-            "pick dates inside that range")
+    return (f"no bars of {', '.join(k.label for k in keys)} in {_asked(start, end)} (UTC); "
+            f"{covered or 'no candles stored'}: pick dates inside that range")
+
+
+def _asked(start: str | None, end: str | None) -> str:
+    return " ".join(f"{flag} {value}" for flag, value in (("--from", start), ("--to", end)) if value)
 
 
 def print_stats(stats: Stats, *, series: str, wide: bool = False) -> None:
