@@ -135,3 +135,16 @@ def test_stats_without_trades_print_dashes_not_errors() -> None:
     assert table["trades"] == "0" and table["win rate"] == "-" and table["best trade"] == "-"
     assert table["max drawdown"] == "0.00%" and table["Sharpe"] == "-"
     assert math.isnan(stats.best_trade)
+
+
+@pytest.mark.parametrize(("shared", "strategy", "hold"), [(False, (39 + 19) / 2 / 40, (40 + 20) / 2 / 40),
+                                                          (True, 39 / 40, 1.0)])
+def test_time_in_market_of_buy_and_hold_counts_a_late_symbol_as_the_strategy_does(shared, strategy, hold) -> None:
+    # BBB starts on bar 20: held on its 20 bars, its own portfolio (separate cash) is out of the market before;
+    # buy and hold read 100% whatever the symbols' starts, beside a strategy measured per portfolio
+    a = _hand_made([100.0] * 40, {0: ENTER_LONG}, symbol="AAA")
+    b = _hand_made([50.0] * 20, {0: ENTER_LONG}, symbol="BBB").with_columns(pl.col("ts") + 20 * DAY)
+    result = run_backtest(pl.concat([a, b]), BacktestConfig(cash_sharing=shared, fraction=0.5), timeframe="1d")
+    stats = result.stats()
+    assert stats.strategy.exposure == pytest.approx(strategy)
+    assert stats.benchmark.exposure == pytest.approx(hold)

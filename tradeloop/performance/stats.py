@@ -7,6 +7,8 @@ alike, 365-day years), the benchmark from :mod:`tradeloop.performance.benchmark`
 Rules:
 
 * the account is the sum of the portfolios; its capital is ``init_cash`` per portfolio;
+* time in market is the share of bars with a position: with shared cash any position, else the
+  mean over the portfolios; buy and hold counts the same way from each symbol's first bar;
 * trade figures (win rate, profit factor, expectancy, best/worst, duration) count closed
   trades; the trade count includes open ones and says how many;
 * a period shorter than ``min_days`` (default 30) is too short to annualise: CAGR,
@@ -237,7 +239,8 @@ def result_stats(result: BacktestResult, *, min_days: float = 30.0) -> Stats:
     benchmark = None
     if bench_frame is not None:
         bench_total = equity_frame(bench_frame)["equity"].to_numpy()
-        benchmark = compute_metrics(bench_total, init_cash=result.capital, periods_per_year=ppy, bars_in_market=bars)
+        benchmark = compute_metrics(bench_total, init_cash=result.capital, periods_per_year=ppy,
+                                    bars_in_market=_hold_bars_in_market(result))
     bar_days = timeframe_ms(result.timeframe) / DAY_MS
     closed = result.trades.filter(~pl.col("is_open"))
     per_symbol = _per_symbol(result, bench_frame, bars=bars, bar_days=bar_days)
@@ -254,6 +257,18 @@ def result_stats(result: BacktestResult, *, min_days: float = 30.0) -> Stats:
         best_trade=_or_nan(closed["return"].max()), worst_trade=_or_nan(closed["return"].min()),
         avg_trade_days=_or_nan(closed["bars_held"].mean()) * bar_days, per_symbol=per_symbol,
     )
+
+
+def _hold_bars_in_market(result: BacktestResult) -> int:
+    """Bars buy and hold spends in the market, counted as the kernel counts the strategy's: with
+    shared cash while any symbol is held, else the mean over the portfolios (one per symbol); a
+    symbol is held from its first bar on."""
+    prices = result.prices
+    assert prices is not None
+    bars = len(prices.ts)
+    has_open = np.isfinite(prices.open)
+    held = np.where(has_open.any(axis=0), bars - has_open.argmax(axis=0), 0)
+    return int(held.max()) if result.config.cash_sharing else round(float(held.mean()))
 
 
 def _or_nan(value: object) -> float:
