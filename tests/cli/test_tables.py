@@ -68,3 +68,16 @@ def test_rows_and_options_are_checked() -> None:
                                                    (float("nan"), False, "-")])
 def test_numbers_never_read_minus_zero(value: float, pct: bool, text: str) -> None:
     assert fmt_num(value, pct) == text
+
+
+def test_a_name_too_long_for_a_narrow_terminal_wraps_instead_of_being_cut() -> None:
+    # data status at COLUMNS=60 printed "coinbase:BTC-USD:…" for both the 1h and the 4h series
+    tbl = FitTable("Lake", ["series", "first", "last"])
+    for label in ("coinbase:BTC-USD:1h", "coinbase:BTC-USD:4h"):
+        tbl.add_row(label, "2017-07-01 11:00", "2019-10-17 09:00")
+    text = printed(tbl, 60)
+    assert "…" not in text
+    cells = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")]
+    assert "".join(cells) == "coinbase:BTC-USD:1hcoinbase:BTC-USD:4h"  # folded over lines, every character kept
+    assert "2017-07-01 11:00" in text and "2019-10-17 09:00" in text  # times stay on one line
+    assert max(len(line) for line in text.splitlines()) <= 60

@@ -40,7 +40,9 @@ class FitTable:
         index = [self.columns.index(c) for c in self.columns if c in shown]
         for i in index:
             name = self.columns[i]
-            tbl.add_column(name, justify="left" if name in LEFT_ALIGNED else "right", no_wrap=name not in LEFT_ALIGNED)
+            text = name in LEFT_ALIGNED  # names wrap (folded, never cut to "…"); numbers and times stay whole
+            tbl.add_column(name, justify="left" if text else "right", no_wrap=not text,
+                           overflow="fold" if text else "ellipsis")
         for row in self.rows:
             tbl.add_row(*(row[i] for i in index))
         return tbl
