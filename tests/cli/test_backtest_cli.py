@@ -92,6 +92,10 @@ def test_per_symbol_table_fits_a_narrow_terminal_and_wide_shows_all(data_dir: Pa
          ["--export='trades.xlsx'", "'.xlsx'", "end the file name in .csv or .parquet"]),
         (["--export", "trades"], 2, ["--export='trades'", "(none)"]),
         (["--report", "report.pdf"], 2, ["--report='report.pdf'", "end the file name in .html"]),
+        # the engine's "two candles for one (symbol, ts); deduplicate it" meant nothing to a CLI user
+        (["--series", "coinbase:ETH-USD:4h"], 2, ["--series coinbase:ETH-USD:4h is given twice; give it once"]),
+        (["--series", "kraken:BTC-USD:4h"], 2,
+         ["--series coinbase:BTC-USD:4h and kraken:BTC-USD:4h are both BTC-USD", "one exchange per symbol"]),
         # a compact date read as epoch ms (1970): --from was silently ignored, the whole history backtested
         (["--from", "20240101"], 2, ["--from=20240101 reads as epoch milliseconds (1970-01-01 05:37 UTC)",
                                      "e.g. 2024-01-01"]),

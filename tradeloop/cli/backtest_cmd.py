@@ -156,6 +156,15 @@ def _keys(series: list[str]) -> list[SeriesKey]:
         keys.append(SeriesKey(*parts))
     if len({k.timeframe for k in keys}) != 1:
         raise ConfigError("--series must share one timeframe in one backtest")
+    seen: dict[str, SeriesKey] = {}
+    for key in keys:
+        other = seen.setdefault(key.symbol, key)
+        if other is key:
+            continue
+        if other == key:
+            raise ConfigError(f"--series {key.label} is given twice; give it once")
+        raise ConfigError(f"--series {other.label} and {key.label} are both {key.symbol}; a backtest trades each "
+                          "symbol once: keep one exchange per symbol")
     return keys
 
 
