@@ -4,6 +4,8 @@ days, never bars the champion was trained on."""
 from __future__ import annotations
 
 import math
+import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,8 @@ from tradeloop.data.importer import import_sample, sample_files
 from tradeloop.errors import ConfigError
 from tradeloop.registry import Lineage, ModelRegistry
 from tradeloop.settings import Settings
+from tradeloop.strategies import Breakout
+from tradeloop.thresholds import ThresholdModel
 
 DAY = 86_400_000
 FOUR_H = 4 * 3_600_000
@@ -75,3 +79,26 @@ def test_more_days_than_the_lake_holds_replays_from_its_start(settings: Settings
                          timeframe="4h", days=1e30)  # no champion: nothing else moves the start
     first_candle = CandleLake(settings.lake_dir).read(SeriesKey("coinbase", "BTC-USD", "4h"))["ts"].min()
     assert 0 <= first <= first_candle  # a time every reader takes: the replay starts at the first candle
+
+
+def test_up_trades_the_champion_promoted_last(settings: Settings, tmp_path: Path, monkeypatch) -> None:
+    from tradeloop.cli.up_cmd import latest_champion
+    from tradeloop.settings import get_settings
+
+    monkeypatch.setenv("TRADELOOP_DATA_DIR", str(tmp_path / "fresh"))
+    get_settings.cache_clear()
+    try:
+        assert latest_champion() is None  # nothing promoted: up falls back to the default strategy
+        registry = ModelRegistry(get_settings().registry_dir)
+        sma = registry.register(_model(tmp_path / "m", info={}, universe=None))
+        model = ThresholdModel.load(tmp_path / "m")
+        breakout = registry.register(dataclasses.replace(model, strategy=Breakout(window=20)).save(tmp_path / "b"))
+        registry.promote("sma_cross", sma, lineage=Lineage())
+        time.sleep(1.1)  # promotion times have one-second resolution
+        registry.promote("breakout", breakout, lineage=Lineage())
+        assert latest_champion() == "breakout"
+        time.sleep(1.1)
+        registry.promote("sma_cross", sma, lineage=Lineage(parameters={"note": "again"}))
+        assert latest_champion() == "sma_cross"
+    finally:
+        get_settings.cache_clear()

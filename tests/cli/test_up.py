@@ -7,11 +7,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import psutil
+
+from tradeloop.data import CandleLake, SeriesKey
+from tradeloop.ops import EquityPoint, OpsStore, connect
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,6 +43,9 @@ def test_up_serves_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "tradeloop", "up", "--lab-port", str(ports["lab"]),
                              "--dagster-port", str(ports["dagster"]), "--dashboard-port", str(ports["dashboard"])],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
     urls = {"lab": f"http://127.0.0.1:{ports['lab']}/lab", "dagster": f"http://127.0.0.1:{ports['dagster']}/server_info",
             "dashboard": f"http://127.0.0.1:{ports['dashboard']}/_stcore/health"}
     try:
@@ -52,13 +59,26 @@ def test_up_serves_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
         while not database.exists() and time.monotonic() < deadline:
             time.sleep(0.5)
         assert database.exists()  # the live engine started its paper session
+        while "tradeloop up: ready" not in "".join(lines) and time.monotonic() < deadline:
+            time.sleep(0.5)
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 4
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        out, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+    out = "".join(lines)
     for port in ports.values():
         assert f"127.0.0.1:{port}" in out  # each service's address was printed
+    ready = out.index("tradeloop up: ready")  # the addresses come last, after the services' start-up chatter
+    assert " lab " in out[:ready] and " dashboard " in out[:ready] and " live " in out[:ready]
+    table = out[ready:].split("Ctrl-C stops every service.")[0]
+    assert table.count(" up ") + table.count(" up│") >= 3 and "not answering" not in table
+    store = OpsStore(connect(f"sqlite:///{database}"))
+    [session] = store.sessions()
+    first_bar = int(store.frame(EquityPoint, session.id)["ts"].min())
+    last_candle = CandleLake(tmp_path / "data" / "lake").last_ts(SeriesKey("coinbase", "BTC-USD", "4h"))
+    assert last_candle - 30 * 86_400_000 <= first_bar <= last_candle  # recent bars, not 2016
     gone, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, [p.cmdline() for p in alive]
     assert not any(answers(u) for u in urls.values())

@@ -1,19 +1,27 @@
 """``tradeloop up``: every local service under one process manager (honcho).
 
-JupyterLab, the Dagster UI, the live engine (paper, replaying the lake) and the dashboard,
-each on 127.0.0.1 with its port printed first. Ctrl-C (or SIGTERM) stops them all.
+JupyterLab, the Dagster UI, the live engine (paper, replaying the lake's recent bars with
+the latest champion) and the dashboard, each on 127.0.0.1. The table of addresses is
+printed last, once every service answers, after their start-up chatter. Ctrl-C (or
+SIGTERM) stops them all.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import shlex
 import sys
+import threading
+import time
+import urllib.request
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from rich.console import Console
 
 from tradeloop.cli.common import REPO, console, handle_errors, table
 from tradeloop.errors import ConfigError
@@ -23,15 +31,21 @@ from tradeloop.settings import get_settings
 SERVICES = ("lab", "dagster", "live", "dashboard")
 
 
+RECENT_DAYS = 30.0  # the paper session replays the lake's last month, then follows it
+
+
 def service_commands(*, lab: int, dagster: int, dashboard: int, speed: float,
-                     lab_token: str) -> dict[str, tuple[str, str]]:
+                     lab_token: str, strategy: str = "sma_cross") -> dict[str, tuple[str, str]]:
     """name -> (command line, URL or note). Every command runs from the repository root."""
     py = shlex.quote(sys.executable)
     return {  # Lab's root, settings and allow_root come from jupyter/ (lab_environment)
         "lab": (f"{py} -m jupyterlab --ip 127.0.0.1 --port {lab} --no-browser "
                 f"--IdentityProvider.token={lab_token}", f"http://127.0.0.1:{lab}/lab?token={lab_token}"),
         "dagster": (f"{py} -m dagster dev -w workspace.yaml -h 127.0.0.1 -p {dagster}", f"http://127.0.0.1:{dagster}"),
-        "live": (f"{py} -m tradeloop live run --name paper --follow --speed {speed:g}", "paper session 'paper' (replay)"),
+        "live": (f"{py} -m tradeloop live run --name paper --strategy {shlex.quote(strategy)} --follow "
+                 f"--recent-days {RECENT_DAYS:g} --speed {speed:g}",
+                 f"paper session 'paper': {strategy}, the lake's last {RECENT_DAYS:g} days after the champion's "
+                 "training end, then new candles"),
         "dashboard": (f"{py} -m tradeloop dashboard --port {dashboard}", f"http://127.0.0.1:{dashboard}"),
     }
 
@@ -53,13 +67,17 @@ def up(
     unknown = sorted(set(chosen) - set(SERVICES))
     if unknown:
         raise ConfigError(f"--only {unknown} is not a service; choose from {', '.join(SERVICES)}")
+    if "live" in chosen and (why := _no_candles()):
+        chosen.remove("live")
+        console.print(f"[yellow]live: not started[/]: {why}", highlight=False)
     commands = service_commands(lab=lab_port, dagster=dagster_port, dashboard=dashboard_port, speed=speed,
-                                lab_token=secrets.token_hex(16))
-    tbl = table("tradeloop up", ["service", "where"])
-    for name in chosen:
-        tbl.add_row(name, commands[name][1])
-    console.print(tbl)
-    console.print("Ctrl-C stops every service.")
+                                lab_token=secrets.token_hex(16), strategy=latest_champion() or "sma_cross")
+    console.print(f"starting {', '.join(chosen)}; their addresses follow once they answer. Ctrl-C stops them all.")
+    probes = {"lab": f"http://127.0.0.1:{lab_port}/api", "dagster": f"http://127.0.0.1:{dagster_port}/server_info",
+              "dashboard": f"http://127.0.0.1:{dashboard_port}/_stcore/health"}
+    threading.Thread(target=announce, name="up-announce", daemon=True,
+                     kwargs={"where": {n: commands[n][1] for n in chosen},
+                             "probes": {n: u for n, u in probes.items() if n in chosen}}).start()
     env = lab_environment({**os.environ, "PYTHONUNBUFFERED": "1",
                            "DAGSTER_HOME": str(get_settings().dagster_dir)})  # the one pipelines.run uses
     Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
@@ -68,3 +86,62 @@ def up(
         manager.add_process(name, commands[name][0], env=env, cwd=str(REPO))
     manager.loop()
     raise typer.Exit(code=manager.returncode or 0)
+
+
+def _no_candles() -> str | None:
+    """Why the paper session cannot start (None: it can): the lake lacks its candles."""
+    from tradeloop.data import CandleLake, SeriesKey
+
+    lake = CandleLake(get_settings().lake_dir)
+    if any(lake.last_ts(SeriesKey("coinbase", s, "4h")) is None for s in ("BTC-USD", "ETH-USD")):
+        return (f"the lake under {lake.root} has no coinbase 4h candles of BTC-USD and ETH-USD; run `make demo` "
+                "(or `tradeloop data import`) first")
+    return None
+
+
+def latest_champion() -> str | None:
+    """The strategy whose champion was promoted last (None: no champion yet)."""
+    from tradeloop.errors import TradeloopError
+    from tradeloop.registry import ModelRegistry
+
+    registry = ModelRegistry(get_settings().registry_dir)
+    promoted = []
+    for name in registry.strategies():
+        try:
+            entry = registry.champion(name)
+        except TradeloopError:  # a broken manifest: the live engine reports it if chosen
+            continue
+        if entry is not None:
+            promoted.append((entry.promoted_at, name))
+    return max(promoted)[1] if promoted else None
+
+
+def announce(*, where: dict[str, str], probes: dict[str, str], timeout_s: float = 180.0,
+             out=None) -> dict[str, bool]:
+    """Wait until every service in ``probes`` answers (or ``timeout_s``), then print the table
+    of addresses in one write, after the services' start-up output. Returns who answered."""
+    deadline = time.monotonic() + timeout_s
+    pending = dict(probes)
+    while pending and time.monotonic() < deadline:
+        pending = {name: url for name, url in pending.items() if not _answers(url)}
+        if pending:
+            time.sleep(0.5)
+    tbl = table("tradeloop up: ready", ["service", "where", "state"])
+    for name, place in where.items():
+        state = "not answering" if name in pending else ("up" if name in probes else "started")
+        tbl.add_row(name, place, state)
+    buffer = io.StringIO()
+    Console(file=buffer, width=console.width, force_terminal=console.is_terminal).print(tbl)
+    buffer.write("Ctrl-C stops every service.\n")
+    stream = out or sys.stdout
+    stream.write(buffer.getvalue())
+    stream.flush()
+    return {name: name not in pending for name in probes}
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:  # noqa: S310 - our own loopback services
+            return reply.status == 200
+    except OSError:
+        return False
