@@ -81,3 +81,15 @@ def card_field(out: str, label: str) -> str:
         if inner.startswith(label + "  "):
             return inner[len(label):].strip()
     raise AssertionError(f"no {label!r} in the card:\n{out}")
+
+
+def test_a_champion_promoted_by_hand_says_no_evidence_was_recorded(tmp_path: Path) -> None:
+    # `tradeloop models promote` records no gate nor metrics: the card printed an empty "Metrics at promotion" table
+    registry = ModelRegistry(tmp_path / "registry")
+    artifact = registry.register(_model(tmp_path / "m", info={}, universe=None))
+    registry.promote("sma_cross", artifact, lineage=Lineage(parameters={"note": "hotfix"}))
+    shown = tradeloop("models", "show", "sma_cross", data_dir=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "Metrics at promotion" not in shown.stdout and "┏" not in shown.stdout
+    assert "no promotion gate or metrics recorded" in shown.stdout
+    assert card_field(shown.stdout, "parameters") == "note=hotfix"

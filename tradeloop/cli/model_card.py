@@ -12,6 +12,7 @@ import math
 from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from tradeloop.registry.manifest import ChampionEntry
 
@@ -61,9 +62,10 @@ def card(entry: ChampionEntry, model, *, training: list[tuple[str, str]], histor
     return Group(panel, evidence(lineage.gate, lineage.metrics))
 
 
-def evidence(gate: list[dict], metrics: dict) -> Table:
+def evidence(gate: list[dict], metrics: dict) -> Table | Text:
     """The gate's checks as promoted (value, bar, result), or the bare metrics of an older
-    champion whose lineage has no gate table."""
+    champion whose lineage has no gate table, or a line saying neither was recorded (a
+    champion promoted by hand)."""
     if gate:
         tbl = Table(title="Promotion gate (out-of-sample evidence)", title_justify="left", header_style="bold")
         for col, justify in (("check", "left"), ("value", "right"), ("bar", "right"), ("result", "left"),
@@ -76,7 +78,10 @@ def evidence(gate: list[dict], metrics: dict) -> Table:
             result = "[green]PASS[/]" if check.get("passed") else "[red]FAIL[/]"
             tbl.add_row(name, value, bar, result, str(check.get("detail", "")))
         return tbl
-    tbl = Table(title="Metrics at promotion", title_justify="left", header_style="bold")
+    if not metrics:
+        return Text("no promotion gate or metrics recorded: promoted by hand (tradeloop models promote) or "
+                    "before the gate was kept in the lineage")
+    tbl = Table(title="Metrics at promotion", title_justify="left", header_style="bold", min_width=22)
     tbl.add_column("metric")
     tbl.add_column("value", justify="right")
     for name, value in sorted(metrics.items()):
