@@ -28,9 +28,9 @@ until_ms = None  # research sees only candles before this time (ms); None: all
 # %%
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import polars as pl
 
+from tradeloop.performance.plots import equity_figure
 from tradeloop.research.notebooks import research_paths
 from tradeloop.research.steps import EQUITY_PARQUET, MODEL_DIR, candles_of, report_backtest
 
@@ -45,14 +45,11 @@ report = report_backtest(candles, model_dir=Path(thresholds_dir) / MODEL_DIR, ev
 report["oos"], report["signals_taken"], report["signals_rejected"]
 
 # %%
-pl.DataFrame([report["full_history"]])
+pl.DataFrame([report["full_history"]]).with_columns(pl.selectors.float().round(4))
+
+# %% [markdown]
+# Equity over its drawdown (in-sample history, shared cash: display only; log scale).
 
 # %%
-equity = pl.read_parquet(Path(output_dir) / EQUITY_PARQUET)
-peak = equity["equity"].cum_max()
-fig, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
-axes[0].plot(equity["ts"].to_numpy(), equity["equity"].to_numpy())
-axes[0].set_title("equity (in-sample history, shared cash: display only)")
-axes[1].fill_between(equity["ts"].to_numpy(), (equity["equity"] / peak - 1).to_numpy(), 0, color="tab:red")
-axes[1].set_title("drawdown")
-plt.show()
+equity_figure(pl.read_parquet(Path(output_dir) / EQUITY_PARQUET), log_scale=True,
+              title="equity (in-sample history, shared cash: display only)")

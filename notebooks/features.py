@@ -47,9 +47,10 @@ features.null_count()
 
 # %%
 fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
-for symbol, part in features.group_by("symbol"):
-    axes[0].plot(part["ts"].to_numpy(), part["close"].to_numpy(), label=symbol[0])
-    axes[1].plot(part["ts"].to_numpy(), part["rsi_14"].to_numpy(), lw=0.3)
+for symbol, part in features.group_by("symbol", maintain_order=True):
+    time = pl.from_epoch(part["ts"], time_unit="ms").to_numpy()  # UTC dates on the axis
+    axes[0].plot(time, part["close"].to_numpy(), label=symbol[0])
+    axes[1].plot(time, part["rsi_14"].to_numpy(), lw=0.3)
 axes[0].set_yscale("log")
 axes[0].legend()
 axes[1].set_ylabel("RSI(14)")
