@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+
 import empyrical
 import numpy as np
 import pandas as pd
@@ -15,6 +19,7 @@ from tradeloop.performance import plots
 from tradeloop.strategies import SmaCross
 
 T0 = 1_704_067_200_000  # 2024-01-01 UTC
+CHROMIUM = os.environ.get("TRADELOOP_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +194,50 @@ def test_long_curves_are_drawn_with_at_most_max_points_keeping_extremes_and_ends
 def test_report_of_long_minute_data_stays_small(minute_result, tmp_path) -> None:
     path = minute_result.write_report(tmp_path / "minutes.html")
     assert path.stat().st_size < 8_000_000, path.stat().st_size  # plotly.js is 4.7 MB of it
+
+
+def _ticks_in_chromium(figures: dict[str, go.Figure], tmp_path) -> dict[str, dict[str, list[str]]]:
+    """Tick labels of each figure's axes as chromium draws them."""
+    from playwright.sync_api import sync_playwright
+
+    from tradeloop.performance.tearsheet import get_plotlyjs
+
+    body = "".join(f'<div id="{name}">{fig.to_html(full_html=False, include_plotlyjs=False)}</div>'
+                   for name, fig in figures.items())
+    page_path = tmp_path / "figures.html"
+    page_path.write_text(f"<html><head><script>{get_plotlyjs()}</script></head><body>{body}</body></html>")
+    out: dict[str, dict[str, list[str]]] = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            page.goto(page_path.as_uri())
+            page.wait_for_selector(".js-plotly-plot .main-svg")
+            for name in figures:
+                div = page.locator(f"#{name}")
+                out[name] = {axis: [t.replace("\u2212", "-") for t in div.locator(f".{axis}tick text")
+                                    .all_text_contents()] for axis in ("x", "y", "x2", "y2")}
+        finally:
+            browser.close()
+    return out
+
+
+def test_a_flat_curve_and_a_single_bar_draw_sensible_axes_in_chromium(result, tmp_path) -> None:
+    # a strategy that never trades drew equity ticks "10,001 10,001 10,000 10,000 9,999" and a drawdown axis
+    # from 0% up to +100%; a one-bar backtest put its time axis at "23:59:59.999" and drew no point at all
+    flat = pl.DataFrame({"ts": [T0 + i * 14_400_000 for i in range(600)], "equity": [10_000.0] * 600})
+    one = flat.head(1)
+    ticks = _ticks_in_chromium({
+        "flat": plots.equity_figure(flat, init_cash=10_000.0),
+        "one": plots.equity_figure(one, init_cash=10_000.0, benchmark=one.with_columns(equity=pl.lit(9_990.0))),
+        "sharpe": plots.rolling_sharpe_figure(one, timeframe="4h", init_cash=10_000.0),
+    }, tmp_path)
+    for name in ("flat", "one"):
+        equity, drawdown = ticks[name]["y"], ticks[name]["y2"]
+        assert len(set(equity)) == len(equity) >= 3, equity  # distinct labels
+        assert drawdown and all(float(t.rstrip("%")) <= 0 for t in drawdown), drawdown  # never above 0
+        assert len(set(drawdown)) == len(drawdown), drawdown
+    for name, axis in (("one", "x2"), ("sharpe", "x")):
+        assert ticks[name][axis] and not any(re.search(r":\d\d\.\d", t) for t in ticks[name][axis]), ticks[name]
+    one_fig = plots.equity_figure(one, init_cash=10_000.0)
+    assert "markers" in _trace(one_fig, "strategy").mode  # a single point is visible

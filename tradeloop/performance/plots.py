@@ -108,11 +108,36 @@ def equity_figure(equity: pl.DataFrame, *, benchmark: pl.DataFrame | None = None
                                  hovertemplate="%{y:.2%}", showlegend=False),
                       row=2, col=1)
     _layout(fig, title=title, height=height)
+    curves = [trace.y for trace in fig.data if trace.yaxis == "y"]
     fig.update_yaxes(title_text="equity", type="log" if log_scale else "linear", tickformat=",.0f",
-                     rangemode="normal", row=1, col=1)
-    fig.update_yaxes(title_text="drawdown", tickformat=".0%", rangemode="tozero", row=2, col=1)
+                     rangemode="normal", row=1, col=1, **_flat_range(curves, log_scale=log_scale))
+    deepest = min((float(np.nanmin(t.y)) for t in fig.data if t.yaxis == "y2" and np.isfinite(t.y).any()),
+                  default=0.0)
+    fig.update_yaxes(title_text="drawdown", tickformat=".0%" if deepest <= -0.05 else ".1%", rangemode="tozero",
+                     row=2, col=1, **({"range": [-0.01, 0.0]} if deepest > -0.01 else {}))  # else 0..+100% when flat
     fig.update_xaxes(title_text="time (UTC)", row=2, col=1)
+    _single_time(fig, _ms(eq["time"]))
     return fig
+
+
+def _flat_range(curves: list, *, log_scale: bool) -> dict:
+    """A range of +-1% around curves that barely move (a strategy that never trades), whose
+    automatic ticks would repeat one rounded value ("10,000 10,000 10,001")."""
+    values = np.concatenate([np.asarray(c, dtype=np.float64) for c in curves]) if curves else np.empty(0)
+    values = values[np.isfinite(values)]
+    if values.size == 0 or values.max() - values.min() >= 0.01 * abs(values.max()) or values.max() <= 0:
+        return {}
+    mid = (values.max() + values.min()) / 2
+    low, high = mid * 0.99, mid * 1.01
+    return {"range": [math.log10(low), math.log10(high)] if log_scale else [low, high]}
+
+
+def _single_time(fig: go.Figure, times: np.ndarray) -> None:
+    """One bar: markers (a line through one point draws nothing) on a day-wide time axis around it
+    (plotly would zoom to milliseconds around the point)."""
+    if times.size and times.min() == times.max():
+        fig.update_traces(mode="lines+markers", selector={"type": "scatter"})
+        fig.update_xaxes(range=[times[0] - 43_200_000, times[0] + 43_200_000])
 
 
 def _one_symbol(frame: pl.DataFrame, symbol: str | None, *, what: str) -> tuple[pl.DataFrame, str | None]:
@@ -284,4 +309,5 @@ def rolling_sharpe_figure(equity: pl.DataFrame, *, timeframe: str, window_days: 
     _layout(fig, title=title or f"Rolling Sharpe ({window_days:g} days)", height=height)
     fig.update_yaxes(title_text="Sharpe", tickformat=".1f")
     fig.update_xaxes(title_text="time (UTC)")
+    _single_time(fig, _ms(equity_frame(equity)["time"]))
     return fig
