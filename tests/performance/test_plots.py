@@ -200,7 +200,7 @@ def _ticks_in_chromium(figures: dict[str, go.Figure], tmp_path) -> dict[str, dic
     """Tick labels of each figure's axes as chromium draws them."""
     from playwright.sync_api import sync_playwright
 
-    from tradeloop.performance.tearsheet import get_plotlyjs
+    from plotly.offline import get_plotlyjs
 
     body = "".join(f'<div id="{name}">{fig.to_html(full_html=False, include_plotlyjs=False)}</div>'
                    for name, fig in figures.items())
@@ -215,8 +215,9 @@ def _ticks_in_chromium(figures: dict[str, go.Figure], tmp_path) -> dict[str, dic
             page.wait_for_selector(".js-plotly-plot .main-svg")
             for name in figures:
                 div = page.locator(f"#{name}")
-                out[name] = {axis: [t.replace("\u2212", "-") for t in div.locator(f".{axis}tick text")
-                                    .all_text_contents()] for axis in ("x", "y", "x2", "y2")}
+                selectors = {axis: f".{axis}tick text" for axis in ("x", "y", "x2", "y2")} | {"bar": ".cbaxis text"}
+                out[name] = {axis: [t.replace("\u2212", "-") for t in div.locator(selector).all_text_contents()]
+                             for axis, selector in selectors.items()}
         finally:
             browser.close()
     return out
@@ -241,3 +242,15 @@ def test_a_flat_curve_and_a_single_bar_draw_sensible_axes_in_chromium(result, tm
         assert ticks[name][axis] and not any(re.search(r":\d\d\.\d", t) for t in ticks[name][axis]), ticks[name]
     one_fig = plots.equity_figure(one, init_cash=10_000.0)
     assert "markers" in _trace(one_fig, "strategy").mode  # a single point is visible
+
+
+
+def test_the_monthly_colour_scale_reads_distinct_values_for_tiny_returns_in_chromium(tmp_path) -> None:
+    # a flat curve's scale read "-1% -1% 0% 1% 1%", a curve gaining 0.015% a month "0% 0% 0%"
+    flat = pl.DataFrame({"ts": [T0 + i * 86_400_000 for i in range(400)], "equity": [10_000.0] * 400})
+    small = flat.with_columns(equity=10_000.0 + pl.int_range(400).cast(pl.Float64) * 0.05)
+    ticks = _ticks_in_chromium({name: plots.monthly_returns_figure(frame, init_cash=10_000.0)
+                                for name, frame in (("flat", flat), ("small", small))}, tmp_path)
+    for name in ("flat", "small"):
+        scale = ticks[name]["bar"]
+        assert len(scale) >= 3 and len(set(scale)) == len(scale), (name, scale)

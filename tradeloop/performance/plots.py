@@ -274,13 +274,23 @@ def monthly_returns_figure(equity: pl.DataFrame, *, init_cash: float | None = No
     fig = go.Figure(go.Heatmap(
         z=z, x=MONTHS, y=labels, text=text, texttemplate="%{text}", colorscale="RdYlGn", zmid=0.0,
         zmin=-bound, zmax=bound, hovertemplate="%{y} %{x}: %{text}<extra></extra>", name="monthly returns",
-        colorbar={"tickformat": ".0%", "title": {"text": "return"}}, xgap=2, ygap=2,
+        colorbar={**_scale_ticks(bound), "title": {"text": "return"}}, xgap=2, ygap=2,
     ))
     fig.update_layout(template="plotly_white", title=title or "Monthly returns",
                       height=height or max(220, 80 + 34 * len(years)),
                       margin={"l": 110, "r": 20, "t": 60, "b": 30})
     fig.update_yaxes(type="category")
     return fig
+
+
+def _scale_ticks(bound: float) -> dict:
+    """Five ticks from -bound to +bound, with as many decimals as it takes to tell them apart."""
+    values = [-bound, -bound / 2, 0.0, bound / 2, bound]
+    for digits in range(5):
+        text = [f"{v:.{digits}%}" for v in values]
+        if len(set(text)) == len(text):
+            break
+    return {"tickvals": values, "ticktext": text}
 
 
 def rolling_sharpe_figure(equity: pl.DataFrame, *, timeframe: str, window_days: float = 90,
