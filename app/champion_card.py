@@ -10,6 +10,7 @@ research run that the gate refused has overwritten it otherwise.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -40,11 +41,21 @@ def facts(entry: ChampionEntry, model: ThresholdModel) -> list[tuple[str, str]]:
         *training_lines(model, data_snapshot=lineage.data_snapshot),
         ("stale after", f"{iso_utc(model.trained_until + model.max_age_ms)} ({model.max_age_ms / 86_400_000:g} days "
                         f"after its last training event; then {rule})"),
-        ("promoted", entry.promoted_at),
+        ("promoted", when_text(entry.promoted_at)),
         ("artifact", entry.artifact),
         ("git commit", lineage.git_commit),
         ("run", lineage.run_id or "-"),
     ]
+
+
+def when_text(iso: str) -> str:
+    """An ISO time (``2026-01-31T12:00:00+00:00``) as ``2026-01-31 12:00 UTC``; as given if it is not one."""
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    moment = moment.astimezone(UTC) if moment.tzinfo else moment
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
 def gate_table(entry: ChampionEntry) -> pl.DataFrame:
@@ -53,7 +64,7 @@ def gate_table(entry: ChampionEntry) -> pl.DataFrame:
     rows = [{"check": str(c.get("name", "?")),
              "value": c.get("shown") or metric_text(str(c.get("name", "")), c.get("value")),
              "bar": c.get("shown_bar") or metric_text(str(c.get("name", "")), c.get("bar")),
-             "result": "✅ PASS" if c.get("passed") else "❌ FAIL", "how": str(c.get("detail", ""))}
+             "result": "PASS" if c.get("passed") else "FAIL", "how": str(c.get("detail", ""))}
             for c in entry.lineage.gate]
     return pl.DataFrame(rows, schema=GATE_SCHEMA)
 

@@ -44,7 +44,7 @@ def steady_axes(fig: go.Figure, values: list[float], drawdowns: list[float], *, 
             band = [lo - pad, hi + pad]
             fig.update_yaxes(range=[math.log10(v) for v in band] if log and lo - pad > 0 else band, row=1, col=1)
     if drawdowns and min(drawdowns) > -FLAT:
-        fig.update_yaxes(range=[-0.01, 0.001], row=2, col=1)
+        fig.update_yaxes(range=[-0.01, 0.001], tickformat=".1%", row=2, col=1)
     return fig
 
 

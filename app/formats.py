@@ -63,17 +63,6 @@ def table(frame: pl.DataFrame, spec: dict[str, C.Column], *, key: str | None = N
                  key=key, height=height, width="stretch", placeholder="-")
 
 
-METRICS = {
-    "run": text("run"), "from": when("from"), "to": when("to"), "days": C.NumberColumn("days", format="%.1f"),
-    "total_return": percent("total return"), "cagr": percent("CAGR", "annualised; blank under 30 days"),
-    "sharpe": ratio("Sharpe", "annualised (365 days); blank under 30 days"),
-    "sortino": ratio("Sortino", "annualised; blank under 30 days"), "max_drawdown": percent("max drawdown"),
-    "volatility": percent("volatility", "annualised; blank under 30 days"),
-    "calmar": ratio("Calmar", "CAGR / |max drawdown|; blank under 30 days"), "trades": count("trades"),
-    "win_rate": percent("win rate", "closed trades"), "profit_factor": ratio("profit factor", "gains / losses"),
-    "sample": text("sample"),
-}
-
 TRADES = {
     "run": text("run"), "symbol": text("symbol"), "entry_time": when("entry"), "exit_time": when("exit"),
     "quantity": amount("quantity"), "entry_price": price("entry price"), "exit_price": price("exit price"),

@@ -36,8 +36,9 @@ SYMBOLS = {
     "volume": fmt.money("traded volume"),
 }
 DECISIONS = {
-    "since": fmt.text("in force since (UTC)"), "until": fmt.text("until"), "source": fmt.text("source"),
-    "model": fmt.text("model"), "threshold": fmt.C.NumberColumn("threshold", format="%.3f"), "reason": fmt.text("reason", width="large"),
+    "since": fmt.text("in force since (UTC)", width="medium"), "until": fmt.text("until", width="medium"),
+    "source": fmt.text("source"), "model": fmt.text("model"),
+    "threshold": fmt.C.NumberColumn("threshold", format="%.3f"), "reason": fmt.text("reason", width="large"),
 }
 
 

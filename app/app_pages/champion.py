@@ -48,7 +48,7 @@ with st.container(border=True):
     a.metric("Artifact", entry.artifact[:12], help=entry.artifact)
     b.metric("Promoted", entry.promoted_at[:10], help=entry.promoted_at)
     c.metric("Threshold", f"{est.threshold_:.4f}", help=f"p* {est.p_star_:.4f} + margin {est.margin_:.4f}")
-    d.metric("Git commit", (entry.lineage.git_commit or "-")[:12], help=entry.lineage.git_commit)
+    d.metric("Git commit", (entry.lineage.git_commit or "-")[:10], help=entry.lineage.git_commit)
     st.markdown("\n".join(f"- **{label}**: {text}" for label, text in card.facts(entry, model)))
     links = card.notebook_links(entry, sources.settings())
     if links:
@@ -71,8 +71,10 @@ if not notes["research"]:
 st.subheader("Promotion gate")
 gate = card.gate_table(entry)
 if gate.height:
-    verdict = "passed every check" if gate["result"].str.ends_with("PASS").all() else "was promoted with a failed check"
-    st.caption(f"Out-of-sample evidence the champion {verdict} on when it was promoted.")
+    failed = int((gate["result"] == "FAIL").sum())
+    verdict = "every check passed" if not failed else \
+        f"{failed} check(s) failed (promoted by hand, or under other bars)"
+    st.caption(f"The out-of-sample evidence it was promoted on: {verdict}.")
     fmt.table(gate, GATE, max_rows=12)
 else:
     metrics = card.promotion_metrics(entry)

@@ -10,7 +10,6 @@ import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -26,7 +25,8 @@ BARS = 20
 
 
 @pytest.fixture(scope="module")
-def watched(trained_world: World, tmp_path_factory: pytest.TempPathFactory) -> tuple[World, SessionConfig]:  # noqa: F811
+def watched(trained_world: World,  # noqa: F811
+            tmp_path_factory: pytest.TempPathFactory) -> tuple[World, SessionConfig]:
     """A paper session that has processed ``BARS`` bars and can process more (``max_bars``)."""
     root = tmp_path_factory.mktemp("watched") / "data"
     shutil.copytree(trained_world.root, root, ignore=shutil.ignore_patterns("tradeloop.db*"))

@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from tests.app.conftest import dashboard_reads
 from tradeloop.ops import EquityPoint, OpsStore
 from tradeloop.registry import ModelRegistry
+from tradeloop.settings import get_settings
 
 DASHBOARD = str(Path(__file__).resolve().parents[2] / "app" / "dashboard.py")
 
@@ -89,32 +90,24 @@ def test_performance_without_a_session_shows_the_research_backtest(dashboard_env
     assert list(table(at, "metric").columns) == ["metric", "research backtest"]
 
 
-def test_champion_shows_a_card(dashboard_env: Path) -> None:
+def test_champion_shows_a_card_and_the_gate_as_promoted(dashboard_env: Path) -> None:
     at = page("champion")
     assert at.header[0].value == "sma_cross"
-    entry = ModelRegistry(dashboard_env / "registry").champion("sma_cross")
+    entry, model = ModelRegistry(dashboard_env / "registry").load("sma_cross")
     assert {m.label: m.value for m in at.metric}["Artifact"] == entry.artifact[:12]
     card = next(m.value for m in at.markdown if "**training window**" in m.value)
-    assert "**data hash**" in card and "**universe**" in card and "**stale after**" in card
-    assert any("Promoted without the gate" in c.value for c in at.caption)  # the fixture promoted it by hand
-
-
-def test_champion_shows_the_gate_as_promoted(dashboard_env: Path, tmp_path: Path, monkeypatch) -> None:
-    registry = ModelRegistry(tmp_path / "registry")
-    source = ModelRegistry(dashboard_env / "registry")
-    entry = source.champion("sma_cross")
-    registry.store.put(dashboard_env / "registry" / "artifacts" / entry.artifact)
-    gate = [{"name": "deflated_sharpe", "value": 0.97, "bar": 0.95, "passed": True, "detail": "10 trials",
-             "shown": "", "shown_bar": ">= 0.9500"},
-            {"name": "max_drawdown", "value": -0.21, "bar": -0.35, "passed": True, "detail": "worst fall",
-             "shown": "-21.0%", "shown_bar": ">= -35.0%"}]
-    registry.promote("sma_cross", entry.artifact, lineage=entry.lineage.model_copy(update={"gate": gate}))
-    with dashboard_reads(tmp_path, monkeypatch):
-        at = page("champion")
-    rows = table(at, "check")
-    assert rows["check"].tolist() == ["deflated_sharpe", "max_drawdown"]
-    assert rows["value"].tolist() == ["0.9700", "-21.0%"] and rows["bar"].tolist() == [">= 0.9500", ">= -35.0%"]
-    assert rows["result"].tolist() == ["✅ PASS", "✅ PASS"]
+    assert f"**data hash**: {model.info['data_hash']}" in card
+    assert "**universe**: exchange coinbase, timeframe 4h, 2 symbol(s): BTC-USD, ETH-USD" in card
+    assert "**stale after**" in card and f"**run**: {entry.lineage.run_id}" in card
+    notebooks = next(m.value for m in at.markdown if "**Notebooks**" in m.value)
+    lab = get_settings().lab_url.rstrip("/")  # JupyterLab serves the repository (jupyter/jupyter_lab_config.py)
+    assert f"[source: notebooks/thresholds.py]({lab}/lab/tree/notebooks/thresholds.py)" in notebooks
+    gate = table(at, "check")
+    assert gate["check"].tolist() == [c["name"] for c in entry.lineage.gate]
+    assert gate["result"].tolist() == ["PASS" if c["passed"] else "FAIL" for c in entry.lineage.gate]
+    drawdown = next(c for c in entry.lineage.gate if c["name"] == "max_drawdown")
+    row = gate[gate["check"] == "max_drawdown"].iloc[0]
+    assert row["value"] == drawdown["shown"] and row["value"].endswith("%") and row["bar"] == ">= -35.0%"
 
 
 def test_data_health_lists_every_series(dashboard_env: Path) -> None:

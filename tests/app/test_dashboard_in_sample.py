@@ -93,6 +93,7 @@ def test_champion_page_says_its_age_and_the_last_refused_retrain(marked_env: Pat
     assert research.startswith("The last retrain (")
     assert f"run run-2) was refused by the gate: {REFUSED}. The champion goes stale on {stale_at}." in research
     assert "superseded failure" not in research and "another strategy" not in research
+    assert any("Promoted without the gate (run cut" in c.value for c in at.caption)  # promoted by hand
 
 
 def test_a_database_with_an_older_schema_is_named_with_the_fix(tmp_path: Path, monkeypatch) -> None:
