@@ -61,6 +61,13 @@ def test_report_renders_in_chromium_without_errors_or_network(report, tmp_path: 
             assert any("2024" in t or "2025" in t for t in ticks), ticks
             ytick = page.locator(".js-plotly-plot").first.locator(".y2tick text").all_text_contents()
             assert any(t.endswith("%") for t in ytick), ytick
+            # the trades table reads like the per-symbol one: names left, numbers right
+            trades = page.locator(".scroll table")
+            header = trades.locator("thead th").all_text_contents()
+            row = trades.locator("tbody tr").first.locator("td")
+            align = {name: row.nth(i).evaluate("e => getComputedStyle(e).textAlign") for i, name in enumerate(header)}
+            assert {align["symbol"], align["side"], align["exit reason"]} <= {"left", "start"}, align
+            assert align["pnl"] == align["return"] == align["entry price"] == "right", align
             page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         finally:
             browser.close()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -164,14 +165,17 @@ STYLE = """<style>
 .tl-stats thead th, .tl-table thead th {text-align: right; border-bottom: 2px solid #999}
 .tl-section th {text-align: left; background: #f3f5f8; text-transform: capitalize}
 .tl-stats thead th:first-child, .tl-table thead th:first-child {text-align: left}
+.tl-table td.tl-text, .tl-table thead th.tl-text {text-align: left}
 </style>"""
 
 
-def frame_html(frame: pl.DataFrame) -> str:
-    """A text frame as a plain HTML table (first column left-aligned, the others right)."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
-                   for row in frame.iter_rows())
+def frame_html(frame: pl.DataFrame, *, text: Sequence[str] = ()) -> str:
+    """A text frame as a plain HTML table: the first column and the ``text`` columns left-aligned
+    (names), the others right (numbers)."""
+    cls = [' class="tl-text"' if c in text else "" for c in frame.columns]
+    head = "".join(f"<th{k}>{html.escape(c)}</th>" for c, k in zip(frame.columns, cls, strict=True))
+    body = "".join("<tr>" + "".join(f"<td{k}>{html.escape(str(v))}</td>" for v, k in zip(row, cls, strict=True))
+                   + "</tr>" for row in frame.iter_rows())
     return f'<table class="tl-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 

@@ -166,4 +166,4 @@ def _trades_html(result: BacktestResult) -> str:
     note = (f"<p>First {MAX_TRADE_ROWS:,} of {ledger.height:,} trades; "
             "<code>tradeloop backtest ... --export trades.csv</code> writes them all.</p>"
             if ledger.height > MAX_TRADE_ROWS else f"<p>{ledger.height:,} trades.</p>")
-    return f'{note}<div class="scroll">{frame_html(frame)}</div>'
+    return f'{note}<div class="scroll">{frame_html(frame, text=("symbol", "side", "exit reason"))}</div>'
