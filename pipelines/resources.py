@@ -28,13 +28,14 @@ RESEARCH_TIMEFRAME = "4h"
 
 
 class StoresResource(dg.ConfigurableResource):
-    """The embedded stores under one data folder (default: TRADELOOP_DATA_DIR)."""
+    """The embedded stores under one data folder (default: TRADELOOP_DATA_DIR), absolute: the
+    notebooks it hands paths to run in another working directory (the repository)."""
 
     data_dir: str = ""
 
     @property
     def root(self) -> Path:
-        return Path(self.data_dir) if self.data_dir else get_settings().data_dir
+        return (Path(self.data_dir) if self.data_dir else get_settings().data_dir).resolve()
 
     @property
     def lake(self) -> CandleLake:
