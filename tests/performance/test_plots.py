@@ -254,3 +254,23 @@ def test_the_monthly_colour_scale_reads_distinct_values_for_tiny_returns_in_chro
     for name in ("flat", "small"):
         scale = ticks[name]["bar"]
         assert len(scale) >= 3 and len(set(scale)) == len(scale), (name, scale)
+
+
+def test_more_trades_than_max_markers_are_marked_evenly_and_the_title_says_so(two_symbols) -> None:
+    # 134k trades of 1m bars drew 267k markers with hover text: 23 MB of a 30 MB report, unreadable at that size
+    btc = two_symbols.filter(pl.col("symbol") == "BTC")
+    n = 12_000
+    at = np.sort(np.random.default_rng(5).choice(btc.height - 1, n))
+    ledger = pl.DataFrame({"symbol": "BTC", "side": "long", "entry_ts": btc["ts"].gather(at),
+                           "exit_ts": btc["ts"].gather(at + 1), "entry_price": btc["open"].gather(at),
+                           "exit_price": btc["close"].gather(at), "return": 0.01, "exit_reason": "signal",
+                           "is_open": False})
+    fig = plots.candles_figure(btc, trades=ledger, max_markers=5000)
+    entries = _trace(fig, "entries")
+    assert len(entries.x) == 4000 and len(_trace(fig, "exits").x) == 4000  # every 3rd trade
+    assert list(entries.x[:2]) == [float(ledger["entry_ts"][0]), float(ledger["entry_ts"][3])]
+    assert "markers: every 3rd of 12,000 trades" in fig.layout.title.text
+    every = plots.candles_figure(btc, trades=ledger, max_markers=None)
+    assert len(_trace(every, "entries").x) == n and "markers" not in (every.layout.title.text or "")
+    with pytest.raises(ConfigError, match="max_markers=0 marks no trade"):
+        plots.candles_figure(btc, trades=ledger, max_markers=0)

@@ -130,13 +130,14 @@ class BacktestResult:
                              title=title or self.strategy, init_cash=self.capital, max_points=max_points)
 
     def plot_candles(self, symbol: str | None = None, *, title: str | None = None,
-                     max_candles: int | None = 5000) -> go.Figure:
-        """Candlesticks of ``symbol`` (default: the first) with this backtest's entries and exits."""
+                     max_candles: int | None = 5000, max_markers: int | None = 5000) -> go.Figure:
+        """Candlesticks of ``symbol`` (default: the first) with this backtest's entries and exits
+        (every n-th trade above ``max_markers``, as the title says)."""
         from tradeloop.performance.plots import candles_figure
 
         symbol = symbol or self.symbols[0]
         return candles_figure(self.candles(symbol), trades=self.trades, symbol=symbol, title=title,
-                              max_candles=max_candles)
+                              max_candles=max_candles, max_markers=max_markers)
 
     def plot_monthly_returns(self, *, title: str | None = None) -> go.Figure:
         """Heatmap of calendar-month returns (years x months, in %)."""

@@ -166,7 +166,8 @@ def _coarser(candles: pl.DataFrame, max_candles: int | None) -> tuple[pl.DataFra
 
 
 def candles_figure(candles: pl.DataFrame, *, trades: pl.DataFrame | None = None, symbol: str | None = None,
-                   title: str | None = None, max_candles: int | None = 5000, height: int = 520) -> go.Figure:
+                   title: str | None = None, max_candles: int | None = 5000, max_markers: int | None = MAX_POINTS,
+                   height: int = 520) -> go.Figure:
     """Candlesticks with entries and exits.
 
     Parameters
@@ -182,10 +183,15 @@ def candles_figure(candles: pl.DataFrame, *, trades: pl.DataFrame | None = None,
     max_candles
         Above this many bars, consecutive bars are merged into coarser candles (the markers stay
         at their exact times and prices); ``None`` draws every bar.
+    max_markers
+        Above this many trades (or fills), every n-th is marked so that at most this many are
+        drawn, and the title says so; ``None`` marks every one.
     """
     missing = sorted({"open", "high", "low", "close"} - set(candles.columns))
     if missing or not ({"ts", "time"} & set(candles.columns)):
         raise ConfigError(f"candles lack column(s) {missing or ['ts or time']}; pass ts, open, high, low, close")
+    if max_markers is not None and max_markers < 1:
+        raise ConfigError(f"max_markers={max_markers} marks no trade; use at least 1 (e.g. 5000), or None for all")
     frame, symbol = _one_symbol(candles, symbol, what="candles")
     frame = frame.select(time=to_datetime(frame), open="open", high="high", low="low", close="close")
     frame = frame.drop_nans(["open", "high", "low", "close"]).sort("time")
@@ -193,18 +199,27 @@ def candles_figure(candles: pl.DataFrame, *, trades: pl.DataFrame | None = None,
     fig = go.Figure(go.Candlestick(x=_ms(frame["time"]), open=frame["open"].to_numpy(),
                                    high=frame["high"].to_numpy(), low=frame["low"].to_numpy(),
                                    close=frame["close"].to_numpy(), name="candles", showlegend=False))
+    notes = [f"one candle = {n} bars"] if n > 1 else []
     if trades is not None and trades.height:
         picked = trades.filter(pl.col("symbol") == symbol) if symbol and "symbol" in trades.columns else trades
+        if max_markers is not None and picked.height > max_markers:
+            every = math.ceil(picked.height / max_markers)
+            notes.append(f"markers: every {_ordinal(every)} of {picked.height:,} trades")
+            picked = picked.gather_every(every)
         for trace in _ledger_markers(picked) if "entry_ts" in picked.columns else _fill_markers(picked):
             fig.add_trace(trace)
     label = title or (f"{symbol}" if symbol else None)
-    if n > 1:
-        label = f"{label or 'price'} (one candle = {n} bars)"
+    if notes:
+        label = f"{label or 'price'} ({'; '.join(notes)})"
     _layout(fig, title=label, height=height)
     fig.update_layout(xaxis_rangeslider_visible=False, hovermode="closest")
     fig.update_yaxes(title_text="price", tickformat=",.2f")
     fig.update_xaxes(title_text="time (UTC)")
     return fig
+
+
+def _ordinal(k: int) -> str:
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
 
 
 def _marker(x: list, y, *, name: str, symbols: list[str], color: str | list[str], text: list[str]) -> go.Scatter:
