@@ -22,6 +22,7 @@ from tradeloop.backtest.engine import periods_per_year
 from tradeloop.registry import Lineage, git_commit, snapshot_hash
 from tradeloop.research.gate import evaluate_gate
 from tradeloop.research.notebooks import ResearchPaths, notebook_path, run_notebook
+from tradeloop.research.progress import StudyWatcher, TerminalProgress
 from tradeloop.research.steps import (
     EQUITY_PARQUET,
     METRICS_JSON,
@@ -97,7 +98,10 @@ def thresholds(context: dg.AssetExecutionContext, stores: StoresResource, resear
               "policy": retrain.policy().model_dump(mode="json"),
               "champion_params": dict(current.lineage.parameters) if current else None}
     try:
-        _, meta = _notebook(context, stores, "thresholds", params)
+        with TerminalProgress(total=research.n_trials, log=context.log.info) as shown, \
+                StudyWatcher(study_dir=paths.thresholds / "study", storage=research.optuna_storage or None,
+                             total=research.n_trials, on_progress=shown):
+            _, meta = _notebook(context, stores, "thresholds", params)
     except Exception as exc:
         record(RETRAIN_FAILED, root=stores.root, strategy=research.strategy, run_id=context.run.run_id,
                reason=f"{type(exc).__name__}: {exc}"[:500])

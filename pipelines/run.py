@@ -13,6 +13,8 @@ import sys
 import time
 
 import dagster as dg
+from rich.table import Table
+
 from pipelines.definitions import defs
 from pipelines.partitions import register, universe_symbols
 from pipelines.resources import ResearchResource, StoresResource
@@ -25,9 +27,11 @@ from tradeloop.settings import get_settings
 RESEARCH_CHAIN = ("features", "thresholds", "backtest", "promotion")
 
 
-def materialize_all(resources: dict, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+def materialize_all(resources: dict, instance: dg.DagsterInstance, *,
+                    log_level: str = "DEBUG") -> dg.ExecuteInProcessResult:
     """The research universe's ``candles`` partitions (added to ``instance`` first; one run
-    each), then the research chain in one run.
+    each), then the research chain in one run. ``log_level``: what the runs print to the
+    console (the instance stores every event whatever it is).
 
     ``resources`` needs ``stores``, ``research`` and ``exchange`` (see ``pipelines.resources``);
     ``retrain`` (``pipelines.retrain``) defaults to the default policy and gate.
@@ -37,13 +41,14 @@ def materialize_all(resources: dict, instance: dg.DagsterInstance) -> dg.Execute
     assets = list(defs.assets)
     symbols = universe_symbols(resources["research"], resources["stores"].lake, resources["exchange"])
     register(instance, symbols)
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     for symbol in symbols:
         result = dg.materialize(assets, selection=["candles"], partition_key=symbol, instance=instance,
-                                resources=resources, raise_on_error=False)
+                                resources=resources, raise_on_error=False, run_config=run_config)
         if not result.success:
             return result
     return dg.materialize(assets, selection=list(RESEARCH_CHAIN), instance=instance, resources=resources,
-                          raise_on_error=False)
+                          raise_on_error=False, run_config=run_config)
 
 
 def open_instance() -> dg.DagsterInstance:
@@ -52,6 +57,23 @@ def open_instance() -> dg.DagsterInstance:
     home = get_settings().dagster_dir
     home.mkdir(parents=True, exist_ok=True)
     return dg.DagsterInstance.from_config(str(home))
+
+
+def gate_table(checks: list[dict]) -> Table:
+    """The promotion gate's checks as a table: value and bar as people read them."""
+    tbl = Table(title="Promotion gate", title_justify="left", header_style="bold")
+    for col, justify in (("check", "left"), ("value", "right"), ("bar", "right"), ("result", "left"),
+                         ("how", "left")):
+        tbl.add_column(col, justify=justify, overflow="fold")
+    for check in checks:
+        shown, bar = check["shown"] or f"{check['value']:.4f}", check["shown_bar"] or f"{check['bar']:.4f}"
+        tbl.add_row(check["name"], shown, bar, "[green]PASS[/]" if check["passed"] else "[red]FAIL[/]",
+                    check["detail"])
+    return tbl
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _with(resource: dg.ConfigurableResource, **changes: object) -> dg.ConfigurableResource:
@@ -69,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="optuna worker processes (default: "
                         "ResearchResource's); 1 makes the study reproducible (a seeded sampler, one process)")
     parser.add_argument("--seed", type=int, default=None, help="the sampler's seed (default: ResearchResource's)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="print the runs' log: -v their INFO lines, -vv every Dagster event (DEBUG)")
     args = parser.parse_args(argv)
+    log_level = ("WARNING", "INFO", "DEBUG")[min(args.verbose, 2)]
     started = time.perf_counter()
     resources = dict(defs.resources)
     resources["retrain"] = _with(resources["retrain"], data_until=args.until)
@@ -83,17 +108,15 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]--until: {exc}[/]")
         return 2
     with open_instance() as instance:
-        result = materialize_all(resources, instance)
+        result = materialize_all(resources, instance, log_level=log_level)
     if not result.success:
-        console.print(f"[red]research run {result.run_id} failed; see the log above[/]")
+        console.print(f"[red]research run {result.run_id} failed; see the log above (-v prints more; the run's "
+                      "events are in the Dagster UI)[/]")
         return 1
     promotion = result.asset_materializations_for_node("promotion")[0].metadata
     console.print(f"research pipeline done in {time.perf_counter() - started:.1f}s (run {result.run_id})")
-    for check in promotion["gate_checks"].data:
-        mark = "[green]PASS[/]" if check["passed"] else "[red]FAIL[/]"
-        shown, bar = check["shown"] or f"{check['value']:.4f}", check["shown_bar"] or f"{check['bar']:.4f}"
-        console.print(f"  {mark} {check['name']}: {shown} (bar {bar}) {check['detail']}", highlight=False)
-    console.print(f"  champion goes stale at {promotion['champion_stale_at'].value} unless retrained "
+    console.print(gate_table(promotion["gate_checks"].data))
+    console.print(f"champion goes stale at {promotion['champion_stale_at'].value} unless retrained "
                   f"({resources['retrain'].policy().describe()})", highlight=False)
     research: ResearchResource = resources["research"]
     stores: StoresResource = resources["stores"]
@@ -102,11 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         console.print("no champion: the gate refused the candidate")
         return 0
     state = "promoted now" if promotion["promoted"].value else "kept (the candidate did not beat it)"
-    console.print(f"champion of {research.strategy}: {entry.artifact[:12]} - {state}")
+    console.print(f"champion of {research.strategy}: {entry.artifact[:12]} - {state} "
+                  f"(`tradeloop models show {research.strategy}` prints its card)", highlight=False)
     lineage = entry.lineage
-    console.print(f"  git {lineage.git_commit}  data {lineage.data_snapshot[:12]}  run {lineage.run_id}\n"
-                  f"  notebook {lineage.notebook}  parameters {lineage.parameters}\n"
-                  f"  metrics { {k: round(v, 4) for k, v in lineage.metrics.items()} }", highlight=False)
+    console.print(f"  git {lineage.git_commit[:12]}  data {lineage.data_snapshot[:12]}  run {lineage.run_id}  "
+                  f"notebook {lineage.notebook}", highlight=False)
+    console.print("  parameters " + ", ".join(f"{k}={_short(v)}" for k, v in sorted(lineage.parameters.items())),
+                  highlight=False)
     return 0
 
 

@@ -24,6 +24,11 @@ def test_pipelines_run_records_its_runs_where_dagster_dev_looks(tmp_path: Path) 
                           "--until", "2020-01-01"], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
+    # concise by default: progress and the gate, no Dagster event flood, no kernel warnings, no ERROR lines
+    printed = out.stdout + out.stderr
+    assert "optuna: 2/2 trials finished" in printed and "Promotion gate" in out.stdout
+    for noise in (" - DEBUG - ", " - INFO - ", "IPKernelApp", "ERROR", "Traceback"):
+        assert noise not in printed, noise
     home = tmp_path / "data" / "dagster"
     assert Settings(_env_file=None, TRADELOOP_DATA_DIR=str(tmp_path / "data")).dagster_dir == home
     with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -67,6 +67,8 @@ def run_notebook(source: Path, output: Path, parameters: dict, *, cwd: Path | No
             jupytext.read(source), str(output), parameters=parameters, language="python",
             kernel_name="python3", cwd=str(cwd) if cwd else None, progress_bar=False,
             execution_timeout=timeout_s, log_output=False,
+            # the kernel's own start-up warnings (plain-TCP loopback) are noise in a successful run
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except PapermillExecutionError as exc:
         raise NotebookError(f"notebook {source.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}; "

@@ -108,3 +108,43 @@ def progress_text(progress: TrialProgress) -> str:
     """``optuna: 3/10 trials finished (study breakout-4h-..., best 0.0283 so far)``."""
     best = "no completed trial yet" if progress.best is None else f"best {progress.best:.4f} so far"
     return f"optuna: {progress.finished}/{progress.total} trials finished (study {progress.study}, {best})"
+
+
+class TerminalProgress:
+    """Shows trial progress to people: a rich progress bar on a terminal, one line per
+    finished trial otherwise (a CI log, `dagster dev`'s captured output). ``log`` also gets
+    each line (the Dagster run's log)."""
+
+    def __init__(self, *, total: int, log: Callable[[str], None] | None = None, stream=None) -> None:
+        import sys
+
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.stream = stream or sys.stderr
+        self.log = log
+        self.console = Console(file=self.stream)
+        self.bar = Progress(TextColumn("optuna trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TextColumn("{task.fields[best]}"), console=self.console, transient=False) \
+            if self.console.is_terminal else None
+        self.task = self.bar.add_task("trials", total=total, best="") if self.bar else None
+
+    def __enter__(self) -> TerminalProgress:
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar:
+            self.bar.stop()
+
+    def __call__(self, progress: TrialProgress) -> None:
+        text = progress_text(progress)
+        if self.log:
+            self.log(text)
+        if self.bar is not None:
+            best = "" if progress.best is None else f"best {progress.best:.4f}"
+            self.bar.update(self.task, completed=progress.finished, total=progress.total, best=best)
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()
