@@ -51,3 +51,18 @@ def test_a_resumed_study_is_followed_and_a_missing_storage_reports_nothing(tmp_p
         study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     assert seen and seen[-1].finished == 4 and seen[-1].total == 4 and seen[-1].study == "s"
     assert progress_text(TrialProgress("s", 0, 4, None)).endswith("no completed trial yet)")
+
+
+def test_off_a_terminal_each_trial_is_one_line_and_the_log_gets_it_too() -> None:
+    import io
+
+    from tradeloop.research.progress import TerminalProgress
+
+    out, logged = io.StringIO(), []
+    with TerminalProgress(total=3, log=logged.append, stream=out) as show:
+        assert show.bar is None  # no terminal: no live bar to redraw
+        show(TrialProgress("s", 1, 3, None))
+        show(TrialProgress("s", 3, 3, 0.25))
+    lines = out.getvalue().splitlines()
+    assert lines == logged and len(lines) == 2
+    assert lines[0].startswith("optuna: 1/3") and "best 0.2500" in lines[1]
