@@ -30,7 +30,7 @@ from tradeloop.thresholds.decide import decide
 
 WARMUP_BARS = 400  # the live engine's default window: features see as much history as live
 METRICS = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "volatility", "calmar", "trades",
-           "win_rate", "profit_factor")
+           "open_trades", "win_rate", "profit_factor")
 SHORT_SAMPLE_DAYS = 30  # below this, annualised figures (CAGR, Sharpe, volatility) mean little
 LEDGER_SCHEMA = {"symbol": pl.String, "entry_time": pl.Datetime("ms"), "exit_time": pl.Datetime("ms"),
                  "quantity": pl.Float64, "entry_price": pl.Float64, "exit_price": pl.Float64, "fees": pl.Float64,
@@ -126,8 +126,8 @@ def metrics_row(run: Run) -> dict:
 ANNUALISED = ("cagr", "sharpe", "sortino", "volatility", "calmar")
 LABELS = {"from": "from (UTC)", "to": "to (UTC)", "days": "period", "total_return": "total return",
           "cagr": "CAGR", "sharpe": "Sharpe", "sortino": "Sortino", "max_drawdown": "max drawdown",
-          "volatility": "volatility (annual)", "calmar": "Calmar", "trades": "trades (closed)",
-          "win_rate": "win rate", "profit_factor": "profit factor"}
+          "volatility": "volatility (annual)", "calmar": "Calmar", "trades": "trades",
+          "open_trades": "of which open at the end", "win_rate": "win rate (closed)", "profit_factor": "profit factor"}
 
 
 def _text(key: str, row: dict) -> str:
@@ -140,7 +140,7 @@ def _text(key: str, row: dict) -> str:
         return fmt.days(value)
     if key in ("total_return", "cagr", "max_drawdown", "volatility", "win_rate"):
         return fmt.pct(value)
-    if key == "trades":
+    if key in ("trades", "open_trades"):
         return fmt.count(value)
     return fmt.ratio(value)
 

@@ -3,6 +3,7 @@ state: no data folder, a selector cleared (streamlit's AppTest)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.app.conftest import dashboard_reads
+from tradeloop.backtest import BacktestConfig
 from tradeloop.ops import EquityPoint, OpsStore
 from tradeloop.registry import ModelRegistry
 from tradeloop.settings import get_settings
@@ -66,10 +68,12 @@ def test_performance_puts_live_beside_its_backtest_on_equal_terms(dashboard_env:
     live, same = metrics["live: paper-demo"], metrics["backtest, same terms"]
     # a replay fills as the backtest does (tests/live/test_parity.py): same bars, model and sizing
     assert live["total return"] == same["total return"] and live["max drawdown"] == same["max drawdown"]
-    assert live["total return"].endswith("%") and int(live["trades (closed)"]) > 0
+    assert live["total return"].endswith("%") and int(live["trades"]) > int(live["of which open at the end"])
     assert metrics["research backtest"]["from (UTC)"] == live["from (UTC)"]  # the live period only
-    terms = [m.value for m in at.markdown if "of equity per new position" in m.value]
-    assert len(terms) == 2 and "50% of equity per new position" in terms[0]  # live and backtest, stated each
+    terms = {m.value.split("**")[1]: m.value for m in at.markdown if m.value.startswith("- **")}
+    assert "50% of equity per new position" in terms["live: paper-demo"]  # each run's terms stated
+    assert "50% of equity per new position" in terms["backtest, same terms"]
+    assert "sizing not recorded" in terms["research backtest"]  # research's metrics.json has no config
     at.toggle(key="perf-period").set_value(False).run()
     metrics = table(at, "metric").set_index("metric")
     assert metrics["research backtest"]["from (UTC)"] < live["from (UTC)"]  # its whole history now
@@ -84,10 +88,15 @@ def test_performance_with_a_selector_cleared_explains(dashboard_env: Path) -> No
 def test_performance_without_a_session_shows_the_research_backtest(dashboard_env: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copytree(dashboard_env / "research", tmp_path / "research")
+    stored = tmp_path / "research" / "backtest" / "metrics.json"  # a backtest that records its terms
+    stored.write_text(json.dumps({**json.loads(stored.read_text()),
+                                  "config": BacktestConfig(fee_rate=0.0005).model_dump()}))
     with dashboard_reads(tmp_path, monkeypatch):
         at = page("performance")
     assert at.selectbox(key="perf-session").value is None and at.multiselect[0].value == ["research backtest"]
     assert list(table(at, "metric").columns) == ["metric", "research backtest"]
+    [terms] = [m.value for m in at.markdown if m.value.startswith("- **research backtest**")]
+    assert "100% of equity per new position, shared cash, fee 0.05%/side" in terms and "capital 10,000" in terms
 
 
 def test_champion_shows_a_card_and_the_gate_as_promoted(dashboard_env: Path) -> None:
