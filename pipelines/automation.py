@@ -13,9 +13,13 @@ from tradeloop.data.schema import timeframe_ms
 
 retrain_job = dg.define_asset_job(
     "retrain", selection=dg.AssetSelection.assets("features", "thresholds", "backtest", "promotion"),
-    description="features -> thresholds (optuna) -> backtest -> promotion gate")
+    description="features -> thresholds (an optuna study scored under the retrain policy) -> backtest -> "
+                "promotion: the champion changes only when every gate check passes")
 
-@dg.schedule(job=retrain_job, cron_schedule="5 0 * * *", execution_timezone="UTC", name="policy_retrain")
+@dg.schedule(job=retrain_job, cron_schedule="5 0 * * *", execution_timezone="UTC", name="policy_retrain",
+             description="Retrains on the retrain policy's days (midnight UTC of every retrain_every_days-th "
+                         "day since 1970, when the walk-forward refits); checked daily at 00:05 UTC, other days "
+                         "skipped with the date of the next one.")
 def retrain_schedule(context: dg.ScheduleEvaluationContext, retrain: RetrainResource):
     """The retrain policy's retrain times (``RetrainPolicy.is_retrain_time``: midnight UTC of every
     ``retrain_every_days``-th day since 1970, the instants the walk-forward refits at): checked
@@ -30,7 +34,9 @@ def retrain_schedule(context: dg.ScheduleEvaluationContext, retrain: RetrainReso
     return dg.RunRequest(run_key=f"retrain-{midnight}", tags={"trigger": "retrain_policy"})
 
 
-@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Registers the research universe's symbols as partitions of candles (running from the "
+                       "start, so Materialize all lists them); it starts no run.")
 def universe_partitions_sensor(context: dg.SensorEvaluationContext, stores: StoresResource,
                                research: ResearchResource, exchange: ExchangeResource):
     """Adds the research universe's symbols as partitions of ``candles`` (``pipelines.partitions``),
@@ -41,7 +47,9 @@ def universe_partitions_sensor(context: dg.SensorEvaluationContext, stores: Stor
     return dg.SensorResult(dynamic_partitions_requests=[symbol_partitions.build_add_request(new)])
 
 
-@dg.sensor(job=retrain_job, minimum_interval_seconds=300)
+@dg.sensor(job=retrain_job, minimum_interval_seconds=300,
+           description="Retrains when new candles reach a retrain time the champion has not seen (never more "
+                       "often than the retrain policy); adds new universe symbols as partitions.")
 def new_candles_sensor(context: dg.SensorEvaluationContext, stores: StoresResource, research: ResearchResource,
                        exchange: ExchangeResource, retrain: RetrainResource):
     """Adds the research universe's symbols as ``candles`` partitions (``pipelines.partitions``)

@@ -3,6 +3,10 @@ gate on a second run, the new-candles sensor, and the blocking candle check."""
 
 from __future__ import annotations
 
+import base64
+import json
+import math
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,14 +15,16 @@ import polars as pl
 import pytest
 
 from pipelines.assets import backtest, candles, features, promotion, thresholds
-from pipelines.automation import new_candles_sensor, retrain_schedule
-from pipelines.checks import candle_quality
+from pipelines.automation import new_candles_sensor, retrain_schedule, universe_partitions_sensor
+from pipelines.checks import candle_freshness, candle_quality
 from pipelines.definitions import defs
 from pipelines.resources import ExchangeResource, ResearchResource, StoresResource
 from pipelines.retrain import RetrainResource, ops_url
 from pipelines.run import materialize_all
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.ops import OpsStore
+from tradeloop.research.steps import METRICS_JSON
+from tradeloop.settings import get_settings
 
 ASSETS = [candles, features, thresholds, backtest, promotion]
 
@@ -178,3 +184,83 @@ def test_candle_quality_fails_on_a_gappy_series(tmp_path) -> None:
     quality, freshness = candle_quality(lake, key, now_ms=t0 + 100 * h)
     assert quality.passed is False and quality.metadata["missing_candles"].value == 30
     assert freshness.passed is True
+
+
+def test_every_asset_check_job_schedule_and_sensor_says_what_it_does() -> None:
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        assert len(graph.get(key).description or "") > 40, key
+    assert {k.name for k in graph.asset_check_keys} == {"candle_quality", "candle_freshness", "feature_sanity",
+                                                         "backtest_sanity"}
+    for key in graph.asset_check_keys:
+        assert len(graph.get(key).description or "") > 40, key
+    for item in [*defs.jobs, *defs.schedules, *defs.sensors]:
+        assert len(item.description or "") > 40, item.name
+
+
+def test_freshness_says_what_it_expects_in_dates() -> None:
+    key = SeriesKey("coinbase", "BTC-USD", "4h")
+    last = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp() * 1000)
+    now = last + 20 * 3_600_000  # 20 hours later: the candle closed 16 hours, four bars, ago
+    stale = candle_freshness(key, last, now_ms=now)
+    assert stale.passed is False and stale.severity == dg.AssetCheckSeverity.WARN
+    # fresh means opened no more than 3 bars before the bar open now (16:00): on or after 04:00
+    assert "newest 4h candle opened 2025-01-01 00:00 UTC" in stale.description
+    assert "on or after 2025-01-01 04:00 UTC" in stale.description and "4 bars behind" in stale.description
+    assert stale.metadata["newest_candle"] == dg.MetadataValue.timestamp(last / 1000)
+    assert candle_freshness(key, last + 4 * 3_600_000, now_ms=now).passed is True  # exactly the oldest fresh one
+
+
+def test_materializations_read_as_tables_an_image_and_links(first_run) -> None:
+    root, _, result = first_run
+    lab = get_settings().lab_url
+    for name in ("features", "thresholds", "backtest"):
+        meta = result.asset_materializations_for_node(name)[0].metadata
+        notebook = Path(meta["notebook"].value)
+        assert meta["notebook_in_lab"] == dg.MetadataValue.url(
+            f"{lab}/lab/tree/runs/{result.run_id}/{name}.ipynb")  # JupyterLab served from the data folder
+        assert notebook == root / "runs" / result.run_id / f"{name}.ipynb" and notebook.exists()
+    backtest_meta = result.asset_materializations_for_node("backtest")[0].metadata
+    metrics = json.loads((root / "research" / "backtest" / METRICS_JSON).read_text())
+    table = backtest_meta["metrics"]
+    assert isinstance(table, dg.MarkdownMetadataValue)
+    row = next(line for line in table.value.splitlines() if line.startswith("| max drawdown"))
+    assert f"{100 * metrics['oos']['max_drawdown']:.2f}%" in row  # a percentage, not a fraction
+    assert f"{100 * metrics['full_history']['max_drawdown']:.2f}%" in row
+    image = backtest_meta["equity"]
+    assert isinstance(image, dg.MarkdownMetadataValue)
+    png = base64.b64decode(re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)\)", image.value).group(1))
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    tuned = result.asset_materializations_for_node("thresholds")[0].metadata
+    assert isinstance(tuned["summary"], dg.MarkdownMetadataValue) and "| strategy" in tuned["summary"].value
+    assert isinstance(tuned["best_params"], dg.MarkdownMetadataValue)
+    gate = result.asset_materializations_for_node("promotion")[0].metadata["gate"]
+    assert isinstance(gate, dg.MarkdownMetadataValue) and "| max_drawdown |" in gate.value
+
+
+def test_no_metadata_shows_a_long_float(first_run) -> None:
+    """Floats are rounded to what they mean, and markdown tables hold no 16-digit numbers."""
+    _, _, result = first_run
+    entries = [e.event_specific_data for e in result.all_events
+               if e.event_type_value in ("ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION")]
+    metadata = [getattr(e, "materialization", e).metadata for e in entries]
+    assert len(metadata) >= 6
+    for meta in metadata:
+        for name, value in meta.items():
+            if isinstance(value, dg.FloatMetadataValue) and math.isfinite(value.value) and name != "min_coverage":
+                assert value.value == round(value.value, 6), (name, value.value)
+            if isinstance(value, dg.MarkdownMetadataValue) and "base64" not in value.value:
+                assert not re.search(r"\d\.\d{7,}", value.value), (name, value.value)
+
+
+def test_the_universe_sensor_registers_the_partitions_of_a_fresh_instance(tmp_path) -> None:
+    """It runs from the start, so "Materialize all" on a fresh `dagster dev` lists every symbol."""
+    assert universe_partitions_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    instance = dg.DagsterInstance.ephemeral()
+    res = resources(tmp_path)  # nothing stored yet: the explicit universe
+    first = universe_partitions_sensor(dg.build_sensor_context(instance=instance, resources=res))
+    assert [r.partition_keys for r in first.dynamic_partitions_requests] == [["BTC-USD", "ETH-USD"]]
+    assert first.run_requests == []  # it only registers
+    instance.add_dynamic_partitions("symbols", ["BTC-USD", "ETH-USD"])  # what the daemon does with the request
+    again = universe_partitions_sensor(dg.build_sensor_context(instance=instance, resources=res))
+    assert again.dynamic_partitions_requests == [] and "every symbol" in again.skip_reason.skip_message
