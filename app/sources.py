@@ -16,7 +16,7 @@ from sqlalchemy import inspect
 from tradeloop.backtest import BacktestConfig
 from tradeloop.data import CandleLake
 from tradeloop.data.sql import LakeSQL
-from tradeloop.errors import ConfigError
+from tradeloop.errors import ConfigError, TradeloopError
 from tradeloop.ops import EquityPoint, OpsStore, connect
 from tradeloop.ops.champion_log import RESEARCH_EVENTS, age_words, iso_utc, latest_research_events, research_words
 from tradeloop.ops.database import schema_behind
@@ -74,11 +74,6 @@ def sessions_frame(store: OpsStore) -> pl.DataFrame:
     schema = {"last_bar": pl.Int64, "heartbeat_s": pl.Float64}
     frame = pl.DataFrame(rows, schema_overrides=schema)
     return frame.with_columns(last_bar=pl.from_epoch("last_bar", time_unit="ms")) if frame.height else frame
-
-
-def in_sample_sessions(store: OpsStore) -> list[str]:
-    """Names of the sessions marked in-sample (they trade bars their champion was trained on)."""
-    return [s.name for s in store.sessions() if s.in_sample]
 
 
 def champion_notes(strategy: str, *, trained_until_ms: int, max_age_ms: int, promoted_at: str | None) -> dict:
@@ -141,7 +136,10 @@ def backtest_run(tables: SessionTables) -> Run | str:
     if entry is None:
         return f"no champion of {s.strategy} in the registry to backtest"
     start, end = int(tables.equity["ts"][0]), int(tables.equity["ts"][-1])
-    frames = _backtest_frames(str(settings().data_dir), s.name, entry.artifact, start, end)
+    try:
+        frames = _backtest_frames(str(settings().data_dir), s.name, entry.artifact, start, end)
+    except TradeloopError as exc:  # an artifact that does not load: the champion page says why too
+        return f"the champion {entry.artifact[:12]} cannot be backtested: {exc}"
     if not frames:
         return f"the lake holds no candles of {', '.join(s.symbols)} ({s.exchange}, {s.timeframe}) for this period"
     equity, trades, trained = frames
