@@ -50,7 +50,8 @@ bench: $(BENCH_STAMP)
 # jupyter/jupyter_lab_config.py: root at the repository (notebooks/ and data/runs/), notebooks/*.py open as
 # notebooks, kernels get the data folder from the settings, --allow-root only when run as root
 lab: $(STAMP)
-	JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" $(BIN)/jupyter lab --ip 127.0.0.1
+	JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
+		$(BIN)/jupyter lab --ip 127.0.0.1
 
 up: $(STAMP)
 	$(BIN)/tradeloop up
