@@ -17,6 +17,7 @@ replay the months the research never saw.
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from tradeloop.cli.common import console, fmt_ts, parse_time
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.data.schema import timeframe_ms
 from tradeloop.errors import ConfigError, TradeloopError
-from tradeloop.ops import OpsStore
+from tradeloop.ops import EquityPoint, OpsStore
 from tradeloop.registry import Lineage, ModelRegistry, git_commit
 from tradeloop.research.policy import RetrainPolicy
 from tradeloop.research.steps import build_params
@@ -59,9 +60,12 @@ def refit_known(candles: pl.DataFrame, params: dict, *, at: int, policy: Retrain
 async def replay_with_retrains(settings: Settings, session: SessionConfig, *, params: dict, policy: RetrainPolicy,
                                start: int, end: int, embargo_bars: int, cost: float,
                                estimator_params: dict | None = None,
-                               keep_champion_at_start: bool = False) -> tuple[LiveEngine | None, list[ReplayStep]]:
+                               keep_champion_at_start: bool = False,
+                               on_step: Callable[[ReplayStep, int, int], None] | None = None,
+                               ) -> tuple[LiveEngine | None, list[ReplayStep]]:
     """Trade [start, end] of the lake with the refit of the last retrain time at or before
-    ``start`` and one at every retrain time inside the period.
+    ``start`` and one at every retrain time inside the period. ``on_step(step, done, total)``
+    is told after each segment (progress).
 
     ``keep_champion_at_start``: the champion in force already is the refit at ``start`` (the
     research pipeline trained it on the same data): do not refit it again."""
@@ -89,6 +93,8 @@ async def replay_with_retrains(settings: Settings, session: SessionConfig, *, pa
         segment = session.model_copy(update={"start": start, "end": until})
         engine = await run_session(settings, segment)
         steps.append(ReplayStep(at=at, artifact=artifact, bars=engine.bars))
+        if on_step:
+            on_step(steps[-1], k + 1, len(times))
     return engine, steps
 
 
@@ -131,22 +137,33 @@ def main(argv: list[str] | None = None) -> int:
                                 fraction=args.fraction or float(model.info.get("fraction", 0.5)),
                                 start=start, end=end)
         embargo = int(model.info.get("embargo_bars", 0))
+        keep = start == model.trained_until + bar_ms
+
+        def progress(step: ReplayStep, done: int, total: int) -> None:
+            refit = "the champion" if keep and done == 1 else (
+                f"refit {step.artifact[:12]}" if step.artifact else "no refit (too few events: the model ages)")
+            console.print(f"replay: segment {done}/{total} from the retrain at {fmt_ts(step.at)} ({refit}): "
+                          f"{step.bars} bar(s)", highlight=False)
+
         engine, steps = asyncio.run(replay_with_retrains(
             settings, session, params=dict(entry.lineage.parameters), policy=policy, start=start, end=end,
             embargo_bars=embargo, cost=model.barriers.cost,
-            keep_champion_at_start=start == model.trained_until + bar_ms))
+            keep_champion_at_start=keep, on_step=progress))
     except TradeloopError as exc:
         console.print(f"[red]{exc}[/]")
         return 2
     refits = sum(s.artifact is not None for s in steps)
     bars = sum(s.bars for s in steps)
+    store = OpsStore.open(settings.effective_database_url)
+    equity = store.frame(EquityPoint, store.session(session.name).id).sort("ts")["equity"]
+    final = float(equity[-1]) if len(equity) else engine.cash
     console.print(f"replayed {bars} bar(s) of {session.name!r} with {refits} refit(s) of the champion's parameters "
-                  f"({policy.describe()}); cash {engine.cash:,.2f}", highlight=False)
+                  f"({policy.describe()}); equity {session.init_cash:,.2f} -> {final:,.2f} "
+                  f"({final / session.init_cash - 1:+.2%})", highlight=False)
     # what the session saw is out of sample: its first bar comes after the training end
     console.print(f"in-sample share: 0.0% (first bar {fmt_ts(start)}, the champion was trained until "
                   f"{fmt_ts(model.trained_until)})" if start > model.trained_until else
                   f"in-sample: the replay starts at {fmt_ts(start)}, before the training end", highlight=False)
-    store = OpsStore.open(settings.effective_database_url)
     fallbacks = [t.reason for t in store.thresholds(store.session(session.name).id) if t.source != "model"]
     store.close()
     console.print("entries decided by the champion on every bar (no static fallback)" if not fallbacks else

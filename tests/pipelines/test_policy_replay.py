@@ -64,10 +64,12 @@ def test_a_walk_forward_period_replayed_live_gives_the_same_fills(tmp_path: Path
     # live: the engine replays the period; the same refits are promoted at the same times
     session = SessionConfig(name="wf-replay", symbols=SYMBOLS, start=start, end=end, fraction=0.5,
                             fee_rate=COST / 2, window_bars=400)
+    told: list[tuple] = []
     engine, steps = asyncio.run(replay_with_retrains(settings, session, params=PARAMS, policy=POLICY, start=start,
                                                      end=end, embargo_bars=EMBARGO_BARS, cost=COST,
-                                                     estimator_params=ESTIMATOR))
+                                                     estimator_params=ESTIMATOR, on_step=lambda *a: told.append(a)))
     assert [s.at for s in steps] == [r.at for r in schedule]
+    assert told == [(step, k + 1, len(steps)) for k, step in enumerate(steps)]  # progress after each segment
     assert [s.artifact is not None for s in steps] == fitted
 
     store = OpsStore.open(settings.effective_database_url)
