@@ -38,9 +38,11 @@ demo: $(STAMP)
 	$(BIN)/tradeloop live sessions
 	@echo "Open the dashboard: make up (or .venv/bin/tradeloop dashboard), then http://127.0.0.1:8501"
 
+# TEST_WORKERS=0 runs the suite in one process; loadfile keeps a module's tests (and its fixtures) on one worker
+TEST_WORKERS ?= auto
 test: $(STAMP)
 	bash tests/services/ensure.sh
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/backtest_vs_vectorbt.py
