@@ -11,10 +11,10 @@ import streamlit as st
 SESSIONS = {
     "session": fmt.text("session"), "status": fmt.text("status", "running only while the engine's heartbeat is "
                                                        "fresh; stale: no engine alive for it"),
-    "mode": fmt.text("mode"), "sample": fmt.text("sample"), "strategy": fmt.text("strategy"),
-    "symbols": fmt.text("symbols"), "equity": fmt.money("equity"), "pnl": fmt.money("PnL"),
-    "return": fmt.percent("return"), "cash": fmt.money("cash"), "bars": fmt.count("bars"),
-    "last_bar": fmt.when("last bar", "open time of the last bar processed (UTC)"),
+    "heartbeat_s": fmt.C.NumberColumn("heartbeat", format="%,.0f s ago", help="when the engine last beat"),
+    "mode": fmt.text("mode"), "sample": fmt.text("sample"), "symbols": fmt.text("symbols"),
+    "equity": fmt.money("equity"), "pnl": fmt.money("PnL"), "return": fmt.percent("return"),
+    "bars": fmt.count("bars"), "last_bar": fmt.when("last bar", "open time of the last bar processed (UTC)"),
 }
 
 st.title("Live sessions")

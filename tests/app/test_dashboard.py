@@ -34,6 +34,11 @@ def table(at: AppTest, column: str):
     return next(d.value for d in at.dataframe if column in d.value.columns)
 
 
+def charts(at: AppTest) -> list[dict]:
+    """The plotly figures on the page, as their JSON specs."""
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
 def test_overview_shows_the_session(dashboard_env: Path) -> None:
     at = page("overview")
     assert at.title[0].value == "Live sessions"
@@ -48,6 +53,11 @@ def test_overview_shows_the_session(dashboard_env: Path) -> None:
     last = store.frame(EquityPoint, session.id).sort("ts")["equity"][-1]
     store.close()
     assert labels["Equity"] == f"{last:,.2f}"
+    [equity] = [c for c in charts(at) if c["layout"]["yaxis"].get("title", {}).get("text") == "equity"]
+    assert equity["layout"]["yaxis"]["type"] == "linear"
+    at.toggle(key="log-paper-demo").set_value(True).run()
+    [equity] = [c for c in charts(at) if c["layout"]["yaxis"].get("title", {}).get("text") == "equity"]
+    assert not at.exception and equity["layout"]["yaxis"]["type"] == "log"
 
 
 def test_overview_with_the_symbol_cleared_explains(dashboard_env: Path) -> None:
