@@ -173,15 +173,7 @@ def _is_date(value: str) -> bool:
 
 
 def _time(value: str, *, flag: str) -> int:
-    if value.isascii() and value.isdigit() and len(value) < 12:  # before 1973 as epoch ms: a compact date?
-        raise ConfigError(f"{flag}={value} reads as epoch milliseconds ({fmt_ts(int(value))} UTC); write a date "
-                          f"in ISO form, e.g. {_iso_guess(value)}, or epoch milliseconds (13 digits, e.g. "
-                          "1704067200000)")
-    return parse_time(value, field=flag)
-
-
-def _iso_guess(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 else "2024-01-31"
+    return parse_time(value, field=flag)  # refuses a compact date (20240101) read as 1970 epoch ms
 
 
 def _range(start: str | None, end: str | None) -> tuple[int, int]:

@@ -63,8 +63,14 @@ def lake_from_settings() -> CandleLake:
 
 
 def parse_time(value: str, *, field: str) -> int:
-    """ISO date/time (UTC when no zone) or epoch milliseconds -> epoch ms."""
+    """ISO date/time (UTC when no zone) or epoch milliseconds -> epoch ms. All digits and under
+    12 of them (before 1973 as epoch ms) is refused: ``20240101`` is a compact date, not 1970."""
     if value.isascii() and value.isdigit():
+        if len(value) < 12:
+            guess = f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 else "2024-01-31"
+            raise ConfigError(f"{field}={value} reads as epoch milliseconds ({fmt_ts(int(value))} UTC); write a "
+                              f"date in ISO form, e.g. {guess}, or epoch milliseconds (13 digits, e.g. "
+                              "1704067200000)")
         return int(value)
     try:
         moment = datetime.fromisoformat(value)
