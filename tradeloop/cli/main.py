@@ -101,4 +101,4 @@ def dashboard(
     console.print(f"dashboard on http://{host}:{port}")
     os.execvp(sys.executable, [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", host,
                                "--server.port", str(port), "--server.headless", "true",
-                               "--browser.gatherUsageStats", "false"])
+                               "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"])
