@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import polars as pl
 
@@ -19,11 +18,11 @@ from tradeloop.cli.model_card import metric_text
 from tradeloop.cli.models_cmds import training_lines
 from tradeloop.ops.champion_log import iso_utc
 from tradeloop.registry import ChampionEntry
+from tradeloop.research.notebooks import LAB_ROOT, lab_link
 from tradeloop.research.steps import TUNING_JSON
 from tradeloop.settings import Settings
 from tradeloop.thresholds import ThresholdModel
 
-REPO = Path(__file__).resolve().parent.parent  # JupyterLab's root (jupyter/jupyter_lab_config.py)
 GATE_SCHEMA = {"check": pl.String, "value": pl.String, "bar": pl.String, "result": pl.String, "how": pl.String}
 FOLD_SCHEMA = {"fold": pl.Int64, "from": pl.Datetime("ms"), "to": pl.Datetime("ms"), "trades": pl.Int64,
                "sharpe": pl.Float64, "max_drawdown": pl.Float64, "refits": pl.Int64, "stale_bars": pl.Int64}
@@ -102,29 +101,20 @@ def folds_frame(tuning: dict) -> pl.DataFrame:
 
 
 def notebook_links(entry: ChampionEntry, settings: Settings) -> list[tuple[str, str]]:
-    """(label, JupyterLab address or path) of the champion's source notebook and of the executed
-    notebooks of the run that produced it (``data/runs/<run id>/``)."""
+    """(label, JupyterLab address, or the path where Lab cannot show it) of the champion's source
+    notebook and of the executed notebooks of the run that produced it (``data/runs/<run id>/``)."""
     links = []
-    lab = settings.lab_url.rstrip("/")
     if entry.lineage.notebook:
-        source = REPO / entry.lineage.notebook
-        links.append((f"source: {entry.lineage.notebook}", _lab_address(source, lab) if source.exists()
-                      else entry.lineage.notebook))
+        source = LAB_ROOT / entry.lineage.notebook
+        link = lab_link(source, lab_url=settings.lab_url) if source.exists() else None
+        links.append((f"source: {entry.lineage.notebook}", link or entry.lineage.notebook))
     run = entry.lineage.run_id
     folder = settings.runs_dir / run if run and "/" not in run and ":" not in run else None
     if folder is not None and folder.is_dir():
         for executed in sorted(folder.glob("*.ipynb")):
-            links.append((f"executed: {executed.name} (run {run[:8]})", _lab_address(executed, lab)))
+            links.append((f"executed: {executed.name} (run {run[:8]})",
+                          lab_link(executed, lab_url=settings.lab_url) or str(executed)))
     return links
-
-
-def _lab_address(path: Path, lab: str) -> str:
-    """A JupyterLab link when ``path`` is inside the repository (Lab's root), else the path itself."""
-    try:
-        relative = path.resolve().relative_to(REPO)
-    except ValueError:
-        return str(path)
-    return f"{lab}/lab/tree/{relative.as_posix()}"
 
 
 def history_frame(events: list[dict]) -> pl.DataFrame:
