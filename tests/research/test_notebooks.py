@@ -9,6 +9,7 @@ import nbformat
 import polars as pl
 import pytest
 
+from tradeloop.backtest import BacktestConfig
 from tradeloop.data import CandleLake
 from tradeloop.data.importer import import_sample
 from tradeloop.research.notebooks import NOTEBOOK_DIR, NotebookError, notebook_path, run_notebook
@@ -70,6 +71,8 @@ def test_backtest_notebook_reports_full_history_and_out_of_sample(research) -> N
     assert metrics["oos"]["bars"] > 1000 and metrics["full_history"]["trades"] > 0
     trades = pl.read_parquet(research["backtest"] / "trades.parquet")
     assert trades.height == metrics["full_history"]["trades"]
+    terms = BacktestConfig(**metrics["config"])  # the terms it ran on, so readers can state its sizing
+    assert metrics["timeframe"] == "4h" and terms.cash_sharing and 0 < terms.fee_rate < 0.01
 
 
 def test_template_notebook_works_out_of_the_box(research, tmp_path) -> None:

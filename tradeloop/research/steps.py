@@ -144,7 +144,8 @@ def report_backtest(candles: pl.DataFrame, *, model_dir: Path, evaluation_dir: P
            "oos": {"sharpe_per_bar": sharpe_per_period(oos), "max_drawdown": max_drawdown_of(oos),
                    "total_return": float(np.prod(1.0 + oos) - 1.0), "bars": int(oos.size)},
            "signals_taken": int((scored & entered).sum()),
-           "signals_rejected": int((scored & ~entered).sum())}
+           "signals_rejected": int((scored & ~entered).sum()),
+           "config": backtest.model_dump(mode="json"), "timeframe": timeframe}  # the terms, for readers to state
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(doc, output_dir / METRICS_JSON)
     write_parquet_atomic(result.equity, output_dir / EQUITY_PARQUET)
