@@ -38,12 +38,15 @@ def _paths(stores: StoresResource) -> ResearchPaths:
     return ResearchPaths.under(stores.research_dir)
 
 
-def _notebook(context: dg.AssetExecutionContext, stores: StoresResource, name: str, params: dict):
+def _notebook(context: dg.AssetExecutionContext, stores: StoresResource, name: str,
+              params: dict) -> tuple[dict, dict]:
+    """Runs notebooks/<name>.py; returns its links (shown after the asset's tables) and the run's
+    details (shown last: seconds and parameters)."""
     output = stores.run_dir(context.run.run_id) / f"{name}.ipynb"
     run = run_notebook(notebook_path(name), output, params, cwd=REPO)
     context.log.info(f"notebook {name} ran in {run.seconds:.1f} s; executed copy: {output}")
-    return run, {**metadata.notebook_links(output), "notebook_seconds": metadata.rounded(run.seconds, 1),
-                 "parameters": dg.MetadataValue.json(params)}
+    return metadata.notebook_links(output), {"notebook_seconds": metadata.rounded(run.seconds, 1),
+                                             "parameters": dg.MetadataValue.json(params)}
 
 
 @dg.asset(partitions_def=symbol_partitions, group_name="research", kinds={"parquet"},
@@ -51,7 +54,8 @@ def _notebook(context: dg.AssetExecutionContext, stores: StoresResource, name: s
 def candles(context: dg.AssetExecutionContext, stores: StoresResource, research: ResearchResource,
             exchange: ExchangeResource):
     """Raw candles of one symbol (a partition per symbol of the research universe) in the lake,
-    from the bundled sample or an exchange (ccxt), validated on the way in."""
+    from the bundled sample or an exchange (ccxt), validated on the way in. In "Materialize all",
+    pick All under Partition selection: Dagster opens a dynamic partition set with none chosen."""
     key = research.key(context.partition_key)
     refreshed = exchange.refresh(stores.lake, key)
     status = stores.lake.status(key)
@@ -74,11 +78,11 @@ def features(context: dg.AssetExecutionContext, stores: StoresResource, research
                      f"{', '.join(symbols)}")
     params = {"lake_dir": str(stores.lake.root), "exchange": research.exchange, "symbols": symbols,
               "timeframe": research.timeframe, "output_path": str(out)}
-    _, meta = _notebook(context, stores, "features", params)
+    links, details = _notebook(context, stores, "features", params)
     frame = pl.read_parquet(out)
-    yield dg.MaterializeResult(metadata={**meta, "rows": frame.height, "columns": len(frame.columns),
-                                         "universe": dg.MetadataValue.json(symbols),
-                                         "path": dg.MetadataValue.path(str(out))})
+    yield dg.MaterializeResult(metadata={**links, "universe": ", ".join(symbols), "rows": frame.height,
+                                         "columns": len(frame.columns), "path": dg.MetadataValue.path(str(out)),
+                                         **details})
     yield checks.feature_sanity(frame)
 
 
@@ -101,7 +105,7 @@ def thresholds(context: dg.AssetExecutionContext, stores: StoresResource, resear
         with TerminalProgress(total=research.n_trials, log=context.log.info) as shown, \
                 StudyWatcher(study_dir=paths.thresholds / "study", storage=research.optuna_storage or None,
                              total=research.n_trials, on_progress=shown):
-            _, meta = _notebook(context, stores, "thresholds", params)
+            links, details = _notebook(context, stores, "thresholds", params)
     except Exception as exc:
         record(RETRAIN_FAILED, root=stores.root, strategy=research.strategy, run_id=context.run.run_id,
                reason=f"{type(exc).__name__}: {exc}"[:500])
@@ -110,7 +114,7 @@ def thresholds(context: dg.AssetExecutionContext, stores: StoresResource, resear
     champion = summary["champion"]
     reevaluated = metadata.rounded(champion["sharpe_per_bar"], 6) if champion else None
     return dg.MaterializeResult(metadata={
-        **meta, "summary": metadata.key_values({
+        "summary": metadata.key_values({
             "strategy": research.strategy, "trials": summary["n_trials"], "study": summary["study"],
             "data version": summary["data_version"][:12], "retrain policy": retrain.policy().describe(),
             "best out-of-sample Sharpe per bar": metadata.ratio(summary["best_oos_sharpe"], 4),
@@ -118,9 +122,9 @@ def thresholds(context: dg.AssetExecutionContext, stores: StoresResource, resear
             else metadata.ratio(reevaluated, 4),
             "threshold": metadata.ratio(summary["threshold"], 3), "break-even p*": metadata.ratio(summary["p_star"], 3),
             "labelled events": metadata.count(summary["events"])}),
-        "best_params": metadata.table(summary["best_params"].items(), ["parameter", "value"]),
+        "best_params": metadata.table(summary["best_params"].items(), ["parameter", "value"]), **links,
         "best_oos_sharpe": metadata.rounded(summary["best_oos_sharpe"], 6), "n_trials": summary["n_trials"],
-        "champion_reevaluated_sharpe": "no champion" if reevaluated is None else reevaluated})
+        "champion_reevaluated_sharpe": "no champion" if reevaluated is None else reevaluated, **details})
 
 
 @dg.asset(deps=[thresholds], group_name="research", kinds={"jupyter"},
@@ -131,19 +135,19 @@ def backtest(context: dg.AssetExecutionContext, stores: StoresResource, research
     paths = _paths(stores)
     params = {"features_path": str(paths.features), "thresholds_dir": str(paths.thresholds),
               "timeframe": research.timeframe, "output_dir": str(paths.backtest), "until_ms": retrain.until_ms()}
-    _, meta = _notebook(context, stores, "backtest", params)
+    links, details = _notebook(context, stores, "backtest", params)
     metrics = json.loads((paths.backtest / METRICS_JSON).read_text())
     equity = pl.read_parquet(paths.backtest / EQUITY_PARQUET)
-    yield dg.MaterializeResult(metadata={
-        **meta,
+    yield dg.MaterializeResult(metadata={  # tables first; numbers Dagster plots across runs in percent
         "metrics": metadata.metrics_table({"out of sample (gate)": metrics["oos"],
                                            "whole history (in-sample, display)": metrics["full_history"]}),
         "equity": metadata.equity_image(equity, title="equity and drawdown: whole history (in-sample, display only)"),
-        "equity_path": dg.MetadataValue.path(str(paths.backtest / EQUITY_PARQUET)),
+        **links,
         "oos_sharpe_per_bar": metadata.rounded(metrics["oos"]["sharpe_per_bar"], 6),
-        "oos_max_drawdown": metadata.rounded(metrics["oos"]["max_drawdown"]),
+        "oos_max_drawdown_pct": metadata.rounded(100 * metrics["oos"]["max_drawdown"], 2),
+        "total_return_pct": metadata.rounded(100 * metrics["full_history"]["total_return"], 2),
         "trades": metrics["full_history"]["trades"],
-        "total_return": metadata.rounded(metrics["full_history"]["total_return"])})
+        "equity_path": dg.MetadataValue.path(str(paths.backtest / EQUITY_PARQUET)), **details})
     yield checks.backtest_sanity(metrics, equity)
 
 
@@ -166,8 +170,7 @@ def promotion(context: dg.AssetExecutionContext, stores: StoresResource, researc
         periods_per_year=periods_per_year(research.timeframe), config=retrain.gate())
     context.log.info("promotion gate:\n" + report.summary())
     artifact = registry.register(paths.thresholds / MODEL_DIR)
-    meta = {"gate": dg.MetadataValue.md(report.markdown()), "gate_checks": dg.MetadataValue.json(report.as_dicts()),
-            "artifact": artifact, "promoted": report.passed}
+    meta = {"gate": dg.MetadataValue.md(report.markdown()), "promoted": report.passed}
     if report.passed:
         metrics = json.loads((paths.backtest / METRICS_JSON).read_text())
         symbols = sorted(tuning.get("symbols") or research.symbols)
@@ -188,6 +191,7 @@ def promotion(context: dg.AssetExecutionContext, stores: StoresResource, researc
         record(RETRAIN_REFUSED, root=stores.root, strategy=research.strategy, run_id=context.run.run_id, reason=reason,
                artifact=artifact)
     meta.update(_staleness(stores, research.strategy, retrain, context.run.run_id, context.log))
+    meta.update(artifact=artifact, gate_checks=dg.MetadataValue.json(report.as_dicts()))  # for machines, last
     return dg.MaterializeResult(metadata=meta)
 
 

@@ -1,6 +1,6 @@
 """Daily retraining schedule, a sensor that retrains when new candles land in the lake, and
 one that keeps the candles asset's partitions equal to the research universe (running from
-the start, so a fresh `dagster dev` lists the symbols within a minute)."""
+the start: a fresh `dagster dev` registers the symbols as it starts)."""
 
 import json
 from datetime import UTC, datetime
@@ -34,7 +34,7 @@ def retrain_schedule(context: dg.ScheduleEvaluationContext, retrain: RetrainReso
     return dg.RunRequest(run_key=f"retrain-{midnight}", tags={"trigger": "retrain_policy"})
 
 
-@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+@dg.sensor(minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Registers the research universe's symbols as partitions of candles (running from the "
                        "start, so Materialize all lists them); it starts no run.")
 def universe_partitions_sensor(context: dg.SensorEvaluationContext, stores: StoresResource,
