@@ -11,10 +11,13 @@ JUPYTER_CONFIG_PATH and run `jupyter lab` from the repository.
   (TRADELOOP_DATA_DIR, resolved as tradeloop resolves it where Lab was started): notebooks
   read their paths from the settings, never from the working directory.
 - As root, Lab needs allow_root; it is decided from the user id.
+- Its port is the one of TRADELOOP_LAB_URL (default 8888), where Dagster's links to the
+  executed notebooks point; --port on the command line wins.
 """
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
 c = get_config()  # noqa: F821 - Jupyter's config loader defines it
@@ -29,4 +32,6 @@ try:
 except ImportError:  # a Jupyter outside tradeloop's environment: kernels use their own settings
     pass
 else:
-    os.environ["TRADELOOP_DATA_DIR"] = str(get_settings().data_dir.resolve())
+    settings = get_settings()
+    os.environ["TRADELOOP_DATA_DIR"] = str(settings.data_dir.resolve())
+    c.ServerApp.port = urlsplit(settings.lab_url).port or 8888
