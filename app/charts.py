@@ -76,7 +76,7 @@ def comparison_figure(runs: list[Run], *, log_scale: bool = False, revision: str
 def decision_figure(decisions: pl.DataFrame, *, now: datetime, revision: str = "decisions") -> go.Figure:
     """What decided entries, as bars on a time axis: one row per source, one bar per period in force."""
     fig = go.Figure()
-    ends = decisions["until"].fill_null(now.replace(tzinfo=None)).to_list()
+    ends = decisions["until"].fill_null(now.replace(tzinfo=None) if isinstance(now, datetime) else now).to_list()
     for source in decisions["source"].unique(maintain_order=True).to_list():
         rows = [i for i, s in enumerate(decisions["source"].to_list()) if s == source]
         starts = [decisions["since"][i] for i in rows]
@@ -90,7 +90,8 @@ def decision_figure(decisions: pl.DataFrame, *, now: datetime, revision: str = "
     _frame(fig, height=120 + 40 * decisions["source"].n_unique(), revision=revision)
     fig.update_layout(hovermode="closest", barmode="overlay", showlegend=False)
     fig.update_yaxes(type="category", title_text=None)
-    fig.update_xaxes(title_text="in force since (engine's wall clock, UTC)")
+    fig.update_xaxes(title_text="in force from the bar (UTC)" if set(decisions["clock"].to_list()) == {"bar"}
+                     else "in force since (bar, or the engine's wall clock for older records; UTC)")
     return fig
 
 

@@ -152,20 +152,26 @@ def symbol_figures(trades: pl.DataFrame, fills: pl.DataFrame, positions: pl.Data
 
 
 DECISION_SCHEMA = {"since": pl.Datetime("ms"), "until": pl.Datetime("ms"), "source": pl.String,
-                   "model": pl.String, "threshold": pl.Float64, "reason": pl.String}
+                   "model": pl.String, "threshold": pl.Float64, "reason": pl.String, "clock": pl.String}
 
 
 def decision_sources(thresholds: pl.DataFrame) -> pl.DataFrame:
     """What decided entries, from when until when (``until`` null: still in force): the model's
-    threshold or the fallback (no model: reduce-only). Times are the engine's wall clock when
-    it switched."""
+    threshold or the fallback (no model: reduce-only). Times are the bar it decided from
+    (``clock`` "bar"); rows recorded before the engine kept the bar fall back to the engine's
+    wall clock when it switched (``clock`` "engine")."""
     if not thresholds.height:
         return pl.DataFrame(schema=DECISION_SCHEMA)
-    frame = thresholds.sort("id").with_columns(since=to_datetime(thresholds, "since"))
+    frame = thresholds.sort("id")
+    wall = to_datetime(frame, "since")
+    has_bar = pl.col("bar_ts").is_not_null() if "bar_ts" in frame.columns else pl.lit(False)
+    bar = pl.from_epoch(pl.col("bar_ts"), time_unit="ms") if "bar_ts" in frame.columns else wall
+    frame = frame.with_columns(since=pl.when(has_bar).then(bar).otherwise(wall),
+                               clock=pl.when(has_bar).then(pl.lit("bar")).otherwise(pl.lit("engine")))
     return frame.select(
         "since", until=pl.col("since").shift(-1),
         source=pl.col("source").replace_strict(SOURCE_WORDS, default=pl.col("source")),
-        model=pl.col("artifact").str.slice(0, 12), threshold="threshold", reason="reason",
+        model=pl.col("artifact").str.slice(0, 12), threshold="threshold", reason="reason", clock="clock",
     ).cast(DECISION_SCHEMA)
 
 
@@ -178,7 +184,7 @@ def decision_periods(decisions: pl.DataFrame) -> pl.DataFrame:
     return (decisions.with_columns(period=(key != key.shift(1)).fill_null(True).cum_sum())
             .group_by("period", maintain_order=True)
             .agg(pl.col("since").first(), pl.col("until").last(), pl.col("source", "model", "threshold",
-                                                                          "reason").first())
+                                                                          "reason", "clock").first())
             .drop("period").cast(DECISION_SCHEMA))
 
 

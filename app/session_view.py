@@ -152,11 +152,16 @@ def decisions_section(tables: SessionTables) -> None:
     else:
         st.markdown(f"Entries decided by **{by}** since {last['since']:%Y-%m-%d %H:%M} UTC, after "
                     f"{periods.height - 1} switch{'es' if periods.height > 2 else ''}:")
-        fig = decision_figure(periods, now=datetime.now(UTC), revision=tables.session.name)
+        bars = last["clock"] == "bar" and tables.equity.height
+        end = tables.equity["time"].max() if bars else datetime.now(UTC)  # a replay's bars are not now
+        fig = decision_figure(periods, now=end, revision=tables.session.name)
         st.plotly_chart(fig, key=f"decisions-{tables.session.name}")
+    clocks = set(decisions["clock"].to_list())
     st.caption("What decided entries from when: the model's threshold, or the reduce-only fallback when no usable "
-               "model is in force. Times are the engine's wall clock when it switched.")
-    shown = decisions.reverse().with_columns(
+               "model is in force. " + ("Times are the bars it decided from (UTC)." if clocks == {"bar"} else
+                                        "Times are the bars it decided from, or the engine's wall clock for "
+                                        "records older than that column."))
+    shown = decisions.drop("clock").reverse().with_columns(
         since=pl.col("since").dt.strftime("%Y-%m-%d %H:%M:%S"),
         until=pl.col("until").dt.strftime("%Y-%m-%d %H:%M:%S").fill_null("in force"))
     fmt.table(shown, DECISIONS)

@@ -254,7 +254,7 @@ class LiveEngine:
         signals: list[tuple[str, int]] = []
         with self.store.transaction() as db:
             if changed:
-                self._record_threshold(db)
+                self._record_threshold(db, batch.ts)
             for state in ended:
                 self._apply(db, state)
             equity = self.cash
@@ -305,7 +305,7 @@ class LiveEngine:
                 raise
             log.exception("session %s: the model failed to decide", self.session.name)
             self.slot.fail(f"failed to decide: {type(exc).__name__}: {exc}"[:180])
-            self._record_threshold(db)
+            self._record_threshold(db, ts)
             return self._decide(ts)
 
     def _decide(self, ts: int) -> list[tuple[str, int]]:
@@ -353,11 +353,13 @@ class LiveEngine:
             return OrderState(order.client_order_id, "unknown",
                               reason=f"send failed: {type(exc).__name__}: {exc}; never resent"[:200])
 
-    def _record_threshold(self, db) -> None:
+    def _record_threshold(self, db, bar_ts: int) -> None:
+        """What decides entries from the bar ``bar_ts`` on (``since``: when, by the wall clock)."""
         now = self.slot.current
         known = now.threshold == now.threshold  # NaN: no model ever loaded, no p* known
         db.add(ThresholdInForce(session_id=self.session.id, source=now.source, artifact=now.artifact,
-                                threshold=now.threshold if known else None, reason=now.reason[:200]))
+                                threshold=now.threshold if known else None, reason=now.reason[:200],
+                                bar_ts=bar_ts))
         OpsStore.audit(db, "model_swapped" if now.model is not None else "model_fallback",
                        session_id=self.session.id, detail={"artifact": now.artifact, "reason": now.reason})
         log.info("session %s: entries now decided by %s (%s)", self.session.name, now.source, now.reason)

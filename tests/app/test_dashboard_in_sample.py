@@ -106,7 +106,7 @@ def test_a_database_with_an_older_schema_is_named_with_the_fix(tmp_path: Path, m
         at = AppTest.from_file(DASHBOARD, default_timeout=60)
         at.run()
         [error] = at.exception
-        assert "has schema revision 0002; this dashboard reads 0003" in error.value
+        assert "has schema revision 0002; this dashboard reads 0004" in error.value
         assert "run `tradeloop live sessions` once" in error.value
         OpsStore.open(f"sqlite:///{tmp_path / 'tradeloop.db'}").close()  # what `live sessions` does
         at.run()

@@ -97,6 +97,19 @@ def test_the_decision_source_reads_in_utc_and_merges_a_resume() -> None:
     assert periods["until"].to_list() == [datetime(2025, 1, 3, 12), None]
 
 
+def test_the_decision_source_is_timed_by_the_bar_it_decided_from_when_the_engine_kept_it() -> None:
+    wall = [datetime(2026, 11, 27, 18, 0, s, tzinfo=UTC) for s in (1, 2, 3)]  # a replay: seconds apart
+    bars = [1_735_732_800_000, 1_738_411_200_000, None]  # 2025-01-01 12:00, 2025-02-01 12:00, an older row
+    thresholds = pl.DataFrame({"id": [1, 2, 3], "session_id": [1, 1, 1], "source": ["model", "static", "model"],
+                               "artifact": ["a" * 64, None, "b" * 64], "threshold": [0.6, None, 0.55],
+                               "reason": ["champion", "stale", "refit"], "since": wall, "bar_ts": bars})
+    decisions = session_data.decision_sources(thresholds)
+    assert decisions["since"].to_list() == [datetime(2025, 1, 1, 12), datetime(2025, 2, 1, 12),
+                                            datetime(2026, 11, 27, 18, 0, 3)]
+    assert decisions["clock"].to_list() == ["bar", "bar", "engine"]  # unknown bar: the wall clock, and says so
+    assert session_data.decision_periods(decisions)["clock"].to_list() == ["bar", "bar", "engine"]
+
+
 def test_a_run_cut_to_the_live_period_is_measured_from_its_equity_there() -> None:
     ts = [k * HOUR for k in range(6)]
     equity = pl.DataFrame({"ts": ts, "equity": [100.0, 110.0, 121.0, 121.0, 133.1, 100.0]}).with_columns(

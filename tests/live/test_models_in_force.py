@@ -60,6 +60,9 @@ def test_swap_without_restart_then_reduce_only_when_the_champion_breaks(world: W
         ("model", world.champion), ("model", challenger), ("model", world.champion),
         ("static", None)]
     assert "failed to load" in in_force[-1].reason
+    bars = engine.store.frame(EquityPoint, engine.session.id)["ts"]
+    assert [t.bar_ts for t in in_force] == sorted(t.bar_ts for t in in_force) and in_force[0].bar_ts == bars.min()
+    assert in_force[-1].bar_ts == bars.filter(bars > broke_at).min()  # the fallback decided from the next bar on
     after = [o for o in engine.store.orders(engine.session.id) if o.decided_ts > broke_at]
     assert after and {o.intent for o in after} == {"exit_long"}  # reduce-only: exits, never an entry
     swaps = [e.event for e in engine.store.audit_log(engine.session.id) if e.event.startswith("model_")]

@@ -1,5 +1,6 @@
-"""Migration 0003: ``sessions.in_sample`` (boolean, not null, default false), on SQLite and on
-the real PostgreSQL server; an in-sample session is created with an audit row saying so."""
+"""Migrations 0003 (``sessions.in_sample``: boolean, not null, default false) and 0004
+(``thresholds.bar_ts``), on SQLite and on the real PostgreSQL server; an in-sample session is
+created with an audit row saying so."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_sessions_of_an_older_database_read_as_out_of_sample_after_the_upgrade(u
             "config, created_at, updated_at) VALUES ('old', 'sma_cross', 'coinbase', '4h', '[\"BTC-USD\"]', "
             "'paper', 'running', 1000, 1000, '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
     migrate(engine)
-    assert _version(engine) == "0003"
+    assert _version(engine) == "0004"
     column = {c["name"]: c for c in sa.inspect(engine).get_columns("sessions")}["in_sample"]
     assert column["nullable"] is False
     store = OpsStore(engine)
@@ -74,3 +75,25 @@ def test_an_in_sample_session_is_marked_and_audited_and_the_default_is_out_of_sa
     assert rows[1].detail == {"first_bar_ms": 1, "trained_until_ms": 2}
     assert store.set_status("marked", "paused").in_sample is True  # a status change keeps the flag
     store.close()
+
+
+def test_migration_0004_adds_the_bar_a_threshold_decided_from_and_keeps_older_rows(url: str) -> None:
+    engine = connect(url)
+    migrate(engine, "0003")
+    store = OpsStore(engine)
+    session = store.create_session(name="old", strategy="sma_cross", exchange="coinbase", timeframe="4h",
+                                   symbols=["BTC-USD"], mode="paper", init_cash=1000.0, config={})
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO thresholds (session_id, source, artifact, threshold, reason, since) "
+                             "VALUES (:sid, 'model', NULL, 0.5, 'before 0004', CURRENT_TIMESTAMP)"),
+                     {"sid": session.id})
+    migrate(engine)
+    [old] = store.thresholds(session.id)
+    assert old.reason == "before 0004" and old.bar_ts is None  # unknown, not invented
+    column = {c["name"]: c for c in sa.inspect(engine).get_columns("thresholds")}["bar_ts"]
+    assert column["nullable"] is True
+    _downgrade(engine, "0003")
+    assert "bar_ts" not in {c["name"] for c in sa.inspect(engine).get_columns("thresholds")}
+    migrate(engine)
+    assert [t.reason for t in store.thresholds(session.id)] == ["before 0004"]
+    engine.dispose()

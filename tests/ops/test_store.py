@@ -36,7 +36,7 @@ def new_session(store: OpsStore, name: str = "s1"):
 def test_migrations_are_idempotent_and_reach_head(store: OpsStore) -> None:
     migrate(store.engine)  # second run: nothing to do
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM tradeloop_alembic_version")).scalar() == "0003"
+        assert conn.execute(sa.text("SELECT version_num FROM tradeloop_alembic_version")).scalar() == "0004"
     assert set(sa.inspect(store.engine).get_table_names()) >= {
         "sessions", "orders", "fills", "positions", "thresholds", "equity", "audit_log"}
 

@@ -120,6 +120,9 @@ class ThresholdInForce(Base):
     threshold: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: no p* known yet
     reason: Mapped[str] = mapped_column(String(200))
     since: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # the first bar (open time, ms) it decided: a replay's bars are not the wall clock's (None: recorded
+    # before migration 0004)
+    bar_ts: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class EquityPoint(Base):
