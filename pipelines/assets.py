@@ -19,6 +19,7 @@ from pipelines.partitions import research_universe, symbol_partitions
 from pipelines.resources import ExchangeResource, ResearchResource, StoresResource
 from pipelines.retrain import CHAMPION_STALE_SOON, RETRAIN_FAILED, RETRAIN_REFUSED, RetrainResource, record
 from tradeloop.backtest.engine import periods_per_year
+from tradeloop.performance.format import count, ratio
 from tradeloop.registry import Lineage, git_commit, snapshot_hash
 from tradeloop.research.gate import evaluate_gate
 from tradeloop.research.notebooks import ResearchPaths, notebook_path, run_notebook
@@ -117,11 +118,11 @@ def thresholds(context: dg.AssetExecutionContext, stores: StoresResource, resear
         "summary": metadata.key_values({
             "strategy": research.strategy, "trials": summary["n_trials"], "study": summary["study"],
             "data version": summary["data_version"][:12], "retrain policy": retrain.policy().describe(),
-            "best out-of-sample Sharpe per bar": metadata.ratio(summary["best_oos_sharpe"], 4),
+            "best out-of-sample Sharpe per bar": ratio(summary["best_oos_sharpe"], 4),
             "champion re-evaluated on the same folds": "no champion" if reevaluated is None
-            else metadata.ratio(reevaluated, 4),
-            "threshold": metadata.ratio(summary["threshold"], 3), "break-even p*": metadata.ratio(summary["p_star"], 3),
-            "labelled events": metadata.count(summary["events"])}),
+            else ratio(reevaluated, 4),
+            "threshold": ratio(summary["threshold"], 3), "break-even p*": ratio(summary["p_star"], 3),
+            "labelled events": count(summary["events"])}),
         "best_params": metadata.table(summary["best_params"].items(), ["parameter", "value"]), **links,
         "best_oos_sharpe": metadata.rounded(summary["best_oos_sharpe"], 6), "n_trials": summary["n_trials"],
         "champion_reevaluated_sharpe": "no champion" if reevaluated is None else reevaluated, **details})

@@ -9,12 +9,12 @@ import numpy as np
 import polars as pl
 
 import dagster as dg
-from pipelines.metadata import pct, rounded, timestamp
+from pipelines.metadata import rounded, timestamp
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.data.lake import series_status
 from tradeloop.data.schema import timeframe_ms
 from tradeloop.features import DEFAULT_FEATURES, compute_features
-from tradeloop.performance.format import when
+from tradeloop.performance.format import pct, when
 
 MIN_COVERAGE = 0.99
 STALE_AFTER_BARS = 3

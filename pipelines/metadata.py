@@ -27,14 +27,23 @@ from tradeloop.settings import get_settings
 
 #: the backtest metrics (``PerformanceReport`` fields and the out-of-sample ones) as people read them
 METRIC_ROWS = (
-    ("total_return", "total return", pct), ("cagr", "CAGR", pct), ("volatility", "volatility (annualised)", pct),
-    ("sharpe", "Sharpe (annualised)", ratio), ("sharpe_per_bar", "Sharpe per bar", lambda v: ratio(v, 4)),
-    ("sortino", "Sortino", ratio), ("calmar", "Calmar", ratio), ("max_drawdown", "max drawdown", pct),
-    ("max_drawdown_days", "longest drawdown", days), ("trades", "trades", count),
-    ("win_rate", "win rate", pct), ("profit_factor", "profit factor", ratio), ("expectancy", "expectancy per trade",
-                                                                                money),
-    ("avg_trade_return", "average trade return", pct), ("exposure", "exposure", pct),
-    ("final_equity", "final equity", money), ("bars", "bars", count),
+    ("total_return", "total return", pct),
+    ("cagr", "CAGR", pct),
+    ("volatility", "volatility (annualised)", pct),
+    ("sharpe", "Sharpe (annualised)", ratio),
+    ("sharpe_per_bar", "Sharpe per bar", lambda v: ratio(v, 4)),
+    ("sortino", "Sortino", ratio),
+    ("calmar", "Calmar", ratio),
+    ("max_drawdown", "max drawdown", pct),
+    ("max_drawdown_days", "longest drawdown", days),
+    ("trades", "trades", count),
+    ("win_rate", "win rate", pct),
+    ("profit_factor", "profit factor", ratio),
+    ("expectancy", "expectancy per trade", money),
+    ("avg_trade_return", "average trade return", pct),
+    ("exposure", "exposure", pct),
+    ("final_equity", "final equity", money),
+    ("bars", "bars", count),
 )
 
 
