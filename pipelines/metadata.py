@@ -87,6 +87,7 @@ def notebook_links(output: Path) -> dict[str, dg.MetadataValue]:
 def equity_image(equity: pl.DataFrame, *, title: str) -> dg.MetadataValue:
     """The equity curve (summed over portfolios) with its drawdown below, as a PNG inside markdown."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend in a Dagster process
+    from matplotlib.ticker import StrMethodFormatter
 
     curve = equity_frame(equity)
     time, values = curve["time"].to_numpy(), curve["equity"].to_numpy()
@@ -98,6 +99,7 @@ def equity_image(equity: pl.DataFrame, *, title: str) -> dg.MetadataValue:
     top.set_ylabel("equity")
     bottom.fill_between(time, drawdown * 100, 0, color="tab:red", alpha=0.5, lw=0)
     bottom.set_ylabel("drawdown %")
+    top.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     for axis in (top, bottom):
         axis.grid(alpha=0.3)
     buffer = io.BytesIO()

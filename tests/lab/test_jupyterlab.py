@@ -32,7 +32,7 @@ from playwright.sync_api import sync_playwright
 
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.data.importer import import_file
-from tradeloop.research.notebooks import lab_environment
+from tradeloop.research.notebooks import lab_environment, lab_link, notebook_path, run_notebook
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample"
@@ -177,6 +177,21 @@ def test_run_all_from_lab_reads_and_writes_the_settings_data_folder(lab: Lab, na
     written = [p for p in (lab.data / "research").rglob("*") if p.is_file()]
     assert written, "the notebook wrote nothing under the settings' research folder"
     assert sorted((ROOT / "notebooks").iterdir()) == before  # nothing written in the kernel's folder
+
+
+def test_an_executed_pipeline_notebook_opens_in_lab_at_its_dagster_link(lab: Lab) -> None:
+    """What a pipeline asset keeps (run_notebook's executed copy) under a folder Lab serves,
+    opened at the address Dagster's ``notebook_in_lab`` metadata gives."""
+    output = ARTIFACTS / "executed" / "features.ipynb"  # inside the repository, as data/runs/<run id>/ is
+    run_notebook(notebook_path("features"), output, {
+        "lake_dir": str(lab.data / "lake"), "exchange": "coinbase", "symbols": ["BTC-USD"], "timeframe": "4h",
+        "output_path": str(lab.data / "executed" / "features.parquet")}, cwd=ROOT)
+    link = lab_link(output, lab_url=lab.url, lab_root=ROOT)
+    assert link == f"{lab.url}/lab/tree/{output.relative_to(ROOT).as_posix()}"
+    served = lab.api(f"/api/contents/{output.relative_to(ROOT).as_posix()}?type=notebook")
+    assert served["type"] == "notebook"  # not refused as a jupytext pair of a .py
+    outputs = [o for c in served["content"]["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the executed copy, with its chart
 
 
 def test_double_click_opens_a_notebook_and_run_all_shows_no_traceback(lab: Lab) -> None:

@@ -59,12 +59,16 @@ def run_notebook(source: Path, output: Path, parameters: dict, *, cwd: Path | No
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    notebook = jupytext.read(source)
+    # the executed copy is a notebook of its own: pairing it with a .py (jupytext's "formats")
+    # makes JupyterLab refuse to open it ("matches none of the export formats")
+    notebook.metadata.get("jupytext", {}).pop("formats", None)
     started = time.perf_counter()
     # plots render inline even if this process chose a headless backend (streamlit sets Agg)
     backend, os.environ["MPLBACKEND"] = os.environ.get("MPLBACKEND"), INLINE_BACKEND
     try:
         papermill.execute_notebook(
-            jupytext.read(source), str(output), parameters=parameters, language="python",
+            notebook, str(output), parameters=parameters, language="python",
             kernel_name="python3", cwd=str(cwd) if cwd else None, progress_bar=False,
             execution_timeout=timeout_s, log_output=False,
             # the kernel's own start-up warnings (plain-TCP loopback) are noise in a successful run
