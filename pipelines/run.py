@@ -19,9 +19,8 @@ from pipelines.definitions import defs
 from pipelines.partitions import register, universe_symbols
 from pipelines.resources import ResearchResource, StoresResource
 from pipelines.retrain import RetrainResource
-from tradeloop.cli.common import console
+from tradeloop.cli.common import console, dagster_home
 from tradeloop.errors import TradeloopError
-from tradeloop.settings import get_settings
 
 
 RESEARCH_CHAIN = ("features", "thresholds", "backtest", "promotion")
@@ -54,9 +53,7 @@ def materialize_all(resources: dict, instance: dg.DagsterInstance, *,
 def open_instance() -> dg.DagsterInstance:
     """The Dagster instance shared with `dagster dev` (``Settings.dagster_dir``), created on
     first use: runs started here appear in the UI."""
-    home = get_settings().dagster_dir
-    home.mkdir(parents=True, exist_ok=True)
-    return dg.DagsterInstance.from_config(str(home))
+    return dg.DagsterInstance.from_config(str(dagster_home()))
 
 
 def gate_table(checks: list[dict]) -> Table:

@@ -40,7 +40,7 @@ TOKEN = "tradeloop-lab-test"
 CHROMIUM = os.environ.get("TRADELOOP_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(os.environ.get("TRADELOOP_TEST_ARTIFACTS") or ROOT / "build" / "test-artifacts") / "lab"
+ARTIFACTS = Path(os.environ.get("TRADELOOP_TEST_ARTIFACTS") or ROOT / "test-artifacts") / "lab"
 
 
 @dataclass(frozen=True)

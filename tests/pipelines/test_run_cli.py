@@ -31,7 +31,9 @@ def test_pipelines_run_records_its_runs_where_dagster_dev_looks(tmp_path: Path) 
         assert noise not in printed, noise
     home = tmp_path / "data" / "dagster"
     assert Settings(_env_file=None, TRADELOOP_DATA_DIR=str(tmp_path / "data")).dagster_dir == home
+    assert "enabled: false" in (home / "dagster.yaml").read_text()  # no first-start pop-up, no telemetry
     with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_settings("nux") == {"enabled": False}
         runs = instance.get_runs()
         assert len(runs) == 3 and {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}  # 2 symbols + chain
         reported = [r.run_id for r in runs if r.run_id in out.stdout]

@@ -41,6 +41,25 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+DAGSTER_YAML = """# written by tradeloop on first use; edit freely (it is never overwritten)
+nux:
+  enabled: false        # no "join the community" pop-up on the first start of the UI
+telemetry:
+  enabled: false        # nothing leaves this machine
+"""
+
+
+def dagster_home() -> Path:
+    """The Dagster instance folder shared by ``pipelines.run`` and ``dagster dev``
+    (``Settings.dagster_dir``), created on first use with a ``dagster.yaml``."""
+    home = get_settings().dagster_dir
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    return home
+
+
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Print a tradeloop error in one red line and exit with its code (see tradeloop.errors)."""
 

@@ -16,14 +16,13 @@ import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from rich.console import Console
 
-from tradeloop.cli.common import REPO, console, handle_errors, table
+from tradeloop.cli.common import REPO, console, dagster_home, handle_errors, table
 from tradeloop.errors import ConfigError
 from tradeloop.research.notebooks import lab_environment
 from tradeloop.settings import get_settings
@@ -79,8 +78,7 @@ def up(
                      kwargs={"where": {n: commands[n][1] for n in chosen},
                              "probes": {n: u for n, u in probes.items() if n in chosen}}).start()
     env = lab_environment({**os.environ, "PYTHONUNBUFFERED": "1",
-                           "DAGSTER_HOME": str(get_settings().dagster_dir)})  # the one pipelines.run uses
-    Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+                           "DAGSTER_HOME": str(dagster_home())})  # the one pipelines.run uses
     manager = Manager(Printer(sys.stdout))
     for name in chosen:
         manager.add_process(name, commands[name][0], env=env, cwd=str(REPO))
