@@ -56,7 +56,8 @@ def _layout(fig: go.Figure, *, title: str | None, height: int) -> go.Figure:
     fig.update_layout(
         template="plotly_white", title=title, height=height, hovermode="x unified",
         margin={"l": 60, "r": 20, "t": 60 if title else 30, "b": 40},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0},
+        # a title on the left, the legend on the right of the same line above the plot: they never overlap
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1},
     )
     fig.update_xaxes(type="date", hoverformat=HOVER_TIME)
     return fig
