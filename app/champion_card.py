@@ -10,13 +10,11 @@ research run that the gate refused has overwritten it otherwise.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import polars as pl
 
-from tradeloop.cli.model_card import metric_text
+from tradeloop.cli.model_card import metric_text, ms_text, run_text, when_text
 from tradeloop.cli.models_cmds import training_lines
-from tradeloop.ops.champion_log import iso_utc
 from tradeloop.registry import ChampionEntry
 from tradeloop.research.notebooks import LAB_ROOT, lab_link
 from tradeloop.research.steps import TUNING_JSON
@@ -38,23 +36,13 @@ def facts(entry: ChampionEntry, model: ThresholdModel) -> list[tuple[str, str]]:
         ("model", f"{model.strategy.describe()}; threshold {est.threshold_:.4f} (p* {est.p_star_:.4f} + margin "
                   f"{est.margin_:.4f})"),
         *training_lines(model, data_snapshot=lineage.data_snapshot),
-        ("stale after", f"{iso_utc(model.trained_until + model.max_age_ms)} ({model.max_age_ms / 86_400_000:g} days "
-                        f"after its last training event; then {rule})"),
+        ("stale after", f"{ms_text(model.trained_until + model.max_age_ms)} UTC "
+                        f"({model.max_age_ms / 86_400_000:g} days after its last training event; then {rule})"),
         ("promoted", when_text(entry.promoted_at)),
         ("artifact", entry.artifact),
         ("git commit", lineage.git_commit),
-        ("run", lineage.run_id or "-"),
+        ("run", run_text(lineage.run_id)),
     ]
-
-
-def when_text(iso: str) -> str:
-    """An ISO time (``2026-01-31T12:00:00+00:00``) as ``2026-01-31 12:00 UTC``; as given if it is not one."""
-    try:
-        moment = datetime.fromisoformat(iso)
-    except ValueError:
-        return iso
-    moment = moment.astimezone(UTC) if moment.tzinfo else moment
-    return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
 def gate_table(entry: ChampionEntry) -> pl.DataFrame:

@@ -14,11 +14,12 @@ from session_data import SessionTables, read_session, session_candles
 from sqlalchemy import inspect
 
 from tradeloop.backtest import BacktestConfig
+from tradeloop.cli.model_card import ms_text
 from tradeloop.data import CandleLake
 from tradeloop.data.sql import LakeSQL
 from tradeloop.errors import ConfigError, TradeloopError
 from tradeloop.ops import EquityPoint, OpsStore, connect
-from tradeloop.ops.champion_log import RESEARCH_EVENTS, age_words, iso_utc, latest_research_events, research_words
+from tradeloop.ops.champion_log import RESEARCH_EVENTS, age_words, latest_research_events, research_words
 from tradeloop.ops.database import schema_behind
 from tradeloop.ops.models import utcnow
 from tradeloop.ops.status import sample_label, session_status
@@ -147,7 +148,7 @@ def backtest_run(tables: SessionTables) -> Run | str:
     note = f"champion {entry.artifact[:12]} throughout"
     trained_until = int(trained["trained_until"][0])
     if trained_until >= start:
-        note += f" (IN-SAMPLE: trained on bars until {iso_utc(trained_until)})"
+        note += f" (IN-SAMPLE: trained on bars until {ms_text(trained_until)} UTC)"
     if len(models) > 1 or (models and models[0] != entry.artifact[:12]):
         note += f"; the session traded under {', '.join(models)}"
     return Run(label="backtest, same terms", kind="backtest", equity=equity, trades=trades, init_cash=s.init_cash,

@@ -118,6 +118,7 @@ def test_champion_shows_a_card_and_the_gate_as_promoted(dashboard_env: Path) -> 
     assert f"**data hash**: {model.info['data_hash']}" in card
     assert "**universe**: exchange coinbase, timeframe 4h, 2 symbol(s): BTC-USD, ETH-USD" in card
     assert "**stale after**" in card and f"**run**: {entry.lineage.run_id}" in card
+    assert " UTC (first .. last training event)" in card and ":00Z" not in card  # dates, not ISO stamps
     notebooks = next(m.value for m in at.markdown if "**Notebooks**" in m.value)
     lab = get_settings().lab_url.rstrip("/")  # JupyterLab serves the repository (jupyter/jupyter_lab_config.py)
     assert f"[source: notebooks/thresholds.py]({lab}/lab/tree/notebooks/thresholds.py)" in notebooks

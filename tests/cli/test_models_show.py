@@ -1,9 +1,10 @@
 """``tradeloop models show`` prints what the champion was trained on: its training window
-(first and last training event, ISO UTC), the data hash and the universe."""
+(first and last training event, UTC dates), the data hash, the universe and where it came from."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,17 +30,19 @@ def _model(path: Path, *, info: dict, universe: Universe | None) -> Path:
 def test_show_prints_the_training_window_data_hash_and_universe(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "registry")
     info = {"trained_from": TRAINED_FROM, "data_hash": "9f2c" * 16,
-            "retrain_policy": {"train_days": 365, "cadence_days": 1, "max_age_days": 14}}
+            "retrain_policy": {"training_window_days": 365, "retrain_every_days": 7, "max_model_age_days": 14,
+                               "on_stale": "reduce_only"}}
     universe = Universe(exchange="binance", timeframe="1h", symbols=("ETH-USDT", "BTC-USDT"))
     artifact = registry.register(_model(tmp_path / "m", info=info, universe=universe))
     registry.promote("sma_cross", artifact, lineage=Lineage(data_snapshot="ab" * 32))
     shown = tradeloop("models", "show", "sma_cross", data_dir=tmp_path)
     assert shown.returncode == 0, shown.stderr
     out = shown.stdout
-    assert card_field(out, "training window").startswith("2023-01-01T00:00:00Z .. 2024-01-01T00:00:00Z")
+    assert card_field(out, "training window").startswith("2023-01-01 00:00 .. 2024-01-01 00:00 UTC")
     assert card_field(out, "data hash") == "9f2c" * 16  # the model's own hash wins over the lineage's snapshot
     assert card_field(out, "universe") == "exchange binance, timeframe 1h, 2 symbol(s): BTC-USDT, ETH-USDT"
-    assert card_field(out, "retrain policy") == "cadence_days=1, max_age_days=14, train_days=365"
+    assert card_field(out, "retrain policy") == ("refit every 7 day(s) on the last 365 days; stale after 14 days, "
+                                                 "then reduce-only")
     machine = json.loads(tradeloop("models", "show", "sma_cross", "--json", data_dir=tmp_path).stdout)
     assert machine["artifact"] == artifact and machine["model"]["trained_until"] == TRAINED_UNTIL
     assert machine["training"]["data hash"] == "9f2c" * 16 and machine["lineage"]["data_snapshot"] == "ab" * 32
@@ -51,7 +54,7 @@ def test_show_falls_back_to_the_lineage_snapshot_and_says_unknown(tmp_path: Path
     registry.promote("sma_cross", artifact, lineage=Lineage(data_snapshot="cd" * 32))
     shown = tradeloop("models", "show", "sma_cross", data_dir=tmp_path)
     assert shown.returncode == 0, shown.stderr
-    assert card_field(shown.stdout, "training window").startswith("unknown .. 2024-01-01T00:00:00Z")
+    assert card_field(shown.stdout, "training window").startswith("unknown .. 2024-01-01 00:00 UTC")
     assert card_field(shown.stdout, "data hash") == "cd" * 32
     assert card_field(shown.stdout, "universe") == "not recorded"
     registry.promote("sma_cross", artifact, lineage=Lineage())  # no snapshot recorded either
@@ -93,3 +96,17 @@ def test_a_champion_promoted_by_hand_says_no_evidence_was_recorded(tmp_path: Pat
     assert "Metrics at promotion" not in shown.stdout and "┏" not in shown.stdout
     assert "no promotion gate or metrics recorded" in shown.stdout
     assert card_field(shown.stdout, "parameters") == "note=hotfix"
+
+
+def test_a_replay_refit_says_where_it_came_from_and_why_it_has_no_gate(tmp_path: Path) -> None:
+    # the card read "Dagster run  replay:demo" and blamed a promotion by hand for the missing gate
+    registry = ModelRegistry(tmp_path / "registry")
+    info = {"retrain_policy": {"training_window_days": None, "retrain_every_days": 30, "cadence": "old key"}}
+    artifact = registry.register(_model(tmp_path / "m", info=info, universe=None))
+    registry.promote("sma_cross", artifact, lineage=Lineage(run_id="replay:demo"))
+    out = tradeloop("models", "show", "sma_cross", data_dir=tmp_path).stdout
+    assert card_field(out, "run") == "replay:demo (a scheduled refit by the replay of session 'demo')"
+    assert "Dagster run" not in out and "promoted by hand" not in out
+    assert "no promotion gate: a replay's scheduled refit is promoted without one" in " ".join(out.split())
+    assert card_field(out, "retrain policy") == "cadence=old key, retrain_every_days=30, training_window_days=None"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", card_field(out, "promoted"))  # not an ISO stamp

@@ -8,6 +8,7 @@ and the evidence it was promoted on (the gate's checks with their bars).
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 from rich.console import Group
 from rich.panel import Panel
@@ -35,6 +36,33 @@ def metric_text(name: str, value: object) -> str:
     return f"{value:.4f}"
 
 
+def ms_text(ms: int) -> str:
+    """An epoch-ms time as ``2025-10-08 20:00`` (UTC); one no calendar can show, as its ms."""
+    try:
+        return f"{datetime.fromtimestamp(ms / 1000, tz=UTC):%Y-%m-%d %H:%M}"
+    except (OverflowError, OSError, ValueError):
+        return f"{ms} ms"
+
+
+def when_text(iso: str) -> str:
+    """An ISO time (``2026-01-31T12:00:00+00:00``) as ``2026-01-31 12:00 UTC``; as given if it is not one."""
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    moment = moment.astimezone(UTC) if moment.tzinfo else moment
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
+def run_text(run_id: str | None) -> str:
+    """Where the champion came from: a Dagster run id, or a replay's scheduled refit (``replay:<session>``)."""
+    if not run_id:
+        return "-"
+    if run_id.startswith("replay:"):
+        return f"{run_id} (a scheduled refit by the replay of session {run_id.removeprefix('replay:')!r})"
+    return run_id
+
+
 def card(entry: ChampionEntry, model, *, training: list[tuple[str, str]], history: int) -> Group:
     """The champion ``entry`` (its loaded ``model``) as a rich renderable: a key/value panel,
     then the promotion gate's table (or its metrics when the gate was not recorded)."""
@@ -45,13 +73,13 @@ def card(entry: ChampionEntry, model, *, training: list[tuple[str, str]], histor
     est = model.estimator
     rows = [
         ("artifact", f"{entry.artifact} (hash verified)"),
-        ("promoted", entry.promoted_at),
+        ("promoted", when_text(entry.promoted_at)),
         ("model", f"{model.strategy.describe()}; threshold {est.threshold_:.4f} "
                   f"(p* {est.p_star_:.4f} + margin {est.margin_:.4f})"),
         *training,
         ("git commit", lineage.git_commit),
         ("notebook", lineage.notebook or "-"),
-        ("Dagster run", lineage.run_id or "-"),
+        ("run", run_text(lineage.run_id)),
         ("parameters", ", ".join(f"{k}={_short(v)}" for k, v in sorted(lineage.parameters.items())) or "-"),
         ("history", f"{history} registry event(s)" + (f"; `tradeloop models rollback {entry.strategy}` restores "
                                                           "the previous champion" if history > 1 else "")),
@@ -59,10 +87,10 @@ def card(entry: ChampionEntry, model, *, training: list[tuple[str, str]], histor
     for label, value in rows:
         facts.add_row(label, value)
     panel = Panel(facts, title=f"champion of [bold]{entry.strategy}[/]", title_align="left", expand=False)
-    return Group(panel, evidence(lineage.gate, lineage.metrics))
+    return Group(panel, evidence(lineage.gate, lineage.metrics, run_id=lineage.run_id))
 
 
-def evidence(gate: list[dict], metrics: dict) -> Table | Text:
+def evidence(gate: list[dict], metrics: dict, *, run_id: str | None = None) -> Table | Text:
     """The gate's checks as promoted (value, bar, result), or the bare metrics of an older
     champion whose lineage has no gate table, or a line saying neither was recorded (a
     champion promoted by hand)."""
@@ -78,6 +106,10 @@ def evidence(gate: list[dict], metrics: dict) -> Table | Text:
             result = "[green]PASS[/]" if check.get("passed") else "[red]FAIL[/]"
             tbl.add_row(name, value, bar, result, str(check.get("detail", "")))
         return tbl
+    if not metrics and run_id and run_id.startswith("replay:"):
+        return Text("no promotion gate: a replay's scheduled refit is promoted without one (it refits, on more "
+                    "history, the parameters of the champion that passed the gate; `tradeloop models rollback` "
+                    "steps back to it)")
     if not metrics:
         return Text("no promotion gate or metrics recorded: promoted by hand (tradeloop models promote) or "
                     "before the gate was kept in the lineage")

@@ -86,16 +86,17 @@ def show(
 
 
 def training_lines(model, *, data_snapshot: str) -> list[tuple[str, str]]:
-    """What the model was trained on: its window (first and last training event, ISO UTC),
-    the data hash (``info["data_hash"]``, else the lineage's data snapshot) and the universe."""
-    from tradeloop.ops.champion_log import iso_utc
+    """What the model was trained on: its window (first and last training event, as UTC
+    dates), the data hash (``info["data_hash"]``, else the lineage's data snapshot), the
+    universe and the retrain policy in words."""
+    from tradeloop.cli.model_card import ms_text
 
     info = model.info or {}
     first = info.get("trained_from")
-    first_text = iso_utc(int(first)) if isinstance(first, int | float) and not isinstance(first, bool) else "unknown"
+    first_text = ms_text(int(first)) if isinstance(first, int | float) and not isinstance(first, bool) else "unknown"
     data_hash = info.get("data_hash") or (data_snapshot if data_snapshot and data_snapshot != "unknown" else None)
     universe = model.universe
-    window = f"{first_text} .. {iso_utc(model.trained_until)} (first .. last training event, UTC)"
+    window = f"{first_text} .. {ms_text(model.trained_until)} UTC (first .. last training event)"
     lines = [("training window", window), ("data hash", str(data_hash or "unknown"))]
     if universe is None:
         lines.append(("universe", "not recorded"))
@@ -104,8 +105,21 @@ def training_lines(model, *, data_snapshot: str) -> list[tuple[str, str]]:
         lines.append(("universe", f"exchange {universe.exchange}, timeframe {universe.timeframe}, {symbols}"))
     policy = info.get("retrain_policy")
     if isinstance(policy, dict) and policy:
-        lines.append(("retrain policy", ", ".join(f"{k}={v}" for k, v in sorted(policy.items()))))
+        lines.append(("retrain policy", policy_text(policy)))
     return lines
+
+
+def policy_text(policy: dict) -> str:
+    """A recorded retrain policy in words (``refit every 30 day(s) on all history; stale after
+    45 days, then reduce-only``); one this version cannot read, as its recorded keys."""
+    from pydantic import ValidationError
+
+    from tradeloop.research.policy import RetrainPolicy
+
+    try:
+        return RetrainPolicy(**policy).describe()
+    except (ValidationError, TypeError):
+        return ", ".join(f"{k}={v}" for k, v in sorted(policy.items()))
 
 
 @app.command()
