@@ -144,7 +144,7 @@ def backtest_run(tables: SessionTables) -> Run | str:
     if not frames:
         return f"the lake holds no candles of {', '.join(s.symbols)} ({s.exchange}, {s.timeframe}) for this period"
     equity, trades, trained = frames
-    models = tables.decisions["model"].drop_nulls().unique().to_list()
+    models = tables.decisions.sort("since")["model"].drop_nulls().unique(maintain_order=True).to_list()  # in order
     note = f"champion {entry.artifact[:12]} throughout"
     trained_until = int(trained["trained_until"][0])
     if trained_until >= start:

@@ -62,7 +62,12 @@ def performance() -> None:
     shown = [r for r in runs if r.label in labels]
     if live is not None and period:
         start, end = int(live.equity["ts"][0]), int(live.equity["ts"][-1])
-        shown = [r.within(start, end) for r in shown]
+        cut = [r.within(start, end) for r in shown]
+        for run, part in zip(shown, cut, strict=True):
+            if run.equity.height and not part.equity.height:  # said, not dropped without a word
+                st.caption(f"**{run.label}** has no bar in the live period (it covers {span(run)}): switch off "
+                           "*Live period only* to see it.")
+        shown = cut
     shown = [r for r in shown if r.equity.height]
     if not shown:
         st.info("None of the picked runs has a bar in the live period.")
@@ -70,11 +75,14 @@ def performance() -> None:
     report(shown, sample=sources.sample_label(store.session(name).in_sample) if name else None)
 
 
+def span(run: Run) -> str:
+    return f"{run.equity['time'].min():%Y-%m-%d %H:%M} to {run.equity['time'].max():%Y-%m-%d %H:%M} UTC"
+
+
 def report(runs: list[Run], *, sample: str | None) -> None:
     st.subheader("Terms")
     for run in runs:
-        period = f"{run.equity['time'].min():%Y-%m-%d %H:%M} to {run.equity['time'].max():%Y-%m-%d %H:%M} UTC"
-        st.markdown(f"- **{run.label}**: {run.sizing}; {period}" + (f". *{run.note}*" if run.note else ""))
+        st.markdown(f"- **{run.label}**: {run.sizing}; {span(run)}" + (f". *{run.note}*" if run.note else ""))
     st.subheader("Growth and drawdown")
     log = st.toggle("Log scale", key="perf-log")
     st.plotly_chart(comparison_figure(runs, log_scale=log, revision=",".join(r.label for r in runs)),
