@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import psutil
 
+from tradeloop.cli.up_cmd import announce
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.ops import EquityPoint, OpsStore, connect
 
@@ -82,3 +84,14 @@ def test_up_serves_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
     gone, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, [p.cmdline() for p in alive]
     assert not any(answers(u) for u in urls.values())
+
+
+def test_the_addresses_table_reads_left_to_right() -> None:
+    # every column was right-aligned: short names and URLs floated at the right edge of a wide column
+    out = io.StringIO()
+    announce(where={"lab": "http://127.0.0.1:8888/lab?token=abc", "live": "paper session 'paper': breakout"},
+             probes={}, timeout_s=0, out=out)
+    rows = {line.split("│")[1].strip(): line.split("│")[1:4] for line in out.getvalue().splitlines()
+            if line.count("│") == 4}
+    assert rows["lab"][0].startswith(" lab ") and rows["lab"][1].startswith(" http://127.0.0.1:8888/lab")
+    assert rows["live"][1].startswith(" paper session") and rows["live"][2].startswith(" started")

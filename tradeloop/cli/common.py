@@ -124,8 +124,9 @@ def fmt_num(value: object, pct: bool = False) -> str:
     return str(value)
 
 
-def table(title: str, columns: list[str]) -> Table:
+def table(title: str, columns: list[str], *, left: tuple[str, ...] = ()) -> Table:
+    """Numbers right-aligned; text columns (``left``, and the usual names) left-aligned."""
     tbl = Table(title=title, header_style="bold", title_justify="left")
     for col in columns:
-        tbl.add_column(col, justify="left" if col in {"strategy", "series", "rule", "file"} else "right")
+        tbl.add_column(col, justify="left" if col in {"strategy", "series", "rule", "file", *left} else "right")
     return tbl

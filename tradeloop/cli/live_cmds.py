@@ -138,7 +138,7 @@ def list_sessions(
     now = utcnow()
     tbl = FitTable("Trading sessions", ["name", "status", "mode", "sample", "strategy", "symbols", "equity", "cash",
                                         "last bar", "reduce-only"],
-                   optional=["last bar", "equity", "symbols", "strategy", "cash", "mode"])
+                   optional=["equity", "last bar", "symbols", "strategy", "cash", "reduce-only", "mode"])
     notes = []
     for s in store.sessions():
         equity = store.frame(EquityPoint, s.id).sort("ts")["equity"]

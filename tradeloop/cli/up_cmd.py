@@ -124,7 +124,7 @@ def announce(*, where: dict[str, str], probes: dict[str, str], timeout_s: float 
         pending = {name: url for name, url in pending.items() if not _answers(url)}
         if pending:
             time.sleep(0.5)
-    tbl = table("tradeloop up: ready", ["service", "where", "state"])
+    tbl = table("tradeloop up: ready", ["service", "where", "state"], left=("service", "where", "state"))
     for name, place in where.items():
         state = "not answering" if name in pending else ("up" if name in probes else "started")
         tbl.add_row(name, place, state)
