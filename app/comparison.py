@@ -1,12 +1,15 @@
 """Live against backtest on equal terms: the runs the performance page compares.
 
 * ``live``: what the session did (its equity marks and its fills as round trips).
-* ``backtest, same terms``: the champion deciding the session's own bars from the lake, each
-  bar at its own time (as the engine decides it, ``now_ms="bar"``), simulated with the
-  session's ``BacktestConfig`` (its initial cash, sizing, fees, slippage) from the session's
-  first bar; the bars before that only warm the features up. Same model, same data, same
-  sizing: the difference is execution (fills, outages, model swaps), which is what an
-  operator wants to see. The live engine's parity test holds them equal on a replay.
+* ``backtest, same terms``: the session's own bars from the lake, each decided by the model
+  (or the reduce-only fallback) that was in force at that bar in the session (its
+  ``thresholds`` rows, by bar), at the bar's own time as the engine decides it
+  (``now_ms="bar"``), simulated with the session's ``BacktestConfig`` (its initial cash,
+  sizing, fees, slippage) from the session's first bar; the bars before that only warm the
+  features up. Same models, same data, same sizing: the difference is execution (fills,
+  outages), which is what an operator wants to see. The live engine's parity test holds them
+  equal on a replay. Rows recorded before the engine kept the bar fall back to the champion
+  throughout, and say so.
 * ``research backtest``: the research pipeline's full-history backtest under its own sizing,
   cut to the live period (rebased to its equity at the start) when asked.
 
@@ -16,6 +19,7 @@ Every run carries its sizing in words, so a table never compares unlike terms si
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
@@ -25,6 +29,8 @@ from tradeloop.backtest.engine import periods_per_year
 from tradeloop.data import timeframe_ms
 from tradeloop.performance import compute_metrics
 from tradeloop.performance import format as fmt
+from tradeloop.strategies import Strategy
+from tradeloop.strategies.signals import ENTRIES
 from tradeloop.thresholds import ThresholdModel
 from tradeloop.thresholds.decide import decide
 
@@ -91,14 +97,54 @@ def total_equity(equity: pl.DataFrame) -> pl.DataFrame:
             .with_columns(time=pl.from_epoch("ts", time_unit="ms")))
 
 
-def session_backtest(candles: pl.DataFrame, model: ThresholdModel, config: BacktestConfig, *, start: int,
-                     end: int, timeframe: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The champion's backtest of the bars ``start``..``end`` on ``config``'s terms: (equity per
-    bar, ledger). ``candles``: the session's symbols, from ``WARMUP_BARS`` bars before ``start``."""
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InForce:
+    """What decided entries from the bar ``from_ts`` on: a model, or (``model`` None) the
+    reduce-only fallback, which exits with ``strategy``'s rule and never enters."""
+
+    from_ts: int
+    model: ThresholdModel | None
+    strategy: Strategy | None = None
+
+
+def in_force_periods(schedule: tuple[tuple[int, str | None], ...],
+                     load: Callable[[str], ThresholdModel]) -> list[InForce]:
+    """``schedule`` ((first bar, artifact or None), as ``session_data.in_force_schedule``) with
+    each artifact loaded by ``load``; a fallback period exits with the last model's rule."""
+    periods, strategy = [], None
+    for from_ts, artifact in schedule:
+        model = load(artifact) if artifact else None
+        strategy = model.strategy if model is not None else strategy
+        periods.append(InForce(from_ts=from_ts, model=model, strategy=strategy))
+    return periods
+
+
+def session_backtest(candles: pl.DataFrame, schedule: ThresholdModel | list[InForce], config: BacktestConfig, *,
+                     start: int, end: int, timeframe: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The backtest of the bars ``start``..``end`` on ``config``'s terms, each bar decided by what
+    was in force at it (``schedule``, in time order; one model: that model throughout), at its
+    own time as the engine decides it: (equity per bar, ledger). ``candles``: the session's
+    symbols, from ``WARMUP_BARS`` bars before ``start``."""
+    schedule = [InForce(from_ts=start, model=schedule)] if isinstance(schedule, ThresholdModel) else schedule
     frame = candles.filter(pl.col("ts") <= end).sort("symbol", "ts")
-    decided = decide(frame, model, now_ms="bar").with_columns(
-        signal=pl.when(pl.col("ts") >= start).then(pl.col("signal")).otherwise(pl.lit(0, dtype=pl.Int8)))
-    result = run_backtest(decided, config, timeframe=timeframe)
+    parts = []
+    for k, period in enumerate(schedule):
+        lo, hi = max(period.from_ts, start), (schedule[k + 1].from_ts if k + 1 < len(schedule) else end + 1)
+        if lo >= hi:
+            continue
+        if period.model is not None:
+            decided = decide(frame, period.model, now_ms="bar")
+        elif period.strategy is not None:  # reduce-only: the rule's exits, never an entry
+            decided = period.strategy.signals(frame, by="symbol").with_columns(
+                pl.col("signal") & pl.lit(~ENTRIES, dtype=pl.Int8))
+        else:
+            continue  # no model ever in force: nothing entered, nothing held to exit
+        parts.append(decided.filter(pl.col("ts").is_between(lo, hi - 1)).select("symbol", "ts", "signal"))
+    signals = pl.concat(parts) if parts else pl.DataFrame(schema={"symbol": pl.String, "ts": pl.Int64,
+                                                                  "signal": pl.Int8})
+    frame = frame.drop("signal", strict=False).join(signals, on=["symbol", "ts"], how="left").with_columns(
+        pl.col("signal").fill_null(0).cast(pl.Int8)).sort("symbol", "ts")
+    result = run_backtest(frame, config, timeframe=timeframe)
     return total_equity(result.equity).filter(pl.col("ts") >= start), ledger(result.trades)
 
 

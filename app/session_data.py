@@ -175,6 +175,16 @@ def decision_sources(thresholds: pl.DataFrame) -> pl.DataFrame:
     ).cast(DECISION_SCHEMA)
 
 
+def in_force_schedule(store: OpsStore, session_id: int) -> tuple[tuple[int, str | None], ...] | None:
+    """What decided entries from which bar, as the engine recorded it: (bar, artifact or None
+    for the reduce-only fallback) in time order; None when a row predates the bar column
+    (migration 0004)."""
+    rows = store.thresholds(session_id)
+    if not rows or any(r.bar_ts is None for r in rows):
+        return None
+    return tuple((int(r.bar_ts), r.artifact if r.source == "model" else None) for r in rows)
+
+
 def decision_periods(decisions: pl.DataFrame) -> pl.DataFrame:
     """``decision_sources`` with consecutive records of the same source, model and threshold
     (an engine resuming re-records what is in force) merged into one period."""

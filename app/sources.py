@@ -9,8 +9,8 @@ from pathlib import Path
 
 import polars as pl
 import streamlit as st
-from comparison import Run, ledger, session_backtest, sizing_words, total_equity, warmup_start
-from session_data import SessionTables, read_session, session_candles
+from comparison import Run, in_force_periods, ledger, session_backtest, sizing_words, total_equity, warmup_start
+from session_data import SessionTables, in_force_schedule, read_session, session_candles
 from sqlalchemy import inspect
 
 from tradeloop.backtest import BacktestConfig
@@ -115,42 +115,48 @@ def live_run(tables: SessionTables) -> Run:
 
 
 @st.cache_data(ttl=600, show_spinner="Backtesting the session's bars on its own terms...", max_entries=32)
-def _backtest_frames(data_dir: str, name: str, artifact: str, start: int, end: int) -> tuple[pl.DataFrame, ...]:
+def _backtest_frames(data_dir: str, name: str, schedule: tuple[tuple[int, str | None], ...], start: int,
+                     end: int) -> tuple[pl.DataFrame, ...]:
+    """``schedule``: (first bar, artifact or None for the reduce-only fallback) in time order."""
     store = ops_store()
     session = store.session(name)
-    model = registry().model_of(artifact, strategy=session.strategy)
+    periods = in_force_periods(schedule, lambda artifact: registry().model_of(artifact, strategy=session.strategy))
     candles = session_candles(lake(), session, start=warmup_start(start, session.timeframe), end=end, before_bars=0)
     if candles.is_empty():
         return ()
-    equity, trades = session_backtest(candles, model, BacktestConfig(**session.config), start=start, end=end,
+    equity, trades = session_backtest(candles, periods, BacktestConfig(**session.config), start=start, end=end,
                                       timeframe=session.timeframe)
-    return equity, trades, pl.DataFrame({"trained_until": [model.trained_until]})
+    trained = [p.model.trained_until for p in periods if p.model is not None]
+    return equity, trades, pl.DataFrame({"trained_until": trained}, schema={"trained_until": pl.Int64})
 
 
 def backtest_run(tables: SessionTables) -> Run | str:
-    """The champion's backtest of the session's bars on the session's terms (see ``comparison``),
-    or why there is none."""
+    """The session's bars backtested on its terms with the models in force at each bar (see
+    ``comparison``), or why there is none."""
     s = tables.session
     if not tables.equity.height:
         return "the session has not processed a bar yet"
-    entry = registry().champion(s.strategy)
-    if entry is None:
-        return f"no champion of {s.strategy} in the registry to backtest"
     start, end = int(tables.equity["ts"][0]), int(tables.equity["ts"][-1])
+    schedule = in_force_schedule(ops_store(), s.id)
+    if schedule is None:  # recorded before the engine kept bars: the champion throughout, said so
+        entry = registry().champion(s.strategy)
+        if entry is None:
+            return f"no champion of {s.strategy} in the registry to backtest"
+        schedule, note = ((start, entry.artifact),), f"champion {entry.artifact[:12]} throughout (the session's " \
+            "record of its models predates bar times)"
+    else:
+        models = list(dict.fromkeys(a[:12] if a else "fallback" for _, a in schedule))
+        note = f"the models in force at each bar, as live: {', '.join(models)}"
     try:
-        frames = _backtest_frames(str(settings().data_dir), s.name, entry.artifact, start, end)
+        frames = _backtest_frames(str(settings().data_dir), s.name, schedule, start, end)
     except TradeloopError as exc:  # an artifact that does not load: the champion page says why too
-        return f"the champion {entry.artifact[:12]} cannot be backtested: {exc}"
+        return f"a model of the session cannot be backtested: {exc}"
     if not frames:
         return f"the lake holds no candles of {', '.join(s.symbols)} ({s.exchange}, {s.timeframe}) for this period"
     equity, trades, trained = frames
-    models = tables.decisions.sort("since")["model"].drop_nulls().unique(maintain_order=True).to_list()  # in order
-    note = f"champion {entry.artifact[:12]} throughout"
-    trained_until = int(trained["trained_until"][0])
-    if trained_until >= start:
-        note += f" (IN-SAMPLE: trained on bars until {ms_text(trained_until)} UTC)"
-    if len(models) > 1 or (models and models[0] != entry.artifact[:12]):
-        note += f"; the session traded under {', '.join(models)}"
+    late = [t for t in trained["trained_until"].to_list() if t >= start]
+    if late and len(schedule) == 1:
+        note += f" (IN-SAMPLE: trained on bars until {ms_text(max(late))} UTC)"
     return Run(label="backtest, same terms", kind="backtest", equity=equity, trades=trades, init_cash=s.init_cash,
                timeframe=s.timeframe, sizing=sizing_words(BacktestConfig(**s.config)), note=note)
 

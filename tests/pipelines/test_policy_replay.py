@@ -6,6 +6,7 @@ promoted through the registry (``pipelines.replay``), on the real sample."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,12 +20,17 @@ from tradeloop.backtest import BacktestConfig, run_backtest
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.data.importer import import_sample
 from tradeloop.ops import EquityPoint, OpsStore
+from tradeloop.registry import ModelRegistry
 from tradeloop.research.policy import RetrainPolicy
 from tradeloop.research.steps import build_params
 from tradeloop.research.walkforward import policy_schedule, simulate, stale_rows
 from tradeloop.settings import Settings
 from tradeloop.thresholds import meta_dataset
 from tradeloop.thresholds.decide import enrich
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "app"))  # the dashboard's modules, as it runs them
+import comparison  # noqa: E402
+import session_data  # noqa: E402
 
 SYMBOLS = ("BTC-USD", "ETH-USD")
 BAR_MS, EMBARGO_BARS, COST = 4 * 3_600_000, 6, 0.002
@@ -87,4 +93,16 @@ def test_a_walk_forward_period_replayed_live_gives_the_same_fills(tmp_path: Path
     research_equity = result.equity.group_by("ts").agg(pl.col("equity").sum()).sort("ts")
     assert live_equity["ts"].to_list() == research_equity["ts"].to_list()
     np.testing.assert_allclose(live_equity["equity"].to_numpy(), research_equity["equity"].to_numpy(), rtol=1e-9)
+
+    # the dashboard's "backtest, same terms" follows the models in force bar by bar, as recorded: equal to live
+    schedule_in_force = session_data.in_force_schedule(store, sid)
+    assert len({artifact for _, artifact in schedule_in_force}) >= 3  # refits and the fallback, by bar
+    registry = ModelRegistry(settings.registry_dir)
+    periods = comparison.in_force_periods(schedule_in_force, lambda a: registry.model_of(a, strategy="sma_cross"))
+    candles = session_data.session_candles(CandleLake(settings.lake_dir), store.session("wf-replay"),
+                                           start=comparison.warmup_start(start, "4h"), end=end, before_bars=0)
+    same_terms, _ = comparison.session_backtest(candles, periods, BacktestConfig(**store.session("wf-replay").config),
+                                                start=start, end=end, timeframe="4h")
+    assert same_terms["ts"].to_list() == live_equity["ts"].to_list()
+    np.testing.assert_allclose(same_terms["equity"].to_numpy(), live_equity["equity"].to_numpy(), rtol=1e-9)
     store.close()
