@@ -13,6 +13,8 @@ from comparison import sizing_words
 from session_data import SessionTables, decision_periods
 
 from tradeloop.backtest import BacktestConfig
+from tradeloop.cli.model_card import ms_text
+from tradeloop.data import SeriesKey
 from tradeloop.ops.status import IN_SAMPLE_WARNING, STALE_AFTER_S
 from tradeloop.performance.plots import candles_figure, equity_figure
 
@@ -53,6 +55,21 @@ def status_notice(row: dict, name: str) -> None:
         st.info(f"Session {name!r} is paused: `tradeloop live resume {name}` lets it trade again.")
 
 
+def caught_up_notice(row: dict, session) -> None:
+    """A running replay that has processed the lake's newest candle waits for the next one:
+    say so, or its flat equity reads as a stuck engine."""
+    if row["status"] != "running" or session.last_bar_ts is None:
+        return
+    lake = sources.lake()
+    newest = [lake.last_ts(SeriesKey(session.exchange, symbol, session.timeframe)) for symbol in session.symbols]
+    newest = [ts for ts in newest if ts is not None]
+    if newest and session.last_bar_ts == max(newest):  # an exchange feed runs ahead of the lake: never equal
+        st.info(f"Session {session.name!r} has caught up: it processed the lake's newest candle "
+                f"({ms_text(session.last_bar_ts)} UTC) and waits for the next one. New candles reach the lake with "
+                "`tradeloop data ingest` (or a scheduled ingest); the engine trades each as it arrives.",
+                icon=":material/hourglass_empty:")
+
+
 def show(store, name: str, row: dict) -> None:
     tables = sources.session_tables(store, name)
     s = tables.session
@@ -60,6 +77,7 @@ def show(store, name: str, row: dict) -> None:
         st.badge("IN-SAMPLE", icon=":material/warning:", color="orange")
         st.warning(f"Session {name!r} is IN-SAMPLE: it {IN_SAMPLE_WARNING}.")
     status_notice(row, name)
+    caught_up_notice(row, s)
     decided_by = tables.decisions["source"][-1] if tables.decisions.height else "-"
     cols = st.columns(5)
     cols[0].metric("Equity", f"{row['equity']:,.2f}", f"{row['return']:+.2%}",

@@ -161,3 +161,22 @@ def test_a_session_without_bars_has_an_empty_state(tmp_path: Path, monkeypatch: 
         at = page("performance")
         assert any("has not processed a bar yet" in c.value for c in at.caption)
         assert any("Pick a session with bars" in i.value for i in at.info)
+
+
+def test_a_running_replay_that_caught_up_with_the_lake_says_it_waits_for_the_next_candle(
+        dashboard_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(dashboard_root, root)  # the shared folder stays as the other tests expect it
+    with dashboard_reads(root, monkeypatch):
+        store = OpsStore.open(get_settings().effective_database_url)
+        session = store.session("paper-demo")  # it replayed to the lake's newest candle
+        store.set_status("paper-demo", "running")
+        store.beat(session.id)  # an engine is alive and waiting
+        store.close()
+        at = page("overview")
+        notices = [i.value for i in at.info if "caught up" in i.value]
+        assert len(notices) == 1 and "waits for the next one" in notices[0]
+        store = OpsStore.open(get_settings().effective_database_url)
+        store.set_status("paper-demo", "paused")  # paused: the paused notice, not the caught-up one
+        store.close()
+        assert not [i.value for i in page("overview").info if "caught up" in i.value]

@@ -39,7 +39,8 @@ def service_commands(*, lab: int, dagster: int, dashboard: int, speed: float,
     py = shlex.quote(sys.executable)
     return {  # Lab's root, settings and allow_root come from jupyter/ (lab_environment)
         "lab": (f"{py} -m jupyterlab --ip 127.0.0.1 --port {lab} --no-browser "
-                f"--IdentityProvider.token={lab_token}", f"http://127.0.0.1:{lab}/lab?token={lab_token}"),
+                f"--IdentityProvider.token={lab_token}",
+                f"http://127.0.0.1:{lab}/lab/tree/notebooks?token={lab_token}"),  # opens on the notebooks
         "dagster": (f"{py} -m dagster dev -w workspace.yaml -h 127.0.0.1 -p {dagster}", f"http://127.0.0.1:{dagster}"),
         "live": (f"{py} -m tradeloop live run --name paper --strategy {shlex.quote(strategy)} --follow "
                  f"--recent-days {RECENT_DAYS:g} --speed {speed:g}",
