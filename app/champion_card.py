@@ -13,7 +13,8 @@ import json
 
 import polars as pl
 
-from tradeloop.cli.model_card import metric_text, ms_text, run_text, when_text
+from tradeloop.cli.common import fmt_ts
+from tradeloop.cli.model_card import metric_text, run_text, when_text
 from tradeloop.cli.models_cmds import training_lines
 from tradeloop.registry import ChampionEntry
 from tradeloop.research.notebooks import LAB_ROOT, lab_link
@@ -36,7 +37,7 @@ def facts(entry: ChampionEntry, model: ThresholdModel) -> list[tuple[str, str]]:
         ("model", f"{model.strategy.describe()}; threshold {est.threshold_:.4f} (p* {est.p_star_:.4f} + margin "
                   f"{est.margin_:.4f})"),
         *training_lines(model, data_snapshot=lineage.data_snapshot),
-        ("stale after", f"{ms_text(model.trained_until + model.max_age_ms)} UTC "
+        ("stale after", f"{fmt_ts(model.trained_until + model.max_age_ms)} UTC "
                         f"({model.max_age_ms / 86_400_000:g} days after its last training event; then {rule})"),
         ("promoted", when_text(entry.promoted_at)),
         ("artifact", entry.artifact),

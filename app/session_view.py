@@ -13,7 +13,7 @@ from comparison import sizing_words
 from session_data import SessionTables, decision_periods
 
 from tradeloop.backtest import BacktestConfig
-from tradeloop.cli.model_card import ms_text
+from tradeloop.cli.common import fmt_ts
 from tradeloop.data import SeriesKey
 from tradeloop.ops.status import IN_SAMPLE_WARNING, STALE_AFTER_S
 from tradeloop.performance.plots import candles_figure, equity_figure
@@ -65,7 +65,7 @@ def caught_up_notice(row: dict, session) -> None:
     newest = [ts for ts in newest if ts is not None]
     if newest and session.last_bar_ts == max(newest):  # an exchange feed runs ahead of the lake: never equal
         st.info(f"Session {session.name!r} has caught up: it processed the lake's newest candle "
-                f"({ms_text(session.last_bar_ts)} UTC) and waits for the next one. New candles reach the lake with "
+                f"({fmt_ts(session.last_bar_ts)} UTC) and waits for the next one. New candles reach the lake with "
                 "`tradeloop data ingest` (or a scheduled ingest); the engine trades each as it arrives.",
                 icon=":material/hourglass_empty:")
 

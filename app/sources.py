@@ -14,7 +14,7 @@ from session_data import SessionTables, in_force_schedule, read_session, session
 from sqlalchemy import inspect
 
 from tradeloop.backtest import BacktestConfig
-from tradeloop.cli.model_card import ms_text
+from tradeloop.cli.common import fmt_ts
 from tradeloop.data import CandleLake
 from tradeloop.data.sql import LakeSQL
 from tradeloop.errors import ConfigError, TradeloopError
@@ -156,7 +156,7 @@ def backtest_run(tables: SessionTables) -> Run | str:
     equity, trades, trained = frames
     late = [t for t in trained["trained_until"].to_list() if t >= start]
     if late and len(schedule) == 1:
-        note += f" (IN-SAMPLE: trained on bars until {ms_text(max(late))} UTC)"
+        note += f" (IN-SAMPLE: trained on bars until {fmt_ts(max(late))} UTC)"
     return Run(label="backtest, same terms", kind="backtest", equity=equity, trades=trades, init_cash=s.init_cash,
                timeframe=s.timeframe, sizing=sizing_words(BacktestConfig(**s.config)), note=note)
 

@@ -13,13 +13,12 @@ import sys
 import time
 
 import dagster as dg
-from rich.table import Table
-
 from pipelines.definitions import defs
 from pipelines.partitions import register, universe_symbols
 from pipelines.resources import ResearchResource, StoresResource
 from pipelines.retrain import RetrainResource
 from tradeloop.cli.common import console, dagster_home
+from tradeloop.cli.model_card import evidence, params_text
 from tradeloop.errors import TradeloopError
 
 
@@ -54,23 +53,6 @@ def open_instance() -> dg.DagsterInstance:
     """The Dagster instance shared with `dagster dev` (``Settings.dagster_dir``), created on
     first use: runs started here appear in the UI."""
     return dg.DagsterInstance.from_config(str(dagster_home()))
-
-
-def gate_table(checks: list[dict]) -> Table:
-    """The promotion gate's checks as a table: value and bar as people read them."""
-    tbl = Table(title="Promotion gate", title_justify="left", header_style="bold")
-    for col, justify in (("check", "left"), ("value", "right"), ("bar", "right"), ("result", "left"),
-                         ("how", "left")):
-        tbl.add_column(col, justify=justify, overflow="fold")
-    for check in checks:
-        shown, bar = check["shown"] or f"{check['value']:.4f}", check["shown_bar"] or f"{check['bar']:.4f}"
-        tbl.add_row(check["name"], shown, bar, "[green]PASS[/]" if check["passed"] else "[red]FAIL[/]",
-                    check["detail"])
-    return tbl
-
-
-def _short(value: object) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _with(resource: dg.ConfigurableResource, **changes: object) -> dg.ConfigurableResource:
@@ -112,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     promotion = result.asset_materializations_for_node("promotion")[0].metadata
     console.print(f"research pipeline done in {time.perf_counter() - started:.1f}s (run {result.run_id})")
-    console.print(gate_table(promotion["gate_checks"].data))
+    console.print(evidence(promotion["gate_checks"].data, {}))
     console.print(f"champion goes stale at {promotion['champion_stale_at'].value} unless retrained "
                   f"({resources['retrain'].policy().describe()})", highlight=False)
     research: ResearchResource = resources["research"]
@@ -127,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     lineage = entry.lineage
     console.print(f"  git {lineage.git_commit[:12]}  data {lineage.data_snapshot[:12]}  run {lineage.run_id}  "
                   f"notebook {lineage.notebook}", highlight=False)
-    console.print("  parameters " + ", ".join(f"{k}={_short(v)}" for k, v in sorted(lineage.parameters.items())),
-                  highlight=False)
+    console.print(f"  parameters {params_text(lineage.parameters)}", highlight=False)
     return 0
 
 

@@ -36,14 +36,6 @@ def metric_text(name: str, value: object) -> str:
     return f"{value:.4f}"
 
 
-def ms_text(ms: int) -> str:
-    """An epoch-ms time as ``2025-10-08 20:00`` (UTC); one no calendar can show, as its ms."""
-    try:
-        return f"{datetime.fromtimestamp(ms / 1000, tz=UTC):%Y-%m-%d %H:%M}"
-    except (OverflowError, OSError, ValueError):
-        return f"{ms} ms"
-
-
 def when_text(iso: str) -> str:
     """An ISO time (``2026-01-31T12:00:00+00:00``) as ``2026-01-31 12:00 UTC``; as given if it is not one."""
     try:
@@ -80,7 +72,7 @@ def card(entry: ChampionEntry, model, *, training: list[tuple[str, str]], histor
         ("git commit", lineage.git_commit),
         ("notebook", lineage.notebook or "-"),
         ("run", run_text(lineage.run_id)),
-        ("parameters", ", ".join(f"{k}={_short(v)}" for k, v in sorted(lineage.parameters.items())) or "-"),
+        ("parameters", params_text(lineage.parameters) or "-"),
         ("history", f"{history} registry event(s)" + (f"; `tradeloop models rollback {entry.strategy}` restores "
                                                           "the previous champion" if history > 1 else "")),
     ]
@@ -121,5 +113,6 @@ def evidence(gate: list[dict], metrics: dict, *, run_id: str | None = None) -> T
     return tbl
 
 
-def _short(value: object) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+def params_text(parameters: dict) -> str:
+    """``horizon=50, profit_mult=2.5, window=39``: sorted, floats to four significant digits."""
+    return ", ".join(f"{k}={f'{v:.4g}' if isinstance(v, float) else v}" for k, v in sorted(parameters.items()))

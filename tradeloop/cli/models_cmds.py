@@ -89,14 +89,14 @@ def training_lines(model, *, data_snapshot: str) -> list[tuple[str, str]]:
     """What the model was trained on: its window (first and last training event, as UTC
     dates), the data hash (``info["data_hash"]``, else the lineage's data snapshot), the
     universe and the retrain policy in words."""
-    from tradeloop.cli.model_card import ms_text
+    from tradeloop.cli.common import fmt_ts
 
     info = model.info or {}
     first = info.get("trained_from")
-    first_text = ms_text(int(first)) if isinstance(first, int | float) and not isinstance(first, bool) else "unknown"
+    first_text = fmt_ts(int(first)) if isinstance(first, int | float) and not isinstance(first, bool) else "unknown"
     data_hash = info.get("data_hash") or (data_snapshot if data_snapshot and data_snapshot != "unknown" else None)
     universe = model.universe
-    window = f"{first_text} .. {ms_text(model.trained_until)} UTC (first .. last training event)"
+    window = f"{first_text} .. {fmt_ts(model.trained_until)} UTC (first .. last training event)"
     lines = [("training window", window), ("data hash", str(data_hash or "unknown"))]
     if universe is None:
         lines.append(("universe", "not recorded"))
