@@ -171,7 +171,7 @@ def promotion(context: dg.AssetExecutionContext, stores: StoresResource, researc
         periods_per_year=periods_per_year(research.timeframe), config=retrain.gate())
     context.log.info("promotion gate:\n" + report.summary())
     artifact = registry.register(paths.thresholds / MODEL_DIR)
-    meta = {"gate": metadata.gate_markdown(report.checks), "promoted": report.passed}
+    meta = {"gate": dg.MetadataValue.md(report.markdown()), "promoted": report.passed}
     if report.passed:
         metrics = json.loads((paths.backtest / METRICS_JSON).read_text())
         symbols = sorted(tuning.get("symbols") or research.symbols)

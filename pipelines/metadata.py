@@ -22,7 +22,6 @@ from tabulate import tabulate
 import dagster as dg
 from tradeloop.performance.format import count, days, money, pct, ratio
 from tradeloop.performance.series import drawdown_frame, equity_frame
-from tradeloop.research.gate import GateCheck
 from tradeloop.research.notebooks import LAB_ROOT, lab_link
 from tradeloop.settings import get_settings
 
@@ -74,18 +73,6 @@ def metrics_table(columns: Mapping[str, Mapping[str, float]]) -> dg.MetadataValu
 def key_values(values: Mapping[str, object]) -> dg.MetadataValue:
     """A two-column markdown table of already formatted values."""
     return table(([k, v] for k, v in values.items()), ["", "value"])
-
-
-def gate_markdown(checks: Iterable[GateCheck]) -> dg.MetadataValue:
-    """The promotion gate as Dagster's metadata column can show it: a narrow table (check,
-    value, bar, result) and, under it, how each check was measured, as a list. A fifth "how"
-    column would be squeezed to a few letters a line in that column, so its words go below."""
-    checks = list(checks)
-    rows = ["| check | value | bar | result |", "|---|---:|---:|---|"]
-    rows += [f"| {c.name} | {c.value_text} | {c.bar_text} | {'PASS' if c.passed else '**FAIL**'} |" for c in checks]
-    how = [f"- **{c.name}**: {c.detail}" for c in checks if c.detail]
-    return dg.MetadataValue.md("\n".join(rows) + ("\n\nHow each check was measured:\n\n" + "\n".join(how)
-                                                  if how else ""))
 
 
 def notebook_links(output: Path) -> dict[str, dg.MetadataValue]:

@@ -81,3 +81,16 @@ def test_bars_read_as_people_read_them_with_their_comparison() -> None:
     assert checks["beats_champion"].bar_text == "none"  # no champion: nothing to beat, not "-inf"
     assert "| max_drawdown | " in report.markdown() and "| >= -20.0% |" in report.markdown()
     assert "(bar >= -20.0%)" in report.summary()
+
+
+def test_the_markdown_table_has_four_narrow_columns_and_the_how_below_it() -> None:
+    checks = gate(returns(0.003), max_drawdown=-0.2)
+    report = checks.pop("_report")
+    table, how = report.markdown().split("\n\n", 1)
+    rows = table.splitlines()
+    assert rows[0] == "| check | value | bar | result |"
+    assert all(row.count("|") == 5 for row in rows)  # no fifth column to squeeze the words into (Dagster)
+    assert len(rows) == 2 + len(checks)
+    assert f"| pbo | {checks['pbo'].value:.4f} | <= 0.5000 | PASS |" in rows
+    for name, check in checks.items():
+        assert f"- **{name}**: {check.detail}" in how

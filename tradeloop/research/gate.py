@@ -76,10 +76,14 @@ class GateReport:
                          for c in self.checks)
 
     def markdown(self) -> str:
-        rows = ["| check | value | bar | result | how |", "|---|---:|---:|---|---|"]
-        rows += [f"| {c.name} | {c.value_text} | {c.bar_text} | {'PASS' if c.passed else '**FAIL**'} | {c.detail} |"
+        """A narrow table (check, value, bar, result) and, under it, how each check was measured
+        as a list: a fifth "how" column would be squeezed to a few letters a line where the
+        table is shown in a narrow column (Dagster's metadata)."""
+        rows = ["| check | value | bar | result |", "|---|---:|---:|---|"]
+        rows += [f"| {c.name} | {c.value_text} | {c.bar_text} | {'PASS' if c.passed else '**FAIL**'} |"
                  for c in self.checks]
-        return "\n".join(rows)
+        how = [f"- **{c.name}**: {c.detail}" for c in self.checks if c.detail]
+        return "\n".join(rows) + ("\n\nHow each check was measured:\n\n" + "\n".join(how) if how else "")
 
 
 def evaluate_gate(*, candidate_returns: np.ndarray, folds: Sequence[dict], trial_sharpes: np.ndarray,
