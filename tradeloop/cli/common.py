@@ -18,6 +18,7 @@ from rich.table import Table
 
 from tradeloop.data import CandleLake
 from tradeloop.errors import ConfigError, TradeloopError
+from tradeloop.performance import format as fmt
 from tradeloop.settings import get_settings
 
 import sys
@@ -105,12 +106,7 @@ def parse_time(value: str, *, field: str) -> int:
 
 def fmt_ts(ms: int | None) -> str:
     """``2024-01-31 12:00`` (UTC); a time no calendar can show prints as its epoch ms."""
-    if ms is None:
-        return "-"
-    try:
-        return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
-    except (OverflowError, OSError, ValueError):
-        return f"{ms} ms"
+    return fmt.when(ms)
 
 
 def fmt_num(value: object, pct: bool = False) -> str:

@@ -65,10 +65,14 @@ def days(value: float | None) -> str:
 
 
 def when(ms: int | None, *, date_only: bool = False) -> str:
-    """Epoch ms as ``2024-01-31 12:00`` (UTC), or ``2024-01-31``."""
+    """Epoch ms as ``2024-01-31 12:00`` (UTC), or ``2024-01-31``; a time no calendar can show
+    prints as its epoch ms."""
     if ms is None:
         return "-"
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    try:
+        moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return f"{ms} ms"
     return moment.strftime("%Y-%m-%d" if date_only else "%Y-%m-%d %H:%M")
 
 
