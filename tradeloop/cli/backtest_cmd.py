@@ -172,16 +172,12 @@ def _is_date(value: str) -> bool:
     return len(value) == 10 and value[4] == "-" and value[7] == "-"
 
 
-def _time(value: str, *, flag: str) -> int:
-    return parse_time(value, field=flag)  # refuses a compact date (20240101) read as 1970 epoch ms
-
-
 def _range(start: str | None, end: str | None) -> tuple[int, int]:
     """``[lo, hi)`` in epoch ms from ``--from``/``--to`` (see the module's rules)."""
-    lo = _time(start, flag="--from") if start else -(2**62)
+    lo = parse_time(start, field="--from") if start else -(2**62)
     hi = 2**62
     if end:
-        hi = _time(end, flag="--to") + (DAY_MS if _is_date(end) else 1)
+        hi = parse_time(end, field="--to") + (DAY_MS if _is_date(end) else 1)
     if start and end and lo >= hi:
         raise ConfigError(f"--from {start} is after --to {end}; give --from before --to, "
                           "e.g. --from 2024-01-01 --to 2024-06-30")

@@ -30,14 +30,18 @@ def _store():
     return OpsStore.open(get_settings().effective_database_url)
 
 
+#: the series a session trades when no option names them (the bundled sample's)
+DEFAULT_EXCHANGE, DEFAULT_TIMEFRAME, DEFAULT_SYMBOLS = "coinbase", "4h", ("BTC-USD", "ETH-USD")
+
+
 @app.command()
 @handle_errors
 def run(
     name: Annotated[str, typer.Option(help="Session name; an existing running/paused session resumes")] = "paper",
     strategy: Annotated[str, typer.Option(help="Strategy whose champion trades")] = "sma_cross",
-    exchange: Annotated[str, typer.Option(help="Exchange of the candles")] = "coinbase",
+    exchange: Annotated[str, typer.Option(help="Exchange of the candles")] = DEFAULT_EXCHANGE,
     symbols: Annotated[list[str] | None, typer.Option("--symbol", help="Symbol (repeat)")] = None,
-    timeframe: Annotated[str, typer.Option(help="Bar timeframe")] = "4h",
+    timeframe: Annotated[str, typer.Option(help="Bar timeframe")] = DEFAULT_TIMEFRAME,
     speed: Annotated[float, typer.Option(help="Replay speed: 0 = as fast as possible, 60 = 1 h per minute")] = 0.0,
     start: Annotated[str | None, typer.Option(help="Replay from (ISO date or epoch ms)")] = None,
     recent_days: Annotated[float | None, typer.Option(
@@ -68,7 +72,7 @@ def run(
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    symbols = tuple(symbols or ("BTC-USD", "ETH-USD"))
+    symbols = tuple(symbols or DEFAULT_SYMBOLS)
     first = parse_time(start, field="--start") if start else None
     if recent_days is not None:
         if start:

@@ -89,12 +89,13 @@ def up(
 
 def _no_candles() -> str | None:
     """Why the paper session cannot start (None: it can): the lake lacks its candles."""
+    from tradeloop.cli.live_cmds import DEFAULT_EXCHANGE, DEFAULT_SYMBOLS, DEFAULT_TIMEFRAME
     from tradeloop.data import CandleLake, SeriesKey
 
     lake = CandleLake(get_settings().lake_dir)
-    if any(lake.last_ts(SeriesKey("coinbase", s, "4h")) is None for s in ("BTC-USD", "ETH-USD")):
-        return (f"the lake under {lake.root} has no coinbase 4h candles of BTC-USD and ETH-USD; run `make demo` "
-                "(or `tradeloop data import`) first")
+    if any(lake.last_ts(SeriesKey(DEFAULT_EXCHANGE, s, DEFAULT_TIMEFRAME)) is None for s in DEFAULT_SYMBOLS):
+        return (f"the lake under {lake.root} has no {DEFAULT_EXCHANGE} {DEFAULT_TIMEFRAME} candles of "
+                f"{' and '.join(DEFAULT_SYMBOLS)}; run `make demo` (or `tradeloop data import`) first")
     return None
 
 
