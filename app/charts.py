@@ -24,9 +24,14 @@ SOURCE_COLORS = {"model": "#2ca02c", "fallback (reduce-only)": DRAWDOWN_COLOR}
 
 
 def _frame(fig: go.Figure, *, height: int, revision: str) -> go.Figure:
-    fig.update_layout(template="plotly_white", height=height, hovermode="x unified", uirevision=revision,
-                      margin={"l": 60, "r": 20, "t": 30, "b": 40},
-                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0})
+    fig.update_layout(
+        template="plotly_white",
+        height=height,
+        hovermode="x unified",
+        uirevision=revision,
+        margin={"l": 60, "r": 20, "t": 30, "b": 40},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0},
+    )
     fig.update_xaxes(type="date", hoverformat=HOVER_TIME)
     return fig
 
@@ -55,19 +60,46 @@ def comparison_figure(runs: list[Run], *, log_scale: bool = False, revision: str
         color = COLORS.get(run.kind)
         dash = None if run.kind == "live" else ("dash" if run.kind == "backtest" else "dot")
         growth = run.equity["equity"] / run.init_cash
-        fig.add_trace(go.Scatter(x=run.equity["time"].to_list(), y=growth.to_numpy(), name=run.label, mode="lines",
-                                 legendgroup=run.label, line={"color": color, "width": 1.8, "dash": dash},
-                                 hovertemplate="%{y:.3f}"), row=1, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=run.equity["time"].to_list(),
+                y=growth.to_numpy(),
+                name=run.label,
+                mode="lines",
+                legendgroup=run.label,
+                line={"color": color, "width": 1.8, "dash": dash},
+                hovertemplate="%{y:.3f}",
+            ),
+            row=1,
+            col=1,
+        )
         dd = drawdown_frame(run.equity.select("time", "equity"), init_cash=run.init_cash)
-        fig.add_trace(go.Scatter(x=dd["time"].to_list(), y=dd["drawdown"].to_numpy(), name=run.label, mode="lines",
-                                 legendgroup=run.label, showlegend=False, hovertemplate="%{y:.2%}",
-                                 line={"color": color, "width": 1.2, "dash": dash}), row=2, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=dd["time"].to_list(),
+                y=dd["drawdown"].to_numpy(),
+                name=run.label,
+                mode="lines",
+                legendgroup=run.label,
+                showlegend=False,
+                hovertemplate="%{y:.2%}",
+                line={"color": color, "width": 1.2, "dash": dash},
+            ),
+            row=2,
+            col=1,
+        )
     _frame(fig, height=520, revision=revision)
     growth = [float(v) for r in runs for v in (r.equity["equity"] / r.init_cash).to_list()]
     falls = [float(v) for t in fig.data[1::2] for v in t.y]
     steady_axes(fig, growth, falls, log=log_scale)
-    fig.update_yaxes(title_text="growth of 1", type="log" if log_scale else "linear", tickformat=".2f",
-                     rangemode="normal", row=1, col=1)
+    fig.update_yaxes(
+        title_text="growth of 1",
+        type="log" if log_scale else "linear",
+        tickformat=".2f",
+        rangemode="normal",
+        row=1,
+        col=1,
+    )
     fig.update_yaxes(title_text="drawdown", tickformat=".0%", row=2, col=1)
     fig.update_xaxes(title_text="time (UTC)", row=2, col=1)
     return fig
@@ -81,17 +113,33 @@ def decision_figure(decisions: pl.DataFrame, *, now: datetime, revision: str = "
         rows = [i for i, s in enumerate(decisions["source"].to_list()) if s == source]
         starts = [decisions["since"][i] for i in rows]
         widths = [max((ends[i] - decisions["since"][i]).total_seconds() * 1000, 1000.0) for i in rows]
-        text = [f"{source}: model {decisions['model'][i] or '-'}, threshold "
-                f"{'-' if decisions['threshold'][i] is None else format(decisions['threshold'][i], '.3f')}<br>"
-                f"{decisions['reason'][i]}" for i in rows]
-        fig.add_trace(go.Bar(y=[source] * len(rows), x=widths, base=starts, orientation="h", name=source,
-                             marker_color=SOURCE_COLORS.get(source, "#7f7f7f"), text=text, textposition="none",
-                             hovertemplate="%{text}<extra></extra>"))
+        text = [
+            f"{source}: model {decisions['model'][i] or '-'}, threshold "
+            f"{'-' if decisions['threshold'][i] is None else format(decisions['threshold'][i], '.3f')}<br>"
+            f"{decisions['reason'][i]}"
+            for i in rows
+        ]
+        fig.add_trace(
+            go.Bar(
+                y=[source] * len(rows),
+                x=widths,
+                base=starts,
+                orientation="h",
+                name=source,
+                marker_color=SOURCE_COLORS.get(source, "#7f7f7f"),
+                text=text,
+                textposition="none",
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
     _frame(fig, height=120 + 40 * decisions["source"].n_unique(), revision=revision)
     fig.update_layout(hovermode="closest", barmode="overlay", showlegend=False)
     fig.update_yaxes(type="category", title_text=None)
-    fig.update_xaxes(title_text="in force from the bar (UTC)" if set(decisions["clock"].to_list()) == {"bar"}
-                     else "in force since (bar, or the engine's wall clock for older records; UTC)")
+    fig.update_xaxes(
+        title_text="in force from the bar (UTC)"
+        if set(decisions["clock"].to_list()) == {"bar"}
+        else "in force since (bar, or the engine's wall clock for older records; UTC)"
+    )
     return fig
 
 
@@ -99,12 +147,25 @@ def coverage_figure(health: pl.DataFrame) -> go.Figure:
     """Coverage of each series (stored candles / expected between its first and last), labelled in %."""
     frame = health.sort("coverage", descending=True)
     text = [f"{c:.2%}" for c in frame["coverage"]]
-    hover = [f"{s}: {c:,} candles, {m:,} missing in {g:,} gaps" for s, c, m, g in
-             frame.select("series", "candles", "missing", "gaps").iter_rows()]
-    fig = go.Figure(go.Bar(x=frame["coverage"].to_numpy(), y=frame["series"].to_list(), orientation="h", text=text,
-                           textposition="auto", hovertext=hover, hoverinfo="text", marker_color="#1f77b4"))
-    fig.update_layout(template="plotly_white", height=80 + 32 * frame.height, margin={"l": 10, "r": 20, "t": 20,
-                                                                                     "b": 40})
+    hover = [
+        f"{s}: {c:,} candles, {m:,} missing in {g:,} gaps"
+        for s, c, m, g in frame.select("series", "candles", "missing", "gaps").iter_rows()
+    ]
+    fig = go.Figure(
+        go.Bar(
+            x=frame["coverage"].to_numpy(),
+            y=frame["series"].to_list(),
+            orientation="h",
+            text=text,
+            textposition="auto",
+            hovertext=hover,
+            hoverinfo="text",
+            marker_color="#1f77b4",
+        )
+    )
+    fig.update_layout(
+        template="plotly_white", height=80 + 32 * frame.height, margin={"l": 10, "r": 20, "t": 20, "b": 40}
+    )
     fig.update_xaxes(tickformat=".1%", range=[0.0, 1.0], title_text="coverage")
     fig.update_yaxes(type="category", autorange="reversed")
     return fig

@@ -35,12 +35,32 @@ from tradeloop.thresholds import ThresholdModel
 from tradeloop.thresholds.decide import decide
 
 WARMUP_BARS = 400  # the live engine's default window: features see as much history as live
-METRICS = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "volatility", "calmar", "trades",
-           "open_trades", "win_rate", "profit_factor")
+METRICS = (
+    "total_return",
+    "cagr",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "volatility",
+    "calmar",
+    "trades",
+    "open_trades",
+    "win_rate",
+    "profit_factor",
+)
 SHORT_SAMPLE_DAYS = 30  # below this, annualised figures (CAGR, Sharpe, volatility) mean little
-LEDGER_SCHEMA = {"symbol": pl.String, "entry_time": pl.Datetime("ms"), "exit_time": pl.Datetime("ms"),
-                 "quantity": pl.Float64, "entry_price": pl.Float64, "exit_price": pl.Float64, "fees": pl.Float64,
-                 "pnl": pl.Float64, "return": pl.Float64, "is_open": pl.Boolean}
+LEDGER_SCHEMA = {
+    "symbol": pl.String,
+    "entry_time": pl.Datetime("ms"),
+    "exit_time": pl.Datetime("ms"),
+    "quantity": pl.Float64,
+    "entry_price": pl.Float64,
+    "exit_price": pl.Float64,
+    "fees": pl.Float64,
+    "pnl": pl.Float64,
+    "return": pl.Float64,
+    "is_open": pl.Boolean,
+}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -62,8 +82,16 @@ class Run:
         capital = float(before["equity"][-1]) if before.height else self.init_cash
         lo, hi = (pl.from_epoch(pl.lit(v), time_unit="ms").cast(pl.Datetime("ms")) for v in (start, end))
         trades = self.trades.filter(pl.col("entry_time").is_between(lo, hi))
-        return Run(label=self.label, kind=self.kind, equity=equity, trades=trades, init_cash=capital,
-                   timeframe=self.timeframe, sizing=self.sizing, note=self.note)
+        return Run(
+            label=self.label,
+            kind=self.kind,
+            equity=equity,
+            trades=trades,
+            init_cash=capital,
+            timeframe=self.timeframe,
+            sizing=self.sizing,
+            note=self.note,
+        )
 
 
 def sizing_words(config: BacktestConfig) -> str:
@@ -73,10 +101,19 @@ def sizing_words(config: BacktestConfig) -> str:
     else:
         size = f"{config.fraction:.0%} of equity per new position"
     cash = "shared cash" if config.cash_sharing else "cash per symbol"
-    stops = [f"{name} {value:.1%}" for name, value in (("stop", config.stop_loss), ("target", config.take_profit),
-                                                        ("trailing", config.trailing_stop)) if value]
-    return (f"{size}, {cash}, fee {config.fee_rate:.2%}/side, slippage {config.slippage:.2%}, "
-            f"capital {config.init_cash:,.0f}" + (f", {', '.join(stops)}" if stops else ""))
+    stops = [
+        f"{name} {value:.1%}"
+        for name, value in (
+            ("stop", config.stop_loss),
+            ("target", config.take_profit),
+            ("trailing", config.trailing_stop),
+        )
+        if value
+    ]
+    return (
+        f"{size}, {cash}, fee {config.fee_rate:.2%}/side, slippage {config.slippage:.2%}, "
+        f"capital {config.init_cash:,.0f}" + (f", {', '.join(stops)}" if stops else "")
+    )
 
 
 def ledger(trades: pl.DataFrame) -> pl.DataFrame:
@@ -84,17 +121,27 @@ def ledger(trades: pl.DataFrame) -> pl.DataFrame:
     if not trades.height:
         return pl.DataFrame(schema=LEDGER_SCHEMA)
     return trades.select(
-        "symbol", entry_time=pl.from_epoch("entry_ts", time_unit="ms"),
+        "symbol",
+        entry_time=pl.from_epoch("entry_ts", time_unit="ms"),
         exit_time=pl.when(~pl.col("is_open")).then(pl.from_epoch("exit_ts", time_unit="ms")),
-        quantity="qty", entry_price="entry_price", exit_price=pl.when(~pl.col("is_open")).then("exit_price"),
-        fees="fees", pnl="pnl", **{"return": "return"}, is_open="is_open",
+        quantity="qty",
+        entry_price="entry_price",
+        exit_price=pl.when(~pl.col("is_open")).then("exit_price"),
+        fees="fees",
+        pnl="pnl",
+        **{"return": "return"},
+        is_open="is_open",
     ).cast(LEDGER_SCHEMA)
 
 
 def total_equity(equity: pl.DataFrame) -> pl.DataFrame:
     """One equity row per bar (a backtest without shared cash has one per symbol): ts, time, equity."""
-    return (equity.group_by("ts", maintain_order=True).agg(pl.col("equity").sum()).sort("ts")
-            .with_columns(time=pl.from_epoch("ts", time_unit="ms")))
+    return (
+        equity.group_by("ts", maintain_order=True)
+        .agg(pl.col("equity").sum())
+        .sort("ts")
+        .with_columns(time=pl.from_epoch("ts", time_unit="ms"))
+    )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -107,8 +154,9 @@ class InForce:
     strategy: Strategy | None = None
 
 
-def in_force_periods(schedule: tuple[tuple[int, str | None], ...],
-                     load: Callable[[str], ThresholdModel]) -> list[InForce]:
+def in_force_periods(
+    schedule: tuple[tuple[int, str | None], ...], load: Callable[[str], ThresholdModel]
+) -> list[InForce]:
     """``schedule`` ((first bar, artifact or None), as ``session_data.in_force_schedule``) with
     each artifact loaded by ``load``; a fallback period exits with the last model's rule."""
     periods, strategy = [], None
@@ -119,8 +167,15 @@ def in_force_periods(schedule: tuple[tuple[int, str | None], ...],
     return periods
 
 
-def session_backtest(candles: pl.DataFrame, schedule: ThresholdModel | list[InForce], config: BacktestConfig, *,
-                     start: int, end: int, timeframe: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+def session_backtest(
+    candles: pl.DataFrame,
+    schedule: ThresholdModel | list[InForce],
+    config: BacktestConfig,
+    *,
+    start: int,
+    end: int,
+    timeframe: str,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The backtest of the bars ``start``..``end`` on ``config``'s terms, each bar decided by what
     was in force at it (``schedule``, in time order; one model: that model throughout), at its
     own time as the engine decides it: (equity per bar, ledger). ``candles``: the session's
@@ -136,14 +191,20 @@ def session_backtest(candles: pl.DataFrame, schedule: ThresholdModel | list[InFo
             decided = decide(frame, period.model, now_ms="bar")
         elif period.strategy is not None:  # reduce-only: the rule's exits, never an entry
             decided = period.strategy.signals(frame, by="symbol").with_columns(
-                pl.col("signal") & pl.lit(~ENTRIES, dtype=pl.Int8))
+                pl.col("signal") & pl.lit(~ENTRIES, dtype=pl.Int8)
+            )
         else:
             continue  # no model ever in force: nothing entered, nothing held to exit
         parts.append(decided.filter(pl.col("ts").is_between(lo, hi - 1)).select("symbol", "ts", "signal"))
-    signals = pl.concat(parts) if parts else pl.DataFrame(schema={"symbol": pl.String, "ts": pl.Int64,
-                                                                  "signal": pl.Int8})
-    frame = frame.drop("signal", strict=False).join(signals, on=["symbol", "ts"], how="left").with_columns(
-        pl.col("signal").fill_null(0).cast(pl.Int8)).sort("symbol", "ts")
+    signals = (
+        pl.concat(parts) if parts else pl.DataFrame(schema={"symbol": pl.String, "ts": pl.Int64, "signal": pl.Int8})
+    )
+    frame = (
+        frame.drop("signal", strict=False)
+        .join(signals, on=["symbol", "ts"], how="left")
+        .with_columns(pl.col("signal").fill_null(0).cast(pl.Int8))
+        .sort("symbol", "ts")
+    )
     result = run_backtest(frame, config, timeframe=timeframe)
     return total_equity(result.equity).filter(pl.col("ts") >= start), ledger(result.trades)
 
@@ -156,11 +217,20 @@ def metrics_row(run: Run) -> dict:
     """The run's metrics (NaN as None), with its period in days; the annualised ones are None
     under ``SHORT_SAMPLE_DAYS`` (``annualised`` False then)."""
     equity = run.equity["equity"].to_numpy()
-    report = compute_metrics(equity, init_cash=run.init_cash, periods_per_year=periods_per_year(run.timeframe),
-                             trades=run.trades.select("pnl", "return", "is_open")).as_dict()
+    report = compute_metrics(
+        equity,
+        init_cash=run.init_cash,
+        periods_per_year=periods_per_year(run.timeframe),
+        trades=run.trades.select("pnl", "return", "is_open"),
+    ).as_dict()
     days = run.equity.height * timeframe_ms(run.timeframe) / 86_400_000
-    row = {"run": run.label, "from": run.equity["ts"].min(), "to": run.equity["ts"].max(), "days": days,
-           "annualised": days >= SHORT_SAMPLE_DAYS}
+    row = {
+        "run": run.label,
+        "from": run.equity["ts"].min(),
+        "to": run.equity["ts"].max(),
+        "days": days,
+        "annualised": days >= SHORT_SAMPLE_DAYS,
+    }
     for key in METRICS:
         value = report[key]
         row[key] = None if isinstance(value, float) and math.isnan(value) else value
@@ -170,10 +240,22 @@ def metrics_row(run: Run) -> dict:
 
 
 ANNUALISED = ("cagr", "sharpe", "sortino", "volatility", "calmar")
-LABELS = {"from": "from (UTC)", "to": "to (UTC)", "days": "period", "total_return": "total return",
-          "cagr": "CAGR", "sharpe": "Sharpe", "sortino": "Sortino", "max_drawdown": "max drawdown",
-          "volatility": "volatility (annual)", "calmar": "Calmar", "trades": "trades",
-          "open_trades": "of which open at the end", "win_rate": "win rate (closed)", "profit_factor": "profit factor"}
+LABELS = {
+    "from": "from (UTC)",
+    "to": "to (UTC)",
+    "days": "period",
+    "total_return": "total return",
+    "cagr": "CAGR",
+    "sharpe": "Sharpe",
+    "sortino": "Sortino",
+    "max_drawdown": "max drawdown",
+    "volatility": "volatility (annual)",
+    "calmar": "Calmar",
+    "trades": "trades",
+    "open_trades": "of which open at the end",
+    "win_rate": "win rate (closed)",
+    "profit_factor": "profit factor",
+}
 
 
 def _text(key: str, row: dict) -> str:

@@ -10,15 +10,17 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the pages import `sources` & co. from here
 
-import refresh  # noqa: E402  (needs the path above)
+import refresh
 
 st.set_page_config(page_title="tradeloop", page_icon=":chart_with_upwards_trend:", layout="wide")
 PAGES = Path(__file__).resolve().parent / "app_pages"
-navigation = st.navigation([
-    st.Page(PAGES / "overview.py", title="Live sessions", icon=":material/monitoring:", default=True),
-    st.Page(PAGES / "performance.py", title="Performance", icon=":material/show_chart:"),
-    st.Page(PAGES / "champion.py", title="Champion", icon=":material/emoji_events:"),
-    st.Page(PAGES / "data_health.py", title="Data health", icon=":material/health_and_safety:"),
-])
+navigation = st.navigation(
+    [
+        st.Page(PAGES / "overview.py", title="Live sessions", icon=":material/monitoring:", default=True),
+        st.Page(PAGES / "performance.py", title="Performance", icon=":material/show_chart:"),
+        st.Page(PAGES / "champion.py", title="Champion", icon=":material/emoji_events:"),
+        st.Page(PAGES / "data_health.py", title="Data health", icon=":material/health_and_safety:"),
+    ]
+)
 refresh.interval_control()
 navigation.run()

@@ -59,17 +59,37 @@ def table(frame: pl.DataFrame, spec: dict[str, C.Column], *, key: str | None = N
     columns = [c for c in spec if c in frame.columns]
     height = 38 + 35 * max(1, min(frame.height, max_rows))
     shown = frame.select(pl.col(c) * 100 if is_percent(spec[c]) else pl.col(c) for c in columns)
-    st.dataframe(shown, hide_index=True, column_config={c: spec[c] for c in columns},
-                 key=key, height=height, width="stretch", placeholder="-")
+    st.dataframe(
+        shown,
+        hide_index=True,
+        column_config={c: spec[c] for c in columns},
+        key=key,
+        height=height,
+        width="stretch",
+        placeholder="-",
+    )
 
 
 TRADES = {
-    "run": text("run"), "symbol": text("symbol"), "entry_time": when("entry"), "exit_time": when("exit"),
-    "quantity": amount("quantity"), "entry_price": price("entry price"), "exit_price": price("exit price"),
-    "fees": money("fees"), "pnl": money("PnL"), "return": percent("return"), "is_open": C.CheckboxColumn("open"),
+    "run": text("run"),
+    "symbol": text("symbol"),
+    "entry_time": when("entry"),
+    "exit_time": when("exit"),
+    "quantity": amount("quantity"),
+    "entry_price": price("entry price"),
+    "exit_price": price("exit price"),
+    "fees": money("fees"),
+    "pnl": money("PnL"),
+    "return": percent("return"),
+    "is_open": C.CheckboxColumn("open"),
 }
 
 FILLS = {
-    "time": when("time"), "symbol": text("symbol"), "side": text("side"), "quantity": amount("quantity"),
-    "price": price("price"), "fee": money("fee"), "trade_id": text("trade id"),
+    "time": when("time"),
+    "symbol": text("symbol"),
+    "side": text("side"),
+    "quantity": amount("quantity"),
+    "price": price("price"),
+    "fee": money("fee"),
+    "trade_id": text("trade id"),
 }

@@ -31,8 +31,10 @@ def default_seconds() -> int:
     except ValueError:
         seconds = -1
     if seconds < 0 or seconds > 3600:
-        raise ConfigError(f"{REFRESH_ENV}={raw!r} is not a refresh interval; give whole seconds from 1 to 3600, "
-                          "or 0 to turn auto-refresh off, e.g. 10")
+        raise ConfigError(
+            f"{REFRESH_ENV}={raw!r} is not a refresh interval; give whole seconds from 1 to 3600, "
+            "or 0 to turn auto-refresh off, e.g. 10"
+        )
     return seconds
 
 
@@ -51,8 +53,14 @@ def interval_control() -> None:
         st.sidebar.error(f"{exc}; using {DEFAULT_S} s")
         start = DEFAULT_S
     options = sorted({*CHOICES_S, start})
-    st.sidebar.selectbox("Auto-refresh", options, index=options.index(start), format_func=words, key=KEY,
-                         help=f"How often the live pages re-read the database (start value: {REFRESH_ENV}).")
+    st.sidebar.selectbox(
+        "Auto-refresh",
+        options,
+        index=options.index(start),
+        format_func=words,
+        key=KEY,
+        help=f"How often the live pages re-read the database (start value: {REFRESH_ENV}).",
+    )
 
 
 def _chosen() -> int:

@@ -56,11 +56,17 @@ def read_session(store: OpsStore, name: str) -> SessionTables:
     last_equity = float(equity["equity"][-1]) if equity.height else session.cash
     positions = open_positions(held, equity=last_equity)
     trades = round_trips(fills)
-    return SessionTables(session=session, equity=equity, positions=positions, orders=orders,
-                         open_orders=orders.filter(pl.col("status").is_in(OPEN_STATUSES)),
-                         fills=fills.sort("ts", "id", descending=True), trades=trades,
-                         symbols=symbol_figures(trades, fills, held, init_cash=session.init_cash),
-                         decisions=decision_sources(store.frame(ThresholdInForce, session.id)))
+    return SessionTables(
+        session=session,
+        equity=equity,
+        positions=positions,
+        orders=orders,
+        open_orders=orders.filter(pl.col("status").is_in(OPEN_STATUSES)),
+        fills=fills.sort("ts", "id", descending=True),
+        trades=trades,
+        symbols=symbol_figures(trades, fills, held, init_cash=session.init_cash),
+        decisions=decision_sources(store.frame(ThresholdInForce, session.id)),
+    )
 
 
 def open_positions(positions: pl.DataFrame, *, equity: float) -> pl.DataFrame:
@@ -68,7 +74,10 @@ def open_positions(positions: pl.DataFrame, *, equity: float) -> pl.DataFrame:
     held = positions.filter(pl.col("quantity") > 0)
     last = pl.coalesce("last_price", "entry_price")
     return held.select(
-        "symbol", "quantity", "entry_price", last_price=last,
+        "symbol",
+        "quantity",
+        "entry_price",
+        last_price=last,
         since=_time("entry_ts"),
         value=pl.col("quantity") * last,
         unrealised_pnl=pl.col("quantity") * (last - pl.col("entry_price")) - pl.col("entry_fee"),
@@ -78,23 +87,41 @@ def open_positions(positions: pl.DataFrame, *, equity: float) -> pl.DataFrame:
     ).sort("symbol")
 
 
-TRADE_SCHEMA = {"symbol": pl.String, "entry_time": pl.Datetime("ms"), "exit_time": pl.Datetime("ms"),
-                "quantity": pl.Float64, "entry_price": pl.Float64, "exit_price": pl.Float64, "fees": pl.Float64,
-                "pnl": pl.Float64, "return": pl.Float64, "is_open": pl.Boolean}
+TRADE_SCHEMA = {
+    "symbol": pl.String,
+    "entry_time": pl.Datetime("ms"),
+    "exit_time": pl.Datetime("ms"),
+    "quantity": pl.Float64,
+    "entry_price": pl.Float64,
+    "exit_price": pl.Float64,
+    "fees": pl.Float64,
+    "pnl": pl.Float64,
+    "return": pl.Float64,
+    "is_open": pl.Boolean,
+}
 
 
 def round_trips(fills: pl.DataFrame) -> pl.DataFrame:
     """Long round trips from flat to flat, per symbol, from fills (``ts``, ``symbol``, ``side``,
     ``quantity``, ``price``, ``fee``). An unfinished one is ``is_open`` with no exit and no PnL."""
     rows: list[dict] = []
-    for (symbol,), part in fills.sort("ts", "id" if "id" in fills.columns else "ts").group_by("symbol",
-                                                                                             maintain_order=True):
+    for (symbol,), part in fills.sort("ts", "id" if "id" in fills.columns else "ts").group_by(
+        "symbol", maintain_order=True
+    ):
         trip: dict | None = None
         for ts, side, qty, price, fee in part.select("ts", "side", "quantity", "price", "fee").iter_rows():
             if side == "buy":
                 if trip is None:
-                    trip = {"symbol": symbol, "entry_ts": ts, "held": 0.0, "bought": 0.0, "cost": 0.0,
-                            "sold": 0.0, "proceeds": 0.0, "fees": 0.0}
+                    trip = {
+                        "symbol": symbol,
+                        "entry_ts": ts,
+                        "held": 0.0,
+                        "bought": 0.0,
+                        "cost": 0.0,
+                        "sold": 0.0,
+                        "proceeds": 0.0,
+                        "fees": 0.0,
+                    }
                 trip["held"] += qty
                 trip["bought"] += qty
                 trip["cost"] += qty * price
@@ -117,20 +144,37 @@ def _trip_row(trip: dict, *, exit_ts: int | None) -> dict:
     closed = exit_ts is not None
     pnl = trip["proceeds"] - trip["cost"] - trip["fees"] if closed else None
     as_time = pl.Series([trip["entry_ts"], exit_ts], dtype=pl.Int64).cast(pl.Datetime("ms")).to_list()
-    return {"symbol": trip["symbol"], "entry_time": as_time[0], "exit_time": as_time[1], "quantity": trip["bought"],
-            "entry_price": trip["cost"] / trip["bought"],
-            "exit_price": trip["proceeds"] / trip["sold"] if closed and trip["sold"] else None,
-            "fees": trip["fees"], "pnl": pnl, "return": pnl / trip["cost"] if closed and trip["cost"] else None,
-            "is_open": not closed}
+    return {
+        "symbol": trip["symbol"],
+        "entry_time": as_time[0],
+        "exit_time": as_time[1],
+        "quantity": trip["bought"],
+        "entry_price": trip["cost"] / trip["bought"],
+        "exit_price": trip["proceeds"] / trip["sold"] if closed and trip["sold"] else None,
+        "fees": trip["fees"],
+        "pnl": pnl,
+        "return": pnl / trip["cost"] if closed and trip["cost"] else None,
+        "is_open": not closed,
+    }
 
 
-SYMBOL_SCHEMA = {"symbol": pl.String, "trades": pl.Int64, "open": pl.Int64, "win_rate": pl.Float64,
-                 "realised_pnl": pl.Float64, "unrealised_pnl": pl.Float64, "total_pnl": pl.Float64,
-                 "contribution": pl.Float64, "fees": pl.Float64, "volume": pl.Float64}
+SYMBOL_SCHEMA = {
+    "symbol": pl.String,
+    "trades": pl.Int64,
+    "open": pl.Int64,
+    "win_rate": pl.Float64,
+    "realised_pnl": pl.Float64,
+    "unrealised_pnl": pl.Float64,
+    "total_pnl": pl.Float64,
+    "contribution": pl.Float64,
+    "fees": pl.Float64,
+    "volume": pl.Float64,
+}
 
 
-def symbol_figures(trades: pl.DataFrame, fills: pl.DataFrame, positions: pl.DataFrame, *,
-                   init_cash: float) -> pl.DataFrame:
+def symbol_figures(
+    trades: pl.DataFrame, fills: pl.DataFrame, positions: pl.DataFrame, *, init_cash: float
+) -> pl.DataFrame:
     """Per symbol: closed and open round trips, win rate, realised PnL (the positions' own
     account), unrealised PnL, their sum as a share of the initial cash, fees and traded volume."""
     symbols = sorted(set(fills["symbol"].to_list()) | set(positions["symbol"].to_list()))
@@ -143,16 +187,32 @@ def symbol_figures(trades: pl.DataFrame, fills: pl.DataFrame, positions: pl.Data
         realised = float(pos["realized_pnl"].sum()) if pos.height else 0.0
         held = pos.filter(pl.col("quantity") > 0)
         unrealised = float(open_positions(held, equity=1.0)["unrealised_pnl"].sum()) if held.height else 0.0
-        rows.append({"symbol": symbol, "trades": closed.height, "open": mine.height - closed.height,
-                     "win_rate": float((closed["pnl"] > 0).mean()) if closed.height else None,
-                     "realised_pnl": realised, "unrealised_pnl": unrealised, "total_pnl": realised + unrealised,
-                     "contribution": (realised + unrealised) / init_cash,
-                     "fees": float(traded["fee"].sum()), "volume": float((traded["quantity"] * traded["price"]).sum())})
+        rows.append(
+            {
+                "symbol": symbol,
+                "trades": closed.height,
+                "open": mine.height - closed.height,
+                "win_rate": float((closed["pnl"] > 0).mean()) if closed.height else None,
+                "realised_pnl": realised,
+                "unrealised_pnl": unrealised,
+                "total_pnl": realised + unrealised,
+                "contribution": (realised + unrealised) / init_cash,
+                "fees": float(traded["fee"].sum()),
+                "volume": float((traded["quantity"] * traded["price"]).sum()),
+            }
+        )
     return pl.DataFrame(rows, schema=SYMBOL_SCHEMA)
 
 
-DECISION_SCHEMA = {"since": pl.Datetime("ms"), "until": pl.Datetime("ms"), "source": pl.String,
-                   "model": pl.String, "threshold": pl.Float64, "reason": pl.String, "clock": pl.String}
+DECISION_SCHEMA = {
+    "since": pl.Datetime("ms"),
+    "until": pl.Datetime("ms"),
+    "source": pl.String,
+    "model": pl.String,
+    "threshold": pl.Float64,
+    "reason": pl.String,
+    "clock": pl.String,
+}
 
 
 def decision_sources(thresholds: pl.DataFrame) -> pl.DataFrame:
@@ -166,12 +226,18 @@ def decision_sources(thresholds: pl.DataFrame) -> pl.DataFrame:
     wall = to_datetime(frame, "since")
     has_bar = pl.col("bar_ts").is_not_null() if "bar_ts" in frame.columns else pl.lit(False)
     bar = pl.from_epoch(pl.col("bar_ts"), time_unit="ms") if "bar_ts" in frame.columns else wall
-    frame = frame.with_columns(since=pl.when(has_bar).then(bar).otherwise(wall),
-                               clock=pl.when(has_bar).then(pl.lit("bar")).otherwise(pl.lit("engine")))
+    frame = frame.with_columns(
+        since=pl.when(has_bar).then(bar).otherwise(wall),
+        clock=pl.when(has_bar).then(pl.lit("bar")).otherwise(pl.lit("engine")),
+    )
     return frame.select(
-        "since", until=pl.col("since").shift(-1),
+        "since",
+        until=pl.col("since").shift(-1),
         source=pl.col("source").replace_strict(SOURCE_WORDS, default=pl.col("source")),
-        model=pl.col("artifact").str.slice(0, 12), threshold="threshold", reason="reason", clock="clock",
+        model=pl.col("artifact").str.slice(0, 12),
+        threshold="threshold",
+        reason="reason",
+        clock="clock",
     ).cast(DECISION_SCHEMA)
 
 
@@ -191,15 +257,22 @@ def decision_periods(decisions: pl.DataFrame) -> pl.DataFrame:
     if not decisions.height:
         return decisions
     key = pl.struct("source", pl.col("model").fill_null(""), pl.col("threshold").fill_null(-1.0))
-    return (decisions.with_columns(period=(key != key.shift(1)).fill_null(True).cum_sum())
-            .group_by("period", maintain_order=True)
-            .agg(pl.col("since").first(), pl.col("until").last(), pl.col("source", "model", "threshold",
-                                                                          "reason", "clock").first())
-            .drop("period").cast(DECISION_SCHEMA))
+    return (
+        decisions.with_columns(period=(key != key.shift(1)).fill_null(True).cum_sum())
+        .group_by("period", maintain_order=True)
+        .agg(
+            pl.col("since").first(),
+            pl.col("until").last(),
+            pl.col("source", "model", "threshold", "reason", "clock").first(),
+        )
+        .drop("period")
+        .cast(DECISION_SCHEMA)
+    )
 
 
-def session_candles(lake: CandleLake, session: TradingSession, *, start: int, end: int,
-                    before_bars: int = 10) -> pl.DataFrame:
+def session_candles(
+    lake: CandleLake, session: TradingSession, *, start: int, end: int, before_bars: int = 10
+) -> pl.DataFrame:
     """The lake's candles of the session's symbols from ``before_bars`` before ``start`` to
     ``end`` (ms, inclusive), with ``symbol``; empty where the lake holds none."""
     frames = []
@@ -213,7 +286,18 @@ def session_candles(lake: CandleLake, session: TradingSession, *, start: int, en
         except DataError:  # a damaged file: the data health page names it
             continue
         frames.append(frame.select("ts", "open", "high", "low", "close", "volume").with_columns(symbol=pl.lit(symbol)))
-    return pl.concat(frames) if frames else pl.DataFrame(schema={"ts": pl.Int64, "open": pl.Float64,
-                                                                 "high": pl.Float64, "low": pl.Float64,
-                                                                 "close": pl.Float64, "volume": pl.Float64,
-                                                                 "symbol": pl.String})
+    return (
+        pl.concat(frames)
+        if frames
+        else pl.DataFrame(
+            schema={
+                "ts": pl.Int64,
+                "open": pl.Float64,
+                "high": pl.Float64,
+                "low": pl.Float64,
+                "close": pl.Float64,
+                "volume": pl.Float64,
+                "symbol": pl.String,
+            }
+        )
+    )

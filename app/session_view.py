@@ -19,28 +19,47 @@ from tradeloop.ops.status import IN_SAMPLE_WARNING, STALE_AFTER_S
 from tradeloop.performance.plots import candles_figure, equity_figure
 
 POSITIONS = {
-    "symbol": fmt.text("symbol"), "quantity": fmt.amount("quantity"), "entry_price": fmt.price("entry price"),
-    "last_price": fmt.price("last price"), "since": fmt.when("since"), "value": fmt.money("value"),
+    "symbol": fmt.text("symbol"),
+    "quantity": fmt.amount("quantity"),
+    "entry_price": fmt.price("entry price"),
+    "last_price": fmt.price("last price"),
+    "since": fmt.when("since"),
+    "value": fmt.money("value"),
     "unrealised_pnl": fmt.money("unrealised PnL", "quantity x (last - entry price) - entry fees"),
-    "unrealised_return": fmt.percent("unrealised return"), "weight": fmt.percent("weight", "value / equity"),
+    "unrealised_return": fmt.percent("unrealised return"),
+    "weight": fmt.percent("weight", "value / equity"),
 }
 ORDERS = {
-    "decided": fmt.when("decided (bar)"), "symbol": fmt.text("symbol"), "side": fmt.text("side"),
-    "intent": fmt.text("intent"), "quantity": fmt.amount("quantity"), "quote_amount": fmt.money("quote amount"),
-    "status": fmt.text("status"), "filled_qty": fmt.amount("filled"), "avg_price": fmt.price("avg price"),
+    "decided": fmt.when("decided (bar)"),
+    "symbol": fmt.text("symbol"),
+    "side": fmt.text("side"),
+    "intent": fmt.text("intent"),
+    "quantity": fmt.amount("quantity"),
+    "quote_amount": fmt.money("quote amount"),
+    "status": fmt.text("status"),
+    "filled_qty": fmt.amount("filled"),
+    "avg_price": fmt.price("avg price"),
     "client_order_id": fmt.text("client order id"),
 }
 SYMBOLS = {
-    "symbol": fmt.text("symbol"), "trades": fmt.count("closed trades"), "open": fmt.count("open"),
-    "win_rate": fmt.percent("win rate"), "realised_pnl": fmt.money("realised PnL"),
-    "unrealised_pnl": fmt.money("unrealised PnL"), "total_pnl": fmt.money("total PnL"),
-    "contribution": fmt.percent("contribution", "total PnL / initial cash"), "fees": fmt.money("fees"),
+    "symbol": fmt.text("symbol"),
+    "trades": fmt.count("closed trades"),
+    "open": fmt.count("open"),
+    "win_rate": fmt.percent("win rate"),
+    "realised_pnl": fmt.money("realised PnL"),
+    "unrealised_pnl": fmt.money("unrealised PnL"),
+    "total_pnl": fmt.money("total PnL"),
+    "contribution": fmt.percent("contribution", "total PnL / initial cash"),
+    "fees": fmt.money("fees"),
     "volume": fmt.money("traded volume"),
 }
 DECISIONS = {
-    "since": fmt.text("in force since (UTC)", width="medium"), "until": fmt.text("until", width="medium"),
-    "source": fmt.text("source"), "model": fmt.text("model"),
-    "threshold": fmt.C.NumberColumn("threshold", format="%.3f"), "reason": fmt.text("reason", width="large"),
+    "since": fmt.text("in force since (UTC)", width="medium"),
+    "until": fmt.text("until", width="medium"),
+    "source": fmt.text("source"),
+    "model": fmt.text("model"),
+    "threshold": fmt.C.NumberColumn("threshold", format="%.3f"),
+    "reason": fmt.text("reason", width="large"),
 }
 
 
@@ -49,8 +68,11 @@ def status_notice(row: dict, name: str) -> None:
     if row["status"] == "stale":
         beat = row["heartbeat_s"]
         age = "no heartbeat recorded" if beat is None else f"no heartbeat for {beat / 60:,.0f} min"
-        st.error(f"Session {name!r} is stale: {age} (the limit is {STALE_AFTER_S / 60:.0f} min), so no engine is "
-                 f"trading it. `tradeloop live run --name {name}` resumes it.", icon=":material/heart_broken:")
+        st.error(
+            f"Session {name!r} is stale: {age} (the limit is {STALE_AFTER_S / 60:.0f} min), so no engine is "
+            f"trading it. `tradeloop live run --name {name}` resumes it.",
+            icon=":material/heart_broken:",
+        )
     elif row["status"] == "paused":
         st.info(f"Session {name!r} is paused: `tradeloop live resume {name}` lets it trade again.")
 
@@ -64,10 +86,12 @@ def caught_up_notice(row: dict, session) -> None:
     newest = [lake.last_ts(SeriesKey(session.exchange, symbol, session.timeframe)) for symbol in session.symbols]
     newest = [ts for ts in newest if ts is not None]
     if newest and session.last_bar_ts == max(newest):  # an exchange feed runs ahead of the lake: never equal
-        st.info(f"Session {session.name!r} has caught up: it processed the lake's newest candle "
-                f"({fmt_ts(session.last_bar_ts)} UTC) and waits for the next one. New candles reach the lake with "
-                "`tradeloop data ingest` (or a scheduled ingest); the engine trades each as it arrives.",
-                icon=":material/hourglass_empty:")
+        st.info(
+            f"Session {session.name!r} has caught up: it processed the lake's newest candle "
+            f"({fmt_ts(session.last_bar_ts)} UTC) and waits for the next one. New candles reach the lake with "
+            "`tradeloop data ingest` (or a scheduled ingest); the engine trades each as it arrives.",
+            icon=":material/hourglass_empty:",
+        )
 
 
 def show(store, name: str, row: dict) -> None:
@@ -80,15 +104,22 @@ def show(store, name: str, row: dict) -> None:
     caught_up_notice(row, s)
     decided_by = tables.decisions["source"][-1] if tables.decisions.height else "-"
     cols = st.columns(5)
-    cols[0].metric("Equity", f"{row['equity']:,.2f}", f"{row['return']:+.2%}",
-                   chart_data=tables.equity["equity"].tail(200).to_list() or None)
+    cols[0].metric(
+        "Equity",
+        f"{row['equity']:,.2f}",
+        f"{row['return']:+.2%}",
+        chart_data=tables.equity["equity"].tail(200).to_list() or None,
+    )
     cols[1].metric("PnL", f"{row['pnl']:,.2f}")
     cols[2].metric("Cash", f"{row['cash']:,.2f}")
     cols[3].metric("Status", row["status"], help="From the engine's heartbeat: running only while it beats")
     cols[4].metric("Decided by", decided_by, help="The model's threshold, or the reduce-only fallback")
-    facts = [f"last bar {row['last_bar']:%Y-%m-%d %H:%M} UTC" if row["last_bar"] else "no bar processed yet",
-             f"{row['bars']:,} bars of {s.timeframe}", f"started {s.created_at:%Y-%m-%d %H:%M} UTC",
-             sizing_words(BacktestConfig(**s.config))]
+    facts = [
+        f"last bar {row['last_bar']:%Y-%m-%d %H:%M} UTC" if row["last_bar"] else "no bar processed yet",
+        f"{row['bars']:,} bars of {s.timeframe}",
+        f"started {s.created_at:%Y-%m-%d %H:%M} UTC",
+        sizing_words(BacktestConfig(**s.config)),
+    ]
     if row["heartbeat_s"] is not None:
         facts.append(f"engine heartbeat {row['heartbeat_s']:,.0f} s ago")
     st.caption(" · ".join(facts))
@@ -121,8 +152,9 @@ def show(store, name: str, row: dict) -> None:
     else:
         st.caption("No trade yet.")
     decisions_section(tables)
-    fills, trips, orders = st.tabs([f"Fills ({tables.fills.height})", f"Round trips ({tables.trades.height})",
-                                    f"Orders ({tables.orders.height})"])
+    fills, trips, orders = st.tabs(
+        [f"Fills ({tables.fills.height})", f"Round trips ({tables.trades.height})", f"Orders ({tables.orders.height})"]
+    )
     with fills:
         fmt.table(tables.fills.head(500), fmt.FILLS)
     with trips:
@@ -145,8 +177,10 @@ def candles_section(tables: SessionTables) -> None:
     candles = sources.candles_between(str(sources.settings().data_dir), s.name, start, end)
     mine = candles.filter(pl.col("symbol") == symbol) if candles.height else candles
     if not mine.height:
-        st.info(f"The lake holds no {symbol} candles ({s.exchange}, {s.timeframe}) for this session's period: "
-                "`tradeloop data status` shows what it holds.")
+        st.info(
+            f"The lake holds no {symbol} candles ({s.exchange}, {s.timeframe}) for this session's period: "
+            "`tradeloop data status` shows what it holds."
+        )
         return
     fills = tables.fills.filter(pl.col("symbol") == symbol).select("ts", "side", "price")
     fig = candles_figure(mine, trades=fills, symbol=symbol, height=460)
@@ -165,21 +199,34 @@ def decisions_section(tables: SessionTables) -> None:
     threshold = "" if last["threshold"] is None else f" (threshold {last['threshold']:.3f})"
     by = f"the model {last['model']}{threshold}" if last["source"] == "model" else last["source"]
     if periods.height == 1:
-        st.markdown(f"Entries decided by **{by}** throughout, since {last['since']:%Y-%m-%d %H:%M} UTC: "
-                    f"{last['reason']}.")
+        st.markdown(
+            f"Entries decided by **{by}** throughout, since {last['since']:%Y-%m-%d %H:%M} UTC: {last['reason']}."
+        )
     else:
-        st.markdown(f"Entries decided by **{by}** since {last['since']:%Y-%m-%d %H:%M} UTC, after "
-                    f"{periods.height - 1} switch{'es' if periods.height > 2 else ''}:")
+        st.markdown(
+            f"Entries decided by **{by}** since {last['since']:%Y-%m-%d %H:%M} UTC, after "
+            f"{periods.height - 1} switch{'es' if periods.height > 2 else ''}:"
+        )
         bars = last["clock"] == "bar" and tables.equity.height
         end = tables.equity["time"].max() if bars else datetime.now(UTC)  # a replay's bars are not now
         fig = decision_figure(periods, now=end, revision=tables.session.name)
         st.plotly_chart(fig, key=f"decisions-{tables.session.name}")
     clocks = set(decisions["clock"].to_list())
-    st.caption("What decided entries from when: the model's threshold, or the reduce-only fallback when no usable "
-               "model is in force. " + ("Times are the bars it decided from (UTC)." if clocks == {"bar"} else
-                                        "Times are the bars it decided from, or the engine's wall clock for "
-                                        "records older than that column."))
-    shown = decisions.drop("clock").reverse().with_columns(
-        since=pl.col("since").dt.strftime("%Y-%m-%d %H:%M:%S"),
-        until=pl.col("until").dt.strftime("%Y-%m-%d %H:%M:%S").fill_null("in force"))
+    st.caption(
+        "What decided entries from when: the model's threshold, or the reduce-only fallback when no usable "
+        "model is in force. "
+        + (
+            "Times are the bars it decided from (UTC)."
+            if clocks == {"bar"}
+            else "Times are the bars it decided from, or the engine's wall clock for records older than that column."
+        )
+    )
+    shown = (
+        decisions.drop("clock")
+        .reverse()
+        .with_columns(
+            since=pl.col("since").dt.strftime("%Y-%m-%d %H:%M:%S"),
+            until=pl.col("until").dt.strftime("%Y-%m-%d %H:%M:%S").fill_null("in force"),
+        )
+    )
     fmt.table(shown, DECISIONS)

@@ -51,9 +51,11 @@ def ops_store() -> OpsStore | None:
     behind = schema_behind(store.engine)
     if behind is not None:  # the pages' queries would fail on a missing column
         store.close()
-        raise ConfigError(f"the operational database {mask_url(url)} has schema revision {behind[0]}; this "
-                          f"dashboard reads {behind[1]}: run `tradeloop live sessions` once (it migrates the "
-                          "database), then reload the page")
+        raise ConfigError(
+            f"the operational database {mask_url(url)} has schema revision {behind[0]}; this "
+            f"dashboard reads {behind[1]}: run `tradeloop live sessions` once (it migrates the "
+            "database), then reload the page"
+        )
     _STORES[url] = store
     return store
 
@@ -67,11 +69,23 @@ def sessions_frame(store: OpsStore) -> pl.DataFrame:
         equity = store.frame(EquityPoint, s.id).sort("ts")
         last = float(equity["equity"][-1]) if equity.height else s.cash
         beat = s.heartbeat_at.replace(tzinfo=s.heartbeat_at.tzinfo or UTC) if s.heartbeat_at else None
-        rows.append({"session": s.name, "status": session_status(s.status, s.heartbeat_at, now=now), "mode": s.mode,
-                     "sample": sample_label(s.in_sample), "strategy": s.strategy,
-                     "symbols": ", ".join(s.symbols), "equity": last, "pnl": last - s.init_cash,
-                     "return": last / s.init_cash - 1.0, "cash": s.cash, "bars": equity.height,
-                     "last_bar": s.last_bar_ts, "heartbeat_s": (now - beat).total_seconds() if beat else None})
+        rows.append(
+            {
+                "session": s.name,
+                "status": session_status(s.status, s.heartbeat_at, now=now),
+                "mode": s.mode,
+                "sample": sample_label(s.in_sample),
+                "strategy": s.strategy,
+                "symbols": ", ".join(s.symbols),
+                "equity": last,
+                "pnl": last - s.init_cash,
+                "return": last / s.init_cash - 1.0,
+                "cash": s.cash,
+                "bars": equity.height,
+                "last_bar": s.last_bar_ts,
+                "heartbeat_s": (now - beat).total_seconds() if beat else None,
+            }
+        )
     schema = {"last_bar": pl.Int64, "heartbeat_s": pl.Float64}
     frame = pl.DataFrame(rows, schema_overrides=schema)
     return frame.with_columns(last_bar=pl.from_epoch("last_bar", time_unit="ms")) if frame.height else frame
@@ -88,8 +102,11 @@ def champion_notes(strategy: str, *, trained_until_ms: int, max_age_ms: int, pro
         rows = [(e.event, e.at, e.detail) for e in store.audit_log(events=RESEARCH_EVENTS)]
         promoted = datetime.fromisoformat(promoted_at) if promoted_at else None
         research = research_words(latest_research_events(rows, strategy), promoted_at=promoted)
-    return {"age": age_words(trained_until_ms=trained_until_ms, max_age_ms=max_age_ms, now_ms=now_ms),
-            "stale": now_ms > trained_until_ms + max_age_ms, "research": research}
+    return {
+        "age": age_words(trained_until_ms=trained_until_ms, max_age_ms=max_age_ms, now_ms=now_ms),
+        "stale": now_ms > trained_until_ms + max_age_ms,
+        "research": research,
+    }
 
 
 def session_tables(store: OpsStore, name: str) -> SessionTables:
@@ -109,14 +126,21 @@ def candles_between(data_dir: str, name: str, start: int, end: int) -> pl.DataFr
 
 def live_run(tables: SessionTables) -> Run:
     s = tables.session
-    return Run(label=f"live: {s.name}", kind="live", equity=tables.equity.select("ts", "time", "equity"),
-               trades=tables.trades, init_cash=s.init_cash, timeframe=s.timeframe,
-               sizing=sizing_words(BacktestConfig(**s.config)))
+    return Run(
+        label=f"live: {s.name}",
+        kind="live",
+        equity=tables.equity.select("ts", "time", "equity"),
+        trades=tables.trades,
+        init_cash=s.init_cash,
+        timeframe=s.timeframe,
+        sizing=sizing_words(BacktestConfig(**s.config)),
+    )
 
 
 @st.cache_data(ttl=600, show_spinner="Backtesting the session's bars on its own terms...", max_entries=32)
-def _backtest_frames(data_dir: str, name: str, schedule: tuple[tuple[int, str | None], ...], start: int,
-                     end: int) -> tuple[pl.DataFrame, ...]:
+def _backtest_frames(
+    data_dir: str, name: str, schedule: tuple[tuple[int, str | None], ...], start: int, end: int
+) -> tuple[pl.DataFrame, ...]:
     """``schedule``: (first bar, artifact or None for the reduce-only fallback) in time order."""
     store = ops_store()
     session = store.session(name)
@@ -124,8 +148,9 @@ def _backtest_frames(data_dir: str, name: str, schedule: tuple[tuple[int, str | 
     candles = session_candles(lake(), session, start=warmup_start(start, session.timeframe), end=end, before_bars=0)
     if candles.is_empty():
         return ()
-    equity, trades = session_backtest(candles, periods, BacktestConfig(**session.config), start=start, end=end,
-                                      timeframe=session.timeframe)
+    equity, trades = session_backtest(
+        candles, periods, BacktestConfig(**session.config), start=start, end=end, timeframe=session.timeframe
+    )
     trained = [p.model.trained_until for p in periods if p.model is not None]
     return equity, trades, pl.DataFrame({"trained_until": trained}, schema={"trained_until": pl.Int64})
 
@@ -142,8 +167,10 @@ def backtest_run(tables: SessionTables) -> Run | str:
         entry = registry().champion(s.strategy)
         if entry is None:
             return f"no champion of {s.strategy} in the registry to backtest"
-        schedule, note = ((start, entry.artifact),), f"champion {entry.artifact[:12]} throughout (the session's " \
-            "record of its models predates bar times)"
+        schedule, note = (
+            ((start, entry.artifact),),
+            f"champion {entry.artifact[:12]} throughout (the session's record of its models predates bar times)",
+        )
     else:
         models = list(dict.fromkeys(a[:12] if a else "fallback" for _, a in schedule))
         note = f"the models in force at each bar, as live: {', '.join(models)}"
@@ -157,8 +184,16 @@ def backtest_run(tables: SessionTables) -> Run | str:
     late = [t for t in trained["trained_until"].to_list() if t >= start]
     if late and len(schedule) == 1:
         note += f" (IN-SAMPLE: trained on bars until {fmt_ts(max(late))} UTC)"
-    return Run(label="backtest, same terms", kind="backtest", equity=equity, trades=trades, init_cash=s.init_cash,
-               timeframe=s.timeframe, sizing=sizing_words(BacktestConfig(**s.config)), note=note)
+    return Run(
+        label="backtest, same terms",
+        kind="backtest",
+        equity=equity,
+        trades=trades,
+        init_cash=s.init_cash,
+        timeframe=s.timeframe,
+        sizing=sizing_words(BacktestConfig(**s.config)),
+        note=note,
+    )
 
 
 def bar_timeframe(equity: pl.DataFrame) -> str:
@@ -177,12 +212,22 @@ def research_backtest() -> Run | None:
     config = metrics.get("config")
     terms = sizing_words(BacktestConfig(**config)) if isinstance(config, dict) else "sizing not recorded"
     equity = total_equity(pl.read_parquet(folder / EQUITY_PARQUET))
-    init_cash = float(config["init_cash"]) if isinstance(config, dict) and "init_cash" in config else \
-        float(BacktestConfig().init_cash)
+    init_cash = (
+        float(config["init_cash"])
+        if isinstance(config, dict) and "init_cash" in config
+        else float(BacktestConfig().init_cash)
+    )
     timeframe = str(metrics.get("timeframe") or bar_timeframe(equity))
-    return Run(label="research backtest", kind="research", equity=equity,
-               trades=ledger(pl.read_parquet(folder / TRADES_PARQUET)), init_cash=init_cash, timeframe=timeframe,
-               sizing=terms, note="the model's own training history: in-sample, display only")
+    return Run(
+        label="research backtest",
+        kind="research",
+        equity=equity,
+        trades=ledger(pl.read_parquet(folder / TRADES_PARQUET)),
+        init_cash=init_cash,
+        timeframe=timeframe,
+        sizing=terms,
+        note="the model's own training history: in-sample, display only",
+    )
 
 
 def registry() -> ModelRegistry:
@@ -204,10 +249,22 @@ def data_health() -> tuple[pl.DataFrame, pl.DataFrame]:
     with LakeSQL(lk, now_ms=lk.clock(), strict=False) as sql:
         statuses = sql.status()
     for key, status in statuses.items():
-        rows.append({"series": key.label, "exchange": key.exchange, "symbol": key.symbol, "timeframe": key.timeframe,
-                     "candles": status.rows, "first": status.first_ts, "last": status.last_ts,
-                     "gaps": len(status.gaps), "missing": status.missing, "coverage": status.coverage,
-                     "invalid": sum(status.invalid.values()), "damaged_files": len(status.unreadable)})
+        rows.append(
+            {
+                "series": key.label,
+                "exchange": key.exchange,
+                "symbol": key.symbol,
+                "timeframe": key.timeframe,
+                "candles": status.rows,
+                "first": status.first_ts,
+                "last": status.last_ts,
+                "gaps": len(status.gaps),
+                "missing": status.missing,
+                "coverage": status.coverage,
+                "invalid": sum(status.invalid.values()),
+                "damaged_files": len(status.unreadable),
+            }
+        )
         gaps += [{"series": key.label, "from": g.start, "to": g.end, "missing": g.missing} for g in status.gaps]
     frame = pl.DataFrame(rows)
     if frame.height:

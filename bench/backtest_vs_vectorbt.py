@@ -63,8 +63,15 @@ def run_tradeloop(open_, high, low, close) -> tuple[int, float]:
     from tradeloop.strategies import SmaCross
 
     signal = SmaCross(fast=FAST, slow=SLOW).wide_signals({"close": close})
-    prices = PriceArrays(ts=np.arange(close.shape[0]), symbols=tuple(map(str, range(close.shape[1]))),
-                         open=open_, high=high, low=low, close=close, signal=signal)
+    prices = PriceArrays(
+        ts=np.arange(close.shape[0]),
+        symbols=tuple(map(str, range(close.shape[1]))),
+        open=open_,
+        high=high,
+        low=low,
+        close=close,
+        signal=signal,
+    )
     config = BacktestConfig(init_cash=CASH, fee_rate=FEE, cash_sharing=False)
     equity, trades, *_ = simulate_arrays(prices, config)
     return len(trades), float(equity[-1].sum())
@@ -109,8 +116,19 @@ def worker(engine: str, size: str, repeat: int) -> None:
         best = min(best, time.perf_counter() - started)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     candles = data[0].size
-    print(json.dumps({"engine": engine, "size": size, "seconds": best, "candles": candles,
-                      "trades": trades, "final_equity": equity, "peak_mb": peak_mb}))
+    print(
+        json.dumps(
+            {
+                "engine": engine,
+                "size": size,
+                "seconds": best,
+                "candles": candles,
+                "trades": trades,
+                "final_equity": equity,
+                "peak_mb": peak_mb,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -129,8 +147,12 @@ def main() -> None:
     for size in sizes:
         results = {}
         for engine in args.engines:
-            out = subprocess.run([sys.executable, __file__, "--worker", engine, size, "--repeat", str(args.repeat)],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", engine, size, "--repeat", str(args.repeat)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             results[engine] = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(results)
         _print_size(size, results)
@@ -142,8 +164,10 @@ def _print_size(size: str, results: dict) -> None:
 
 
 def _print_table(rows: list[dict]) -> None:
-    head = (f"{'size':>11} {'engine':>10} {'seconds':>9} {'Mcandles/s':>11} {'vs vbt':>7} {'peak MB':>8} "
-            f"{'trades':>8} {'final equity':>18} {'rel diff vs ref':>16}")
+    head = (
+        f"{'size':>11} {'engine':>10} {'seconds':>9} {'Mcandles/s':>11} {'vs vbt':>7} {'peak MB':>8} "
+        f"{'trades':>8} {'final equity':>18} {'rel diff vs ref':>16}"
+    )
     print("\nSMA(10,30) crossover, long only, next-open fills, 0.1% fee/side, full equity\n" + head)
     print("-" * len(head))
     for results in rows:
@@ -152,10 +176,18 @@ def _print_table(rows: list[dict]) -> None:
         for engine, r in results.items():
             speed = r["candles"] / r["seconds"] / 1e6
             vs = f"{vbt['seconds'] / r['seconds']:.1f}x" if vbt else "-"
-            diff = (f"{abs(r['final_equity'] / ref['final_equity'] - 1):.1e}"
-                    + ("" if r["trades"] == ref["trades"] else " (trades differ)")) if ref else "-"
-            print(f"{r['size']:>11} {engine:>10} {r['seconds']:>9.3f} {speed:>11.2f} {vs:>7} {r['peak_mb']:>8.0f} "
-                  f"{r['trades']:>8} {r['final_equity']:>18.6f} {diff:>16}")
+            diff = (
+                (
+                    f"{abs(r['final_equity'] / ref['final_equity'] - 1):.1e}"
+                    + ("" if r["trades"] == ref["trades"] else " (trades differ)")
+                )
+                if ref
+                else "-"
+            )
+            print(
+                f"{r['size']:>11} {engine:>10} {r['seconds']:>9.3f} {speed:>11.2f} {vs:>7} {r['peak_mb']:>8.0f} "
+                f"{r['trades']:>8} {r['final_equity']:>18.6f} {diff:>16}"
+            )
 
 
 if __name__ == "__main__":

@@ -65,9 +65,16 @@ def synthetic_lake(root: Path, *, symbols: int, bars: int, end_ts: int, seed: in
         close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.001, bars)))
         open_ = np.concatenate([[close[0]], close[:-1]])
         spread = np.abs(rng.normal(0.0, 0.0005, bars))
-        frame = pl.DataFrame({"ts": ts, "open": open_, "high": np.maximum(open_, close) * (1 + spread),
-                              "low": np.minimum(open_, close) * (1 - spread), "close": close,
-                              "volume": rng.lognormal(3.0, 0.5, bars)})
+        frame = pl.DataFrame(
+            {
+                "ts": ts,
+                "open": open_,
+                "high": np.maximum(open_, close) * (1 + spread),
+                "low": np.minimum(open_, close) * (1 - spread),
+                "close": close,
+                "volume": rng.lognormal(3.0, 0.5, bars),
+            }
+        )
         lake.write(SeriesKey("binance", name, "1m"), frame)
     return names
 
@@ -81,20 +88,34 @@ def run(symbols: int, bars: int, window: int) -> dict:
     end = until - until % MINUTE
     names = synthetic_lake(root, symbols=symbols, bars=bars + window, end_ts=end)
     settings = Settings(TRADELOOP_DATA_DIR=str(root))
-    config = SessionConfig(name="bench", exchange="binance", symbols=tuple(names), timeframe="1m",
-                           start=end - (bars - 1) * MINUTE, window_bars=window)
+    config = SessionConfig(
+        name="bench",
+        exchange="binance",
+        symbols=tuple(names),
+        timeframe="1m",
+        start=end - (bars - 1) * MINUTE,
+        window_bars=window,
+    )
     cpu0, wall0 = time.process_time(), time.perf_counter()
     engine = asyncio.run(run_session(settings, config))
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     decision = np.array(engine.latency.decision) / 1e6
     stored = np.array(engine.latency.stored) / 1e6
     orders = len(engine.store.orders(engine.session.id))
-    return {"symbols": symbols, "bars": engine.bars, "window": window, "orders": orders,
-            "candles_per_s": symbols * engine.bars / wall, "cpu_per_bar_ms": cpu / engine.bars * 1e3,
-            "cores_at_real_time": cpu / engine.bars / 60.0,
-            "decision_p50": np.percentile(decision, 50), "decision_p99": np.percentile(decision, 99),
-            "stored_p50": np.percentile(stored, 50), "stored_p99": np.percentile(stored, 99),
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "symbols": symbols,
+        "bars": engine.bars,
+        "window": window,
+        "orders": orders,
+        "candles_per_s": symbols * engine.bars / wall,
+        "cpu_per_bar_ms": cpu / engine.bars * 1e3,
+        "cores_at_real_time": cpu / engine.bars / 60.0,
+        "decision_p50": np.percentile(decision, 50),
+        "decision_p99": np.percentile(decision, 99),
+        "stored_p50": np.percentile(stored, 50),
+        "stored_p99": np.percentile(stored, 99),
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main() -> None:
@@ -104,14 +125,18 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=400, help="bars of history each decision sees")
     args = parser.parse_args()
     rows = [run(n, args.bars, args.window) for n in args.symbols]
-    head = (f"{'symbols':>7} {'bars':>5} {'window':>6} {'orders':>6} {'candles/s':>10} {'CPU/bar ms':>10} "
-            f"{'cores@1m':>8} {'decide p50':>10} {'p99':>7} {'stored p50':>10} {'p99':>7} {'peak MB':>8}")
+    head = (
+        f"{'symbols':>7} {'bars':>5} {'window':>6} {'orders':>6} {'candles/s':>10} {'CPU/bar ms':>10} "
+        f"{'cores@1m':>8} {'decide p50':>10} {'p99':>7} {'stored p50':>10} {'p99':>7} {'peak MB':>8}"
+    )
     print("\nlive path: replay feed -> features + strategy + threshold model -> orders in SQLite (ms)\n" + head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['symbols']:>7} {r['bars']:>5} {r['window']:>6} {r['orders']:>6} {r['candles_per_s']:>10.0f} "
-              f"{r['cpu_per_bar_ms']:>10.1f} {r['cores_at_real_time']:>8.4f} {r['decision_p50']:>10.1f} "
-              f"{r['decision_p99']:>7.1f} {r['stored_p50']:>10.1f} {r['stored_p99']:>7.1f} {r['peak_mb']:>8.0f}")
+        print(
+            f"{r['symbols']:>7} {r['bars']:>5} {r['window']:>6} {r['orders']:>6} {r['candles_per_s']:>10.0f} "
+            f"{r['cpu_per_bar_ms']:>10.1f} {r['cores_at_real_time']:>8.4f} {r['decision_p50']:>10.1f} "
+            f"{r['decision_p99']:>7.1f} {r['stored_p50']:>10.1f} {r['stored_p99']:>7.1f} {r['peak_mb']:>8.0f}"
+        )
 
 
 if __name__ == "__main__":

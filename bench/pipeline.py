@@ -38,8 +38,13 @@ def real_binance_1h() -> list[Path]:
     if not files:
         raise SystemExit(f"--universe needs the Binance 1h files of {REAL} (see its PROVENANCE.md); none found")
     spans = pl.DataFrame(
-        [(p.name, *pl.read_parquet(p, columns=["ts"]).select(first=pl.min("ts"), last=pl.max("ts")).row(0))
-         for p in files], schema=["file", "first", "last"], orient="row")
+        [
+            (p.name, *pl.read_parquet(p, columns=["ts"]).select(first=pl.min("ts"), last=pl.max("ts")).row(0))
+            for p in files
+        ],
+        schema=["file", "first", "last"],
+        orient="row",
+    )
     last = spans.group_by("last").len().sort("len", "last", descending=True)["last"][0]
     ending = spans.filter(pl.col("last") == last)
     longest = ending.filter(pl.col("first") == ending["first"].min())
@@ -79,21 +84,25 @@ def run_pipeline(universe: int | None) -> tuple[Path, float]:
         files = real_binance_1h()
         t = time.perf_counter()
         import_sample(CandleLake(root / "lake"), files=files)
-        print(f"lake: {len(files)} Binance 1h pairs from {REAL} imported in {time.perf_counter() - t:.1f} s; "
-              f"universe: the top {universe} by dollar volume over 30 days")
-        research = ResearchResource(exchange="binance", timeframe="1h", top_n=universe, lookback_days=30,
-                                    quote="USDT")
+        print(
+            f"lake: {len(files)} Binance 1h pairs from {REAL} imported in {time.perf_counter() - t:.1f} s; "
+            f"universe: the top {universe} by dollar volume over 30 days"
+        )
+        research = ResearchResource(exchange="binance", timeframe="1h", top_n=universe, lookback_days=30, quote="USDT")
         exchange = ExchangeResource(mode="sample", sample_dir=str(REAL))
     instance = dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
-    result = materialize_all({"stores": StoresResource(data_dir=str(root)), "research": research,
-                              "exchange": exchange}, instance)
+    result = materialize_all(
+        {"stores": StoresResource(data_dir=str(root)), "research": research, "exchange": exchange}, instance
+    )
     total = time.perf_counter() - started
     if not result.success:
         raise SystemExit(f"research run {result.run_id} failed after {total:.1f} s")
     chosen = result.asset_materializations_for_node("features")[0].metadata["universe"].data
-    print(f"whole retrain (candles x{len(chosen)} -> features -> thresholds with optuna ({research.n_trials} "
-          f"trials) -> backtest -> promotion), in-process executor: {total:.1f} s wall")
+    print(
+        f"whole retrain (candles x{len(chosen)} -> features -> thresholds with optuna ({research.n_trials} "
+        f"trials) -> backtest -> promotion), in-process executor: {total:.1f} s wall"
+    )
     print(f"  universe: {', '.join(chosen)}")
     for step, seconds in step_seconds(instance).items():
         runs = f" ({len(seconds)} runs, {max(seconds):.1f} s the longest)" if len(seconds) > 1 else ""
@@ -123,14 +132,21 @@ def papermill_overhead(root: Path) -> None:
         run = run_notebook(notebook_path("template"), root / f"t{i}.ipynb", params, cwd=ROOT)
         via_papermill.append(run.seconds)
     overhead = min(via_papermill) - min(direct)
-    print(f"papermill notebook in-process: best {min(via_papermill):.2f} s vs the same work called directly "
-          f"{min(direct):.3f} s -> overhead {overhead:.2f} s per notebook execution")
+    print(
+        f"papermill notebook in-process: best {min(via_papermill):.2f} s vs the same work called directly "
+        f"{min(direct):.3f} s -> overhead {overhead:.2f} s per notebook execution"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--universe", type=int, default=None, metavar="N",
-                        help="run the whole retrain on the top N Binance 1h pairs of ../shared/data/real")
+    parser.add_argument(
+        "--universe",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run the whole retrain on the top N Binance 1h pairs of ../shared/data/real",
+    )
     args = parser.parse_args()
     if args.universe is not None and args.universe < 1:
         parser.error(f"--universe={args.universe}: give a number of pairs, at least 1")

@@ -4,7 +4,8 @@
 least once) and caches latest prices in a Redis hash; ``InProcessBus`` does the same in
 memory for the embedded default. Both redeliver an event whose consumer did not ack it
 within ``claim_idle_ms`` (to whichever consumer of the group reads next), and move an event
-delivered ``max_deliveries`` times without an ack to the ``<stream>:dead`` stream. Redis is never the system of record: the operational
+delivered ``max_deliveries`` times without an ack to the ``<stream>:dead`` stream. Redis is
+never the system of record: the operational
 database is. ``make_bus(REDIS_URL or None)`` picks one.
 
 ``publish_once`` is how the engine's outbox relay (``live.outbox``) publishes: events of one
@@ -27,8 +28,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tradeloop.errors import ConfigError
@@ -54,8 +54,9 @@ class EventBus(Protocol):
         the new entry's id, or None when it was a repeat."""
         ...
 
-    async def read(self, stream: str, *, group: str, consumer: str, count: int = 100,
-                   block_ms: int | None = None) -> list[tuple[str, dict]]: ...
+    async def read(
+        self, stream: str, *, group: str, consumer: str, count: int = 100, block_ms: int | None = None
+    ) -> list[tuple[str, dict]]: ...
 
     async def ack(self, stream: str, group: str, *ids: str) -> None: ...
 
@@ -97,8 +98,9 @@ class InProcessBus:
         self._marks[mark] = seq
         return await self.publish(stream, event)
 
-    async def read(self, stream: str, *, group: str, consumer: str, count: int = 100,
-                   block_ms: int | None = None) -> list[tuple[str, dict]]:
+    async def read(
+        self, stream: str, *, group: str, consumer: str, count: int = 100, block_ms: int | None = None
+    ) -> list[tuple[str, dict]]:
         pending = self._pending[(stream, group)]
         now = time.monotonic()
         idle = [i for i, (_, at, _) in pending.items() if (now - at) * 1000 >= self.claim_idle_ms]
@@ -112,7 +114,7 @@ class InProcessBus:
             batch = redelivered
         else:
             start = self._cursor.get((stream, group), 0)
-            batch = self.events[stream][start:start + count]
+            batch = self.events[stream][start : start + count]
             self._cursor[(stream, group)] = start + len(batch)
         for event_id, event in batch:
             deliveries = pending[event_id][2] if event_id in pending else 0
@@ -140,14 +142,17 @@ class RedisBus:
     exponential backoff: publishing is idempotent enough for at-least-once delivery.
     """
 
-    def __init__(self, url: str, *, prefix: str = "tradeloop", claim_idle_ms: int = 60_000,
-                 max_deliveries: int = 5):
+    def __init__(self, url: str, *, prefix: str = "tradeloop", claim_idle_ms: int = 60_000, max_deliveries: int = 5):
         self.prefix = prefix
         self.claim_idle_ms, self.max_deliveries = claim_idle_ms, max_deliveries
         self.client = aioredis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=5, decode_responses=True,
+            url,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            decode_responses=True,
             retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), 3),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError])
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
         self._groups: set[tuple[str, str]] = set()
         self._publish_once = self.client.register_script(PUBLISH_ONCE)
 
@@ -155,12 +160,14 @@ class RedisBus:
         return f"{self.prefix}:{name}"
 
     async def publish(self, stream: str, event: dict) -> str:
-        return await self.client.xadd(self.key(stream), {"data": json.dumps(event)}, maxlen=MAX_STREAM_LEN,
-                                      approximate=True)
+        return await self.client.xadd(
+            self.key(stream), {"data": json.dumps(event)}, maxlen=MAX_STREAM_LEN, approximate=True
+        )
 
     async def publish_once(self, stream: str, event: dict, *, mark: str, seq: int) -> str | None:
-        return await self._publish_once(keys=[self.key(f"outbox-mark:{mark}"), self.key(stream)],
-                                        args=[seq, json.dumps(event), MAX_STREAM_LEN])
+        return await self._publish_once(
+            keys=[self.key(f"outbox-mark:{mark}"), self.key(stream)], args=[seq, json.dumps(event), MAX_STREAM_LEN]
+        )
 
     async def _ensure_group(self, stream: str, group: str) -> None:
         if (stream, group) in self._groups:
@@ -172,8 +179,9 @@ class RedisBus:
                 raise
         self._groups.add((stream, group))
 
-    async def read(self, stream: str, *, group: str, consumer: str, count: int = 100,
-                   block_ms: int | None = None) -> list[tuple[str, dict]]:
+    async def read(
+        self, stream: str, *, group: str, consumer: str, count: int = 100, block_ms: int | None = None
+    ) -> list[tuple[str, dict]]:
         await self._ensure_group(stream, group)
         key = self.key(stream)
         _, claimed, _ = await self.client.xautoclaim(key, group, consumer, self.claim_idle_ms, count=count)
@@ -189,8 +197,9 @@ class RedisBus:
         for event_id, fields in claimed:
             info = await self.client.xpending_range(key, group, min=event_id, max=event_id, count=1)
             if info and info[0]["times_delivered"] > self.max_deliveries:
-                await self.publish(f"{stream}:dead", {"id": event_id, "group": group,
-                                                      "event": json.loads(fields["data"])})
+                await self.publish(
+                    f"{stream}:dead", {"id": event_id, "group": group, "event": json.loads(fields["data"])}
+                )
                 await self.client.xack(key, group, event_id)
                 continue
             out.append((event_id, json.loads(fields["data"])))
@@ -220,13 +229,16 @@ async def check_redis(url: str, *, timeout_s: float = 5.0) -> None:
     try:
         client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     except ValueError as exc:
-        raise ConfigError(f"REDIS_URL={mask_url(url)} is not a Redis URL ({exc}); use e.g. "
-                          "redis://127.0.0.1:6379/0") from None
+        raise ConfigError(
+            f"REDIS_URL={mask_url(url)} is not a Redis URL ({exc}); use e.g. redis://127.0.0.1:6379/0"
+        ) from None
     try:
         await client.ping()
     except RedisError as exc:
-        raise ConfigError(f"REDIS_URL={mask_url(url)} is unreachable: {exc}; start Redis or fix "
-                          "REDIS_URL (unset it for the in-process bus)") from None
+        raise ConfigError(
+            f"REDIS_URL={mask_url(url)} is unreachable: {exc}; start Redis or fix "
+            "REDIS_URL (unset it for the in-process bus)"
+        ) from None
     finally:
         await client.aclose()
 

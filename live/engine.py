@@ -51,8 +51,8 @@ from live.bus import EventBus
 from live.feeds.base import FEED_ENDED, STOPPED, CandleBatch, Feed, last_bars, next_or_stop
 from live.locks import EngineLocks
 from live.models import ModelSlot
-from live.outage import DatabaseWatch
 from live.orders import apply_state, intents, mark_sent, new_order, request_of
+from live.outage import DatabaseWatch
 from live.outbox import OutboxRelay, outbox_mark
 from live.reconcile import VenueCheck, halt_if_unknown, recover_orders, refuse_entry, wall_ms
 from tradeloop.backtest import BacktestConfig
@@ -72,8 +72,11 @@ class EngineConfig(BaseModel):
 
     window_bars: int = Field(default=400, ge=10, description="bars of history per symbol each decision sees")
     publish: bool = True
-    venue_check_every_bars: int = Field(default=10, ge=1, description="a venue's open orders, trades and "
-                                        "balances are reconciled every this many bars (live.reconcile)")
+    venue_check_every_bars: int = Field(
+        default=10,
+        ge=1,
+        description="a venue's open orders, trades and balances are reconciled every this many bars (live.reconcile)",
+    )
     heartbeat_s: float = Field(default=30.0, gt=0, description="heartbeat between bars (tradeloop.ops.status)")
     db_retry_base_s: float = Field(default=0.5, gt=0, description="first wait after the database is lost")
     db_retry_cap_s: float = Field(default=30.0, gt=0, description="longest wait between database pings")
@@ -83,11 +86,15 @@ class EngineConfig(BaseModel):
 
 def check_live_config(backtest: BacktestConfig) -> None:
     """What the live engine can trade today: spot, long only, market orders, fixed fraction."""
-    unsupported = {k: getattr(backtest, k) for k in ("stop_loss", "take_profit", "trailing_stop")
-                   if getattr(backtest, k) is not None}
+    unsupported = {
+        k: getattr(backtest, k)
+        for k in ("stop_loss", "take_profit", "trailing_stop")
+        if getattr(backtest, k) is not None
+    }
     if unsupported:
-        raise ConfigError(f"live trading does not place stop orders yet; unset {sorted(unsupported)} "
-                          "in the session's backtest config")
+        raise ConfigError(
+            f"live trading does not place stop orders yet; unset {sorted(unsupported)} in the session's backtest config"
+        )
     if backtest.sizing != "fixed_fraction":
         raise ConfigError(f"sizing={backtest.sizing!r} is not supported live; use sizing='fixed_fraction'")
 
@@ -95,9 +102,11 @@ def check_live_config(backtest: BacktestConfig) -> None:
 def check_window(strategy, window_bars: int) -> None:
     """The live window must hold the decision's warm-up (``tradeloop.thresholds.warmup``)."""
     if (need := min_window_bars(strategy)) > window_bars:
-        raise ConfigError(f"window_bars={window_bars} is below the {strategy.name} decision's warm-up of {need} "
-                          f"bars per symbol: decisions would differ from research; pass --window-bars {need} or "
-                          "more (SessionConfig.window_bars)")
+        raise ConfigError(
+            f"window_bars={window_bars} is below the {strategy.name} decision's warm-up of {need} "
+            f"bars per symbol: decisions would differ from research; pass --window-bars {need} or "
+            "more (SessionConfig.window_bars)"
+        )
 
 
 @dataclass
@@ -109,9 +118,18 @@ class Latency:
 
 
 class LiveEngine:
-    def __init__(self, *, store: OpsStore, session: TradingSession, broker: Broker, bus: EventBus,
-                 slot: ModelSlot, backtest: BacktestConfig, config: EngineConfig | None = None,
-                 locks: EngineLocks | None = None):
+    def __init__(
+        self,
+        *,
+        store: OpsStore,
+        session: TradingSession,
+        broker: Broker,
+        bus: EventBus,
+        slot: ModelSlot,
+        backtest: BacktestConfig,
+        config: EngineConfig | None = None,
+        locks: EngineLocks | None = None,
+    ):
         check_live_config(backtest)
         if slot.current.strategy.rule.allow_short:
             raise ConfigError("live trading is spot and long only; use a rule with allow_short=False")
@@ -125,11 +143,16 @@ class LiveEngine:
         self.window = pl.DataFrame()
         self.latency = Latency()
         self.bars = 0
-        self.venue_check = VenueCheck.of(broker, symbols=session.symbols,
-                                         every_bars=self.config.venue_check_every_bars)
+        self.venue_check = VenueCheck.of(broker, symbols=session.symbols, every_bars=self.config.venue_check_every_bars)
         self.locks = locks
-        self.relay = OutboxRelay(store, bus, session_id=session.id, mark=outbox_mark(session),
-                                 retry_base_s=self.config.bus_retry_base_s, retry_cap_s=self.config.bus_retry_cap_s)
+        self.relay = OutboxRelay(
+            store,
+            bus,
+            session_id=session.id,
+            mark=outbox_mark(session),
+            retry_base_s=self.config.bus_retry_base_s,
+            retry_cap_s=self.config.bus_retry_cap_s,
+        )
         self.database = DatabaseWatch(store, base_s=self.config.db_retry_base_s, cap_s=self.config.db_retry_cap_s)
         self._swap_unrecorded = False  # a model swap whose bar did not commit
         self._wake = asyncio.Event()  # set after a commit: the relay task has events to send
@@ -156,8 +179,7 @@ class LiveEngine:
             await asyncio.wait(helpers, timeout=10)  # a swallowed cancel ends on the flag
             await self._goodbye()
 
-    async def _trade(self, feed: Feed, *, done: list[int], max_bars: int | None,
-                     stop: asyncio.Event | None) -> bool:
+    async def _trade(self, feed: Feed, *, done: list[int], max_bars: int | None, stop: asyncio.Event | None) -> bool:
         """Resume, then trade; True when the run is over, False after a database outage."""
         try:
             await self._resume()
@@ -242,8 +264,9 @@ class LiveEngine:
         if self.locks is not None:  # still the only engine of this session and account (live.locks)
             self.locks.verify()
         if self.venue_check is not None:  # open orders, fills by trade id, balances (live.reconcile)
-            await self.venue_check.run(self.bars, self.store, self.session.id, apply=self._apply,
-                                       holdings=lambda: (self.cash, self.positions))
+            await self.venue_check.run(
+                self.bars, self.store, self.session.id, apply=self._apply, holdings=lambda: (self.cash, self.positions)
+            )
         changed = self.slot.refresh(batch.ts) or self._swap_unrecorded
         self._swap_unrecorded = changed
         ended = await self.broker.on_bar(batch, cash=self.cash)
@@ -269,17 +292,30 @@ class LiveEngine:
                 for symbol, flags in signals:
                     held = self.positions.get(symbol, 0.0)
                     held = 0.0 if self.broker.is_dust(symbol, held) else held  # unsellable remainder
-                    for intent in intents(flags, symbol=symbol, position=held, equity=equity,
-                                          fraction=self.backtest.fraction):
+                    for intent in intents(
+                        flags, symbol=symbol, position=held, equity=equity, fraction=self.backtest.fraction
+                    ):
                         if refuse_entry(db, self.session.id, intent):  # halted or awaiting an ack
                             continue
-                        orders.append(new_order(db, session_id=self.session.id, venue=self.broker.venue,
-                                                ts=batch.ts, intent=intent))
+                        orders.append(
+                            new_order(
+                                db, session_id=self.session.id, venue=self.broker.venue, ts=batch.ts, intent=intent
+                            )
+                        )
             db.flush()  # order ids for the audit rows
             for order in orders:
-                OpsStore.audit(db, "order_decided", session_id=self.session.id, order_id=order.id,
-                               detail={"symbol": order.symbol, "side": order.side, "quantity": order.quantity,
-                                       "quote_amount": order.quote_amount})
+                OpsStore.audit(
+                    db,
+                    "order_decided",
+                    session_id=self.session.id,
+                    order_id=order.id,
+                    detail={
+                        "symbol": order.symbol,
+                        "side": order.side,
+                        "quantity": order.quantity,
+                        "quote_amount": order.quote_amount,
+                    },
+                )
             if self.config.publish:
                 self._events(db, batch, signals, orders)
             row = db.get(TradingSession, self.session.id)
@@ -315,7 +351,8 @@ class LiveEngine:
             decided = decide(self.window, inforce.model, now_ms=ts)
         else:  # reduce-only: the strategy's exits, never an entry
             decided = inforce.strategy.signals(self.window, by="symbol").with_columns(
-                pl.col("signal") & pl.lit(~ENTRIES, dtype=pl.Int8))
+                pl.col("signal") & pl.lit(~ENTRIES, dtype=pl.Int8)
+            )
         last = decided.filter(pl.col("ts") == ts).select("symbol", "signal").sort("symbol")
         return [(s, int(f)) for s, f in last.rows() if f]
 
@@ -329,9 +366,18 @@ class LiveEngine:
         for fill in fills:  # the stored position is the one truth (orders.apply_state updated it)
             self.positions[fill.symbol] = db.get(Position, (self.session.id, fill.symbol)).quantity
             if self.config.publish:
-                OpsStore.add_event(db, "fills", {"client_order_id": state.client_order_id, "symbol": fill.symbol,
-                                                 "side": fill.side, "qty": fill.quantity, "price": fill.price},
-                                   session_id=self.session.id)
+                OpsStore.add_event(
+                    db,
+                    "fills",
+                    {
+                        "client_order_id": state.client_order_id,
+                        "symbol": fill.symbol,
+                        "side": fill.side,
+                        "qty": fill.quantity,
+                        "price": fill.price,
+                    },
+                    session_id=self.session.id,
+                )
 
     async def _send(self, orders: list[Order]) -> None:
         with self.store.transaction() as db:  # committed before the creates go out: at most once
@@ -348,20 +394,32 @@ class LiveEngine:
         symbol halts), never a dead engine: the create may have gone out."""
         try:
             return await self.broker.submit(request_of(order))
-        except Exception as exc:  # noqa: BLE001 - any failure here is an outcome we cannot know
+        except Exception as exc:
             log.exception("session %s: sending %s failed", self.session.name, order.client_order_id)
-            return OrderState(order.client_order_id, "unknown",
-                              reason=f"send failed: {type(exc).__name__}: {exc}; never resent"[:200])
+            return OrderState(
+                order.client_order_id, "unknown", reason=f"send failed: {type(exc).__name__}: {exc}; never resent"[:200]
+            )
 
     def _record_threshold(self, db, bar_ts: int) -> None:
         """What decides entries from the bar ``bar_ts`` on (``since``: when, by the wall clock)."""
         now = self.slot.current
         known = now.threshold == now.threshold  # NaN: no model ever loaded, no p* known
-        db.add(ThresholdInForce(session_id=self.session.id, source=now.source, artifact=now.artifact,
-                                threshold=now.threshold if known else None, reason=now.reason[:200],
-                                bar_ts=bar_ts))
-        OpsStore.audit(db, "model_swapped" if now.model is not None else "model_fallback",
-                       session_id=self.session.id, detail={"artifact": now.artifact, "reason": now.reason})
+        db.add(
+            ThresholdInForce(
+                session_id=self.session.id,
+                source=now.source,
+                artifact=now.artifact,
+                threshold=now.threshold if known else None,
+                reason=now.reason[:200],
+                bar_ts=bar_ts,
+            )
+        )
+        OpsStore.audit(
+            db,
+            "model_swapped" if now.model is not None else "model_fallback",
+            session_id=self.session.id,
+            detail={"artifact": now.artifact, "reason": now.reason},
+        )
         log.info("session %s: entries now decided by %s (%s)", self.session.name, now.source, now.reason)
 
     def report(self, event: str, **detail: object) -> None:
@@ -376,11 +434,18 @@ class LiveEngine:
     def _events(self, db, batch: CandleBatch, signals: list[tuple[str, int]], orders: list[Order]) -> None:
         """The bar's events for the bus, in its transaction (fills: in ``_apply``)."""
         sid = self.session.id
-        OpsStore.add_event(db, "candles", {"ts": batch.ts, "symbols": batch.candles["symbol"].to_list(),
-                                           "close": batch.candles["close"].to_list()}, session_id=sid)
+        OpsStore.add_event(
+            db,
+            "candles",
+            {"ts": batch.ts, "symbols": batch.candles["symbol"].to_list(), "close": batch.candles["close"].to_list()},
+            session_id=sid,
+        )
         if signals:
-            OpsStore.add_event(db, "signals", {"ts": batch.ts, "signals": [[s, f] for s, f in signals]},
-                               session_id=sid)
+            OpsStore.add_event(db, "signals", {"ts": batch.ts, "signals": [[s, f] for s, f in signals]}, session_id=sid)
         for order in orders:
-            OpsStore.add_event(db, "orders", {"client_order_id": order.client_order_id, "symbol": order.symbol,
-                                              "side": order.side, "ts": batch.ts}, session_id=sid)
+            OpsStore.add_event(
+                db,
+                "orders",
+                {"client_order_id": order.client_order_id, "symbol": order.symbol, "side": order.side, "ts": batch.ts},
+                session_id=sid,
+            )

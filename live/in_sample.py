@@ -37,8 +37,9 @@ def first_bar(config: SessionConfig, first_bar_ms: int | None) -> int | None:
     return config.start
 
 
-def in_sample_detail(config: SessionConfig, *, first_bar_ms: int | None, trained_until_ms: int | None,
-                     artifact: str | None) -> dict | None:
+def in_sample_detail(
+    config: SessionConfig, *, first_bar_ms: int | None, trained_until_ms: int | None, artifact: str | None
+) -> dict | None:
     """None when the session starts after the champion's training end (or there is no
     champion, or no known first bar); the ``session_in_sample`` audit detail when it starts
     at or before it and ``config.allow_in_sample``; a ConfigError otherwise."""
@@ -46,14 +47,26 @@ def in_sample_detail(config: SessionConfig, *, first_bar_ms: int | None, trained
         return None
     if not config.allow_in_sample:
         after = trained_until_ms + timeframe_ms(config.timeframe)
-        how = ("wait until the venue's bars are newer than the training end" if config.feed == "ccxt"
-               else f"replay only new bars with --start {iso_utc(after)} (the first bar after the training end)")
+        how = (
+            "wait until the venue's bars are newer than the training end"
+            if config.feed == "ccxt"
+            else f"replay only new bars with --start {iso_utc(after)} (the first bar after the training end)"
+        )
         raise ConfigError(
             f"session {config.name!r} would start at {iso_utc(first_bar_ms)} (its first bar), at or before the "
             f"{config.strategy} champion's training end {iso_utc(trained_until_ms)}: it would trade bars the "
             f"model was trained on, and its results would say nothing about new data. Fix: {how}, or pass "
-            "--allow-in-sample to run it anyway, marked in-sample everywhere it is shown")
-    log.warning("session %r starts at %s, within its champion's training data (until %s): marked in-sample",
-                config.name, iso_utc(first_bar_ms), iso_utc(trained_until_ms))
-    return {"first_bar_ms": first_bar_ms, "trained_until_ms": trained_until_ms, "artifact": artifact,
-            "strategy": config.strategy}
+            "--allow-in-sample to run it anyway, marked in-sample everywhere it is shown"
+        )
+    log.warning(
+        "session %r starts at %s, within its champion's training data (until %s): marked in-sample",
+        config.name,
+        iso_utc(first_bar_ms),
+        iso_utc(trained_until_ms),
+    )
+    return {
+        "first_bar_ms": first_bar_ms,
+        "trained_until_ms": trained_until_ms,
+        "artifact": artifact,
+        "strategy": config.strategy,
+    }

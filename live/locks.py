@@ -97,7 +97,7 @@ class EngineLocks:
             self._conn.execute(text("SELECT 1"))
             self._conn.commit()
             return
-        except Exception as exc:  # noqa: BLE001 - only a lost connection is expected here
+        except Exception as exc:
             if not is_connection_error(exc):
                 raise
         log.warning("the connection holding the engine locks was lost; taking them again")
@@ -105,8 +105,9 @@ class EngineLocks:
         self._drop_connection()
         for key, what in self.keys.items():
             if not (self._take(key) or self._take_from_stale(key, lost_backend=lost)):
-                raise SessionStateError(self._refusal(key, what)
-                                        + " (taken while this engine's lock connection was lost)")
+                raise SessionStateError(
+                    self._refusal(key, what) + " (taken while this engine's lock connection was lost)"
+                )
             self.store.record_lock_holder(key, host=self.host, pid=self.pid)
 
     def _verify_files(self) -> None:
@@ -119,8 +120,9 @@ class EngineLocks:
             handle.close()
             del self._files[key]
             if not self._take(key):
-                raise SessionStateError(self._refusal(key, self.keys[key])
-                                        + " (its lock file was replaced while this engine ran)")
+                raise SessionStateError(
+                    self._refusal(key, self.keys[key]) + " (its lock file was replaced while this engine ran)"
+                )
             self.store.record_lock_holder(key, host=self.host, pid=self.pid)
 
     def release(self) -> None:
@@ -143,7 +145,8 @@ class EngineLocks:
                 self._conn = self.store.engine.connect()
                 self._backend = self._conn.execute(
                     text("SELECT pg_backend_pid() FROM set_config('application_name', :n, false)"),
-                    {"n": _application_name(self.host, self.pid)}).scalar()
+                    {"n": _application_name(self.host, self.pid)},
+                ).scalar()
             number = int.from_bytes(_digest(key)[:8], "big", signed=True)
             taken = bool(self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": number}).scalar())
             self._conn.commit()
@@ -172,18 +175,28 @@ class EngineLocks:
             return False
         number = int.from_bytes(_digest(key)[:8], "big", signed=True)
         halves = {"hi": (number >> 32) & 0xFFFFFFFF, "lo": number & 0xFFFFFFFF}  # how pg_locks shows a bigint key
-        holding = set(self._conn.execute(text(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = :hi AND objid = :lo "
-            "AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
-            halves).scalars())
+        holding = set(
+            self._conn.execute(
+                text(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = :hi "
+                    "AND objid = :lo "
+                    "AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ),
+                halves,
+            ).scalars()
+        )
         holder = self.store.lock_holder(key)
         if lost_backend in holding:
             backends, whose = [lost_backend], "this engine's lost connection"
         elif holder is not None and holder.host == self.host and not _alive(holder.pid):
             app = _application_name(holder.host, holder.pid)
-            backends = [pid for pid in self._conn.execute(text(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = :app"), {"app": app}).scalars()
-                if pid in holding]
+            backends = [
+                pid
+                for pid in self._conn.execute(
+                    text("SELECT pid FROM pg_stat_activity WHERE application_name = :app"), {"app": app}
+                ).scalars()
+                if pid in holding
+            ]
             whose = f"pid {holder.pid}, dead"
         else:
             return False
@@ -223,8 +236,9 @@ class EngineLocks:
         else:
             since = holder.since.strftime("%Y-%m-%d %H:%M:%S UTC")
             by = f"another engine: host {holder.host}, pid {holder.pid}, since {since}"
-        return (f"{what} is already traded by {by}; stop that engine first (Ctrl-C, or kill its pid), "
-                "or use another --name")
+        return (
+            f"{what} is already traded by {by}; stop that engine first (Ctrl-C, or kill its pid), or use another --name"
+        )
 
 
 def _same_file(handle: IO[str], path: Path) -> bool:

@@ -52,8 +52,15 @@ class InForce:
 
 
 class ModelSlot:
-    def __init__(self, registry: ModelRegistry, *, strategy: Strategy, universe: Universe | None = None,
-                 window_bars: int | None = None, allow_in_sample: bool = False):
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        strategy: Strategy,
+        universe: Universe | None = None,
+        window_bars: int | None = None,
+        allow_in_sample: bool = False,
+    ):
         """``universe``: the session's exchange, timeframe and symbols; a champion trained on
         another one is not used (None: not checked, for research tools without a session).
         ``window_bars``: the bars per symbol each decision sees; a champion that needs more is
@@ -70,20 +77,24 @@ class ModelSlot:
         self.current = InForce(strategy, None, None, float("nan"), "no champion loaded yet")
 
     @classmethod
-    def for_session(cls, registry: ModelRegistry, session: TradingSession, *,
-                    window_bars: int | None = None) -> ModelSlot:
+    def for_session(
+        cls, registry: ModelRegistry, session: TradingSession, *, window_bars: int | None = None
+    ) -> ModelSlot:
         """The slot of a trading session: its strategy, checked against its universe and the
         engine's ``window_bars``; in-sample bars only for a session created in-sample."""
-        return cls(registry, strategy=get_strategy(session.strategy),
-                   universe=Universe(exchange=session.exchange, timeframe=session.timeframe,
-                                     symbols=tuple(session.symbols)),
-                   window_bars=window_bars, allow_in_sample=bool(getattr(session, "in_sample", False)))
+        return cls(
+            registry,
+            strategy=get_strategy(session.strategy),
+            universe=Universe(exchange=session.exchange, timeframe=session.timeframe, symbols=tuple(session.symbols)),
+            window_bars=window_bars,
+            allow_in_sample=bool(getattr(session, "in_sample", False)),
+        )
 
     def refresh(self, now_ms: int) -> bool:
         """Pick up a promotion or rollback; True when what decides entries changed. Never raises."""
         try:
             entry = self.registry.champion(self.name)
-        except Exception as exc:  # noqa: BLE001 - a broken registry means reduce-only, never a dead engine
+        except Exception as exc:
             if not isinstance(exc, ModelError):
                 log.exception("reading the champion of %s failed", self.name)
             return self._set(self._fallback(f"registry unreadable: {exc}"))
@@ -95,7 +106,7 @@ class ModelSlot:
             try:
                 model = self.registry.model_of(entry.artifact, strategy=self.name)
                 misfit = self._misfit(model)
-            except Exception as exc:  # noqa: BLE001 - same: whatever the artifact holds, the engine goes on
+            except Exception as exc:
                 if not isinstance(exc, ModelError):
                     log.exception("loading champion %s failed", entry.artifact[:12])
                 misfit = f"failed to load: {exc}"
@@ -112,8 +123,15 @@ class ModelSlot:
         if not self.allow_in_sample and model.trained_until >= now_ms:
             return self._set(self._in_sample(label, model, artifact, now_ms))
         if model.is_stale(now_ms) and model.on_stale == "reduce_only":  # the retrain policy's rule
-            return self._set(InForce(model.strategy, None, artifact, model.estimator.p_star_,
-                                     f"{label} is stale (trained until {model.trained_until})"))
+            return self._set(
+                InForce(
+                    model.strategy,
+                    None,
+                    artifact,
+                    model.estimator.p_star_,
+                    f"{label} is stale (trained until {model.trained_until})",
+                )
+            )
         if model.is_stale(now_ms):  # on_stale="break_even": entries need the break-even p*
             label += f" is stale (trained until {model.trained_until}): break-even p* only"
         return self._set(InForce(model.strategy, model, artifact, model.bar(now_ms), label))
@@ -132,17 +150,21 @@ class ModelSlot:
         if self.window_bars is not None:
             need = min_window_bars(model.strategy, model.features)
             if need > self.window_bars:
-                return (f"needs a rolling window of {need} bars per symbol (its strategy's warm-up and the "
-                        f"features it reads), the session decides on window_bars={self.window_bars}; run the "
-                        f"session with --window-bars {need} or more, or promote a model that fits")
+                return (
+                    f"needs a rolling window of {need} bars per symbol (its strategy's warm-up and the "
+                    f"features it reads), the session decides on window_bars={self.window_bars}; run the "
+                    f"session with --window-bars {need} or more, or promote a model that fits"
+                )
         if self.universe is None or model.universe is None:
             return None
         problems = model.universe.mismatches(self.universe)
         if not problems:
             return None
-        return (f"does not fit the session: trained on {model.universe.describe()}, the session trades "
-                f"{self.universe.describe()} ({'; '.join(problems)}); promote a model trained on the "
-                "session's universe")
+        return (
+            f"does not fit the session: trained on {model.universe.describe()}, the session trades "
+            f"{self.universe.describe()} ({'; '.join(problems)}); promote a model trained on the "
+            "session's universe"
+        )
 
     def _in_sample(self, label: str, model: ThresholdModel, artifact: str, now_ms: int) -> InForce:
         """Reduce-only at a bar the champion was trained on. The reason names the first such
@@ -150,10 +172,14 @@ class ModelSlot:
         if self.current is self._in_sample_held and self.current.artifact == artifact:
             return self.current
         self._in_sample_held = InForce(
-            model.strategy, None, artifact, model.estimator.p_star_,
+            model.strategy,
+            None,
+            artifact,
+            model.estimator.p_star_,
             f"{label} was trained until {iso_utc(model.trained_until)}, at or after this bar {iso_utc(now_ms)}: "
             "deciding with it would be in-sample (reduce-only until the first bar after its training end; "
-            "a session created with --allow-in-sample uses it)")
+            "a session created with --allow-in-sample uses it)",
+        )
         return self._in_sample_held
 
     def _fallback(self, reason: str) -> InForce:
@@ -161,7 +187,10 @@ class ModelSlot:
         return InForce(self.current.strategy, None, None, p_star, reason)
 
     def _set(self, new: InForce) -> bool:
-        changed = (new.source, new.artifact, new.reason) != (self.current.source, self.current.artifact,
-                                                             self.current.reason)
+        changed = (new.source, new.artifact, new.reason) != (
+            self.current.source,
+            self.current.artifact,
+            self.current.reason,
+        )
         self.current = new
         return changed

@@ -56,9 +56,18 @@ def intents(flags: int, *, symbol: str, position: float, equity: float, fraction
 
 
 def new_order(db: Session, *, session_id: int, venue: str, ts: int, intent: Intent) -> Order:
-    order = Order(session_id=session_id, client_order_id=client_order_id(session_id, ts, intent.symbol, intent.intent),
-                  venue=venue, symbol=intent.symbol, side=intent.side, intent=intent.intent,
-                  quantity=intent.quantity, quote_amount=intent.quote_amount, decided_ts=ts, status="new")
+    order = Order(
+        session_id=session_id,
+        client_order_id=client_order_id(session_id, ts, intent.symbol, intent.intent),
+        venue=venue,
+        symbol=intent.symbol,
+        side=intent.side,
+        intent=intent.intent,
+        quantity=intent.quantity,
+        quote_amount=intent.quote_amount,
+        decided_ts=ts,
+        status="new",
+    )
     db.add(order)
     return order
 
@@ -93,8 +102,18 @@ def apply_state(db: Session, state: OrderState, *, session_id: int, venue: str) 
         return 0.0, []
     cash_delta, new = 0.0, []
     for f in state.fills:
-        fill = Fill(order_id=order.id, session_id=session_id, venue=venue, symbol=f.symbol, trade_id=f.trade_id,
-                    side=f.side, quantity=f.quantity, price=f.price, fee=f.fee, ts=f.ts)
+        fill = Fill(
+            order_id=order.id,
+            session_id=session_id,
+            venue=venue,
+            symbol=f.symbol,
+            trade_id=f.trade_id,
+            side=f.side,
+            quantity=f.quantity,
+            price=f.price,
+            fee=f.fee,
+            ts=f.ts,
+        )
         if not OpsStore.add_fill(db, fill):
             continue
         new.append(fill)
@@ -103,27 +122,38 @@ def apply_state(db: Session, state: OrderState, *, session_id: int, venue: str) 
         order.avg_price = ((order.avg_price or 0.0) * order.filled_qty + fill.price * fill.quantity) / total
         order.filled_qty = total
         order.fee += fill.fee
-        OpsStore.audit(db, "order_filled", session_id=session_id, order_id=order.id,
-                       detail={"trade_id": fill.trade_id, "qty": fill.quantity, "price": fill.price, "fee": fill.fee})
+        OpsStore.audit(
+            db,
+            "order_filled",
+            session_id=session_id,
+            order_id=order.id,
+            detail={"trade_id": fill.trade_id, "qty": fill.quantity, "price": fill.price, "fee": fill.fee},
+        )
     if state.status != order.status:
         order.status = state.status
         if state.venue_order_id:
             order.venue_order_id = state.venue_order_id
         if state.status != "filled":
-            OpsStore.audit(db, f"order_{state.status}", session_id=session_id, order_id=order.id,
-                           detail={"reason": state.reason} if state.reason else {})
+            OpsStore.audit(
+                db,
+                f"order_{state.status}",
+                session_id=session_id,
+                order_id=order.id,
+                detail={"reason": state.reason} if state.reason else {},
+            )
     return cash_delta, new
 
 
 def _apply_to_position(db: Session, session_id: int, fill: Fill) -> float:
     pos = db.get(Position, (session_id, fill.symbol))
     if pos is None:
-        pos = Position(session_id=session_id, symbol=fill.symbol, quantity=0.0, entry_price=0.0, entry_fee=0.0,
-                       realized_pnl=0.0)
+        pos = Position(
+            session_id=session_id, symbol=fill.symbol, quantity=0.0, entry_price=0.0, entry_fee=0.0, realized_pnl=0.0
+        )
         db.add(pos)
     notional = fill.quantity * fill.price
     if fill.side == "buy":
-        pos.entry_price = ((pos.entry_price * pos.quantity + notional) / (pos.quantity + fill.quantity))
+        pos.entry_price = (pos.entry_price * pos.quantity + notional) / (pos.quantity + fill.quantity)
         pos.quantity += fill.quantity
         pos.entry_fee += fill.fee
         pos.entry_ts = fill.ts

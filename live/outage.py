@@ -32,8 +32,11 @@ class DatabaseWatch:
 
     async def wait(self, error: BaseException, *, stop: asyncio.Event | None, session: str) -> None:
         """Ping until the database answers (``outage`` is then set) or ``stop`` is set."""
-        log.warning("session %s: operational database lost (%s); no order goes out until it is back",
-                    session, str(error).strip().splitlines()[0][:200])
+        log.warning(
+            "session %s: operational database lost (%s); no order goes out until it is back",
+            session,
+            str(error).strip().splitlines()[0][:200],
+        )
         began, rng = time.monotonic(), random.Random()
         for attempt in range(1, 1_000_000_000):
             wait = backoff_delay(attempt, base=self.base_s, cap=self.cap_s, rng=rng)
@@ -52,8 +55,11 @@ class DatabaseWatch:
                 self.failures += 1
                 continue
             seconds = round(time.monotonic() - began, 1)
-            log.warning("session %s: operational database back after %.1fs; resuming after the last "
-                        "committed bar", session, seconds)
+            log.warning(
+                "session %s: operational database back after %.1fs; resuming after the last committed bar",
+                session,
+                seconds,
+            )
             self.outage = {"seconds": seconds, "pings": attempt, "error": str(error).strip()[:200]}
             return
 

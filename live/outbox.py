@@ -34,10 +34,10 @@ from datetime import timedelta
 from redis.exceptions import RedisError
 
 from live.bus import EventBus
-from tradeloop.retry import backoff_delay
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.ops.database import is_connection_error
 from tradeloop.ops.models import OutboxEvent, utcnow
+from tradeloop.retry import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,19 @@ def outbox_mark(session: TradingSession) -> str:
 class OutboxRelay:
     """Relays one session's outbox rows to ``bus`` (see the module rules)."""
 
-    def __init__(self, store: OpsStore, bus: EventBus, *, session_id: int, mark: str, batch: int = 500,
-                 retry_base_s: float = 0.5, retry_cap_s: float = 30.0, keep_s: float = 86_400.0,
-                 rng: random.Random | None = None):
+    def __init__(
+        self,
+        store: OpsStore,
+        bus: EventBus,
+        *,
+        session_id: int,
+        mark: str,
+        batch: int = 500,
+        retry_base_s: float = 0.5,
+        retry_cap_s: float = 30.0,
+        keep_s: float = 86_400.0,
+        rng: random.Random | None = None,
+    ):
         self.store, self.bus, self.session_id, self.mark = store, bus, session_id, mark
         self.batch, self.retry_base_s, self.retry_cap_s, self.keep_s = batch, retry_base_s, retry_cap_s, keep_s
         self.rng = rng or random.Random()
@@ -89,8 +99,10 @@ class OutboxRelay:
                 await self.flush(force=False)
             except Exception as exc:
                 if is_connection_error(exc):
-                    log.warning("outbox relay: operational database lost (%s); the engine resumes it",
-                                str(exc).strip().splitlines()[0][:200])
+                    log.warning(
+                        "outbox relay: operational database lost (%s); the engine resumes it",
+                        str(exc).strip().splitlines()[0][:200],
+                    )
                 else:  # a bug: say so loudly, keep the engine trading, try again later
                     log.exception("outbox relay failed; events wait in the outbox")
                     self._failed(exc)
@@ -166,8 +178,12 @@ class OutboxRelay:
         self.failures += 1
         wait = backoff_delay(self.failures, base=self.retry_base_s, cap=self.retry_cap_s, rng=self.rng)
         self._retry_at = time.monotonic() + wait
-        log.warning("event bus unreachable (%s: %s); events wait in the outbox, next try in %.2fs",
-                    type(exc).__name__, exc, wait)
+        log.warning(
+            "event bus unreachable (%s: %s); events wait in the outbox, next try in %.2fs",
+            type(exc).__name__,
+            exc,
+            wait,
+        )
 
     def _prune(self) -> None:
         now = time.monotonic()

@@ -63,8 +63,13 @@ async def recover_orders(store: OpsStore, broker: Broker, session_id: int, *, ap
         state = await broker.recover(request_of(order), sent=sent, since_ms=since_ms)
         with store.transaction() as db:
             apply(db, state)
-            OpsStore.audit(db, "order_reconciled", session_id=session_id, order_id=order.id,
-                           detail={"client_order_id": order.client_order_id, "status": state.status})
+            OpsStore.audit(
+                db,
+                "order_reconciled",
+                session_id=session_id,
+                order_id=order.id,
+                detail={"client_order_id": order.client_order_id, "status": state.status},
+            )
             halt_if_unknown(db, session_id, state)
 
 
@@ -86,12 +91,14 @@ def refuse_entry(db: Session, session_id: int, intent: Intent) -> bool:
     if intent.side != "buy":
         return False
     row = db.get(TradingSession, session_id)
-    reason = (f"session needs `tradeloop live ack`: {row.needs_ack}" if row.needs_ack
-              else (row.halted or {}).get(intent.symbol))
+    reason = (
+        f"session needs `tradeloop live ack`: {row.needs_ack}"
+        if row.needs_ack
+        else (row.halted or {}).get(intent.symbol)
+    )
     if not reason:
         return False
-    OpsStore.audit(db, "entry_refused", session_id=session_id,
-                   detail={"symbol": intent.symbol, "reason": reason[:200]})
+    OpsStore.audit(db, "entry_refused", session_id=session_id, detail={"symbol": intent.symbol, "reason": reason[:200]})
     return True
 
 
@@ -111,9 +118,11 @@ class Drift:
         return self.venue - self.baseline - self.session
 
     def describe(self) -> str:
-        return (f"{self.asset}: venue {self.venue:.10g}, expected {self.session + self.baseline:.10g} "
-                f"(session {self.session:.10g} + other funds {self.baseline:.10g}), off by {self.off_by:+.10g} "
-                f"(precision {self.tolerance:g})")
+        return (
+            f"{self.asset}: venue {self.venue:.10g}, expected {self.session + self.baseline:.10g} "
+            f"(session {self.session:.10g} + other funds {self.baseline:.10g}), off by {self.off_by:+.10g} "
+            f"(precision {self.tolerance:g})"
+        )
 
 
 class VenueCheck:
@@ -127,8 +136,15 @@ class VenueCheck:
         """A check for a broker on a real venue; None for one without an account (paper)."""
         return cls(broker, symbols=symbols, every_bars=every_bars) if isinstance(broker, VenueAccount) else None
 
-    async def run(self, bars: int, store: OpsStore, session_id: int, *, apply: Apply,
-                  holdings: Callable[[], tuple[float, dict[str, float]]]) -> list[Drift]:
+    async def run(
+        self,
+        bars: int,
+        store: OpsStore,
+        session_id: int,
+        *,
+        apply: Apply,
+        holdings: Callable[[], tuple[float, dict[str, float]]],
+    ) -> list[Drift]:
         """Every ``every_bars`` bars (``bars``: bars processed so far): poll, fetch fills,
         compare. ``holdings`` gives the engine's (cash, positions) after ``apply``."""
         if bars % self.every_bars:
@@ -163,14 +179,24 @@ class VenueCheck:
     async def _new_fills(self, store: OpsStore, session_id: int, symbol: str, *, skip: set[str]) -> list[OrderState]:
         """The symbol's trades after the last stored one, as fills of our orders (by venue order id)."""
         with store.transaction() as db:
-            last = db.scalar(select(Fill.trade_id).where(Fill.session_id == session_id, Fill.symbol == symbol)
-                             .order_by(Fill.id.desc()).limit(1))
+            last = db.scalar(
+                select(Fill.trade_id)
+                .where(Fill.session_id == session_id, Fill.symbol == symbol)
+                .order_by(Fill.id.desc())
+                .limit(1)
+            )
         trades = await self.venue.trades(symbol, after_trade_id=last)
         if not trades:
             return []
         with store.transaction() as db:
-            ours = {o.venue_order_id: o for o in db.scalars(select(Order).where(
-                Order.session_id == session_id, Order.venue_order_id.in_({t.venue_order_id for t in trades})))}
+            ours = {
+                o.venue_order_id: o
+                for o in db.scalars(
+                    select(Order).where(
+                        Order.session_id == session_id, Order.venue_order_id.in_({t.venue_order_id for t in trades})
+                    )
+                )
+            }
         per_order: defaultdict[str, list[VenueTrade]] = defaultdict(list)
         for t in trades:
             order = ours.get(t.venue_order_id)
@@ -183,11 +209,13 @@ class VenueCheck:
             states.append(OrderState(cid, order.status, venue_order_id=order.venue_order_id, fills=fills))
         return states
 
-    async def _compare(self, store: OpsStore, session_id: int, cash: float,
-                       positions: dict[str, float]) -> list[Drift]:
+    async def _compare(self, store: OpsStore, session_id: int, cash: float, positions: dict[str, float]) -> list[Drift]:
         with store.transaction() as db:
-            in_flight = db.scalar(select(func.count()).select_from(Order).where(
-                Order.session_id == session_id, Order.status.in_(OPEN_STATUSES)))
+            in_flight = db.scalar(
+                select(func.count())
+                .select_from(Order)
+                .where(Order.session_id == session_id, Order.status.in_(OPEN_STATUSES))
+            )
         if in_flight:
             return []
         expected: dict[str, float] = defaultdict(float)
@@ -208,15 +236,35 @@ class VenueCheck:
                 row.venue_baseline = {a: venue.get(a, 0.0) - v for a, v in expected.items()}
                 OpsStore.audit(db, "venue_baseline", session_id=session_id, detail=dict(row.venue_baseline))
                 return []
-            drifts = [Drift(asset=a, venue=venue.get(a, 0.0), session=v, baseline=row.venue_baseline.get(a, 0.0),
-                            tolerance=tolerance[a]) for a, v in sorted(expected.items())]
+            drifts = [
+                Drift(
+                    asset=a,
+                    venue=venue.get(a, 0.0),
+                    session=v,
+                    baseline=row.venue_baseline.get(a, 0.0),
+                    tolerance=tolerance[a],
+                )
+                for a, v in sorted(expected.items())
+            ]
             drifts = [d for d in drifts if abs(d.off_by) > d.tolerance]
             if drifts:
                 reason = "balance drift: " + "; ".join(d.describe() for d in drifts)
-                if OpsStore.require_ack(db, session_id, reason, event="balance_drift",
-                                        detail={d.asset: {"venue": d.venue, "session": d.session,
-                                                          "baseline": d.baseline, "off_by": d.off_by,
-                                                          "tolerance": d.tolerance} for d in drifts}):
+                if OpsStore.require_ack(
+                    db,
+                    session_id,
+                    reason,
+                    event="balance_drift",
+                    detail={
+                        d.asset: {
+                            "venue": d.venue,
+                            "session": d.session,
+                            "baseline": d.baseline,
+                            "off_by": d.off_by,
+                            "tolerance": d.tolerance,
+                        }
+                        for d in drifts
+                    },
+                ):
                     log.error("session %d: %s; reduce-only until `tradeloop live ack`", session_id, reason)
         return drifts
 

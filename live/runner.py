@@ -61,16 +61,18 @@ class SessionConfig(BaseModel):
     window_bars: int = Field(default=400, ge=10)
     follow_s: float | None = Field(default=None, gt=0, description="after the replay, poll the lake this often")
     feed_stale_after_s: float = Field(default=180.0, gt=0, description="ccxt feed: report a symbol stale after this")
-    allow_in_sample: bool = Field(default=False, description="start at or before the champion's training end "
-                                  "(the session is marked in-sample)")
+    allow_in_sample: bool = Field(
+        default=False, description="start at or before the champion's training end (the session is marked in-sample)"
+    )
 
 
 def backtest_config(session: TradingSession) -> BacktestConfig:
     return BacktestConfig(**session.config)
 
 
-def open_session(store: OpsStore, registry: ModelRegistry, config: SessionConfig, *,
-                 first_bar_ms: int | None = None) -> TradingSession:
+def open_session(
+    store: OpsStore, registry: ModelRegistry, config: SessionConfig, *, first_bar_ms: int | None = None
+) -> TradingSession:
     """Resume the session called ``config.name`` (it keeps its ``in_sample`` flag), or create
     it from the champion's costs; a new one starting (``first_bar_ms``) at or before the
     champion's training end is refused unless ``config.allow_in_sample`` (``live.in_sample``)."""
@@ -84,7 +86,8 @@ def open_session(store: OpsStore, registry: ModelRegistry, config: SessionConfig
         if tuple(session.symbols) != tuple(config.symbols) or session.strategy != config.strategy:
             raise SessionStateError(
                 f"session {config.name!r} trades {session.strategy} on {session.symbols}, not {config.strategy} on "
-                f"{list(config.symbols)}; resume it with the same options or pick another --name")
+                f"{list(config.symbols)}; resume it with the same options or pick another --name"
+            )
         return session
     entry = registry.champion(config.strategy)
     model = None
@@ -98,21 +101,39 @@ def open_session(store: OpsStore, registry: ModelRegistry, config: SessionConfig
     fee = config.fee_rate
     if fee is None:
         fee = model.barriers.cost / 2 if model is not None else 0.001
-    backtest = BacktestConfig(init_cash=config.init_cash, fee_rate=fee, slippage=config.slippage,
-                              fraction=config.fraction, cash_sharing=True)
+    backtest = BacktestConfig(
+        init_cash=config.init_cash, fee_rate=fee, slippage=config.slippage, fraction=config.fraction, cash_sharing=True
+    )
     check_live_config(backtest)
-    detail = in_sample_detail(config, first_bar_ms=first_bar(config, first_bar_ms),
-                              trained_until_ms=model.trained_until if model is not None else None,
-                              artifact=entry.artifact if entry is not None else None)
-    return store.create_session(name=config.name, strategy=config.strategy, exchange=config.exchange,
-                                timeframe=config.timeframe, symbols=list(config.symbols), mode=config.mode,
-                                init_cash=config.init_cash, config=backtest.model_dump(mode="json"),
-                                in_sample=detail is not None, in_sample_detail=detail)
+    detail = in_sample_detail(
+        config,
+        first_bar_ms=first_bar(config, first_bar_ms),
+        trained_until_ms=model.trained_until if model is not None else None,
+        artifact=entry.artifact if entry is not None else None,
+    )
+    return store.create_session(
+        name=config.name,
+        strategy=config.strategy,
+        exchange=config.exchange,
+        timeframe=config.timeframe,
+        symbols=list(config.symbols),
+        mode=config.mode,
+        init_cash=config.init_cash,
+        config=backtest.model_dump(mode="json"),
+        in_sample=detail is not None,
+        in_sample_detail=detail,
+    )
 
 
-def build_engine(settings: Settings, config: SessionConfig, *, store: OpsStore | None = None,
-                 locks: EngineLocks | None = None, engine_config: EngineConfig | None = None,
-                 first_bar_ms: int | None = None) -> LiveEngine:
+def build_engine(
+    settings: Settings,
+    config: SessionConfig,
+    *,
+    store: OpsStore | None = None,
+    locks: EngineLocks | None = None,
+    engine_config: EngineConfig | None = None,
+    first_bar_ms: int | None = None,
+) -> LiveEngine:
     """The engine of ``config.name`` (created or resumed; ``first_bar_ms``: see ``open_session``).
     With ``locks`` (holding the session lock already), a live session also takes its exchange
     account's lock."""
@@ -129,8 +150,16 @@ def build_engine(settings: Settings, config: SessionConfig, *, store: OpsStore |
     broker = make_broker(settings, session.mode, exchange=session.exchange, backtest=backtest)
     slot = ModelSlot.for_session(registry, session, window_bars=config.window_bars)
     tuning = (engine_config or EngineConfig()).model_copy(update={"window_bars": config.window_bars})
-    return LiveEngine(store=store, session=session, broker=broker, slot=slot, backtest=backtest, config=tuning,
-                      bus=make_bus(settings.redis_url, prefix=settings.redis_prefix), locks=locks)
+    return LiveEngine(
+        store=store,
+        session=session,
+        broker=broker,
+        slot=slot,
+        backtest=backtest,
+        config=tuning,
+        bus=make_bus(settings.redis_url, prefix=settings.redis_prefix),
+        locks=locks,
+    )
 
 
 def make_broker(settings: Settings, mode: str, *, exchange: str, backtest: BacktestConfig) -> Broker:
@@ -138,30 +167,57 @@ def make_broker(settings: Settings, mode: str, *, exchange: str, backtest: Backt
     if mode == "paper":
         return PaperBroker(fee_rate=backtest.fee_rate, slippage=backtest.slippage)
     if settings.exchange_api_key is None or settings.exchange_secret is None:
-        raise ConfigError("mode='live' trades real money and needs TRADELOOP_EXCHANGE_API_KEY and "
-                          "TRADELOOP_EXCHANGE_SECRET; set them (see .env.example) or use --mode paper")
-    credentials = {"apiKey": settings.exchange_api_key.get_secret_value(),
-                   "secret": settings.exchange_secret.get_secret_value(),
-                   "password": settings.exchange_password.get_secret_value() if settings.exchange_password else ""}
-    client = make_exchange(exchange, timeout_s=settings.http_timeout_s, api_url=settings.exchange_api_url,
-                           credentials=credentials, asynchronous=True,
-                           allow_insecure_loopback=settings.allow_insecure_loopback)
+        raise ConfigError(
+            "mode='live' trades real money and needs TRADELOOP_EXCHANGE_API_KEY and "
+            "TRADELOOP_EXCHANGE_SECRET; set them (see .env.example) or use --mode paper"
+        )
+    credentials = {
+        "apiKey": settings.exchange_api_key.get_secret_value(),
+        "secret": settings.exchange_secret.get_secret_value(),
+        "password": settings.exchange_password.get_secret_value() if settings.exchange_password else "",
+    }
+    client = make_exchange(
+        exchange,
+        timeout_s=settings.http_timeout_s,
+        api_url=settings.exchange_api_url,
+        credentials=credentials,
+        asynchronous=True,
+        allow_insecure_loopback=settings.allow_insecure_loopback,
+    )
     return CcxtBroker(client)
 
 
 def replay_feed(settings: Settings, config: SessionConfig) -> ReplayFeed:
     lake = CandleLake(settings.lake_dir, quarantine_root=settings.quarantine_dir)
-    return ReplayFeed(lake, exchange=config.exchange, symbols=list(config.symbols), timeframe=config.timeframe,
-                      speed=config.speed, start=config.start, end=config.end, follow_s=config.follow_s)
+    return ReplayFeed(
+        lake,
+        exchange=config.exchange,
+        symbols=list(config.symbols),
+        timeframe=config.timeframe,
+        speed=config.speed,
+        start=config.start,
+        end=config.end,
+        follow_s=config.follow_s,
+    )
 
 
 def ccxt_feed(settings: Settings, config: SessionConfig) -> CcxtFeed:
     """Closed candles from the exchange (WebSocket, REST fallback); warm-up from the lake."""
-    client = make_exchange(config.exchange, timeout_s=settings.http_timeout_s, api_url=settings.exchange_api_url,
-                           websocket=True, ws_url=settings.exchange_ws_url)
+    client = make_exchange(
+        config.exchange,
+        timeout_s=settings.http_timeout_s,
+        api_url=settings.exchange_api_url,
+        websocket=True,
+        ws_url=settings.exchange_ws_url,
+    )
     lake = CandleLake(settings.lake_dir, quarantine_root=settings.quarantine_dir)
-    return CcxtFeed(client, lake=lake, symbols=list(config.symbols), timeframe=config.timeframe,
-                    config=CcxtFeedConfig(stale_after_s=config.feed_stale_after_s))
+    return CcxtFeed(
+        client,
+        lake=lake,
+        symbols=list(config.symbols),
+        timeframe=config.timeframe,
+        config=CcxtFeedConfig(stale_after_s=config.feed_stale_after_s),
+    )
 
 
 async def check_services(settings: Settings, *, timeout_s: float = 5.0) -> None:
@@ -178,17 +234,21 @@ def check_replay_data(feed: ReplayFeed, config: SessionConfig) -> int:
     missing = [k for k in feed.keys if not lake.exists(k)]
     if missing:
         known = ", ".join(_series(k) for k in lake.list_series()) or "none: the lake is empty"
-        raise DataError(f"no candles in the lake for {', '.join(_series(k) for k in missing)}; the lake has: "
-                        f"{known}. Fetch them (`tradeloop data fetch` / `data import-sample`) or pick "
-                        "--exchange/--symbol/--timeframe from that list")
+        raise DataError(
+            f"no candles in the lake for {', '.join(_series(k) for k in missing)}; the lake has: "
+            f"{known}. Fetch them (`tradeloop data fetch` / `data import-sample`) or pick "
+            "--exchange/--symbol/--timeframe from that list"
+        )
     span = feed.frame
     if config.start is not None:
         span = span.filter(span["ts"] >= config.start)
     if config.end is not None:
         span = span.filter(span["ts"] <= config.end)
     if span.is_empty():
-        raise DataError(f"{', '.join(_series(k) for k in feed.keys)} have no candles between --start "
-                        f"{config.start} and --end {config.end} (epoch ms); widen them")
+        raise DataError(
+            f"{', '.join(_series(k) for k in feed.keys)} have no candles between --start "
+            f"{config.start} and --end {config.end} (epoch ms); widen them"
+        )
     return int(span["ts"].min())
 
 
@@ -196,8 +256,14 @@ def _series(key: SeriesKey) -> str:
     return f"{key.exchange}:{key.symbol}:{key.timeframe}"
 
 
-async def run_session(settings: Settings, config: SessionConfig, *, max_bars: int | None = None,
-                      stop: asyncio.Event | None = None, engine_config: EngineConfig | None = None) -> LiveEngine:
+async def run_session(
+    settings: Settings,
+    config: SessionConfig,
+    *,
+    max_bars: int | None = None,
+    stop: asyncio.Event | None = None,
+    engine_config: EngineConfig | None = None,
+) -> LiveEngine:
     """Check the services and the data, take the locks, and trade (see the module rules)."""
     await check_services(settings)
     if config.mode == "live":  # keys and exchange URLs are checked before the data (exit 2 before 3)
@@ -209,8 +275,9 @@ async def run_session(settings: Settings, config: SessionConfig, *, max_bars: in
         locks = EngineLocks(store)
         try:
             locks.acquire(session_lock_key(config.name), what=f"session {config.name!r}")
-            engine = build_engine(settings, config, store=store, locks=locks, engine_config=engine_config,
-                                  first_bar_ms=first_bar_ms)
+            engine = build_engine(
+                settings, config, store=store, locks=locks, engine_config=engine_config, first_bar_ms=first_bar_ms
+            )
         except BaseException:
             locks.release()
             raise

@@ -40,8 +40,13 @@ output_dir = output_dir or research_paths().backtest
 candles = candles_of(pl.read_parquet(features_path))
 if until_ms is not None:
     candles = candles.filter(pl.col("ts") < until_ms)
-report = report_backtest(candles, model_dir=Path(thresholds_dir) / MODEL_DIR, evaluation_dir=thresholds_dir,
-                         timeframe=timeframe, output_dir=output_dir)
+report = report_backtest(
+    candles,
+    model_dir=Path(thresholds_dir) / MODEL_DIR,
+    evaluation_dir=thresholds_dir,
+    timeframe=timeframe,
+    output_dir=output_dir,
+)
 report["oos"], report["signals_taken"], report["signals_rejected"]
 
 # %%
@@ -51,5 +56,8 @@ pl.DataFrame([report["full_history"]]).with_columns(pl.selectors.float().round(4
 # Equity over its drawdown (in-sample history, shared cash: display only; log scale).
 
 # %%
-equity_figure(pl.read_parquet(Path(output_dir) / EQUITY_PARQUET), log_scale=True,
-              title="equity (in-sample history, shared cash: display only)")
+equity_figure(
+    pl.read_parquet(Path(output_dir) / EQUITY_PARQUET),
+    log_scale=True,
+    title="equity (in-sample history, shared cash: display only)",
+)

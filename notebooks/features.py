@@ -36,8 +36,9 @@ lake = CandleLake(lake_dir or get_settings().lake_dir)
 output_path = output_path or research_paths().features
 candles = load_universe(lake, exchange=exchange, symbols=list(symbols), timeframe=timeframe)
 features = build_features(candles, output_path)
-features.group_by("symbol").agg(pl.len().alias("bars"), pl.col("ts").min().alias("first"),
-                                pl.col("ts").max().alias("last"))
+features.group_by("symbol").agg(
+    pl.len().alias("bars"), pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last")
+)
 
 # %% [markdown]
 # Nulls are the warm-up of each rolling window; beyond it there must be none.

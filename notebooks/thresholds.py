@@ -61,10 +61,24 @@ output_dir = output_dir or research_paths().thresholds
 candles = candles_of(pl.read_parquet(features_path))
 if until_ms is not None:
     candles = candles.filter(pl.col("ts") < until_ms)
-config = TuningConfig(strategy=strategy, n_trials=n_trials, max_drawdown=max_drawdown, seed=seed,
-                      policy=RetrainPolicy(**policy), workers=workers, fraction=fraction)
-summary = train_thresholds(candles, config=config, exchange=exchange, timeframe=timeframe, output_dir=output_dir,
-                           storage=storage, champion_params=champion_params)
+config = TuningConfig(
+    strategy=strategy,
+    n_trials=n_trials,
+    max_drawdown=max_drawdown,
+    seed=seed,
+    policy=RetrainPolicy(**policy),
+    workers=workers,
+    fraction=fraction,
+)
+summary = train_thresholds(
+    candles,
+    config=config,
+    exchange=exchange,
+    timeframe=timeframe,
+    output_dir=output_dir,
+    storage=storage,
+    champion_params=champion_params,
+)
 print(config.policy.describe())
 pl.DataFrame(summary["folds"])
 

@@ -1,21 +1,28 @@
 """The Dagster code location: `dagster dev -w workspace.yaml` loads ``defs``."""
 
 import dagster as dg
+
 from pipelines.assets import backtest, candles, features, promotion, thresholds
 from pipelines.automation import new_candles_sensor, retrain_job, retrain_schedule, universe_partitions_sensor
 from pipelines.resources import ExchangeResource, ResearchResource, StoresResource
 from pipelines.retrain import RetrainResource
 
 refresh_candles_job = dg.define_asset_job(
-    "refresh_candles", selection=[candles],
-    description="fetch new candles for the chosen symbols (partitions) and check them; nothing is retrained")
+    "refresh_candles",
+    selection=[candles],
+    description="fetch new candles for the chosen symbols (partitions) and check them; nothing is retrained",
+)
 
 defs = dg.Definitions(
     assets=[candles, features, thresholds, backtest, promotion],
     jobs=[retrain_job, refresh_candles_job],
     schedules=[retrain_schedule],
     sensors=[universe_partitions_sensor, new_candles_sensor],
-    resources={"stores": StoresResource(), "research": ResearchResource(), "exchange": ExchangeResource(),
-               "retrain": RetrainResource()},
+    resources={
+        "stores": StoresResource(),
+        "research": ResearchResource(),
+        "exchange": ExchangeResource(),
+        "retrain": RetrainResource(),
+    },
     executor=dg.in_process_executor,
 )

@@ -16,10 +16,10 @@ import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 from tabulate import tabulate
 
-import dagster as dg
 from tradeloop.performance.format import count, days, money, pct, ratio
 from tradeloop.performance.series import drawdown_frame, equity_frame
 from tradeloop.research.notebooks import LAB_ROOT, lab_link
@@ -58,15 +58,17 @@ def table(rows: Iterable[Iterable[object]], headers: Iterable[str], *, numbers: 
     headers = list(headers)
     align = ("left", *(("right" if numbers else "left") for _ in headers[1:]))
     cells = [[f"{v:.4g}" if isinstance(v, float) else v for v in row] for row in rows]
-    return dg.MetadataValue.md(tabulate(cells, headers=headers, tablefmt="pipe", disable_numparse=True,
-                                        colalign=align))
+    return dg.MetadataValue.md(tabulate(cells, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=align))
 
 
 def metrics_table(columns: Mapping[str, Mapping[str, float]]) -> dg.MetadataValue:
     """The known metrics of each column (e.g. in-sample history, out-of-sample) side by side;
     a metric no column has is left out, one a column lacks shows ``-``."""
-    rows = [[label, *(fmt(col[key]) if key in col else "-" for col in columns.values())]
-            for key, label, fmt in METRIC_ROWS if any(key in col for col in columns.values())]
+    rows = [
+        [label, *(fmt(col[key]) if key in col else "-" for col in columns.values())]
+        for key, label, fmt in METRIC_ROWS
+        if any(key in col for col in columns.values())
+    ]
     return table(rows, ["metric", *columns], numbers=True)
 
 
@@ -111,4 +113,3 @@ def equity_image(equity: pl.DataFrame, *, title: str) -> dg.MetadataValue:
 def timestamp(ms: int | None) -> dg.MetadataValue | str:
     """An epoch-ms time as a Dagster timestamp (shown as a date), or ``-`` when there is none."""
     return dg.MetadataValue.timestamp(ms / 1000) if ms is not None else "-"
-

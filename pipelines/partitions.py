@@ -20,6 +20,7 @@ a top N is picked over the lookback ending before the research data cut-off
 """
 
 import dagster as dg
+
 from pipelines.resources import ExchangeResource, ResearchResource
 from pipelines.retrain import RetrainResource
 from tradeloop.data import CandleLake
@@ -41,7 +42,8 @@ def universe_symbols(research: ResearchResource, lake: CandleLake, exchange: Exc
         raise SeriesNotFoundError(
             f"research universe: top_n={config.top_n} picks from the {config.exchange} {config.timeframe} series in "
             f"the lake, and none is stored under {lake.root}; ingest the candidates first (`tradeloop data "
-            "ingest`), or list the symbols explicitly (ResearchResource symbols)")
+            "ingest`), or list the symbols explicitly (ResearchResource symbols)"
+        )
     return research.universe(lake)
 
 

@@ -37,7 +37,6 @@ from tradeloop.research.walkforward import refit_at
 from tradeloop.settings import Settings, get_settings
 from tradeloop.thresholds import ThresholdModel, Universe, meta_dataset
 
-
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -48,21 +47,46 @@ class ReplayStep:
     bars: int  # bars the engine traded until the next retrain time
 
 
-def refit_known(candles: pl.DataFrame, params: dict, *, at: int, policy: RetrainPolicy, embargo_ms: int,
-             bar_ms: int, cost: float, estimator_params: dict | None = None) -> ThresholdModel:
+def refit_known(
+    candles: pl.DataFrame,
+    params: dict,
+    *,
+    at: int,
+    policy: RetrainPolicy,
+    embargo_ms: int,
+    bar_ms: int,
+    cost: float,
+    estimator_params: dict | None = None,
+) -> ThresholdModel:
     """The refit a retrain at ``at`` makes: only candles closed before ``at`` are read."""
     strategy, barriers = build_params(params, cost=cost)
     events = meta_dataset(candles.filter(pl.col("ts") < at), strategy, barriers=barriers)
-    return refit_at(events, strategy, barriers, at=at, policy=policy, embargo_ms=embargo_ms, bar_ms=bar_ms,
-                    estimator_params=estimator_params)
+    return refit_at(
+        events,
+        strategy,
+        barriers,
+        at=at,
+        policy=policy,
+        embargo_ms=embargo_ms,
+        bar_ms=bar_ms,
+        estimator_params=estimator_params,
+    )
 
 
-async def replay_with_retrains(settings: Settings, session: SessionConfig, *, params: dict, policy: RetrainPolicy,
-                               start: int, end: int, embargo_bars: int, cost: float,
-                               estimator_params: dict | None = None,
-                               keep_champion_at_start: bool = False,
-                               on_step: Callable[[ReplayStep, int, int], None] | None = None,
-                               ) -> tuple[LiveEngine | None, list[ReplayStep]]:
+async def replay_with_retrains(
+    settings: Settings,
+    session: SessionConfig,
+    *,
+    params: dict,
+    policy: RetrainPolicy,
+    start: int,
+    end: int,
+    embargo_bars: int,
+    cost: float,
+    estimator_params: dict | None = None,
+    keep_champion_at_start: bool = False,
+    on_step: Callable[[ReplayStep, int, int], None] | None = None,
+) -> tuple[LiveEngine | None, list[ReplayStep]]:
     """Trade [start, end] of the lake with the refit of the last retrain time at or before
     ``start`` and one at every retrain time inside the period. ``on_step(step, done, total)``
     is told after each segment (progress).
@@ -79,16 +103,32 @@ async def replay_with_retrains(settings: Settings, session: SessionConfig, *, pa
     for k, at in enumerate(times):
         artifact = None
         if not (k == 0 and keep_champion_at_start and registry.champion(session.strategy) is not None):
-            model = refit_known(candles, params, at=at, policy=policy, embargo_ms=embargo_bars * bar_ms,
-                                bar_ms=bar_ms, cost=cost, estimator_params=estimator_params)
+            model = refit_known(
+                candles,
+                params,
+                at=at,
+                policy=policy,
+                embargo_ms=embargo_bars * bar_ms,
+                bar_ms=bar_ms,
+                cost=cost,
+                estimator_params=estimator_params,
+            )
             if not model.estimator.fallback_:
-                model.universe = Universe(exchange=session.exchange, timeframe=session.timeframe,
-                                          symbols=tuple(sorted(session.symbols)))
+                model.universe = Universe(
+                    exchange=session.exchange, timeframe=session.timeframe, symbols=tuple(sorted(session.symbols))
+                )
                 path = settings.data_dir / "replay-models" / f"{session.name}-{at}"
                 artifact = registry.register(model.save(path))
-                registry.promote(session.strategy, artifact,
-                                 lineage=Lineage(run_id=f"replay:{session.name}", parameters=params,
-                                                 notebook="pipelines/replay.py", git_commit=git_commit(REPO)))
+                registry.promote(
+                    session.strategy,
+                    artifact,
+                    lineage=Lineage(
+                        run_id=f"replay:{session.name}",
+                        parameters=params,
+                        notebook="pipelines/replay.py",
+                        git_commit=git_commit(REPO),
+                    ),
+                )
         until = times[k + 1] - 1 if k + 1 < len(times) else end
         segment = session.model_copy(update={"start": start, "end": until})
         engine = await run_session(settings, segment)
@@ -99,29 +139,39 @@ async def replay_with_retrains(settings: Settings, session: SessionConfig, *, pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Replay the lake through the live engine with the champion "
-                                     "refit at the retrain policy's times (see the module doc).")
+    parser = argparse.ArgumentParser(
+        description="Replay the lake through the live engine with the champion "
+        "refit at the retrain policy's times (see the module doc)."
+    )
     parser.add_argument("--name", default="demo")
     parser.add_argument("--strategy", default="sma_cross")
-    parser.add_argument("--start", help="first bar (ISO date); default: the first bar after the champion's "
-                        "training end")
+    parser.add_argument(
+        "--start", help="first bar (ISO date); default: the first bar after the champion's training end"
+    )
     parser.add_argument("--end", help="last bar (ISO date); default: the lake's last candle")
-    parser.add_argument("--skip-without-champion", action="store_true",
-                        help="exit 0, saying so, when the gate promoted no champion (make demo)")
-    parser.add_argument("--fraction", type=float, help="share of equity per position (default: the one the "
-                        "champion was evaluated with)")
+    parser.add_argument(
+        "--skip-without-champion",
+        action="store_true",
+        help="exit 0, saying so, when the gate promoted no champion (make demo)",
+    )
+    parser.add_argument(
+        "--fraction", type=float, help="share of equity per position (default: the one the champion was evaluated with)"
+    )
     args = parser.parse_args(argv)
     settings = get_settings()
     try:
         registry = ModelRegistry(settings.registry_dir)
         entry = registry.champion(args.strategy)
         if entry is None and args.skip_without_champion:
-            console.print(f"no champion of {args.strategy}: the promotion gate refused the candidate (its checks "
-                          "are printed above), so there is nothing to trade out of sample; no session replayed")
+            console.print(
+                f"no champion of {args.strategy}: the promotion gate refused the candidate (its checks "
+                "are printed above), so there is nothing to trade out of sample; no session replayed"
+            )
             return 0
         if entry is None:
-            raise ConfigError(f"no champion of {args.strategy}: run the research pipeline first "
-                              "(python -m pipelines.run)")
+            raise ConfigError(
+                f"no champion of {args.strategy}: run the research pipeline first (python -m pipelines.run)"
+            )
         model = registry.model_of(entry.artifact, strategy=args.strategy)
         universe = model.universe
         if universe is None:
@@ -132,23 +182,44 @@ def main(argv: list[str] | None = None) -> int:
         last = min(lake.last_ts(SeriesKey(universe.exchange, s, universe.timeframe)) or 0 for s in universe.symbols)
         end = parse_time(args.end, field="--end") if args.end else last
         policy = RetrainPolicy.model_validate(model.info.get("retrain_policy") or {})
-        session = SessionConfig(name=args.name, strategy=args.strategy, exchange=universe.exchange,
-                                symbols=universe.symbols, timeframe=universe.timeframe,
-                                fraction=args.fraction or float(model.info.get("fraction", 0.5)),
-                                start=start, end=end)
+        session = SessionConfig(
+            name=args.name,
+            strategy=args.strategy,
+            exchange=universe.exchange,
+            symbols=universe.symbols,
+            timeframe=universe.timeframe,
+            fraction=args.fraction or float(model.info.get("fraction", 0.5)),
+            start=start,
+            end=end,
+        )
         embargo = int(model.info.get("embargo_bars", 0))
         keep = start == model.trained_until + bar_ms
 
         def progress(step: ReplayStep, done: int, total: int) -> None:
-            refit = "the champion" if keep and done == 1 else (
-                f"refit {step.artifact[:12]}" if step.artifact else "no refit (too few events: the model ages)")
-            console.print(f"replay: segment {done}/{total} from the retrain at {fmt_ts(step.at)} ({refit}): "
-                          f"{step.bars} bar(s)", highlight=False)
+            refit = (
+                "the champion"
+                if keep and done == 1
+                else (f"refit {step.artifact[:12]}" if step.artifact else "no refit (too few events: the model ages)")
+            )
+            console.print(
+                f"replay: segment {done}/{total} from the retrain at {fmt_ts(step.at)} ({refit}): {step.bars} bar(s)",
+                highlight=False,
+            )
 
-        engine, steps = asyncio.run(replay_with_retrains(
-            settings, session, params=dict(entry.lineage.parameters), policy=policy, start=start, end=end,
-            embargo_bars=embargo, cost=model.barriers.cost,
-            keep_champion_at_start=keep, on_step=progress))
+        engine, steps = asyncio.run(
+            replay_with_retrains(
+                settings,
+                session,
+                params=dict(entry.lineage.parameters),
+                policy=policy,
+                start=start,
+                end=end,
+                embargo_bars=embargo,
+                cost=model.barriers.cost,
+                keep_champion_at_start=keep,
+                on_step=progress,
+            )
+        )
     except TradeloopError as exc:
         console.print(f"[red]{exc}[/]")
         return 2
@@ -157,17 +228,28 @@ def main(argv: list[str] | None = None) -> int:
     store = OpsStore.open(settings.effective_database_url)
     equity = store.frame(EquityPoint, store.session(session.name).id).sort("ts")["equity"]
     final = float(equity[-1]) if len(equity) else engine.cash
-    console.print(f"replayed {bars} bar(s) of {session.name!r} with {refits} refit(s) of the champion's parameters "
-                  f"({policy.describe()}); equity {session.init_cash:,.2f} -> {final:,.2f} "
-                  f"({final / session.init_cash - 1:+.2%})", highlight=False)
+    console.print(
+        f"replayed {bars} bar(s) of {session.name!r} with {refits} refit(s) of the champion's parameters "
+        f"({policy.describe()}); equity {session.init_cash:,.2f} -> {final:,.2f} "
+        f"({final / session.init_cash - 1:+.2%})",
+        highlight=False,
+    )
     # what the session saw is out of sample: its first bar comes after the training end
-    console.print(f"in-sample share: 0.0% (first bar {fmt_ts(start)}, the champion was trained until "
-                  f"{fmt_ts(model.trained_until)})" if start > model.trained_until else
-                  f"in-sample: the replay starts at {fmt_ts(start)}, before the training end", highlight=False)
+    console.print(
+        f"in-sample share: 0.0% (first bar {fmt_ts(start)}, the champion was trained until "
+        f"{fmt_ts(model.trained_until)})"
+        if start > model.trained_until
+        else f"in-sample: the replay starts at {fmt_ts(start)}, before the training end",
+        highlight=False,
+    )
     fallbacks = [t.reason for t in store.thresholds(store.session(session.name).id) if t.source != "model"]
     store.close()
-    console.print("entries decided by the champion on every bar (no static fallback)" if not fallbacks else
-                  f"static fallback (reduce-only) at times: {'; '.join(fallbacks)}", highlight=False)
+    console.print(
+        "entries decided by the champion on every bar (no static fallback)"
+        if not fallbacks
+        else f"static fallback (reduce-only) at times: {'; '.join(fallbacks)}",
+        highlight=False,
+    )
     return 0
 
 

@@ -11,7 +11,6 @@ symbols, or the top N by dollar volume over a lookback, picked from the lake
 """
 
 from pathlib import Path
-from typing import Optional
 
 import dagster as dg
 
@@ -65,9 +64,9 @@ class ResearchResource(dg.ConfigurableResource):
     exchange: str = RESEARCH_EXCHANGE
     symbols: list[str] = list(RESEARCH_SYMBOLS)
     timeframe: str = RESEARCH_TIMEFRAME
-    top_n: Optional[int] = None
+    top_n: int | None = None
     lookback_days: int = 30
-    quote: Optional[str] = None
+    quote: str | None = None
     strategy: str = "sma_cross"
     n_trials: int = 20
     max_drawdown: float = -0.5  # worst out-of-sample drawdown a trial may have (negative fraction)
@@ -91,7 +90,7 @@ class ResearchResource(dg.ConfigurableResource):
         values |= {name: getattr(self, name) for name in ("lookback_days", "quote") if name in given}
         return universe_config(**values)
 
-    def universe(self, lake: CandleLake, *, until_ms: Optional[int] = None) -> list[str]:
+    def universe(self, lake: CandleLake, *, until_ms: int | None = None) -> list[str]:
         """The universe's symbols now: the explicit list (each one stored), or the top N
         by dollar volume over the window ending at ``until_ms`` (default: the lake's latest)."""
         return select_universe(lake, self.universe_config(), until_ms=until_ms)
@@ -135,8 +134,9 @@ class ExchangeResource(dg.ConfigurableResource):
             from tradeloop.data.schema import ccxt_symbol
 
             settings = get_settings()
-            exchange = make_exchange(self.exchange_id or key.exchange, timeout_s=settings.http_timeout_s,
-                                     api_url=settings.exchange_api_url)
+            exchange = make_exchange(
+                self.exchange_id or key.exchange, timeout_s=settings.http_timeout_s, api_url=settings.exchange_api_url
+            )
             since = int(datetime.fromisoformat(self.since).replace(tzinfo=UTC).timestamp() * 1000)
             result = CandleIngestor(exchange, lake).ingest(ccxt_symbol(key.symbol), key.timeframe, since=since)
             return {"source": f"ccxt {exchange.id}", "rows_added": result.added}

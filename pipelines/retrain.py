@@ -6,9 +6,9 @@ cut-off, and the audit events that make a failed or refused retrain visible.
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Optional
 
 import dagster as dg
+
 from tradeloop.errors import ConfigError
 from tradeloop.ops import OpsStore
 from tradeloop.research.gate import GateConfig
@@ -22,7 +22,7 @@ class RetrainResource(dg.ConfigurableResource):
     """The retrain policy (one source for the walk-forward, the schedule and the live
     staleness rule), the promotion gate's bars and the research data cut-off."""
 
-    training_window_days: Optional[float] = None  # None: every event so far
+    training_window_days: float | None = None  # None: every event so far
     retrain_every_days: int = 30
     max_model_age_days: float = 45.0
     on_stale: str = "reduce_only"
@@ -34,16 +34,23 @@ class RetrainResource(dg.ConfigurableResource):
     data_until: str = ""  # ISO date: research sees only candles before it (empty: all)
 
     def policy(self) -> RetrainPolicy:
-        return RetrainPolicy(training_window_days=self.training_window_days,
-                             retrain_every_days=self.retrain_every_days,
-                             max_model_age_days=self.max_model_age_days, on_stale=self.on_stale)
+        return RetrainPolicy(
+            training_window_days=self.training_window_days,
+            retrain_every_days=self.retrain_every_days,
+            max_model_age_days=self.max_model_age_days,
+            on_stale=self.on_stale,
+        )
 
     def gate(self) -> GateConfig:
-        return GateConfig(min_deflated_sharpe=self.min_deflated_sharpe, max_pbo=self.max_pbo,
-                          max_drawdown=self.max_drawdown, min_recent_trades=self.min_recent_trades,
-                          champion_tolerance=self.champion_tolerance)
+        return GateConfig(
+            min_deflated_sharpe=self.min_deflated_sharpe,
+            max_pbo=self.max_pbo,
+            max_drawdown=self.max_drawdown,
+            min_recent_trades=self.min_recent_trades,
+            champion_tolerance=self.champion_tolerance,
+        )
 
-    def until_ms(self) -> Optional[int]:
+    def until_ms(self) -> int | None:
         if not self.data_until:
             return None
         try:

@@ -13,6 +13,7 @@ import sys
 import time
 
 import dagster as dg
+
 from pipelines.definitions import defs
 from pipelines.partitions import register, universe_symbols
 from pipelines.resources import ResearchResource, StoresResource
@@ -21,12 +22,12 @@ from tradeloop.cli.common import console, dagster_home
 from tradeloop.cli.model_card import evidence, params_text
 from tradeloop.errors import TradeloopError
 
-
 RESEARCH_CHAIN = ("features", "thresholds", "backtest", "promotion")
 
 
-def materialize_all(resources: dict, instance: dg.DagsterInstance, *,
-                    log_level: str = "DEBUG") -> dg.ExecuteInProcessResult:
+def materialize_all(
+    resources: dict, instance: dg.DagsterInstance, *, log_level: str = "DEBUG"
+) -> dg.ExecuteInProcessResult:
     """The research universe's ``candles`` partitions (added to ``instance`` first; one run
     each), then the research chain in one run. ``log_level``: what the runs print to the
     console (the instance stores every event whatever it is).
@@ -41,12 +42,25 @@ def materialize_all(resources: dict, instance: dg.DagsterInstance, *,
     register(instance, symbols)
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     for symbol in symbols:
-        result = dg.materialize(assets, selection=["candles"], partition_key=symbol, instance=instance,
-                                resources=resources, raise_on_error=False, run_config=run_config)
+        result = dg.materialize(
+            assets,
+            selection=["candles"],
+            partition_key=symbol,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+            run_config=run_config,
+        )
         if not result.success:
             return result
-    return dg.materialize(assets, selection=list(RESEARCH_CHAIN), instance=instance, resources=resources,
-                          raise_on_error=False, run_config=run_config)
+    return dg.materialize(
+        assets,
+        selection=list(RESEARCH_CHAIN),
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
+        run_config=run_config,
+    )
 
 
 def open_instance() -> dg.DagsterInstance:
@@ -63,24 +77,39 @@ def _with(resource: dg.ConfigurableResource, **changes: object) -> dg.Configurab
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Materialize the research graph in-process.")
-    parser.add_argument("--until", default="", help="data cut-off (ISO date): research sees only candles before "
-                        "it, so the months after it stay out of sample")
+    parser.add_argument(
+        "--until",
+        default="",
+        help="data cut-off (ISO date): research sees only candles before it, so the months after it stay out of sample",
+    )
     parser.add_argument("--strategy", default="", help="strategy to research (default: ResearchResource's)")
     parser.add_argument("--trials", type=int, default=0, help="optuna trials (default: ResearchResource's)")
-    parser.add_argument("--workers", type=int, default=0, help="optuna worker processes (default: "
-                        "ResearchResource's); 1 makes the study reproducible (a seeded sampler, one process)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="optuna worker processes (default: "
+        "ResearchResource's); 1 makes the study reproducible (a seeded sampler, one process)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="the sampler's seed (default: ResearchResource's)")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="print the runs' log: -v their INFO lines, -vv every Dagster event (DEBUG)")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="print the runs' log: -v their INFO lines, -vv every Dagster event (DEBUG)",
+    )
     args = parser.parse_args(argv)
     log_level = ("WARNING", "INFO", "DEBUG")[min(args.verbose, 2)]
     started = time.perf_counter()
     resources = dict(defs.resources)
     resources["retrain"] = _with(resources["retrain"], data_until=args.until)
-    changes = {k: v for k, v in (("strategy", args.strategy), ("n_trials", args.trials), ("workers", args.workers))
-               if v}
-    resources["research"] = _with(resources["research"], **changes,
-                                  **({"seed": args.seed} if args.seed is not None else {}))
+    changes = {
+        k: v for k, v in (("strategy", args.strategy), ("n_trials", args.trials), ("workers", args.workers)) if v
+    }
+    resources["research"] = _with(
+        resources["research"], **changes, **({"seed": args.seed} if args.seed is not None else {})
+    )
     try:
         resources["retrain"].until_ms()
     except TradeloopError as exc:
@@ -89,14 +118,19 @@ def main(argv: list[str] | None = None) -> int:
     with open_instance() as instance:
         result = materialize_all(resources, instance, log_level=log_level)
     if not result.success:
-        console.print(f"[red]research run {result.run_id} failed; see the log above (-v prints more; the run's "
-                      "events are in the Dagster UI)[/]")
+        console.print(
+            f"[red]research run {result.run_id} failed; see the log above (-v prints more; the run's "
+            "events are in the Dagster UI)[/]"
+        )
         return 1
     promotion = result.asset_materializations_for_node("promotion")[0].metadata
     console.print(f"research pipeline done in {time.perf_counter() - started:.1f}s (run {result.run_id})")
     console.print(evidence(promotion["gate_checks"].data, {}))
-    console.print(f"champion goes stale at {promotion['champion_stale_at'].value} unless retrained "
-                  f"({resources['retrain'].policy().describe()})", highlight=False)
+    console.print(
+        f"champion goes stale at {promotion['champion_stale_at'].value} unless retrained "
+        f"({resources['retrain'].policy().describe()})",
+        highlight=False,
+    )
     research: ResearchResource = resources["research"]
     stores: StoresResource = resources["stores"]
     entry = stores.registry.champion(research.strategy)
@@ -104,11 +138,17 @@ def main(argv: list[str] | None = None) -> int:
         console.print("no champion: the gate refused the candidate")
         return 0
     state = "promoted now" if promotion["promoted"].value else "kept (the candidate did not beat it)"
-    console.print(f"champion of {research.strategy}: {entry.artifact[:12]} - {state} "
-                  f"(`tradeloop models show {research.strategy}` prints its card)", highlight=False)
+    console.print(
+        f"champion of {research.strategy}: {entry.artifact[:12]} - {state} "
+        f"(`tradeloop models show {research.strategy}` prints its card)",
+        highlight=False,
+    )
     lineage = entry.lineage
-    console.print(f"  git {lineage.git_commit[:12]}  data {lineage.data_snapshot[:12]}  run {lineage.run_id}  "
-                  f"notebook {lineage.notebook}", highlight=False)
+    console.print(
+        f"  git {lineage.git_commit[:12]}  data {lineage.data_snapshot[:12]}  run {lineage.run_id}  "
+        f"notebook {lineage.notebook}",
+        highlight=False,
+    )
     console.print(f"  parameters {params_text(lineage.parameters)}", highlight=False)
     return 0
 

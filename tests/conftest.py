@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # for tests/exchange_server.py
 
-from tradeloop.data import CandleLake  # noqa: E402
+from tradeloop.data import CandleLake
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"

@@ -42,16 +42,29 @@ from urllib.parse import parse_qs, urlparse
 import polars as pl
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exchange" / "binance"
-INTERVAL_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "4h": 14_400_000,
-               "1d": 86_400_000}
+INTERVAL_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}
 
 
 def kline_rows(candles: pl.DataFrame, interval_ms: int) -> list[list]:
     """Candles as Binance kline arrays (prices as strings, as the exchange sends them)."""
     rows = []
     for ts, o, h, lo, c, v in candles.select("ts", "open", "high", "low", "close", "volume").iter_rows():
-        rows.append([ts, f"{o:.8f}", f"{h:.8f}", f"{lo:.8f}", f"{c:.8f}", f"{v:.8f}",
-                     ts + interval_ms - 1, f"{v * c:.8f}", 100, f"{v / 2:.8f}", f"{v * c / 2:.8f}", "0"])
+        rows.append(
+            [
+                ts,
+                f"{o:.8f}",
+                f"{h:.8f}",
+                f"{lo:.8f}",
+                f"{c:.8f}",
+                f"{v:.8f}",
+                ts + interval_ms - 1,
+                f"{v * c:.8f}",
+                100,
+                f"{v / 2:.8f}",
+                f"{v * c / 2:.8f}",
+                "0",
+            ]
+        )
     return rows
 
 
@@ -113,7 +126,7 @@ class BinanceLoopback:
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
                     pass
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            def do_GET(self) -> None:
                 url = urlparse(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
                 server.requests.append(self.path)
@@ -140,11 +153,10 @@ class BinanceLoopback:
                     return self._klines(query)
                 return self._send(404, {"code": -1, "msg": f"unknown path {url.path}"})
 
-            def do_POST(self) -> None:  # noqa: N802 (http.server API)
+            def do_POST(self) -> None:
                 url = urlparse(self.path)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-                query = {k: v[0] for k, v in parse_qs(url.query).items()} | {
-                    k: v[0] for k, v in parse_qs(body).items()}
+                query = {k: v[0] for k, v in parse_qs(url.query).items()} | {k: v[0] for k, v in parse_qs(body).items()}
                 server.requests.append(f"POST {self.path} {body}")
                 if url.path != "/api/v3/order":
                     return self._send(404, {"code": -1, "msg": f"unknown path {url.path}"})
@@ -206,27 +218,57 @@ class BinanceLoopback:
         rest it as NEW when ``hold_orders``."""
         with self._lock:
             cid = q.get("newClientOrderId") or f"auto-{len(self.book) + 1}"
-            taken = [o for o in self.book if o["clientOrderId"] == cid
-                     and (self.client_ids_unique == "all" or o["status"] in ("NEW", "PARTIALLY_FILLED"))]
+            taken = [
+                o
+                for o in self.book
+                if o["clientOrderId"] == cid
+                and (self.client_ids_unique == "all" or o["status"] in ("NEW", "PARTIALLY_FILLED"))
+            ]
             if taken:
                 return 400, {"code": -2010, "msg": "Duplicate order sent."}
             symbol, side = q["symbol"], q["side"]
             if q.get("type") != "MARKET" or symbol not in self.prices:
-                return 400, {"code": -1013, "msg": "Filter failure: this loopback fills MARKET orders of priced symbols"}
+                return 400, {
+                    "code": -1013,
+                    "msg": "Filter failure: this loopback fills MARKET orders of priced symbols",
+                }
             price = self.prices[symbol]
-            step = next(float(f["stepSize"]) for s in self.exchange_info["symbols"] if s["symbol"] == symbol
-                        for f in s["filters"] if f["filterType"] == "LOT_SIZE")
+            step = next(
+                float(f["stepSize"])
+                for s in self.exchange_info["symbols"]
+                if s["symbol"] == symbol
+                for f in s["filters"]
+                if f["filterType"] == "LOT_SIZE"
+            )
             # a quote amount buys what it pays for, in whole lot steps (as Binance does)
-            qty = float(q["quantity"]) if "quantity" in q else math.floor(float(q["quoteOrderQty"]) / price / step) * step
+            qty = (
+                float(q["quantity"]) if "quantity" in q else math.floor(float(q["quoteOrderQty"]) / price / step) * step
+            )
             qty = round(qty, 8)
             order_id = 1000 + len(self.book)
             now = int(time.time() * 1000)
-            order = {"symbol": symbol, "orderId": order_id, "orderListId": -1, "clientOrderId": cid,
-                     "transactTime": now, "time": now, "updateTime": now, "price": "0.00000000",
-                     "origQty": f"{qty:.8f}", "executedQty": "0.00000000", "cummulativeQuoteQty": "0.00000000",
-                     "status": "NEW", "timeInForce": "GTC", "type": "MARKET", "side": side,
-                     "workingTime": now, "fills": [], "_trades": [], "selfTradePreventionMode": "NONE",
-                     "_visible_at": time.monotonic() + self.visible_after_s}
+            order = {
+                "symbol": symbol,
+                "orderId": order_id,
+                "orderListId": -1,
+                "clientOrderId": cid,
+                "transactTime": now,
+                "time": now,
+                "updateTime": now,
+                "price": "0.00000000",
+                "origQty": f"{qty:.8f}",
+                "executedQty": "0.00000000",
+                "cummulativeQuoteQty": "0.00000000",
+                "status": "NEW",
+                "timeInForce": "GTC",
+                "type": "MARKET",
+                "side": side,
+                "workingTime": now,
+                "fills": [],
+                "_trades": [],
+                "selfTradePreventionMode": "NONE",
+                "_visible_at": time.monotonic() + self.visible_after_s,
+            }
             self.book.append(order)
             self.orders[cid] = order
             if not self.hold_orders:
@@ -253,17 +295,40 @@ class BinanceLoopback:
         now, trade_id = int(time.time() * 1000), order["orderId"] * 10 + len(order["_trades"])
         notional, fee = f"{qty * price:.8f}", f"{qty * price * 0.001:.8f}"
         base, quote = self._assets(order["symbol"])
-        order["fills"].append({"price": f"{price:.8f}", "qty": f"{qty:.8f}", "commission": fee,
-                               "commissionAsset": quote, "tradeId": trade_id})
-        order["_trades"].append({"symbol": order["symbol"], "id": trade_id, "orderId": order["orderId"],
-                                 "orderListId": -1, "price": f"{price:.8f}", "qty": f"{qty:.8f}",
-                                 "quoteQty": notional, "commission": fee, "commissionAsset": quote, "time": now,
-                                 "isBuyer": order["side"] == "BUY", "isMaker": False, "isBestMatch": True})
+        order["fills"].append(
+            {
+                "price": f"{price:.8f}",
+                "qty": f"{qty:.8f}",
+                "commission": fee,
+                "commissionAsset": quote,
+                "tradeId": trade_id,
+            }
+        )
+        order["_trades"].append(
+            {
+                "symbol": order["symbol"],
+                "id": trade_id,
+                "orderId": order["orderId"],
+                "orderListId": -1,
+                "price": f"{price:.8f}",
+                "qty": f"{qty:.8f}",
+                "quoteQty": notional,
+                "commission": fee,
+                "commissionAsset": quote,
+                "time": now,
+                "isBuyer": order["side"] == "BUY",
+                "isMaker": False,
+                "isBestMatch": True,
+            }
+        )
         executed = round(float(order["executedQty"]) + qty, 8)
         done = executed >= float(order["origQty"])
-        order.update(status="FILLED" if done else "PARTIALLY_FILLED", executedQty=f"{executed:.8f}",
-                     cummulativeQuoteQty=f"{float(order['cummulativeQuoteQty']) + float(notional):.8f}",
-                     updateTime=now)
+        order.update(
+            status="FILLED" if done else "PARTIALLY_FILLED",
+            executedQty=f"{executed:.8f}",
+            cummulativeQuoteQty=f"{float(order['cummulativeQuoteQty']) + float(notional):.8f}",
+            updateTime=now,
+        )
         sign = 1.0 if order["side"] == "BUY" else -1.0
         self.balances[base] = self.balances.get(base, 0.0) + sign * qty
         self.balances[quote] = self.balances.get(quote, 0.0) - sign * float(notional) - float(fee)
@@ -278,16 +343,27 @@ class BinanceLoopback:
             now = time.monotonic()
             seen = [o for o in self.book if o["_visible_at"] <= now]
             if path == "/api/v3/account":
-                return 200, {"makerCommission": 10, "takerCommission": 10, "canTrade": True, "accountType": "SPOT",
-                             "updateTime": int(time.time() * 1000), "permissions": ["SPOT"],
-                             "balances": [{"asset": a, "free": f"{v:.8f}", "locked": "0.00000000"}
-                                          for a, v in sorted(self.balances.items())]}
+                return 200, {
+                    "makerCommission": 10,
+                    "takerCommission": 10,
+                    "canTrade": True,
+                    "accountType": "SPOT",
+                    "updateTime": int(time.time() * 1000),
+                    "permissions": ["SPOT"],
+                    "balances": [
+                        {"asset": a, "free": f"{v:.8f}", "locked": "0.00000000"}
+                        for a, v in sorted(self.balances.items())
+                    ],
+                }
             mine = [o for o in seen if o["symbol"] == q.get("symbol")]
             start, end = int(q.get("startTime", 0)), int(q.get("endTime", 2**62))
             limit = min(int(q.get("limit", 500)), 1000)
             if path == "/api/v3/order":
-                match = [o for o in mine if o["clientOrderId"] == q.get("origClientOrderId")
-                         or str(o["orderId"]) == q.get("orderId")]
+                match = [
+                    o
+                    for o in mine
+                    if o["clientOrderId"] == q.get("origClientOrderId") or str(o["orderId"]) == q.get("orderId")
+                ]
                 if not match:
                     return 400, {"code": -2013, "msg": "Order does not exist."}
                 return 200, _public(match[-1])
@@ -296,8 +372,14 @@ class BinanceLoopback:
             if path == "/api/v3/allOrders":
                 first = int(q.get("orderId", 0))
                 return 200, [_public(o) for o in mine if start <= o["time"] <= end and o["orderId"] >= first][:limit]
-            trades = [t for o in mine for t in o["_trades"] if str(t["orderId"]) == q.get("orderId", str(t["orderId"]))
-                      and start <= t["time"] <= end and t["id"] >= int(q.get("fromId", 0))]
+            trades = [
+                t
+                for o in mine
+                for t in o["_trades"]
+                if str(t["orderId"]) == q.get("orderId", str(t["orderId"]))
+                and start <= t["time"] <= end
+                and t["id"] >= int(q.get("fromId", 0))
+            ]
             return 200, sorted(trades, key=lambda t: t["id"])[:limit]
 
     @property

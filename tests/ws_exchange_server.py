@@ -22,10 +22,30 @@ INTERVAL_MS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000}
 
 def kline_event(symbol: str, interval: str, row: list, *, closed: bool) -> dict:
     ts, o, h, lo, c, v = row
-    return {"e": "kline", "E": ts + INTERVAL_MS[interval] - 1, "s": symbol,
-            "k": {"t": ts, "T": ts + INTERVAL_MS[interval] - 1, "s": symbol, "i": interval, "f": 1, "L": 2,
-                  "o": f"{o:.8f}", "c": f"{c:.8f}", "h": f"{h:.8f}", "l": f"{lo:.8f}", "v": f"{v:.8f}", "n": 2,
-                  "x": closed, "q": f"{v * c:.8f}", "V": "0", "Q": "0", "B": "0"}}
+    return {
+        "e": "kline",
+        "E": ts + INTERVAL_MS[interval] - 1,
+        "s": symbol,
+        "k": {
+            "t": ts,
+            "T": ts + INTERVAL_MS[interval] - 1,
+            "s": symbol,
+            "i": interval,
+            "f": 1,
+            "L": 2,
+            "o": f"{o:.8f}",
+            "c": f"{c:.8f}",
+            "h": f"{h:.8f}",
+            "l": f"{lo:.8f}",
+            "v": f"{v:.8f}",
+            "n": 2,
+            "x": closed,
+            "q": f"{v * c:.8f}",
+            "V": "0",
+            "Q": "0",
+            "B": "0",
+        },
+    }
 
 
 @dataclass

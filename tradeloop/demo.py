@@ -9,8 +9,8 @@ import polars as pl
 
 from tradeloop.backtest import BacktestConfig, backtest_strategy
 from tradeloop.data import CandleLake, SeriesKey
-from tradeloop.data.schema import timeframe_ms
 from tradeloop.data.importer import import_sample
+from tradeloop.data.schema import timeframe_ms
 from tradeloop.features import compute_features
 from tradeloop.performance import result_metrics
 from tradeloop.strategies import Breakout, MeanReversion, Momentum, SmaCross, Strategy
@@ -61,9 +61,14 @@ def run_demo(
             result = backtest_strategy(strategy, candles, config, timeframe=timeframe)
             metrics = result_metrics(result).drop("portfolio")
             rows.append(
-                pl.DataFrame({"strategy": [strategy.describe()], "series": [key.label], "bars": [candles.height],
-                              "days": [candles.height * timeframe_ms(timeframe) / 86_400_000]})
-                .hstack(metrics)
+                pl.DataFrame(
+                    {
+                        "strategy": [strategy.describe()],
+                        "series": [key.label],
+                        "bars": [candles.height],
+                        "days": [candles.height * timeframe_ms(timeframe) / 86_400_000],
+                    }
+                ).hstack(metrics)
             )
     return DemoReport(
         imported=sum(r.added for r in results),

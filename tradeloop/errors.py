@@ -114,7 +114,11 @@ class FeedStaleError(LiveError):
 
 
 def config_error(
-    exc: Exception, *, what: str, model: type | None = None, names: dict[str, str] | None = None,
+    exc: Exception,
+    *,
+    what: str,
+    model: type | None = None,
+    names: dict[str, str] | None = None,
 ) -> ConfigError:
     """One :class:`ConfigError` from a pydantic ``ValidationError``: each problem as
     ``field=value: what is wrong (what the field means)``; an unknown field gets a
@@ -133,14 +137,18 @@ def config_error(
             parts.append(str(err["msg"]).removeprefix("Value error, "))
         elif err["type"] == "extra_forbidden":
             near = difflib.get_close_matches(loc, list(fields), n=1)
-            parts.append(f"{shown}={value!r} is unknown"
-                         + (f"; did you mean {near[0]!r}?" if near else "")
-                         + (f" (it takes {', '.join(names.get(f, f) for f in fields)})" if fields else ""))
+            parts.append(
+                f"{shown}={value!r} is unknown"
+                + (f"; did you mean {near[0]!r}?" if near else "")
+                + (f" (it takes {', '.join(names.get(f, f) for f in fields)})" if fields else "")
+            )
         else:
             info = fields.get(err["loc"][0])
             meaning = getattr(info, "description", None)
             shown_value = "(missing)" if err["type"] == "missing" else repr(value)
             msg = str(err["msg"]).removeprefix("Value error, ")
-            parts.append(f"{shown}={shown_value}: {msg[:1].lower()}{msg[1:]}"
-                         + (f" ({err['loc'][0]}: {meaning})" if meaning else ""))
+            parts.append(
+                f"{shown}={shown_value}: {msg[:1].lower()}{msg[1:]}"
+                + (f" ({err['loc'][0]}: {meaning})" if meaning else "")
+            )
     return ConfigError(f"{what}: " + "; ".join(parts))

@@ -24,8 +24,7 @@ import threading
 MASK = "***"
 _MIN_SECRET_LEN = 4  # shorter values would mask ordinary words
 _NAMES = r"x-mbx-apikey|api[-_]?key|apikey|secret|signature|password|passphrase|token|authorization|x-api-key"
-_PATTERN = re.compile(
-    rf"""(?P<name>["']?(?:{_NAMES})["']?\s*[:=]\s*["']?)(?P<value>[^"'\s,&}}]+)""", re.IGNORECASE)
+_PATTERN = re.compile(rf"""(?P<name>["']?(?:{_NAMES})["']?\s*[:=]\s*["']?)(?P<value>[^"'\s,&}}]+)""", re.IGNORECASE)
 
 # user:password@ after the scheme; the password runs to the last "@" (it may hold "/" or ":")
 _URL_PASSWORD = re.compile(r"(?P<head>^[^:/@]*://[^:/@]*:)(?P<password>.*)@(?=[^@]*$)", re.DOTALL)

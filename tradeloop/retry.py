@@ -31,7 +31,7 @@ RETRYABLE_CCXT_ERRORS: tuple[type[BaseException], ...] = (ccxt.OperationFailed,)
 def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
     """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)] (for
     reconnects and pings, where many clients must not retry in step)."""
-    return rng.uniform(0.0, min(cap, base * 2.0 ** attempt))
+    return rng.uniform(0.0, min(cap, base * 2.0**attempt))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -85,7 +85,13 @@ def call_with_retry(
                     "stored data is intact and the run resumes where it stopped."
                 ) from exc
             wait = policy.delay(attempt, exc, rng)
-            log.warning("%s: %s (attempt %d/%d), retrying in %.2fs", what, type(exc).__name__,
-                        attempt, policy.max_attempts, wait)
+            log.warning(
+                "%s: %s (attempt %d/%d), retrying in %.2fs",
+                what,
+                type(exc).__name__,
+                attempt,
+                policy.max_attempts,
+                wait,
+            )
             sleep(wait)
     raise AssertionError("unreachable")

@@ -20,9 +20,7 @@ def _env(*names: str) -> AliasChoices:
 class Settings(BaseSettings):
     """Process-wide settings, read from the environment (and ``.env`` when present)."""
 
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
-    )
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
 
     data_dir: Path = Field(
         default=Path("data"),
@@ -45,15 +43,9 @@ class Settings(BaseSettings):
         description="Prefix of every Redis key (streams, price cache), to share one server.",
     )
     exchange: str = Field(default="binance", validation_alias=_env("TRADELOOP_EXCHANGE"))
-    exchange_api_key: SecretStr | None = Field(
-        default=None, validation_alias=_env("TRADELOOP_EXCHANGE_API_KEY")
-    )
-    exchange_secret: SecretStr | None = Field(
-        default=None, validation_alias=_env("TRADELOOP_EXCHANGE_SECRET")
-    )
-    exchange_password: SecretStr | None = Field(
-        default=None, validation_alias=_env("TRADELOOP_EXCHANGE_PASSWORD")
-    )
+    exchange_api_key: SecretStr | None = Field(default=None, validation_alias=_env("TRADELOOP_EXCHANGE_API_KEY"))
+    exchange_secret: SecretStr | None = Field(default=None, validation_alias=_env("TRADELOOP_EXCHANGE_SECRET"))
+    exchange_password: SecretStr | None = Field(default=None, validation_alias=_env("TRADELOOP_EXCHANGE_PASSWORD"))
     exchange_api_url: str | None = Field(
         default=None,
         validation_alias=_env("TRADELOOP_EXCHANGE_API_URL"),
@@ -152,7 +144,10 @@ def register_settings_secrets(settings: Settings) -> None:
     """Exchange keys and the passwords inside DATABASE_URL / REDIS_URL never reach a log."""
     from tradeloop.redaction import register_secret, url_password
 
-    secrets = [s.get_secret_value() for s in (settings.exchange_api_key, settings.exchange_secret,
-                                               settings.exchange_password) if s is not None]
+    secrets = [
+        s.get_secret_value()
+        for s in (settings.exchange_api_key, settings.exchange_secret, settings.exchange_password)
+        if s is not None
+    ]
     secrets += [url_password(url) for url in (settings.database_url, settings.redis_url) if url]
     register_secret(*secrets)

@@ -11,12 +11,23 @@ import streamlit as st
 
 from tradeloop.errors import TradeloopError
 
-GATE = {"check": fmt.text("check"), "value": fmt.text("value"), "bar": fmt.text("bar"),
-        "result": fmt.text("result"), "how": fmt.text("how it is measured", width="large")}
-FOLDS = {"fold": fmt.count("fold"), "from": fmt.when("test from"), "to": fmt.when("test to"),
-         "trades": fmt.count("trades"), "sharpe": fmt.C.NumberColumn("Sharpe per bar", format="%.4f"),
-         "max_drawdown": fmt.percent("max drawdown"), "refits": fmt.count("refits"),
-         "stale_bars": fmt.count("stale bars")}
+GATE = {
+    "check": fmt.text("check"),
+    "value": fmt.text("value"),
+    "bar": fmt.text("bar"),
+    "result": fmt.text("result"),
+    "how": fmt.text("how it is measured", width="large"),
+}
+FOLDS = {
+    "fold": fmt.count("fold"),
+    "from": fmt.when("test from"),
+    "to": fmt.when("test to"),
+    "trades": fmt.count("trades"),
+    "sharpe": fmt.C.NumberColumn("Sharpe per bar", format="%.4f"),
+    "max_drawdown": fmt.percent("max drawdown"),
+    "refits": fmt.count("refits"),
+    "stale_bars": fmt.count("stale bars"),
+}
 HISTORY = {"at": fmt.when("at (UTC)"), "event": fmt.text("event"), "artifact": fmt.text("artifact")}
 
 st.title("Champion")
@@ -26,8 +37,11 @@ names = registry.strategies()
 if not names:
     st.info("No champion yet: the research pipeline promotes one (`make demo`).")
     st.stop()
-name = st.selectbox("Strategy", names, key="champion-strategy", placeholder="Pick a strategy") \
-    if len(names) > 1 else names[0]
+name = (
+    st.selectbox("Strategy", names, key="champion-strategy", placeholder="Pick a strategy")
+    if len(names) > 1
+    else names[0]
+)
 if name is None:
     st.info("Pick a strategy above to see its champion.")
     st.stop()
@@ -52,16 +66,20 @@ with st.container(border=True):
     st.markdown("\n".join(f"- **{label}**: {text}" for label, text in card.facts(entry, model)))
     links = card.notebook_links(entry, sources.settings())
     if links:
-        st.markdown("**Notebooks** (open in JupyterLab, `make lab`): " +
-                    " · ".join(f"[{label}]({href})" if href.startswith("http") else f"{label}: `{href}`"
-                               for label, href in links))
+        st.markdown(
+            "**Notebooks** (open in JupyterLab, `make lab`): "
+            + " · ".join(
+                f"[{label}]({href})" if href.startswith("http") else f"{label}: `{href}`" for label, href in links
+            )
+        )
     if entry.lineage.parameters:
         with st.expander("Parameters"):
             st.markdown("\n".join(f"- `{k}` = {v}" for k, v in sorted(entry.lineage.parameters.items())))
 
 st.subheader("Freshness and research")
-notes = sources.champion_notes(name, trained_until_ms=model.trained_until, max_age_ms=model.max_age_ms,
-                               promoted_at=entry.promoted_at)
+notes = sources.champion_notes(
+    name, trained_until_ms=model.trained_until, max_age_ms=model.max_age_ms, promoted_at=entry.promoted_at
+)
 (st.error if notes["stale"] else st.info)(notes["age"])
 for line in notes["research"]:
     st.warning(line)
@@ -72,19 +90,23 @@ st.subheader("Promotion gate")
 gate = card.gate_table(entry)
 if gate.height:
     failed = int((gate["result"] == "FAIL").sum())
-    verdict = "every check passed" if not failed else \
-        f"{failed} check(s) failed (promoted by hand, or under other bars)"
+    verdict = (
+        "every check passed" if not failed else f"{failed} check(s) failed (promoted by hand, or under other bars)"
+    )
     st.caption(f"The out-of-sample evidence it was promoted on: {verdict}.")
     fmt.table(gate, GATE, max_rows=12)
 else:
     metrics = card.promotion_metrics(entry)
     if metrics.height:
-        st.caption("This champion's lineage holds no gate table (promoted before it was recorded): its metrics "
-                   "at promotion.")
+        st.caption(
+            "This champion's lineage holds no gate table (promoted before it was recorded): its metrics at promotion."
+        )
         fmt.table(metrics, {"metric": fmt.text("metric"), "value": fmt.text("value")}, max_rows=20)
     else:
-        st.caption(f"Promoted without the gate (run {entry.lineage.run_id or '-'}: a manual promotion or a replay's "
-                   "scheduled refit), so there is no gate evidence to show.")
+        st.caption(
+            f"Promoted without the gate (run {entry.lineage.run_id or '-'}: a manual promotion or a replay's "
+            "scheduled refit), so there is no gate evidence to show."
+        )
 
 tuning = card.tuning_evidence(sources.settings(), model)
 if tuning is not None:

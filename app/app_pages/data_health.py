@@ -10,15 +10,22 @@ import streamlit as st
 from charts import coverage_figure
 
 HEALTH = {
-    "series": fmt.text("series"), "candles": fmt.count("candles"), "first": fmt.when("first candle (UTC)"),
-    "last": fmt.when("last candle (UTC)"), "coverage": fmt.percent("coverage", "stored / expected candles between "
-                                                                   "the first and the last"),
-    "gaps": fmt.count("gaps"), "missing": fmt.count("missing candles"),
+    "series": fmt.text("series"),
+    "candles": fmt.count("candles"),
+    "first": fmt.when("first candle (UTC)"),
+    "last": fmt.when("last candle (UTC)"),
+    "coverage": fmt.percent("coverage", "stored / expected candles between the first and the last"),
+    "gaps": fmt.count("gaps"),
+    "missing": fmt.count("missing candles"),
     "invalid": fmt.count("invalid rows", "stored rows that break an import rule; readers leave them out"),
     "damaged_files": fmt.count("damaged files"),
 }
-GAPS = {"series": fmt.text("series"), "from": fmt.when("first missing (UTC)"), "to": fmt.when("last missing (UTC)"),
-        "missing": fmt.count("missing candles")}
+GAPS = {
+    "series": fmt.text("series"),
+    "from": fmt.when("first missing (UTC)"),
+    "to": fmt.when("last missing (UTC)"),
+    "missing": fmt.count("missing candles"),
+}
 
 st.title("Data health")
 st.caption(f"Read {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC from the lake at `{sources.settings().lake_dir}`")
@@ -33,8 +40,10 @@ c.metric("Series with gaps", f"{int((health['gaps'] > 0).sum()):,}")
 d.metric("Missing candles", f"{int(health['missing'].sum()):,}")
 flawed = health.filter((pl.col("invalid") > 0) | (pl.col("damaged_files") > 0))
 if flawed.height:
-    st.warning(f"{flawed.height} series hold stored rows that break the import rules or damaged files, which "
-               f"readers leave out: {', '.join(flawed['series'])}. `tradeloop data status` names them.")
+    st.warning(
+        f"{flawed.height} series hold stored rows that break the import rules or damaged files, which "
+        f"readers leave out: {', '.join(flawed['series'])}. `tradeloop data status` names them."
+    )
 exchanges = sorted(health["exchange"].unique().to_list())
 timeframes = sorted(health["timeframe"].unique().to_list())
 left, right = st.columns(2)

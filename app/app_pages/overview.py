@@ -9,12 +9,17 @@ import sources
 import streamlit as st
 
 SESSIONS = {
-    "session": fmt.text("session"), "status": fmt.text("status", "running only while the engine's heartbeat is "
-                                                       "fresh; stale: no engine alive for it"),
+    "session": fmt.text("session"),
+    "status": fmt.text("status", "running only while the engine's heartbeat is fresh; stale: no engine alive for it"),
     "heartbeat_s": fmt.C.NumberColumn("heartbeat", format="%,.0f s ago", help="when the engine last beat"),
-    "mode": fmt.text("mode"), "sample": fmt.text("sample"), "symbols": fmt.text("symbols"),
-    "equity": fmt.money("equity"), "pnl": fmt.money("PnL"), "return": fmt.percent("return"),
-    "bars": fmt.count("bars"), "last_bar": fmt.when("last bar", "open time of the last bar processed (UTC)"),
+    "mode": fmt.text("mode"),
+    "sample": fmt.text("sample"),
+    "symbols": fmt.text("symbols"),
+    "equity": fmt.money("equity"),
+    "pnl": fmt.money("PnL"),
+    "return": fmt.percent("return"),
+    "bars": fmt.count("bars"),
+    "last_bar": fmt.when("last bar", "open time of the last bar processed (UTC)"),
 }
 
 st.title("Live sessions")

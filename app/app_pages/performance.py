@@ -46,16 +46,23 @@ def performance() -> None:
     name = st.selectbox("Session", names, key="perf-session", placeholder="No session: research backtest only")
     if name is not None and store.session(name).in_sample:
         st.badge(f"{name}: IN-SAMPLE", icon=":material/warning:", color="orange")
-        st.warning(f"{name!r} is IN-SAMPLE: it {IN_SAMPLE_WARNING}; compare it with the backtest as a replay of "
-                   "the training data, not as evidence.")
+        st.warning(
+            f"{name!r} is IN-SAMPLE: it {IN_SAMPLE_WARNING}; compare it with the backtest as a replay of "
+            "the training data, not as evidence."
+        )
     runs = chosen_runs(store, name)
     if not runs:
         st.info("Pick a session with bars, or run the research pipeline (`make demo`), to compare runs.")
         return
     labels = st.multiselect("Runs", [r.label for r in runs], default=[r.label for r in runs], key=f"runs-{name}")
     live = next((r for r in runs if r.kind == "live"), None)
-    period = st.toggle("Live period only", value=True, key="perf-period", disabled=live is None,
-                       help="Cut every run, chart and table to the bars the session traded")
+    period = st.toggle(
+        "Live period only",
+        value=True,
+        key="perf-period",
+        disabled=live is None,
+        help="Cut every run, chart and table to the bars the session traded",
+    )
     if not labels:
         st.info("Pick at least one run above to compare.")
         return
@@ -65,8 +72,10 @@ def performance() -> None:
         cut = [r.within(start, end) for r in shown]
         for run, part in zip(shown, cut, strict=True):
             if run.equity.height and not part.equity.height:  # said, not dropped without a word
-                st.caption(f"**{run.label}** has no bar in the live period (it covers {span(run)}): switch off "
-                           "*Live period only* to see it.")
+                st.caption(
+                    f"**{run.label}** has no bar in the live period (it covers {span(run)}): switch off "
+                    "*Live period only* to see it."
+                )
         shown = cut
     shown = [r for r in shown if r.equity.height]
     if not shown:
@@ -85,8 +94,7 @@ def report(runs: list[Run], *, sample: str | None) -> None:
         st.markdown(f"- **{run.label}**: {run.sizing}; {span(run)}" + (f". *{run.note}*" if run.note else ""))
     st.subheader("Growth and drawdown")
     log = st.toggle("Log scale", key="perf-log")
-    st.plotly_chart(comparison_figure(runs, log_scale=log, revision=",".join(r.label for r in runs)),
-                    key="perf-growth")
+    st.plotly_chart(comparison_figure(runs, log_scale=log, revision=",".join(r.label for r in runs)), key="perf-growth")
     st.subheader("Metrics")
     rows = [metrics_row(r) for r in runs]
     table = metrics_table(rows)
@@ -94,14 +102,18 @@ def report(runs: list[Run], *, sample: str | None) -> None:
     table = pl.concat([table, pl.DataFrame({"metric": ["sample"], **{r.label: [samples[r.kind]] for r in runs}})])
     fmt.table(table, {"metric": fmt.text("metric"), **{r.label: fmt.text(r.label) for r in runs}}, max_rows=20)
     if not all(row["annualised"] for row in rows):
-        st.caption(f"Annualised figures (CAGR, Sharpe, Sortino, volatility, Calmar) read n/a for runs under "
-                   f"{SHORT_SAMPLE_DAYS} days: over so few days they are noise, not rates.")
+        st.caption(
+            f"Annualised figures (CAGR, Sharpe, Sortino, volatility, Calmar) read n/a for runs under "
+            f"{SHORT_SAMPLE_DAYS} days: over so few days they are noise, not rates."
+        )
     st.subheader("Monthly returns")
     tabs = st.tabs([r.label for r in runs])
     for tab, run in zip(tabs, runs, strict=True):
         with tab:
-            st.plotly_chart(monthly_returns_figure(run.equity.select("ts", "equity"), init_cash=run.init_cash,
-                                                   title=" "), key=f"monthly-{run.label}")
+            st.plotly_chart(
+                monthly_returns_figure(run.equity.select("ts", "equity"), init_cash=run.init_cash, title=" "),
+                key=f"monthly-{run.label}",
+            )
     st.subheader("Trades")
     tabs = st.tabs([f"{r.label} ({r.trades.height})" for r in runs])
     for tab, run in zip(tabs, runs, strict=True):

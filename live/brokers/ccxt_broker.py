@@ -19,7 +19,8 @@
   Only when all three came back empty is the order ``rejected`` (it never reached the
   venue). An order found by its client id counts only when the venue created it after the
   send (less ``recv_window_s`` for clock skew): client ids are reused once an order is no
-  longer open, so an old order with the same id proves nothing about this create. A read that fails at the network level is retried ``read_attempts`` times;
+  longer open, so an old order with the same id proves nothing about this create. A read
+  that fails at the network level is retried ``read_attempts`` times;
   then the outcome stays ``unknown`` and the engine halts the symbol (reduce-only).
 * A rate-limited create (429/418) was refused before it was taken: ``rejected``; so is an
   order whose markets could not be loaded (the create was never sent).
@@ -42,8 +43,13 @@ from tradeloop.errors import VenueUnreachableError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-STATUS = {"closed": "filled", "open": "submitted", "canceled": "canceled", "expired": "canceled",
-          "rejected": "rejected"}
+STATUS = {
+    "closed": "filled",
+    "open": "submitted",
+    "canceled": "canceled",
+    "expired": "canceled",
+    "rejected": "rejected",
+}
 
 
 class CcxtBrokerConfig(BaseModel):
@@ -52,8 +58,9 @@ class CcxtBrokerConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     recv_window_s: float = Field(default=5.0, gt=0, description="the venue refuses a request older than this")
-    visibility_window_s: float = Field(default=10.0, gt=0,
-                                       description="how long after its create an order may still not show")
+    visibility_window_s: float = Field(
+        default=10.0, gt=0, description="how long after its create an order may still not show"
+    )
     query_interval_s: float = Field(default=1.0, gt=0, description="pause between queries by client id")
     min_queries: int = Field(default=2, ge=1, description="queries by client id before 'not found' counts")
     read_attempts: int = Field(default=3, ge=1, description="tries of a read that fails at the network level")
@@ -61,9 +68,11 @@ class CcxtBrokerConfig(BaseModel):
     @model_validator(mode="after")
     def _window_covers_recv_window(self) -> CcxtBrokerConfig:
         if self.visibility_window_s < self.recv_window_s:
-            raise ValueError(f"visibility_window_s={self.visibility_window_s} is shorter than recv_window_s="
-                              f"{self.recv_window_s}: a create may still arrive after the window; set "
-                              "visibility_window_s >= recv_window_s")
+            raise ValueError(
+                f"visibility_window_s={self.visibility_window_s} is shorter than recv_window_s="
+                f"{self.recv_window_s}: a create may still arrive after the window; set "
+                "visibility_window_s >= recv_window_s"
+            )
         return self
 
 
@@ -81,30 +90,41 @@ class CcxtBroker:
         try:
             await self._read(self.exchange.load_markets)
         except VenueUnreachableError as exc:  # before the create: nothing went out
-            return OrderState(order.client_order_id, "rejected",
-                              reason=f"venue unreachable before the create was sent ({exc}); nothing went out"[:200])
+            return OrderState(
+                order.client_order_id,
+                "rejected",
+                reason=f"venue unreachable before the create was sent ({exc}); nothing went out"[:200],
+            )
         params = {"clientOrderId": order.client_order_id}
         sent_ms = wall_ms()
         try:
             if order.side == "buy":
-                reply = await self.exchange.create_order(symbol, "market", "buy", None, None,
-                                                         params | {"cost": order.quote_amount})
+                reply = await self.exchange.create_order(
+                    symbol, "market", "buy", None, None, params | {"cost": order.quote_amount}
+                )
             else:
                 amount = float(self.exchange.amount_to_precision(symbol, order.quantity))
                 reply = await self.exchange.create_order(symbol, "market", "sell", amount, None, params)
         except ccxt.DDoSProtection as exc:  # rate limited: refused before it was taken
             return OrderState(order.client_order_id, "rejected", reason=f"venue refused: {exc}"[:200])
         except ccxt.OperationFailed as exc:  # timeout, lost connection, 5xx/-1001: the outcome is unknown
-            log.warning("create of %s has an unknown outcome (%s): resolving, never resending",
-                        order.client_order_id, type(exc).__name__)
+            log.warning(
+                "create of %s has an unknown outcome (%s): resolving, never resending",
+                order.client_order_id,
+                type(exc).__name__,
+            )
             return await self.resolve(order, since_ms=sent_ms)
         except ccxt.ExchangeError as exc:  # refused: insufficient funds, invalid order, duplicate id, ...
             return OrderState(order.client_order_id, "rejected", reason=str(exc)[:200])
         try:
             return await self._state(order.client_order_id, symbol, reply)
         except VenueUnreachableError as exc:  # accepted, its fills not readable yet: the venue check reads them
-            return OrderState(order.client_order_id, "submitted", venue_order_id=str(reply.get("id")),
-                              reason=f"accepted; fills not read yet ({exc})"[:200])
+            return OrderState(
+                order.client_order_id,
+                "submitted",
+                venue_order_id=str(reply.get("id")),
+                reason=f"accepted; fills not read yet ({exc})"[:200],
+            )
 
     async def recover(self, order: OrderRequest, *, sent: bool, since_ms: int) -> OrderState:
         if not sent:  # committed, never sent: this is its one create
@@ -132,8 +152,7 @@ class CcxtBroker:
                 reply = await self._read(lambda: self.exchange.fetch_order(None, symbol, {"clientOrderId": cid}))
                 if not self._older_than_send(reply, since_ms):
                     return await self._state(cid, symbol, reply)
-                log.warning("order %s found by client id predates the send: an earlier order reused the id",
-                            cid)
+                log.warning("order %s found by client id predates the send: an earlier order reused the id", cid)
             except ccxt.OrderNotFound:
                 pass
             asked += 1
@@ -160,12 +179,20 @@ class CcxtBroker:
             try:
                 owner = await self._read(lambda vid=venue_id: self.exchange.fetch_order(vid, symbol))
             except ccxt.OrderNotFound:
-                return OrderState(cid, "unknown", reason=f"trade of venue order {venue_id} on {order.symbol} "
-                                  "since the send cannot be attributed; never resent")
+                return OrderState(
+                    cid,
+                    "unknown",
+                    reason=f"trade of venue order {venue_id} on {order.symbol} "
+                    "since the send cannot be attributed; never resent",
+                )
             if owner.get("clientOrderId") == cid and not self._older_than_send(owner, since_ms):
                 return await self._state(cid, symbol, owner)
-        return OrderState(cid, "rejected", reason="the venue never received the order (not found by client id "
-                          "within the visibility window, nor among its orders or trades since the send)")
+        return OrderState(
+            cid,
+            "rejected",
+            reason="the venue never received the order (not found by client id "
+            "within the visibility window, nor among its orders or trades since the send)",
+        )
 
     async def _read(self, call: Callable[[], Awaitable[T]]) -> T:
         """A read, retried when it fails at the network level (timeout, 5xx, rate limit)."""
@@ -177,8 +204,9 @@ class CcxtBroker:
                 raise
             except ccxt.OperationFailed as exc:
                 last = f"{type(exc).__name__}: {exc}"
-                log.warning("venue read failed (%s), attempt %d of %d", last[:120], attempt + 1,
-                            self.config.read_attempts)
+                log.warning(
+                    "venue read failed (%s), attempt %d of %d", last[:120], attempt + 1, self.config.read_attempts
+                )
                 if attempt + 1 < self.config.read_attempts:
                     await asyncio.sleep(min(self.config.query_interval_s * 2.0**attempt, 10.0))
             except ccxt.ExchangeError as exc:  # authentication, permissions: asking again will not help
@@ -191,10 +219,18 @@ class CcxtBroker:
         if not trades and (reply.get("filled") or 0) > 0:
             trades = await self._read(lambda: self.exchange.fetch_my_trades(symbol, params={"orderId": reply["id"]}))
         fills = tuple(
-            FillReport(client_order_id, lake_symbol(symbol), t["side"] or reply["side"], str(t["id"]),
-                       float(t["amount"]), float(t["price"]), float((t.get("fee") or {}).get("cost") or 0.0),
-                       int(t.get("timestamp") or reply.get("timestamp") or 0))
-            for t in trades)
+            FillReport(
+                client_order_id,
+                lake_symbol(symbol),
+                t["side"] or reply["side"],
+                str(t["id"]),
+                float(t["amount"]),
+                float(t["price"]),
+                float((t.get("fee") or {}).get("cost") or 0.0),
+                int(t.get("timestamp") or reply.get("timestamp") or 0),
+            )
+            for t in trades
+        )
         return OrderState(client_order_id, status, venue_order_id=str(reply.get("id")), fills=fills)
 
     # ------------------------------------------------------------------ the account (reconciliation)
@@ -208,10 +244,19 @@ class CcxtBroker:
         if after_trade_id is not None and after_trade_id.isdigit():
             params["fromId"] = int(after_trade_id) + 1
         rows = await self._read(lambda: self.exchange.fetch_my_trades(unified, params=params))
-        return [VenueTrade(venue_order_id=str(t["order"]), trade_id=str(t["id"]), symbol=symbol, side=t["side"],
-                           quantity=float(t["amount"]), price=float(t["price"]),
-                           fee=float((t.get("fee") or {}).get("cost") or 0.0), ts=int(t.get("timestamp") or 0))
-                for t in rows]
+        return [
+            VenueTrade(
+                venue_order_id=str(t["order"]),
+                trade_id=str(t["id"]),
+                symbol=symbol,
+                side=t["side"],
+                quantity=float(t["amount"]),
+                price=float(t["price"]),
+                fee=float((t.get("fee") or {}).get("cost") or 0.0),
+                ts=int(t.get("timestamp") or 0),
+            )
+            for t in rows
+        ]
 
     async def balances(self) -> dict[str, float]:
         balance = await self._read(self.exchange.fetch_balance)
@@ -221,16 +266,22 @@ class CcxtBroker:
         await self._read(self.exchange.load_markets)
         market = self.exchange.market(ccxt_symbol(symbol))
         precision = market.get("precision") or {}
-        return MarketAssets(base=market["base"], quote=market["quote"], amount_step=float(precision.get("amount") or 0.0),
-                            price_tick=float(precision.get("price") or 0.0))
+        return MarketAssets(
+            base=market["base"],
+            quote=market["quote"],
+            amount_step=float(precision.get("amount") or 0.0),
+            price_tick=float(precision.get("price") or 0.0),
+        )
 
     # ------------------------------------------------------------------ the rest of Broker
     def is_dust(self, symbol: str, quantity: float) -> bool:
         market = self.exchange.markets.get(ccxt_symbol(symbol)) if self.exchange.markets else None
         if market is None:
             return quantity <= 0.0
-        least = max((market.get("limits", {}).get("amount", {}).get("min") or 0.0),
-                    (market.get("precision", {}).get("amount") or 0.0))
+        least = max(
+            (market.get("limits", {}).get("amount", {}).get("min") or 0.0),
+            (market.get("precision", {}).get("amount") or 0.0),
+        )
         return quantity < least
 
     async def on_bar(self, batch: CandleBatch, *, cash: float) -> list[OrderState]:

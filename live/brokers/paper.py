@@ -52,8 +52,16 @@ class PaperBroker:
                     done.append(OrderState(order.client_order_id, "rejected", reason="no cash at the fill"))
                     continue
                 cash -= qty * px + qty * px * fee
-            fill = FillReport(order.client_order_id, order.symbol, order.side, f"paper-{order.client_order_id}",
-                              qty, px, qty * px * fee, batch.ts)
+            fill = FillReport(
+                order.client_order_id,
+                order.symbol,
+                order.side,
+                f"paper-{order.client_order_id}",
+                qty,
+                px,
+                qty * px * fee,
+                batch.ts,
+            )
             done.append(OrderState(order.client_order_id, "filled", fills=(fill,)))
         return done
 

@@ -58,8 +58,11 @@ def lake_candles(lake: CandleLake, keys: list[SeriesKey], *, on_rejected: Reject
         for ts, rule in rows.select("ts", "rule").iter_rows():
             on_rejected(key.symbol, ts, rule)  # type: ignore[misc]
 
-    return lake.read_many(present, on_invalid=rejected if on_rejected else None).select(
-        "symbol", *CANDLE_COLUMNS).sort("ts", "symbol")
+    return (
+        lake.read_many(present, on_invalid=rejected if on_rejected else None)
+        .select("symbol", *CANDLE_COLUMNS)
+        .sort("ts", "symbol")
+    )
 
 
 def last_bars(frame: pl.DataFrame, bars: int) -> pl.DataFrame:

@@ -48,9 +48,17 @@ class CcxtFeedConfig(BaseModel):
 class CcxtFeed:
     name = "ccxt"
 
-    def __init__(self, exchange: ccxt.pro.Exchange, *, lake: CandleLake, symbols: list[str], timeframe: str,
-                 config: CcxtFeedConfig | None = None, on_stale: Callable[[str, float], None] | None = None,
-                 seed: int | None = None):
+    def __init__(
+        self,
+        exchange: ccxt.pro.Exchange,
+        *,
+        lake: CandleLake,
+        symbols: list[str],
+        timeframe: str,
+        config: CcxtFeedConfig | None = None,
+        on_stale: Callable[[str, float], None] | None = None,
+        seed: int | None = None,
+    ):
         self.exchange, self.lake, self.symbols, self.timeframe = exchange, lake, list(symbols), timeframe
         self.config = config or CcxtFeedConfig()
         self.step_ms = timeframe_ms(timeframe)
@@ -104,8 +112,9 @@ class CcxtFeed:
         forming: list | None = None
         failures = 0
         while True:
-            rest = not self.config.use_websocket or symbol in self.rest_fallback or not self.exchange.has.get(
-                "watchOHLCV")
+            rest = (
+                not self.config.use_websocket or symbol in self.rest_fallback or not self.exchange.has.get("watchOHLCV")
+            )
             try:
                 if rest:
                     since = last_closed + 1 if last_closed >= 0 else None
@@ -132,11 +141,13 @@ class CcxtFeed:
                 failures += 1
                 self.reconnects[symbol] += 1
                 if not rest and failures >= self.config.ws_failures_before_rest and symbol not in self.rest_fallback:
-                    log.warning("%s: WebSocket failed %d times (%s); falling back to REST polling", symbol,
-                                failures, exc)
+                    log.warning(
+                        "%s: WebSocket failed %d times (%s); falling back to REST polling", symbol, failures, exc
+                    )
                     self.rest_fallback.add(symbol)
-                delay = backoff_delay(failures, base=self.config.backoff_base_s, cap=self.config.backoff_cap_s,
-                                      rng=self.rng)
+                delay = backoff_delay(
+                    failures, base=self.config.backoff_base_s, cap=self.config.backoff_cap_s, rng=self.rng
+                )
                 log.info("%s: %s; reconnecting in %.2f s", symbol, type(exc).__name__, delay)
                 await asyncio.sleep(delay)
 
@@ -166,6 +177,10 @@ class CcxtFeed:
 
 def _frame(rows: dict[str, list]) -> pl.DataFrame:
     symbols = sorted(rows)
-    return pl.DataFrame({"symbol": symbols, **{name: [float(rows[s][i]) for s in symbols]
-                                               for i, name in enumerate(CANDLE_COLUMNS) if name != "ts"},
-                         "ts": [int(rows[s][0]) for s in symbols]}).select("symbol", *CANDLE_COLUMNS)
+    return pl.DataFrame(
+        {
+            "symbol": symbols,
+            **{name: [float(rows[s][i]) for s in symbols] for i, name in enumerate(CANDLE_COLUMNS) if name != "ts"},
+            "ts": [int(rows[s][0]) for s in symbols],
+        }
+    ).select("symbol", *CANDLE_COLUMNS)

@@ -43,10 +43,21 @@ class ReplayFeed:
 
     name = "replay"
 
-    def __init__(self, lake: CandleLake, *, exchange: str, symbols: list[str], timeframe: str,
-                 speed: float = 0.0, start: int | None = None, end: int | None = None,
-                 follow_s: float | None = None, max_jump_bars: int = 1000, confirm_bars: int = 3,
-                 on_rejected: RejectedFn | None = None):
+    def __init__(
+        self,
+        lake: CandleLake,
+        *,
+        exchange: str,
+        symbols: list[str],
+        timeframe: str,
+        speed: float = 0.0,
+        start: int | None = None,
+        end: int | None = None,
+        follow_s: float | None = None,
+        max_jump_bars: int = 1000,
+        confirm_bars: int = 3,
+        on_rejected: RejectedFn | None = None,
+    ):
         if speed < 0:
             raise ConfigError(f"speed={speed} is negative; use 0 (as fast as possible) or a multiple of real time")
         if max_jump_bars < 1 or confirm_bars < 1:
@@ -102,8 +113,12 @@ class ReplayFeed:
         if anchor is None or ts - anchor <= self.max_jump_bars * self.step_ms:
             return part
         following = [ts + k * self.step_ms for k in range(1, self.confirm_bars + 1)]
-        runs = (self.frame.filter(pl.col("ts").is_in(following)).group_by("symbol").len()
-                .filter(pl.col("len") == self.confirm_bars))
+        runs = (
+            self.frame.filter(pl.col("ts").is_in(following))
+            .group_by("symbol")
+            .len()
+            .filter(pl.col("len") == self.confirm_bars)
+        )
         admitted = part.filter(pl.col("symbol").is_in(runs["symbol"].to_list()))
         for symbol in part.filter(~pl.col("symbol").is_in(runs["symbol"].to_list()))["symbol"]:
             self._note(symbol, ts, "future_dated")

@@ -18,8 +18,15 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("TRADELOOP_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 WIDTH, HEIGHT = 1400, 1000
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 EXCEPTION = '[data-testid="stException"]'
@@ -47,8 +54,14 @@ def dashboard_env(data_dir: Path, **extra: str) -> dict[str, str]:
 def dashboard_server(env: dict[str, str]) -> Iterator[str]:
     """`tradeloop dashboard` on a free port with the environment ``env``; yields its address."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tradeloop", "dashboard", "--port", str(port)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tradeloop", "dashboard", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -91,8 +104,9 @@ def settle(page: Page) -> None:
 def wait_for_cell(page: Page, text: str) -> None:
     """A table cell reading ``text`` (Streamlit draws tables on a canvas; its cells are an
     accessible grid that is attached but not visible)."""
-    page.get_by_role("gridcell", name=text, exact=True, include_hidden=True).first.wait_for(state="attached",
-                                                                                     timeout=30_000)
+    page.get_by_role("gridcell", name=text, exact=True, include_hidden=True).first.wait_for(
+        state="attached", timeout=30_000
+    )
 
 
 def assert_no_exception(page: Page, where: str) -> None:

@@ -32,11 +32,16 @@ REPO = Path(__file__).resolve().parents[2]
 def dashboard_root(trained_world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("dashboard") / "data"
     shutil.copytree(trained_world.root, root, ignore=shutil.ignore_patterns("tradeloop.db*"))
-    world = World(root, trained_world.settings.model_copy(update={"data_dir": root}), trained_world.candles,
-                  trained_world.champion)
+    world = World(
+        root,
+        trained_world.settings.model_copy(update={"data_dir": root}),
+        trained_world.candles,
+        trained_world.champion,
+    )
     _, model = ModelRegistry(world.settings.registry_dir).load("sma_cross")
-    result = run_backtest(decide(world.candles, model, now_ms=model.trained_until),
-                          BacktestConfig(fee_rate=0.001), timeframe="4h")
+    result = run_backtest(
+        decide(world.candles, model, now_ms=model.trained_until), BacktestConfig(fee_rate=0.001), timeframe="4h"
+    )
     promote_as_research_does(world, model, result)
     start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-300])
     asyncio.run(run_session(world.settings, SessionConfig(name="paper-demo", start=start, allow_in_sample=True)))
@@ -58,14 +63,27 @@ def promote_as_research_does(world: World, model: ThresholdModel, result: Backte
     registry = ModelRegistry(world.settings.registry_dir)
     artifact = registry.register(model.save(world.root.parent / "research-model"))
     returns = result.equity.sort("ts")["equity"].pct_change().drop_nulls().to_numpy()[-2000:]
-    report = evaluate_gate(candidate_returns=returns, folds=[{"trades": 6}, {"trades": 4}],
-                           trial_sharpes=np.array([0.01, 0.02, 0.005]), returns_matrix=np.stack(
-                               [returns, returns * 0.5, returns[::-1]], axis=1), champion_sharpe=None,
-                           periods_per_year=periods_per_year("4h"))
-    registry.promote("sma_cross", artifact, lineage=Lineage(
-        git_commit=git_commit(REPO), data_snapshot=snapshot_hash(files), notebook="notebooks/thresholds.py",
-        parameters={"fast": 10, "slow": 40}, run_id="research-run", gate=report.as_dicts(),
-        metrics={c["name"]: c["value"] for c in report.as_dicts()}))
+    report = evaluate_gate(
+        candidate_returns=returns,
+        folds=[{"trades": 6}, {"trades": 4}],
+        trial_sharpes=np.array([0.01, 0.02, 0.005]),
+        returns_matrix=np.stack([returns, returns * 0.5, returns[::-1]], axis=1),
+        champion_sharpe=None,
+        periods_per_year=periods_per_year("4h"),
+    )
+    registry.promote(
+        "sma_cross",
+        artifact,
+        lineage=Lineage(
+            git_commit=git_commit(REPO),
+            data_snapshot=snapshot_hash(files),
+            notebook="notebooks/thresholds.py",
+            parameters={"fast": 10, "slow": 40},
+            run_id="research-run",
+            gate=report.as_dicts(),
+            metrics={c["name"]: c["value"] for c in report.as_dicts()},
+        ),
+    )
 
 
 @contextmanager

@@ -11,8 +11,15 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.app.browser import (assert_no_exception, chromium, dashboard_env, dashboard_server, open_page,
-                               screenshot, wait_for_cell)
+from tests.app.browser import (
+    assert_no_exception,
+    chromium,
+    dashboard_env,
+    dashboard_server,
+    open_page,
+    screenshot,
+    wait_for_cell,
+)
 
 CHART = '[data-testid="stPlotlyChart"]'
 
@@ -41,8 +48,7 @@ def test_live_sessions_page(served: str, page: Page) -> None:
     assert_no_exception(page, "/")
     page.get_by_text("Last updated").first.wait_for()
     wait_for_cell(page, "paper-demo")
-    for heading in ("Equity and drawdown", "Candles, entries and exits", "Positions", "Per symbol",
-                    "Decision source"):
+    for heading in ("Equity and drawdown", "Candles, entries and exits", "Positions", "Per symbol", "Decision source"):
         page.get_by_role("heading", name=heading).first.wait_for()
     assert page.locator(CHART).count() >= 2  # equity with drawdown, candles with the session's fills
     page.locator(f"{CHART} .js-plotly-plot").first.wait_for()

@@ -15,7 +15,7 @@ from tests.app.test_dashboard_in_sample import REFUSED, marked_root  # noqa: F40
 
 
 @pytest.fixture
-def served_marked(marked_root: Path) -> Iterator[str]:  # noqa: F811
+def served_marked(marked_root: Path) -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"TRADELOOP_DATA_DIR": str(marked_root)}
     with dashboard_server(env) as url:
         yield url

@@ -25,13 +25,19 @@ BARS = 20
 
 
 @pytest.fixture(scope="module")
-def watched(trained_world: World,  # noqa: F811
-            tmp_path_factory: pytest.TempPathFactory) -> tuple[World, SessionConfig]:
+def watched(
+    trained_world: World,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[World, SessionConfig]:
     """A paper session that has processed ``BARS`` bars and can process more (``max_bars``)."""
     root = tmp_path_factory.mktemp("watched") / "data"
     shutil.copytree(trained_world.root, root, ignore=shutil.ignore_patterns("tradeloop.db*"))
-    world = World(root, trained_world.settings.model_copy(update={"data_dir": root}), trained_world.candles,
-                  trained_world.champion)
+    world = World(
+        root,
+        trained_world.settings.model_copy(update={"data_dir": root}),
+        trained_world.candles,
+        trained_world.champion,
+    )
     start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-200])
     config = SessionConfig(name="watched", start=start)
     asyncio.run(run_session(world.settings, config, max_bars=BARS))
@@ -90,14 +96,18 @@ def empty_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-@pytest.mark.parametrize(("path", "heading", "says"), [
-    ("", "Live sessions", "No trading session yet"),
-    ("performance", "Performance", "Nothing to show yet"),
-    ("champion", "Champion", "No champion yet"),
-    ("data_health", "Data health", "The lake is empty"),
-])
-def test_an_empty_data_folder_explains_every_page(empty_served: str, browser: Browser, path: str, heading: str,
-                                                  says: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "heading", "says"),
+    [
+        ("", "Live sessions", "No trading session yet"),
+        ("performance", "Performance", "Nothing to show yet"),
+        ("champion", "Champion", "No champion yet"),
+        ("data_health", "Data health", "The lake is empty"),
+    ],
+)
+def test_an_empty_data_folder_explains_every_page(
+    empty_served: str, browser: Browser, path: str, heading: str, says: str
+) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     open_page(page, f"{empty_served}/{path}", heading=heading)
     page.get_by_text(says).first.wait_for()

@@ -95,12 +95,14 @@ def test_performance_with_a_selector_cleared_explains(dashboard_env: Path) -> No
     assert not at.exception and any("Pick at least one run" in i.value for i in at.info)
 
 
-def test_performance_without_a_session_shows_the_research_backtest(dashboard_env: Path, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_performance_without_a_session_shows_the_research_backtest(
+    dashboard_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     shutil.copytree(dashboard_env / "research", tmp_path / "research")
     stored = tmp_path / "research" / "backtest" / "metrics.json"  # a backtest that records its terms
-    stored.write_text(json.dumps({**json.loads(stored.read_text()),
-                                  "config": BacktestConfig(fee_rate=0.0005).model_dump()}))
+    stored.write_text(
+        json.dumps({**json.loads(stored.read_text()), "config": BacktestConfig(fee_rate=0.0005).model_dump()})
+    )
     with dashboard_reads(tmp_path, monkeypatch):
         at = page("performance")
     assert at.selectbox(key="perf-session").value is None and at.multiselect[0].value == ["research backtest"]
@@ -151,8 +153,16 @@ def test_empty_data_folder_explains_what_to_do(tmp_path: Path, monkeypatch: pyte
 
 def test_a_session_without_bars_has_an_empty_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = OpsStore.open(f"sqlite:///{tmp_path / 'tradeloop.db'}")
-    store.create_session(name="fresh", strategy="sma_cross", exchange="coinbase", timeframe="4h",
-                         symbols=["BTC-USD"], mode="paper", init_cash=1000.0, config={"init_cash": 1000.0})
+    store.create_session(
+        name="fresh",
+        strategy="sma_cross",
+        exchange="coinbase",
+        timeframe="4h",
+        symbols=["BTC-USD"],
+        mode="paper",
+        init_cash=1000.0,
+        config={"init_cash": 1000.0},
+    )
     store.close()
     with dashboard_reads(tmp_path, monkeypatch):
         at = page("overview")
@@ -164,7 +174,8 @@ def test_a_session_without_bars_has_an_empty_state(tmp_path: Path, monkeypatch: 
 
 
 def test_a_running_replay_that_caught_up_with_the_lake_says_it_waits_for_the_next_candle(
-        dashboard_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dashboard_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "data"
     shutil.copytree(dashboard_root, root)  # the shared folder stays as the other tests expect it
     with dashboard_reads(root, monkeypatch):

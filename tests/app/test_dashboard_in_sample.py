@@ -25,7 +25,7 @@ REFUSED = "challenger Sharpe 0.0100 per bar is below the champion's 0.0200"
 
 
 @pytest.fixture(scope="module")
-def marked_root(trained_world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def marked_root(trained_world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A champion trained until 100 bars before the end of the sample, two sessions (one from
     300 bars before the end, in-sample; one after the training end) and research audit rows."""
     root = tmp_path_factory.mktemp("marked") / "data"
@@ -36,18 +36,28 @@ def marked_root(trained_world: World, tmp_path_factory: pytest.TempPathFactory) 
     _, model = registry.load("sma_cross")
     model.trained_until, model.max_age_ms = int(ts[-100]), 14 * 86_400_000
     registry.promote("sma_cross", registry.register(model.save(root.parent / "model")), lineage=Lineage(run_id="cut"))
-    asyncio.run(run_session(settings, SessionConfig(name="inside", start=int(ts[-300]), allow_in_sample=True),
-                            max_bars=20))
+    asyncio.run(
+        run_session(settings, SessionConfig(name="inside", start=int(ts[-300]), allow_in_sample=True), max_bars=20)
+    )
     asyncio.run(run_session(settings, SessionConfig(name="outside", start=model.trained_until + 1)))
     store = OpsStore.open(settings.effective_database_url)
     with store.transaction() as db:
-        OpsStore.audit(db, "retrain_failed", detail={"strategy": "sma_cross", "reason": "superseded failure",
-                                                     "run_id": "run-1"})
-        OpsStore.audit(db, "retrain_refused", detail={"strategy": "sma_cross", "reason": REFUSED,
-                                                      "stale_at_ms": model.trained_until + model.max_age_ms,
-                                                      "run_id": "run-2"})
-        OpsStore.audit(db, "retrain_failed", detail={"strategy": "momentum", "reason": "another strategy's",
-                                                     "run_id": "run-3"})
+        OpsStore.audit(
+            db, "retrain_failed", detail={"strategy": "sma_cross", "reason": "superseded failure", "run_id": "run-1"}
+        )
+        OpsStore.audit(
+            db,
+            "retrain_refused",
+            detail={
+                "strategy": "sma_cross",
+                "reason": REFUSED,
+                "stale_at_ms": model.trained_until + model.max_age_ms,
+                "run_id": "run-2",
+            },
+        )
+        OpsStore.audit(
+            db, "retrain_failed", detail={"strategy": "momentum", "reason": "another strategy's", "run_id": "run-3"}
+        )
     store.close()
     return root
 
@@ -61,8 +71,10 @@ def marked_env(marked_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
 def test_overview_marks_the_in_sample_session_only(marked_env: Path) -> None:
     at = page("overview")
     table = at.dataframe[0].value
-    assert dict(zip(table["session"], table["sample"], strict=True)) == {"inside": "IN-SAMPLE",
-                                                                        "outside": "out-of-sample"}
+    assert dict(zip(table["session"], table["sample"], strict=True)) == {
+        "inside": "IN-SAMPLE",
+        "outside": "out-of-sample",
+    }
     assert at.selectbox[0].value == "inside"
     [warning] = at.warning
     assert "Session 'inside' is IN-SAMPLE" in warning.value and "trained on" in warning.value

@@ -14,10 +14,19 @@ def bars(rows: list[tuple[float, float, float, float, int]], symbol: str = "X", 
     """rows of (open, high, low, close, signal)."""
     o, h, lo, c = ([float(r[i]) for r in rows] for i in range(4))
     s = [int(r[4]) for r in rows]
-    return pl.DataFrame({
-        "ts": [start + i * H for i in range(len(rows))], "symbol": [symbol] * len(rows),
-        "open": o, "high": h, "low": lo, "close": c, "volume": [1.0] * len(rows), "signal": s,
-    }, schema_overrides={"signal": pl.Int8})
+    return pl.DataFrame(
+        {
+            "ts": [start + i * H for i in range(len(rows))],
+            "symbol": [symbol] * len(rows),
+            "open": o,
+            "high": h,
+            "low": lo,
+            "close": c,
+            "volume": [1.0] * len(rows),
+            "signal": s,
+        },
+        schema_overrides={"signal": pl.Int8},
+    )
 
 
 def run(frame: pl.DataFrame, **cfg) -> tuple[pl.DataFrame, np.ndarray]:
@@ -30,8 +39,14 @@ FLAT = (100.0, 100.0, 100.0, 100.0, 0)
 
 
 def test_signal_fills_at_next_open_with_fees() -> None:
-    frame = bars([(100, 100, 100, 100, ENTER_LONG), (110, 112, 108, 111, 0), (120, 121, 119, 120, EXIT_LONG),
-                  (130, 131, 129, 130, 0)])
+    frame = bars(
+        [
+            (100, 100, 100, 100, ENTER_LONG),
+            (110, 112, 108, 111, 0),
+            (120, 121, 119, 120, EXIT_LONG),
+            (130, 131, 129, 130, 0),
+        ]
+    )
     trades, equity = run(frame, fee_rate=0.01, init_cash=1000.0)
     t = trades.row(0, named=True)
     qty = 1000.0 / (110 * 1.01)
@@ -76,27 +91,31 @@ def test_gap_through_a_level_fills_at_the_open() -> None:
 
 
 def test_trailing_stop_follows_previous_highs_only() -> None:
-    frame = bars([
-        (100, 100, 100, 100, ENTER_LONG),
-        (100, 100, 100, 100, 0),   # entry at 100
-        (100, 120, 100, 119, 0),   # peak -> 120 after this bar's check
-        (119, 125, 113, 114, 0),   # stop 120*0.9=108 not hit; peak -> 125
-        (114, 114, 110, 111, 0),   # stop 125*0.9=112.5 hit
-        FLAT,
-    ])
+    frame = bars(
+        [
+            (100, 100, 100, 100, ENTER_LONG),
+            (100, 100, 100, 100, 0),  # entry at 100
+            (100, 120, 100, 119, 0),  # peak -> 120 after this bar's check
+            (119, 125, 113, 114, 0),  # stop 120*0.9=108 not hit; peak -> 125
+            (114, 114, 110, 111, 0),  # stop 125*0.9=112.5 hit
+            FLAT,
+        ]
+    )
     trades, _ = run(frame, trailing_stop=0.10)
     assert trades["exit_reason"][0] == "trailing_stop"
     assert trades["exit_price"][0] == pytest.approx(112.5) and trades["exit_ts"][0] == 4 * H
 
 
 def test_short_and_reversal() -> None:
-    frame = bars([
-        (100, 100, 100, 100, ENTER_SHORT),
-        (100, 100, 100, 100, 0),            # short 100 at 100
-        (80, 80, 80, 80, EXIT_SHORT | ENTER_LONG),
-        (80, 80, 80, 80, 0),                # cover at 80, buy at 80
-        (90, 90, 90, 90, 0),
-    ])
+    frame = bars(
+        [
+            (100, 100, 100, 100, ENTER_SHORT),
+            (100, 100, 100, 100, 0),  # short 100 at 100
+            (80, 80, 80, 80, EXIT_SHORT | ENTER_LONG),
+            (80, 80, 80, 80, 0),  # cover at 80, buy at 80
+            (90, 90, 90, 90, 0),
+        ]
+    )
     trades, equity = run(frame, init_cash=10_000.0)
     assert trades["side"].to_list() == ["short", "long"]
     assert trades["pnl"][0] == pytest.approx(100 * 20)
@@ -145,8 +164,9 @@ def test_deterministic(btc_4h: pl.DataFrame) -> None:
     from tradeloop.strategies import SmaCross, ThresholdRule
 
     cfg = BacktestConfig(stop_loss=0.05, trailing_stop=0.1, slippage=0.001)
-    runs = [backtest_strategy(SmaCross(rule=ThresholdRule(allow_short=True)), btc_4h, cfg, timeframe="4h")
-            for _ in range(2)]
+    runs = [
+        backtest_strategy(SmaCross(rule=ThresholdRule(allow_short=True)), btc_4h, cfg, timeframe="4h") for _ in range(2)
+    ]
     assert runs[0].trades.equals(runs[1].trades) and runs[0].equity.equals(runs[1].equity)
 
 

@@ -20,8 +20,9 @@ SERIES = ["--series", "coinbase:BTC-USD:4h", "--series", "coinbase:ETH-USD:4h"]
 
 def tradeloop(*args: str, data_dir: Path, cwd: Path | None = None, columns: int = 200) -> subprocess.CompletedProcess:
     env = {**os.environ, "TRADELOOP_DATA_DIR": str(data_dir), "COLUMNS": str(columns)}
-    return subprocess.run([sys.executable, "-m", "tradeloop", *args], capture_output=True, text=True, env=env,
-                          timeout=300, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "tradeloop", *args], capture_output=True, text=True, env=env, timeout=300, cwd=cwd
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +39,23 @@ def _ms(day: str) -> int:
 
 
 def test_range_report_and_csv_export(data_dir: Path, tmp_path: Path) -> None:
-    out = tradeloop("backtest", "sma_cross", *SERIES, "--shared-cash", "--fraction", "0.5", "--from", "2024-01-01",
-                    "--to", "2024-06-30", "--report", str(tmp_path / "out.html"), "--export",
-                    str(tmp_path / "trades.csv"), data_dir=data_dir)
+    out = tradeloop(
+        "backtest",
+        "sma_cross",
+        *SERIES,
+        "--shared-cash",
+        "--fraction",
+        "0.5",
+        "--from",
+        "2024-01-01",
+        "--to",
+        "2024-06-30",
+        "--report",
+        str(tmp_path / "out.html"),
+        "--export",
+        str(tmp_path / "trades.csv"),
+        data_dir=data_dir,
+    )
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert "sma_cross(10,30) on coinbase:BTC-USD:4h, coinbase:ETH-USD:4h" in text
@@ -60,8 +75,22 @@ def test_range_report_and_csv_export(data_dir: Path, tmp_path: Path) -> None:
 
 
 def test_parquet_export_and_a_short_range_says_annual_figures_do_not_apply(data_dir: Path, tmp_path: Path) -> None:
-    out = tradeloop("backtest", "sma_cross", *SERIES, "--param", "fast=3", "--param", "slow=8", "--from",
-                    "2024-03-01", "--to", "2024-03-10", "--export", str(tmp_path / "t.parquet"), data_dir=data_dir)
+    out = tradeloop(
+        "backtest",
+        "sma_cross",
+        *SERIES,
+        "--param",
+        "fast=3",
+        "--param",
+        "slow=8",
+        "--from",
+        "2024-03-01",
+        "--to",
+        "2024-03-10",
+        "--export",
+        str(tmp_path / "t.parquet"),
+        data_dir=data_dir,
+    )
     assert out.returncode == 0, out.stderr
     assert "n/a: 10 days < 30" in out.stdout and "CAGR" in out.stdout
     assert "shorter than 30: annualised figures" in out.stdout
@@ -76,8 +105,7 @@ def test_per_symbol_table_fits_a_narrow_terminal_and_wide_shows_all(data_dir: Pa
     assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
     assert "not shown at this width" in narrow.stdout and "--wide shows them" in narrow.stdout
     assert "buy & hold" in narrow.stdout.split("per symbol", 1)[1]  # the benchmark column stays
-    wide = tradeloop("backtest", "sma_cross", *SERIES, "--from", "2024-01-01", "--wide", data_dir=data_dir,
-                     columns=80)
+    wide = tradeloop("backtest", "sma_cross", *SERIES, "--from", "2024-01-01", "--wide", data_dir=data_dir, columns=80)
     assert wide.returncode == 0 and "avg duration" in wide.stdout and "not shown" not in wide.stdout
 
 
@@ -86,27 +114,47 @@ def test_per_symbol_table_fits_a_narrow_terminal_and_wide_shows_all(data_dir: Pa
     [
         (["--from", "2024-13-01"], 2, ["--from='2024-13-01' is not a time", "ISO date like 2024-01-31"]),
         (["--to", "June"], 2, ["--to='June' is not a time"]),
-        (["--from", "2024-07-01", "--to", "2024-06-30"], 2,
-         ["--from 2024-07-01 is after --to 2024-06-30", "give --from before --to"]),
-        (["--export", "trades.xlsx"], 2,
-         ["--export='trades.xlsx'", "'.xlsx'", "end the file name in .csv or .parquet"]),
+        (
+            ["--from", "2024-07-01", "--to", "2024-06-30"],
+            2,
+            ["--from 2024-07-01 is after --to 2024-06-30", "give --from before --to"],
+        ),
+        (
+            ["--export", "trades.xlsx"],
+            2,
+            ["--export='trades.xlsx'", "'.xlsx'", "end the file name in .csv or .parquet"],
+        ),
         (["--export", "trades"], 2, ["--export='trades'", "(none)"]),
         (["--report", "report.pdf"], 2, ["--report='report.pdf'", "end the file name in .html"]),
         # the engine's "two candles for one (symbol, ts); deduplicate it" meant nothing to a CLI user
         (["--series", "coinbase:ETH-USD:4h"], 2, ["--series coinbase:ETH-USD:4h is given twice; give it once"]),
-        (["--series", "kraken:BTC-USD:4h"], 2,
-         ["--series coinbase:BTC-USD:4h and kraken:BTC-USD:4h are both BTC-USD", "one exchange per symbol"]),
+        (
+            ["--series", "kraken:BTC-USD:4h"],
+            2,
+            ["--series coinbase:BTC-USD:4h and kraken:BTC-USD:4h are both BTC-USD", "one exchange per symbol"],
+        ),
         # a compact date read as epoch ms (1970): --from was silently ignored, the whole history backtested
-        (["--from", "20240101"], 2, ["--from=20240101 reads as epoch milliseconds (1970-01-01 05:37 UTC)",
-                                     "e.g. 2024-01-01"]),
+        (
+            ["--from", "20240101"],
+            2,
+            ["--from=20240101 reads as epoch milliseconds (1970-01-01 05:37 UTC)", "e.g. 2024-01-01"],
+        ),
         (["--to", "1719705600"], 2, ["--to=1719705600 reads as epoch milliseconds", "epoch milliseconds (13 digits"]),
-        (["--from", "2030-01-01"], 3,
-         ["no bars of coinbase:BTC-USD:4h, coinbase:ETH-USD:4h in --from 2030-01-01",
-          "coinbase:BTC-USD:4h covers 2016-05-18", "to 2025-10-28", "pick dates inside that range"]),
+        (
+            ["--from", "2030-01-01"],
+            3,
+            [
+                "no bars of coinbase:BTC-USD:4h, coinbase:ETH-USD:4h in --from 2030-01-01",
+                "coinbase:BTC-USD:4h covers 2016-05-18",
+                "to 2025-10-28",
+                "pick dates inside that range",
+            ],
+        ),
     ],
 )
-def test_bad_dates_ranges_and_file_names_are_refused(data_dir: Path, tmp_path: Path, args: list[str], code: int,
-                                                     expected: list[str]) -> None:
+def test_bad_dates_ranges_and_file_names_are_refused(
+    data_dir: Path, tmp_path: Path, args: list[str], code: int, expected: list[str]
+) -> None:
     out = tradeloop("backtest", "sma_cross", *SERIES, *args, data_dir=data_dir, cwd=tmp_path)
     assert out.returncode == code, out.stdout + out.stderr
     assert out.stderr.startswith("error: ") and "Traceback" not in out.stderr
@@ -115,8 +163,9 @@ def test_bad_dates_ranges_and_file_names_are_refused(data_dir: Path, tmp_path: P
     assert not list(tmp_path.iterdir())  # refused before any file is written
 
 
-def test_report_and_export_paths_that_cannot_be_written_are_refused_before_the_backtest(data_dir: Path,
-                                                                                      tmp_path: Path) -> None:
+def test_report_and_export_paths_that_cannot_be_written_are_refused_before_the_backtest(
+    data_dir: Path, tmp_path: Path
+) -> None:
     # they ran the whole backtest, printed the stats and then crashed with an IsADirectoryError traceback
     (tmp_path / "report.html").mkdir()
     (tmp_path / "notes.txt").write_text("not a folder")
@@ -136,11 +185,11 @@ def test_a_series_without_bars_in_the_range_is_named_not_silently_dropped(tmp_pa
     lake = CandleLake(tmp_path / "lake")
     import_file(lake, ROOT / "data" / "sample" / "coinbase__BTC-USD__4h.parquet")
     late = pl.read_parquet(ROOT / "data" / "sample" / "coinbase__ETH-USD__4h.parquet").filter(
-        pl.col("ts") >= _ms("2024-06-01"))
+        pl.col("ts") >= _ms("2024-06-01")
+    )
     late.write_parquet(tmp_path / "coinbase__ETH-USD__4h.parquet")
     import_file(lake, tmp_path / "coinbase__ETH-USD__4h.parquet")
-    out = tradeloop("backtest", "sma_cross", *SERIES, "--from", "2024-01-01", "--to", "2024-03-31",
-                    data_dir=tmp_path)
+    out = tradeloop("backtest", "sma_cross", *SERIES, "--from", "2024-01-01", "--to", "2024-03-31", data_dir=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "note: coinbase:ETH-USD:4h has no bars in --from 2024-01-01 --to 2024-03-31: left out" in out.stdout
     assert "sma_cross(10,30) on coinbase:BTC-USD:4h\n" in out.stdout  # the header names what was backtested

@@ -12,12 +12,14 @@ from exchange_server import BinanceLoopback
 
 def tradeloop(*args: str, data_dir: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "TRADELOOP_DATA_DIR": str(data_dir), "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "tradeloop", *args], capture_output=True, text=True,
-                          env=full_env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tradeloop", *args], capture_output=True, text=True, env=full_env, timeout=300
+    )
 
 
-@pytest.mark.parametrize("cmd", [[], ["demo"], ["backtest"], ["data"], ["data", "import"], ["data", "ingest"],
-                                 ["data", "status"]])
+@pytest.mark.parametrize(
+    "cmd", [[], ["demo"], ["backtest"], ["data"], ["data", "import"], ["data", "ingest"], ["data", "status"]]
+)
 def test_help_everywhere(cmd: list[str], tmp_path: Path) -> None:
     out = tradeloop(*cmd, "--help", data_dir=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -40,8 +42,10 @@ def test_demo_prints_metrics_per_strategy_and_series(tmp_path: Path) -> None:
     assert status.returncode == 0 and "coinbase:ETH-USD:4h" in status.stdout and "missing" in status.stdout
     narrow = tradeloop("data", "status", data_dir=tmp_path, env={"COLUMNS": "64"})
     assert narrow.returncode == 0 and "coinbase:ETH-USD:4h" in narrow.stdout and "--wide shows them" in narrow.stdout
-    assert max(len(line) for line in narrow.stdout.splitlines()) <= 64 and "coverage" not in narrow.stdout.split(
-        "not shown")[0]
+    assert (
+        max(len(line) for line in narrow.stdout.splitlines()) <= 64
+        and "coverage" not in narrow.stdout.split("not shown")[0]
+    )
     wide = tradeloop("data", "status", "--wide", data_dir=tmp_path, env={"COLUMNS": "64"})
     assert "coverage" in wide.stdout and "not shown" not in wide.stdout
 
@@ -63,12 +67,25 @@ def test_bad_csv_is_refused_with_file_row_and_rule(tmp_path: Path, btc_1d: pl.Da
 def test_ingest_through_the_cli(tmp_path: Path, btc_1d: pl.DataFrame) -> None:
     with BinanceLoopback({("BTCUSDT", "1d"): btc_1d}) as server:
         env = {"TRADELOOP_EXCHANGE_API_URL": server.url}
-        out = tradeloop("data", "ingest", "--exchange", "binance", "--symbols", "BTC/USDT", "--timeframe", "1d",
-                        "--since", "2020-01-01", data_dir=tmp_path, env=env)
+        out = tradeloop(
+            "data",
+            "ingest",
+            "--exchange",
+            "binance",
+            "--symbols",
+            "BTC/USDT",
+            "--timeframe",
+            "1d",
+            "--since",
+            "2020-01-01",
+            data_dir=tmp_path,
+            env=env,
+        )
         assert out.returncode == 0, out.stderr
         assert "binance:BTC-USDT:1d" in out.stdout and "366" in out.stdout
-        unknown = tradeloop("data", "ingest", "--symbols", "NOPE/USDT", "--since", "2020-01-01",
-                            data_dir=tmp_path, env=env)
+        unknown = tradeloop(
+            "data", "ingest", "--symbols", "NOPE/USDT", "--since", "2020-01-01", data_dir=tmp_path, env=env
+        )
         assert unknown.returncode == 4 and "NOPE/USDT" in unknown.stderr
     bad_time = tradeloop("data", "ingest", "--symbols", "BTC/USDT", "--since", "yesterday", data_dir=tmp_path)
     assert bad_time.returncode == 2 and "--since" in bad_time.stderr and "ISO date" in bad_time.stderr
@@ -76,9 +93,22 @@ def test_ingest_through_the_cli(tmp_path: Path, btc_1d: pl.DataFrame) -> None:
 
 def test_backtest_command(tmp_path: Path) -> None:
     assert tradeloop("data", "import", data_dir=tmp_path).returncode == 0
-    out = tradeloop("backtest", "sma_cross", "--series", "coinbase:BTC-USD:4h", "--series", "coinbase:ETH-USD:4h",
-                    "--shared-cash", "--fraction", "0.5", "--param", "fast=5", "--stop-loss", "0.05",
-                    data_dir=tmp_path)
+    out = tradeloop(
+        "backtest",
+        "sma_cross",
+        "--series",
+        "coinbase:BTC-USD:4h",
+        "--series",
+        "coinbase:ETH-USD:4h",
+        "--shared-cash",
+        "--fraction",
+        "0.5",
+        "--param",
+        "fast=5",
+        "--stop-loss",
+        "0.05",
+        data_dir=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     assert "sma_cross(5,30)" in out.stdout
     missing = tradeloop("backtest", "sma_cross", "--series", "kraken:BTC-USD:1h", data_dir=tmp_path)
@@ -110,8 +140,9 @@ def btc_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["--fee", "-0.1"], ["--fee=-0.1", "greater than or equal to 0"]),
     ],
 )
-def test_invalid_backtest_options_exit_2_naming_field_value_and_fix(btc_lake: Path, args: list[str],
-                                                                     expected: list[str]) -> None:
+def test_invalid_backtest_options_exit_2_naming_field_value_and_fix(
+    btc_lake: Path, args: list[str], expected: list[str]
+) -> None:
     out = tradeloop("backtest", "sma_cross", "--series", "binance:BTC-USDT:1d", *args, data_dir=btc_lake)
     assert out.returncode == 2, out.stdout + out.stderr
     assert "Traceback" not in out.stderr
@@ -142,9 +173,10 @@ def test_a_missing_series_lists_those_stored(btc_lake: Path) -> None:
 def test_rejected_import_prints_its_rule_counts(tmp_path: Path, btc_1d: pl.DataFrame) -> None:
     path = tmp_path / "binance__BTC-USDT__1d.csv"
     bad_rows = pl.int_range(pl.len()).is_in([3, 4, 9])
-    btc_1d.with_columns(pl.when(bad_rows).then(float("inf")).otherwise(pl.col("close")).alias("close"),
-                        pl.when(pl.int_range(pl.len()) == 12).then(pl.col("ts") + 1).otherwise(pl.col("ts"))
-                        .alias("ts")).write_csv(path)
+    btc_1d.with_columns(
+        pl.when(bad_rows).then(float("inf")).otherwise(pl.col("close")).alias("close"),
+        pl.when(pl.int_range(pl.len()) == 12).then(pl.col("ts") + 1).otherwise(pl.col("ts")).alias("ts"),
+    ).write_csv(path)
     out = tradeloop("data", "import", str(path), data_dir=tmp_path / "d")
     assert out.returncode == 3
     assert "row 3 breaks rule 'non_finite'" in out.stderr
@@ -190,8 +222,9 @@ def test_data_status_copes_with_anything_stored(tmp_path: Path) -> None:
     truncated.write_bytes(truncated.read_bytes()[:500])
     year = series / "2021.parquet"
     frame = pl.read_parquet(year)
-    frame.with_columns(pl.when(pl.int_range(pl.len()).is_in([0, 1])).then(float("nan")).otherwise(pl.col("close"))
-                       .alias("close")).write_parquet(year)
+    frame.with_columns(
+        pl.when(pl.int_range(pl.len()).is_in([0, 1])).then(float("nan")).otherwise(pl.col("close")).alias("close")
+    ).write_parquet(year)
     frame.tail(1).with_columns(ts=pl.lit(4_102_444_800_000, dtype=pl.Int64)).write_parquet(series / "2100.parquet")
     odd = lake / "coinbase" / "BTC-USD" / "4h\n"
     odd.mkdir()

@@ -68,8 +68,9 @@ def test_a_malformed_manifest_and_a_foreign_strategy_exit_with_the_model_code(tm
     registry.promote("sma_cross", digest, lineage=Lineage())
     refused = tradeloop("models", "promote", "momentum", digest[:8], data_dir=tmp_path)
     assert refused.returncode == 6 and "holds a sma_cross model, not momentum" in refused.stderr
-    (registry.champions_dir / "sma_cross.json").write_text(json.dumps({"current": {"strategy": "sma_cross",
-                                                                                   "artifact": ""}}))
+    (registry.champions_dir / "sma_cross.json").write_text(
+        json.dumps({"current": {"strategy": "sma_cross", "artifact": ""}})
+    )
     for args in (("show", "sma_cross"), ("list",), ("rollback", "sma_cross")):
         out = tradeloop("models", *args, data_dir=tmp_path)
         assert out.returncode == 6, (args, out.stderr)
@@ -84,8 +85,11 @@ def test_register_of_something_that_is_not_a_model_folder_exits_with_the_model_c
     as_folder = saved_model(tmp_path / "as_folder", 1)
     (as_folder / "classifier.skops").unlink()
     (as_folder / "classifier.skops").mkdir()
-    cases = [(not_a_folder, "is not a folder"), (nested, "is nested too deeply"),
-             (as_folder, "classifier.skops cannot be read (IsADirectoryError")]
+    cases = [
+        (not_a_folder, "is not a folder"),
+        (nested, "is nested too deeply"),
+        (as_folder, "classifier.skops cannot be read (IsADirectoryError"),
+    ]
     for folder, message in cases:
         out = tradeloop("models", "register", str(folder), data_dir=tmp_path)
         assert out.returncode == 6, (folder, out.stderr)

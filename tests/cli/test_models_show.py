@@ -23,15 +23,28 @@ def _model(path: Path, *, info: dict, universe: Universe | None) -> Path:
     X = rng.normal(size=(200, len(META_FEATURES)))
     y = (X[:, 0] + rng.normal(size=200) > 0).astype(int)
     est = AdaptiveThreshold().fit(X, y, returns=np.where(y == 1, 0.02, -0.01))
-    return ThresholdModel(strategy=SmaCross(fast=10, slow=40), barriers=BarrierConfig(), estimator=est,
-                          trained_until=TRAINED_UNTIL, info=info, universe=universe).save(path)
+    return ThresholdModel(
+        strategy=SmaCross(fast=10, slow=40),
+        barriers=BarrierConfig(),
+        estimator=est,
+        trained_until=TRAINED_UNTIL,
+        info=info,
+        universe=universe,
+    ).save(path)
 
 
 def test_show_prints_the_training_window_data_hash_and_universe(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "registry")
-    info = {"trained_from": TRAINED_FROM, "data_hash": "9f2c" * 16,
-            "retrain_policy": {"training_window_days": 365, "retrain_every_days": 7, "max_model_age_days": 14,
-                               "on_stale": "reduce_only"}}
+    info = {
+        "trained_from": TRAINED_FROM,
+        "data_hash": "9f2c" * 16,
+        "retrain_policy": {
+            "training_window_days": 365,
+            "retrain_every_days": 7,
+            "max_model_age_days": 14,
+            "on_stale": "reduce_only",
+        },
+    }
     universe = Universe(exchange="binance", timeframe="1h", symbols=("ETH-USDT", "BTC-USDT"))
     artifact = registry.register(_model(tmp_path / "m", info=info, universe=universe))
     registry.promote("sma_cross", artifact, lineage=Lineage(data_snapshot="ab" * 32))
@@ -41,8 +54,9 @@ def test_show_prints_the_training_window_data_hash_and_universe(tmp_path: Path) 
     assert card_field(out, "training window").startswith("2023-01-01 00:00 .. 2024-01-01 00:00 UTC")
     assert card_field(out, "data hash") == "9f2c" * 16  # the model's own hash wins over the lineage's snapshot
     assert card_field(out, "universe") == "exchange binance, timeframe 1h, 2 symbol(s): BTC-USDT, ETH-USDT"
-    assert card_field(out, "retrain policy") == ("refit every 7 day(s) on the last 365 days; stale after 14 days, "
-                                                 "then reduce-only")
+    assert card_field(out, "retrain policy") == (
+        "refit every 7 day(s) on the last 365 days; stale after 14 days, then reduce-only"
+    )
     machine = json.loads(tradeloop("models", "show", "sma_cross", "--json", data_dir=tmp_path).stdout)
     assert machine["artifact"] == artifact and machine["model"]["trained_until"] == TRAINED_UNTIL
     assert machine["training"]["data hash"] == "9f2c" * 16 and machine["lineage"]["data_snapshot"] == "ab" * 32
@@ -64,10 +78,18 @@ def test_show_falls_back_to_the_lineage_snapshot_and_says_unknown(tmp_path: Path
 def test_the_card_shows_the_gate_as_promoted_with_values_and_bars_as_people_read_them(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "registry")
     artifact = registry.register(_model(tmp_path / "m", info={}, universe=None))
-    gate = [{"name": "max_drawdown", "value": -0.2472, "bar": -0.35, "passed": True, "detail": "worst fall",
-             "shown": "-24.7%", "shown_bar": ">= -35.0%"},
-            {"name": "pbo", "value": 0.61, "bar": 0.5, "passed": False, "detail": "CSCV", "shown": "",
-             "shown_bar": ""}]
+    gate = [
+        {
+            "name": "max_drawdown",
+            "value": -0.2472,
+            "bar": -0.35,
+            "passed": True,
+            "detail": "worst fall",
+            "shown": "-24.7%",
+            "shown_bar": ">= -35.0%",
+        },
+        {"name": "pbo", "value": 0.61, "bar": 0.5, "passed": False, "detail": "CSCV", "shown": "", "shown_bar": ""},
+    ]
     registry.promote("sma_cross", artifact, lineage=Lineage(gate=gate, metrics={"oos_max_drawdown": -0.2472}))
     out = tradeloop("models", "show", "sma_cross", data_dir=tmp_path).stdout
     cells = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.count("│") > 4]
@@ -82,7 +104,7 @@ def card_field(out: str, label: str) -> str:
     for line in out.splitlines():
         inner = line.strip().strip("│").strip()
         if inner.startswith(label + "  "):
-            return inner[len(label):].strip()
+            return inner[len(label) :].strip()
     raise AssertionError(f"no {label!r} in the card:\n{out}")
 
 

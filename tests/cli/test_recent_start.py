@@ -3,8 +3,8 @@ days, never bars the champion was trained on."""
 
 from __future__ import annotations
 
-import math
 import dataclasses
+import math
 import time
 from pathlib import Path
 
@@ -38,8 +38,9 @@ def last_bar(settings: Settings) -> int:
 
 
 def test_recent_days_start_that_many_days_before_the_last_candle(settings: Settings) -> None:
-    first = recent_start(settings, strategy="sma_cross", exchange="coinbase", symbols=("BTC-USD", "ETH-USD"),
-                         timeframe="4h", days=30)
+    first = recent_start(
+        settings, strategy="sma_cross", exchange="coinbase", symbols=("BTC-USD", "ETH-USD"), timeframe="4h", days=30
+    )
     assert first == last_bar(settings) - 30 * DAY  # no champion yet: the live run itself refuses or not
 
 
@@ -48,35 +49,37 @@ def test_never_before_the_champions_training_end(settings: Settings, tmp_path: P
     artifact = registry.register(_model(tmp_path / "m", info={}, universe=None))  # trained until 2024-01-01
     registry.promote("sma_cross", artifact, lineage=Lineage())
     _, model = registry.load("sma_cross")
-    old = recent_start(settings, strategy="sma_cross", exchange="coinbase", symbols=("BTC-USD", "ETH-USD"),
-                       timeframe="4h", days=4000)  # 4000 days back would be 2014: in-sample
+    old = recent_start(
+        settings, strategy="sma_cross", exchange="coinbase", symbols=("BTC-USD", "ETH-USD"), timeframe="4h", days=4000
+    )  # 4000 days back would be 2014: in-sample
     assert old == model.trained_until + FOUR_H
-    recent = recent_start(settings, strategy="sma_cross", exchange="coinbase", symbols=("BTC-USD", "ETH-USD"),
-                          timeframe="4h", days=7)
+    recent = recent_start(
+        settings, strategy="sma_cross", exchange="coinbase", symbols=("BTC-USD", "ETH-USD"), timeframe="4h", days=7
+    )
     assert recent == last_bar(settings) - 7 * DAY > model.trained_until
 
 
 def test_bad_days_and_missing_series_name_the_fix(settings: Settings) -> None:
     with pytest.raises(ConfigError, match="--recent-days -1 must be a positive number of days"):
-        recent_start(settings, strategy="sma_cross", exchange="coinbase", symbols=("BTC-USD",), timeframe="4h",
-                     days=-1)
+        recent_start(settings, strategy="sma_cross", exchange="coinbase", symbols=("BTC-USD",), timeframe="4h", days=-1)
     with pytest.raises(ConfigError, match=r"no coinbase 1d candles of \['BTC-USD'\]; import them"):
-        recent_start(settings, strategy="sma_cross", exchange="coinbase", symbols=("BTC-USD",), timeframe="1d",
-                     days=5)
+        recent_start(settings, strategy="sma_cross", exchange="coinbase", symbols=("BTC-USD",), timeframe="1d", days=5)
 
 
 @pytest.mark.parametrize("days", [math.nan, math.inf])
 def test_not_a_number_or_infinite_days_are_refused_with_the_fix(settings: Settings, days: float) -> None:
     # typer parses "--recent-days nan" and "inf" as floats; they crashed with a ValueError/OverflowError traceback
     with pytest.raises(ConfigError, match=f"--recent-days {days:g} must be a positive number of days"):
-        recent_start(settings, strategy="sma_cross", exchange="coinbase", symbols=("BTC-USD",), timeframe="4h",
-                     days=days)
+        recent_start(
+            settings, strategy="sma_cross", exchange="coinbase", symbols=("BTC-USD",), timeframe="4h", days=days
+        )
 
 
 def test_more_days_than_the_lake_holds_replays_from_its_start(settings: Settings) -> None:
     # 1e30 days overflowed int64 downstream ("Python int too large to convert to C long")
-    first = recent_start(settings, strategy="breakout", exchange="coinbase", symbols=("BTC-USD", "ETH-USD"),
-                         timeframe="4h", days=1e30)  # no champion: nothing else moves the start
+    first = recent_start(
+        settings, strategy="breakout", exchange="coinbase", symbols=("BTC-USD", "ETH-USD"), timeframe="4h", days=1e30
+    )  # no champion: nothing else moves the start
     first_candle = CandleLake(settings.lake_dir).read(SeriesKey("coinbase", "BTC-USD", "4h"))["ts"].min()
     assert 0 <= first <= first_candle  # a time every reader takes: the replay starts at the first candle
 

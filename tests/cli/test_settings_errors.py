@@ -12,19 +12,24 @@ import pytest
 
 
 def tradeloop(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("TRADELOOP_") and k not in
-            ("DATABASE_URL", "REDIS_URL")} | env
-    return subprocess.run([sys.executable, "-m", "tradeloop", *args], env=full, cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+    full = {
+        k: v for k, v in os.environ.items() if not k.startswith("TRADELOOP_") and k not in ("DATABASE_URL", "REDIS_URL")
+    } | env
+    return subprocess.run(
+        [sys.executable, "-m", "tradeloop", *args], env=full, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
-@pytest.mark.parametrize(("variable", "value", "fix"), [
-    ("TRADELOOP_HTTP_TIMEOUT_S", "abc", "valid number"),
-    ("TRADELOOP_HTTP_TIMEOUT_S", "-1", "greater than 0"),
-    ("TRADELOOP_HTTP_MAX_RETRIES", "99", "less than or equal to 20"),
-    ("TRADELOOP_LOG_LEVEL", "LOUD", "use DEBUG, INFO, WARNING or ERROR"),
-    ("TRADELOOP_ALLOW_INSECURE_LOOPBACK", "maybe", "valid boolean"),
-])
+@pytest.mark.parametrize(
+    ("variable", "value", "fix"),
+    [
+        ("TRADELOOP_HTTP_TIMEOUT_S", "abc", "valid number"),
+        ("TRADELOOP_HTTP_TIMEOUT_S", "-1", "greater than 0"),
+        ("TRADELOOP_HTTP_MAX_RETRIES", "99", "less than or equal to 20"),
+        ("TRADELOOP_LOG_LEVEL", "LOUD", "use DEBUG, INFO, WARNING or ERROR"),
+        ("TRADELOOP_ALLOW_INSECURE_LOOPBACK", "maybe", "valid boolean"),
+    ],
+)
 def test_a_bad_setting_names_the_variable_value_and_fix(tmp_path: Path, variable: str, value: str, fix: str) -> None:
     done = tradeloop("live", "sessions", env={"TRADELOOP_DATA_DIR": str(tmp_path), variable: value}, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
@@ -32,25 +37,34 @@ def test_a_bad_setting_names_the_variable_value_and_fix(tmp_path: Path, variable
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("url", ["postgres ql://trader:S3cretPw@db.example/ops",
-                                 "postgresql+psycopg://trader:S3cretPw@127.0.0.1:notaport/ops",
-                                 "postgresql+psycopg://trader:S3cr/etPw@127.0.0.1:1/ops"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres ql://trader:S3cretPw@db.example/ops",
+        "postgresql+psycopg://trader:S3cretPw@127.0.0.1:notaport/ops",
+        "postgresql+psycopg://trader:S3cr/etPw@127.0.0.1:1/ops",
+    ],
+)
 def test_a_malformed_database_url_is_shown_with_its_password_masked(tmp_path: Path, url: str) -> None:
-    done = tradeloop("live", "run", "--name", "x", env={"TRADELOOP_DATA_DIR": str(tmp_path), "DATABASE_URL": url},
-                     cwd=tmp_path)
+    done = tradeloop(
+        "live", "run", "--name", "x", env={"TRADELOOP_DATA_DIR": str(tmp_path), "DATABASE_URL": url}, cwd=tmp_path
+    )
     assert done.returncode == 2, done.stderr
     assert "DATABASE_URL=" in done.stderr and "trader:***@" in done.stderr
     assert "S3cretPw" not in done.stdout + done.stderr and "S3cr/etPw" not in done.stdout + done.stderr
     assert "etPw" not in done.stdout + done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize(("url", "masked"), [
-    ("postgresql+psycopg://u:pw@h:5432/db", "postgresql+psycopg://u:***@h:5432/db"),
-    ("redis://:se/cr:et@h:6399/0", "redis://:***@h:6399/0"),  # a password may hold / and :
-    ("redis://:p@ss@h/0", "redis://:***@h/0"),  # and @: it runs to the last @
-    ("sqlite:///data/tradeloop.db", "sqlite:///data/tradeloop.db"),
-    ("redis://h:6379/0", "redis://h:6379/0"),
-])
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql+psycopg://u:pw@h:5432/db", "postgresql+psycopg://u:***@h:5432/db"),
+        ("redis://:se/cr:et@h:6399/0", "redis://:***@h:6399/0"),  # a password may hold / and :
+        ("redis://:p@ss@h/0", "redis://:***@h/0"),  # and @: it runs to the last @
+        ("sqlite:///data/tradeloop.db", "sqlite:///data/tradeloop.db"),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+    ],
+)
 def test_url_passwords_are_masked_whatever_they_hold(url: str, masked: str) -> None:
     from tradeloop.redaction import mask_url
 
@@ -61,6 +75,7 @@ def test_settings_come_from_dotenv_in_the_working_directory_and_the_environment_
     (tmp_path / ".env").write_text("TRADELOOP_HTTP_TIMEOUT_S=abc\n")
     done = tradeloop("live", "sessions", env={"TRADELOOP_DATA_DIR": str(tmp_path)}, cwd=tmp_path)
     assert done.returncode == 2 and "TRADELOOP_HTTP_TIMEOUT_S='abc'" in done.stderr  # read from .env
-    done = tradeloop("live", "sessions", env={"TRADELOOP_DATA_DIR": str(tmp_path), "TRADELOOP_HTTP_TIMEOUT_S": "5"},
-                     cwd=tmp_path)
+    done = tradeloop(
+        "live", "sessions", env={"TRADELOOP_DATA_DIR": str(tmp_path), "TRADELOOP_HTTP_TIMEOUT_S": "5"}, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr  # the environment overrides .env

@@ -62,10 +62,18 @@ def test_rows_and_options_are_checked() -> None:
         FitTable("t", ["a", "b"]).add_row("1")
 
 
-@pytest.mark.parametrize(("value", "pct", "text"), [(-0.0, False, "0.00"), (-1e-9, False, "0.00"),
-                                                   (-0.02, False, "-0.02"), (-1234.5, False, "-1,234.50"),
-                                                   (-1e-9, True, "0.0%"), (-0.3, True, "-30.0%"),
-                                                   (float("nan"), False, "-")])
+@pytest.mark.parametrize(
+    ("value", "pct", "text"),
+    [
+        (-0.0, False, "0.00"),
+        (-1e-9, False, "0.00"),
+        (-0.02, False, "-0.02"),
+        (-1234.5, False, "-1,234.50"),
+        (-1e-9, True, "0.0%"),
+        (-0.3, True, "-30.0%"),
+        (float("nan"), False, "-"),
+    ],
+)
 def test_numbers_never_read_minus_zero(value: float, pct: bool, text: str) -> None:
     assert fmt_num(value, pct) == text
 

@@ -38,18 +38,43 @@ def answers(url: str) -> bool:
 
 def test_up_serves_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
     ports = {name: free_port() for name in ("lab", "dagster", "dashboard")}
-    env = {**os.environ, "TRADELOOP_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "dagster"),
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter"), "TRADELOOP_LOG_LEVEL": "WARNING"}
-    subprocess.run([sys.executable, "-m", "tradeloop", "data", "import"], cwd=ROOT, env=env, check=True,
-                   capture_output=True)
-    proc = subprocess.Popen([sys.executable, "-m", "tradeloop", "up", "--lab-port", str(ports["lab"]),
-                             "--dagster-port", str(ports["dagster"]), "--dashboard-port", str(ports["dashboard"])],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "TRADELOOP_DATA_DIR": str(tmp_path / "data"),
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter"),
+        "TRADELOOP_LOG_LEVEL": "WARNING",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "tradeloop", "data", "import"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tradeloop",
+            "up",
+            "--lab-port",
+            str(ports["lab"]),
+            "--dagster-port",
+            str(ports["dagster"]),
+            "--dashboard-port",
+            str(ports["dashboard"]),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
-    urls = {"lab": f"http://127.0.0.1:{ports['lab']}/lab", "dagster": f"http://127.0.0.1:{ports['dagster']}/server_info",
-            "dashboard": f"http://127.0.0.1:{ports['dashboard']}/_stcore/health"}
+    urls = {
+        "lab": f"http://127.0.0.1:{ports['lab']}/lab",
+        "dagster": f"http://127.0.0.1:{ports['dagster']}/server_info",
+        "dashboard": f"http://127.0.0.1:{ports['dashboard']}/_stcore/health",
+    }
     try:
         deadline = time.monotonic() + 120
         pending = dict(urls)
@@ -89,9 +114,14 @@ def test_up_serves_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
 def test_the_addresses_table_reads_left_to_right() -> None:
     # every column was right-aligned: short names and URLs floated at the right edge of a wide column
     out = io.StringIO()
-    announce(where={"lab": "http://127.0.0.1:8888/lab?token=abc", "live": "paper session 'paper': breakout"},
-             probes={}, timeout_s=0, out=out)
-    rows = {line.split("│")[1].strip(): line.split("│")[1:4] for line in out.getvalue().splitlines()
-            if line.count("│") == 4}
+    announce(
+        where={"lab": "http://127.0.0.1:8888/lab?token=abc", "live": "paper session 'paper': breakout"},
+        probes={},
+        timeout_s=0,
+        out=out,
+    )
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[1:4] for line in out.getvalue().splitlines() if line.count("│") == 4
+    }
     assert rows["lab"][0].startswith(" lab ") and rows["lab"][1].startswith(" http://127.0.0.1:8888/lab")
     assert rows["live"][1].startswith(" paper session") and rows["live"][2].startswith(" started")

@@ -20,7 +20,7 @@ def test_folds_walk_forward_in_time_and_never_split_a_timestamp() -> None:
     ts, t1 = events()
     folds = list(PurgedWalkForward(n_splits=4).split(ts, t1))
     assert [f.index for f in folds] == [0, 1, 2, 3]
-    for a, b in zip(folds, folds[1:]):
+    for a, b in zip(folds, folds[1:], strict=False):
         assert a.test_end < b.test_start
     for f in folds:
         test_times = set(ts[f.test])

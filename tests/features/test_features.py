@@ -47,7 +47,11 @@ def test_values_against_plain_numpy(btc_4h: pl.DataFrame) -> None:
     frame = btc_4h[:400]
     close, high, low = (frame[c].to_numpy() for c in ("close", "high", "low"))
     out = frame.select(
-        sma=ind.sma(30), vol=ind.volatility(20), z=ind.zscore(20), rsi=ind.rsi(14), atr=ind.atr(14),
+        sma=ind.sma(30),
+        vol=ind.volatility(20),
+        z=ind.zscore(20),
+        rsi=ind.rsi(14),
+        atr=ind.atr(14),
         ret=ind.returns(),
     )
     np.testing.assert_allclose(out["sma"].to_numpy()[29:], sma_numpy(close, 30)[29:], rtol=1e-12)
@@ -76,7 +80,7 @@ def test_warmup_is_null_then_filled(btc_4h: pl.DataFrame) -> None:
     for spec in DEFAULT_FEATURES:
         col = out[spec.name]
         assert col[: spec.warmup].null_count() == spec.warmup, spec.name
-        assert col[spec.warmup:].null_count() == 0, spec.name
+        assert col[spec.warmup :].null_count() == 0, spec.name
 
 
 def test_duplicate_feature_name_is_an_error(btc_4h: pl.DataFrame) -> None:

@@ -40,10 +40,10 @@ def test_a_window_of_exact_bars_gives_the_full_history_value(spec, btc_4h: pl.Da
     full = compute_features(btc_4h, [spec], by=None)[spec.name].to_numpy()
     bars = spec.exact_bars()
     for end in ENDS:
-        window = compute_features(btc_4h[end - bars:end], [spec], by=None)[spec.name].to_numpy()
+        window = compute_features(btc_4h[end - bars : end], [spec], by=None)[spec.name].to_numpy()
         np.testing.assert_allclose(window[-1], full[end - 1], rtol=1e-9, err_msg=spec.name)
         if spec.memory.finite and bars > 1:  # one bar fewer: still warming up
-            shorter = compute_features(btc_4h[end - bars + 1:end], [spec], by=None)[spec.name]
+            shorter = compute_features(btc_4h[end - bars + 1 : end], [spec], by=None)[spec.name]
             assert shorter[-1] is None, spec.name
 
 
@@ -53,8 +53,9 @@ def test_exponential_features_remember_where_the_window_starts(name: str, btc_4h
     long enough for it to be right."""
     spec = feature_spec(name)
     full = compute_features(btc_4h, [spec], by=None)[name].to_numpy()
-    gaps = [abs(compute_features(btc_4h[end - 60:end], [spec], by=None)[name][-1] / full[end - 1] - 1)
-            for end in ENDS]
+    gaps = [
+        abs(compute_features(btc_4h[end - 60 : end], [spec], by=None)[name][-1] / full[end - 1] - 1) for end in ENDS
+    ]
     assert max(gaps) > 1e-6
 
 
@@ -66,9 +67,9 @@ def test_strategy_scores_derive_their_warmup_and_window(name: str, btc_4h: pl.Da
     assert full[strategy.warmup_bars] is not None
     bars = strategy.score_memory.exact_bars()
     for end in ENDS:
-        window = strategy.scores(btc_4h[end - bars:end], by=None)["score"]
+        window = strategy.scores(btc_4h[end - bars : end], by=None)["score"]
         assert window[-1] == pytest.approx(full[end - 1], rel=1e-9, abs=1e-12)
-        assert strategy.scores(btc_4h[end - bars + 1:end], by=None)["score"][-1] is None
+        assert strategy.scores(btc_4h[end - bars + 1 : end], by=None)["score"][-1] is None
 
 
 def test_memory_descriptions_are_validated() -> None:

@@ -38,8 +38,15 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample"
 TOKEN = "tradeloop-lab-test"
 CHROMIUM = os.environ.get("TRADELOOP_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(os.environ.get("TRADELOOP_TEST_ARTIFACTS") or ROOT / "test-artifacts") / "lab"
 
 
@@ -54,8 +61,11 @@ class Lab:
 
     def api(self, path: str, *, method: str = "GET", body: dict | None = None) -> dict:
         request = urllib.request.Request(
-            self.url + path, method=method, data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"})
+            self.url + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=30) as reply:
             text = reply.read()
         return json.loads(text) if text else {}
@@ -74,21 +84,38 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
     lake = CandleLake(data / "lake")
     for symbol in ("BTC-USD", "ETH-USD"):
         import_file(lake, SAMPLE / f"coinbase__{symbol}__4h.parquet", key=SeriesKey("coinbase", symbol, "4h"))
-    env = lab_environment({
-        **os.environ, "TRADELOOP_DATA_DIR": os.path.relpath(data, ROOT),  # relative: resolved where Lab starts
-        "JUPYTER_CONFIG_DIR": str(base / "config"),  # no personal configuration of this machine's user
-        "JUPYTER_RUNTIME_DIR": str(base / "runtime"), "JUPYTERLAB_SETTINGS_DIR": str(base / "user-settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces")})
+    env = lab_environment(
+        {
+            **os.environ,
+            "TRADELOOP_DATA_DIR": os.path.relpath(data, ROOT),  # relative: resolved where Lab starts
+            "JUPYTER_CONFIG_DIR": str(base / "config"),  # no personal configuration of this machine's user
+            "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
+            "JUPYTERLAB_SETTINGS_DIR": str(base / "user-settings"),
+            "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"),
+        }
+    )
     autosave = base / "user-settings" / "@jupyterlab" / "docmanager-extension" / "plugin.jupyterlab-settings"
     autosave.parent.mkdir(parents=True)
     autosave.write_text('{"autosave": false}')  # the browser test must never save over notebooks/*.py
     env.pop("MPLBACKEND", None)
     port = free_port()
     log = (base / "lab.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-                             f"--IdentityProvider.token={TOKEN}",
-                             f"--FileCheckpoints.checkpoint_dir={base / 'checkpoints'}"],  # none in notebooks/
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={TOKEN}",
+            f"--FileCheckpoints.checkpoint_dir={base / 'checkpoints'}",
+        ],  # none in notebooks/
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     server = Lab(port=port, data=data)
     deadline = time.monotonic() + 60
     while True:
@@ -114,15 +141,24 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
 def run_cells(lab: Lab, kernel_id: str, sources: list[str]) -> list[str]:
     """Run ``sources`` one by one in the kernel through Lab's websocket (what Run All does);
     returns the text each printed. A cell that fails stops the run with its traceback."""
-    ws = websocket.create_connection(f"ws://127.0.0.1:{lab.port}/api/kernels/{kernel_id}/channels?token={TOKEN}",
-                                     timeout=120)
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{lab.port}/api/kernels/{kernel_id}/channels?token={TOKEN}", timeout=120
+    )
     session = Session(key=b"", username="test")
     printed = []
     try:
         for number, code in enumerate(sources, start=1):
-            request = session.msg("execute_request", {"code": code, "silent": False, "store_history": True,
-                                                      "user_expressions": {}, "allow_stdin": False,
-                                                      "stop_on_error": True})
+            request = session.msg(
+                "execute_request",
+                {
+                    "code": code,
+                    "silent": False,
+                    "store_history": True,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+            )
             ws.send(json.dumps({**request, "channel": "shell"}, default=str))
             reply, idle, text = None, False, []
             while reply is None or not idle:
@@ -137,8 +173,11 @@ def run_cells(lab: Lab, kernel_id: str, sources: list[str]) -> list[str]:
                 elif kind == "stream":
                     text.append(content["text"])
                 elif kind == "error":
-                    pytest.fail(f"cell {number} raised {content['ename']}: {content['evalue']}\n"
-                                + "\n".join(content["traceback"]) + f"\n--- the cell:\n{code}")
+                    pytest.fail(
+                        f"cell {number} raised {content['ename']}: {content['evalue']}\n"
+                        + "\n".join(content["traceback"])
+                        + f"\n--- the cell:\n{code}"
+                    )
             assert reply["status"] == "ok", f"cell {number}: {reply}"
             printed.append("".join(text))
     finally:
@@ -166,8 +205,11 @@ def test_run_all_from_lab_reads_and_writes_the_settings_data_folder(lab: Lab, na
     notebook = lab.api(f"/api/contents/notebooks/{name}.py?type=notebook")
     sources = [c["source"] for c in notebook["content"]["cells"] if c["cell_type"] == "code"]
     before = sorted((ROOT / "notebooks").iterdir())
-    session = lab.api("/api/sessions", method="POST", body={
-        "path": f"notebooks/{name}.py", "name": f"{name}.py", "type": "notebook", "kernel": {"name": "python3"}})
+    session = lab.api(
+        "/api/sessions",
+        method="POST",
+        body={"path": f"notebooks/{name}.py", "name": f"{name}.py", "type": "notebook", "kernel": {"name": "python3"}},
+    )
     try:
         where = run_cells(lab, session["kernel"]["id"], ["import os; print(os.getcwd())"])
         assert where == [f"{ROOT / 'notebooks'}\n"]  # Lab starts the kernel in the notebook's folder
@@ -183,9 +225,18 @@ def test_an_executed_pipeline_notebook_opens_in_lab_at_its_dagster_link(lab: Lab
     """What a pipeline asset keeps (run_notebook's executed copy) under a folder Lab serves,
     opened at the address Dagster's ``notebook_in_lab`` metadata gives."""
     output = ARTIFACTS / "executed" / "features.ipynb"  # inside the repository, as data/runs/<run id>/ is
-    run_notebook(notebook_path("features"), output, {
-        "lake_dir": str(lab.data / "lake"), "exchange": "coinbase", "symbols": ["BTC-USD"], "timeframe": "4h",
-        "output_path": str(lab.data / "executed" / "features.parquet")}, cwd=ROOT)
+    run_notebook(
+        notebook_path("features"),
+        output,
+        {
+            "lake_dir": str(lab.data / "lake"),
+            "exchange": "coinbase",
+            "symbols": ["BTC-USD"],
+            "timeframe": "4h",
+            "output_path": str(lab.data / "executed" / "features.parquet"),
+        },
+        cwd=ROOT,
+    )
     link = lab_link(output, lab_url=lab.url, lab_root=ROOT)
     assert link == f"{lab.url}/lab/tree/{output.relative_to(ROOT).as_posix()}"
     served = lab.api(f"/api/contents/{output.relative_to(ROOT).as_posix()}?type=notebook")
@@ -213,7 +264,10 @@ def test_double_click_opens_a_notebook_and_run_all_shows_no_traceback(lab: Lab) 
             prompts = panel.locator(".jp-CodeCell .jp-InputPrompt")
             page.wait_for_function(
                 "() => [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')]"
-                ".every(p => /\\[\\d+\\]/.test(p.textContent))", polling=500, timeout=90_000)
+                ".every(p => /\\[\\d+\\]/.test(p.textContent))",
+                polling=500,
+                timeout=90_000,
+            )
             assert prompts.count() >= 3
             outputs = " ".join(panel.locator(".jp-OutputArea-output").all_inner_texts())
             assert "Traceback" not in outputs and "Error" not in outputs, outputs[:2000]

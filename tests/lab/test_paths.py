@@ -46,15 +46,20 @@ def test_a_lake_with_other_series_lists_them(tmp_path, btc_4h: pl.DataFrame) -> 
 
 def test_lab_links_point_inside_labs_root_only(tmp_path) -> None:
     run = tmp_path / "data" / "runs" / "a run" / "features.ipynb"
-    assert lab_link(run, lab_url="http://127.0.0.1:8890/", lab_root=tmp_path) == \
-        "http://127.0.0.1:8890/lab/tree/data/runs/a%20run/features.ipynb"
+    assert (
+        lab_link(run, lab_url="http://127.0.0.1:8890/", lab_root=tmp_path)
+        == "http://127.0.0.1:8890/lab/tree/data/runs/a%20run/features.ipynb"
+    )
     assert lab_link(Path("/elsewhere/x.ipynb"), lab_url="http://127.0.0.1:8888", lab_root=tmp_path) is None
 
 
 def test_notebook_paths_and_lab_environment() -> None:
     paths = ResearchPaths.under(Path("r"))
-    assert (paths.features, paths.thresholds, paths.backtest) == (Path("r/features.parquet"), Path("r/thresholds"),
-                                                                  Path("r/backtest"))
+    assert (paths.features, paths.thresholds, paths.backtest) == (
+        Path("r/features.parquet"),
+        Path("r/thresholds"),
+        Path("r/backtest"),
+    )
     env = lab_environment({"JUPYTER_CONFIG_PATH": "/mine", "OTHER": "1"})
     assert env["JUPYTER_CONFIG_PATH"].split(":") == [str(LAB_CONFIG_DIR), "/mine"] and env["OTHER"] == "1"
     assert (LAB_CONFIG_DIR / "jupyter_lab_config.py").exists()

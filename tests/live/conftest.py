@@ -69,8 +69,9 @@ def world(request: pytest.FixtureRequest, trained_world: World) -> World:
     """The trained world with its operational database on SQLite, then on the real PostgreSQL."""
     if request.param == "sqlite":
         return trained_world
-    return replace(trained_world, settings=make_settings(trained_world.root,
-                                                         DATABASE_URL=request.getfixturevalue("pg_url")))
+    return replace(
+        trained_world, settings=make_settings(trained_world.root, DATABASE_URL=request.getfixturevalue("pg_url"))
+    )
 
 
 @pytest.fixture
@@ -97,19 +98,24 @@ def backtest_orders(world: World, *, start: int, config: BacktestConfig, window:
     result = run_backtest(decided, config, timeframe="4h")
     trades = result.trades
     orders = [(r["entry_ts"], r["symbol"], "buy", r["qty"], r["entry_price"]) for r in trades.iter_rows(named=True)]
-    orders += [(r["exit_ts"], r["symbol"], "sell", r["qty"], r["exit_price"])
-               for r in trades.iter_rows(named=True) if not r["is_open"]]
+    orders += [
+        (r["exit_ts"], r["symbol"], "sell", r["qty"], r["exit_price"])
+        for r in trades.iter_rows(named=True)
+        if not r["is_open"]
+    ]
     return sorted(orders), float(result.equity.sort("ts")["equity"][-1])
 
 
-def assert_matches_backtest(world: World, session_name: str, *, start: int, window: int = 400,
-                            database_url: str | None = None) -> int:
+def assert_matches_backtest(
+    world: World, session_name: str, *, start: int, window: int = 400, database_url: str | None = None
+) -> int:
     """The session's stored fills and final equity equal the backtest's; returns the fill count."""
     store = OpsStore.open(database_url or world.settings.effective_database_url)
     session = store.session(session_name)
     fills = sorted((f.ts, f.symbol, f.side, f.quantity, f.price) for f in store.fills(session.id))
-    expected, expected_equity = backtest_orders(world, start=start, config=BacktestConfig(**session.config),
-                                                window=window)
+    expected, expected_equity = backtest_orders(
+        world, start=start, config=BacktestConfig(**session.config), window=window
+    )
     assert len(expected) >= 10, "too few trades for a meaningful parity check"
     assert [f[:3] for f in fills] == [e[:3] for e in expected]
     np.testing.assert_allclose([f[3] for f in fills], [e[3] for e in expected], rtol=1e-9)

@@ -42,22 +42,31 @@ def plant_bad_bars(lake: CandleLake) -> dict[str, int]:
     btc = series_dir(lake, "BTC-USD") / "2025.parquet"
     frame = pl.read_parquet(btc)
     nan_ts = int(frame["ts"][-5])
-    frame.with_columns(pl.when(pl.col("ts") == nan_ts).then(float("nan")).otherwise(pl.col("close"))
-                       .alias("close")).write_parquet(btc)
+    frame.with_columns(
+        pl.when(pl.col("ts") == nan_ts).then(float("nan")).otherwise(pl.col("close")).alias("close")
+    ).write_parquet(btc)
     frame.tail(1).with_columns(ts=pl.lit(FUTURE, dtype=pl.Int64)).write_parquet(
-        series_dir(lake, "BTC-USD") / "2031.parquet")
+        series_dir(lake, "BTC-USD") / "2031.parquet"
+    )
     eth = series_dir(lake, "ETH-USD") / "2025.parquet"
     frame = pl.read_parquet(eth)
     off_ts = int(frame["ts"][-8]) + 1
-    frame.with_columns(pl.when(pl.int_range(pl.len()) == frame.height - 8).then(off_ts).otherwise(pl.col("ts"))
-                       .alias("ts")).write_parquet(eth)
+    frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == frame.height - 8).then(off_ts).otherwise(pl.col("ts")).alias("ts")
+    ).write_parquet(eth)
     return {"nan": nan_ts, "off": off_ts}
 
 
 def feed(lake: CandleLake, **options) -> tuple[ReplayFeed, list[tuple[str, int | None, str]]]:
     seen: list[tuple[str, int | None, str]] = []
-    replay = ReplayFeed(lake, exchange="coinbase", symbols=list(SYMBOLS), timeframe="4h",
-                        on_rejected=lambda *report: seen.append(report), **options)
+    replay = ReplayFeed(
+        lake,
+        exchange="coinbase",
+        symbols=list(SYMBOLS),
+        timeframe="4h",
+        on_rejected=lambda *report: seen.append(report),
+        **options,
+    )
     return replay, seen
 
 
@@ -79,8 +88,13 @@ def test_the_replay_feed_skips_bad_bars_and_reports_each_once(trained_world: Wor
     delivered = pl.concat([b.candles for b in batches])
     assert delivered["close"].is_finite().all() and (delivered["ts"] % STEP == 0).all()
     assert delivered.filter(pl.col("ts") == bad["nan"])["symbol"].to_list() == ["ETH-USD"]
-    assert sorted(seen) == sorted([("BTC-USD", bad["nan"], "non_finite"), ("ETH-USD", bad["off"], "off_grid"),
-                                   ("BTC-USD", FUTURE, "future_dated")])
+    assert sorted(seen) == sorted(
+        [
+            ("BTC-USD", bad["nan"], "non_finite"),
+            ("ETH-USD", bad["off"], "off_grid"),
+            ("BTC-USD", FUTURE, "future_dated"),
+        ]
+    )
     assert replay.history(before_ts=last_real, bars=400)["close"].is_finite().all()
 
 
@@ -94,11 +108,17 @@ def test_a_held_back_bar_does_not_stop_the_bars_after_it(trained_world: World, t
 
     async def scenario() -> tuple[list, list]:
         first = await take(batches, 3)
-        tail = pl.concat(pl.read_parquet(series_dir(lake, s) / "2025.parquet").tail(1).with_columns(symbol=pl.lit(s))
-                         for s in SYMBOLS)
+        tail = pl.concat(
+            pl.read_parquet(series_dir(lake, s) / "2025.parquet").tail(1).with_columns(symbol=pl.lit(s))
+            for s in SYMBOLS
+        )
         for symbol in SYMBOLS:  # two new real bars, as `tradeloop data ingest` would add them
-            new = pl.concat([tail.filter(pl.col("symbol") == symbol).drop("symbol")
-                             .with_columns(pl.col("ts") + k * STEP) for k in (1, 2)])
+            new = pl.concat(
+                [
+                    tail.filter(pl.col("symbol") == symbol).drop("symbol").with_columns(pl.col("ts") + k * STEP)
+                    for k in (1, 2)
+                ]
+            )
             lake.write(key(symbol), new)
         later = await take(batches, 2)
         await batches.aclose()
@@ -131,8 +151,9 @@ def test_a_venue_that_resumes_after_a_long_outage_is_not_held_back(trained_world
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
-def test_the_engine_skips_a_future_dated_bar_with_an_audit_row(trained_world: World, tmp_path: Path,
-                                                              database: str, request) -> None:
+def test_the_engine_skips_a_future_dated_bar_with_an_audit_row(
+    trained_world: World, tmp_path: Path, database: str, request
+) -> None:
     """Before: the 2031 bar became the session's last bar, and every real bar after a restart
     was skipped as already seen. Now it is skipped with an audit row and the session goes on."""
     from live.runner import SessionConfig, run_session
@@ -153,8 +174,12 @@ def test_the_engine_skips_a_future_dated_bar_with_an_audit_row(trained_world: Wo
     assert session.last_bar_ts == last_real
     skipped = [e.detail for e in store.audit_log(session.id) if e.event == "candle_skipped"]
     assert sorted((d["symbol"], d["ts"], d["rule"]) for d in skipped) == sorted(
-        [("BTC-USD", bad["nan"], "non_finite"), ("ETH-USD", bad["off"], "off_grid"),
-         ("BTC-USD", FUTURE, "future_dated")])
+        [
+            ("BTC-USD", bad["nan"], "non_finite"),
+            ("ETH-USD", bad["off"], "off_grid"),
+            ("BTC-USD", FUTURE, "future_dated"),
+        ]
+    )
     # the venue goes on: two new real bars are stored, and a restart trades them
     for symbol in SYMBOLS:
         tail = pl.read_parquet(series_dir(lake, symbol) / "2025.parquet").sort("ts").tail(1)

@@ -17,11 +17,18 @@ from tradeloop.data.exchanges import make_exchange
 
 def broker_on(server: BinanceLoopback, *, timeout_s: float = 2.0, visibility_window_s: float = 0.5) -> CcxtBroker:
     """The real ccxt client, keyed, on the loopback venue; windows small so tests stay fast."""
-    exchange = make_exchange("binance", timeout_s=timeout_s, api_url=server.url, asynchronous=True,
-                             credentials={"apiKey": server.api_key, "secret": server.secret},
-                             allow_insecure_loopback=True)
-    return CcxtBroker(exchange, config=CcxtBrokerConfig(recv_window_s=0.2, visibility_window_s=visibility_window_s,
-                                                        query_interval_s=0.1))
+    exchange = make_exchange(
+        "binance",
+        timeout_s=timeout_s,
+        api_url=server.url,
+        asynchronous=True,
+        credentials={"apiKey": server.api_key, "secret": server.secret},
+        allow_insecure_loopback=True,
+    )
+    return CcxtBroker(
+        exchange,
+        config=CcxtBrokerConfig(recv_window_s=0.2, visibility_window_s=visibility_window_s, query_interval_s=0.1),
+    )
 
 
 @pytest.fixture
@@ -124,14 +131,24 @@ def test_a_live_session_trades_through_ccxt_and_stores_each_fill_once(trained_wo
     from live.runner import SessionConfig, run_session
     from tests.live.conftest import make_settings
 
-    settings = make_settings(trained_world.root, TRADELOOP_EXCHANGE_API_KEY=server.api_key,
-                             TRADELOOP_EXCHANGE_SECRET=server.secret, TRADELOOP_EXCHANGE_API_URL=server.url,
-                             TRADELOOP_ALLOW_INSECURE_LOOPBACK="true",
-                             DATABASE_URL=f"sqlite:///{trained_world.root / 'live-mode.db'}")
+    settings = make_settings(
+        trained_world.root,
+        TRADELOOP_EXCHANGE_API_KEY=server.api_key,
+        TRADELOOP_EXCHANGE_SECRET=server.secret,
+        TRADELOOP_EXCHANGE_API_URL=server.url,
+        TRADELOOP_ALLOW_INSECURE_LOOPBACK="true",
+        DATABASE_URL=f"sqlite:///{trained_world.root / 'live-mode.db'}",
+    )
     server.prices["BTCBUSD"] = 17_200.0
-    config = SessionConfig(name="venue", exchange="binance", symbols=("BTC-BUSD",), timeframe="1m",
-                           mode="live", start=1670889600000 + 400 * 60_000,  # 400 bars of warm-up, 1040 live
-                           allow_in_sample=True)  # 2022: inside the shared champion's training years
+    config = SessionConfig(
+        name="venue",
+        exchange="binance",
+        symbols=("BTC-BUSD",),
+        timeframe="1m",
+        mode="live",
+        start=1670889600000 + 400 * 60_000,  # 400 bars of warm-up, 1040 live
+        allow_in_sample=True,
+    )  # 2022: inside the shared champion's training years
     server.balances.update({"BUSD": config.init_cash, "BNB": 3.0})  # BNB: not the session's, left alone
     engine = run(run_session(settings, config, engine_config=EngineConfig(venue_check_every_bars=100)))
     orders = engine.store.orders(engine.session.id)
@@ -153,18 +170,22 @@ def test_recovery_after_a_crash_sends_only_an_order_whose_create_never_went_out(
     """Three orders open in the database when the process died: the first was sent and the
     venue has it (the reply was lost), the second was committed but never sent, the third was
     sent and never arrived. Recovery resolves the first and third and sends only the second."""
+
     async def scenario():
         broker = broker_on(server)
         try:
             since = int(time.time() * 1000)
             await broker.submit(OrderRequest("tl1-7-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=100.0))
             creates_before = sum(r.startswith("POST /api/v3/order") for r in server.requests)
-            had = await broker.recover(OrderRequest("tl1-7-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=100.0),
-                                       sent=True, since_ms=since)
-            unsent = await broker.recover(OrderRequest("tl1-8-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=100.0),
-                                          sent=False, since_ms=since)
-            gone = await broker.recover(OrderRequest("tl1-9-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=100.0),
-                                        sent=True, since_ms=since)
+            had = await broker.recover(
+                OrderRequest("tl1-7-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=100.0), sent=True, since_ms=since
+            )
+            unsent = await broker.recover(
+                OrderRequest("tl1-8-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=100.0), sent=False, since_ms=since
+            )
+            gone = await broker.recover(
+                OrderRequest("tl1-9-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=100.0), sent=True, since_ms=since
+            )
             return creates_before, had, unsent, gone
         finally:
             await broker.close()

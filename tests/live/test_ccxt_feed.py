@@ -11,14 +11,14 @@ import ccxt.pro
 import numpy as np
 import polars as pl
 import pytest
-
 from exchange_server import BinanceLoopback
+from ws_exchange_server import BinanceWsLoopback
+
 from live.feeds.ccxt_feed import CcxtFeed, CcxtFeedConfig
-from tradeloop.retry import backoff_delay
 from tests.live.conftest import trained_world  # noqa: F401  (shared fixture)
 from tradeloop.data import CandleLake
 from tradeloop.data.exchanges import make_exchange
-from ws_exchange_server import BinanceWsLoopback
+from tradeloop.retry import backoff_delay
 
 T0 = 1_700_000_040_000 - 1_700_000_040_000 % 60_000
 
@@ -30,8 +30,9 @@ def rows(n: int, seed: int) -> list[list]:
 
 
 def pro_client(rest: BinanceLoopback, ws: BinanceWsLoopback | None) -> ccxt.pro.Exchange:
-    return make_exchange("binance", timeout_s=5.0, api_url=rest.url, websocket=True,
-                         ws_url=ws.url if ws is not None else None)
+    return make_exchange(
+        "binance", timeout_s=5.0, api_url=rest.url, websocket=True, ws_url=ws.url if ws is not None else None
+    )
 
 
 async def collect(feed: CcxtFeed, n: int, timeout: float = 20.0) -> list:
@@ -59,8 +60,14 @@ def rest():
 def test_websocket_candles_close_once_per_bar_across_a_dropped_connection(rest, tmp_path) -> None:
     script = {"BTCUSDT": rows(6, 1), "ETHUSDT": rows(6, 2)}
     with BinanceWsLoopback(script, drop_after=5) as ws:
-        feed = CcxtFeed(pro_client(rest, ws), lake=CandleLake(tmp_path), symbols=["BTC-USDT", "ETH-USDT"],
-                        timeframe="1m", config=CcxtFeedConfig(settle_s=3.0, backoff_base_s=0.05), seed=1)
+        feed = CcxtFeed(
+            pro_client(rest, ws),
+            lake=CandleLake(tmp_path),
+            symbols=["BTC-USDT", "ETH-USDT"],
+            timeframe="1m",
+            config=CcxtFeedConfig(settle_s=3.0, backoff_base_s=0.05),
+            seed=1,
+        )
         batches = asyncio.run(collect(feed, 5))
         assert ws.connections >= 2 and sum(feed.reconnects.values()) >= 1
     assert [b.ts for b in batches] == [r[0] for r in script["BTCUSDT"][:5]]  # the 6th is still forming
@@ -74,9 +81,14 @@ def test_websocket_candles_close_once_per_bar_across_a_dropped_connection(rest, 
 def test_a_silent_feed_is_reported_stale(rest, tmp_path) -> None:
     reported = []
     with BinanceWsLoopback({"BTCUSDT": rows(10, 3)}, silent_after=2) as ws:
-        feed = CcxtFeed(pro_client(rest, ws), lake=CandleLake(tmp_path), symbols=["BTC-USDT"], timeframe="1m",
-                        config=CcxtFeedConfig(stale_after_s=0.6, settle_s=0.0),
-                        on_stale=lambda s, age: reported.append((s, age)))
+        feed = CcxtFeed(
+            pro_client(rest, ws),
+            lake=CandleLake(tmp_path),
+            symbols=["BTC-USDT"],
+            timeframe="1m",
+            config=CcxtFeedConfig(stale_after_s=0.6, settle_s=0.0),
+            on_stale=lambda s, age: reported.append((s, age)),
+        )
 
         async def scenario() -> None:
             task = asyncio.create_task(collect(feed, 99, timeout=2.5))
@@ -91,11 +103,19 @@ def test_a_silent_feed_is_reported_stale(rest, tmp_path) -> None:
 def test_rest_polling_emits_only_closed_candles(rest, tmp_path) -> None:
     now = int(time.time() * 1000)
     start = now - now % 60_000 - 4 * 60_000  # 4 closed minutes, then the one forming now
-    frame = pl.DataFrame([[start + i * 60_000, 10.0, 11.0, 9.0, 10.5, 1.0] for i in range(5)],
-                         schema=["ts", "open", "high", "low", "close", "volume"], orient="row")
+    frame = pl.DataFrame(
+        [[start + i * 60_000, 10.0, 11.0, 9.0, 10.5, 1.0] for i in range(5)],
+        schema=["ts", "open", "high", "low", "close", "volume"],
+        orient="row",
+    )
     rest.candles[("BTCUSDT", "1m")] = frame
-    feed = CcxtFeed(pro_client(rest, None), lake=CandleLake(tmp_path), symbols=["BTC-USDT"], timeframe="1m",
-                    config=CcxtFeedConfig(use_websocket=False, poll_s=0.2, settle_s=0.0))
+    feed = CcxtFeed(
+        pro_client(rest, None),
+        lake=CandleLake(tmp_path),
+        symbols=["BTC-USDT"],
+        timeframe="1m",
+        config=CcxtFeedConfig(use_websocket=False, poll_s=0.2, settle_s=0.0),
+    )
     batches = asyncio.run(collect(feed, 4))
     assert [b.ts for b in batches] == [start + i * 60_000 for i in range(4)]
     assert all(r.startswith("/api/v3/klines") or "exchangeInfo" in r for r in rest.requests)
@@ -117,7 +137,6 @@ def test_a_paper_session_trades_the_websocket_feed(trained_world, rest, tmp_path
     from tests.live.conftest import make_settings
     from tradeloop.data import SeriesKey
     from tradeloop.ops import EquityPoint
-
     from tradeloop.registry import ModelRegistry
 
     _, champion = ModelRegistry(trained_world.settings.registry_dir).load("sma_cross")
@@ -152,8 +171,9 @@ def test_a_stale_feed_lands_in_the_sessions_audit_log(trained_world, rest, tmp_p
     shutil.copytree(trained_world.settings.registry_dir, root / "registry")
     with BinanceWsLoopback({"BTCUSDT": script[200:]}, silent_after=5) as ws:  # then the exchange goes quiet
         settings = make_settings(root, TRADELOOP_EXCHANGE_API_URL=rest.url, TRADELOOP_EXCHANGE_WS_URL=ws.url)
-        config = SessionConfig(name="quiet", exchange="binance", symbols=("BTC-USDT",), timeframe="1m",
-                               feed="ccxt", feed_stale_after_s=0.5)
+        config = SessionConfig(
+            name="quiet", exchange="binance", symbols=("BTC-USDT",), timeframe="1m", feed="ccxt", feed_stale_after_s=0.5
+        )
         with pytest.raises(TimeoutError):
             asyncio.run(asyncio.wait_for(run_session(settings, config), 4))
     store = OpsStore.open(settings.effective_database_url)

@@ -19,11 +19,20 @@ BARS = 1000
 
 
 def live_run(world: World, *, start: int) -> subprocess.Popen:
-    env = {**os.environ, "TRADELOOP_DATA_DIR": str(world.root), "TRADELOOP_LOG_LEVEL": "WARNING",
-           "DATABASE_URL": world.settings.database_url or ""}
-    return subprocess.Popen([sys.executable, "-m", "tradeloop", "live", "run", "--name", "crash", "--start",
-                             str(start)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    env = {
+        **os.environ,
+        "TRADELOOP_DATA_DIR": str(world.root),
+        "TRADELOOP_LOG_LEVEL": "WARNING",
+        "DATABASE_URL": world.settings.database_url or "",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "tradeloop", "live", "run", "--name", "crash", "--start", str(start)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def bars_done(world: World, start: int) -> int:

@@ -126,8 +126,9 @@ def test_the_command_refuses_then_marks_the_session_in_its_closing_line_and_list
     refused = tradeloop(cut_world, "live", "run", "--name", "cli", "--start", iso_utc(ts[-80]), "--max-bars", "1")
     assert refused.returncode == 2, refused.stderr
     assert "--allow-in-sample" in refused.stderr and f"--start {iso_utc(ts[-59])}" in refused.stderr
-    allowed = tradeloop(cut_world, "live", "run", "--name", "cli", "--start", iso_utc(ts[-80]), "--max-bars", "1",
-                        "--allow-in-sample")
+    allowed = tradeloop(
+        cut_world, "live", "run", "--name", "cli", "--start", iso_utc(ts[-80]), "--max-bars", "1", "--allow-in-sample"
+    )
     assert allowed.returncode == 0, allowed.stderr
     assert "session 'cli' (IN-SAMPLE): 1 bar(s) processed" in allowed.stdout
     _run(cut_world, SessionConfig(name="fresh", start=ts[-59]), bars=1)

@@ -25,11 +25,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def live_run(world: World, name: str, *extra: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env |= {"TRADELOOP_DATA_DIR": str(world.root), "TRADELOOP_LOG_LEVEL": "WARNING",
-            "DATABASE_URL": world.settings.effective_database_url}
+    env |= {
+        "TRADELOOP_DATA_DIR": str(world.root),
+        "TRADELOOP_LOG_LEVEL": "WARNING",
+        "DATABASE_URL": world.settings.effective_database_url,
+    }
     start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-30])
-    return subprocess.Popen([sys.executable, "-m", "tradeloop", "live", "run", "--name", name, "--start", str(start),
-                             *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tradeloop", "live", "run", "--name", name, "--start", str(start), *extra],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def holder_pid(url: str, key: str) -> int | None:
@@ -56,8 +65,10 @@ def test_a_second_engine_for_a_running_session_is_refused_naming_the_holder(worl
         out, _ = second.communicate(timeout=120)
         text = " ".join(out.split())
         assert second.returncode == 8, out
-        assert (f"session 'locked' is already traded by another engine: host {socket.gethostname()}, "
-                f"pid {first.pid}, since ") in text
+        assert (
+            f"session 'locked' is already traded by another engine: host {socket.gethostname()}, "
+            f"pid {first.pid}, since "
+        ) in text
         other = live_run(world, "side-by-side", "--max-bars", "1")  # another paper session: its own account
         assert other.wait(timeout=120) == 0, other.stdout.read()
     finally:
@@ -87,9 +98,12 @@ def test_one_engine_per_exchange_account_and_the_lock_frees_on_release(store: Op
     first.acquire(session_lock_key("a"), what="session 'a'")
     first.acquire(key, what="the binance account of TRADELOOP_EXCHANGE_API_KEY")
     second.acquire(session_lock_key("b"), what="session 'b'")
-    with pytest.raises(SessionStateError, match=rf"^the binance account of TRADELOOP_EXCHANGE_API_KEY is "
-                                                rf"already traded by another engine: host .+, pid {os.getpid()}, "
-                                                r"since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; stop that engine"):
+    with pytest.raises(
+        SessionStateError,
+        match=rf"^the binance account of TRADELOOP_EXCHANGE_API_KEY is "
+        rf"already traded by another engine: host .+, pid {os.getpid()}, "
+        r"since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; stop that engine",
+    ):
         second.acquire(key, what="the binance account of TRADELOOP_EXCHANGE_API_KEY")
     first.release()
     assert store.lock_holder(key) is None
@@ -131,8 +145,9 @@ def test_after_a_lost_connection_the_engine_takes_its_own_lock_back_and_no_one_e
     store.record_lock_holder(session_lock_key("zombie"), host="elsewhere", pid=4242)
     locks._conn = store.engine.connect()
     _kill(store, locks._conn)
-    with pytest.raises(SessionStateError,
-                       match=r"host elsewhere, pid 4242, .*\(taken while this engine's lock connection was lost\)"):
+    with pytest.raises(
+        SessionStateError, match=r"host elsewhere, pid 4242, .*\(taken while this engine's lock connection was lost\)"
+    ):
         locks.verify()
     thief.release()
     locks.release()
@@ -150,8 +165,10 @@ def test_a_lock_left_to_a_dead_engine_of_this_host_is_taken_over(pg_url: str) ->
     key = session_lock_key("orphan")
     number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
     orphan = store.engine.connect()  # the dead engine's connection, as the server still sees it
-    orphan.execute(sa.text("SELECT set_config('application_name', :n, false)"),
-                   {"n": f"tradeloop-lock {dead_pid} {socket.gethostname()}"[:63]})
+    orphan.execute(
+        sa.text("SELECT set_config('application_name', :n, false)"),
+        {"n": f"tradeloop-lock {dead_pid} {socket.gethostname()}"[:63]},
+    )
     assert orphan.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": number}).scalar()
     orphan.commit()
     store.record_lock_holder(key, host=socket.gethostname(), pid=dead_pid)

@@ -71,8 +71,10 @@ def test_a_champion_is_not_used_at_bars_it_was_trained_on(trained_world: World) 
     slot = ModelSlot(registry, strategy=SmaCross())
     assert slot.refresh(until - STEP) and slot.current.model is None and slot.current.source == "static"
     reason = slot.current.reason
-    assert reason.startswith(f"champion {trained_world.champion[:12]} was trained until {iso_utc(until)}, "
-                             f"at or after this bar {iso_utc(until - STEP)}: deciding with it would be in-sample")
+    assert reason.startswith(
+        f"champion {trained_world.champion[:12]} was trained until {iso_utc(until)}, "
+        f"at or after this bar {iso_utc(until - STEP)}: deciding with it would be in-sample"
+    )
     assert slot.current.artifact == trained_world.champion and slot.current.threshold == model.estimator.p_star_
     assert not slot.refresh(until)  # the same rule on the next bar: unchanged, recorded once
     assert slot.current.reason == reason
@@ -85,8 +87,14 @@ def test_a_session_created_in_sample_may_use_its_champion_in_sample(trained_worl
     registry = ModelRegistry(trained_world.settings.registry_dir)
     until = registry.load("sma_cross")[1].trained_until
     for in_sample in (False, True):
-        session = TradingSession(name="s", strategy="sma_cross", exchange="coinbase", timeframe="4h",
-                                 symbols=list(SYMBOLS), in_sample=in_sample)
+        session = TradingSession(
+            name="s",
+            strategy="sma_cross",
+            exchange="coinbase",
+            timeframe="4h",
+            symbols=list(SYMBOLS),
+            in_sample=in_sample,
+        )
         slot = ModelSlot.for_session(registry, session, window_bars=400)
         slot.refresh(until)
         assert (slot.current.model is not None) is in_sample
@@ -94,7 +102,8 @@ def test_a_session_created_in_sample_may_use_its_champion_in_sample(trained_worl
 
 
 def test_a_promotion_trained_past_the_replayed_bars_waits_for_the_bars_after_its_training(
-        own_world: World, tmp_path) -> None:
+    own_world: World, tmp_path
+) -> None:
     """A champion trained on later data is promoted while a replay runs: the engine does not
     trade it (reduce-only) until the replay passes its training end, then swaps to it."""
     settings, registry = own_world.settings, ModelRegistry(own_world.settings.registry_dir)
@@ -111,7 +120,10 @@ def test_a_promotion_trained_past_the_replayed_bars_waits_for_the_bars_after_its
 
     in_force = engine.store.thresholds(engine.session.id)
     assert [(t.source, t.artifact) for t in in_force] == [
-        ("model", own_world.champion), ("static", artifact), ("model", artifact)]
+        ("model", own_world.champion),
+        ("static", artifact),
+        ("model", artifact),
+    ]
     assert f"was trained until {iso_utc(ts[-100])}" in in_force[1].reason and "in-sample" in in_force[1].reason
     entries = [o for o in engine.store.orders(engine.session.id) if o.intent == "enter_long"]
     allowed = decide(own_world.candles, later, now_ms=ts[-1])  # what it accepts where it may decide
@@ -128,8 +140,9 @@ def test_live_run_refuses_a_window_below_the_warm_up_before_writing_a_session(tr
     from tradeloop.thresholds.warmup import min_window_bars
 
     need = min_window_bars(get_strategy("sma_cross"))
-    refused = tradeloop(trained_world, "live", "run", "--name", "short-window", "--window-bars", str(need - 1),
-                        "--max-bars", "1")
+    refused = tradeloop(
+        trained_world, "live", "run", "--name", "short-window", "--window-bars", str(need - 1), "--max-bars", "1"
+    )
     assert refused.returncode == 2, refused.stderr
     assert f"window_bars={need - 1}" in refused.stderr and f"--window-bars {need}" in refused.stderr
     store = OpsStore.open(trained_world.settings.effective_database_url)

@@ -57,8 +57,11 @@ def test_swap_without_restart_then_reduce_only_when_the_champion_breaks(world: W
 
     in_force = engine.store.thresholds(engine.session.id)
     assert [(t.source, t.artifact) for t in in_force] == [
-        ("model", world.champion), ("model", challenger), ("model", world.champion),
-        ("static", None)]
+        ("model", world.champion),
+        ("model", challenger),
+        ("model", world.champion),
+        ("static", None),
+    ]
     assert "failed to load" in in_force[-1].reason
     bars = engine.store.frame(EquityPoint, engine.session.id)["ts"]
     assert [t.bar_ts for t in in_force] == sorted(t.bar_ts for t in in_force) and in_force[0].bar_ts == bars.min()
@@ -145,8 +148,7 @@ def test_a_crafted_champion_means_reduce_only_and_its_code_never_runs(own_world:
     assert after and {o.intent for o in after} == {"exit_long"}  # reduce-only: exits, never an entry
 
 
-def test_malformed_manifests_under_a_running_engine_mean_reduce_only_never_a_crash(own_world: World,
-                                                                                   tmp_path) -> None:
+def test_malformed_manifests_under_a_running_engine_mean_reduce_only_never_a_crash(own_world: World, tmp_path) -> None:
     settings, registry = own_world.settings, ModelRegistry(own_world.settings.registry_dir)
     _, champion = registry.load("sma_cross")
     momentum = registry.register(replace(champion, strategy=Momentum()).save(tmp_path / "momentum"))
@@ -159,8 +161,11 @@ def test_malformed_manifests_under_a_running_engine_mean_reduce_only_never_a_cra
         (good | {"current": current | {"strategy": "nope"}}, "unknown strategy 'nope'", "registry unreadable"),
         (good | {"current": current | {"artifact": ""}}, "current.artifact = ''", "registry unreadable"),
         (good | {"current": current | {"artifact": "../../lake"}}, "current.artifact = '../../lake'", "registry"),
-        (good | {"current": current | {"artifact": momentum}}, "holds a momentum model, not sma_cross",
-         f"champion {momentum[:12]} failed to load"),
+        (
+            good | {"current": current | {"artifact": momentum}},
+            "holds a momentum model, not sma_cross",
+            f"champion {momentum[:12]} failed to load",
+        ),
     ]
     config = SessionConfig(name="manifests", start=_start(own_world, 600))
     engine, feed = build_engine(settings, config), replay_feed(settings, config)
@@ -177,23 +182,31 @@ def test_malformed_manifests_under_a_running_engine_mean_reduce_only_never_a_cra
         asyncio.run(engine.run(feed, max_bars=20))
         assert engine.slot.current.source == "model" and engine.slot.current.artifact == own_world.champion
 
-    swaps = [(e.event, e.detail["reason"]) for e in engine.store.audit_log(engine.session.id)
-             if e.event.startswith("model_")]
+    swaps = [
+        (e.event, e.detail["reason"]) for e in engine.store.audit_log(engine.session.id) if e.event.startswith("model_")
+    ]
     assert [event for event, _ in swaps] == ["model_swapped"] + ["model_fallback", "model_swapped"] * len(cases)
     assert all(problem in reason for (_, problem, _), (_, reason) in zip(cases, swaps[1::2], strict=True))
     orders = engine.store.orders(engine.session.id)
     assert not [o for o in orders if o.intent != "exit_long" and any(a < o.decided_ts <= b for a, b in windows)]
 
 
-@pytest.mark.parametrize(("universe", "problem"), [
-    (Universe(exchange="coinbase", timeframe="1h", symbols=SYMBOLS), "timeframe '1h' != session's '4h'"),
-    (Universe(exchange="binance", timeframe="4h", symbols=SYMBOLS), "exchange 'binance' != session's 'coinbase'"),
-    (Universe(exchange="coinbase", timeframe="4h", symbols=("BTC-USD",)),
-     "symbols ['ETH-USD'] were not in its training universe ['BTC-USD']"),
-    (Universe(exchange="coinbase", timeframe="4h", symbols=(*SYMBOLS, "SOL-USD")), None),
-], ids=["timeframe", "exchange", "symbols", "matching"])
-def test_a_champion_trained_on_another_universe_is_not_traded(own_world: World, tmp_path, universe: Universe,
-                                                              problem: str | None) -> None:
+@pytest.mark.parametrize(
+    ("universe", "problem"),
+    [
+        (Universe(exchange="coinbase", timeframe="1h", symbols=SYMBOLS), "timeframe '1h' != session's '4h'"),
+        (Universe(exchange="binance", timeframe="4h", symbols=SYMBOLS), "exchange 'binance' != session's 'coinbase'"),
+        (
+            Universe(exchange="coinbase", timeframe="4h", symbols=("BTC-USD",)),
+            "symbols ['ETH-USD'] were not in its training universe ['BTC-USD']",
+        ),
+        (Universe(exchange="coinbase", timeframe="4h", symbols=(*SYMBOLS, "SOL-USD")), None),
+    ],
+    ids=["timeframe", "exchange", "symbols", "matching"],
+)
+def test_a_champion_trained_on_another_universe_is_not_traded(
+    own_world: World, tmp_path, universe: Universe, problem: str | None
+) -> None:
     settings, registry = own_world.settings, ModelRegistry(own_world.settings.registry_dir)
     _, champion = registry.load("sma_cross")
     artifact = registry.register(replace(champion, universe=universe).save(tmp_path / "model"))
@@ -206,8 +219,9 @@ def test_a_champion_trained_on_another_universe_is_not_traded(own_world: World, 
     events = [e.event for e in engine.store.audit_log(engine.session.id) if e.event.startswith("model_")]
     intents = {o.intent for o in engine.store.orders(engine.session.id)}
     if problem is None:
-        assert [(t.source, t.artifact, t.reason) for t in in_force] == [("model", artifact,
-                                                                       f"champion {artifact[:12]}")]
+        assert [(t.source, t.artifact, t.reason) for t in in_force] == [
+            ("model", artifact, f"champion {artifact[:12]}")
+        ]
         assert events == ["model_swapped"] and "enter_long" in intents
         return
     assert [(t.source, t.artifact) for t in in_force] == [("static", None)] and events == ["model_fallback"]

@@ -37,8 +37,9 @@ async def until(condition: Callable[[], bool], *, what: str, timeout_s: float = 
 
 def outbox_rows(store: OpsStore, session_id: int) -> list[OutboxEvent]:
     with store.transaction() as db:
-        return list(db.scalars(select(OutboxEvent).where(OutboxEvent.session_id == session_id)
-                               .order_by(OutboxEvent.id)))
+        return list(
+            db.scalars(select(OutboxEvent).where(OutboxEvent.session_id == session_id).order_by(OutboxEvent.id))
+        )
 
 
 @pytest.fixture(params=["redis", "in-process"])
@@ -50,14 +51,23 @@ def bus_and_entries(request):
     prefix = request.getfixturevalue("redis_prefix")
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     return RedisBus(REDIS_URL, prefix=prefix), lambda stream: [
-        json.loads(f["data"]) for _, f in client.xrange(f"{prefix}:{stream}")]
+        json.loads(f["data"]) for _, f in client.xrange(f"{prefix}:{stream}")
+    ]
 
 
 def test_a_relay_that_dies_between_publishing_and_marking_repeats_nothing(tmp_path, bus_and_entries) -> None:
     bus, entries = bus_and_entries
     store = OpsStore.open(f"sqlite:///{tmp_path / 'ops.db'}")
-    session = store.create_session(name="s", strategy="sma_cross", exchange="coinbase", timeframe="4h",
-                                   symbols=["BTC-USD"], mode="paper", init_cash=1000.0, config={})
+    session = store.create_session(
+        name="s",
+        strategy="sma_cross",
+        exchange="coinbase",
+        timeframe="4h",
+        symbols=["BTC-USD"],
+        mode="paper",
+        init_cash=1000.0,
+        config={},
+    )
     with store.transaction() as db:
         for n in range(5):
             OpsStore.add_event(db, "orders" if n % 2 else "candles", {"n": n}, session_id=session.id)
@@ -79,8 +89,16 @@ def test_a_relay_that_dies_between_publishing_and_marking_repeats_nothing(tmp_pa
 
 def test_relayed_rows_are_pruned_after_keep_s_and_unrelayed_ones_never(tmp_path) -> None:
     store = OpsStore.open(f"sqlite:///{tmp_path / 'ops.db'}")
-    session = store.create_session(name="s", strategy="sma_cross", exchange="coinbase", timeframe="4h",
-                                   symbols=["BTC-USD"], mode="paper", init_cash=1000.0, config={})
+    session = store.create_session(
+        name="s",
+        strategy="sma_cross",
+        exchange="coinbase",
+        timeframe="4h",
+        symbols=["BTC-USD"],
+        mode="paper",
+        init_cash=1000.0,
+        config={},
+    )
     with store.transaction() as db:
         for n in range(3):
             OpsStore.add_event(db, "candles", {"n": n}, session_id=session.id)
@@ -101,8 +119,16 @@ def test_events_after_a_prune_of_every_relayed_row_still_reach_the_bus(tmp_path,
     the relay stamped them relayed (SQLite reuses the highest rowid without AUTOINCREMENT)."""
     bus, entries = bus_and_entries
     store = OpsStore.open(f"sqlite:///{tmp_path / 'ops.db'}")
-    session = store.create_session(name="s", strategy="sma_cross", exchange="coinbase", timeframe="4h",
-                                   symbols=["BTC-USD"], mode="paper", init_cash=1000.0, config={})
+    session = store.create_session(
+        name="s",
+        strategy="sma_cross",
+        exchange="coinbase",
+        timeframe="4h",
+        symbols=["BTC-USD"],
+        mode="paper",
+        init_cash=1000.0,
+        config={},
+    )
 
     def add(day: str) -> None:
         with store.transaction() as db:
@@ -130,10 +156,14 @@ def redis_proxy() -> TcpProxy:
 
 
 def test_redis_cut_mid_run_the_engine_trades_on_and_every_event_arrives_once(
-        trained_world: World, redis_prefix: str, redis_proxy: TcpProxy) -> None:
-    settings = make_settings(trained_world.root, REDIS_URL=f"redis://127.0.0.1:{redis_proxy.port}/0",
-                             TRADELOOP_REDIS_PREFIX=redis_prefix,
-                             DATABASE_URL=f"sqlite:///{trained_world.root / f'{redis_prefix}.db'}")
+    trained_world: World, redis_prefix: str, redis_proxy: TcpProxy
+) -> None:
+    settings = make_settings(
+        trained_world.root,
+        REDIS_URL=f"redis://127.0.0.1:{redis_proxy.port}/0",
+        TRADELOOP_REDIS_PREFIX=redis_prefix,
+        DATABASE_URL=f"sqlite:///{trained_world.root / f'{redis_prefix}.db'}",
+    )
     start = int(trained_world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-400])
     # paced (4 h bars at 50 per second) so that Redis is back while the replay still runs
     config = SessionConfig(name="redis-cut", start=start, speed=4 * 3600 * 50)
@@ -176,9 +206,24 @@ def full_redis():
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) != 0:
                 break
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--maxmemory", "1", "--maxmemory-policy", "noeviction"],
-                              stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory",
+            "1",
+            "--maxmemory-policy",
+            "noeviction",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     client = redis.Redis(port=port)
     deadline = time.monotonic() + 30
     while True:
@@ -195,13 +240,13 @@ def full_redis():
 
 
 def test_a_redis_that_refuses_writes_leaves_events_in_the_outbox_and_the_exit_clean(
-        trained_world: World, full_redis: str, tmp_path) -> None:
+    trained_world: World, full_redis: str, tmp_path
+) -> None:
     """OOM, READONLY or MISCONF replies are the bus being unable to take events: the engine
     trades on, exits cleanly, clears its heartbeat, and every event waits in the outbox."""
     from live.runner import run_session
 
-    settings = make_settings(trained_world.root, REDIS_URL=full_redis,
-                             DATABASE_URL=f"sqlite:///{tmp_path / 'ops.db'}")
+    settings = make_settings(trained_world.root, REDIS_URL=full_redis, DATABASE_URL=f"sqlite:///{tmp_path / 'ops.db'}")
     start = int(trained_world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-50])
     engine = asyncio.run(run_session(settings, SessionConfig(name="full", start=start), max_bars=5))
     session = engine.store.session("full")

@@ -56,7 +56,8 @@ def pg_proxy() -> TcpProxy:
 
 
 def test_database_cut_mid_run_sends_nothing_while_down_and_resumes_to_the_backtest(
-        trained_world: World, pg_url: str, pg_proxy: TcpProxy) -> None:
+    trained_world: World, pg_url: str, pg_proxy: TcpProxy
+) -> None:
     from live.locks import EngineLocks, session_lock_key
 
     proxied = sa.make_url(pg_url).set(port=pg_proxy.port).render_as_string(hide_password=False)
@@ -67,8 +68,9 @@ def test_database_cut_mid_run_sends_nothing_while_down_and_resumes_to_the_backte
     store = OpsStore.open(proxied)
     locks = EngineLocks(store)  # held through the cut: the server drops it with the connection
     locks.acquire(session_lock_key("db-cut"), what="session 'db-cut'")
-    engine = build_engine(settings, config, store=store, locks=locks,
-                          engine_config=EngineConfig(db_retry_base_s=0.02, db_retry_cap_s=0.2))
+    engine = build_engine(
+        settings, config, store=store, locks=locks, engine_config=EngineConfig(db_retry_base_s=0.02, db_retry_cap_s=0.2)
+    )
     broker = RecordingPaperBroker(pg_proxy, fee_rate=engine.broker.fee_rate, slippage=engine.broker.slippage)
     engine.broker = broker
 
@@ -107,8 +109,14 @@ def test_database_cut_mid_run_sends_nothing_while_down_and_resumes_to_the_backte
 def live_run(root: Path, **env: str) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     full |= {"TRADELOOP_DATA_DIR": str(root), "TRADELOOP_LOG_LEVEL": "WARNING", **env}
-    return subprocess.run([sys.executable, "-m", "tradeloop", "live", "run", "--name", "checked", "--max-bars", "1"],
-                          cwd=ROOT, env=full, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tradeloop", "live", "run", "--name", "checked", "--max-bars", "1"],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_an_unreachable_database_url_exits_2_naming_it_with_the_password_masked(trained_world: World) -> None:
@@ -123,8 +131,9 @@ def test_an_unreachable_database_url_exits_2_naming_it_with_the_password_masked(
 def test_an_unreachable_redis_url_exits_2_before_any_bar(trained_world: World, tmp_path: Path) -> None:
     port = free_port()
     db = tmp_path / "ops.db"
-    out = live_run(trained_world.root, DATABASE_URL=f"sqlite:///{db}",
-                   REDIS_URL=f"redis://:s3cr3t-pw@127.0.0.1:{port}/0")
+    out = live_run(
+        trained_world.root, DATABASE_URL=f"sqlite:///{db}", REDIS_URL=f"redis://:s3cr3t-pw@127.0.0.1:{port}/0"
+    )
     assert out.returncode == 2, out.stdout + out.stderr
     text = " ".join((out.stdout + out.stderr).split())
     assert f"REDIS_URL=redis://:***@127.0.0.1:{port}/0 is unreachable" in text

@@ -44,10 +44,15 @@ def test_the_status_rules() -> None:
 
 def tradeloop(world: World, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env |= {"TRADELOOP_DATA_DIR": str(world.root), "TRADELOOP_LOG_LEVEL": "WARNING", "COLUMNS": "200",
-            "DATABASE_URL": world.settings.effective_database_url}
-    return subprocess.run([sys.executable, "-m", "tradeloop", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    env |= {
+        "TRADELOOP_DATA_DIR": str(world.root),
+        "TRADELOOP_LOG_LEVEL": "WARNING",
+        "COLUMNS": "200",
+        "DATABASE_URL": world.settings.effective_database_url,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "tradeloop", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def session_column(out: str, index: int) -> dict[str, str]:
@@ -72,7 +77,8 @@ def own_db(trained_world: World, tmp_path: Path) -> World:
 
 
 def test_finished_stale_running_and_stopped_as_the_cli_and_the_dashboard_show_them(
-        own_db: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    own_db: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.syspath_prepend(str(ROOT / "app"))  # the dashboard's pages import it so
     import sources
 

@@ -16,8 +16,14 @@ from tests.live.conftest import World, trained_world, world  # noqa: F401  (shar
 from tests.live.venue_session import SYMBOL, broker_on, run_bars, tradeloop, venue_engine, venue_settings
 from tradeloop.ops import Order
 
-LOST = Fault(504, {"code": -1007, "msg": "Timeout waiting for response from backend server. Send status unknown; "
-                   "execution status unknown."}, executes=True)  # placed, but the reply is a 504
+LOST = Fault(
+    504,
+    {
+        "code": -1007,
+        "msg": "Timeout waiting for response from backend server. Send status unknown; execution status unknown.",
+    },
+    executes=True,
+)  # placed, but the reply is a 504
 
 
 def creates(server: BinanceLoopback) -> list[str]:
@@ -28,9 +34,17 @@ def committed_and_sent(engine, *, bar: int) -> Order:
     """A buy the engine committed (``new``) and marked sent (``sent_at_ms``), as it stands when
     the create has gone out and the process dies before storing the reply."""
     with engine.store.transaction() as db:
-        order = Order(session_id=engine.session.id, client_order_id=f"tl{engine.session.id}-{bar}-BTCBUSD-en",
-                      venue="binance", symbol=SYMBOL, side="buy", intent="enter_long", quote_amount=1_000.0,
-                      decided_ts=0, status="new")
+        order = Order(
+            session_id=engine.session.id,
+            client_order_id=f"tl{engine.session.id}-{bar}-BTCBUSD-en",
+            venue="binance",
+            symbol=SYMBOL,
+            side="buy",
+            intent="enter_long",
+            quote_amount=1_000.0,
+            decided_ts=0,
+            status="new",
+        )
         db.add(order)
         db.flush()
         mark_sent(db, [order], now_ms=wall_ms())
@@ -40,8 +54,10 @@ def committed_and_sent(engine, *, bar: int) -> Order:
 def test_a_lost_reply_of_an_order_shown_late_is_found_and_filled_never_resent() -> None:
     """The venue executes the create but answers 504, and shows the order only 1 s later;
     ids are unique only among open orders, so a second create would have been accepted."""
-    with BinanceLoopback(candles={}, prices={"BTCUSDT": 20_000.0}, client_ids_unique="open", visible_after_s=1.0,
-                         order_faults={1: LOST}) as server:
+    with BinanceLoopback(
+        candles={}, prices={"BTCUSDT": 20_000.0}, client_ids_unique="open", visible_after_s=1.0, order_faults={1: LOST}
+    ) as server:
+
         async def scenario():
             broker = broker_on(server)
             try:
@@ -61,8 +77,13 @@ def test_an_order_that_never_arrived_is_rejected_only_after_the_window_orders_an
     symbol and side since the send: the broker attributes that trade (it is not ours) before
     concluding. Order of proof: queries by client id over the window, the venue's orders,
     its trades (and the orders behind them)."""
-    with BinanceLoopback(candles={}, prices={"BTCUSDT": 20_000.0}, client_ids_unique="open",
-                         order_faults={2: Fault(503, {"code": -1001, "msg": "Internal error."})}) as server:
+    with BinanceLoopback(
+        candles={},
+        prices={"BTCUSDT": 20_000.0},
+        client_ids_unique="open",
+        order_faults={2: Fault(503, {"code": -1001, "msg": "Internal error."})},
+    ) as server:
+
         async def scenario():
             broker = broker_on(server)
             try:
@@ -77,12 +98,13 @@ def test_an_order_that_never_arrived_is_rejected_only_after_the_window_orders_an
         assert other.status == "filled"
         assert state.status == "rejected" and "never received" in state.reason
         assert server.creates == {"manual-1": 1, "tl1-2-BTCUSDT-en": 1}
-        reads = [r for r in server.requests if r.startswith(("/api/v3/order?", "/api/v3/allOrders?",
-                                                               "/api/v3/myTrades?"))]
+        reads = [
+            r for r in server.requests if r.startswith(("/api/v3/order?", "/api/v3/allOrders?", "/api/v3/myTrades?"))
+        ]
         kinds = [r.split("?")[0].rsplit("/", 1)[1] + ("(id)" if "orderId=" in r else "") for r in reads]
         by_cid = [r for r in reads if "origClientOrderId=tl1-2-BTCUSDT-en" in r]
-        assert len(by_cid) >= 2 and kinds[:len(by_cid)] == ["order"] * len(by_cid)  # the window, first
-        assert kinds[len(by_cid):] == ["allOrders", "myTrades", "order(id)"]  # then orders, trades, their owner
+        assert len(by_cid) >= 2 and kinds[: len(by_cid)] == ["order"] * len(by_cid)  # the window, first
+        assert kinds[len(by_cid) :] == ["allOrders", "myTrades", "order(id)"]  # then orders, trades, their owner
         assert int(reads[len(by_cid)].split("startTime=")[1].split("&")[0]) >= since - 200
         assert "orderId=1000" in reads[-1]  # the other order's trade, attributed to it (manual-1)
 
@@ -97,8 +119,9 @@ def _crashed_while_sending(settings, server: BinanceLoopback, name: str) -> str:
     async def send_and_die():
         try:
             await engine.broker.exchange.load_markets()
-            await engine.broker.exchange.create_order("BTC/BUSD", "market", "buy", None, None,
-                                                      {"clientOrderId": cid, "cost": 1_000.0})
+            await engine.broker.exchange.create_order(
+                "BTC/BUSD", "market", "buy", None, None, {"clientOrderId": cid, "cost": 1_000.0}
+            )
         finally:
             await engine.broker.close()
 
@@ -107,12 +130,17 @@ def _crashed_while_sending(settings, server: BinanceLoopback, name: str) -> str:
     return cid
 
 
-def test_restart_finds_an_order_the_venue_filled_and_never_sends_it_again(trained_world: World, tmp_path) -> None:  # noqa: F811
+def test_restart_finds_an_order_the_venue_filled_and_never_sends_it_again(trained_world: World, tmp_path) -> None:
     """Crash while sending; the venue filled the order and shows it only 1 s after its create.
     The restart resolves it (filled, one fill, position and cash), sends nothing; a second
     create with the same client id would have been accepted (unique only among open orders)."""
-    with BinanceLoopback(candles={}, prices={"BTCBUSD": 17_200.0}, client_ids_unique="open",
-                         visible_after_s=1.0, balances={"BUSD": 10_000.0}) as server:
+    with BinanceLoopback(
+        candles={},
+        prices={"BTCBUSD": 17_200.0},
+        client_ids_unique="open",
+        visible_after_s=1.0,
+        balances={"BUSD": 10_000.0},
+    ) as server:
         settings = venue_settings(trained_world, server, f"sqlite:///{tmp_path / 'ops.db'}")
         cid = _crashed_while_sending(settings, server, "restart-found")
         engine = venue_engine(settings, server, "restart-found")
@@ -121,8 +149,9 @@ def test_restart_finds_an_order_the_venue_filled_and_never_sends_it_again(traine
             try:
                 await engine.reconcile()
                 # what the venue would do with a second create: take it
-                return await engine.broker.exchange.create_order("BTC/BUSD", "market", "buy", None, None,
-                                                                 {"clientOrderId": cid, "cost": 1_000.0})
+                return await engine.broker.exchange.create_order(
+                    "BTC/BUSD", "market", "buy", None, None, {"clientOrderId": cid, "cost": 1_000.0}
+                )
             finally:
                 await engine.broker.close()
 
@@ -143,13 +172,14 @@ def test_restart_finds_an_order_the_venue_filled_and_never_sends_it_again(traine
         assert ("order_reconciled", "filled") in events and ("symbol_halted", None) not in events
 
 
-def test_venue_unreachable_at_restart_halts_the_symbol_and_sends_nothing(world: World, tmp_path) -> None:  # noqa: F811
+def test_venue_unreachable_at_restart_halts_the_symbol_and_sends_nothing(world: World, tmp_path) -> None:
     """The venue is down at restart: the order's outcome cannot be resolved. Its symbol is
     halted (reduce-only) with an audit row, `tradeloop live sessions` says so, and no create
     goes out. The halt is lifted only by an operator, and not while the order is unknown."""
     database_url = world.settings.database_url or f"sqlite:///{tmp_path / 'ops.db'}"
-    with BinanceLoopback(candles={}, prices={"BTCBUSD": 17_200.0}, client_ids_unique="open",
-                         balances={"BUSD": 10_000.0}) as server:
+    with BinanceLoopback(
+        candles={}, prices={"BTCBUSD": 17_200.0}, client_ids_unique="open", balances={"BUSD": 10_000.0}
+    ) as server:
         settings = venue_settings(world, server, database_url)
         engine = venue_engine(settings, server, "unreachable")
         order = committed_and_sent(engine, bar=2)  # the venue never got it
@@ -177,15 +207,22 @@ def test_venue_unreachable_at_restart_halts_the_symbol_and_sends_nothing(world: 
         assert f"`tradeloop live ack unreachable --symbol {SYMBOL}`" in listing.stdout
 
         refused = tradeloop("live", "ack", "unreachable", "--symbol", SYMBOL, settings=settings)
-        assert refused.returncode == 8 and "unknown outcome" in refused.stderr and order.client_order_id in refused.stderr
+        assert (
+            refused.returncode == 8 and "unknown outcome" in refused.stderr and order.client_order_id in refused.stderr
+        )
 
         server.down = False  # the venue is back: the run-time check proves it never arrived
         engine = venue_engine(settings, server, "unreachable", every_bars=1)
 
         async def check():
             try:
-                await engine.venue_check.run(0, engine.store, engine.session.id, apply=engine._apply,
-                                             holdings=lambda: (engine.cash, engine.positions))
+                await engine.venue_check.run(
+                    0,
+                    engine.store,
+                    engine.session.id,
+                    apply=engine._apply,
+                    holdings=lambda: (engine.cash, engine.positions),
+                )
             finally:
                 await engine.broker.close()
 
@@ -207,8 +244,13 @@ def test_an_earlier_order_that_reused_the_client_id_is_no_proof() -> None:
     before it was placed must not be 'found' as that old order: it is rejected, never filled
     with the old order's trades."""
     cid = "tl1-1670913600000-BTCBUSD-en"
-    with BinanceLoopback(candles={}, prices={"BTCBUSD": 17_200.0}, client_ids_unique="open",
-                         order_faults={2: Fault(503, {"code": -1001, "msg": "Internal error."})}) as server:
+    with BinanceLoopback(
+        candles={},
+        prices={"BTCBUSD": 17_200.0},
+        client_ids_unique="open",
+        order_faults={2: Fault(503, {"code": -1001, "msg": "Internal error."})},
+    ) as server:
+
         async def scenario():
             broker = broker_on(server)
             try:
@@ -233,15 +275,18 @@ def test_an_accepted_order_whose_fills_cannot_be_read_stays_submitted_for_the_ve
     """The venue takes and fills the create but replies without fills (RESULT), and its trades
     endpoint is down: the order exists, so submit returns it as submitted with its venue id
     (never raises, never rejected); the fills are read once the venue answers."""
-    with BinanceLoopback(candles={}, prices={"BTCUSDT": 20_000.0}, reply_type="RESULT",
-                         down_paths={"/api/v3/myTrades"}) as server:
+    with BinanceLoopback(
+        candles={}, prices={"BTCUSDT": 20_000.0}, reply_type="RESULT", down_paths={"/api/v3/myTrades"}
+    ) as server:
+
         async def scenario():
             broker = broker_on(server)
             try:
                 state = await broker.submit(OrderRequest("tl1-3-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=500.0))
                 server.down_paths.clear()
-                later = await broker.resolve(OrderRequest("tl1-3-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=500.0),
-                                             since_ms=wall_ms() - 1_000)
+                later = await broker.resolve(
+                    OrderRequest("tl1-3-BTCUSDT-en", "BTC-USDT", "buy", quote_amount=500.0), since_ms=wall_ms() - 1_000
+                )
                 return state, later
             finally:
                 await broker.close()
@@ -253,7 +298,7 @@ def test_an_accepted_order_whose_fills_cannot_be_read_stays_submitted_for_the_ve
         assert server.creates == {"tl1-3-BTCUSDT-en": 1}
 
 
-def test_a_venue_unreachable_when_an_order_goes_out_never_kills_the_engine(trained_world: World, tmp_path) -> None:  # noqa: F811
+def test_a_venue_unreachable_when_an_order_goes_out_never_kills_the_engine(trained_world: World, tmp_path) -> None:
     """Nothing listens at the venue's address (connection refused) from the first bar: the
     markets never load, so no create can be sent. Each order is rejected as never sent, the
     venue checks are audited as failed, and the engine trades its data to the end."""
@@ -264,15 +309,19 @@ def test_a_venue_unreachable_when_an_order_goes_out_never_kills_the_engine(train
 
     async def trade() -> int:
         try:
-            return await run_bars(engine, settings, "venue-gone",
-                                  until=lambda e: len(e.store.orders(e.session.id)) >= 2, limit=1040)
+            return await run_bars(
+                engine, settings, "venue-gone", until=lambda e: len(e.store.orders(e.session.id)) >= 2, limit=1040
+            )
         finally:
             await engine.broker.close()
 
     asyncio.run(trade())
     orders = engine.store.orders(engine.session.id)
     assert {o.status for o in orders} == {"rejected"}
-    assert all("nothing went out" in e.detail["reason"] for e in engine.store.audit_log(engine.session.id)
-               if e.event == "order_rejected")
+    assert all(
+        "nothing went out" in e.detail["reason"]
+        for e in engine.store.audit_log(engine.session.id)
+        if e.event == "order_rejected"
+    )
     assert any(e.event == "venue_check_failed" for e in engine.store.audit_log(engine.session.id))
     assert engine.store.session("venue-gone").halted == {}  # proven never sent: nothing to halt

@@ -17,14 +17,15 @@ def events(engine, name: str) -> list:
     return [e for e in engine.store.audit_log(engine.session.id) if e.event == name]
 
 
-def test_a_balance_drift_means_reduce_only_until_an_operator_acks(trained_world: World, tmp_path) -> None:  # noqa: F811
+def test_a_balance_drift_means_reduce_only_until_an_operator_acks(trained_world: World, tmp_path) -> None:
     """500 BUSD leave the account behind the engine's back while it holds BTC. The next check
     writes `balance_drift` and sets needs_ack: the held position is still sold (exit), the next
     entry is refused; after `tradeloop live ack` entries resume and the new balances are the
     reference (no second drift)."""
     name = "drift"
-    with BinanceLoopback(candles={}, prices={"BTCBUSD": 17_200.0}, client_ids_unique="open",
-                         balances={"BUSD": 10_000.0}) as server:
+    with BinanceLoopback(
+        candles={}, prices={"BTCBUSD": 17_200.0}, client_ids_unique="open", balances={"BUSD": 10_000.0}
+    ) as server:
         settings = venue_settings(trained_world, server, f"sqlite:///{tmp_path / 'ops.db'}")
         engine = venue_engine(settings, server, name, every_bars=5)
 
@@ -65,16 +66,18 @@ def test_a_balance_drift_means_reduce_only_until_an_operator_acks(trained_world:
         assert len(baselines) == 2 and baselines[1]["BUSD"] == pytest.approx(-500.0, abs=1e-6)
         assert engine.store.session(name).needs_ack is None
         assert sum(o.status == "filled" for o in engine.store.orders(engine.session.id)) == len(
-            engine.store.fills(engine.session.id))
+            engine.store.fills(engine.session.id)
+        )
 
 
-def test_open_orders_are_polled_and_fills_fetched_by_trade_id(trained_world: World, tmp_path) -> None:  # noqa: F811
+def test_open_orders_are_polled_and_fills_fetched_by_trade_id(trained_world: World, tmp_path) -> None:
     """The venue rests market orders (NEW) and fills them later, first in part: the check stores
     the partial fill of a still-open order from the account's trades (by trade id), then the
     rest when the order is no longer open; each fill once, and the book matches the balances."""
     name = "polled"
-    with BinanceLoopback(candles={}, prices={"BTCBUSD": 17_200.0}, hold_orders=True,
-                         balances={"BUSD": 10_000.0}) as server:
+    with BinanceLoopback(
+        candles={}, prices={"BTCBUSD": 17_200.0}, hold_orders=True, balances={"BUSD": 10_000.0}
+    ) as server:
         settings = venue_settings(trained_world, server, f"sqlite:///{tmp_path / 'ops.db'}")
         engine = venue_engine(settings, server, name, every_bars=1)
 

@@ -28,21 +28,32 @@ FAST = CcxtBrokerConfig(recv_window_s=0.2, visibility_window_s=2.5, query_interv
 
 
 def venue_settings(world: World, server: BinanceLoopback, database_url: str) -> Settings:
-    return Settings(TRADELOOP_DATA_DIR=str(world.root), DATABASE_URL=database_url,
-                    TRADELOOP_EXCHANGE_API_KEY=server.api_key, TRADELOOP_EXCHANGE_SECRET=server.secret,
-                    TRADELOOP_EXCHANGE_API_URL=server.url, TRADELOOP_ALLOW_INSECURE_LOOPBACK="true")
+    return Settings(
+        TRADELOOP_DATA_DIR=str(world.root),
+        DATABASE_URL=database_url,
+        TRADELOOP_EXCHANGE_API_KEY=server.api_key,
+        TRADELOOP_EXCHANGE_SECRET=server.secret,
+        TRADELOOP_EXCHANGE_API_URL=server.url,
+        TRADELOOP_ALLOW_INSECURE_LOOPBACK="true",
+    )
 
 
 def session_config(name: str) -> SessionConfig:
     """The 2022 binance sample lies inside the shared champion's training years: in-sample, allowed."""
-    return SessionConfig(name=name, exchange="binance", symbols=(SYMBOL,), timeframe="1m", mode="live", start=START,
-                         allow_in_sample=True)
+    return SessionConfig(
+        name=name, exchange="binance", symbols=(SYMBOL,), timeframe="1m", mode="live", start=START, allow_in_sample=True
+    )
 
 
 def broker_on(server: BinanceLoopback, *, config: CcxtBrokerConfig = FAST) -> CcxtBroker:
-    exchange = make_exchange("binance", timeout_s=1.0, api_url=server.url, asynchronous=True,
-                             credentials={"apiKey": server.api_key, "secret": server.secret},
-                             allow_insecure_loopback=True)
+    exchange = make_exchange(
+        "binance",
+        timeout_s=1.0,
+        api_url=server.url,
+        asynchronous=True,
+        credentials={"apiKey": server.api_key, "secret": server.secret},
+        allow_insecure_loopback=True,
+    )
     exchange.enableRateLimit = False  # the loopback has no limit to respect; keeps bar-by-bar tests fast
     return CcxtBroker(exchange, config=config)
 
@@ -53,9 +64,15 @@ def venue_engine(settings: Settings, server: BinanceLoopback, name: str, *, ever
     store = OpsStore.open(settings.effective_database_url)
     registry = ModelRegistry(settings.registry_dir)
     session = open_session(store, registry, session_config(name))
-    return LiveEngine(store=store, session=session, broker=broker_on(server), bus=make_bus(None),
-                      slot=ModelSlot.for_session(registry, session), backtest=backtest_config(session),
-                      config=EngineConfig(venue_check_every_bars=every_bars, publish=False))
+    return LiveEngine(
+        store=store,
+        session=session,
+        broker=broker_on(server),
+        bus=make_bus(None),
+        slot=ModelSlot.for_session(registry, session),
+        backtest=backtest_config(session),
+        config=EngineConfig(venue_check_every_bars=every_bars, publish=False),
+    )
 
 
 async def run_bars(engine: LiveEngine, settings: Settings, name: str, *, until, limit: int = 1040) -> int:
@@ -77,7 +94,13 @@ async def run_bars(engine: LiveEngine, settings: Settings, name: str, *, until, 
 
 def tradeloop(*args: str, settings: Settings) -> subprocess.CompletedProcess:
     """The CLI in its own process, on the session's database."""
-    env = {**os.environ, "TRADELOOP_DATA_DIR": str(settings.data_dir), "DATABASE_URL": settings.effective_database_url,
-           "COLUMNS": "200", "TRADELOOP_ACTOR": "operator-ann"}
-    return subprocess.run([sys.executable, "-m", "tradeloop", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=120)
+    env = {
+        **os.environ,
+        "TRADELOOP_DATA_DIR": str(settings.data_dir),
+        "DATABASE_URL": settings.effective_database_url,
+        "COLUMNS": "200",
+        "TRADELOOP_ACTOR": "operator-ann",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "tradeloop", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120
+    )

@@ -43,8 +43,16 @@ def url(request, tmp_path: Path) -> str:
 
 
 def _session(store: OpsStore):
-    return store.create_session(name="audited", strategy="sma_cross", exchange="coinbase", timeframe="4h",
-                                symbols=["BTC-USD"], mode="paper", init_cash=1000.0, config={})
+    return store.create_session(
+        name="audited",
+        strategy="sma_cross",
+        exchange="coinbase",
+        timeframe="4h",
+        symbols=["BTC-USD"],
+        mode="paper",
+        init_cash=1000.0,
+        config={},
+    )
 
 
 def test_cli_actions_are_audited_with_the_os_user_and_host(url: str, tmp_path: Path) -> None:
@@ -52,8 +60,13 @@ def test_cli_actions_are_audited_with_the_os_user_and_host(url: str, tmp_path: P
     _session(store)
     env = os.environ | {"DATABASE_URL": url, "TRADELOOP_DATA_DIR": str(tmp_path)}
     env.pop("TRADELOOP_ACTOR", None)
-    done = subprocess.run([sys.executable, "-m", "tradeloop", "live", "pause", "audited"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "tradeloop", "live", "pause", "audited"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     rows = store.audit_log()
     assert [r.event for r in rows] == ["session_started", "session_paused"]
@@ -61,9 +74,14 @@ def test_cli_actions_are_audited_with_the_os_user_and_host(url: str, tmp_path: P
     store.close()
 
 
-@pytest.mark.parametrize("statement", ["UPDATE audit_log SET event = 'nothing happened'",
-                                       "UPDATE audit_log SET actor = 'someone else'",
-                                       "DELETE FROM audit_log"])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_log SET event = 'nothing happened'",
+        "UPDATE audit_log SET actor = 'someone else'",
+        "DELETE FROM audit_log",
+    ],
+)
 def test_audit_rows_cannot_be_rewritten_or_deleted(url: str, statement: str) -> None:
     store = OpsStore.open(url)
     _session(store)

@@ -40,10 +40,13 @@ def test_sessions_of_an_older_database_read_as_out_of_sample_after_the_upgrade(u
     engine = connect(url)
     migrate(engine, "0002")
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO sessions (name, strategy, exchange, timeframe, symbols, mode, status, init_cash, cash, "
-            "config, created_at, updated_at) VALUES ('old', 'sma_cross', 'coinbase', '4h', '[\"BTC-USD\"]', "
-            "'paper', 'running', 1000, 1000, '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO sessions (name, strategy, exchange, timeframe, symbols, mode, status, init_cash, cash, "
+                "config, created_at, updated_at) VALUES ('old', 'sma_cross', 'coinbase', '4h', '[\"BTC-USD\"]', "
+                "'paper', 'running', 1000, 1000, '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
     migrate(engine)
     assert _version(engine) == "0004"
     column = {c["name"]: c for c in sa.inspect(engine).get_columns("sessions")}["in_sample"]
@@ -62,11 +65,19 @@ def test_sessions_of_an_older_database_read_as_out_of_sample_after_the_upgrade(u
 
 def test_an_in_sample_session_is_marked_and_audited_and_the_default_is_out_of_sample(url: str) -> None:
     store = OpsStore.open(url)
-    common = {"strategy": "sma_cross", "exchange": "coinbase", "timeframe": "4h", "symbols": ["BTC-USD"],
-              "mode": "paper", "init_cash": 1000.0, "config": {}}
+    common = {
+        "strategy": "sma_cross",
+        "exchange": "coinbase",
+        "timeframe": "4h",
+        "symbols": ["BTC-USD"],
+        "mode": "paper",
+        "init_cash": 1000.0,
+        "config": {},
+    }
     plain = store.create_session(name="plain", **common)
-    marked = store.create_session(name="marked", in_sample=True,
-                                  in_sample_detail={"first_bar_ms": 1, "trained_until_ms": 2}, **common)
+    marked = store.create_session(
+        name="marked", in_sample=True, in_sample_detail={"first_bar_ms": 1, "trained_until_ms": 2}, **common
+    )
     assert (plain.in_sample, marked.in_sample) == (False, True)
     assert (store.session("plain").in_sample, store.session("marked").in_sample) == (False, True)
     assert [e.event for e in store.audit_log(plain.id)] == ["session_started"]
@@ -81,12 +92,24 @@ def test_migration_0004_adds_the_bar_a_threshold_decided_from_and_keeps_older_ro
     engine = connect(url)
     migrate(engine, "0003")
     store = OpsStore(engine)
-    session = store.create_session(name="old", strategy="sma_cross", exchange="coinbase", timeframe="4h",
-                                   symbols=["BTC-USD"], mode="paper", init_cash=1000.0, config={})
+    session = store.create_session(
+        name="old",
+        strategy="sma_cross",
+        exchange="coinbase",
+        timeframe="4h",
+        symbols=["BTC-USD"],
+        mode="paper",
+        init_cash=1000.0,
+        config={},
+    )
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO thresholds (session_id, source, artifact, threshold, reason, since) "
-                             "VALUES (:sid, 'model', NULL, 0.5, 'before 0004', CURRENT_TIMESTAMP)"),
-                     {"sid": session.id})
+        conn.execute(
+            sa.text(
+                "INSERT INTO thresholds (session_id, source, artifact, threshold, reason, since) "
+                "VALUES (:sid, 'model', NULL, 0.5, 'before 0004', CURRENT_TIMESTAMP)"
+            ),
+            {"sid": session.id},
+        )
     migrate(engine)
     [old] = store.thresholds(session.id)
     assert old.reason == "before 0004" and old.bar_ts is None  # unknown, not invented

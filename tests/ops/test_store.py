@@ -29,8 +29,16 @@ def store(request, tmp_path: Path):
 
 
 def new_session(store: OpsStore, name: str = "s1"):
-    return store.create_session(name=name, strategy="sma_cross", exchange="coinbase", timeframe="4h",
-                                symbols=["BTC-USD"], mode="paper", init_cash=1000.0, config={"fee_rate": 0.001})
+    return store.create_session(
+        name=name,
+        strategy="sma_cross",
+        exchange="coinbase",
+        timeframe="4h",
+        symbols=["BTC-USD"],
+        mode="paper",
+        init_cash=1000.0,
+        config={"fee_rate": 0.001},
+    )
 
 
 def test_migrations_are_idempotent_and_reach_head(store: OpsStore) -> None:
@@ -38,7 +46,14 @@ def test_migrations_are_idempotent_and_reach_head(store: OpsStore) -> None:
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT version_num FROM tradeloop_alembic_version")).scalar() == "0004"
     assert set(sa.inspect(store.engine).get_table_names()) >= {
-        "sessions", "orders", "fills", "positions", "thresholds", "equity", "audit_log"}
+        "sessions",
+        "orders",
+        "fills",
+        "positions",
+        "thresholds",
+        "equity",
+        "audit_log",
+    }
 
 
 def test_session_lifecycle_and_bad_transitions(store: OpsStore) -> None:
@@ -76,19 +91,48 @@ def test_a_finished_replay_resumes_and_a_stopped_session_never_finishes(store: O
 def test_a_fill_is_stored_exactly_once(store: OpsStore) -> None:
     session = new_session(store)
     with store.transaction() as db:
-        order = Order(session_id=session.id, client_order_id="tl1-1-BTCUSD-en", venue="binance", symbol="BTC-USD",
-                      side="buy", intent="enter_long", quote_amount=100.0, decided_ts=1, status="submitted")
+        order = Order(
+            session_id=session.id,
+            client_order_id="tl1-1-BTCUSD-en",
+            venue="binance",
+            symbol="BTC-USD",
+            side="buy",
+            intent="enter_long",
+            quote_amount=100.0,
+            decided_ts=1,
+            status="submitted",
+        )
         db.add(order)
         db.flush()
-        fill = dict(order_id=order.id, session_id=session.id, venue="binance", symbol="BTC-USD", trade_id="T1",
-                    side="buy", quantity=0.01, price=10_000.0, fee=0.1, ts=2)
+        fill = dict(
+            order_id=order.id,
+            session_id=session.id,
+            venue="binance",
+            symbol="BTC-USD",
+            trade_id="T1",
+            side="buy",
+            quantity=0.01,
+            price=10_000.0,
+            fee=0.1,
+            ts=2,
+        )
         assert OpsStore.add_fill(db, Fill(**fill)) is True
         assert OpsStore.add_fill(db, Fill(**fill)) is False  # same venue, symbol, trade id
         assert OpsStore.add_fill(db, Fill(**(fill | {"trade_id": "T2"}))) is True
     assert [f.trade_id for f in store.fills(session.id)] == ["T1", "T2"]
     with pytest.raises(sa.exc.IntegrityError), store.transaction() as db:  # a second order, same client id
-        db.add(Order(session_id=session.id, client_order_id="tl1-1-BTCUSD-en", venue="binance", symbol="BTC-USD",
-                     side="buy", intent="enter_long", decided_ts=1, status="new"))
+        db.add(
+            Order(
+                session_id=session.id,
+                client_order_id="tl1-1-BTCUSD-en",
+                venue="binance",
+                symbol="BTC-USD",
+                side="buy",
+                intent="enter_long",
+                decided_ts=1,
+                status="new",
+            )
+        )
     assert len(store.orders(session.id)) == 1
 
 
@@ -113,12 +157,34 @@ def test_a_nested_write_commits_only_with_its_transaction(store: OpsStore) -> No
     does not commit: on SQLite, pysqlite's own transaction handling used to commit it alone."""
     session = new_session(store)
     with store.transaction() as db:
-        order = Order(session_id=session.id, client_order_id="tl1-2-BTCUSD-en", venue="paper", symbol="BTC-USD",
-                      side="buy", intent="enter_long", quote_amount=100.0, decided_ts=1, status="submitted")
+        order = Order(
+            session_id=session.id,
+            client_order_id="tl1-2-BTCUSD-en",
+            venue="paper",
+            symbol="BTC-USD",
+            side="buy",
+            intent="enter_long",
+            quote_amount=100.0,
+            decided_ts=1,
+            status="submitted",
+        )
         db.add(order)
     with pytest.raises(RuntimeError), store.transaction() as db:
-        assert OpsStore.add_fill(db, Fill(order_id=order.id, session_id=session.id, venue="paper", symbol="BTC-USD",
-                                          trade_id="P1", side="buy", quantity=1.0, price=1.0, fee=0.0, ts=2))
+        assert OpsStore.add_fill(
+            db,
+            Fill(
+                order_id=order.id,
+                session_id=session.id,
+                venue="paper",
+                symbol="BTC-USD",
+                trade_id="P1",
+                side="buy",
+                quantity=1.0,
+                price=1.0,
+                fee=0.0,
+                ts=2,
+            ),
+        )
         raise RuntimeError("the process dies before the bar commits")
     assert store.fills(session.id) == []
 
@@ -143,4 +209,3 @@ def test_a_stopped_session_cannot_be_acknowledged(store: OpsStore) -> None:
         with pytest.raises(SessionStateError, match="is stopped \\(final\\): there is nothing to acknowledge"):
             store.acknowledge("s1", symbol=symbol)
     assert [e.event for e in store.audit_log(session.id)][-1] == "session_stopped"
-

@@ -32,8 +32,17 @@ def test_the_short_sample_caveat_never_reads_as_long_as_its_bar(days: float) -> 
 
 def test_a_period_just_under_the_bar_says_so_in_the_table_and_the_report() -> None:
     n = 719  # hourly bars: 29.96 days, one hour short of 30
-    frame = pl.DataFrame({"ts": [T0 + i * HOUR for i in range(n)], "symbol": "AAA", "open": 100.0, "high": 100.0,
-                          "low": 100.0, "close": 100.0, "signal": 0}).with_columns(pl.col("signal").cast(pl.Int8))
+    frame = pl.DataFrame(
+        {
+            "ts": [T0 + i * HOUR for i in range(n)],
+            "symbol": "AAA",
+            "open": 100.0,
+            "high": 100.0,
+            "low": 100.0,
+            "close": 100.0,
+            "signal": 0,
+        }
+    ).with_columns(pl.col("signal").cast(pl.Int8))
     result = run_backtest(frame, BacktestConfig(), timeframe="1h")
     stats = result.stats()
     assert stats.short_sample
@@ -43,17 +52,31 @@ def test_a_period_just_under_the_bar_says_so_in_the_table_and_the_report() -> No
     assert "shorter than 30 days" in note and _caveat_days(note) < 30, note
 
 
-@pytest.mark.parametrize(("how", "value", "text"), [
-    (fmt.pct, -1e-9, "0.00%"), (fmt.signed_pct, -1e-9, "+0.00%"), (fmt.money, -0.001, "0.00"),
-    (fmt.ratio, -0.004, "0.00"), (fmt.pct, -0.0, "0.00%"), (fmt.money, -0.0, "0.00"),
-    (fmt.signed_pct, -0.00004, "+0.00%"), (fmt.signed_pct, -0.0001, "-0.01%"), (fmt.money, -0.01, "-0.01"),
-])
+@pytest.mark.parametrize(
+    ("how", "value", "text"),
+    [
+        (fmt.pct, -1e-9, "0.00%"),
+        (fmt.signed_pct, -1e-9, "+0.00%"),
+        (fmt.money, -0.001, "0.00"),
+        (fmt.ratio, -0.004, "0.00"),
+        (fmt.pct, -0.0, "0.00%"),
+        (fmt.money, -0.0, "0.00"),
+        (fmt.signed_pct, -0.00004, "+0.00%"),
+        (fmt.signed_pct, -0.0001, "-0.01%"),
+        (fmt.money, -0.01, "-0.01"),
+    ],
+)
 def test_nothing_reads_minus_zero(how, value: float, text: str) -> None:
     assert how(value) == text
 
 
-@pytest.mark.parametrize(("how", "value", "text"), [
-    (fmt.signed_pct, 248.47, "+24,847.00%"), (fmt.pct, 12.3456, "1,234.56%"), (fmt.signed_pct, -0.5, "-50.00%"),
-])
+@pytest.mark.parametrize(
+    ("how", "value", "text"),
+    [
+        (fmt.signed_pct, 248.47, "+24,847.00%"),
+        (fmt.pct, 12.3456, "1,234.56%"),
+        (fmt.signed_pct, -0.5, "-50.00%"),
+    ],
+)
 def test_large_percentages_have_thousands_separators(how, value: float, text: str) -> None:
     assert how(value) == text

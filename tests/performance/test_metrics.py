@@ -40,15 +40,21 @@ def test_365_day_annualisation() -> None:
     assert periods_per_year("1d") == 365 and periods_per_year("1h") == 8760
     daily = np.full(365, 1.001) ** np.arange(1, 366) * 100
     report = compute_metrics(daily, init_cash=100.0, periods_per_year=365)
-    assert report.cagr == pytest.approx(1.001 ** 365 - 1, rel=1e-12)
+    assert report.cagr == pytest.approx(1.001**365 - 1, rel=1e-12)
 
 
 def test_drawdown_duration_and_trade_stats() -> None:
     equity = np.array([110, 100, 90, 95, 111, 120, 100, 125.0])
-    trades = pl.DataFrame({"pnl": [10.0, -5.0, 20.0, -2.0, 7.0], "return": [0.1, -0.05, 0.2, -0.02, 0.07],
-                           "is_open": [False, False, False, False, True]})
-    rep = compute_metrics(equity, init_cash=100.0, periods_per_year=365, trades=trades,
-                          bars_in_market=4, traded_notional=800.0)
+    trades = pl.DataFrame(
+        {
+            "pnl": [10.0, -5.0, 20.0, -2.0, 7.0],
+            "return": [0.1, -0.05, 0.2, -0.02, 0.07],
+            "is_open": [False, False, False, False, True],
+        }
+    )
+    rep = compute_metrics(
+        equity, init_cash=100.0, periods_per_year=365, trades=trades, bars_in_market=4, traded_notional=800.0
+    )
     assert rep.max_drawdown == pytest.approx(90 / 110 - 1)
     assert rep.max_drawdown_bars == 3 and rep.max_drawdown_days == 3
     assert rep.win_rate == 0.5 and rep.profit_factor == pytest.approx(30 / 7)

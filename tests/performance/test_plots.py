@@ -55,12 +55,17 @@ def test_equity_figure_shows_equity_drawdown_and_benchmark(result) -> None:
 
 
 def test_equity_figure_takes_a_time_column_and_sums_portfolios() -> None:
-    frame = pl.DataFrame({
-        "time": pl.datetime_range(pl.datetime(2024, 1, 1), pl.datetime(2024, 1, 3), "1d", eager=True, time_zone="UTC")
-        .extend(pl.datetime_range(pl.datetime(2024, 1, 1), pl.datetime(2024, 1, 3), "1d", eager=True,
-                                  time_zone="UTC")),
-        "portfolio": ["a"] * 3 + ["b"] * 3, "equity": [100.0, 90.0, 120.0, 100.0, 100.0, 100.0],
-    })
+    frame = pl.DataFrame(
+        {
+            "time": pl.datetime_range(
+                pl.datetime(2024, 1, 1), pl.datetime(2024, 1, 3), "1d", eager=True, time_zone="UTC"
+            ).extend(
+                pl.datetime_range(pl.datetime(2024, 1, 1), pl.datetime(2024, 1, 3), "1d", eager=True, time_zone="UTC")
+            ),
+            "portfolio": ["a"] * 3 + ["b"] * 3,
+            "equity": [100.0, 90.0, 120.0, 100.0, 100.0, 100.0],
+        }
+    )
     fig = plots.equity_figure(frame, init_cash=200.0)
     assert list(_trace(fig, "strategy").y) == [200.0, 190.0, 220.0]
     assert list(_trace(fig, "drawdown").y) == pytest.approx([0.0, 190 / 200 - 1, 0.0])
@@ -97,8 +102,15 @@ def test_long_histories_are_drawn_with_merged_candles(two_symbols) -> None:
 
 def test_candles_from_live_fills_and_clear_errors(two_symbols) -> None:
     btc = two_symbols.filter(pl.col("symbol") == "BTC").head(100)
-    fills = pl.DataFrame({"ts": btc["ts"].gather([10, 20, 30]), "symbol": "BTC", "side": ["buy", "sell", "BUY"],
-                          "price": [1.0, 2.0, 3.0], "quantity": [1.0, 1.0, 1.0]})
+    fills = pl.DataFrame(
+        {
+            "ts": btc["ts"].gather([10, 20, 30]),
+            "symbol": "BTC",
+            "side": ["buy", "sell", "BUY"],
+            "price": [1.0, 2.0, 3.0],
+            "quantity": [1.0, 1.0, 1.0],
+        }
+    )
     fig = plots.candles_figure(btc, trades=fills)
     assert list(_trace(fig, "buys").y) == [1.0, 3.0] and list(_trace(fig, "sells").y) == [2.0]
     with pytest.raises(ConfigError, match="pass symbol=, e.g. symbol='BTC'"):
@@ -131,8 +143,9 @@ def test_rolling_sharpe_matches_empyrical_over_the_last_window(result) -> None:
     equity = result.equity["equity"].to_numpy()
     returns = np.concatenate([[equity[0] / result.capital - 1], equity[1:] / equity[:-1] - 1])
     window = 30 * 6
-    assert line.y[-1] == pytest.approx(empyrical.sharpe_ratio(pd.Series(returns[-window:]), annualization=2190),
-                                       rel=1e-9)
+    assert line.y[-1] == pytest.approx(
+        empyrical.sharpe_ratio(pd.Series(returns[-window:]), annualization=2190), rel=1e-9
+    )
     assert np.isnan(line.y[window - 2]) and not np.isnan(line.y[window - 1])
     assert _trace(fig, "buy & hold") is not None
     short = plots.rolling_sharpe_figure(result.equity.head(50), timeframe="4h", window_days=90)
@@ -160,8 +173,16 @@ def minute_result():
     steps[150_000] = -0.3  # the deepest drawdown sits on one bar
     close = 20_000 * np.exp(np.cumsum(steps))
     open_ = np.concatenate([[close[0]], close[:-1]])
-    frame = pl.DataFrame({"ts": T0 + np.arange(n, dtype=np.int64) * 60_000, "symbol": "BTC", "open": open_,
-                          "high": np.maximum(open_, close), "low": np.minimum(open_, close), "close": close})
+    frame = pl.DataFrame(
+        {
+            "ts": T0 + np.arange(n, dtype=np.int64) * 60_000,
+            "symbol": "BTC",
+            "open": open_,
+            "high": np.maximum(open_, close),
+            "low": np.minimum(open_, close),
+            "close": close,
+        }
+    )
     return backtest_strategy(SmaCross(fast=500, slow=3000), frame, BacktestConfig(), timeframe="1m")
 
 
@@ -182,8 +203,9 @@ def test_long_curves_are_drawn_with_at_most_max_points_keeping_extremes_and_ends
     assert len(_trace(every, "strategy").x) == len(equity)
     sharpe = minute_result.plot_rolling_sharpe(window_days=30)
     assert len(_trace(sharpe, "strategy").x) <= 5000
-    full = plots.rolling_sharpe_frame(minute_result.equity, timeframe="1m", window_days=30,
-                                      init_cash=minute_result.capital)["sharpe"]
+    full = plots.rolling_sharpe_frame(
+        minute_result.equity, timeframe="1m", window_days=30, init_cash=minute_result.capital
+    )["sharpe"]
     drawn = _trace(sharpe, "strategy").y
     assert drawn[-1] == pytest.approx(full[-1]) and np.nanmax(drawn) == pytest.approx(full.fill_nan(None).max())
     assert np.isnan(drawn[0])  # the window is still filling: a gap, as with every bar
@@ -199,11 +221,12 @@ def test_report_of_long_minute_data_stays_small(minute_result, tmp_path) -> None
 def _ticks_in_chromium(figures: dict[str, go.Figure], tmp_path) -> dict[str, dict[str, list[str]]]:
     """Tick labels of each figure's axes as chromium draws them."""
     from playwright.sync_api import sync_playwright
-
     from plotly.offline import get_plotlyjs
 
-    body = "".join(f'<div id="{name}">{fig.to_html(full_html=False, include_plotlyjs=False)}</div>'
-                   for name, fig in figures.items())
+    body = "".join(
+        f'<div id="{name}">{fig.to_html(full_html=False, include_plotlyjs=False)}</div>'
+        for name, fig in figures.items()
+    )
     page_path = tmp_path / "figures.html"
     page_path.write_text(f"<html><head><script>{get_plotlyjs()}</script></head><body>{body}</body></html>")
     out: dict[str, dict[str, list[str]]] = {}
@@ -216,8 +239,10 @@ def _ticks_in_chromium(figures: dict[str, go.Figure], tmp_path) -> dict[str, dic
             for name in figures:
                 div = page.locator(f"#{name}")
                 selectors = {axis: f".{axis}tick text" for axis in ("x", "y", "x2", "y2")} | {"bar": ".cbaxis text"}
-                out[name] = {axis: [t.replace("\u2212", "-") for t in div.locator(selector).all_text_contents()]
-                             for axis, selector in selectors.items()}
+                out[name] = {
+                    axis: [t.replace("\u2212", "-") for t in div.locator(selector).all_text_contents()]
+                    for axis, selector in selectors.items()
+                }
         finally:
             browser.close()
     return out
@@ -228,11 +253,14 @@ def test_a_flat_curve_and_a_single_bar_draw_sensible_axes_in_chromium(result, tm
     # from 0% up to +100%; a one-bar backtest put its time axis at "23:59:59.999" and drew no point at all
     flat = pl.DataFrame({"ts": [T0 + i * 14_400_000 for i in range(600)], "equity": [10_000.0] * 600})
     one = flat.head(1)
-    ticks = _ticks_in_chromium({
-        "flat": plots.equity_figure(flat, init_cash=10_000.0),
-        "one": plots.equity_figure(one, init_cash=10_000.0, benchmark=one.with_columns(equity=pl.lit(9_990.0))),
-        "sharpe": plots.rolling_sharpe_figure(one, timeframe="4h", init_cash=10_000.0),
-    }, tmp_path)
+    ticks = _ticks_in_chromium(
+        {
+            "flat": plots.equity_figure(flat, init_cash=10_000.0),
+            "one": plots.equity_figure(one, init_cash=10_000.0, benchmark=one.with_columns(equity=pl.lit(9_990.0))),
+            "sharpe": plots.rolling_sharpe_figure(one, timeframe="4h", init_cash=10_000.0),
+        },
+        tmp_path,
+    )
     for name in ("flat", "one"):
         equity, drawdown = ticks[name]["y"], ticks[name]["y2"]
         assert len(set(equity)) == len(equity) >= 3, equity  # distinct labels
@@ -244,13 +272,17 @@ def test_a_flat_curve_and_a_single_bar_draw_sensible_axes_in_chromium(result, tm
     assert "markers" in _trace(one_fig, "strategy").mode  # a single point is visible
 
 
-
 def test_the_monthly_colour_scale_reads_distinct_values_for_tiny_returns_in_chromium(tmp_path) -> None:
     # a flat curve's scale read "-1% -1% 0% 1% 1%", a curve gaining 0.015% a month "0% 0% 0%"
     flat = pl.DataFrame({"ts": [T0 + i * 86_400_000 for i in range(400)], "equity": [10_000.0] * 400})
     small = flat.with_columns(equity=10_000.0 + pl.int_range(400).cast(pl.Float64) * 0.05)
-    ticks = _ticks_in_chromium({name: plots.monthly_returns_figure(frame, init_cash=10_000.0)
-                                for name, frame in (("flat", flat), ("small", small))}, tmp_path)
+    ticks = _ticks_in_chromium(
+        {
+            name: plots.monthly_returns_figure(frame, init_cash=10_000.0)
+            for name, frame in (("flat", flat), ("small", small))
+        },
+        tmp_path,
+    )
     for name in ("flat", "small"):
         scale = ticks[name]["bar"]
         assert len(scale) >= 3 and len(set(scale)) == len(scale), (name, scale)
@@ -261,10 +293,19 @@ def test_more_trades_than_max_markers_are_marked_evenly_and_the_title_says_so(tw
     btc = two_symbols.filter(pl.col("symbol") == "BTC")
     n = 12_000
     at = np.sort(np.random.default_rng(5).choice(btc.height - 1, n))
-    ledger = pl.DataFrame({"symbol": "BTC", "side": "long", "entry_ts": btc["ts"].gather(at),
-                           "exit_ts": btc["ts"].gather(at + 1), "entry_price": btc["open"].gather(at),
-                           "exit_price": btc["close"].gather(at), "return": 0.01, "exit_reason": "signal",
-                           "is_open": False})
+    ledger = pl.DataFrame(
+        {
+            "symbol": "BTC",
+            "side": "long",
+            "entry_ts": btc["ts"].gather(at),
+            "exit_ts": btc["ts"].gather(at + 1),
+            "entry_price": btc["open"].gather(at),
+            "exit_price": btc["close"].gather(at),
+            "return": 0.01,
+            "exit_reason": "signal",
+            "is_open": False,
+        }
+    )
     fig = plots.candles_figure(btc, trades=ledger, max_markers=5000)
     entries = _trace(fig, "entries")
     assert len(entries.x) == 4000 and len(_trace(fig, "exits").x) == 4000  # every 3rd trade

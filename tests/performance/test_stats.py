@@ -22,10 +22,17 @@ T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 def _hand_made(prices: list[float], signals: dict[int, int], symbol: str = "AAA") -> pl.DataFrame:
     """Daily bars with open = high = low = close, so every fill price is the listed price."""
     n = len(prices)
-    return pl.DataFrame({
-        "ts": [T0 + i * DAY for i in range(n)], "symbol": [symbol] * n, "open": prices, "high": prices,
-        "low": prices, "close": prices, "signal": [signals.get(i, 0) for i in range(n)],
-    }).with_columns(pl.col("signal").cast(pl.Int8))
+    return pl.DataFrame(
+        {
+            "ts": [T0 + i * DAY for i in range(n)],
+            "symbol": [symbol] * n,
+            "open": prices,
+            "high": prices,
+            "low": prices,
+            "close": prices,
+            "signal": [signals.get(i, 0) for i in range(n)],
+        }
+    ).with_columns(pl.col("signal").cast(pl.Int8))
 
 
 # enter at bar 0's close -> buy at bar 1's open (100); exit at 2 -> sell at bar 3 (120): +20%
@@ -36,8 +43,7 @@ SIGNALS = {0: ENTER_LONG, 2: EXIT_LONG, 3: ENTER_LONG, 5: EXIT_LONG}
 
 @pytest.fixture(scope="module")
 def hand_result():
-    return run_backtest(_hand_made(PRICES, SIGNALS), BacktestConfig(init_cash=1000.0, fee_rate=0.0),
-                        timeframe="1d")
+    return run_backtest(_hand_made(PRICES, SIGNALS), BacktestConfig(init_cash=1000.0, fee_rate=0.0), timeframe="1d")
 
 
 def test_stats_of_a_hand_computed_backtest(hand_result) -> None:
@@ -74,7 +80,7 @@ def test_a_short_sample_gets_a_caveat_instead_of_annualised_figures(hand_result)
     # the raw figure is kept; with a lower bar it is shown
     assert stats.strategy.cagr == pytest.approx(1.08 ** (365 / 10) - 1)
     shown = {row[1]: row[2] for row in hand_result.stats(min_days=5).table().iter_rows()}
-    assert shown["CAGR"] == f"{1.08 ** 36.5 - 1:+,.2%}"  # 1,559.46%: thousands separated
+    assert shown["CAGR"] == f"{1.08**36.5 - 1:+,.2%}"  # 1,559.46%: thousands separated
 
 
 def test_benchmark_is_equal_weight_buy_and_hold_paying_fee_and_slippage() -> None:
@@ -104,8 +110,9 @@ def test_benchmark_of_a_result_matches_hand_buy_and_hold_on_real_data(btc_4h, et
     total = bench.group_by("ts").agg(pl.col("equity").sum()).sort("ts")["equity"].to_numpy()
     assert stats.benchmark.total_return == pytest.approx(total[-1] / 5000.0 - 1, rel=1e-12)
     per = {r["symbol"]: r for r in stats.per_symbol.iter_rows(named=True)}
-    assert per["BTC"]["buy_and_hold"] == pytest.approx(bench.filter(pl.col("portfolio") == "BTC")["equity"][-1]
-                                                       / 2500.0 - 1)
+    assert per["BTC"]["buy_and_hold"] == pytest.approx(
+        bench.filter(pl.col("portfolio") == "BTC")["equity"][-1] / 2500.0 - 1
+    )
     # shared cash: the symbols' pnl adds up to the account's return
     assert per["BTC"]["return"] + per["ETH"]["return"] == pytest.approx(stats.strategy.total_return, rel=1e-9)
 
@@ -120,7 +127,8 @@ def test_separate_portfolios_sum_into_one_account_checked_with_empyrical(btc_4h,
     assert stats.strategy.sharpe == pytest.approx(empyrical.sharpe_ratio(r, **ann), rel=1e-9)
     assert stats.strategy.cagr == pytest.approx(empyrical.annual_return(r, **ann), rel=1e-9)
     assert stats.strategy.max_drawdown == pytest.approx(
-        empyrical.max_drawdown(pd.Series(np.concatenate([[0.0], r.to_numpy()]))), rel=1e-9)
+        empyrical.max_drawdown(pd.Series(np.concatenate([[0.0], r.to_numpy()]))), rel=1e-9
+    )
     assert stats.strategy.total_return == pytest.approx(account[-1] / 20_000.0 - 1)
     assert not stats.short_sample
     per = stats.symbols_table()
@@ -137,8 +145,9 @@ def test_stats_without_trades_print_dashes_not_errors() -> None:
     assert math.isnan(stats.best_trade)
 
 
-@pytest.mark.parametrize(("shared", "strategy", "hold"), [(False, (39 + 19) / 2 / 40, (40 + 20) / 2 / 40),
-                                                          (True, 39 / 40, 1.0)])
+@pytest.mark.parametrize(
+    ("shared", "strategy", "hold"), [(False, (39 + 19) / 2 / 40, (40 + 20) / 2 / 40), (True, 39 / 40, 1.0)]
+)
 def test_time_in_market_of_buy_and_hold_counts_a_late_symbol_as_the_strategy_does(shared, strategy, hold) -> None:
     # BBB starts on bar 20: held on its 20 bars, its own portfolio (separate cash) is out of the market before;
     # buy and hold read 100% whatever the symbols' starts, beside a strategy measured per portfolio

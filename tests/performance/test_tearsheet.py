@@ -30,13 +30,22 @@ def test_report_is_self_contained_with_header_metrics_and_every_trade(report) ->
     result, path = report
     page = path.read_text(encoding="utf-8")
     assert page.count("<script") == page.count("</script>")
-    assert '<script src="http' not in page and "cdn.plot.ly" not in page.replace("\\u002f", "/").split(
-        "</script>", 1)[1]  # after the embedded library: no reference to a CDN
+    assert (
+        '<script src="http' not in page and "cdn.plot.ly" not in page.replace("\\u002f", "/").split("</script>", 1)[1]
+    )  # after the embedded library: no reference to a CDN
     assert "Plotly.newPlot" in page and page.count("plotly.js v") >= 1  # the library is embedded
     assert page.count('class="plotly-graph-div"') == 5  # equity, monthly, rolling Sharpe, two price charts
     assert "<h1>sma_cross(5,30)</h1>" in page
-    for text in ("BTC-USD, ETH-USD", "<b>timeframe</b> 4h", "2024-01-01 00:00 to", "stop loss 8.0%",
-                 "buy &amp; hold", "Monthly returns", "Rolling Sharpe", "per symbol"):
+    for text in (
+        "BTC-USD, ETH-USD",
+        "<b>timeframe</b> 4h",
+        "2024-01-01 00:00 to",
+        "stop loss 8.0%",
+        "buy &amp; hold",
+        "Monthly returns",
+        "Rolling Sharpe",
+        "per symbol",
+    ):
         assert text in page, text
     trades_table = page.split("<h2>Trades</h2>", 1)[1]
     assert trades_table.count("<tr>") == result.trades.height + 1  # a header row and one row per trade

@@ -32,16 +32,25 @@ ASSETS = [candles, features, thresholds, backtest, promotion]
 # bars this 8-trial run on the sample can pass, so that promotion itself is exercised; the
 # default bars (DSR 0.95, drawdown -35%, 5 recent trades) refuse it: see the refusal test.
 # A long refit cadence keeps the run short (the policy's semantics: test_policy_replay.py)
-PASSABLE = RetrainResource(retrain_every_days=180, max_model_age_days=270, min_deflated_sharpe=0.0, max_pbo=1.0,
-                           max_drawdown=-1.0, min_recent_trades=0)
+PASSABLE = RetrainResource(
+    retrain_every_days=180,
+    max_model_age_days=270,
+    min_deflated_sharpe=0.0,
+    max_pbo=1.0,
+    max_drawdown=-1.0,
+    min_recent_trades=0,
+)
 
 
 def resources(root: Path, retrain: RetrainResource = PASSABLE, **research: object) -> dict:
     # one worker: a seeded study is reproducible (two workers sample in the order they finish,
     # and now and then the best trial's model took no trade in the history: backtest_sanity failed)
-    return {"stores": StoresResource(data_dir=str(root)),
-            "research": ResearchResource(n_trials=8, workers=1, **research),
-            "exchange": ExchangeResource(mode="sample"), "retrain": retrain}
+    return {
+        "stores": StoresResource(data_dir=str(root)),
+        "research": ResearchResource(n_trials=8, workers=1, **research),
+        "exchange": ExchangeResource(mode="sample"),
+        "retrain": retrain,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +65,9 @@ def first_run(tmp_path_factory):
 def test_definitions_load_with_schedule_sensor_and_jobs() -> None:
     assert {"retrain", "refresh_candles"} <= {j.name for j in defs.jobs}
     assert [s.name for s in defs.schedules] == ["policy_retrain"]
-    assert defs.resolve_asset_graph().get_all_asset_keys() >= {dg.AssetKey(n) for n in
-                                                                 ("candles", "features", "promotion")}
+    assert defs.resolve_asset_graph().get_all_asset_keys() >= {
+        dg.AssetKey(n) for n in ("candles", "features", "promotion")
+    }
 
 
 def test_whole_graph_materializes_and_promotes_with_lineage(first_run) -> None:
@@ -73,8 +83,15 @@ def test_whole_graph_materializes_and_promotes_with_lineage(first_run) -> None:
     assert entry.artifact == promoted["artifact"].value
     assert entry.lineage.run_id == result.run_id and entry.lineage.data_snapshot != "unknown"
     assert entry.lineage.parameters["strategy"] == "sma_cross"
-    assert {"deflated_sharpe", "pbo", "oos_sharpe_per_bar", "oos_sharpe_annualised", "max_drawdown",
-            "recent_trades", "beats_champion"} <= set(entry.lineage.metrics)
+    assert {
+        "deflated_sharpe",
+        "pbo",
+        "oos_sharpe_per_bar",
+        "oos_sharpe_annualised",
+        "max_drawdown",
+        "recent_trades",
+        "beats_champion",
+    } <= set(entry.lineage.metrics)
     assert entry.lineage.metrics["max_drawdown"] <= 0.0  # drawdowns are negative fractions
     assert "| deflated_sharpe |" in promoted["gate"].value  # the checks as a markdown table
     model = StoresResource(data_dir=str(root)).registry.model_of(entry.artifact, strategy="sma_cross")
@@ -84,8 +101,10 @@ def test_whole_graph_materializes_and_promotes_with_lineage(first_run) -> None:
 
 def test_blocking_checks_passed_in_the_run(first_run) -> None:
     _, _, result = first_run
-    evaluations = {e.check_name: e.passed for e in
-                   (ev.event_specific_data for ev in result.all_events if ev.event_type_value == "ASSET_CHECK_EVALUATION")}
+    evaluations = {
+        e.check_name: e.passed
+        for e in (ev.event_specific_data for ev in result.all_events if ev.event_type_value == "ASSET_CHECK_EVALUATION")
+    }
     assert evaluations == {"feature_sanity": True, "backtest_sanity": True}
 
 
@@ -94,8 +113,9 @@ def test_a_retrain_on_the_same_data_ties_and_keeps_the_engine_on_a_fresh_model(f
     (a refit) passes the tolerance instead of being refused for not being strictly better."""
     root, instance, result = first_run
     before = StoresResource(data_dir=str(root)).registry.champion("sma_cross")
-    again = dg.materialize(ASSETS, selection=[thresholds, backtest, promotion], resources=resources(root),
-                           instance=instance)
+    again = dg.materialize(
+        ASSETS, selection=[thresholds, backtest, promotion], resources=resources(root), instance=instance
+    )
     tuned = again.asset_materializations_for_node("thresholds")[0].metadata
     meta = again.asset_materializations_for_node("promotion")[0].metadata
     gate = {c["name"]: c for c in meta["gate_checks"].data}
@@ -125,8 +145,13 @@ def test_the_default_gate_refuses_and_says_why_in_the_audit_log(first_run) -> No
 
 def test_a_failed_retrain_is_audited_and_fails_the_run(first_run) -> None:
     root, instance, _ = first_run
-    failed = dg.materialize(ASSETS, selection=[thresholds], instance=instance, raise_on_error=False,
-                            resources=resources(root, max_drawdown=-1e-9))  # no trial can be feasible
+    failed = dg.materialize(
+        ASSETS,
+        selection=[thresholds],
+        instance=instance,
+        raise_on_error=False,
+        resources=resources(root, max_drawdown=-1e-9),
+    )  # no trial can be feasible
     assert not failed.success
     store = OpsStore.open(ops_url(root))
     rows = store.audit_log(events=("retrain_failed",))
@@ -147,7 +172,9 @@ def test_the_schedule_runs_on_the_policys_retrain_days_only() -> None:
     # the same instants the walk-forward refits at
     midnight = int(runs[0].replace(minute=0).timestamp() * 1000)
     assert policy.retrain_times(midnight - 1, midnight + 14 * 86_400_000).tolist()[:2] == [
-        midnight, midnight + 7 * 86_400_000]
+        midnight,
+        midnight + 7 * 86_400_000,
+    ]
 
 
 def test_sensor_requests_a_retrain_only_when_new_candles_make_one_due(first_run) -> None:
@@ -182,8 +209,9 @@ def test_candle_quality_fails_on_a_gappy_series(tmp_path) -> None:
     h = 3_600_000
     t0 = 1_704_067_200_000  # 2024-01-01: the lake refuses candles before 2009
     ts = list(range(t0, t0 + 50 * h, h)) + list(range(t0 + 80 * h, t0 + 100 * h, h))  # 30 missing candles
-    lake.write(key, pl.DataFrame({"ts": ts, "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0}),
-               source="test")
+    lake.write(
+        key, pl.DataFrame({"ts": ts, "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0}), source="test"
+    )
     quality, freshness = candle_quality(lake, key, now_ms=t0 + 100 * h)
     assert quality.passed is False and quality.metadata["missing_candles"].value == 30
     assert freshness.passed is True
@@ -193,8 +221,12 @@ def test_every_asset_check_job_schedule_and_sensor_says_what_it_does() -> None:
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         assert len(graph.get(key).description or "") > 40, key
-    assert {k.name for k in graph.asset_check_keys} == {"candle_quality", "candle_freshness", "feature_sanity",
-                                                         "backtest_sanity"}
+    assert {k.name for k in graph.asset_check_keys} == {
+        "candle_quality",
+        "candle_freshness",
+        "feature_sanity",
+        "backtest_sanity",
+    }
     for key in graph.asset_check_keys:
         assert len(graph.get(key).description or "") > 40, key
     for item in [*defs.jobs, *defs.schedules, *defs.sensors]:
@@ -221,7 +253,8 @@ def test_materializations_read_as_tables_an_image_and_links(first_run) -> None:
         meta = result.asset_materializations_for_node(name)[0].metadata
         notebook = Path(meta["notebook"].value)
         assert meta["notebook_in_lab"] == dg.MetadataValue.url(
-            f"{lab}/lab/tree/runs/{result.run_id}/{name}.ipynb")  # JupyterLab served from the data folder
+            f"{lab}/lab/tree/runs/{result.run_id}/{name}.ipynb"
+        )  # JupyterLab served from the data folder
         assert notebook == root / "runs" / result.run_id / f"{name}.ipynb" and notebook.exists()
     backtest_meta = result.asset_materializations_for_node("backtest")[0].metadata
     metrics = json.loads((root / "research" / "backtest" / METRICS_JSON).read_text())
@@ -244,8 +277,11 @@ def test_materializations_read_as_tables_an_image_and_links(first_run) -> None:
 def test_no_metadata_shows_a_long_float(first_run) -> None:
     """Floats are rounded to what they mean, and markdown tables hold no 16-digit numbers."""
     _, _, result = first_run
-    entries = [e.event_specific_data for e in result.all_events
-               if e.event_type_value in ("ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION")]
+    entries = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value in ("ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION")
+    ]
     metadata = [getattr(e, "materialization", e).metadata for e in entries]
     assert len(metadata) >= 6
     for meta in metadata:

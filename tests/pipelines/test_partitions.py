@@ -57,8 +57,13 @@ def test_sample_files_of_another_folder(tmp_path: Path) -> None:
     folder = tmp_path / "files"
     folder.mkdir()
     frame = pl.DataFrame({"ts": [T0], "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0})
-    for name in ("binance__AAA-USDT__1h", "binance__BBB-USDT__1h", "binance__BBB-USDT__1h__2018-04",
-                 "binance__CCC-USDT__5m", "kraken__DDD-USD__1h"):
+    for name in (
+        "binance__AAA-USDT__1h",
+        "binance__BBB-USDT__1h",
+        "binance__BBB-USDT__1h__2018-04",
+        "binance__CCC-USDT__5m",
+        "kraken__DDD-USD__1h",
+    ):
         frame.write_parquet(folder / f"{name}.parquet")
     exchange = ExchangeResource(mode="sample", sample_dir=str(folder))
     assert exchange.sample_symbols("binance", "1h") == ["AAA-USDT", "BBB-USDT"]
@@ -79,8 +84,12 @@ def test_research_resource_refuses_both_forms() -> None:
 def test_the_sensor_adds_the_universe_as_partitions(tmp_path: Path) -> None:
     instance = dg.DagsterInstance.ephemeral()
     stores = StoresResource(data_dir=str(tmp_path))
-    res = {"stores": stores, "research": ResearchResource(top_n=1), "exchange": ExchangeResource(mode="sample"),
-           "retrain": RetrainResource()}
+    res = {
+        "stores": stores,
+        "research": ResearchResource(top_n=1),
+        "exchange": ExchangeResource(mode="sample"),
+        "retrain": RetrainResource(),
+    }
     empty = new_candles_sensor(dg.build_sensor_context(instance=instance, resources=res))
     [request] = empty.dynamic_partitions_requests
     assert (request.partitions_def_name, list(request.partition_keys)) == ("symbols", ["BTC-USD", "ETH-USD"])
@@ -90,8 +99,10 @@ def test_the_sensor_adds_the_universe_as_partitions(tmp_path: Path) -> None:
     # the top 1 by dollar volume of the stored sample: the universe is one series, already a partition
     btc, eth = (stores.lake.read(SeriesKey("coinbase", s, "4h")) for s in ("BTC-USD", "ETH-USD"))
     end = max(btc["ts"].max(), eth["ts"].max())
-    volume = {s: f.filter(pl.col("ts") > end - 30 * 24 * H).select((pl.col("close") * pl.col("volume")).sum()).item()
-              for s, f in (("BTC-USD", btc), ("ETH-USD", eth))}
+    volume = {
+        s: f.filter(pl.col("ts") > end - 30 * 24 * H).select((pl.col("close") * pl.col("volume")).sum()).item()
+        for s, f in (("BTC-USD", btc), ("ETH-USD", eth))
+    }
     top = max(volume, key=lambda s: (volume[s], s))
     stored = new_candles_sensor(dg.build_sensor_context(instance=instance, resources=res))
     assert stored.dynamic_partitions_requests == [] and len(stored.run_requests) == 1  # no champion yet: due
@@ -107,8 +118,11 @@ def test_a_top_n_pick_sees_no_candle_after_the_data_cut_off(tmp_path: Path) -> N
     lake = CandleLake(tmp_path / "lake")
     write(lake, "AAA-USDT", close=10.0, volume=100.0)  # 1,000 an hour on 2024-01-01 and 02
     ts = pl.int_range(T0 + 48 * H, T0 + 72 * H, H, eager=True, dtype=pl.Int64)  # 2024-01-03: 100,000 an hour
-    lake.write(SeriesKey("binance", "BBB-USDT", "1h"), pl.DataFrame(
-        {"ts": ts, "open": 1e3, "high": 1e3, "low": 1e3, "close": 1e3, "volume": 100.0}), source="test")
+    lake.write(
+        SeriesKey("binance", "BBB-USDT", "1h"),
+        pl.DataFrame({"ts": ts, "open": 1e3, "high": 1e3, "low": 1e3, "close": 1e3, "volume": 100.0}),
+        source="test",
+    )
     research = ResearchResource(exchange="binance", timeframe="1h", top_n=1, lookback_days=1)
     assert research_universe(research, lake, RetrainResource()) == ["BBB-USDT"]
     assert research_universe(research, lake, RetrainResource(data_until="2024-01-03")) == ["AAA-USDT"]

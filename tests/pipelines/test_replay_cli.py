@@ -14,8 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def replay(data: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env |= {"TRADELOOP_DATA_DIR": str(data), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "pipelines.replay", "--strategy", "breakout", *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.replay", "--strategy", "breakout", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_no_champion_is_an_error_unless_the_demo_asks_to_skip(tmp_path: Path) -> None:

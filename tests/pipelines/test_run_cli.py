@@ -20,9 +20,14 @@ from tradeloop.settings import Settings
 def test_pipelines_run_records_its_runs_where_dagster_dev_looks(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     env |= {"TRADELOOP_DATA_DIR": "data", "TRADELOOP_LOG_LEVEL": "WARNING"}
-    out = subprocess.run([sys.executable, "-m", "pipelines.run", "--trials", "2", "--workers", "1",
-                          "--until", "2020-01-01"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "pipelines.run", "--trials", "2", "--workers", "1", "--until", "2020-01-01"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     # concise by default: progress and the gate, no Dagster event flood, no kernel warnings, no ERROR lines
     printed = out.stdout + out.stderr

@@ -19,8 +19,12 @@ def saved_model(path, seed: int):
     X = rng.normal(size=(200, len(META_FEATURES)))
     y = (X[:, 0] + rng.normal(size=200) > 0).astype(int)
     est = AdaptiveThreshold().fit(X, y, returns=np.where(y == 1, 0.02, -0.01))
-    return ThresholdModel(strategy=SmaCross(fast=5 + seed, slow=40), barriers=BarrierConfig(), estimator=est,
-                          trained_until=1_700_000_000_000 + seed).save(path)
+    return ThresholdModel(
+        strategy=SmaCross(fast=5 + seed, slow=40),
+        barriers=BarrierConfig(),
+        estimator=est,
+        trained_until=1_700_000_000_000 + seed,
+    ).save(path)
 
 
 @pytest.fixture

@@ -117,8 +117,11 @@ def test_a_symlink_planted_in_a_stored_artifact_fails_verification(registry, tmp
     target = tmp_path / "elsewhere.skops"
     shutil.move(stored / "classifier.skops", target)
     (stored / "classifier.skops").symlink_to(target)  # same bytes through a link: still refused
-    with pytest.raises(ArtifactIntegrityError, match=rf"artifact {digest[:12]} is corrupted or tampered: "
-                                                     rf".*classifier.skops is a symbolic link"):
+    with pytest.raises(
+        ArtifactIntegrityError,
+        match=rf"artifact {digest[:12]} is corrupted or tampered: "
+        rf".*classifier.skops is a symbolic link",
+    ):
         registry.store.verify(digest)
 
 

@@ -92,20 +92,41 @@ BAD_MANIFESTS = [
     ("a list", lambda d: [d], r"\(document\) = \[.*Input should be a valid dictionary"),
     ("current is a string", lambda d: d | {"current": "abc"}, r"current = 'abc': Input should be a valid dictionary"),
     ("no current", lambda d: {"previous": d["previous"]}, r"current = missing: Field required"),
-    ("no strategy", lambda d: d | {"current": {k: v for k, v in d["current"].items() if k != "strategy"}},
-     r"current.strategy = missing"),
-    ("unknown strategy", lambda d: d | {"current": d["current"] | {"strategy": "nope"}},
-     r"current.strategy = 'nope': Value error, unknown strategy 'nope'"),
-    ("another strategy", lambda d: d | {"current": d["current"] | {"strategy": "momentum"}},
-     r"current.strategy = 'momentum' in the manifest of 'sma_cross'"),
-    ("empty artifact", lambda d: d | {"current": d["current"] | {"artifact": ""}},
-     r"current.artifact = '': String should match pattern"),
-    ("artifact is a path", lambda d: d | {"current": d["current"] | {"artifact": "../../../etc"}},
-     r"current.artifact = '../../../etc'"),
-    ("artifact is a number", lambda d: d | {"current": d["current"] | {"artifact": 7}},
-     r"current.artifact = 7: Input should be a valid string"),
-    ("lineage of the wrong type", lambda d: d | {"previous": [d["previous"][0] | {"lineage": []}]},
-     r"previous.0.lineage = \[\]"),
+    (
+        "no strategy",
+        lambda d: d | {"current": {k: v for k, v in d["current"].items() if k != "strategy"}},
+        r"current.strategy = missing",
+    ),
+    (
+        "unknown strategy",
+        lambda d: d | {"current": d["current"] | {"strategy": "nope"}},
+        r"current.strategy = 'nope': Value error, unknown strategy 'nope'",
+    ),
+    (
+        "another strategy",
+        lambda d: d | {"current": d["current"] | {"strategy": "momentum"}},
+        r"current.strategy = 'momentum' in the manifest of 'sma_cross'",
+    ),
+    (
+        "empty artifact",
+        lambda d: d | {"current": d["current"] | {"artifact": ""}},
+        r"current.artifact = '': String should match pattern",
+    ),
+    (
+        "artifact is a path",
+        lambda d: d | {"current": d["current"] | {"artifact": "../../../etc"}},
+        r"current.artifact = '../../../etc'",
+    ),
+    (
+        "artifact is a number",
+        lambda d: d | {"current": d["current"] | {"artifact": 7}},
+        r"current.artifact = 7: Input should be a valid string",
+    ),
+    (
+        "lineage of the wrong type",
+        lambda d: d | {"previous": [d["previous"][0] | {"lineage": []}]},
+        r"previous.0.lineage = \[\]",
+    ),
     ("unknown key", lambda d: d | {"champion": "x"}, r"champion = 'x': Extra inputs are not permitted"),
 ]
 
@@ -115,9 +136,12 @@ def test_a_malformed_manifest_is_a_clear_error(registry, tmp_path, case, mutate,
     doc, _, second = _good_manifest(registry, tmp_path)
     manifest = registry.champions_dir / "sma_cross.json"
     manifest.write_text(json.dumps(mutate(doc)))
-    for read in (lambda: registry.champion("sma_cross"), lambda: registry.load("sma_cross"),
-                 lambda: registry.rollback("sma_cross"),
-                 lambda: registry.promote("sma_cross", second, lineage=Lineage())):
+    for read in (
+        lambda: registry.champion("sma_cross"),
+        lambda: registry.load("sma_cross"),
+        lambda: registry.rollback("sma_cross"),
+        lambda: registry.promote("sma_cross", second, lineage=Lineage()),
+    ):
         with pytest.raises(ModelError, match=message) as caught:
             read()
         assert "sma_cross.json is malformed" in str(caught.value)

@@ -19,13 +19,27 @@ def folds(*trades: int) -> list[dict]:
     return [{"index": i, "trades": t} for i, t in enumerate(trades)]
 
 
-def gate(candidate: np.ndarray, *, champion: float | None = None, trades=(10, 10, 10, 10),
-         trial_sharpes=None, matrix=None, **config) -> dict:
+def gate(
+    candidate: np.ndarray,
+    *,
+    champion: float | None = None,
+    trades=(10, 10, 10, 10),
+    trial_sharpes=None,
+    matrix=None,
+    **config,
+) -> dict:
     trial_sharpes = np.array([0.02, 0.021, 0.019]) if trial_sharpes is None else trial_sharpes
     matrix = np.column_stack([candidate, returns(0.0, n=candidate.size, seed=1)]) if matrix is None else matrix
-    report = evaluate_gate(candidate_returns=candidate, folds=folds(*trades), trial_sharpes=trial_sharpes,
-                           returns_matrix=matrix, champion_sharpe=champion, periods_per_year=PPY,
-                           pbo_trials=(matrix.shape[1], 0), config=GateConfig(**config))
+    report = evaluate_gate(
+        candidate_returns=candidate,
+        folds=folds(*trades),
+        trial_sharpes=trial_sharpes,
+        returns_matrix=matrix,
+        champion_sharpe=champion,
+        periods_per_year=PPY,
+        pbo_trials=(matrix.shape[1], 0),
+        config=GateConfig(**config),
+    )
     return {c.name: c for c in report.checks} | {"_report": report}
 
 
@@ -33,8 +47,15 @@ def test_a_strong_candidate_passes_every_check_and_shows_each_number() -> None:
     checks = gate(returns(0.003))
     report = checks.pop("_report")
     assert report.passed
-    assert set(checks) == {"oos_sharpe_per_bar", "oos_sharpe_annualised", "beats_champion", "deflated_sharpe",
-                           "pbo", "max_drawdown", "recent_trades"}
+    assert set(checks) == {
+        "oos_sharpe_per_bar",
+        "oos_sharpe_annualised",
+        "beats_champion",
+        "deflated_sharpe",
+        "pbo",
+        "max_drawdown",
+        "recent_trades",
+    }
     per_bar = checks["oos_sharpe_per_bar"].value
     assert checks["oos_sharpe_annualised"].value == pytest.approx(per_bar * np.sqrt(PPY))
     assert "| deflated_sharpe |" in report.markdown() and "bar" in report.markdown()

@@ -32,20 +32,36 @@ OLD = TuningConfig(n_trials=1, policy=RetrainPolicy(retrain_every_days=30, max_m
 
 @pytest.fixture(scope="module")
 def candles() -> pl.DataFrame:
-    return pl.read_parquet(SAMPLE).tail(300).with_columns(symbol=pl.lit("BTC-USD")).select(
-        "symbol", "ts", "open", "high", "low", "close", "volume")
+    return (
+        pl.read_parquet(SAMPLE)
+        .tail(300)
+        .with_columns(symbol=pl.lit("BTC-USD"))
+        .select("symbol", "ts", "open", "high", "low", "close", "volume")
+    )
 
 
 def _finished_study(candles: pl.DataFrame, config: TuningConfig, study_dir: Path) -> optuna.Study:
     """The study tune() would open for ``config``, holding one finished trial (no walk-forward run)."""
     version = data_version(candles)
-    study = open_study(config, name=study_name_of(config, timeframe="4h", version=version), study_dir=study_dir,
-                       storage=None)
+    study = open_study(
+        config, name=study_name_of(config, timeframe="4h", version=version), study_dir=study_dir, storage=None
+    )
     study.set_user_attr("data_version", version)
     study.set_user_attr("config", config.model_dump(mode="json"))
-    study.add_trial(optuna.trial.create_trial(value=0.05, params={}, distributions={}, user_attrs={
-        "params": {"strategy": "sma_cross", "fast": 5, "slow": 10}, RETURNS_KEY: encode_returns(np.full(50, 0.01)),
-        DD_KEY: -0.01, "oos_sharpe": 0.05, FOLDS_KEY: []}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=0.05,
+            params={},
+            distributions={},
+            user_attrs={
+                "params": {"strategy": "sma_cross", "fast": 5, "slow": 10},
+                RETURNS_KEY: encode_returns(np.full(50, 0.01)),
+                DD_KEY: -0.01,
+                "oos_sharpe": 0.05,
+                FOLDS_KEY: [],
+            },
+        )
+    )
     return study
 
 
@@ -58,8 +74,9 @@ def test_a_new_retrain_policy_on_the_same_data_is_a_new_study(candles: pl.DataFr
         tune(candles, config=named, timeframe="4h", study_dir=tmp_path)
 
 
-def test_resumed_workers_read_the_current_n_trials(candles: pl.DataFrame, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resumed_workers_read_the_current_n_trials(
+    candles: pl.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     study = _finished_study(candles, OLD, tmp_path)
     seen = []
 
@@ -82,9 +99,18 @@ def test_every_configuration_is_traded_over_the_same_test_periods() -> None:
     from tradeloop.thresholds import BarrierConfig
 
     short = pl.read_parquet(SAMPLE).tail(700).with_columns(symbol=pl.lit("BTC-USD"))
-    runs = [walk_forward(short, get_strategy("sma_cross", fast=fast, slow=slow), BarrierConfig(horizon=10),
-                         timeframe="4h", splitter=PurgedWalkForward(n_splits=4), backtest=default_backtest(OLD),
-                         policy=OLD.policy) for fast, slow in ((5, 10), (40, 140))]
+    runs = [
+        walk_forward(
+            short,
+            get_strategy("sma_cross", fast=fast, slow=slow),
+            BarrierConfig(horizon=10),
+            timeframe="4h",
+            splitter=PurgedWalkForward(n_splits=4),
+            backtest=default_backtest(OLD),
+            policy=OLD.policy,
+        )
+        for fast, slow in ((5, 10), (40, 140))
+    ]
     assert [f.index for f in runs[1].folds] == [0, 1, 2, 3]  # no event is known before fold 0: still traded
     np.testing.assert_array_equal(runs[0].ts, runs[1].ts)
     assert runs[1].folds[0].test_trades == 0 and runs[1].folds[0].train_events == 0
@@ -103,9 +129,17 @@ def test_a_period_starting_between_retrains_is_decided_by_the_last_scheduled_ref
     start = int(frame["ts"][2000])
     assert not policy.is_retrain_time(start)
     events = meta_dataset(frame, SmaCross(fast=10, slow=30), barriers=BarrierConfig())
-    schedule = policy_schedule(events, SmaCross(fast=10, slow=30), BarrierConfig(), policy=policy, start=start,
-                               end=start + 40 * 86_400_000, embargo_ms=0, bar_ms=bar,
-                               estimator_params={"min_samples": 10})
+    schedule = policy_schedule(
+        events,
+        SmaCross(fast=10, slow=30),
+        BarrierConfig(),
+        policy=policy,
+        start=start,
+        end=start + 40 * 86_400_000,
+        embargo_ms=0,
+        bar_ms=bar,
+        estimator_params={"min_samples": 10},
+    )
     first = schedule[0]
     assert first.at == policy.last_retrain_time(start) < start
     assert first.model is not None and first.model.trained_until == first.at - bar

@@ -24,17 +24,40 @@ def research(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("research")
     lake = CandleLake(base / "lake")
     import_sample(lake)
-    paths = {"lake": base / "lake", "features": base / "features.parquet", "thresholds": base / "thresholds",
-             "backtest": base / "backtest", "runs": base / "runs"}
-    run_notebook(notebook_path("features"), paths["runs"] / "features.ipynb",
-                 {"lake_dir": str(paths["lake"]), "output_path": str(paths["features"])}, cwd=ROOT)
-    run_notebook(notebook_path("thresholds"), paths["runs"] / "thresholds.ipynb",
-                 {"features_path": str(paths["features"]), "output_dir": str(paths["thresholds"]), "n_trials": 8,
-                  "policy": {"retrain_every_days": 180, "max_model_age_days": 270}},
-                 cwd=ROOT)
-    run_notebook(notebook_path("backtest"), paths["runs"] / "backtest.ipynb",
-                 {"features_path": str(paths["features"]), "thresholds_dir": str(paths["thresholds"]),
-                  "output_dir": str(paths["backtest"])}, cwd=ROOT)
+    paths = {
+        "lake": base / "lake",
+        "features": base / "features.parquet",
+        "thresholds": base / "thresholds",
+        "backtest": base / "backtest",
+        "runs": base / "runs",
+    }
+    run_notebook(
+        notebook_path("features"),
+        paths["runs"] / "features.ipynb",
+        {"lake_dir": str(paths["lake"]), "output_path": str(paths["features"])},
+        cwd=ROOT,
+    )
+    run_notebook(
+        notebook_path("thresholds"),
+        paths["runs"] / "thresholds.ipynb",
+        {
+            "features_path": str(paths["features"]),
+            "output_dir": str(paths["thresholds"]),
+            "n_trials": 8,
+            "policy": {"retrain_every_days": 180, "max_model_age_days": 270},
+        },
+        cwd=ROOT,
+    )
+    run_notebook(
+        notebook_path("backtest"),
+        paths["runs"] / "backtest.ipynb",
+        {
+            "features_path": str(paths["features"]),
+            "thresholds_dir": str(paths["thresholds"]),
+            "output_dir": str(paths["backtest"]),
+        },
+        cwd=ROOT,
+    )
     return paths
 
 
@@ -76,15 +99,23 @@ def test_backtest_notebook_reports_full_history_and_out_of_sample(research) -> N
 
 
 def test_template_notebook_works_out_of_the_box(research, tmp_path) -> None:
-    run_notebook(notebook_path("template"), tmp_path / "t.ipynb",
-                 {"lake_dir": str(research["lake"]), "output_dir": str(tmp_path / "out")}, cwd=ROOT)
+    run_notebook(
+        notebook_path("template"),
+        tmp_path / "t.ipynb",
+        {"lake_dir": str(research["lake"]), "output_dir": str(tmp_path / "out")},
+        cwd=ROOT,
+    )
     assert pl.read_parquet(tmp_path / "out" / "metrics.parquet").height == 1
 
 
 def test_a_failing_notebook_names_the_cell_and_keeps_the_output(tmp_path) -> None:
     with pytest.raises(NotebookError, match="KeyError|SeriesNotFound|not") as info:
-        run_notebook(notebook_path("template"), tmp_path / "bad.ipynb",
-                     {"lake_dir": str(tmp_path / "empty"), "symbol": "NOPE-USD"}, cwd=ROOT)
+        run_notebook(
+            notebook_path("template"),
+            tmp_path / "bad.ipynb",
+            {"lake_dir": str(tmp_path / "empty"), "symbol": "NOPE-USD"},
+            cwd=ROOT,
+        )
     assert "bad.ipynb" in str(info.value) and (tmp_path / "bad.ipynb").exists()
     with pytest.raises(NotebookError, match="not found"):
         notebook_path("nope")

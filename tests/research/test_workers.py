@@ -25,8 +25,7 @@ def candles(btc_4h: pl.DataFrame, eth_4h: pl.DataFrame) -> pl.DataFrame:
 
 
 @pytest.mark.timeout(900)
-def test_two_worker_processes_share_one_study_on_postgresql(candles: pl.DataFrame, pg_url: str,
-                                                           tmp_path: Path) -> None:
+def test_two_worker_processes_share_one_study_on_postgresql(candles: pl.DataFrame, pg_url: str, tmp_path: Path) -> None:
     config = TuningConfig(n_trials=6, n_splits=2, max_drawdown=-1.0, policy=POLICY, workers=2)
     result = tune(candles, config=config, timeframe="4h", study_dir=tmp_path / "study", storage=pg_url)
     trials = optuna.load_study(study_name=result.study.study_name, storage=pg_url).trials
@@ -52,13 +51,16 @@ def test_a_worker_refuses_candles_of_another_data_version(candles: pl.DataFrame,
         work(other, study_name=result.study.study_name, timeframe="4h", study_dir=tmp_path, storage=None)
 
 
-def test_new_candles_mean_a_new_study_warm_started_with_the_champion(candles: pl.DataFrame,
-                                                                      tmp_path: Path) -> None:
+def test_new_candles_mean_a_new_study_warm_started_with_the_champion(candles: pl.DataFrame, tmp_path: Path) -> None:
     """After new candles a retrain runs a new study (it does not resume the finished one and
     report the old Sharpe), and that study tries the champion's parameters first."""
     config = TuningConfig(n_trials=2, n_splits=2, max_drawdown=-1.0, policy=POLICY)
-    first = tune(candles.filter(pl.col("ts") < candles["ts"].max() - 30 * 86_400_000), config=config,
-                 timeframe="4h", study_dir=tmp_path)
+    first = tune(
+        candles.filter(pl.col("ts") < candles["ts"].max() - 30 * 86_400_000),
+        config=config,
+        timeframe="4h",
+        study_dir=tmp_path,
+    )
     champion = first.best_params
     second = tune(candles, config=config, timeframe="4h", study_dir=tmp_path, warm_start=champion)
     assert second.study.study_name != first.study.study_name and second.data_version != first.data_version

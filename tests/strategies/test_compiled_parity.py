@@ -75,8 +75,15 @@ def test_independent_portfolios_on_threads_equal_one_pass() -> None:
     wide, _ = wide_closes()
     wide = wide[~np.isnan(wide).all(axis=1)]
     signal = SmaCross(fast=5, slow=20).wide_signals({"close": wide})
-    prices = PriceArrays(ts=np.arange(wide.shape[0]), symbols=tuple(f"s{j}" for j in range(wide.shape[1])),
-                         open=wide, high=wide, low=wide, close=wide, signal=signal)
+    prices = PriceArrays(
+        ts=np.arange(wide.shape[0]),
+        symbols=tuple(f"s{j}" for j in range(wide.shape[1])),
+        open=wide,
+        high=wide,
+        low=wide,
+        close=wide,
+        signal=signal,
+    )
     config = BacktestConfig(cash_sharing=False, stop_loss=0.02, slippage=0.001)
     one = simulate_arrays(prices, config, threads=1)
     many = simulate_arrays(prices, config, threads=3)
@@ -89,8 +96,9 @@ def test_independent_portfolios_on_threads_equal_one_pass() -> None:
         np.testing.assert_array_equal(one[i], many[i])
 
 
-@pytest.mark.parametrize("strategy", [SmaCross(fast=5, slow=20, rule=ThresholdRule(allow_short=True)),
-                                      Momentum(lookback=24)], ids=str)
+@pytest.mark.parametrize(
+    "strategy", [SmaCross(fast=5, slow=20, rule=ThresholdRule(allow_short=True)), Momentum(lookback=24)], ids=str
+)
 def test_grouped_rule_equals_the_rule_per_symbol(strategy) -> None:
     """Strategy.signals(by="symbol") runs the rule once over all symbols (interleaved rows):
     it must equal running it on each symbol alone."""

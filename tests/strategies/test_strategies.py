@@ -52,7 +52,7 @@ def test_rolling_window_gives_the_same_decision(name: str, btc_4h: pl.DataFrame)
     full = strategy.signals(btc_4h[:3000], by=None)
     window = strategy.warmup_bars + 2
     for end in (1000, 2000, 3000):
-        part = strategy.signals(btc_4h[end - window:end], by=None)
+        part = strategy.signals(btc_4h[end - window : end], by=None)
         assert part["score"][-1] == pytest.approx(full["score"][end - 1], rel=1e-9, abs=1e-12)
 
 

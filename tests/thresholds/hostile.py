@@ -59,8 +59,13 @@ def node_of(obj: object) -> dict:
 
 def call_node(module: str, name: str, *args: object) -> dict:
     """A node that calls ``module.name(*args)`` when constructed."""
-    return {"__class__": name, "__module__": module, "__loader__": "ConstructorFromReduceNode",
-            "content": node_of(tuple(args)), "__id__": next(_IDS)}
+    return {
+        "__class__": name,
+        "__module__": module,
+        "__loader__": "ConstructorFromReduceNode",
+        "content": node_of(tuple(args)),
+        "__id__": next(_IDS),
+    }
 
 
 def top_level(node: dict) -> bytes:

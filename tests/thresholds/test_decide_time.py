@@ -20,8 +20,11 @@ DAY = 86_400_000
 
 @pytest.fixture(scope="module")
 def setup(btc_4h: pl.DataFrame, eth_4h: pl.DataFrame):
-    candles = pl.concat([btc_4h.with_columns(symbol=pl.lit("BTC-USD")),
-                         eth_4h.with_columns(symbol=pl.lit("ETH-USD"))]).sort("symbol", "ts").tail(8000)
+    candles = (
+        pl.concat([btc_4h.with_columns(symbol=pl.lit("BTC-USD")), eth_4h.with_columns(symbol=pl.lit("ETH-USD"))])
+        .sort("symbol", "ts")
+        .tail(8000)
+    )
     candles = candles.sort("symbol", "ts")
     strategy = SmaCross(fast=10, slow=40)
     events = meta_dataset(candles, strategy, barriers=BarrierConfig())

@@ -68,10 +68,15 @@ def test_too_few_events_fall_back_to_static_break_even() -> None:
     np.testing.assert_allclose(est.predict_proba(X)[:, 1], y.mean())  # the base rate, for every row
 
 
-@pytest.mark.parametrize(("param", "value", "needle"), [
-    ("calibration", "magic", "calibration='magic'"), ("bounds", (0.9, 0.1), "bounds=(0.9, 0.1)"),
-    ("validation_fraction", 1.5, "validation_fraction=1.5"), ("margins", (), "margins=()"),
-])
+@pytest.mark.parametrize(
+    ("param", "value", "needle"),
+    [
+        ("calibration", "magic", "calibration='magic'"),
+        ("bounds", (0.9, 0.1), "bounds=(0.9, 0.1)"),
+        ("validation_fraction", 1.5, "validation_fraction=1.5"),
+        ("margins", (), "margins=()"),
+    ],
+)
 def test_bad_parameters_name_the_field(param: str, value, needle: str) -> None:
     X, y, r, *_ = synthetic_events(n=100)
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
@@ -88,8 +93,9 @@ def test_wrong_feature_count_is_refused() -> None:
 def _model() -> tuple[ThresholdModel, np.ndarray]:
     X, y, r, ts, t1 = synthetic_events()
     est = AdaptiveThreshold().fit(X, y, returns=r, ts=ts, t1=t1)
-    return ThresholdModel(strategy=SmaCross(fast=5, slow=20), barriers=BarrierConfig(), estimator=est,
-                          trained_until=1_700_000_000_000), X
+    return ThresholdModel(
+        strategy=SmaCross(fast=5, slow=20), barriers=BarrierConfig(), estimator=est, trained_until=1_700_000_000_000
+    ), X
 
 
 def test_model_round_trip_gives_the_same_decisions(tmp_path) -> None:
@@ -141,7 +147,8 @@ def test_calibration_folds_are_purged_like_the_walk_forward() -> None:
         assert (t1[train] < start).all() and (ts[train] < start).all()
         dropped = np.flatnonzero((ts < start) & (t1 >= start))
         assert dropped.size > 0 and not np.isin(dropped, train).any()  # overlapping labels purged
-    est = AdaptiveThreshold(min_samples=60).fit(rng.normal(size=(ts.size, 3)), y, returns=rng.normal(0, 0.02, ts.size),
-                                                ts=ts, t1=t1)
+    est = AdaptiveThreshold(min_samples=60).fit(
+        rng.normal(size=(ts.size, 3)), y, returns=rng.normal(0, 0.02, ts.size), ts=ts, t1=t1
+    )
     folds = est.model_.cv
     assert [tuple(map(len, f)) for f in folds] == [tuple(map(len, f)) for f in splits]

@@ -19,9 +19,15 @@ def bars(rows: list[tuple[float, float, float, float]], warm: int = 30) -> pl.Da
     closes *= 100.0 / closes[-1]
     head = [(c, c * 1.001, c * 0.999, c) for c in closes]
     allrows = head + rows
-    return pl.DataFrame({"ts": [i * H for i in range(len(allrows))],
-                         "open": [r[0] for r in allrows], "high": [r[1] for r in allrows],
-                         "low": [r[2] for r in allrows], "close": [r[3] for r in allrows]})
+    return pl.DataFrame(
+        {
+            "ts": [i * H for i in range(len(allrows))],
+            "open": [r[0] for r in allrows],
+            "high": [r[1] for r in allrows],
+            "low": [r[2] for r in allrows],
+            "close": [r[3] for r in allrows],
+        }
+    )
 
 
 def label_one(frame: pl.DataFrame, *, direction: float = 1.0, **cfg) -> dict:
@@ -32,7 +38,7 @@ def label_one(frame: pl.DataFrame, *, direction: float = 1.0, **cfg) -> dict:
 
 def sigma_at(frame: pl.DataFrame, row: int = 29) -> float:
     logret = np.diff(np.log(frame["close"].to_numpy()), prepend=np.nan)
-    return float(np.std(logret[row - 19:row + 1], ddof=1))
+    return float(np.std(logret[row - 19 : row + 1], ddof=1))
 
 
 def test_target_hit_fills_at_the_target() -> None:

@@ -17,8 +17,13 @@ def saved(tmp_path, *, universe: Universe | None = None):
     X = rng.normal(size=(200, len(META_FEATURES)))
     y = (X[:, 0] + rng.normal(size=200) > 0).astype(int)
     est = AdaptiveThreshold().fit(X, y, returns=np.where(y == 1, 0.02, -0.01))
-    return ThresholdModel(strategy=SmaCross(fast=7, slow=30), barriers=BarrierConfig(), estimator=est,
-                          trained_until=1_700_000_000_000, universe=universe).save(tmp_path / "model")
+    return ThresholdModel(
+        strategy=SmaCross(fast=7, slow=30),
+        barriers=BarrierConfig(),
+        estimator=est,
+        trained_until=1_700_000_000_000,
+        universe=universe,
+    ).save(tmp_path / "model")
 
 
 def test_the_universe_round_trips_and_old_models_have_none(tmp_path) -> None:
@@ -60,18 +65,29 @@ CASES = [
     ("max_age_ms", 0, r"max_age_ms = 0: Input should be greater than 0"),
     ("surprise", 1, r"surprise = 1: Extra inputs are not permitted"),
     # never stale, duplicated or non-finite: refused like any other malformed field
-    ("trained_until", 10**30, r"trained_until = 1000000000000000000000000000000: Value error, must be a bar time "
-     r"in ms since the epoch between 2009-01-01 \(1230768000000\) and 2100-01-01 \(4102444800000\)"),
+    (
+        "trained_until",
+        10**30,
+        r"trained_until = 1000000000000000000000000000000: Value error, must be a bar time "
+        r"in ms since the epoch between 2009-01-01 \(1230768000000\) and 2100-01-01 \(4102444800000\)",
+    ),
     ("trained_until", 1_700_000_000, r"trained_until = 1700000000: Value error, must be a bar time in ms"),
     ("max_age_ms", 10**15, r"max_age_ms = 1000000000000000: Input should be less than or equal to 157766400000"),
-    ("features", ["score", "score", "rsi_14", "vol_20", "zscore_20", "volume_ratio_20", "volume_zscore_20"],
-     r"features = .*: Value error, feature\(s\) \['score'\] listed more than once"),
+    (
+        "features",
+        ["score", "score", "rsi_14", "vol_20", "zscore_20", "volume_ratio_20", "volume_zscore_20"],
+        r"features = .*: Value error, feature\(s\) \['score'\] listed more than once",
+    ),
     ("estimator_params.cost", float("inf"), r"estimator_params.cost = inf: Input should be a finite number"),
     ("estimator_params.margins", [0.0, float("nan")], r"estimator_params.margins.1 = nan: Input should be a finite"),
     ("estimator_params.margins", [0.0, 2.0], r"estimator_params.margins.1 = 2.0: Input should be less than or equal"),
     ("estimator_params.bounds", [float("nan"), 0.9], r"estimator_params.bounds.0 = nan: Input should be a finite"),
-    ("estimator_params.bounds", [0.9, 0.1], r"estimator_params.bounds = \[0.9, 0.1\]: Value error, need 0 <= low < "
-     r"high <= 1"),
+    (
+        "estimator_params.bounds",
+        [0.9, 0.1],
+        r"estimator_params.bounds = \[0.9, 0.1\]: Value error, need 0 <= low < "
+        r"high <= 1",
+    ),
     ("estimator_params.bounds", [0.1, 1.5], r"estimator_params.bounds = .*need 0 <= low < high <= 1"),
     ("learned.threshold_", float("nan"), r"learned.threshold_ = nan: Input should be a finite number"),
     ("barriers.profit_mult", float("inf"), r"barriers.profit_mult = inf: Input should be a finite number"),
@@ -98,8 +114,13 @@ def test_a_model_json_that_is_not_an_object_is_refused(tmp_path) -> None:
 
 def test_a_model_that_would_not_load_is_never_saved(tmp_path) -> None:
     est = AdaptiveThreshold().fit(np.zeros((5, 7)), np.zeros(5, dtype=int), returns=np.full(5, -0.01))
-    model = ThresholdModel(strategy=SmaCross(), barriers=BarrierConfig(), estimator=est,
-                           trained_until=1_700_000_000_000, features=("score", "not_a_feature"))
+    model = ThresholdModel(
+        strategy=SmaCross(),
+        barriers=BarrierConfig(),
+        estimator=est,
+        trained_until=1_700_000_000_000,
+        features=("score", "not_a_feature"),
+    )
     with pytest.raises(ModelError, match=r"unknown feature\(s\) \['not_a_feature'\]"):
         model.save(tmp_path / "m")
     assert not (tmp_path / "m" / "model.json").exists()

@@ -22,8 +22,9 @@ def fitted(**params) -> AdaptiveThreshold:
 
 
 def saved(tmp_path, **params):
-    model = ThresholdModel(strategy=SmaCross(), barriers=BarrierConfig(), estimator=fitted(**params),
-                           trained_until=1_700_000_000_000)
+    model = ThresholdModel(
+        strategy=SmaCross(), barriers=BarrierConfig(), estimator=fitted(**params), trained_until=1_700_000_000_000
+    )
     return model, model.save(tmp_path / "model")
 
 
@@ -37,8 +38,11 @@ def test_the_allow_list_is_exactly_what_the_project_trains(tmp_path) -> None:
         X = np.random.default_rng(9).normal(size=(20, len(META_FEATURES)))
         np.testing.assert_array_equal(loaded.estimator.predict_proba(X), model.estimator.predict_proba(X))
     assert reported["sigmoid"] | reported["isotonic"] == ALLOWED_TYPES
-    assert ALLOWED_TYPES == {"sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration",
-                             "sklearn.model_selection._split.TimeSeriesSplit"}
+    assert ALLOWED_TYPES == {
+        "sklearn.calibration._CalibratedClassifier",
+        "sklearn.calibration._SigmoidCalibration",
+        "sklearn.model_selection._split.TimeSeriesSplit",
+    }
 
 
 @pytest.mark.parametrize("payload", PAYLOADS, ids=lambda p: p.name)
@@ -71,7 +75,9 @@ def test_only_prefixes_were_never_enough(tmp_path) -> None:
     """A type under an allowed package but not on the list (a tree from a random forest) is refused
     at save time, so no model is written that could not be loaded."""
     est = fitted(classifier=RandomForestClassifier(n_estimators=3, random_state=0))
-    model = ThresholdModel(strategy=SmaCross(), barriers=BarrierConfig(), estimator=est, trained_until=1_700_000_000_000)
+    model = ThresholdModel(
+        strategy=SmaCross(), barriers=BarrierConfig(), estimator=est, trained_until=1_700_000_000_000
+    )
     with pytest.raises(ModelError, match=r"outside the allow-list \['sklearn.tree._tree.Tree'\]"):
         model.save(tmp_path / "forest")
     assert not (tmp_path / "forest" / "model.json").exists()

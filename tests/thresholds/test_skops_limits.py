@@ -74,8 +74,10 @@ def _bomb(classifier_file: bytes, member: str, *, n_floats: int) -> bytes:
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (1, n_floats)})
     out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(classifier_file)) as src, \
-            zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with (
+        zipfile.ZipFile(io.BytesIO(classifier_file)) as src,
+        zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf,
+    ):
         for name in src.namelist():
             if name != member:
                 zf.writestr(name, src.read(name))
@@ -94,8 +96,11 @@ def test_a_decompression_bomb_is_refused_before_it_is_expanded(tmp_path) -> None
     data = path.read_bytes()
     path.write_bytes(_bomb(data, coef_members(data)[0], n_floats=300 * 2**20 // 8))  # 300 MiB of zeros
     assert path.stat().st_size < 2 * 2**20
-    with pytest.raises(ModelError, match=r"classifier.skops unpacks to 31[0-9],[0-9]{3},[0-9]{3} bytes, more than "
-                                         r"the 268,435,456-byte bound"):
+    with pytest.raises(
+        ModelError,
+        match=r"classifier.skops unpacks to 31[0-9],[0-9]{3},[0-9]{3} bytes, more than "
+        r"the 268,435,456-byte bound",
+    ):
         ThresholdModel.load(folder)
 
 
@@ -104,8 +109,11 @@ def test_a_small_bomb_is_refused_by_its_ratio(tmp_path) -> None:
     path = folder / "classifier.skops"
     data = path.read_bytes()
     path.write_bytes(_bomb(data, coef_members(data)[0], n_floats=40 * 2**20 // 8))  # 40 MiB: under the bound
-    with pytest.raises(ModelError, match=rf"classifier.skops unpacks to [0-9]+ times its size .* more than "
-                                         rf"{MAX_RATIO} times"):
+    with pytest.raises(
+        ModelError,
+        match=rf"classifier.skops unpacks to [0-9]+ times its size .* more than "
+        rf"{MAX_RATIO} times",
+    ):
         ThresholdModel.load(folder)
 
 
@@ -114,8 +122,11 @@ def test_an_oversized_file_is_refused_without_being_read(tmp_path) -> None:
     path = folder / "classifier.skops"
     with open(path, "r+b") as fh:
         fh.truncate(MAX_FILE_BYTES + 1)  # sparse: nothing is written
-    with pytest.raises(ModelError, match=r"classifier.skops is 67,108,865 bytes, more than the 67,108,864-byte "
-                                         r"bound"):
+    with pytest.raises(
+        ModelError,
+        match=r"classifier.skops is 67,108,865 bytes, more than the 67,108,864-byte "
+        r"bound",
+    ):
         ThresholdModel.load(folder)
 
 
@@ -125,9 +136,10 @@ def test_the_bounds_are_far_above_a_real_classifier(tmp_path) -> None:
     rng = np.random.default_rng(1)
     X = rng.normal(size=(20_000, N))
     y = (X[:, 0] + rng.normal(size=20_000) > 0).astype(int)
-    est = AdaptiveThreshold(calibration="isotonic", calibration_splits=10).fit(X, y, returns=np.where(y, .02, -.01))
-    folder = ThresholdModel(strategy=SmaCross(), barriers=BarrierConfig(), estimator=est,
-                            trained_until=1_700_000_000_000).save(tmp_path)
+    est = AdaptiveThreshold(calibration="isotonic", calibration_splits=10).fit(X, y, returns=np.where(y, 0.02, -0.01))
+    folder = ThresholdModel(
+        strategy=SmaCross(), barriers=BarrierConfig(), estimator=est, trained_until=1_700_000_000_000
+    ).save(tmp_path)
     path = folder / "classifier.skops"
     with zipfile.ZipFile(path) as zf:
         unpacked = sum(i.file_size for i in zf.infolist())

@@ -36,8 +36,9 @@ def model(series: dict[str, pl.DataFrame]) -> ThresholdModel:
     return model
 
 
-def rolling_decisions(series: dict[str, pl.DataFrame], model: ThresholdModel, window: int, *,
-                      at: list[int] | None = None) -> pl.DataFrame:
+def rolling_decisions(
+    series: dict[str, pl.DataFrame], model: ThresholdModel, window: int, *, at: list[int] | None = None
+) -> pl.DataFrame:
     """Each of the last ``DECIDED`` bars (or those ``at``) decided on the last ``window`` bars of every symbol:
     ``decide`` as the live engine calls it, its model applied to the decided bar's rows only
     (``apply_model`` is row by row; the earlier rows' probabilities would only cost time)."""
@@ -47,7 +48,7 @@ def rolling_decisions(series: dict[str, pl.DataFrame], model: ThresholdModel, wi
         parts = []
         for frame in series.values():
             end = int(np.searchsorted(frame["ts"].to_numpy(), t, side="right"))
-            parts.append(frame[max(0, end - window):end])
+            parts.append(frame[max(0, end - window) : end])
         enriched = enrich(pl.concat(parts), model.strategy, model.features).filter(pl.col("ts") == t)
         rows.append(apply_model(enriched, model, now_ms=now).select("symbol", "ts", "signal", "proba"))
     return pl.concat(rows).sort("symbol", "ts")
@@ -100,15 +101,16 @@ def test_the_crossing_needs_the_bar_before_the_score(name: str, btc_4h: pl.DataF
     assert window == strategy.warmup_bars + 2
     full, fired = fired_bars(strategy, btc_4h)
     for end in fired + 1:
-        assert strategy.signals(btc_4h[end - window + 1:end], by=None)["signal"][-1] == 0
+        assert strategy.signals(btc_4h[end - window + 1 : end], by=None)["signal"][-1] == 0
     if strategy.rule.exit == strategy.rule.entry:  # no neutral band: the bar before decides the side
         for end in fired + 1:
-            assert strategy.signals(btc_4h[end - window:end], by=None)["signal"][-1] == full[end - 1]
+            assert strategy.signals(btc_4h[end - window : end], by=None)["signal"][-1] == full[end - 1]
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_rules_with_a_neutral_band_decide_like_the_full_history_on_the_decision_window(
-        name: str, btc_4h: pl.DataFrame) -> None:
+    name: str, btc_4h: pl.DataFrame
+) -> None:
     """A neutral band remembers the last zone however long ago (module docstring): a window
     that does not reach it misses the signal (it can never invent one, so the fired bars are
     the ones to check). The decision's window (the model's features included) reaches it on
@@ -117,11 +119,12 @@ def test_rules_with_a_neutral_band_decide_like_the_full_history_on_the_decision_
     window = min_window_bars(strategy)
     full, fired = fired_bars(strategy, btc_4h)
     for end in fired + 1:
-        assert strategy.signals(btc_4h[end - window:end], by=None)["signal"][-1] == full[end - 1]
+        assert strategy.signals(btc_4h[end - window : end], by=None)["signal"][-1] == full[end - 1]
     if name == "breakout":
         short = min_window_bars(strategy, ())
-        assert any(strategy.signals(btc_4h[end - short:end], by=None)["signal"][-1] != full[end - 1]
-                   for end in fired + 1)
+        assert any(
+            strategy.signals(btc_4h[end - short : end], by=None)["signal"][-1] != full[end - 1] for end in fired + 1
+        )
 
 
 def test_the_window_takes_the_longest_need_and_names_it() -> None:

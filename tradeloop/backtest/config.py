@@ -31,7 +31,9 @@ class BacktestConfig(BaseModel):
     )
     sizing: Literal["fixed_fraction", "vol_target"] = "fixed_fraction"
     fraction: float = Field(
-        default=1.0, gt=0, le=1.0,
+        default=1.0,
+        gt=0,
+        le=1.0,
         description="share of equity per new position, 0 < fraction <= 1: 0.5 = half (vol_target: the cap)",
     )
     vol_target: float | None = Field(
@@ -41,9 +43,7 @@ class BacktestConfig(BaseModel):
     stop_loss: float | None = Field(
         default=None, gt=0, lt=1, description="loss from entry as a fraction, 0 < x < 1: 0.05 = 5%"
     )
-    take_profit: float | None = Field(
-        default=None, gt=0, description="gain from entry as a fraction: 0.1 = 10%"
-    )
+    take_profit: float | None = Field(default=None, gt=0, description="gain from entry as a fraction: 0.1 = 10%")
     trailing_stop: float | None = Field(
         default=None, gt=0, lt=1, description="drop from the peak as a fraction, 0 < x < 1: 0.1 = 10%"
     )

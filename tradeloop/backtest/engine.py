@@ -120,24 +120,48 @@ class BacktestResult:
 
         return result_stats(self, min_days=min_days)
 
-    def plot_equity(self, *, benchmark: bool = True, log_scale: bool = False,
-                    title: str | None = None, max_points: int | None = 5000) -> go.Figure:
+    def plot_equity(
+        self,
+        *,
+        benchmark: bool = True,
+        log_scale: bool = False,
+        title: str | None = None,
+        max_points: int | None = 5000,
+    ) -> go.Figure:
         """Equity over drawdown (plotly figure), with buy and hold unless ``benchmark=False``; lines
         longer than ``max_points`` keep the extremes of short runs of bars (``None``: every bar)."""
         from tradeloop.performance.plots import equity_figure
 
-        return equity_figure(self.equity, benchmark=self.benchmark() if benchmark else None, log_scale=log_scale,
-                             title=title or self.strategy, init_cash=self.capital, max_points=max_points)
+        return equity_figure(
+            self.equity,
+            benchmark=self.benchmark() if benchmark else None,
+            log_scale=log_scale,
+            title=title or self.strategy,
+            init_cash=self.capital,
+            max_points=max_points,
+        )
 
-    def plot_candles(self, symbol: str | None = None, *, title: str | None = None,
-                     max_candles: int | None = 5000, max_markers: int | None = 5000) -> go.Figure:
+    def plot_candles(
+        self,
+        symbol: str | None = None,
+        *,
+        title: str | None = None,
+        max_candles: int | None = 5000,
+        max_markers: int | None = 5000,
+    ) -> go.Figure:
         """Candlesticks of ``symbol`` (default: the first) with this backtest's entries and exits
         (every n-th trade above ``max_markers``, as the title says)."""
         from tradeloop.performance.plots import candles_figure
 
         symbol = symbol or self.symbols[0]
-        return candles_figure(self.candles(symbol), trades=self.trades, symbol=symbol, title=title,
-                              max_candles=max_candles, max_markers=max_markers)
+        return candles_figure(
+            self.candles(symbol),
+            trades=self.trades,
+            symbol=symbol,
+            title=title,
+            max_candles=max_candles,
+            max_markers=max_markers,
+        )
 
     def plot_monthly_returns(self, *, title: str | None = None) -> go.Figure:
         """Heatmap of calendar-month returns (years x months, in %)."""
@@ -145,15 +169,27 @@ class BacktestResult:
 
         return monthly_returns_figure(self.equity, init_cash=self.capital, title=title)
 
-    def plot_rolling_sharpe(self, *, window_days: float = 90, benchmark: bool = True,
-                            title: str | None = None, max_points: int | None = 5000) -> go.Figure:
+    def plot_rolling_sharpe(
+        self,
+        *,
+        window_days: float = 90,
+        benchmark: bool = True,
+        title: str | None = None,
+        max_points: int | None = 5000,
+    ) -> go.Figure:
         """Sharpe ratio over a trailing window of ``window_days``, beside buy and hold's (thinned as
         :meth:`plot_equity`)."""
         from tradeloop.performance.plots import rolling_sharpe_figure
 
-        return rolling_sharpe_figure(self.equity, timeframe=self.timeframe, window_days=window_days,
-                                     benchmark=self.benchmark() if benchmark else None, init_cash=self.capital,
-                                     title=title, max_points=max_points)
+        return rolling_sharpe_figure(
+            self.equity,
+            timeframe=self.timeframe,
+            window_days=window_days,
+            benchmark=self.benchmark() if benchmark else None,
+            init_cash=self.capital,
+            title=title,
+            max_points=max_points,
+        )
 
     def write_report(self, path: str | Path, *, title: str | None = None) -> Path:
         """Write a self-contained HTML tearsheet (plotly embedded, no network needed) to ``path``."""
@@ -168,7 +204,10 @@ class BacktestResult:
 
 
 def simulate_arrays(
-    prices: PriceArrays, config: BacktestConfig, *, size_frac: np.ndarray | None = None,
+    prices: PriceArrays,
+    config: BacktestConfig,
+    *,
+    size_frac: np.ndarray | None = None,
     threads: int | None = None,
 ):
     """Run the compiled kernel on wide arrays; returns the kernel's raw tuple.
@@ -201,19 +240,35 @@ def simulate_arrays(
     return (equity, *(np.concatenate([part[i] for part in parts]) for i in range(1, 5)))
 
 
-def _kernel_call(prices: PriceArrays, config: BacktestConfig, cols: slice, size_frac: np.ndarray,
-                 group: np.ndarray, n_groups: int, equity: np.ndarray):
+def _kernel_call(
+    prices: PriceArrays,
+    config: BacktestConfig,
+    cols: slice,
+    size_frac: np.ndarray,
+    group: np.ndarray,
+    n_groups: int,
+    equity: np.ndarray,
+):
     signal = prices.signal[:, cols]
     frac = size_frac if size_frac.shape == (1, 1) else size_frac[:, cols]
     nan = float("nan")
     return kernel.simulate(
-        prices.open[:, cols], prices.high[:, cols], prices.low[:, cols], prices.close[:, cols], signal,
-        frac, group, n_groups,
-        float(config.init_cash), float(config.fee_rate), float(config.slippage),
+        prices.open[:, cols],
+        prices.high[:, cols],
+        prices.low[:, cols],
+        prices.close[:, cols],
+        signal,
+        frac,
+        group,
+        n_groups,
+        float(config.init_cash),
+        float(config.fee_rate),
+        float(config.slippage),
         nan if config.stop_loss is None else float(config.stop_loss),
         nan if config.take_profit is None else float(config.take_profit),
         nan if config.trailing_stop is None else float(config.trailing_stop),
-        bool(config.close_at_end), int(np.count_nonzero(signal & ENTRIES)) + signal.shape[1] + 1,
+        bool(config.close_at_end),
+        int(np.count_nonzero(signal & ENTRIES)) + signal.shape[1] + 1,
         equity,
     )
 
@@ -273,7 +328,8 @@ def _ledger(trades: np.ndarray, prices: PriceArrays) -> pl.DataFrame:
     frame = pl.DataFrame(
         {
             "symbol": np.array(prices.symbols, dtype=object)[trades[:, k.T_SYMBOL].astype(np.int64)].astype(str)
-            if len(trades) else np.array([], dtype=str),
+            if len(trades)
+            else np.array([], dtype=str),
             "side": np.where(trades[:, k.T_DIRECTION] > 0, "long", "short"),
             "entry_ts": prices.ts[idx_entry],
             "exit_ts": prices.ts[idx_exit],

@@ -40,16 +40,26 @@ SIGNAL, STOP_LOSS, TAKE_PROFIT, TRAILING_STOP, END, OPEN = 0, 1, 2, 3, 4, 5
 EXIT_REASONS = ("signal", "stop_loss", "take_profit", "trailing_stop", "end", "open")
 
 # trade record columns (float64 matrix)
-(T_SYMBOL, T_DIRECTION, T_ENTRY_BAR, T_EXIT_BAR, T_QTY, T_ENTRY_PRICE, T_EXIT_PRICE,
- T_FEES, T_PNL, T_RETURN, T_REASON) = range(11)
+(
+    T_SYMBOL,
+    T_DIRECTION,
+    T_ENTRY_BAR,
+    T_EXIT_BAR,
+    T_QTY,
+    T_ENTRY_PRICE,
+    T_EXIT_PRICE,
+    T_FEES,
+    T_PNL,
+    T_RETURN,
+    T_REASON,
+) = range(11)
 N_TRADE_FIELDS = 11
 
 _EL, _ES, _XL, _XS = ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXIT_SHORT
 
 
 @nb.njit(cache=True, inline="always", error_model="numpy")
-def _record(trades, n_trades, j, direction, entry_bar, exit_bar, qty, entry_price, exit_price,
-            fees, reason):
+def _record(trades, n_trades, j, direction, entry_bar, exit_bar, qty, entry_price, exit_price, fees, reason):
     pnl = direction * qty * (exit_price - entry_price) - fees
     r = trades[n_trades]
     r[T_SYMBOL] = j
@@ -67,9 +77,25 @@ def _record(trades, n_trades, j, direction, entry_bar, exit_bar, qty, entry_pric
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def simulate(open_, high, low, close, signal, size_frac, group, n_groups,
-             init_cash, fee, slip, stop_loss, take_profit, trailing, close_at_end,
-             max_trades, equity):
+def simulate(
+    open_,
+    high,
+    low,
+    close,
+    signal,
+    size_frac,
+    group,
+    n_groups,
+    init_cash,
+    fee,
+    slip,
+    stop_loss,
+    take_profit,
+    trailing,
+    close_at_end,
+    max_trades,
+    equity,
+):
     """Run the portfolio simulation. Disabled stops are NaN.
 
     Arrays are (bars, symbols), C order or column slices of such arrays; ``size_frac`` is
@@ -114,16 +140,38 @@ def simulate(open_, high, low, close, signal, size_frac, group, n_groups,
                 g = group[j]
                 cash[g] += q * px * (1.0 - fee)
                 notional[g] += q * px
-                n_trades = _record(trades, n_trades, j, 1.0, entry_bar[j], t, q, entry_price[j],
-                                   px, entry_fee[j] + q * px * fee, SIGNAL)
+                n_trades = _record(
+                    trades,
+                    n_trades,
+                    j,
+                    1.0,
+                    entry_bar[j],
+                    t,
+                    q,
+                    entry_price[j],
+                    px,
+                    entry_fee[j] + q * px * fee,
+                    SIGNAL,
+                )
                 pos[j] = 0.0
             elif q < 0.0 and (f & (_XS | _EL)) != 0:
                 px = o * (1.0 + slip)
                 g = group[j]
                 cash[g] -= -q * px * (1.0 + fee)
                 notional[g] += -q * px
-                n_trades = _record(trades, n_trades, j, -1.0, entry_bar[j], t, -q,
-                                   entry_price[j], px, entry_fee[j] - q * px * fee, SIGNAL)
+                n_trades = _record(
+                    trades,
+                    n_trades,
+                    j,
+                    -1.0,
+                    entry_bar[j],
+                    t,
+                    -q,
+                    entry_price[j],
+                    px,
+                    entry_fee[j] - q * px * fee,
+                    SIGNAL,
+                )
                 pos[j] = 0.0
         # 1-3. entries at the open
         for j in range(k if n_pending > 0 else 0):
@@ -190,8 +238,9 @@ def simulate(open_, high, low, close, signal, size_frac, group, n_groups,
                     px = fill * (1.0 - slip)
                     cash[g] += q * px * (1.0 - fee)
                     notional[g] += q * px
-                    n_trades = _record(trades, n_trades, j, 1.0, entry_bar[j], t, q, ep, px,
-                                       entry_fee[j] + q * px * fee, reason)
+                    n_trades = _record(
+                        trades, n_trades, j, 1.0, entry_bar[j], t, q, ep, px, entry_fee[j] + q * px * fee, reason
+                    )
                     pos[j] = 0.0
                 elif h > extreme[j]:
                     extreme[j] = h
@@ -218,8 +267,9 @@ def simulate(open_, high, low, close, signal, size_frac, group, n_groups,
                     px = fill * (1.0 + slip)
                     cash[g] -= qa * px * (1.0 + fee)
                     notional[g] += qa * px
-                    n_trades = _record(trades, n_trades, j, -1.0, entry_bar[j], t, qa, ep, px,
-                                       entry_fee[j] + qa * px * fee, reason)
+                    n_trades = _record(
+                        trades, n_trades, j, -1.0, entry_bar[j], t, qa, ep, px, entry_fee[j] + qa * px * fee, reason
+                    )
                     pos[j] = 0.0
                 elif lo < extreme[j]:
                     extreme[j] = lo
@@ -262,12 +312,24 @@ def simulate(open_, high, low, close, signal, size_frac, group, n_groups,
             exit_fee = qa * px * fee
             cash[g] += q * px - exit_fee
             notional[g] += qa * px
-            n_trades = _record(trades, n_trades, j, direction, entry_bar[j], n - 1, qa,
-                               entry_price[j], px, entry_fee[j] + exit_fee, END)
+            n_trades = _record(
+                trades,
+                n_trades,
+                j,
+                direction,
+                entry_bar[j],
+                n - 1,
+                qa,
+                entry_price[j],
+                px,
+                entry_fee[j] + exit_fee,
+                END,
+            )
             pos[j] = 0.0
         else:
-            n_trades = _record(trades, n_trades, j, direction, entry_bar[j], n - 1, qa,
-                               entry_price[j], px, entry_fee[j], OPEN)
+            n_trades = _record(
+                trades, n_trades, j, direction, entry_bar[j], n - 1, qa, entry_price[j], px, entry_fee[j], OPEN
+            )
     if close_at_end and n > 0:
         for g in range(n_groups):
             equity[n - 1, g] = cash[g]

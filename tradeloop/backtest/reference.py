@@ -14,7 +14,7 @@ def sma_numpy(values: np.ndarray, n: int) -> np.ndarray:
     out = np.full(values.shape, np.nan)
     if values.size >= n:
         csum = np.cumsum(np.insert(values, 0, 0.0))
-        out[n - 1:] = (csum[n:] - csum[:-n]) / n
+        out[n - 1 :] = (csum[n:] - csum[:-n]) / n
     return out
 
 

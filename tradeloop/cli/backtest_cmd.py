@@ -35,8 +35,17 @@ from tradeloop.strategies import STRATEGIES, get_strategy
 DAY_MS = 86_400_000
 REPORT_SUFFIXES = (".html", ".htm")
 # per-symbol columns a narrow terminal may leave out, the least important last
-SYMBOL_OPTIONAL = ("win rate", "max drawdown", "sharpe", "pnl", "avg trade", "in market", "best", "worst",
-                   "avg duration")
+SYMBOL_OPTIONAL = (
+    "win rate",
+    "max drawdown",
+    "sharpe",
+    "pnl",
+    "avg trade",
+    "in market",
+    "best",
+    "worst",
+    "avg duration",
+)
 
 
 @handle_errors
@@ -62,15 +71,23 @@ def backtest(
     Strategy parameters are checked by the strategy's own schema (--param fast=10).
     """
     strat = get_strategy(strategy, **_params(param or []))
-    config = _config(fee_rate=fee, slippage=slippage, fraction=fraction, stop_loss=stop_loss, take_profit=take_profit,
-                     trailing_stop=trailing_stop, cash_sharing=shared_cash)
+    config = _config(
+        fee_rate=fee,
+        slippage=slippage,
+        fraction=fraction,
+        stop_loss=stop_loss,
+        take_profit=take_profit,
+        trailing_stop=trailing_stop,
+        cash_sharing=shared_cash,
+    )
     if export is not None:
         export_format(export, option="--export")
         _writable(export, option="--export")
     if report is not None:
         if report.suffix.lower() not in REPORT_SUFFIXES:
-            raise ConfigError(f"--report={str(report)!r} is an HTML report: end the file name in .html, "
-                              "e.g. report.html")
+            raise ConfigError(
+                f"--report={str(report)!r} is an HTML report: end the file name in .html, e.g. report.html"
+            )
         _writable(report, option="--report")
     lo, hi = _range(start, end)
     keys = _keys(series)
@@ -86,8 +103,10 @@ def backtest(
     for key in keys:
         if key.symbol not in present:
             where = _asked(start, end) or "the lake"
-            console.print(f"[yellow]note:[/] {escape(key.label)} has no bars in {escape(where)}: left out of the "
-                          "backtest", highlight=False)
+            console.print(
+                f"[yellow]note:[/] {escape(key.label)} has no bars in {escape(where)}: left out of the backtest",
+                highlight=False,
+            )
     if export is not None:
         with _writing(export, option="--export"):
             written = export_trades(result.trades, export, timeframe=result.timeframe)
@@ -104,16 +123,19 @@ def _writable(path: Path, *, option: str) -> None:
     """Refuse, before the backtest runs, a file that cannot be written: a folder, a parent that is
     a file, or a folder without write permission (missing folders are created)."""
     if path.is_dir():
-        raise ConfigError(f"{option}={str(path)!r} is a folder; give a file name in it, e.g. "
-                          f"{path / ('report.html' if option == '--report' else 'trades.csv')}")
+        raise ConfigError(
+            f"{option}={str(path)!r} is a folder; give a file name in it, e.g. "
+            f"{path / ('report.html' if option == '--report' else 'trades.csv')}"
+        )
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
         raise ConfigError(f"{option}={str(path)!r}: {parent} is a file, not a folder; write the file elsewhere")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option}={str(path)!r}: no permission to write in {parent}; choose a folder you can "
-                          "write to")
+        raise ConfigError(
+            f"{option}={str(path)!r}: no permission to write in {parent}; choose a folder you can write to"
+        )
 
 
 @contextmanager
@@ -121,8 +143,9 @@ def _writing(path: Path, *, option: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:  # a disk full, a folder removed or made read-only while the backtest ran
-        raise ConfigError(f"{option}={str(path)!r} could not be written ({exc.strerror or exc}); "
-                          "choose another path") from None
+        raise ConfigError(
+            f"{option}={str(path)!r} could not be written ({exc.strerror or exc}); choose another path"
+        ) from None
 
 
 def _params(items: list[str]) -> dict[str, str]:
@@ -163,8 +186,10 @@ def _keys(series: list[str]) -> list[SeriesKey]:
             continue
         if other == key:
             raise ConfigError(f"--series {key.label} is given twice; give it once")
-        raise ConfigError(f"--series {other.label} and {key.label} are both {key.symbol}; a backtest trades each "
-                          "symbol once: keep one exchange per symbol")
+        raise ConfigError(
+            f"--series {other.label} and {key.label} are both {key.symbol}; a backtest trades each "
+            "symbol once: keep one exchange per symbol"
+        )
     return keys
 
 
@@ -179,18 +204,22 @@ def _range(start: str | None, end: str | None) -> tuple[int, int]:
     if end:
         hi = parse_time(end, field="--to") + (DAY_MS if _is_date(end) else 1)
     if start and end and lo >= hi:
-        raise ConfigError(f"--from {start} is after --to {end}; give --from before --to, "
-                          "e.g. --from 2024-01-01 --to 2024-06-30")
+        raise ConfigError(
+            f"--from {start} is after --to {end}; give --from before --to, e.g. --from 2024-01-01 --to 2024-06-30"
+        )
     return lo, hi
 
 
-def _empty_range_message(candles: pl.DataFrame, keys: list[SeriesKey], *, start: str | None,
-                         end: str | None) -> str:
+def _empty_range_message(candles: pl.DataFrame, keys: list[SeriesKey], *, start: str | None, end: str | None) -> str:
     spans = candles.group_by("exchange", "symbol", "timeframe").agg(first=pl.col("ts").min(), last=pl.col("ts").max())
-    covered = "; ".join(f"{r['exchange']}:{r['symbol']}:{r['timeframe']} covers {fmt_ts(r['first'])} to "
-                        f"{fmt_ts(r['last'])}" for r in spans.sort("symbol").iter_rows(named=True))
-    return (f"no bars of {', '.join(k.label for k in keys)} in {_asked(start, end)} (UTC); "
-            f"{covered or 'no candles stored'}: pick dates inside that range")
+    covered = "; ".join(
+        f"{r['exchange']}:{r['symbol']}:{r['timeframe']} covers {fmt_ts(r['first'])} to {fmt_ts(r['last'])}"
+        for r in spans.sort("symbol").iter_rows(named=True)
+    )
+    return (
+        f"no bars of {', '.join(k.label for k in keys)} in {_asked(start, end)} (UTC); "
+        f"{covered or 'no candles stored'}: pick dates inside that range"
+    )
 
 
 def _asked(start: str | None, end: str | None) -> str:
@@ -200,8 +229,11 @@ def _asked(start: str | None, end: str | None) -> str:
 def print_stats(stats: Stats, *, series: str, wide: bool = False) -> None:
     """The stats table (strategy beside buy and hold) and the per-symbol table, with rich."""
     console.print(f"[bold]{escape(stats.title)}[/] on {escape(series)}", highlight=False)
-    console.print(f"sizing: {escape(stats.sizing)}; benchmark: buy and hold of the same symbols, equal weight, "
-                  "same capital, fee and slippage", highlight=False)
+    console.print(
+        f"sizing: {escape(stats.sizing)}; benchmark: buy and hold of the same symbols, equal weight, "
+        "same capital, fee and slippage",
+        highlight=False,
+    )
     tbl = Table(header_style="bold")
     tbl.add_column("metric", justify="left")
     tbl.add_column("strategy", justify="right", no_wrap=True)
@@ -219,5 +251,7 @@ def print_stats(stats: Stats, *, series: str, wide: bool = False) -> None:
         sym_tbl.add_row(*(escape(cell) for cell in row))
     sym_tbl.print(console, wide=wide)
     if stats.short_sample:
-        console.print(f"[yellow]note:[/] {days_under(stats.days)} is shorter than {stats.min_days:g}: annualised "
-                      "figures (CAGR, volatility, Sharpe, Sortino, Calmar) are not shown")
+        console.print(
+            f"[yellow]note:[/] {days_under(stats.days)} is shorter than {stats.min_days:g}: annualised "
+            "figures (CAGR, volatility, Sharpe, Sortino, Calmar) are not shown"
+        )

@@ -6,6 +6,7 @@ import functools
 import logging
 import math
 import os
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,10 +22,7 @@ from tradeloop.errors import ConfigError, TradeloopError
 from tradeloop.performance import format as fmt
 from tradeloop.settings import get_settings
 
-import sys
-
 REPO = Path(__file__).resolve().parents[2]  # the checkout: app/, notebooks/, workspace.yaml live here
-
 
 
 def _width(stream) -> int | None:
@@ -88,9 +86,11 @@ def parse_time(value: str, *, field: str) -> int:
     if value.isascii() and value.isdigit():
         if len(value) < 12:
             guess = f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 else "2024-01-31"
-            raise ConfigError(f"{field}={value} reads as epoch milliseconds ({fmt_ts(int(value))} UTC); write a "
-                              f"date in ISO form, e.g. {guess}, or epoch milliseconds (13 digits, e.g. "
-                              "1704067200000)")
+            raise ConfigError(
+                f"{field}={value} reads as epoch milliseconds ({fmt_ts(int(value))} UTC); write a "
+                f"date in ISO form, e.g. {guess}, or epoch milliseconds (13 digits, e.g. "
+                "1704067200000)"
+            )
         return int(value)
     try:
         moment = datetime.fromisoformat(value)

@@ -6,13 +6,18 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tradeloop.cli.common import (
-    console, err_console, fmt_ts, handle_errors, lake_from_settings, parse_time, table,
+    console,
+    err_console,
+    fmt_ts,
+    handle_errors,
+    lake_from_settings,
+    parse_time,
+    table,
 )
 from tradeloop.cli.tables import FitTable
 from tradeloop.data import SeriesKey
@@ -25,8 +30,14 @@ app = typer.Typer(help="Import, download and inspect market candles in the lake.
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeRemainingColumn(), console=console, transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 @app.command("import")
@@ -55,12 +66,22 @@ def import_cmd(
         task = progress.add_task("importing", total=len(files))
         for path in files:
             result = import_file(lake, path, key=key, quarantine=quarantine, on_conflict=on_conflict)  # type: ignore[arg-type]
-            tbl.add_row(path.name, result.key.label, str(result.added), str(result.unchanged),
-                        str(result.quarantined), str(len(result.gaps)))
+            tbl.add_row(
+                path.name,
+                result.key.label,
+                str(result.added),
+                str(result.unchanged),
+                str(result.quarantined),
+                str(len(result.gaps)),
+            )
             if result.quarantine_file:
                 rules = ", ".join(f"{r}: {n} row{'s' if n != 1 else ''}" for r, n in result.rule_counts.items())
-                console.print(f"[yellow]{result.quarantined} bad row(s) quarantined ({rules}) in "
-                              f"{escape(str(result.quarantine_file))}", highlight=False, soft_wrap=True)
+                console.print(
+                    f"[yellow]{result.quarantined} bad row(s) quarantined ({rules}) in "
+                    f"{escape(str(result.quarantine_file))}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             progress.advance(task)
     console.print(tbl)
 
@@ -68,7 +89,9 @@ def import_cmd(
 @app.command()
 @handle_errors
 def ingest(
-    symbols: Annotated[list[str], typer.Option("--symbols", "-s", help="Symbols, e.g. BTC/USDT (repeat or comma-separate)")],
+    symbols: Annotated[
+        list[str], typer.Option("--symbols", "-s", help="Symbols, e.g. BTC/USDT (repeat or comma-separate)")
+    ],
     since: Annotated[str, typer.Option(help="Start: ISO date (UTC) or epoch ms")],
     exchange: Annotated[str | None, typer.Option(help="ccxt exchange id (default: TRADELOOP_EXCHANGE)")] = None,
     timeframe: Annotated[str, typer.Option(help="Timeframe, e.g. 1m, 1h, 1d")] = "1h",
@@ -81,8 +104,9 @@ def ingest(
 
     settings = get_settings()
     lake = lake_from_settings()
-    client = make_exchange(exchange or settings.exchange, timeout_s=settings.http_timeout_s,
-                           api_url=settings.exchange_api_url)
+    client = make_exchange(
+        exchange or settings.exchange, timeout_s=settings.http_timeout_s, api_url=settings.exchange_api_url
+    )
     ingestor = CandleIngestor(client, lake, retry=RetryPolicy(max_attempts=settings.http_max_retries + 1))
     wanted = [s for item in symbols for s in item.split(",") if s.strip()]
     start = parse_time(since, field="--since")
@@ -91,8 +115,13 @@ def ingest(
     with _progress() as progress:
         for sym in wanted:
             task = progress.add_task(sym, total=None)
-            result = ingestor.ingest(sym, timeframe, since=start, until=end,
-                                     progress=lambda done, total, t=task: progress.update(t, completed=done, total=total))
+            result = ingestor.ingest(
+                sym,
+                timeframe,
+                since=start,
+                until=end,
+                progress=lambda done, total, t=task: progress.update(t, completed=done, total=total),
+            )
             tbl.add_row(result.key.label, str(result.added), fmt_ts(result.first_ts), fmt_ts(result.last_ts))
     console.print(tbl)
 
@@ -111,21 +140,35 @@ def status(
     if not keys and not skipped:
         console.print(f"no candles stored under {lake.root}; run `tradeloop data import` first")
         raise typer.Exit(code=0)
-    tbl = FitTable(f"Lake {lake.root}", ["series", "rows", "first", "last", "gaps", "missing", "coverage", "invalid"],
-                   optional=["coverage", "gaps", "missing", "rows", "invalid"])
+    tbl = FitTable(
+        f"Lake {lake.root}",
+        ["series", "rows", "first", "last", "gaps", "missing", "coverage", "invalid"],
+        optional=["coverage", "gaps", "missing", "rows", "invalid"],
+    )
     gap_lines, problems = [], []
     with LakeSQL(lake, keys=keys, now_ms=lake.clock(), strict=False) as sql:  # the lake's clock: in_future
         statuses = sql.status()
     for key, st in statuses.items():
-        tbl.add_row(key.label, f"{st.rows:,}", fmt_ts(st.first_ts), fmt_ts(st.last_ts), str(len(st.gaps)),
-                    f"{st.missing:,}", f"{st.coverage:.2%}", f"{sum(st.invalid.values()):,}")
-        gap_lines += [f"{key.label}: {fmt_ts(g.start)} -> {fmt_ts(g.end)} ({g.missing} missing)"
-                      for g in st.gaps[:show_gaps]]
+        tbl.add_row(
+            key.label,
+            f"{st.rows:,}",
+            fmt_ts(st.first_ts),
+            fmt_ts(st.last_ts),
+            str(len(st.gaps)),
+            f"{st.missing:,}",
+            f"{st.coverage:.2%}",
+            f"{sum(st.invalid.values()):,}",
+        )
+        gap_lines += [
+            f"{key.label}: {fmt_ts(g.start)} -> {fmt_ts(g.end)} ({g.missing} missing)" for g in st.gaps[:show_gaps]
+        ]
         if st.invalid:
             rules = ", ".join(f"{r}: {n} row{'s' if n != 1 else ''}" for r, n in st.invalid.items())
-            problems.append(f"{key.label}: stored rows break the import rules ({rules}); readers leave them "
-                            "out (the live replay feed skips in_future ones); to clean up, move the period's "
-                            "file out of the lake and re-import its good rows")
+            problems.append(
+                f"{key.label}: stored rows break the import rules ({rules}); readers leave them "
+                "out (the live replay feed skips in_future ones); to clean up, move the period's "
+                "file out of the lake and re-import its good rows"
+            )
         problems += [f"{key.label}: {why}" for _, why in st.unreadable]
     tbl.print(console, wide=wide)
     for line in gap_lines:
@@ -141,8 +184,12 @@ FORMATS = ("table", "csv", "json")
 @app.command()
 @handle_errors
 def query(
-    sql: Annotated[str, typer.Argument(help="One SELECT over the lake's views, e.g. "
-                                            "\"SELECT symbol, count(*) FROM candles GROUP BY symbol\"")],
+    sql: Annotated[
+        str,
+        typer.Argument(
+            help='One SELECT over the lake\'s views, e.g. "SELECT symbol, count(*) FROM candles GROUP BY symbol"'
+        ),
+    ],
     fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
     limit: Annotated[int, typer.Option(help="Print at most this many rows; 0 = all")] = 100,
 ) -> None:
@@ -159,8 +206,7 @@ def query(
         raise ConfigError(f"--limit={limit} is negative; give a row count, or 0 for every row")
     with LakeSQL(lake_from_settings(), strict=False) as lake_sql:
         for damaged in lake_sql.unreadable:
-            err_console.print(f"[yellow]warning:[/] left out {escape(damaged.reason)}", highlight=False,
-                              soft_wrap=True)
+            err_console.print(f"[yellow]warning:[/] left out {escape(damaged.reason)}", highlight=False, soft_wrap=True)
         frame = lake_sql.query(sql, limit=limit + 1 if limit else None)
     more = bool(limit) and frame.height > limit
     frame = frame.head(limit) if more else frame
@@ -169,8 +215,10 @@ def query(
     elif fmt == "json":
         sys.stdout.write(frame.write_json() + "\n")
     else:
-        tbl = table(f"{frame.height:,} row{'s' if frame.height != 1 else ''}" + (" (more not shown)" if more else ""),
-                    frame.columns)
+        tbl = table(
+            f"{frame.height:,} row{'s' if frame.height != 1 else ''}" + (" (more not shown)" if more else ""),
+            frame.columns,
+        )
         for row in frame.iter_rows():
             tbl.add_row(*(escape(_cell(v)) for v in row))
         console.print(tbl)

@@ -20,8 +20,9 @@ from tradeloop.cli.tables import FitTable
 from tradeloop.errors import ConfigError
 from tradeloop.settings import get_settings
 
-app = typer.Typer(help="Live trading sessions (paper by default): run, list, pause, resume, stop, ack.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Live trading sessions (paper by default): run, list, pause, resume, stop, ack.", no_args_is_help=True
+)
 
 
 def _store():
@@ -44,25 +45,38 @@ def run(
     timeframe: Annotated[str, typer.Option(help="Bar timeframe")] = DEFAULT_TIMEFRAME,
     speed: Annotated[float, typer.Option(help="Replay speed: 0 = as fast as possible, 60 = 1 h per minute")] = 0.0,
     start: Annotated[str | None, typer.Option(help="Replay from (ISO date or epoch ms)")] = None,
-    recent_days: Annotated[float | None, typer.Option(
-        help="Replay only the lake's last N days (never before the champion's training end); instead of --start")]
-    = None,
+    recent_days: Annotated[
+        float | None,
+        typer.Option(
+            help="Replay only the lake's last N days (never before the champion's training end); instead of --start"
+        ),
+    ] = None,
     end: Annotated[str | None, typer.Option(help="Replay until (ISO date or epoch ms)")] = None,
     cash: Annotated[float, typer.Option(help="Starting cash of a new session")] = 10_000.0,
     fraction: Annotated[float, typer.Option(help="Share of equity per new position")] = 0.5,
     max_bars: Annotated[int | None, typer.Option(help="Stop after this many bars")] = None,
-    mode: Annotated[str, typer.Option(help="paper (default) or live: orders go to the exchange (needs keys)")]
-    = "paper",
-    follow: Annotated[bool, typer.Option(help="After the replay, keep waiting for new candles in the lake")]
-    = False,
-    feed: Annotated[str, typer.Option(help="replay (the lake) or ccxt (the exchange: WebSocket, REST fallback)")]
-    = "replay",
-    allow_in_sample: Annotated[bool, typer.Option(
-        "--allow-in-sample", help="Start at or before the champion's training end (the session is marked "
-        "in-sample: its results replay the training data)")] = False,
-    window_bars: Annotated[int, typer.Option(help="Bars of history per symbol each decision sees (at least "
-                                             "the strategy's and model's warm-up: tradeloop.thresholds.warmup)")]
-    = 400,
+    mode: Annotated[
+        str, typer.Option(help="paper (default) or live: orders go to the exchange (needs keys)")
+    ] = "paper",
+    follow: Annotated[bool, typer.Option(help="After the replay, keep waiting for new candles in the lake")] = False,
+    feed: Annotated[
+        str, typer.Option(help="replay (the lake) or ccxt (the exchange: WebSocket, REST fallback)")
+    ] = "replay",
+    allow_in_sample: Annotated[
+        bool,
+        typer.Option(
+            "--allow-in-sample",
+            help="Start at or before the champion's training end (the session is marked "
+            "in-sample: its results replay the training data)",
+        ),
+    ] = False,
+    window_bars: Annotated[
+        int,
+        typer.Option(
+            help="Bars of history per symbol each decision sees (at least "
+            "the strategy's and model's warm-up: tradeloop.thresholds.warmup)"
+        ),
+    ] = 400,
 ) -> None:
     """Trade the promoted model over the replay feed (paper by default); Ctrl-C stops cleanly.
     A new session must start after the champion's training end (its first bar: --start, the
@@ -77,14 +91,26 @@ def run(
     if recent_days is not None:
         if start:
             raise ConfigError(f"--start {start} and --recent-days {recent_days:g} both set the first bar; give one")
-        first = recent_start(settings, strategy=strategy, exchange=exchange, symbols=symbols, timeframe=timeframe,
-                             days=recent_days)
-    config = SessionConfig(name=name, strategy=strategy, exchange=exchange,
-                           symbols=symbols, timeframe=timeframe, speed=speed, start=first,
-                           end=parse_time(end, field="--end") if end else None,
-                           init_cash=cash, fraction=fraction, mode=mode,
-                           follow_s=5.0 if follow else None, feed=feed, allow_in_sample=allow_in_sample,
-                           window_bars=window_bars)
+        first = recent_start(
+            settings, strategy=strategy, exchange=exchange, symbols=symbols, timeframe=timeframe, days=recent_days
+        )
+    config = SessionConfig(
+        name=name,
+        strategy=strategy,
+        exchange=exchange,
+        symbols=symbols,
+        timeframe=timeframe,
+        speed=speed,
+        start=first,
+        end=parse_time(end, field="--end") if end else None,
+        init_cash=cash,
+        fraction=fraction,
+        mode=mode,
+        follow_s=5.0 if follow else None,
+        feed=feed,
+        allow_in_sample=allow_in_sample,
+        window_bars=window_bars,
+    )
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -92,17 +118,21 @@ def run(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         engine = await run_session(settings, config, max_bars=max_bars, stop=stop)
-        console.print(f"session {name!r} ({sample_label(engine.session.in_sample)}): {engine.bars} bar(s) "
-                      f"processed, cash {engine.cash:,.2f}, "
-                      f"positions {({s: q for s, q in engine.positions.items() if q})}", highlight=False)
+        console.print(
+            f"session {name!r} ({sample_label(engine.session.in_sample)}): {engine.bars} bar(s) "
+            f"processed, cash {engine.cash:,.2f}, "
+            f"positions { ({s: q for s, q in engine.positions.items() if q}) }",
+            highlight=False,
+        )
         if engine.session.in_sample:
             console.print(f"note: session {name!r} {IN_SAMPLE_WARNING}", highlight=False)
 
     asyncio.run(main())
 
 
-def recent_start(settings, *, strategy: str, exchange: str, symbols: tuple[str, ...], timeframe: str,
-                 days: float) -> int:
+def recent_start(
+    settings, *, strategy: str, exchange: str, symbols: tuple[str, ...], timeframe: str, days: float
+) -> int:
     """The first bar of a replay of recent candles: ``days`` before the lake's last candle of
     these series, but after the champion's training end (so the session is out of sample)."""
     from tradeloop.data import CandleLake, SeriesKey
@@ -115,8 +145,10 @@ def recent_start(settings, *, strategy: str, exchange: str, symbols: tuple[str, 
     lasts = [lake.last_ts(SeriesKey(exchange, symbol, timeframe)) for symbol in symbols]
     if any(last is None for last in lasts):
         missing = [s for s, last in zip(symbols, lasts, strict=True) if last is None]
-        raise ConfigError(f"--recent-days: the lake under {settings.lake_dir} has no {exchange} {timeframe} candles "
-                          f"of {missing}; import them first (`tradeloop data import`, or `make demo`)")
+        raise ConfigError(
+            f"--recent-days: the lake under {settings.lake_dir} has no {exchange} {timeframe} candles "
+            f"of {missing}; import them first (`tradeloop data import`, or `make demo`)"
+        )
     first = max(0, max(lasts) - int(days * 86_400_000))  # more days than the lake holds: from its start
     entry = ModelRegistry(settings.registry_dir).champion(strategy)
     if entry is not None:
@@ -128,8 +160,9 @@ def recent_start(settings, *, strategy: str, exchange: str, symbols: tuple[str, 
 @app.command("sessions")
 @handle_errors
 def list_sessions(
-    stale_after: Annotated[float | None, typer.Option(
-        help="Seconds without a heartbeat before a session is stale (default 180)")] = None,
+    stale_after: Annotated[
+        float | None, typer.Option(help="Seconds without a heartbeat before a session is stale (default 180)")
+    ] = None,
     wide: Annotated[bool, typer.Option("--wide", help="Every column, however wide the terminal")] = False,
 ) -> None:
     """Every trading session with its status (running only while its engine's heartbeat is
@@ -140,24 +173,39 @@ def list_sessions(
 
     store = _store()
     now = utcnow()
-    tbl = FitTable("Trading sessions", ["name", "status", "mode", "sample", "strategy", "symbols", "equity", "cash",
-                                        "last bar", "reduce-only"],
-                   optional=["equity", "last bar", "symbols", "strategy", "cash", "reduce-only", "mode"])
+    tbl = FitTable(
+        "Trading sessions",
+        ["name", "status", "mode", "sample", "strategy", "symbols", "equity", "cash", "last bar", "reduce-only"],
+        optional=["equity", "last bar", "symbols", "strategy", "cash", "reduce-only", "mode"],
+    )
     notes = []
     for s in store.sessions():
         equity = store.frame(EquityPoint, s.id).sort("ts")["equity"]
         status = session_status(s.status, s.heartbeat_at, now=now, stale_after_s=stale_after or STALE_AFTER_S)
-        tbl.add_row(s.name, status, s.mode, sample_label(s.in_sample), s.strategy, ",".join(s.symbols),
-                    fmt_num(equity[-1] if len(equity) else s.cash, False), fmt_num(s.cash, False),
-                    fmt_ts(s.last_bar_ts), _reduce_only(s.halted, s.needs_ack))
+        tbl.add_row(
+            s.name,
+            status,
+            s.mode,
+            sample_label(s.in_sample),
+            s.strategy,
+            ",".join(s.symbols),
+            fmt_num(equity[-1] if len(equity) else s.cash, False),
+            fmt_num(s.cash, False),
+            fmt_ts(s.last_bar_ts),
+            _reduce_only(s.halted, s.needs_ack),
+        )
         if s.in_sample:
             notes.append(f"session {s.name!r} is IN-SAMPLE: it {IN_SAMPLE_WARNING}")
         if s.needs_ack:
-            notes.append(f"session {s.name!r} needs an acknowledgement (no entries): {s.needs_ack}; "
-                         f"`tradeloop live ack {s.name}` once resolved")
-        notes += [f"session {s.name!r}: {symbol} halted (no entries): {why}; "
-                  f"`tradeloop live ack {s.name} --symbol {symbol}` once resolved"
-                  for symbol, why in sorted((s.halted or {}).items())]
+            notes.append(
+                f"session {s.name!r} needs an acknowledgement (no entries): {s.needs_ack}; "
+                f"`tradeloop live ack {s.name}` once resolved"
+            )
+        notes += [
+            f"session {s.name!r}: {symbol} halted (no entries): {why}; "
+            f"`tradeloop live ack {s.name} --symbol {symbol}` once resolved"
+            for symbol, why in sorted((s.halted or {}).items())
+        ]
     tbl.print(console, wide=wide)
     for note in notes:
         console.print(note, soft_wrap=True, highlight=False, markup=False)
@@ -206,5 +254,7 @@ def ack(
     The audit log records who acknowledged."""
     row = _store().acknowledge(name, symbol=symbol)
     what = f"{symbol} may open positions again" if symbol else "it may open positions again"
-    console.print(f"session {row.name!r} acknowledged: {what}"
-                  + (f" (still halted: {', '.join(sorted(row.halted))})" if row.halted else ""))
+    console.print(
+        f"session {row.name!r} acknowledged: {what}"
+        + (f" (still halted: {', '.join(sorted(row.halted))})" if row.halted else "")
+    )

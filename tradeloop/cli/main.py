@@ -35,8 +35,15 @@ app.command()(up_cmd.up)
 app.command()(backtest_cmd.backtest)
 
 METRIC_COLUMNS = [
-    ("total_return", True), ("cagr", True), ("sharpe", False), ("sortino", False), ("calmar", False),
-    ("max_drawdown", True), ("trades", False), ("win_rate", True), ("profit_factor", False),
+    ("total_return", True),
+    ("cagr", True),
+    ("sharpe", False),
+    ("sortino", False),
+    ("calmar", False),
+    ("max_drawdown", True),
+    ("trades", False),
+    ("win_rate", True),
+    ("profit_factor", False),
     ("exposure", True),
 ]
 
@@ -56,13 +63,17 @@ def _metrics_table(title: str, frame: pl.DataFrame, keys: list[str], *, wide: bo
         too_short = row.get("days") is not None and row["days"] < MIN_DAYS
         if too_short:
             short.append(f"{row['series']} ({row['days']:.3g} day{'' if row['days'] == 1 else 's'})")
-        tbl.add_row(*[str(row[k]) for k in keys],
-                    *["n/a*" if too_short and name in ANNUALISED else fmt_num(row[name], pct)
-                      for name, pct in METRIC_COLUMNS])
+        tbl.add_row(
+            *[str(row[k]) for k in keys],
+            *["n/a*" if too_short and name in ANNUALISED else fmt_num(row[name], pct) for name, pct in METRIC_COLUMNS],
+        )
     tbl.print(console, wide=wide)
     if short:
-        console.print(f"* n/a: {', '.join(sorted(set(short)))} cover less than {MIN_DAYS:g} days; annualised "
-                      "figures (CAGR, Sharpe, Sortino, Calmar) of so short a sample mean nothing", highlight=False)
+        console.print(
+            f"* n/a: {', '.join(sorted(set(short)))} cover less than {MIN_DAYS:g} days; annualised "
+            "figures (CAGR, Sharpe, Sortino, Calmar) of so short a sample mean nothing",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -77,10 +88,17 @@ def demo(
         task = progress.add_task("importing the bundled sample", total=None)
         report = run_demo(lake, on_step=lambda what: progress.update(task, description=f"backtesting {what}"))
     console.print(f"lake: {lake.root} ({report.imported:,} new candles imported)")
-    console.print(f"features: {len(report.feature_columns)} per bar over {report.feature_rows:,} bars: "
-                  + ", ".join(report.feature_columns), highlight=False)
-    _metrics_table("Backtests: next-open fills, 0.1% fee/side, 5 bp slippage, full equity per symbol",
-                   report.metrics, ["strategy", "series"], wide=wide)
+    console.print(
+        f"features: {len(report.feature_columns)} per bar over {report.feature_rows:,} bars: "
+        + ", ".join(report.feature_columns),
+        highlight=False,
+    )
+    _metrics_table(
+        "Backtests: next-open fills, 0.1% fee/side, 5 bp slippage, full equity per symbol",
+        report.metrics,
+        ["strategy", "series"],
+        wide=wide,
+    )
     console.print(f"done in {time.perf_counter() - started:.1f}s")
 
 
@@ -99,6 +117,23 @@ def dashboard(
     if not script.exists():
         raise ConfigError(f"{script} is missing: run tradeloop from a checkout of the repository")
     console.print(f"dashboard on http://{host}:{port}")
-    os.execvp(sys.executable, [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", host,
-                               "--server.port", str(port), "--server.headless", "true",
-                               "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"])
+    os.execvp(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(script),
+            "--server.address",
+            host,
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+            "--client.toolbarMode",
+            "viewer",
+        ],
+    )

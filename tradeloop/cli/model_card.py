@@ -66,15 +66,21 @@ def card(entry: ChampionEntry, model, *, training: list[tuple[str, str]], histor
     rows = [
         ("artifact", f"{entry.artifact} (hash verified)"),
         ("promoted", when_text(entry.promoted_at)),
-        ("model", f"{model.strategy.describe()}; threshold {est.threshold_:.4f} "
-                  f"(p* {est.p_star_:.4f} + margin {est.margin_:.4f})"),
+        (
+            "model",
+            f"{model.strategy.describe()}; threshold {est.threshold_:.4f} "
+            f"(p* {est.p_star_:.4f} + margin {est.margin_:.4f})",
+        ),
         *training,
         ("git commit", lineage.git_commit),
         ("notebook", lineage.notebook or "-"),
         ("run", run_text(lineage.run_id)),
         ("parameters", params_text(lineage.parameters) or "-"),
-        ("history", f"{history} registry event(s)" + (f"; `tradeloop models rollback {entry.strategy}` restores "
-                                                          "the previous champion" if history > 1 else "")),
+        (
+            "history",
+            f"{history} registry event(s)"
+            + (f"; `tradeloop models rollback {entry.strategy}` restores the previous champion" if history > 1 else ""),
+        ),
     ]
     for label, value in rows:
         facts.add_row(label, value)
@@ -88,8 +94,13 @@ def evidence(gate: list[dict], metrics: dict, *, run_id: str | None = None) -> T
     champion promoted by hand)."""
     if gate:
         tbl = Table(title="Promotion gate (out-of-sample evidence)", title_justify="left", header_style="bold")
-        for col, justify in (("check", "left"), ("value", "right"), ("bar", "right"), ("result", "left"),
-                             ("how", "left")):
+        for col, justify in (
+            ("check", "left"),
+            ("value", "right"),
+            ("bar", "right"),
+            ("result", "left"),
+            ("how", "left"),
+        ):
             tbl.add_column(col, justify=justify, overflow="fold")
         for check in gate:
             name = str(check.get("name", "?"))
@@ -99,12 +110,16 @@ def evidence(gate: list[dict], metrics: dict, *, run_id: str | None = None) -> T
             tbl.add_row(name, value, bar, result, str(check.get("detail", "")))
         return tbl
     if not metrics and run_id and run_id.startswith("replay:"):
-        return Text("no promotion gate: a replay's scheduled refit is promoted without one (it refits, on more "
-                    "history, the parameters of the champion that passed the gate; `tradeloop models rollback` "
-                    "steps back to it)")
+        return Text(
+            "no promotion gate: a replay's scheduled refit is promoted without one (it refits, on more "
+            "history, the parameters of the champion that passed the gate; `tradeloop models rollback` "
+            "steps back to it)"
+        )
     if not metrics:
-        return Text("no promotion gate or metrics recorded: promoted by hand (tradeloop models promote) or "
-                    "before the gate was kept in the lineage")
+        return Text(
+            "no promotion gate or metrics recorded: promoted by hand (tradeloop models promote) or "
+            "before the gate was kept in the lineage"
+        )
     tbl = Table(title="Metrics at promotion", title_justify="left", header_style="bold", min_width=22)
     tbl.add_column("metric")
     tbl.add_column("value", justify="right")

@@ -19,8 +19,7 @@ from tradeloop.cli.tables import FitTable
 from tradeloop.errors import ModelError, TradeloopError
 from tradeloop.settings import get_settings
 
-app = typer.Typer(help="The model registry: champions, their lineage, promotion and rollback.",
-                  no_args_is_help=True)
+app = typer.Typer(help="The model registry: champions, their lineage, promotion and rollback.", no_args_is_help=True)
 
 
 def _registry():
@@ -36,8 +35,11 @@ def list_models(
 ) -> None:
     """Champions per strategy, and every stored artifact."""
     registry = _registry()
-    tbl = FitTable("Champions", ["strategy", "artifact", "promoted at", "oos sharpe/bar", "git commit", "run id"],
-                   optional=["oos sharpe/bar", "git commit", "run id"])
+    tbl = FitTable(
+        "Champions",
+        ["strategy", "artifact", "promoted at", "oos sharpe/bar", "git commit", "run id"],
+        optional=["oos sharpe/bar", "git commit", "run id"],
+    )
     broken = []
     for name in registry.strategies():
         try:
@@ -48,8 +50,14 @@ def list_models(
         if entry is None:
             continue
         sharpe = entry.lineage.metrics.get("oos_sharpe_per_bar")
-        tbl.add_row(name, entry.artifact[:12], entry.promoted_at, "-" if sharpe is None else f"{sharpe:.4f}",
-                    entry.lineage.git_commit[:12], entry.lineage.run_id or "-")
+        tbl.add_row(
+            name,
+            entry.artifact[:12],
+            entry.promoted_at,
+            "-" if sharpe is None else f"{sharpe:.4f}",
+            entry.lineage.git_commit[:12],
+            entry.lineage.run_id or "-",
+        )
     tbl.print(console, wide=wide)
     console.print(f"{len(registry.store.list())} artifact(s) stored under {registry.store.root}")
     for message in broken:
@@ -62,8 +70,7 @@ def list_models(
 @handle_errors
 def show(
     strategy: Annotated[str, typer.Argument(help="Strategy name, e.g. sma_cross")],
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object (for machines) instead of the card")]
-    = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object (for machines) instead of the card")] = False,
 ) -> None:
     """The champion of STRATEGY as a card: model, training window, data hash, universe, lineage
     and the promotion gate's checks (verified against its content hash first)."""
@@ -75,12 +82,26 @@ def show(
     history = len(registry.history(strategy))
     if as_json:
         est = model.estimator
-        print(json.dumps({
-            "strategy": strategy, "artifact": entry.artifact, "promoted_at": entry.promoted_at,
-            "model": {"strategy": model.strategy.describe(), "threshold": est.threshold_, "p_star": est.p_star_,
-                      "margin": est.margin_, "trained_until": model.trained_until},
-            "training": dict(training), "lineage": entry.lineage.model_dump(mode="json"), "history": history,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "strategy": strategy,
+                    "artifact": entry.artifact,
+                    "promoted_at": entry.promoted_at,
+                    "model": {
+                        "strategy": model.strategy.describe(),
+                        "threshold": est.threshold_,
+                        "p_star": est.p_star_,
+                        "margin": est.margin_,
+                        "trained_until": model.trained_until,
+                    },
+                    "training": dict(training),
+                    "lineage": entry.lineage.model_dump(mode="json"),
+                    "history": history,
+                },
+                indent=2,
+            )
+        )
         return
     console.print(card(entry, model, training=training, history=history))
 

@@ -11,8 +11,26 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-LEFT_ALIGNED = frozenset({"strategy", "series", "rule", "file", "name", "session", "symbols", "service", "where",
-                          "portfolio", "metric", "status", "sample", "mode", "field", "symbol"})
+LEFT_ALIGNED = frozenset(
+    {
+        "strategy",
+        "series",
+        "rule",
+        "file",
+        "name",
+        "session",
+        "symbols",
+        "service",
+        "where",
+        "portfolio",
+        "metric",
+        "status",
+        "sample",
+        "mode",
+        "field",
+        "symbol",
+    }
+)
 
 
 class FitTable:
@@ -35,14 +53,16 @@ class FitTable:
 
     def build(self, shown: Sequence[str], *, caption: str | None = None) -> Table:
         """A rich table of the ``shown`` columns (in their original order)."""
-        tbl = Table(title=self.title, header_style="bold", title_justify="left", caption=caption,
-                    caption_justify="left")
+        tbl = Table(
+            title=self.title, header_style="bold", title_justify="left", caption=caption, caption_justify="left"
+        )
         index = [self.columns.index(c) for c in self.columns if c in shown]
         for i in index:
             name = self.columns[i]
             text = name in LEFT_ALIGNED  # names wrap (folded, never cut to "…"); numbers and times stay whole
-            tbl.add_column(name, justify="left" if text else "right", no_wrap=not text,
-                           overflow="fold" if text else "ellipsis")
+            tbl.add_column(
+                name, justify="left" if text else "right", no_wrap=not text, overflow="fold" if text else "ellipsis"
+            )
         for row in self.rows:
             tbl.add_row(*(row[i] for i in index))
         return tbl
@@ -64,12 +84,19 @@ class FitTable:
         if wide:
             tbl = self.build(self.columns)
             natural = Console(width=10_000, file=_NullFile()).measure(tbl).maximum
-            Console(width=max(natural, console.width), file=console.file, force_terminal=console.is_terminal,
-                    color_system=console.color_system).print(tbl)
+            Console(
+                width=max(natural, console.width),
+                file=console.file,
+                force_terminal=console.is_terminal,
+                color_system=console.color_system,
+            ).print(tbl)
             return
         shown, hidden = self.fit(console.width)
-        caption = f"{len(hidden)} column(s) not shown at this width ({', '.join(hidden)}): --wide shows them" \
-            if hidden else None
+        caption = (
+            f"{len(hidden)} column(s) not shown at this width ({', '.join(hidden)}): --wide shows them"
+            if hidden
+            else None
+        )
         console.print(self.build(shown, caption=caption))
 
 

@@ -19,7 +19,6 @@ import urllib.request
 from typing import Annotated
 
 import typer
-
 from rich.console import Console
 
 from tradeloop.cli.common import REPO, console, dagster_home, handle_errors, table
@@ -33,19 +32,23 @@ SERVICES = ("lab", "dagster", "live", "dashboard")
 RECENT_DAYS = 30.0  # the paper session replays the lake's last month, then follows it
 
 
-def service_commands(*, lab: int, dagster: int, dashboard: int, speed: float,
-                     lab_token: str, strategy: str = "sma_cross") -> dict[str, tuple[str, str]]:
+def service_commands(
+    *, lab: int, dagster: int, dashboard: int, speed: float, lab_token: str, strategy: str = "sma_cross"
+) -> dict[str, tuple[str, str]]:
     """name -> (command line, URL or note). Every command runs from the repository root."""
     py = shlex.quote(sys.executable)
     return {  # Lab's root, settings and allow_root come from jupyter/ (lab_environment)
-        "lab": (f"{py} -m jupyterlab --ip 127.0.0.1 --port {lab} --no-browser "
-                f"--IdentityProvider.token={lab_token}",
-                f"http://127.0.0.1:{lab}/lab/tree/notebooks?token={lab_token}"),  # opens on the notebooks
+        "lab": (
+            f"{py} -m jupyterlab --ip 127.0.0.1 --port {lab} --no-browser --IdentityProvider.token={lab_token}",
+            f"http://127.0.0.1:{lab}/lab/tree/notebooks?token={lab_token}",
+        ),  # opens on the notebooks
         "dagster": (f"{py} -m dagster dev -w workspace.yaml -h 127.0.0.1 -p {dagster}", f"http://127.0.0.1:{dagster}"),
-        "live": (f"{py} -m tradeloop live run --name paper --strategy {shlex.quote(strategy)} --follow "
-                 f"--recent-days {RECENT_DAYS:g} --speed {speed:g}",
-                 f"paper session 'paper': {strategy}, the lake's last {RECENT_DAYS:g} days after the champion's "
-                 "training end, then new candles"),
+        "live": (
+            f"{py} -m tradeloop live run --name paper --strategy {shlex.quote(strategy)} --follow "
+            f"--recent-days {RECENT_DAYS:g} --speed {speed:g}",
+            f"paper session 'paper': {strategy}, the lake's last {RECENT_DAYS:g} days after the champion's "
+            "training end, then new candles",
+        ),
         "dashboard": (f"{py} -m tradeloop dashboard --port {dashboard}", f"http://127.0.0.1:{dashboard}"),
     }
 
@@ -55,8 +58,9 @@ def up(
     lab_port: Annotated[int, typer.Option(help="JupyterLab port")] = 8888,
     dagster_port: Annotated[int, typer.Option(help="Dagster UI port")] = 3000,
     dashboard_port: Annotated[int, typer.Option(help="Dashboard port")] = 8501,
-    speed: Annotated[float, typer.Option(help="Replay speed of the paper session (14400: a 4h bar per second)")]
-    = 14400.0,
+    speed: Annotated[
+        float, typer.Option(help="Replay speed of the paper session (14400: a 4h bar per second)")
+    ] = 14400.0,
     only: Annotated[list[str] | None, typer.Option(help=f"Start only these ({', '.join(SERVICES)}); repeat")] = None,
 ) -> None:
     """Start JupyterLab, the Dagster UI, the live engine (paper) and the dashboard; Ctrl-C stops all."""
@@ -70,16 +74,32 @@ def up(
     if "live" in chosen and (why := _no_candles()):
         chosen.remove("live")
         console.print(f"[yellow]live: not started[/]: {why}", highlight=False)
-    commands = service_commands(lab=lab_port, dagster=dagster_port, dashboard=dashboard_port, speed=speed,
-                                lab_token=secrets.token_hex(16), strategy=latest_champion() or "sma_cross")
+    commands = service_commands(
+        lab=lab_port,
+        dagster=dagster_port,
+        dashboard=dashboard_port,
+        speed=speed,
+        lab_token=secrets.token_hex(16),
+        strategy=latest_champion() or "sma_cross",
+    )
     console.print(f"starting {', '.join(chosen)}; their addresses follow once they answer. Ctrl-C stops them all.")
-    probes = {"lab": f"http://127.0.0.1:{lab_port}/api", "dagster": f"http://127.0.0.1:{dagster_port}/server_info",
-              "dashboard": f"http://127.0.0.1:{dashboard_port}/_stcore/health"}
-    threading.Thread(target=announce, name="up-announce", daemon=True,
-                     kwargs={"where": {n: commands[n][1] for n in chosen},
-                             "probes": {n: u for n, u in probes.items() if n in chosen}}).start()
-    env = lab_environment({**os.environ, "PYTHONUNBUFFERED": "1",
-                           "DAGSTER_HOME": str(dagster_home())})  # the one pipelines.run uses
+    probes = {
+        "lab": f"http://127.0.0.1:{lab_port}/api",
+        "dagster": f"http://127.0.0.1:{dagster_port}/server_info",
+        "dashboard": f"http://127.0.0.1:{dashboard_port}/_stcore/health",
+    }
+    threading.Thread(
+        target=announce,
+        name="up-announce",
+        daemon=True,
+        kwargs={
+            "where": {n: commands[n][1] for n in chosen},
+            "probes": {n: u for n, u in probes.items() if n in chosen},
+        },
+    ).start()
+    env = lab_environment(
+        {**os.environ, "PYTHONUNBUFFERED": "1", "DAGSTER_HOME": str(dagster_home())}
+    )  # the one pipelines.run uses
     manager = Manager(Printer(sys.stdout))
     for name in chosen:
         manager.add_process(name, commands[name][0], env=env, cwd=str(REPO))
@@ -94,8 +114,10 @@ def _no_candles() -> str | None:
 
     lake = CandleLake(get_settings().lake_dir)
     if any(lake.last_ts(SeriesKey(DEFAULT_EXCHANGE, s, DEFAULT_TIMEFRAME)) is None for s in DEFAULT_SYMBOLS):
-        return (f"the lake under {lake.root} has no {DEFAULT_EXCHANGE} {DEFAULT_TIMEFRAME} candles of "
-                f"{' and '.join(DEFAULT_SYMBOLS)}; run `make demo` (or `tradeloop data import`) first")
+        return (
+            f"the lake under {lake.root} has no {DEFAULT_EXCHANGE} {DEFAULT_TIMEFRAME} candles of "
+            f"{' and '.join(DEFAULT_SYMBOLS)}; run `make demo` (or `tradeloop data import`) first"
+        )
     return None
 
 
@@ -116,8 +138,7 @@ def latest_champion() -> str | None:
     return max(promoted)[1] if promoted else None
 
 
-def announce(*, where: dict[str, str], probes: dict[str, str], timeout_s: float = 180.0,
-             out=None) -> dict[str, bool]:
+def announce(*, where: dict[str, str], probes: dict[str, str], timeout_s: float = 180.0, out=None) -> dict[str, bool]:
     """Wait until every service in ``probes`` answers (or ``timeout_s``), then print the table
     of addresses in one write, after the services' start-up output. Returns who answered."""
     deadline = time.monotonic() + timeout_s
@@ -141,7 +162,7 @@ def announce(*, where: dict[str, str], probes: dict[str, str], timeout_s: float 
 
 def _answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as reply:  # noqa: S310 - our own loopback services
+        with urllib.request.urlopen(url, timeout=2) as reply:
             return reply.status == 200
     except OSError:
         return False

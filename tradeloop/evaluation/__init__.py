@@ -10,6 +10,11 @@ from tradeloop.evaluation.overfitting import (
 from tradeloop.evaluation.splits import Fold, PurgedWalkForward
 
 __all__ = [
-    "Fold", "PurgedWalkForward", "deflated_sharpe", "expected_max_sharpe", "probabilistic_sharpe",
-    "probability_of_backtest_overfitting", "sharpe_per_period",
+    "Fold",
+    "PurgedWalkForward",
+    "deflated_sharpe",
+    "expected_max_sharpe",
+    "probabilistic_sharpe",
+    "probability_of_backtest_overfitting",
+    "sharpe_per_period",
 ]

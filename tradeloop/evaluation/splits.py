@@ -41,8 +41,7 @@ class PurgedWalkForward:
         if self.embargo_ms < 0:
             raise ConfigError(f"embargo_ms={self.embargo_ms}: must be >= 0")
 
-    def split(self, ts: np.ndarray, t1: np.ndarray | None = None, *, grid: np.ndarray | None = None
-              ) -> Iterator[Fold]:
+    def split(self, ts: np.ndarray, t1: np.ndarray | None = None, *, grid: np.ndarray | None = None) -> Iterator[Fold]:
         """Folds over events with decision times ``ts`` and label ends ``t1`` (default: ts).
 
         ``grid`` (e.g. every candle time) fixes the fold boundaries independently of where
@@ -56,8 +55,10 @@ class PurgedWalkForward:
             raise ConfigError("every label must end at or after its decision time (t1 >= ts)")
         times = np.unique(ts if grid is None else np.asarray(grid, dtype=np.int64))
         if times.size < self.n_splits + 1:
-            raise ConfigError(f"{times.size} distinct times cannot make {self.n_splits} walk-forward folds; "
-                              "use fewer splits or more data")
+            raise ConfigError(
+                f"{times.size} distinct times cannot make {self.n_splits} walk-forward folds; "
+                "use fewer splits or more data"
+            )
         blocks = np.array_split(times, self.n_splits + 1)
         for k in range(self.n_splits):
             block = blocks[k + 1]

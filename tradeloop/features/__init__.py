@@ -5,5 +5,11 @@ from tradeloop.features.memory import TOLERANCE, Memory
 from tradeloop.features.pipeline import DEFAULT_FEATURES, FeatureSpec, compute_features, feature_spec
 
 __all__ = [
-    "DEFAULT_FEATURES", "TOLERANCE", "FeatureSpec", "Memory", "compute_features", "feature_spec", "indicators",
+    "DEFAULT_FEATURES",
+    "TOLERANCE",
+    "FeatureSpec",
+    "Memory",
+    "compute_features",
+    "feature_spec",
+    "indicators",
 ]

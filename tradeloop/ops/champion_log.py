@@ -46,10 +46,14 @@ def age_words(*, trained_until_ms: int, max_age_ms: int, now_ms: int) -> str:
     if now_ms - trained_until_ms < 0:
         age = f"The champion saw data up to {iso_utc(trained_until_ms)} (in the future by this clock)"
     if now_ms > stale_at:
-        return (f"{age}; it went stale on {iso_utc(stale_at)}, {span_words(now_ms - stale_at)} ago: the live "
-                "engine no longer opens positions on it until a newer champion is promoted.")
-    return (f"{age}; it goes stale on {iso_utc(stale_at)}, in {span_words(stale_at - now_ms)} "
-            f"(maximum age {span_words(max_age_ms)}).")
+        return (
+            f"{age}; it went stale on {iso_utc(stale_at)}, {span_words(now_ms - stale_at)} ago: the live "
+            "engine no longer opens positions on it until a newer champion is promoted."
+        )
+    return (
+        f"{age}; it goes stale on {iso_utc(stale_at)}, in {span_words(stale_at - now_ms)} "
+        f"(maximum age {span_words(max_age_ms)})."
+    )
 
 
 def _utc(moment: datetime) -> datetime:
@@ -69,9 +73,13 @@ class ResearchEvent:
     @classmethod
     def from_row(cls, event: str, at: datetime, detail: dict) -> ResearchEvent:
         stale = detail.get("stale_at_ms")
-        return cls(event=event, at=_utc(at), reason=str(detail.get("reason") or "no reason recorded"),
-                   run_id=None if detail.get("run_id") is None else str(detail["run_id"]),
-                   stale_at_ms=int(stale) if isinstance(stale, int | float) and not isinstance(stale, bool) else None)
+        return cls(
+            event=event,
+            at=_utc(at),
+            reason=str(detail.get("reason") or "no reason recorded"),
+            run_id=None if detail.get("run_id") is None else str(detail["run_id"]),
+            stale_at_ms=int(stale) if isinstance(stale, int | float) and not isinstance(stale, bool) else None,
+        )
 
     def words(self) -> str:
         when = self.at.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -34,8 +34,10 @@ def connect(url: str, *, connect_timeout_s: float = 10.0) -> Engine:
         parsed = make_url(url)
         parsed.port  # noqa: B018 - a non-numeric port raises here, not at the first connection
     except (ArgumentError, ValueError):
-        raise ConfigError(f"DATABASE_URL={mask_url(url)!r} is not a SQLAlchemy URL; use e.g. "
-                          "postgresql+psycopg://user@host:5432/db or sqlite:///data/tradeloop.db") from None
+        raise ConfigError(
+            f"DATABASE_URL={mask_url(url)!r} is not a SQLAlchemy URL; use e.g. "
+            "postgresql+psycopg://user@host:5432/db or sqlite:///data/tradeloop.db"
+        ) from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -61,11 +63,21 @@ def connect(url: str, *, connect_timeout_s: float = 10.0) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         # keepalives and tcp_user_timeout: a server that vanished without closing the socket
         # (cable, failover) fails the query within ~30 s instead of hanging the engine
-        return create_engine(parsed, pool_pre_ping=True, connect_args={
-            "connect_timeout": max(2, round(connect_timeout_s)), "keepalives": 1, "keepalives_idle": 10,
-            "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": 30_000})
-    raise ConfigError(f"DATABASE_URL backend {parsed.get_backend_name()!r} is not supported; "
-                      "use sqlite:/// or postgresql+psycopg://")
+        return create_engine(
+            parsed,
+            pool_pre_ping=True,
+            connect_args={
+                "connect_timeout": max(2, round(connect_timeout_s)),
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+                "tcp_user_timeout": 30_000,
+            },
+        )
+    raise ConfigError(
+        f"DATABASE_URL backend {parsed.get_backend_name()!r} is not supported; use sqlite:/// or postgresql+psycopg://"
+    )
 
 
 def _alembic_config() -> Config:
@@ -94,8 +106,9 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
     except OperationalError as exc:
-        raise ConfigError(f"cannot reach the operational database {engine.url.render_as_string()}: "
-                          f"{exc.orig}; check DATABASE_URL") from exc
+        raise ConfigError(
+            f"cannot reach the operational database {engine.url.render_as_string()}: {exc.orig}; check DATABASE_URL"
+        ) from exc
 
 
 def check_reachable(url: str, *, timeout_s: float = 5.0, variable: str = "DATABASE_URL") -> None:
@@ -106,8 +119,9 @@ def check_reachable(url: str, *, timeout_s: float = 5.0, variable: str = "DATABA
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except DBAPIError as exc:
-        raise ConfigError(f"{variable}={mask_url(url)} is unreachable: {str(exc.orig).strip()}; "
-                          f"start the server or fix {variable}") from None
+        raise ConfigError(
+            f"{variable}={mask_url(url)} is unreachable: {str(exc.orig).strip()}; start the server or fix {variable}"
+        ) from None
     finally:
         engine.dispose()
 

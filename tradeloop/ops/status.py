@@ -23,8 +23,9 @@ STALE_AFTER_S = 180.0  # six missed heartbeats at the engine's default 30 s
 DISPLAY_STATUSES = ("running", "paused", "stale", "finished", "stopped")
 
 
-def session_status(stored: str, heartbeat_at: datetime | None, *, now: datetime,
-                   stale_after_s: float = STALE_AFTER_S) -> str:
+def session_status(
+    stored: str, heartbeat_at: datetime | None, *, now: datetime, stale_after_s: float = STALE_AFTER_S
+) -> str:
     """The status to show for a session stored as ``stored`` whose engine last beat at
     ``heartbeat_at`` (None: no engine is running it)."""
     if stored in ("stopped", "finished"):
@@ -37,8 +38,10 @@ def session_status(stored: str, heartbeat_at: datetime | None, *, now: datetime,
     return stored if age <= stale_after_s else "stale"
 
 
-IN_SAMPLE_WARNING = ("trades bars its champion was trained on (started with --allow-in-sample): its results are "
-                     "not evidence of how the model does on new data")
+IN_SAMPLE_WARNING = (
+    "trades bars its champion was trained on (started with --allow-in-sample): its results are "
+    "not evidence of how the model does on new data"
+)
 
 
 def sample_label(in_sample: bool) -> str:

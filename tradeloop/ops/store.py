@@ -23,8 +23,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tradeloop.errors import ConfigError, SessionStateError
 from tradeloop.ops.database import connect, migrate
-from tradeloop.ops.models import (AuditEvent, EngineLock, Fill, Order, OutboxEvent, Position,
-                                  ThresholdInForce, TradingSession, utcnow)
+from tradeloop.ops.models import (
+    AuditEvent,
+    EngineLock,
+    Fill,
+    Order,
+    OutboxEvent,
+    Position,
+    ThresholdInForce,
+    TradingSession,
+    utcnow,
+)
 
 OPEN_STATUSES = ("new", "submitted", "unknown")
 
@@ -44,8 +53,12 @@ def default_actor() -> str:
 
 
 # a replay that reached the end of its data is "finished"; ``live run`` resumes it (running)
-TRANSITIONS = {"running": {"paused", "stopped", "finished"}, "paused": {"running", "stopped"},
-               "finished": {"running", "stopped"}, "stopped": set()}
+TRANSITIONS = {
+    "running": {"paused", "stopped", "finished"},
+    "paused": {"running", "stopped"},
+    "finished": {"running", "stopped"},
+    "stopped": set(),
+}
 
 
 class OpsStore:
@@ -69,9 +82,20 @@ class OpsStore:
             yield db
 
     # ------------------------------------------------------------------ sessions
-    def create_session(self, *, name: str, strategy: str, exchange: str, timeframe: str, symbols: list[str],
-                       mode: str, init_cash: float, config: dict[str, Any], in_sample: bool = False,
-                       in_sample_detail: dict[str, Any] | None = None) -> TradingSession:
+    def create_session(
+        self,
+        *,
+        name: str,
+        strategy: str,
+        exchange: str,
+        timeframe: str,
+        symbols: list[str],
+        mode: str,
+        init_cash: float,
+        config: dict[str, Any],
+        in_sample: bool = False,
+        in_sample_detail: dict[str, Any] | None = None,
+    ) -> TradingSession:
         """A new running session with its ``session_started`` audit row. ``in_sample``: it trades
         bars its champion was trained on (allowed by the operator); an audit row
         ``session_in_sample`` records that, with ``in_sample_detail`` (e.g. first bar, training end)."""
@@ -80,13 +104,27 @@ class OpsStore:
         with self.transaction() as db:
             if db.scalar(select(TradingSession).where(TradingSession.name == name)) is not None:
                 raise SessionStateError(f"session {name!r} already exists; resume it or pick another --name")
-            row = TradingSession(name=name, strategy=strategy, exchange=exchange, timeframe=timeframe,
-                                 symbols=list(symbols), mode=mode, status="running", init_cash=init_cash,
-                                 cash=init_cash, config=config, in_sample=in_sample)
+            row = TradingSession(
+                name=name,
+                strategy=strategy,
+                exchange=exchange,
+                timeframe=timeframe,
+                symbols=list(symbols),
+                mode=mode,
+                status="running",
+                init_cash=init_cash,
+                cash=init_cash,
+                config=config,
+                in_sample=in_sample,
+            )
             db.add(row)
             db.flush()
-            self.audit(db, "session_started", session_id=row.id,
-                       detail={"symbols": list(symbols), "mode": mode, "in_sample": in_sample})
+            self.audit(
+                db,
+                "session_started",
+                session_id=row.id,
+                detail={"symbols": list(symbols), "mode": mode, "in_sample": in_sample},
+            )
             if in_sample:
                 self.audit(db, "session_in_sample", session_id=row.id, detail=in_sample_detail or {})
             return row
@@ -96,8 +134,9 @@ class OpsStore:
             row = db.scalar(select(TradingSession).where(TradingSession.name == name))
         if row is None:
             known = ", ".join(s.name for s in self.sessions()) or "none yet"
-            raise SessionStateError(f"no trading session named {name!r} (known: {known}); start one with "
-                                    "`tradeloop live run --name ...`")
+            raise SessionStateError(
+                f"no trading session named {name!r} (known: {known}); start one with `tradeloop live run --name ...`"
+            )
         return row
 
     def sessions(self) -> list[TradingSession]:
@@ -111,9 +150,10 @@ class OpsStore:
             if row is None:
                 raise SessionStateError(f"no trading session named {name!r}")
             if status != row.status and status not in TRANSITIONS[row.status]:
-                raise SessionStateError(f"session {name!r} is {row.status}; it cannot become {status}"
-                                        + (" (a stopped session is final: start a new one)"
-                                           if row.status == "stopped" else ""))
+                raise SessionStateError(
+                    f"session {name!r} is {row.status}; it cannot become {status}"
+                    + (" (a stopped session is final: start a new one)" if row.status == "stopped" else "")
+                )
             row.status = status
             self.audit(db, f"session_{status}", session_id=row.id)
             return row
@@ -133,8 +173,11 @@ class OpsStore:
     def beat(self, session_id: int, *, alive: bool = True) -> None:
         """The engine's heartbeat (``alive=False``: it exits; readers then see ``stale``)."""
         with self.transaction() as db:
-            db.execute(update(TradingSession).where(TradingSession.id == session_id)
-                       .values(heartbeat_at=utcnow() if alive else None))
+            db.execute(
+                update(TradingSession)
+                .where(TradingSession.id == session_id)
+                .values(heartbeat_at=utcnow() if alive else None)
+            )
 
     # ------------------------------------------------------------------ engine locks (holders)
     def lock_holder(self, key: str) -> EngineLock | None:
@@ -174,8 +217,9 @@ class OpsStore:
     def prune_outbox(self, *, relayed_before: datetime) -> int:
         """Delete events relayed before ``relayed_before``; the number deleted."""
         with self.transaction() as db:
-            result = db.execute(delete(OutboxEvent).where(OutboxEvent.relayed_at.is_not(None),
-                                                          OutboxEvent.relayed_at < relayed_before))
+            result = db.execute(
+                delete(OutboxEvent).where(OutboxEvent.relayed_at.is_not(None), OutboxEvent.relayed_at < relayed_before)
+            )
             return result.rowcount or 0
 
     # ------------------------------------------------------------------ halts and acknowledgements
@@ -187,8 +231,13 @@ class OpsStore:
         if row is None or symbol in (row.halted or {}):
             return False
         row.halted = {**(row.halted or {}), symbol: reason[:200]}  # a new dict: JSON columns track assignment
-        OpsStore.audit(db, "symbol_halted", session_id=session_id, order_id=order_id,
-                       detail={"symbol": symbol, "reason": reason[:200]})
+        OpsStore.audit(
+            db,
+            "symbol_halted",
+            session_id=session_id,
+            order_id=order_id,
+            detail={"symbol": symbol, "reason": reason[:200]},
+        )
         return True
 
     @staticmethod
@@ -212,39 +261,64 @@ class OpsStore:
             if row is None:
                 raise SessionStateError(f"no trading session named {name!r}")
             if row.status == "stopped":
-                raise SessionStateError(f"session {name!r} is stopped (final): there is nothing to acknowledge; "
-                                        "start a new session with another --name")
+                raise SessionStateError(
+                    f"session {name!r} is stopped (final): there is nothing to acknowledge; "
+                    "start a new session with another --name"
+                )
             if symbol is None:
                 if row.needs_ack is None:
-                    raise SessionStateError(f"session {name!r} is not waiting for an acknowledgement"
-                                            + (f"; halted symbols: {sorted(row.halted)} (lift one with --symbol)"
-                                               if row.halted else ""))
-                self.audit(db, "session_acknowledged", session_id=row.id, actor=actor,
-                           detail={"needs_ack": row.needs_ack})
+                    raise SessionStateError(
+                        f"session {name!r} is not waiting for an acknowledgement"
+                        + (f"; halted symbols: {sorted(row.halted)} (lift one with --symbol)" if row.halted else "")
+                    )
+                self.audit(
+                    db, "session_acknowledged", session_id=row.id, actor=actor, detail={"needs_ack": row.needs_ack}
+                )
                 row.needs_ack, row.venue_baseline = None, None
                 return row
             halted = dict(row.halted or {})
             if symbol not in halted:
-                raise SessionStateError(f"symbol {symbol!r} of session {name!r} is not halted (halted: "
-                                        f"{sorted(halted) or 'none'})")
-            unknown = db.scalars(select(Order.client_order_id).where(
-                Order.session_id == row.id, Order.symbol == symbol, Order.status == "unknown")).all()
+                raise SessionStateError(
+                    f"symbol {symbol!r} of session {name!r} is not halted (halted: {sorted(halted) or 'none'})"
+                )
+            unknown = db.scalars(
+                select(Order.client_order_id).where(
+                    Order.session_id == row.id, Order.symbol == symbol, Order.status == "unknown"
+                )
+            ).all()
             if unknown:
-                raise SessionStateError(f"order(s) {list(unknown)} on {symbol} still have an unknown outcome; the "
-                                        "engine resolves them once the venue answers, then ack the symbol")
+                raise SessionStateError(
+                    f"order(s) {list(unknown)} on {symbol} still have an unknown outcome; the "
+                    "engine resolves them once the venue answers, then ack the symbol"
+                )
             reason = halted.pop(symbol)
             row.halted = halted
-            self.audit(db, "symbol_resumed", session_id=row.id, actor=actor,
-                       detail={"symbol": symbol, "halted_for": reason})
+            self.audit(
+                db, "symbol_resumed", session_id=row.id, actor=actor, detail={"symbol": symbol, "halted_for": reason}
+            )
             return row
 
     # ------------------------------------------------------------------ writes inside a bar
     @staticmethod
-    def audit(db: Session, event: str, *, session_id: int | None = None, order_id: int | None = None,
-              detail: dict | None = None, actor: str | None = None) -> None:
+    def audit(
+        db: Session,
+        event: str,
+        *,
+        session_id: int | None = None,
+        order_id: int | None = None,
+        detail: dict | None = None,
+        actor: str | None = None,
+    ) -> None:
         """Append an audit row (the table refuses UPDATE and DELETE: see migration 0002)."""
-        db.add(AuditEvent(event=event, session_id=session_id, order_id=order_id, detail=detail or {},
-                          actor=actor or default_actor()))
+        db.add(
+            AuditEvent(
+                event=event,
+                session_id=session_id,
+                order_id=order_id,
+                detail=detail or {},
+                actor=actor or default_actor(),
+            )
+        )
 
     @staticmethod
     def add_fill(db: Session, fill: Fill) -> bool:
@@ -274,8 +348,13 @@ class OpsStore:
 
     def thresholds(self, session_id: int) -> list[ThresholdInForce]:
         with self._sessions() as db:
-            return list(db.scalars(select(ThresholdInForce).where(ThresholdInForce.session_id == session_id)
-                                   .order_by(ThresholdInForce.id)))
+            return list(
+                db.scalars(
+                    select(ThresholdInForce)
+                    .where(ThresholdInForce.session_id == session_id)
+                    .order_by(ThresholdInForce.id)
+                )
+            )
 
     def audit_log(self, session_id: int | None = None, *, events: tuple[str, ...] | None = None) -> list[AuditEvent]:
         """Audit rows, oldest first: of one session, and/or only the ``events`` named."""

@@ -26,8 +26,9 @@ if TYPE_CHECKING:
     from tradeloop.backtest.engine import BacktestResult
 
 
-def hold_equity(open_: np.ndarray, close: np.ndarray, *, cash_per_symbol: float, fee_rate: float,
-                slippage: float = 0.0) -> np.ndarray:
+def hold_equity(
+    open_: np.ndarray, close: np.ndarray, *, cash_per_symbol: float, fee_rate: float, slippage: float = 0.0
+) -> np.ndarray:
     """Equity (bars x symbols) of buying each column at its first open and holding it."""
     open_ = np.asarray(open_, dtype=np.float64)
     close = np.asarray(close, dtype=np.float64)
@@ -38,14 +39,21 @@ def hold_equity(open_: np.ndarray, close: np.ndarray, *, cash_per_symbol: float,
     with np.errstate(invalid="ignore", divide="ignore"):
         qty = np.where(first < bars, cash_per_symbol / (price * (1.0 + fee_rate)), 0.0)
     leftover = cash_per_symbol - np.where(first < bars, qty * price * (1.0 + fee_rate), 0.0)
-    marks = pl.DataFrame(close, schema=[f"c{j}" for j in range(k)], orient="row").select(
-        pl.all().fill_nan(None).forward_fill()).to_numpy().astype(np.float64) if k else close
+    marks = (
+        pl.DataFrame(close, schema=[f"c{j}" for j in range(k)], orient="row")
+        .select(pl.all().fill_nan(None).forward_fill())
+        .to_numpy()
+        .astype(np.float64)
+        if k
+        else close
+    )
     held = np.arange(bars)[:, None] >= first[None, :]
     return np.where(held, leftover + qty * np.nan_to_num(marks, nan=0.0), cash_per_symbol)
 
 
-def buy_and_hold(candles: pl.DataFrame, *, init_cash: float, fee_rate: float = 0.0,
-                 slippage: float = 0.0) -> pl.DataFrame:
+def buy_and_hold(
+    candles: pl.DataFrame, *, init_cash: float, fee_rate: float = 0.0, slippage: float = 0.0
+) -> pl.DataFrame:
     """Equal-weight buy and hold of the symbols in ``candles`` (``ts``, ``symbol``, ``open``, ``close``).
 
     Parameters
@@ -69,12 +77,22 @@ def buy_and_hold(candles: pl.DataFrame, *, init_cash: float, fee_rate: float = 0
     grid = frame.select(pl.col("ts").unique().sort())
 
     def wide(col: str) -> np.ndarray:
-        parts = [grid.join(frame.filter(pl.col("symbol") == s).select("ts", col), on="ts", how="left")[col]
-                 .cast(pl.Float64).fill_null(np.nan).to_numpy() for s in symbols]
+        parts = [
+            grid.join(frame.filter(pl.col("symbol") == s).select("ts", col), on="ts", how="left")[col]
+            .cast(pl.Float64)
+            .fill_null(np.nan)
+            .to_numpy()
+            for s in symbols
+        ]
         return np.column_stack(parts) if parts else np.empty((grid.height, 0))
 
-    equity = hold_equity(wide("open"), wide("close"), cash_per_symbol=init_cash / max(len(symbols), 1),
-                         fee_rate=fee_rate, slippage=slippage)
+    equity = hold_equity(
+        wide("open"),
+        wide("close"),
+        cash_per_symbol=init_cash / max(len(symbols), 1),
+        fee_rate=fee_rate,
+        slippage=slippage,
+    )
     return _long(grid["ts"].to_numpy(), tuple(symbols), equity)
 
 
@@ -89,14 +107,17 @@ def result_benchmark(result: BacktestResult) -> pl.DataFrame:
         raise ConfigError("this BacktestResult carries no prices; run it with run_backtest or backtest_strategy")
     config = result.config
     per_symbol = config.init_cash / len(prices.symbols) if config.cash_sharing else config.init_cash
-    equity = hold_equity(prices.open, prices.close, cash_per_symbol=per_symbol, fee_rate=config.fee_rate,
-                         slippage=config.slippage)
+    equity = hold_equity(
+        prices.open, prices.close, cash_per_symbol=per_symbol, fee_rate=config.fee_rate, slippage=config.slippage
+    )
     return _long(prices.ts, prices.symbols, equity)
 
 
 def _long(ts: np.ndarray, symbols: tuple[str, ...], equity: np.ndarray) -> pl.DataFrame:
-    return pl.DataFrame({
-        "ts": np.repeat(np.asarray(ts, dtype=np.int64), len(symbols)),
-        "portfolio": list(symbols) * len(ts),
-        "equity": equity.reshape(-1),
-    })
+    return pl.DataFrame(
+        {
+            "ts": np.repeat(np.asarray(ts, dtype=np.int64), len(symbols)),
+            "portfolio": list(symbols) * len(ts),
+            "equity": equity.reshape(-1),
+        }
+    )

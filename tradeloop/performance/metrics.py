@@ -115,8 +115,7 @@ def drawdown(equity_with_start: np.ndarray) -> tuple[float, int]:
 def trade_stats(trades: pl.DataFrame) -> dict[str, float]:
     closed = trades.filter(~pl.col("is_open")) if trades.height else trades
     if closed.height == 0:
-        return {"win_rate": math.nan, "profit_factor": math.nan, "expectancy": math.nan,
-                "avg_trade_return": math.nan}
+        return {"win_rate": math.nan, "profit_factor": math.nan, "expectancy": math.nan, "avg_trade_return": math.nan}
     pnl = closed["pnl"].to_numpy()
     gains = float(pnl[pnl > 0].sum())
     losses = float(-pnl[pnl < 0].sum())

@@ -54,7 +54,10 @@ def _ms(times: pl.Series) -> np.ndarray:
 
 def _layout(fig: go.Figure, *, title: str | None, height: int) -> go.Figure:
     fig.update_layout(
-        template="plotly_white", title=title, height=height, hovermode="x unified",
+        template="plotly_white",
+        title=title,
+        height=height,
+        hovermode="x unified",
         margin={"l": 60, "r": 20, "t": 60 if title else 30, "b": 40},
         # a title on the left, the legend on the right of the same line above the plot: they never overlap
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1},
@@ -67,9 +70,16 @@ def _thin(frame: pl.DataFrame, column: str, max_points: int | None) -> pl.DataFr
     return frame[thin_indices(frame[column].to_numpy(), max_points)]
 
 
-def equity_figure(equity: pl.DataFrame, *, benchmark: pl.DataFrame | None = None, log_scale: bool = False,
-                  title: str | None = None, init_cash: float | None = None, height: int = 560,
-                  max_points: int | None = MAX_POINTS) -> go.Figure:
+def equity_figure(
+    equity: pl.DataFrame,
+    *,
+    benchmark: pl.DataFrame | None = None,
+    log_scale: bool = False,
+    title: str | None = None,
+    init_cash: float | None = None,
+    height: int = 560,
+    max_points: int | None = MAX_POINTS,
+) -> go.Figure:
     """Equity curve over a drawdown panel, with an optional benchmark curve on both.
 
     Parameters
@@ -88,34 +98,82 @@ def equity_figure(equity: pl.DataFrame, *, benchmark: pl.DataFrame | None = None
     full = equity_frame(equity, what="equity")
     eq = _thin(full, "equity", max_points)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3], vertical_spacing=0.04)
-    fig.add_trace(go.Scatter(x=_ms(eq["time"]), y=eq["equity"].to_numpy(), name="strategy", mode="lines",
-                             line={"color": STRATEGY_COLOR, "width": 1.6}, hovertemplate="%{y:,.2f}"),
-                  row=1, col=1)
+    fig.add_trace(
+        go.Scatter(
+            x=_ms(eq["time"]),
+            y=eq["equity"].to_numpy(),
+            name="strategy",
+            mode="lines",
+            line={"color": STRATEGY_COLOR, "width": 1.6},
+            hovertemplate="%{y:,.2f}",
+        ),
+        row=1,
+        col=1,
+    )
     dd = _thin(drawdown_frame(full, init_cash=init_cash), "drawdown", max_points)
-    fig.add_trace(go.Scatter(x=_ms(dd["time"]), y=dd["drawdown"].to_numpy(), name="drawdown", mode="lines",
-                             fill="tozeroy", line={"color": DRAWDOWN_COLOR, "width": 1},
-                             fillcolor="rgba(214,39,40,0.25)", hovertemplate="%{y:.2%}"),
-                  row=2, col=1)
+    fig.add_trace(
+        go.Scatter(
+            x=_ms(dd["time"]),
+            y=dd["drawdown"].to_numpy(),
+            name="drawdown",
+            mode="lines",
+            fill="tozeroy",
+            line={"color": DRAWDOWN_COLOR, "width": 1},
+            fillcolor="rgba(214,39,40,0.25)",
+            hovertemplate="%{y:.2%}",
+        ),
+        row=2,
+        col=1,
+    )
     if benchmark is not None:
         bench_full = equity_frame(benchmark, what="benchmark")
         bench = _thin(bench_full, "equity", max_points)
-        fig.add_trace(go.Scatter(x=_ms(bench["time"]), y=bench["equity"].to_numpy(), name="buy & hold",
-                                 mode="lines", line={"color": BENCHMARK_COLOR, "width": 1.2, "dash": "dot"},
-                                 hovertemplate="%{y:,.2f}"),
-                      row=1, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=_ms(bench["time"]),
+                y=bench["equity"].to_numpy(),
+                name="buy & hold",
+                mode="lines",
+                line={"color": BENCHMARK_COLOR, "width": 1.2, "dash": "dot"},
+                hovertemplate="%{y:,.2f}",
+            ),
+            row=1,
+            col=1,
+        )
         bdd = _thin(drawdown_frame(bench_full, init_cash=init_cash), "drawdown", max_points)
-        fig.add_trace(go.Scatter(x=_ms(bdd["time"]), y=bdd["drawdown"].to_numpy(), name="buy & hold drawdown",
-                                 mode="lines", line={"color": BENCHMARK_COLOR, "width": 1, "dash": "dot"},
-                                 hovertemplate="%{y:.2%}", showlegend=False),
-                      row=2, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=_ms(bdd["time"]),
+                y=bdd["drawdown"].to_numpy(),
+                name="buy & hold drawdown",
+                mode="lines",
+                line={"color": BENCHMARK_COLOR, "width": 1, "dash": "dot"},
+                hovertemplate="%{y:.2%}",
+                showlegend=False,
+            ),
+            row=2,
+            col=1,
+        )
     _layout(fig, title=title, height=height)
     curves = [trace.y for trace in fig.data if trace.yaxis == "y"]
-    fig.update_yaxes(title_text="equity", type="log" if log_scale else "linear", tickformat=",.0f",
-                     rangemode="normal", row=1, col=1, **_flat_range(curves, log_scale=log_scale))
-    deepest = min((float(np.nanmin(t.y)) for t in fig.data if t.yaxis == "y2" and np.isfinite(t.y).any()),
-                  default=0.0)
-    fig.update_yaxes(title_text="drawdown", tickformat=".0%" if deepest <= -0.05 else ".1%", rangemode="tozero",
-                     row=2, col=1, **({"range": [-0.01, 0.0]} if deepest > -0.01 else {}))  # else 0..+100% when flat
+    fig.update_yaxes(
+        title_text="equity",
+        type="log" if log_scale else "linear",
+        tickformat=",.0f",
+        rangemode="normal",
+        row=1,
+        col=1,
+        **_flat_range(curves, log_scale=log_scale),
+    )
+    deepest = min((float(np.nanmin(t.y)) for t in fig.data if t.yaxis == "y2" and np.isfinite(t.y).any()), default=0.0)
+    fig.update_yaxes(
+        title_text="drawdown",
+        tickformat=".0%" if deepest <= -0.05 else ".1%",
+        rangemode="tozero",
+        row=2,
+        col=1,
+        **({"range": [-0.01, 0.0]} if deepest > -0.01 else {}),
+    )  # else 0..+100% when flat
     fig.update_xaxes(title_text="time (UTC)", row=2, col=1)
     _single_time(fig, _ms(eq["time"]))
     return fig
@@ -147,8 +205,9 @@ def _one_symbol(frame: pl.DataFrame, symbol: str | None, *, what: str) -> tuple[
     symbols = frame["symbol"].unique(maintain_order=True).to_list()
     if symbol is None:
         if len(symbols) > 1:
-            raise ConfigError(f"{what} holds {len(symbols)} symbols {symbols}; pass symbol=, e.g. "
-                              f"symbol={symbols[0]!r}")
+            raise ConfigError(
+                f"{what} holds {len(symbols)} symbols {symbols}; pass symbol=, e.g. symbol={symbols[0]!r}"
+            )
         return frame, symbols[0] if symbols else None
     if symbol not in symbols:
         raise ConfigError(f"symbol={symbol!r} is not in the {what}; it holds {symbols}")
@@ -160,15 +219,30 @@ def _coarser(candles: pl.DataFrame, max_candles: int | None) -> tuple[pl.DataFra
     if max_candles is None or candles.height <= max_candles:
         return candles, 1
     n = math.ceil(candles.height / max_candles)
-    merged = (candles.with_row_index("_i").group_by(pl.col("_i") // n, maintain_order=True)
-              .agg(pl.col("time").first(), pl.col("open").first(), pl.col("high").max(), pl.col("low").min(),
-                   pl.col("close").last()))
+    merged = (
+        candles.with_row_index("_i")
+        .group_by(pl.col("_i") // n, maintain_order=True)
+        .agg(
+            pl.col("time").first(),
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+        )
+    )
     return merged.drop("_i"), n
 
 
-def candles_figure(candles: pl.DataFrame, *, trades: pl.DataFrame | None = None, symbol: str | None = None,
-                   title: str | None = None, max_candles: int | None = 5000, max_markers: int | None = MAX_POINTS,
-                   height: int = 520) -> go.Figure:
+def candles_figure(
+    candles: pl.DataFrame,
+    *,
+    trades: pl.DataFrame | None = None,
+    symbol: str | None = None,
+    title: str | None = None,
+    max_candles: int | None = 5000,
+    max_markers: int | None = MAX_POINTS,
+    height: int = 520,
+) -> go.Figure:
     """Candlesticks with entries and exits.
 
     Parameters
@@ -197,9 +271,17 @@ def candles_figure(candles: pl.DataFrame, *, trades: pl.DataFrame | None = None,
     frame = frame.select(time=to_datetime(frame), open="open", high="high", low="low", close="close")
     frame = frame.drop_nans(["open", "high", "low", "close"]).sort("time")
     frame, n = _coarser(frame, max_candles)
-    fig = go.Figure(go.Candlestick(x=_ms(frame["time"]), open=frame["open"].to_numpy(),
-                                   high=frame["high"].to_numpy(), low=frame["low"].to_numpy(),
-                                   close=frame["close"].to_numpy(), name="candles", showlegend=False))
+    fig = go.Figure(
+        go.Candlestick(
+            x=_ms(frame["time"]),
+            open=frame["open"].to_numpy(),
+            high=frame["high"].to_numpy(),
+            low=frame["low"].to_numpy(),
+            close=frame["close"].to_numpy(),
+            name="candles",
+            showlegend=False,
+        )
+    )
     notes = [f"one candle = {n} bars"] if n > 1 else []
     if trades is not None and trades.height:
         picked = trades.filter(pl.col("symbol") == symbol) if symbol and "symbol" in trades.columns else trades
@@ -224,29 +306,45 @@ def _ordinal(k: int) -> str:
 
 
 def _marker(x: list, y, *, name: str, symbols: list[str], color: str | list[str], text: list[str]) -> go.Scatter:
-    return go.Scatter(x=x, y=y, name=name, mode="markers", text=text, hovertemplate="%{text}<extra></extra>",
-                      marker={"symbol": symbols, "color": color, "size": 11, "line": {"width": 1, "color": "#222"}})
+    return go.Scatter(
+        x=x,
+        y=y,
+        name=name,
+        mode="markers",
+        text=text,
+        hovertemplate="%{text}<extra></extra>",
+        marker={"symbol": symbols, "color": color, "size": 11, "line": {"width": 1, "color": "#222"}},
+    )
 
 
 def _ledger_markers(trades: pl.DataFrame) -> list[go.Scatter]:
     ledger = trades.with_columns(entry_time=to_datetime(trades, "entry_ts"), exit_time=to_datetime(trades, "exit_ts"))
     long = (ledger["side"] == "long").to_list()
     entries = _marker(
-        _ms(ledger["entry_time"]), ledger["entry_price"].to_numpy(), name="entries",
+        _ms(ledger["entry_time"]),
+        ledger["entry_price"].to_numpy(),
+        name="entries",
         symbols=["triangle-up" if lg else "triangle-down" for lg in long],
         color=[BUY_COLOR if lg else SELL_COLOR for lg in long],
-        text=[f"{'buy' if lg else 'sell short'} (enter {side}) at {px:,.2f}"
-              for lg, side, px in zip(long, ledger["side"], ledger["entry_price"], strict=True)],
+        text=[
+            f"{'buy' if lg else 'sell short'} (enter {side}) at {px:,.2f}"
+            for lg, side, px in zip(long, ledger["side"], ledger["entry_price"], strict=True)
+        ],
     )
     closed = ledger.filter(~pl.col("is_open"))
     long_closed = (closed["side"] == "long").to_list()
     exits = _marker(
-        _ms(closed["exit_time"]), closed["exit_price"].to_numpy(), name="exits",
+        _ms(closed["exit_time"]),
+        closed["exit_price"].to_numpy(),
+        name="exits",
         symbols=["triangle-down" if lg else "triangle-up" for lg in long_closed],
         color=[SELL_COLOR if lg else BUY_COLOR for lg in long_closed],
-        text=[f"{'sell' if lg else 'buy back'} (exit {side}, {reason}) at {px:,.2f}: {ret:+.2%}"
-              for lg, side, reason, px, ret in zip(long_closed, closed["side"], closed["exit_reason"],
-                                                   closed["exit_price"], closed["return"], strict=True)],
+        text=[
+            f"{'sell' if lg else 'buy back'} (exit {side}, {reason}) at {px:,.2f}: {ret:+.2%}"
+            for lg, side, reason, px, ret in zip(
+                long_closed, closed["side"], closed["exit_reason"], closed["exit_price"], closed["return"], strict=True
+            )
+        ],
     )
     return [entries, exits]
 
@@ -254,24 +352,36 @@ def _ledger_markers(trades: pl.DataFrame) -> list[go.Scatter]:
 def _fill_markers(fills: pl.DataFrame) -> list[go.Scatter]:
     missing = sorted({"side", "price"} - set(fills.columns))
     if missing or not ({"ts", "time"} & set(fills.columns)):
-        raise ConfigError(f"trades have columns {fills.columns}; pass a trade ledger (entry_ts, entry_price, ...) "
-                          "or fills (ts, side buy/sell, price)")
+        raise ConfigError(
+            f"trades have columns {fills.columns}; pass a trade ledger (entry_ts, entry_price, ...) "
+            "or fills (ts, side buy/sell, price)"
+        )
     fills = fills.with_columns(_time=to_datetime(fills), _side=pl.col("side").str.to_lowercase())
     out = []
-    for side, name, symbol, color in (("buy", "buys", "triangle-up", BUY_COLOR),
-                                      ("sell", "sells", "triangle-down", SELL_COLOR)):
+    for side, name, symbol, color in (
+        ("buy", "buys", "triangle-up", BUY_COLOR),
+        ("sell", "sells", "triangle-down", SELL_COLOR),
+    ):
         part = fills.filter(pl.col("_side") == side)
-        out.append(_marker(_ms(part["_time"]), part["price"].to_numpy(), name=name,
-                           symbols=[symbol] * part.height, color=color,
-                           text=[f"{side} at {px:,.2f}" for px in part["price"]]))
+        out.append(
+            _marker(
+                _ms(part["_time"]),
+                part["price"].to_numpy(),
+                name=name,
+                symbols=[symbol] * part.height,
+                color=color,
+                text=[f"{side} at {px:,.2f}" for px in part["price"]],
+            )
+        )
     return out
 
 
 MONTHS = [calendar.month_abbr[m] for m in range(1, 13)]
 
 
-def monthly_returns_figure(equity: pl.DataFrame, *, init_cash: float | None = None, title: str | None = None,
-                           height: int | None = None) -> go.Figure:
+def monthly_returns_figure(
+    equity: pl.DataFrame, *, init_cash: float | None = None, title: str | None = None, height: int | None = None
+) -> go.Figure:
     """Heatmap of calendar-month returns, years down and months across, each cell labelled in %.
 
     The year's label carries its compounded return. Months outside the curve stay blank.
@@ -287,14 +397,30 @@ def monthly_returns_figure(equity: pl.DataFrame, *, init_cash: float | None = No
     labels = [f"{y} ({total[y]:+.1%})" for y in years]
     finite = [abs(v) for v in months["return"].to_list() if v is not None and math.isfinite(v)]
     bound = max(finite, default=0.01) or 0.01
-    fig = go.Figure(go.Heatmap(
-        z=z, x=MONTHS, y=labels, text=text, texttemplate="%{text}", colorscale="RdYlGn", zmid=0.0,
-        zmin=-bound, zmax=bound, hovertemplate="%{y} %{x}: %{text}<extra></extra>", name="monthly returns",
-        colorbar={**_scale_ticks(bound), "title": {"text": "return"}}, xgap=2, ygap=2,
-    ))
-    fig.update_layout(template="plotly_white", title=title or "Monthly returns",
-                      height=height or max(220, 80 + 34 * len(years)),
-                      margin={"l": 110, "r": 20, "t": 60, "b": 30})
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=MONTHS,
+            y=labels,
+            text=text,
+            texttemplate="%{text}",
+            colorscale="RdYlGn",
+            zmid=0.0,
+            zmin=-bound,
+            zmax=bound,
+            hovertemplate="%{y} %{x}: %{text}<extra></extra>",
+            name="monthly returns",
+            colorbar={**_scale_ticks(bound), "title": {"text": "return"}},
+            xgap=2,
+            ygap=2,
+        )
+    )
+    fig.update_layout(
+        template="plotly_white",
+        title=title or "Monthly returns",
+        height=height or max(220, 80 + 34 * len(years)),
+        margin={"l": 110, "r": 20, "t": 60, "b": 30},
+    )
     fig.update_yaxes(type="category")
     return fig
 
@@ -309,10 +435,17 @@ def _scale_ticks(bound: float) -> dict:
     return {"tickvals": values, "ticktext": text}
 
 
-def rolling_sharpe_figure(equity: pl.DataFrame, *, timeframe: str, window_days: float = 90,
-                          benchmark: pl.DataFrame | None = None, init_cash: float | None = None,
-                          title: str | None = None, height: int = 360,
-                          max_points: int | None = MAX_POINTS) -> go.Figure:
+def rolling_sharpe_figure(
+    equity: pl.DataFrame,
+    *,
+    timeframe: str,
+    window_days: float = 90,
+    benchmark: pl.DataFrame | None = None,
+    init_cash: float | None = None,
+    title: str | None = None,
+    height: int = 360,
+    max_points: int | None = MAX_POINTS,
+) -> go.Figure:
     """Sharpe ratio over a trailing window (annualised with 365 days), with an optional benchmark line
     (each line thinned to ``max_points``, as in :func:`equity_figure`)."""
     fig = go.Figure()
@@ -322,14 +455,23 @@ def rolling_sharpe_figure(equity: pl.DataFrame, *, timeframe: str, window_days: 
     for name, frame, color in curves:
         rolling = rolling_sharpe_frame(frame, timeframe=timeframe, window_days=window_days, init_cash=init_cash)
         line = _thin(rolling, "sharpe", max_points)
-        fig.add_trace(go.Scatter(x=_ms(line["time"]), y=line["sharpe"].to_numpy(), name=name,
-                                 mode="lines", line={"color": color, "width": 1.4, **({"dash": "dot"} if
-                                                                                      name != "strategy" else {})},
-                                 hovertemplate="%{y:.2f}"))
+        fig.add_trace(
+            go.Scatter(
+                x=_ms(line["time"]),
+                y=line["sharpe"].to_numpy(),
+                name=name,
+                mode="lines",
+                line={"color": color, "width": 1.4, **({"dash": "dot"} if name != "strategy" else {})},
+                hovertemplate="%{y:.2f}",
+            )
+        )
         if name == "strategy" and rolling["sharpe"].is_not_nan().sum() == 0:
             short = rolling.height < round(window_days * bars_per_day(timeframe))
-            why = f"the curve is shorter than the {window_days:g}-day window" if short else \
-                f"no Sharpe: the curve is flat in every {window_days:g}-day window (no trades?)"
+            why = (
+                f"the curve is shorter than the {window_days:g}-day window"
+                if short
+                else f"no Sharpe: the curve is flat in every {window_days:g}-day window (no trades?)"
+            )
             fig.add_annotation(text=why, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
     fig.add_hline(y=0, line={"color": "#999", "width": 1})
     _layout(fig, title=title or f"Rolling Sharpe ({window_days:g} days)", height=height)

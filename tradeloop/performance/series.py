@@ -61,7 +61,7 @@ def drawdown_frame(equity: pl.DataFrame, *, init_cash: float | None = None) -> p
     """``time`` and ``drawdown`` (negative fraction) per bar."""
     eq = equity_frame(equity)
     dd = drawdown_series(_with_start(eq["equity"].to_numpy(), init_cash))
-    return eq.select("time").with_columns(drawdown=pl.Series(dd[-eq.height:] if eq.height else dd[:0]))
+    return eq.select("time").with_columns(drawdown=pl.Series(dd[-eq.height :] if eq.height else dd[:0]))
 
 
 def bar_returns(equity: pl.DataFrame, *, init_cash: float | None = None) -> pl.DataFrame:
@@ -76,9 +76,11 @@ def bar_returns(equity: pl.DataFrame, *, init_cash: float | None = None) -> pl.D
 def monthly_returns(equity: pl.DataFrame, *, init_cash: float | None = None) -> pl.DataFrame:
     """``year``, ``month`` (1-12) and ``return`` of each calendar month the curve touches."""
     eq = equity_frame(equity)
-    last = (eq.group_by(year=pl.col("time").dt.year(), month=pl.col("time").dt.month())
-            .agg(pl.col("equity").last())
-            .sort("year", "month"))
+    last = (
+        eq.group_by(year=pl.col("time").dt.year(), month=pl.col("time").dt.month())
+        .agg(pl.col("equity").last())
+        .sort("year", "month")
+    )
     start = float(init_cash) if init_cash is not None else (float(eq["equity"][0]) if eq.height else np.nan)
     previous = pl.col("equity").shift(1).fill_null(start)
     return last.select("year", "month", (pl.col("equity") / previous - 1.0).alias("return"))
@@ -88,8 +90,9 @@ def bars_per_day(timeframe: str) -> float:
     return DAY_MS / timeframe_ms(timeframe)
 
 
-def rolling_sharpe_frame(equity: pl.DataFrame, *, timeframe: str, window_days: float = 90,
-                         init_cash: float | None = None) -> pl.DataFrame:
+def rolling_sharpe_frame(
+    equity: pl.DataFrame, *, timeframe: str, window_days: float = 90, init_cash: float | None = None
+) -> pl.DataFrame:
     """``time`` and ``sharpe``: annualised (365 days) Sharpe over the trailing ``window_days``."""
     if window_days <= 0:
         raise ConfigError(f"window_days={window_days} must be positive, e.g. 90")

@@ -146,13 +146,18 @@ class Stats:
             if sec != section:
                 rows.append(f'<tr class="tl-section"><th colspan="3">{html.escape(sec)}</th></tr>')
                 section = sec
-            rows.append(f"<tr><td>{html.escape(metric)}</td><td>{html.escape(strat)}</td>"
-                        f"<td>{html.escape(bench)}</td></tr>")
-        main = (f'<table class="tl-stats"><thead><tr><th></th><th>{STRATEGY}</th><th>{html.escape(BENCHMARK)}</th>'
-                f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+            rows.append(
+                f"<tr><td>{html.escape(metric)}</td><td>{html.escape(strat)}</td><td>{html.escape(bench)}</td></tr>"
+            )
+        main = (
+            f'<table class="tl-stats"><thead><tr><th></th><th>{STRATEGY}</th><th>{html.escape(BENCHMARK)}</th>'
+            f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
         caption = html.escape(f"{self.title} · {', '.join(self.symbols)} {self.timeframe} · {self.sizing}")
-        return f'<div class="tl-stats-block"><p><b>{caption}</b></p>{main}<p><b>per symbol</b></p>' \
-               f"{frame_html(self.symbols_table())}</div>"
+        return (
+            f'<div class="tl-stats-block"><p><b>{caption}</b></p>{main}<p><b>per symbol</b></p>'
+            f"{frame_html(self.symbols_table())}</div>"
+        )
 
     def _repr_html_(self) -> str:
         return STYLE + self.to_html()
@@ -174,8 +179,10 @@ def frame_html(frame: pl.DataFrame, *, text: Sequence[str] = ()) -> str:
     (names), the others right (numbers)."""
     cls = [' class="tl-text"' if c in text else "" for c in frame.columns]
     head = "".join(f"<th{k}>{html.escape(c)}</th>" for c, k in zip(frame.columns, cls, strict=True))
-    body = "".join("<tr>" + "".join(f"<td{k}>{html.escape(str(v))}</td>" for v, k in zip(row, cls, strict=True))
-                   + "</tr>" for row in frame.iter_rows())
+    body = "".join(
+        "<tr>" + "".join(f"<td{k}>{html.escape(str(v))}</td>" for v, k in zip(row, cls, strict=True)) + "</tr>"
+        for row in frame.iter_rows()
+    )
     return f'<table class="tl-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -198,8 +205,12 @@ def describe_sizing(config: BacktestConfig) -> str:
         size = f"volatility target {fmt.pct(config.vol_target, 0)}/year (at most {fmt.pct(config.fraction, 0)})"
     else:
         size = f"{fmt.pct(config.fraction, 0)} of equity per position"
-    parts = [size, "shared cash" if config.cash_sharing else f"{fmt.money(config.init_cash)} per symbol",
-             f"fee {fmt.pct(config.fee_rate)}/side", f"slippage {fmt.pct(config.slippage)}"]
+    parts = [
+        size,
+        "shared cash" if config.cash_sharing else f"{fmt.money(config.init_cash)} per symbol",
+        f"fee {fmt.pct(config.fee_rate)}/side",
+        f"slippage {fmt.pct(config.slippage)}",
+    ]
     for name in ("stop_loss", "take_profit", "trailing_stop"):
         value = getattr(config, name)
         if value is not None:
@@ -218,10 +229,18 @@ def result_candles(result: BacktestResult, symbol: str | None = None) -> pl.Data
     parts = []
     for sym in picked:
         j = prices.symbols.index(sym)
-        parts.append(pl.DataFrame({
-            "ts": prices.ts.astype(np.int64), "symbol": [sym] * len(prices.ts), "open": prices.open[:, j],
-            "high": prices.high[:, j], "low": prices.low[:, j], "close": prices.close[:, j],
-        }).filter(pl.col("close").is_not_nan()))
+        parts.append(
+            pl.DataFrame(
+                {
+                    "ts": prices.ts.astype(np.int64),
+                    "symbol": [sym] * len(prices.ts),
+                    "open": prices.open[:, j],
+                    "high": prices.high[:, j],
+                    "low": prices.low[:, j],
+                    "close": prices.close[:, j],
+                }
+            ).filter(pl.col("close").is_not_nan())
+        )
     return pl.concat(parts)
 
 
@@ -235,7 +254,10 @@ def result_stats(result: BacktestResult, *, min_days: float = 30.0) -> Stats:
     if bars == 0:
         raise ConfigError("the backtest has no bars; give it candles (check the date range)")
     strategy = compute_metrics(
-        total["equity"].to_numpy(), init_cash=result.capital, periods_per_year=ppy, trades=result.trades,
+        total["equity"].to_numpy(),
+        init_cash=result.capital,
+        periods_per_year=ppy,
+        trades=result.trades,
         bars_in_market=round(float(np.mean(result.bars_in_market))),
         traded_notional=float(np.sum(result.traded_notional)),
     )
@@ -243,23 +265,38 @@ def result_stats(result: BacktestResult, *, min_days: float = 30.0) -> Stats:
     benchmark = None
     if bench_frame is not None:
         bench_total = equity_frame(bench_frame)["equity"].to_numpy()
-        benchmark = compute_metrics(bench_total, init_cash=result.capital, periods_per_year=ppy,
-                                    bars_in_market=_hold_bars_in_market(result))
+        benchmark = compute_metrics(
+            bench_total, init_cash=result.capital, periods_per_year=ppy, bars_in_market=_hold_bars_in_market(result)
+        )
     bar_days = timeframe_ms(result.timeframe) / DAY_MS
     closed = result.trades.filter(~pl.col("is_open"))
     per_symbol = _per_symbol(result, bench_frame, bars=bars, bar_days=bar_days)
     if not result.config.cash_sharing:
-        own = result_metrics(result).select(symbol="portfolio", own_return="total_return", sharpe="sharpe",
-                                            max_drawdown="max_drawdown")
-        per_symbol = (per_symbol.join(own, on="symbol", how="left")
-                      .with_columns(pl.col("own_return").alias("return")).drop("own_return"))
+        own = result_metrics(result).select(
+            symbol="portfolio", own_return="total_return", sharpe="sharpe", max_drawdown="max_drawdown"
+        )
+        per_symbol = (
+            per_symbol.join(own, on="symbol", how="left")
+            .with_columns(pl.col("own_return").alias("return"))
+            .drop("own_return")
+        )
     ts = total["time"].dt.epoch("ms")
     return Stats(
-        title=result.strategy or "backtest", symbols=result.symbols, timeframe=result.timeframe,
-        sizing=describe_sizing(result.config), start_ms=int(ts[0]), end_ms=int(ts[-1]), bars=bars,
-        days=bars * bar_days, min_days=min_days, strategy=strategy, benchmark=benchmark,
-        best_trade=_or_nan(closed["return"].max()), worst_trade=_or_nan(closed["return"].min()),
-        avg_trade_days=_or_nan(closed["bars_held"].mean()) * bar_days, per_symbol=per_symbol,
+        title=result.strategy or "backtest",
+        symbols=result.symbols,
+        timeframe=result.timeframe,
+        sizing=describe_sizing(result.config),
+        start_ms=int(ts[0]),
+        end_ms=int(ts[-1]),
+        bars=bars,
+        days=bars * bar_days,
+        min_days=min_days,
+        strategy=strategy,
+        benchmark=benchmark,
+        best_trade=_or_nan(closed["return"].max()),
+        worst_trade=_or_nan(closed["return"].min()),
+        avg_trade_days=_or_nan(closed["bars_held"].mean()) * bar_days,
+        per_symbol=per_symbol,
     )
 
 
@@ -283,20 +320,26 @@ def _per_symbol(result: BacktestResult, bench: pl.DataFrame | None, *, bars: int
     k = len(result.symbols)
     base = result.capital if result.config.cash_sharing else result.config.init_cash
     bench_cash = result.capital / k
-    bench_last = dict(bench.group_by("portfolio").agg(pl.col("equity").last()).iter_rows()) if bench is not None \
-        else {}
+    bench_last = dict(bench.group_by("portfolio").agg(pl.col("equity").last()).iter_rows()) if bench is not None else {}
     rows = []
     for sym in result.symbols:
         trades = result.trades.filter(pl.col("symbol") == sym)
         closed = trades.filter(~pl.col("is_open"))
         ts = trade_stats(trades)
         pnl = float(trades["pnl"].sum())
-        rows.append({
-            "symbol": sym, "trades": trades.height, "win_rate": ts["win_rate"],
-            "avg_trade_return": ts["avg_trade_return"], "best_trade": _or_nan(closed["return"].max()),
-            "worst_trade": _or_nan(closed["return"].min()),
-            "avg_trade_days": _or_nan(closed["bars_held"].mean()) * bar_days,
-            "time_in_market": float(trades["bars_held"].sum()) / bars, "pnl": pnl, "return": pnl / base,
-            "buy_and_hold": bench_last[sym] / bench_cash - 1.0 if sym in bench_last else math.nan,
-        })
+        rows.append(
+            {
+                "symbol": sym,
+                "trades": trades.height,
+                "win_rate": ts["win_rate"],
+                "avg_trade_return": ts["avg_trade_return"],
+                "best_trade": _or_nan(closed["return"].max()),
+                "worst_trade": _or_nan(closed["return"].min()),
+                "avg_trade_days": _or_nan(closed["bars_held"].mean()) * bar_days,
+                "time_in_market": float(trades["bars_held"].sum()) / bars,
+                "pnl": pnl,
+                "return": pnl / base,
+                "buy_and_hold": bench_last[sym] / bench_cash - 1.0 if sym in bench_last else math.nan,
+            }
+        )
     return pl.DataFrame(rows)

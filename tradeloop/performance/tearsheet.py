@@ -24,7 +24,6 @@ from tradeloop.data.atomic import write_bytes_atomic
 from tradeloop.data.schema import timeframe_ms
 from tradeloop.performance import format as fmt
 from tradeloop.performance.plots import (
-    candles_figure,
     equity_figure,
     monthly_returns_figure,
     rolling_sharpe_figure,
@@ -64,35 +63,57 @@ def tearsheet_html(result: BacktestResult, *, title: str | None = None, stats: S
     name = title or stats.title
     bench = result.benchmark()
     figures: list[tuple[str, go.Figure]] = [
-        ("Equity and drawdown", equity_figure(result.equity, benchmark=bench, init_cash=result.capital,
-                                              log_scale=_grows_tenfold(result, bench))),
+        (
+            "Equity and drawdown",
+            equity_figure(
+                result.equity, benchmark=bench, init_cash=result.capital, log_scale=_grows_tenfold(result, bench)
+            ),
+        ),
         ("Monthly returns", monthly_returns_figure(result.equity, init_cash=result.capital, title=" ")),
-        ("Rolling Sharpe", rolling_sharpe_figure(result.equity, timeframe=result.timeframe, benchmark=bench,
-                                                 init_cash=result.capital, title="90-day window")),
+        (
+            "Rolling Sharpe",
+            rolling_sharpe_figure(
+                result.equity,
+                timeframe=result.timeframe,
+                benchmark=bench,
+                init_cash=result.capital,
+                title="90-day window",
+            ),
+        ),
     ]
     shown = result.symbols if len(result.symbols) <= MAX_CANDLE_CHARTS else result.symbols[:1]
     for sym in shown:
         figures.append((f"{sym}: trades on the price", result.plot_candles(sym)))
     charts = "\n".join(f"<h2>{html.escape(label)}</h2>\n{_figure_html(fig)}" for label, fig in figures)
     if len(shown) < len(result.symbols):
-        charts += (f'<p class="note">{len(result.symbols)} symbols: the price chart shows the first; '
-                   "result.plot_candles(symbol) draws any other.</p>")
-    body = "\n".join([
-        _header(stats, name),
-        _cards(stats),
-        '<h2>Statistics</h2><div class="columns">', stats.to_html(), "</div>",
-        charts,
-        "<h2>Trades</h2>", _trades_html(result),
-    ])
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{html.escape(name)}: backtest report</title>{PAGE_STYLE}{STYLE}"
-            f'<script type="text/javascript">{get_plotlyjs()}</script></head>'
-            f"<body><main>\n{body}\n</main></body></html>\n")
+        charts += (
+            f'<p class="note">{len(result.symbols)} symbols: the price chart shows the first; '
+            "result.plot_candles(symbol) draws any other.</p>"
+        )
+    body = "\n".join(
+        [
+            _header(stats, name),
+            _cards(stats),
+            '<h2>Statistics</h2><div class="columns">',
+            stats.to_html(),
+            "</div>",
+            charts,
+            "<h2>Trades</h2>",
+            _trades_html(result),
+        ]
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(name)}: backtest report</title>{PAGE_STYLE}{STYLE}"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head>'
+        f"<body><main>\n{body}\n</main></body></html>\n"
+    )
 
 
-def write_tearsheet(result: BacktestResult, path: str | Path, *, title: str | None = None,
-                    stats: Stats | None = None) -> Path:
+def write_tearsheet(
+    result: BacktestResult, path: str | Path, *, title: str | None = None, stats: Stats | None = None
+) -> Path:
     """Write :func:`tearsheet_html` to ``path`` atomically; returns the path."""
     target = Path(path)
     write_bytes_atomic(tearsheet_html(result, title=title, stats=stats).encode("utf-8"), target)
@@ -111,23 +132,32 @@ def _figure_html(fig: go.Figure) -> str:
 
 def _header(stats: Stats, name: str) -> str:
     date_only = timeframe_ms(stats.timeframe) >= DAY_MS
-    period = (f"{fmt.when(stats.start_ms, date_only=date_only)} to {fmt.when(stats.end_ms, date_only=date_only)}"
-              f" UTC ({fmt.days(stats.days)}, {stats.bars:,} bars)")
-    lines = [f"<h1>{html.escape(name)}</h1>",
-             f'<p class="meta"><b>symbols</b> {html.escape(", ".join(stats.symbols))} · <b>timeframe</b> '
-             f"{html.escape(stats.timeframe)} · <b>period</b> {html.escape(period)}</p>",
-             f'<p class="meta"><b>sizing</b> {html.escape(stats.sizing)}</p>',
-             '<p class="meta"><b>benchmark</b> buy and hold of the same symbols, equal weight, same capital, '
-             "fee and slippage</p>"]
+    period = (
+        f"{fmt.when(stats.start_ms, date_only=date_only)} to {fmt.when(stats.end_ms, date_only=date_only)}"
+        f" UTC ({fmt.days(stats.days)}, {stats.bars:,} bars)"
+    )
+    lines = [
+        f"<h1>{html.escape(name)}</h1>",
+        f'<p class="meta"><b>symbols</b> {html.escape(", ".join(stats.symbols))} · <b>timeframe</b> '
+        f"{html.escape(stats.timeframe)} · <b>period</b> {html.escape(period)}</p>",
+        f'<p class="meta"><b>sizing</b> {html.escape(stats.sizing)}</p>',
+        '<p class="meta"><b>benchmark</b> buy and hold of the same symbols, equal weight, same capital, '
+        "fee and slippage</p>",
+    ]
     if stats.short_sample:
-        lines.append(f'<p class="note">{fmt.days_under(stats.days)} is shorter than {stats.min_days:g} days: '
-                     "annualised figures (CAGR, volatility, Sharpe, Sortino, Calmar) are not shown.</p>")
+        lines.append(
+            f'<p class="note">{fmt.days_under(stats.days)} is shorter than {stats.min_days:g} days: '
+            "annualised figures (CAGR, volatility, Sharpe, Sortino, Calmar) are not shown.</p>"
+        )
     return "\n".join(lines)
 
 
 def _cards(stats: Stats) -> str:
     s, b = stats.strategy, stats.benchmark
-    annual = (lambda v, how: "n/a" if stats.short_sample else how(v))  # the note above the cards says why
+
+    def annual(v, how):  # the note above the cards says why
+        return "n/a" if stats.short_sample else how(v)
+
     cards = [
         ("total return", fmt.signed_pct(s.total_return), fmt.signed_pct(b.total_return) if b else "-"),
         ("CAGR", annual(s.cagr, fmt.signed_pct), annual(b.cagr, fmt.signed_pct) if b else "-"),
@@ -139,7 +169,8 @@ def _cards(stats: Stats) -> str:
     items = "".join(
         f'<div class="card"><div class="label">{html.escape(label)}</div><div class="value">{html.escape(value)}'
         f'</div><div class="bench">{"buy &amp; hold " + html.escape(bench) if bench else "&nbsp;"}</div></div>'
-        for label, value, bench in cards)
+        for label, value, bench in cards
+    )
     return f'<div class="cards">{items}</div>'
 
 
@@ -148,22 +179,30 @@ def _trades_html(result: BacktestResult) -> str:
         return "<p>No trades.</p>"
     ledger = trade_list(result.trades, timeframe=result.timeframe)
     shown = ledger.head(MAX_TRADE_ROWS)
-    frame = pl.DataFrame({
-        "#": [str(i + 1) for i in range(shown.height)],
-        "symbol": shown["symbol"], "side": shown["side"],
-        "entry (UTC)": [fmt.when(int(v)) for v in shown["entry_ts"]],
-        "exit (UTC)": [fmt.when(int(v)) + (" (open)" if o else "") for v, o in zip(shown["exit_ts"], shown["is_open"],
-                                                                                   strict=True)],
-        "entry price": [fmt.money(v) for v in shown["entry_price"]],
-        "exit price": [fmt.money(v) for v in shown["exit_price"]],
-        "qty": [f"{v:,.6g}" for v in shown["qty"]],
-        "return": [fmt.signed_pct(v) for v in shown["return"]],
-        "pnl": [fmt.money(v) for v in shown["pnl"]],
-        "fees": [fmt.money(v) for v in shown["fees"]],
-        "duration": [fmt.days(v) for v in shown["duration_days"]],
-        "exit reason": shown["exit_reason"],
-    })
-    note = (f"<p>First {MAX_TRADE_ROWS:,} of {ledger.height:,} trades; "
-            "<code>tradeloop backtest ... --export trades.csv</code> writes them all.</p>"
-            if ledger.height > MAX_TRADE_ROWS else f"<p>{ledger.height:,} trades.</p>")
+    frame = pl.DataFrame(
+        {
+            "#": [str(i + 1) for i in range(shown.height)],
+            "symbol": shown["symbol"],
+            "side": shown["side"],
+            "entry (UTC)": [fmt.when(int(v)) for v in shown["entry_ts"]],
+            "exit (UTC)": [
+                fmt.when(int(v)) + (" (open)" if o else "")
+                for v, o in zip(shown["exit_ts"], shown["is_open"], strict=True)
+            ],
+            "entry price": [fmt.money(v) for v in shown["entry_price"]],
+            "exit price": [fmt.money(v) for v in shown["exit_price"]],
+            "qty": [f"{v:,.6g}" for v in shown["qty"]],
+            "return": [fmt.signed_pct(v) for v in shown["return"]],
+            "pnl": [fmt.money(v) for v in shown["pnl"]],
+            "fees": [fmt.money(v) for v in shown["fees"]],
+            "duration": [fmt.days(v) for v in shown["duration_days"]],
+            "exit reason": shown["exit_reason"],
+        }
+    )
+    note = (
+        f"<p>First {MAX_TRADE_ROWS:,} of {ledger.height:,} trades; "
+        "<code>tradeloop backtest ... --export trades.csv</code> writes them all.</p>"
+        if ledger.height > MAX_TRADE_ROWS
+        else f"<p>{ledger.height:,} trades.</p>"
+    )
     return f'{note}<div class="scroll">{frame_html(frame, text=("symbol", "side", "exit reason"))}</div>'

@@ -21,7 +21,8 @@ def trade_list(trades: pl.DataFrame, *, timeframe: str) -> pl.DataFrame:
     """A ledger (``BacktestResult.trades``) with ``entry_time``/``exit_time`` (UTC) and ``duration_days``."""
     utc = pl.Datetime("ms", "UTC")
     return trades.select(
-        "symbol", "side",
+        "symbol",
+        "side",
         pl.from_epoch("entry_ts", time_unit="ms").cast(utc).alias("entry_time"),
         pl.from_epoch("exit_ts", time_unit="ms").cast(utc).alias("exit_time"),
         (pl.col("bars_held") * (timeframe_ms(timeframe) / DAY_MS)).alias("duration_days"),
@@ -33,8 +34,10 @@ def export_format(path: str | Path, *, option: str = "path") -> str:
     """``'csv'`` or ``'parquet'`` from the extension; anything else is a ConfigError naming the fix."""
     suffix = Path(path).suffix.lower()
     if suffix not in EXPORT_FORMATS:
-        raise ConfigError(f"{option}={str(path)!r} has extension {suffix or '(none)'!r}; the trades export is "
-                          "CSV or Parquet: end the file name in .csv or .parquet, e.g. trades.csv")
+        raise ConfigError(
+            f"{option}={str(path)!r} has extension {suffix or '(none)'!r}; the trades export is "
+            "CSV or Parquet: end the file name in .csv or .parquet, e.g. trades.csv"
+        )
     return suffix[1:]
 
 

@@ -55,8 +55,9 @@ class ModelRegistry:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelError(f"{path} is not valid JSON ({exc}); restore it from the history file") from None
         except RecursionError:
-            raise ModelError(f"{path} is nested too deeply to be a manifest tradeloop wrote; restore it from the "
-                             "history file") from None
+            raise ModelError(
+                f"{path} is nested too deeply to be a manifest tradeloop wrote; restore it from the history file"
+            ) from None
         except OSError as exc:
             raise ModelError(f"{path} cannot be read ({exc}); fix its permissions or restore it") from None
         return parse_manifest(raw, strategy=strategy, source=str(path))
@@ -80,8 +81,9 @@ class ModelRegistry:
             try:
                 events.append(HistoryEvent.model_validate_json(line).model_dump())
             except ValidationError as exc:
-                raise ModelError(f"{path} line {number} is malformed: {problems(exc)}; remove or repair that "
-                                 "line") from None
+                raise ModelError(
+                    f"{path} line {number} is malformed: {problems(exc)}; remove or repair that line"
+                ) from None
         return events
 
     def load(self, strategy: str) -> tuple[ChampionEntry, ThresholdModel]:
@@ -95,8 +97,10 @@ class ModelRegistry:
         """The artifact's model after its hash, its files and its strategy were checked."""
         model = ThresholdModel.load(self.store.verify(artifact))
         if model.strategy.name != strategy:
-            raise ModelError(f"artifact {artifact[:12]} holds a {model.strategy.name} model, not {strategy}; "
-                             f"promote it as the champion of {model.strategy.name}, or train a {strategy} model")
+            raise ModelError(
+                f"artifact {artifact[:12]} holds a {model.strategy.name} model, not {strategy}; "
+                f"promote it as the champion of {model.strategy.name}, or train a {strategy} model"
+            )
         return model
 
     # ------------------------------------------------------------------ changing
@@ -132,26 +136,31 @@ class ModelRegistry:
             back = doc.previous[-1]
             self.model_of(back.artifact, strategy=strategy)
             entry = back.model_copy(update={"promoted_at": _now()})
-            self._write(strategy, Manifest(current=entry, previous=doc.previous[:-1]), event="rollback",
-                        artifact=back.artifact)
+            self._write(
+                strategy, Manifest(current=entry, previous=doc.previous[:-1]), event="rollback", artifact=back.artifact
+            )
         return entry
 
     def _write(self, strategy: str, doc: Manifest, *, event: str, artifact: str) -> None:
-        write_bytes_atomic(json.dumps(doc.model_dump(mode="json"), indent=2, sort_keys=True).encode(),
-                           self._manifest_path(strategy))
+        write_bytes_atomic(
+            json.dumps(doc.model_dump(mode="json"), indent=2, sort_keys=True).encode(), self._manifest_path(strategy)
+        )
         line = json.dumps({"event": event, "artifact": artifact, "at": _now()}) + "\n"
         with open(self.champions_dir / f"{strategy}.history.jsonl", "a") as fh:
             fh.write(line)
 
     def _resolve(self, prefix: str) -> str:
         if not re.fullmatch(r"[0-9a-f]{6,64}", prefix):
-            raise ModelError(f"artifact={prefix!r} is not an artifact id; give its id or a unique prefix of at "
-                             "least 6 lower-case hex digits (tradeloop models list shows them)")
+            raise ModelError(
+                f"artifact={prefix!r} is not an artifact id; give its id or a unique prefix of at "
+                "least 6 lower-case hex digits (tradeloop models list shows them)"
+            )
         matches = [d for d in self.store.list() if d.startswith(prefix)]
         if len(matches) != 1:
             known = ", ".join(d[:12] for d in self.store.list()) or "none"
-            raise ModelError(f"artifact {prefix!r} matches {len(matches)} stored artifacts (known: {known}); "
-                             "give more of its id")
+            raise ModelError(
+                f"artifact {prefix!r} matches {len(matches)} stored artifacts (known: {known}); give more of its id"
+            )
         return matches[0]
 
 

@@ -19,8 +19,11 @@ class Lineage(BaseModel):
     parameters: dict = Field(default_factory=dict)
     run_id: str | None = Field(default=None, description="Dagster run id")
     metrics: dict = Field(default_factory=dict)
-    gate: list[dict] = Field(default_factory=list, description="the promotion gate's checks as promoted: name, "
-                             "value, bar, passed, detail, shown, shown_bar (tradeloop.research.gate)")
+    gate: list[dict] = Field(
+        default_factory=list,
+        description="the promotion gate's checks as promoted: name, "
+        "value, bar, passed, detail, shown, shown_bar (tradeloop.research.gate)",
+    )
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
 
@@ -28,10 +31,17 @@ def git_commit(repo: Path | None = None) -> str:
     """HEAD's commit id, with ``-dirty`` when tracked files changed; ``unknown`` outside git."""
     cwd = str(repo) if repo else None
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("-dirty" if dirty else "")

@@ -56,13 +56,17 @@ EMPTY = Manifest(current=None, previous=())
 
 def parse_manifest(raw: object, *, strategy: str, source: str) -> Manifest:
     """``raw`` (decoded JSON) as the manifest of ``strategy``; ``ModelError`` names what is wrong."""
-    fix = (f"restore it from {strategy}.history.jsonl (promote the artifact logged last with "
-           "`tradeloop models promote`) or delete it and promote again")
+    fix = (
+        f"restore it from {strategy}.history.jsonl (promote the artifact logged last with "
+        "`tradeloop models promote`) or delete it and promote again"
+    )
     manifest = parse(Manifest, raw, source=source, fix=fix)
-    entries = ([("current", manifest.current)] if manifest.current else []) + \
-        [(f"previous.{i}", e) for i, e in enumerate(manifest.previous)]
+    entries = ([("current", manifest.current)] if manifest.current else []) + [
+        (f"previous.{i}", e) for i, e in enumerate(manifest.previous)
+    ]
     for where, entry in entries:
         if entry.strategy != strategy:
-            raise ModelError(f"{source} is malformed: {where}.strategy = {entry.strategy!r} in the manifest of "
-                             f"{strategy!r}; {fix}")
+            raise ModelError(
+                f"{source} is malformed: {where}.strategy = {entry.strategy!r} in the manifest of {strategy!r}; {fix}"
+            )
     return manifest

@@ -37,14 +37,23 @@ def tree_files(directory: Path) -> list[Path]:
     """The regular files under ``directory`` (relative paths, sorted); a link or special file is refused."""
     directory = Path(directory)
     if not directory.is_dir() or directory.is_symlink():
-        what = ("is a symbolic link" if directory.is_symlink() else
-                "is not a folder" if directory.exists() else "does not exist")
-        raise ModelError(f"{directory} {what}: give a saved model folder (holding model.json and "
-                         "classifier.skops), e.g. the model/ folder a research run wrote")
+        what = (
+            "is a symbolic link"
+            if directory.is_symlink()
+            else "is not a folder"
+            if directory.exists()
+            else "does not exist"
+        )
+        raise ModelError(
+            f"{directory} {what}: give a saved model folder (holding model.json and "
+            "classifier.skops), e.g. the model/ folder a research run wrote"
+        )
 
     def fail(exc: OSError) -> NoReturn:
-        raise ModelError(f"{exc.filename} cannot be read ({type(exc).__name__}: {exc.strerror or exc}); fix its "
-                         "permissions or remove it from the model folder")
+        raise ModelError(
+            f"{exc.filename} cannot be read ({type(exc).__name__}: {exc.strerror or exc}); fix its "
+            "permissions or remove it from the model folder"
+        )
 
     files = []
     for top, dirs, names in os.walk(directory, onerror=fail, followlinks=False):
@@ -55,13 +64,17 @@ def tree_files(directory: Path) -> list[Path]:
             except OSError as exc:
                 fail(exc)
             if stat.S_ISLNK(mode):
-                raise ModelError(f"{path} is a symbolic link (to {os.readlink(path)}); a model folder holds only "
-                                 "regular files and folders: replace the link with the file itself or remove it")
+                raise ModelError(
+                    f"{path} is a symbolic link (to {os.readlink(path)}); a model folder holds only "
+                    "regular files and folders: replace the link with the file itself or remove it"
+                )
             if stat.S_ISREG(mode):
                 files.append(path.relative_to(directory))
             elif not stat.S_ISDIR(mode):
-                raise ModelError(f"{path} is not a regular file (mode {stat.filemode(mode)}); a model folder holds "
-                                 "only regular files and folders: remove it")
+                raise ModelError(
+                    f"{path} is not a regular file (mode {stat.filemode(mode)}); a model folder holds "
+                    "only regular files and folders: remove it"
+                )
     return sorted(files, key=lambda p: p.as_posix())
 
 
@@ -69,8 +82,10 @@ def _open_file(path: Path):
     try:
         return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
     except OSError as exc:  # swapped for a link after the walk (ELOOP), removed, unreadable
-        raise ModelError(f"{path} cannot be read ({type(exc).__name__}: {exc.strerror or exc}); a model folder "
-                         "holds only regular files: fix it and try again") from None
+        raise ModelError(
+            f"{path} cannot be read ({type(exc).__name__}: {exc.strerror or exc}); a model folder "
+            "holds only regular files: fix it and try again"
+        ) from None
 
 
 def tree_digest(directory: Path) -> str:
@@ -132,14 +147,20 @@ class ArtifactStore:
         try:
             actual = tree_digest(target)
         except ModelError as exc:
-            raise ArtifactIntegrityError(f"artifact {digest[:12]} is corrupted or tampered: {exc}; it will not be "
-                                         "loaded (restore it from a backup or train and promote a new model)") from None
+            raise ArtifactIntegrityError(
+                f"artifact {digest[:12]} is corrupted or tampered: {exc}; it will not be "
+                "loaded (restore it from a backup or train and promote a new model)"
+            ) from None
         if actual != digest:
             raise ArtifactIntegrityError(
                 f"artifact {digest[:12]} is corrupted or tampered: its files hash to {actual[:12]}; "
-                "it will not be loaded (restore it from a backup or train and promote a new model)")
+                "it will not be loaded (restore it from a backup or train and promote a new model)"
+            )
         return target
 
     def list(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
-            if self.root.is_dir() else []
+        return (
+            sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            if self.root.is_dir()
+            else []
+        )

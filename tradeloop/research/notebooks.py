@@ -50,8 +50,9 @@ def notebook_path(name: str, notebook_dir: Path | None = None) -> Path:
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 
-def run_notebook(source: Path, output: Path, parameters: dict, *, cwd: Path | None = None,
-                 timeout_s: int = 1800) -> NotebookRun:
+def run_notebook(
+    source: Path, output: Path, parameters: dict, *, cwd: Path | None = None, timeout_s: int = 1800
+) -> NotebookRun:
     """Execute ``source`` (py:percent) with ``parameters`` injected; the run is kept at ``output``."""
     import jupytext  # imported here: the CLI imports this module for Lab's paths, not to run notebooks
     import papermill
@@ -68,15 +69,23 @@ def run_notebook(source: Path, output: Path, parameters: dict, *, cwd: Path | No
     backend, os.environ["MPLBACKEND"] = os.environ.get("MPLBACKEND"), INLINE_BACKEND
     try:
         papermill.execute_notebook(
-            notebook, str(output), parameters=parameters, language="python",
-            kernel_name="python3", cwd=str(cwd) if cwd else None, progress_bar=False,
-            execution_timeout=timeout_s, log_output=False,
+            notebook,
+            str(output),
+            parameters=parameters,
+            language="python",
+            kernel_name="python3",
+            cwd=str(cwd) if cwd else None,
+            progress_bar=False,
+            execution_timeout=timeout_s,
+            log_output=False,
             # the kernel's own start-up warnings (plain-TCP loopback) are noise in a successful run
             extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except PapermillExecutionError as exc:
-        raise NotebookError(f"notebook {source.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}; "
-                            f"see the executed copy {output}") from None
+        raise NotebookError(
+            f"notebook {source.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}; "
+            f"see the executed copy {output}"
+        ) from None
     finally:
         if backend is None:
             os.environ.pop("MPLBACKEND", None)

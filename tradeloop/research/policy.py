@@ -31,12 +31,16 @@ class RetrainPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     training_window_days: float | None = Field(
-        default=None, gt=0, description="learn from events of the last this many days; None: every event so far")
+        default=None, gt=0, description="learn from events of the last this many days; None: every event so far"
+    )
     retrain_every_days: int = Field(default=30, ge=1, le=365, description="refit cadence (calendar-aligned)")
-    max_model_age_days: float = Field(default=45.0, gt=0, le=5 * 365,
-                                      description="a model whose last training label is older is stale")
-    on_stale: StaleRule = Field(default="reduce_only", description="reduce_only: no entry (exits pass); "
-                                "break_even: entries need the break-even probability p*")
+    max_model_age_days: float = Field(
+        default=45.0, gt=0, le=5 * 365, description="a model whose last training label is older is stale"
+    )
+    on_stale: StaleRule = Field(
+        default="reduce_only",
+        description="reduce_only: no entry (exits pass); break_even: entries need the break-even probability p*",
+    )
 
     @model_validator(mode="after")
     def _age_covers_cadence(self) -> RetrainPolicy:
@@ -44,7 +48,8 @@ class RetrainPolicy(BaseModel):
             raise ValueError(
                 f"max_model_age_days={self.max_model_age_days} is shorter than retrain_every_days="
                 f"{self.retrain_every_days}: every model would go stale before the next retrain; "
-                "raise max_model_age_days or retrain more often")
+                "raise max_model_age_days or retrain more often"
+            )
         return self
 
     @property
@@ -78,5 +83,7 @@ class RetrainPolicy(BaseModel):
     def describe(self) -> str:
         window = "all history" if self.training_window_days is None else f"the last {self.training_window_days:g} days"
         rule = "reduce-only" if self.on_stale == "reduce_only" else "break-even p* only"
-        return (f"refit every {self.retrain_every_days} day(s) on {window}; stale after "
-                f"{self.max_model_age_days:g} days, then {rule}")
+        return (
+            f"refit every {self.retrain_every_days} day(s) on {window}; stale after "
+            f"{self.max_model_age_days:g} days, then {rule}"
+        )

@@ -43,8 +43,15 @@ class StudyWatcher:
     never fails the run it watches.
     """
 
-    def __init__(self, *, study_dir: Path, storage: str | None, total: int,
-                 on_progress: Callable[[TrialProgress], None], interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        study_dir: Path,
+        storage: str | None,
+        total: int,
+        on_progress: Callable[[TrialProgress], None],
+        interval_s: float = 1.0,
+    ) -> None:
         if total < 1:
             raise ValueError(f"total={total} must be at least 1 (the study's n_trials)")
         self.study_dir = Path(study_dir)
@@ -100,8 +107,7 @@ class StudyWatcher:
         _, name, trials = max(active, key=lambda item: item[0])
         finished = [t for t in trials if t.state in FINISHED]
         values = [t.value for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
-        return TrialProgress(study=name, finished=len(finished), total=self.total,
-                             best=max(values) if values else None)
+        return TrialProgress(study=name, finished=len(finished), total=self.total, best=max(values) if values else None)
 
 
 def progress_text(progress: TrialProgress) -> str:
@@ -124,9 +130,19 @@ class TerminalProgress:
         self.stream = stream or sys.stderr
         self.log = log
         self.console = Console(file=self.stream)
-        self.bar = Progress(TextColumn("optuna trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("{task.fields[best]}"), console=self.console, transient=False) \
-            if self.console.is_terminal else None
+        self.bar = (
+            Progress(
+                TextColumn("optuna trials"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[best]}"),
+                console=self.console,
+                transient=False,
+            )
+            if self.console.is_terminal
+            else None
+        )
         self.task = self.bar.add_task("trials", total=total, best="") if self.bar else None
 
     def __enter__(self) -> TerminalProgress:

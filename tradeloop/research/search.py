@@ -29,7 +29,10 @@ def _breakout(trial: optuna.Trial) -> dict:
 
 
 STRATEGY_SPACES: dict[str, Callable[[optuna.Trial], dict]] = {
-    "sma_cross": _sma, "momentum": _momentum, "mean_reversion": _mean_reversion, "breakout": _breakout,
+    "sma_cross": _sma,
+    "momentum": _momentum,
+    "mean_reversion": _mean_reversion,
+    "breakout": _breakout,
 }
 
 
@@ -48,5 +51,8 @@ def suggest(trial: optuna.Trial, strategy: str, *, cost: float) -> tuple[Strateg
 
 
 def params_of(strategy: Strategy, barriers: BarrierConfig) -> dict:
-    return {"strategy": strategy.name, **strategy.model_dump(mode="json", exclude={"rule"}),
-            **barriers.model_dump(mode="json", exclude={"cost", "vol_window"})}
+    return {
+        "strategy": strategy.name,
+        **strategy.model_dump(mode="json", exclude={"rule"}),
+        **barriers.model_dump(mode="json", exclude={"cost", "vol_window"}),
+    }

@@ -50,15 +50,21 @@ class TuningConfig(BaseModel):
     n_trials: int = Field(default=30, ge=1)
     n_splits: int = Field(default=4, ge=2)
     embargo_bars: int = Field(default=6, ge=0)
-    max_drawdown: float = Field(default=-0.5, ge=-1.0, lt=0.0,
-                                description="worst out-of-sample drawdown allowed, a negative fraction")
+    max_drawdown: float = Field(
+        default=-0.5, ge=-1.0, lt=0.0, description="worst out-of-sample drawdown allowed, a negative fraction"
+    )
     cost: float = Field(default=0.002, ge=0.0, lt=0.1)
     seed: int = 0
     study_name: str | None = Field(default=None, description="default: strategy-timeframe-data version")
     policy: RetrainPolicy = RetrainPolicy()
     workers: int = Field(default=1, ge=1, le=64, description="trial worker processes sharing the study")
-    fraction: float = Field(default=0.5, gt=0.0, le=1.0, description="share of equity per new position, as the "
-                            "live session will size it (tradeloop live run --fraction; default 0.5 there too)")
+    fraction: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="share of equity per new position, as the "
+        "live session will size it (tradeloop live run --fraction; default 0.5 there too)",
+    )
 
 
 @dataclass(frozen=True)
@@ -127,8 +133,9 @@ def splitter_of(config: TuningConfig, *, timeframe: str) -> PurgedWalkForward:
     return PurgedWalkForward(n_splits=config.n_splits, embargo_ms=config.embargo_bars * timeframe_ms(timeframe))
 
 
-def objective_of(candles: pl.DataFrame, *, config: TuningConfig, timeframe: str,
-                 backtest: BacktestConfig | None = None):
+def objective_of(
+    candles: pl.DataFrame, *, config: TuningConfig, timeframe: str, backtest: BacktestConfig | None = None
+):
     """The optuna objective: a trial's walk-forward under the policy, pruned fold by fold."""
     backtest = backtest or default_backtest(config)
     splitter = splitter_of(config, timeframe=timeframe)
@@ -147,15 +154,35 @@ def objective_of(candles: pl.DataFrame, *, config: TuningConfig, timeframe: str,
                 trial.set_constraint(DD_KEY, 1.0)
                 raise optuna.TrialPruned()
 
-        result = walk_forward(candles, strategy, barriers, timeframe=timeframe, splitter=splitter,
-                              backtest=backtest, policy=config.policy, on_fold=report)
+        result = walk_forward(
+            candles,
+            strategy,
+            barriers,
+            timeframe=timeframe,
+            splitter=splitter,
+            backtest=backtest,
+            policy=config.policy,
+            on_fold=report,
+        )
         trial.set_user_attr(RETURNS_KEY, encode_returns(result.returns))
         trial.set_user_attr(DD_KEY, result.max_drawdown)
-        trial.set_user_attr(FOLDS_KEY, [{"index": f.index, "trades": f.test_trades, "sharpe": f.sharpe,
-                                         "max_drawdown": f.max_drawdown, "refits": f.refits,
-                                         "failed_refits": f.failed_refits, "stale_bars": f.stale_bars,
-                                         "test_start": f.test_start, "test_end": f.test_end}
-                                        for f in result.folds])
+        trial.set_user_attr(
+            FOLDS_KEY,
+            [
+                {
+                    "index": f.index,
+                    "trades": f.test_trades,
+                    "sharpe": f.sharpe,
+                    "max_drawdown": f.max_drawdown,
+                    "refits": f.refits,
+                    "failed_refits": f.failed_refits,
+                    "stale_bars": f.stale_bars,
+                    "test_start": f.test_start,
+                    "test_end": f.test_end,
+                }
+                for f in result.folds
+            ],
+        )
         trial.set_constraint(DD_KEY, config.max_drawdown - result.max_drawdown)  # feasible when <= 0
         trial.set_user_attr("oos_sharpe", result.sharpe)
         return result.sharpe if math.isfinite(result.sharpe) else -1.0
@@ -166,14 +193,25 @@ def objective_of(candles: pl.DataFrame, *, config: TuningConfig, timeframe: str,
 def open_study(config: TuningConfig, *, name: str, study_dir: Path, storage: str | None) -> optuna.Study:
     sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=8)
     return optuna.create_study(
-        study_name=name, direction="maximize", storage=make_storage(study_dir=study_dir, storage=storage),
-        sampler=sampler, pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
-        load_if_exists=True)
+        study_name=name,
+        direction="maximize",
+        storage=make_storage(study_dir=study_dir, storage=storage),
+        sampler=sampler,
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+        load_if_exists=True,
+    )
 
 
-def tune(candles: pl.DataFrame, *, config: TuningConfig, timeframe: str, study_dir: Path,
-         storage: str | None = None, backtest: BacktestConfig | None = None,
-         warm_start: dict | None = None) -> TuningResult:
+def tune(
+    candles: pl.DataFrame,
+    *,
+    config: TuningConfig,
+    timeframe: str,
+    study_dir: Path,
+    storage: str | None = None,
+    backtest: BacktestConfig | None = None,
+    warm_start: dict | None = None,
+) -> TuningResult:
     """Run (or resume) the study of these candles; returns the best feasible trial and the
     overfitting inputs. ``warm_start``: parameters (``params_of``) tried first in a new study."""
     version = data_version(candles)
@@ -183,15 +221,22 @@ def tune(candles: pl.DataFrame, *, config: TuningConfig, timeframe: str, study_d
         study.set_user_attr("data_version", version)
         study.set_user_attr("config", config.model_dump(mode="json"))
         if warm_start:
-            study.enqueue_trial({k: v for k, v in warm_start.items() if k != "strategy"},
-                                user_attrs={"warm_start": True}, skip_if_exists=True)
+            study.enqueue_trial(
+                {k: v for k, v in warm_start.items() if k != "strategy"},
+                user_attrs={"warm_start": True},
+                skip_if_exists=True,
+            )
     elif study.user_attrs.get("data_version", version) != version:
-        raise ConfigError(f"study {name!r} scores other candles (data version "
-                          f"{study.user_attrs['data_version'][:12]}, these are {version[:12]}); "
-                          "leave study_name unset to get one study per data version")
+        raise ConfigError(
+            f"study {name!r} scores other candles (data version "
+            f"{study.user_attrs['data_version'][:12]}, these are {version[:12]}); "
+            "leave study_name unset to get one study per data version"
+        )
     elif (stored := scoring_of(study.user_attrs.get("config", {}))) != scoring_of(config):
-        raise ConfigError(f"study {name!r} scored its trials under {stored}, not "
-                          f"{scoring_of(config)}; leave study_name unset to get one study per scoring config")
+        raise ConfigError(
+            f"study {name!r} scored its trials under {stored}, not "
+            f"{scoring_of(config)}; leave study_name unset to get one study per scoring config"
+        )
     else:  # resumed: workers read the config (n_trials) from the study
         study.set_user_attr("config", config.model_dump(mode="json"))
     remaining = config.n_trials - sum(t.state.is_finished() for t in study.trials)
@@ -200,22 +245,37 @@ def tune(candles: pl.DataFrame, *, config: TuningConfig, timeframe: str, study_d
         if config.workers > 1:
             from tradeloop.research.workers import run_workers
 
-            run_workers(candles, config=config, timeframe=timeframe, study_name=name, study_dir=Path(study_dir),
-                        storage=storage, backtest=backtest)
+            run_workers(
+                candles,
+                config=config,
+                timeframe=timeframe,
+                study_name=name,
+                study_dir=Path(study_dir),
+                storage=storage,
+                backtest=backtest,
+            )
             study = open_study(config, name=name, study_dir=Path(study_dir), storage=storage)
         else:
-            study.optimize(objective_of(candles, config=config, timeframe=timeframe, backtest=backtest),
-                           n_trials=remaining, catch=(ConfigError,))
+            study.optimize(
+                objective_of(candles, config=config, timeframe=timeframe, backtest=backtest),
+                n_trials=remaining,
+                catch=(ConfigError,),
+            )
     return summarise(study, config, version=version)
 
 
 def summarise(study: optuna.Study, config: TuningConfig, *, version: str) -> TuningResult:
     finished = [t for t in study.trials if t.state.is_finished()]
-    feasible = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE
-                and t.user_attrs.get(DD_KEY, -1.0) >= config.max_drawdown]
+    feasible = [
+        t
+        for t in finished
+        if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get(DD_KEY, -1.0) >= config.max_drawdown
+    ]
     if not feasible:
-        raise ConfigError(f"no trial of study {study.study_name!r} kept its drawdown above max_drawdown="
-                          f"{config.max_drawdown}; loosen the limit, change the strategy or add data")
+        raise ConfigError(
+            f"no trial of study {study.study_name!r} kept its drawdown above max_drawdown="
+            f"{config.max_drawdown}; loosen the limit, change the strategy or add data"
+        )
     best = max(feasible, key=lambda t: t.value)
     series = {t.number: decode_returns(t.user_attrs[RETURNS_KEY]) for t in finished if RETURNS_KEY in t.user_attrs}
     # pruned trials count with the Sharpe of the folds they ran
@@ -226,11 +286,18 @@ def summarise(study: optuna.Study, config: TuningConfig, *, version: str) -> Tun
     rows = min((len(s) for s in enough.values()), default=0)
     matrix = np.column_stack([s[:rows] for s in enough.values()]) if enough else np.empty((0, 0))
     pruned = sum(1 for t in finished if t.number in enough and t.state == optuna.trial.TrialState.PRUNED)
-    return TuningResult(study=study, best_params=best.user_attrs["params"], best_value=float(best.value),
-                        n_trials=len(finished),
-                        trial_sharpes=np.asarray([s for s in sharpes if s is not None and math.isfinite(s)]),
-                        returns_matrix=matrix, pbo_trials=(len(enough), pruned), best_returns=series[best.number],
-                        best_folds=tuple(best.user_attrs.get(FOLDS_KEY, ())), data_version=version)
+    return TuningResult(
+        study=study,
+        best_params=best.user_attrs["params"],
+        best_value=float(best.value),
+        n_trials=len(finished),
+        trial_sharpes=np.asarray([s for s in sharpes if s is not None and math.isfinite(s)]),
+        returns_matrix=matrix,
+        pbo_trials=(len(enough), pruned),
+        best_returns=series[best.number],
+        best_folds=tuple(best.user_attrs.get(FOLDS_KEY, ())),
+        data_version=version,
+    )
 
 
 def _last(trial: optuna.trial.FrozenTrial) -> float | None:

@@ -40,13 +40,15 @@ class UniverseConfig(BaseModel):
     exchange: str = Field(description="ccxt exchange id of the series, e.g. 'binance'")
     timeframe: str = Field(description="candle timeframe of the series, e.g. '1h'")
     symbols: tuple[str, ...] | None = Field(
-        default=None, description="explicit list, e.g. ['BTC-USDT', 'ETH-USDT'] (not with top_n)")
+        default=None, description="explicit list, e.g. ['BTC-USDT', 'ETH-USDT'] (not with top_n)"
+    )
     top_n: int | None = Field(
-        default=None, ge=1, le=10_000, description="the N series with the largest dollar volume (not with symbols)")
+        default=None, ge=1, le=10_000, description="the N series with the largest dollar volume (not with symbols)"
+    )
     lookback_days: int = Field(
-        default=30, ge=1, le=3650, description="top_n: days of candles whose dollar volume is summed")
-    quote: str | None = Field(
-        default=None, description="top_n: only series quoted in this currency, e.g. 'USDT'")
+        default=30, ge=1, le=3650, description="top_n: days of candles whose dollar volume is summed"
+    )
+    quote: str | None = Field(default=None, description="top_n: only series quoted in this currency, e.g. 'USDT'")
 
     @field_validator("exchange")
     @classmethod
@@ -86,16 +88,22 @@ class UniverseConfig(BaseModel):
     @model_validator(mode="after")
     def _one_form(self) -> UniverseConfig:
         if (self.symbols is None) == (self.top_n is None):
-            got = (f"both symbols={list(self.symbols or ())} and top_n={self.top_n}" if self.symbols is not None
-                   else "neither")
-            raise ValueError(f"set exactly one of symbols (an explicit list) or top_n (the top N by dollar volume); "
-                             f"got {got}")
+            got = (
+                f"both symbols={list(self.symbols or ())} and top_n={self.top_n}"
+                if self.symbols is not None
+                else "neither"
+            )
+            raise ValueError(
+                f"set exactly one of symbols (an explicit list) or top_n (the top N by dollar volume); got {got}"
+            )
         if self.symbols is not None:
             extra = [f for f in ("lookback_days", "quote") if f in self.model_fields_set]
             if extra:
                 verb = "apply" if len(extra) > 1 else "applies"
-                raise ValueError(f"{' and '.join(extra)} {verb} to top_n only; with an explicit symbols list, "
-                                 "leave them out (or replace symbols with top_n)")
+                raise ValueError(
+                    f"{' and '.join(extra)} {verb} to top_n only; with an explicit symbols list, "
+                    "leave them out (or replace symbols with top_n)"
+                )
         return self
 
     @property
@@ -136,13 +144,15 @@ def select_universe(lake: CandleLake, config: UniverseConfig, *, until_ms: int |
         No candidate series has a candle in the window, or a stored file is damaged.
     """
     if config.symbols is not None:
-        missing = [s for s, key in zip(config.symbols, config.keys(config.symbols), strict=True)
-                   if not lake.exists(key)]
+        missing = [
+            s for s, key in zip(config.symbols, config.keys(config.symbols), strict=True) if not lake.exists(key)
+        ]
         if missing:
             raise SeriesNotFoundError(
                 f"research universe: symbols={list(config.symbols)} names series not stored for "
                 f"{config.exchange} {config.timeframe}: {', '.join(missing)} ({_stored(lake, config)}); import or "
-                "ingest them (`tradeloop data import` / `tradeloop data ingest`), or take them off the list")
+                "ingest them (`tradeloop data import` / `tradeloop data ingest`), or take them off the list"
+            )
         return list(config.symbols)
     return rank_universe(lake, config, until_ms=until_ms)["symbol"].head(config.top_n).to_list()
 
@@ -153,14 +163,20 @@ def rank_universe(lake: CandleLake, config: UniverseConfig, *, until_ms: int | N
     many candles of the window it has), best first."""
     if config.top_n is None:
         raise ConfigError("rank_universe needs a top_n universe; an explicit symbols list is not ranked")
-    candidates = [k for k in lake.list_series() if k.exchange == config.exchange and k.timeframe == config.timeframe
-                  and (config.quote is None or quote_of(k.symbol) == config.quote)]
+    candidates = [
+        k
+        for k in lake.list_series()
+        if k.exchange == config.exchange
+        and k.timeframe == config.timeframe
+        and (config.quote is None or quote_of(k.symbol) == config.quote)
+    ]
     if not candidates:
         quoted = f" quoted in {config.quote}" if config.quote else ""
         raise SeriesNotFoundError(
             f"research universe: no {config.exchange} {config.timeframe} series{quoted} stored under {lake.root} "
             f"to pick the top_n={config.top_n} from ({_stored(lake, config)}); import or ingest candles first, "
-            "or change exchange, timeframe or quote")
+            "or change exchange, timeframe or quote"
+        )
     with LakeSQL(lake, keys=candidates) as sql:
         end = until_ms if until_ms is not None else sql.query("SELECT max(ts) AS t FROM candles")["t"].item()
         if end is None:
@@ -170,12 +186,14 @@ def rank_universe(lake: CandleLake, config: UniverseConfig, *, until_ms: int | N
         ranked = sql.query(
             "SELECT symbol, fsum(close * volume) AS dollar_volume, count(*) AS candles "
             f"FROM candles WHERE ts > {start} AND ts <= {int(end)} GROUP BY symbol "
-            "ORDER BY dollar_volume DESC, symbol ASC")
+            "ORDER BY dollar_volume DESC, symbol ASC"
+        )
     if not ranked.height:
         raise DataError(
             f"research universe: none of the {len(candidates)} {config.exchange} {config.timeframe} series has a "
             f"candle in the {config.lookback_days} days up to ts={int(end)}; raise lookback_days or pass an "
-            "until_ms inside the stored history")
+            "until_ms inside the stored history"
+        )
     return ranked
 
 

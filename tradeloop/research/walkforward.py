@@ -84,17 +84,27 @@ def max_drawdown_of(returns: np.ndarray) -> float:
     return float(np.min(curve / peak - 1.0))
 
 
-def fit_threshold(events: pl.DataFrame, strategy: Strategy, barriers: BarrierConfig, *,
-                  estimator_params: dict | None = None, policy: RetrainPolicy | None = None,
-                  until: int | None = None) -> ThresholdModel:
+def fit_threshold(
+    events: pl.DataFrame,
+    strategy: Strategy,
+    barriers: BarrierConfig,
+    *,
+    estimator_params: dict | None = None,
+    policy: RetrainPolicy | None = None,
+    until: int | None = None,
+) -> ThresholdModel:
     """Train the adaptive threshold on labelled events (time-ordered) of one configuration.
 
     ``until``: the ts of the last bar the training could see (the data cut-off: the model's
     age counts from it); default the last label's end. With ``policy`` the model carries its
     maximum age and stale rule."""
     est = AdaptiveThreshold(cost=barriers.cost, **(estimator_params or {})).fit(
-        events.select(META_FEATURES).to_numpy(), events["label"].to_numpy(), returns=events["ret"].to_numpy(),
-        ts=events["ts"].to_numpy(), t1=events["t1"].to_numpy())
+        events.select(META_FEATURES).to_numpy(),
+        events["label"].to_numpy(),
+        returns=events["ret"].to_numpy(),
+        ts=events["ts"].to_numpy(),
+        t1=events["t1"].to_numpy(),
+    )
     if until is None:
         until = int(events["t1"].max()) if events.height else 0
     model = ThresholdModel(strategy=strategy, barriers=barriers, estimator=est, trained_until=until)
@@ -116,25 +126,58 @@ def events_known_at(events: pl.DataFrame, at_ms: int, *, policy: RetrainPolicy, 
     return events.filter(known)
 
 
-def refit_at(events: pl.DataFrame, strategy: Strategy, barriers: BarrierConfig, *, at: int, policy: RetrainPolicy,
-             embargo_ms: int, bar_ms: int, estimator_params: dict | None = None) -> ThresholdModel:
+def refit_at(
+    events: pl.DataFrame,
+    strategy: Strategy,
+    barriers: BarrierConfig,
+    *,
+    at: int,
+    policy: RetrainPolicy,
+    embargo_ms: int,
+    bar_ms: int,
+    estimator_params: dict | None = None,
+) -> ThresholdModel:
     """The refit a retrain at ``at`` makes: the events known then, trained until the last bar
     closed by then (``bar_ms``: the timeframe)."""
-    return fit_threshold(events_known_at(events, at, policy=policy, embargo_ms=embargo_ms), strategy, barriers,
-                         estimator_params=estimator_params, policy=policy, until=at - bar_ms)
+    return fit_threshold(
+        events_known_at(events, at, policy=policy, embargo_ms=embargo_ms),
+        strategy,
+        barriers,
+        estimator_params=estimator_params,
+        policy=policy,
+        until=at - bar_ms,
+    )
 
 
-def policy_schedule(events: pl.DataFrame, strategy: Strategy, barriers: BarrierConfig, *, policy: RetrainPolicy,
-                    start: int, end: int, embargo_ms: int, bar_ms: int, estimator_params: dict | None = None,
-                    previous: ThresholdModel | None = None) -> list[Refit]:
+def policy_schedule(
+    events: pl.DataFrame,
+    strategy: Strategy,
+    barriers: BarrierConfig,
+    *,
+    policy: RetrainPolicy,
+    start: int,
+    end: int,
+    embargo_ms: int,
+    bar_ms: int,
+    estimator_params: dict | None = None,
+    previous: ThresholdModel | None = None,
+) -> list[Refit]:
     """The models in force over [start, end]: the refit of the last scheduled retrain at or
     before ``start`` (what live would hold when the period begins), then one at every retrain
     time of the policy inside the period, each trained until the last bar closed by then
     (``bar_ms``: the timeframe). ``previous``: the model in force before that first refit."""
     schedule, current = [], previous
     for at in [policy.last_retrain_time(start), *policy.retrain_times(start, end).tolist()]:
-        model = refit_at(events, strategy, barriers, at=at, policy=policy, embargo_ms=embargo_ms, bar_ms=bar_ms,
-                         estimator_params=estimator_params)
+        model = refit_at(
+            events,
+            strategy,
+            barriers,
+            at=at,
+            policy=policy,
+            embargo_ms=embargo_ms,
+            bar_ms=bar_ms,
+            estimator_params=estimator_params,
+        )
         fitted = not model.estimator.fallback_
         current = model if fitted else current
         schedule.append(Refit(at=at, model=current, fitted=fitted))
@@ -203,20 +246,36 @@ def walk_forward(
     # re-evaluation compare the same test periods
     fold_iter = replace(splitter, min_train=0).split(events["ts"].to_numpy(), events["t1"].to_numpy(), grid=grid)
     for fold in fold_iter:
-        schedule = policy_schedule(events, strategy, barriers, policy=policy, start=fold.test_start,
-                                   end=fold.test_end, embargo_ms=splitter.embargo_ms,
-                                   bar_ms=timeframe_ms(timeframe), estimator_params=estimator_params)
+        schedule = policy_schedule(
+            events,
+            strategy,
+            barriers,
+            policy=policy,
+            start=fold.test_start,
+            end=fold.test_end,
+            embargo_ms=splitter.embargo_ms,
+            bar_ms=timeframe_ms(timeframe),
+            estimator_params=estimator_params,
+        )
         decided = simulate(enriched, schedule, start=fold.test_start, end=fold.test_end)
         ts, ret, n_trades = trade(decided, timeframe=timeframe, backtest=backtest)
         ts_parts.append(ts)
         ret_parts.append(ret)
         first = schedule[0].model
-        folds.append(FoldResult(
-            fold.index, fold.test_start, fold.test_end,
-            train_events=first.estimator.n_samples_ if first is not None else 0, test_trades=n_trades,
-            sharpe=sharpe_per_period(ret), max_drawdown=max_drawdown_of(ret),
-            refits=sum(r.fitted for r in schedule), failed_refits=sum(not r.fitted for r in schedule),
-            stale_bars=stale_rows(decided, schedule)))
+        folds.append(
+            FoldResult(
+                fold.index,
+                fold.test_start,
+                fold.test_end,
+                train_events=first.estimator.n_samples_ if first is not None else 0,
+                test_trades=n_trades,
+                sharpe=sharpe_per_period(ret),
+                max_drawdown=max_drawdown_of(ret),
+                refits=sum(r.fitted for r in schedule),
+                failed_refits=sum(not r.fitted for r in schedule),
+                stale_bars=stale_rows(decided, schedule),
+            )
+        )
         if on_fold:
             on_fold(fold.index, np.concatenate(ret_parts))
     ts_all = np.concatenate(ts_parts) if ts_parts else np.empty(0, dtype=np.int64)

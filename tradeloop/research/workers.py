@@ -32,8 +32,15 @@ from tradeloop.errors import ConfigError
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
-def work(candles: pl.DataFrame, *, study_name: str, timeframe: str, study_dir: Path, storage: str | None,
-         backtest: BacktestConfig | None = None) -> int:
+def work(
+    candles: pl.DataFrame,
+    *,
+    study_name: str,
+    timeframe: str,
+    study_dir: Path,
+    storage: str | None,
+    backtest: BacktestConfig | None = None,
+) -> int:
     """Run trials of the study until it has its ``n_trials``; returns how many this worker ran."""
     from tradeloop.research.tuning import TuningConfig, data_version, objective_of, open_study
 
@@ -41,15 +48,23 @@ def work(candles: pl.DataFrame, *, study_name: str, timeframe: str, study_dir: P
     config = TuningConfig.model_validate(probe.user_attrs["config"])
     version = data_version(candles)
     if probe.user_attrs.get("data_version") != version:
-        raise ConfigError(f"these candles (data version {version[:12]}) are not the data of study {study_name!r} "
-                          f"({str(probe.user_attrs.get('data_version'))[:12]}); give the worker the study's candles")
-    study = open_study(config.model_copy(update={"seed": config.seed + os.getpid()}), name=study_name,
-                       study_dir=study_dir, storage=storage)
+        raise ConfigError(
+            f"these candles (data version {version[:12]}) are not the data of study {study_name!r} "
+            f"({str(probe.user_attrs.get('data_version'))[:12]}); give the worker the study's candles"
+        )
+    study = open_study(
+        config.model_copy(update={"seed": config.seed + os.getpid()}),
+        name=study_name,
+        study_dir=study_dir,
+        storage=storage,
+    )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     before = _mine(study)
-    study.optimize(_tagged(objective_of(candles, config=config, timeframe=timeframe, backtest=backtest)),
-                   catch=(ConfigError,),
-                   callbacks=[optuna.study.MaxTrialsCallback(config.n_trials, states=FINISHED)])
+    study.optimize(
+        _tagged(objective_of(candles, config=config, timeframe=timeframe, backtest=backtest)),
+        catch=(ConfigError,),
+        callbacks=[optuna.study.MaxTrialsCallback(config.n_trials, states=FINISHED)],
+    )
     return _mine(study) - before
 
 
@@ -57,6 +72,7 @@ def _tagged(objective):
     def run(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
         return objective(trial)
+
     return run
 
 
@@ -71,15 +87,34 @@ def _storage(study_dir: Path, storage: str | None):
     return make_storage(study_dir=study_dir, storage=storage)
 
 
-def run_workers(candles: pl.DataFrame, *, config, timeframe: str, study_name: str, study_dir: Path,
-                storage: str | None, backtest: BacktestConfig | None = None) -> None:
+def run_workers(
+    candles: pl.DataFrame,
+    *,
+    config,
+    timeframe: str,
+    study_name: str,
+    study_dir: Path,
+    storage: str | None,
+    backtest: BacktestConfig | None = None,
+) -> None:
     """``config.workers`` worker processes on this machine (``python -m tradeloop.research.workers``,
     the same command as on other machines), until the study has its trials."""
     with tempfile.TemporaryDirectory(prefix="tradeloop-workers-") as tmp:
         path = Path(tmp) / "candles.parquet"
         candles.write_parquet(path)
-        command = [sys.executable, "-m", "tradeloop.research.workers", "--study", study_name, "--candles", str(path),
-                   "--timeframe", timeframe, "--study-dir", str(study_dir)]
+        command = [
+            sys.executable,
+            "-m",
+            "tradeloop.research.workers",
+            "--study",
+            study_name,
+            "--candles",
+            str(path),
+            "--timeframe",
+            timeframe,
+            "--study-dir",
+            str(study_dir),
+        ]
         if storage:
             command += ["--storage", storage]
         if backtest is not None:
@@ -92,8 +127,11 @@ def run_workers(candles: pl.DataFrame, *, config, timeframe: str, study_name: st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run trials of a shared optuna study (see the module doc).")
-    parser.add_argument("--storage", help="SQLAlchemy URL of the study's database (default: the journal file "
-                        "in --study-dir, for workers on this machine)")
+    parser.add_argument(
+        "--storage",
+        help="SQLAlchemy URL of the study's database (default: the journal file "
+        "in --study-dir, for workers on this machine)",
+    )
     parser.add_argument("--study-dir", default=".", help="folder of the journal file")
     parser.add_argument("--backtest", help="BacktestConfig as JSON (default: the tuning's)")
     parser.add_argument("--study", required=True, help="study name (strategy-timeframe-data version)")
@@ -101,8 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeframe", required=True)
     args = parser.parse_args(argv)
     backtest = BacktestConfig.model_validate_json(args.backtest) if args.backtest else None
-    ran = work(pl.read_parquet(args.candles), study_name=args.study, timeframe=args.timeframe,
-               study_dir=Path(args.study_dir), storage=args.storage, backtest=backtest)
+    ran = work(
+        pl.read_parquet(args.candles),
+        study_name=args.study,
+        timeframe=args.timeframe,
+        study_dir=Path(args.study_dir),
+        storage=args.storage,
+        backtest=backtest,
+    )
     print(f"worker ran {ran} trial(s) of {args.study}")
     return 0
 

@@ -9,9 +9,7 @@ from tradeloop.strategies.base import Strategy
 from tradeloop.strategies.library import Breakout, MeanReversion, Momentum, SmaCross
 from tradeloop.strategies.rules import ThresholdRule
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (SmaCross, Momentum, MeanReversion, Breakout)
-}
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (SmaCross, Momentum, MeanReversion, Breakout)}
 
 
 def get_strategy(name: str, **params: object) -> Strategy:

@@ -19,7 +19,6 @@ import numpy as np
 from tradeloop.strategies.rules import cross_step
 from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXIT_SHORT
 
-
 TILE_ROWS = 1024  # rows per tile: a tile of every symbol's closes stays in cache
 
 

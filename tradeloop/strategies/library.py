@@ -44,8 +44,9 @@ class SmaCross(Strategy):
     def compiled_signals(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         long_enter, long_exit = self.rule.bounds()
         closes = np.ascontiguousarray(columns["close"], dtype=np.float64)
-        signal, _score = sma_ratio_signals(closes, self.fast, self.slow, long_enter, long_exit,
-                                           self.rule.allow_short, False)
+        signal, _score = sma_ratio_signals(
+            closes, self.fast, self.slow, long_enter, long_exit, self.rule.allow_short, False
+        )
         return signal
 
 

@@ -73,8 +73,12 @@ class ThresholdRule(BaseModel):
     def apply_grouped(self, scores: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """The rule over many symbols at once: ``groups`` holds each row's symbol code (0..n-1);
         rows of one symbol must be in time order, symbols may interleave. One compiled pass."""
-        return _crossings_grouped(np.ascontiguousarray(scores, dtype=np.float64),
-                                  np.ascontiguousarray(groups, dtype=np.int64), *self.bounds(), self.allow_short)
+        return _crossings_grouped(
+            np.ascontiguousarray(scores, dtype=np.float64),
+            np.ascontiguousarray(groups, dtype=np.int64),
+            *self.bounds(),
+            self.allow_short,
+        )
 
 
 @nb.njit(cache=True, inline="always")

@@ -9,7 +9,15 @@ from tradeloop.thresholds.model_doc import Universe
 from tradeloop.thresholds.online import OnlineConfig, OnlineThreshold
 
 __all__ = [
-    "META_FEATURES", "AdaptiveThreshold", "BarrierConfig", "OnlineConfig", "OnlineThreshold", "ThresholdModel",
+    "META_FEATURES",
+    "AdaptiveThreshold",
+    "BarrierConfig",
+    "OnlineConfig",
+    "OnlineThreshold",
+    "ThresholdModel",
     "Universe",
-    "break_even_probability", "entry_events", "meta_dataset", "triple_barrier_labels",
+    "break_even_probability",
+    "entry_events",
+    "meta_dataset",
+    "triple_barrier_labels",
 ]

@@ -15,7 +15,13 @@ from tradeloop.thresholds.labels import BarrierConfig, triple_barrier_labels
 # features the meta-labeling classifier sees: scale-free ones only, so one model serves
 # symbols of very different prices
 META_FEATURES: tuple[str, ...] = (
-    "score", "ret_1", "rsi_14", "vol_20", "zscore_20", "volume_ratio_20", "volume_zscore_20",
+    "score",
+    "ret_1",
+    "rsi_14",
+    "vol_20",
+    "zscore_20",
+    "volume_ratio_20",
+    "volume_zscore_20",
 )
 
 
@@ -49,18 +55,25 @@ def meta_dataset(
             continue
         labels = triple_barrier_labels(enriched, rows, direction=dirs, config=barriers)
         feats = enriched.select(META_FEATURES)[labels["row"].to_numpy()]
-        parts.append(pl.concat([labels.drop("row").with_columns(symbol=pl.lit(symbol)), feats],
-                               how="horizontal"))
+        parts.append(pl.concat([labels.drop("row").with_columns(symbol=pl.lit(symbol)), feats], how="horizontal"))
     if not parts:
         return _empty()
-    out = pl.concat(parts).drop_nulls(list(META_FEATURES)).filter(
-        pl.all_horizontal(pl.col(META_FEATURES).is_finite()))
-    return out.sort("ts", "symbol").select("symbol", "ts", "t1", "direction", *META_FEATURES,
-                                           "ret", "net_ret", "barrier", "label")
+    out = pl.concat(parts).drop_nulls(list(META_FEATURES)).filter(pl.all_horizontal(pl.col(META_FEATURES).is_finite()))
+    return out.sort("ts", "symbol").select(
+        "symbol", "ts", "t1", "direction", *META_FEATURES, "ret", "net_ret", "barrier", "label"
+    )
 
 
 def _empty() -> pl.DataFrame:
-    schema = {"symbol": pl.Utf8, "ts": pl.Int64, "t1": pl.Int64, "direction": pl.Int8,
-              **{f: pl.Float64 for f in META_FEATURES},
-              "ret": pl.Float64, "net_ret": pl.Float64, "barrier": pl.Utf8, "label": pl.Int8}
+    schema = {
+        "symbol": pl.Utf8,
+        "ts": pl.Int64,
+        "t1": pl.Int64,
+        "direction": pl.Int8,
+        **{f: pl.Float64 for f in META_FEATURES},
+        "ret": pl.Float64,
+        "net_ret": pl.Float64,
+        "barrier": pl.Utf8,
+        "label": pl.Int8,
+    }
     return pl.DataFrame(schema=schema)

@@ -6,7 +6,8 @@ Break-even: a trade that wins ``W`` or loses ``L`` (both positive return sizes) 
 ``p > p* = (L + c) / (W + L)``. ``W`` and ``L`` are the mean winning and losing returns of
 the training events. The threshold is ``p* + margin_``, the margin chosen on the most recent
 ``validation_fraction`` of the training events (time-ordered, purged) to maximise the mean
-net return of the events it keeps (no margin when none keeps ``min_kept`` events). ``p*`` alone is the static fallback: without enough
+net return of the events it keeps (no margin when none keeps ``min_kept`` events). ``p*``
+alone is the static fallback: without enough
 events to train, and whenever a trained model is missing or stale (see ``is_stale``).
 """
 
@@ -32,8 +33,9 @@ def break_even_probability(win: float, loss: float, cost: float) -> float:
     return min(1.0, (loss + cost) / (win + loss))
 
 
-def purged_calibration_splits(y: np.ndarray, ts: np.ndarray, t1: np.ndarray, *, n_splits: int
-                              ) -> list[tuple[np.ndarray, np.ndarray]]:
+def purged_calibration_splits(
+    y: np.ndarray, ts: np.ndarray, t1: np.ndarray, *, n_splits: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Walk-forward calibration folds over time-ordered events, purged: a fold's training
     events are decided before it and their labels end before it starts. Folds whose training
     part holds one class only are left out (nothing to calibrate on)."""
@@ -48,8 +50,10 @@ def purged_calibration_splits(y: np.ndarray, ts: np.ndarray, t1: np.ndarray, *, 
         if fold.test.size and np.unique(y[fold.train]).size == 2:
             splits.append((fold.train, fold.test))
     if not splits:
-        raise ModelError(f"no purged calibration fold of {len(y)} events has both outcomes in its training part; "
-                         "use fewer calibration_splits or more data")
+        raise ModelError(
+            f"no purged calibration fold of {len(y)} events has both outcomes in its training part; "
+            "use fewer calibration_splits or more data"
+        )
     return splits
 
 
@@ -61,10 +65,20 @@ class AdaptiveThreshold(ClassifierMixin, BaseEstimator):
     and label-end times (for the purged validation split). Rows must be in time order.
     """
 
-    def __init__(self, *, classifier=None, calibration: str = "sigmoid", calibration_splits: int = 3,
-                 margins: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1), validation_fraction: float = 0.3,
-                 min_samples: int = 60, min_kept: int = 10, cost: float = 0.002,
-                 bounds: tuple[float, float] = (0.05, 0.95), random_state: int = 0):
+    def __init__(
+        self,
+        *,
+        classifier=None,
+        calibration: str = "sigmoid",
+        calibration_splits: int = 3,
+        margins: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1),
+        validation_fraction: float = 0.3,
+        min_samples: int = 60,
+        min_kept: int = 10,
+        cost: float = 0.002,
+        bounds: tuple[float, float] = (0.05, 0.95),
+        random_state: int = 0,
+    ):
         self.classifier = classifier
         self.calibration = calibration
         self.calibration_splits = calibration_splits
@@ -91,11 +105,21 @@ class AdaptiveThreshold(ClassifierMixin, BaseEstimator):
     def _new_model(self, y, ts, t1):
         """The calibrated classifier; its calibration folds are purged like the walk-forward's
         (a training label must end before its calibration fold starts) when ``ts``/``t1`` are known."""
-        base = self.classifier if self.classifier is not None else make_pipeline(
-            StandardScaler(), LogisticRegression(C=0.5, max_iter=500, solver="newton-cholesky",
-                                                 random_state=self.random_state))
-        cv = TimeSeriesSplit(n_splits=self.calibration_splits) if ts is None or t1 is None else \
-            purged_calibration_splits(np.asarray(y), np.asarray(ts), np.asarray(t1), n_splits=self.calibration_splits)
+        base = (
+            self.classifier
+            if self.classifier is not None
+            else make_pipeline(
+                StandardScaler(),
+                LogisticRegression(C=0.5, max_iter=500, solver="newton-cholesky", random_state=self.random_state),
+            )
+        )
+        cv = (
+            TimeSeriesSplit(n_splits=self.calibration_splits)
+            if ts is None or t1 is None
+            else purged_calibration_splits(
+                np.asarray(y), np.asarray(ts), np.asarray(t1), n_splits=self.calibration_splits
+            )
+        )
         return CalibratedClassifierCV(clone(base), method=self.calibration, cv=cv)
 
     def fit(self, X, y, *, returns, ts=None, t1=None):
@@ -112,8 +136,10 @@ class AdaptiveThreshold(ClassifierMixin, BaseEstimator):
         if not (X.ndim == 2 and len(X) == len(y) == len(returns)):
             raise ConfigError(f"X {X.shape}, y {y.shape} and returns {returns.shape} must have one row per event")
         if not (np.isfinite(X).all() and np.isfinite(returns).all()):
-            raise ConfigError("X and returns must be finite numbers; drop events whose features are still warming "
-                              "up (meta_dataset does)")
+            raise ConfigError(
+                "X and returns must be finite numbers; drop events whose features are still warming "
+                "up (meta_dataset does)"
+            )
         self.n_features_in_ = X.shape[1]
         self.classes_ = np.array([0, 1])
         wins, losses = returns[returns > 0], -returns[returns <= 0]

@@ -42,8 +42,9 @@ class BarrierConfig(BaseModel):
 
 
 @nb.njit(cache=True)
-def _barriers(open_, high, low, close, events, direction, sigma, profit_mult, stop_mult,
-              horizon):  # pragma: no cover - compiled
+def _barriers(
+    open_, high, low, close, events, direction, sigma, profit_mult, stop_mult, horizon
+):  # pragma: no cover - compiled
     m = events.size
     n = close.size
     ret = np.full(m, np.nan)
@@ -120,21 +121,30 @@ def triple_barrier_labels(
     logret = np.diff(np.log(close), prepend=np.nan)
     sigma_all = pl.Series(logret).rolling_std(config.vol_window).fill_null(math.nan).to_numpy()
     ret, exit_bar, kind = _barriers(
-        candles["open"].to_numpy().astype(np.float64), candles["high"].to_numpy().astype(np.float64),
-        candles["low"].to_numpy().astype(np.float64), close, rows, dirs,
-        np.ascontiguousarray(sigma_all[rows]), config.profit_mult, config.stop_mult, config.horizon,
+        candles["open"].to_numpy().astype(np.float64),
+        candles["high"].to_numpy().astype(np.float64),
+        candles["low"].to_numpy().astype(np.float64),
+        close,
+        rows,
+        dirs,
+        np.ascontiguousarray(sigma_all[rows]),
+        config.profit_mult,
+        config.stop_mult,
+        config.horizon,
     )
     ts = candles["ts"].to_numpy()
     done = kind != UNFINISHED
     net = ret - config.cost
-    return pl.DataFrame({
-        "row": rows[done],
-        "ts": ts[rows[done]],
-        "t1": ts[exit_bar[done]],
-        "direction": dirs[done].astype(np.int8),
-        "sigma": sigma_all[rows[done]],
-        "ret": ret[done],
-        "net_ret": net[done],
-        "barrier": pl.Series([BARRIERS[k] for k in kind[done]], dtype=pl.Utf8),
-        "label": (net[done] > 0.0).astype(np.int8),
-    })
+    return pl.DataFrame(
+        {
+            "row": rows[done],
+            "ts": ts[rows[done]],
+            "t1": ts[exit_bar[done]],
+            "direction": dirs[done].astype(np.int8),
+            "sigma": sigma_all[rows[done]],
+            "ret": ret[done],
+            "net_ret": net[done],
+            "barrier": pl.Series([BARRIERS[k] for k in kind[done]], dtype=pl.Utf8),
+            "label": (net[done] > 0.0).astype(np.int8),
+        }
+    )

@@ -27,8 +27,16 @@ from tradeloop.thresholds.safe_skops import dump_classifier, load_classifier
 
 MODEL_JSON, CLASSIFIER_FILE = "model.json", "classifier.skops"
 STALE_RULES = ("reduce_only", "break_even")
-_LEARNED = ("p_star_", "margin_", "threshold_", "base_rate_", "n_samples_", "fallback_", "n_features_in_",
-            "validation_")
+_LEARNED = (
+    "p_star_",
+    "margin_",
+    "threshold_",
+    "base_rate_",
+    "n_samples_",
+    "fallback_",
+    "n_features_in_",
+    "validation_",
+)
 
 
 @dataclass
@@ -95,8 +103,9 @@ class ThresholdModel:
             "info": self.info,
             "universe": self.universe.model_dump(mode="json") if self.universe is not None else None,
         }
-        parse(ModelDoc, doc, source=f"the model to save in {directory}",
-              fix="fix the model's parameters before saving it")  # never write what load would refuse
+        parse(
+            ModelDoc, doc, source=f"the model to save in {directory}", fix="fix the model's parameters before saving it"
+        )  # never write what load would refuse
         if est.model_ is not None:
             dump_classifier(est.model_, directory / CLASSIFIER_FILE)
         (directory / MODEL_JSON).write_text(json.dumps(doc, indent=2, sort_keys=True))
@@ -108,30 +117,50 @@ class ThresholdModel:
         directory = Path(directory)
         if not directory.is_dir():
             what = "is not a folder" if directory.exists() else "does not exist"
-            raise ModelError(f"{directory} {what}: give a saved model folder (holding {MODEL_JSON} and "
-                             f"{CLASSIFIER_FILE}), e.g. the model/ folder a research run wrote")
+            raise ModelError(
+                f"{directory} {what}: give a saved model folder (holding {MODEL_JSON} and "
+                f"{CLASSIFIER_FILE}), e.g. the model/ folder a research run wrote"
+            )
         path = directory / MODEL_JSON
-        raw = read_json(path, fix="re-train the model or restore the artifact",
-                        missing=f"{directory} holds no {MODEL_JSON}: not a saved threshold model")
+        raw = read_json(
+            path,
+            fix="re-train the model or restore the artifact",
+            missing=f"{directory} holds no {MODEL_JSON}: not a saved threshold model",
+        )
         if isinstance(raw, dict) and raw.get("format") != FORMAT_VERSION:
-            raise ModelError(f"{directory} has model format {raw.get('format')!r}; this tradeloop reads "
-                             f"{FORMAT_VERSION}: re-train the model with this version")
+            raise ModelError(
+                f"{directory} has model format {raw.get('format')!r}; this tradeloop reads "
+                f"{FORMAT_VERSION}: re-train the model with this version"
+            )
         doc = parse(ModelDoc, raw, source=str(path), fix="re-train the model or restore the artifact")
         params = doc.estimator_params.model_dump(exclude={"classifier"})
         est = AdaptiveThreshold(**params)
         for key, value in doc.learned.model_dump().items():
             setattr(est, key, value)
         est.classes_ = np.array([0, 1])
-        est.model_ = None if est.fallback_ else load_classifier(directory / CLASSIFIER_FILE,
-                                                                 n_features=doc.learned.n_features_in_)
+        est.model_ = (
+            None
+            if est.fallback_
+            else load_classifier(directory / CLASSIFIER_FILE, n_features=doc.learned.n_features_in_)
+        )
         try:
             strategy = get_strategy(doc.strategy.name, **doc.strategy.params)
         except (ConfigError, ValueError) as exc:
-            raise ModelError(f"{path}: strategy.params = {doc.strategy.params} do not build a "
-                             f"{doc.strategy.name} ({exc}); re-train the model") from None
-        return cls(strategy=strategy, barriers=doc.barriers, estimator=est, trained_until=doc.trained_until,
-                   max_age_ms=doc.max_age_ms, on_stale=doc.on_stale, features=doc.features, info=doc.info,
-                   universe=doc.universe)
+            raise ModelError(
+                f"{path}: strategy.params = {doc.strategy.params} do not build a "
+                f"{doc.strategy.name} ({exc}); re-train the model"
+            ) from None
+        return cls(
+            strategy=strategy,
+            barriers=doc.barriers,
+            estimator=est,
+            trained_until=doc.trained_until,
+            max_age_ms=doc.max_age_ms,
+            on_stale=doc.on_stale,
+            features=doc.features,
+            info=doc.info,
+            universe=doc.universe,
+        )
 
 
 MAX_JSON_BYTES = 16 * 2**20  # a model.json or a manifest is a few KB

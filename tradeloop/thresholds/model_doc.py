@@ -21,8 +21,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tradeloop.errors import ModelError
 from tradeloop.strategies import STRATEGIES
@@ -140,8 +139,10 @@ class ModelDoc(_Frozen):
     @classmethod
     def _trained_until(cls, value: int) -> int:
         if not TRAINED_UNTIL_MIN_MS <= value <= TRAINED_UNTIL_MAX_MS:
-            raise ValueError(f"must be a bar time in ms since the epoch between 2009-01-01 ({TRAINED_UNTIL_MIN_MS}) "
-                             f"and 2100-01-01 ({TRAINED_UNTIL_MAX_MS}): the ts of the last bar the model saw")
+            raise ValueError(
+                f"must be a bar time in ms since the epoch between 2009-01-01 ({TRAINED_UNTIL_MIN_MS}) "
+                f"and 2100-01-01 ({TRAINED_UNTIL_MAX_MS}): the ts of the last bar the model saw"
+            )
         return value
 
     @field_validator("features")
@@ -152,15 +153,17 @@ class ModelDoc(_Frozen):
             raise ValueError(f"unknown feature(s) {unknown}; a model reads only {list(META_FEATURES)}")
         repeated = sorted({f for f in value if value.count(f) > 1})
         if repeated:
-            raise ValueError(f"feature(s) {repeated} listed more than once; list each of {list(META_FEATURES)} "
-                             "at most once")
+            raise ValueError(
+                f"feature(s) {repeated} listed more than once; list each of {list(META_FEATURES)} at most once"
+            )
         return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelDoc:
         if self.learned.n_features_in_ != len(self.features):
-            raise ValueError(f"learned.n_features_in_={self.learned.n_features_in_} but {len(self.features)} "
-                             "features are listed")
+            raise ValueError(
+                f"learned.n_features_in_={self.learned.n_features_in_} but {len(self.features)} features are listed"
+            )
         return self
 
 

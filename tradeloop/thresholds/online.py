@@ -51,8 +51,9 @@ class OnlineThreshold:
             raise ConfigError(f"initial threshold {initial} lies outside bounds {config.bounds}")
         self.config = config
         self.threshold = float(initial)
-        self.candidates = np.clip(np.linspace(initial - config.grid_width, initial + config.grid_width,
-                                              config.grid_points), lo, hi)
+        self.candidates = np.clip(
+            np.linspace(initial - config.grid_width, initial + config.grid_width, config.grid_points), lo, hi
+        )
         self.wins = np.zeros(config.grid_points)
         self.losses = np.zeros(config.grid_points)
         self.win_sum = np.zeros(config.grid_points)
@@ -99,10 +100,16 @@ class OnlineThreshold:
         self.threshold = float(np.clip(self.threshold + step, *self.config.bounds))
 
     def state(self) -> dict:
-        return {"threshold": self.threshold, "candidates": self.candidates.tolist(), "wins": self.wins.tolist(),
-                "losses": self.losses.tolist(), "win_sum": self.win_sum.tolist(),
-                "loss_sum": self.loss_sum.tolist(), "updates": self.updates,
-                "config": self.config.model_dump(mode="json")}
+        return {
+            "threshold": self.threshold,
+            "candidates": self.candidates.tolist(),
+            "wins": self.wins.tolist(),
+            "losses": self.losses.tolist(),
+            "win_sum": self.win_sum.tolist(),
+            "loss_sum": self.loss_sum.tolist(),
+            "updates": self.updates,
+            "config": self.config.model_dump(mode="json"),
+        }
 
     @classmethod
     def from_state(cls, state: dict) -> OnlineThreshold:

@@ -45,11 +45,13 @@ from sklearn.calibration import CalibratedClassifierCV
 
 from tradeloop.errors import ModelError
 
-ALLOWED_TYPES: frozenset[str] = frozenset({
-    "sklearn.calibration._CalibratedClassifier",
-    "sklearn.calibration._SigmoidCalibration",
-    "sklearn.model_selection._split.TimeSeriesSplit",
-})
+ALLOWED_TYPES: frozenset[str] = frozenset(
+    {
+        "sklearn.calibration._CalibratedClassifier",
+        "sklearn.calibration._SigmoidCalibration",
+        "sklearn.model_selection._split.TimeSeriesSplit",
+    }
+)
 MAX_FILE_BYTES = 64 * 2**20  # a real classifier is ~150 KB (isotonic, 10 splits, 20k rows: ~0.5 MB)
 MAX_UNPACKED_BYTES = 256 * 2**20
 MAX_RATIO = 100  # tradeloop stores members uncompressed (ratio 1); deflated arrays stay far below
@@ -65,9 +67,11 @@ def dump_classifier(model: object, path: Path) -> None:
     data = sio.dumps(model)
     refused = refused_types(data)
     if refused:
-        raise ModelError(f"the classifier holds types outside the allow-list {refused}; a model must use "
-                         "AdaptiveThreshold's default classifier (leave classifier= unset) so it can be loaded "
-                         "safely")
+        raise ModelError(
+            f"the classifier holds types outside the allow-list {refused}; a model must use "
+            "AdaptiveThreshold's default classifier (leave classifier= unset) so it can be loaded "
+            "safely"
+        )
     Path(path).write_bytes(data)
 
 
@@ -78,27 +82,38 @@ def load_classifier(path: Path, *, n_features: int) -> CalibratedClassifierCV:
     try:
         refused = refused_types(data)
     except Exception as exc:  # noqa: BLE001 - any parse failure means the file is not a skops file
-        raise ModelError(f"{path} is not a readable skops file ({type(exc).__name__}: {exc}); restore it from "
-                         "the registry or train a new model") from None
+        raise ModelError(
+            f"{path} is not a readable skops file ({type(exc).__name__}: {exc}); restore it from "
+            "the registry or train a new model"
+        ) from None
     if refused:
-        raise ModelError(f"{path} contains types outside the allow-list: {refused}; refusing to load it (it was "
-                         "not written by tradeloop: delete it and train a new model)")
+        raise ModelError(
+            f"{path} contains types outside the allow-list: {refused}; refusing to load it (it was "
+            "not written by tradeloop: delete it and train a new model)"
+        )
     try:
         model = sio.loads(data, trusted=sorted(ALLOWED_TYPES))
     except Exception as exc:  # noqa: BLE001 - skops' own audit or a malformed tree: refuse, never half-load
-        raise ModelError(f"{path} could not be loaded ({type(exc).__name__}: {exc}); restore it from the "
-                         "registry or train a new model") from None
+        raise ModelError(
+            f"{path} could not be loaded ({type(exc).__name__}: {exc}); restore it from the "
+            "registry or train a new model"
+        ) from None
     if type(model) is not CalibratedClassifierCV:
-        raise ModelError(f"{path} holds a {type(model).__name__}, not the CalibratedClassifierCV tradeloop "
-                         "writes; train a new model")
+        raise ModelError(
+            f"{path} holds a {type(model).__name__}, not the CalibratedClassifierCV tradeloop writes; train a new model"
+        )
     found = getattr(model, "n_features_in_", None)
     if found != n_features:
-        raise ModelError(f"{path} holds a classifier for {found} features, but model.json lists {n_features}; "
-                         "the artifact is inconsistent: train a new model")
+        raise ModelError(
+            f"{path} holds a classifier for {found} features, but model.json lists {n_features}; "
+            "the artifact is inconsistent: train a new model"
+        )
     problem = _cannot_predict(model, n_features)
     if problem is not None:
-        raise ModelError(f"{path} holds a classifier that cannot predict on {n_features} features ({problem}); "
-                         "the artifact is corrupt or crafted: train a new model")
+        raise ModelError(
+            f"{path} holds a classifier that cannot predict on {n_features} features ({problem}); "
+            "the artifact is corrupt or crafted: train a new model"
+        )
     return model
 
 
@@ -109,28 +124,40 @@ def _read_bounded(path: Path) -> bytes:
             data = fh.read(MAX_FILE_BYTES + 1)
             size = max(len(data), os.fstat(fh.fileno()).st_size)
     except FileNotFoundError:
-        raise ModelError(f"{path} is missing: the model was saved with a trained classifier; restore the "
-                         "artifact from the registry or train a new model") from None
+        raise ModelError(
+            f"{path} is missing: the model was saved with a trained classifier; restore the "
+            "artifact from the registry or train a new model"
+        ) from None
     except OSError as exc:  # a folder, a permission problem, a broken disk
-        raise ModelError(f"{path} cannot be read ({type(exc).__name__}: {exc.strerror or exc}); it must be the "
-                         "classifier file tradeloop wrote: restore the artifact or train a new model") from None
+        raise ModelError(
+            f"{path} cannot be read ({type(exc).__name__}: {exc.strerror or exc}); it must be the "
+            "classifier file tradeloop wrote: restore the artifact or train a new model"
+        ) from None
     if size > MAX_FILE_BYTES:
-        raise ModelError(f"{path} is {size:,} bytes, more than the {MAX_FILE_BYTES:,}-byte bound for a classifier "
-                         "file (tradeloop's are under 1 MB); it is not one tradeloop wrote: train a new model")
+        raise ModelError(
+            f"{path} is {size:,} bytes, more than the {MAX_FILE_BYTES:,}-byte bound for a classifier "
+            "file (tradeloop's are under 1 MB); it is not one tradeloop wrote: train a new model"
+        )
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             unpacked = sum(info.file_size for info in zf.infolist())
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise ModelError(f"{path} is not a readable skops file ({type(exc).__name__}: {exc}); restore it from "
-                         "the registry or train a new model") from None
+        raise ModelError(
+            f"{path} is not a readable skops file ({type(exc).__name__}: {exc}); restore it from "
+            "the registry or train a new model"
+        ) from None
     if unpacked > MAX_UNPACKED_BYTES:
-        raise ModelError(f"{path} unpacks to {unpacked:,} bytes, more than the {MAX_UNPACKED_BYTES:,}-byte bound "
-                         "(a decompression bomb, not a classifier tradeloop wrote); refusing to expand it: delete "
-                         "it and train a new model")
+        raise ModelError(
+            f"{path} unpacks to {unpacked:,} bytes, more than the {MAX_UNPACKED_BYTES:,}-byte bound "
+            "(a decompression bomb, not a classifier tradeloop wrote); refusing to expand it: delete "
+            "it and train a new model"
+        )
     if unpacked > MAX_RATIO * max(len(data), 1):
-        raise ModelError(f"{path} unpacks to {unpacked // max(len(data), 1)} times its size ({len(data):,} -> "
-                         f"{unpacked:,} bytes), more than {MAX_RATIO} times (a decompression bomb); refusing to "
-                         "expand it: delete it and train a new model")
+        raise ModelError(
+            f"{path} unpacks to {unpacked // max(len(data), 1)} times its size ({len(data):,} -> "
+            f"{unpacked:,} bytes), more than {MAX_RATIO} times (a decompression bomb); refusing to "
+            "expand it: delete it and train a new model"
+        )
     return data
 
 

@@ -36,8 +36,13 @@ from tradeloop.thresholds.dataset import META_FEATURES
 SCORE = "score"  # the strategy's own column among a model's features
 
 
-def min_window_bars(strategy: Strategy, features: Sequence[str] = META_FEATURES, *, tol: float = TOLERANCE,
-                    specs: Sequence[FeatureSpec] = DEFAULT_FEATURES) -> int:
+def min_window_bars(
+    strategy: Strategy,
+    features: Sequence[str] = META_FEATURES,
+    *,
+    tol: float = TOLERANCE,
+    specs: Sequence[FeatureSpec] = DEFAULT_FEATURES,
+) -> int:
     """The smallest rolling window (bars per symbol, the decided bar included) on which the
     decision on the last bar equals the decision on the full history.
 
@@ -63,8 +68,13 @@ def min_window_bars(strategy: Strategy, features: Sequence[str] = META_FEATURES,
     return need
 
 
-def window_needs(strategy: Strategy, features: Sequence[str] = META_FEATURES, *, tol: float = TOLERANCE,
-                 specs: Sequence[FeatureSpec] = DEFAULT_FEATURES) -> dict[str, int]:
+def window_needs(
+    strategy: Strategy,
+    features: Sequence[str] = META_FEATURES,
+    *,
+    tol: float = TOLERANCE,
+    specs: Sequence[FeatureSpec] = DEFAULT_FEATURES,
+) -> dict[str, int]:
     """What ``min_window_bars`` takes the maximum of, by name (for messages and docs)."""
     needs = {f"{strategy.name} score and the bar before": strategy.score_memory.shift(1).exact_bars(tol)}
     needs |= {name: feature_spec(name, specs).exact_bars(tol) for name in features if name != SCORE}

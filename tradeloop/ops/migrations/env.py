@@ -7,7 +7,8 @@ from tradeloop.ops.models import Base
 
 connection = context.config.attributes["connection"]
 # a version table of our own (VERSION_TABLE): optuna keeps its own alembic_version in the same database
-context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True,
-                  version_table=VERSION_TABLE)
+context.configure(
+    connection=connection, target_metadata=Base.metadata, render_as_batch=True, version_table=VERSION_TABLE
+)
 with context.begin_transaction():
     context.run_migrations()
