@@ -109,6 +109,10 @@ class VenueUnreachableError(BrokerError):
     """The venue could not be asked (every try of a read failed): nothing is concluded from it."""
 
 
+class OrderStateError(LiveError, ValueError):
+    """An order status change the order state machine does not allow (``tradeloop.trading``)."""
+
+
 class FeedStaleError(LiveError):
     """A market-data feed delivered nothing for longer than its staleness limit."""
 
