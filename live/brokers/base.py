@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from live.feeds.base import CandleBatch
+from tradeloop.trading import OrderType, TimeInForce
 
 
 def wall_ms() -> int:
@@ -26,10 +27,12 @@ def wall_ms() -> int:
 
 @dataclass(frozen=True)
 class OrderRequest:
-    """A market order as stored in the operational database before it is sent.
+    """An order as stored in the operational database before it is sent.
 
-    Entries spend ``quote_amount`` (the base amount follows from the fill price, as the
-    backtest sizes at the fill); exits sell ``quantity``.
+    Market entries may spend ``quote_amount`` (the base amount follows from the fill price, as
+    the backtest sizes at the fill); every other order carries ``quantity``. ``order_type``,
+    ``time_in_force``, ``price`` (limit) and ``trigger_price`` (stop, take-profit) use the
+    ``tradeloop.trading`` vocabulary; ``reduce_only`` orders may only shrink a position.
     """
 
     client_order_id: str
@@ -37,6 +40,11 @@ class OrderRequest:
     side: str  # buy | sell
     quantity: float | None = None
     quote_amount: float | None = None
+    order_type: OrderType = OrderType.MARKET
+    time_in_force: TimeInForce = TimeInForce.GTC
+    price: float | None = None
+    trigger_price: float | None = None
+    reduce_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,7 @@ class FillReport:
 
 @dataclass(frozen=True)
 class OrderState:
-    """What the venue says about an order: ``status`` new|submitted|filled|rejected|canceled|unknown."""
+    """What the venue says about an order: ``status`` is an ``OrderStatus`` value."""
 
     client_order_id: str
     status: str
