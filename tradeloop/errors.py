@@ -73,6 +73,10 @@ class BacktestError(TradeloopError):
     exit_code = 5
 
 
+class PortfolioError(TradeloopError, ValueError):
+    """A fill, price or cash flow the portfolio cannot apply (non-finite, non-positive quantity or price)."""
+
+
 class ModelError(TradeloopError):
     """A threshold model or registry operation cannot go on (missing, stale, bad input)."""
 
