@@ -91,6 +91,13 @@ class PromotionRefusedError(ModelError):
     """The promotion gate refused a candidate; the report lists every check and its number."""
 
 
+class RiskError(TradeloopError, ValueError):
+    """The risk engine was given what it cannot judge (bars out of order, a stored risk state
+    that does not parse). A denied order is a verdict, never this error."""
+
+    exit_code = 9
+
+
 class LiveError(TradeloopError):
     """The live engine cannot go on (session state, broker, feed)."""
 

@@ -1,0 +1,201 @@
+"""The risk engine's records: the rules by name, the portfolio it judges, and its verdicts.
+
+Comparisons against limits use one tolerance, ``TOL = 1e-9`` relative to the limit (at
+least ``1e-9`` absolute), so float noise never decides a verdict:
+
+* a cap (``max_*``) is exceeded when ``value - limit > TOL * max(1, |limit|)``: holding
+  exactly the cap is allowed;
+* a minimum (``min_*``) is missed when ``limit - value > TOL * max(1, |limit|)``;
+* a loss limit (daily loss, drawdown) is reached when ``value - limit >= -TOL * max(1, |limit|)``:
+  losing exactly the limit trips it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+from tradeloop.trading import InstrumentId, OrderIntent
+
+TOL = 1e-9
+FLAT_QTY = 1e-12  # a |position| at or below this many units is flat
+
+
+def exceeds(value: float, limit: float) -> bool:
+    """``value`` is above the cap ``limit`` by more than the tolerance."""
+    return value - limit > TOL * max(1.0, abs(limit))
+
+
+def short_of(value: float, minimum: float) -> bool:
+    """``value`` is below ``minimum`` by more than the tolerance."""
+    return minimum - value > TOL * max(1.0, abs(minimum))
+
+
+def reaches(value: float, limit: float) -> bool:
+    """``value`` is at ``limit`` (within the tolerance) or beyond it."""
+    return value - limit >= -TOL * max(1.0, abs(limit))
+
+
+class RiskRule(StrEnum):
+    """Every reason the risk engine gives, in the order the pre-trade check applies them
+    (``tradeloop.risk.checks``), then the kill switch's two triggers."""
+
+    INVALID = "invalid"  # a quantity, quote amount or price that is not a finite positive number
+    NOT_REDUCING = "not_reducing"  # a reducing intent that would open or grow a position
+    KILL_SWITCH = "kill_switch"
+    THROTTLE = "throttle"
+    NO_PRICE = "no_price"
+    PRICE_BAND = "price_band"
+    MIN_AMOUNT = "min_amount"
+    MIN_NOTIONAL = "min_notional"
+    MAX_ORDER_NOTIONAL = "max_order_notional"
+    MAX_POSITION_NOTIONAL = "max_position_notional"
+    MAX_OPEN_POSITIONS = "max_open_positions"
+    MAX_GROSS_EXPOSURE = "max_gross_exposure"
+    MAX_NET_EXPOSURE = "max_net_exposure"
+    DAILY_LOSS = "daily_loss"  # kill switch trigger
+    MAX_DRAWDOWN = "max_drawdown"  # kill switch trigger
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PortfolioSnapshot:
+    """The portfolio as the risk engine sees it at a bar's close.
+
+    ``positions`` maps instruments to signed quantities (base units, short < 0); ``prices``
+    to their last trade price. Every non-flat position needs a finite positive price.
+    ``equity`` is cash plus positions marked at ``prices`` (the caller's number: fees and
+    funding are its business).
+    """
+
+    equity: float
+    cash: float
+    positions: Mapping[InstrumentId, float] = field(default_factory=dict)
+    prices: Mapping[InstrumentId, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for inst, q in self.positions.items():
+            px = self.prices.get(inst)
+            if abs(q) > FLAT_QTY and (px is None or not (math.isfinite(px) and px > 0)):
+                raise ValueError(f"PortfolioSnapshot: position {q} in {inst} has no positive last price ({px})")
+
+    def notional(self, instrument: InstrumentId) -> float:
+        """Signed quote value of the position in ``instrument`` at its last price (0 when flat)."""
+        q = self.positions.get(instrument, 0.0)
+        return q * self.prices[instrument] if abs(q) > FLAT_QTY else 0.0
+
+    def open_positions(self) -> int:
+        """How many instruments are held (``|quantity| > 1e-12``)."""
+        return sum(1 for q in self.positions.values() if abs(q) > FLAT_QTY)
+
+    def after(self, instrument: InstrumentId, quantity: float, price: float) -> PortfolioSnapshot:
+        """The snapshot after ``quantity`` (signed: buy > 0) of ``instrument`` traded at
+        ``price``: position and cash move, equity does not (no fees), and ``price`` becomes the
+        instrument's last price only when it had none."""
+        positions = dict(self.positions)
+        positions[instrument] = positions.get(instrument, 0.0) + quantity
+        prices = dict(self.prices)
+        prices.setdefault(instrument, price)
+        return PortfolioSnapshot(
+            equity=self.equity, cash=self.cash - quantity * price, positions=positions, prices=prices
+        )
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, InstrumentId | StrEnum) else value
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RiskApproved:
+    """The intent may go on; ``intent`` is the one to store and send (its quantity rounded
+    down to the amount step, its prices to the tick, when market rules apply)."""
+
+    intent: OrderIntent
+
+    @property
+    def approved(self) -> bool:
+        return True
+
+    def detail(self) -> dict[str, Any]:
+        """Plain JSON values for the audit log and the bus."""
+        i = self.intent
+        return {
+            "approved": True,
+            "instrument": str(i.instrument),
+            "kind": str(i.kind),
+            "side": str(i.side),
+            "quantity": i.quantity,
+            "quote_amount": i.quote_amount,
+            "price": i.price,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RiskDenied:
+    """The intent is refused by ``rule``: ``value`` broke ``limit`` (both in the rule's unit:
+    quote for notionals, multiples of equity for exposures, fractions for the band, counts for
+    positions and the throttle). ``message`` says it in words."""
+
+    rule: RiskRule
+    message: str
+    limit: float
+    value: float
+    instrument: InstrumentId
+    intent: OrderIntent
+    ts: int
+
+    @property
+    def approved(self) -> bool:
+        return False
+
+    def detail(self) -> dict[str, Any]:
+        """Plain JSON values for the audit log and the bus."""
+        return {
+            "approved": False,
+            "rule": str(self.rule),
+            "message": self.message,
+            "limit": self.limit,
+            "value": self.value,
+            "instrument": str(self.instrument),
+            "kind": str(self.intent.kind),
+            "side": str(self.intent.side),
+            "quantity": self.intent.quantity,
+            "quote_amount": self.intent.quote_amount,
+            "ts": self.ts,
+        }
+
+
+RiskResult = RiskApproved | RiskDenied
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class KillSwitchTrip:
+    """Why the kill switch tripped: ``rule`` (daily loss or drawdown) at bar ``ts``, with
+    ``equity`` against ``reference`` (the day's start equity or the high-water mark) and the
+    loss ``value`` (a fraction) that reached ``limit``."""
+
+    rule: RiskRule
+    ts: int
+    equity: float
+    reference: float
+    value: float
+    limit: float
+    message: str
+
+    def detail(self) -> dict[str, Any]:
+        """Plain JSON values for the audit log, the bus and the stored risk state."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_detail(cls, data: Mapping[str, Any]) -> KillSwitchTrip:
+        return cls(
+            rule=RiskRule(data["rule"]),
+            ts=int(data["ts"]),
+            equity=float(data["equity"]),
+            reference=float(data["reference"]),
+            value=float(data["value"]),
+            limit=float(data["limit"]),
+            message=str(data["message"]),
+        )
