@@ -16,8 +16,10 @@ class BacktestConfig(BaseModel):
     """How orders fill and how positions are sized and protected.
 
     Fill rules (see ``tradeloop.backtest.kernel`` for the full list): a signal decided at a
-    bar's close fills at the next bar's open; fees are a fraction of notional per side;
-    slippage moves every fill against the trader by a fraction of price.
+    bar's close fills at the next bar's open (or, with ``entry_order='limit'``, an entry
+    rests as a limit order for ``limit_ttl_bars`` candles); fees are a fraction of notional
+    per side; slippage moves every market fill against the trader by a fraction of price.
+    Stops in percent and in ATRs may be combined: the tightest level is the stop.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -47,6 +49,38 @@ class BacktestConfig(BaseModel):
     trailing_stop: float | None = Field(
         default=None, gt=0, lt=1, description="drop from the peak as a fraction, 0 < x < 1: 0.1 = 10%"
     )
+    atr_stop: float | None = Field(
+        default=None,
+        gt=0,
+        description="stop distance from entry in ATRs, the ATR at the decision bar, fixed: 2.0 = entry - 2 ATR (long)",
+    )
+    atr_trailing: float | None = Field(
+        default=None,
+        gt=0,
+        description="trailing distance from the peak in ATRs, the ATR at the previous bar's close: 3.0",
+    )
+    atr_window: int = Field(
+        default=14, ge=1, description="bars in Wilder's average true range for atr_stop/atr_trailing: 14"
+    )
+    entry_order: Literal["market", "limit"] = Field(
+        default="market",
+        description="how entries are placed: 'market' (next open) or 'limit' (limit_offset from the close)",
+    )
+    limit_offset: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="limit entries: distance from the decision bar's close, a fraction: 0.002 = buy 0.2% below",
+    )
+    limit_ttl_bars: int = Field(
+        default=1, ge=1, description="limit entries: the symbol's candles an order rests before it expires: 3"
+    )
+    maker_fee_rate: float | None = Field(
+        default=None,
+        ge=0,
+        lt=0.1,
+        description="limit entries: fee per fill, a fraction of notional (None: fee_rate): 0.0002 = 0.02%",
+    )
     cash_sharing: bool = Field(
         default=True,
         description="True: one portfolio, shared cash across symbols; False: one per symbol",
@@ -62,4 +96,21 @@ class BacktestConfig(BaseModel):
             raise ValueError("sizing='vol_target' needs vol_target, e.g. vol_target=0.5 (50%/year)")
         if self.sizing == "fixed_fraction" and self.vol_target is not None:
             raise ValueError("vol_target is set but sizing='fixed_fraction'; set sizing='vol_target'")
+        return self
+
+    @model_validator(mode="after")
+    def _limit_options_need_limit_entries(self) -> BacktestConfig:
+        if self.entry_order == "market":
+            limit_only = ("limit_offset", "limit_ttl_bars", "maker_fee_rate")
+            set_ = [name for name in limit_only if getattr(self, name) != type(self).model_fields[name].default]
+            if set_:
+                raise ValueError(
+                    f"{', '.join(set_)}: for limit entries only; set entry_order='limit' or leave the default"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _atr_window_needs_atr_stops(self) -> BacktestConfig:
+        if self.atr_window != 14 and self.atr_stop is None and self.atr_trailing is None:
+            raise ValueError("atr_window is set but no ATR stop is; set atr_stop (e.g. 2.0) or atr_trailing")
         return self

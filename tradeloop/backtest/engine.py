@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from tradeloop.backtest import kernel
+from tradeloop.backtest.atr import wilder_atr
 from tradeloop.backtest.config import BacktestConfig
 from tradeloop.data.schema import timeframe_ms
 from tradeloop.errors import BacktestError
@@ -61,7 +62,7 @@ class PriceArrays:
         grid = pl.DataFrame({"ts": ts})
 
         def wide(col: str, dtype: type, fill: float | int) -> np.ndarray:
-            out = np.full((ts.len(), len(symbols)), fill, dtype=dtype)
+            out: np.ndarray = np.full((ts.len(), len(symbols)), fill, dtype=dtype)
             for j, sym in enumerate(symbols):
                 part = grid.join(frame.filter(pl.col("symbol") == sym).select("ts", col), on="ts", how="left")
                 out[:, j] = part[col].fill_null(fill).to_numpy()
@@ -222,16 +223,21 @@ def simulate_arrays(
     size_frac = np.ascontiguousarray(size_frac, dtype=np.float64)
     n_groups = 1 if config.cash_sharing else k
     equity = np.empty((len(prices.ts), n_groups))
+    atr = (
+        wilder_atr(prices.high, prices.low, prices.close, window=config.atr_window)
+        if config.atr_stop is not None or config.atr_trailing is not None
+        else None
+    )
     workers = 1 if config.cash_sharing else max(1, min(k, threads or os.cpu_count() or 1))
     if workers == 1:
         group = np.zeros(k, dtype=np.int64) if config.cash_sharing else np.arange(k, dtype=np.int64)
-        return _kernel_call(prices, config, slice(0, k), size_frac, group, n_groups, equity)
+        return _kernel_call(prices, config, slice(0, k), size_frac, group, n_groups, equity, atr)
     edges = np.linspace(0, k, workers + 1).astype(int)
     blocks = [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
     def one(cols: slice):
         m = cols.stop - cols.start
-        return _kernel_call(prices, config, cols, size_frac, np.arange(m, dtype=np.int64), m, equity[:, cols])
+        return _kernel_call(prices, config, cols, size_frac, np.arange(m, dtype=np.int64), m, equity[:, cols], atr)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:  # the kernel releases the GIL
         parts = list(pool.map(one, blocks))
@@ -248,10 +254,13 @@ def _kernel_call(
     group: np.ndarray,
     n_groups: int,
     equity: np.ndarray,
+    atr: np.ndarray | None,
 ):
     signal = prices.signal[:, cols]
     frac = size_frac if size_frac.shape == (1, 1) else size_frac[:, cols]
     nan = float("nan")
+    limit = config.entry_order == "limit"
+    maker_fee = config.fee_rate if config.maker_fee_rate is None else config.maker_fee_rate
     return kernel.simulate(
         prices.open[:, cols],
         prices.high[:, cols],
@@ -270,11 +279,22 @@ def _kernel_call(
         bool(config.close_at_end),
         int(np.count_nonzero(signal & ENTRIES)) + signal.shape[1] + 1,
         equity,
+        _NO_ATR if atr is None else atr[:, cols],
+        nan if config.atr_stop is None else float(config.atr_stop),
+        nan if config.atr_trailing is None else float(config.atr_trailing),
+        int(config.limit_ttl_bars) if limit else 0,
+        float(config.limit_offset),
+        float(maker_fee),
     )
+
+
+_NO_ATR = np.full((1, 1), np.nan)  # both ATR stops off: the kernel does not read it
 
 
 def vol_target_fractions(prices: PriceArrays, config: BacktestConfig, timeframe: str) -> np.ndarray:
     """Per-bar position fraction = vol_target / annualised realised vol, capped at ``fraction``."""
+    if config.vol_target is None:
+        raise BacktestError("volatility-targeted sizing needs vol_target; set sizing='vol_target', vol_target=0.5")
     with np.errstate(divide="ignore", invalid="ignore"):
         logret = np.log(prices.close[1:] / prices.close[:-1])
     frame = pl.DataFrame(logret, schema=list(prices.symbols), orient="row")

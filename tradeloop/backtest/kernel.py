@@ -7,23 +7,47 @@ Rules, in the order they apply on each bar ``t``:
    by an exit can fund an entry in the same portfolio. A symbol without a candle at ``t``
    (NaN open) keeps its order for its next candle. Entering the opposite side closes the
    current position first (a reversal); entering the side already held does nothing (no
-   pyramiding).
+   pyramiding). Exits are always market orders; entries too unless ``entry_order='limit'``
+   (step 4).
 2. **Sizing.** A new position is worth ``size_frac * equity at decision``, capped by the
    cash that pays for it and its fee (``cash / (price * (1 + fee))``): no leverage. Shorts
    use the same cap as collateral.
 3. **Fills.** Buys fill at ``price * (1 + slippage)``, sells at ``price * (1 - slippage)``;
    the fee is ``fee_rate * notional`` on every fill.
-4. **Stops, on the bar's high/low**, for positions open after step 1. Levels: stop-loss
-   ``entry * (1 -/+ stop_loss)``, take-profit ``entry * (1 +/- take_profit)``, trailing
-   ``peak * (1 -/+ trailing_stop)`` where the peak (trough for shorts) covers the entry
-   price and the highs (lows) of *previous* bars: this bar's high updates it only after the
-   check. The tighter of stop-loss and trailing is the stop. A level the open already
-   passed fills at the open (a gap). When one bar touches both stop and take-profit, the
-   **stop is assumed to have come first** (pessimistic), unless the open already passed the
-   take-profit. Stop fills pay slippage and fees like any fill.
-5. **Close.** Equity = cash + sum(position * last close); a missing close keeps the last
+4. **Limit entries** (``entry_order='limit'``). An entry decided at bar ``d``'s close is a
+   limit order at ``close_d * (1 - limit_offset)`` (buy) or ``close_d * (1 + limit_offset)``
+   (sell) for ``size_frac * equity_d / limit price`` units, fixed at decision. It is placed
+   at the symbol's next candle, after that open's exits (held side already: dropped, as in
+   step 1), and rests for ``limit_ttl_bars`` of the symbol's candles, that one included;
+   then it expires. Queue rule (``fills.limit_fill_rule``): we are last in the queue, so a
+   buy fills only when a bar's low trades strictly through the price (``low < price``;
+   touching is not enough), at the price, or at the open if the open is already below it;
+   a sell mirrors it (``high > price``). Limit fills pay no slippage and the maker fee
+   (``maker_fee_rate``, default ``fee_rate``); the quantity is capped by the cash at the
+   fill (``cash / (fill * (1 + maker fee))``), and with no cash the order lapses. Fills of
+   one bar go in symbol order, after the open's market orders and before the stops. A new
+   non-zero signal for the symbol cancels its resting order (an entry signal places a new
+   one, as above); an order still resting after the last bar is dropped. On the bar a limit
+   entry fills, its high (low, for a sell) is taken to have come before the fill: the
+   take-profit is not checked on that bar and that high does not join the peak; the stop
+   is (pessimistic).
+5. **Stops, on the bar's high/low**, for positions open after steps 1 and 4
+   (``fills.stop_rule`` and ``fills.stop_fill_rule``). Levels: stop-loss
+   ``entry * (1 -/+ stop_loss)``, ATR stop ``entry -/+ atr_stop * ATR_d`` with ``ATR_d``
+   the ATR at the close of the decision bar (fixed at entry), take-profit
+   ``entry * (1 +/- take_profit)``, trailing ``peak * (1 -/+ trailing_stop)`` and ATR
+   trailing ``peak -/+ atr_trailing * ATR_{t-1}`` (the ATR at the previous bar's close, so
+   it moves with volatility), where the peak (trough for shorts) covers the entry price
+   and the highs (lows) of *previous* bars: this bar's high updates it only after the
+   check. ATR is Wilder's (``tradeloop.backtest.atr``); while it is NaN (warm-up) its stop
+   is off. The tightest of stop-loss, ATR stop, trailing and ATR trailing is the stop (ties:
+   that order); ATR stops exit as ``stop_loss`` and ``trailing_stop``. A level the open
+   already passed fills at the open (a gap). When one bar touches both stop and
+   take-profit, the **stop is assumed to have come first** (pessimistic), unless the open
+   already passed the take-profit. Stop fills pay slippage and fees like any fill.
+6. **Close.** Equity = cash + sum(position * last close); a missing close keeps the last
    known one. Then the bar's signal becomes the order for the next bar.
-6. **End.** Positions still open after the last bar are marked at the last close without
+7. **End.** Positions still open after the last bar are marked at the last close without
    an exit fee and listed as open trades (``exit_reason = OPEN``); with ``close_at_end``
    they are instead closed at the last close with slippage and fee (``END``).
 """
@@ -33,11 +57,11 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from tradeloop.backtest import fills
+from tradeloop.backtest.fills import END, EXIT_REASONS, OPEN, SIGNAL, STOP_LOSS, TAKE_PROFIT, TRAILING_STOP
 from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXIT_SHORT
 
-# exit reasons
-SIGNAL, STOP_LOSS, TAKE_PROFIT, TRAILING_STOP, END, OPEN = 0, 1, 2, 3, 4, 5
-EXIT_REASONS = ("signal", "stop_loss", "take_profit", "trailing_stop", "end", "open")
+__all__ = ["END", "EXIT_REASONS", "OPEN", "SIGNAL", "STOP_LOSS", "TAKE_PROFIT", "TRAILING_STOP", "simulate"]
 
 # trade record columns (float64 matrix)
 (
@@ -56,6 +80,14 @@ EXIT_REASONS = ("signal", "stop_loss", "take_profit", "trailing_stop", "end", "o
 N_TRADE_FIELDS = 11
 
 _EL, _ES, _XL, _XS = ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXIT_SHORT
+
+# the scalar rules of tradeloop.backtest.fills, compiled: the live paper broker calls the same functions
+_jit = nb.njit(cache=True, inline="always", error_model="numpy")
+_stop_rule = _jit(fills.stop_rule)
+_target_rule = _jit(fills.target_rule)
+_stop_fill_rule = _jit(fills.stop_fill_rule)
+_limit_price_rule = _jit(fills.limit_price_rule)
+_limit_fill_rule = _jit(fills.limit_fill_rule)
 
 
 @nb.njit(cache=True, inline="always", error_model="numpy")
@@ -95,12 +127,19 @@ def simulate(
     close_at_end,
     max_trades,
     equity,
+    atr,
+    atr_stop,
+    atr_trailing,
+    limit_ttl,
+    limit_offset,
+    maker_fee,
 ):
-    """Run the portfolio simulation. Disabled stops are NaN.
+    """Run the portfolio simulation. Disabled stops are NaN; ``limit_ttl = 0``: market entries.
 
     Arrays are (bars, symbols), C order or column slices of such arrays; ``size_frac`` is
-    (bars, symbols) or (1, 1); ``group[j]`` is symbol j's portfolio; ``equity`` is the
-    (bars, groups) output, filled in place. Returns
+    (bars, symbols) or (1, 1); ``atr`` is (bars, symbols), or (1, 1) and unread when both ATR
+    stops are off; ``group[j]`` is symbol j's portfolio; ``equity`` is the (bars, groups)
+    output, filled in place. Returns
     ``(equity[bars, groups], trades[n, 11], cash[groups], bars_in_market[groups],
     traded_notional[groups])``.
     """
@@ -123,7 +162,19 @@ def simulate(
     pending_frac = np.zeros(k)
     marked_at = np.full(n_groups, -1, dtype=np.int64)  # last bar a group counted as in market
     n_pending = 0  # orders waiting for an open: the open passes run only when there are some
-    has_stops = stop_loss == stop_loss or take_profit == take_profit or trailing == trailing
+    use_atr = atr_stop == atr_stop or atr_trailing == atr_trailing
+    has_stops = stop_loss == stop_loss or take_profit == take_profit or trailing == trailing or use_atr
+    entry_atr = np.full(k, np.nan)  # ATR at the bar that decided the position
+    pending_atr = np.full(k, np.nan)
+    pending_close = np.zeros(k)  # the decision bar's close: a limit entry's reference price
+    limit_mode = limit_ttl > 0
+    rest_left = np.zeros(k, dtype=np.int64)  # candles a resting limit entry still lives (0: none)
+    rest_dir = np.zeros(k)
+    rest_price = np.zeros(k)
+    rest_qty = np.zeros(k)
+    rest_atr = np.zeros(k)
+    limit_bar = np.full(k, -1, dtype=np.int64)  # bar of the position's limit entry fill
+    n_resting = 0
 
     for t in range(n):
         # 1. exits at the open
@@ -183,9 +234,22 @@ def simulate(
                 continue
             pending[j] = 0
             n_pending -= 1
+            if rest_left[j] > 0:  # a new signal cancels the resting limit entry
+                rest_left[j] = 0
+                n_resting -= 1
             want_long = (f & _EL) != 0
             want_short = (f & _ES) != 0
             if pos[j] != 0.0 or want_long == want_short:
+                continue
+            if limit_mode:  # 4. the entry rests as a limit order from this candle on
+                d = 1.0 if want_long else -1.0
+                lp = _limit_price_rule(d, pending_close[j], limit_offset)
+                rest_dir[j] = d
+                rest_price[j] = lp
+                rest_qty[j] = pending_frac[j] * pending_equity[j] / lp
+                rest_atr[j] = pending_atr[j]
+                rest_left[j] = limit_ttl
+                n_resting += 1
                 continue
             g = group[j]
             px = o * (1.0 + slip) if want_long else o * (1.0 - slip)
@@ -204,7 +268,39 @@ def simulate(
             entry_bar[j] = t
             entry_fee[j] = fee_paid
             extreme[j] = px
-        # 4. stops on the bar's range
+            entry_atr[j] = pending_atr[j]
+        # 4. resting limit entries on the bar's range
+        for j in range(k if n_resting > 0 else 0):
+            if rest_left[j] == 0 or not np.isfinite(open_[t, j]):
+                continue
+            d = rest_dir[j]
+            fill = _limit_fill_rule(d, rest_price[j], open_[t, j], high[t, j], low[t, j])
+            if fill != fill:
+                rest_left[j] -= 1
+                if rest_left[j] == 0:
+                    n_resting -= 1
+                continue
+            rest_left[j] = 0
+            n_resting -= 1
+            g = group[j]
+            q = min(rest_qty[j], cash[g] / (fill * (1.0 + maker_fee)))
+            if not q > 0.0:
+                continue
+            fee_paid = q * fill * maker_fee
+            if d > 0.0:
+                cash[g] -= q * fill + fee_paid
+                pos[j] = q
+            else:
+                cash[g] += q * fill - fee_paid
+                pos[j] = -q
+            notional[g] += q * fill
+            entry_price[j] = fill
+            entry_bar[j] = t
+            entry_fee[j] = fee_paid
+            extreme[j] = fill
+            entry_atr[j] = rest_atr[j]
+            limit_bar[j] = t
+        # 5. stops on the bar's range
         for j in range(k if has_stops else 0):
             q = pos[j]
             if q == 0.0:
@@ -216,64 +312,41 @@ def simulate(
                 continue
             ep = entry_price[j]
             g = group[j]
-            if q > 0.0:
-                stop = -np.inf
-                reason = STOP_LOSS
-                if stop_loss == stop_loss:
-                    stop = ep * (1.0 - stop_loss)
-                if trailing == trailing:
-                    trail = extreme[j] * (1.0 - trailing)
-                    if trail > stop:
-                        stop = trail
-                        reason = TRAILING_STOP
-                target = ep * (1.0 + take_profit) if take_profit == take_profit else np.inf
-                fill = np.nan
-                if o >= target:
-                    fill, reason = o, TAKE_PROFIT
-                elif lo <= stop:
-                    fill = o if o <= stop else stop
-                elif h >= target:
-                    fill, reason = target, TAKE_PROFIT
-                if fill == fill:
+            d = 1.0 if q > 0.0 else -1.0
+            prev_atr = atr[t - 1, j] if use_atr and t > 0 else np.nan
+            stop, reason = _stop_rule(
+                d, ep, extreme[j], entry_atr[j], prev_atr, stop_loss, trailing, atr_stop, atr_trailing
+            )
+            fresh_limit = limit_bar[j] == t
+            if fresh_limit:  # the bar's far side came before the fill: no take-profit on it
+                target = np.inf if q > 0.0 else -np.inf
+            else:
+                target = _target_rule(d, ep, take_profit)
+            fill, reason = _stop_fill_rule(d, stop, reason, target, o, h, lo)
+            if fill == fill:
+                if q > 0.0:
                     px = fill * (1.0 - slip)
                     cash[g] += q * px * (1.0 - fee)
                     notional[g] += q * px
                     n_trades = _record(
                         trades, n_trades, j, 1.0, entry_bar[j], t, q, ep, px, entry_fee[j] + q * px * fee, reason
                     )
-                    pos[j] = 0.0
-                elif h > extreme[j]:
-                    extreme[j] = h
-            else:
-                qa = -q
-                stop = np.inf
-                reason = STOP_LOSS
-                if stop_loss == stop_loss:
-                    stop = ep * (1.0 + stop_loss)
-                if trailing == trailing:
-                    trail = extreme[j] * (1.0 + trailing)
-                    if trail < stop:
-                        stop = trail
-                        reason = TRAILING_STOP
-                target = ep * (1.0 - take_profit) if take_profit == take_profit else -np.inf
-                fill = np.nan
-                if o <= target:
-                    fill, reason = o, TAKE_PROFIT
-                elif h >= stop:
-                    fill = o if o >= stop else stop
-                elif lo <= target:
-                    fill, reason = target, TAKE_PROFIT
-                if fill == fill:
+                else:
+                    qa = -q
                     px = fill * (1.0 + slip)
                     cash[g] -= qa * px * (1.0 + fee)
                     notional[g] += qa * px
                     n_trades = _record(
                         trades, n_trades, j, -1.0, entry_bar[j], t, qa, ep, px, entry_fee[j] + qa * px * fee, reason
                     )
-                    pos[j] = 0.0
+                pos[j] = 0.0
+            elif not fresh_limit:  # this bar's high (low) joins the peak (trough) after the check
+                if q > 0.0:
+                    if h > extreme[j]:
+                        extreme[j] = h
                 elif lo < extreme[j]:
                     extreme[j] = lo
-        # 5. close: mark to market, then the bar's signal becomes the next order
+        # 6. close: mark to market, then the bar's signal becomes the next order
         for g in range(n_groups):
             equity[t, g] = cash[g]
         row_has_signal = False
@@ -298,7 +371,9 @@ def simulate(
                     pending[j] = s
                     pending_equity[j] = equity[t, group[j]]
                     pending_frac[j] = size_frac[0, 0] if scalar_size else size_frac[t, j]
-    # 6. end of data
+                    pending_close[j] = last[j]
+                    pending_atr[j] = atr[t, j] if use_atr else np.nan
+    # 7. end of data
     for j in range(k):
         q = pos[j]
         if q == 0.0:
