@@ -3,6 +3,7 @@ an approve at it, with the numbers worked out by hand in each test."""
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 
@@ -258,3 +259,12 @@ def test_flatten_intents_close_every_position_and_pass_a_tripped_switch() -> Non
     st = state(max_order_notional=1.0)
     st.tripped = KillSwitchTrip(rule=R.DAILY_LOSS, ts=0, equity=1.0, reference=2.0, value=0.5, limit=0.1, message="x")
     assert all(r.approved for r in check_batch(intents, book, state=st, ts=0))
+
+
+def test_any_holdings_record_will_do() -> None:
+    """The live portfolio's own snapshot (equity, cash, positions, prices) needs no conversion."""
+    book = SimpleNamespace(equity=10_000.0, cash=6_000.0, positions={BTC: 40.0}, prices={BTC: 100.0, ETH: 50.0})
+    st = state(max_gross_exposure=1.0)
+    assert check_intent(buy(ETH, quote=6000.0, ref=50.0), book, state=st, ts=0).approved  # 10_000 / 10_000
+    denied(check_intent(buy(ETH, quote=6001.0, ref=50.0), book, state=st, ts=0), R.MAX_GROSS_EXPOSURE)
+    assert [i.instrument for i in flatten_intents(book)] == [BTC]

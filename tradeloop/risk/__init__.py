@@ -12,6 +12,7 @@ from tradeloop.risk.checks import check_batch, check_intent, flatten_intents, is
 from tradeloop.risk.config import RiskConfig
 from tradeloop.risk.market import DECIMAL_PLACES, TICK_SIZE, MarketRules, round_to_step
 from tradeloop.risk.records import (
+    Holdings,
     KillSwitchTrip,
     PortfolioSnapshot,
     RiskApproved,
@@ -33,6 +34,7 @@ __all__ = [
     "DAY_MS",
     "DECIMAL_PLACES",
     "TICK_SIZE",
+    "Holdings",
     "KillSwitchTrip",
     "MarketRules",
     "PortfolioSnapshot",

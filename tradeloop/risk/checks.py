@@ -62,6 +62,7 @@ from tradeloop.risk.config import RiskConfig
 from tradeloop.risk.market import MarketRules
 from tradeloop.risk.records import (
     FLAT_QTY,
+    Holdings,
     PortfolioSnapshot,
     RiskApproved,
     RiskDenied,
@@ -87,7 +88,7 @@ def _positive(x: float | None) -> bool:
 
 def check_intent(
     intent: OrderIntent,
-    snapshot: PortfolioSnapshot,
+    snapshot: Holdings,
     *,
     state: RiskState,
     ts: int,
@@ -101,7 +102,8 @@ def check_intent(
     intent
         What the decision asks for.
     snapshot
-        The portfolio at the bar's close (positions, last prices, equity, cash).
+        The portfolio at the bar's close: a ``PortfolioSnapshot`` or anything with its four
+        fields (equity, cash, positions, prices).
     state
         The session's risk state: its config, kill switch and throttle memory (read only).
     ts
@@ -120,6 +122,7 @@ def check_intent(
     cfg = state.config
     if cfg.bypass:
         return RiskApproved(intent=intent)
+    snapshot = PortfolioSnapshot.of(snapshot)
     inst = intent.instrument
 
     def deny(rule: RiskRule, message: str, limit: float, value: float) -> RiskDenied:
@@ -283,7 +286,7 @@ def _rounded(intent: OrderIntent, qty: float, rules: MarketRules | None) -> Orde
 
 def check_batch(
     intents: Sequence[OrderIntent],
-    snapshot: PortfolioSnapshot,
+    snapshot: Holdings,
     *,
     state: RiskState,
     ts: int,
@@ -297,7 +300,7 @@ def check_batch(
     intents
         The bar's intents, in any order.
     snapshot
-        The portfolio at the bar's close.
+        The portfolio at the bar's close (as for :func:`check_intent`).
     state
         The session's risk state; with ``record``, every approved intent is recorded in its
         throttle memory (``RiskState.record_order(ts)``) in the order judged.
@@ -314,18 +317,19 @@ def check_batch(
         One verdict per intent, in the order given.
     """
     markets = markets or {}
+    running = PortfolioSnapshot.of(snapshot)
     order = sorted(range(len(intents)), key=lambda k: (not is_reducing(intents[k]), intents[k].instrument, k))
     results: list[RiskResult | None] = [None] * len(intents)
     approved = 0
     for k in order:
         intent = intents[k]
         result = check_intent(
-            intent, snapshot, state=state, ts=ts, market=markets.get(intent.instrument), pending_orders=approved
+            intent, running, state=state, ts=ts, market=markets.get(intent.instrument), pending_orders=approved
         )
         results[k] = result
         if isinstance(result, RiskApproved):
             approved += 1
-            snapshot = _moved(snapshot, result.intent)
+            running = _moved(running, result.intent)
     if record:
         for _ in range(approved):
             state.record_order(ts)
@@ -343,9 +347,10 @@ def _moved(snapshot: PortfolioSnapshot, intent: OrderIntent) -> PortfolioSnapsho
     return snapshot.after(inst, intent.side.sign * qty, price)
 
 
-def flatten_intents(snapshot: PortfolioSnapshot) -> list[OrderIntent]:
+def flatten_intents(snapshot: Holdings) -> list[OrderIntent]:
     """Market ``FLATTEN`` intents closing every open position (for ``flatten_on_kill``), by
     instrument; each is reduce-only, for the whole quantity, at the last price."""
+    snapshot = PortfolioSnapshot.of(snapshot)
     return [
         OrderIntent(
             instrument=inst,

@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from tradeloop.trading import InstrumentId, OrderIntent
 
@@ -60,6 +60,19 @@ class RiskRule(StrEnum):
     MAX_DRAWDOWN = "max_drawdown"  # kill switch trigger
 
 
+class Holdings(Protocol):
+    """Anything with a portfolio's four numbers (e.g. ``tradeloop.portfolio``'s snapshot)."""
+
+    @property
+    def equity(self) -> float: ...
+    @property
+    def cash(self) -> float: ...
+    @property
+    def positions(self) -> Mapping[InstrumentId, float]: ...
+    @property
+    def prices(self) -> Mapping[InstrumentId, float]: ...
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PortfolioSnapshot:
     """The portfolio as the risk engine sees it at a bar's close.
@@ -80,6 +93,19 @@ class PortfolioSnapshot:
             px = self.prices.get(inst)
             if abs(q) > FLAT_QTY and (px is None or not (math.isfinite(px) and px > 0)):
                 raise ValueError(f"PortfolioSnapshot: position {q} in {inst} has no positive last price ({px})")
+
+    @classmethod
+    def of(cls, holdings: Holdings) -> PortfolioSnapshot:
+        """This record from any object with ``equity``, ``cash``, ``positions`` and ``prices``
+        (returned as is when it already is one)."""
+        if isinstance(holdings, PortfolioSnapshot):
+            return holdings
+        return cls(
+            equity=float(holdings.equity),
+            cash=float(holdings.cash),
+            positions=dict(holdings.positions),
+            prices=dict(holdings.prices),
+        )
 
     def notional(self, instrument: InstrumentId) -> float:
         """Signed quote value of the position in ``instrument`` at its last price (0 when flat)."""

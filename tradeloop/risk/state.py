@@ -175,8 +175,8 @@ class RiskState:
         """
         try:
             data: dict[str, Any] = json.loads(text)
-            if data.get("version") != _VERSION:
-                raise ValueError(f"version {data.get('version')!r}, expected {_VERSION}")
+            if not isinstance(data, dict) or data.get("version") != _VERSION:
+                raise ValueError(f"not a version {_VERSION} risk state")
             state = cls(config)
             state.day = None if data["day"] is None else int(data["day"])
             state.day_start_equity = _opt_float(data["day_start_equity"])
