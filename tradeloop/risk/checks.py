@@ -15,13 +15,15 @@ Rules, in this fixed order; the first that fails is the verdict (``RiskDenied.ru
 1. ``INVALID`` (all): a quantity or quote amount, or a given price (limit, trigger,
    reference), that is not a finite number > 0.
 2. ``NOT_REDUCING`` (reductions): ``pos`` is flat, or the side would grow it, or the amount
-   (a quote amount converted at ``p_v``) exceeds ``|pos|``. A reduction that passes this
-   only lowers risk, so rules 3-6 and 8-13 never deny it: a stop-loss on a gap is not a
-   fat finger, and the venue has the last word on its notional.
+   exceeds ``|pos|`` (a quote amount is converted at ``p_v``; ``NO_PRICE`` when there is
+   none). A reduction that passes this only lowers risk, so rules 3-6 and 8-13 never deny
+   it: a stop-loss on a gap is not a fat finger, and the venue has the last word on its
+   notional.
 3. ``KILL_SWITCH`` (entries): the state's switch is tripped (``RiskState.tripped``).
 4. ``THROTTLE`` (entries): ``max_orders`` orders are already counted in
    ``(ts - throttle_window_ms, ts]`` (recorded ones plus those approved earlier in the same
-   batch; reductions count too, they are orders).
+   batch; reductions count too, they are orders). ``value`` is the number this order would
+   have in the window (``count + 1``).
 5. ``NO_PRICE`` (entries): no ``p_v`` (no limit, no reference and no last price).
 6. ``PRICE_BAND`` (entries, when ``p_o`` and ``last`` are known):
    ``|p_o / last - 1| > price_band``.
@@ -37,7 +39,8 @@ Rules, in this fixed order; the first that fails is the verdict (``RiskDenied.ru
     max_gross_exposure`` (any entry is denied while ``E <= 0``).
 13. ``MAX_NET_EXPOSURE`` (entries): ``|sum_j n_j + s*N| / E > max_net_exposure``.
 
-Caps allow their exact value, minimums too (``tradeloop.risk.records`` holds the
+Only the rule's own arithmetic is done; nothing is clipped to fit (a denied entry is not
+resized). Caps allow their exact value, minimums too (``tradeloop.risk.records`` holds the
 tolerance). An approved intent comes back with its quantity rounded down to the amount step,
 a limit price rounded to the tick in the trader's favour (buy down, sell up) and a trigger
 price to the nearest tick (``tradeloop.risk.market``), when market rules apply.
@@ -143,7 +146,9 @@ def check_intent(
     p_v = p_o if p_o is not None else last
     if reducing:  # 2. a reduction must reduce
         if abs(pos) <= FLAT_QTY or intent.side.sign * pos > 0:
-            return deny(R.NOT_REDUCING, f"{intent.side} {intent.kind} would open or grow a position of {pos:g}", 0, pos)
+            return deny(
+                R.NOT_REDUCING, f"{intent.side} {intent.kind} would open or grow a position of {pos:g}", 0.0, pos
+            )
         if intent.quantity is None and p_v is None:
             return deny(R.NO_PRICE, f"no price to convert the quote amount {intent.quote_amount:g} at", 0.0, 0.0)
         qty = intent.quantity if intent.quantity is not None else intent.quote_amount / p_v  # type: ignore[operator]
