@@ -35,9 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.spatial.distance import squareform
-from sklearn.covariance import LedoitWolf
+
+# scipy and sklearn are imported where they are used: the pre-trade check (tradeloop.risk)
+# does not pay for them on import
 
 
 class SizingConfig(BaseModel):
@@ -98,6 +98,9 @@ def returns_from_closes(close: np.ndarray) -> np.ndarray:
 def cluster_labels(corr: np.ndarray, *, threshold: float) -> np.ndarray:
     """Cluster labels (1..k) of symbols by average-linkage clustering on ``1 - corr``, cut where
     the average correlation falls below ``threshold`` (rule 3)."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
     m = corr.shape[0]
     if m == 1:
         return np.ones(1, dtype=np.int64)
@@ -125,6 +128,8 @@ def target_weights(returns: np.ndarray, config: SizingConfig, *, active: np.ndar
     TargetWeights
         ``weights`` has one entry per column of ``returns``.
     """
+    from sklearn.covariance import LedoitWolf
+
     returns = np.asarray(returns, dtype=np.float64)
     k = returns.shape[1]
     want = np.ones(k, dtype=bool) if active is None else np.asarray(active, dtype=bool).copy()
