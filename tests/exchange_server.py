@@ -5,44 +5,72 @@ candles, with Binance's pagination (startTime/endTime/limit), error bodies and s
 codes. Faults are scripted per klines request number (429, 5xx, slow responses) so tests
 can break a backfill in the middle.
 
-Trading (signed, HMAC-SHA256 as Binance checks it): ``POST /api/v3/order`` (MARKET orders),
-``GET /api/v3/order`` (by ``origClientOrderId`` or ``orderId``), ``openOrders``, ``allOrders``
-and ``myTrades`` (``symbol``, ``orderId``, ``startTime``/``endTime``, ``fromId``, ``limit``) and
-``account`` (balances, moved by every fill: base +/- qty, quote -/+ notional and commission).
+Trading (signed, HMAC-SHA256 as Binance checks it; ``tests/loopback_http.py``):
+``POST /api/v3/order`` (MARKET, LIMIT with GTC/IOC/FOK, LIMIT_MAKER, STOP_LOSS(_LIMIT),
+TAKE_PROFIT(_LIMIT), as far as the symbol's ``orderTypes`` list them), ``DELETE /api/v3/order``
+(cancel), ``POST /api/v3/order/cancelReplace``, ``GET /api/v3/order`` (by ``origClientOrderId``
+or ``orderId``), ``openOrders``, ``allOrders``, ``myTrades`` (``symbol``, ``orderId``,
+``startTime``/``endTime``, ``fromId``, ``limit``) and ``account`` (total balances moved by every
+fill: base +/- qty, quote -/+ notional and a 0.1% commission; ``locked`` is what open orders
+hold). Matching, triggers and filters follow ``tests/binance_rules.py``; the test moves the
+market with :meth:`BinanceLoopback.trade`. Refusals carry Binance's codes and messages:
+``-2010`` (insufficient balance, post-only would take, stop would trigger, duplicate id),
+``-1013`` (filter failures), ``-2011`` (cancel of an unknown or closed order), ``-2013``
+(query of an unknown order), ``-2021``/``-2022`` (cancel-replace partly / wholly failed).
+
 Realistic modes, all off by default:
 
+* ``check_balances``: an order needing more than the free balance is refused (-2010).
 * ``client_ids_unique="open"``: a client order id is refused only while an order with it
   is open, as on Binance; a filled order's id is accepted again (``"all"``: never twice).
 * ``visible_after_s``: an order (and its trades) shows in queries only that long after its
   create, as a venue's read side lags its matching engine.
 * ``hold_orders``: market orders rest as ``NEW`` until :meth:`BinanceLoopback.fill_held`
   (all at once, or part of them: ``PARTIALLY_FILLED``, still open).
-* ``order_faults[n]`` scripts the n-th create: refused (not placed), or with
-  ``Fault(executes=True)`` placed and then answered with an error, or placed and answered
-  after ``delay_s`` (the client times out). Either way the reply is lost, not the order.
+* ``order_faults[n]`` scripts the n-th create (``path_faults`` any other request): refused
+  (not placed), or with ``Fault(executes=True)`` placed and then answered with an error, or
+  placed and answered after ``delay_s`` (the client times out).
 * ``down``: every signed request is answered 503 (the venue is unreachable).
 
-``creates`` counts the create requests that reached the venue per client order id.
+``creates`` counts the create requests (cancel-replace included) that reached the venue per
+client order id.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import math
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from decimal import Decimal
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import polars as pl
+from binance_rules import check_notional, check_price, check_quantity, dec, filters, fmt, marketable, triggered
+from loopback_http import Fault, LoopbackHttp, Reject, Reply, rate_limited, server_error
+
+__all__ = ["FIXTURES", "BinanceLoopback", "Fault", "kline_rows", "rate_limited", "server_error"]
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exchange" / "binance"
 INTERVAL_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}
+SIGNED_READS = ("/api/v3/order", "/api/v3/openOrders", "/api/v3/allOrders", "/api/v3/myTrades", "/api/v3/account")
+OPEN = ("NEW", "PARTIALLY_FILLED")
+STOPS = {
+    "STOP_LOSS": "stop",
+    "STOP_LOSS_LIMIT": "stop",
+    "TAKE_PROFIT": "take_profit",
+    "TAKE_PROFIT_LIMIT": "take_profit",
+}
+UNSUPPORTED = {
+    "MARKET": "Market orders are not supported for this symbol.",
+    "STOP_LOSS": "Stop loss orders are not supported for this symbol.",
+    "STOP_LOSS_LIMIT": "Stop loss limit orders are not supported for this symbol.",
+    "TAKE_PROFIT": "Take profit orders are not supported for this symbol.",
+    "TAKE_PROFIT_LIMIT": "Take profit limit orders are not supported for this symbol.",
+}
+INSUFFICIENT = "Account has insufficient balance for requested action."
 
 
 def kline_rows(candles: pl.DataFrame, interval_ms: int) -> list[list]:
@@ -50,245 +78,248 @@ def kline_rows(candles: pl.DataFrame, interval_ms: int) -> list[list]:
     rows = []
     for ts, o, h, lo, c, v in candles.select("ts", "open", "high", "low", "close", "volume").iter_rows():
         rows.append(
-            [
-                ts,
-                f"{o:.8f}",
-                f"{h:.8f}",
-                f"{lo:.8f}",
-                f"{c:.8f}",
-                f"{v:.8f}",
-                ts + interval_ms - 1,
-                f"{v * c:.8f}",
-                100,
-                f"{v / 2:.8f}",
-                f"{v * c / 2:.8f}",
-                "0",
-            ]
+            [ts, f"{o:.8f}", f"{h:.8f}", f"{lo:.8f}", f"{c:.8f}", f"{v:.8f}", ts + interval_ms - 1]
+            + [f"{v * c:.8f}", 100, f"{v / 2:.8f}", f"{v * c / 2:.8f}", "0"]
         )
     return rows
-
-
-@dataclass
-class Fault:
-    status: int
-    body: dict
-    delay_s: float = 0.0
-    executes: bool = False  # an error status after the order was placed: only the reply is lost
 
 
 def _public(order: dict) -> dict:
     return {k: v for k, v in order.items() if not k.startswith("_") and k != "fills"}
 
 
+def _mandatory(q: dict, name: str) -> str:
+    if not q.get(name):
+        raise Reject(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+    return q[name]
+
+
 @dataclass
-class BinanceLoopback:
+class BinanceLoopback(LoopbackHttp):
     """Start with ``with BinanceLoopback(...) as server:``; ``server.url`` is the base URL."""
 
     candles: dict[tuple[str, str], pl.DataFrame]  # (BTCUSDT, 1d) -> candles
     faults: dict[int, Fault] = field(default_factory=dict)  # klines request number (1-based)
     requests: list[str] = field(default_factory=list)
-    prices: dict[str, float] = field(default_factory=dict)  # BTCUSDT -> price market orders fill at
+    prices: dict[str, float] = field(default_factory=dict)  # BTCUSDT -> last trade price
     order_faults: dict[int, Fault] = field(default_factory=dict)  # order-create request number (1-based)
     api_key: str = "loopback-key"
     secret: str = "loopback-secret"
     orders: dict[str, dict] = field(default_factory=dict)  # clientOrderId -> the venue's latest order with it
     book: list[dict] = field(default_factory=list)  # every order placed, oldest first
     creates: Counter = field(default_factory=Counter)  # clientOrderId -> create requests received
-    balances: dict[str, float] = field(default_factory=dict)  # asset -> free balance
+    balances: dict[str, float] = field(default_factory=dict)  # asset -> total balance (free + locked)
     client_ids_unique: str = "all"  # "all" | "open" (Binance: only among open orders)
     visible_after_s: float = 0.0
     hold_orders: bool = False
+    check_balances: bool = False
     down: bool = False
     down_paths: set[str] = field(default_factory=set)  # signed reads answered 503 (e.g. /api/v3/myTrades)
+    path_faults: dict[str, dict[int, Fault]] = field(default_factory=dict)  # "DELETE /api/v3/order" -> n -> fault
     reply_type: str = "FULL"  # "RESULT": a create's reply carries no fills (Binance's newOrderRespType)
     exchange_info: dict = field(default_factory=lambda: json.loads((FIXTURES / "exchange_info.json").read_text()))
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
+        self.path_faults["POST /api/v3/order"] = self.order_faults  # the same dict: tests script it later
 
-    def __enter__(self) -> BinanceLoopback:
-        server = self
+    # ------------------------------------------------------------------ HTTP routes
+    def unsigned(self, method: str, path: str, params: dict[str, str], raw_path: str) -> tuple | None:
+        if method != "GET":
+            return None
+        if path == "/api/v3/exchangeInfo":
+            return 200, self.exchange_info
+        if path == "/api/v3/time":
+            return 200, {"serverTime": int(time.time() * 1000)}
+        if path == "/api/v3/ping":
+            return 200, {}
+        if path == "/api/v3/klines":
+            fault = self.faults.get(len(self.klines_requests()))
+            if fault:
+                time.sleep(fault.delay_s)
+                return fault.status, fault.body, ({"Retry-After": "1"} if fault.status == 429 else None)
+            return self._klines(params)
+        return None
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # keep test output clean
-                pass
+    def signed(self, method: str, path: str) -> bool:
+        if method == "GET":
+            return path in SIGNED_READS
+        return (method, path) in (("POST", "/api/v3/order"), ("DELETE", "/api/v3/order")) or (
+            method == "POST" and path == "/api/v3/order/cancelReplace"
+        )
 
-            def _send(self, status: int, body: object, headers: dict | None = None) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                try:
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
-                    pass
+    def received(self, method: str, path: str, params: dict[str, str]) -> None:
+        if method == "POST" and path in ("/api/v3/order", "/api/v3/order/cancelReplace"):
+            self.creates[params.get("newClientOrderId", "")] += 1
 
-            def do_GET(self) -> None:
-                url = urlparse(self.path)
-                query = {k: v[0] for k, v in parse_qs(url.query).items()}
-                server.requests.append(self.path)
-                if url.path == "/api/v3/exchangeInfo":
-                    return self._send(200, server.exchange_info)
-                if url.path == "/api/v3/time":
-                    return self._send(200, {"serverTime": int(time.time() * 1000)})
-                if url.path == "/api/v3/ping":
-                    return self._send(200, {})
-                if url.path in SIGNED_READS:
-                    params = self._signed(query)
-                    if params is None:
-                        return None
-                    if url.path in server.down_paths:
-                        return self._send(503, {"code": -1001, "msg": "Service unavailable."})
-                    return self._send(*server.read(url.path, params))
-                if url.path == "/api/v3/klines":
-                    n = sum(1 for r in server.requests if r.startswith("/api/v3/klines"))
-                    fault = server.faults.get(n)
-                    if fault:
-                        time.sleep(fault.delay_s)
-                        headers = {"Retry-After": "1"} if fault.status == 429 else None
-                        return self._send(fault.status, fault.body, headers)
-                    return self._klines(query)
-                return self._send(404, {"code": -1, "msg": f"unknown path {url.path}"})
+    def route(self, method: str, path: str, params: dict[str, str]) -> Reply:
+        if method == "GET":
+            return self.read(path, params)
+        try:
+            with self._lock:
+                if path == "/api/v3/order/cancelReplace":
+                    return 200, self._cancel_replace(params)
+                if method == "DELETE":
+                    return 200, self._cancel(params)
+                return 200, self._reply(self._new_order(params))
+        except Reject as refused:
+            return refused.status, refused.body()
 
-            def do_POST(self) -> None:
-                url = urlparse(self.path)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-                query = {k: v[0] for k, v in parse_qs(url.query).items()} | {k: v[0] for k, v in parse_qs(body).items()}
-                server.requests.append(f"POST {self.path} {body}")
-                if url.path != "/api/v3/order":
-                    return self._send(404, {"code": -1, "msg": f"unknown path {url.path}"})
-                params = self._signed(query, raw=url.query or body)
-                if params is None:
-                    return None
-                n = sum(1 for r in server.requests if r.startswith("POST /api/v3/order"))
-                server.creates[params.get("newClientOrderId", "")] += 1
-                fault = server.order_faults.get(n)
-                if fault and fault.status != 200 and not fault.executes:
-                    return self._send(fault.status, fault.body)
-                status, reply = server.place(params)
-                if fault:  # the order is placed, but the answer is lost (too late, or an error)
-                    time.sleep(fault.delay_s)
-                    if fault.status != 200:
-                        return self._send(fault.status, fault.body)
-                return self._send(status, reply)
+    def place(self, q: dict) -> Reply:
+        """A create as the venue answers it (what ``POST /api/v3/order`` does)."""
+        try:
+            with self._lock:
+                return 200, self._reply(self._new_order(q))
+        except Reject as refused:
+            return refused.status, refused.body()
 
-            def _signed(self, q: dict, raw: str | None = None) -> dict | None:
-                """Binance's HMAC-SHA256 request signing, checked as the exchange does."""
-                if server.down:
-                    self._send(503, {"code": -1001, "msg": "Service unavailable."})
-                    return None
-                if self.headers.get("X-MBX-APIKEY") != server.api_key:
-                    self._send(401, {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."})
-                    return None
-                payload = (raw if raw is not None else urlparse(self.path).query).rsplit("&signature=", 1)[0]
-                expected = hmac.new(server.secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
-                if q.get("signature") != expected:
-                    self._send(400, {"code": -1022, "msg": "Signature for this request is not valid."})
-                    return None
-                return q
-
-            def _klines(self, q: dict) -> None:
-                symbol, interval = q.get("symbol"), q.get("interval")
-                known = {s["symbol"] for s in server.exchange_info["symbols"]}
-                if symbol not in known:
-                    return self._send(400, {"code": -1121, "msg": "Invalid symbol."})
-                if interval not in INTERVAL_MS:
-                    return self._send(400, {"code": -1120, "msg": "Invalid interval."})
-                frame = server.candles.get((symbol, interval))
-                if frame is None:
-                    return self._send(200, [])
-                limit = min(int(q.get("limit", 500)), 1000)
-                if "startTime" in q:
-                    frame = frame.filter(pl.col("ts") >= int(q["startTime"]))
-                if "endTime" in q:
-                    frame = frame.filter(pl.col("ts") <= int(q["endTime"]))
-                return self._send(200, kline_rows(frame.sort("ts").head(limit), INTERVAL_MS[interval]))
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-        return self
+    def _reply(self, order: dict) -> dict:
+        reply = {k: v for k, v in order.items() if not k.startswith("_")}
+        if self.reply_type == "RESULT":
+            reply.pop("fills")
+        return reply
 
     # ------------------------------------------------------------------ the venue
-    def place(self, q: dict) -> tuple[int, dict]:
-        """Fill a MARKET order at once at ``prices[symbol]`` (Binance's FULL response), or
-        rest it as NEW when ``hold_orders``."""
+    def _new_order(self, q: dict) -> dict:
+        """Check and place an order; fill what is marketable at once (``binance_rules``)."""
+        cid = q.get("newClientOrderId") or f"auto-{len(self.book) + 1}"
+        if any(
+            o["clientOrderId"] == cid and (self.client_ids_unique == "all" or o["status"] in OPEN) for o in self.book
+        ):
+            raise Reject(-2010, "Duplicate order sent.")
+        symbol, side, kind = _mandatory(q, "symbol"), _mandatory(q, "side"), _mandatory(q, "type")
+        info = self._info(symbol)
+        if kind not in info["orderTypes"]:
+            raise Reject(-2010, UNSUPPORTED.get(kind, "Unsupported order combination"))
+        if symbol not in self.prices:
+            raise Reject(-1013, f"Filter failure: this loopback has no price for {symbol}; set prices[{symbol!r}]")
+        last, f = dec(self.prices[symbol]), filters(info)
+        price = (
+            dec(_mandatory(q, "price"), name="price") if kind not in ("MARKET", "STOP_LOSS", "TAKE_PROFIT") else None
+        )
+        stop = dec(_mandatory(q, "stopPrice"), name="stopPrice") if kind in STOPS else None
+        tif = _mandatory(q, "timeInForce") if kind in ("LIMIT", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT") else "GTC"
+        for px in (price, stop):
+            if px is not None:
+                check_price(f, px)
+        if "quantity" in q:
+            qty = dec(q["quantity"], name="quantity")
+            check_quantity(f, qty, market=price is None)
+            notional = qty * (price if price is not None else last)
+        elif kind == "MARKET" and "quoteOrderQty" in q:  # a quote amount buys whole lot steps (as Binance does)
+            notional = dec(q["quoteOrderQty"], name="quoteOrderQty")
+            step = dec(f["LOT_SIZE"]["stepSize"])
+            qty = Decimal(math.floor(notional / last / step)) * step
+        else:
+            raise Reject(-1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.")
+        check_notional(f, notional, market=price is None)
+        if stop is not None and triggered(STOPS[kind], side, stop, last):
+            raise Reject(-2010, "Stop price would trigger immediately.")
+        if kind == "LIMIT_MAKER" and marketable(side, price, last):
+            raise Reject(-2010, "Order would immediately match and take.")
+        if self.check_balances:
+            self._check_funds(symbol, side, qty, price or stop or last, quote=notional if "quantity" not in q else None)
+        now, order_id = int(time.time() * 1000), 1000 + len(self.book)
+        order = {
+            "symbol": symbol,
+            "orderId": order_id,
+            "orderListId": -1,
+            "clientOrderId": cid,
+            "transactTime": now,
+            "time": now,
+            "updateTime": now,
+            "price": fmt(price or 0),
+            "origQty": fmt(qty),
+            "executedQty": fmt(0),
+            "cummulativeQuoteQty": fmt(0),
+            "status": "NEW",
+            "timeInForce": tif,
+            "type": kind,
+            "side": side,
+            "workingTime": -1 if stop is not None else now,
+            "fills": [],
+            "_trades": [],
+            "_armed": stop is not None,
+            "selfTradePreventionMode": "NONE",
+            "_visible_at": time.monotonic() + self.visible_after_s,
+        } | ({"stopPrice": fmt(stop)} if stop is not None else {})
+        self.book.append(order)
+        self.orders[cid] = order
+        if kind == "MARKET" and not self.hold_orders:
+            self._fill(order, float(last))
+        elif kind == "LIMIT" and marketable(side, price, last):
+            self._fill(order, float(last))  # a taker at the last price
+        elif kind == "LIMIT" and tif in ("IOC", "FOK"):
+            order.update(status="EXPIRED", updateTime=now)
+        return order
+
+    def _check_funds(self, symbol: str, side: str, qty: Decimal, price: Decimal, *, quote: Decimal | None) -> None:
+        base, quote_asset = self._assets(symbol)
+        asset, need = (quote_asset, quote if quote is not None else qty * price) if side == "BUY" else (base, qty)
+        free = self.balances.get(asset, 0.0) - self._locked().get(asset, 0.0)
+        if float(need) > free + 1e-12:
+            raise Reject(-2010, INSUFFICIENT)
+
+    def _locked(self) -> dict[str, float]:
+        """What open orders hold: a buy its quote at its limit (or trigger) price, a sell its base."""
+        out: dict[str, float] = {}
+        for o in self.book:
+            if o["status"] not in OPEN or o["type"] == "MARKET":
+                continue
+            base, quote = self._assets(o["symbol"])
+            left = float(o["origQty"]) - float(o["executedQty"])
+            px = float(o["price"]) or float(o.get("stopPrice", 0))
+            asset, amount = (quote, left * px) if o["side"] == "BUY" else (base, left)
+            out[asset] = out.get(asset, 0.0) + amount
+        return out
+
+    def trade(self, symbol: str, price: float, qty: float | None = None) -> list[str]:
+        """A trade prints at ``price`` (``qty`` of liquidity; None: unlimited): the last price moves
+        there, stops whose trigger it meets fire (a stop-market fills at ``price``, a stop-limit
+        rests as a limit, taking at ``price`` when marketable), then resting limits it trades
+        through fill at their own price, oldest first. Returns the client ids that traded."""
         with self._lock:
-            cid = q.get("newClientOrderId") or f"auto-{len(self.book) + 1}"
-            taken = [
-                o
-                for o in self.book
-                if o["clientOrderId"] == cid
-                and (self.client_ids_unique == "all" or o["status"] in ("NEW", "PARTIALLY_FILLED"))
-            ]
-            if taken:
-                return 400, {"code": -2010, "msg": "Duplicate order sent."}
-            symbol, side = q["symbol"], q["side"]
-            if q.get("type") != "MARKET" or symbol not in self.prices:
-                return 400, {
-                    "code": -1013,
-                    "msg": "Filter failure: this loopback fills MARKET orders of priced symbols",
-                }
-            price = self.prices[symbol]
-            step = next(
-                float(f["stepSize"])
-                for s in self.exchange_info["symbols"]
-                if s["symbol"] == symbol
-                for f in s["filters"]
-                if f["filterType"] == "LOT_SIZE"
-            )
-            # a quote amount buys what it pays for, in whole lot steps (as Binance does)
-            qty = (
-                float(q["quantity"]) if "quantity" in q else math.floor(float(q["quoteOrderQty"]) / price / step) * step
-            )
-            qty = round(qty, 8)
-            order_id = 1000 + len(self.book)
-            now = int(time.time() * 1000)
-            order = {
-                "symbol": symbol,
-                "orderId": order_id,
-                "orderListId": -1,
-                "clientOrderId": cid,
-                "transactTime": now,
-                "time": now,
-                "updateTime": now,
-                "price": "0.00000000",
-                "origQty": f"{qty:.8f}",
-                "executedQty": "0.00000000",
-                "cummulativeQuoteQty": "0.00000000",
-                "status": "NEW",
-                "timeInForce": "GTC",
-                "type": "MARKET",
-                "side": side,
-                "workingTime": now,
-                "fills": [],
-                "_trades": [],
-                "selfTradePreventionMode": "NONE",
-                "_visible_at": time.monotonic() + self.visible_after_s,
-            }
-            self.book.append(order)
-            self.orders[cid] = order
-            if not self.hold_orders:
-                self._fill(order, price)
-            reply = {k: v for k, v in order.items() if not k.startswith("_")}
-            if self.reply_type == "RESULT":
-                reply.pop("fills")
-            return 200, reply
+            self.prices[symbol] = price
+            p, left = dec(price), None if qty is None else dec(qty)
+            traded: list[str] = []
+
+            def take(order: dict, at: float, *, maker: bool) -> None:
+                nonlocal left
+                rest = dec(order["origQty"]) - dec(order["executedQty"])
+                amount = rest if left is None else min(rest, left)
+                if amount > 0:
+                    self._fill(order, at, qty=float(amount), maker=maker)
+                    traded.append(order["clientOrderId"])
+                    left = None if left is None else left - amount
+
+            mine = [o for o in self.book if o["symbol"] == symbol and o["status"] in OPEN]
+            for order in [o for o in mine if o["_armed"]]:
+                if triggered(STOPS[order["type"]], order["side"], dec(order["stopPrice"]), p):
+                    order.update(_armed=False, workingTime=int(time.time() * 1000))
+                    if order["type"] in ("STOP_LOSS", "TAKE_PROFIT") or marketable(
+                        order["side"], dec(order["price"]), p
+                    ):
+                        take(order, price, maker=False)  # fired: it takes at the trade's price
+            for order in mine:
+                if order["status"] not in OPEN or order["_armed"] or order["type"] == "MARKET":
+                    continue
+                if order["type"] in ("STOP_LOSS", "TAKE_PROFIT"):  # fired earlier, part still to fill
+                    take(order, price, maker=False)
+                elif marketable(order["side"], dec(order["price"]), p):
+                    take(order, float(order["price"]), maker=True)  # traded through: filled at its limit
+            return traded
 
     def fill_held(self, *, part: float = 1.0) -> list[str]:
-        """Fill ``part`` of what every resting order has left (1.0: all of it, at once; less: a
-        partial fill, PARTIALLY_FILLED) at the current prices; returns their client order ids."""
+        """Fill ``part`` of what every resting market order has left (1.0: all of it, at once; less:
+        a partial fill, PARTIALLY_FILLED) at the current prices; returns their client order ids."""
         with self._lock:
-            held = [o for o in self.book if o["status"] in ("NEW", "PARTIALLY_FILLED")]
+            held = [o for o in self.book if o["status"] in OPEN and o["type"] == "MARKET"]
             for order in held:
                 left = float(order["origQty"]) - float(order["executedQty"])
                 self._fill(order, self.prices[order["symbol"]], qty=left if part >= 1.0 else round(left * part, 5))
             return [o["clientOrderId"] for o in held]
 
-    def _fill(self, order: dict, price: float, *, qty: float | None = None) -> None:
+    def _fill(self, order: dict, price: float, *, qty: float | None = None, maker: bool = False) -> None:
         """Fill ``qty`` (all that is left when None) of ``order`` at ``price``: one trade, id
         ``orderId * 10 + n``; the commission (0.1%) is charged in the quote asset."""
         qty = round(float(order["origQty"]) - float(order["executedQty"]) if qty is None else qty, 8)
@@ -296,13 +327,8 @@ class BinanceLoopback:
         notional, fee = f"{qty * price:.8f}", f"{qty * price * 0.001:.8f}"
         base, quote = self._assets(order["symbol"])
         order["fills"].append(
-            {
-                "price": f"{price:.8f}",
-                "qty": f"{qty:.8f}",
-                "commission": fee,
-                "commissionAsset": quote,
-                "tradeId": trade_id,
-            }
+            {"price": f"{price:.8f}", "qty": f"{qty:.8f}", "commission": fee, "commissionAsset": quote}
+            | {"tradeId": trade_id}
         )
         order["_trades"].append(
             {
@@ -317,12 +343,12 @@ class BinanceLoopback:
                 "commissionAsset": quote,
                 "time": now,
                 "isBuyer": order["side"] == "BUY",
-                "isMaker": False,
+                "isMaker": maker,
                 "isBestMatch": True,
             }
         )
         executed = round(float(order["executedQty"]) + qty, 8)
-        done = executed >= float(order["origQty"])
+        done = executed >= float(order["origQty"]) - 1e-12
         order.update(
             status="FILLED" if done else "PARTIALLY_FILLED",
             executedQty=f"{executed:.8f}",
@@ -333,16 +359,78 @@ class BinanceLoopback:
         self.balances[base] = self.balances.get(base, 0.0) + sign * qty
         self.balances[quote] = self.balances.get(quote, 0.0) - sign * float(notional) - float(fee)
 
+    def _find(self, q: dict, *, open_only: bool) -> dict | None:
+        now = time.monotonic()
+        cid, oid = q.get("origClientOrderId"), q.get("orderId")
+        if not cid and not oid:
+            raise Reject(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
+        match = [
+            o
+            for o in self.book
+            if o["symbol"] == q.get("symbol")
+            and o["_visible_at"] <= now
+            and (o["clientOrderId"] == cid or str(o["orderId"]) == oid)
+            and (o["status"] in OPEN or not open_only)
+        ]
+        return match[-1] if match else None
+
+    def _cancel(self, q: dict) -> dict:
+        order = self._find(q, open_only=True)
+        if order is None:
+            raise Reject(-2011, "Unknown order sent.")
+        now = int(time.time() * 1000)
+        order.update(status="CANCELED", updateTime=now)
+        reply = _public(order) | {
+            "origClientOrderId": order["clientOrderId"],
+            "clientOrderId": q.get("newClientOrderId") or f"cancel-{order['orderId']}",
+            "transactTime": now,
+        }
+        return {k: v for k, v in reply.items() if k not in ("time", "updateTime", "workingTime")}
+
+    def _cancel_replace(self, q: dict) -> dict:
+        """Binance's cancel-replace: cancel, then (unless STOP_ON_FAILURE stops it) place the new order."""
+        mode = _mandatory(q, "cancelReplaceMode")
+        target = {"symbol": q.get("symbol"), "orderId": q.get("cancelOrderId"), "origClientOrderId": None}
+        target["origClientOrderId"] = q.get("cancelOrigClientOrderId")
+        result = {"cancelResult": "SUCCESS", "newOrderResult": "NOT_ATTEMPTED"}
+        try:
+            result["cancelResponse"] = self._cancel(target)
+        except Reject as refused:
+            result.update(cancelResult="FAILURE", cancelResponse=refused.body(), newOrderResponse=None)
+            if mode == "STOP_ON_FAILURE":
+                raise Reject(-2022, "Order cancel-replace failed.", data=result) from None
+        new = {k: v for k, v in q.items() if not k.startswith("cancel") and k not in ("signature", "timestamp")}
+        try:
+            result.update(newOrderResult="SUCCESS", newOrderResponse=self._reply(self._new_order(new)))
+        except Reject as refused:
+            result.update(newOrderResult="FAILURE", newOrderResponse=refused.body())
+        if result["cancelResult"] == "FAILURE" and result["newOrderResult"] == "FAILURE":
+            raise Reject(-2022, "Order cancel-replace failed.", data=result)
+        if "FAILURE" in (result["cancelResult"], result["newOrderResult"]):
+            raise Reject(-2021, "Order cancel-replace partially failed.", status=409, data=result)
+        return result
+
+    def _info(self, symbol: str) -> dict:
+        info = next((s for s in self.exchange_info["symbols"] if s["symbol"] == symbol), None)
+        if info is None:
+            raise Reject(-1121, "Invalid symbol.")
+        return info
+
     def _assets(self, symbol: str) -> tuple[str, str]:
-        info = next(s for s in self.exchange_info["symbols"] if s["symbol"] == symbol)
+        info = self._info(symbol)
         return info["baseAsset"], info["quoteAsset"]
 
-    def read(self, path: str, q: dict) -> tuple[int, object]:
+    def read(self, path: str, q: dict) -> Reply:
         """A signed read, as Binance answers it; orders not yet visible are left out."""
         with self._lock:
             now = time.monotonic()
             seen = [o for o in self.book if o["_visible_at"] <= now]
             if path == "/api/v3/account":
+                locked = self._locked()
+                rows = [
+                    {"asset": a, "free": f"{v - locked.get(a, 0.0):.8f}", "locked": f"{locked.get(a, 0.0):.8f}"}
+                    for a, v in sorted(self.balances.items())
+                ]
                 return 200, {
                     "makerCommission": 10,
                     "takerCommission": 10,
@@ -350,25 +438,19 @@ class BinanceLoopback:
                     "accountType": "SPOT",
                     "updateTime": int(time.time() * 1000),
                     "permissions": ["SPOT"],
-                    "balances": [
-                        {"asset": a, "free": f"{v:.8f}", "locked": "0.00000000"}
-                        for a, v in sorted(self.balances.items())
-                    ],
+                    "balances": rows,
                 }
             mine = [o for o in seen if o["symbol"] == q.get("symbol")]
             start, end = int(q.get("startTime", 0)), int(q.get("endTime", 2**62))
             limit = min(int(q.get("limit", 500)), 1000)
             if path == "/api/v3/order":
-                match = [
-                    o
-                    for o in mine
-                    if o["clientOrderId"] == q.get("origClientOrderId") or str(o["orderId"]) == q.get("orderId")
-                ]
-                if not match:
-                    return 400, {"code": -2013, "msg": "Order does not exist."}
-                return 200, _public(match[-1])
+                try:
+                    found = self._find(q, open_only=False)
+                except Reject as refused:
+                    return refused.status, refused.body()
+                return (200, _public(found)) if found else (400, {"code": -2013, "msg": "Order does not exist."})
             if path == "/api/v3/openOrders":
-                return 200, [_public(o) for o in mine if o["status"] in ("NEW", "PARTIALLY_FILLED")]
+                return 200, [_public(o) for o in mine if o["status"] in OPEN]
             if path == "/api/v3/allOrders":
                 first = int(q.get("orderId", 0))
                 return 200, [_public(o) for o in mine if start <= o["time"] <= end and o["orderId"] >= first][:limit]
@@ -382,30 +464,22 @@ class BinanceLoopback:
             ]
             return 200, sorted(trades, key=lambda t: t["id"])[:limit]
 
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+    def _klines(self, q: dict) -> Reply:
+        symbol, interval = q.get("symbol"), q.get("interval")
+        known = {s["symbol"] for s in self.exchange_info["symbols"]}
+        if symbol not in known:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+        if interval not in INTERVAL_MS:
+            return 400, {"code": -1120, "msg": "Invalid interval."}
+        frame = self.candles.get((symbol, interval))
+        if frame is None:
+            return 200, []
+        limit = min(int(q.get("limit", 500)), 1000)
+        if "startTime" in q:
+            frame = frame.filter(pl.col("ts") >= int(q["startTime"]))
+        if "endTime" in q:
+            frame = frame.filter(pl.col("ts") <= int(q["endTime"]))
+        return 200, kline_rows(frame.sort("ts").head(limit), INTERVAL_MS[interval])
 
     def klines_requests(self) -> list[str]:
         return [r for r in self.requests if r.startswith("/api/v3/klines")]
-
-    def signed_reads(self, path: str) -> list[str]:
-        """The requests to one signed read endpoint (e.g. ``/api/v3/allOrders``), in order."""
-        return [r for r in self.requests if r.startswith(path + "?")]
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-
-SIGNED_READS = ("/api/v3/order", "/api/v3/openOrders", "/api/v3/allOrders", "/api/v3/myTrades", "/api/v3/account")
-
-
-def rate_limited() -> Fault:
-    return Fault(429, {"code": -1003, "msg": "Too many requests; current limit is 1200 request weight per 1 MINUTE."})
-
-
-def server_error(status: int = 503) -> Fault:
-    return Fault(status, {"code": -1001, "msg": "Internal error; unable to process your request. Please try again."})
