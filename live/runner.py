@@ -27,7 +27,7 @@ from live.in_sample import first_bar, in_sample_detail
 from live.locks import EngineLocks, account_lock_key, session_lock_key
 from live.models import ModelSlot
 from tradeloop.backtest import BacktestConfig
-from tradeloop.data import CandleLake, SeriesKey
+from tradeloop.data import CandleLake, SeriesKey, earliest
 from tradeloop.data.exchanges import make_exchange
 from tradeloop.errors import ConfigError, DataError, ModelError, SessionStateError
 from tradeloop.ops import OpsStore, TradingSession
@@ -249,7 +249,7 @@ def check_replay_data(feed: ReplayFeed, config: SessionConfig) -> int:
             f"{', '.join(_series(k) for k in feed.keys)} have no candles between --start "
             f"{config.start} and --end {config.end} (epoch ms); widen them"
         )
-    return int(span["ts"].min())
+    return earliest(span["ts"])
 
 
 def _series(key: SeriesKey) -> str:

@@ -1,7 +1,7 @@
 """Market-data lake: validated candles in Parquet, ccxt ingestion, import and coverage."""
 
 from tradeloop.data.lake import CandleLake
-from tradeloop.data.schema import CANDLE_COLUMNS, SeriesKey, timeframe_ms
+from tradeloop.data.schema import CANDLE_COLUMNS, SeriesKey, earliest, latest, timeframe_ms
 from tradeloop.data.validation import Gap, ValidationReport, find_gaps, validate_candles
 
 __all__ = [
@@ -10,7 +10,9 @@ __all__ = [
     "Gap",
     "SeriesKey",
     "ValidationReport",
+    "earliest",
     "find_gaps",
+    "latest",
     "timeframe_ms",
     "validate_candles",
 ]

@@ -15,7 +15,7 @@ import ccxt
 import polars as pl
 
 from tradeloop.data.lake import CandleLake
-from tradeloop.data.schema import CANDLE_COLUMNS, SeriesKey, ccxt_symbol, timeframe_ms
+from tradeloop.data.schema import CANDLE_COLUMNS, SeriesKey, ccxt_symbol, earliest, latest, timeframe_ms
 from tradeloop.errors import ExchangeError, UnknownSymbolError, UnsupportedTimeframeError
 from tradeloop.retry import RetryPolicy, call_with_retry
 
@@ -117,9 +117,9 @@ class CandleIngestor:
                     key, closed, source=f"{self.exchange.id} fetch_ohlcv {unified} {timeframe}"
                 )
                 added += result.added
-                first = first if first is not None else int(closed["ts"].min())
-                last_seen = int(closed["ts"].max())
-            newest = int(frame["ts"].max())
+                first = first if first is not None else earliest(closed["ts"])
+                last_seen = latest(closed["ts"])
+            newest = latest(frame["ts"])
             if newest < cursor:
                 raise ExchangeError(
                     f"{self.exchange.id} returned candles older than since={cursor} for {unified}; "

@@ -24,7 +24,7 @@ from typing import Literal
 import polars as pl
 
 from tradeloop.data.atomic import directory_lock, remove_stale_temps, write_parquet_atomic
-from tradeloop.data.schema import CANDLE_COLUMNS, SeriesKey, coerce_candles, empty_candles
+from tradeloop.data.schema import CANDLE_COLUMNS, SeriesKey, coerce_candles, earliest, empty_candles, latest
 from tradeloop.data.stored import describe_rejected, load_files, read_stored_file
 from tradeloop.data.validation import Gap, find_gaps, validate_candles
 from tradeloop.errors import CandleConflictError, ConfigError, SeriesNotFoundError, TradeloopError
@@ -175,7 +175,7 @@ class CandleLake:
         for path in reversed(self.files(key)):
             good = load_files([path], timeframe_ms=key.timeframe_ms, now_ms=now).good
             if good.height:
-                return int(good["ts"].max())
+                return latest(good["ts"])
         return None
 
     def list_series(self) -> list[SeriesKey]:
@@ -319,8 +319,8 @@ def series_status(
     return SeriesStatus(
         key=key,
         rows=ts.len(),
-        first_ts=ts.min() if ts.len() else None,
-        last_ts=ts.max() if ts.len() else None,
+        first_ts=earliest(ts) if ts.len() else None,
+        last_ts=latest(ts) if ts.len() else None,
         gaps=find_gaps(ts, key.timeframe_ms),
         invalid=dict(invalid or {}),
         unreadable=list(unreadable or []),

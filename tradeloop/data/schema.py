@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from tradeloop.errors import ConfigError
+from tradeloop.errors import ConfigError, DataError
 
 CANDLE_SCHEMA: dict[str, pl.DataType] = {
     "ts": pl.Int64(),  # candle open time, ms since epoch, UTC
@@ -180,6 +180,37 @@ class SeriesKey:
 
 def empty_candles() -> pl.DataFrame:
     return pl.DataFrame(schema=CANDLE_SCHEMA)
+
+
+def earliest(times: pl.Series) -> int:
+    """The smallest epoch-ms time of an integer time column (``ts``, ``t1``...), nulls skipped.
+
+    Raises
+    ------
+    DataError
+        The column has no time (empty or all null) or is not an integer column.
+    """
+    return _epoch_ms(times, times.min(), "earliest")
+
+
+def latest(times: pl.Series) -> int:
+    """The largest epoch-ms time of an integer time column (``ts``, ``t1``...), nulls skipped.
+
+    Raises
+    ------
+    DataError
+        The column has no time (empty or all null) or is not an integer column.
+    """
+    return _epoch_ms(times, times.max(), "latest")
+
+
+def _epoch_ms(times: pl.Series, value: object, which: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise DataError(
+        f"column {times.name!r} ({times.dtype}, {times.len()} rows, {times.null_count()} null) has no {which} "
+        "time: it needs at least one non-null epoch-ms integer; check the frame is not empty before asking"
+    )
 
 
 _INTEGERS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from tradeloop.backtest import BacktestConfig, run_backtest
-from tradeloop.data import CandleLake, SeriesKey
+from tradeloop.data import CandleLake, SeriesKey, latest
 from tradeloop.data.atomic import write_bytes_atomic, write_parquet_atomic
 from tradeloop.data.schema import CANDLE_COLUMNS, timeframe_ms
 from tradeloop.errors import ConfigError
@@ -83,7 +83,7 @@ def train_thresholds(
     )
     strategy, barriers = build_params(result.best_params, cost=config.cost)
     events = meta_dataset(candles, strategy, barriers=barriers)
-    end = int(candles["ts"].max()) + timeframe_ms(timeframe)  # the first bar the model will decide
+    end = latest(candles["ts"]) + timeframe_ms(timeframe)  # the first bar the model will decide
     bar_ms = timeframe_ms(timeframe)  # the refit the walk-forward would make at ``end``: same purge
     model = fit_threshold(
         events_known_at(events, end, policy=config.policy, embargo_ms=config.embargo_bars * bar_ms),

@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from tradeloop.backtest import BacktestConfig, run_backtest
-from tradeloop.data.schema import timeframe_ms
+from tradeloop.data.schema import earliest, latest, timeframe_ms
 from tradeloop.evaluation import PurgedWalkForward
 from tradeloop.evaluation.overfitting import sharpe_per_period
 from tradeloop.research.policy import RetrainPolicy
@@ -106,10 +106,10 @@ def fit_threshold(
         t1=events["t1"].to_numpy(),
     )
     if until is None:
-        until = int(events["t1"].max()) if events.height else 0
+        until = latest(events["t1"]) if events.height else 0
     model = ThresholdModel(strategy=strategy, barriers=barriers, estimator=est, trained_until=until)
     if events.height:
-        model.info["trained_from"] = int(events["ts"].min())
+        model.info["trained_from"] = earliest(events["ts"])
     if policy is not None:
         model.max_age_ms, model.on_stale = policy.max_age_ms, policy.on_stale
         model.info["retrain_policy"] = policy.model_dump(mode="json")
