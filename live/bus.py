@@ -135,6 +135,11 @@ class InProcessBus:
         return None
 
 
+def _text(reply: bytes | str) -> str:
+    """A reply as text: ``decode_responses=True`` makes it str, though redis-py types it bytes | str."""
+    return reply.decode() if isinstance(reply, bytes) else reply
+
+
 class RedisBus:
     """Redis streams under ``prefix:stream`` and the price hash ``prefix:prices``.
 
@@ -160,9 +165,10 @@ class RedisBus:
         return f"{self.prefix}:{name}"
 
     async def publish(self, stream: str, event: dict) -> str:
-        return await self.client.xadd(
+        event_id = await self.client.xadd(
             self.key(stream), {"data": json.dumps(event)}, maxlen=MAX_STREAM_LEN, approximate=True
         )
+        return _text(event_id)
 
     async def publish_once(self, stream: str, event: dict, *, mark: str, seq: int) -> str | None:
         return await self._publish_once(
@@ -188,6 +194,9 @@ class RedisBus:
         if claimed:
             return await self._without_poison(stream, group, claimed)
         reply = await self.client.xreadgroup(group, consumer, {key: ">"}, count=count, block=block_ms)
+        if isinstance(reply, dict):  # RESP3's shape: from_url speaks it only when the URL asks
+            raise ConfigError("REDIS_URL asks for protocol=3 (RESP3); the bus reads RESP2 replies: drop protocol=3")
+        # RESP2: [[stream, [(id, fields), ...]]], or nothing when block_ms ran out
         return [(event_id, json.loads(fields["data"])) for _, entries in reply or [] for event_id, fields in entries]
 
     async def _without_poison(self, stream: str, group: str, claimed: list) -> list[tuple[str, dict]]:
@@ -196,7 +205,7 @@ class RedisBus:
         out = []
         for event_id, fields in claimed:
             info = await self.client.xpending_range(key, group, min=event_id, max=event_id, count=1)
-            if info and info[0]["times_delivered"] > self.max_deliveries:
+            if info and int(info[0]["times_delivered"]) > self.max_deliveries:
                 await self.publish(
                     f"{stream}:dead", {"id": event_id, "group": group, "event": json.loads(fields["data"])}
                 )
