@@ -238,11 +238,11 @@ class LakeSQL:
             con.execute("DROP TABLE status_rows")
         figures = {tuple(row[:3]): row[3:] for row in spans}
         gaps: dict[tuple, list[Gap]] = {}
-        for *ident, start, end, missing in gap_rows:
-            gaps.setdefault(tuple(ident), []).append(Gap(start=start, end=end, missing=missing))
+        for *series, start, end, missing in gap_rows:
+            gaps.setdefault(tuple(series), []).append(Gap(start=start, end=end, missing=missing))
         invalid: dict[tuple, dict[str, int]] = {}
-        for *ident, rule in rejected:  # counted in file, row order, as CandleLake.status does
-            counts = invalid.setdefault(tuple(ident), {})
+        for *series, rule in rejected:  # counted in file, row order, as CandleLake.status does
+            counts = invalid.setdefault(tuple(series), {})
             counts[rule] = counts.get(rule, 0) + 1
         out: dict[SeriesKey, SeriesStatus] = {}
         for key in self._views.values():
@@ -266,7 +266,8 @@ class LakeSQL:
 
     # -- building --------------------------------------------------------------------------
     def _create_series_views(self, con: duckdb.DuckDBPyConnection, key: SeriesKey, name: str) -> None:
-        plain, parts = [], []
+        plain: list[Path] = []
+        parts: list[str] = []
         files = self.lake.files(key)
         kinds = _file_kinds(con, files)
         for path in files:
@@ -287,9 +288,9 @@ class LakeSQL:
             con.unregister(f"_cast_{name}_{len(parts)}")
             parts.append(f"SELECT {', '.join(CANDLE_COLUMNS)}, file, row FROM {table}")
         if plain:
-            files = ", ".join(_quote(str(p.absolute())) for p in plain)
+            listed = ", ".join(_quote(str(p.absolute())) for p in plain)
             parts.append(f"SELECT {', '.join(CANDLE_COLUMNS)}, parse_filename(filename) AS file, "
-                         f"CAST(file_row_number AS BIGINT) AS row FROM read_parquet([{files}], "
+                         f"CAST(file_row_number AS BIGINT) AS row FROM read_parquet([{listed}], "
                          "filename = true, file_row_number = true, union_by_name = true)")
         if not parts:
             parts.append(f"SELECT {', '.join(f'NULL::{_sql_type(c)} AS {c}' for c in CANDLE_COLUMNS)}, "

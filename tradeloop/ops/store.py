@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import CursorResult, Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,6 +25,7 @@ from tradeloop.errors import ConfigError, SessionStateError
 from tradeloop.ops.database import connect, migrate
 from tradeloop.ops.models import (
     AuditEvent,
+    Base,
     EngineLock,
     Fill,
     Order,
@@ -217,8 +218,14 @@ class OpsStore:
     def prune_outbox(self, *, relayed_before: datetime) -> int:
         """Delete events relayed before ``relayed_before``; the number deleted."""
         with self.transaction() as db:
-            result = db.execute(
-                delete(OutboxEvent).where(OutboxEvent.relayed_at.is_not(None), OutboxEvent.relayed_at < relayed_before)
+            # a DELETE's result is a CursorResult (rowcount); Session.execute is typed for any statement
+            result = cast(
+                CursorResult[Any],
+                db.execute(
+                    delete(OutboxEvent).where(
+                        OutboxEvent.relayed_at.is_not(None), OutboxEvent.relayed_at < relayed_before
+                    )
+                ),
             )
             return result.rowcount or 0
 
@@ -366,9 +373,10 @@ class OpsStore:
                 query = query.where(AuditEvent.event.in_(events))
             return list(db.scalars(query.order_by(AuditEvent.id)))
 
-    def frame(self, model: type, session_id: int) -> pl.DataFrame:
-        """A table's rows of one session as a polars frame (for the dashboard)."""
-        columns = list(model.__table__.columns)
+    def frame(self, model: type[Base], session_id: int) -> pl.DataFrame:
+        """A table's rows of one session (its ``session_id`` column) as a polars frame (for the dashboard)."""
+        table = model.__table__
+        columns = list(table.columns)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(*columns).where(model.session_id == session_id)).all()
+            rows = conn.execute(select(*columns).where(table.c.session_id == session_id)).all()
         return pl.DataFrame([tuple(r) for r in rows], schema=[c.name for c in columns], orient="row")
