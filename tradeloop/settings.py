@@ -144,7 +144,7 @@ def register_settings_secrets(settings: Settings) -> None:
     """Exchange keys and the passwords inside DATABASE_URL / REDIS_URL never reach a log."""
     from tradeloop.redaction import register_secret, url_password
 
-    secrets = [
+    secrets: list[str | None] = [
         s.get_secret_value()
         for s in (settings.exchange_api_key, settings.exchange_secret, settings.exchange_password)
         if s is not None

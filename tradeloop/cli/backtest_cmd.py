@@ -163,7 +163,7 @@ def _params(items: list[str]) -> dict[str, str]:
 
 def _config(**options: object) -> BacktestConfig:
     try:
-        return BacktestConfig(**options)  # type: ignore[arg-type]
+        return BacktestConfig(**options)
     except ValidationError as exc:
         names = {"fee_rate": "--fee", "cash_sharing": "--shared-cash"}
         names |= {f: "--" + f.replace("_", "-") for f in options if f not in names}

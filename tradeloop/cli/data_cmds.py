@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from tradeloop.cli.common import (
     console,
@@ -27,6 +28,10 @@ from tradeloop.errors import ConfigError
 from tradeloop.settings import get_settings
 
 app = typer.Typer(help="Import, download and inspect market candles in the lake.", no_args_is_help=True)
+
+
+def _advance(progress: Progress, task: TaskID, done: int, total: int) -> None:
+    progress.update(task, completed=done, total=total)
 
 
 def _progress() -> Progress:
@@ -120,7 +125,7 @@ def ingest(
                 timeframe,
                 since=start,
                 until=end,
-                progress=lambda done, total, t=task: progress.update(t, completed=done, total=total),
+                progress=functools.partial(_advance, progress, task),
             )
             tbl.add_row(result.key.label, str(result.added), fmt_ts(result.first_ts), fmt_ts(result.last_ts))
     console.print(tbl)

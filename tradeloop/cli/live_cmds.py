@@ -86,19 +86,19 @@ def run(
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    symbols = tuple(symbols or DEFAULT_SYMBOLS)
+    traded = tuple(symbols or DEFAULT_SYMBOLS)
     first = parse_time(start, field="--start") if start else None
     if recent_days is not None:
         if start:
             raise ConfigError(f"--start {start} and --recent-days {recent_days:g} both set the first bar; give one")
         first = recent_start(
-            settings, strategy=strategy, exchange=exchange, symbols=symbols, timeframe=timeframe, days=recent_days
+            settings, strategy=strategy, exchange=exchange, symbols=traded, timeframe=timeframe, days=recent_days
         )
     config = SessionConfig(
         name=name,
         strategy=strategy,
         exchange=exchange,
-        symbols=symbols,
+        symbols=traded,
         timeframe=timeframe,
         speed=speed,
         start=first,
@@ -142,14 +142,15 @@ def recent_start(
     if not (math.isfinite(days) and days > 0):
         raise ConfigError(f"--recent-days {days:g} must be a positive number of days (30 replays the last month)")
     lake = CandleLake(settings.lake_dir)
-    lasts = [lake.last_ts(SeriesKey(exchange, symbol, timeframe)) for symbol in symbols]
-    if any(last is None for last in lasts):
-        missing = [s for s, last in zip(symbols, lasts, strict=True) if last is None]
+    lasts = {symbol: lake.last_ts(SeriesKey(exchange, symbol, timeframe)) for symbol in symbols}
+    missing = [symbol for symbol, last in lasts.items() if last is None]
+    if missing:
         raise ConfigError(
             f"--recent-days: the lake under {settings.lake_dir} has no {exchange} {timeframe} candles "
             f"of {missing}; import them first (`tradeloop data import`, or `make demo`)"
         )
-    first = max(0, max(lasts) - int(days * 86_400_000))  # more days than the lake holds: from its start
+    newest = max(last for last in lasts.values() if last is not None)
+    first = max(0, newest - int(days * 86_400_000))  # more days than the lake holds: from its start
     entry = ModelRegistry(settings.registry_dir).champion(strategy)
     if entry is not None:
         _, model = ModelRegistry(settings.registry_dir).load(strategy)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-from rich.console import Group
+from rich.console import Group, JustifyMethod
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -94,13 +94,14 @@ def evidence(gate: list[dict], metrics: dict, *, run_id: str | None = None) -> T
     champion promoted by hand)."""
     if gate:
         tbl = Table(title="Promotion gate (out-of-sample evidence)", title_justify="left", header_style="bold")
-        for col, justify in (
+        columns: tuple[tuple[str, JustifyMethod], ...] = (
             ("check", "left"),
             ("value", "right"),
             ("bar", "right"),
             ("result", "left"),
             ("how", "left"),
-        ):
+        )
+        for col, justify in columns:
             tbl.add_column(col, justify=justify, overflow="fold")
         for check in gate:
             name = str(check.get("name", "?"))

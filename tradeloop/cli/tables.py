@@ -6,10 +6,14 @@ A table that hides columns says which in its caption, so nothing disappears sile
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
+from typing import Literal, cast
 
 from rich.console import Console
 from rich.table import Table
+
+ColorSystemName = Literal["auto", "standard", "256", "truecolor", "windows"]  # rich.Console(color_system=...)
 
 LEFT_ALIGNED = frozenset(
     {
@@ -71,7 +75,7 @@ class FitTable:
         """(columns shown, columns hidden) so that the table's natural width fits ``width``."""
         shown = list(self.columns)
         hidden: list[str] = []
-        probe = Console(width=10_000, file=_NullFile())
+        probe = Console(width=10_000, file=io.StringIO())  # measures; prints nothing
         for name in reversed(self.optional):
             if probe.measure(self.build(shown)).maximum <= width:
                 break
@@ -83,12 +87,13 @@ class FitTable:
         """Print to ``console``: fitted to its width, or every column with ``wide``."""
         if wide:
             tbl = self.build(self.columns)
-            natural = Console(width=10_000, file=_NullFile()).measure(tbl).maximum
+            natural = Console(width=10_000, file=io.StringIO()).measure(tbl).maximum
             Console(
                 width=max(natural, console.width),
                 file=console.file,
                 force_terminal=console.is_terminal,
-                color_system=console.color_system,
+                # rich types the property as str; it returns one of the names the constructor takes
+                color_system=cast(ColorSystemName, console.color_system),
             ).print(tbl)
             return
         shown, hidden = self.fit(console.width)
@@ -98,13 +103,3 @@ class FitTable:
             else None
         )
         console.print(self.build(shown, caption=caption))
-
-
-class _NullFile:
-    """A file that discards what it is given (rich measures without printing)."""
-
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass

@@ -91,11 +91,11 @@ class Memory:
 
     def ewm(self, *, alpha: float | None = None, span: int | None = None, min_samples: int = 1) -> Memory:
         """``ewm_mean(adjust=False)`` of this expression: ``alpha``, or ``span`` (alpha = 2 / (span + 1))."""
-        if (alpha is None) == (span is None):
-            raise ConfigError(f"give alpha or span, not both or neither (alpha={alpha}, span={span})")
-        if span is not None:
+        if alpha is None and span is not None:
             _positive("span", span)
             alpha = 2.0 / (span + 1.0)
+        elif alpha is None or span is not None:
+            raise ConfigError(f"give alpha or span, not both or neither (alpha={alpha}, span={span})")
         ewm_bars(alpha)  # validates alpha
         _positive("min_samples", min_samples)
         return Memory("ewm", n=min_samples, alpha=float(alpha), parts=(self,))

@@ -123,7 +123,7 @@ def trade_stats(trades: pl.DataFrame) -> dict[str, float]:
         "win_rate": float((pnl > 0).mean()),
         "profit_factor": gains / losses if losses > 0 else math.inf,
         "expectancy": float(pnl.mean()),
-        "avg_trade_return": float(closed["return"].mean()),
+        "avg_trade_return": float(closed["return"].to_numpy().mean()),
     }
 
 

@@ -305,7 +305,9 @@ def _ordinal(k: int) -> str:
     return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
 
 
-def _marker(x: list, y, *, name: str, symbols: list[str], color: str | list[str], text: list[str]) -> go.Scatter:
+def _marker(
+    x: np.ndarray, y: np.ndarray, *, name: str, symbols: list[str], color: str | list[str], text: list[str]
+) -> go.Scatter:
     return go.Scatter(
         x=x,
         y=y,

@@ -116,10 +116,10 @@ def thin_indices(values: np.ndarray, max_points: int | None) -> np.ndarray:
     size = math.ceil(n / runs)
     grid = np.full(runs * size, np.nan)
     grid[:n] = values
-    grid = grid.reshape(runs, size)
-    missing = np.isnan(grid)
+    blocks = grid.reshape(runs, size)
+    missing = np.isnan(blocks)
     starts = np.arange(runs) * size
-    low = starts + np.where(missing, np.inf, grid).argmin(axis=1)  # all-NaN run: its first point
-    high = starts + np.where(missing, -np.inf, grid).argmax(axis=1)
+    low = starts + np.where(missing, np.inf, blocks).argmin(axis=1)  # all-NaN run: its first point
+    high = starts + np.where(missing, -np.inf, blocks).argmax(axis=1)
     picked = np.unique(np.concatenate([[0, n - 1], low, high]))
     return picked[picked < n]

@@ -16,6 +16,7 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 from plotly.offline import get_plotlyjs
@@ -122,8 +123,8 @@ def write_tearsheet(
 
 def _grows_tenfold(result: BacktestResult, bench: pl.DataFrame) -> bool:
     """A curve that spans ten times its low reads better on a log axis (early years stay visible)."""
-    spans = [equity_frame(frame)["equity"] for frame in (result.equity, bench)]
-    return any(float(e.max()) > 10 * float(e.min()) > 0 for e in spans)
+    spans = [equity_frame(frame)["equity"].to_numpy() for frame in (result.equity, bench)]
+    return any(float(np.nanmax(e)) > 10 * float(np.nanmin(e)) > 0 for e in spans)  # NaN skipped, as polars does
 
 
 def _figure_html(fig: go.Figure) -> str:

@@ -158,7 +158,7 @@ class TerminalProgress:
         text = progress_text(progress)
         if self.log:
             self.log(text)
-        if self.bar is not None:
+        if self.bar is not None and self.task is not None:
             best = "" if progress.best is None else f"best {progress.best:.4f}"
             self.bar.update(self.task, completed=progress.finished, total=progress.total, best=best)
         else:

@@ -276,7 +276,7 @@ def summarise(study: optuna.Study, config: TuningConfig, *, version: str) -> Tun
             f"no trial of study {study.study_name!r} kept its drawdown above max_drawdown="
             f"{config.max_drawdown}; loosen the limit, change the strategy or add data"
         )
-    best = max(feasible, key=lambda t: t.value)
+    best = max(feasible, key=_objective)
     series = {t.number: decode_returns(t.user_attrs[RETURNS_KEY]) for t in finished if RETURNS_KEY in t.user_attrs}
     # pruned trials count with the Sharpe of the folds they ran
     sharpes = [t.user_attrs.get("oos_sharpe", t.value if t.value is not None else _last(t)) for t in finished]
@@ -289,7 +289,7 @@ def summarise(study: optuna.Study, config: TuningConfig, *, version: str) -> Tun
     return TuningResult(
         study=study,
         best_params=best.user_attrs["params"],
-        best_value=float(best.value),
+        best_value=_objective(best),
         n_trials=len(finished),
         trial_sharpes=np.asarray([s for s in sharpes if s is not None and math.isfinite(s)]),
         returns_matrix=matrix,
@@ -298,6 +298,12 @@ def summarise(study: optuna.Study, config: TuningConfig, *, version: str) -> Tun
         best_folds=tuple(best.user_attrs.get(FOLDS_KEY, ())),
         data_version=version,
     )
+
+
+def _objective(trial: optuna.trial.FrozenTrial) -> float:
+    """A complete trial's value (optuna types it optional: running, pruned and failed trials have none)."""
+    assert trial.value is not None, f"trial {trial.number} ({trial.state.name}) has no value"
+    return float(trial.value)
 
 
 def _last(trial: optuna.trial.FrozenTrial) -> float | None:

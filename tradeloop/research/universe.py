@@ -154,7 +154,9 @@ def select_universe(lake: CandleLake, config: UniverseConfig, *, until_ms: int |
                 "ingest them (`tradeloop data import` / `tradeloop data ingest`), or take them off the list"
             )
         return list(config.symbols)
-    return rank_universe(lake, config, until_ms=until_ms)["symbol"].head(config.top_n).to_list()
+    ranked = rank_universe(lake, config, until_ms=until_ms)
+    assert config.top_n is not None  # the config takes symbols or top_n; rank_universe checked it
+    return ranked["symbol"].head(config.top_n).to_list()
 
 
 def rank_universe(lake: CandleLake, config: UniverseConfig, *, until_ms: int | None = None) -> pl.DataFrame:

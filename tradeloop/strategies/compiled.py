@@ -42,7 +42,8 @@ def sma_ratio_signals(close, fast, slow, long_enter, long_exit, allow_short, kee
     head = np.zeros(k, dtype=np.int64)  # ring slot of the next close
     count = np.zeros(k, dtype=np.int64)
     sides = np.zeros((k, 2), dtype=np.int64)  # long side, short side (see rules)
-    n_blocks = min(k, nb.config.NUMBA_NUM_THREADS)
+    # numba.config sets its settings at import time, unseen by type checkers; a compile-time constant here
+    n_blocks = min(k, nb.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     for b in nb.prange(n_blocks):
         for t0 in range(0, n, TILE_ROWS):
             t1 = min(n, t0 + TILE_ROWS)

@@ -151,7 +151,7 @@ class AdaptiveThreshold(ClassifierMixin, BaseEstimator):
         self.base_rate_ = float(y.mean()) if len(y) else 0.0
         self.margin_ = 0.0
         self.model_ = None
-        self.validation_ = {}
+        self.validation_: dict[str, object] = {}
         if not self.fallback_:
             try:
                 self.margin_, self.validation_ = self._choose_margin(X, y, returns, ts, t1)
@@ -162,7 +162,7 @@ class AdaptiveThreshold(ClassifierMixin, BaseEstimator):
         self.threshold_ = float(np.clip(self.p_star_ + self.margin_, *self.bounds))
         return self
 
-    def _choose_margin(self, X, y, returns, ts, t1) -> tuple[float, dict]:
+    def _choose_margin(self, X, y, returns, ts, t1) -> tuple[float, dict[str, object]]:
         n = len(y)
         cut = int(n * (1.0 - self.validation_fraction))
         if ts is not None and t1 is not None:  # purge: training labels must end before validation starts

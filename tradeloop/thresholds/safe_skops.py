@@ -167,7 +167,8 @@ def _cannot_predict(model: CalibratedClassifierCV, n_features: int) -> str | Non
         return f"classes_ = {getattr(model, 'classes_', None)!r}, not [0, 1]"
     for number, calibrated in enumerate(getattr(model, "calibrated_classifiers_", None) or ()):
         inner = getattr(calibrated, "estimator", None)
-        final = inner.steps[-1][1] if hasattr(inner, "steps") and inner.steps else inner
+        steps = getattr(inner, "steps", None)
+        final = steps[-1][1] if steps else inner
         for name, shape in (("coef_", (1, n_features)), ("intercept_", (1,))):
             value = getattr(final, name, None)
             if value is None:
