@@ -35,8 +35,16 @@ WRITER = textwrap.dedent(
 def _previous_version() -> pl.DataFrame:
     n = 44_640
     close = 200.0 + np.linspace(0, 1, n)
-    return pl.DataFrame({"ts": 1_577_836_800_000 + np.arange(n) * 60_000, "open": close,
-                         "high": close + 1, "low": close - 1, "close": close, "volume": np.ones(n)})
+    return pl.DataFrame(
+        {
+            "ts": 1_577_836_800_000 + np.arange(n) * 60_000,
+            "open": close,
+            "high": close + 1,
+            "low": close - 1,
+            "close": close,
+            "volume": np.ones(n),
+        }
+    )
 
 
 def test_kill_during_write_keeps_previous_file(tmp_path: Path) -> None:

@@ -20,8 +20,16 @@ BASE = 1_700_000_000_000 // H * H
 
 
 def frame(n: int = 5) -> pl.DataFrame:
-    return pl.DataFrame({"ts": [BASE + i * H for i in range(n)], "open": [1.0] * n, "high": [2.0] * n,
-                         "low": [0.5] * n, "close": [1.5] * n, "volume": [10.0] * n})
+    return pl.DataFrame(
+        {
+            "ts": [BASE + i * H for i in range(n)],
+            "open": [1.0] * n,
+            "high": [2.0] * n,
+            "low": [0.5] * n,
+            "close": [1.5] * n,
+            "volume": [10.0] * n,
+        }
+    )
 
 
 NOT_NUMBERS = {
@@ -38,7 +46,9 @@ NOT_NUMBERS = {
 @pytest.mark.parametrize(("column", "expr", "dtype"), NOT_NUMBERS.values(), ids=NOT_NUMBERS.keys())
 def test_a_column_that_is_not_a_number_is_refused_by_name(column: str, expr: pl.Expr, dtype: str) -> None:
     bad = frame().with_columns(expr.alias(column))
-    with pytest.raises(CandleValidationError, match=rf"in.parquet: column '{column}' has type {re.escape(dtype)}") as info:
+    with pytest.raises(
+        CandleValidationError, match=rf"in.parquet: column '{column}' has type {re.escape(dtype)}"
+    ) as info:
         coerce_candles(bad, source="in.parquet")
     assert info.value.exit_code == 3
     assert "convert it" in str(info.value)
@@ -47,14 +57,18 @@ def test_a_column_that_is_not_a_number_is_refused_by_name(column: str, expr: pl.
 def test_numbers_in_other_types_still_cast() -> None:
     """What was cast before still is: integer and decimal prices, text (unparseable -> null),
     datetimes of any unit and zone; a Date becomes its midnight in ms."""
-    odd = frame().with_columns(pl.col("open").cast(pl.Decimal(38, 10)), pl.col("volume").cast(pl.Int32),
-                               pl.col("close").cast(pl.String),
-                               pl.from_epoch("ts", time_unit="ms").dt.replace_time_zone("UTC")
-                               .dt.convert_time_zone("Asia/Tokyo"))
+    odd = frame().with_columns(
+        pl.col("open").cast(pl.Decimal(38, 10)),
+        pl.col("volume").cast(pl.Int32),
+        pl.col("close").cast(pl.String),
+        pl.from_epoch("ts", time_unit="ms").dt.replace_time_zone("UTC").dt.convert_time_zone("Asia/Tokyo"),
+    )
     assert coerce_candles(odd, source="x").equals(frame())
     dated = frame(2).with_columns(pl.Series("ts", [BASE, BASE + 86_400_000]).cast(pl.Datetime("ms")).dt.date())
-    assert coerce_candles(dated, source="x")["ts"].to_list() == [BASE // 86_400_000 * 86_400_000,
-                                                                (BASE // 86_400_000 + 1) * 86_400_000]
+    assert coerce_candles(dated, source="x")["ts"].to_list() == [
+        BASE // 86_400_000 * 86_400_000,
+        (BASE // 86_400_000 + 1) * 86_400_000,
+    ]
 
 
 def test_a_stored_file_with_a_struct_column_is_damaged_not_a_crash(lake: CandleLake, tmp_path: Path) -> None:
@@ -84,8 +98,19 @@ def test_import_of_a_non_numeric_column_exits_with_the_data_code(tmp_path: Path,
     path = tmp_path / f"{kind}.parquet"
     frame().with_columns(expr.alias(column)).write_parquet(path)
     for extra in ([], ["--quarantine"]):
-        out = tradeloop("data", "import", str(path), "--exchange", "binance", "--symbol", "BTC/USDT",
-                        "--timeframe", "1h", *extra, data_dir=tmp_path)
+        out = tradeloop(
+            "data",
+            "import",
+            str(path),
+            "--exchange",
+            "binance",
+            "--symbol",
+            "BTC/USDT",
+            "--timeframe",
+            "1h",
+            *extra,
+            data_dir=tmp_path,
+        )
         assert out.returncode == 3, out.stderr
         assert "Traceback" not in out.stderr and f"column '{column}' has type" in out.stderr
     assert not (tmp_path / "lake" / "binance").exists()
@@ -108,8 +133,10 @@ def test_a_huge_timeframe_never_creates_a_series(tmp_path: Path) -> None:
     assert not (tmp_path / "lake" / "binance").exists()
 
 
-@pytest.mark.parametrize("symbol", ["BTC-USDT:../x", "BTC/USDT:", "BTC/USDT:usdt/x", "BTC/USDT:USDT:USDT",
-                                    "BTC/USDT:USDT-240329", "BTC/USDT:US DT"])
+@pytest.mark.parametrize(
+    "symbol",
+    ["BTC-USDT:../x", "BTC/USDT:", "BTC/USDT:usdt/x", "BTC/USDT:USDT:USDT", "BTC/USDT:USDT-240329", "BTC/USDT:US DT"],
+)
 def test_a_settle_part_that_is_not_a_currency_is_refused(symbol: str) -> None:
     with pytest.raises(ConfigError, match=r"symbol=.* settle currency .* e\.g\. BTC/USDT:USDT"):
         lake_symbol(symbol)
@@ -118,8 +145,25 @@ def test_a_settle_part_that_is_not_a_currency_is_refused(symbol: str) -> None:
 
 
 def test_valid_symbols_map_as_before() -> None:
-    assert {s: lake_symbol(s) for s in ("BTC/USDT", "btc/usdt", " BTC-USDT ", "BTC/USDT:USDT", "ETH/BTC:BTC",
-                                        "btc/usd:btc", "BTC-USDT-PERP", "1INCH/USDT")} == {
-        "BTC/USDT": "BTC-USDT", "btc/usdt": "BTC-USDT", " BTC-USDT ": "BTC-USDT", "BTC/USDT:USDT": "BTC-USDT-PERP",
-        "ETH/BTC:BTC": "ETH-BTC-PERP", "btc/usd:btc": "BTC-USD-PERP", "BTC-USDT-PERP": "BTC-USDT-PERP",
-        "1INCH/USDT": "1INCH-USDT"}
+    assert {
+        s: lake_symbol(s)
+        for s in (
+            "BTC/USDT",
+            "btc/usdt",
+            " BTC-USDT ",
+            "BTC/USDT:USDT",
+            "ETH/BTC:BTC",
+            "btc/usd:btc",
+            "BTC-USDT-PERP",
+            "1INCH/USDT",
+        )
+    } == {
+        "BTC/USDT": "BTC-USDT",
+        "btc/usdt": "BTC-USDT",
+        " BTC-USDT ": "BTC-USDT",
+        "BTC/USDT:USDT": "BTC-USDT-PERP",
+        "ETH/BTC:BTC": "ETH-BTC-PERP",
+        "btc/usd:btc": "BTC-USD-PERP",
+        "BTC-USDT-PERP": "BTC-USDT-PERP",
+        "1INCH/USDT": "1INCH-USDT",
+    }

@@ -7,8 +7,8 @@ import asyncio
 import logging
 
 import pytest
-
 from exchange_server import BinanceLoopback
+
 from tradeloop.data.exchanges import make_exchange
 from tradeloop.errors import ConfigError
 from tradeloop.redaction import redact, register_secret
@@ -23,16 +23,24 @@ def server():
 
 
 def test_a_signed_order_logged_at_debug_and_verbose_shows_no_key_or_secret(
-        server: BinanceLoopback, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture) -> None:
-    exchange = make_exchange("binance", timeout_s=5, api_url=server.url, asynchronous=True,
-                             credentials={"apiKey": KEY, "secret": SECRET}, allow_insecure_loopback=True)
+    server: BinanceLoopback, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
+    exchange = make_exchange(
+        "binance",
+        timeout_s=5,
+        api_url=server.url,
+        asynchronous=True,
+        credentials={"apiKey": KEY, "secret": SECRET},
+        allow_insecure_loopback=True,
+    )
     exchange.verbose = True  # ccxt's own HTTP dump: request headers carry the key
 
     async def scenario():
         try:
             await exchange.load_markets()
-            return await exchange.create_order("BTC/USDT", "market", "buy", 0.01, None,
-                                               {"clientOrderId": "tl-secret-test"})
+            return await exchange.create_order(
+                "BTC/USDT", "market", "buy", 0.01, None, {"clientOrderId": "tl-secret-test"}
+            )
         finally:
             await exchange.close()
 
@@ -49,8 +57,10 @@ def test_a_signed_order_logged_at_debug_and_verbose_shows_no_key_or_secret(
 
 def test_credential_shaped_values_are_masked_even_when_never_registered() -> None:
     register_secret("registered-value-123")
-    text = redact("url=/api?signature=abc123&x=1 headers {'X-MBX-APIKEY': 'unregistered'} "
-                  "password=hunter2 registered-value-123 ok")
+    text = redact(
+        "url=/api?signature=abc123&x=1 headers {'X-MBX-APIKEY': 'unregistered'} "
+        "password=hunter2 registered-value-123 ok"
+    )
     assert "abc123" not in text and "unregistered" not in text and "hunter2" not in text
     assert "registered-value-123" not in text
     assert "x=1" in text and text.endswith(" ok")
@@ -61,15 +71,20 @@ def test_signed_requests_over_plain_http_are_refused(url: str) -> None:
     with pytest.raises(ConfigError, match="plain text.*https"):
         make_exchange("binance", api_url=url, credentials={"apiKey": KEY, "secret": SECRET})
     with pytest.raises(ConfigError, match="only loopback"):  # the loopback setting is no way around it
-        make_exchange("binance", api_url=url, credentials={"apiKey": KEY, "secret": SECRET},
-                      allow_insecure_loopback=True)
+        make_exchange(
+            "binance", api_url=url, credentials={"apiKey": KEY, "secret": SECRET}, allow_insecure_loopback=True
+        )
 
 
 def test_plain_http_to_loopback_needs_the_explicit_setting() -> None:
     with pytest.raises(ConfigError, match="TRADELOOP_ALLOW_INSECURE_LOOPBACK"):
         make_exchange("binance", api_url="http://127.0.0.1:9", credentials={"apiKey": KEY, "secret": SECRET})
-    client = make_exchange("binance", api_url="http://127.0.0.1:9", credentials={"apiKey": KEY, "secret": SECRET},
-                           allow_insecure_loopback=True)
+    client = make_exchange(
+        "binance",
+        api_url="http://127.0.0.1:9",
+        credentials={"apiKey": KEY, "secret": SECRET},
+        allow_insecure_loopback=True,
+    )
     assert client.apiKey == KEY
     make_exchange("binance", api_url="http://127.0.0.1:9")  # unsigned market data may use http
 
@@ -79,11 +94,35 @@ def test_live_mode_with_keys_over_plain_http_exits_2(tmp_path) -> None:
     import subprocess
     import sys
 
-    env = os.environ | {"TRADELOOP_DATA_DIR": str(tmp_path), "TRADELOOP_EXCHANGE_API_KEY": KEY,
-                        "TRADELOOP_EXCHANGE_SECRET": SECRET, "TRADELOOP_EXCHANGE_API_URL": "http://api.example.com"}
-    done = subprocess.run([sys.executable, "-m", "tradeloop", "live", "run", "--name", "x", "--mode", "live",
-                           "--exchange", "binance", "--symbol", "BTC-USDT", "--timeframe", "1m"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    env = os.environ | {
+        "TRADELOOP_DATA_DIR": str(tmp_path),
+        "TRADELOOP_EXCHANGE_API_KEY": KEY,
+        "TRADELOOP_EXCHANGE_SECRET": SECRET,
+        "TRADELOOP_EXCHANGE_API_URL": "http://api.example.com",
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tradeloop",
+            "live",
+            "run",
+            "--name",
+            "x",
+            "--mode",
+            "live",
+            "--exchange",
+            "binance",
+            "--symbol",
+            "BTC-USDT",
+            "--timeframe",
+            "1m",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "plain text" in done.stdout + done.stderr
     assert KEY not in done.stdout + done.stderr and SECRET not in done.stdout + done.stderr

@@ -12,7 +12,11 @@ from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.data.exchanges import make_exchange
 from tradeloop.data.ingest import CandleIngestor
 from tradeloop.errors import (
-    ConfigError, RetryExhaustedError, UnknownExchangeError, UnknownSymbolError, UnsupportedTimeframeError,
+    ConfigError,
+    RetryExhaustedError,
+    UnknownExchangeError,
+    UnknownSymbolError,
+    UnsupportedTimeframeError,
 )
 from tradeloop.retry import RetryPolicy, call_with_retry
 
@@ -30,9 +34,18 @@ def test_server_speaks_binance_kline_format() -> None:
     """ccxt parses our kline bodies exactly as it parses the recorded Binance response."""
     case = json.loads((FIXTURES / "ccxt_static_responses.json").read_text())["methods"]["fetchOHLCV"][0]
     recorded = case["httpResponse"]
-    frame = pl.DataFrame([r[:6] for r in recorded], schema=["ts", "open", "high", "low", "close", "volume"],
-                         orient="row").cast({"ts": pl.Int64, "open": pl.Float64, "high": pl.Float64,
-                                             "low": pl.Float64, "close": pl.Float64, "volume": pl.Float64})
+    frame = pl.DataFrame(
+        [r[:6] for r in recorded], schema=["ts", "open", "high", "low", "close", "volume"], orient="row"
+    ).cast(
+        {
+            "ts": pl.Int64,
+            "open": pl.Float64,
+            "high": pl.Float64,
+            "low": pl.Float64,
+            "close": pl.Float64,
+            "volume": pl.Float64,
+        }
+    )
     ours = kline_rows(frame, 3_600_000)
     assert [r[0] for r in ours] == [r[0] for r in recorded]
     assert [r[6] for r in ours] == [int(r[6]) for r in recorded]
@@ -105,8 +118,9 @@ def test_unknown_symbol_timeframe_exchange(lake: CandleLake, btc_1d: pl.DataFram
 
 
 @pytest.mark.parametrize("timeframe", ["01d", "1d\n", "\u0661d"])
-def test_a_malformed_timeframe_is_refused_before_any_request(lake: CandleLake, btc_1d: pl.DataFrame,
-                                                             timeframe: str) -> None:
+def test_a_malformed_timeframe_is_refused_before_any_request(
+    lake: CandleLake, btc_1d: pl.DataFrame, timeframe: str
+) -> None:
     with BinanceLoopback({("BTCUSDT", "1d"): btc_1d}) as server:
         ing = ingestor(server, lake)
         with pytest.raises(ConfigError, match="timeframe="):
@@ -120,7 +134,7 @@ def test_non_retryable_errors_are_not_retried() -> None:
 
     def bad():
         calls.append(1)
-        raise ccxt.BadSymbol("binance {\"code\":-1121}")
+        raise ccxt.BadSymbol('binance {"code":-1121}')
 
     with pytest.raises(ccxt.BadSymbol):
         call_with_retry(bad, policy=FAST, what="x", sleep=lambda s: None)
@@ -131,7 +145,6 @@ def test_timeout_is_retryable(lake: CandleLake, btc_1d: pl.DataFrame) -> None:
     slow = Fault(200, [], delay_s=1.5)  # longer than the client timeout below
     with BinanceLoopback({("BTCUSDT", "1d"): btc_1d}, faults={1: slow}) as server:
         exchange = make_exchange("binance", timeout_s=0.5, api_url=server.url)
-        ing = CandleIngestor(exchange, lake, retry=FAST, page_limit=1000, sleep=lambda s: None,
-                             rng=random.Random(1))
+        ing = CandleIngestor(exchange, lake, retry=FAST, page_limit=1000, sleep=lambda s: None, rng=random.Random(1))
         result = ing.ingest("BTC/USDT", "1d", since=int(btc_1d["ts"][0]))
     assert result.added == btc_1d.height

@@ -43,7 +43,8 @@ def poke(lake: CandleLake, year: int, rows: dict[int, dict[str, float]]) -> pl.D
     frame = pl.read_parquet(path)
     for i, values in rows.items():
         frame = frame.with_columns(
-            pl.when(pl.int_range(pl.len()) == i).then(pl.lit(v)).otherwise(pl.col(c)).alias(c) for c, v in values.items()
+            pl.when(pl.int_range(pl.len()) == i).then(pl.lit(v)).otherwise(pl.col(c)).alias(c)
+            for c, v in values.items()
         )
     frame.write_parquet(path)
     return frame
@@ -58,7 +59,10 @@ def test_bad_rows_of_an_old_file_are_left_out_and_reported(lake: CandleLake, sto
     assert frame["close"].is_finite().all() and frame["high"].is_finite().all()
     assert len(seen) == 1
     assert seen[0].select("file", "row", "rule").rows() == [
-        ("2021.parquet", 3, "non_finite"), ("2021.parquet", 5, "non_finite"), ("2021.parquet", 7, "off_grid")]
+        ("2021.parquet", 3, "non_finite"),
+        ("2021.parquet", 5, "non_finite"),
+        ("2021.parquet", 7, "off_grid"),
+    ]
     many = lake.read_many([KEY])
     assert many.height == stored.height - 3 and set(many["symbol"]) == {"BTC-USD"}
     st = lake.status(KEY)
@@ -111,8 +115,11 @@ def test_an_empty_file_and_one_that_is_not_parquet(lake: CandleLake, stored: pl.
 def test_old_schemas_are_cast_or_named(lake: CandleLake, stored: pl.DataFrame) -> None:
     year = stored.filter(pl.col("ts") >= 1_609_459_200_000, pl.col("ts") < 1_640_995_200_000)
     # an older writer: datetime ts, text prices (one unparseable), integer volume
-    year.with_columns(pl.from_epoch("ts", time_unit="ms").dt.cast_time_unit("us"),
-                      pl.col("close").cast(pl.String), pl.col("volume").cast(pl.Int64)).with_columns(
+    year.with_columns(
+        pl.from_epoch("ts", time_unit="ms").dt.cast_time_unit("us"),
+        pl.col("close").cast(pl.String),
+        pl.col("volume").cast(pl.Int64),
+    ).with_columns(
         pl.when(pl.int_range(pl.len()) == 2).then(pl.lit("n/a")).otherwise(pl.col("close")).alias("close")
     ).write_parquet(year_file(lake, 2021))
     seen: list[pl.DataFrame] = []
@@ -148,14 +155,23 @@ def test_odd_folders_are_skipped_and_listed(lake: CandleLake, stored: pl.DataFra
     assert lake.list_series() == [KEY]
     skipped = lake.invalid_series_dirs()
     assert sorted(str(p.relative_to(lake.root)) for p, _ in skipped) == sorted(
-        ["coinbase/BTC-USD/1h\n", "coinbase/BTC-USD/01d", "coinbase/BTC-USD/\u0661d", "Coinbase/BTC-USD/4h",
-         "coinbase/btc-usd/4h"])
+        [
+            "coinbase/BTC-USD/1h\n",
+            "coinbase/BTC-USD/01d",
+            "coinbase/BTC-USD/\u0661d",
+            "Coinbase/BTC-USD/4h",
+            "coinbase/btc-usd/4h",
+        ]
+    )
     assert all(why for _, why in skipped)
 
 
 def test_a_missing_series_lists_the_stored_ones(lake: CandleLake, stored: pl.DataFrame) -> None:
-    with pytest.raises(SeriesNotFoundError, match=r"no candles stored for coinbase:ETH-USD:4h .*"
-                                                 r"stored series: coinbase:BTC-USD:4h\)"):
+    with pytest.raises(
+        SeriesNotFoundError,
+        match=r"no candles stored for coinbase:ETH-USD:4h .*"
+        r"stored series: coinbase:BTC-USD:4h\)",
+    ):
         lake.read(SeriesKey("coinbase", "ETH-USD", "4h"))
 
 

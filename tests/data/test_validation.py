@@ -55,8 +55,10 @@ def test_duplicates_and_unsorted_rows() -> None:
     frame = candles()
     shuffled = pl.concat([frame[:3], frame[1:2], frame[5:6], frame[3:5]])
     report = validate_candles(shuffled, timeframe_ms=H, source="x")
-    assert dict(zip(report.rejected["row"], report.rejected["rule"])) == {
-        3: "duplicate", 5: "out_of_order", 6: "out_of_order"
+    assert dict(zip(report.rejected["row"], report.rejected["rule"], strict=True)) == {
+        3: "duplicate",
+        5: "out_of_order",
+        6: "out_of_order",
     }
 
 
@@ -154,8 +156,9 @@ def test_rule_counts_are_summed_per_rule_in_the_message() -> None:
 def test_weekly_candles_open_on_monday() -> None:
     week = 7 * 24 * H
     monday = 1_704_067_200_000  # 2024-01-01 00:00 UTC, a Monday
-    frame = candles(n=4, start=monday).with_columns(pl.col("ts").rank("ordinal").cast(pl.Int64).mul(week)
-                                                     .add(monday - week).alias("ts"))
+    frame = candles(n=4, start=monday).with_columns(
+        pl.col("ts").rank("ordinal").cast(pl.Int64).mul(week).add(monday - week).alias("ts")
+    )
     assert validate_candles(frame, timeframe_ms=week, source="x").ok
     thursday = frame.with_columns(pl.col("ts") - 4 * 24 * H)
     assert set(validate_candles(thursday, timeframe_ms=week, source="x").rejected["rule"]) == {"off_grid"}
@@ -171,8 +174,9 @@ def _check_real_files(paths: list) -> int:
         if "ts" not in raw.columns or raw["volume"].null_count() == raw.height:  # mark prices: no volume
             continue
         key = SeriesKey.from_filename(path.stem)
-        report = validate_candles(coerce_candles(raw, source=str(path)), timeframe_ms=key.timeframe_ms,
-                                  source=str(path), now_ms=now)
+        report = validate_candles(
+            coerce_candles(raw, source=str(path)), timeframe_ms=key.timeframe_ms, source=str(path), now_ms=now
+        )
         assert report.ok, (path, report.rule_counts)
         checked += 1
     return checked
@@ -200,8 +204,9 @@ def test_every_shared_real_file_passes_the_bounds() -> None:
     assert _check_real_files(sorted(real.glob("*.parquet"))) >= 200
 
 
-@pytest.mark.parametrize("timeframe", ["01h", "1h\n", " 1h", "1h ", "\u0661h", "1\u0660m", "0m", "1H", "1 h",
-                                       "1h\x00", "+1h", "1.5h", ""])
+@pytest.mark.parametrize(
+    "timeframe", ["01h", "1h\n", " 1h", "1h ", "\u0661h", "1\u0660m", "0m", "1H", "1 h", "1h\x00", "+1h", "1.5h", ""]
+)
 def test_timeframes_are_strict_ascii_ccxt_grammar(timeframe: str) -> None:
     with pytest.raises(ConfigError, match="timeframe="):
         SeriesKey("binance", "BTC/USDT", timeframe)

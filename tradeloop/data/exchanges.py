@@ -45,10 +45,12 @@ def make_exchange(
     config: dict[str, Any] = {"enableRateLimit": True, "timeout": int(timeout_s * 1000)}
     if exchange_id == "binance":
         config["options"] = {"fetchMarkets": {"types": ["spot"]}}
+    if exchange_id == "binanceusdm":  # USDⓈ-M perpetuals: its default market list is the linear one
+        config["options"] = {}
     if credentials:
         register_secret(*credentials.values())  # never in a log line, ccxt's DEBUG included
         config.update({k: v for k, v in credentials.items() if v})
-        if exchange_id == "binance":  # spot trading needs neither the currency nor the margin lists
+        if exchange_id in ("binance", "binanceusdm"):  # trading needs neither the currency nor the margin lists
             config["options"].update({"fetchCurrencies": False, "fetchMargins": False})
     module = ccxt.pro if websocket else ccxt.async_support if asynchronous else ccxt
     exchange: ccxt.Exchange = getattr(module, exchange_id)(config)
@@ -75,11 +77,15 @@ def _refuse_plain_text(exchange: ccxt.Exchange, *, allow_loopback: bool) -> None
             continue
         if allow_loopback and _is_loopback(parts.hostname or ""):
             continue
-        hint = ("only loopback hosts may use it" if allow_loopback else
-                "use https:// (wss://), or for a test exchange on this machine set "
-                "TRADELOOP_ALLOW_INSECURE_LOOPBACK=true")
-        raise ConfigError(f"exchange URL {url!r} is plain text, and this client signs requests with "
-                          f"its API key; {hint}")
+        hint = (
+            "only loopback hosts may use it"
+            if allow_loopback
+            else "use https:// (wss://), or for a test exchange on this machine set "
+            "TRADELOOP_ALLOW_INSECURE_LOOPBACK=true"
+        )
+        raise ConfigError(
+            f"exchange URL {url!r} is plain text, and this client signs requests with its API key; {hint}"
+        )
 
 
 def _strings(value: Any) -> list[str]:
@@ -105,7 +111,7 @@ def _override_public_url(exchange: ccxt.Exchange, base: str) -> None:
         for name, url in list(api.items()):
             if isinstance(url, str) and url.startswith("http"):
                 path = url.split("://", 1)[1]
-                suffix = path[path.index("/"):] if "/" in path else ""
+                suffix = path[path.index("/") :] if "/" in path else ""
                 api[name] = base + suffix
     else:
         exchange.urls["api"] = base

@@ -46,9 +46,7 @@ def import_file(
 def sample_files(sample_dir: Path = SAMPLE_DIR) -> list[Path]:
     files = sorted(sample_dir.glob("*.parquet"))
     if not files:
-        raise DataError(
-            f"no sample candles in {sample_dir}; the repository's data/sample/ folder is missing"
-        )
+        raise DataError(f"no sample candles in {sample_dir}; the repository's data/sample/ folder is missing")
     return files
 
 

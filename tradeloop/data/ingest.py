@@ -74,8 +74,7 @@ class CandleIngestor:
         timeframes = getattr(self.exchange, "timeframes", None) or {}
         if timeframe not in timeframes:
             raise UnsupportedTimeframeError(
-                f"timeframe={timeframe!r} is not offered by {self.exchange.id}; "
-                f"choose one of {', '.join(timeframes)}"
+                f"timeframe={timeframe!r} is not offered by {self.exchange.id}; choose one of {', '.join(timeframes)}"
             )
 
     def ingest(
@@ -108,14 +107,14 @@ class CandleIngestor:
             )
             if not page:
                 break
-            frame = pl.DataFrame(
-                [row[:6] for row in page], schema=list(CANDLE_COLUMNS), orient="row"
-            ).cast({"ts": pl.Int64}).cast({c: pl.Float64 for c in CANDLE_COLUMNS[1:]})
+            frame = (
+                pl.DataFrame([row[:6] for row in page], schema=list(CANDLE_COLUMNS), orient="row")
+                .cast({"ts": pl.Int64})
+                .cast({c: pl.Float64 for c in CANDLE_COLUMNS[1:]})
+            )
             closed = frame.filter((pl.col("ts") + step <= now) & (pl.col("ts") >= cursor) & (pl.col("ts") <= end))
             if closed.height:
-                result = self.lake.write(
-                    key, closed, source=f"{self.exchange.id} fetch_ohlcv {unified} {timeframe}"
-                )
+                result = self.lake.write(key, closed, source=f"{self.exchange.id} fetch_ohlcv {unified} {timeframe}")
                 added += result.added
                 first = first if first is not None else earliest(closed["ts"])
                 last_seen = latest(closed["ts"])

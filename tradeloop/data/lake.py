@@ -117,7 +117,8 @@ class CandleLake:
             if not stored:
                 raise SeriesNotFoundError(f"no candles stored for {key.label}: {self.where_empty()}")
             listing = ", ".join(stored[:_LISTED]) + (
-                f" and {len(stored) - _LISTED} more" if len(stored) > _LISTED else "")
+                f" and {len(stored) - _LISTED} more" if len(stored) > _LISTED else ""
+            )
             raise SeriesNotFoundError(
                 f"no candles stored for {key.label} under {self.root} (stored series: {listing}); check the "
                 "series name, or run `tradeloop data import` or `tradeloop data ingest` first"
@@ -131,16 +132,22 @@ class CandleLake:
         where = self.root.resolve()
         state = "is empty" if self.root.is_dir() else "does not exist"
         relative = "" if self.root.is_absolute() else f" ({self.root} taken from the working directory {Path.cwd()})"
-        return (f"the lake folder {where}{relative} {state}; if your candles are elsewhere, set TRADELOOP_DATA_DIR "
-                "to the data folder that holds lake/ (or start from the folder that holds data/); if none were "
-                "stored yet, run `tradeloop data import` or `tradeloop data ingest`")
+        return (
+            f"the lake folder {where}{relative} {state}; if your candles are elsewhere, set TRADELOOP_DATA_DIR "
+            "to the data folder that holds lake/ (or start from the folder that holds data/); if none were "
+            "stored yet, run `tradeloop data import` or `tradeloop data ingest`"
+        )
 
     def scan(self, key: SeriesKey) -> pl.LazyFrame:
         """The series' good candles as a LazyFrame (read and checked now; see ``read``)."""
         return self.read(key).lazy()
 
     def read(
-        self, key: SeriesKey, *, start: int | None = None, end: int | None = None,
+        self,
+        key: SeriesKey,
+        *,
+        start: int | None = None,
+        end: int | None = None,
         on_invalid: OnInvalid | None = None,
     ) -> pl.DataFrame:
         """Candles of one series, sorted by ``ts``; ``start``/``end`` are inclusive ms bounds.
@@ -205,8 +212,7 @@ class CandleLake:
 
     def status(self, key: SeriesKey) -> SeriesStatus:
         """Coverage of one series; bad rows and damaged files are counted, never raised."""
-        loaded = load_files(self._files_or_raise(key), timeframe_ms=key.timeframe_ms,
-                            now_ms=self.clock(), strict=False)
+        loaded = load_files(self._files_or_raise(key), timeframe_ms=key.timeframe_ms, now_ms=self.clock(), strict=False)
         return series_status(key, loaded.good["ts"], invalid=loaded.rule_counts, unreadable=loaded.unreadable)
 
     # -- writing ---------------------------------------------------------------------------
@@ -266,16 +272,17 @@ class CandleLake:
         for (period,), part in tagged.group_by("_period", maintain_order=True):
             target = directory / f"{period}.parquet"
             stored = read_stored_file(target) if target.exists() else empty_candles()
-            merged, counts = _merge(
-                stored, part.drop("_period"), key=key, target=target, on_conflict=on_conflict
-            )
+            merged, counts = _merge(stored, part.drop("_period"), key=key, target=target, on_conflict=on_conflict)
             changed = counts["added"] or counts["replaced"]
             plans.append((target, merged if changed else None, counts))
         return plans
 
     def _quarantine(self, key: SeriesKey, rejected: pl.DataFrame) -> Path:
         target = (
-            self.quarantine_root / key.exchange / key.symbol / key.timeframe
+            self.quarantine_root
+            / key.exchange
+            / key.symbol
+            / key.timeframe
             / f"{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 1_000_000:06d}.parquet"
         )
         write_parquet_atomic(rejected, target)
@@ -289,7 +296,9 @@ def _merge(
     overlap = joined.filter(pl.col("open_old").is_not_null())
     value_cols = [c for c in CANDLE_COLUMNS if c != "ts"]
     differs = overlap.filter(
-        pl.any_horizontal([(pl.col(c) - pl.col(f"{c}_old")).abs() > 1e-12 * pl.col(f"{c}_old").abs() for c in value_cols])
+        pl.any_horizontal(
+            [(pl.col(c) - pl.col(f"{c}_old")).abs() > 1e-12 * pl.col(f"{c}_old").abs() for c in value_cols]
+        )
     )
     if differs.height and on_conflict == "error":
         first = differs.row(0, named=True)
@@ -311,7 +320,10 @@ def _merge(
 
 
 def series_status(
-    key: SeriesKey, ts: pl.Series, *, invalid: dict[str, int] | None = None,
+    key: SeriesKey,
+    ts: pl.Series,
+    *,
+    invalid: dict[str, int] | None = None,
     unreadable: list[tuple[Path, str]] | None = None,
 ) -> SeriesStatus:
     """Coverage and gaps of a series from its candle times (any order)."""
@@ -328,5 +340,9 @@ def series_status(
 
 
 def _warn_invalid(key: SeriesKey, rejected: pl.DataFrame) -> None:
-    log.warning("%s: %d stored row(s) break a validation rule and were left out: %s",
-                key.label, rejected.height, describe_rejected(rejected))
+    log.warning(
+        "%s: %d stored row(s) break a validation rule and were left out: %s",
+        key.label,
+        rejected.height,
+        describe_rejected(rejected),
+    )

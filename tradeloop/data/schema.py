@@ -84,9 +84,7 @@ def timeframe_ms(timeframe: str) -> int:
         )
     amount, unit = int(match.group(1)), match.group(2)
     if unit in {"M", "y"}:
-        raise ConfigError(
-            f"timeframe={timeframe!r} has no fixed length; use minutes, hours, days or weeks"
-        )
+        raise ConfigError(f"timeframe={timeframe!r} has no fixed length; use minutes, hours, days or weeks")
     length = amount * _UNIT_MS[unit]
     if length > MAX_TIMEFRAME_MS:
         raise ConfigError(
@@ -239,8 +237,11 @@ def coerce_candles(frame: pl.DataFrame, *, source: str) -> pl.DataFrame:
         dtype = frame.schema[name]
         allowed = _TIMES if name == "ts" else _NUMBERS
         if not isinstance(dtype, allowed):
-            need = ("an integer (ms since the epoch, UTC) or a datetime" if name == "ts"
-                    else "a number (float, integer or decimal)")
+            need = (
+                "an integer (ms since the epoch, UTC) or a datetime"
+                if name == "ts"
+                else "a number (float, integer or decimal)"
+            )
             raise CandleValidationError(
                 f"{source}: column {name!r} has type {dtype}, not {need}; convert it to "
                 f"{CANDLE_SCHEMA[name]} (candles are {', '.join(f'{c}: {t}' for c, t in CANDLE_SCHEMA.items())})",

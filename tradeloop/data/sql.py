@@ -39,7 +39,12 @@ from tradeloop.data.lake import CandleLake, SeriesStatus
 from tradeloop.data.schema import CANDLE_COLUMNS, SeriesKey, grid_offset_ms
 from tradeloop.data.stored import REJECTED_COLUMNS, read_stored_file
 from tradeloop.data.validation import (
-    CLOCK_TOLERANCE_MS, MAX_PRICE, MAX_VOLUME, MIN_PRICE, MIN_TS_MS, Gap,
+    CLOCK_TOLERANCE_MS,
+    MAX_PRICE,
+    MAX_VOLUME,
+    MIN_PRICE,
+    MIN_TS_MS,
+    Gap,
 )
 from tradeloop.errors import ConfigError, DataError
 
@@ -50,9 +55,11 @@ _PRICES = ("open", "high", "low", "close")
 _VALUES = (*_PRICES, "volume")
 # parquet_schema() of a file written by the lake: (physical type, no logical type)
 _PLAIN_TYPES = {"ts": "INT64", **{c: "DOUBLE" for c in _VALUES}}
-_READ_ONLY_HELP = ("`tradeloop data query` and LakeSQL run one read-only statement: SELECT, WITH ... SELECT, "
-                   "FROM, VALUES, DESCRIBE, SHOW or SUMMARIZE; the lake changes only through "
-                   "`tradeloop data import` and `tradeloop data ingest`")
+_READ_ONLY_HELP = (
+    "`tradeloop data query` and LakeSQL run one read-only statement: SELECT, WITH ... SELECT, "
+    "FROM, VALUES, DESCRIBE, SHOW or SUMMARIZE; the lake changes only through "
+    "`tradeloop data import` and `tradeloop data ingest`"
+)
 
 
 def view_name(key: SeriesKey) -> str:
@@ -114,7 +121,11 @@ class LakeSQL:
     """
 
     def __init__(
-        self, lake: CandleLake, *, keys: Iterable[SeriesKey] | None = None, now_ms: int | None = None,
+        self,
+        lake: CandleLake,
+        *,
+        keys: Iterable[SeriesKey] | None = None,
+        now_ms: int | None = None,
         strict: bool = True,
     ) -> None:
         self.lake = lake
@@ -161,8 +172,9 @@ class LakeSQL:
     def __enter__(self) -> LakeSQL:
         return self.open()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     @property
@@ -198,11 +210,15 @@ class LakeSQL:
                 return (con.execute(sql, params) if params else con.execute(sql)).pl()
             return con.sql(sql, params=params or None).limit(limit).pl()
         except duckdb.IOException as exc:
-            raise DataError(f"reading the lake failed: {_first_line(exc)}; a file changed during the "
-                            "query: run it again (`tradeloop data status` names damaged files)") from None
+            raise DataError(
+                f"reading the lake failed: {_first_line(exc)}; a file changed during the "
+                "query: run it again (`tradeloop data status` names damaged files)"
+            ) from None
         except duckdb.PermissionException as exc:
-            raise ConfigError(f"the query failed: {_first_line(exc)}; queries read the lake through its views "
-                              f"only, no other files; {self.describe_views()}") from None
+            raise ConfigError(
+                f"the query failed: {_first_line(exc)}; queries read the lake through its views "
+                f"only, no other files; {self.describe_views()}"
+            ) from None
         except duckdb.Error as exc:  # syntax, unknown view or column, types, ...
             raise ConfigError(f"the query failed: {_first_line(exc)}; {self.describe_views()}") from None
 
@@ -210,9 +226,11 @@ class LakeSQL:
         """One line for error messages: the union view, its columns and the series views."""
         names = sorted(self.views)
         shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
-        return (f"views: {UNION_VIEW} ({', '.join(UNION_COLUMNS)}) and one per series with ts, open, high, "
-                f"low, close, volume: {shown or 'none (the lake is empty)'}; "
-                f"e.g. SELECT symbol, count(*) FROM {UNION_VIEW} GROUP BY symbol")
+        return (
+            f"views: {UNION_VIEW} ({', '.join(UNION_COLUMNS)}) and one per series with ts, open, high, "
+            f"low, close, volume: {shown or 'none (the lake is empty)'}; "
+            f"e.g. SELECT symbol, count(*) FROM {UNION_VIEW} GROUP BY symbol"
+        )
 
     def status(self) -> dict[SeriesKey, SeriesStatus]:
         """Coverage of every series, as ``CandleLake.status`` reports it (rows, first/last
@@ -222,18 +240,25 @@ class LakeSQL:
         assert con is not None
         if not self._views:
             return {}
-        con.execute(f"CREATE TEMP TABLE status_rows AS SELECT exchange, symbol, timeframe, timeframe_ms, ts, file, "
-                    f"row, rule FROM {_INTERNAL}.{UNION_VIEW}")
+        con.execute(
+            f"CREATE TEMP TABLE status_rows AS SELECT exchange, symbol, timeframe, timeframe_ms, ts, file, "
+            f"row, rule FROM {_INTERNAL}.{UNION_VIEW}"
+        )
         try:
-            spans = con.execute("SELECT exchange, symbol, timeframe, count(*), min(ts), max(ts) FROM status_rows "
-                                "WHERE rule IS NULL GROUP BY ALL").fetchall()
+            spans = con.execute(
+                "SELECT exchange, symbol, timeframe, count(*), min(ts), max(ts) FROM status_rows "
+                "WHERE rule IS NULL GROUP BY ALL"
+            ).fetchall()
             gap_rows = con.execute(
                 "SELECT exchange, symbol, timeframe, prev + timeframe_ms, ts - timeframe_ms, "
                 "(ts - prev) // timeframe_ms - 1 FROM (SELECT *, lag(ts) OVER (PARTITION BY exchange, symbol, "
                 "timeframe ORDER BY ts) AS prev FROM status_rows WHERE rule IS NULL) WHERE ts - prev > timeframe_ms "
-                "ORDER BY ALL").fetchall()
-            rejected = con.execute("SELECT exchange, symbol, timeframe, rule FROM status_rows WHERE rule IS NOT NULL "
-                                   "ORDER BY exchange, symbol, timeframe, file, row").fetchall()
+                "ORDER BY ALL"
+            ).fetchall()
+            rejected = con.execute(
+                "SELECT exchange, symbol, timeframe, rule FROM status_rows WHERE rule IS NOT NULL "
+                "ORDER BY exchange, symbol, timeframe, file, row"
+            ).fetchall()
         finally:
             con.execute("DROP TABLE status_rows")
         figures = {tuple(row[:3]): row[3:] for row in spans}
@@ -249,7 +274,11 @@ class LakeSQL:
             ident = (key.exchange, key.symbol, key.timeframe)
             rows, first, last = figures.get(ident, (0, None, None))
             out[key] = SeriesStatus(
-                key=key, rows=rows, first_ts=first, last_ts=last, gaps=gaps.get(ident, []),
+                key=key,
+                rows=rows,
+                first_ts=first,
+                last_ts=last,
+                gaps=gaps.get(ident, []),
                 invalid=invalid.get(ident, {}),
                 unreadable=[(u.path, u.reason) for u in self._unreadable if u.key == key],
             )
@@ -282,26 +311,34 @@ class LakeSQL:
                 self._unreadable.append(Unreadable(key=key, path=path, reason=str(exc)))
                 continue
             table = f"{_INTERNAL}.{name}__{len(parts)}"
-            con.register(f"_cast_{name}_{len(parts)}", frame.with_columns(
-                file=pl.lit(path.name), row=pl.int_range(pl.len(), dtype=pl.Int64)))
+            con.register(
+                f"_cast_{name}_{len(parts)}",
+                frame.with_columns(file=pl.lit(path.name), row=pl.int_range(pl.len(), dtype=pl.Int64)),
+            )
             con.execute(f"CREATE TABLE {table} AS SELECT * FROM _cast_{name}_{len(parts)}")
             con.unregister(f"_cast_{name}_{len(parts)}")
             parts.append(f"SELECT {', '.join(CANDLE_COLUMNS)}, file, row FROM {table}")
         if plain:
             listed = ", ".join(_quote(str(p.absolute())) for p in plain)
-            parts.append(f"SELECT {', '.join(CANDLE_COLUMNS)}, parse_filename(filename) AS file, "
-                         f"CAST(file_row_number AS BIGINT) AS row FROM read_parquet([{listed}], "
-                         "filename = true, file_row_number = true, union_by_name = true)")
+            parts.append(
+                f"SELECT {', '.join(CANDLE_COLUMNS)}, parse_filename(filename) AS file, "
+                f"CAST(file_row_number AS BIGINT) AS row FROM read_parquet([{listed}], "
+                "filename = true, file_row_number = true, union_by_name = true)"
+            )
         if not parts:
-            parts.append(f"SELECT {', '.join(f'NULL::{_sql_type(c)} AS {c}' for c in CANDLE_COLUMNS)}, "
-                         "NULL::VARCHAR AS file, NULL::BIGINT AS row WHERE false")
+            parts.append(
+                f"SELECT {', '.join(f'NULL::{_sql_type(c)} AS {c}' for c in CANDLE_COLUMNS)}, "
+                "NULL::VARCHAR AS file, NULL::BIGINT AS row WHERE false"
+            )
         rows = " UNION ALL ".join(parts)
         con.execute(
             f"CREATE VIEW {_INTERNAL}.{name} AS SELECT *, {rule_sql(timeframe_ms=key.timeframe_ms, now_ms=self.now_ms)}"
             f" AS rule FROM (SELECT *, lag(ts) OVER (ORDER BY ts, file, row) AS prev_ts FROM ({rows}))"
         )
-        con.execute(f"CREATE VIEW {name} AS SELECT {', '.join(CANDLE_COLUMNS)} FROM {_INTERNAL}.{name} "
-                    "WHERE rule IS NULL ORDER BY ts")
+        con.execute(
+            f"CREATE VIEW {name} AS SELECT {', '.join(CANDLE_COLUMNS)} FROM {_INTERNAL}.{name} "
+            "WHERE rule IS NULL ORDER BY ts"
+        )
 
 
 def check_read_only(sql: str, *, hint: str = "") -> None:
@@ -333,8 +370,12 @@ def _file_kinds(con: duckdb.DuckDBPyConnection, files: list[Path]) -> dict[Path,
     found: dict[str, dict[str, tuple]] = {}
     for file_name, name, kind, logical in rows:
         found.setdefault(file_name, {})[name] = (kind, logical)
-    return {p: "plain" if all(found.get(str(p.absolute()), {}).get(c) == (t, None) for c, t in _PLAIN_TYPES.items())
-            else "other" for p in files}
+    return {
+        p: "plain"
+        if all(found.get(str(p.absolute()), {}).get(c) == (t, None) for c, t in _PLAIN_TYPES.items())
+        else "other"
+        for p in files
+    }
 
 
 def _union_sql(views: dict[str, SeriesKey], *, internal: bool) -> str:
@@ -349,7 +390,8 @@ def _union_sql(views: dict[str, SeriesKey], *, internal: bool) -> str:
         f"SELECT {_quote(k.exchange)} AS exchange, {_quote(k.symbol)} AS symbol, {_quote(k.timeframe)} AS "
         f"timeframe, {', '.join(CANDLE_COLUMNS)}"
         + (f", file, row, rule, {k.timeframe_ms}::BIGINT AS timeframe_ms" if internal else "")
-        + f" FROM {_INTERNAL}.{name}" + ("" if internal else " WHERE rule IS NULL")
+        + f" FROM {_INTERNAL}.{name}"
+        + ("" if internal else " WHERE rule IS NULL")
         for name, k in views.items()
     )
 

@@ -31,7 +31,7 @@ def read_stored_file(path: Path) -> pl.DataFrame:
     """One stored file cast to the candle schema, or a :class:`DataError` saying what is wrong."""
     try:
         frame = pl.read_parquet(path)
-    except Exception as exc:  # polars/arrow raise several types for damaged files
+    except Exception as exc:  # noqa: BLE001 - polars/arrow raise several types for damaged files
         raise DataError(
             f"{path}: not a readable Parquet file ({type(exc).__name__}: {str(exc)[:200]}); it is "
             "damaged (e.g. truncated by a crash or a full disk): move it out of the lake, then "

@@ -71,20 +71,36 @@ def _rule_expr(tf_ms: int, *, now_ms: int | None) -> pl.Expr:
     prev_max = ts.cum_max().shift(1)
     future = pl.lit(False) if now_ms is None else ts > now_ms + tf_ms + CLOCK_TOLERANCE_MS
     return (
-        pl.when(pl.any_horizontal([pl.col(c).is_null() for c in ("ts", *values)])).then(pl.lit("missing"))
-        .when(pl.any_horizontal([~pl.col(c).is_finite() for c in values])).then(pl.lit("non_finite"))
-        .when(pl.min_horizontal(_PRICES) <= 0).then(pl.lit("non_positive"))
-        .when((pl.max_horizontal(_PRICES) > MAX_PRICE) | (pl.min_horizontal(_PRICES) < MIN_PRICE)
-              | (pl.col("volume") > MAX_VOLUME)).then(pl.lit("absurd_magnitude"))
-        .when(pl.col("volume") < 0).then(pl.lit("negative_volume"))
-        .when(pl.col("high") < pl.col("low")).then(pl.lit("high_lt_low"))
-        .when(pl.col("high") < pl.max_horizontal("open", "close")).then(pl.lit("high_below_body"))
-        .when(pl.col("low") > pl.min_horizontal("open", "close")).then(pl.lit("low_above_body"))
-        .when(ts < MIN_TS_MS).then(pl.lit("before_2009"))
-        .when(future).then(pl.lit("in_future"))
-        .when((ts - grid_offset_ms(tf_ms)) % tf_ms != 0).then(pl.lit("off_grid"))
-        .when(~ts.is_first_distinct()).then(pl.lit("duplicate"))
-        .when(ts < prev_max).then(pl.lit("out_of_order"))
+        pl.when(pl.any_horizontal([pl.col(c).is_null() for c in ("ts", *values)]))
+        .then(pl.lit("missing"))
+        .when(pl.any_horizontal([~pl.col(c).is_finite() for c in values]))
+        .then(pl.lit("non_finite"))
+        .when(pl.min_horizontal(_PRICES) <= 0)
+        .then(pl.lit("non_positive"))
+        .when(
+            (pl.max_horizontal(_PRICES) > MAX_PRICE)
+            | (pl.min_horizontal(_PRICES) < MIN_PRICE)
+            | (pl.col("volume") > MAX_VOLUME)
+        )
+        .then(pl.lit("absurd_magnitude"))
+        .when(pl.col("volume") < 0)
+        .then(pl.lit("negative_volume"))
+        .when(pl.col("high") < pl.col("low"))
+        .then(pl.lit("high_lt_low"))
+        .when(pl.col("high") < pl.max_horizontal("open", "close"))
+        .then(pl.lit("high_below_body"))
+        .when(pl.col("low") > pl.min_horizontal("open", "close"))
+        .then(pl.lit("low_above_body"))
+        .when(ts < MIN_TS_MS)
+        .then(pl.lit("before_2009"))
+        .when(future)
+        .then(pl.lit("in_future"))
+        .when((ts - grid_offset_ms(tf_ms)) % tf_ms != 0)
+        .then(pl.lit("off_grid"))
+        .when(~ts.is_first_distinct())
+        .then(pl.lit("duplicate"))
+        .when(ts < prev_max)
+        .then(pl.lit("out_of_order"))
         .otherwise(pl.lit(None, dtype=pl.String))
         .alias("rule")
     )
@@ -127,9 +143,7 @@ class ValidationReport:
         if self.ok:
             return
         rows = self.rejected.head(_MAX_REPORTED)
-        violations = [
-            (int(r["row"]), str(r["rule"]), _describe(r)) for r in rows.iter_rows(named=True)
-        ]
+        violations = [(int(r["row"]), str(r["rule"]), _describe(r)) for r in rows.iter_rows(named=True)]
         first_row, first_rule, first_detail = violations[0]
         raise CandleValidationError(
             f"{self.source}: row {first_row} breaks rule '{first_rule}' ({first_detail}); "
@@ -177,9 +191,7 @@ def check_stored(
 def _split(tagged: pl.DataFrame, *, timeframe_ms: int, source: str) -> ValidationReport:
     rejected = tagged.filter(pl.col("rule").is_not_null()).sort("row")
     good = tagged.filter(pl.col("rule").is_null()).drop("row", "rule").sort("ts")
-    return ValidationReport(
-        source=source, good=good, rejected=rejected, gaps=find_gaps(good["ts"], timeframe_ms)
-    )
+    return ValidationReport(source=source, good=good, rejected=rejected, gaps=find_gaps(good["ts"], timeframe_ms))
 
 
 def find_gaps(ts: pl.Series, timeframe_ms: int) -> list[Gap]:
