@@ -7,10 +7,11 @@ BENCH_STAMP := $(VENV)/.installed-bench
 DEMO_CUTOFF ?= 2025-05-01
 DEMO_SEED   ?= 7
 
-.PHONY: demo test bench lab up clean help
+.PHONY: demo lint test bench lab up clean help
 
 help:
 	@echo "make demo   - run the main job on the bundled real sample"
+	@echo "make lint   - ruff (lint, format), the layer contracts (import-linter) and mypy; make test runs it first"
 	@echo "make test   - run the whole test suite"
 	@echo "make bench  - run the benchmarks (installs the bench group: vectorbt)"
 	@echo "make lab    - open JupyterLab on the notebooks (and the pipeline's executed ones in data/runs)"
@@ -38,9 +39,16 @@ demo: $(STAMP)
 	$(BIN)/tradeloop live sessions
 	@echo "Open the dashboard: make up (or .venv/bin/tradeloop dashboard), then http://127.0.0.1:8501"
 
+# configured in pyproject.toml: [tool.ruff], [tool.importlinter] (DESIGN.md's layers), [tool.mypy] (tradeloop/, live/)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
+	$(BIN)/mypy
+
 # TEST_WORKERS=0 runs the suite in one process; loadfile keeps a module's tests (and its fixtures) on one worker
 TEST_WORKERS ?= auto
-test: $(STAMP)
+test: lint
 	bash tests/services/ensure.sh
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
