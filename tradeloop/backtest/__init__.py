@@ -1,5 +1,12 @@
-"""Multi-symbol portfolio backtests with a compiled (numba) hot loop."""
+"""Multi-symbol portfolio backtests with a compiled (numba) hot loop.
 
+The per-position rules the live engine reproduces are exported too: stop levels and exits
+(``stop_levels``, ``stop_exit``, ``next_extreme``), limit entries (``limit_price``,
+``limit_fill_price``) and Wilder's ATR (``wilder_atr`` over arrays, ``WilderAtr`` candle by
+candle).
+"""
+
+from tradeloop.backtest.atr import WilderAtr, wilder_atr
 from tradeloop.backtest.config import BacktestConfig
 from tradeloop.backtest.engine import (
     BacktestResult,
@@ -9,13 +16,29 @@ from tradeloop.backtest.engine import (
     run_backtest,
     simulate_arrays,
 )
+from tradeloop.backtest.fills import (
+    StopLevels,
+    limit_fill_price,
+    limit_price,
+    next_extreme,
+    stop_exit,
+    stop_levels,
+)
 
 __all__ = [
     "BacktestConfig",
     "BacktestResult",
     "PriceArrays",
+    "StopLevels",
+    "WilderAtr",
     "backtest_strategy",
+    "limit_fill_price",
+    "limit_price",
+    "next_extreme",
     "periods_per_year",
     "run_backtest",
     "simulate_arrays",
+    "stop_exit",
+    "stop_levels",
+    "wilder_atr",
 ]

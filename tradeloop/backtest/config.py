@@ -108,9 +108,3 @@ class BacktestConfig(BaseModel):
                     f"{', '.join(set_)}: for limit entries only; set entry_order='limit' or leave the default"
                 )
         return self
-
-    @model_validator(mode="after")
-    def _atr_window_needs_atr_stops(self) -> BacktestConfig:
-        if self.atr_window != 14 and self.atr_stop is None and self.atr_trailing is None:
-            raise ValueError("atr_window is set but no ATR stop is; set atr_stop (e.g. 2.0) or atr_trailing")
-        return self
