@@ -246,3 +246,20 @@ def test_the_kernel_digest_follows_fills_py() -> None:
         "tradeloop/backtest/fills.py changed, and numba's cache of the kernel only sees kernel.py: "
         f'set FILLS_SHA256 = "{digest}" in tradeloop/backtest/kernel.py so the kernel recompiles'
     )
+
+
+def test_atr_and_limit_runs_split_across_threads_equal_one_pass() -> None:
+    rng = np.random.default_rng(5)
+    o, h, lo, c = random_bars(rng, 300, 7, 0.25)
+    signal = rng.choice([0, ENTER_LONG, ENTER_SHORT, EXIT_LONG], (300, 7), p=[0.94, 0.02, 0.02, 0.02])
+    config = BacktestConfig(
+        cash_sharing=False, atr_stop=1.0, atr_trailing=2.0, entry_order="limit", limit_offset=0.001, limit_ttl_bars=2
+    )
+    one = simulate_arrays(prices(o, h, lo, c, signal), config, threads=1)
+    many = simulate_arrays(prices(o, h, lo, c, signal), config, threads=3)
+    assert len(one[1]) > 30
+    np.testing.assert_array_equal(one[0], many[0])
+    by_symbol = [t[np.lexsort((t[:, kernel.T_ENTRY_BAR], t[:, kernel.T_SYMBOL]))] for t in (one[1], many[1])]
+    np.testing.assert_array_equal(*by_symbol)  # the blocks list their trades block by block
+    for a, b in zip(one[2:], many[2:], strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -45,25 +45,26 @@ _atr_step = nb.njit(cache=True, inline="always")(atr_step)
 @nb.njit(cache=True, nogil=True)
 def _wilder(high, low, close, window, out):
     n, k = close.shape
-    for j in range(k):
-        value = np.nan
-        prev_close = np.nan
-        seen = 0  # candles of this symbol so far
-        total = 0.0
-        for t in range(n):
+    value = np.full(k, np.nan)
+    prev_close = np.full(k, np.nan)
+    seen = np.zeros(k, dtype=np.int64)  # candles of each symbol so far
+    total = np.zeros(k)
+    for t in range(n):  # row by row: the arrays are C order
+        for j in range(k):
             h, lo, c = high[t, j], low[t, j], close[t, j]
             if np.isfinite(h) and np.isfinite(lo) and np.isfinite(c):
-                if seen > 0:
-                    tr = _true_range(h, lo, prev_close)
-                    if seen <= window:
-                        total += tr
-                        if seen == window:
-                            value = total / window
+                m = seen[j]
+                if m > 0:
+                    tr = _true_range(h, lo, prev_close[j])
+                    if m <= window:
+                        total[j] += tr
+                        if m == window:
+                            value[j] = total[j] / window
                     else:
-                        value = _atr_step(value, tr, window)
-                seen += 1
-                prev_close = c
-            out[t, j] = value
+                        value[j] = _atr_step(value[j], tr, window)
+                seen[j] = m + 1
+                prev_close[j] = c
+            out[t, j] = value[j]
     return out
 
 

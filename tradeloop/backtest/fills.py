@@ -38,6 +38,18 @@ price does not fill; a buy fills when the bar's low trades strictly through it
 (``low < price``), at the price, or at the open if the open is already below it (a gap
 gives the better price); a sell fills when ``high > price``, at the price or the higher
 open. No slippage on limit fills.
+
+Replaying the kernel one bar at a time (what a live port does)
+---------------------------------------------------------------
+A position keeps ``side``, ``entry_price``, ``extreme`` (starts at the entry price) and
+``entry_atr`` (the ATR at its decision bar, ``tradeloop.backtest.atr.WilderAtr``). On each
+bar after the open's orders: ``levels = stop_levels(..., prev_atr=ATR at the previous
+close)``; ``stop_exit(levels, open_=, high=, low=, check_target=not filled_this_bar)`` gives
+the exit, else ``extreme = next_extreme(...)`` (not on the bar a limit entry filled). A limit
+entry decided at ``close`` rests at ``limit_price(side, close, limit_offset)`` for
+``fraction * equity / price`` units; each of the symbol's next ``limit_ttl_bars`` candles
+asks ``limit_fill_price(side, price, open, high, low)``, and a fill buys at most
+``cash / (fill * (1 + maker fee))``.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ _EL, _ES, _XL, _XS = ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXIT_SHORT
 # the scalar rules of tradeloop.backtest.fills, compiled: the live paper broker calls the same functions.
 # numba's cache keys on this file's content only, so this digest of fills.py is here to change with it: after
 # editing fills.py, set it anew (tests/backtest/test_fills.py says to) and the kernel recompiles.
-FILLS_SHA256 = "89559966522fdc6259051979dfb52e8106de0f71f1e0a2b3f4b59e6dcb0e6dcd"
+FILLS_SHA256 = "f0cc521f753e9fab10d3ce2897abc7c46a1a89d7c3d664715c5497e54c92ae89"
 _jit = nb.njit(cache=True, inline="always", error_model="numpy")
 _stop_rule = _jit(fills.stop_rule)
 _target_rule = _jit(fills.target_rule)
