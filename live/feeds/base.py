@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 import polars as pl
 
@@ -70,12 +71,23 @@ def last_bars(frame: pl.DataFrame, bars: int) -> pl.DataFrame:
     return frame.group_by("symbol", maintain_order=True).tail(bars)
 
 
-FEED_ENDED, STOPPED = object(), object()  # what next_or_stop returns besides a batch
+class FeedSignal(enum.Enum):
+    """What :func:`next_or_stop` returns besides a batch."""
+
+    ENDED = "ended"
+    STOPPED = "stopped"
 
 
-async def next_or_stop(batches, stop: asyncio.Event) -> object:
+FEED_ENDED: Final = FeedSignal.ENDED
+STOPPED: Final = FeedSignal.STOPPED
+
+
+async def next_or_stop(batches: AsyncIterator[CandleBatch], stop: asyncio.Event | None) -> CandleBatch | FeedSignal:
     """The feed's next batch, ``FEED_ENDED`` when it has ended, or ``STOPPED`` when ``stop`` was set
-    first (the wait for the batch is cancelled: nothing of a bar has happened yet)."""
+    first (the wait for the batch is cancelled: nothing of a bar has happened yet). Without
+    ``stop``, the next batch or ``FEED_ENDED``."""
+    if stop is None:
+        return await anext(batches, FEED_ENDED)
     if stop.is_set():
         return STOPPED
     following = asyncio.ensure_future(anext(batches, FEED_ENDED))
