@@ -43,6 +43,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace as evolve
+from functools import partial
 from typing import Any, TypeVar
 
 import ccxt.async_support as ccxt
@@ -339,7 +340,7 @@ class CcxtBroker:
         trades = await self._read(lambda: self.exchange.fetch_my_trades(symbol, since=since))
         for venue_id in dict.fromkeys(str(t["order"]) for t in trades if t.get("side") == order.side):
             try:
-                owner = await self._read(lambda vid=venue_id: self.exchange.fetch_order(vid, symbol))
+                owner = await self._read(partial(self.exchange.fetch_order, venue_id, symbol))
             except ccxt.OrderNotFound:
                 return OrderState(
                     cid,
