@@ -90,35 +90,39 @@ def stop_rule(
         reason = STOP_LOSS
         if stop_loss == stop_loss:
             stop = entry_price * (1.0 - stop_loss)
-        level = entry_price - atr_stop * entry_atr
-        if level > stop:
-            stop = level
+        if atr_stop == atr_stop:
+            level = entry_price - atr_stop * entry_atr
+            if level > stop:
+                stop = level
         if trailing == trailing:
             trail = extreme * (1.0 - trailing)
             if trail > stop:
                 stop = trail
                 reason = TRAILING_STOP
-        level = extreme - atr_trailing * prev_atr
-        if level > stop:
-            stop = level
-            reason = TRAILING_STOP
+        if atr_trailing == atr_trailing:
+            level = extreme - atr_trailing * prev_atr
+            if level > stop:
+                stop = level
+                reason = TRAILING_STOP
         return stop, reason
     stop = math.inf
     reason = STOP_LOSS
     if stop_loss == stop_loss:
         stop = entry_price * (1.0 + stop_loss)
-    level = entry_price + atr_stop * entry_atr
-    if level < stop:
-        stop = level
+    if atr_stop == atr_stop:
+        level = entry_price + atr_stop * entry_atr
+        if level < stop:
+            stop = level
     if trailing == trailing:
         trail = extreme * (1.0 + trailing)
         if trail < stop:
             stop = trail
             reason = TRAILING_STOP
-    level = extreme + atr_trailing * prev_atr
-    if level < stop:
-        stop = level
-        reason = TRAILING_STOP
+    if atr_trailing == atr_trailing:
+        level = extreme + atr_trailing * prev_atr
+        if level < stop:
+            stop = level
+            reason = TRAILING_STOP
     return stop, reason
 
 

@@ -84,7 +84,7 @@ _EL, _ES, _XL, _XS = ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXIT_SHORT
 # the scalar rules of tradeloop.backtest.fills, compiled: the live paper broker calls the same functions.
 # numba's cache keys on this file's content only, so this digest of fills.py is here to change with it: after
 # editing fills.py, set it anew (tests/backtest/test_fills.py says to) and the kernel recompiles.
-FILLS_SHA256 = "f0cc521f753e9fab10d3ce2897abc7c46a1a89d7c3d664715c5497e54c92ae89"
+FILLS_SHA256 = "0aafde87147361de7a53bd16d52d296e4dc8e5ce8a5c269f9d142bb037ce0656"
 _jit = nb.njit(cache=True, inline="always", error_model="numpy")
 _stop_rule = _jit(fills.stop_rule)
 _target_rule = _jit(fills.target_rule)
