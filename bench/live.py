@@ -7,6 +7,9 @@ paper broker, promoted model, SQLite, in-process bus) and measure
 * CPU per bar against the 60 s a 1m bar lasts: "keeps up with real time" when the engine
   needs less than one core, i.e. CPU seconds per bar < 60.
 
+Each size runs twice: with the risk engine on (every pre-trade limit set, none binding, so
+each check runs on every intent; the kill switch armed) and off (``RiskConfig(bypass=True)``).
+
 Candles are a synthetic random walk (there are no 500 real 1m series to bundle); the model
 is trained on the bundled real sample as the research pipeline would.
 
@@ -79,7 +82,26 @@ def synthetic_lake(root: Path, *, symbols: int, bars: int, end_ts: int, seed: in
     return names
 
 
-def run(symbols: int, bars: int, window: int) -> dict:
+def risk_config(on: bool):
+    """Every limit set and armed, none binding (on), or the engine bypassed (off)."""
+    from tradeloop.risk import RiskConfig
+
+    if not on:
+        return RiskConfig(bypass=True)
+    return RiskConfig(
+        max_order_notional=1e12,
+        max_position_notional=1e12,
+        max_gross_exposure=1e3,
+        max_net_exposure=1e3,
+        max_open_positions=100_000,
+        max_orders=1_000_000,
+        price_band=0.5,
+        daily_loss_limit=0.99,
+        max_drawdown=0.99,
+    )
+
+
+def run(symbols: int, bars: int, window: int, *, risk: bool) -> dict:
     from live.runner import SessionConfig, run_session
     from tradeloop.settings import Settings
 
@@ -95,6 +117,7 @@ def run(symbols: int, bars: int, window: int) -> dict:
         timeframe="1m",
         start=end - (bars - 1) * MINUTE,
         window_bars=window,
+        risk=risk_config(risk),
     )
     cpu0, wall0 = time.process_time(), time.perf_counter()
     engine = asyncio.run(run_session(settings, config))
@@ -104,6 +127,7 @@ def run(symbols: int, bars: int, window: int) -> dict:
     orders = len(engine.store.orders(engine.session.id))
     return {
         "symbols": symbols,
+        "risk": "on" if risk else "off",
         "bars": engine.bars,
         "window": window,
         "orders": orders,
@@ -124,16 +148,17 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=300, help="live bars replayed per run")
     parser.add_argument("--window", type=int, default=400, help="bars of history each decision sees")
     args = parser.parse_args()
-    rows = [run(n, args.bars, args.window) for n in args.symbols]
+    rows = [run(n, args.bars, args.window, risk=on) for n in args.symbols for on in (True, False)]
     head = (
-        f"{'symbols':>7} {'bars':>5} {'window':>6} {'orders':>6} {'candles/s':>10} {'CPU/bar ms':>10} "
+        f"{'symbols':>7} {'risk':>4} {'bars':>5} {'window':>6} {'orders':>6} {'candles/s':>10} {'CPU/bar ms':>10} "
         f"{'cores@1m':>8} {'decide p50':>10} {'p99':>7} {'stored p50':>10} {'p99':>7} {'peak MB':>8}"
     )
     print("\nlive path: replay feed -> features + strategy + threshold model -> orders in SQLite (ms)\n" + head)
     print("-" * len(head))
     for r in rows:
         print(
-            f"{r['symbols']:>7} {r['bars']:>5} {r['window']:>6} {r['orders']:>6} {r['candles_per_s']:>10.0f} "
+            f"{r['symbols']:>7} {r['risk']:>4} {r['bars']:>5} {r['window']:>6} {r['orders']:>6} "
+            f"{r['candles_per_s']:>10.0f} "
             f"{r['cpu_per_bar_ms']:>10.1f} {r['cores_at_real_time']:>8.4f} {r['decision_p50']:>10.1f} "
             f"{r['decision_p99']:>7.1f} {r['stored_p50']:>10.1f} {r['stored_p99']:>7.1f} {r['peak_mb']:>8.0f}"
         )

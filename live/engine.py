@@ -38,20 +38,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
 from live.brokers.base import Broker, OrderState
 from live.bus import EventBus
 from live.feeds.base import FEED_ENDED, STOPPED, CandleBatch, Feed, last_bars, next_or_stop
 from live.locks import EngineLocks
 from live.models import ModelSlot
-from live.orders import apply_state, intents, mark_sent, new_order, request_of
+from live.orders import apply_state, intents, mark_sent, new_order, request_of, store_position
 from live.outage import DatabaseWatch
 from live.outbox import OutboxRelay, outbox_mark
 from live.reconcile import VenueCheck, halt_if_unknown, recover_orders, refuse_entry, wall_ms
@@ -60,9 +60,13 @@ from tradeloop.errors import ConfigError
 from tradeloop.ops import OpsStore, Order, Position, ThresholdInForce, TradingSession
 from tradeloop.ops.database import is_connection_error
 from tradeloop.ops.models import EquityPoint, utcnow
+from tradeloop.portfolio import Portfolio
+from tradeloop.risk import MarketRules, PortfolioSnapshot, RiskApproved, RiskConfig, RiskState, check_batch
+from tradeloop.risk.checks import flatten_intents
 from tradeloop.strategies.signals import ENTRIES
 from tradeloop.thresholds.decide import decide
 from tradeloop.thresholds.warmup import min_window_bars
+from tradeloop.trading import FillRecord, InstrumentId, OrderIntent, OrderSide
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +113,18 @@ def check_window(strategy, window_bars: int) -> None:
         )
 
 
+def risk_config_of(session: TradingSession) -> RiskConfig:
+    """The session's stored ``RiskConfig`` (the defaults when it has none: older sessions)."""
+    return RiskConfig.parse(session.risk_config or {})
+
+
+def risk_state_of(session: TradingSession, config: RiskConfig) -> RiskState:
+    """The risk state the last committed bar stored (a fresh one for a new session)."""
+    if session.risk_state is None:
+        return RiskState(config)
+    return RiskState.from_json(json.dumps(session.risk_state), config=config)
+
+
 @dataclass
 class Latency:
     """Nanoseconds from a bar's arrival to its decision and to its orders being committed."""
@@ -136,9 +152,10 @@ class LiveEngine:
         self.store, self.session, self.broker, self.bus, self.slot = store, session, broker, bus, slot
         self.backtest, self.config = backtest, config or EngineConfig()
         check_window(slot.current.strategy, self.config.window_bars)
-        self.cash = session.cash
         stored = store.positions(session.id)
-        self.positions = {s: p.quantity for s, p in stored.items()}
+        self.portfolio = Portfolio.from_rows(session.cash, stored.values(), venue=session.exchange)
+        self.risk_config = risk_config_of(session)
+        self.risk_state = risk_state_of(session, self.risk_config)
         self.last: dict[str, float] = {s: p.last_price for s, p in stored.items() if p.last_price is not None}
         self.window = pl.DataFrame()
         self.latency = Latency()
@@ -156,6 +173,24 @@ class LiveEngine:
         self.database = DatabaseWatch(store, base_s=self.config.db_retry_base_s, cap_s=self.config.db_retry_cap_s)
         self._swap_unrecorded = False  # a model swap whose bar did not commit
         self._wake = asyncio.Event()  # set after a commit: the relay task has events to send
+
+    @property
+    def markets(self) -> dict[InstrumentId, MarketRules]:
+        """Each instrument's precision and minimums, from the broker (none for the paper broker)."""
+        rules = getattr(self.broker, "market_rules", None)
+        return {} if rules is None else {self.instrument(s): r for s, r in rules(self.session.symbols).items()}
+
+    @property
+    def cash(self) -> float:
+        return self.portfolio.cash
+
+    @property
+    def positions(self) -> dict[str, float]:
+        """Open positions by symbol (signed quantity), from the portfolio."""
+        return {p.instrument.symbol: p.quantity for p in self.portfolio.positions()}
+
+    def instrument(self, symbol: str) -> InstrumentId:
+        return InstrumentId(self.session.exchange, symbol)
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, feed: Feed, *, max_bars: int | None = None, stop: asyncio.Event | None = None) -> None:
@@ -214,9 +249,9 @@ class LiveEngine:
             self.session = self.store.set_status(self.session.name, "running")
         if (outage := self.database.take_outage()) is not None:
             self.report("database_outage", **outage)
-        self.cash = self.session.cash
         stored = self.store.positions(self.session.id)
-        self.positions = {s: p.quantity for s, p in stored.items()}
+        self.portfolio = Portfolio.from_rows(self.session.cash, stored.values(), venue=self.session.exchange)
+        self.risk_state = risk_state_of(self.session, self.risk_config)  # as the last committed bar left it
         self.last.update({s: p.last_price for s, p in stored.items() if p.last_price is not None})
         last_ts = self.session.last_bar_ts
         if not self.window.is_empty():  # a bar that did not commit comes again
@@ -258,6 +293,15 @@ class LiveEngine:
 
     # ------------------------------------------------------------------ one bar
     async def on_batch(self, batch: CandleBatch) -> bool:
+        """One closed bar through the named stages (module rules); False once the session is stopped.
+
+        Before the bar's transaction: the session's status, the locks, the venue check, a model
+        swap, and what the broker reports for this bar. Inside it, in order: :meth:`_settle`
+        (fills to cash and positions), :meth:`_mark` (prices and the equity point),
+        :meth:`_decide_intents` (signals to order intents), :meth:`_risk` (what may be sent) and
+        :meth:`_persist` (order rows, audit, events, ``last_bar_ts``). After the commit:
+        :meth:`_send`.
+        """
         status = self._status()
         if status == "stopped":
             return False
@@ -265,7 +309,11 @@ class LiveEngine:
             self.locks.verify()
         if self.venue_check is not None:  # open orders, fills by trade id, balances (live.reconcile)
             await self.venue_check.run(
-                self.bars, self.store, self.session.id, apply=self._apply, holdings=lambda: (self.cash, self.positions)
+                self.bars,
+                self.store,
+                self.session.id,
+                apply=self._apply,
+                holdings=lambda: (self.cash, self.positions),
             )
         changed = self.slot.refresh(batch.ts) or self._swap_unrecorded
         self._swap_unrecorded = changed
@@ -278,48 +326,19 @@ class LiveEngine:
         with self.store.transaction() as db:
             if changed:
                 self._record_threshold(db, batch.ts)
-            for state in ended:
-                self._apply(db, state)
-            equity = self.cash
-            for symbol, q in self.positions.items():
-                if q:
-                    equity += q * self.last[symbol]
-                    db.get(Position, (self.session.id, symbol)).last_price = self.last[symbol]
-            db.add(EquityPoint(session_id=self.session.id, ts=batch.ts, equity=equity, cash=self.cash))
-            if status == "running":
-                signals = self._decide_or_fall_back(db, batch.ts)
+            row = OpsStore.session_row(db, self.session.id, for_update=True)
+            self._settle(db, ended)
+            equity = self._mark(db, batch.ts)
+            flatten = self._kill_switch(db, row, batch.ts, equity)
+            if status == "running" or flatten:
+                signals = self._decide_or_fall_back(db, batch.ts) if status == "running" else []
                 self.latency.decision.append(time.perf_counter_ns() - batch.received_ns)
-                for symbol, flags in signals:
-                    held = self.positions.get(symbol, 0.0)
-                    held = 0.0 if self.broker.is_dust(symbol, held) else held  # unsellable remainder
-                    for intent in intents(
-                        flags, symbol=symbol, position=held, equity=equity, fraction=self.backtest.fraction
-                    ):
-                        if refuse_entry(db, self.session.id, intent):  # halted or awaiting an ack
-                            continue
-                        orders.append(
-                            new_order(
-                                db, session_id=self.session.id, venue=self.broker.venue, ts=batch.ts, intent=intent
-                            )
-                        )
-            db.flush()  # order ids for the audit rows
-            for order in orders:
-                OpsStore.audit(
-                    db,
-                    "order_decided",
-                    session_id=self.session.id,
-                    order_id=order.id,
-                    detail={
-                        "symbol": order.symbol,
-                        "side": order.side,
-                        "quantity": order.quantity,
-                        "quote_amount": order.quote_amount,
-                    },
-                )
+                intents = self._decide_intents(signals, equity=equity) + flatten
+                orders = self._persist(db, batch.ts, self._risk(db, intents, ts=batch.ts))
             if self.config.publish:
                 self._events(db, batch, signals, orders)
-            row = db.get(TradingSession, self.session.id)
             row.cash, row.last_bar_ts, row.heartbeat_at = self.cash, batch.ts, utcnow()
+            row.risk_state = json.loads(self.risk_state.to_json())
         self._swap_unrecorded = False
         self.latency.stored.append(time.perf_counter_ns() - batch.received_ns)
         self.session.last_bar_ts, self.session.status = batch.ts, status
@@ -330,6 +349,106 @@ class LiveEngine:
             self._wake.set()
         self.bars += 1
         return True
+
+    # ------------------------------------------------------------------ the bar's stages
+    def _settle(self, db, ended: list[OrderState]) -> None:
+        """Settle: what the broker reported for this bar (fills, ends) into cash and positions."""
+        for state in ended:
+            self._apply(db, state)
+
+    def _mark(self, db, ts: int) -> float:
+        """Mark: positions at the bar's closes (the last known close for a symbol without one);
+        the equity point of the bar. Returns the equity."""
+        self.portfolio.mark({self.instrument(s): self.last.get(s) for s in self.positions})
+        for held in self.portfolio.positions():
+            db.get(
+                Position, (self.session.id, held.instrument.venue, held.instrument.symbol)
+            ).last_price = held.last_price
+        equity = self.portfolio.equity()
+        db.add(EquityPoint(session_id=self.session.id, ts=ts, equity=equity, cash=self.cash))
+        return equity
+
+    def _decide_intents(self, signals: list[tuple[str, int]], *, equity: float) -> list[OrderIntent]:
+        """Decide: each symbol's signal flags to order intents, given its position at the close."""
+        out: list[OrderIntent] = []
+        positions = self.positions
+        for symbol, flags in signals:
+            held = positions.get(symbol, 0.0)
+            held = 0.0 if self.broker.is_dust(symbol, held) else held  # unsellable remainder
+            out += intents(
+                flags,
+                instrument=InstrumentId(self.session.exchange, symbol),
+                position=held,
+                equity=equity,
+                fraction=self.backtest.fraction,
+                price=self.last[symbol],
+            )
+        return out
+
+    def _kill_switch(self, db, row: TradingSession, ts: int, equity: float) -> list[OrderIntent]:
+        """The kill switch on the bar's equity (``tradeloop.risk.state``). A trip puts the session in
+        reduce-only until ``tradeloop live ack`` (audited ``kill_switch_tripped``, published on
+        the ``risk`` stream); with ``flatten_on_kill`` it returns the orders that close every
+        position. An operator's ack (``needs_ack`` cleared) re-bases the switch on this equity."""
+        if self.risk_state.tripped is not None and row.needs_ack is None:
+            self.risk_state.acknowledge()
+        trip = self.risk_state.on_equity(ts, equity)
+        if trip is None:
+            return []
+        detail = {"ts": ts, **trip.detail()}
+        if not OpsStore.require_ack(db, self.session.id, trip.message, event="kill_switch_tripped", detail=detail):
+            OpsStore.audit(db, "kill_switch_tripped", session_id=self.session.id, detail=detail)  # already waiting
+        OpsStore.add_event(db, "risk", {"event": "kill_switch_tripped", **detail}, session_id=self.session.id)
+        log.error("session %s: kill switch tripped: %s", self.session.name, trip.message)
+        return flatten_intents(self._snapshot()) if self.risk_config.flatten_on_kill else []
+
+    def _snapshot(self) -> PortfolioSnapshot:
+        held = {p.instrument: p.quantity for p in self.portfolio.positions()}
+        prices = {self.instrument(s): px for s, px in self.last.items()}
+        return PortfolioSnapshot(equity=self.portfolio.equity(), cash=self.cash, positions=held, prices=prices)
+
+    def _risk(self, db, intents: list[OrderIntent], *, ts: int) -> list[OrderIntent]:
+        """Risk: the intents that may be sent. Entries of a halted symbol, or of a session awaiting
+        ``tradeloop live ack``, are refused (``entry_refused``); then every intent goes through
+        the pre-trade checks (``tradeloop.risk.checks``): a denial is audited (``risk_denied``)
+        and published on the ``risk`` stream with its rule and numbers, never raised."""
+        allowed = [intent for intent in intents if not refuse_entry(db, self.session.id, intent)]
+        if not allowed:
+            return []
+        results = check_batch(allowed, self._snapshot(), state=self.risk_state, ts=ts, markets=self.markets)
+        out = []
+        for result in results:
+            if isinstance(result, RiskApproved):
+                out.append(result.intent)
+                continue
+            detail = result.detail()
+            OpsStore.audit(db, "risk_denied", session_id=self.session.id, detail=detail)
+            OpsStore.add_event(db, "risk", {"event": "risk_denied", **detail}, session_id=self.session.id)
+            log.warning("session %s: %s", self.session.name, result.message)
+        return out
+
+    def _persist(self, db, ts: int, intents: list[OrderIntent]) -> list[Order]:
+        """Persist: an order row (status ``new``) and an ``order_decided`` audit row per intent,
+        committed with the bar before anything is sent."""
+        orders = [
+            new_order(db, session_id=self.session.id, venue=self.broker.venue, ts=ts, intent=intent)
+            for intent in intents
+        ]
+        db.flush()  # order ids for the audit rows
+        for order in orders:
+            OpsStore.audit(
+                db,
+                "order_decided",
+                session_id=self.session.id,
+                order_id=order.id,
+                detail={
+                    "symbol": order.symbol,
+                    "side": order.side,
+                    "quantity": order.quantity,
+                    "quote_amount": order.quote_amount,
+                },
+            )
+        return orders
 
     def _decide_or_fall_back(self, db, ts: int) -> list[tuple[str, int]]:
         """The decision; a model that fails at it is dropped for reduce-only (audited), never
@@ -360,11 +479,25 @@ class LiveEngine:
         frame = pl.concat([self.window, candles], how="vertical_relaxed") if not self.window.is_empty() else candles
         return last_bars(frame, self.config.window_bars)
 
-    def _apply(self, db, state) -> None:
-        delta, fills = apply_state(db, state, session_id=self.session.id, venue=self.broker.venue)
-        self.cash += delta
-        for fill in fills:  # the stored position is the one truth (orders.apply_state updated it)
-            self.positions[fill.symbol] = db.get(Position, (self.session.id, fill.symbol)).quantity
+    def _apply(self, db, state: OrderState) -> None:
+        """Store a broker's report (``live.orders.apply_state``); its new fills go through the
+        portfolio, whose position is written back to the instrument's row."""
+        for fill in apply_state(db, state, session_id=self.session.id, venue=self.broker.venue):
+            instrument = self.instrument(fill.symbol)
+            self.portfolio.apply_fill(
+                FillRecord(
+                    instrument=instrument,
+                    side=OrderSide(fill.side),
+                    quantity=fill.quantity,
+                    price=fill.price,
+                    fee=fill.fee,
+                    ts=fill.ts,
+                    trade_id=fill.trade_id,
+                )
+            )
+            held = self.portfolio.position(instrument)
+            assert held is not None  # a fill was just applied to it
+            store_position(db, self.session.id, held)
             if self.config.publish:
                 OpsStore.add_event(
                     db,
@@ -387,7 +520,7 @@ class LiveEngine:
             for state in states:
                 self._apply(db, state)
                 halt_if_unknown(db, self.session.id, state)
-            db.get(TradingSession, self.session.id).cash = self.cash
+            OpsStore.session_row(db, self.session.id).cash = self.cash
 
     async def _submit(self, order: Order) -> OrderState:
         """One create; a broker that fails in an unforeseen way leaves the order ``unknown`` (its
@@ -429,7 +562,7 @@ class LiveEngine:
 
     def _status(self) -> str:
         with self.store.transaction() as db:
-            return db.scalar(select(TradingSession.status).where(TradingSession.id == self.session.id))
+            return OpsStore.session_row(db, self.session.id).status
 
     def _events(self, db, batch: CandleBatch, signals: list[tuple[str, int]], orders: list[Order]) -> None:
         """The bar's events for the bus, in its transaction (fills: in ``_apply``)."""

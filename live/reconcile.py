@@ -43,10 +43,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from live.brokers.base import Broker, FillReport, OrderState, VenueAccount, VenueTrade, wall_ms
-from live.orders import Intent, mark_sent, request_of, send_record
+from live.orders import mark_sent, request_of, send_record
 from tradeloop.errors import VenueUnreachableError
-from tradeloop.ops import Fill, OpsStore, Order, TradingSession
-from tradeloop.ops.store import OPEN_STATUSES
+from tradeloop.ops import Fill, OpsStore, Order
+from tradeloop.ops.store import OPEN_STATUSES, RESTING_STATUSES
+from tradeloop.trading import OrderIntent, OrderStatus
 
 log = logging.getLogger(__name__)
 Apply = Callable[[Session, OrderState], None]  # the engine's: store a state, update cash and positions
@@ -85,20 +86,22 @@ def halt_if_unknown(db: Session, session_id: int, state: OrderState) -> None:
         log.error("session %d: %s halted (reduce-only): %s", session_id, order.symbol, reason)
 
 
-def refuse_entry(db: Session, session_id: int, intent: Intent) -> bool:
+def refuse_entry(db: Session, session_id: int, intent: OrderIntent) -> bool:
     """True (and an ``entry_refused`` audit row) when ``intent`` opens a position the session's
     halts or its pending acknowledgement forbid. Exits are never refused."""
-    if intent.side != "buy":
+    if intent.kind.reduces:
         return False
-    row = db.get(TradingSession, session_id)
+    row = OpsStore.session_row(db, session_id)
     reason = (
         f"session needs `tradeloop live ack`: {row.needs_ack}"
         if row.needs_ack
-        else (row.halted or {}).get(intent.symbol)
+        else (row.halted or {}).get(intent.instrument.symbol)
     )
     if not reason:
         return False
-    OpsStore.audit(db, "entry_refused", session_id=session_id, detail={"symbol": intent.symbol, "reason": reason[:200]})
+    OpsStore.audit(
+        db, "entry_refused", session_id=session_id, detail={"symbol": intent.instrument.symbol, "reason": reason[:200]}
+    )
     return True
 
 
@@ -155,7 +158,7 @@ class VenueCheck:
                 for state in states:
                     apply(db, state)
                     halt_if_unknown(db, session_id, state)
-                db.get(TradingSession, session_id).cash = holdings()[0]
+                OpsStore.session_row(db, session_id).cash = holdings()[0]
             return await self._compare(store, session_id, *holdings())
         except VenueUnreachableError as exc:
             log.warning("session %d: venue check failed (%s); asking again at the next check", session_id, exc)
@@ -165,12 +168,12 @@ class VenueCheck:
 
     async def _poll(self, store: OpsStore, session_id: int) -> list[OrderState]:
         states: list[OrderState] = []
-        open_orders = store.orders(session_id, statuses=("submitted", "unknown"))
+        open_orders = store.orders(session_id, statuses=(*RESTING_STATUSES, OrderStatus.UNKNOWN.value))
         for symbol in self.symbols:
             mine = [o for o in open_orders if o.symbol == symbol]
-            listed = await self.venue.open_orders(symbol) if any(o.status == "submitted" for o in mine) else set()
+            listed = await self.venue.open_orders(symbol) if any(o.status in RESTING_STATUSES for o in mine) else set()
             for order in mine:
-                if order.status == "submitted" and order.client_order_id in listed:
+                if order.status in RESTING_STATUSES and order.client_order_id in listed:
                     continue
                 states.append(await self.venue.resolve(request_of(order), since_ms=send_record(order)[1]))
             states += await self._new_fills(store, session_id, symbol, skip={s.client_order_id for s in states})
@@ -231,8 +234,9 @@ class VenueCheck:
             tolerance[quote] = max(m.price_tick for _, m in markets)
         venue = await self.venue.balances()
         with store.transaction() as db:
-            row = db.get(TradingSession, session_id, with_for_update=True)
-            if row.venue_baseline is None:
+            row = OpsStore.session_row(db, session_id, for_update=True)
+            baseline = row.venue_baseline
+            if baseline is None:
                 row.venue_baseline = {a: venue.get(a, 0.0) - v for a, v in expected.items()}
                 OpsStore.audit(db, "venue_baseline", session_id=session_id, detail=dict(row.venue_baseline))
                 return []
@@ -241,7 +245,7 @@ class VenueCheck:
                     asset=a,
                     venue=venue.get(a, 0.0),
                     session=v,
-                    baseline=row.venue_baseline.get(a, 0.0),
+                    baseline=baseline.get(a, 0.0),
                     tolerance=tolerance[a],
                 )
                 for a, v in sorted(expected.items())

@@ -33,6 +33,7 @@ from tradeloop.errors import ConfigError, DataError, ModelError, SessionStateErr
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.ops.database import check_reachable
 from tradeloop.registry import ModelRegistry
+from tradeloop.risk import RiskConfig
 from tradeloop.settings import Settings
 from tradeloop.strategies import get_strategy
 
@@ -61,6 +62,10 @@ class SessionConfig(BaseModel):
     window_bars: int = Field(default=400, ge=10)
     follow_s: float | None = Field(default=None, gt=0, description="after the replay, poll the lake this often")
     feed_stale_after_s: float = Field(default=180.0, gt=0, description="ccxt feed: report a symbol stale after this")
+    risk: RiskConfig = Field(
+        default_factory=RiskConfig,
+        description="pre-trade limits and kill switch (tradeloop.risk.RiskConfig), stored with a new session",
+    )
     allow_in_sample: bool = Field(
         default=False, description="start at or before the champion's training end (the session is marked in-sample)"
     )
@@ -122,6 +127,7 @@ def open_session(
         config=backtest.model_dump(mode="json"),
         in_sample=detail is not None,
         in_sample_detail=detail,
+        risk_config=config.risk.model_dump(mode="json"),
     )
 
 

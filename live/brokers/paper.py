@@ -23,13 +23,13 @@ class PaperBroker:
 
     async def submit(self, order: OrderRequest) -> OrderState:
         self.pending[order.client_order_id] = order
-        return OrderState(order.client_order_id, "submitted", venue_order_id=f"paper-{order.client_order_id}")
+        return OrderState(order.client_order_id, "acknowledged", venue_order_id=f"paper-{order.client_order_id}")
 
     async def recover(self, order: OrderRequest, *, sent: bool, since_ms: int) -> OrderState:
         return await self.submit(order)  # the paper book lives in memory: rebuild it from the database
 
     async def query(self, client_order_id: str, symbol: str) -> OrderState:
-        return OrderState(client_order_id, "submitted" if client_order_id in self.pending else "unknown")
+        return OrderState(client_order_id, "acknowledged" if client_order_id in self.pending else "unknown")
 
     async def on_bar(self, batch: CandleBatch, *, cash: float) -> list[OrderState]:
         if not self.pending:
@@ -43,11 +43,12 @@ class PaperBroker:
             o = opens[order.symbol]
             if order.side == "sell":
                 px = o * (1.0 - slip)
-                qty = order.quantity
+                qty = order.quantity or 0.0  # exits always carry their quantity
                 cash += qty * px * (1.0 - fee)
             else:
                 px = o * (1.0 + slip)
-                qty = min(order.quote_amount / px, cash / (px * (1.0 + fee)))
+                wanted = order.quote_amount / px if order.quote_amount is not None else (order.quantity or 0.0)
+                qty = min(wanted, cash / (px * (1.0 + fee)))
                 if not qty > 0.0:  # nothing to spend: the order lapses, as in the backtest
                     done.append(OrderState(order.client_order_id, "rejected", reason="no cash at the fill"))
                     continue

@@ -83,7 +83,7 @@ def test_restart_with_an_order_in_flight_reconciles_it(world: World) -> None:
             if engine.window.is_empty():
                 engine.window = replay_feed(world.settings, config).history(before_ts=batch.ts, bars=400)
             await engine.on_batch(batch)
-            in_flight = engine.store.orders(engine.session.id, statuses=("submitted",))
+            in_flight = engine.store.orders(engine.session.id, statuses=("acknowledged",))
             if in_flight and engine.bars > 100:
                 return in_flight[0].client_order_id  # the engine object is dropped here: a crash
         raise AssertionError("no order was ever in flight")

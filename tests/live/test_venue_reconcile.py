@@ -87,11 +87,11 @@ def test_open_orders_are_polled_and_fills_fetched_by_trade_id(trained_world: Wor
         async def scenario() -> None:
             try:
                 await run_bars(engine, settings, name, until=lambda e: e.store.orders(e.session.id))
-                assert buy().status == "submitted" and not engine.store.fills(engine.session.id)
+                assert buy().status == "acknowledged" and not engine.store.fills(engine.session.id)
                 [cid] = server.fill_held(part=0.5)
                 assert cid == buy().client_order_id
                 await run_bars(engine, settings, name, until=lambda e: e.store.fills(e.session.id), limit=1)
-                assert buy().status == "submitted"  # still open on the venue
+                assert buy().status == "acknowledged"  # still open on the venue
                 server.fill_held()
                 await run_bars(engine, settings, name, until=lambda e: buy().status == "filled", limit=1)
                 await run_bars(engine, settings, name, until=lambda e: True, limit=1)  # a settled check

@@ -15,6 +15,8 @@ from tests.ops.test_audit import own_pg_url  # noqa: F401  (a database of this t
 from tradeloop.ops import OpsStore, connect, migrate
 from tradeloop.ops.database import MIGRATIONS
 
+HEAD = "0005"  # the newest migration: bump when one is added
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request, tmp_path: Path) -> str:
@@ -48,7 +50,7 @@ def test_sessions_of_an_older_database_read_as_out_of_sample_after_the_upgrade(u
             )
         )
     migrate(engine)
-    assert _version(engine) == "0004"
+    assert _version(engine) == HEAD
     column = {c["name"]: c for c in sa.inspect(engine).get_columns("sessions")}["in_sample"]
     assert column["nullable"] is False
     store = OpsStore(engine)
@@ -92,31 +94,31 @@ def test_migration_0004_adds_the_bar_a_threshold_decided_from_and_keeps_older_ro
     engine = connect(url)
     migrate(engine, "0003")
     store = OpsStore(engine)
-    session = store.create_session(
-        name="old",
-        strategy="sma_cross",
-        exchange="coinbase",
-        timeframe="4h",
-        symbols=["BTC-USD"],
-        mode="paper",
-        init_cash=1000.0,
-        config={},
-    )
+    with engine.begin() as conn:  # SQL, not the store: the models describe the newest schema
+        conn.execute(
+            sa.text(
+                "INSERT INTO sessions (name, strategy, exchange, timeframe, symbols, mode, status, init_cash, cash, "
+                "config, halted, in_sample, created_at, updated_at) VALUES ('old', 'sma_cross', 'coinbase', '4h', "
+                "'[\"BTC-USD\"]', 'paper', 'running', 1000, 1000, '{}', '{}', false, CURRENT_TIMESTAMP, "
+                "CURRENT_TIMESTAMP)"
+            )
+        )
+        sid = conn.execute(sa.text("SELECT id FROM sessions WHERE name = 'old'")).scalar_one()
     with engine.begin() as conn:
         conn.execute(
             sa.text(
                 "INSERT INTO thresholds (session_id, source, artifact, threshold, reason, since) "
                 "VALUES (:sid, 'model', NULL, 0.5, 'before 0004', CURRENT_TIMESTAMP)"
             ),
-            {"sid": session.id},
+            {"sid": sid},
         )
     migrate(engine)
-    [old] = store.thresholds(session.id)
+    [old] = store.thresholds(sid)
     assert old.reason == "before 0004" and old.bar_ts is None  # unknown, not invented
     column = {c["name"]: c for c in sa.inspect(engine).get_columns("thresholds")}["bar_ts"]
     assert column["nullable"] is True
     _downgrade(engine, "0003")
     assert "bar_ts" not in {c["name"] for c in sa.inspect(engine).get_columns("thresholds")}
     migrate(engine)
-    assert [t.reason for t in store.thresholds(session.id)] == ["before 0004"]
+    assert [t.reason for t in store.thresholds(sid)] == ["before 0004"]
     engine.dispose()

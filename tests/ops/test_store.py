@@ -44,7 +44,7 @@ def new_session(store: OpsStore, name: str = "s1"):
 def test_migrations_are_idempotent_and_reach_head(store: OpsStore) -> None:
     migrate(store.engine)  # second run: nothing to do
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM tradeloop_alembic_version")).scalar() == "0004"
+        assert conn.execute(sa.text("SELECT version_num FROM tradeloop_alembic_version")).scalar() == "0005"
     assert set(sa.inspect(store.engine).get_table_names()) >= {
         "sessions",
         "orders",
@@ -100,7 +100,7 @@ def test_a_fill_is_stored_exactly_once(store: OpsStore) -> None:
             intent="enter_long",
             quote_amount=100.0,
             decided_ts=1,
-            status="submitted",
+            status="acknowledged",
         )
         db.add(order)
         db.flush()
@@ -166,7 +166,7 @@ def test_a_nested_write_commits_only_with_its_transaction(store: OpsStore) -> No
             intent="enter_long",
             quote_amount=100.0,
             decided_ts=1,
-            status="submitted",
+            status="acknowledged",
         )
         db.add(order)
     with pytest.raises(RuntimeError), store.transaction() as db:

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from tradeloop.trading.instrument import InstrumentId
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -45,6 +47,10 @@ class TradingSession(Base):
     # True: the session trades bars its champion was trained on (``live run --allow-in-sample``);
     # its results are not evidence of what the model does on new data. Kept when it resumes.
     in_sample: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # tradeloop.risk.RiskConfig as JSON (None: the defaults) and the risk engine's state (high-water
+    # mark, the UTC day's first equity, the throttle's recent orders, the kill switch), written each bar
+    risk_config: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    risk_state: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -61,18 +67,28 @@ class Order(Base):
     venue: Mapped[str] = mapped_column(String(50))
     symbol: Mapped[str] = mapped_column(String(50))
     side: Mapped[str] = mapped_column(String(4))  # buy | sell
-    intent: Mapped[str] = mapped_column(String(12))  # enter_long | exit_long
+    intent: Mapped[str] = mapped_column(String(20))  # tradeloop.trading.OrderIntentKind
     quantity: Mapped[float | None] = mapped_column(Float, nullable=True)  # base amount (exits)
     quote_amount: Mapped[float | None] = mapped_column(Float, nullable=True)  # quote to spend (entries)
     decided_ts: Mapped[int] = mapped_column(BigInteger)  # open time of the bar whose close decided it
     sent_at_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # wall clock of the create
-    status: Mapped[str] = mapped_column(String(12), index=True)  # new|submitted|filled|rejected|canceled|unknown
+    status: Mapped[str] = mapped_column(String(20), index=True)  # tradeloop.trading.OrderStatus
     venue_order_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     filled_qty: Mapped[float] = mapped_column(Float, default=0.0)
     avg_price: Mapped[float | None] = mapped_column(Float, nullable=True)
     fee: Mapped[float] = mapped_column(Float, default=0.0)
+    order_type: Mapped[str] = mapped_column(String(16), default="market", server_default="market")  # OrderType
+    time_in_force: Mapped[str] = mapped_column(String(12), default="gtc", server_default="gtc")  # TimeInForce
+    price: Mapped[float | None] = mapped_column(Float, nullable=True)  # limit price
+    trigger_price: Mapped[float | None] = mapped_column(Float, nullable=True)  # stop / take-profit trigger
+    reduce_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    parent_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the entry a protective order guards
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    @property
+    def instrument(self) -> InstrumentId:
+        return InstrumentId(self.venue, self.symbol)
 
 
 class Fill(Base):
@@ -95,9 +111,13 @@ class Fill(Base):
 
 
 class Position(Base):
+    """A session's position in one instrument (``venue``, ``symbol``: ``InstrumentId``); signed
+    quantity (negative: short, on derivatives only)."""
+
     __tablename__ = "positions"
 
     session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), primary_key=True)
+    venue: Mapped[str] = mapped_column(String(50), primary_key=True)
     symbol: Mapped[str] = mapped_column(String(50), primary_key=True)
     quantity: Mapped[float] = mapped_column(Float, default=0.0)
     entry_price: Mapped[float] = mapped_column(Float, default=0.0)
@@ -105,6 +125,26 @@ class Position(Base):
     entry_ts: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     last_price: Mapped[float | None] = mapped_column(Float, nullable=True)
     realized_pnl: Mapped[float] = mapped_column(Float, default=0.0)
+
+    @property
+    def instrument(self) -> InstrumentId:
+        return InstrumentId(self.venue, self.symbol)
+
+
+class CashFlow(Base):
+    """Money that moves without a fill (a perpetual's funding payment), stored once per venue id."""
+
+    __tablename__ = "cash_flows"
+    __table_args__ = (UniqueConstraint("venue", "kind", "flow_id", name="uq_cash_flows_venue_kind_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), index=True)
+    venue: Mapped[str] = mapped_column(String(50))
+    symbol: Mapped[str] = mapped_column(String(50))
+    kind: Mapped[str] = mapped_column(String(20))  # funding
+    flow_id: Mapped[str] = mapped_column(String(100))
+    amount: Mapped[float] = mapped_column(Float)  # + received, - paid (quote)
+    ts: Mapped[int] = mapped_column(BigInteger)
 
 
 class ThresholdInForce(Base):

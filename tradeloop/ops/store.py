@@ -35,8 +35,16 @@ from tradeloop.ops.models import (
     TradingSession,
     utcnow,
 )
+from tradeloop.trading import TERMINAL, OrderStatus
 
-OPEN_STATUSES = ("new", "submitted", "unknown")
+# every status an order can still change from (``tradeloop.trading.order_state``)
+OPEN_STATUSES = tuple(str(s) for s in OrderStatus if s not in TERMINAL)
+# open on the venue's book: what the venue lists among its open orders
+RESTING_STATUSES = (
+    OrderStatus.ACKNOWLEDGED.value,
+    OrderStatus.PARTIALLY_FILLED.value,
+    OrderStatus.CANCEL_REQUESTED.value,
+)
 
 
 @cache
@@ -96,6 +104,7 @@ class OpsStore:
         config: dict[str, Any],
         in_sample: bool = False,
         in_sample_detail: dict[str, Any] | None = None,
+        risk_config: dict[str, Any] | None = None,
     ) -> TradingSession:
         """A new running session with its ``session_started`` audit row. ``in_sample``: it trades
         bars its champion was trained on (allowed by the operator); an audit row
@@ -117,6 +126,7 @@ class OpsStore:
                 cash=init_cash,
                 config=config,
                 in_sample=in_sample,
+                risk_config=risk_config,
             )
             db.add(row)
             db.flush()
@@ -124,7 +134,7 @@ class OpsStore:
                 db,
                 "session_started",
                 session_id=row.id,
-                detail={"symbols": list(symbols), "mode": mode, "in_sample": in_sample},
+                detail={"symbols": list(symbols), "mode": mode, "in_sample": in_sample, "risk": risk_config},
             )
             if in_sample:
                 self.audit(db, "session_in_sample", session_id=row.id, detail=in_sample_detail or {})
@@ -246,6 +256,14 @@ class OpsStore:
             detail={"symbol": symbol, "reason": reason[:200]},
         )
         return True
+
+    @staticmethod
+    def session_row(db: Session, session_id: int, *, for_update: bool = False) -> TradingSession:
+        """The session's row inside a transaction (``for_update``: locked until it commits)."""
+        row = db.get(TradingSession, session_id, with_for_update=for_update)
+        if row is None:
+            raise SessionStateError(f"no trading session with id {session_id}; it was deleted while the engine ran")
+        return row
 
     @staticmethod
     def require_ack(db: Session, session_id: int, reason: str, *, event: str, detail: dict) -> bool:
