@@ -114,6 +114,11 @@ class Broker(Protocol):
         ``since_ms``, wall clock) is only resolved, never sent again."""
         ...
 
+    async def cancel(self, order: OrderRequest) -> OrderState:
+        """Cancel an open order: ``canceled`` (with its fills so far), the state that raced the
+        cancel (``filled``, ``expired``, ...), or ``cancel_requested`` when it was not confirmed."""
+        ...
+
     def is_dust(self, symbol: str, quantity: float) -> bool:
         """True when ``quantity`` is too small to sell (below the market's minimum amount)."""
         ...

@@ -31,6 +31,12 @@ class PaperBroker:
     async def query(self, client_order_id: str, symbol: str) -> OrderState:
         return OrderState(client_order_id, "acknowledged" if client_order_id in self.pending else "unknown")
 
+    async def cancel(self, order: OrderRequest) -> OrderState:
+        """An order still in the book is canceled at once; one that is not is already over."""
+        if self.pending.pop(order.client_order_id, None) is not None:
+            return OrderState(order.client_order_id, "canceled", reason="canceled before its fill")
+        return OrderState(order.client_order_id, "unknown", reason="not in the paper book")
+
     async def on_bar(self, batch: CandleBatch, *, cash: float) -> list[OrderState]:
         if not self.pending:
             return []
