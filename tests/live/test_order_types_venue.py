@@ -287,3 +287,27 @@ def test_each_refusal_is_rejected_with_the_venues_reason_and_never_resent(server
         o.client_order_id for o in orders
     ]
     assert not server.book  # nothing placed, nothing sent twice
+
+
+def test_a_stop_is_moved_by_cancel_replace(server: BinanceLoopback) -> None:
+    """Trailing a protective stop: the stop-limit at 19000/18900 becomes 19500/19400 in one request."""
+
+    def stop(cid: str, at: float) -> OrderRequest:
+        return OrderRequest(cid, "BTC-USDT", "sell", 0.01, order_type=OrderType.STOP, price=at - 100, trigger_price=at)
+
+    async def scenario(broker: CcxtBroker):
+        await broker.submit(stop("st-1", 19_000.0))
+        moved = await broker.replace(stop("st-1", 19_000.0), stop("st-2", 19_500.0))
+        server.trade("BTCUSDT", 19_450.0)  # through the new trigger only, above its limit
+        return moved, await broker.query(stop("st-2", 19_500.0))
+
+    (old, new), fired = run(server, scenario)
+    [sent] = server.calls("POST", "/api/v3/order/cancelReplace")
+    assert (sent["type"], sent["stopPrice"], sent["price"], sent["timeInForce"]) == (
+        "STOP_LOSS_LIMIT",
+        "19500",
+        "19400",
+        "GTC",
+    )
+    assert old.status == "canceled" and new.status == "acknowledged"
+    assert fired.status == "filled" and [(f.quantity, f.price) for f in fired.fills] == [(0.01, 19_450.0)]

@@ -281,3 +281,17 @@ def test_a_post_only_limit_rests_fills_in_part_and_is_canceled(server: BinanceUs
     assert part.fills[0].fee == pytest.approx(0.01 * 30_500 * 0.0002)  # maker
     assert canceled.status == "canceled" and [f.trade_id for f in canceled.fills] == [f.trade_id for f in part.fills]
     assert [(p.quantity, p.entry_price) for p in held] == [(-0.01, 30_500.0)]
+
+
+def test_replace_on_perpetuals_is_a_cancel_then_one_create(server: BinanceUsdmLoopback) -> None:
+    def bid(cid: str, price: float) -> OrderRequest:
+        return OrderRequest(cid, BTC, "buy", 0.01, order_type=OrderType.LIMIT, price=price)
+
+    async def scenario(broker: PerpsBroker):
+        await broker.submit(bid("m-1", 29_000.0))
+        return await broker.replace(bid("m-1", 29_000.0), bid("m-2", 29_500.0))
+
+    old, new = run(server, scenario)
+    assert old.status == "canceled" and new.status == "acknowledged"
+    assert [c["newClientOrderId"] for c in server.calls("POST", "/fapi/v1/order")] == ["m-1", "m-2"]
+    assert [c["origClientOrderId"] for c in server.calls("DELETE", "/fapi/v1/order")] == ["m-1"]
