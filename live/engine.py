@@ -51,6 +51,7 @@ from live.bus import EventBus
 from live.feeds.base import FEED_ENDED, STOPPED, CandleBatch, Feed, last_bars, next_or_stop
 from live.locks import EngineLocks
 from live.models import ModelSlot
+from live.order_manager import cancel_stale
 from live.orders import apply_state, intents, mark_sent, new_order, request_of, store_position
 from live.outage import DatabaseWatch
 from live.outbox import OutboxRelay, outbox_mark
@@ -86,6 +87,12 @@ class EngineConfig(BaseModel):
     db_retry_cap_s: float = Field(default=30.0, gt=0, description="longest wait between database pings")
     bus_retry_base_s: float = Field(default=0.5, gt=0, description="first wait after the bus is lost")
     bus_retry_cap_s: float = Field(default=30.0, gt=0, description="longest wait between relay attempts")
+    max_order_age_ms: int | None = Field(
+        default=None,
+        gt=0,
+        description="cancel an order still resting this long after its decision bar, in bar time "
+        "(live.order_manager), e.g. 3600000 = one hour; None: never",
+    )
 
 
 def check_live_config(backtest: BacktestConfig) -> None:
@@ -344,6 +351,14 @@ class LiveEngine:
         self.session.last_bar_ts, self.session.status = batch.ts, status
         if orders:
             await self._send(orders)
+        await cancel_stale(
+            self.store,
+            self.broker,
+            self.session.id,
+            now_ts=batch.ts,
+            max_age_ms=self.config.max_order_age_ms,
+            apply=self._apply,
+        )
         if self.config.publish:
             self.relay.stage_prices({s: (c, batch.ts) for s, c in closes})
             self._wake.set()

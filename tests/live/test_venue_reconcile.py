@@ -42,7 +42,7 @@ def test_a_balance_drift_means_reduce_only_until_an_operator_acks(trained_world:
                 listing = tradeloop("live", "sessions", settings=settings)
                 assert listing.returncode == 0 and "needs ack" in listing.stdout and "BUSD: venue" in listing.stdout
                 buys = len(orders("buy"))
-                await run_bars(engine, settings, name, until=lambda e: e.positions.get(SYMBOL) == 0.0)
+                await run_bars(engine, settings, name, until=lambda e: e.positions.get(SYMBOL, 0.0) == 0.0)
                 assert orders("sell")[-1].status == "filled"  # the exit went through, reduce-only or not
                 await run_bars(engine, settings, name, until=lambda e: events(e, "entry_refused"))
                 assert len(orders("buy")) == buys  # the entry was refused, not sent
