@@ -271,9 +271,9 @@ def test_an_earlier_order_that_reused_the_client_id_is_no_proof() -> None:
         assert server.creates == {cid: 2} and len(server.book) == 1  # the venue holds only the old order
 
 
-def test_an_accepted_order_whose_fills_cannot_be_read_stays_submitted_for_the_venue_check() -> None:
+def test_an_accepted_order_whose_fills_cannot_be_read_stays_acknowledged_for_the_venue_check() -> None:
     """The venue takes and fills the create but replies without fills (RESULT), and its trades
-    endpoint is down: the order exists, so submit returns it as submitted with its venue id
+    endpoint is down: the order exists, so submit returns it as acknowledged with its venue id
     (never raises, never rejected); the fills are read once the venue answers."""
     with BinanceLoopback(
         candles={}, prices={"BTCUSDT": 20_000.0}, reply_type="RESULT", down_paths={"/api/v3/myTrades"}
@@ -292,7 +292,7 @@ def test_an_accepted_order_whose_fills_cannot_be_read_stays_submitted_for_the_ve
                 await broker.close()
 
         state, later = asyncio.run(scenario())
-        assert state.status == "submitted" and state.venue_order_id == "1000" and state.fills == ()
+        assert state.status == "acknowledged" and state.venue_order_id == "1000" and state.fills == ()
         assert "fills not read yet" in state.reason
         assert later.status == "filled" and [f.trade_id for f in later.fills] == ["10000"]
         assert server.creates == {"tl1-3-BTCUSDT-en": 1}

@@ -11,17 +11,19 @@ import asyncio
 import logging
 import math
 import signal
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from tradeloop.cli.common import console, fmt_num, fmt_ts, handle_errors, parse_time
+from tradeloop.cli.risk_opts import risk_config, risk_rows
 from tradeloop.cli.tables import FitTable
 from tradeloop.errors import ConfigError
 from tradeloop.settings import get_settings
 
 app = typer.Typer(
-    help="Live trading sessions (paper by default): run, list, pause, resume, stop, ack.", no_args_is_help=True
+    help="Live trading sessions (paper by default): run, list, pause, resume, stop, ack, risk.", no_args_is_help=True
 )
 
 
@@ -77,6 +79,17 @@ def run(
             "the strategy's and model's warm-up: tradeloop.thresholds.warmup)"
         ),
     ] = 400,
+    risk: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--risk",
+            help="A risk limit of a new session, KEY=VALUE (repeat), e.g. --risk max_drawdown=0.2 "
+            "--risk max_order_notional=5000; null turns one off (README: risk limits)",
+        ),
+    ] = None,
+    risk_file: Annotated[
+        Path | None, typer.Option(help="Risk limits of a new session as a JSON object (--risk pairs override)")
+    ] = None,
 ) -> None:
     """Trade the promoted model over the replay feed (paper by default); Ctrl-C stops cleanly.
     A new session must start after the champion's training end (its first bar: --start, the
@@ -110,6 +123,7 @@ def run(
         feed=feed,
         allow_in_sample=allow_in_sample,
         window_bars=window_bars,
+        risk=risk_config(risk, file=risk_file),
     )
 
     async def main() -> None:
@@ -259,3 +273,21 @@ def ack(
         f"session {row.name!r} acknowledged: {what}"
         + (f" (still halted: {', '.join(sorted(row.halted))})" if row.halted else "")
     )
+
+
+@app.command("risk")
+@handle_errors
+def show_risk(name: Annotated[str, typer.Argument(help="Session name")]) -> None:
+    """The session's risk limits (stored when it started) and its risk engine's state: the
+    high-water mark, the drawdown and whether the kill switch tripped (``ack`` re-arms it)."""
+    from rich.table import Table
+
+    from tradeloop.risk import RiskConfig
+
+    session = _store().session(name)
+    table = Table(title=f"Risk of session {name!r}", title_justify="left", header_style="bold")
+    table.add_column("limit / state")
+    table.add_column("value", justify="right")
+    for what, value in risk_rows(RiskConfig.parse(session.risk_config or {}), session.risk_state):
+        table.add_row(what, value)
+    console.print(table)

@@ -1,0 +1,77 @@
+"""``tradeloop live run --risk KEY=VALUE`` stores a session's risk limits; a bad key or value
+exits 2 naming it, its value and the fix, before any session exists; ``tradeloop live risk``
+shows the limits and the risk engine's state."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tradeloop.data import CandleLake
+from tradeloop.data.importer import import_sample
+from tradeloop.ops import OpsStore
+from tradeloop.risk import RiskConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("risk-cli")
+    import_sample(CandleLake(root / "lake"))
+    return root
+
+
+def tradeloop(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "TRADELOOP_DATA_DIR": str(data_dir), "COLUMNS": "200", "HOME": str(data_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "tradeloop", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [
+        ("max_drawdown=1.5", ["max_drawdown", "1.5"]),
+        ("max_order_notional=lots", ["max_order_notional", "lots"]),
+        ("max_drawdwn=0.2", ["max_drawdwn"]),
+        ("max_drawdown", ["KEY=VALUE"]),
+    ],
+)
+def test_a_bad_risk_option_exits_2_naming_it_before_any_session(data_dir: Path, option: str, named: list) -> None:
+    done = tradeloop("live", "run", "--name", "bad", "--allow-in-sample", "--risk", option, data_dir=data_dir)
+    assert done.returncode == 2, done.stdout + done.stderr
+    for text in named:
+        assert text in done.stderr
+    assert not (data_dir / "tradeloop.db").exists() or all(s.name != "bad" for s in _sessions(data_dir))
+
+
+def _sessions(data_dir: Path) -> list:
+    store = OpsStore.open(f"sqlite:///{data_dir / 'tradeloop.db'}")
+    try:
+        return store.sessions()
+    finally:
+        store.close()
+
+
+def test_risk_limits_are_stored_with_the_session_and_shown(data_dir: Path, tmp_path: Path) -> None:
+    limits = tmp_path / "risk.json"
+    limits.write_text(json.dumps({"max_open_positions": 1, "max_drawdown": 0.5}))
+    done = tradeloop(
+        "live", "run", "--name", "limited", "--allow-in-sample", "--max-bars", "30", "--risk-file", str(limits),
+        "--risk", "max_drawdown=0.25", "--risk", "price_band=null", data_dir=data_dir,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    [session] = [s for s in _sessions(data_dir) if s.name == "limited"]
+    expected = RiskConfig(max_open_positions=1, max_drawdown=0.25, price_band=None)  # the pair overrides the file
+    assert RiskConfig.parse(session.risk_config) == expected
+    shown = tradeloop("live", "risk", "limited", data_dir=data_dir)
+    assert shown.returncode == 0, shown.stderr
+    cells = [[c.strip() for c in line.strip("│┃ ").split("│")] for line in shown.stdout.splitlines() if "│" in line]
+    lines = {row[0]: " ".join(row) for row in cells if row and row[0]}
+    assert "0.25" in lines["max_drawdown"] and "off" in lines["price_band"] and "1" in lines["max_open_positions"]
+    assert "armed" in shown.stdout  # the kill switch, not tripped
