@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from live.brokers.base import Broker, OrderState
 from live.bus import EventBus
 from live.feeds.base import FEED_ENDED, STOPPED, CandleBatch, Feed, last_bars, next_or_stop
+from live.funding import FundingVenue, record_funding
 from live.locks import EngineLocks
 from live.models import ModelSlot
 from live.order_manager import cancel_stale
@@ -61,7 +62,7 @@ from tradeloop.errors import ConfigError
 from tradeloop.ops import OpsStore, Order, Position, ThresholdInForce, TradingSession
 from tradeloop.ops.database import is_connection_error
 from tradeloop.ops.models import EquityPoint, utcnow
-from tradeloop.portfolio import Portfolio
+from tradeloop.portfolio import CashFlowKind, Portfolio
 from tradeloop.risk import MarketRules, PortfolioSnapshot, RiskApproved, RiskConfig, RiskState, check_batch
 from tradeloop.risk.checks import flatten_intents
 from tradeloop.strategies.signals import ENTRIES
@@ -314,6 +315,10 @@ class LiveEngine:
             return False
         if self.locks is not None:  # still the only engine of this session and account (live.locks)
             self.locks.verify()
+        if isinstance(self.broker, FundingVenue) and self.bars % self.config.venue_check_every_bars == 0:
+            await record_funding(
+                self.store, self.broker, session_id=self.session.id, symbols=self.session.symbols, book=self._fund
+            )
         if self.venue_check is not None:  # open orders, fills by trade id, balances (live.reconcile)
             await self.venue_check.run(
                 self.bars,
@@ -493,6 +498,15 @@ class LiveEngine:
     def _roll(self, candles: pl.DataFrame) -> pl.DataFrame:
         frame = pl.concat([self.window, candles], how="vertical_relaxed") if not self.window.is_empty() else candles
         return last_bars(frame, self.config.window_bars)
+
+    def _fund(self, db, amount: float, symbol: str) -> None:
+        """A funding payment (``live.funding``): cash and the instrument's realised P&L, stored."""
+        instrument = self.instrument(symbol)
+        self.portfolio.add_cash_flow(amount, reason=CashFlowKind.FUNDING, instrument=instrument)
+        held = self.portfolio.position(instrument)
+        if held is not None:
+            store_position(db, self.session.id, held)
+        OpsStore.session_row(db, self.session.id, for_update=True).cash = self.cash
 
     def _apply(self, db, state: OrderState) -> None:
         """Store a broker's report (``live.orders.apply_state``); its new fills go through the

@@ -159,6 +159,8 @@ class VenueCheck:
                     apply(db, state)
                     halt_if_unknown(db, session_id, state)
                 OpsStore.session_row(db, session_id).cash = holdings()[0]
+            if getattr(self.venue, "margin_account", False):  # perpetuals: balances are margin, not holdings
+                return []
             return await self._compare(store, session_id, *holdings())
         except VenueUnreachableError as exc:
             log.warning("session %d: venue check failed (%s); asking again at the next check", session_id, exc)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from live.brokers.base import Broker
 from live.brokers.ccxt_broker import CcxtBroker
 from live.brokers.paper import PaperBroker
+from live.brokers.perps import PerpInstrument, PerpsBroker
 from live.bus import check_redis, make_bus
 from live.engine import EngineConfig, LiveEngine, check_live_config, check_window
 from live.feeds.ccxt_feed import CcxtFeed, CcxtFeedConfig
@@ -62,6 +64,11 @@ class SessionConfig(BaseModel):
     window_bars: int = Field(default=400, ge=10)
     follow_s: float | None = Field(default=None, gt=0, description="after the replay, poll the lake this often")
     feed_stale_after_s: float = Field(default=180.0, gt=0, description="ccxt feed: report a symbol stale after this")
+    perps: dict[str, PerpInstrument] = Field(
+        default_factory=dict,
+        description="leverage and margin mode per symbol of a perpetuals venue (binanceusdm), set on the venue "
+        "before the symbol's first order, e.g. {'BTC-USDT': PerpInstrument(leverage=3, margin_mode='isolated')}",
+    )
     risk: RiskConfig = Field(
         default_factory=RiskConfig,
         description="pre-trade limits and kill switch (tradeloop.risk.RiskConfig), stored with a new session",
@@ -153,7 +160,7 @@ def build_engine(
         if account is not None:
             locks.acquire(account, what=f"the {session.exchange} account of TRADELOOP_EXCHANGE_API_KEY")
     backtest = backtest_config(session)
-    broker = make_broker(settings, session.mode, exchange=session.exchange, backtest=backtest)
+    broker = make_broker(settings, session.mode, exchange=session.exchange, backtest=backtest, perps=config.perps)
     slot = ModelSlot.for_session(registry, session, window_bars=config.window_bars)
     tuning = (engine_config or EngineConfig()).model_copy(update={"window_bars": config.window_bars})
     return LiveEngine(
@@ -168,8 +175,20 @@ def build_engine(
     )
 
 
-def make_broker(settings: Settings, mode: str, *, exchange: str, backtest: BacktestConfig) -> Broker:
-    """Paper: the backtest's fill rules. Live: the venue through ccxt, with the exchange keys."""
+PERPETUAL_VENUES = ("binanceusdm",)  # ccxt ids whose markets are USDⓈ-M perpetuals (live.brokers.perps)
+
+
+def make_broker(
+    settings: Settings,
+    mode: str,
+    *,
+    exchange: str,
+    backtest: BacktestConfig,
+    perps: Mapping[str, PerpInstrument] | None = None,
+) -> Broker:
+    """Paper: the backtest's fill rules. Live: the venue through ccxt, with the exchange keys; a
+    perpetuals venue (``PERPETUAL_VENUES``) gets the perpetuals broker with each instrument's
+    leverage and margin mode (``perps``; an instrument without one is refused its entries)."""
     if mode == "paper":
         return PaperBroker(fee_rate=backtest.fee_rate, slippage=backtest.slippage)
     if settings.exchange_api_key is None or settings.exchange_secret is None:
@@ -190,6 +209,8 @@ def make_broker(settings: Settings, mode: str, *, exchange: str, backtest: Backt
         asynchronous=True,
         allow_insecure_loopback=settings.allow_insecure_loopback,
     )
+    if exchange in PERPETUAL_VENUES:
+        return PerpsBroker(client, instruments=dict(perps or {}))
     return CcxtBroker(client)
 
 

@@ -91,6 +91,10 @@ def perp_symbol(symbol: str) -> str:
 
 
 class PerpsBroker(CcxtBroker):
+    #: balances are margin (wallet + unrealised P&L), not the session's holdings: the run-time
+    #: balance comparison (``live.reconcile``) is skipped; open orders and fills are still polled
+    margin_account = True
+
     def __init__(
         self,
         exchange: ccxt.Exchange,

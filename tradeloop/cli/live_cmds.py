@@ -87,6 +87,13 @@ def run(
             "--risk max_order_notional=5000; null turns one off (README: risk limits)",
         ),
     ] = None,
+    leverage: Annotated[
+        int | None,
+        typer.Option(help="Perpetuals (--exchange binanceusdm): leverage set on the venue for every symbol"),
+    ] = None,
+    margin_mode: Annotated[
+        str, typer.Option(help="Perpetuals: isolated (a liquidation takes only that position's margin) or cross")
+    ] = "isolated",
     risk_file: Annotated[
         Path | None, typer.Option(help="Risk limits of a new session as a JSON object (--risk pairs override)")
     ] = None,
@@ -124,6 +131,7 @@ def run(
         allow_in_sample=allow_in_sample,
         window_bars=window_bars,
         risk=risk_config(risk, file=risk_file),
+        perps=perp_instruments(traded, leverage=leverage, margin_mode=margin_mode),
     )
 
     async def main() -> None:
@@ -273,6 +281,22 @@ def ack(
         f"session {row.name!r} acknowledged: {what}"
         + (f" (still halted: {', '.join(sorted(row.halted))})" if row.halted else "")
     )
+
+
+def perp_instruments(symbols: tuple[str, ...], *, leverage: int | None, margin_mode: str) -> dict:
+    """Every symbol's ``PerpInstrument`` when ``--leverage`` is given (a perpetuals session)."""
+    if leverage is None:
+        return {}
+    from pydantic import ValidationError
+
+    from live.brokers.perps import PerpInstrument
+    from tradeloop.errors import config_error
+
+    try:
+        spec = PerpInstrument(leverage=leverage, margin_mode=margin_mode)
+    except ValidationError as exc:
+        raise config_error(exc, what="perpetual instrument", model=PerpInstrument) from None
+    return dict.fromkeys(symbols, spec)
 
 
 @app.command("risk")

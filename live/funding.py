@@ -1,0 +1,85 @@
+"""Funding payments of perpetuals: venue cash flows into the session's book, once each.
+
+Rules:
+
+1. A broker that reports funding (``funding_payments(symbol, since_ms=)``, the perpetuals
+   broker) is asked at each venue check for every symbol, from the newest payment stored
+   (inclusive: the overlap is dropped by id).
+2. A payment is stored as a ``cash_flows`` row, unique per (venue, ``funding``, venue id): a
+   payment seen twice (a restart, an overlapping page) is applied once. Stored ones move the
+   portfolio's cash (``Portfolio.add_cash_flow``, counted in the instrument's realised P&L)
+   in the same transaction as the row.
+3. A venue that cannot be asked leaves the ledger as it is until the next check.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tradeloop.errors import VenueUnreachableError
+from tradeloop.ops import OpsStore
+from tradeloop.ops.models import CashFlow
+from tradeloop.portfolio import CashFlowKind
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class FundingVenue(Protocol):
+    async def funding_payments(self, symbol: str, *, since_ms: int) -> list: ...
+
+
+Book = Callable[[Session, float, str], None]  # the engine's: move cash for a session symbol, store the session row
+
+
+async def record_funding(
+    store: OpsStore, venue: FundingVenue, *, session_id: int, symbols: list[str], book: Book
+) -> int:
+    """Store and book the funding paid or received since the newest stored; the number booked."""
+    booked = 0
+    for symbol in symbols:
+        with store.transaction() as db:
+            since = db.scalar(
+                select(func.max(CashFlow.ts)).where(CashFlow.session_id == session_id, CashFlow.kind == "funding")
+            )
+        try:
+            payments = await venue.funding_payments(symbol, since_ms=int(since or 0))
+        except VenueUnreachableError as exc:
+            log.warning("session %d: funding of %s not read (%s); next check", session_id, symbol, exc)
+            continue
+        for payment in payments:
+            with store.transaction() as db:
+                if _store(db, session_id, payment):
+                    book(db, payment.amount, symbol)
+                    OpsStore.audit(
+                        db,
+                        "funding",
+                        session_id=session_id,
+                        detail={"instrument": str(payment.instrument), "amount": payment.amount, "id": payment.id},
+                    )
+                    booked += 1
+    return booked
+
+
+def _store(db: Session, session_id: int, payment) -> bool:
+    row = CashFlow(
+        session_id=session_id,
+        venue=payment.instrument.venue,
+        symbol=payment.instrument.symbol,
+        kind=CashFlowKind.FUNDING.value,
+        flow_id=payment.id,
+        amount=payment.amount,
+        ts=payment.ts,
+    )
+    try:
+        with db.begin_nested():
+            db.add(row)
+        return True
+    except IntegrityError:
+        return False
