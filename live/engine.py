@@ -47,13 +47,15 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from live.brokers.base import Broker, OrderState
+from live.brokers.paper import PaperBroker
 from live.bus import EventBus
+from live.entries import EntryPlanner, can_short
 from live.feeds.base import FEED_ENDED, STOPPED, CandleBatch, Feed, last_bars, next_or_stop
-from live.funding import FundingVenue, record_funding
+from live.funding import FundingVenue, record_funding, record_liquidation_prices
 from live.locks import EngineLocks
 from live.models import ModelSlot
 from live.order_manager import cancel_stale
-from live.orders import apply_state, intents, mark_sent, new_order, request_of, store_position
+from live.orders import apply_state, mark_sent, new_order, request_of, store_position
 from live.outage import DatabaseWatch
 from live.outbox import OutboxRelay, outbox_mark
 from live.reconcile import VenueCheck, halt_if_unknown, recover_orders, refuse_entry, wall_ms
@@ -96,26 +98,44 @@ class EngineConfig(BaseModel):
     )
 
 
-def check_live_config(backtest: BacktestConfig) -> None:
-    """What the live engine can trade today: spot, long only, market orders, fixed fraction."""
-    unsupported = {
-        k: getattr(backtest, k)
-        for k in ("stop_loss", "take_profit", "trailing_stop")
-        if getattr(backtest, k) is not None
-    }
-    if unsupported:
+def check_live_config(backtest: BacktestConfig, *, paper: bool = True) -> None:
+    """What the live engine can trade: every order and sizing rule the backtest simulates on the
+    paper broker (which replays the kernel: ``live.brokers.paper``); market entries and exits
+    with fixed-fraction or vol-target sizing on a venue (``paper=False``), where the engine
+    does not place stop, take-profit or limit orders yet. One portfolio: ``cash_sharing=True``.
+    (``close_at_end`` only closes a backtest's last bar; a live session has none.)"""
+    if not backtest.cash_sharing:
         raise ConfigError(
-            f"live trading does not place stop orders yet; unset {sorted(unsupported)} in the session's backtest config"
+            "cash_sharing=False gives each symbol its own cash; a live session keeps one: set cash_sharing=True"
         )
-    if backtest.sizing != "fixed_fraction":
-        raise ConfigError(f"sizing={backtest.sizing!r} is not supported live; use sizing='fixed_fraction'")
-
-
-def check_window(strategy, window_bars: int) -> None:
-    """The live window must hold the decision's warm-up (``tradeloop.thresholds.warmup``)."""
-    if (need := min_window_bars(strategy)) > window_bars:
+    if paper:
+        return
+    simulated = [
+        k for k in ("stop_loss", "take_profit", "trailing_stop", "atr_stop", "atr_trailing") if getattr(backtest, k)
+    ]
+    if backtest.entry_order == "limit":
+        simulated.append("entry_order='limit'")
+    if simulated:
         raise ConfigError(
-            f"window_bars={window_bars} is below the {strategy.name} decision's warm-up of {need} "
+            f"{', '.join(simulated)}: protective orders and limit entries trade on the paper broker only (on a "
+            "venue the engine would place native stop orders once an entry fills; not built yet); run the session "
+            "with --mode paper or unset them in its backtest config"
+        )
+
+
+def check_window(strategy, window_bars: int, *, backtest: BacktestConfig | None = None) -> None:
+    """The live window must hold the decision's warm-up (``tradeloop.thresholds.warmup``) and
+    what ``backtest``'s sizing and stops read: ``vol_window + 1`` bars for ``vol_target``,
+    ``atr_window + 1`` for an ATR stop (``live.entries``)."""
+    needs = [(min_window_bars(strategy), f"the {strategy.name} decision's warm-up")]
+    if backtest is not None and backtest.sizing == "vol_target":
+        needs.append((backtest.vol_window + 1, f"vol_target's vol_window={backtest.vol_window} returns"))
+    if backtest is not None and (backtest.atr_stop is not None or backtest.atr_trailing is not None):
+        needs.append((backtest.atr_window + 1, f"the ATR stops' atr_window={backtest.atr_window} warm-up"))
+    need, what = max(needs, key=lambda n: n[0])
+    if need > window_bars:
+        raise ConfigError(
+            f"window_bars={window_bars} is below {what} of {need} "
             f"bars per symbol: decisions would differ from research; pass --window-bars {need} or "
             "more (SessionConfig.window_bars)"
         )
@@ -154,12 +174,21 @@ class LiveEngine:
         config: EngineConfig | None = None,
         locks: EngineLocks | None = None,
     ):
-        check_live_config(backtest)
-        if slot.current.strategy.rule.allow_short:
-            raise ConfigError("live trading is spot and long only; use a rule with allow_short=False")
+        check_live_config(backtest, paper=isinstance(broker, PaperBroker))
+        if isinstance(broker, PaperBroker) and not broker.replays(backtest):
+            raise ConfigError(
+                "the paper broker fills with other rules than the session's backtest config; "
+                "build it with PaperBroker.of(the session's BacktestConfig)"
+            )
+        spot = [s for s in session.symbols if not can_short(InstrumentId(session.exchange, s))]
+        if slot.current.strategy.rule.allow_short and spot:
+            raise ConfigError(
+                f"{session.exchange} {spot} are spot: shorts need a derivative market; trade perpetuals "
+                "(BTC/USDT:USDT, in the lake BTC-USDT-PERP) or use a rule with allow_short=False"
+            )
         self.store, self.session, self.broker, self.bus, self.slot = store, session, broker, bus, slot
         self.backtest, self.config = backtest, config or EngineConfig()
-        check_window(slot.current.strategy, self.config.window_bars)
+        check_window(slot.current.strategy, self.config.window_bars, backtest=backtest)
         stored = store.positions(session.id)
         self.portfolio = Portfolio.from_rows(session.cash, stored.values(), venue=session.exchange)
         self.risk_config = risk_config_of(session)
@@ -319,6 +348,9 @@ class LiveEngine:
             await record_funding(
                 self.store, self.broker, session_id=self.session.id, symbols=self.session.symbols, book=self._fund
             )
+            await record_liquidation_prices(
+                self.store, self.broker, session_id=self.session.id, venue=self.session.exchange
+            )
         if self.venue_check is not None:  # open orders, fills by trade id, balances (live.reconcile)
             await self.venue_check.run(
                 self.bars,
@@ -389,21 +421,13 @@ class LiveEngine:
         return equity
 
     def _decide_intents(self, signals: list[tuple[str, int]], *, equity: float) -> list[OrderIntent]:
-        """Decide: each symbol's signal flags to order intents, given its position at the close."""
-        out: list[OrderIntent] = []
-        positions = self.positions
-        for symbol, flags in signals:
-            held = positions.get(symbol, 0.0)
-            held = 0.0 if self.broker.is_dust(symbol, held) else held  # unsellable remainder
-            out += intents(
-                flags,
-                instrument=InstrumentId(self.session.exchange, symbol),
-                position=held,
-                equity=equity,
-                fraction=self.backtest.fraction,
-                price=self.last[symbol],
-            )
-        return out
+        """Decide: each symbol's signal flags to order intents, given its position at the close,
+        with the backtest's sizing, entry orders, shorts and protection (``live.entries``)."""
+        if getattr(self, "_planner", None) is None:
+            self._planner = EntryPlanner(self.backtest, venue=self.session.exchange, timeframe=self.session.timeframe)
+        return self._planner.decide(
+            signals, window=self.window, positions=self.positions, equity=equity, last=self.last, broker=self.broker
+        )
 
     def _kill_switch(self, db, row: TradingSession, ts: int, equity: float) -> list[OrderIntent]:
         """The kill switch on the bar's equity (``tradeloop.risk.state``). A trip puts the session in

@@ -10,12 +10,14 @@ Rules:
    portfolio's cash (``Portfolio.add_cash_flow``, counted in the instrument's realised P&L)
    in the same transaction as the row.
 3. A venue that cannot be asked leaves the ledger as it is until the next check.
+4. Each position's liquidation price, as the venue reports it, is written to its row at the
+   same checks (:func:`record_liquidation_prices`): what ``tradeloop live positions`` shows.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from sqlalchemy import func, select
@@ -24,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from tradeloop.errors import VenueUnreachableError
 from tradeloop.ops import OpsStore
-from tradeloop.ops.models import CashFlow
+from tradeloop.ops.models import CashFlow, Position
 from tradeloop.portfolio import CashFlowKind
 
 log = logging.getLogger(__name__)
@@ -83,3 +85,35 @@ def _store(db: Session, session_id: int, payment) -> bool:
         return True
     except IntegrityError:
         return False
+
+
+@runtime_checkable
+class PositionVenue(Protocol):
+    """A venue that reports positions (``live.brokers.perps.PerpsBroker``)."""
+
+    def unified(self, symbol: str) -> str: ...
+
+    async def positions(self, symbols: Sequence[str] | None = None) -> list: ...
+
+
+async def record_liquidation_prices(store: OpsStore, broker: object, *, session_id: int, venue: str) -> None:
+    """Write the venue's liquidation price of each position the session holds (rule 4); a
+    broker without positions, or a venue that cannot be asked, changes nothing."""
+    if not isinstance(broker, PositionVenue):
+        return
+    with store.transaction() as db:
+        held = list(db.scalars(select(Position).where(Position.session_id == session_id, Position.venue == venue)))
+    if not held:
+        return
+    try:
+        reported = await broker.positions([p.symbol for p in held])
+    except VenueUnreachableError as exc:
+        log.warning("session %d: positions not read (%s); next check", session_id, exc)
+        return
+    unified = {broker.unified(p.symbol): p.symbol for p in held}
+    with store.transaction() as db:
+        for position in reported:
+            symbol = unified.get(position.instrument.symbol)
+            row = db.get(Position, (session_id, venue, symbol)) if symbol is not None else None
+            if row is not None:
+                row.liquidation_price = position.liquidation_price

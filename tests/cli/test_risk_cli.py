@@ -13,7 +13,7 @@ import pytest
 
 from tradeloop.data import CandleLake
 from tradeloop.data.importer import import_sample
-from tradeloop.ops import OpsStore
+from tradeloop.ops import OpsStore, Position
 from tradeloop.risk import RiskConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,3 +75,27 @@ def test_risk_limits_are_stored_with_the_session_and_shown(data_dir: Path, tmp_p
     lines = {row[0]: " ".join(row) for row in cells if row and row[0]}
     assert "0.25" in lines["max_drawdown"] and "off" in lines["price_band"] and "1" in lines["max_open_positions"]
     assert "armed" in shown.stdout  # the kill switch, not tripped
+
+
+def test_positions_are_listed_by_instrument_with_pnl_and_liquidation(data_dir: Path) -> None:
+    store = OpsStore.open(f"sqlite:///{data_dir / 'tradeloop.db'}")
+    try:
+        session = store.create_session(
+            name="held", strategy="sma_cross", exchange="binanceusdm", timeframe="1m", symbols=["BTC-USDT"],
+            mode="paper", init_cash=1000.0, config={},
+        )  # fmt: skip
+        with store.transaction() as db:
+            db.add(
+                Position(
+                    session_id=session.id, venue="binanceusdm", symbol="BTC-USDT", quantity=-0.5, entry_price=100.0,
+                    entry_fee=0.05, realized_pnl=12.5, last_price=90.0, liquidation_price=180.25,
+                )
+            )  # fmt: skip
+    finally:
+        store.close()
+    shown = tradeloop("live", "positions", "held", data_dir=data_dir)
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if "binanceusdm:BTC-USDT" in line)
+    cells = [c.strip() for c in row.strip("│ ").split("│")]
+    # a short of 0.5 from 100 marked at 90 gains 0.5 * 10 = 5.00
+    assert cells[1:] == ["-0.50", "100.00", "90.00", "5.00", "12.50", "180.25"]

@@ -20,6 +20,7 @@ from tests.live.venue_session import START
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.ops import OpsStore
 from tradeloop.ops.models import CashFlow
+from tradeloop.ops.models import Position as PositionRow
 from tradeloop.registry import ModelRegistry
 from tradeloop.settings import Settings
 
@@ -82,6 +83,7 @@ def test_funding_is_booked_once_into_cash_and_the_instruments_pnl(trained_world:
         engine = _engine(settings, config)
         assert isinstance(engine.broker, PerpsBroker)
         # a position the venue holds (opened before this session's funding window) pays funding
+        server.margin_type["BTCUSDT"] = "ISOLATED"
         server.positions["BTCUSDT"] = Position(amount=-0.2, entry=17_000.0, isolated_wallet=0.2 * 17_000.0 / 3)
         [paid] = server.pay_funding("BTCUSDT", 0.0001, ts=START)
         received = float(paid["income"])
@@ -100,6 +102,13 @@ def test_funding_is_booked_once_into_cash_and_the_instruments_pnl(trained_world:
         [flow] = store.frame(CashFlow, engine.session.id).to_dicts()
         assert flow["kind"] == "funding" and flow["amount"] == pytest.approx(received)
         assert store.session("perp").cash == pytest.approx(engine.cash)
+        # the venue's liquidation price of the short, written to the position's row: Binance's isolated
+        # one-way formula (WB + cum - side*Q*EP) / (Q*mmr - side*Q), BTCUSDT's first bracket mmr 0.4%, cum 0,
+        # the isolated wallet holding the funding received
+        wallet = 0.2 * 17_000.0 / 3 + received
+        expected = (wallet + 0.0 + 0.2 * 17_000.0) / (0.2 * 0.004 + 0.2)
+        [row] = store.frame(PositionRow, engine.session.id).to_dicts()
+        assert row["liquidation_price"] == pytest.approx(expected, rel=1e-6)
 
         restarted = _engine(settings, config)  # the same payment after a restart is not booked again
 

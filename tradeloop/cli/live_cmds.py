@@ -315,3 +315,29 @@ def show_risk(name: Annotated[str, typer.Argument(help="Session name")]) -> None
     for what, value in risk_rows(RiskConfig.parse(session.risk_config or {}), session.risk_state):
         table.add_row(what, value)
     console.print(table)
+
+
+@app.command("positions")
+@handle_errors
+def show_positions(name: Annotated[str, typer.Argument(help="Session name")]) -> None:
+    """The session's positions: instrument, signed quantity (short < 0), entry and last price,
+    unrealised and realised P&L, and a perpetual's liquidation price as the venue reported it."""
+    store = _store()
+    session = store.session(name)
+    tbl = FitTable(
+        f"Positions of session {name!r}",
+        ["instrument", "quantity", "entry", "last", "unrealized", "realized", "liquidation"],
+        optional=["liquidation", "realized"],
+    )
+    for p in store.positions(session.id).values():
+        last = p.last_price if p.last_price is not None else p.entry_price
+        tbl.add_row(
+            f"{p.venue}:{p.symbol}",
+            fmt_num(p.quantity),
+            fmt_num(p.entry_price) if p.quantity else "-",
+            fmt_num(last),
+            f"{p.quantity * (last - p.entry_price):,.2f}" if p.quantity else "-",
+            f"{p.realized_pnl:,.2f}",
+            fmt_num(p.liquidation_price) if p.liquidation_price else "-",
+        )
+    tbl.print(console)

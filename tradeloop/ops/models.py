@@ -125,6 +125,8 @@ class Position(Base):
     entry_ts: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     last_price: Mapped[float | None] = mapped_column(Float, nullable=True)
     realized_pnl: Mapped[float] = mapped_column(Float, default=0.0)
+    # a perpetual's liquidation price as the venue last reported it (None: spot, or none reported)
+    liquidation_price: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     @property
     def instrument(self) -> InstrumentId:

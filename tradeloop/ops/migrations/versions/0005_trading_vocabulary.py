@@ -7,7 +7,8 @@ other cash flows
 * orders gain order_type, time_in_force, price, trigger_price, reduce_only and parent_id (a
   protective order placed for an entry); intent widens for ``trailing_stop``.
 * positions gain ``venue`` in their key: the session's exchange for every existing row (the
-  instrument a paper session trades is still the exchange's).
+  instrument a paper session trades is still the exchange's); and ``liquidation_price`` (a
+  perpetual's, as the venue reports it).
 * sessions gain ``risk_config`` (``tradeloop.risk.RiskConfig``, as JSON; NULL reads as the
   defaults) and ``risk_state`` (high-water mark, the day's first equity, throttle, kill switch).
 * cash_flows: money that moves without a fill (perpetuals' funding), once per venue id.
@@ -47,13 +48,13 @@ def _position_key(columns: list[str], *, venue_nullable: bool) -> None:
     op.execute(
         f"CREATE TABLE positions_new (session_id INTEGER NOT NULL REFERENCES sessions (id), {venue}, "
         "symbol VARCHAR(50) NOT NULL, quantity FLOAT NOT NULL, entry_price FLOAT NOT NULL, entry_fee FLOAT NOT NULL, "
-        "entry_ts BIGINT, last_price FLOAT, realized_pnl FLOAT NOT NULL, "
+        "entry_ts BIGINT, last_price FLOAT, realized_pnl FLOAT NOT NULL, liquidation_price FLOAT, "
         f"PRIMARY KEY ({', '.join(columns)}))"
     )
     op.execute(
         "INSERT INTO positions_new (session_id, venue, symbol, quantity, entry_price, entry_fee, entry_ts, "
-        "last_price, realized_pnl) SELECT session_id, venue, symbol, quantity, entry_price, entry_fee, entry_ts, "
-        "last_price, realized_pnl FROM positions"
+        "last_price, realized_pnl, liquidation_price) SELECT session_id, venue, symbol, quantity, entry_price, "
+        "entry_fee, entry_ts, last_price, realized_pnl, liquidation_price FROM positions"
     )
     op.execute("DROP TABLE positions")
     op.execute("ALTER TABLE positions_new RENAME TO positions")
@@ -70,8 +71,8 @@ def upgrade() -> None:
     op.execute("UPDATE orders SET status = 'acknowledged' WHERE status = 'submitted'")
     op.execute("UPDATE orders SET status = 'sent' WHERE status = 'new' AND sent_at_ms IS NOT NULL")
 
-    with op.batch_alter_table("positions") as batch_op:
-        batch_op.add_column(sa.Column("venue", sa.String(length=50), nullable=True))
+    op.add_column("positions", sa.Column("venue", sa.String(length=50), nullable=True))
+    op.add_column("positions", sa.Column("liquidation_price", sa.Float(), nullable=True))
     op.execute("UPDATE positions SET venue = (SELECT exchange FROM sessions WHERE sessions.id = positions.session_id)")
     _position_key(["session_id", "venue", "symbol"], venue_nullable=False)
 
@@ -102,6 +103,7 @@ def downgrade() -> None:
     op.drop_column("sessions", "risk_state")
     op.drop_column("sessions", "risk_config")
     _position_key(["session_id", "symbol"], venue_nullable=True)
+    op.drop_column("positions", "liquidation_price")
     op.drop_column("positions", "venue")
     op.execute("UPDATE orders SET status = 'new' WHERE status = 'sent'")
     op.execute("UPDATE orders SET status = 'submitted' WHERE status IN ('acknowledged', 'partially_filled')")
