@@ -1,9 +1,22 @@
 """From a bar's decided signals to order rows, and from fills to positions and cash.
 
-The rules mirror the backtest kernel (long only, spot): an exit flag on a long position
-sells all of it; an entry flag on a flat symbol (or one exiting on the same bar) buys for
-``fraction * equity at the close``, capped by cash at the fill. Positions and cash change
-only through stored fills, so replaying a fill twice changes nothing.
+The rules mirror the backtest kernel (``tradeloop.backtest.kernel`` rule 1): an exit flag on
+a position closes all of it (``exit_long`` sells a long, ``exit_short`` buys a short back);
+an entry flag on a flat symbol, or one exiting on the same bar (a reversal), opens that side
+for ``fraction * equity at the close``: a market entry spends it as a quote amount, capped
+by cash at the fill; a limit entry (``limit_offset``) buys ``fraction * equity / price``
+units fixed now. The side already held does nothing (no pyramiding); both entry flags at
+once do nothing. A short entry needs ``shorts=True`` (a derivative market:
+``live.entries``). Positions and cash change only through stored fills, so replaying a fill
+twice changes nothing.
+
+An entry's protective legs (``OrderIntent.protection``, ``live.protection``) are stored with
+it by :func:`new_order` as child orders: one per leg, intent and order type the leg's,
+reduce-only, for the entry's quantity (at the reference price for a quote amount: the broker
+protects what actually filled), ``parent_id`` the entry's row, client id
+``live.protection.child_order_id`` (derived from the entry's, so a broker holding the entry knows its
+legs), status ``new``. :func:`mark_sent` marks them sent with their entry: they go out as
+part of its create (a bracket) and stay inactive until it fills.
 
 An order's create goes out at most once: ``sent_at_ms`` is committed *before* the create is
 sent (:func:`mark_sent`), so after a crash an order with it set (or any status past ``new``)
@@ -16,13 +29,15 @@ import hashlib
 import logging
 from datetime import UTC
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from live.brokers.base import OrderRequest, OrderState
+from live.protection import child_order_id
+from tradeloop.backtest import limit_price
 from tradeloop.ops import Fill, OpsStore, Order, Position
 from tradeloop.portfolio import PositionState
-from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, EXIT_LONG
+from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXIT_SHORT
 from tradeloop.trading import (
     InstrumentId,
     OrderIntent,
@@ -36,6 +51,7 @@ from tradeloop.trading import (
 )
 
 EXITS_LONG = EXIT_LONG | ENTER_SHORT
+EXITS_SHORT = EXIT_SHORT | ENTER_LONG
 log = logging.getLogger(__name__)
 
 
@@ -48,38 +64,86 @@ def client_order_id(session_id: int, ts: int, symbol: str, intent: str) -> str:
 
 
 def intents(
-    flags: int, *, instrument: InstrumentId, position: float, equity: float, fraction: float, price: float
+    flags: int,
+    *,
+    instrument: InstrumentId,
+    position: float,
+    equity: float,
+    fraction: float,
+    price: float,
+    limit_offset: float | None = None,
+    shorts: bool = False,
 ) -> list[OrderIntent]:
-    """Orders one symbol's signal asks for, given its position and its ``price`` at the close."""
+    """Orders one symbol's signal asks for, given its signed position and ``price`` at the close.
+
+    Parameters
+    ----------
+    flags
+        The symbol's signal bits (``tradeloop.strategies.signals``).
+    position
+        Signed quantity held (+ long, - short).
+    equity, fraction
+        An entry is worth ``fraction * equity``; nothing is entered when that is not > 0.
+    limit_offset
+        ``None``: market entries; else limit entries at ``limit_price(side, price, limit_offset)``.
+    shorts
+        Whether a short may be opened (a derivative market); a spot symbol never shorts.
+
+    Returns
+    -------
+    list[OrderIntent]
+        The exit first (reduce-only, the whole position), then the entry. Example: flags
+        ``ENTER_SHORT`` on a long of 2 with ``shorts=True`` -> ``exit_long`` of 2, then
+        ``enter_short``.
+    """
     out = []
-    exiting = position > 0.0 and (flags & EXITS_LONG) != 0
-    if exiting:
+    exit_kind: OrderIntentKind | None = None
+    if position > 0.0 and (flags & EXITS_LONG) != 0:
+        exit_kind, side = OrderIntentKind.EXIT_LONG, OrderSide.SELL
+    elif position < 0.0 and (flags & EXITS_SHORT) != 0:
+        exit_kind, side = OrderIntentKind.EXIT_SHORT, OrderSide.BUY
+    if exit_kind is not None:
         out.append(
             OrderIntent(
                 instrument=instrument,
-                side=OrderSide.SELL,
-                kind=OrderIntentKind.EXIT_LONG,
-                quantity=position,
+                side=side,
+                kind=exit_kind,
+                quantity=abs(position),
                 reference_price=price,
                 reduce_only=True,
             )
         )
-    wants_long = (flags & ENTER_LONG) != 0 and (flags & ENTER_SHORT) == 0
-    if wants_long and (position == 0.0 or exiting):
-        out.append(
-            OrderIntent(
-                instrument=instrument,
-                side=OrderSide.BUY,
-                kind=OrderIntentKind.ENTER_LONG,
-                quote_amount=fraction * equity,
-                reference_price=price,
-            )
+    flat = position == 0.0 or exit_kind is not None
+    want_long, want_short = (flags & ENTER_LONG) != 0, (flags & ENTER_SHORT) != 0
+    amount = fraction * equity
+    if not flat or want_long == want_short or (want_short and not shorts) or not amount > 0.0:
+        return out
+    side = OrderSide.BUY if want_long else OrderSide.SELL
+    kind = OrderIntentKind.ENTER_LONG if want_long else OrderIntentKind.ENTER_SHORT
+    if limit_offset is None:
+        out.append(OrderIntent(instrument=instrument, side=side, kind=kind, quote_amount=amount, reference_price=price))
+        return out
+    limit = limit_price(side, price, limit_offset)
+    out.append(
+        OrderIntent(
+            instrument=instrument,
+            side=side,
+            kind=kind,
+            order_type=OrderType.LIMIT,
+            quantity=amount / limit,
+            price=limit,
+            reference_price=price,
         )
+    )
     return out
 
 
 def new_order(db: Session, *, session_id: int, venue: str, ts: int, intent: OrderIntent) -> Order:
-    """The order row for ``intent`` (status ``new``), added to ``db``: stored before it is sent."""
+    """The order row for ``intent`` (status ``new``), added to ``db``: stored before it is sent.
+
+    An entry's protective legs are added too, as its child orders (module rules), each with
+    an ``order_decided`` audit row; the entry's row is returned.
+    """
     symbol = intent.instrument.symbol
     order = Order(
         session_id=session_id,
@@ -99,7 +163,54 @@ def new_order(db: Session, *, session_id: int, venue: str, ts: int, intent: Orde
         status=OrderStatus.NEW.value,
     )
     db.add(order)
+    if intent.protection:
+        _add_legs(db, order, intent)
     return order
+
+
+def _add_legs(db: Session, parent: Order, intent: OrderIntent) -> None:
+    """The entry's protective legs as child orders of ``parent`` (module rules)."""
+    db.flush()  # the entry's id
+    quantity = intent.quantity
+    if quantity is None:
+        assert intent.quote_amount is not None and intent.reference_price  # an entry of ours has both
+        quantity = intent.quote_amount / intent.reference_price
+    children = [
+        Order(
+            session_id=parent.session_id,
+            client_order_id=child_order_id(parent.client_order_id, leg.kind),
+            venue=parent.venue,
+            symbol=parent.symbol,
+            side=intent.side.opposite.value,
+            intent=leg.kind.value,
+            quantity=quantity,
+            order_type=leg.order_type.value,
+            time_in_force=TimeInForce.GTC.value,
+            trigger_price=leg.trigger_price,
+            reduce_only=True,
+            parent_id=parent.id,
+            decided_ts=parent.decided_ts,
+            status=OrderStatus.NEW.value,
+        )
+        for leg in intent.protection
+    ]
+    db.add_all(children)
+    db.flush()
+    for child in children:
+        OpsStore.audit(
+            db,
+            "order_decided",
+            session_id=parent.session_id,
+            order_id=child.id,
+            detail={
+                "symbol": child.symbol,
+                "side": child.side,
+                "intent": child.intent,
+                "quantity": child.quantity,
+                "trigger_price": child.trigger_price,
+                "parent": parent.client_order_id,
+            },
+        )
 
 
 def request_of(order: Order) -> OrderRequest:
@@ -118,11 +229,22 @@ def request_of(order: Order) -> OrderRequest:
 
 
 def mark_sent(db: Session, orders: list[Order], *, now_ms: int) -> None:
-    """Record that these orders' creates are about to go out (commit before sending)."""
+    """Record that these orders' creates are about to go out (commit before sending); an
+    entry's protective legs still ``new`` go out with it (module rules)."""
     for order in orders:
         check_transition(order.status, OrderStatus.SENT, client_order_id=order.client_order_id)
+    ids = [o.id for o in orders]
+    legs = db.scalars(
+        select(Order.id).where(
+            Order.session_id.in_({o.session_id for o in orders}),
+            Order.parent_id.in_(ids),
+            Order.status == OrderStatus.NEW,
+        )
+    ).all()
     db.execute(
-        update(Order).where(Order.id.in_([o.id for o in orders])).values(sent_at_ms=now_ms, status=OrderStatus.SENT)
+        update(Order)
+        .where(or_(Order.id.in_(ids), Order.id.in_(legs)))
+        .values(sent_at_ms=now_ms, status=OrderStatus.SENT)
     )
     for order in orders:
         order.sent_at_ms, order.status = now_ms, OrderStatus.SENT.value

@@ -190,7 +190,7 @@ def make_broker(
     perpetuals venue (``PERPETUAL_VENUES``) gets the perpetuals broker with each instrument's
     leverage and margin mode (``perps``; an instrument without one is refused its entries)."""
     if mode == "paper":
-        return PaperBroker(fee_rate=backtest.fee_rate, slippage=backtest.slippage)
+        return PaperBroker.of(backtest)
     if settings.exchange_api_key is None or settings.exchange_secret is None:
         raise ConfigError(
             "mode='live' trades real money and needs TRADELOOP_EXCHANGE_API_KEY and "

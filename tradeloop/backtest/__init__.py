@@ -15,6 +15,7 @@ from tradeloop.backtest.engine import (
     periods_per_year,
     run_backtest,
     simulate_arrays,
+    vol_target_fractions,
 )
 from tradeloop.backtest.fills import (
     StopLevels,
@@ -40,5 +41,6 @@ __all__ = [
     "simulate_arrays",
     "stop_exit",
     "stop_levels",
+    "vol_target_fractions",
     "wilder_atr",
 ]

@@ -18,9 +18,10 @@ from tradeloop.trading.enums import (
 )
 from tradeloop.trading.instrument import InstrumentId
 from tradeloop.trading.order_state import TERMINAL, can_transition, check_transition
-from tradeloop.trading.records import FillRecord, OrderIntent
+from tradeloop.trading.records import PROTECTIVE_KINDS, FillRecord, OrderIntent, ProtectiveLeg
 
 __all__ = [
+    "PROTECTIVE_KINDS",
     "TERMINAL",
     "FeedKind",
     "FillRecord",
@@ -30,6 +31,7 @@ __all__ = [
     "OrderSide",
     "OrderStatus",
     "OrderType",
+    "ProtectiveLeg",
     "SessionMode",
     "TimeInForce",
     "can_transition",

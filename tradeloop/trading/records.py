@@ -7,6 +7,33 @@ from dataclasses import dataclass
 from tradeloop.trading.enums import OrderIntentKind, OrderSide, OrderType, TimeInForce
 from tradeloop.trading.instrument import InstrumentId
 
+PROTECTIVE_KINDS = (OrderIntentKind.STOP_LOSS, OrderIntentKind.TRAILING_STOP, OrderIntentKind.TAKE_PROFIT)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProtectiveLeg:
+    """One protective exit an entry carries (a leg of its bracket): a stop-loss, trailing stop
+    or take-profit that becomes active when the entry fills (one-triggers-the-other) and is
+    canceled when a sibling fills or the position is closed otherwise (one-cancels-the-other).
+
+    ``trigger_price`` is where the leg would stand had the entry filled at its reference price
+    (the decision bar's close); the level that counts is set from the entry's fill price
+    (``tradeloop.backtest.fills.stop_levels``). ``None`` when it is not known before the fill
+    (an ATR level while the ATR warms up).
+    """
+
+    kind: OrderIntentKind  # STOP_LOSS, TRAILING_STOP or TAKE_PROFIT
+    trigger_price: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in PROTECTIVE_KINDS:
+            raise ValueError(f"a protective leg is one of {[str(k) for k in PROTECTIVE_KINDS]}, not {self.kind}")
+
+    @property
+    def order_type(self) -> OrderType:
+        """``take_profit`` for a take-profit, else ``stop``."""
+        return OrderType.TAKE_PROFIT if self.kind is OrderIntentKind.TAKE_PROFIT else OrderType.STOP
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class OrderIntent:
@@ -16,7 +43,8 @@ class OrderIntent:
     (quote to spend: an entry sized at the fill, as the backtest does) is set. ``price`` is
     the limit price (limit orders), ``trigger_price`` the stop or take-profit trigger.
     ``reference_price`` is the price the decision saw (the bar's close): the risk engine
-    values the intent at it.
+    values the intent at it. ``protection``: the protective legs an entry carries (its
+    bracket), stored as child orders of the entry with it and sent with it.
     """
 
     instrument: InstrumentId
@@ -30,8 +58,11 @@ class OrderIntent:
     trigger_price: float | None = None
     reference_price: float | None = None
     reduce_only: bool = False
+    protection: tuple[ProtectiveLeg, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.protection and self.kind.reduces:
+            raise ValueError(f"{self.kind} {self.instrument}: only an entry carries protective legs")
         if (self.quantity is None) == (self.quote_amount is None):
             raise ValueError(f"{self.kind} {self.instrument}: set exactly one of quantity and quote_amount")
         if self.order_type == OrderType.LIMIT and self.price is None:
