@@ -86,9 +86,22 @@ def own_world(trained_world: World, tmp_path: Path) -> World:
     return replace(trained_world, root=root, settings=make_settings(root))
 
 
+#: the trade ledger's name for what an order of each intent did (entries: "entry")
+REASON_OF_INTENT = {
+    "enter_long": "entry",
+    "enter_short": "entry",
+    "exit_long": "signal",
+    "exit_short": "signal",
+    "stop_loss": "stop_loss",
+    "trailing_stop": "trailing_stop",
+    "take_profit": "take_profit",
+}
+
+
 def backtest_orders(world: World, *, start: int, config: BacktestConfig, window: int) -> tuple[list, float]:
     """The champion's backtest from ``start`` (``window`` bars before it warm up features only):
-    its fills as sorted (ts, symbol, side, qty, price), and its final equity."""
+    its fills as sorted (ts, symbol, side, qty, price, reason), reason ``entry`` for an entry,
+    else the trade's exit reason; and its final equity."""
     _, model = ModelRegistry(world.settings.registry_dir).load("sma_cross")
     candles = world.candles
     first = candles.filter(pl.col("ts") < start).group_by("symbol").agg(pl.col("ts").sort().tail(window).first())
@@ -96,28 +109,46 @@ def backtest_orders(world: World, *, start: int, config: BacktestConfig, window:
     decided = decide(candles, model, now_ms=model.trained_until)
     decided = decided.with_columns(signal=pl.when(pl.col("ts") >= start).then(pl.col("signal")).otherwise(0))
     result = run_backtest(decided, config, timeframe="4h")
-    trades = result.trades
-    orders = [(r["entry_ts"], r["symbol"], "buy", r["qty"], r["entry_price"]) for r in trades.iter_rows(named=True)]
-    orders += [
-        (r["exit_ts"], r["symbol"], "sell", r["qty"], r["exit_price"])
-        for r in trades.iter_rows(named=True)
+    return trade_fills(result.trades), float(result.equity.sort("ts")["equity"][-1])
+
+
+def trade_fills(trades: pl.DataFrame) -> list[tuple]:
+    """A backtest's trade ledger as its fills: sorted (ts, symbol, side, qty, price, reason),
+    reason ``entry`` for an entry, else the trade's exit reason (open trades: no exit)."""
+    rows = list(trades.iter_rows(named=True))
+    side = {"long": ("buy", "sell"), "short": ("sell", "buy")}
+    fills = [(r["entry_ts"], r["symbol"], side[r["side"]][0], r["qty"], r["entry_price"], "entry") for r in rows]
+    fills += [
+        (r["exit_ts"], r["symbol"], side[r["side"]][1], r["qty"], r["exit_price"], r["exit_reason"])
+        for r in rows
         if not r["is_open"]
     ]
-    return sorted(orders), float(result.equity.sort("ts")["equity"][-1])
+    return sorted(fills)
+
+
+def live_fills(store: OpsStore, session_id: int) -> list[tuple]:
+    """A session's stored fills as sorted (ts, symbol, side, qty, price, reason), the reason
+    named from the intent of the order that filled (``REASON_OF_INTENT``)."""
+    intent = {o.id: o.intent for o in store.orders(session_id)}
+    return sorted(
+        (f.ts, f.symbol, f.side, f.quantity, f.price, REASON_OF_INTENT[intent[f.order_id]])
+        for f in store.fills(session_id)
+    )
 
 
 def assert_matches_backtest(
     world: World, session_name: str, *, start: int, window: int = 400, database_url: str | None = None
 ) -> int:
-    """The session's stored fills and final equity equal the backtest's; returns the fill count."""
+    """The session's stored fills (time, symbol, side, why, quantity, price) and final equity
+    equal the backtest's; returns the fill count."""
     store = OpsStore.open(database_url or world.settings.effective_database_url)
     session = store.session(session_name)
-    fills = sorted((f.ts, f.symbol, f.side, f.quantity, f.price) for f in store.fills(session.id))
+    fills = live_fills(store, session.id)
     expected, expected_equity = backtest_orders(
         world, start=start, config=BacktestConfig(**session.config), window=window
     )
     assert len(expected) >= 10, "too few trades for a meaningful parity check"
-    assert [f[:3] for f in fills] == [e[:3] for e in expected]
+    assert [(*f[:3], f[5]) for f in fills] == [(*e[:3], e[5]) for e in expected]
     np.testing.assert_allclose([f[3] for f in fills], [e[3] for e in expected], rtol=1e-9)
     np.testing.assert_allclose([f[4] for f in fills], [e[4] for e in expected], rtol=1e-12)
     equity = store.frame(EquityPoint, session.id).sort("ts")["equity"][-1]
