@@ -3,7 +3,9 @@
 The per-position rules the live engine reproduces are exported too: stop levels and exits
 (``stop_levels``, ``stop_exit``, ``next_extreme``), limit entries (``limit_price``,
 ``limit_fill_price``) and Wilder's ATR (``wilder_atr`` over arrays, ``WilderAtr`` candle by
-candle).
+candle). ``run_backtest(..., risk=RiskConfig(...))`` applies the risk engine inside the
+kernel as the live engine does (``tradeloop.backtest.kernel_risk``); its denials and kill-switch
+trips come back with the result.
 """
 
 from tradeloop.backtest.atr import WilderAtr, wilder_atr

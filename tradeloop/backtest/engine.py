@@ -1,9 +1,18 @@
-"""Backtest API: strategies and candles in, trade ledger and equity curve (polars) out."""
+"""Backtest API: strategies and candles in, trade ledger and equity curve (polars) out.
+
+With ``risk`` (a ``tradeloop.risk.RiskConfig``, as a trading session stores it beside its
+``BacktestConfig``), the compiled kernel applies the risk engine bar by bar as the live engine
+does (``tradeloop.backtest.kernel_risk``): the result lists what it refused
+(``BacktestResult.risk_denials``) and when the kill switch tripped (``kill_switch_trips``).
+``risk=None`` (research's default) and ``RiskConfig(bypass=True)`` run no risk pass
+(``tradeloop.backtest.guard``).
+"""
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,11 +21,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from tradeloop.backtest import kernel
+from tradeloop.backtest import guard, kernel, kernel_risk
 from tradeloop.backtest.atr import wilder_atr
 from tradeloop.backtest.config import BacktestConfig
 from tradeloop.data.schema import timeframe_ms
 from tradeloop.errors import BacktestError
+from tradeloop.risk import MarketRules, RiskConfig
 from tradeloop.strategies.base import Strategy
 from tradeloop.strategies.signals import ENTRIES
 
@@ -93,6 +103,11 @@ class BacktestResult:
     extra: dict = field(default_factory=dict)
     prices: PriceArrays | None = None  # the bars simulated: the benchmark and the price charts read them
     strategy: str | None = None  # Strategy.describe(), e.g. "sma_cross(10,30)"
+    risk: RiskConfig | None = None  # the risk engine applied (None: none)
+    # what the risk engine refused: ts, portfolio, symbol, kind, rule, limit, value (one row per denied intent)
+    risk_denials: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=guard.DENIALS_SCHEMA))
+    # when each portfolio's kill switch tripped: ts, portfolio, rule, equity, reference, value, limit
+    kill_switch_trips: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=guard.TRIPS_SCHEMA))
 
     @property
     def final_equity(self) -> float:
@@ -210,12 +225,15 @@ def simulate_arrays(
     *,
     size_frac: np.ndarray | None = None,
     threads: int | None = None,
+    risk: RiskConfig | None = None,
+    markets: Mapping[str, MarketRules] | None = None,
 ):
     """Run the compiled kernel on wide arrays; returns the kernel's raw tuple.
 
     With one portfolio per symbol (``cash_sharing=False``) the portfolios are independent:
     blocks of symbols run on ``threads`` threads (default: every core) and the results are
-    the same as one pass, trades ordered by block.
+    the same as one pass, trades and denials ordered by block. ``risk`` and ``markets``: see
+    :func:`run_backtest`.
     """
     k = len(prices.symbols)
     if size_frac is None:
@@ -228,22 +246,25 @@ def simulate_arrays(
         if config.atr_stop is not None or config.atr_trailing is not None
         else None
     )
+    inputs = guard.RiskInputs.of(prices.symbols, prices.ts, risk, markets)
     workers = 1 if config.cash_sharing else max(1, min(k, threads or os.cpu_count() or 1))
     if workers == 1:
         group = np.zeros(k, dtype=np.int64) if config.cash_sharing else np.arange(k, dtype=np.int64)
-        return _kernel_call(prices, config, slice(0, k), size_frac, group, n_groups, equity, atr)
+        return _kernel_call(prices, config, slice(0, k), size_frac, group, n_groups, equity, atr, inputs)
     edges = np.linspace(0, k, workers + 1).astype(int)
     blocks = [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
     def one(cols: slice):
         m = cols.stop - cols.start
-        return _kernel_call(prices, config, cols, size_frac, np.arange(m, dtype=np.int64), m, equity[:, cols], atr)
+        group = np.arange(m, dtype=np.int64)
+        return _kernel_call(prices, config, cols, size_frac, group, m, equity[:, cols], atr, inputs)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:  # the kernel releases the GIL
         parts = list(pool.map(one, blocks))
     for cols, part in zip(blocks, parts, strict=True):
         part[1][:, kernel.T_SYMBOL] += cols.start
-    return (equity, *(np.concatenate([part[i] for part in parts]) for i in range(1, 5)))
+        part[5][:, kernel_risk.D_SYMBOL] += cols.start
+    return (equity, *(np.concatenate([part[i] for part in parts]) for i in range(1, 7)))
 
 
 def _kernel_call(
@@ -255,6 +276,7 @@ def _kernel_call(
     n_groups: int,
     equity: np.ndarray,
     atr: np.ndarray | None,
+    inputs: guard.RiskInputs,
 ):
     signal = prices.signal[:, cols]
     frac = size_frac if size_frac.shape == (1, 1) else size_frac[:, cols]
@@ -285,6 +307,7 @@ def _kernel_call(
         int(config.limit_ttl_bars) if limit else 0,
         float(config.limit_offset),
         float(maker_fee),
+        inputs.kernel_args(cols, group, n_groups, signal),
     )
 
 
@@ -306,11 +329,46 @@ def vol_target_fractions(prices: PriceArrays, config: BacktestConfig, timeframe:
     return np.vstack([np.zeros((1, frac.shape[1])), frac])
 
 
-def run_backtest(candles: pl.DataFrame, config: BacktestConfig, *, timeframe: str) -> BacktestResult:
-    """Simulate candles that carry a ``signal`` column (long format, one row per symbol and bar)."""
+def run_backtest(
+    candles: pl.DataFrame,
+    config: BacktestConfig,
+    *,
+    timeframe: str,
+    risk: RiskConfig | None = None,
+    markets: Mapping[str, MarketRules] | None = None,
+) -> BacktestResult:
+    """Simulate candles that carry a ``signal`` column (long format, one row per symbol and bar).
+
+    Parameters
+    ----------
+    candles
+        ``ts, symbol, open, high, low, close, signal`` rows (``Strategy.signals`` adds the signal).
+    config
+        Fills, sizing and stops.
+    timeframe
+        The bars' timeframe, e.g. ``"4h"`` (annualisation, vol-target sizing).
+    risk
+        The risk engine's limits, applied bar by bar inside the kernel as the live engine does
+        (``tradeloop.backtest.kernel_risk``); ``None`` or ``RiskConfig(bypass=True)``: none.
+    markets
+        Optional market minimums per symbol (``MarketRules`` with ``min_amount`` and
+        ``min_notional`` only; read with ``risk``), e.g. ``{"BTC-USD": MarketRules(min_notional=10.0)}``.
+
+    Returns
+    -------
+    BacktestResult
+        With ``risk``: also ``risk_denials`` and ``kill_switch_trips``.
+
+    Raises
+    ------
+    BacktestError
+        For input without the needed columns, or market rules the backtest cannot apply.
+    """
     prices = PriceArrays.from_frame(candles)
     size_frac = vol_target_fractions(prices, config, timeframe) if config.sizing == "vol_target" else None
-    equity, trades, _cash, in_market, notional = simulate_arrays(prices, config, size_frac=size_frac)
+    equity, trades, _cash, in_market, notional, denials, trips = simulate_arrays(
+        prices, config, size_frac=size_frac, risk=risk, markets=markets
+    )
     portfolios = ["portfolio"] if config.cash_sharing else list(prices.symbols)
     equity_frame = pl.DataFrame(
         {
@@ -328,15 +386,24 @@ def run_backtest(candles: pl.DataFrame, config: BacktestConfig, *, timeframe: st
         bars_in_market=in_market,
         traded_notional=notional,
         prices=prices,
+        risk=risk if guard.active(risk) else None,
+        risk_denials=guard.denials_frame(denials, prices.ts, prices.symbols, portfolios),
+        kill_switch_trips=guard.trips_frame(trips, prices.ts, portfolios),
     )
 
 
 def backtest_strategy(
-    strategy: Strategy, candles: pl.DataFrame, config: BacktestConfig, *, timeframe: str
+    strategy: Strategy,
+    candles: pl.DataFrame,
+    config: BacktestConfig,
+    *,
+    timeframe: str,
+    risk: RiskConfig | None = None,
+    markets: Mapping[str, MarketRules] | None = None,
 ) -> BacktestResult:
-    """Signals from ``strategy`` (per symbol), then :func:`run_backtest`."""
+    """Signals from ``strategy`` (per symbol), then :func:`run_backtest` (``risk``, ``markets``: see there)."""
     frame = candles if "symbol" in candles.columns else candles.with_columns(symbol=pl.lit("SYMBOL"))
-    result = run_backtest(strategy.signals(frame, by="symbol"), config, timeframe=timeframe)
+    result = run_backtest(strategy.signals(frame, by="symbol"), config, timeframe=timeframe, risk=risk, markets=markets)
     return replace(result, strategy=strategy.describe())
 
 

@@ -60,9 +60,9 @@ from dataclasses import dataclass
 from tradeloop.backtest.config import BacktestConfig
 from tradeloop.trading.enums import OrderIntentKind, OrderSide
 
-# exit reasons: the kernel's codes, named by EXIT_REASONS
-SIGNAL, STOP_LOSS, TAKE_PROFIT, TRAILING_STOP, END, OPEN = 0, 1, 2, 3, 4, 5
-EXIT_REASONS = ("signal", "stop_loss", "take_profit", "trailing_stop", "end", "open")
+# exit reasons: the kernel's codes, named by EXIT_REASONS (kill_switch: a flatten_on_kill exit, with a RiskConfig)
+SIGNAL, STOP_LOSS, TAKE_PROFIT, TRAILING_STOP, END, OPEN, KILL_SWITCH = 0, 1, 2, 3, 4, 5, 6
+EXIT_REASONS = ("signal", "stop_loss", "take_profit", "trailing_stop", "end", "open", "kill_switch")
 
 
 def _nan(x: float | None) -> float:

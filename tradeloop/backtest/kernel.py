@@ -50,6 +50,11 @@ Rules, in the order they apply on each bar ``t``:
 7. **End.** Positions still open after the last bar are marked at the last close without
    an exit fee and listed as open trades (``exit_reason = OPEN``); with ``close_at_end``
    they are instead closed at the last close with slippage and fee (``END``).
+8. **Risk** (with a ``RiskConfig``; ``tradeloop.backtest.kernel_risk`` lists its rules). At
+   step 6, after the marking, the risk engine runs as in the live engine: the kill switch on
+   each portfolio's equity, then the bar's signals as order intents through the pre-trade
+   checks; only what they approve becomes the next open's orders (a flatten on a trip exits
+   with reason ``kill_switch``), and every denial and trip is recorded.
 """
 
 from __future__ import annotations
@@ -57,11 +62,30 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from tradeloop.backtest import fills
-from tradeloop.backtest.fills import END, EXIT_REASONS, OPEN, SIGNAL, STOP_LOSS, TAKE_PROFIT, TRAILING_STOP
+from tradeloop.backtest import fills, kernel_risk
+from tradeloop.backtest.fills import (
+    END,
+    EXIT_REASONS,
+    KILL_SWITCH,
+    OPEN,
+    SIGNAL,
+    STOP_LOSS,
+    TAKE_PROFIT,
+    TRAILING_STOP,
+)
 from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXIT_SHORT
 
-__all__ = ["END", "EXIT_REASONS", "OPEN", "SIGNAL", "STOP_LOSS", "TAKE_PROFIT", "TRAILING_STOP", "simulate"]
+__all__ = [
+    "END",
+    "EXIT_REASONS",
+    "KILL_SWITCH",
+    "OPEN",
+    "SIGNAL",
+    "STOP_LOSS",
+    "TAKE_PROFIT",
+    "TRAILING_STOP",
+    "simulate",
+]
 
 # trade record columns (float64 matrix)
 (
@@ -84,13 +108,19 @@ _EL, _ES, _XL, _XS = ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXIT_SHORT
 # the scalar rules of tradeloop.backtest.fills, compiled: the live paper broker calls the same functions.
 # numba's cache keys on this file's content only, so this digest of fills.py is here to change with it: after
 # editing fills.py, set it anew (tests/backtest/test_fills.py says to) and the kernel recompiles.
-FILLS_SHA256 = "0aafde87147361de7a53bd16d52d296e4dc8e5ce8a5c269f9d142bb037ce0656"
+FILLS_SHA256 = "bcf22b41089bb4ee078a72311e5c1ac3b1b070c26769cef198265e640c7d11c7"
 _jit = nb.njit(cache=True, inline="always", error_model="numpy")
 _stop_rule = _jit(fills.stop_rule)
 _target_rule = _jit(fills.target_rule)
 _stop_fill_rule = _jit(fills.stop_fill_rule)
 _limit_price_rule = _jit(fills.limit_price_rule)
 _limit_fill_rule = _jit(fills.limit_fill_rule)
+# the same for the risk pass: a digest of tradeloop/backtest/kernel_risk.py and tradeloop/risk/limits.py (whose
+# functions it compiles), set anew after editing either (tests/backtest/test_kernel_risk.py says to).
+RISK_SHA256 = "3d55ec42ffe2851a09d33d4767d22657b04e425cb25d3fc3455b4b384c8fffe5"
+_risk_close = kernel_risk.risk_close
+_risk_state = kernel_risk.risk_state
+_FL = kernel_risk.FLATTEN
 
 
 @nb.njit(cache=True, inline="always", error_model="numpy")
@@ -136,15 +166,17 @@ def simulate(
     limit_ttl,
     limit_offset,
     maker_fee,
+    risk,
 ):
     """Run the portfolio simulation. Disabled stops are NaN; ``limit_ttl = 0``: market entries.
 
     Arrays are (bars, symbols), C order or column slices of such arrays; ``size_frac`` is
     (bars, symbols) or (1, 1); ``atr`` is (bars, symbols), or (1, 1) and unread when both ATR
     stops are off; ``group[j]`` is symbol j's portfolio; ``equity`` is the (bars, groups)
-    output, filled in place. Returns
+    output, filled in place. ``risk`` is ``None`` (no risk pass: numba prunes it from this
+    specialization) or, for rule 8, ``tradeloop.backtest.guard.RiskInputs.kernel_args``. Returns
     ``(equity[bars, groups], trades[n, 11], cash[groups], bars_in_market[groups],
-    traded_notional[groups])``.
+    traded_notional[groups], denials[d, 6], trips[groups, 6])`` (risk off: no rows of either).
     """
     n, k = close.shape
     scalar_size = size_frac.shape[0] == 1 and size_frac.shape[1] == 1
@@ -178,6 +210,12 @@ def simulate(
     rest_atr = np.zeros(k)
     limit_bar = np.full(k, -1, dtype=np.int64)  # bar of the position's limit entry fill
     n_resting = 0
+    n_denials = 0
+    denials = np.empty((0, 6))
+    trips = np.empty((0, 6))
+    if risk is not None:
+        state = _risk_state(n_groups, k, risk)
+        trips, flags, denials = state[1], state[5], state[6]
 
     for t in range(n):
         # 1. exits at the open
@@ -189,6 +227,10 @@ def simulate(
             if not np.isfinite(o):
                 continue
             q = pos[j]
+            why = SIGNAL
+            if risk is not None:
+                if (f & _FL) != 0:
+                    why = KILL_SWITCH
             if q > 0.0 and (f & (_XL | _ES)) != 0:
                 px = o * (1.0 - slip)
                 g = group[j]
@@ -205,7 +247,7 @@ def simulate(
                     entry_price[j],
                     px,
                     entry_fee[j] + q * px * fee,
-                    SIGNAL,
+                    why,
                 )
                 pos[j] = 0.0
             elif q < 0.0 and (f & (_XS | _EL)) != 0:
@@ -224,7 +266,7 @@ def simulate(
                     entry_price[j],
                     px,
                     entry_fee[j] - q * px * fee,
-                    SIGNAL,
+                    why,
                 )
                 pos[j] = 0.0
         # 1-3. entries at the open
@@ -365,9 +407,27 @@ def simulate(
                     in_market[g] += 1
             if signal[t, j] != 0:
                 row_has_signal = True
+        if risk is not None:  # 8. the risk engine decides what goes to the next open
+            n_denials, row_has_signal = _risk_close(
+                t,
+                equity[t],
+                pos,
+                last,
+                signal[t],
+                size_frac,
+                scalar_size,
+                limit_mode,
+                limit_offset,
+                risk,
+                state,
+                n_denials,
+            )
         if row_has_signal:
             for j in range(k):
                 s = signal[t, j]
+                if risk is not None:
+                    s = flags[j]
+                    flags[j] = 0
                 if s != 0:
                     if pending[j] == 0:
                         n_pending += 1
@@ -411,4 +471,4 @@ def simulate(
     if close_at_end and n > 0:
         for g in range(n_groups):
             equity[n - 1, g] = cash[g]
-    return equity, trades[:n_trades], cash, in_market, notional
+    return equity, trades[:n_trades], cash, in_market, notional, denials[:n_denials], trips

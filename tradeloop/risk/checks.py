@@ -61,18 +61,17 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
+from tradeloop.risk import limits
 from tradeloop.risk.config import RiskConfig
+from tradeloop.risk.limits import APPROVED, FLAT_QTY
 from tradeloop.risk.market import MarketRules
 from tradeloop.risk.records import (
-    FLAT_QTY,
     Holdings,
     PortfolioSnapshot,
     RiskApproved,
     RiskDenied,
     RiskResult,
     RiskRule,
-    exceeds,
-    short_of,
 )
 from tradeloop.risk.state import RiskState
 from tradeloop.trading import InstrumentId, OrderIntent, OrderIntentKind, OrderSide, OrderType
@@ -145,39 +144,43 @@ def check_intent(
     p_o = intent.price if intent.price is not None else intent.reference_price
     p_v = p_o if p_o is not None else last
     if reducing:  # 2. a reduction must reduce
-        if abs(pos) <= FLAT_QTY or intent.side.sign * pos > 0:
-            return deny(
-                R.NOT_REDUCING, f"{intent.side} {intent.kind} would open or grow a position of {pos:g}", 0.0, pos
-            )
-        if intent.quantity is None and p_v is None:
+        if intent.quantity is not None:
+            qty = intent.quantity
+        else:
+            qty = intent.quote_amount / p_v if p_v is not None else math.nan  # type: ignore[operator]
+        code, limit, value = limits.reduction_rule(pos, float(intent.side.sign), qty)
+        if code == limits.NO_PRICE:
             return deny(R.NO_PRICE, f"no price to convert the quote amount {intent.quote_amount:g} at", 0.0, 0.0)
-        qty = intent.quantity if intent.quantity is not None else intent.quote_amount / p_v  # type: ignore[operator]
-        if exceeds(qty, abs(pos)):
-            return deny(R.NOT_REDUCING, f"{intent.kind} of {qty:g} exceeds the position {pos:g}", abs(pos), qty)
+        if code != APPROVED and limit == 0.0:  # flat, or the side would grow it
+            return deny(
+                R.NOT_REDUCING, f"{intent.side} {intent.kind} would open or grow a position of {pos:g}", limit, value
+            )
+        if code != APPROVED:
+            return deny(R.NOT_REDUCING, f"{intent.kind} of {qty:g} exceeds the position {pos:g}", limit, value)
     else:
         if state.tripped is not None:  # 3. kill switch
             t = state.tripped
             return deny(R.KILL_SWITCH, f"kill switch tripped at bar {t.ts}: {t.message}", t.limit, t.value)
         if cfg.max_orders is not None:  # 4. throttle
             count = state.orders_in_window(ts) + pending_orders
-            if count >= cfg.max_orders:
+            code, limit, value = limits.throttle_rule(float(count), float(cfg.max_orders))
+            if code != APPROVED:
                 return deny(
                     R.THROTTLE,
                     f"{count} orders in the last {cfg.throttle_window_ms} ms of bar time (max_orders {cfg.max_orders})",
-                    cfg.max_orders,
-                    count + 1,
+                    limit,
+                    value,
                 )
         if p_v is None:  # 5. no price
             return deny(R.NO_PRICE, "no limit, reference or last price to value the order at", 0.0, 0.0)
-        if cfg.price_band is not None and p_o is not None and last is not None:  # 6. price band
-            dev = abs(p_o / last - 1.0)
-            if exceeds(dev, cfg.price_band):
-                return deny(
-                    R.PRICE_BAND,
-                    f"price {p_o:g} is {dev:.2%} from the last trade {last:g} (price_band {cfg.price_band:.2%})",
-                    cfg.price_band,
-                    dev,
-                )
+        code, limit, value = limits.price_band_rule(_nan(p_o), _nan(last), _nan(cfg.price_band))  # 6. price band
+        if code != APPROVED:
+            return deny(
+                R.PRICE_BAND,
+                f"price {p_o:g} is {value:.2%} from the last trade {last:g} (price_band {limit:.2%})",
+                limit,
+                value,
+            )
     rules = market if (market is not None and cfg.check_market_rules) else None
     if intent.quantity is not None:
         qty = rules.amount(intent.quantity) if rules is not None else intent.quantity
@@ -186,20 +189,19 @@ def check_intent(
         notional = intent.quote_amount  # type: ignore[assignment]
         qty = notional / p_v if p_v is not None else 0.0
     if rules is not None:  # 7. min amount, 8. min notional
-        least = rules.min_amount or 0.0
-        if qty <= FLAT_QTY or (rules.min_amount and short_of(qty, rules.min_amount)):
+        code, limit, value = limits.market_rule(
+            qty, notional, reducing, _nan(rules.min_amount), _nan(rules.min_notional)
+        )
+        if code == limits.MIN_AMOUNT:
             return deny(
                 R.MIN_AMOUNT,
-                f"amount {qty:g} (step {rules.amount_step or 0:g}) is below the market's minimum {least:g}",
-                least,
-                qty,
+                f"amount {qty:g} (step {rules.amount_step or 0:g}) is below the market's minimum {limit:g}",
+                limit,
+                value,
             )
-        if not reducing and rules.min_notional and short_of(notional, rules.min_notional):
+        if code == limits.MIN_NOTIONAL:
             return deny(
-                R.MIN_NOTIONAL,
-                f"notional {notional:.2f} is below the market's minimum {rules.min_notional:g}",
-                rules.min_notional,
-                notional,
+                R.MIN_NOTIONAL, f"notional {notional:.2f} is below the market's minimum {limit:g}", limit, value
             )
     if not reducing:
         denial = _exposure(snapshot, inst, intent.side.sign * notional, cfg=cfg, deny=deny)
@@ -216,58 +218,50 @@ def _exposure(
     cfg: RiskConfig,
     deny: Callable[[RiskRule, str, float, float], RiskDenied],
 ) -> RiskDenied | None:
-    """Rules 9-13 for an entry of ``signed`` quote (+ buys, - sells)."""
-    notional = abs(signed)
-    if cfg.max_order_notional is not None and exceeds(notional, cfg.max_order_notional):  # 9
-        return deny(
-            R.MAX_ORDER_NOTIONAL,
-            f"order notional {notional:.2f} exceeds max_order_notional {cfg.max_order_notional:g}",
-            cfg.max_order_notional,
-            notional,
-        )
+    """Rules 9-13 for an entry of ``signed`` quote (+ buys, - sells) (``tradeloop.risk.limits.exposure_rule``)."""
     held = {j: snapshot.notional(j) for j, q in snapshot.positions.items() if abs(q) > FLAT_QTY}
-    after_i = abs(held.get(inst, 0.0) + signed)
-    if cfg.max_position_notional is not None and exceeds(after_i, cfg.max_position_notional):  # 10
-        return deny(
-            R.MAX_POSITION_NOTIONAL,
-            f"position notional after the order {after_i:.2f} exceeds max_position_notional "
-            f"{cfg.max_position_notional:g}",
-            cfg.max_position_notional,
-            after_i,
+    held_i = held.get(inst, 0.0)
+    others = sum(abs(n) for j, n in held.items() if j != inst)
+    code, limit, value = limits.exposure_rule(
+        signed,
+        held_i,
+        inst not in held,
+        others,
+        sum(held.values()),
+        float(len(held)),
+        snapshot.equity,
+        _nan(cfg.max_order_notional),
+        _nan(cfg.max_position_notional),
+        _nan(cfg.max_open_positions),
+        _nan(cfg.max_gross_exposure),
+        _nan(cfg.max_net_exposure),
+    )
+    if code == APPROVED:
+        return None
+    rule, equity = RiskRule.of(code), snapshot.equity
+    if rule is R.MAX_ORDER_NOTIONAL:
+        message = f"order notional {value:.2f} exceeds max_order_notional {limit:g}"
+    elif rule is R.MAX_POSITION_NOTIONAL:
+        message = f"position notional after the order {value:.2f} exceeds max_position_notional {limit:g}"
+    elif rule is R.MAX_OPEN_POSITIONS:
+        message = f"a new position would make {value:g} open (max_open_positions {limit:g})"
+    elif rule is R.MAX_GROSS_EXPOSURE:
+        gross = others + abs(held_i + signed)
+        message = (
+            f"gross exposure after the order {gross:.2f} is {value:.3g}x equity {equity:.2f} "
+            f"(max_gross_exposure {limit:g})"
         )
-    if cfg.max_open_positions is not None and inst not in held:  # 11
-        count = len(held) + 1
-        if exceeds(count, cfg.max_open_positions):
-            return deny(
-                R.MAX_OPEN_POSITIONS,
-                f"a new position would make {count} open (max_open_positions {cfg.max_open_positions})",
-                cfg.max_open_positions,
-                count,
-            )
-    equity = snapshot.equity
-    if cfg.max_gross_exposure is not None:  # 12
-        gross = sum(abs(n) for j, n in held.items() if j != inst) + after_i
-        ratio = gross / equity if equity > 0 else math.inf
-        if exceeds(ratio, cfg.max_gross_exposure):
-            return deny(
-                R.MAX_GROSS_EXPOSURE,
-                f"gross exposure after the order {gross:.2f} is {ratio:.3g}x equity {equity:.2f} "
-                f"(max_gross_exposure {cfg.max_gross_exposure:g})",
-                cfg.max_gross_exposure,
-                ratio,
-            )
-    if cfg.max_net_exposure is not None:  # 13
+    else:
         net = abs(sum(held.values()) + signed)
-        ratio = net / equity if equity > 0 else math.inf
-        if exceeds(ratio, cfg.max_net_exposure):
-            return deny(
-                R.MAX_NET_EXPOSURE,
-                f"net exposure after the order {net:.2f} is {ratio:.3g}x equity {equity:.2f} "
-                f"(max_net_exposure {cfg.max_net_exposure:g})",
-                cfg.max_net_exposure,
-                ratio,
-            )
-    return None
+        message = (
+            f"net exposure after the order {net:.2f} is {value:.3g}x equity {equity:.2f} (max_net_exposure {limit:g})"
+        )
+    return deny(rule, message, limit, value)
+
+
+def _nan(x: float | None) -> float:
+    """A limit or price for ``tradeloop.risk.limits``: NaN for none."""
+    return math.nan if x is None else float(x)
 
 
 def _rounded(intent: OrderIntent, qty: float, rules: MarketRules | None) -> OrderIntent:

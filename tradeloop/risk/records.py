@@ -1,7 +1,8 @@
 """The risk engine's records: the rules by name, the portfolio it judges, and its verdicts.
 
 Comparisons against limits use one tolerance, ``TOL = 1e-9`` relative to the limit (at
-least ``1e-9`` absolute), so float noise never decides a verdict:
+least ``1e-9`` absolute), so float noise never decides a verdict (``exceeds``, ``short_of`` and
+``reaches`` are defined in ``tradeloop.risk.limits``, which the compiled backtest shares):
 
 * a cap (``max_*``) is exceeded when ``value - limit > TOL * max(1, |limit|)``: holding
   exactly the cap is allowed;
@@ -18,30 +19,14 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Protocol
 
+from tradeloop.risk.limits import FLAT_QTY
 from tradeloop.trading import InstrumentId, OrderIntent
-
-TOL = 1e-9
-FLAT_QTY = 1e-12  # a |position| at or below this many units is flat
-
-
-def exceeds(value: float, limit: float) -> bool:
-    """``value`` is above the cap ``limit`` by more than the tolerance."""
-    return value - limit > TOL * max(1.0, abs(limit))
-
-
-def short_of(value: float, minimum: float) -> bool:
-    """``value`` is below ``minimum`` by more than the tolerance."""
-    return minimum - value > TOL * max(1.0, abs(minimum))
-
-
-def reaches(value: float, limit: float) -> bool:
-    """``value`` is at ``limit`` (within the tolerance) or beyond it."""
-    return value - limit >= -TOL * max(1.0, abs(limit))
 
 
 class RiskRule(StrEnum):
     """Every reason the risk engine gives, in the order the pre-trade check applies them
-    (``tradeloop.risk.checks``), then the kill switch's two triggers."""
+    (``tradeloop.risk.checks``), then the kill switch's two triggers. A member's index in this
+    order is its code in ``tradeloop.risk.limits`` (``RiskRule.of(code)``)."""
 
     INVALID = "invalid"  # a quantity, quote amount or price that is not a finite positive number
     NOT_REDUCING = "not_reducing"  # a reducing intent that would open or grow a position
@@ -58,6 +43,14 @@ class RiskRule(StrEnum):
     MAX_NET_EXPOSURE = "max_net_exposure"
     DAILY_LOSS = "daily_loss"  # kill switch trigger
     MAX_DRAWDOWN = "max_drawdown"  # kill switch trigger
+
+    @classmethod
+    def of(cls, code: int) -> RiskRule:
+        """The rule of a ``tradeloop.risk.limits`` code (its index in this enum)."""
+        return _RULES[code]
+
+
+_RULES: tuple[RiskRule, ...] = tuple(RiskRule)
 
 
 class Holdings(Protocol):

@@ -40,7 +40,8 @@ from typing import Any
 
 from tradeloop.errors import RiskError
 from tradeloop.risk.config import RiskConfig
-from tradeloop.risk.records import KillSwitchTrip, RiskRule, reaches
+from tradeloop.risk.limits import APPROVED, kill_switch_rule
+from tradeloop.risk.records import KillSwitchTrip, RiskRule
 
 DAY_MS = 86_400_000
 _VERSION = 1
@@ -93,34 +94,30 @@ class RiskState:
         return self.tripped
 
     def _breach(self, ts: int, equity: float) -> KillSwitchTrip | None:
-        cfg, start, hwm = self.config, self.day_start_equity, self.high_water
-        if cfg.daily_loss_limit is not None and start is not None and start > 0:
-            loss = 1.0 - equity / start
-            if reaches(loss, cfg.daily_loss_limit):
-                return KillSwitchTrip(
-                    rule=RiskRule.DAILY_LOSS,
-                    ts=ts,
-                    equity=equity,
-                    reference=start,
-                    value=loss,
-                    limit=cfg.daily_loss_limit,
-                    message=f"equity {equity:.2f} is {loss:.2%} below the day's start {start:.2f} "
-                    f"(daily_loss_limit {cfg.daily_loss_limit:.2%})",
-                )
-        if cfg.max_drawdown is not None and hwm is not None and hwm > 0:
-            dd = 1.0 - equity / hwm
-            if reaches(dd, cfg.max_drawdown):
-                return KillSwitchTrip(
-                    rule=RiskRule.MAX_DRAWDOWN,
-                    ts=ts,
-                    equity=equity,
-                    reference=hwm,
-                    value=dd,
-                    limit=cfg.max_drawdown,
-                    message=f"equity {equity:.2f} is {dd:.2%} below its high-water mark {hwm:.2f} "
-                    f"(max_drawdown {cfg.max_drawdown:.2%})",
-                )
-        return None
+        cfg = self.config
+        code, reference, value, limit = kill_switch_rule(
+            equity,
+            math.nan if self.day_start_equity is None else self.day_start_equity,
+            math.nan if self.high_water is None else self.high_water,
+            math.nan if cfg.daily_loss_limit is None else cfg.daily_loss_limit,
+            math.nan if cfg.max_drawdown is None else cfg.max_drawdown,
+        )
+        if code == APPROVED:
+            return None
+        rule = RiskRule.of(code)
+        if rule is RiskRule.DAILY_LOSS:
+            message = (
+                f"equity {equity:.2f} is {value:.2%} below the day's start {reference:.2f} "
+                f"(daily_loss_limit {limit:.2%})"
+            )
+        else:
+            message = (
+                f"equity {equity:.2f} is {value:.2%} below its high-water mark {reference:.2f} "
+                f"(max_drawdown {limit:.2%})"
+            )
+        return KillSwitchTrip(
+            rule=rule, ts=ts, equity=equity, reference=reference, value=value, limit=limit, message=message
+        )
 
     def acknowledge(self) -> KillSwitchTrip | None:
         """Clear the trip and restart both limits from the last equity seen (rule 5); returns
