@@ -27,14 +27,16 @@ ATR the engine reports after each decision (``on_decision``); an entry keeps the
 decision bar. The book lives in memory: after a restart it is rebuilt from the database's
 open orders (``recover``), an entry with its legs; a leg whose entry filled before the
 restart cannot be rebuilt (its peak, entry price and ATR are gone) and is ``canceled``
-(logged). The parity tests hold this module to the compiled kernel, fill by fill.
+(logged). A bar that comes again (its transaction did not commit: a lost database) starts
+over from the book as it found it the first time. The parity tests hold this module to the
+compiled kernel, fill by fill.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from live.brokers.base import FillReport, OrderRequest, OrderState
 from live.feeds.base import CandleBatch
@@ -94,6 +96,7 @@ class PaperBroker:
         self._atr: dict[str, float | None] = {}
         self._replaced: set[str] = set()  # limit entries a later signal cancels
         self._reports: list[OrderState] = []  # ends decided between bars, reported with the next one
+        self._start: _Checkpoint | None = None  # the book as the last bar found it
 
     @classmethod
     def of(cls, config: BacktestConfig) -> PaperBroker:
@@ -157,6 +160,7 @@ class PaperBroker:
         }
 
     async def on_bar(self, batch: CandleBatch, *, cash: float) -> list[OrderState]:
+        self._checkpoint(batch.ts)
         done, self._reports = self._reports, []
         if not self.book and not self.guards:
             return done
@@ -267,14 +271,45 @@ class PaperBroker:
         done += _ended(b.legs.values(), f"its entry was {status}: {reason}")
 
     def _owner_of(self, leg: str) -> _Booked | Guard | None:
-        """The booked entry or the guard that holds the leg ``leg``."""
+        """The booked entry or the guard that holds the leg ``leg`` (or held it when the last
+        bar started: that bar may come again)."""
         owners: list[_Booked | Guard] = [*self.book.values(), *self.guards.values()]
+        if self._start is not None:
+            owners += [*self._start.book.values(), *self._start.guards.values()]
         return next((owner for owner in owners if leg in owner.legs.values()), None)
+
+    def _checkpoint(self, ts: int) -> None:
+        """Keep the book as bar ``ts`` finds it. The same bar again means the engine's transaction
+        for it did not commit (a lost database, ``live.engine``): what it reported never happened,
+        so the bar starts over from that book (re-sent orders of the database are in it already)."""
+        if self._start is not None and self._start.ts == ts:
+            self.book, self.guards = self._start.copy_book(), self._start.copy_guards()
+            self._replaced, self._reports = set(self._start.replaced), list(self._start.reports)
+            return
+        self._start = _Checkpoint(
+            ts=ts, book=self.book, guards=self.guards, replaced=set(self._replaced), reports=list(self._reports)
+        )
+        self._start = replace(self._start, book=self._start.copy_book(), guards=self._start.copy_guards())
 
     @staticmethod
     def _filled(cid: str, symbol: str, side: OrderSide, qty: float, px: float, fee_rate: float, ts: int) -> OrderState:
         fill = FillReport(cid, symbol, side.value, f"paper-{cid}", qty, px, qty * px * fee_rate, ts)
         return OrderState(cid, "filled", fills=(fill,))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Checkpoint:
+    ts: int
+    book: dict[str, _Booked]
+    guards: dict[str, Guard]
+    replaced: set[str]
+    reports: list[OrderState]
+
+    def copy_book(self) -> dict[str, _Booked]:
+        return {cid: replace(b, legs=dict(b.legs)) for cid, b in self.book.items()}
+
+    def copy_guards(self) -> dict[str, Guard]:
+        return {s: replace(g, legs=dict(g.legs)) for s, g in self.guards.items()}
 
 
 def _is_leg(order: OrderRequest) -> bool:

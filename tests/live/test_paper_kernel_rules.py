@@ -144,6 +144,21 @@ def test_a_short_pays_slippage_both_ways_and_its_stop_is_above() -> None:
     assert fee == pytest.approx(10.0 * 104.895 * 1.001 * 0.001)
 
 
+def test_a_bar_that_comes_again_starts_over_from_the_book_it_found() -> None:
+    broker = PaperBroker.of(BacktestConfig(fee_rate=0.0, stop_loss=0.05))
+    send(broker, buy())
+    states(broker, bar(1, 100.0, 101.0, 99.0, 100.0))
+    first = states(broker, bar(2, 100.0, 100.0, 90.0, 92.0))  # the stop fires at 95
+    assert fill_of(first["e1-sl"])[:3] == ("sell", 10.0, 95.0)
+    # bar 2's transaction did not commit (a lost database): the engine re-sends the orders the
+    # database still has open, the stop among them, then feeds bar 2 again
+    leg = OrderRequest("e1-sl", SYM, "sell", 10.0, order_type=OrderType.STOP, trigger_price=95.0, reduce_only=True)
+    assert asyncio.run(broker.recover(leg, sent=True, since_ms=0)).status == "acknowledged"
+    again = states(broker, bar(2, 100.0, 100.0, 90.0, 92.0))
+    assert fill_of(again["e1-sl"]) == fill_of(first["e1-sl"]) and not broker.guards
+    assert states(broker, bar(3, 92.0, 93.0, 80.0, 85.0)) == {}  # nothing left to fill
+
+
 def test_intents_follow_the_kernels_exit_and_entry_rules() -> None:
     inst = InstrumentId("paper", SYM)
     kw = {"instrument": inst, "equity": 1000.0, "fraction": 0.5, "price": 100.0}
