@@ -77,7 +77,9 @@ class DecisionListener(Protocol):
         ...
 
 
-class Broker(Protocol):
+class DustCheck(Protocol):
+    """What the planner asks every broker: is a remainder too small to sell (``Broker.is_dust``)."""
+
     def is_dust(self, symbol: str, quantity: float) -> bool: ...
 
 
@@ -156,7 +158,7 @@ class EntryPlanner:
         positions: Mapping[str, float],
         equity: float,
         last: Mapping[str, float],
-        broker: Broker,
+        broker: DustCheck,
     ) -> list[OrderIntent]:
         """The bar's intents (exits, then entries per symbol) for ``signals`` decided on
         ``window`` whose last bar just closed; tells a :class:`DecisionListener` broker."""
