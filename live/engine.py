@@ -125,11 +125,11 @@ def check_live_config(backtest: BacktestConfig, *, paper: bool = True) -> None:
 
 def check_window(strategy, window_bars: int, *, backtest: BacktestConfig | None = None) -> None:
     """The live window must hold the decision's warm-up (``tradeloop.thresholds.warmup``) and
-    what ``backtest``'s sizing and stops read: ``vol_window + 1`` bars for ``vol_target``,
+    what ``backtest``'s sizing and stops read: ``vol_window + 1`` bars for ``vol_target`` and ``correlation``,
     ``atr_window + 1`` for an ATR stop (``live.entries``)."""
     needs = [(min_window_bars(strategy), f"the {strategy.name} decision's warm-up")]
-    if backtest is not None and backtest.sizing == "vol_target":
-        needs.append((backtest.vol_window + 1, f"vol_target's vol_window={backtest.vol_window} returns"))
+    if backtest is not None and backtest.sizing in ("vol_target", "correlation"):
+        needs.append((backtest.vol_window + 1, f"{backtest.sizing} sizing's vol_window={backtest.vol_window} returns"))
     if backtest is not None and (backtest.atr_stop is not None or backtest.atr_trailing is not None):
         needs.append((backtest.atr_window + 1, f"the ATR stops' atr_window={backtest.atr_window} warm-up"))
     need, what = max(needs, key=lambda n: n[0])

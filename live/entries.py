@@ -9,8 +9,10 @@ numbers are ``tradeloop.backtest.kernel``'s):
    bar: a reversal) opens the other side; the side already held does nothing (no
    pyramiding). Exits fill before entries (the paper broker's order).
 2. **Size** (rule 2): an entry asks for ``f * equity`` at the close, ``f`` = ``fraction``, or
-   with ``sizing='vol_target'`` ``min(vol_target / annualised volatility, fraction)`` from
-   the backtest's own ``vol_target_fractions`` over the last ``vol_window + 1`` timestamps of
+   with ``sizing='vol_target'`` ``min(vol_target / annualised volatility, fraction)``, or with
+   ``sizing='correlation'`` the symbol's weight from the Ledoit-Wolf covariance
+   (``tradeloop.risk.sizing``), both from the backtest's own ``size_fractions`` over the
+   last ``vol_window + 1`` timestamps of
    the rolling window (every symbol's candles on one grid, as the backtest lays them out; a
    symbol without a candle on one of them gets 0). ``f * equity = 0`` places no entry (the
    kernel's entry of size 0 does nothing).
@@ -49,7 +51,7 @@ import polars as pl
 
 from live.orders import intents
 from live.protection import protection_legs
-from tradeloop.backtest import BacktestConfig, PriceArrays, WilderAtr, vol_target_fractions
+from tradeloop.backtest import BacktestConfig, PriceArrays, WilderAtr, size_fractions
 from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, ENTRIES
 from tradeloop.trading import InstrumentId, OrderIntent
 
@@ -108,8 +110,9 @@ class AtrBook:
         return {symbol: atr.value for symbol, atr in self._atr.items()}
 
 
-def vol_target_sizes(window: pl.DataFrame, config: BacktestConfig, *, timeframe: str) -> dict[str, float]:
-    """Each symbol's fraction of equity at the window's last timestamp (rule 2, vol_target)."""
+def model_sizes(window: pl.DataFrame, config: BacktestConfig, *, timeframe: str) -> dict[str, float]:
+    """Each symbol's fraction of equity at the window's last timestamp (rule 2: vol_target or
+    correlation sizing, by the backtest's own ``size_fractions``)."""
     wide = (
         window.select("ts", "symbol", "close")
         .pivot(on="symbol", index="ts", values="close")
@@ -127,7 +130,9 @@ def vol_target_sizes(window: pl.DataFrame, config: BacktestConfig, *, timeframe:
         close=close,
         signal=np.zeros(close.shape, dtype=np.int8),
     )
-    last = vol_target_fractions(prices, config, timeframe)[-1]
+    fractions = size_fractions(prices, config, timeframe)
+    assert fractions is not None  # only called for a sizing that computes fractions
+    last = fractions[-1]
     return {s: float(f) for s, f in zip(symbols, last, strict=True)}
 
 
@@ -167,8 +172,9 @@ class EntryPlanner:
         if isinstance(broker, DecisionListener):
             broker.on_decision(atr=atr, signalled=[s for s, _ in signals])
         vol: dict[str, float] = {}
-        if cfg.sizing == "vol_target" and any(flags & ENTRIES for _, flags in signals):
-            vol = vol_target_sizes(window, cfg, timeframe=self.timeframe)
+        sized = cfg.sizing in ("vol_target", "correlation")
+        if sized and any(flags & ENTRIES for _, flags in signals):
+            vol = model_sizes(window, cfg, timeframe=self.timeframe)
         limit = cfg.limit_offset if cfg.entry_order == "limit" else None
         out: list[OrderIntent] = []
         for symbol, flags in signals:
@@ -181,7 +187,7 @@ class EntryPlanner:
                 instrument=instrument,
                 position=held,
                 equity=equity,
-                fraction=vol.get(symbol, 0.0) if cfg.sizing == "vol_target" else cfg.fraction,
+                fraction=vol.get(symbol, 0.0) if sized else cfg.fraction,
                 price=last[symbol],
                 limit_offset=limit,
                 shorts=shorts,

@@ -9,7 +9,8 @@ Rules:
 2. **Maximum age.** An order still resting on the book (``acknowledged`` or
    ``partially_filled``) whose decision bar is more than ``max_order_age_ms`` of *bar time*
    before the current bar is canceled (decision code never reads the wall clock, so a
-   replay cancels exactly where a live run would). ``None`` turns it off. An order that is
+   replay cancels exactly where a live run would). ``None`` turns it off. A protective leg
+   (stop-loss, trailing stop, take-profit of a position: ``parent_id`` set) is never aged out. An order that is
    ``cancel_requested`` already is asked again each bar until the venue proves its end.
 3. **The venue decides.** What the broker answers goes through ``live.orders.apply_state``
    (the state machine): ``canceled`` with the fills it had, a fill that raced the cancel, or
@@ -45,7 +46,12 @@ def stale_orders(db: Session, session_id: int, *, now_ts: int, max_age_ms: int) 
             Order.status.in_((*RESTING, S.CANCEL_REQUESTED.value)),
         )
     )
-    return [o for o in rows if o.status == S.CANCEL_REQUESTED or now_ts - o.decided_ts > max_age_ms]
+    return [
+        o
+        for o in rows
+        if o.parent_id is None  # a protective leg lives as long as its position (live.protection)
+        and (o.status == S.CANCEL_REQUESTED or now_ts - o.decided_ts > max_age_ms)
+    ]
 
 
 def request_cancel(db: Session, order: Order, *, reason: str) -> None:

@@ -23,6 +23,7 @@ from live.brokers.paper import PaperBroker
 from live.brokers.perps import PerpInstrument, PerpsBroker
 from live.bus import check_redis, make_bus
 from live.engine import EngineConfig, LiveEngine, check_live_config, check_window
+from live.entries import PERPETUAL_VENUES
 from live.feeds.ccxt_feed import CcxtFeed, CcxtFeedConfig
 from live.feeds.replay import ReplayFeed
 from live.in_sample import first_bar, in_sample_detail
@@ -173,9 +174,6 @@ def build_engine(
         bus=make_bus(settings.redis_url, prefix=settings.redis_prefix),
         locks=locks,
     )
-
-
-PERPETUAL_VENUES = ("binanceusdm",)  # ccxt ids whose markets are USDⓈ-M perpetuals (live.brokers.perps)
 
 
 def make_broker(

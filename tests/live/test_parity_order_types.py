@@ -96,6 +96,23 @@ def test_vol_target_sizing_matches_the_backtest(trained_world: World) -> None:
     assert len({round(s, 6) for s in shares}) >= 4
 
 
+def test_correlation_sizing_matches_the_backtest(trained_world: World) -> None:
+    """BTC and ETH move together: the Ledoit-Wolf weights put them in one cluster, so each
+    entry's share of equity stays under the cluster cap (parity holds the exact numbers)."""
+    config = BacktestConfig(
+        **{**COSTS, "fraction": 0.9}, sizing="correlation", vol_target=0.3, vol_window=60, cluster_cap=0.5
+    )
+    replay(trained_world, "ot-correlation", config)
+    store = OpsStore.open(trained_world.settings.effective_database_url)
+    session_id = store.session("ot-correlation").id
+    orders = [o for o in store.orders(session_id) if o.intent == "enter_long"]
+    points = store.frame(EquityPoint, session_id)
+    equity = dict(zip(points["ts"], points["equity"], strict=True))
+    store.close()
+    shares = [o.quote_amount / equity[o.decided_ts] for o in orders]
+    assert len(shares) >= 5 and all(0.0 < s <= 0.5 + 1e-9 for s in shares)
+
+
 def test_limit_entries_with_stops_match_the_backtest(trained_world: World) -> None:
     config = BacktestConfig(
         **COSTS,

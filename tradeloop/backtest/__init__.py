@@ -17,6 +17,7 @@ from tradeloop.backtest.engine import (
     periods_per_year,
     run_backtest,
     simulate_arrays,
+    size_fractions,
     vol_target_fractions,
 )
 from tradeloop.backtest.fills import (
@@ -43,6 +44,7 @@ __all__ = [
     "simulate_arrays",
     "stop_exit",
     "stop_levels",
+    "size_fractions",
     "vol_target_fractions",
     "wilder_atr",
 ]

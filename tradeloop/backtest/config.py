@@ -31,7 +31,7 @@ class BacktestConfig(BaseModel):
     slippage: float = Field(
         default=0.0, ge=0, lt=0.1, description="adverse move per fill, a fraction of price: 0.0005 = 5 bp"
     )
-    sizing: Literal["fixed_fraction", "vol_target"] = "fixed_fraction"
+    sizing: Literal["fixed_fraction", "vol_target", "correlation"] = "fixed_fraction"
     fraction: float = Field(
         default=1.0,
         gt=0,
@@ -41,7 +41,23 @@ class BacktestConfig(BaseModel):
     vol_target: float | None = Field(
         default=None, gt=0, description="vol_target: annualised volatility aimed at per position"
     )
-    vol_window: int = Field(default=30, ge=2)
+    vol_window: int = Field(
+        default=30,
+        ge=2,
+        description="bars of returns per volatility estimate (vol_target) or covariance estimate (correlation)",
+    )
+    cluster_cap: float = Field(
+        default=0.5,
+        gt=0,
+        le=1.0,
+        description="correlation: largest summed weight of a cluster of correlated symbols, e.g. 0.5",
+    )
+    corr_threshold: float = Field(
+        default=0.7,
+        gt=-1,
+        lt=1,
+        description="correlation: symbols whose shrunk correlation is at least this share a cluster, e.g. 0.7",
+    )
     stop_loss: float | None = Field(
         default=None, gt=0, lt=1, description="loss from entry as a fraction, 0 < x < 1: 0.05 = 5%"
     )
@@ -94,6 +110,15 @@ class BacktestConfig(BaseModel):
     def _sizing_complete(self) -> BacktestConfig:
         if self.sizing == "vol_target" and self.vol_target is None:
             raise ValueError("sizing='vol_target' needs vol_target, e.g. vol_target=0.5 (50%/year)")
+        if self.sizing == "correlation" and self.vol_target is None:
+            raise ValueError(
+                "sizing='correlation' needs vol_target, the portfolio's annualised volatility aimed at, e.g. 0.2"
+            )
+        if self.sizing == "correlation" and self.vol_window < 20:
+            raise ValueError(
+                f"sizing='correlation' estimates a covariance from vol_window={self.vol_window} bars; "
+                "set vol_window=20 or more"
+            )
         if self.sizing == "fixed_fraction" and self.vol_target is not None:
             raise ValueError("vol_target is set but sizing='fixed_fraction'; set sizing='vol_target'")
         return self

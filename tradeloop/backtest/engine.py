@@ -27,6 +27,7 @@ from tradeloop.backtest.config import BacktestConfig
 from tradeloop.data.schema import timeframe_ms
 from tradeloop.errors import BacktestError
 from tradeloop.risk import MarketRules, RiskConfig
+from tradeloop.risk.sizing import SizingConfig, returns_from_closes, size_frac_matrix
 from tradeloop.strategies.base import Strategy
 from tradeloop.strategies.signals import ENTRIES
 
@@ -329,6 +330,37 @@ def vol_target_fractions(prices: PriceArrays, config: BacktestConfig, timeframe:
     return np.vstack([np.zeros((1, frac.shape[1])), frac])
 
 
+def correlation_fractions(prices: PriceArrays, config: BacktestConfig, timeframe: str) -> np.ndarray:
+    """Per-bar position fraction from correlation-aware sizing (``tradeloop.risk.sizing``): the
+    weights that bring the portfolio's ex-ante volatility to ``vol_target`` from a Ledoit-Wolf
+    covariance of the last ``vol_window`` bars of returns (through each bar's close), no
+    cluster of symbols correlated at ``corr_threshold`` or more above ``cluster_cap``, no
+    symbol above ``fraction``, re-estimated every bar; 0 before the first full window."""
+    if config.vol_target is None:
+        raise BacktestError("correlation sizing needs vol_target; set sizing='correlation', vol_target=0.2")
+    sizing = SizingConfig(
+        target_vol=config.vol_target,
+        periods_per_year=periods_per_year(timeframe),
+        max_weight=config.fraction,
+        cluster_cap=config.cluster_cap,
+        gross_cap=1.0,
+        corr_threshold=config.corr_threshold,
+        min_obs=min(20, config.vol_window),
+        window=config.vol_window,
+        rebalance_every=1,
+    )
+    return size_frac_matrix(returns_from_closes(prices.close), sizing)
+
+
+SIZERS = {"vol_target": vol_target_fractions, "correlation": correlation_fractions}
+
+
+def size_fractions(prices: PriceArrays, config: BacktestConfig, timeframe: str) -> np.ndarray | None:
+    """The kernel's per-bar ``size_frac`` for the config's sizing (None: the fixed ``fraction``)."""
+    sizer = SIZERS.get(config.sizing)
+    return None if sizer is None else sizer(prices, config, timeframe)
+
+
 def run_backtest(
     candles: pl.DataFrame,
     config: BacktestConfig,
@@ -365,7 +397,7 @@ def run_backtest(
         For input without the needed columns, or market rules the backtest cannot apply.
     """
     prices = PriceArrays.from_frame(candles)
-    size_frac = vol_target_fractions(prices, config, timeframe) if config.sizing == "vol_target" else None
+    size_frac = size_fractions(prices, config, timeframe)
     equity, trades, _cash, in_market, notional, denials, trips = simulate_arrays(
         prices, config, size_frac=size_frac, risk=risk, markets=markets
     )
