@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from live.brokers.base import Broker
 from live.brokers.ccxt_broker import CcxtBroker
@@ -32,7 +33,7 @@ from live.models import ModelSlot
 from tradeloop.backtest import BacktestConfig
 from tradeloop.data import CandleLake, SeriesKey, earliest
 from tradeloop.data.exchanges import make_exchange
-from tradeloop.errors import ConfigError, DataError, ModelError, SessionStateError
+from tradeloop.errors import ConfigError, DataError, ModelError, SessionStateError, config_error
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.ops.database import check_reachable
 from tradeloop.registry import ModelRegistry
@@ -65,6 +66,12 @@ class SessionConfig(BaseModel):
     window_bars: int = Field(default=400, ge=10)
     follow_s: float | None = Field(default=None, gt=0, description="after the replay, poll the lake this often")
     feed_stale_after_s: float = Field(default=180.0, gt=0, description="ccxt feed: report a symbol stale after this")
+    orders: dict[str, Any] = Field(
+        default_factory=dict,
+        description="order and sizing rules of a new session, BacktestConfig fields (stop_loss, take_profit, "
+        "trailing_stop, atr_stop, atr_trailing, entry_order, limit_offset, sizing, vol_target, ...), "
+        "e.g. {'stop_loss': 0.05, 'entry_order': 'limit', 'limit_offset': 0.002}",
+    )
     perps: dict[str, PerpInstrument] = Field(
         default_factory=dict,
         description="leverage and margin mode per symbol of a perpetuals venue (binanceusdm), set on the venue "
@@ -114,10 +121,18 @@ def open_session(
     fee = config.fee_rate
     if fee is None:
         fee = model.barriers.cost / 2 if model is not None else 0.001
-    backtest = BacktestConfig(
-        init_cash=config.init_cash, fee_rate=fee, slippage=config.slippage, fraction=config.fraction, cash_sharing=True
-    )
-    check_live_config(backtest)
+    base = {
+        "init_cash": config.init_cash,
+        "fee_rate": fee,
+        "slippage": config.slippage,
+        "fraction": config.fraction,
+        "cash_sharing": True,
+    }
+    try:
+        backtest = BacktestConfig(**{**base, **config.orders})
+    except ValidationError as exc:
+        raise config_error(exc, what="session orders (--orders)", model=BacktestConfig) from None
+    check_live_config(backtest, paper=config.mode == "paper")
     detail = in_sample_detail(
         config,
         first_bar_ms=first_bar(config, first_bar_ms),

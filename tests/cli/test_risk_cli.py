@@ -99,3 +99,19 @@ def test_positions_are_listed_by_instrument_with_pnl_and_liquidation(data_dir: P
     cells = [c.strip() for c in row.strip("│ ").split("│")]
     # a short of 0.5 from 100 marked at 90 gains 0.5 * 10 = 5.00
     assert cells[1:] == ["-0.50", "100.00", "90.00", "5.00", "12.50", "180.25"]
+
+
+def test_order_rules_of_a_new_session_are_stored_and_a_bad_one_exits_2(data_dir: Path) -> None:
+    bad = tradeloop("live", "run", "--name", "badorders", "--allow-in-sample", "--orders", "stop_loss=2",
+                    data_dir=data_dir)  # fmt: skip
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert "stop_loss" in bad.stderr and "2" in bad.stderr
+    done = tradeloop(
+        "live", "run", "--name", "ordered", "--allow-in-sample", "--max-bars", "5", "--orders", "stop_loss=0.05",
+        "--orders", "entry_order=limit", "--orders", "limit_offset=0.002", data_dir=data_dir,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    [session] = [s for s in _sessions(data_dir) if s.name == "ordered"]
+    assert session.config["stop_loss"] == 0.05 and session.config["entry_order"] == "limit"
+    assert session.config["limit_offset"] == 0.002
+    assert all(s.name != "badorders" for s in _sessions(data_dir))

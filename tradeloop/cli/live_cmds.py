@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from tradeloop.cli.common import console, fmt_num, fmt_ts, handle_errors, parse_time
-from tradeloop.cli.risk_opts import risk_config, risk_rows
+from tradeloop.cli.risk_opts import parse_pairs, risk_config, risk_rows
 from tradeloop.cli.tables import FitTable
 from tradeloop.errors import ConfigError
 from tradeloop.settings import get_settings
@@ -94,6 +94,14 @@ def run(
     margin_mode: Annotated[
         str, typer.Option(help="Perpetuals: isolated (a liquidation takes only that position's margin) or cross")
     ] = "isolated",
+    orders: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--orders",
+            help="An order or sizing rule of a new session, KEY=VALUE (repeat; the backtest's options), e.g. "
+            "--orders stop_loss=0.05 --orders entry_order=limit --orders limit_offset=0.002 (README: order types)",
+        ),
+    ] = None,
     risk_file: Annotated[
         Path | None, typer.Option(help="Risk limits of a new session as a JSON object (--risk pairs override)")
     ] = None,
@@ -131,6 +139,7 @@ def run(
         allow_in_sample=allow_in_sample,
         window_bars=window_bars,
         risk=risk_config(risk, file=risk_file),
+        orders=parse_pairs(orders, option="--orders", example="stop_loss=0.05"),
         perps=perp_instruments(traded, leverage=leverage, margin_mode=margin_mode),
     )
 

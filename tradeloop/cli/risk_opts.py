@@ -1,5 +1,6 @@
-"""The risk limits a session is started with (``tradeloop live run --risk KEY=VALUE``) and
-what a session's risk engine holds now (``tradeloop live risk NAME``)."""
+"""The risk limits and order rules a session is started with (``tradeloop live run --risk
+KEY=VALUE``, ``--orders KEY=VALUE``) and what a session's risk engine holds now
+(``tradeloop live risk NAME``)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,28 @@ from tradeloop.errors import ConfigError
 from tradeloop.risk import RiskConfig
 
 
-def _value(key: str, text: str) -> Any:
+def _value(option: str, key: str, text: str) -> Any:
     """A JSON scalar (``5000``, ``0.2``, ``true``, ``null``); anything else stays text."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
         return text
     if isinstance(value, (dict, list)):
-        raise ConfigError(f"--risk {key}={text}: give a number, true/false or null, e.g. --risk {key}=0.2")
+        raise ConfigError(f"{option} {key}={text}: give a number, true/false or null, e.g. {option} {key}=0.2")
     return value
+
+
+def parse_pairs(pairs: list[str] | None, *, option: str, example: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as a dict (keys with ``-`` read as ``_``); a malformed one is a
+    ``ConfigError`` naming it and the form."""
+    data: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"{option} {pair!r}: write KEY=VALUE, e.g. {option} {example}")
+        data[key] = _value(option, key, text.strip())
+    return data
 
 
 def risk_config(pairs: list[str] | None, *, file: Path | None = None) -> RiskConfig:
@@ -34,12 +48,7 @@ def risk_config(pairs: list[str] | None, *, file: Path | None = None) -> RiskCon
         if not isinstance(loaded, dict):
             raise ConfigError(f'--risk-file {file}: expected a JSON object such as {{"max_drawdown": 0.2}}')
         data.update(loaded)
-    for pair in pairs or []:
-        key, sep, text = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ConfigError(f"--risk {pair!r}: write KEY=VALUE, e.g. --risk max_order_notional=5000")
-        data[key] = _value(key, text.strip())
+    data.update(parse_pairs(pairs, option="--risk", example="max_order_notional=5000"))
     return RiskConfig.parse(data)
 
 
