@@ -148,7 +148,7 @@ def risk_reference(
         for j, intent in entries:
             o = new[j]
             if qty[j] == 0.0 or o.exit or o.flatten:  # an entry behind a denied exit is dropped
-                o.entry, o.quote = float(intent.side.sign), intent.quote_amount or 0.0
+                o.entry, o.quote = float(intent.side.sign), config.fraction * equity
                 o.limit_price = math.nan if intent.price is None else intent.price
         for j, o in new.items():
             orders[j] = o
@@ -246,19 +246,24 @@ def _intents(
         )
     want_long = bool(flags & ENTER_LONG) and not flags & ENTER_SHORT
     want_short = bool(flags & ENTER_SHORT) and not flags & ENTER_LONG
-    if (want_long or want_short) and (position == 0.0 or exiting):
-        limit_price = None
-        if limit_offset is not None:
-            limit_price = close * (1 - limit_offset) if want_long else close * (1 + limit_offset)
-        out.append(
-            OrderIntent(
-                instrument=instrument,
-                side=OrderSide.BUY if want_long else OrderSide.SELL,
-                kind=OrderIntentKind.ENTER_LONG if want_long else OrderIntentKind.ENTER_SHORT,
-                order_type=OrderType.MARKET if limit_price is None else OrderType.LIMIT,
-                quote_amount=quote,
-                price=limit_price,
-                reference_price=close,
+    if (want_long or want_short) and (position == 0.0 or exiting) and quote > 0:
+        side = OrderSide.BUY if want_long else OrderSide.SELL
+        kind = OrderIntentKind.ENTER_LONG if want_long else OrderIntentKind.ENTER_SHORT
+        if limit_offset is None:  # a quote amount
+            out.append(
+                OrderIntent(instrument=instrument, side=side, kind=kind, quote_amount=quote, reference_price=close)
             )
-        )
+        else:  # units fixed at the limit price
+            price = close * (1 - limit_offset) if want_long else close * (1 + limit_offset)
+            out.append(
+                OrderIntent(
+                    instrument=instrument,
+                    side=side,
+                    kind=kind,
+                    order_type=OrderType.LIMIT,
+                    quantity=quote / price,
+                    price=price,
+                    reference_price=close,
+                )
+            )
     return out

@@ -117,7 +117,7 @@ _limit_price_rule = _jit(fills.limit_price_rule)
 _limit_fill_rule = _jit(fills.limit_fill_rule)
 # the same for the risk pass: a digest of tradeloop/backtest/kernel_risk.py and tradeloop/risk/limits.py (whose
 # functions it compiles), set anew after editing either (tests/backtest/test_kernel_risk.py says to).
-RISK_SHA256 = "3d55ec42ffe2851a09d33d4767d22657b04e425cb25d3fc3455b4b384c8fffe5"
+RISK_SHA256 = "901e1cf0b12f0308ebdb51f8f013be59b00c59318286464f02d899693bcad52a"
 _risk_close = kernel_risk.risk_close
 _risk_state = kernel_risk.risk_state
 _FL = kernel_risk.FLATTEN

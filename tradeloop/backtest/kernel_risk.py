@@ -15,9 +15,10 @@ bar, in ``live.engine``'s order (mark, kill switch, decide, risk):
 2. **Intents** (``live.orders.intents``, with shorts and limit entries): a symbol's signal
    gives an exit of the whole position when it exits it (a long on ``EXIT_LONG`` or
    ``ENTER_SHORT``, a short on ``EXIT_SHORT`` or ``ENTER_LONG``), and an entry when exactly one
-   entry flag is set and the position is flat or exiting: quote amount ``size_frac * equity at
-   the close``, reference price the close; with ``entry_order='limit'`` a limit order at
-   ``fills.limit_price_rule`` of the close.
+   entry flag is set and the position is flat or exiting, worth ``a = size_frac * equity at
+   the close`` (none when ``a`` is not > 0), reference price the close: a market order for the
+   quote amount ``a``, or with ``entry_order='limit'`` a limit order for ``a / price`` units at
+   ``price = fills.limit_price_rule`` of the close.
 3. **Pre-trade check** (``tradeloop.risk.checks``, rules 1-13, the arithmetic shared through
    ``tradeloop.risk.limits``): reductions first, then entries, each by symbol (the kernel's
    column order is the symbols' sorted order: ``InstrumentId``'s on one venue), a symbol's
@@ -246,12 +247,23 @@ def risk_close(
             if not (want_long or want_short) or not (q == 0.0 or exiting):
                 continue
             d = 1.0 if want_long else -1.0
-            quote = (size_frac[0, 0] if scalar_size else size_frac[t, j]) * e
+            amount = (size_frac[0, 0] if scalar_size else size_frac[t, j]) * e
+            if not amount > 0.0:  # no entry of size 0 (live.orders.intents)
+                continue
             ref = last[j]
-            price = _limit_price_rule(d, ref, limit_offset) if limit_mode else ref
+            if limit_mode:  # units fixed at decision, valued at the limit price
+                price = _limit_price_rule(d, ref, limit_offset)
+                qty = amount / price
+                notional = qty * price
+                size = qty
+            else:  # a quote amount, converted at the reference price
+                price = ref
+                qty = amount / price
+                notional = amount
+                size = amount
             code, limit, value = _APPROVED, 0.0, 0.0
-            if not (_positive(quote) and _positive(ref) and _positive(price)):  # 1
-                code, limit, value = limits.INVALID, 0.0, quote
+            if not (_positive(size) and _positive(ref) and _positive(price)):  # 1
+                code, limit, value = limits.INVALID, 0.0, size
             elif trips[g, TR_BAR] >= 0.0:  # 3
                 code, limit, value = limits.KILL_SWITCH, trips[g, TR_LIMIT], trips[g, TR_VALUE]
             elif params[P_MAX_ORDERS] == params[P_MAX_ORDERS]:  # 4
@@ -260,7 +272,7 @@ def risk_close(
             if code == _APPROVED:  # 5 (no price) cannot happen: the close is the reference price
                 code, limit, value = _price_band_rule(price, ref, params[P_PRICE_BAND])  # 6
             if code == _APPROVED and market[j, 0] == market[j, 0]:  # 7, 8
-                code, limit, value = _market_rule(quote / price, quote, False, market[j, 0], market[j, 1])
+                code, limit, value = _market_rule(qty, notional, False, market[j, 0], market[j, 1])
             if code == _APPROVED:  # 9-13
                 held_i = run_pos[j] * last[j] if abs(run_pos[j]) > _FLAT else 0.0
                 others, held_sum, held_count = 0.0, 0.0, 0.0
@@ -273,7 +285,7 @@ def risk_close(
                         if jj != j:
                             others += abs(n_jj)
                 code, limit, value = _exposure_rule(
-                    d * quote,
+                    d * notional,
                     held_i,
                     abs(run_pos[j]) <= _FLAT,
                     others,
@@ -290,7 +302,7 @@ def risk_close(
                 kind = _K_ENTER_LONG if want_long else _K_ENTER_SHORT
                 n_denials = _deny(denials, n_denials, t, j, kind, code, limit, value)
                 continue
-            run_pos[j] += d * (quote / price)
+            run_pos[j] += d * qty
             approved += 1
             if q == 0.0 or (flags[j] & (_XL | _XS)) != 0:  # an entry behind a denied exit is dropped
                 flags[j] |= _EL if want_long else _ES
