@@ -14,12 +14,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tradeloop.backtest import BacktestConfig, run_backtest
+from tradeloop.backtest import BacktestConfig, BacktestResult, run_backtest
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.data.importer import import_sample
 from tradeloop.ops import EquityPoint, OpsStore
 from tradeloop.registry import Lineage, ModelRegistry
 from tradeloop.research.walkforward import fit_threshold
+from tradeloop.risk import RiskConfig
 from tradeloop.settings import Settings
 from tradeloop.strategies import SmaCross
 from tradeloop.thresholds import BarrierConfig, meta_dataset
@@ -95,21 +96,32 @@ REASON_OF_INTENT = {
     "stop_loss": "stop_loss",
     "trailing_stop": "trailing_stop",
     "take_profit": "take_profit",
+    "flatten": "kill_switch",  # the kill switch's flatten_on_kill exit
 }
 
 
-def backtest_orders(world: World, *, start: int, config: BacktestConfig, window: int) -> tuple[list, float]:
-    """The champion's backtest from ``start`` (``window`` bars before it warm up features only):
-    its fills as sorted (ts, symbol, side, qty, price, reason), reason ``entry`` for an entry,
-    else the trade's exit reason; and its final equity."""
+def backtest_orders(
+    world: World, *, start: int, config: BacktestConfig, window: int, risk: RiskConfig | None = None
+) -> tuple[list, float]:
+    """The champion's backtest from ``start`` (``window`` bars before it warm up features only),
+    under the session's ``risk`` config (``None``: no risk engine): its fills as sorted (ts,
+    symbol, side, qty, price, reason), reason ``entry`` for an entry, else the trade's exit
+    reason; and its final equity."""
+    result = backtest_result(world, start=start, config=config, window=window, risk=risk)
+    return trade_fills(result.trades), float(result.equity.sort("ts")["equity"][-1])
+
+
+def backtest_result(
+    world: World, *, start: int, config: BacktestConfig, window: int, risk: RiskConfig | None = None
+) -> BacktestResult:
+    """The backtest :func:`backtest_orders` reads (its risk denials and kill-switch trips too)."""
     _, model = ModelRegistry(world.settings.registry_dir).load("sma_cross")
     candles = world.candles
     first = candles.filter(pl.col("ts") < start).group_by("symbol").agg(pl.col("ts").sort().tail(window).first())
     candles = candles.filter(pl.col("ts") >= first["ts"].min())
     decided = decide(candles, model, now_ms=model.trained_until)
     decided = decided.with_columns(signal=pl.when(pl.col("ts") >= start).then(pl.col("signal")).otherwise(0))
-    result = run_backtest(decided, config, timeframe="4h")
-    return trade_fills(result.trades), float(result.equity.sort("ts")["equity"][-1])
+    return run_backtest(decided, config, timeframe="4h", risk=risk)
 
 
 def trade_fills(trades: pl.DataFrame) -> list[tuple]:
@@ -145,7 +157,11 @@ def assert_matches_backtest(
     session = store.session(session_name)
     fills = live_fills(store, session.id)
     expected, expected_equity = backtest_orders(
-        world, start=start, config=BacktestConfig(**session.config), window=window
+        world,
+        start=start,
+        config=BacktestConfig(**session.config),
+        window=window,
+        risk=RiskConfig.parse(session.risk_config or {}),  # the limits the live engine applied
     )
     assert len(expected) >= 10, "too few trades for a meaningful parity check"
     assert [(*f[:3], f[5]) for f in fills] == [(*e[:3], e[5]) for e in expected]
