@@ -64,7 +64,7 @@ class Order(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), index=True)
     client_order_id: Mapped[str] = mapped_column(String(64), unique=True)
-    venue: Mapped[str] = mapped_column(String(50))
+    venue: Mapped[str] = mapped_column(String(50))  # where it was sent: the exchange id, or "paper" (the paper book)
     symbol: Mapped[str] = mapped_column(String(50))
     side: Mapped[str] = mapped_column(String(4))  # buy | sell
     intent: Mapped[str] = mapped_column(String(20))  # tradeloop.trading.OrderIntentKind
@@ -86,9 +86,10 @@ class Order(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
-    @property
-    def instrument(self) -> InstrumentId:
-        return InstrumentId(self.venue, self.symbol)
+    def instrument(self, session: TradingSession) -> InstrumentId:
+        """What the order trades: the session's instrument (``venue`` above names where it was
+        sent, which for the paper broker is its book, not the market)."""
+        return InstrumentId(session.exchange, self.symbol)
 
 
 class Fill(Base):
