@@ -9,7 +9,8 @@ or one per symbol, fixed-fraction sizing; no stops), written out again here. The
 with shorts and limit prices) plus ``flatten_intents`` on a trip with ``flatten_on_kill``,
 all through ``check_batch`` against a ``PortfolioSnapshot`` at the close. Nobody acknowledges
 a trip. What is approved fills at the symbol's next open; an entry whose position is still held
-there (its exit was denied) is dropped, and any signal cancels the symbol's resting limit entry.
+there (its exit was denied) is dropped, an entry fill of at most ``FLAT_QTY`` units does not happen
+(dust the risk engine counts as flat), and any signal cancels the symbol's resting limit entry.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tradeloop.risk import (
     check_batch,
     flatten_intents,
 )
+from tradeloop.risk.limits import FLAT_QTY
 from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXIT_SHORT
 from tradeloop.trading import InstrumentId, OrderIntent, OrderIntentKind, OrderSide, OrderType
 
@@ -183,7 +185,7 @@ def risk_reference(
             g = group_of[j]
             px = opens[j] * (1 + slip) if o.entry > 0 else opens[j] * (1 - slip)
             q = min(o.quote / px, cash[g] / (px * (1 + fee)))
-            if q > 0:
+            if q > FLAT_QTY:  # no dust position under risk
                 enter(j, t, o.entry, q, px, fee)
         for j in range(k):  # resting limit entries on the bar's range
             r = resting[j]
@@ -201,7 +203,7 @@ def risk_reference(
                 continue
             resting[j] = None
             q = min(r["qty"], cash[group_of[j]] / (fill * (1 + maker)))
-            if q > 0:
+            if q > FLAT_QTY:  # no dust position under risk
                 enter(j, t, r["d"], q, fill, maker)
         # the close: marks, then the risk engine per portfolio
         for j in range(k):

@@ -232,6 +232,33 @@ def test_a_denied_exit_keeps_the_position_and_drops_the_entry_behind_it() -> Non
     assert_same_as_reference(crafted("A", rows), config, risk, markets=markets)
 
 
+def test_an_entry_left_with_dust_by_the_cash_cap_does_not_fill_under_risk() -> None:
+    # bar 1: A's entry spends the cash but 1.8e-12 (the fee's rounding at 19); B's would buy 1.8e-14 units:
+    # dust the risk engine counts as flat and would never let be sold. Under risk it does not fill, so B
+    # is flat when its exit (bar 2, nothing to exit) and its next entry (bar 3, after A sold) come.
+    def bars(price: float, signals: list[int]) -> list[tuple[float, float, float, float, int]]:
+        return [(price, price, price, price, s) for s in signals]
+
+    frame = pl.concat(
+        [
+            crafted("A", bars(19.0, [ENTER_LONG, 0, EXIT_LONG, 0, 0, 0])),
+            crafted("B", bars(100.0, [ENTER_LONG, 0, EXIT_LONG, ENTER_LONG, 0, 0])),
+        ]
+    )
+    config = BacktestConfig(fraction=1.0, fee_rate=0.00075)
+    plain = run_backtest(frame, config, timeframe="1h")  # without risk the dust is bought, then sold at bar 3
+    dust, _ = plain.trades.filter(pl.col("symbol") == "B")["qty"].to_list()
+    assert 1e-15 < dust < 1e-12
+    result = run_backtest(frame, config, timeframe="1h", risk=RiskConfig(**OFF))
+    assert result.risk_denials.is_empty()
+    [a, b] = result.trades.rows(named=True)
+    assert (a["symbol"], a["entry_ts"], a["exit_ts"]) == ("A", 1 * H, 3 * H)
+    cash = 10_000.0 * (1 - 0.00075) / (1 + 0.00075)  # A bought with all of it and sold at the same price
+    assert (b["symbol"], b["entry_ts"], b["is_open"]) == ("B", 4 * H, True)
+    assert b["qty"] == pytest.approx(cash / (100.0 * (1 + 0.00075)), rel=1e-12)
+    assert_same_as_reference(frame, config, RiskConfig(**OFF))
+
+
 def test_per_symbol_portfolios_split_across_threads_equal_one_pass() -> None:
     rng = np.random.default_rng(11)
     n, k = 400, 7

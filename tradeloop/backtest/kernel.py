@@ -54,7 +54,9 @@ Rules, in the order they apply on each bar ``t``:
    step 6, after the marking, the risk engine runs as in the live engine: the kill switch on
    each portfolio's equity, then the bar's signals as order intents through the pre-trade
    checks; only what they approve becomes the next open's orders (a flatten on a trip exits
-   with reason ``kill_switch``), and every denial and trip is recorded.
+   with reason ``kill_switch``), and every denial and trip is recorded. An entry fill of at
+   most ``1e-12`` units (the cash was spent) does not happen: the risk engine counts such a
+   position as flat and would never let it be sold.
 """
 
 from __future__ import annotations
@@ -117,10 +119,11 @@ _limit_price_rule = _jit(fills.limit_price_rule)
 _limit_fill_rule = _jit(fills.limit_fill_rule)
 # the same for the risk pass: a digest of tradeloop/backtest/kernel_risk.py and tradeloop/risk/limits.py (whose
 # functions it compiles), set anew after editing either (tests/backtest/test_kernel_risk.py says to).
-RISK_SHA256 = "901e1cf0b12f0308ebdb51f8f013be59b00c59318286464f02d899693bcad52a"
+RISK_SHA256 = "dd622b8f5ee69cc37550af710e883f6e01f344051bcdc85d837d4b9d9390e45a"
 _risk_close = kernel_risk.risk_close
 _risk_state = kernel_risk.risk_state
 _FL = kernel_risk.FLATTEN
+_FLAT_QTY = kernel_risk.FLAT_QTY
 
 
 @nb.njit(cache=True, inline="always", error_model="numpy")
@@ -301,6 +304,9 @@ def simulate(
             q = min(pending_frac[j] * pending_equity[j] / px, cash[g] / (px * (1.0 + fee)))
             if not q > 0.0:
                 continue
+            if risk is not None:
+                if not q > _FLAT_QTY:  # flat to the risk engine: no dust position (rule 8)
+                    continue
             fee_paid = q * px * fee
             if want_long:
                 cash[g] -= q * px + fee_paid
@@ -331,6 +337,9 @@ def simulate(
             q = min(rest_qty[j], cash[g] / (fill * (1.0 + maker_fee)))
             if not q > 0.0:
                 continue
+            if risk is not None:
+                if not q > _FLAT_QTY:  # flat to the risk engine: no dust position (rule 8)
+                    continue
             fee_paid = q * fill * maker_fee
             if d > 0.0:
                 cash[g] -= q * fill + fee_paid

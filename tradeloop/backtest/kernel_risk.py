@@ -34,7 +34,9 @@ bar, in ``live.engine``'s order (mark, kill switch, decide, risk):
    approved while its position's exit was denied cannot be placed (the kernel never adds to
    a held position) and is dropped at the open. Any signal still cancels the symbol's resting
    limit entry, as without risk; a limit entry resting when the switch trips keeps resting
-   (the live engine cancels nothing on a trip).
+   (the live engine cancels nothing on a trip). An entry fill of at most ``FLAT_QTY`` units (the
+   cash was spent by an earlier entry) is skipped: the risk engine counts such dust as flat
+   and would deny its exit (``not_reducing``) bar after bar, leaving the symbol stuck.
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ KINDS = (
 )
 _K_ENTER_LONG, _K_ENTER_SHORT, _K_EXIT_LONG, _K_EXIT_SHORT, _K_FLATTEN = range(5)
 _EL, _ES, _XL, _XS = ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXIT_SHORT
-_APPROVED, _FLAT = limits.APPROVED, limits.FLAT_QTY
+_APPROVED, FLAT_QTY = limits.APPROVED, limits.FLAT_QTY
+_FLAT = FLAT_QTY
 
 # tradeloop.risk.limits compiled: the tolerance helpers become callable from compiled code, the rules are the
 # very functions the Python check calls. numba's cache of the kernel sees kernel.py only: kernel.RISK_SHA256
