@@ -58,7 +58,9 @@ from live.order_manager import cancel_stale
 from live.orders import apply_state, mark_sent, new_order, request_of, store_position
 from live.outage import DatabaseWatch
 from live.outbox import OutboxRelay, outbox_mark
+from live.protection import protective_kinds
 from live.reconcile import VenueCheck, halt_if_unknown, recover_orders, refuse_entry, wall_ms
+from live.venue_protection import VenueProtection
 from tradeloop.backtest import BacktestConfig
 from tradeloop.errors import ConfigError
 from tradeloop.ops import OpsStore, Order, Position, ThresholdInForce, TradingSession
@@ -100,26 +102,22 @@ class EngineConfig(BaseModel):
 
 def check_live_config(backtest: BacktestConfig, *, paper: bool = True) -> None:
     """What the live engine can trade: every order and sizing rule the backtest simulates on the
-    paper broker (which replays the kernel: ``live.brokers.paper``); market entries and exits
-    with fixed-fraction or vol-target sizing on a venue (``paper=False``), where the engine
-    does not place stop, take-profit or limit orders yet. One portfolio: ``cash_sharing=True``.
-    (``close_at_end`` only closes a backtest's last bar; a live session has none.)"""
+    paper broker (which replays the kernel: ``live.brokers.paper``); on a venue (``paper=False``)
+    market entries and exits with any sizing, and stops, trailing stops and take-profits, placed
+    once an entry fills (native where the market lists them, engine-managed on closed bars
+    otherwise: ``live.venue_protection``); limit entries not yet. One portfolio:
+    ``cash_sharing=True``. (``close_at_end`` only closes a backtest's last bar; a live session has none.)"""
     if not backtest.cash_sharing:
         raise ConfigError(
             "cash_sharing=False gives each symbol its own cash; a live session keeps one: set cash_sharing=True"
         )
     if paper:
         return
-    simulated = [
-        k for k in ("stop_loss", "take_profit", "trailing_stop", "atr_stop", "atr_trailing") if getattr(backtest, k)
-    ]
     if backtest.entry_order == "limit":
-        simulated.append("entry_order='limit'")
-    if simulated:
         raise ConfigError(
-            f"{', '.join(simulated)}: protective orders and limit entries trade on the paper broker only (on a "
-            "venue the engine would place native stop orders once an entry fills; not built yet); run the session "
-            "with --mode paper or unset them in its backtest config"
+            "entry_order='limit': limit entries trade on the paper broker only (on a venue the engine places "
+            "market entries; stops and take-profits are fine); run the session with --mode paper or set "
+            "entry_order='market'"
         )
 
 
@@ -198,6 +196,11 @@ class LiveEngine:
         self.latency = Latency()
         self.bars = 0
         self.venue_check = VenueCheck.of(broker, symbols=session.symbols, every_bars=self.config.venue_check_every_bars)
+        self.protection = (  # a venue's protective legs, armed once their entry fills (live.venue_protection)
+            VenueProtection(store=store, broker=broker, session_id=session.id, config=backtest, apply=self._apply)
+            if protective_kinds(backtest) and not isinstance(broker, PaperBroker)
+            else None
+        )
         self.locks = locks
         self.relay = OutboxRelay(
             store,
@@ -386,8 +389,12 @@ class LiveEngine:
         self._swap_unrecorded = False
         self.latency.stored.append(time.perf_counter_ns() - batch.received_ns)
         self.session.last_bar_ts, self.session.status = batch.ts, status
+        if orders and self.protection is not None:
+            await self.protection.before_exits(orders)  # a signal exit's legs go first
         if orders:
             await self._send(orders)
+        if self.protection is not None:
+            await self.protection.on_bar(ts=batch.ts, candles=batch.candles, atr=self._atr(), positions=self.positions)
         await cancel_stale(
             self.store,
             self.broker,
@@ -428,6 +435,13 @@ class LiveEngine:
         return self._planner.decide(
             signals, window=self.window, positions=self.positions, equity=equity, last=self.last, broker=self.broker
         )
+
+    def _atr(self) -> dict[str, float | None]:
+        """Each symbol's ATR at the last close (the planner's; empty when no leg uses one)."""
+        planner = getattr(self, "_planner", None)
+        if planner is None or planner.atr_book is None or self.window.is_empty():
+            return {}
+        return planner.atr_book.update(self.window)
 
     def _kill_switch(self, db, row: TradingSession, ts: int, equity: float) -> list[OrderIntent]:
         """The kill switch on the bar's equity (``tradeloop.risk.state``). A trip puts the session in
@@ -567,7 +581,7 @@ class LiveEngine:
 
     async def _send(self, orders: list[Order]) -> None:
         with self.store.transaction() as db:  # committed before the creates go out: at most once
-            mark_sent(db, orders, now_ms=wall_ms())
+            mark_sent(db, orders, now_ms=wall_ms(), with_legs=self.protection is None)
         states = [await self._submit(o) for o in orders]
         with self.store.transaction() as db:
             for state in states:

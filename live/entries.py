@@ -36,7 +36,8 @@ numbers are ``tradeloop.backtest.kernel``'s):
 7. **The paper broker hears each decision** (:class:`DecisionListener`): the ATR at the
    close of every symbol (its stops use it at the next bar; an entry keeps the value of its
    decision bar) and the symbols that had a signal (rule 3's cancel). A venue broker does
-   not: protective orders and limit entries are refused there (``check_live_config``).
+   not: there the engine arms an entry's legs itself (``live.venue_protection``); limit
+   entries are refused there (``check_live_config``).
 """
 
 from __future__ import annotations

@@ -228,19 +228,24 @@ def request_of(order: Order) -> OrderRequest:
     )
 
 
-def mark_sent(db: Session, orders: list[Order], *, now_ms: int) -> None:
+def mark_sent(db: Session, orders: list[Order], *, now_ms: int, with_legs: bool = True) -> None:
     """Record that these orders' creates are about to go out (commit before sending); an
-    entry's protective legs still ``new`` go out with it (module rules)."""
+    entry's protective legs still ``new`` go out with it (module rules), unless ``with_legs``
+    is False (a venue: the legs stay ``new`` until the entry fills, ``live.venue_protection``)."""
     for order in orders:
         check_transition(order.status, OrderStatus.SENT, client_order_id=order.client_order_id)
     ids = [o.id for o in orders]
-    legs = db.scalars(
-        select(Order.id).where(
-            Order.session_id.in_({o.session_id for o in orders}),
-            Order.parent_id.in_(ids),
-            Order.status == OrderStatus.NEW,
+    legs: list[int] = []
+    if with_legs:
+        legs = list(
+            db.scalars(
+                select(Order.id).where(
+                    Order.session_id.in_({o.session_id for o in orders}),
+                    Order.parent_id.in_(ids),
+                    Order.status == OrderStatus.NEW,
+                )
+            ).all()
         )
-    ).all()
     db.execute(
         update(Order)
         .where(or_(Order.id.in_(ids), Order.id.in_(legs)))

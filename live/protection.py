@@ -32,9 +32,9 @@ Rules (the kernel's, ``tradeloop.backtest.kernel`` rule 5, through the helpers o
    fill (expired, lapsed, canceled) cancels its legs.
 
 The paper broker (``live.brokers.paper``) applies these rules itself. On a venue the engine
-would place native stop and take-profit orders once the entry has filled, at the levels
-rule 2 gives, and move a trailing one each bar; that is not built: the engine refuses
-protective options on a venue broker (``live.engine.check_live_config``).
+places the legs once the entry has filled, at the levels rule 2 gives from the actual fill,
+as native orders where the market lists them and engine-managed otherwise, and moves a
+trailing one each bar (``live.venue_protection``).
 """
 
 from __future__ import annotations
@@ -87,12 +87,32 @@ def protection_legs(
     """
     legs = []
     for kind in protective_kinds(config):
-        off = _TRAILING if kind is K.STOP_LOSS else _FIXED  # one leg's candidates only
-        alone = config.model_copy(update=dict.fromkeys(off))
-        levels = stop_levels(side=side, entry_price=close, extreme=close, entry_atr=atr, prev_atr=atr, config=alone)
-        level = levels.target if kind is K.TAKE_PROFIT else levels.stop
-        legs.append(ProtectiveLeg(kind=kind, trigger_price=level if level is not None and level > 0 else None))
+        level = leg_level(config, kind, side, entry_price=close, extreme=close, entry_atr=atr, prev_atr=atr)
+        legs.append(ProtectiveLeg(kind=kind, trigger_price=level))
     return tuple(legs)
+
+
+def leg_level(
+    config: BacktestConfig,
+    kind: OrderIntentKind,
+    side: OrderSide,
+    *,
+    entry_price: float,
+    extreme: float,
+    entry_atr: float | None,
+    prev_atr: float | None,
+) -> float | None:
+    """One leg's trigger (rule 4) for a position entered on ``side`` at ``entry_price``, its peak
+    (trough) ``extreme`` so far: the stop of its own candidates only (``stop_loss`` the fixed ones,
+    ``trailing_stop`` the trailing ones), the target for ``take_profit``; ``None`` when off.
+    Example: a long at 100 with ``stop_loss=0.05`` -> 95 for ``stop_loss``."""
+    off = _TRAILING if kind is K.STOP_LOSS else _FIXED  # one leg's candidates only
+    alone = config.model_copy(update=dict.fromkeys(off))
+    levels = stop_levels(
+        side=side, entry_price=entry_price, extreme=extreme, entry_atr=entry_atr, prev_atr=prev_atr, config=alone
+    )
+    level = levels.target if kind is K.TAKE_PROFIT else levels.stop
+    return level if level is not None and level > 0 else None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -58,6 +58,8 @@ async def recover_orders(store: OpsStore, broker: Broker, session_id: int, *, ap
     """After a (re)start: every order the database still has open, resolved or (never sent) sent."""
     for order in store.orders(session_id, statuses=OPEN_STATUSES):
         sent, since_ms = send_record(order)
+        if not sent and order.parent_id is not None and order.venue != "paper":
+            continue  # a venue's protective leg waits for its entry's fill (live.venue_protection)
         if not sent:
             with store.transaction() as db:
                 mark_sent(db, [order], now_ms=wall_ms())
