@@ -119,6 +119,7 @@ class VenueProtection:
             for leg in self._open_legs(db):
                 if leg.symbol in symbols:
                     self._cancel_leg(db, leg, actions, reason="a signal exit closes the position")
+                    self._held.pop(leg.parent_id or 0, None)
         await self._act(actions)
 
     async def on_bar(
