@@ -461,8 +461,11 @@ class LiveEngine:
         return flatten_intents(self._snapshot()) if self.risk_config.flatten_on_kill else []
 
     def _snapshot(self) -> PortfolioSnapshot:
-        held = {p.instrument: p.quantity for p in self.portfolio.positions()}
-        prices = {self.instrument(s): px for s, px in self.last.items()}
+        positions = self.portfolio.positions()
+        held = {p.instrument: p.quantity for p in positions}
+        # a position without a close yet (reconciled at start, before any bar) is valued at its mark
+        prices = {p.instrument: p.mark_price for p in positions}
+        prices.update({self.instrument(s): px for s, px in self.last.items()})
         return PortfolioSnapshot(equity=self.portfolio.equity(), cash=self.cash, positions=held, prices=prices)
 
     def _risk(self, db, intents: list[OrderIntent], *, ts: int) -> list[OrderIntent]:

@@ -42,6 +42,7 @@ from live.brokers.base import FillReport, OrderRequest, OrderState
 from live.feeds.base import CandleBatch
 from live.protection import Guard, child_order_id, protective_kinds
 from tradeloop.backtest import BacktestConfig, limit_fill_price
+from tradeloop.portfolio import DUST_ABS
 from tradeloop.trading import PROTECTIVE_KINDS, OrderIntentKind, OrderSide, OrderType
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,8 @@ class PaperBroker:
         return done
 
     def is_dust(self, symbol: str, quantity: float) -> bool:
-        return quantity <= 0.0  # the backtest trades any amount
+        # the backtest trades any amount; a remainder within the portfolio's dust is flat there too
+        return quantity <= DUST_ABS
 
     async def close(self) -> None:
         return None

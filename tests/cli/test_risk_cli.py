@@ -40,6 +40,10 @@ def tradeloop(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
         ("max_order_notional=lots", ["max_order_notional", "lots"]),
         ("max_drawdwn=0.2", ["max_drawdwn"]),
         ("max_drawdown", ["KEY=VALUE"]),
+        ("max_orders=99999999999999999999999", ["max_orders"]),  # once an OverflowError at start
+        ("max_order_notional=Infinity", ["max_order_notional", "inf"]),  # would turn the limit silently off
+        ("max_drawdown=NaN", ["max_drawdown"]),
+        ("bypass=true", ["bypass", "tests only"]),
     ],
 )
 def test_a_bad_risk_option_exits_2_naming_it_before_any_session(data_dir: Path, option: str, named: list) -> None:
@@ -97,15 +101,17 @@ def test_positions_are_listed_by_instrument_with_pnl_and_liquidation(data_dir: P
     assert shown.returncode == 0, shown.stderr
     row = next(line for line in shown.stdout.splitlines() if "binanceusdm:BTC-USDT" in line)
     cells = [c.strip() for c in row.strip("│ ").split("│")]
-    # a short of 0.5 from 100 marked at 90 gains 0.5 * 10 = 5.00
-    assert cells[1:] == ["-0.50", "100.00", "90.00", "5.00", "12.50", "180.25"]
+    # a short of 0.5 from 100 marked at 90 gains 0.5 * 10 = 5.00, less the 0.05 entry fee paid: 4.95
+    assert cells[1:] == ["-0.50", "100.00", "90.00", "4.95", "12.50", "180.25"]
 
 
 def test_order_rules_of_a_new_session_are_stored_and_a_bad_one_exits_2(data_dir: Path) -> None:
-    bad = tradeloop("live", "run", "--name", "badorders", "--allow-in-sample", "--orders", "stop_loss=2",
-                    data_dir=data_dir)  # fmt: skip
-    assert bad.returncode == 2, bad.stdout + bad.stderr
-    assert "stop_loss" in bad.stderr and "2" in bad.stderr
+    for option, named in (("stop_loss=2", "stop_loss"), ("take_profit=Infinity", "take_profit"),
+                          ("init_cash=5", "--cash")):  # fmt: skip
+        bad = tradeloop("live", "run", "--name", "badorders", "--allow-in-sample", "--orders", option,
+                        data_dir=data_dir)  # fmt: skip
+        assert bad.returncode == 2, bad.stdout + bad.stderr
+        assert named in bad.stderr
     done = tradeloop(
         "live", "run", "--name", "ordered", "--allow-in-sample", "--max-bars", "5", "--orders", "stop_loss=0.05",
         "--orders", "entry_order=limit", "--orders", "limit_offset=0.002", data_dir=data_dir,

@@ -82,10 +82,15 @@ def test_an_older_database_takes_the_vocabulary_and_gives_it_back_on_downgrade(u
 
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM positions WHERE venue = 'binance'"))
+        # statuses and intents 0004 never knew, mapped to its nearest before its columns narrow
+        conn.execute(sa.text("UPDATE orders SET status = 'cancel_requested', intent = 'trailing_stop' WHERE "
+                             "client_order_id = 'a'"))  # fmt: skip
     _downgrade(engine, "0004")
     assert _version(engine) == "0004"
     with engine.connect() as conn:
         rows = dict(conn.execute(sa.text("SELECT client_order_id, status FROM orders")).all())
         assert rows == {"a": "submitted", "b": "new", "c": "new", "d": "filled"}
+        intents = dict(conn.execute(sa.text("SELECT client_order_id, intent FROM orders")).all())
+        assert intents["a"] == "enter_long"  # a buy
         assert "venue" not in {c["name"] for c in sa.inspect(engine).get_columns("positions")}
         assert conn.execute(sa.text("SELECT quantity FROM positions")).scalar_one() == pytest.approx(0.5)

@@ -22,7 +22,7 @@ class BacktestConfig(BaseModel):
     Stops in percent and in ATRs may be combined: the tightest level is the stop.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # no silent inf / NaN
 
     init_cash: float = Field(default=10_000.0, gt=0)
     fee_rate: float = Field(

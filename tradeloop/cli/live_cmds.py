@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from tradeloop.cli.common import console, fmt_num, fmt_ts, handle_errors, parse_time
-from tradeloop.cli.risk_opts import parse_pairs, risk_config, risk_rows
+from tradeloop.cli.risk_opts import order_rules, risk_config, risk_rows
 from tradeloop.cli.tables import FitTable
 from tradeloop.errors import ConfigError
 from tradeloop.settings import get_settings
@@ -139,7 +139,7 @@ def run(
         allow_in_sample=allow_in_sample,
         window_bars=window_bars,
         risk=risk_config(risk, file=risk_file),
-        orders=parse_pairs(orders, option="--orders", example="stop_loss=0.05"),
+        orders=order_rules(orders),
         perps=perp_instruments(traded, leverage=leverage, margin_mode=margin_mode),
     )
 
@@ -345,7 +345,7 @@ def show_positions(name: Annotated[str, typer.Argument(help="Session name")]) ->
             fmt_num(p.quantity),
             fmt_num(p.entry_price) if p.quantity else "-",
             fmt_num(last),
-            f"{p.quantity * (last - p.entry_price):,.2f}" if p.quantity else "-",
+            f"{p.quantity * (last - p.entry_price) - p.entry_fee:,.2f}" if p.quantity else "-",  # as the portfolio
             f"{p.realized_pnl:,.2f}",
             fmt_num(p.liquidation_price) if p.liquidation_price else "-",
         )

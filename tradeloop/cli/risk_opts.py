@@ -43,13 +43,37 @@ def risk_config(pairs: list[str] | None, *, file: Path | None = None) -> RiskCon
     if file is not None:
         try:
             loaded = json.loads(file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"--risk-file {file}: not a readable JSON object ({exc})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f'--risk-file {file}: expected a JSON object such as {{"max_drawdown": 0.2}}')
         data.update(loaded)
     data.update(parse_pairs(pairs, option="--risk", example="max_order_notional=5000"))
+    if "bypass" in data:
+        raise ConfigError(
+            f"--risk bypass={data['bypass']}: bypass turns every limit and the kill switch off and exists for "
+            "tests only; turn single limits off instead, e.g. --risk max_drawdown=null"
+        )
     return RiskConfig.parse(data)
+
+
+#: what ``--orders`` may not set: each has its own option (``--cash``, ``--fraction``, ...)
+OWN_OPTIONS = {
+    "init_cash": "--cash",
+    "fraction": "--fraction",
+    "fee_rate": "the champion's costs",
+    "slippage": "the session config",
+    "cash_sharing": "(one portfolio per session)",
+}
+
+
+def order_rules(pairs: list[str] | None) -> dict[str, Any]:
+    """``--orders KEY=VALUE`` pairs; a key another option owns is refused naming that option."""
+    data = parse_pairs(pairs, option="--orders", example="stop_loss=0.05")
+    for key in data:
+        if key in OWN_OPTIONS:
+            raise ConfigError(f"--orders {key}=...: {key} is set by {OWN_OPTIONS[key]}, not --orders")
+    return data
 
 
 def risk_rows(config: RiskConfig, state: dict | None) -> list[tuple[str, str]]:

@@ -37,7 +37,8 @@ from tradeloop.errors import config_error
 class RiskConfig(BaseModel):
     """Pre-trade limits and kill-switch levels (``tradeloop.risk.checks`` lists the rules)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # infinity and NaN are refused: a JSON ``Infinity`` would silently turn a limit off
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     max_order_notional: float | None = Field(
         default=None,
@@ -64,17 +65,19 @@ class RiskConfig(BaseModel):
         examples=[1.0],
     )
     max_open_positions: int | None = Field(
-        default=None, ge=1, description="most instruments held at once, e.g. 5", examples=[5]
+        default=None, ge=1, le=1_000_000, description="most instruments held at once, e.g. 5", examples=[5]
     )
     max_orders: int | None = Field(
         default=200,
         ge=1,
+        le=1_000_000,
         description="most orders per throttle_window_ms of bar time, counted at their decision bars, e.g. 200",
         examples=[200],
     )
     throttle_window_ms: int = Field(
         default=60_000,
         ge=1,
+        le=366 * 86_400_000,
         description="the throttle's window in milliseconds of bar time, e.g. 60000 = one minute",
         examples=[60_000],
     )

@@ -105,8 +105,17 @@ def downgrade() -> None:
     _position_key(["session_id", "symbol"], venue_nullable=True)
     op.drop_column("positions", "liquidation_price")
     op.drop_column("positions", "venue")
+    # every status and intent 0004 does not know is mapped to its nearest one before the columns narrow
     op.execute("UPDATE orders SET status = 'new' WHERE status = 'sent'")
-    op.execute("UPDATE orders SET status = 'submitted' WHERE status IN ('acknowledged', 'partially_filled')")
+    op.execute(
+        "UPDATE orders SET status = 'submitted' "
+        "WHERE status IN ('acknowledged', 'partially_filled', 'cancel_requested')"
+    )
+    op.execute("UPDATE orders SET status = 'canceled' WHERE status = 'expired'")
+    op.execute(
+        "UPDATE orders SET intent = CASE WHEN side = 'buy' THEN 'enter_long' ELSE 'exit_long' END "
+        "WHERE intent NOT IN ('enter_long', 'exit_long')"
+    )
     for column in reversed(ORDER_COLUMNS):
         op.drop_column("orders", column.name)
     if op.get_bind().dialect.name == "postgresql":
