@@ -41,14 +41,20 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
 
 from live.brokers.base import Broker, OrderState
 from live.brokers.paper import PaperBroker
 from live.bus import EventBus
+from live.engine_config import (
+    EngineConfig,
+    Latency,
+    check_live_config,
+    check_window,
+    risk_config_of,
+    risk_state_of,
+)
 from live.entries import EntryPlanner, can_short
 from live.feeds.base import FEED_ENDED, STOPPED, CandleBatch, Feed, last_bars, next_or_stop
 from live.funding import FundingVenue, record_funding, record_liquidation_prices
@@ -59,7 +65,8 @@ from live.orders import apply_state, mark_sent, new_order, request_of, store_pos
 from live.outage import DatabaseWatch
 from live.outbox import OutboxRelay, outbox_mark
 from live.protection import protective_kinds
-from live.reconcile import VenueCheck, halt_if_unknown, recover_orders, refuse_entry, wall_ms
+from live.reconcile import VenueCheck, halt_if_unknown, recover_orders, wall_ms
+from live.risk_stage import kill_switch, portfolio_snapshot, pre_trade
 from live.venue_protection import VenueProtection
 from tradeloop.backtest import BacktestConfig
 from tradeloop.errors import ConfigError
@@ -67,96 +74,14 @@ from tradeloop.ops import OpsStore, Order, Position, ThresholdInForce, TradingSe
 from tradeloop.ops.database import is_connection_error
 from tradeloop.ops.models import EquityPoint, utcnow
 from tradeloop.portfolio import CashFlowKind, Portfolio
-from tradeloop.risk import MarketRules, PortfolioSnapshot, RiskApproved, RiskConfig, RiskState, check_batch
-from tradeloop.risk.checks import flatten_intents
+from tradeloop.risk import MarketRules, PortfolioSnapshot
 from tradeloop.strategies.signals import ENTRIES
 from tradeloop.thresholds.decide import decide
-from tradeloop.thresholds.warmup import min_window_bars
 from tradeloop.trading import FillRecord, InstrumentId, OrderIntent, OrderSide
 
 log = logging.getLogger(__name__)
 
-
-class EngineConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    window_bars: int = Field(default=400, ge=10, description="bars of history per symbol each decision sees")
-    publish: bool = True
-    venue_check_every_bars: int = Field(
-        default=10,
-        ge=1,
-        description="a venue's open orders, trades and balances are reconciled every this many bars (live.reconcile)",
-    )
-    heartbeat_s: float = Field(default=30.0, gt=0, description="heartbeat between bars (tradeloop.ops.status)")
-    db_retry_base_s: float = Field(default=0.5, gt=0, description="first wait after the database is lost")
-    db_retry_cap_s: float = Field(default=30.0, gt=0, description="longest wait between database pings")
-    bus_retry_base_s: float = Field(default=0.5, gt=0, description="first wait after the bus is lost")
-    bus_retry_cap_s: float = Field(default=30.0, gt=0, description="longest wait between relay attempts")
-    max_order_age_ms: int | None = Field(
-        default=None,
-        gt=0,
-        description="cancel an order still resting this long after its decision bar, in bar time "
-        "(live.order_manager), e.g. 3600000 = one hour; None: never",
-    )
-
-
-def check_live_config(backtest: BacktestConfig, *, paper: bool = True) -> None:
-    """What the live engine can trade: every order and sizing rule the backtest simulates on the
-    paper broker (which replays the kernel: ``live.brokers.paper``); on a venue (``paper=False``)
-    market entries and exits with any sizing, and stops, trailing stops and take-profits, placed
-    once an entry fills (native where the market lists them, engine-managed on closed bars
-    otherwise: ``live.venue_protection``); limit entries not yet. One portfolio:
-    ``cash_sharing=True``. (``close_at_end`` only closes a backtest's last bar; a live session has none.)"""
-    if not backtest.cash_sharing:
-        raise ConfigError(
-            "cash_sharing=False gives each symbol its own cash; a live session keeps one: set cash_sharing=True"
-        )
-    if paper:
-        return
-    if backtest.entry_order == "limit":
-        raise ConfigError(
-            "entry_order='limit': limit entries trade on the paper broker only (on a venue the engine places "
-            "market entries; stops and take-profits are fine); run the session with --mode paper or set "
-            "entry_order='market'"
-        )
-
-
-def check_window(strategy, window_bars: int, *, backtest: BacktestConfig | None = None) -> None:
-    """The live window must hold the decision's warm-up (``tradeloop.thresholds.warmup``) and
-    what ``backtest``'s sizing and stops read: ``vol_window + 1`` bars for ``vol_target`` and ``correlation``,
-    ``atr_window + 1`` for an ATR stop (``live.entries``)."""
-    needs = [(min_window_bars(strategy), f"the {strategy.name} decision's warm-up")]
-    if backtest is not None and backtest.sizing in ("vol_target", "correlation"):
-        needs.append((backtest.vol_window + 1, f"{backtest.sizing} sizing's vol_window={backtest.vol_window} returns"))
-    if backtest is not None and (backtest.atr_stop is not None or backtest.atr_trailing is not None):
-        needs.append((backtest.atr_window + 1, f"the ATR stops' atr_window={backtest.atr_window} warm-up"))
-    need, what = max(needs, key=lambda n: n[0])
-    if need > window_bars:
-        raise ConfigError(
-            f"window_bars={window_bars} is below {what} of {need} "
-            f"bars per symbol: decisions would differ from research; pass --window-bars {need} or "
-            "more (SessionConfig.window_bars)"
-        )
-
-
-def risk_config_of(session: TradingSession) -> RiskConfig:
-    """The session's stored ``RiskConfig`` (the defaults when it has none: older sessions)."""
-    return RiskConfig.parse(session.risk_config or {})
-
-
-def risk_state_of(session: TradingSession, config: RiskConfig) -> RiskState:
-    """The risk state the last committed bar stored (a fresh one for a new session)."""
-    if session.risk_state is None:
-        return RiskState(config)
-    return RiskState.from_json(json.dumps(session.risk_state), config=config)
-
-
-@dataclass
-class Latency:
-    """Nanoseconds from a bar's arrival to its decision and to its orders being committed."""
-
-    decision: list[int] = field(default_factory=list)
-    stored: list[int] = field(default_factory=list)
+__all__ = ["EngineConfig", "LiveEngine", "check_live_config", "check_window", "risk_config_of", "risk_state_of"]
 
 
 class LiveEngine:
@@ -444,49 +369,21 @@ class LiveEngine:
         return planner.atr_book.update(self.window)
 
     def _kill_switch(self, db, row: TradingSession, ts: int, equity: float) -> list[OrderIntent]:
-        """The kill switch on the bar's equity (``tradeloop.risk.state``). A trip puts the session in
-        reduce-only until ``tradeloop live ack`` (audited ``kill_switch_tripped``, published on
-        the ``risk`` stream); with ``flatten_on_kill`` it returns the orders that close every
-        position. An operator's ack (``needs_ack`` cleared) re-bases the switch on this equity."""
-        if self.risk_state.tripped is not None and row.needs_ack is None:
-            self.risk_state.acknowledge()
-        trip = self.risk_state.on_equity(ts, equity)
-        if trip is None:
-            return []
-        detail = {"ts": ts, **trip.detail()}
-        if not OpsStore.require_ack(db, self.session.id, trip.message, event="kill_switch_tripped", detail=detail):
-            OpsStore.audit(db, "kill_switch_tripped", session_id=self.session.id, detail=detail)  # already waiting
-        OpsStore.add_event(db, "risk", {"event": "kill_switch_tripped", **detail}, session_id=self.session.id)
-        log.error("session %s: kill switch tripped: %s", self.session.name, trip.message)
-        return flatten_intents(self._snapshot()) if self.risk_config.flatten_on_kill else []
+        """The kill switch on the bar's equity (``live.risk_stage.kill_switch``)."""
+        return kill_switch(
+            db, session=self.session, row=row, state=self.risk_state, config=self.risk_config, ts=ts,
+            equity=equity, snapshot=self._snapshot,
+        )  # fmt: skip
 
     def _snapshot(self) -> PortfolioSnapshot:
-        positions = self.portfolio.positions()
-        held = {p.instrument: p.quantity for p in positions}
-        # a position without a close yet (reconciled at start, before any bar) is valued at its mark
-        prices = {p.instrument: p.mark_price for p in positions}
-        prices.update({self.instrument(s): px for s, px in self.last.items()})
-        return PortfolioSnapshot(equity=self.portfolio.equity(), cash=self.cash, positions=held, prices=prices)
+        return portfolio_snapshot(self.portfolio, {self.instrument(s): px for s, px in self.last.items()})
 
     def _risk(self, db, intents: list[OrderIntent], *, ts: int) -> list[OrderIntent]:
-        """Risk: the intents that may be sent. Entries of a halted symbol, or of a session awaiting
-        ``tradeloop live ack``, are refused (``entry_refused``); then every intent goes through
-        the pre-trade checks (``tradeloop.risk.checks``): a denial is audited (``risk_denied``)
-        and published on the ``risk`` stream with its rule and numbers, never raised."""
-        allowed = [intent for intent in intents if not refuse_entry(db, self.session.id, intent)]
-        if not allowed:
-            return []
-        results = check_batch(allowed, self._snapshot(), state=self.risk_state, ts=ts, markets=self.markets)
-        out = []
-        for result in results:
-            if isinstance(result, RiskApproved):
-                out.append(result.intent)
-                continue
-            detail = result.detail()
-            OpsStore.audit(db, "risk_denied", session_id=self.session.id, detail=detail)
-            OpsStore.add_event(db, "risk", {"event": "risk_denied", **detail}, session_id=self.session.id)
-            log.warning("session %s: %s", self.session.name, result.message)
-        return out
+        """Risk: the intents that may be sent (``live.risk_stage.pre_trade``)."""
+        return pre_trade(
+            db, session=self.session, intents=intents, snapshot=self._snapshot, state=self.risk_state, ts=ts,
+            markets=self.markets,
+        )  # fmt: skip
 
     def _persist(self, db, ts: int, intents: list[OrderIntent]) -> list[Order]:
         """Persist: an order row (status ``new``) and an ``order_decided`` audit row per intent,

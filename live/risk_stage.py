@@ -1,0 +1,89 @@
+"""The engine's risk stage, between decide and persist (``tradeloop.risk`` holds the rules).
+
+* :func:`kill_switch` runs on the bar's marked equity: an operator's ack (``needs_ack``
+  cleared) re-bases a tripped switch on this equity; a trip puts the session in reduce-only
+  until ``tradeloop live ack`` (audited ``kill_switch_tripped`` even when the session already
+  waits for an ack, published on the ``risk`` stream) and, with ``flatten_on_kill``, returns
+  the reduce-only orders that close every position.
+* :func:`pre_trade` refuses the entries of a halted symbol or of a session awaiting an ack
+  (``entry_refused``), then judges every intent with ``tradeloop.risk.check_batch``: a denial
+  is audited (``risk_denied``) and published on the ``risk`` stream with its rule, limit and
+  value, never raised; exits are never refused.
+* :func:`portfolio_snapshot` values the portfolio for both at the last closes (a position
+  without a close yet, reconciled at start, at its mark).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+from sqlalchemy.orm import Session
+
+from live.reconcile import refuse_entry
+from tradeloop.ops import OpsStore, TradingSession
+from tradeloop.portfolio import Portfolio
+from tradeloop.risk import MarketRules, PortfolioSnapshot, RiskApproved, RiskConfig, RiskState, check_batch
+from tradeloop.risk.checks import flatten_intents
+from tradeloop.trading import InstrumentId, OrderIntent
+
+log = logging.getLogger(__name__)
+
+
+def portfolio_snapshot(portfolio: Portfolio, closes: Mapping[InstrumentId, float]) -> PortfolioSnapshot:
+    positions = portfolio.positions()
+    prices = {p.instrument: p.mark_price for p in positions}
+    prices.update(closes)
+    held = {p.instrument: p.quantity for p in positions}
+    return PortfolioSnapshot(equity=portfolio.equity(), cash=portfolio.cash, positions=held, prices=prices)
+
+
+def kill_switch(
+    db: Session,
+    *,
+    session: TradingSession,
+    row: TradingSession,
+    state: RiskState,
+    config: RiskConfig,
+    ts: int,
+    equity: float,
+    snapshot: Callable[[], PortfolioSnapshot],
+) -> list[OrderIntent]:
+    """The kill switch on the bar's equity (module rules); the flatten orders, if any."""
+    if state.tripped is not None and row.needs_ack is None:
+        state.acknowledge()
+    trip = state.on_equity(ts, equity)
+    if trip is None:
+        return []
+    detail = {"ts": ts, **trip.detail()}
+    if not OpsStore.require_ack(db, session.id, trip.message, event="kill_switch_tripped", detail=detail):
+        OpsStore.audit(db, "kill_switch_tripped", session_id=session.id, detail=detail)  # already waiting
+    OpsStore.add_event(db, "risk", {"event": "kill_switch_tripped", **detail}, session_id=session.id)
+    log.error("session %s: kill switch tripped: %s", session.name, trip.message)
+    return flatten_intents(snapshot()) if config.flatten_on_kill else []
+
+
+def pre_trade(
+    db: Session,
+    *,
+    session: TradingSession,
+    intents: list[OrderIntent],
+    snapshot: Callable[[], PortfolioSnapshot],
+    state: RiskState,
+    ts: int,
+    markets: Mapping[InstrumentId, MarketRules],
+) -> list[OrderIntent]:
+    """The intents that may be sent (module rules), in the order given."""
+    allowed = [intent for intent in intents if not refuse_entry(db, session.id, intent)]
+    if not allowed:
+        return []
+    out = []
+    for result in check_batch(allowed, snapshot(), state=state, ts=ts, markets=markets):
+        if isinstance(result, RiskApproved):
+            out.append(result.intent)
+            continue
+        detail = result.detail()
+        OpsStore.audit(db, "risk_denied", session_id=session.id, detail=detail)
+        OpsStore.add_event(db, "risk", {"event": "risk_denied", **detail}, session_id=session.id)
+        log.warning("session %s: %s", session.name, result.message)
+    return out
