@@ -96,7 +96,7 @@ def risk_config(on: bool):
         max_open_positions=100_000,
         max_orders=1_000_000,
         price_band=0.5,
-        daily_loss_limit=0.99,
+        daily_loss_limit=0.9,
         max_drawdown=0.99,
     )
 

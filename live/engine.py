@@ -380,6 +380,8 @@ class LiveEngine:
 
     def _risk(self, db, intents: list[OrderIntent], *, ts: int) -> list[OrderIntent]:
         """Risk: the intents that may be sent (``live.risk_stage.pre_trade``)."""
+        if not intents:
+            return []
         return pre_trade(
             db, session=self.session, intents=intents, snapshot=self._snapshot, state=self.risk_state, ts=ts,
             markets=self.markets,

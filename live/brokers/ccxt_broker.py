@@ -54,6 +54,7 @@ from live.brokers.ccxt_orders import VenueOrder, order_status, venue_order
 from live.feeds.base import CandleBatch
 from tradeloop.data.schema import ccxt_symbol
 from tradeloop.errors import BrokerError, VenueUnreachableError
+from tradeloop.risk import TICK_SIZE, MarketRules
 from tradeloop.trading import OrderStatus, OrderType
 
 log = logging.getLogger(__name__)
@@ -433,6 +434,17 @@ class CcxtBroker:
         )
 
     # ------------------------------------------------------------------ the rest of Broker
+    def market_rules(self, symbols: list[str]) -> dict[str, MarketRules]:
+        """Each symbol's minimums and precision from the markets ccxt has loaded (the risk
+        engine's rules 7 and 8); none before they are loaded (the first send loads them)."""
+        markets = self.exchange.markets or {}
+        mode = int(getattr(self.exchange, "precisionMode", TICK_SIZE) or TICK_SIZE)
+        return {
+            s: MarketRules.from_ccxt(markets[self.unified(s)], precision_mode=mode)
+            for s in symbols
+            if self.unified(s) in markets
+        }
+
     def is_dust(self, symbol: str, quantity: float) -> bool:
         market = self.exchange.markets.get(self.unified(symbol)) if self.exchange.markets else None
         if market is None:
