@@ -107,7 +107,7 @@ def run(symbols: int, bars: int, window: int, *, risk: bool) -> dict:
 
     root = Path(tempfile.mkdtemp(prefix="tradeloop-live-bench-"))
     until = train_champion(root)
-    end = until - until % MINUTE
+    end = until - until % MINUTE + (bars + 1) * MINUTE  # every replayed bar after the training end: out of sample
     names = synthetic_lake(root, symbols=symbols, bars=bars + window, end_ts=end)
     settings = Settings(TRADELOOP_DATA_DIR=str(root))
     config = SessionConfig(
