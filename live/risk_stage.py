@@ -2,8 +2,9 @@
 
 * :func:`kill_switch` runs on the bar's marked equity: an operator's ack (``needs_ack``
   cleared) re-bases a tripped switch on this equity; a trip puts the session in reduce-only
-  until ``tradeloop live ack`` (audited ``kill_switch_tripped`` even when the session already
-  waits for an ack, published on the ``risk`` stream) and, with ``flatten_on_kill``, returns
+  until ``tradeloop live ack`` (audited ``kill_switch_tripped``, published on the ``risk``
+  stream; a session already waiting for an ack for another reason gets the trip added to
+  the reason its operator reads, since one ack clears both) and, with ``flatten_on_kill``, returns
   the reduce-only orders that close every position.
 * :func:`pre_trade` refuses the entries of a halted symbol or of a session awaiting an ack
   (``entry_refused``), then judges every intent with ``tradeloop.risk.check_batch``: a denial
@@ -57,7 +58,10 @@ def kill_switch(
         return []
     detail = {"ts": ts, **trip.detail()}
     if not OpsStore.require_ack(db, session.id, trip.message, event="kill_switch_tripped", detail=detail):
-        OpsStore.audit(db, "kill_switch_tripped", session_id=session.id, detail=detail)  # already waiting
+        # already waiting for an ack (a balance drift, say): the one ack clears both, so the
+        # reason the operator reads names the trip too
+        row.needs_ack = f"{row.needs_ack}; and kill switch: {trip.message}"[:300]
+        OpsStore.audit(db, "kill_switch_tripped", session_id=session.id, detail=detail)
     OpsStore.add_event(db, "risk", {"event": "kill_switch_tripped", **detail}, session_id=session.id)
     log.error("session %s: kill switch tripped: %s", session.name, trip.message)
     return flatten_intents(snapshot()) if config.flatten_on_kill else []
