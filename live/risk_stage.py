@@ -32,11 +32,11 @@ log = logging.getLogger(__name__)
 
 
 def portfolio_snapshot(portfolio: Portfolio, closes: Mapping[InstrumentId, float]) -> PortfolioSnapshot:
-    positions = portfolio.positions()
-    prices = {p.instrument: p.mark_price for p in positions}
-    prices.update(closes)
-    held = {p.instrument: p.quantity for p in positions}
-    return PortfolioSnapshot(equity=portfolio.equity(), cash=portfolio.cash, positions=held, prices=prices)
+    """The portfolio's own snapshot, priced also for the instruments it does not hold."""
+    held = portfolio.snapshot()
+    return PortfolioSnapshot(
+        equity=held.equity, cash=held.cash, positions=held.positions, prices={**held.prices, **closes}
+    )
 
 
 def kill_switch(

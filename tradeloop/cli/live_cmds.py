@@ -338,15 +338,19 @@ def show_positions(name: Annotated[str, typer.Argument(help="Session name")]) ->
         ["instrument", "quantity", "entry", "last", "unrealized", "realized", "liquidation"],
         optional=["liquidation", "realized"],
     )
-    for p in store.positions(session.id).values():
-        last = p.last_price if p.last_price is not None else p.entry_price
+    from tradeloop.portfolio import Portfolio
+
+    rows = store.positions(session.id)
+    book = Portfolio.from_rows(session.cash, rows.values())  # marks and P&L as the engine computes them
+    for held in book.positions(include_flat=True):
+        row = rows[held.instrument.symbol]
         tbl.add_row(
-            f"{p.venue}:{p.symbol}",
-            fmt_num(p.quantity),
-            fmt_num(p.entry_price) if p.quantity else "-",
-            fmt_num(last),
-            f"{p.quantity * (last - p.entry_price) - p.entry_fee:,.2f}" if p.quantity else "-",  # as the portfolio
-            f"{p.realized_pnl:,.2f}",
-            fmt_num(p.liquidation_price) if p.liquidation_price else "-",
+            str(held.instrument),
+            fmt_num(held.quantity),
+            "-" if held.is_flat else fmt_num(held.entry_price),
+            fmt_num(held.mark_price),
+            "-" if held.is_flat else f"{held.unrealized_pnl:,.2f}",
+            f"{held.realized_pnl:,.2f}",
+            fmt_num(row.liquidation_price) if row.liquidation_price else "-",
         )
     tbl.print(console)
