@@ -41,21 +41,16 @@ class EngineConfig(BaseModel):
 def check_live_config(backtest: BacktestConfig, *, paper: bool = True) -> None:
     """What the live engine can trade: every order and sizing rule the backtest simulates on the
     paper broker (which replays the kernel: ``live.brokers.paper``); on a venue (``paper=False``)
-    market entries and exits with any sizing, and stops, trailing stops and take-profits, placed
-    once an entry fills (native where the market lists them, engine-managed on closed bars
-    otherwise: ``live.venue_protection``); limit entries not yet. One portfolio:
-    ``cash_sharing=True``. (``close_at_end`` only closes a backtest's last bar; a live session has none.)"""
+    the same: market and limit entries (GTC at ``limit_offset`` from the close, canceled after
+    ``limit_ttl_bars`` of the symbol's candles: ``live.order_manager`` rule 6; the venue charges
+    its own fees, ``maker_fee_rate`` is the backtest's), exits with any sizing, and stops,
+    trailing stops and take-profits, placed once an entry fills (native where the market lists
+    them, engine-managed on closed bars otherwise: ``live.venue_protection``). One portfolio:
+    ``cash_sharing=True``. (``close_at_end`` only closes a backtest's last bar; a live session has
+    none.) ``paper`` is kept for the checks that differ by broker (none at present)."""
     if not backtest.cash_sharing:
         raise ConfigError(
             "cash_sharing=False gives each symbol its own cash; a live session keeps one: set cash_sharing=True"
-        )
-    if paper:
-        return
-    if backtest.entry_order == "limit":
-        raise ConfigError(
-            "entry_order='limit': limit entries trade on the paper broker only (on a venue the engine places "
-            "market entries; stops and take-profits are fine); run the session with --mode paper or set "
-            "entry_order='market'"
         )
 
 

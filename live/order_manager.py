@@ -17,20 +17,31 @@ Rules:
    still ``cancel_requested`` when the venue did not confirm.
 4. **Cancel-replace** (:func:`replace_order`) cancels first and stores the replacement only
    once the cancel is proven: never two live orders for one intent.
+6. **Limit entries on a venue** (:func:`expire_entries`, after :func:`cancel_stale`) rest as
+   in the backtest (``tradeloop.backtest.kernel`` rule 4): ``limit_ttl_bars`` of their symbol's
+   candles after the decision bar, counted in the engine's rolling window, so a restart counts
+   the same. After the bar that completes them, or the first bar with a new signal of the
+   symbol (any flag: the kernel cancels it at the next candle, before it could fill), the entry
+   is canceled through rules 1-3; what filled stays (its legs arm from the filled quantity:
+   ``live.venue_protection``). An entry whose decision bar has left the window has rested all
+   of the window's candles (``window_bars``): it expires then, whatever a longer TTL says.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
+import polars as pl
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from live.brokers.base import Broker, OrderState
+from live.brokers.base import Broker, OrderRequest, OrderState
+from live.entries import DecisionListener
 from live.orders import request_of
+from tradeloop.backtest import BacktestConfig
 from tradeloop.ops import OpsStore, Order
-from tradeloop.trading import OrderStatus, check_transition
+from tradeloop.trading import OrderStatus, OrderType, check_transition
 
 log = logging.getLogger(__name__)
 S = OrderStatus
@@ -118,3 +129,82 @@ async def replace_order(
         db.flush()
     await send([replacement])
     return replacement
+
+
+def candles_since(window: pl.DataFrame, symbol: str, *, after_ts: int, now_ts: int) -> tuple[int, bool]:
+    """(the symbol's candles in ``window`` with ``after_ts < ts <= now_ts``, whether the window
+    still reaches back to ``after_ts``: holds one of the symbol's candles at or before it)."""
+    if window.is_empty():
+        return 0, False
+    ts = window.filter(pl.col("symbol") == symbol)["ts"]
+    return int(((ts > after_ts) & (ts <= now_ts)).sum()), bool((ts <= after_ts).any())
+
+
+def expired_entries(
+    db: Session, session_id: int, *, now_ts: int, window: pl.DataFrame, ttl_bars: int, signalled: Iterable[str] = ()
+) -> list[tuple[Order, str]]:
+    """Rule 6: each resting limit entry that is over, with the reason its cancel records."""
+    rows = db.scalars(
+        select(Order).where(
+            Order.session_id == session_id,
+            Order.status.in_(RESTING),
+            Order.order_type == OrderType.LIMIT.value,
+            Order.parent_id.is_(None),
+        )
+    )
+    replaced, out = set(signalled), []
+    for order in rows:
+        if order.reduce_only:
+            continue
+        rested, reaches_back = candles_since(window, order.symbol, after_ts=order.decided_ts, now_ts=now_ts)
+        if order.decided_ts < now_ts and order.symbol in replaced:
+            out.append((order, f"a new signal of {order.symbol} replaced it"))
+        elif rested >= ttl_bars or (rested and not reaches_back):
+            out.append((order, f"limit entry not filled in {rested} candle(s) of {order.symbol} (limit_ttl_bars)"))
+    return out
+
+
+async def expire_entries(
+    store: OpsStore,
+    broker: Broker,
+    session_id: int,
+    *,
+    now_ts: int,
+    window: pl.DataFrame,
+    config: BacktestConfig,
+    signalled: Iterable[str] = (),
+    apply: Apply,
+) -> list[OrderState]:
+    """Cancel the venue's limit entries that are over (rule 6) after the bar ``now_ts``, whose
+    candles (and the ones before) ``window`` holds, ``signalled``: the symbols with a signal at
+    it; the broker's answers. Nothing for market entries, nor on the paper broker (its book
+    replays the kernel's TTL: ``live.brokers.paper``)."""
+    if config.entry_order != "limit" or isinstance(broker, DecisionListener):
+        return []
+    with store.transaction() as db:
+        over = expired_entries(
+            db, session_id, now_ts=now_ts, window=window, ttl_bars=config.limit_ttl_bars, signalled=signalled
+        )
+        for order, reason in over:
+            request_cancel(db, order, reason=reason)
+        requests = [request_of(o) for o, _ in over]
+    if not requests:
+        return []
+    return await _cancel_each(store, broker, session_id, requests, apply=apply)
+
+
+async def _cancel_each(
+    store: OpsStore, broker: Broker, session_id: int, requests: list[OrderRequest], *, apply: Apply
+) -> list[OrderState]:
+    """Ask the broker to cancel each of ``requests`` (``cancel_requested`` already committed),
+    then store its answers; a cancel that raised stays pending (asked again next bar)."""
+    states = []
+    for request in requests:
+        try:
+            states.append(await broker.cancel(request))
+        except Exception as exc:  # noqa: BLE001 - the cancel may have reached the venue: ask again next bar
+            log.warning("session %d: cancel of %s failed: %s", session_id, request.client_order_id, exc)
+    with store.transaction() as db:
+        for state in states:
+            apply(db, state)
+    return states

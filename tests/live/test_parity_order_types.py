@@ -202,8 +202,7 @@ def test_venue_brokers_refuse_what_only_the_paper_broker_simulates() -> None:
     check_live_config(BacktestConfig(stop_loss=0.05, entry_order="limit"), paper=True)
     check_live_config(BacktestConfig(sizing="vol_target", vol_target=0.5), paper=False)  # sizing is the engine's
     check_live_config(BacktestConfig(stop_loss=0.05, trailing_stop=0.02, take_profit=0.1), paper=False)  # placed
-    with pytest.raises(ConfigError, match=r"entry_order='limit'.*--mode paper"):
-        check_live_config(BacktestConfig(stop_loss=0.05, entry_order="limit"), paper=False)
+    check_live_config(BacktestConfig(stop_loss=0.05, entry_order="limit"), paper=False)  # live.order_manager rule 6
     with pytest.raises(ConfigError, match="set cash_sharing=True"):
         check_live_config(BacktestConfig(cash_sharing=False))
 
