@@ -24,7 +24,8 @@ Rules:
      recorded at the first comparison and again after an ack). A difference beyond the
      market's precision (amount step for a base asset, price tick for the quote) is a
      drift: an audit row ``balance_drift`` and ``sessions.needs_ack``, so the whole session
-     is reduce-only until ``tradeloop live ack NAME``.
+     is reduce-only until ``tradeloop live ack NAME``. A margin account (perpetuals) compares
+     its positions with the venue's instead (:mod:`live.perps_reconcile`, ``position_drift``).
 
   A venue that cannot be asked is written to the audit log (``venue_check_failed``) and
   asked again at the next check; nothing is concluded from it.
@@ -44,6 +45,7 @@ from sqlalchemy.orm import Session
 
 from live.brokers.base import Broker, FillReport, OrderState, VenueAccount, VenueTrade, wall_ms
 from live.orders import mark_sent, request_of, send_record
+from live.perps_reconcile import PositionAccount, PositionDrift, compare_positions
 from tradeloop.errors import VenueUnreachableError
 from tradeloop.ops import Fill, OpsStore, Order
 from tradeloop.ops.store import OPEN_STATUSES, RESTING_STATUSES
@@ -149,7 +151,7 @@ class VenueCheck:
         *,
         apply: Apply,
         holdings: Callable[[], tuple[float, dict[str, float]]],
-    ) -> list[Drift]:
+    ) -> list[Drift] | list[PositionDrift]:
         """Every ``every_bars`` bars (``bars``: bars processed so far): poll, fetch fills,
         compare. ``holdings`` gives the engine's (cash, positions) after ``apply``."""
         if bars % self.every_bars:
@@ -161,8 +163,12 @@ class VenueCheck:
                     apply(db, state)
                     halt_if_unknown(db, session_id, state)
                 OpsStore.session_row(db, session_id).cash = holdings()[0]
-            if getattr(self.venue, "margin_account", False):  # perpetuals: balances are margin, not holdings
-                return []
+            if getattr(self.venue, "margin_account", False):  # perpetuals: balances are margin, positions compared
+                if not isinstance(self.venue, PositionAccount):
+                    return []
+                return await compare_positions(
+                    self.venue, store, session_id, symbols=self.symbols, positions=holdings()[1]
+                )
             return await self._compare(store, session_id, *holdings())
         except VenueUnreachableError as exc:
             log.warning("session %d: venue check failed (%s); asking again at the next check", session_id, exc)

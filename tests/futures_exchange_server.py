@@ -19,7 +19,8 @@ calls send (found by pointing ccxt 4.5 at it and logging the paths).
   COMMISSION, FUNDING_FEE), answered by ``tests/futures_reads.py``. Margin, liquidation and
   funding follow ``tests/futures_account.py``.
 * Control hooks: :meth:`BinanceUsdmLoopback.trade` (the market trades: algo orders fire, resting
-  limits fill, the mark follows unless ``marks`` pins it) and :meth:`pay_funding`.
+  limits fill, the mark follows unless ``marks`` pins it), :meth:`manual_order` (an order
+  placed outside the session, e.g. a close on the website) and :meth:`pay_funding`.
 """
 
 from __future__ import annotations
@@ -375,6 +376,14 @@ class BinanceUsdmLoopback(UsdmAccountReads, LoopbackHttp):
         algo["actualOrderId"] = str(order["orderId"])
         if order["status"] not in OPEN:
             algo.update(algoStatus="FINISHED", actualPrice=order["avgPrice"])
+
+    def manual_order(self, symbol: str, side: str, qty: float, *, reduce_only: bool = True) -> dict:
+        """A market order from outside the session (the website, another program): it takes at
+        the last price, under a client id no session made (``web_N``)."""
+        with self._lock:
+            q = {"symbol": symbol, "side": side, "type": "MARKET", "quantity": fmt(qty, 3)}
+            q |= {"reduceOnly": str(reduce_only).lower(), "newClientOrderId": f"web_{len(self.book) + 1}"}
+            return public(self._new_order(q))
 
     def pay_funding(self, symbol: str, rate: float, *, ts: int | None = None) -> list[dict]:
         """A funding settlement at the mark price: ``-amount x mark x rate`` to each open position

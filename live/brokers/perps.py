@@ -92,7 +92,7 @@ def perp_symbol(symbol: str) -> str:
 
 class PerpsBroker(CcxtBroker):
     #: balances are margin (wallet + unrealised P&L), not the session's holdings: the run-time
-    #: balance comparison (``live.reconcile``) is skipped; open orders and fills are still polled
+    #: check (``live.reconcile``) compares positions instead (``live.perps_reconcile``)
     margin_account = True
 
     def __init__(
