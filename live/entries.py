@@ -36,7 +36,8 @@ numbers are ``tradeloop.backtest.kernel``'s):
 7. **The paper broker hears each decision** (:class:`DecisionListener`): the ATR at the
    close of every symbol (its stops use it at the next bar; an entry keeps the value of its
    decision bar) and the symbols that had a signal (rule 3's cancel). A venue broker does
-   not: there the engine arms an entry's legs itself (``live.venue_protection``); limit
+   not: there the engine arms an entry's legs itself (``live.venue_protection``), with the
+   decision bar's ATR each leg carries (``ProtectiveLeg.entry_atr``, stored on its row); limit
    entries are refused there (``check_live_config``).
 """
 

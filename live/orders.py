@@ -15,8 +15,10 @@ it by :func:`new_order` as child orders: one per leg, intent and order type the 
 reduce-only, for the entry's quantity (at the reference price for a quote amount: the broker
 protects what actually filled), ``parent_id`` the entry's row, client id
 ``live.protection.child_order_id`` (derived from the entry's, so a broker holding the entry knows its
-legs), status ``new``. :func:`mark_sent` marks them sent with their entry: they go out as
-part of its create (a bracket) and stay inactive until it fills.
+legs), status ``new``, with the decision bar's ATR (``entry_atr``: a venue arms them from the
+fill with it, after a restart too). :func:`mark_sent` marks them sent with an entry of the paper
+book: they go out as part of its create (a bracket) and stay inactive until it fills; a venue's
+wait for the fill (``live.venue_protection``).
 
 An order's create goes out at most once: ``sent_at_ms`` is committed *before* the create is
 sent (:func:`mark_sent`), so after a crash an order with it set (or any status past ``new``)
@@ -187,6 +189,7 @@ def _add_legs(db: Session, parent: Order, intent: OrderIntent) -> None:
             order_type=leg.order_type.value,
             time_in_force=TimeInForce.GTC.value,
             trigger_price=leg.trigger_price,
+            entry_atr=leg.entry_atr,
             reduce_only=True,
             parent_id=parent.id,
             decided_ts=parent.decided_ts,
@@ -228,20 +231,22 @@ def request_of(order: Order) -> OrderRequest:
     )
 
 
-def mark_sent(db: Session, orders: list[Order], *, now_ms: int, with_legs: bool = True) -> None:
+def mark_sent(db: Session, orders: list[Order], *, now_ms: int, with_legs: bool | None = None) -> None:
     """Record that these orders' creates are about to go out (commit before sending); an
-    entry's protective legs still ``new`` go out with it (module rules), unless ``with_legs``
-    is False (a venue: the legs stay ``new`` until the entry fills, ``live.venue_protection``)."""
+    entry's protective legs still ``new`` go out with it when ``with_legs`` (default: when the
+    entry is the paper book's, module rules); a venue's stay ``new`` until the entry fills
+    (``live.venue_protection``), a restart's send of a never-sent entry included."""
     for order in orders:
         check_transition(order.status, OrderStatus.SENT, client_order_id=order.client_order_id)
     ids = [o.id for o in orders]
+    carriers = [o.id for o in orders if (o.venue == "paper" if with_legs is None else with_legs)]
     legs: list[int] = []
-    if with_legs:
+    if carriers:
         legs = list(
             db.scalars(
                 select(Order.id).where(
                     Order.session_id.in_({o.session_id for o in orders}),
-                    Order.parent_id.in_(ids),
+                    Order.parent_id.in_(carriers),
                     Order.status == OrderStatus.NEW,
                 )
             ).all()

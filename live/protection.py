@@ -81,14 +81,15 @@ def protection_legs(
     """The legs of an entry on ``side`` decided at ``close`` with the ATR ``atr`` there.
 
     Each leg's trigger is its level for an entry filled at ``close`` (``None`` when its
-    candidates are off, e.g. an ATR stop while the ATR warms up). Example: a long with
-    ``stop_loss=0.05, take_profit=0.1`` at close 100 -> a stop-loss at 95 and a take-profit
-    at 110.
+    candidates are off, e.g. an ATR stop while the ATR warms up); each keeps ``atr`` as its
+    ``entry_atr`` (rule 2: the level that counts is measured from the fill with it). Example:
+    a long with ``stop_loss=0.05, take_profit=0.1`` at close 100 -> a stop-loss at 95 and a
+    take-profit at 110.
     """
     legs = []
     for kind in protective_kinds(config):
         level = leg_level(config, kind, side, entry_price=close, extreme=close, entry_atr=atr, prev_atr=atr)
-        legs.append(ProtectiveLeg(kind=kind, trigger_price=level))
+        legs.append(ProtectiveLeg(kind=kind, trigger_price=level, entry_atr=atr))
     return tuple(legs)
 
 

@@ -9,9 +9,11 @@ Rules:
 1. **Armed from the fill.** When the engine learns an entry filled (its ``OrderState``
    ``filled``, or ended with something filled), each leg's trigger is recomputed from the
    ACTUAL average fill price (:func:`live.protection.leg_level`; an ATR leg uses the ATR at the
-   entry's decision bar, as the paper path does), its quantity set to the filled quantity (the
-   broker truncates it to the market's step), and it is sent reduce-only as a native stop /
-   take-profit. Trigger, quantity and ``sent`` are committed before the create goes out.
+   entry's decision bar, as the paper path does: stored with the leg when it was decided,
+   ``orders.entry_atr``), its quantity set to the filled quantity (the broker truncates it to
+   the market's step), and it is sent reduce-only as a native stop / take-profit. Trigger,
+   quantity, the bar it was armed on (``orders.armed_ts``) and ``sent`` are committed before
+   the create goes out.
 2. **Engine-managed where not native.** A leg whose type the market does not list
    (``live.brokers.ccxt_orders.venue_order`` refuses it) stays ``new`` with its trigger stored
    (audit ``protection_engine_managed``). On each CLOSED bar after the one it was armed on, a
@@ -25,7 +27,9 @@ Rules:
    cancel-replace (the replacement is a new order row, client id :func:`moved_order_id`,
    committed ``sent`` with its predecessor's ``cancel_requested`` before the request: never two
    live stops for one position); an engine-managed one just stores the new trigger. A level
-   never moves against the position (after a restart the peak restarts at the entry price).
+   never moves against the position. The peak is stored on the trailing leg's row
+   (``orders.extreme``, a moved leg's row takes it over) in the bar's transaction, the one that
+   stores a moved trigger.
 4. **One-cancels-the-others.** Once a leg of an entry filled, or its position is gone (a
    signal exit, a flatten), the entry's other legs are canceled: ``new`` ones directly, resting
    ones through ``cancel_requested`` then the broker. A signal exit cancels the symbol's legs
@@ -34,8 +38,14 @@ Rules:
    (``live.reconcile``), so a sibling lives until the next check; a contract venue's
    ``reduceOnly`` keeps it from opening anything meanwhile. An entry that ended unfilled
    cancels its legs.
-5. **Restart.** Legs never sent are left alone by ``recover_orders`` and armed here again (the
-   decision-bar ATR is not kept: an ATR leg then keeps its stored trigger).
+5. **Restart.** Nothing of a position's protection lives only in memory: a new engine reads its
+   fill price from the entry's row and its decision ATR, armed bar and peak (trough) from its
+   legs' rows, and goes on as the engine it replaces would have, bar for bar (the bar it was
+   armed on is still not checked; every later one is). Legs never sent are left alone by
+   ``recover_orders`` (a never-sent entry it sends goes alone, ``live.orders.mark_sent``) and
+   armed here once the entry fills, with the stored decision ATR. Rows written before migration
+   0006 have none of this: an ATR leg keeps its stored trigger, a peak restarts at the entry
+   price.
 """
 
 from __future__ import annotations
@@ -68,7 +78,6 @@ S, K = OrderStatus, OrderIntentKind
 Apply = Callable[[Session, OrderState], None]
 ENDED = (S.FILLED.value, S.CANCELED.value, S.EXPIRED.value, S.REJECTED.value)
 STOPS = (K.STOP_LOSS.value, K.TRAILING_STOP.value)  # checked before the target (rule 2)
-_ATR_KEPT = 512  # (symbol, bar) ATRs remembered for entries still to arm
 
 
 def moved_order_id(original: str, n: int) -> str:
@@ -83,7 +92,8 @@ def moved_order_id(original: str, n: int) -> str:
 
 @dataclass(slots=True, kw_only=True)
 class Held:
-    """What the engine keeps of a filled entry: side, fill price, decision ATR, peak (trough)."""
+    """What the engine keeps of a filled entry: side, fill price, decision ATR, peak (trough);
+    all of it also in the database (rule 5: :meth:`VenueProtection._restored`)."""
 
     side: OrderSide
     entry_price: float
@@ -105,7 +115,6 @@ class VenueProtection:
 
     def __init__(self, *, store: OpsStore, broker: Broker, session_id: int, config: BacktestConfig, apply: Apply):
         self.store, self.broker, self.session_id, self.config, self.apply = store, broker, session_id, config, apply
-        self._atr_at: dict[tuple[str, int], float | None] = {}
         self._held: dict[int, Held] = {}  # entry row id ->
 
     # ------------------------------------------------------------------ the engine's hooks
@@ -126,10 +135,6 @@ class VenueProtection:
         self, *, ts: int, candles: pl.DataFrame, atr: Mapping[str, float | None], positions: Mapping[str, float]
     ) -> None:
         """The bar ``ts`` closed and its orders went out: check, trail, cancel, arm (rules 1-4)."""
-        for symbol, value in atr.items():
-            self._atr_at[(symbol, ts)] = value
-        while len(self._atr_at) > _ATR_KEPT:
-            del self._atr_at[min(self._atr_at, key=lambda k: k[1])]
         try:
             await self._load_markets()
         except Exception as exc:  # noqa: BLE001 - asked again next bar; resting legs stay on the venue
@@ -177,7 +182,7 @@ class VenueProtection:
                 self._cancel_leg(db, leg, actions, reason="its position is closed (one-cancels-the-others)")
             self._held.pop(entry.id, None)
             return
-        held = self._held.get(entry.id)
+        held = self._held.get(entry.id) or self._restored(entry, legs)
         if held is None:
             self._arm(db, entry, legs, ts=ts, atr=atr, actions=actions)
             return
@@ -191,7 +196,23 @@ class VenueProtection:
         held.extreme = next_extreme(side, held.extreme, high=bar["high"], low=bar["low"])
         for leg in legs:
             if leg.intent == K.TRAILING_STOP.value:
+                leg.extreme = held.extreme  # rule 3: stored with the bar's moves
                 self._trail(db, entry, leg, held, prev_atr=atr.get(entry.symbol), actions=actions)
+
+    def _restored(self, entry: Order, legs: list[Order]) -> Held | None:
+        """Rule 5: the protection of an entry armed before a restart, from its rows (``None``:
+        not armed yet)."""
+        armed = [leg.armed_ts for leg in legs if leg.armed_ts is not None]
+        if not armed:
+            return None
+        price = float(entry.avg_price or 0.0)
+        peaks = [leg.extreme for leg in legs if leg.intent == K.TRAILING_STOP.value and leg.extreme is not None]
+        side = OrderSide(entry.side)
+        extreme = price if not peaks else (max(peaks) if side is OrderSide.BUY else min(peaks))
+        entry_atr = next((leg.entry_atr for leg in legs if leg.entry_atr is not None), None)
+        held = Held(side=side, entry_price=price, entry_atr=entry_atr, extreme=extreme, armed_ts=max(armed))
+        self._held[entry.id] = held
+        return held
 
     def _arm(
         self,
@@ -205,12 +226,15 @@ class VenueProtection:
     ) -> None:
         """Rule 1 (and 2 for a leg the market cannot take natively)."""
         side, price = OrderSide(entry.side), float(entry.avg_price or 0.0)
-        entry_atr = self._atr_at.get((entry.symbol, entry.decided_ts))
+        entry_atr = next((leg.entry_atr for leg in legs if leg.entry_atr is not None), None)
         held = Held(side=side, entry_price=price, entry_atr=entry_atr, extreme=price, armed_ts=ts)
         self._held[entry.id] = held
         for leg in legs:
+            leg.armed_ts = ts
+            if leg.intent == K.TRAILING_STOP.value:
+                leg.extreme = price
             if leg.status != S.NEW.value:
-                continue  # sent before a restart: it rests on the venue
+                continue  # sent before a restart by a version without 0006's columns: it rests on the venue
             level = self._level(leg, held, prev_atr=atr.get(entry.symbol))
             leg.trigger_price, leg.quantity = level, entry.filled_qty
             native = level is not None and self._native(request_of(leg))
@@ -296,6 +320,9 @@ class VenueProtection:
             parent_id=entry.id,
             decided_ts=leg.decided_ts,
             status=S.NEW.value,
+            entry_atr=leg.entry_atr,
+            armed_ts=leg.armed_ts,
+            extreme=held.extreme,
         )
         db.add(moved)
         db.flush()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.ops.test_in_sample import HEAD
 from tradeloop.errors import ConfigError, SessionStateError
 from tradeloop.ops import Fill, OpsStore, Order, connect, migrate
 from tradeloop.ops.models import Base
@@ -44,7 +45,7 @@ def new_session(store: OpsStore, name: str = "s1"):
 def test_migrations_are_idempotent_and_reach_head(store: OpsStore) -> None:
     migrate(store.engine)  # second run: nothing to do
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM tradeloop_alembic_version")).scalar() == "0005"
+        assert conn.execute(sa.text("SELECT version_num FROM tradeloop_alembic_version")).scalar() == HEAD
     assert set(sa.inspect(store.engine).get_table_names()) >= {
         "sessions",
         "orders",

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.ops.test_audit import own_pg_url  # noqa: F401  (a database of this test's own)
-from tests.ops.test_in_sample import _downgrade, _version, url  # noqa: F401
+from tests.ops.test_in_sample import HEAD, _downgrade, _version, url  # noqa: F401
 from tradeloop.ops import OpsStore, Position, connect, migrate
 from tradeloop.trading import InstrumentId, OrderStatus
 
@@ -47,7 +47,7 @@ def test_an_older_database_takes_the_vocabulary_and_gives_it_back_on_downgrade(u
     engine = connect(url)
     _older_database(engine)
     migrate(engine)
-    assert _version(engine) == "0005"
+    assert _version(engine) == HEAD
     store = OpsStore(engine)
     session = store.session("old")
     statuses = {o.client_order_id: o.status for o in store.orders(session.id)}

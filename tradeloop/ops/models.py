@@ -83,6 +83,10 @@ class Order(Base):
     trigger_price: Mapped[float | None] = mapped_column(Float, nullable=True)  # stop / take-profit trigger
     reduce_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     parent_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the entry a protective order guards
+    # a protective leg's state on a venue (live.venue_protection), so a restart changes nothing:
+    entry_atr: Mapped[float | None] = mapped_column(Float, nullable=True)  # ATR at the entry's decision close
+    armed_ts: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # bar it was armed on (from the fill)
+    extreme: Mapped[float | None] = mapped_column(Float, nullable=True)  # a trailing leg's peak (trough) so far
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 

@@ -19,11 +19,14 @@ class ProtectiveLeg:
     ``trigger_price`` is where the leg would stand had the entry filled at its reference price
     (the decision bar's close); the level that counts is set from the entry's fill price
     (``tradeloop.backtest.fills.stop_levels``). ``None`` when it is not known before the fill
-    (an ATR level while the ATR warms up).
+    (an ATR level while the ATR warms up). ``entry_atr``: the ATR at the decision bar's close,
+    what an ATR level is measured in from the fill (stored with the leg, so a restart keeps it);
+    ``None`` when no leg uses an ATR or it warms up.
     """
 
     kind: OrderIntentKind  # STOP_LOSS, TRAILING_STOP or TAKE_PROFIT
     trigger_price: float | None = None
+    entry_atr: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in PROTECTIVE_KINDS:
