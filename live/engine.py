@@ -60,7 +60,7 @@ from live.feeds.base import FEED_ENDED, STOPPED, CandleBatch, Feed, last_bars, n
 from live.funding import FundingVenue, record_funding, record_liquidation_prices
 from live.locks import EngineLocks
 from live.models import ModelSlot
-from live.order_manager import cancel_stale
+from live.order_manager import cancel_stale, expire_entries
 from live.orders import apply_state, mark_sent, new_order, request_of, store_position
 from live.outage import DatabaseWatch
 from live.outbox import OutboxRelay, outbox_mark
@@ -328,6 +328,10 @@ class LiveEngine:
             max_age_ms=self.config.max_order_age_ms,
             apply=self._apply,
         )
+        await expire_entries(
+            self.store, self.broker, self.session.id, now_ts=batch.ts, window=self.window, config=self.backtest,
+            signalled=[s for s, _ in signals], apply=self._apply,
+        )  # fmt: skip
         if self.config.publish:
             self.relay.stage_prices({s: (c, batch.ts) for s, c in closes})
             self._wake.set()

@@ -17,6 +17,9 @@ Rules:
    still ``cancel_requested`` when the venue did not confirm.
 4. **Cancel-replace** (:func:`replace_order`) cancels first and stores the replacement only
    once the cancel is proven: never two live orders for one intent.
+5. **Kill switch.** A trip cancels the session's resting limit entries
+   (:func:`cancel_resting_entries`, in the bar's transaction, before its orders are sent);
+   protective legs and exits stay. The cancels go out after the bar's commit, with the stale ones.
 6. **Limit entries on a venue** (:func:`expire_entries`, after :func:`cancel_stale`) rest as
    in the backtest (``tradeloop.backtest.kernel`` rule 4): ``limit_ttl_bars`` of their symbol's
    candles after the decision bar, counted in the engine's rolling window, so a restart counts
@@ -41,7 +44,7 @@ from live.entries import DecisionListener
 from live.orders import request_of
 from tradeloop.backtest import BacktestConfig
 from tradeloop.ops import OpsStore, Order
-from tradeloop.trading import OrderStatus, OrderType, check_transition
+from tradeloop.trading import OrderStatus, OrderType, can_transition, check_transition
 
 log = logging.getLogger(__name__)
 S = OrderStatus
@@ -49,8 +52,9 @@ RESTING = (S.ACKNOWLEDGED.value, S.PARTIALLY_FILLED.value)
 Apply = Callable[[Session, OrderState], None]
 
 
-def stale_orders(db: Session, session_id: int, *, now_ts: int, max_age_ms: int) -> list[Order]:
-    """Orders resting longer than ``max_age_ms`` of bar time, and those whose cancel is pending."""
+def stale_orders(db: Session, session_id: int, *, now_ts: int, max_age_ms: int | None) -> list[Order]:
+    """Orders resting longer than ``max_age_ms`` of bar time (``None``: none), and those whose
+    cancel is pending (a kill switch's, say: rule 5)."""
     rows = db.scalars(
         select(Order).where(
             Order.session_id == session_id,
@@ -61,7 +65,7 @@ def stale_orders(db: Session, session_id: int, *, now_ts: int, max_age_ms: int) 
         o
         for o in rows
         if o.parent_id is None  # a protective leg lives as long as its position (live.protection)
-        and (o.status == S.CANCEL_REQUESTED or now_ts - o.decided_ts > max_age_ms)
+        and (o.status == S.CANCEL_REQUESTED or (max_age_ms is not None and now_ts - o.decided_ts > max_age_ms))
     ]
 
 
@@ -80,16 +84,35 @@ def request_cancel(db: Session, order: Order, *, reason: str) -> None:
     )
 
 
+def cancel_resting_entries(db: Session, session_id: int, *, reason: str) -> list[Order]:
+    """Rule 5: ``cancel_requested`` for every limit entry still working (sent, resting or
+    partly filled); the broker is asked after the commit (:func:`cancel_stale`)."""
+    rows = db.scalars(
+        select(Order).where(
+            Order.session_id == session_id,
+            Order.status.in_((S.SENT.value, *RESTING)),
+            Order.order_type == OrderType.LIMIT.value,
+            Order.parent_id.is_(None),
+            Order.reduce_only.is_(False),
+        )
+    )
+    orders = [o for o in rows if can_transition(o.status, S.CANCEL_REQUESTED)]
+    for order in orders:
+        request_cancel(db, order, reason=reason)
+    return orders
+
+
 async def cancel_stale(
     store: OpsStore, broker: Broker, session_id: int, *, now_ts: int, max_age_ms: int | None, apply: Apply
 ) -> list[OrderState]:
-    """Cancel every order older than ``max_age_ms`` (module rules 1-3); the broker's answers."""
-    if max_age_ms is None:
-        return []
+    """Cancel every order older than ``max_age_ms`` and ask again about each pending cancel
+    (module rules 1-3, 5); the broker's answers."""
     with store.transaction() as db:
         orders = stale_orders(db, session_id, now_ts=now_ts, max_age_ms=max_age_ms)
         for order in orders:
             request_cancel(db, order, reason=f"open for more than {max_age_ms} ms of bar time")
+        if not orders:
+            return []
         requests = [request_of(o) for o in orders]
     states = []
     for request in requests:

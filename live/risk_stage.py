@@ -4,8 +4,9 @@
   cleared) re-bases a tripped switch on this equity; a trip puts the session in reduce-only
   until ``tradeloop live ack`` (audited ``kill_switch_tripped``, published on the ``risk``
   stream; a session already waiting for an ack for another reason gets the trip added to
-  the reason its operator reads, since one ack clears both) and, with ``flatten_on_kill``, returns
-  the reduce-only orders that close every position.
+  the reason its operator reads, since one ack clears both), cancels the resting limit entries
+  (``live.order_manager`` rule 5: sent after the bar's commit) and, with ``flatten_on_kill``,
+  returns the reduce-only orders that close every position.
 * :func:`pre_trade` refuses the entries of a halted symbol or of a session awaiting an ack
   (``entry_refused``), then judges every intent with ``tradeloop.risk.check_batch``: a denial
   is audited (``risk_denied``) and published on the ``risk`` stream with its rule, limit and
@@ -21,6 +22,7 @@ from collections.abc import Callable, Mapping
 
 from sqlalchemy.orm import Session
 
+from live.order_manager import cancel_resting_entries
 from live.reconcile import refuse_entry
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.portfolio import Portfolio
@@ -64,6 +66,7 @@ def kill_switch(
         OpsStore.audit(db, "kill_switch_tripped", session_id=session.id, detail=detail)
     OpsStore.add_event(db, "risk", {"event": "kill_switch_tripped", **detail}, session_id=session.id)
     log.error("session %s: kill switch tripped: %s", session.name, trip.message)
+    cancel_resting_entries(db, session.id, reason=f"kill switch: {trip.message}")
     return flatten_intents(snapshot()) if config.flatten_on_kill else []
 
 

@@ -10,7 +10,8 @@ with shorts and limit prices) plus ``flatten_intents`` on a trip with ``flatten_
 all through ``check_batch`` against a ``PortfolioSnapshot`` at the close. Nobody acknowledges
 a trip. What is approved fills at the symbol's next open; an entry whose position is still held
 there (its exit was denied) is dropped, an entry fill of at most ``FLAT_QTY`` units does not happen
-(dust the risk engine counts as flat), and any signal cancels the symbol's resting limit entry.
+(dust the risk engine counts as flat), any signal cancels the symbol's resting limit entry, and a trip
+cancels every resting limit entry of its portfolio.
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ def risk_reference(
         trip = state.on_equity(ts, equity)
         if trip is not None:
             out.trips.append((ts, names[g], str(trip.rule), trip.equity, trip.reference, trip.value, trip.limit))
+            for j in members:  # a trip cancels the resting limit entries
+                resting[j] = None
         snapshot = PortfolioSnapshot(
             equity=equity,
             cash=cash[g],

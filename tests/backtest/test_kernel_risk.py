@@ -214,6 +214,39 @@ def test_the_kill_switch_trips_on_drawdown_flattens_when_asked_and_refuses_entri
     assert_same_as_reference(crafted("A", rows), config, risk)
 
 
+def test_a_trip_cancels_the_resting_limit_entries_of_its_portfolio() -> None:
+    a = crafted(
+        "A",
+        [
+            (100.0, 100.0, 100.0, 100.0, ENTER_LONG),  # a limit buy at 99 rests from bar 1
+            (100.0, 100.0, 98.0, 100.0, 0),  # fills at 99: 5,000 / 99 units
+            (100.0, 100.0, 70.0, 70.0, 0),  # equity 8,535 from 10,050.5: a 15% drawdown trips at this close
+            (70.0, 70.0, 70.0, 70.0, 0),
+            (70.0, 70.0, 70.0, 70.0, 0),
+        ],
+    )
+    b = crafted(
+        "B",
+        [
+            (100.0, 100.0, 100.0, 100.0, 0),
+            (100.0, 100.0, 100.0, 100.0, ENTER_LONG),  # a limit buy at 99 rests from bar 2 for 3 candles
+            (100.0, 100.0, 99.5, 100.0, 0),  # not traded through: still resting when the switch trips
+            (100.0, 100.0, 95.0, 96.0, 0),  # traded through: it would fill at 99 had the trip not canceled it
+            (96.0, 96.0, 96.0, 96.0, 0),
+        ],
+    )
+    frame = pl.concat([a, b])
+    config = BacktestConfig(fraction=0.5, fee_rate=0.0, entry_order="limit", limit_offset=0.01, limit_ttl_bars=3)
+    untripped = run_backtest(frame, config, timeframe="1h", risk=RiskConfig(**OFF))
+    assert untripped.trades.filter(pl.col("symbol") == "B")["entry_ts"].to_list() == [3 * H]
+    risk = RiskConfig(**{**OFF, "max_drawdown": 0.1})
+    result = run_backtest(frame, config, timeframe="1h", risk=risk)
+    assert result.kill_switch_trips.select("ts", "rule").rows() == [(2 * H, "max_drawdown")]
+    assert result.trades["symbol"].to_list() == ["A"]  # B's resting entry was canceled at the trip
+    assert result.risk_denials.is_empty()  # canceled, not denied: no entry was decided after the trip
+    assert_same_as_reference(frame, config, risk)
+
+
 def test_a_denied_exit_keeps_the_position_and_drops_the_entry_behind_it() -> None:
     rows = [
         (100.0, 100.0, 100.0, 100.0, ENTER_LONG),  # asks 5,000 at 100: 50 >= the minimum 49.5

@@ -17,10 +17,8 @@ from decimal import Decimal
 import pytest
 from exchange_server import BinanceLoopback
 
-import live.engine
 from live.bus import make_bus
 from live.engine import EngineConfig, LiveEngine, check_live_config
-from live.feeds.base import CandleBatch
 from live.models import ModelSlot
 from live.order_manager import expire_entries
 from live.runner import SessionConfig, backtest_config, open_session
@@ -35,40 +33,11 @@ from tradeloop.risk import RiskConfig
 PAIR = SYMBOL.replace("-", "")
 BAR_MS = 60_000
 ABOVE = 18_000.0  # the venue's last price: well above every limit buy of the sample (~17,100-17,200)
-WIRED = hasattr(live.engine, "expire_entries")  # LiveEngine.on_batch calls it itself
-
-
-class LimitEngine(LiveEngine):
-    """The live engine with ``expire_entries`` after each bar, right after ``cancel_stale``
-    (what ``LiveEngine.on_batch`` does once it calls it itself: then this adds nothing)."""
-
-    signalled: list[str] = []
-
-    def _decide_or_fall_back(self, db, ts: int) -> list[tuple[str, int]]:
-        signals = super()._decide_or_fall_back(db, ts)
-        self.signalled = [s for s, _ in signals]
-        return signals
-
-    async def on_batch(self, batch: CandleBatch) -> bool:
-        self.signalled = []
-        going = await super().on_batch(batch)
-        if going and not WIRED:
-            await expire_entries(
-                self.store,
-                self.broker,
-                self.session.id,
-                now_ts=batch.ts,
-                window=self.window,
-                config=self.backtest,
-                signalled=self.signalled,
-                apply=self._apply,
-            )
-        return going
 
 
 def limit_engine(
     settings, server: BinanceLoopback, name: str, orders: dict, *, risk: RiskConfig | None = None
-) -> LimitEngine:
+) -> LiveEngine:
     store = OpsStore.open(settings.effective_database_url)
     registry = ModelRegistry(settings.registry_dir)
     config = SessionConfig(
@@ -83,7 +52,7 @@ def limit_engine(
         risk=risk or RiskConfig(),
     )
     session = open_session(store, registry, config)
-    return LimitEngine(
+    return LiveEngine(
         store=store,
         session=session,
         broker=broker_on(server),

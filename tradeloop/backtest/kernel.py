@@ -54,7 +54,9 @@ Rules, in the order they apply on each bar ``t``:
    step 6, after the marking, the risk engine runs as in the live engine: the kill switch on
    each portfolio's equity, then the bar's signals as order intents through the pre-trade
    checks; only what they approve becomes the next open's orders (a flatten on a trip exits
-   with reason ``kill_switch``), and every denial and trip is recorded. An entry fill of at
+   with reason ``kill_switch``), and every denial and trip is recorded. A trip cancels the
+   tripped portfolio's resting limit entries (step 4) at that close, as the live engine cancels
+   its resting entry orders; its protective exits stay. An entry fill of at
    most ``1e-12`` units (the cash was spent) does not happen: the risk engine counts such a
    position as flat and would never let it be sold.
 """
@@ -119,7 +121,7 @@ _limit_price_rule = _jit(fills.limit_price_rule)
 _limit_fill_rule = _jit(fills.limit_fill_rule)
 # the same for the risk pass: a digest of tradeloop/backtest/kernel_risk.py and tradeloop/risk/limits.py (whose
 # functions it compiles), set anew after editing either (tests/backtest/test_kernel_risk.py says to).
-RISK_SHA256 = "dd622b8f5ee69cc37550af710e883f6e01f344051bcdc85d837d4b9d9390e45a"
+RISK_SHA256 = "129556bd32c96bae0b5b3feec78aeb06387c64e9073f936152694b1b1875f454"
 _risk_close = kernel_risk.risk_close
 _risk_state = kernel_risk.risk_state
 _FL = kernel_risk.FLATTEN
@@ -431,6 +433,10 @@ def simulate(
                 state,
                 n_denials,
             )
+            for j in range(k if n_resting > 0 else 0):  # a trip cancels its group's resting limit entries
+                if rest_left[j] > 0 and trips[group[j], 0] == t:
+                    rest_left[j] = 0
+                    n_resting -= 1
         if row_has_signal:
             for j in range(k):
                 s = signal[t, j]

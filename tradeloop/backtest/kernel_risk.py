@@ -33,10 +33,11 @@ bar, in ``live.engine``'s order (mark, kill switch, decide, risk):
    (bar, symbol, kind, rule, limit, value); a denied entry simply does not happen. An entry
    approved while its position's exit was denied cannot be placed (the kernel never adds to
    a held position) and is dropped at the open. Any signal still cancels the symbol's resting
-   limit entry, as without risk; a limit entry resting when the switch trips keeps resting
-   (the live engine cancels nothing on a trip). An entry fill of at most ``FLAT_QTY`` units (the
-   cash was spent by an earlier entry) is skipped: the risk engine counts such dust as flat
-   and would deny its exit (``not_reducing``) bar after bar, leaving the symbol stuck.
+   limit entry, as without risk; a trip cancels the group's resting limit entries (the kernel
+   does it after this pass, as the live engine cancels its resting entry orders on a trip).
+   An entry fill of at most ``FLAT_QTY`` units (the cash was spent by an earlier entry) is
+   skipped: the risk engine counts such dust as flat and would deny its exit
+   (``not_reducing``) bar after bar, leaving the symbol stuck.
 """
 
 from __future__ import annotations
