@@ -37,8 +37,8 @@ numbers are ``tradeloop.backtest.kernel``'s):
    close of every symbol (its stops use it at the next bar; an entry keeps the value of its
    decision bar) and the symbols that had a signal (rule 3's cancel). A venue broker does
    not: there the engine arms an entry's legs itself (``live.venue_protection``), with the
-   decision bar's ATR each leg carries (``ProtectiveLeg.entry_atr``, stored on its row); limit
-   entries are refused there (``check_live_config``).
+   decision bar's ATR each leg carries (``ProtectiveLeg.entry_atr``, stored on its row), and
+   cancels a limit entry after ``limit_ttl_bars`` or a new signal (``live.order_manager`` rule 6).
 """
 
 from __future__ import annotations

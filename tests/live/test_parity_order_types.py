@@ -198,7 +198,7 @@ def test_a_rule_that_shorts_is_refused_on_spot_symbols_naming_the_fix(trained_wo
         )
 
 
-def test_venue_brokers_refuse_what_only_the_paper_broker_simulates() -> None:
+def test_venue_sessions_take_every_order_rule_but_split_cash() -> None:
     check_live_config(BacktestConfig(stop_loss=0.05, entry_order="limit"), paper=True)
     check_live_config(BacktestConfig(sizing="vol_target", vol_target=0.5), paper=False)  # sizing is the engine's
     check_live_config(BacktestConfig(stop_loss=0.05, trailing_stop=0.02, take_profit=0.1), paper=False)  # placed
