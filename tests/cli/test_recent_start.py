@@ -27,7 +27,8 @@ FOUR_H = 4 * 3_600_000
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     root = tmp_path_factory.mktemp("recent")
-    settings = Settings(data_dir=root)
+    settings = Settings(TRADELOOP_DATA_DIR=str(root))  # the alias: Settings ignores data_dir=
+    assert settings.lake_dir == root / "lake"  # this module's own folder, never the checkout's ./data
     import_sample(CandleLake(settings.lake_dir), files=[p for p in sample_files() if "__4h" in p.name])
     return settings
 
