@@ -1,6 +1,10 @@
 """A broker on a real venue through ccxt (async): every order type the market lists natively,
 with client order ids, cancels, and the account reads that reconciliation needs.
 
+This module sends (creates, cancels, cancel-replace); what it asks the venue (an order by
+client id, the proof of an unknown create's outcome, the account, the market rules) is
+:class:`live.brokers.ccxt_reads.CcxtReader`, which :class:`CcxtBroker` extends.
+
 * Every order carries its deterministic client order id (``clientOrderId``). Venues check
   its uniqueness only among *open* orders (Binance does), so a filled order's id would be
   accepted again: the id is no protection against a second create, this module's rule is.
@@ -10,23 +14,9 @@ with client order ids, cancels, and the account reads that reconciliation needs.
   ``rejected``, or ``unknown`` (sent, not proven).
 * **A create goes out at most once** (cancel-replace included: it creates). A create that
   times out, loses its connection or gets a 5xx / -1001 / -1007 has an unknown outcome; it
-  stays ``unknown`` until the venue proves otherwise (:meth:`CcxtBroker.resolve`):
-
-  1. Ask for the order by client id, repeatedly (``query_interval_s``), until at least
-     ``min_queries`` answers and ``visibility_window_s`` after the send: venues show a new
-     order late, so one "order not found" proves nothing.
-  2. Look for it among the account's orders since the send (closed ones included).
-  3. Look at the account's trades on the symbol and side since the send; each trade's
-     order is fetched by its venue id. A trade that cannot be attributed keeps it unknown.
-     (Skipped for stop and take-profit orders: the venue refuses one that would trigger at
-     once, so such a create cannot have traded before it was visible.)
-
-  Only when all three came back empty is the order ``rejected`` (it never reached the
-  venue). An order found by its client id counts only when the venue created it after the
-  send (less ``recv_window_s`` for clock skew): client ids are reused once an order is no
-  longer open, so an old order with the same id proves nothing about this create. A read
-  that fails at the network level is retried ``read_attempts`` times;
-  then the outcome stays ``unknown`` and the engine halts the symbol (reduce-only).
+  stays ``unknown`` until the venue proves otherwise (:meth:`CcxtBroker.resolve`, whose
+  three steps ``live.brokers.ccxt_reads`` states); a read that fails there leaves it
+  ``unknown`` and the engine halts the symbol (reduce-only).
 * A refused create (insufficient funds, a filter, post-only that would take, a rate limit
   429/418/-1003) is ``rejected`` with the venue's message, never retried; so is an order the
   market cannot take as it is, or whose markets could not be loaded (nothing was sent).
@@ -38,53 +28,24 @@ with client order ids, cancels, and the account reads that reconciliation needs.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import replace as evolve
-from functools import partial
-from typing import Any, TypeVar
 
 import ccxt.async_support as ccxt
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from live.brokers.base import FillReport, MarketAssets, OrderRequest, OrderState, VenueTrade, wall_ms
-from live.brokers.ccxt_orders import VenueOrder, order_status, venue_order
+from live.brokers.base import OrderRequest, OrderState, wall_ms
+from live.brokers.ccxt_orders import VenueOrder, venue_order
+from live.brokers.ccxt_reads import CcxtBrokerConfig, CcxtReader
 from live.feeds.base import CandleBatch
-from tradeloop.data.schema import ccxt_symbol
 from tradeloop.errors import BrokerError, VenueUnreachableError
-from tradeloop.risk import TICK_SIZE, MarketRules
-from tradeloop.trading import OrderStatus, OrderType
+from tradeloop.trading import OrderStatus
+
+__all__ = ["CcxtBroker", "CcxtBrokerConfig", "cancel_replace_data"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 S = OrderStatus
 RATE_LIMITED = (ccxt.DDoSProtection, ccxt.RateLimitExceeded)  # refused before it was taken
-
-
-class CcxtBrokerConfig(BaseModel):
-    """How the broker waits for a venue to show an order whose create had no answer."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    recv_window_s: float = Field(default=5.0, gt=0, description="the venue refuses a request older than this")
-    visibility_window_s: float = Field(
-        default=10.0, gt=0, description="how long after its create an order may still not show"
-    )
-    query_interval_s: float = Field(default=1.0, gt=0, description="pause between queries by client id")
-    min_queries: int = Field(default=2, ge=1, description="queries by client id before 'not found' counts")
-    read_attempts: int = Field(default=3, ge=1, description="tries of a read that fails at the network level")
-
-    @model_validator(mode="after")
-    def _window_covers_recv_window(self) -> CcxtBrokerConfig:
-        if self.visibility_window_s < self.recv_window_s:
-            raise ValueError(
-                f"visibility_window_s={self.visibility_window_s} is shorter than recv_window_s="
-                f"{self.recv_window_s}: a create may still arrive after the window; set "
-                "visibility_window_s >= recv_window_s"
-            )
-        return self
 
 
 def cancel_replace_data(exc: Exception) -> dict | None:
@@ -98,29 +59,16 @@ def cancel_replace_data(exc: Exception) -> dict | None:
     return body.get("data") if isinstance(body, dict) and isinstance(body.get("data"), dict) else None
 
 
-class CcxtBroker:
-    def __init__(self, exchange: ccxt.Exchange, *, config: CcxtBrokerConfig | None = None):
-        self.exchange = exchange
-        self.venue = exchange.id
-        self.config = config or CcxtBrokerConfig()
-        if exchange.id in ("binance", "binanceusdm"):
-            exchange.options["recvWindow"] = int(self.config.recv_window_s * 1000)
+class CcxtBroker(CcxtReader):
+    """Orders on a ccxt venue (module rules): each create sent at most once, cancels retried."""
 
     # ------------------------------------------------------------------ hooks (perpetuals override them)
-    def unified(self, symbol: str) -> str:
-        """The ccxt symbol of an order's symbol (``BTC-USDT`` -> ``BTC/USDT``)."""
-        return ccxt_symbol(symbol)
-
     async def _reference_price(self, symbol: str) -> float | None:
         """The price a quote amount is sized at when the order has neither limit nor trigger."""
         return None
 
     async def _before_create(self, order: OrderRequest, symbol: str) -> None:
         """Account settings the create relies on; ``BrokerError`` refuses the order (nothing sent)."""
-
-    def _lookup(self, order: OrderRequest) -> dict[str, Any]:
-        """Extra parameters that find ``order`` among the venue's orders (futures: its algo orders)."""
-        return {}
 
     # ------------------------------------------------------------------ orders
     async def submit(self, order: OrderRequest) -> OrderState:
@@ -267,194 +215,12 @@ class CcxtBroker:
             return gone, OrderState(new.client_order_id, S.REJECTED, reason=reason)
         return gone, await self.submit(new)
 
-    async def query(self, order: OrderRequest) -> OrderState | None:
-        """The order as the venue shows it now, by client id (one lookup, reads retried); None
-        when the venue does not know it; ``VenueUnreachableError`` when it cannot be asked."""
-        symbol = self.unified(order.symbol)
-        await self._read(self.exchange.load_markets)
-        params = {"clientOrderId": order.client_order_id} | self._lookup(order)
-        try:
-            reply = await self._read(lambda: self.exchange.fetch_order(None, symbol, params))
-        except ccxt.OrderNotFound:
-            return None
-        return await self._state(order, symbol, reply)
-
     async def recover(self, order: OrderRequest, *, sent: bool, since_ms: int) -> OrderState:
         if not sent:  # committed, never sent: this is its one create
             return await self.submit(order)
         return await self.resolve(order, since_ms=since_ms)
 
-    async def resolve(self, order: OrderRequest, *, since_ms: int) -> OrderState:
-        cid, symbol = order.client_order_id, self.unified(order.symbol)
-        try:
-            await self._read(self.exchange.load_markets)
-            found = await self._by_client_id(order, symbol, since_ms=since_ms)
-            if found is None:
-                found = await self._among_orders(order, symbol, since_ms=since_ms)
-            if found is None:
-                found = await self._among_trades(order, symbol, since_ms=since_ms)
-        except VenueUnreachableError as exc:
-            return OrderState(cid, S.UNKNOWN, reason=f"venue unreachable ({exc}); never resent"[:200])
-        return found
-
-    async def _by_client_id(self, order: OrderRequest, symbol: str, *, since_ms: int) -> OrderState | None:
-        cid = order.client_order_id
-        deadline_ms = since_ms + int(self.config.visibility_window_s * 1000)
-        params = {"clientOrderId": cid} | self._lookup(order)
-        asked = 0
-        while True:
-            try:
-                reply = await self._read(lambda: self.exchange.fetch_order(None, symbol, params))
-                if not self._older_than_send(reply, since_ms):
-                    return await self._state(order, symbol, reply)
-                log.warning("order %s found by client id predates the send: an earlier order reused the id", cid)
-            except ccxt.OrderNotFound:
-                pass
-            asked += 1
-            if asked >= self.config.min_queries and wall_ms() >= deadline_ms:
-                return None
-            await asyncio.sleep(self.config.query_interval_s)
-
-    async def _among_orders(self, order: OrderRequest, symbol: str, *, since_ms: int) -> OrderState | None:
-        cid = order.client_order_id
-        since = since_ms - int(self.config.recv_window_s * 1000)  # the venue's clock may lag ours
-        orders = await self._read(lambda: self.exchange.fetch_orders(symbol, since=since, params=self._lookup(order)))
-        mine = [o for o in orders if o.get("clientOrderId") == cid and not self._older_than_send(o, since_ms)]
-        return await self._state(order, symbol, mine[-1]) if mine else None
-
-    def _older_than_send(self, order: dict, since_ms: int) -> bool:
-        """True for a venue order created before this send (allowing ``recv_window_s`` of skew)."""
-        created = order.get("timestamp")
-        return created is not None and int(created) < since_ms - int(self.config.recv_window_s * 1000)
-
-    async def _among_trades(self, order: OrderRequest, symbol: str, *, since_ms: int) -> OrderState:
-        cid = order.client_order_id
-        never = OrderState(
-            cid,
-            S.REJECTED,
-            reason="the venue never received the order (not found by client id "
-            "within the visibility window, nor among its orders or trades since the send)",
-        )
-        if OrderType(order.order_type) in (OrderType.STOP, OrderType.TAKE_PROFIT):
-            return never  # a trigger order cannot have traded before it showed
-        since = since_ms - int(self.config.recv_window_s * 1000)
-        trades = await self._read(lambda: self.exchange.fetch_my_trades(symbol, since=since))
-        for venue_id in dict.fromkeys(str(t["order"]) for t in trades if t.get("side") == order.side):
-            try:
-                owner = await self._read(partial(self.exchange.fetch_order, venue_id, symbol))
-            except ccxt.OrderNotFound:
-                return OrderState(
-                    cid,
-                    S.UNKNOWN,
-                    reason=f"trade of venue order {venue_id} on {order.symbol} "
-                    "since the send cannot be attributed; never resent",
-                )
-            if owner.get("clientOrderId") == cid and not self._older_than_send(owner, since_ms):
-                return await self._state(order, symbol, owner)
-        return never
-
-    async def _read(self, call: Callable[[], Awaitable[T]]) -> T:
-        """A read, retried when it fails at the network level (timeout, 5xx, rate limit)."""
-        last = "no attempt"
-        for attempt in range(self.config.read_attempts):
-            try:
-                return await call()
-            except ccxt.OrderNotFound:
-                raise
-            except ccxt.OperationFailed as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "venue read failed (%s), attempt %d of %d", last[:120], attempt + 1, self.config.read_attempts
-                )
-                if attempt + 1 < self.config.read_attempts:
-                    await asyncio.sleep(min(self.config.query_interval_s * 2.0**attempt, 10.0))
-            except ccxt.ExchangeError as exc:  # authentication, permissions: asking again will not help
-                raise VenueUnreachableError(f"{type(exc).__name__}: {exc}"[:120]) from exc
-        raise VenueUnreachableError(last[:120])
-
-    async def _state(self, order: OrderRequest, symbol: str, reply: dict) -> OrderState:
-        """The venue's order as an ``OrderState``: its status and every fill (the reply's, else
-        the account's trades of that order, read when it filled anything)."""
-        trades = reply.get("trades") or []
-        if not trades and float(reply.get("filled") or 0.0) > 0.0:
-            trades = await self._read(lambda: self.exchange.fetch_my_trades(symbol, params={"orderId": reply["id"]}))
-        fills = tuple(
-            FillReport(
-                order.client_order_id,
-                order.symbol,
-                t["side"] or reply["side"],
-                str(t["id"]),
-                float(t["amount"]),
-                float(t["price"]),
-                float((t.get("fee") or {}).get("cost") or 0.0),
-                int(t.get("timestamp") or reply.get("timestamp") or 0),
-            )
-            for t in trades
-        )
-        return OrderState(order.client_order_id, order_status(reply), venue_order_id=str(reply.get("id")), fills=fills)
-
-    # ------------------------------------------------------------------ the account (reconciliation)
-    async def open_orders(self, symbol: str) -> set[str]:
-        unified = self.unified(symbol)
-        return {o.get("clientOrderId") for o in await self._read(lambda: self.exchange.fetch_open_orders(unified))}
-
-    async def trades(self, symbol: str, *, after_trade_id: str | None) -> list[VenueTrade]:
-        unified = self.unified(symbol)
-        params: dict[str, Any] = {}
-        if after_trade_id is not None and after_trade_id.isdigit():
-            params["fromId"] = int(after_trade_id) + 1
-        rows = await self._read(lambda: self.exchange.fetch_my_trades(unified, params=params))
-        return [
-            VenueTrade(
-                venue_order_id=str(t["order"]),
-                trade_id=str(t["id"]),
-                symbol=symbol,
-                side=t["side"],
-                quantity=float(t["amount"]),
-                price=float(t["price"]),
-                fee=float((t.get("fee") or {}).get("cost") or 0.0),
-                ts=int(t.get("timestamp") or 0),
-            )
-            for t in rows
-        ]
-
-    async def balances(self) -> dict[str, float]:
-        balance = await self._read(self.exchange.fetch_balance)
-        return {asset: float(total or 0.0) for asset, total in (balance.get("total") or {}).items()}
-
-    async def assets(self, symbol: str) -> MarketAssets:
-        await self._read(self.exchange.load_markets)
-        market = self.exchange.market(self.unified(symbol))
-        precision = market.get("precision") or {}
-        return MarketAssets(
-            base=market["base"],
-            quote=market["quote"],
-            amount_step=float(precision.get("amount") or 0.0),
-            price_tick=float(precision.get("price") or 0.0),
-        )
-
     # ------------------------------------------------------------------ the rest of Broker
-    def market_rules(self, symbols: list[str]) -> dict[str, MarketRules]:
-        """Each symbol's minimums and precision from the markets ccxt has loaded (the risk
-        engine's rules 7 and 8); none before they are loaded (the first send loads them)."""
-        markets = self.exchange.markets or {}
-        mode = int(getattr(self.exchange, "precisionMode", TICK_SIZE) or TICK_SIZE)
-        return {
-            s: MarketRules.from_ccxt(markets[self.unified(s)], precision_mode=mode)
-            for s in symbols
-            if self.unified(s) in markets
-        }
-
-    def is_dust(self, symbol: str, quantity: float) -> bool:
-        market = self.exchange.markets.get(self.unified(symbol)) if self.exchange.markets else None
-        if market is None:
-            return quantity <= 0.0
-        least = max(
-            (market.get("limits", {}).get("amount", {}).get("min") or 0.0),
-            (market.get("precision", {}).get("amount") or 0.0),
-        )
-        return quantity < least
-
     async def on_bar(self, batch: CandleBatch, *, cash: float) -> list[OrderState]:
         return []  # fills arrive with the create reply, through resolve, or through reconciliation
 
