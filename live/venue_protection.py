@@ -3,6 +3,8 @@
 On the paper broker the legs ride with their entry. On a venue they wait: the engine stores
 them with the entry (status ``new``, ``live.orders.new_order``) but sends the entry alone
 (``mark_sent(with_legs=False)``), and :class:`VenueProtection` takes over once it has filled.
+This module decides, in the bar's transaction; ``live.leg_actions`` sends what it decided
+once that has committed, and answers its questions about the market.
 
 Rules:
 
@@ -52,30 +54,26 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from functools import partial
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from live.brokers.base import Broker, OrderRequest, OrderState, wall_ms
-from live.brokers.ccxt_orders import venue_order
+from live.brokers.base import Broker, wall_ms
+from live.leg_actions import Apply, LegActions, at_tick, load_markets, send_actions, takes_natively
 from live.order_manager import request_cancel
 from live.orders import mark_sent, request_of
 from live.protection import leg_level
-from live.reconcile import halt_if_unknown
 from tradeloop.backtest import BacktestConfig, next_extreme
-from tradeloop.errors import BrokerError
 from tradeloop.ops import OpsStore, Order
 from tradeloop.ops.store import OPEN_STATUSES, RESTING_STATUSES
 from tradeloop.trading import OrderIntentKind, OrderSide, OrderStatus, OrderType
 
 log = logging.getLogger(__name__)
 S, K = OrderStatus, OrderIntentKind
-Apply = Callable[[Session, OrderState], None]
 ENDED = (S.FILLED.value, S.CANCELED.value, S.EXPIRED.value, S.REJECTED.value)
 STOPS = (K.STOP_LOSS.value, K.TRAILING_STOP.value)  # checked before the target (rule 2)
 
@@ -102,13 +100,6 @@ class Held:
     armed_ts: int
 
 
-@dataclass(slots=True)
-class _Actions:
-    cancels: list[OrderRequest] = field(default_factory=list)
-    submits: list[OrderRequest] = field(default_factory=list)
-    replaces: list[tuple[OrderRequest, OrderRequest]] = field(default_factory=list)
-
-
 class VenueProtection:
     """The legs of a venue session's entries (module rules); the engine calls
     :meth:`before_exits` before it sends a bar's orders and :meth:`on_bar` after."""
@@ -123,7 +114,7 @@ class VenueProtection:
         symbols = {o.symbol for o in orders if o.reduce_only and o.parent_id is None}
         if not symbols:
             return
-        actions = _Actions()
+        actions = LegActions()
         with self.store.transaction() as db:
             for leg in self._open_legs(db):
                 if leg.symbol in symbols:
@@ -136,12 +127,12 @@ class VenueProtection:
     ) -> None:
         """The bar ``ts`` closed and its orders went out: check, trail, cancel, arm (rules 1-4)."""
         try:
-            await self._load_markets()
+            await load_markets(self.broker)
         except Exception as exc:  # noqa: BLE001 - asked again next bar; resting legs stay on the venue
             log.warning("session %d: protection skipped this bar (markets not loaded: %s)", self.session_id, exc)
             return
         bars = {r["symbol"]: r for r in candles.select("symbol", "high", "low").iter_rows(named=True)}
-        actions = _Actions()
+        actions = LegActions()
         with self.store.transaction() as db:
             by_entry: dict[int, list[Order]] = {}
             for leg in self._open_legs(db):
@@ -164,7 +155,7 @@ class VenueProtection:
         bar: dict[str, Any] | None,
         atr: Mapping[str, float | None],
         positions: Mapping[str, float],
-        actions: _Actions,
+        actions: LegActions,
     ) -> None:
         if entry.status not in ENDED:
             return  # not filled yet: the legs wait
@@ -222,7 +213,7 @@ class VenueProtection:
         *,
         ts: int,
         atr: Mapping[str, float | None],
-        actions: _Actions,
+        actions: LegActions,
     ) -> None:
         """Rule 1 (and 2 for a leg the market cannot take natively)."""
         side, price = OrderSide(entry.side), float(entry.avg_price or 0.0)
@@ -237,7 +228,7 @@ class VenueProtection:
                 continue  # sent before a restart by a version without 0006's columns: it rests on the venue
             level = self._level(leg, held, prev_atr=atr.get(entry.symbol))
             leg.trigger_price, leg.quantity = level, entry.filled_qty
-            native = level is not None and self._native(request_of(leg))
+            native = level is not None and takes_natively(self.broker, request_of(leg), session_id=self.session_id)
             OpsStore.audit(
                 db,
                 "protection_armed" if native else "protection_engine_managed",
@@ -275,7 +266,7 @@ class VenueProtection:
                 return leg
         return None
 
-    def _fire(self, db: Session, leg: Order, siblings: list[Order], quantity: float, actions: _Actions) -> None:
+    def _fire(self, db: Session, leg: Order, siblings: list[Order], quantity: float, actions: LegActions) -> None:
         """An engine-managed leg triggered: cancel the others, then a reduce-only market exit."""
         for other in siblings:
             self._cancel_leg(db, other, actions, reason=f"{leg.client_order_id} triggered (one-cancels-the-others)")
@@ -291,11 +282,13 @@ class VenueProtection:
         actions.submits.append(request_of(leg))
 
     def _trail(
-        self, db: Session, entry: Order, leg: Order, held: Held, *, prev_atr: float | None, actions: _Actions
+        self, db: Session, entry: Order, leg: Order, held: Held, *, prev_atr: float | None, actions: LegActions
     ) -> None:
         """Rule 3: a trailing leg follows the peak (trough)."""
         level, now = self._level(leg, held, prev_atr=prev_atr), leg.trigger_price
-        if level is None or (now is not None and self._rounded(leg, level) == self._rounded(leg, now)):
+        if level is None or (
+            now is not None and at_tick(self.broker, leg.symbol, level) == at_tick(self.broker, leg.symbol, now)
+        ):
             return
         if now is not None and (level < now if held.side is OrderSide.BUY else level > now):
             return
@@ -330,7 +323,7 @@ class VenueProtection:
         mark_sent(db, [moved], now_ms=wall_ms(), with_legs=False)
         actions.replaces.append((request_of(leg), request_of(moved)))
 
-    def _cancel_leg(self, db: Session, leg: Order, actions: _Actions, *, reason: str) -> None:
+    def _cancel_leg(self, db: Session, leg: Order, actions: LegActions, *, reason: str) -> None:
         if leg.status == S.NEW.value:  # never sent (waiting, or engine-managed): nothing to ask the venue
             leg.status = S.CANCELED.value
             OpsStore.audit(db, "order_canceled", session_id=self.session_id, order_id=leg.id, detail={"reason": reason})
@@ -338,66 +331,8 @@ class VenueProtection:
             request_cancel(db, leg, reason=reason)
             actions.cancels.append(request_of(leg))
 
-    # ------------------------------------------------------------------ the venue
-    async def _act(self, actions: _Actions) -> None:
-        """Cancels first (a spot stop locks what an exit sells), then creates, then moves."""
-        states: list[OrderState] = []
-        for request in actions.cancels:
-            states.append(await self._call(request, partial(self.broker.cancel, request)))
-        for request in actions.submits:
-            states.append(await self._call(request, partial(self.broker.submit, request)))
-        for old, new in actions.replaces:
-            replace = getattr(self.broker, "replace", None)
-            if replace is None:  # cancel, then create only once the cancel is proven
-                gone = await self._call(old, partial(self.broker.cancel, old))
-                states.append(gone)
-                if gone.status == S.CANCELED.value:
-                    states.append(await self._call(new, partial(self.broker.submit, new)))
-                else:
-                    why = "not sent: the cancel of the stop it replaces is not proven"
-                    states.append(OrderState(new.client_order_id, S.REJECTED.value, reason=why))
-                continue
-            try:
-                states.extend(await replace(old, new))
-            except Exception as exc:
-                log.exception("session %d: moving %s failed", self.session_id, old.client_order_id)
-                states.append(OrderState(new.client_order_id, S.UNKNOWN.value, reason=f"replace failed: {exc}"[:200]))
-        if not states:
-            return
-        with self.store.transaction() as db:
-            for state in states:
-                self.apply(db, state)
-                halt_if_unknown(db, self.session_id, state)
-
-    async def _call(self, request: OrderRequest, call: Callable[[], Awaitable[OrderState]]) -> OrderState:
-        try:
-            return await call()
-        except Exception as exc:
-            log.exception("session %d: %s failed", self.session_id, request.client_order_id)
-            return OrderState(request.client_order_id, S.UNKNOWN.value, reason=f"failed: {exc}; never resent"[:200])
-
-    async def _load_markets(self) -> None:
-        exchange = getattr(self.broker, "exchange", None)
-        if exchange is not None:
-            await exchange.load_markets()
-
-    def _native(self, request: OrderRequest) -> bool:
-        """Whether the market takes ``request`` as it is (a broker without markets: assumed)."""
-        exchange, unified = getattr(self.broker, "exchange", None), getattr(self.broker, "unified", None)
-        if exchange is None or unified is None:
-            return True
-        try:
-            venue_order(exchange, request, unified(request.symbol), reference_price=None)
-        except BrokerError as exc:
-            log.info("session %d: %s is engine-managed: %s", self.session_id, request.client_order_id, exc)
-            return False
-        return True
-
-    def _rounded(self, leg: Order, price: float) -> float:
-        exchange, unified = getattr(self.broker, "exchange", None), getattr(self.broker, "unified", None)
-        if exchange is None or unified is None:
-            return round(price, 10)
-        return float(exchange.price_to_precision(unified(leg.symbol), price))
+    async def _act(self, actions: LegActions) -> None:
+        await send_actions(actions, broker=self.broker, store=self.store, session_id=self.session_id, apply=self.apply)
 
     def _open_legs(self, db: Session) -> list[Order]:
         return list(
