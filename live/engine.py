@@ -13,31 +13,19 @@ Per bar (one ``CandleBatch`` with every symbol's closed candle):
    session awaiting ``tradeloop live ack``, gets no entry (reduce-only: exits pass).
    The bar's events for the bus (candle, signals, orders, fills) and the heartbeat are
    written in that same transaction (the outbox, ``live.outbox``).
+   Between decide and persist, the risk stage (``live.risk_stage``): the kill switch on the
+   bar's equity, then every intent through the pre-trade checks.
 4. Commit ``sent_at_ms``, send the orders (each create at most once), store what the broker
-   answered; an outcome still unknown halts its symbol. Relay the outbox to the bus.
+   answered; an outcome still unknown halts its symbol. Then the order manager: a venue's
+   protective legs (``live.venue_protection``), orders past their age or cancel pending, limit
+   entries past their TTL (``live.order_manager``). Relay the outbox to the bus.
 
-After a crash the session resumes after ``last_bar_ts``; open orders are reconciled with
-the broker (the paper broker's book is rebuilt from the database; a venue is asked about
-an order that may have been sent, never sent it twice; one it cannot resolve halts its symbol).
-
-The operational database going away is survived the same way, without the crash: a lost
-connection (``tradeloop.ops.database.is_connection_error``) anywhere in a bar means its
-transaction did not commit, so none of its orders is sent. The engine waits, pinging with
-exponential backoff and full jitter (``db_retry_base_s`` .. ``db_retry_cap_s``, forever
-unless ``stop`` is set), then resumes as a restart would: the session, cash and positions
-re-read from the database, the rolling window cut back to the last committed bar, open
-orders reconciled, the engine locks verified, and the feed read again after ``last_bar_ts``.
-Redis going away only delays the relay: trading goes on.
-
-Liveness: ``sessions.heartbeat_at`` is written with every bar and every ``heartbeat_s``
-between bars, and cleared when the engine exits (``tradeloop.ops.status``). A replay that
-reaches the end of its data marks the session ``finished``.
+Start, resume after a crash or a lost database, heartbeat and exit: ``live.engine_lifecycle``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -55,22 +43,23 @@ from live.engine_config import (
     risk_config_of,
     risk_state_of,
 )
+from live.engine_lifecycle import EngineLifecycle
 from live.entries import EntryPlanner, can_short
-from live.feeds.base import FEED_ENDED, STOPPED, CandleBatch, Feed, last_bars, next_or_stop
+from live.feeds.base import CandleBatch, last_bars
 from live.funding import FundingVenue, record_funding, record_liquidation_prices
 from live.locks import EngineLocks
 from live.models import ModelSlot
 from live.order_manager import cancel_stale, expire_entries
 from live.orders import apply_state, mark_sent, new_order, request_of, store_position
 from live.outage import DatabaseWatch
-from live.outbox import OutboxRelay, outbox_mark
+from live.outbox import OutboxRelay, add_bar_events, outbox_mark
 from live.protection import protective_kinds
-from live.reconcile import VenueCheck, halt_if_unknown, recover_orders, wall_ms
+from live.reconcile import VenueCheck, halt_if_unknown, wall_ms
 from live.risk_stage import kill_switch, portfolio_snapshot, pre_trade
 from live.venue_protection import VenueProtection
 from tradeloop.backtest import BacktestConfig
 from tradeloop.errors import ConfigError
-from tradeloop.ops import OpsStore, Order, Position, ThresholdInForce, TradingSession
+from tradeloop.ops import OpsStore, Order, Position, TradingSession
 from tradeloop.ops.database import is_connection_error
 from tradeloop.ops.models import EquityPoint, utcnow
 from tradeloop.portfolio import CashFlowKind, Portfolio
@@ -84,7 +73,7 @@ log = logging.getLogger(__name__)
 __all__ = ["EngineConfig", "LiveEngine", "check_live_config", "check_window", "risk_config_of", "risk_state_of"]
 
 
-class LiveEngine:
+class LiveEngine(EngineLifecycle):
     def __init__(
         self,
         *,
@@ -157,105 +146,6 @@ class LiveEngine:
     def instrument(self, symbol: str) -> InstrumentId:
         return InstrumentId(self.session.exchange, symbol)
 
-    # ------------------------------------------------------------------ lifecycle
-    async def run(self, feed: Feed, *, max_bars: int | None = None, stop: asyncio.Event | None = None) -> None:
-        """Trade ``feed`` until it ends (a replay: the session is then ``finished``), this call
-        processed ``max_bars`` bars, ``stop`` is set or the session is stopped (``tradeloop
-        live stop``; the heartbeat notices it between bars). A lost database is waited out
-        (module rules), not raised. ``stop`` also ends a wait for the next bar (follow mode)."""
-        stop = stop or asyncio.Event()
-        helpers = [asyncio.create_task(self._beat_forever(stop))]
-        if self.config.publish:
-            helpers.append(asyncio.create_task(self.relay.serve(self._wake)))
-        done = [0]
-        try:
-            while not await self._trade(feed, done=done, max_bars=max_bars, stop=stop):
-                pass
-        finally:
-            self.relay.closing = True
-            self._wake.set()
-            for task in helpers:
-                task.cancel()
-            await asyncio.wait(helpers, timeout=10)  # a swallowed cancel ends on the flag
-            await self._goodbye()
-
-    async def _trade(self, feed: Feed, *, done: list[int], max_bars: int | None, stop: asyncio.Event | None) -> bool:
-        """Resume, then trade; True when the run is over, False after a database outage."""
-        try:
-            await self._resume()
-            batches = feed.batches(after_ts=self.session.last_bar_ts)
-            async with contextlib.aclosing(batches):  # type: ignore[type-var]  # feeds are async generators
-                while (batch := await next_or_stop(batches, stop)) is not FEED_ENDED:
-                    if batch is STOPPED:
-                        return True
-                    if self.window.is_empty():
-                        self.window = feed.history(before_ts=batch.ts, bars=self.config.window_bars)
-                    if not await self.on_batch(batch):
-                        return True
-                    done[0] += 1
-                    if (max_bars is not None and done[0] >= max_bars) or (stop is not None and stop.is_set()):
-                        return True
-            if self.store.finish(self.session.id):  # a replay reached the end of its data
-                self.session.status = "finished"
-                log.info("session %s: finished (the end of its data)", self.session.name)
-            return True
-        except Exception as exc:
-            if not is_connection_error(exc):
-                raise
-            await self.database.wait(exc, stop=stop, session=self.session.name)
-            return stop is not None and stop.is_set()
-
-    async def _resume(self) -> None:
-        """Where the last committed bar left off: session, cash, positions, window, open orders."""
-        if self.locks is not None:
-            self.locks.verify()
-        self.session = self.store.session(self.session.name)
-        if self.session.status == "finished":  # new data since: trade on
-            self.session = self.store.set_status(self.session.name, "running")
-        if (outage := self.database.take_outage()) is not None:
-            self.report("database_outage", **outage)
-        stored = self.store.positions(self.session.id)
-        self.portfolio = Portfolio.from_rows(self.session.cash, stored.values(), venue=self.session.exchange)
-        self.risk_state = risk_state_of(self.session, self.risk_config)  # as the last committed bar left it
-        self.last.update({s: p.last_price for s, p in stored.items() if p.last_price is not None})
-        last_ts = self.session.last_bar_ts
-        if not self.window.is_empty():  # a bar that did not commit comes again
-            self.window = pl.DataFrame() if last_ts is None else self.window.filter(pl.col("ts") <= last_ts)
-        await self.reconcile()
-        self._wake.set()  # what an earlier run or an outage left in the outbox
-
-    async def _beat_forever(self, stop: asyncio.Event) -> None:
-        """Every ``heartbeat_s``: the heartbeat, and ``stop`` set once the session is stopped."""
-        while True:
-            await asyncio.sleep(self.config.heartbeat_s)
-            try:
-                self.store.beat(self.session.id)
-                if self._status() == "stopped":  # `tradeloop live stop` while waiting for a bar
-                    stop.set()
-            except Exception as exc:  # noqa: BLE001 - the bar path handles an outage; never die here
-                log.warning("session %s: heartbeat not written: %s", self.session.name, exc)
-
-    async def _goodbye(self) -> None:
-        """Exit: relay what is left (best effort: what the bus refuses waits in the outbox for
-        the next run) and clear the heartbeat (readers see ``stale``), whatever the relay did."""
-        try:
-            if self.config.publish:
-                await self.relay.flush()
-        except Exception as exc:  # noqa: BLE001 - an exit never fails on the bus; the rows stay
-            log.warning("session %s: exit with events left in the outbox: %s", self.session.name, exc)
-        try:
-            if self.session.status != "finished":
-                self.store.beat(self.session.id, alive=False)
-        except Exception as exc:
-            if not is_connection_error(exc):
-                raise
-            log.warning("session %s: exit without clearing the heartbeat: %s", self.session.name, exc)
-
-    async def reconcile(self) -> None:
-        """Bring open orders in line with the broker after a (re)start: never a second create;
-        an outcome still unknown halts its symbol (``live.reconcile``)."""
-        await recover_orders(self.store, self.broker, self.session.id, apply=self._apply)
-
     # ------------------------------------------------------------------ one bar
     async def on_batch(self, batch: CandleBatch) -> bool:
         """One closed bar through the named stages (module rules); False once the session is stopped.
@@ -297,7 +187,7 @@ class LiveEngine:
         signals: list[tuple[str, int]] = []
         with self.store.transaction() as db:
             if changed:
-                self._record_threshold(db, batch.ts)
+                self.slot.record(db, session=self.session, bar_ts=batch.ts)
             row = OpsStore.session_row(db, self.session.id, for_update=True)
             self._settle(db, ended)
             equity = self._mark(db, batch.ts)
@@ -308,7 +198,7 @@ class LiveEngine:
                 intents = self._decide_intents(signals, equity=equity) + flatten
                 orders = self._persist(db, batch.ts, self._risk(db, intents, ts=batch.ts))
             if self.config.publish:
-                self._events(db, batch, signals, orders)
+                add_bar_events(db, self.session.id, batch, signals, orders)
             row.cash, row.last_bar_ts, row.heartbeat_at = self.cash, batch.ts, utcnow()
             row.risk_state = json.loads(self.risk_state.to_json())
         self._swap_unrecorded = False
@@ -424,7 +314,7 @@ class LiveEngine:
                 raise
             log.exception("session %s: the model failed to decide", self.session.name)
             self.slot.fail(f"failed to decide: {type(exc).__name__}: {exc}"[:180])
-            self._record_threshold(db, ts)
+            self.slot.record(db, session=self.session, bar_ts=ts)
             return self._decide(ts)
 
     def _decide(self, ts: int) -> list[tuple[str, int]]:
@@ -504,54 +394,4 @@ class LiveEngine:
             log.exception("session %s: sending %s failed", self.session.name, order.client_order_id)
             return OrderState(
                 order.client_order_id, "unknown", reason=f"send failed: {type(exc).__name__}: {exc}; never resent"[:200]
-            )
-
-    def _record_threshold(self, db, bar_ts: int) -> None:
-        """What decides entries from the bar ``bar_ts`` on (``since``: when, by the wall clock)."""
-        now = self.slot.current
-        known = now.threshold == now.threshold  # NaN: no model ever loaded, no p* known
-        db.add(
-            ThresholdInForce(
-                session_id=self.session.id,
-                source=now.source,
-                artifact=now.artifact,
-                threshold=now.threshold if known else None,
-                reason=now.reason[:200],
-                bar_ts=bar_ts,
-            )
-        )
-        OpsStore.audit(
-            db,
-            "model_swapped" if now.model is not None else "model_fallback",
-            session_id=self.session.id,
-            detail={"artifact": now.artifact, "reason": now.reason},
-        )
-        log.info("session %s: entries now decided by %s (%s)", self.session.name, now.source, now.reason)
-
-    def report(self, event: str, **detail: object) -> None:
-        """Record something that happened outside a bar (a stale feed, say) in the audit log."""
-        with self.store.transaction() as db:
-            OpsStore.audit(db, event, session_id=self.session.id, detail=dict(detail))
-
-    def _status(self) -> str:
-        with self.store.transaction() as db:
-            return OpsStore.session_row(db, self.session.id).status
-
-    def _events(self, db, batch: CandleBatch, signals: list[tuple[str, int]], orders: list[Order]) -> None:
-        """The bar's events for the bus, in its transaction (fills: in ``_apply``)."""
-        sid = self.session.id
-        OpsStore.add_event(
-            db,
-            "candles",
-            {"ts": batch.ts, "symbols": batch.candles["symbol"].to_list(), "close": batch.candles["close"].to_list()},
-            session_id=sid,
-        )
-        if signals:
-            OpsStore.add_event(db, "signals", {"ts": batch.ts, "signals": [[s, f] for s, f in signals]}, session_id=sid)
-        for order in orders:
-            OpsStore.add_event(
-                db,
-                "orders",
-                {"client_order_id": order.client_order_id, "symbol": order.symbol, "side": order.side, "ts": batch.ts},
-                session_id=sid,
             )

@@ -25,8 +25,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
+
 from tradeloop.errors import ModelError
-from tradeloop.ops import TradingSession
+from tradeloop.ops import OpsStore, ThresholdInForce, TradingSession
 from tradeloop.ops.champion_log import iso_utc
 from tradeloop.registry import ModelRegistry
 from tradeloop.strategies import Strategy, get_strategy
@@ -144,6 +146,29 @@ class ModelSlot:
         log.error("%s; reduce-only", why)
         self._failed, self._loaded = (artifact, why), None
         self._set(self._fallback(why))
+
+    def record(self, db: Session, *, session: TradingSession, bar_ts: int) -> None:
+        """Store what decides the session's entries from the bar ``bar_ts`` on (a
+        ``ThresholdInForce`` row; ``since``: when, by the wall clock), with its audit row."""
+        now = self.current
+        known = now.threshold == now.threshold  # NaN: no model ever loaded, no p* known
+        db.add(
+            ThresholdInForce(
+                session_id=session.id,
+                source=now.source,
+                artifact=now.artifact,
+                threshold=now.threshold if known else None,
+                reason=now.reason[:200],
+                bar_ts=bar_ts,
+            )
+        )
+        OpsStore.audit(
+            db,
+            "model_swapped" if now.model is not None else "model_fallback",
+            session_id=session.id,
+            detail={"artifact": now.artifact, "reason": now.reason},
+        )
+        log.info("session %s: entries now decided by %s (%s)", session.name, now.source, now.reason)
 
     def _misfit(self, model: ThresholdModel) -> str | None:
         """Why ``model`` cannot serve this session (its universe, its window), or None when it can."""

@@ -32,9 +32,11 @@ import time
 from datetime import timedelta
 
 from redis.exceptions import RedisError
+from sqlalchemy.orm import Session
 
 from live.bus import EventBus
-from tradeloop.ops import OpsStore, TradingSession
+from live.feeds.base import CandleBatch
+from tradeloop.ops import OpsStore, Order, TradingSession
 from tradeloop.ops.database import is_connection_error
 from tradeloop.ops.models import OutboxEvent, utcnow
 from tradeloop.retry import backoff_delay
@@ -191,3 +193,27 @@ class OutboxRelay:
             return
         self._pruned_at = now
         self.store.prune_outbox(relayed_before=utcnow() - timedelta(seconds=self.keep_s))
+
+
+def add_bar_events(
+    db: Session, session_id: int, batch: CandleBatch, signals: list[tuple[str, int]], orders: list[Order]
+) -> None:
+    """The bar's events for the bus (candles, signals, orders), in its transaction; fills are
+    added where they are stored (``LiveEngine._apply``)."""
+    OpsStore.add_event(
+        db,
+        "candles",
+        {"ts": batch.ts, "symbols": batch.candles["symbol"].to_list(), "close": batch.candles["close"].to_list()},
+        session_id=session_id,
+    )
+    if signals:
+        OpsStore.add_event(
+            db, "signals", {"ts": batch.ts, "signals": [[s, f] for s, f in signals]}, session_id=session_id
+        )
+    for order in orders:
+        OpsStore.add_event(
+            db,
+            "orders",
+            {"client_order_id": order.client_order_id, "symbol": order.symbol, "side": order.side, "ts": batch.ts},
+            session_id=session_id,
+        )
