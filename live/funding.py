@@ -57,23 +57,29 @@ async def record_funding(
             continue
         for payment in payments:
             with store.transaction() as db:
-                if _store(db, session_id, payment):
+                if _store(db, session_id, payment, symbol=symbol):
                     book(db, payment.amount, symbol)
                     OpsStore.audit(
                         db,
                         "funding",
                         session_id=session_id,
-                        detail={"instrument": str(payment.instrument), "amount": payment.amount, "id": payment.id},
+                        detail={
+                            "symbol": symbol,
+                            "instrument": str(payment.instrument),
+                            "amount": payment.amount,
+                            "id": payment.id,
+                        },
                     )
                     booked += 1
     return booked
 
 
-def _store(db: Session, session_id: int, payment) -> bool:
+def _store(db: Session, session_id: int, payment, *, symbol: str) -> bool:
+    """The payment's cash-flow row under the session's symbol (as its position row), once."""
     row = CashFlow(
         session_id=session_id,
         venue=payment.instrument.venue,
-        symbol=payment.instrument.symbol,
+        symbol=symbol,
         kind=CashFlowKind.FUNDING.value,
         flow_id=payment.id,
         amount=payment.amount,

@@ -163,7 +163,7 @@ def test_a_short_pays_funding_booked_once_into_cash_and_the_liquidation_price(tr
         assert server.margin_type == {VENUE_SYMBOL: "ISOLATED"} and server.leverage == {VENUE_SYMBOL: 3}
         [flow] = store.frame(CashFlow, engine.session.id).to_dicts()
         assert flow["kind"] == "funding" and flow["amount"] == pytest.approx(received)
-        assert (flow["venue"], flow["symbol"]) == ("binanceusdm", "BTC/USDT:USDT")  # the broker's instrument
+        assert (flow["venue"], flow["symbol"]) == ("binanceusdm", "BTC-USDT")  # keyed as the position row
         assert store.session("perp").cash == pytest.approx(funded["cash"])
         # the venue's liquidation price of the short, written to the position's row: Binance's isolated
         # one-way formula (WB + cum - side*Q*EP) / (Q*mmr - side*Q), BTCUSDT's first bracket mmr 0.4%, cum 0,
