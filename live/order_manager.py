@@ -114,16 +114,7 @@ async def cancel_stale(
         if not orders:
             return []
         requests = [request_of(o) for o in orders]
-    states = []
-    for request in requests:
-        try:
-            states.append(await broker.cancel(request))
-        except Exception as exc:  # noqa: BLE001 - the cancel may have reached the venue: ask again next bar
-            log.warning("session %d: cancel of %s failed: %s", session_id, request.client_order_id, exc)
-    with store.transaction() as db:
-        for state in states:
-            apply(db, state)
-    return states
+    return await _cancel_each(store, broker, session_id, requests, apply=apply)
 
 
 async def replace_order(

@@ -31,13 +31,14 @@ import hashlib
 import logging
 from datetime import UTC
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from live.brokers.base import OrderRequest, OrderState
 from live.protection import child_order_id
 from tradeloop.backtest import limit_price
 from tradeloop.ops import Fill, OpsStore, Order, Position
+from tradeloop.ops.store import OPEN_STATUSES
 from tradeloop.portfolio import PositionState
 from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXIT_SHORT
 from tradeloop.trading import (
@@ -351,3 +352,17 @@ def store_position(db: Session, session_id: int, held: PositionState) -> None:
     row.entry_ts, row.realized_pnl = held.entry_ts, held.realized_pnl
     if held.last_price is not None:
         row.last_price = held.last_price
+
+
+def orders_in_flight(store: OpsStore, session_id: int) -> int:
+    """How many of the session's orders are still open: balances and positions are compared
+    only when none is (a fill on its way would look like a drift)."""
+    with store.transaction() as db:
+        return (
+            db.scalar(
+                select(func.count())
+                .select_from(Order)
+                .where(Order.session_id == session_id, Order.status.in_(OPEN_STATUSES))
+            )
+            or 0
+        )

@@ -36,11 +36,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from sqlalchemy import func, select
-
 from live.brokers.base import MarketAssets
-from tradeloop.ops import OpsStore, Order
-from tradeloop.ops.store import OPEN_STATUSES
+from live.orders import orders_in_flight
+from tradeloop.ops import OpsStore
 
 if TYPE_CHECKING:
     from live.brokers.perps import PerpPosition
@@ -107,13 +105,7 @@ async def compare_positions(
     VenueUnreachableError
         The venue's positions or markets could not be read.
     """
-    with store.transaction() as db:
-        in_flight = db.scalar(
-            select(func.count())
-            .select_from(Order)
-            .where(Order.session_id == session_id, Order.status.in_(OPEN_STATUSES))
-        )
-    if in_flight:
+    if orders_in_flight(store, session_id):
         return []
     steps = {symbol: (await venue.assets(symbol)).amount_step for symbol in symbols}
     netted: defaultdict[str, float] = defaultdict(float)

@@ -40,11 +40,11 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from live.brokers.base import Broker, FillReport, OrderState, VenueAccount, VenueTrade, wall_ms
-from live.orders import mark_sent, request_of, send_record
+from live.orders import mark_sent, orders_in_flight, request_of, send_record
 from live.perps_reconcile import PositionAccount, PositionDrift, compare_positions
 from tradeloop.errors import VenueUnreachableError
 from tradeloop.ops import Fill, OpsStore, Order
@@ -110,6 +110,8 @@ def refuse_entry(db: Session, session_id: int, intent: OrderIntent) -> bool:
 
 
 # ---------------------------------------------------------------------- during the run
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Drift:
     """One asset whose venue balance is not what the session's book says."""
@@ -223,13 +225,7 @@ class VenueCheck:
         return states
 
     async def _compare(self, store: OpsStore, session_id: int, cash: float, positions: dict[str, float]) -> list[Drift]:
-        with store.transaction() as db:
-            in_flight = db.scalar(
-                select(func.count())
-                .select_from(Order)
-                .where(Order.session_id == session_id, Order.status.in_(OPEN_STATUSES))
-            )
-        if in_flight:
+        if orders_in_flight(store, session_id):
             return []
         expected: dict[str, float] = defaultdict(float)
         tolerance: dict[str, float] = defaultdict(float)
