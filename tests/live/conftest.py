@@ -7,6 +7,7 @@ never saw (``live.in_sample``, ``live.models``). Its maximum age covers those ba
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from tradeloop.data.importer import import_sample
 from tradeloop.ops import EquityPoint, OpsStore
 from tradeloop.registry import Lineage, ModelRegistry
 from tradeloop.research.walkforward import fit_threshold
-from tradeloop.risk import RiskConfig
+from tradeloop.risk import MarketRules, RiskConfig
 from tradeloop.settings import Settings
 from tradeloop.strategies import SmaCross
 from tradeloop.thresholds import BarrierConfig, meta_dataset
@@ -112,7 +113,13 @@ def backtest_orders(
 
 
 def backtest_result(
-    world: World, *, start: int, config: BacktestConfig, window: int, risk: RiskConfig | None = None
+    world: World,
+    *,
+    start: int,
+    config: BacktestConfig,
+    window: int,
+    risk: RiskConfig | None = None,
+    markets: Mapping[str, MarketRules] | None = None,
 ) -> BacktestResult:
     """The backtest :func:`backtest_orders` reads (its risk denials and kill-switch trips too)."""
     _, model = ModelRegistry(world.settings.registry_dir).load("sma_cross")
@@ -121,7 +128,7 @@ def backtest_result(
     candles = candles.filter(pl.col("ts") >= first["ts"].min())
     decided = decide(candles, model, now_ms=model.trained_until)
     decided = decided.with_columns(signal=pl.when(pl.col("ts") >= start).then(pl.col("signal")).otherwise(0))
-    return run_backtest(decided, config, timeframe="4h", risk=risk)
+    return run_backtest(decided, config, timeframe="4h", risk=risk, markets=markets)
 
 
 def trade_fills(trades: pl.DataFrame) -> list[tuple]:

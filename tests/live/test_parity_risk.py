@@ -18,11 +18,12 @@ import numpy as np
 import polars as pl
 import pytest
 
+from live.brokers.paper import PaperBroker
 from live.runner import SessionConfig, run_session
 from tests.live.conftest import SYMBOLS, World, backtest_result, live_fills, trade_fills
 from tradeloop.backtest import BacktestConfig
 from tradeloop.ops import EquityPoint
-from tradeloop.risk import RiskConfig
+from tradeloop.risk import MarketRules, RiskConfig
 
 BARS = 600
 #: every limit off: a case turns on only the one it is about
@@ -41,12 +42,20 @@ CASES = {  # entries ask for fraction 0.5 of an equity of 9,400 to 10,800 over t
     "kill_switch-flatten": ({"max_drawdown": 0.05, "flatten_on_kill": True}, {}),
     "daily_loss": ({"daily_loss_limit": 0.02}, {}),
     "kill_switch-limit": ({"max_drawdown": 0.05}, LIMIT),
+    "min_notional": ({}, {}),  # with MARKETS: BTC's entries (about 5,000) are under its minimum
 }
+#: a venue's minimums for the min_notional case (the paper broker has none: the test gives it these)
+MARKETS = {SYMBOLS[0]: MarketRules(min_notional=6000.0), SYMBOLS[1]: MarketRules(min_notional=10.0)}
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_a_binding_limit_refuses_the_same_entries_live_and_in_the_backtest(trained_world: World, case: str) -> None:
+def test_a_binding_limit_refuses_the_same_entries_live_and_in_the_backtest(
+    trained_world: World, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     world = trained_world
+    markets = MARKETS if case == "min_notional" else None
+    if markets is not None:  # the live engine reads a broker's market_rules (a venue's, from ccxt)
+        monkeypatch.setattr(PaperBroker, "market_rules", lambda self, symbols: markets, raising=False)
     start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-BARS])
     options, orders = CASES[case]
     risk = RiskConfig(**{**OFF, **options})
@@ -56,7 +65,9 @@ def test_a_binding_limit_refuses_the_same_entries_live_and_in_the_backtest(train
     store, sid = engine.store, engine.session.id
     session = store.session(name)
     assert RiskConfig.parse(session.risk_config) == risk
-    result = backtest_result(world, start=start, config=BacktestConfig(**session.config), window=400, risk=risk)
+    result = backtest_result(
+        world, start=start, config=BacktestConfig(**session.config), window=400, risk=risk, markets=markets
+    )
 
     # the same fills: time, symbol, side, why, quantity, price; and the same final equity
     fills, expected = live_fills(store, sid), trade_fills(result.trades)
