@@ -22,7 +22,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@# PYTHONDONTWRITEBYTECODE may be set: compile once so imports stay fast
-	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib tradeloop pipelines > /dev/null
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib tradeloop pipelines live api > /dev/null
 	touch $@
 
 $(BENCH_STAMP): $(STAMP) requirements-bench.lock

@@ -26,8 +26,8 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    """The three packages and pyproject.toml, copied (run from there, lint-imports reads the copy)."""
-    for package in ("tradeloop", "live", "pipelines"):
+    """The four packages and pyproject.toml, copied (run from there, lint-imports reads the copy)."""
+    for package in ("tradeloop", "live", "pipelines", "api"):
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
@@ -51,6 +51,10 @@ def test_the_copied_tree_keeps_the_contracts(tree: Path) -> None:
         ("live/locks.py", "import pipelines.metadata", "live is not allowed to import pipelines"),
         ("live/outage.py", "import dagster", "live is not allowed to import dagster"),
         ("live/outbox.py", "from tradeloop.cli.common import fmt_ts", "live is not allowed to import tradeloop.cli"),
+        ("live/outbox.py", "import api.deps", "live is not allowed to import api"),
+        ("tradeloop/identity/store.py", "import api.context", "tradeloop is not allowed to import api"),
+        ("api/deps.py", "import live.engine", "api is not allowed to import live"),
+        ("api/routers/health.py", "import pipelines.run", "api is not allowed to import pipelines"),
     ],
 )
 def test_a_forbidden_import_breaks_its_contract(tree: Path, module: str, planted: str, broken: str) -> None:

@@ -128,6 +128,26 @@ class FeedStaleError(LiveError):
     """A market-data feed delivered nothing for longer than its staleness limit."""
 
 
+class AuthError(TradeloopError):
+    """Who is asking could not be established: a missing, expired, forged or revoked token or
+    key, or a wrong password (the API answers 401)."""
+
+    exit_code = 11
+
+
+class PermissionDeniedError(TradeloopError):
+    """The caller is known but may not do this: a role or scope too low, or another user's
+    resource (the API answers 403, or 404 where saying it exists would leak it)."""
+
+    exit_code = 12
+
+
+class NotFoundError(TradeloopError, LookupError):
+    """A resource asked for by id or name does not exist (or is not the caller's)."""
+
+    exit_code = 13
+
+
 def config_error(
     exc: Exception,
     *,

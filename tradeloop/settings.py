@@ -76,6 +76,28 @@ class Settings(BaseSettings):
         description="Dagster's instance folder, shared by `python -m pipelines.run` and `dagster dev`; "
         "data_dir/dagster when unset.",
     )
+    # service API (api/)
+    api_host: str = Field(
+        default="127.0.0.1",
+        validation_alias=_env("TRADELOOP_API_HOST"),
+        description="Where `tradeloop up` serves the API; 127.0.0.1 unless a proxy in front terminates TLS.",
+    )
+    api_port: int = Field(default=8000, ge=0, le=65535, validation_alias=_env("TRADELOOP_API_PORT"))
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("TRADELOOP_JWT_SECRET"),
+        description="Signs the API's access tokens (at least 32 bytes); made once under data_dir/secrets when unset.",
+    )
+    encryption_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("TRADELOOP_ENCRYPTION_KEY"),
+        description="Fernet key(s), comma-separated, newest first: exchange credentials encrypted at rest.",
+    )
+    cors_origins: str = Field(
+        default="",
+        validation_alias=_env("TRADELOOP_CORS_ORIGINS"),
+        description="Comma-separated origins a browser may call the API from; none by default (CORS closed).",
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -146,7 +168,13 @@ def register_settings_secrets(settings: Settings) -> None:
 
     secrets: list[str | None] = [
         s.get_secret_value()
-        for s in (settings.exchange_api_key, settings.exchange_secret, settings.exchange_password)
+        for s in (
+            settings.exchange_api_key,
+            settings.exchange_secret,
+            settings.exchange_password,
+            settings.jwt_secret,
+            settings.encryption_key,
+        )
         if s is not None
     ]
     secrets += [url_password(url) for url in (settings.database_url, settings.redis_url) if url]

@@ -6,18 +6,24 @@ when DATABASE_URL says so. The live engine writes it; the dashboard only reads i
 """
 
 from tradeloop.ops.database import connect, migrate
+from tradeloop.ops.identity_models import ApiKey, ExchangeCredential, Job, RefreshToken, User
 from tradeloop.ops.models import AuditEvent, EquityPoint, Fill, Order, Position, ThresholdInForce, TradingSession
 from tradeloop.ops.store import OpsStore
 
 __all__ = [
+    "ApiKey",
     "AuditEvent",
     "EquityPoint",
+    "ExchangeCredential",
     "Fill",
+    "Job",
     "OpsStore",
     "Order",
     "Position",
+    "RefreshToken",
     "ThresholdInForce",
     "TradingSession",
+    "User",
     "connect",
     "migrate",
 ]

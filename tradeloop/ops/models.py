@@ -51,6 +51,9 @@ class TradingSession(Base):
     # mark, the UTC day's first equity, the throttle's recent orders, the kill switch), written each bar
     risk_config: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     risk_state: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # the user who owns it (tradeloop.ops.identity_models.User; None: made from the CLI before
+    # there were users: an admin's)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 

@@ -1,0 +1,44 @@
+"""The FastAPI application: ``create_app()`` (``uvicorn --factory api.app:create_app``).
+
+OpenAPI documentation is served at ``/docs`` (and the schema at ``/openapi.json``); every
+error is a problem document (``api.problems``); every mutating request is audited
+(``api.audit``).
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import audit, problems
+from api.context import ApiContext
+from api.routers import auth, health, keys, users
+from tradeloop.settings import Settings, get_settings
+
+DESCRIPTION = """REST access to tradeloop for a team: sessions, orders, fills, positions, equity,
+the audit log, models, thresholds, backtests and research runs, market data and signals.
+
+Sign in with `POST /auth/login` and send `Authorization: Bearer <access_token>`, or send a
+service's `X-API-Key`. Roles: **viewer** reads, **trader** also acts on sessions and jobs,
+**admin** also manages users and models. Errors are RFC 9457 problem documents.
+"""
+
+
+def create_app(settings: Settings | None = None, *, context: ApiContext | None = None) -> FastAPI:
+    """The API over ``context`` (default: the stores ``settings`` names)."""
+    ctx = context or ApiContext.from_settings(settings or get_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        if context is None:  # ours to close
+            ctx.store.close()
+
+    app = FastAPI(title="tradeloop", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app.state.context = ctx
+    problems.install(app)
+    audit.install(app)
+    for router in (health.router, auth.router, users.router, keys.router):
+        app.include_router(router)
+    return app

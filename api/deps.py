@@ -1,0 +1,105 @@
+"""Who is calling, and what they may do: every endpoint declares the role it needs.
+
+A caller proves who they are with ``Authorization: Bearer <access token>`` (a JWT from
+``POST /auth/login``) or ``X-API-Key: tl_...`` (a service key). The principal is loaded from
+the database on every request, so a disabled user or a lowered role takes effect at once.
+An API key's scopes narrow its user's role (``tradeloop.identity.roles``).
+
+Ownership: a resource owned by another user is "not found" for a non-admin (saying it
+exists would leak it); admins see everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from api.context import ApiContext
+from tradeloop.errors import AuthError, NotFoundError, PermissionDeniedError
+from tradeloop.identity import Role, Scope
+
+bearer = HTTPBearer(auto_error=False, description="an access token from POST /auth/login")
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="a service's API key (tl_...)")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Principal:
+    """The authenticated caller."""
+
+    user_id: int
+    username: str
+    role: Role  # what this request may do: the user's role, narrowed by a key's scopes
+    api_key_id: int | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names the caller."""
+        via = f" (key {self.api_key_id})" if self.api_key_id is not None else ""
+        return f"{self.username}{via}"[:200]
+
+    def can_see(self, owner_id: int | None) -> bool:
+        """Whether a resource owned by ``owner_id`` is this caller's (admins: every one;
+        ``None``: made before there were users, an admin's)."""
+        return self.is_admin or (owner_id is not None and owner_id == self.user_id)
+
+    def check_owner(self, owner_id: int | None, what: str) -> None:
+        if not self.can_see(owner_id):
+            raise NotFoundError(f"{what} does not exist")
+
+
+def context(request: Request) -> ApiContext:
+    return request.app.state.context
+
+
+Context = Annotated[ApiContext, Depends(context)]
+
+
+def authenticate(
+    request: Request,
+    ctx: Context,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    key: Annotated[str | None, Depends(api_key_header)],
+) -> Principal:
+    if credentials is not None and key is not None:
+        raise AuthError("send either a bearer token or an API key, not both")
+    if key is not None:
+        user, row = ctx.identity.verify_api_key(key, now=ctx.now())
+        scoped = max((Scope(s).role for s in row.scopes), key=lambda r: r.rank)
+        role = min(Role(user.role), scoped, key=lambda r: r.rank)
+        principal = Principal(user_id=user.id, username=user.username, role=role, api_key_id=row.id)
+    elif credentials is not None:
+        claims = ctx.tokens.verify(credentials.credentials, now=ctx.now_s())
+        known = ctx.identity.user_or_none(claims.user_id)
+        if known is None or known.disabled:
+            raise AuthError("the account does not exist or is disabled")
+        principal = Principal(user_id=known.id, username=known.username, role=Role(known.role))
+    else:
+        raise AuthError("not signed in: send Authorization: Bearer <token> (POST /auth/login) or X-API-Key")
+    request.state.principal = principal  # for the audit middleware
+    return principal
+
+
+def require(role: Role) -> Callable[..., Principal]:
+    """A dependency: the caller, who must have at least ``role``."""
+
+    def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if not principal.role.allows(role):
+            how = "an API key with the 'trade' scope" if role is Role.TRADER else f"the {role} role"
+            raise PermissionDeniedError(f"this needs {how}; you act as {principal.role}")
+        return principal
+
+    check.__name__ = f"require_{role}"
+    return check
+
+
+Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
+Trader = Annotated[Principal, Depends(require(Role.TRADER))]
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
