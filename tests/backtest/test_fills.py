@@ -12,6 +12,7 @@ from tradeloop.backtest import (
     PriceArrays,
     WilderAtr,
     kernel,
+    kernel_exits,
     limit_fill_price,
     limit_price,
     next_extreme,
@@ -245,6 +246,14 @@ def test_the_kernel_digest_follows_fills_py() -> None:
     assert kernel.FILLS_SHA256 == digest, (
         "tradeloop/backtest/fills.py changed, and numba's cache of the kernel only sees kernel.py: "
         f'set FILLS_SHA256 = "{digest}" in tradeloop/backtest/kernel.py so the kernel recompiles'
+    )
+
+
+def test_the_kernel_digest_follows_kernel_exits_py() -> None:
+    digest = hashlib.sha256(Path(kernel_exits.__file__).read_bytes()).hexdigest()
+    assert kernel.EXITS_SHA256 == digest, (
+        "tradeloop/backtest/kernel_exits.py changed, and numba's cache of the kernel only sees kernel.py: "
+        f'set EXITS_SHA256 = "{digest}" in tradeloop/backtest/kernel.py so the kernel recompiles'
     )
 
 

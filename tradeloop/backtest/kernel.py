@@ -66,7 +66,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from tradeloop.backtest import fills, kernel_risk
+from tradeloop.backtest import fills, kernel_exits, kernel_risk
 from tradeloop.backtest.fills import (
     END,
     EXIT_REASONS,
@@ -76,6 +76,20 @@ from tradeloop.backtest.fills import (
     STOP_LOSS,
     TAKE_PROFIT,
     TRAILING_STOP,
+)
+from tradeloop.backtest.kernel_exits import (  # noqa: F401 (the trade record columns, re-exported)
+    N_TRADE_FIELDS,
+    T_DIRECTION,
+    T_ENTRY_BAR,
+    T_ENTRY_PRICE,
+    T_EXIT_BAR,
+    T_EXIT_PRICE,
+    T_FEES,
+    T_PNL,
+    T_QTY,
+    T_REASON,
+    T_RETURN,
+    T_SYMBOL,
 )
 from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXIT_SHORT
 
@@ -90,22 +104,6 @@ __all__ = [
     "TRAILING_STOP",
     "simulate",
 ]
-
-# trade record columns (float64 matrix)
-(
-    T_SYMBOL,
-    T_DIRECTION,
-    T_ENTRY_BAR,
-    T_EXIT_BAR,
-    T_QTY,
-    T_ENTRY_PRICE,
-    T_EXIT_PRICE,
-    T_FEES,
-    T_PNL,
-    T_RETURN,
-    T_REASON,
-) = range(11)
-N_TRADE_FIELDS = 11
 
 _EL, _ES, _XL, _XS = ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXIT_SHORT
 
@@ -126,24 +124,11 @@ _risk_close = kernel_risk.risk_close
 _risk_state = kernel_risk.risk_state
 _FL = kernel_risk.FLATTEN
 _FLAT_QTY = kernel_risk.FLAT_QTY
-
-
-@nb.njit(cache=True, inline="always", error_model="numpy")
-def _record(trades, n_trades, j, direction, entry_bar, exit_bar, qty, entry_price, exit_price, fees, reason):
-    pnl = direction * qty * (exit_price - entry_price) - fees
-    r = trades[n_trades]
-    r[T_SYMBOL] = j
-    r[T_DIRECTION] = direction
-    r[T_ENTRY_BAR] = entry_bar
-    r[T_EXIT_BAR] = exit_bar
-    r[T_QTY] = qty
-    r[T_ENTRY_PRICE] = entry_price
-    r[T_EXIT_PRICE] = exit_price
-    r[T_FEES] = fees
-    r[T_PNL] = pnl
-    r[T_RETURN] = pnl / (qty * entry_price)
-    r[T_REASON] = reason
-    return n_trades + 1
+# and for the exit fills and the trade records: a digest of tradeloop/backtest/kernel_exits.py, set anew after
+# editing it (tests/backtest/test_fills.py says to).
+EXITS_SHA256 = "02a5962a040ece985c980341772a5c46b189ea2fbaaadb51ccb43b0490a12893"
+_exit_fill = kernel_exits.exit_fill
+_end_of_data = kernel_exits.end_of_data
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -232,48 +217,16 @@ def simulate(
             if not np.isfinite(o):
                 continue
             q = pos[j]
+            if (f & ((_XL | _ES) if q > 0.0 else (_XS | _EL))) == 0:  # not an exit of the side held
+                continue
             why = SIGNAL
             if risk is not None:
                 if (f & _FL) != 0:
                     why = KILL_SWITCH
-            if q > 0.0 and (f & (_XL | _ES)) != 0:
-                px = o * (1.0 - slip)
-                g = group[j]
-                cash[g] += q * px * (1.0 - fee)
-                notional[g] += q * px
-                n_trades = _record(
-                    trades,
-                    n_trades,
-                    j,
-                    1.0,
-                    entry_bar[j],
-                    t,
-                    q,
-                    entry_price[j],
-                    px,
-                    entry_fee[j] + q * px * fee,
-                    why,
-                )
-                pos[j] = 0.0
-            elif q < 0.0 and (f & (_XS | _EL)) != 0:
-                px = o * (1.0 + slip)
-                g = group[j]
-                cash[g] -= -q * px * (1.0 + fee)
-                notional[g] += -q * px
-                n_trades = _record(
-                    trades,
-                    n_trades,
-                    j,
-                    -1.0,
-                    entry_bar[j],
-                    t,
-                    -q,
-                    entry_price[j],
-                    px,
-                    entry_fee[j] - q * px * fee,
-                    why,
-                )
-                pos[j] = 0.0
+            n_trades = _exit_fill(
+                trades, n_trades, pos, entry_price, entry_bar, entry_fee, cash, notional, group[j], j, t, o, slip, fee,
+                why,
+            )  # fmt: skip
         # 1-3. entries at the open
         for j in range(k if n_pending > 0 else 0):
             f = pending[j]
@@ -380,22 +333,10 @@ def simulate(
                 target = _target_rule(d, ep, take_profit)
             fill, reason = _stop_fill_rule(d, stop, reason, target, o, h, lo)
             if fill == fill:
-                if q > 0.0:
-                    px = fill * (1.0 - slip)
-                    cash[g] += q * px * (1.0 - fee)
-                    notional[g] += q * px
-                    n_trades = _record(
-                        trades, n_trades, j, 1.0, entry_bar[j], t, q, ep, px, entry_fee[j] + q * px * fee, reason
-                    )
-                else:
-                    qa = -q
-                    px = fill * (1.0 + slip)
-                    cash[g] -= qa * px * (1.0 + fee)
-                    notional[g] += qa * px
-                    n_trades = _record(
-                        trades, n_trades, j, -1.0, entry_bar[j], t, qa, ep, px, entry_fee[j] + qa * px * fee, reason
-                    )
-                pos[j] = 0.0
+                n_trades = _exit_fill(
+                    trades, n_trades, pos, entry_price, entry_bar, entry_fee, cash, notional, g, j, t, fill, slip,
+                    fee, reason,
+                )  # fmt: skip
             elif not fresh_limit:  # this bar's high (low) joins the peak (trough) after the check
                 if q > 0.0:
                     if h > extreme[j]:
@@ -452,38 +393,8 @@ def simulate(
                     pending_close[j] = last[j]
                     pending_atr[j] = atr[t, j] if use_atr else np.nan
     # 7. end of data
-    for j in range(k):
-        q = pos[j]
-        if q == 0.0:
-            continue
-        g = group[j]
-        direction = 1.0 if q > 0.0 else -1.0
-        qa = abs(q)
-        px = last[j]
-        if close_at_end:
-            px = px * (1.0 - slip) if q > 0.0 else px * (1.0 + slip)
-            exit_fee = qa * px * fee
-            cash[g] += q * px - exit_fee
-            notional[g] += qa * px
-            n_trades = _record(
-                trades,
-                n_trades,
-                j,
-                direction,
-                entry_bar[j],
-                n - 1,
-                qa,
-                entry_price[j],
-                px,
-                entry_fee[j] + exit_fee,
-                END,
-            )
-            pos[j] = 0.0
-        else:
-            n_trades = _record(
-                trades, n_trades, j, direction, entry_bar[j], n - 1, qa, entry_price[j], px, entry_fee[j], OPEN
-            )
-    if close_at_end and n > 0:
-        for g in range(n_groups):
-            equity[n - 1, g] = cash[g]
+    n_trades = _end_of_data(
+        trades, n_trades, pos, entry_price, entry_bar, entry_fee, equity, cash, notional, group, last, slip, fee,
+        close_at_end,
+    )  # fmt: skip
     return equity, trades[:n_trades], cash, in_market, notional, denials[:n_denials], trips
