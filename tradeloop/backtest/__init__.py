@@ -11,8 +11,6 @@ trips come back with the result.
 from tradeloop.backtest.atr import WilderAtr, wilder_atr
 from tradeloop.backtest.config import BacktestConfig
 from tradeloop.backtest.engine import (
-    BacktestResult,
-    PriceArrays,
     backtest_strategy,
     periods_per_year,
     run_backtest,
@@ -28,6 +26,8 @@ from tradeloop.backtest.fills import (
     stop_exit,
     stop_levels,
 )
+from tradeloop.backtest.prices import PriceArrays
+from tradeloop.backtest.result import BacktestResult
 
 __all__ = [
     "BacktestConfig",

@@ -6,6 +6,10 @@ does (``tradeloop.backtest.kernel_risk``): the result lists what it refused
 (``BacktestResult.risk_denials``) and when the kill switch tripped (``kill_switch_trips``).
 ``risk=None`` (research's default) and ``RiskConfig(bypass=True)`` run no risk pass
 (``tradeloop.backtest.guard``).
+
+Here: the sizing of each entry (``size_fractions``) and the runs of the compiled kernel
+(``simulate_arrays``, blocks of symbols on threads). The input arrays are
+``tradeloop.backtest.prices``'s, the result's tables ``tradeloop.backtest.result``'s.
 """
 
 from __future__ import annotations
@@ -14,9 +18,7 @@ import math
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -24,6 +26,8 @@ import polars as pl
 from tradeloop.backtest import guard, kernel, kernel_risk
 from tradeloop.backtest.atr import wilder_atr
 from tradeloop.backtest.config import BacktestConfig
+from tradeloop.backtest.prices import PriceArrays
+from tradeloop.backtest.result import BacktestResult, backtest_result
 from tradeloop.data.schema import timeframe_ms
 from tradeloop.errors import BacktestError
 from tradeloop.risk import MarketRules, RiskConfig
@@ -31,10 +35,17 @@ from tradeloop.risk.sizing import SizingConfig, returns_from_closes, size_frac_m
 from tradeloop.strategies.base import Strategy
 from tradeloop.strategies.signals import ENTRIES
 
-if TYPE_CHECKING:  # plotly and the report modules load on first use: `import tradeloop` stays fast
-    import plotly.graph_objects as go
-
-    from tradeloop.performance.stats import Stats
+__all__ = [
+    "BacktestResult",
+    "PriceArrays",
+    "backtest_strategy",
+    "correlation_fractions",
+    "periods_per_year",
+    "run_backtest",
+    "simulate_arrays",
+    "size_fractions",
+    "vol_target_fractions",
+]
 
 YEAR_MS = 365 * 86_400_000
 
@@ -42,182 +53,6 @@ YEAR_MS = 365 * 86_400_000
 def periods_per_year(timeframe: str) -> float:
     """Bars per year for a 24/7 market (365 days)."""
     return YEAR_MS / timeframe_ms(timeframe)
-
-
-@dataclass(frozen=True)
-class PriceArrays:
-    """Wide (bars x symbols) float64 arrays aligned on ``ts``; NaN where a symbol has no candle."""
-
-    ts: np.ndarray
-    symbols: tuple[str, ...]
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    signal: np.ndarray  # int8
-
-    @classmethod
-    def from_frame(cls, frame: pl.DataFrame) -> PriceArrays:
-        needed = {"ts", "symbol", "open", "high", "low", "close", "signal"}
-        missing = sorted(needed - set(frame.columns))
-        if missing:
-            raise BacktestError(
-                f"backtest input lacks column(s) {missing}; pass candles with a 'signal' column "
-                "(Strategy.signals adds it) and a 'symbol' column"
-            )
-        dup = frame.select(pl.struct("symbol", "ts").is_duplicated().any()).item()
-        if dup:
-            raise BacktestError("backtest input has two candles for one (symbol, ts); deduplicate it")
-        symbols = tuple(sorted(frame["symbol"].unique().to_list()))
-        ts = frame["ts"].unique().sort()
-        grid = pl.DataFrame({"ts": ts})
-
-        def wide(col: str, dtype: type, fill: float | int) -> np.ndarray:
-            out: np.ndarray = np.full((ts.len(), len(symbols)), fill, dtype=dtype)
-            for j, sym in enumerate(symbols):
-                part = grid.join(frame.filter(pl.col("symbol") == sym).select("ts", col), on="ts", how="left")
-                out[:, j] = part[col].fill_null(fill).to_numpy()
-            return out
-
-        return cls(
-            ts=ts.to_numpy(),
-            symbols=symbols,
-            open=wide("open", np.float64, np.nan),
-            high=wide("high", np.float64, np.nan),
-            low=wide("low", np.float64, np.nan),
-            close=wide("close", np.float64, np.nan),
-            signal=wide("signal", np.int8, 0),
-        )
-
-
-@dataclass(frozen=True)
-class BacktestResult:
-    """Equity curve and trade ledger of one backtest (deterministic for equal inputs)."""
-
-    config: BacktestConfig
-    timeframe: str
-    symbols: tuple[str, ...]
-    equity: pl.DataFrame  # ts, portfolio, equity
-    trades: pl.DataFrame  # one row per trade, open ones flagged
-    bars_in_market: np.ndarray
-    traded_notional: np.ndarray
-    extra: dict = field(default_factory=dict)
-    prices: PriceArrays | None = None  # the bars simulated: the benchmark and the price charts read them
-    strategy: str | None = None  # Strategy.describe(), e.g. "sma_cross(10,30)"
-    risk: RiskConfig | None = None  # the risk engine applied (None: none)
-    # what the risk engine refused: ts, portfolio, symbol, kind, rule, limit, value (one row per denied intent)
-    risk_denials: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=guard.DENIALS_SCHEMA))
-    # when each portfolio's kill switch tripped: ts, portfolio, rule, equity, reference, value, limit
-    kill_switch_trips: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=guard.TRIPS_SCHEMA))
-
-    @property
-    def final_equity(self) -> float:
-        last = self.equity.group_by("portfolio").agg(pl.col("equity").last())
-        return float(last["equity"].sum())
-
-    # ------------------------------------------------ reports (tradeloop.performance; plotly imported lazily)
-    def candles(self, symbol: str | None = None) -> pl.DataFrame:
-        """The simulated bars as ``ts, symbol, open, high, low, close`` (one symbol, or all), gaps dropped."""
-        from tradeloop.performance.stats import result_candles
-
-        return result_candles(self, symbol)
-
-    def benchmark(self) -> pl.DataFrame:
-        """Equal-weight buy and hold of the same symbols and bars (``ts, portfolio, equity``)."""
-        from tradeloop.performance.benchmark import result_benchmark
-
-        return result_benchmark(self)
-
-    def stats(self, *, min_days: float = 30.0) -> Stats:
-        """One readable table: period, exposure, trades, returns, risk (beside buy and hold), per symbol.
-
-        Annualised figures of a period shorter than ``min_days`` show a caveat instead of a number.
-        """
-        from tradeloop.performance.stats import result_stats
-
-        return result_stats(self, min_days=min_days)
-
-    def plot_equity(
-        self,
-        *,
-        benchmark: bool = True,
-        log_scale: bool = False,
-        title: str | None = None,
-        max_points: int | None = 5000,
-    ) -> go.Figure:
-        """Equity over drawdown (plotly figure), with buy and hold unless ``benchmark=False``; lines
-        longer than ``max_points`` keep the extremes of short runs of bars (``None``: every bar)."""
-        from tradeloop.performance.plots import equity_figure
-
-        return equity_figure(
-            self.equity,
-            benchmark=self.benchmark() if benchmark else None,
-            log_scale=log_scale,
-            title=title or self.strategy,
-            init_cash=self.capital,
-            max_points=max_points,
-        )
-
-    def plot_candles(
-        self,
-        symbol: str | None = None,
-        *,
-        title: str | None = None,
-        max_candles: int | None = 5000,
-        max_markers: int | None = 5000,
-    ) -> go.Figure:
-        """Candlesticks of ``symbol`` (default: the first) with this backtest's entries and exits
-        (every n-th trade above ``max_markers``, as the title says)."""
-        from tradeloop.performance.plots import candles_figure
-
-        symbol = symbol or self.symbols[0]
-        return candles_figure(
-            self.candles(symbol),
-            trades=self.trades,
-            symbol=symbol,
-            title=title,
-            max_candles=max_candles,
-            max_markers=max_markers,
-        )
-
-    def plot_monthly_returns(self, *, title: str | None = None) -> go.Figure:
-        """Heatmap of calendar-month returns (years x months, in %)."""
-        from tradeloop.performance.plots import monthly_returns_figure
-
-        return monthly_returns_figure(self.equity, init_cash=self.capital, title=title)
-
-    def plot_rolling_sharpe(
-        self,
-        *,
-        window_days: float = 90,
-        benchmark: bool = True,
-        title: str | None = None,
-        max_points: int | None = 5000,
-    ) -> go.Figure:
-        """Sharpe ratio over a trailing window of ``window_days``, beside buy and hold's (thinned as
-        :meth:`plot_equity`)."""
-        from tradeloop.performance.plots import rolling_sharpe_figure
-
-        return rolling_sharpe_figure(
-            self.equity,
-            timeframe=self.timeframe,
-            window_days=window_days,
-            benchmark=self.benchmark() if benchmark else None,
-            init_cash=self.capital,
-            title=title,
-            max_points=max_points,
-        )
-
-    def write_report(self, path: str | Path, *, title: str | None = None) -> Path:
-        """Write a self-contained HTML tearsheet (plotly embedded, no network needed) to ``path``."""
-        from tradeloop.performance.tearsheet import write_tearsheet
-
-        return write_tearsheet(self, path, title=title)
-
-    @property
-    def capital(self) -> float:
-        """The starting capital of the whole account: ``init_cash`` per portfolio."""
-        return float(self.config.init_cash) * (1 if self.config.cash_sharing else len(self.symbols))
 
 
 def simulate_arrays(
@@ -398,30 +233,8 @@ def run_backtest(
     """
     prices = PriceArrays.from_frame(candles)
     size_frac = size_fractions(prices, config, timeframe)
-    equity, trades, _cash, in_market, notional, denials, trips = simulate_arrays(
-        prices, config, size_frac=size_frac, risk=risk, markets=markets
-    )
-    portfolios = ["portfolio"] if config.cash_sharing else list(prices.symbols)
-    equity_frame = pl.DataFrame(
-        {
-            "ts": np.repeat(prices.ts, len(portfolios)),
-            "portfolio": portfolios * len(prices.ts),
-            "equity": equity.reshape(-1),
-        }
-    )
-    return BacktestResult(
-        config=config,
-        timeframe=timeframe,
-        symbols=prices.symbols,
-        equity=equity_frame,
-        trades=_ledger(trades, prices),
-        bars_in_market=in_market,
-        traded_notional=notional,
-        prices=prices,
-        risk=risk if guard.active(risk) else None,
-        risk_denials=guard.denials_frame(denials, prices.ts, prices.symbols, portfolios),
-        kill_switch_trips=guard.trips_frame(trips, prices.ts, portfolios),
-    )
+    raw = simulate_arrays(prices, config, size_frac=size_frac, risk=risk, markets=markets)
+    return backtest_result(raw, prices, config, timeframe=timeframe, risk=risk)
 
 
 def backtest_strategy(
@@ -437,29 +250,3 @@ def backtest_strategy(
     frame = candles if "symbol" in candles.columns else candles.with_columns(symbol=pl.lit("SYMBOL"))
     result = run_backtest(strategy.signals(frame, by="symbol"), config, timeframe=timeframe, risk=risk, markets=markets)
     return replace(result, strategy=strategy.describe())
-
-
-def _ledger(trades: np.ndarray, prices: PriceArrays) -> pl.DataFrame:
-    k = kernel
-    idx_entry = trades[:, k.T_ENTRY_BAR].astype(np.int64)
-    idx_exit = trades[:, k.T_EXIT_BAR].astype(np.int64)
-    reasons = np.array(k.EXIT_REASONS)[trades[:, k.T_REASON].astype(np.int64)]
-    frame = pl.DataFrame(
-        {
-            "symbol": np.array(prices.symbols, dtype=object)[trades[:, k.T_SYMBOL].astype(np.int64)].astype(str)
-            if len(trades)
-            else np.array([], dtype=str),
-            "side": np.where(trades[:, k.T_DIRECTION] > 0, "long", "short"),
-            "entry_ts": prices.ts[idx_entry],
-            "exit_ts": prices.ts[idx_exit],
-            "qty": trades[:, k.T_QTY],
-            "entry_price": trades[:, k.T_ENTRY_PRICE],
-            "exit_price": trades[:, k.T_EXIT_PRICE],
-            "fees": trades[:, k.T_FEES],
-            "pnl": trades[:, k.T_PNL],
-            "return": trades[:, k.T_RETURN],
-            "exit_reason": reasons,
-            "bars_held": idx_exit - idx_entry,
-        }
-    )
-    return frame.with_columns(is_open=pl.col("exit_reason") == "open").sort("entry_ts", "symbol")
