@@ -65,7 +65,7 @@ from tradeloop.ops.models import EquityPoint, utcnow
 from tradeloop.portfolio import CashFlowKind, Portfolio
 from tradeloop.risk import MarketRules, PortfolioSnapshot
 from tradeloop.strategies.signals import ENTRIES
-from tradeloop.thresholds.decide import decide
+from tradeloop.thresholds.decide import apply_model, enrich
 from tradeloop.trading import FillRecord, InstrumentId, OrderIntent, OrderSide
 
 log = logging.getLogger(__name__)
@@ -320,8 +320,10 @@ class LiveEngine(EngineLifecycle):
     def _decide(self, ts: int) -> list[tuple[str, int]]:
         """(symbol, signal flags) of every symbol with a candle at ``ts``, all in one computation."""
         inforce = self.slot.current
-        if inforce.model is not None:
-            decided = decide(self.window, inforce.model, now_ms=ts)
+        if inforce.model is not None:  # the model judges this bar's rows only (apply_model is row by row)
+            model = inforce.model
+            enriched = enrich(self.window, model.strategy, model.features)
+            decided = apply_model(enriched.filter(pl.col("ts") == ts), model, now_ms=ts)
         else:  # reduce-only: the strategy's exits, never an entry
             decided = inforce.strategy.signals(self.window, by="symbol").with_columns(
                 pl.col("signal") & pl.lit(~ENTRIES, dtype=pl.Int8)
