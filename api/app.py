@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from api import audit, problems
 from api.context import ApiContext
-from api.routers import auth, health, keys, users
+from api.routers import auth, health, keys, market_data, models, signals, thresholds, users
 from tradeloop.settings import Settings, get_settings
 
 DESCRIPTION = """REST access to tradeloop for a team: sessions, orders, fills, positions, equity,
@@ -39,6 +39,15 @@ def create_app(settings: Settings | None = None, *, context: ApiContext | None =
     app.state.context = ctx
     problems.install(app)
     audit.install(app)
-    for router in (health.router, auth.router, users.router, keys.router):
+    for router in (
+        health.router,
+        auth.router,
+        users.router,
+        keys.router,
+        models.router,
+        thresholds.router,
+        market_data.router,
+        signals.router,
+    ):
         app.include_router(router)
     return app

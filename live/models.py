@@ -18,10 +18,19 @@ the reason names both times) unless the slot belongs to a session created in-sam
 
 A model saved before its universe was recorded cannot be checked against the session;
 it is used, and the reason says the universe was not checked.
+
+An operator's threshold override (``tradeloop.ops.overrides``, written by the API) is read
+from the operational database at every refresh of a slot given its session's store: while
+one is in force, a fresh champion decides with the override's threshold instead of its
+learned one (the reason says so, so the engine records the change at that bar). Where the
+champion does not decide (stale, in-sample, unfit, missing) the override changes nothing.
+A database that cannot be read keeps the override last read.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -30,6 +39,7 @@ from sqlalchemy.orm import Session
 from tradeloop.errors import ModelError
 from tradeloop.ops import OpsStore, ThresholdInForce, TradingSession
 from tradeloop.ops.champion_log import iso_utc
+from tradeloop.ops.overrides import Override, current_override
 from tradeloop.registry import ModelRegistry
 from tradeloop.strategies import Strategy, get_strategy
 from tradeloop.thresholds import ThresholdModel, Universe
@@ -62,17 +72,22 @@ class ModelSlot:
         universe: Universe | None = None,
         window_bars: int | None = None,
         allow_in_sample: bool = False,
+        store: OpsStore | None = None,
+        session_id: int | None = None,
     ):
         """``universe``: the session's exchange, timeframe and symbols; a champion trained on
         another one is not used (None: not checked, for research tools without a session).
         ``window_bars``: the bars per symbol each decision sees; a champion that needs more is
         not used (None: not checked). ``allow_in_sample``: use a champion at bars it was
-        trained on (a session created in-sample)."""
+        trained on (a session created in-sample). ``store`` and ``session_id``: where the
+        session's threshold override is read (None: no override)."""
         self.registry = registry
         self.name = strategy.name
         self.universe = universe
         self.window_bars = window_bars
         self.allow_in_sample = allow_in_sample
+        self.store, self.session_id = store, session_id
+        self._override: Override | None = None  # the last one read
         self._loaded: tuple[str, ThresholdModel] | None = None
         self._failed: tuple[str, str] | None = None  # (artifact, why): not retried every bar
         self._in_sample_held: InForce | None = None  # the in-sample fallback in force, if any
@@ -80,16 +95,24 @@ class ModelSlot:
 
     @classmethod
     def for_session(
-        cls, registry: ModelRegistry, session: TradingSession, *, window_bars: int | None = None
+        cls,
+        registry: ModelRegistry,
+        session: TradingSession,
+        *,
+        window_bars: int | None = None,
+        store: OpsStore | None = None,
     ) -> ModelSlot:
         """The slot of a trading session: its strategy, checked against its universe and the
-        engine's ``window_bars``; in-sample bars only for a session created in-sample."""
+        engine's ``window_bars``; in-sample bars only for a session created in-sample; the
+        session's threshold override read from ``store``."""
         return cls(
             registry,
             strategy=get_strategy(session.strategy),
             universe=Universe(exchange=session.exchange, timeframe=session.timeframe, symbols=tuple(session.symbols)),
             window_bars=window_bars,
             allow_in_sample=bool(getattr(session, "in_sample", False)),
+            store=store,
+            session_id=session.id,
         )
 
     def refresh(self, now_ms: int) -> bool:
@@ -136,7 +159,20 @@ class ModelSlot:
             )
         if model.is_stale(now_ms):  # on_stale="break_even": entries need the break-even p*
             label += f" is stale (trained until {model.trained_until}): break-even p* only"
+        elif (override := self._read_override()) is not None:
+            model = _with_threshold(model, override.threshold)
+            label += f" with its threshold overridden to {override.threshold:.4f} ({override.reason})"
         return self._set(InForce(model.strategy, model, artifact, model.bar(now_ms), label))
+
+    def _read_override(self) -> Override | None:
+        """The session's override in force (the last one read when the database fails)."""
+        if self.store is None or self.session_id is None:
+            return None
+        try:
+            self._override = current_override(self.store, self.session_id)
+        except Exception as exc:  # noqa: BLE001 - refresh never raises; the bar meets a lost database
+            log.warning("reading the threshold override failed (%s); keeping the last one read", exc)
+        return self._override
 
     def fail(self, reason: str) -> None:
         """The model in force failed while deciding: reduce-only until another champion is
@@ -219,3 +255,10 @@ class ModelSlot:
         )
         self.current = new
         return changed
+
+
+def _with_threshold(model: ThresholdModel, threshold: float) -> ThresholdModel:
+    """``model`` deciding with ``threshold`` instead of its learned one (its classifier shared)."""
+    estimator = copy.copy(model.estimator)
+    estimator.threshold_ = threshold
+    return dataclasses.replace(model, estimator=estimator)

@@ -177,7 +177,7 @@ def build_engine(
             locks.acquire(account, what=f"the {session.exchange} account of TRADELOOP_EXCHANGE_API_KEY")
     backtest = backtest_config(session)
     broker = make_broker(settings, session.mode, exchange=session.exchange, backtest=backtest, perps=config.perps)
-    slot = ModelSlot.for_session(registry, session, window_bars=config.window_bars)
+    slot = ModelSlot.for_session(registry, session, window_bars=config.window_bars, store=store)
     tuning = (engine_config or EngineConfig()).model_copy(update={"window_bars": config.window_bars})
     return LiveEngine(
         store=store,

@@ -28,8 +28,8 @@ from tradeloop.registry.lineage import Lineage
 from tradeloop.registry.manifest import EMPTY, ChampionEntry, HistoryEvent, Manifest, parse_manifest
 from tradeloop.registry.store import ArtifactStore, tree_files
 from tradeloop.strategies import STRATEGIES
-from tradeloop.thresholds.model import ThresholdModel
-from tradeloop.thresholds.model_doc import problems
+from tradeloop.thresholds.model import MODEL_JSON, ThresholdModel, read_json
+from tradeloop.thresholds.model_doc import ModelDoc, parse, problems
 
 _NAME = re.compile(r"^[a-z0-9_][a-z0-9_.-]{0,63}$")
 
@@ -64,6 +64,17 @@ class ModelRegistry:
 
     def champion(self, strategy: str) -> ChampionEntry | None:
         return self._read(strategy).current
+
+    def manifest(self, strategy: str) -> Manifest:
+        """The champion in force and the earlier ones (``previous[-1]`` is what ``rollback`` restores)."""
+        return self._read(strategy)
+
+    def describe(self, artifact: str) -> ModelDoc:
+        """A stored artifact's ``model.json``, schema-checked (strategy, training end, universe...),
+        for listings: neither its hash nor its classifier file is read (``model_of`` checks both)."""
+        path = self.store.path(artifact) / MODEL_JSON
+        fix = "restore the artifact or remove it from the store"
+        return parse(ModelDoc, read_json(path, fix=fix), source=str(path), fix=fix)
 
     def strategies(self) -> list[str]:
         if not self.champions_dir.is_dir():
