@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         else f"in-sample: the replay starts at {fmt_ts(start)}, before the training end",
         highlight=False,
     )
-    fallbacks = [t.reason for t in store.thresholds(store.session(session.name).id) if t.source != "model"]
+    fallbacks = [t.reason for t in store.thresholds(store.session(session.name).id) if t.source == "static"]
     store.close()
     console.print(
         "entries decided by the champion on every bar (no static fallback)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +22,10 @@ from tradeloop.identity import Role
 from tradeloop.ops import TradingSession
 from tradeloop.registry import ModelRegistry
 from tradeloop.thresholds.decide import decide
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "app"))  # the dashboard's modules, as it runs them
+
+import session_data
 
 WINDOW = 400  # the engine's window_bars (SessionConfig's default)
 
@@ -192,6 +197,9 @@ def test_a_running_session_decides_with_the_override_from_its_next_bar_and_with_
     assert audited.actor == "root" and audited.detail["old"] == pytest.approx(threshold)
     [back] = _audit(api, engine.session.id, "threshold_revert")
     assert back.detail["old"] == override and back.detail["new"] == pytest.approx(threshold)
+    # the dashboard's schedule of what decided is the engine's record, the requests left out
+    schedule = session_data.in_force_schedule(engine.store, engine.session.id)
+    assert schedule == tuple((r["bar_ts"], api_world.champion) for r in reversed(rows) if r["source"] == "model")
     engine.store.close()
 
 
