@@ -17,7 +17,7 @@ import polars as pl
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from tradeloop.cli import backtest_cmd, data_cmds, identity_cmds, live_cmds, models_cmds, up_cmd
+from tradeloop.cli import backtest_cmd, data_cmds, identity_cmds, live_cmds, models_cmds, up_cmd, worker_cmd
 from tradeloop.cli.common import REPO, console, fmt_num, handle_errors, lake_from_settings
 from tradeloop.cli.tables import FitTable
 from tradeloop.demo import run_demo
@@ -35,6 +35,7 @@ app.add_typer(identity_cmds.users, name="users")
 app.add_typer(identity_cmds.keys, name="keys")
 app.command()(up_cmd.up)
 app.command()(backtest_cmd.backtest)
+app.command()(worker_cmd.worker)
 
 METRIC_COLUMNS = [
     ("total_return", True),

@@ -26,7 +26,7 @@ from tradeloop.errors import ConfigError
 from tradeloop.research.notebooks import lab_environment
 from tradeloop.settings import get_settings
 
-SERVICES = ("lab", "dagster", "live", "dashboard")
+SERVICES = ("lab", "dagster", "live", "dashboard", "worker")
 
 
 RECENT_DAYS = 30.0  # the paper session replays the lake's last month, then follows it
@@ -50,6 +50,7 @@ def service_commands(
             "training end, then new candles",
         ),
         "dashboard": (f"{py} -m tradeloop dashboard --port {dashboard}", f"http://127.0.0.1:{dashboard}"),
+        "worker": (f"{py} -m tradeloop worker", "runs the API's queued backtests and research runs (Redis)"),
     }
 
 
@@ -71,6 +72,8 @@ def up(
     unknown = sorted(set(chosen) - set(SERVICES))
     if unknown:
         raise ConfigError(f"--only {unknown} is not a service; choose from {', '.join(SERVICES)}")
+    if "worker" in chosen and not get_settings().redis_url:  # no Redis: the API runs its jobs in its own process
+        chosen.remove("worker")
     if "live" in chosen and (why := _no_candles()):
         chosen.remove("live")
         console.print(f"[yellow]live: not started[/]: {why}", highlight=False)
