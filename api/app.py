@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import audit, problems
+from api import audit, problems, ratelimit, security
 from api.context import ApiContext
 from api.routers import auth, health, jobs, keys, market_data, models, signals, thresholds, users
 from tradeloop.settings import Settings, get_settings
@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None, *, context: ApiContext | None =
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
+        await app.state.rate_limiter.close()
         if context is None:  # ours to close
             ctx.store.close()
 
@@ -39,6 +40,8 @@ def create_app(settings: Settings | None = None, *, context: ApiContext | None =
     app.state.context = ctx
     problems.install(app)
     audit.install(app)
+    ratelimit.install(app, ctx.settings)  # inside the security middlewares: its 429s get their headers
+    security.install(app, ctx.settings)
     for router in (
         health.router,
         auth.router,

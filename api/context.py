@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from tradeloop.identity import IdentityStore, TokenIssuer, jwt_secret
 from tradeloop.ops import OpsStore
+from tradeloop.ops.row_security import enforce_row_security
 from tradeloop.settings import Settings
 
 
@@ -24,6 +25,8 @@ class ApiContext:
     identity: IdentityStore
     tokens: TokenIssuer
     clock: Callable[[], datetime] = field(default=utc_now)
+    # PostgreSQL: a signed-in caller's transactions run under row-level security (api.deps)
+    row_security: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings, *, store: OpsStore | None = None) -> ApiContext:
@@ -33,6 +36,7 @@ class ApiContext:
             store=store,
             identity=IdentityStore(store),
             tokens=TokenIssuer(secret=jwt_secret(settings)),
+            row_security=enforce_row_security(store.engine),
         )
 
     def now(self) -> datetime:

@@ -11,16 +11,18 @@ exists would leak it); admins see everything.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from api import ratelimit
 from api.context import ApiContext
 from tradeloop.errors import AuthError, NotFoundError, PermissionDeniedError
 from tradeloop.identity import Role, Scope
+from tradeloop.ops.row_security import RowScope, act_as
 
 bearer = HTTPBearer(auto_error=False, description="an access token from POST /auth/login")
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="a service's API key (tl_...)")
@@ -87,10 +89,14 @@ def authenticate(
     return principal
 
 
-def require(role: Role) -> Callable[..., Principal]:
+def require(role: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the caller, who must have at least ``role``."""
 
-    def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    async def check(request: Request, principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        await ratelimit.charge(request, user_id=principal.user_id, api_key_id=principal.api_key_id)
+        # the rest of this request's transactions see only the caller's rows (PostgreSQL: the
+        # database's second line behind check_owner; tradeloop.ops.row_security)
+        act_as(RowScope(user_id=principal.user_id, admin=principal.role is Role.ADMIN))
         if not principal.role.allows(role):
             how = "an API key with the 'trade' scope" if role is Role.TRADER else f"the {role} role"
             raise PermissionDeniedError(f"this needs {how}; you act as {principal.role}")

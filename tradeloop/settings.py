@@ -98,6 +98,45 @@ class Settings(BaseSettings):
         validation_alias=_env("TRADELOOP_CORS_ORIGINS"),
         description="Comma-separated origins a browser may call the API from; none by default (CORS closed).",
     )
+    # API hardening (api/ratelimit.py, api/security.py): limits in the `limits` notation
+    # ("600/minute", "10/second;600/hour"); an empty string turns that limit off
+    rate_limit_user: str = Field(
+        default="600/minute",
+        validation_alias=_env("TRADELOOP_RATE_LIMIT_USER"),
+        description="Requests per signed-in user (bearer token).",
+    )
+    rate_limit_api_key: str = Field(
+        default="1200/minute",
+        validation_alias=_env("TRADELOOP_RATE_LIMIT_API_KEY"),
+        description="Requests per API key.",
+    )
+    rate_limit_ip: str = Field(
+        default="300/minute",
+        validation_alias=_env("TRADELOOP_RATE_LIMIT_IP"),
+        description="Requests per client IP that carry no credentials, and refused credentials (401s) per client IP.",
+    )
+    rate_limit_login: str = Field(
+        default="20/minute",
+        validation_alias=_env("TRADELOOP_RATE_LIMIT_LOGIN"),
+        description="Password sign-ins (POST /auth/login) per client IP, against password guessing.",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        validation_alias=_env("TRADELOOP_TRUSTED_PROXIES"),
+        description="Comma-separated IPs or networks (CIDR) of the reverse proxies whose X-Forwarded-For "
+        "names the client; none by default: the client is the socket's peer.",
+    )
+    api_behind_tls: bool = Field(
+        default=False,
+        validation_alias=_env("TRADELOOP_API_BEHIND_TLS"),
+        description="The API is reached over HTTPS (a TLS proxy in front): responses carry Strict-Transport-Security.",
+    )
+    api_max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        validation_alias=_env("TRADELOOP_API_MAX_BODY_BYTES"),
+        description="The largest request body the API reads; a larger one is refused with 413.",
+    )
 
     @field_validator("log_level")
     @classmethod
