@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from api import audit, problems, ratelimit, security
 from api.context import ApiContext
-from api.routers import auth, health, jobs, keys, market_data, models, signals, thresholds, users
+from api.routers import auth, health, jobs, keys, market_data, models, signals, stream, thresholds, users
 from tradeloop.settings import Settings, get_settings
 
 DESCRIPTION = """REST access to tradeloop for a team: sessions, orders, fills, positions, equity,
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None, *, context: ApiContext | None =
         market_data.router,
         signals.router,
         jobs.router,
+        stream.router,
     ):
         app.include_router(router)
     return app

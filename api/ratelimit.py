@@ -44,7 +44,7 @@ from limits.errors import StorageError
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.problems import problem
+from api.problems import Problem, problem
 from tradeloop.errors import ConfigError, TradeloopError
 from tradeloop.settings import Settings
 
@@ -337,6 +337,9 @@ def install(app: FastAPI, settings: Settings) -> RateLimiter:
     (``close()`` it at shutdown)."""
     limiter = RateLimiter(settings)
     app.state.rate_limiter = limiter
+    app.router.responses.setdefault(  # every route (included after this) documents it
+        429, {"model": Problem, "description": "a rate limit was reached: Retry-After says when to try again"}
+    )
     app.add_middleware(RateLimitMiddleware, limiter=limiter)
 
     @app.exception_handler(RateLimitedError)

@@ -12,7 +12,9 @@ database is. ``make_bus(REDIS_URL or None)`` picks one.
 ``mark`` (a trading session) carry increasing sequence numbers (outbox ids); the bus keeps the
 highest one it published per mark, in the same atomic step as the append (a Lua script on
 Redis), and ignores a number it has seen. A relay that died after publishing and before
-recording that it did therefore publishes nothing twice.
+recording that it did therefore publishes nothing twice. An event of a session names it in
+the entry's ``session`` field (``tradeloop.bus``: stream names, keys and the entry encoding that
+readers such as the API share).
 """
 
 from __future__ import annotations
@@ -22,25 +24,23 @@ import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tradeloop.bus import MAX_STREAM_LEN, PRICES, STREAMS, decode, encode, redis_client, stream_key
 from tradeloop.errors import ConfigError
 from tradeloop.redaction import mask_url
 
-STREAMS = ("candles", "signals", "orders", "fills")
-MAX_STREAM_LEN = 100_000  # events kept per stream (approximate trim)
-# KEYS: the mark, the stream; ARGV: seq, event json, maxlen. Atomic: the append and the mark.
+__all__ = ["MAX_STREAM_LEN", "STREAMS", "EventBus", "InProcessBus", "RedisBus", "check_redis", "make_bus"]
+
+# KEYS: the mark, the stream; ARGV: seq, maxlen, the entry's fields (name, value, ...).
+# Atomic: the append and the mark.
 PUBLISH_ONCE = """
 local seen = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) <= seen then return false end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'data', ARGV[2])
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 redis.call('SET', KEYS[1], ARGV[1])
 return id
 """
@@ -49,9 +49,12 @@ return id
 class EventBus(Protocol):
     async def publish(self, stream: str, event: dict) -> str: ...
 
-    async def publish_once(self, stream: str, event: dict, *, mark: str, seq: int) -> str | None:
+    async def publish_once(
+        self, stream: str, event: dict, *, mark: str, seq: int, session_id: int | None = None
+    ) -> str | None:
         """Publish unless ``seq`` is at most the highest number published under ``mark``;
-        the new entry's id, or None when it was a repeat."""
+        the new entry's id, or None when it was a repeat. ``session_id``: the session the
+        event belongs to, for readers outside the engine."""
         ...
 
     async def read(
@@ -92,7 +95,10 @@ class InProcessBus:
                 self._cursor[key] = max(0, self._cursor[key] - drop)
         return event_id
 
-    async def publish_once(self, stream: str, event: dict, *, mark: str, seq: int) -> str | None:
+    async def publish_once(
+        self, stream: str, event: dict, *, mark: str, seq: int, session_id: int | None = None
+    ) -> str | None:
+        # in memory there is no entry envelope: a reader in this process knows its session
         if seq <= self._marks.get(mark, 0):
             return None
         self._marks[mark] = seq
@@ -150,29 +156,24 @@ class RedisBus:
     def __init__(self, url: str, *, prefix: str = "tradeloop", claim_idle_ms: int = 60_000, max_deliveries: int = 5):
         self.prefix = prefix
         self.claim_idle_ms, self.max_deliveries = claim_idle_ms, max_deliveries
-        self.client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=5,
-            socket_connect_timeout=5,
-            decode_responses=True,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), 3),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
+        self.client = redis_client(url)
         self._groups: set[tuple[str, str]] = set()
         self._publish_once = self.client.register_script(PUBLISH_ONCE)
 
     def key(self, name: str) -> str:
-        return f"{self.prefix}:{name}"
+        return stream_key(self.prefix, name)
 
     async def publish(self, stream: str, event: dict) -> str:
-        event_id = await self.client.xadd(
-            self.key(stream), {"data": json.dumps(event)}, maxlen=MAX_STREAM_LEN, approximate=True
-        )
+        fields: dict[Any, Any] = encode(event)  # redis-py types fields as a dict of unions (invariant)
+        event_id = await self.client.xadd(self.key(stream), fields, maxlen=MAX_STREAM_LEN, approximate=True)
         return _text(event_id)
 
-    async def publish_once(self, stream: str, event: dict, *, mark: str, seq: int) -> str | None:
+    async def publish_once(
+        self, stream: str, event: dict, *, mark: str, seq: int, session_id: int | None = None
+    ) -> str | None:
+        fields = [part for item in encode(event, session_id=session_id).items() for part in item]
         return await self._publish_once(
-            keys=[self.key(f"outbox-mark:{mark}"), self.key(stream)], args=[seq, json.dumps(event), MAX_STREAM_LEN]
+            keys=[self.key(f"outbox-mark:{mark}"), self.key(stream)], args=[seq, MAX_STREAM_LEN, *fields]
         )
 
     async def _ensure_group(self, stream: str, group: str) -> None:
@@ -197,7 +198,7 @@ class RedisBus:
         if isinstance(reply, dict):  # RESP3's shape: from_url speaks it only when the URL asks
             raise ConfigError("REDIS_URL asks for protocol=3 (RESP3); the bus reads RESP2 replies: drop protocol=3")
         # RESP2: [[stream, [(id, fields), ...]]], or nothing when block_ms ran out
-        return [(event_id, json.loads(fields["data"])) for _, entries in reply or [] for event_id, fields in entries]
+        return [(event_id, decode(event_id, fields).data) for _, entries in reply or [] for event_id, fields in entries]
 
     async def _without_poison(self, stream: str, group: str, claimed: list) -> list[tuple[str, dict]]:
         """Claimed (redelivered) entries, minus those past ``max_deliveries``: dead-lettered."""
@@ -207,11 +208,11 @@ class RedisBus:
             info = await self.client.xpending_range(key, group, min=event_id, max=event_id, count=1)
             if info and int(info[0]["times_delivered"]) > self.max_deliveries:
                 await self.publish(
-                    f"{stream}:dead", {"id": event_id, "group": group, "event": json.loads(fields["data"])}
+                    f"{stream}:dead", {"id": event_id, "group": group, "event": decode(event_id, fields).data}
                 )
                 await self.client.xack(key, group, event_id)
                 continue
-            out.append((event_id, json.loads(fields["data"])))
+            out.append((event_id, decode(event_id, fields).data))
         return out
 
     async def ack(self, stream: str, group: str, *ids: str) -> None:
@@ -220,10 +221,10 @@ class RedisBus:
 
     async def set_prices(self, prices: dict[str, tuple[float, int]]) -> None:
         if prices:
-            await self.client.hset(self.key("prices"), mapping={s: json.dumps(v) for s, v in prices.items()})
+            await self.client.hset(self.key(PRICES), mapping={s: json.dumps(v) for s, v in prices.items()})
 
     async def price(self, symbol: str) -> tuple[float, int] | None:
-        raw = await self.client.hget(self.key("prices"), symbol)
+        raw = await self.client.hget(self.key(PRICES), symbol)
         if raw is None:
             return None
         value, ts = json.loads(raw)

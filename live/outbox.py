@@ -7,7 +7,8 @@ Rules:
   an event exists exactly when its bar committed. The bus is never written inside a bar.
 * :meth:`OutboxRelay.relay` publishes the session's unrelayed rows in id order (the commit
   order within a session: one engine per session, one bar at a time) with
-  ``bus.publish_once(mark=<session mark>, seq=<outbox id>)``, then stamps them ``relayed_at``.
+  ``bus.publish_once(mark=<session mark>, seq=<outbox id>, session_id=...)``, then stamps them
+  ``relayed_at``; the entry names its session for readers outside the engine (the API's WebSocket).
   The bus records the highest id published per mark in the same atomic step as the append, so
   a relay that dies between publishing and stamping (crash, database lost) repeats nothing
   when it runs again: every row appears on its stream once.
@@ -157,7 +158,9 @@ class OutboxRelay:
         done: list[int] = []
         try:
             for event in events:
-                await self.bus.publish_once(event.stream, event.payload, mark=self.mark, seq=event.id)
+                await self.bus.publish_once(
+                    event.stream, event.payload, mark=self.mark, seq=event.id, session_id=event.session_id
+                )
                 done.append(event.id)
         except BUS_DOWN as exc:
             self._failed(exc)

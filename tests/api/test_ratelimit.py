@@ -144,3 +144,14 @@ def test_the_client_address_rules() -> None:
     assert client_ids(scope("::ffff:192.0.2.1"), ()) == ("192.0.2.1",)
     with pytest.raises(ConfigError, match="TRADELOOP_TRUSTED_PROXIES"):
         parse_networks("10.0.0.0/8, proxy.internal")
+
+
+def test_every_operation_documents_the_429_it_may_answer(sqlite_api: Api) -> None:
+    schema = sqlite_api.client.get("/openapi.json").json()
+    operations = [(path, verb, op) for path, item in schema["paths"].items() for verb, op in item.items()]
+    assert len(operations) > 5
+    for path, verb, op in operations:
+        assert "429" in op["responses"], (verb, path)
+        assert op["responses"]["429"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Problem"
+        }
