@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from tradeloop.identity import IdentityStore, TokenIssuer, jwt_secret
+from tradeloop.identity import IdentityStore, OidcVerifier, TokenIssuer, jwt_secret
 from tradeloop.ops import OpsStore
 from tradeloop.ops.row_security import enforce_row_security
 from tradeloop.settings import Settings
@@ -27,6 +27,8 @@ class ApiContext:
     clock: Callable[[], datetime] = field(default=utc_now)
     # PostgreSQL: a signed-in caller's transactions run under row-level security (api.deps)
     row_security: bool = False
+    # TRADELOOP_OIDC_ISSUER: an OpenID Connect provider's tokens sign users in too (api.deps)
+    oidc: OidcVerifier | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, store: OpsStore | None = None) -> ApiContext:
@@ -37,6 +39,7 @@ class ApiContext:
             identity=IdentityStore(store),
             tokens=TokenIssuer(secret=jwt_secret(settings)),
             row_security=enforce_row_security(store.engine),
+            oidc=OidcVerifier.from_settings(settings),
         )
 
     def now(self) -> datetime:

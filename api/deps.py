@@ -1,9 +1,12 @@
 """Who is calling, and what they may do: every endpoint declares the role it needs.
 
 A caller proves who they are with ``Authorization: Bearer <access token>`` (a JWT from
-``POST /auth/login``) or ``X-API-Key: tl_...`` (a service key). The principal is loaded from
-the database on every request, so a disabled user or a lowered role takes effect at once.
-An API key's scopes narrow its user's role (``tradeloop.identity.roles``).
+``POST /auth/login``, or, with ``TRADELOOP_OIDC_ISSUER`` set, the identity provider's
+RS256/ES256 token: ``tradeloop.identity.oidc``) or ``X-API-Key: tl_...`` (a service key).
+The principal is loaded from the database on every request, so a disabled user or a
+lowered role takes effect at once. An API key's scopes narrow its user's role
+(``tradeloop.identity.roles``). Password sign-in can be turned off
+(``TRADELOOP_LOCAL_LOGIN=false``: :func:`local_login`) when the provider replaces it.
 
 Ownership: a resource owned by another user is "not found" for a non-admin (saying it
 exists would leak it); admins see everything.
@@ -21,10 +24,10 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from api import ratelimit
 from api.context import ApiContext
 from tradeloop.errors import AuthError, NotFoundError, PermissionDeniedError
-from tradeloop.identity import Role, Scope
+from tradeloop.identity import Role, Scope, is_provider_token, provider_user
 from tradeloop.ops.row_security import RowScope, act_as
 
-bearer = HTTPBearer(auto_error=False, description="an access token from POST /auth/login")
+bearer = HTTPBearer(auto_error=False, description="an access token from POST /auth/login, or the OIDC provider's token")
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="a service's API key (tl_...)")
 
 
@@ -77,6 +80,10 @@ def authenticate(
         scoped = max((Scope(s).role for s in row.scopes), key=lambda r: r.rank)
         role = min(Role(user.role), scoped, key=lambda r: r.rank)
         principal = Principal(user_id=user.id, username=user.username, role=role, api_key_id=row.id)
+    elif credentials is not None and ctx.oidc is not None and is_provider_token(credentials.credentials):
+        # the provider's tokens are RS256/ES256 only, ours HS256 only: neither verifies the other's
+        user = provider_user(ctx.store, ctx.oidc.verify(credentials.credentials, now=ctx.now_s()))
+        principal = Principal(user_id=user.id, username=user.username, role=Role(user.role))
     elif credentials is not None:
         claims = ctx.tokens.verify(credentials.credentials, now=ctx.now_s())
         known = ctx.identity.user_or_none(claims.user_id)
@@ -87,6 +94,15 @@ def authenticate(
         raise AuthError("not signed in: send Authorization: Bearer <token> (POST /auth/login) or X-API-Key")
     request.state.principal = principal  # for the audit middleware
     return principal
+
+
+def local_login(ctx: Context) -> None:
+    """A dependency of the password routes: refused while ``TRADELOOP_LOCAL_LOGIN=false``."""
+    if not ctx.settings.local_login:
+        where = f" through {ctx.oidc.config.issuer}" if ctx.oidc is not None else " with an API key"
+        raise PermissionDeniedError(
+            f"password sign-in is turned off here (TRADELOOP_LOCAL_LOGIN=false); sign in{where}"
+        )
 
 
 def require(role: Role) -> Callable[..., Awaitable[Principal]]:

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import access
 import polars as pl
 import streamlit as st
 from comparison import Run, in_force_periods, ledger, session_backtest, sizing_words, total_equity, warmup_start
@@ -18,7 +19,7 @@ from tradeloop.cli.common import fmt_ts
 from tradeloop.data import CandleLake
 from tradeloop.data.sql import LakeSQL
 from tradeloop.errors import ConfigError, TradeloopError
-from tradeloop.ops import EquityPoint, OpsStore, connect
+from tradeloop.ops import EquityPoint, OpsStore, TradingSession, connect
 from tradeloop.ops.champion_log import RESEARCH_EVENTS, age_words, latest_research_events, research_words
 from tradeloop.ops.database import schema_behind
 from tradeloop.ops.models import utcnow
@@ -65,7 +66,7 @@ def sessions_frame(store: OpsStore) -> pl.DataFrame:
     while the engine's heartbeat is fresh, else stale; finished; stopped)."""
     rows = []
     now = utcnow()
-    for s in store.sessions():
+    for s in visible_sessions(store):
         equity = store.frame(EquityPoint, s.id).sort("ts")
         last = float(equity["equity"][-1]) if equity.height else s.cash
         beat = s.heartbeat_at.replace(tzinfo=s.heartbeat_at.tzinfo or UTC) if s.heartbeat_at else None
@@ -113,8 +114,14 @@ def session_tables(store: OpsStore, name: str) -> SessionTables:
     return read_session(store, name)
 
 
+def visible_sessions(store: OpsStore) -> list[TradingSession]:
+    """The sessions the reader may see (``access``: all for the operator; with an identity
+    provider, the reader's own, an admin's all)."""
+    return access.visible_sessions(store.sessions(), access.reader(store))
+
+
 def session_names(store: OpsStore | None) -> list[str]:
-    return [s.name for s in store.sessions()] if store is not None else []
+    return [s.name for s in visible_sessions(store)] if store is not None else []
 
 
 @st.cache_data(ttl=300, show_spinner=False, max_entries=64)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -87,6 +88,33 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=_env("TRADELOOP_JWT_SECRET"),
         description="Signs the API's access tokens (at least 32 bytes); made once under data_dir/secrets when unset.",
+    )
+    # single sign-on (tradeloop/identity/oidc.py): an OpenID Connect provider's tokens
+    oidc_issuer: str | None = Field(
+        default=None,
+        validation_alias=_env("TRADELOOP_OIDC_ISSUER"),
+        description="The OIDC provider's issuer URL (https); its tokens sign users in. Local sign-in only when unset.",
+    )
+    oidc_audience: str | None = Field(
+        default=None,
+        validation_alias=_env("TRADELOOP_OIDC_AUDIENCE"),
+        description="The `aud` the provider puts in tokens for this API (Supabase: 'authenticated').",
+    )
+    oidc_role_claim: str = Field(
+        default="tradeloop_role",
+        validation_alias=_env("TRADELOOP_OIDC_ROLE_CLAIM"),
+        description="Dotted path of the claim naming the role (Supabase: app_metadata.tradeloop_role; "
+        "Keycloak: resource_access.<client>.roles).",
+    )
+    oidc_default_role: Literal["viewer", "trader"] = Field(
+        default="viewer",
+        validation_alias=_env("TRADELOOP_OIDC_DEFAULT_ROLE"),
+        description="The role of a provider user whose token names none.",
+    )
+    local_login: bool = Field(
+        default=True,
+        validation_alias=_env("TRADELOOP_LOCAL_LOGIN"),
+        description="Password sign-in (POST /auth/login, /auth/refresh); false: only the OIDC provider and API keys.",
     )
     encryption_key: SecretStr | None = Field(
         default=None,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel, Field
 
-from api.deps import Context, Viewer
+from api.deps import Context, Viewer, local_login
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -40,13 +40,23 @@ def _tokens(ctx, user_id: int, role: str, refresh: str) -> Tokens:
     return Tokens(access_token=access, refresh_token=refresh, expires_in=ctx.tokens.access_ttl_s)
 
 
-@router.post("/login", response_model=Tokens, summary="Sign in with a username and password")
+@router.post(
+    "/login",
+    response_model=Tokens,
+    summary="Sign in with a username and password",
+    dependencies=[Depends(local_login)],
+)
 def login(body: Login, ctx: Context) -> Tokens:
     user = ctx.identity.authenticate(username=body.username, password=body.password)
     return _tokens(ctx, user.id, user.role, ctx.identity.issue_refresh(user.id, now=ctx.now()))
 
 
-@router.post("/refresh", response_model=Tokens, summary="Trade a refresh token for new tokens (it rotates)")
+@router.post(
+    "/refresh",
+    response_model=Tokens,
+    summary="Trade a refresh token for new tokens (it rotates)",
+    dependencies=[Depends(local_login)],
+)
 def refresh(body: Refresh, ctx: Context) -> Tokens:
     user, token = ctx.identity.rotate_refresh(body.refresh_token, now=ctx.now())
     return _tokens(ctx, user.id, user.role, token)

@@ -29,7 +29,7 @@ st.title("Live sessions")
 def live() -> None:
     refresh.last_updated()
     store = sources.ops_store()
-    if store is None or not store.sessions():
+    if store is None or not sources.session_names(store):
         st.info("No trading session yet: start one with `tradeloop live run` (the README's `make demo` does).")
         return
     sessions = sources.sessions_frame(store)

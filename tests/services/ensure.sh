@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make sure the real servers the tests talk to are up: PostgreSQL on 127.0.0.1:5432 and
 # Redis on 127.0.0.1:6379 (or whatever TRADELOOP_TEST_DATABASE_URL / TRADELOOP_TEST_REDIS_URL
-# name; then this script leaves them alone). A machine that has them installed but stopped
-# gets them started; one without them gets Debian's packages (needs root and apt).
+# name; then this script leaves them alone); and that the OIDC provider and chromium are
+# installed. A machine that has them installed but stopped gets them started; one without
+# them gets Debian's packages (needs root and apt).
 set -u
 PG_HOST=127.0.0.1 PG_PORT=5432 REDIS_PORT=6379
 
@@ -32,6 +33,14 @@ if [ -z "${TRADELOOP_TEST_REDIS_URL:-}" ] && ! redis_up; then
   for _ in $(seq 30); do redis_up && break; sleep 0.5; done
   redis_up || { echo "tests: Redis is not reachable on 127.0.0.1:$REDIS_PORT; set TRADELOOP_TEST_REDIS_URL" >&2; exit 1; }
 fi
+
+# the single sign-on tests run a real OIDC provider (oidc-provider on Node.js), installed into a
+# cache folder outside the repository by tests/oidc/install.sh
+if ! have node || ! have npm; then
+  echo "tests: installing Debian's Node.js and npm for the OIDC provider"
+  apt_install nodejs npm
+fi
+bash "$(dirname "$0")/../oidc/install.sh" > /dev/null || { echo "tests: the OIDC provider could not be installed (tests/oidc/install.sh)" >&2; exit 1; }
 
 # the browser check drives Debian's chromium (the tests never download a browser)
 if [ -z "${TRADELOOP_TEST_CHROMIUM:-}" ] && ! have chromium; then

@@ -22,6 +22,7 @@ from tradeloop.cli.common import REPO, console, fmt_num, handle_errors, lake_fro
 from tradeloop.cli.tables import FitTable
 from tradeloop.demo import run_demo
 from tradeloop.errors import ConfigError
+from tradeloop.settings import get_settings
 
 app = typer.Typer(
     help="tradeloop: research-to-production crypto trading. Start with `tradeloop demo`.",
@@ -115,10 +116,16 @@ def dashboard(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 8501,
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
 ) -> None:
-    """Open the Streamlit dashboard (read-only): sessions, performance, champion, data health."""
+    """Open the Streamlit dashboard (read-only): sessions, performance, champion, data health.
+    Without an identity provider (TRADELOOP_OIDC_ISSUER) it is one operator's tool: loopback only."""
     script = REPO / "app" / "dashboard.py"
     if not script.exists():
         raise ConfigError(f"{script} is missing: run tradeloop from a checkout of the repository")
+    if host not in ("127.0.0.1", "localhost", "::1") and not get_settings().oidc_issuer:
+        raise ConfigError(
+            f"--host {host}: without sign-in the dashboard shows every session to whoever reaches it, so it "
+            "listens on 127.0.0.1 only; set TRADELOOP_OIDC_ISSUER (README: Single sign-on) to serve a team"
+        )
     console.print(f"dashboard on http://{host}:{port}")
     os.execvp(
         sys.executable,

@@ -1,5 +1,6 @@
 """Who may do what: users and roles, passwords (argon2), access and refresh tokens (JWT),
-API keys, and exchange credentials encrypted at rest. ``api/`` serves it; the CLI's
+API keys, exchange credentials encrypted at rest, and sign-in through an OpenID Connect
+provider (``oidc``, ``provider_users``). ``api/`` serves it; the CLI's
 ``tradeloop users`` and ``tradeloop keys`` administer it."""
 
 from __future__ import annotations
@@ -8,6 +9,14 @@ import os
 import secrets
 from pathlib import Path
 
+from tradeloop.identity.oidc import OidcConfig, OidcVerifier, is_provider_token
+from tradeloop.identity.provider_users import (
+    ProviderIdentity,
+    external_subject,
+    provider_user,
+    provider_user_or_none,
+    role_from_claims,
+)
 from tradeloop.identity.roles import Role, Scope
 from tradeloop.identity.store import IdentityStore
 from tradeloop.identity.tokens import AccessClaims, TokenIssuer
@@ -18,11 +27,19 @@ __all__ = [
     "AccessClaims",
     "ExchangeSecret",
     "IdentityStore",
+    "OidcConfig",
+    "OidcVerifier",
+    "ProviderIdentity",
     "Role",
     "Scope",
     "TokenIssuer",
     "Vault",
+    "external_subject",
+    "is_provider_token",
     "jwt_secret",
+    "provider_user",
+    "provider_user_or_none",
+    "role_from_claims",
 ]
 
 
