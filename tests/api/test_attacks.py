@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.api.conftest import PASSWORD, Api, start_api
 from tradeloop.identity import Role, Scope, TokenIssuer, jwt_secret
-from tradeloop.ops import ApiKey
+from tradeloop.ops import ApiKey, Job
 
 
 def refused(answer: httpx.Response, status: int, *words: str) -> dict:
@@ -143,6 +143,10 @@ def test_role_escalation_is_refused(api: Api) -> None:
     refused(api.client.post("/users", json=new_user, headers=read_key), 403, "you act as viewer")
     refused(api.client.patch(f"/users/{tom}", json={"role": "admin"}, headers=read_key), 403)
     refused(api.client.post("/keys", json={"name": "y", "scopes": ["read"]}, headers=read_key), 403, "API key")
+    # a viewer, and a trader's read-only key, queueing work (a trader's call)
+    refused(api.client.post("/backtests", json={}, headers=viewer), 403, "you act as viewer")
+    made = api.client.post("/keys", json={"name": "r", "scopes": ["read"]}, headers=trader).json()
+    refused(api.client.post("/backtests", json={}, headers={"X-API-Key": made["key"]}), 403, "'trade' scope")
     assert [u.username for u in api.ctx.identity.users()] == ["root", "tom", "vera"]
 
 
@@ -160,6 +164,22 @@ def test_one_user_cannot_see_rotate_or_revoke_another_users_key(api: Api) -> Non
     assert api.client.get("/auth/me", headers={"X-API-Key": theirs["key"]}).status_code == 200  # still valid
     with api.ctx.store.transaction() as db:
         assert db.get(ApiKey, theirs["id"]).revoked_at is None and db.get(ApiKey, theirs["id"]).rotated_to is None
+
+
+def test_one_user_cannot_read_another_users_job_by_id(api: Api) -> None:
+    ana = api.user("ana", Role.TRADER)
+    api.user("bob", Role.TRADER)
+    with api.ctx.store.transaction() as db:
+        job = Job(owner_id=ana, kind="backtest", status="succeeded", params={"strategy": "sma_cross"},
+                  result={"sharpe": 1.2})  # fmt: skip
+        db.add(job)
+        db.flush()
+        job_id = job.id
+    bob = api.login("bob")
+    refused(api.client.get(f"/jobs/{job_id}", headers=bob), 404, f"job {job_id}")
+    forged = api.client.get("/jobs", params={"owner_id": ana, "user_id": ana}, headers=bob)
+    assert forged.status_code == 200 and forged.json()["items"] == []
+    assert api.client.get(f"/jobs/{job_id}", headers=api.login("ana")).json()["result"] == {"sharpe": 1.2}
 
 
 # ---------------------------------------------------------------------------- bodies
