@@ -19,7 +19,7 @@ from tests.app.conftest import dashboard_reads
 from tradeloop.backtest import BacktestConfig
 from tradeloop.errors import AuthError
 from tradeloop.identity import IdentityStore, OidcConfig, Role
-from tradeloop.ops import OpsStore
+from tradeloop.ops import OpsStore, TradingSession
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "app"))  # the dashboard's modules, as it runs them
 
@@ -44,10 +44,12 @@ def desk(tmp_path: Path) -> Iterator[tuple[OpsStore, dict[str, int]]]:
     }
     config = BacktestConfig().model_dump(mode="json")
     for name, owner in (("ana-1", users["ana"]), ("bob-1", users["bob"]), ("ana-2", users["ana"]), ("cli", None)):
-        store.create_session(
+        made = store.create_session(
             name=name, strategy="sma_cross", exchange="coinbase", timeframe="4h", symbols=["BTC-USD"],
-            mode="paper", init_cash=10_000.0, config=config, owner_id=owner,
+            mode="paper", init_cash=10_000.0, config=config,
         )  # fmt: skip
+        with store.transaction() as db:  # the owner, as the API records it (sessions.owner_id)
+            db.get(TradingSession, made.id).owner_id = owner
     yield store, users
     store.close()
 
