@@ -23,8 +23,9 @@ Rules:
    ``Retry-After``; the refused request does nothing.
 4. **Storage.** Redis when ``REDIS_URL`` is set (keys under ``<TRADELOOP_REDIS_PREFIX>:ratelimit:``,
    shared by every API process), else memory (this process). If Redis cannot answer, the
-   request is let through and the failure logged (at most once a minute): the limits protect
-   the service, they are not the system of record.
+   request is let through and the failure logged (at most once a minute), and Redis is not
+   asked again for 5 s (a hung server must not add its timeout to every request): the limits
+   protect the service, they are not the system of record.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 LOGIN_PATH = "/auth/login"
 STATE_KEY = "rate_limits"  # request.state: the quotas spent by this request
 FORWARDED = "forwarded-by-the-server"  # rule 2's shared bucket
+RETRY_STORAGE_S = 5.0  # rule 4: after a storage failure, requests pass unchecked this long before it is asked again
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 BUCKETS = {  # bucket -> (settings field, environment variable, who is counted)
     "user": ("rate_limit_user", "TRADELOOP_RATE_LIMIT_USER", "this user"),
@@ -167,7 +169,7 @@ class RateLimiter:
         self._storage: Storage | None = None
         self._pool: Any = None
         self._strategy: MovingWindowRateLimiter | None = None
-        self._warned_at = -math.inf
+        self._warned_at = self._down_until = -math.inf
 
     def _limiter(self) -> MovingWindowRateLimiter:
         if self._strategy is None:
@@ -191,6 +193,8 @@ class RateLimiter:
         quota closest to empty, None when the bucket has no limit or the storage failed.
         Raises :class:`RateLimitedError` when a limit is reached."""
         closest: Quota | None = None
+        if time.monotonic() < self._down_until:  # the storage failed a moment ago: no wait on every request
+            return None
         for item in self.rules[bucket]:
             try:
                 limiter = self._limiter()
@@ -214,6 +218,7 @@ class RateLimiter:
         return closest
 
     def _storage_failed(self, exc: Exception) -> None:
+        self._down_until = time.monotonic() + RETRY_STORAGE_S
         if time.monotonic() - self._warned_at > 60:
             self._warned_at = time.monotonic()
             log.warning("rate limits not checked: the limiter's storage failed (%s); requests pass unlimited", exc)

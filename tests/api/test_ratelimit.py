@@ -5,6 +5,8 @@ through, and X-Forwarded-For counts only from a trusted proxy."""
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -109,6 +111,19 @@ def test_a_redis_that_cannot_answer_lets_requests_through(limited) -> None:
     for _ in range(3):
         answer = api.client.get("/health")
         assert answer.status_code == 200 and "RateLimit-Limit" not in answer.headers
+
+
+def test_a_redis_that_hangs_costs_one_timeout_and_is_then_left_alone_for_a_while(limited) -> None:
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        api = limited(REDIS_URL=f"redis://127.0.0.1:{silent.getsockname()[1]}/0", TRADELOOP_RATE_LIMIT_IP="1/minute")
+        took = []
+        for _ in range(4):
+            started = time.perf_counter()
+            assert api.client.get("/health").status_code == 200
+            took.append(time.perf_counter() - started)
+    assert took[0] >= 0.9 and max(took[1:]) < 0.5, took
 
 
 def test_a_trusted_proxy_names_the_client_and_what_the_client_wrote_is_not_believed(
