@@ -126,7 +126,9 @@ def submit_backtest(body: BacktestParams, principal: Trader, queue: Queue, respo
     "/research-runs", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, summary="Queue a research run"
 )
 def submit_research(body: ResearchParams, principal: Trader, queue: Queue, response: Response) -> JobOut:
-    """Run the research pipeline (``python -m pipelines.run``); it ends with the promotion gate."""
+    """Run the research pipeline (``python -m pipelines.run``); it ends with the promotion gate.
+    A trader may: the gate promotes only on its own evidence rules (DSR, PBO, out-of-sample),
+    never on the caller's say; choosing a champion by hand (``POST /models/.../promote``) is an admin's."""
     return _submitted(queue, JobKind.RESEARCH, body, principal.user_id, response)
 
 
