@@ -13,7 +13,20 @@ from fastapi import FastAPI
 
 from api import audit, problems, ratelimit, security
 from api.context import ApiContext
-from api.routers import auth, health, jobs, keys, market_data, models, signals, stream, thresholds, users
+from api.routers import (
+    auth,
+    health,
+    jobs,
+    keys,
+    market_data,
+    models,
+    records,
+    sessions,
+    signals,
+    stream,
+    thresholds,
+    users,
+)
 from tradeloop.settings import Settings, get_settings
 
 DESCRIPTION = """REST access to tradeloop for a team: sessions, orders, fills, positions, equity,
@@ -47,6 +60,8 @@ def create_app(settings: Settings | None = None, *, context: ApiContext | None =
         auth.router,
         users.router,
         keys.router,
+        sessions.router,
+        records.router,
         models.router,
         thresholds.router,
         market_data.router,

@@ -6,7 +6,8 @@ series must have candles in the lake (else DataError, exit 3, before any session
 written), the engine takes its locks (``live.locks``: one engine per session and per
 exchange account; a second one is refused naming the holder), and a new session whose first
 bar lies at or before its champion's training end is refused unless ``allow_in_sample``
-(``live.in_sample``: then it is marked in-sample).
+(``tradeloop.ops.in_sample``: then it is marked in-sample). A new session's row is
+``tradeloop.ops.session_spec.create_session``'s, the one ``POST /sessions`` writes too.
 """
 
 from __future__ import annotations
@@ -14,75 +15,46 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from live.brokers.base import Broker
 from live.brokers.ccxt_broker import CcxtBroker
 from live.brokers.paper import PaperBroker
 from live.brokers.perps import PerpInstrument, PerpsBroker
 from live.bus import check_redis, make_bus
-from live.engine import EngineConfig, LiveEngine, check_live_config, check_window
+from live.engine import EngineConfig, LiveEngine, check_window
 from live.entries import PERPETUAL_VENUES
 from live.feeds.ccxt_feed import CcxtFeed, CcxtFeedConfig
 from live.feeds.replay import ReplayFeed
-from live.in_sample import first_bar, in_sample_detail
 from live.locks import EngineLocks, account_lock_key, session_lock_key
 from live.models import ModelSlot
 from tradeloop.backtest import BacktestConfig
 from tradeloop.data import CandleLake, SeriesKey, earliest
 from tradeloop.data.exchanges import make_exchange
-from tradeloop.errors import ConfigError, DataError, ModelError, SessionStateError, config_error
+from tradeloop.errors import ConfigError, DataError, SessionStateError
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.ops.database import check_reachable
+from tradeloop.ops.session_spec import SessionSpec, create_session
 from tradeloop.registry import ModelRegistry
-from tradeloop.risk import RiskConfig
 from tradeloop.settings import Settings
 from tradeloop.strategies import get_strategy
 
 log = logging.getLogger(__name__)
 
 
-class SessionConfig(BaseModel):
-    """A trading session's options (``tradeloop live run --help`` lists them)."""
+class SessionConfig(SessionSpec):
+    """A trading session's options (``tradeloop live run --help`` lists them): what a new
+    session is stored with (``SessionSpec``) and how the engine runs it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(min_length=1, max_length=100)
-    strategy: str = "sma_cross"
-    exchange: str = "coinbase"
-    symbols: tuple[str, ...] = ("BTC-USD", "ETH-USD")
-    timeframe: str = "4h"
-    mode: str = Field(default="paper", pattern="^(paper|live)$")
-    feed: str = Field(default="replay", pattern="^(replay|ccxt)$")
     speed: float = Field(default=0.0, ge=0.0)
-    start: int | None = None
-    end: int | None = None
-    init_cash: float = Field(default=10_000.0, gt=0)
-    fraction: float = Field(default=0.5, gt=0, le=1.0)
-    fee_rate: float | None = Field(default=None, ge=0, lt=0.1, description="default: the champion's cost / 2")
-    slippage: float = Field(default=0.0, ge=0, lt=0.1)
     window_bars: int = Field(default=400, ge=10)
     follow_s: float | None = Field(default=None, gt=0, description="after the replay, poll the lake this often")
     feed_stale_after_s: float = Field(default=180.0, gt=0, description="ccxt feed: report a symbol stale after this")
-    orders: dict[str, Any] = Field(
-        default_factory=dict,
-        description="order and sizing rules of a new session, BacktestConfig fields (stop_loss, take_profit, "
-        "trailing_stop, atr_stop, atr_trailing, entry_order, limit_offset, sizing, vol_target, ...), "
-        "e.g. {'stop_loss': 0.05, 'entry_order': 'limit', 'limit_offset': 0.002}",
-    )
     perps: dict[str, PerpInstrument] = Field(
         default_factory=dict,
         description="leverage and margin mode per symbol of a perpetuals venue (binanceusdm), set on the venue "
         "before the symbol's first order, e.g. {'BTC-USDT': PerpInstrument(leverage=3, margin_mode='isolated')}",
-    )
-    risk: RiskConfig = Field(
-        default_factory=RiskConfig,
-        description="pre-trade limits and kill switch (tradeloop.risk.RiskConfig), stored with a new session",
-    )
-    allow_in_sample: bool = Field(
-        default=False, description="start at or before the champion's training end (the session is marked in-sample)"
     )
 
 
@@ -95,7 +67,7 @@ def open_session(
 ) -> TradingSession:
     """Resume the session called ``config.name`` (it keeps its ``in_sample`` flag), or create
     it from the champion's costs; a new one starting (``first_bar_ms``) at or before the
-    champion's training end is refused unless ``config.allow_in_sample`` (``live.in_sample``)."""
+    champion's training end is refused unless ``config.allow_in_sample`` (``tradeloop.ops.session_spec``)."""
     try:
         session = store.session(config.name)
     except SessionStateError:
@@ -109,49 +81,7 @@ def open_session(
                 f"{list(config.symbols)}; resume it with the same options or pick another --name"
             )
         return session
-    entry = registry.champion(config.strategy)
-    model = None
-    if entry is not None:
-        try:
-            model = registry.load(config.strategy)[1]
-        except ModelError:
-            if config.fee_rate is None:
-                raise  # its costs would set the session's fees
-            # with the fees given, a champion that cannot load is the slot's to refuse (reduce-only)
-    fee = config.fee_rate
-    if fee is None:
-        fee = model.barriers.cost / 2 if model is not None else 0.001
-    base = {
-        "init_cash": config.init_cash,
-        "fee_rate": fee,
-        "slippage": config.slippage,
-        "fraction": config.fraction,
-        "cash_sharing": True,
-    }
-    try:
-        backtest = BacktestConfig(**{**base, **config.orders})
-    except ValidationError as exc:
-        raise config_error(exc, what="session orders (--orders)", model=BacktestConfig) from None
-    check_live_config(backtest, paper=config.mode == "paper")
-    detail = in_sample_detail(
-        config,
-        first_bar_ms=first_bar(config, first_bar_ms),
-        trained_until_ms=model.trained_until if model is not None else None,
-        artifact=entry.artifact if entry is not None else None,
-    )
-    return store.create_session(
-        name=config.name,
-        strategy=config.strategy,
-        exchange=config.exchange,
-        timeframe=config.timeframe,
-        symbols=list(config.symbols),
-        mode=config.mode,
-        init_cash=config.init_cash,
-        config=backtest.model_dump(mode="json"),
-        in_sample=detail is not None,
-        in_sample_detail=detail,
-        risk_config=config.risk.model_dump(mode="json"),
-    )
+    return create_session(store, registry, config, first_bar_ms=first_bar_ms)
 
 
 def build_engine(

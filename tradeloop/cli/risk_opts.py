@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tradeloop.errors import ConfigError
+from tradeloop.ops.session_spec import order_rule_problems, risk_problems
 from tradeloop.risk import RiskConfig
 
 
@@ -49,30 +50,20 @@ def risk_config(pairs: list[str] | None, *, file: Path | None = None) -> RiskCon
             raise ConfigError(f'--risk-file {file}: expected a JSON object such as {{"max_drawdown": 0.2}}')
         data.update(loaded)
     data.update(parse_pairs(pairs, option="--risk", example="max_order_notional=5000"))
-    if "bypass" in data:
-        raise ConfigError(
-            f"--risk bypass={data['bypass']}: bypass turns every limit and the kill switch off and exists for "
-            "tests only; turn single limits off instead, e.g. --risk max_drawdown=null"
-        )
+    for problem in risk_problems(data, example="--risk max_drawdown=null"):  # bypass (tradeloop.ops.session_spec)
+        raise ConfigError(f"--risk {problem.key}={problem.value}: {problem.fix}")
     return RiskConfig.parse(data)
 
 
-#: what ``--orders`` may not set: each has its own option (``--cash``, ``--fraction``, ...)
-OWN_OPTIONS = {
-    "init_cash": "--cash",
-    "fraction": "--fraction",
-    "fee_rate": "the champion's costs",
-    "slippage": "the session config",
-    "cash_sharing": "(one portfolio per session)",
-}
+#: the options that set what ``--orders`` may not (``tradeloop.ops.session_spec.SET_ELSEWHERE``)
+OWN_OPTIONS = {"init_cash": "--cash", "fraction": "--fraction"}
 
 
 def order_rules(pairs: list[str] | None) -> dict[str, Any]:
     """``--orders KEY=VALUE`` pairs; a key another option owns is refused naming that option."""
     data = parse_pairs(pairs, option="--orders", example="stop_loss=0.05")
-    for key in data:
-        if key in OWN_OPTIONS:
-            raise ConfigError(f"--orders {key}=...: {key} is set by {OWN_OPTIONS[key]}, not --orders")
+    for problem in order_rule_problems(data, option="--orders", names=OWN_OPTIONS):
+        raise ConfigError(f"--orders {problem.key}=...: {problem.fix}")
     return data
 
 

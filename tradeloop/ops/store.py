@@ -105,10 +105,12 @@ class OpsStore:
         in_sample: bool = False,
         in_sample_detail: dict[str, Any] | None = None,
         risk_config: dict[str, Any] | None = None,
+        owner_id: int | None = None,
+        actor: str | None = None,
     ) -> TradingSession:
-        """A new running session with its ``session_started`` audit row. ``in_sample``: it trades
-        bars its champion was trained on (allowed by the operator); an audit row
-        ``session_in_sample`` records that, with ``in_sample_detail`` (e.g. first bar, training end)."""
+        """A new running session of ``owner_id`` with its ``session_started`` audit row (by ``actor``).
+        ``in_sample``: it trades bars its champion was trained on (allowed by the operator); an audit
+        row ``session_in_sample`` records that, with ``in_sample_detail`` (e.g. first bar, training end)."""
         if mode not in ("paper", "live"):
             raise ConfigError(f"mode={mode!r} is not a trading mode; use 'paper' or 'live'")
         with self.transaction() as db:
@@ -127,6 +129,7 @@ class OpsStore:
                 config=config,
                 in_sample=in_sample,
                 risk_config=risk_config,
+                owner_id=owner_id,
             )
             db.add(row)
             db.flush()
@@ -135,9 +138,10 @@ class OpsStore:
                 "session_started",
                 session_id=row.id,
                 detail={"symbols": list(symbols), "mode": mode, "in_sample": in_sample, "risk": risk_config},
+                actor=actor,
             )
             if in_sample:
-                self.audit(db, "session_in_sample", session_id=row.id, detail=in_sample_detail or {})
+                self.audit(db, "session_in_sample", session_id=row.id, detail=in_sample_detail or {}, actor=actor)
             return row
 
     def session(self, name: str) -> TradingSession:
@@ -154,8 +158,8 @@ class OpsStore:
         with self._sessions() as db:
             return list(db.scalars(select(TradingSession).order_by(TradingSession.id)))
 
-    def set_status(self, name: str, status: str) -> TradingSession:
-        """running -> paused -> running, and any -> stopped (final)."""
+    def set_status(self, name: str, status: str, *, actor: str | None = None) -> TradingSession:
+        """running -> paused -> running, and any -> stopped (final): ``TRANSITIONS``; audited by ``actor``."""
         with self.transaction() as db:
             row = db.scalar(select(TradingSession).where(TradingSession.name == name).with_for_update())
             if row is None:
@@ -164,9 +168,10 @@ class OpsStore:
                 raise SessionStateError(
                     f"session {name!r} is {row.status}; it cannot become {status}"
                     + (" (a stopped session is final: start a new one)" if row.status == "stopped" else "")
+                    + f"; from {row.status} it can become {', '.join(sorted(TRANSITIONS[row.status])) or 'nothing'}"
                 )
             row.status = status
-            self.audit(db, f"session_{status}", session_id=row.id)
+            self.audit(db, f"session_{status}", session_id=row.id, actor=actor)
             return row
 
     def finish(self, session_id: int) -> bool:

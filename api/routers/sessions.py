@@ -1,0 +1,368 @@
+"""Trading sessions: made, listed, read and controlled (pause, resume, start, stop, ack).
+
+Rules:
+
+1. A session belongs to the user who made it (``sessions.owner_id``); another user's session
+   does not exist for a non-admin, on every endpoint (404), whatever the query says. Sessions
+   made before there were users (no owner) are an admin's.
+2. ``POST /sessions`` writes the row ``tradeloop live run`` would write for the same options
+   (``tradeloop.ops.session_spec.create_session``): the champion's costs, the order rules,
+   the risk limits, the in-sample check. It starts no engine: the answer's ``run_command``
+   starts one (``tradeloop live run --name NAME`` resumes the session). The API makes paper
+   sessions only: a live session trades with the engine host's exchange keys.
+3. Transitions are ``tradeloop live pause/resume/stop/ack``'s (``OpsStore.set_status``,
+   ``OpsStore.acknowledge``), audited with the caller as actor; a transition the session's
+   status does not allow is a 409 naming the status and what it can become. ``start`` is
+   ``resume``: a paused or finished session runs again.
+4. ``status`` is what the session is doing now (``tradeloop.ops.status``: ``stale`` when no
+   engine's heartbeat is fresh); ``stored_status`` what was last written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, cast
+
+from fastapi import APIRouter, Query, status
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from api.context import ApiContext
+from api.deps import Context, Principal, Trader, Viewer
+from api.paging import IdPage, Paged, invalid_all, paged
+from api.timequery import SessionId, owned_session, to_ms
+from tradeloop.backtest import BacktestConfig
+from tradeloop.data import CandleLake, SeriesKey
+from tradeloop.data.schema import check_exchange, timeframe_ms
+from tradeloop.errors import ConfigError, DataError
+from tradeloop.ops import TradingSession
+from tradeloop.ops.session_reads import SessionReads
+from tradeloop.ops.session_spec import (
+    SET_ELSEWHERE,
+    SessionSpec,
+    check_window,
+    create_session,
+    order_rule_problems,
+    replay_first_bar,
+    risk_problems,
+)
+from tradeloop.ops.status import STALE_AFTER_S, session_status
+from tradeloop.registry import ModelRegistry
+from tradeloop.risk import RiskConfig
+from tradeloop.strategies import get_strategy
+
+router = APIRouter(prefix="/sessions", tags=["sessions"])
+
+Scalar = float | int | str | bool | None
+Problems = list[tuple[str, Any, str]]  # (field, value, fix)
+START_FIX = "epoch milliseconds (e.g. 1704067200000) or an ISO datetime (e.g. 2024-01-01T00:00:00Z)"
+
+
+class NewSession(BaseModel):
+    """A new paper trading session (``tradeloop live run``'s options for a new session)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str = Field(min_length=1, max_length=100, description="unique among all sessions", examples=["btc-paper"])
+    strategy: str = Field(default="sma_cross", description="whose champion trades", examples=["sma_cross"])
+    exchange: str = Field(default="coinbase", description="the candles' exchange (a ccxt id)", examples=["coinbase"])
+    symbols: list[str] = Field(
+        default=["BTC-USD", "ETH-USD"], min_length=1, max_length=200, examples=[["BTC-USD", "ETH-USD"]]
+    )
+    timeframe: str = Field(default="4h", description="bar timeframe", examples=["4h"])
+    mode: Literal["paper", "live"] = Field(default="paper", description="paper only through the API")
+    feed: Literal["replay", "ccxt"] = Field(
+        default="replay", description="replay: the lake's candles; ccxt: the exchange's, from now"
+    )
+    start: int | str | None = Field(
+        default=None,
+        description=f"a replay's first bar ({START_FIX}); default: the lake's first candle. Must lie after the "
+        "champion's training end unless allow_in_sample",
+        examples=["2024-06-01T00:00:00Z"],
+    )
+    end: int | str | None = Field(default=None, description=f"a replay's last bar ({START_FIX})")
+    init_cash: float = Field(default=10_000.0, gt=0, description="starting cash in the quote currency")
+    fraction: float = Field(default=0.5, gt=0, le=1.0, description="share of equity per new position")
+    window_bars: int = Field(
+        default=400, ge=10, le=100_000, description="bars of history per symbol each decision sees (the engine's)"
+    )
+    orders: dict[str, Scalar] = Field(
+        default_factory=dict,
+        description="order and sizing rules: BacktestConfig fields (stop_loss, take_profit, trailing_stop, atr_stop, "
+        f"entry_order, limit_offset, sizing, vol_target, ...) except {', '.join(SET_ELSEWHERE)}",
+        examples=[{"stop_loss": 0.05, "entry_order": "limit", "limit_offset": 0.002}],
+    )
+    risk: dict[str, Scalar] = Field(
+        default_factory=dict,
+        description="risk limits: RiskConfig fields (null turns one off; bypass is refused); the rest keep "
+        "their defaults",
+        examples=[{"max_drawdown": 0.2, "max_order_notional": 5000, "price_band": None}],
+    )
+    allow_in_sample: bool = Field(
+        default=False, description="start at or before the champion's training end (marked in-sample)"
+    )
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _epoch_ms(cls, value: Any) -> int | None:
+        """Epoch ms (the time's form in the stored session and the CLI)."""
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError(f"not a time; give {START_FIX}")
+        try:
+            return to_ms(str(value), field="start")
+        except ConfigError:
+            raise ValueError(f"not a time between 1970 and 9999; give {START_FIX}") from None
+
+
+class SessionOut(BaseModel):
+    id: int
+    name: str
+    owner_id: int | None = Field(description="the user who owns it (null: made before there were users)")
+    strategy: str
+    exchange: str
+    symbols: list[str]
+    timeframe: str
+    mode: str
+    status: str = Field(description="running, paused, stale (no engine alive), finished or stopped")
+    stored_status: str = Field(description="the status last written: running, paused, finished or stopped")
+    in_sample: bool = Field(description="it trades bars its champion was trained on")
+    init_cash: float
+    cash: float
+    equity: float = Field(description="the newest equity mark (the cash before the first)")
+    last_bar_ts: int | None = Field(description="the last bar processed (epoch ms)")
+    heartbeat_at: datetime | None
+    needs_ack: str | None = Field(description="why the session is reduce-only until acknowledged (null: it is not)")
+    halted: dict[str, str] = Field(description="symbols in reduce-only, with the reason")
+    orders: dict[str, Any] = Field(description="the stored order and sizing rules (BacktestConfig)")
+    risk: dict[str, Any] = Field(description="the risk limits (RiskConfig)")
+    kill_switch: dict[str, Any] | None = Field(description="the kill switch's trip (null: armed)")
+    created_at: datetime
+
+
+class SessionCreated(SessionOut):
+    run_command: str = Field(description="starts the engine on this session (the CLI resumes it by name)")
+
+
+class Ack(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    symbol: str | None = Field(
+        default=None, max_length=50, description="lift this symbol's halt instead", examples=["BTC-USD"]
+    )
+
+
+def session_out(ctx: ApiContext, row: TradingSession, equity: float | None = None) -> dict[str, Any]:
+    tripped = (row.risk_state or {}).get("tripped")
+    return {
+        "id": row.id, "name": row.name, "owner_id": row.owner_id, "strategy": row.strategy,
+        "exchange": row.exchange, "symbols": list(row.symbols), "timeframe": row.timeframe, "mode": row.mode,
+        "status": session_status(row.status, row.heartbeat_at, now=ctx.now(), stale_after_s=STALE_AFTER_S),
+        "stored_status": row.status, "in_sample": row.in_sample, "init_cash": row.init_cash, "cash": row.cash,
+        "equity": row.cash if equity is None else equity, "last_bar_ts": row.last_bar_ts,
+        "heartbeat_at": row.heartbeat_at, "needs_ack": row.needs_ack, "halted": dict(row.halted or {}),
+        "orders": dict(row.config), "risk": RiskConfig.parse(row.risk_config or {}).model_dump(mode="json"),
+        "kill_switch": tripped or None, "created_at": row.created_at,
+    }  # fmt: skip
+
+
+def _read(ctx: ApiContext, row: TradingSession) -> SessionOut:
+    equity = SessionReads(ctx.store).last_equity([row.id]).get(row.id)
+    return SessionOut(**session_out(ctx, row, equity))
+
+
+def _cli_time(ms: int) -> str:
+    """How ``tradeloop live run --start`` reads ``ms`` back: epoch ms of 12 digits or more, else ISO."""
+    return str(ms) if ms >= 10**11 else datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat()
+
+
+def _pydantic(exc: ValidationError, at: str, model: type[BaseModel]) -> Problems:
+    """``(field, value, fix)`` of each error, the field under ``at`` (``body.orders``); an
+    unknown option gets a did-you-mean from ``model``'s fields."""
+    out = []
+    for err in exc.errors():
+        where = ".".join([at, *(str(p) for p in err["loc"])])
+        fix = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            near = difflib.get_close_matches(str(err["loc"][-1]), list(model.model_fields), n=1)
+            fix = "unknown option" + (f"; did you mean {near[0]!r}?" if near else "") + f" ({at} takes "
+            fix += ", ".join(f for f in model.model_fields if f not in SET_ELSEWHERE and f != "bypass") + ")"
+        out.append((where, err.get("input"), fix))
+    return out
+
+
+def _series_problems(body: NewSession) -> tuple[Any, Problems]:
+    """The strategy (None when unknown) and the problems of the strategy, exchange, timeframe and symbols."""
+    problems: Problems = []
+    strategy = None
+    try:
+        strategy = get_strategy(body.strategy)
+    except ConfigError as exc:
+        problems.append(("body.strategy", body.strategy, str(exc)))
+    for field, value, check in (
+        ("body.exchange", body.exchange, check_exchange),
+        ("body.timeframe", body.timeframe, timeframe_ms),
+    ):
+        try:
+            check(value)
+        except ConfigError as exc:
+            problems.append((field, value, str(exc)))
+    if not any(field == "body.exchange" for field, _, _ in problems):
+        for i, symbol in enumerate(body.symbols):
+            try:
+                SeriesKey(body.exchange, symbol, "1m")  # the symbol's form (the timeframe is checked above)
+            except ConfigError as exc:
+                problems.append((f"body.symbols.{i}", symbol, str(exc)))
+    return strategy, problems
+
+
+def _rules_problems(body: NewSession) -> tuple[BacktestConfig | None, RiskConfig, Problems]:
+    """The order rules and risk limits as configs, and their problems (rules 2 and 3 of
+    ``tradeloop.ops.session_spec``)."""
+    names = {"init_cash": "the init_cash field", "fraction": "the fraction field"}
+    problems: Problems = [
+        (f"body.orders.{p.key}", p.value, p.fix) for p in order_rule_problems(body.orders, option="orders", names=names)
+    ]
+    backtest = None
+    try:
+        backtest = BacktestConfig(**{k: v for k, v in body.orders.items() if k not in SET_ELSEWHERE})
+    except ValidationError as exc:
+        problems += _pydantic(exc, "body.orders", BacktestConfig)
+    refused = risk_problems(body.risk, example='"risk": {"max_drawdown": null}')
+    problems += [(f"body.risk.{p.key}", p.value, p.fix) for p in refused]
+    risk = RiskConfig()
+    try:
+        risk = RiskConfig.model_validate({k: v for k, v in body.risk.items() if k != "bypass"})
+    except ValidationError as exc:
+        problems += _pydantic(exc, "body.risk", RiskConfig)
+    return backtest, risk, problems
+
+
+def _check(body: NewSession) -> tuple[SessionSpec, Problems]:
+    """The spec of a new session, and every problem with the options (none: it may be created)."""
+    problems: Problems = []
+    if body.mode == "live":
+        fix = ("the API makes paper sessions: a live session trades with the engine host's exchange keys; use "
+               "mode=paper, or start it on that host with `tradeloop live run --mode live`")  # fmt: skip
+        problems.append(("body.mode", body.mode, fix))
+    strategy, found = _series_problems(body)
+    backtest, risk, wrong = _rules_problems(body)
+    problems += found + wrong
+    if strategy is not None:
+        try:
+            check_window(strategy, body.window_bars, backtest=backtest)
+        except ConfigError as exc:
+            problems.append(("body.window_bars", body.window_bars, str(exc).replace("--window-bars", "window_bars")))
+    start, end = cast(int | None, body.start), cast(int | None, body.end)  # epoch ms once validated
+    if start is not None and end is not None and end < start:
+        problems.append(("body.end", body.end, f"end is before start ({body.start}); give end >= start"))
+    spec = SessionSpec(
+        name=body.name, strategy=body.strategy, exchange=body.exchange, symbols=tuple(body.symbols),
+        timeframe=body.timeframe, mode="paper", feed=body.feed, start=start, end=end, init_cash=body.init_cash,
+        fraction=body.fraction, orders=dict(body.orders), risk=risk, allow_in_sample=body.allow_in_sample,
+    )  # fmt: skip
+    return spec, problems
+
+
+def run_command(spec: SessionSpec, *, window_bars: int, in_sample: bool) -> str:
+    """The ``tradeloop live run`` that starts an engine on the session (and resumes it later)."""
+    words = ["tradeloop", "live", "run", "--name", spec.name, "--strategy", spec.strategy, "--exchange", spec.exchange]
+    for symbol in spec.symbols:
+        words += ["--symbol", symbol]
+    words += ["--timeframe", spec.timeframe, "--window-bars", str(window_bars)]
+    if spec.feed == "ccxt":
+        words += ["--feed", "ccxt"]
+    if spec.start is not None:
+        words += ["--start", _cli_time(spec.start)]
+    if spec.end is not None:
+        words += ["--end", _cli_time(spec.end)]
+    if in_sample:
+        words.append("--allow-in-sample")
+    return shlex.join(words)
+
+
+@router.post(
+    "",
+    response_model=SessionCreated,
+    status_code=status.HTTP_201_CREATED,
+    summary="Make a paper session (the row `tradeloop live run` would write); run_command starts its engine",
+)
+def make_session(body: NewSession, principal: Trader, ctx: Context) -> SessionCreated:
+    spec, problems = _check(body)
+    if problems:
+        raise invalid_all(problems)
+    first_bar_ms = None
+    if spec.feed == "replay" and spec.start is None:  # the replay opens with the lake's first candle
+        try:
+            first_bar_ms = replay_first_bar(CandleLake(ctx.settings.lake_dir), spec)
+        except DataError as exc:
+            raise invalid_all([("body.start", None, str(exc))]) from None
+    row = create_session(
+        ctx.store,
+        ModelRegistry(ctx.settings.registry_dir),
+        spec,
+        first_bar_ms=first_bar_ms,
+        owner_id=principal.user_id,
+        actor=principal.actor,
+    )
+    command = run_command(spec, window_bars=body.window_bars, in_sample=row.in_sample)
+    return SessionCreated(run_command=command, **session_out(ctx, row))
+
+
+@router.get("", response_model=Paged[SessionOut], summary="The caller's sessions (an admin's: everyone's)")
+def list_sessions(
+    principal: Viewer,
+    ctx: Context,
+    page: IdPage,
+    stored_status: Annotated[
+        Literal["running", "paused", "finished", "stopped"] | None,
+        Query(description="only sessions whose stored status is this"),
+    ] = None,
+) -> Paged[SessionOut]:
+    reads = SessionReads(ctx.store)
+    rows = reads.sessions(page, owner_id=None if principal.is_admin else principal.user_id, status=stored_status)
+    equity = reads.last_equity([r.id for r in rows])
+    return paged(rows, page, lambda r: SessionOut(**session_out(ctx, r, equity.get(r.id))), lambda r: r.id)
+
+
+@router.get("/{session_id}", response_model=SessionOut, summary="One session: status, cash, equity, risk")
+def read_session(session_id: SessionId, principal: Viewer, ctx: Context) -> SessionOut:
+    return _read(ctx, owned_session(ctx, principal, session_id))
+
+
+def _transition(ctx: ApiContext, principal: Principal, session_id: int, to: str) -> SessionOut:
+    row = owned_session(ctx, principal, session_id)
+    return _read(ctx, ctx.store.set_status(row.name, to, actor=principal.actor))
+
+
+@router.post("/{session_id}/pause", response_model=SessionOut, summary="Stop opening or closing positions")
+def pause_session(session_id: SessionId, principal: Trader, ctx: Context) -> SessionOut:
+    return _transition(ctx, principal, session_id, "paused")
+
+
+@router.post("/{session_id}/resume", response_model=SessionOut, summary="Trade again (a paused or finished session)")
+def resume_session(session_id: SessionId, principal: Trader, ctx: Context) -> SessionOut:
+    return _transition(ctx, principal, session_id, "running")
+
+
+@router.post("/{session_id}/start", response_model=SessionOut, summary="Resume: a paused or finished session runs")
+def start_session(session_id: SessionId, principal: Trader, ctx: Context) -> SessionOut:
+    return _transition(ctx, principal, session_id, "running")
+
+
+@router.post("/{session_id}/stop", response_model=SessionOut, summary="End the session for good")
+def stop_session(session_id: SessionId, principal: Trader, ctx: Context) -> SessionOut:
+    return _transition(ctx, principal, session_id, "stopped")
+
+
+@router.post(
+    "/{session_id}/ack",
+    response_model=SessionOut,
+    summary="Acknowledge what put the session (or, with symbol, one symbol) in reduce-only",
+)
+def ack_session(session_id: SessionId, principal: Trader, ctx: Context, body: Ack | None = None) -> SessionOut:
+    row = owned_session(ctx, principal, session_id)
+    symbol = body.symbol if body is not None else None
+    return _read(ctx, ctx.store.acknowledge(row.name, symbol=symbol, actor=principal.actor))
