@@ -106,11 +106,11 @@ def upgrade() -> None:
         return
     # the settings read '' (not NULL) once a transaction that set them LOCAL has ended
     op.execute(
-        "CREATE FUNCTION tradeloop_rls_user() RETURNS integer LANGUAGE sql STABLE AS "
+        "CREATE OR REPLACE FUNCTION tradeloop_rls_user() RETURNS integer LANGUAGE sql STABLE AS "
         "$$ SELECT nullif(current_setting('tradeloop.user_id', true), '')::integer $$"
     )
     op.execute(
-        "CREATE FUNCTION tradeloop_rls_admin() RETURNS boolean LANGUAGE sql STABLE AS "
+        "CREATE OR REPLACE FUNCTION tradeloop_rls_admin() RETURNS boolean LANGUAGE sql STABLE AS "
         "$$ SELECT coalesce(current_setting('tradeloop.role', true), '') = 'admin' $$"
     )
     op.execute(ROLE_SETUP)
