@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.api.conftest import PASSWORD, Api, start_api
 from tradeloop.identity import Role, Scope, TokenIssuer, jwt_secret
-from tradeloop.ops import ApiKey, Job
+from tradeloop.ops import ApiKey, Job, TradingSession
 
 
 def refused(answer: httpx.Response, status: int, *words: str) -> dict:
@@ -164,6 +164,36 @@ def test_one_user_cannot_see_rotate_or_revoke_another_users_key(api: Api) -> Non
     assert api.client.get("/auth/me", headers={"X-API-Key": theirs["key"]}).status_code == 200  # still valid
     with api.ctx.store.transaction() as db:
         assert db.get(ApiKey, theirs["id"]).revoked_at is None and db.get(ApiKey, theirs["id"]).rotated_to is None
+
+
+def session_of(api: Api, owner_id: int, name: str) -> int:
+    """A running session owned by ``owner_id`` (as the CLI or the engine makes one)."""
+    row = api.ctx.store.create_session(name=name, strategy="sma_cross", exchange="binance", timeframe="1m",
+                                       symbols=["BTC/USDT"], mode="paper", init_cash=1000.0, config={})  # fmt: skip
+    with api.ctx.store.transaction() as db:
+        db.get(TradingSession, row.id).owner_id = owner_id
+    return row.id
+
+
+def test_one_user_cannot_read_or_stop_another_users_session_by_id(api: Api) -> None:
+    ana = api.user("ana", Role.TRADER)
+    bob = api.user("bob", Role.TRADER)
+    theirs, mine = session_of(api, ana, "ana-live"), session_of(api, bob, "bob-live")
+    headers = api.login("bob")
+    for part in ("", "/orders", "/fills", "/positions", "/equity", "/audit", "/thresholds", "/signals"):
+        refused(api.client.get(f"/sessions/{theirs}{part}", headers=headers), 404)
+    for verb in ("pause", "stop", "resume", "start", "ack"):
+        refused(api.client.post(f"/sessions/{theirs}/{verb}", headers=headers), 404)
+    override = {"threshold": 0.99, "reason": "take nothing of hers"}
+    refused(api.client.post(f"/sessions/{theirs}/thresholds/override", json=override, headers=headers), 404)
+    forged = api.client.get("/sessions", params={"owner_id": ana, "user_id": ana, "all": "true"}, headers=headers)
+    assert [s["id"] for s in forged.json()["items"]] == [mine]  # a forged filter changes nothing
+    assert api.ctx.store.session("ana-live").status == "running"
+    assert api.client.get(f"/sessions/{theirs}", headers=api.login("ana")).status_code == 200  # she still can
+    # ana's own read-only key cannot stop her session either
+    made = api.client.post("/keys", json={"name": "r", "scopes": ["read"]}, headers=api.login("ana")).json()
+    refused(api.client.post(f"/sessions/{theirs}/stop", headers={"X-API-Key": made["key"]}), 403, "trade")
+    assert api.ctx.store.session("ana-live").status == "running"
 
 
 def test_one_user_cannot_read_another_users_job_by_id(api: Api) -> None:

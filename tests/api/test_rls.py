@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from api.deps import Principal
 from tests.api.conftest import Api
+from tests.api.test_attacks import session_of
 from tests.ops.test_audit import own_pg_url  # noqa: F401  (a database of this test's own)
 from tests.ops.test_in_sample import HEAD, _downgrade, _version, url  # noqa: F401
 from tradeloop.identity import IdentityStore, Role, Scope
@@ -159,11 +160,11 @@ def test_through_the_api_with_its_ownership_checks_switched_off_the_database_sti
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert api.ctx.row_security
-    api.user("ana", Role.TRADER)
-    api.user("bob", Role.TRADER)
+    ana_id, bob_id = api.user("ana", Role.TRADER), api.user("bob", Role.TRADER)
     ana, bob = api.login("ana"), api.login("bob")
     anas = api.client.post("/keys", json={"name": "ana-svc", "scopes": ["read"]}, headers=ana).json()
     bobs = api.client.post("/keys", json={"name": "bob-svc", "scopes": ["read"]}, headers=bob).json()
+    her_session, his_session = session_of(api, ana_id, "ana-live"), session_of(api, bob_id, "bob-live")
     # the API's first line off: every caller passes its ownership checks and lists as an admin would
     monkeypatch.setattr(Principal, "can_see", lambda self, owner_id: True)
     monkeypatch.setattr(Principal, "is_admin", property(lambda self: True))
@@ -173,6 +174,12 @@ def test_through_the_api_with_its_ownership_checks_switched_off_the_database_sti
     assert api.client.get("/auth/me", headers={"X-API-Key": anas["key"]}).status_code == 200  # untouched
     with api.ctx.store.transaction() as db:
         assert db.get(ApiKey, anas["id"]).revoked_at is None
+    assert [s["id"] for s in api.client.get("/sessions", headers=bob).json()["items"]] == [his_session]
+    for part in ("", "/orders", "/equity", "/audit"):
+        assert api.client.get(f"/sessions/{her_session}{part}", headers=bob).status_code == 404, part
+    assert api.client.post(f"/sessions/{her_session}/stop", headers=bob).status_code == 404
+    assert api.ctx.store.session("ana-live").status == "running"
+    assert api.client.post(f"/sessions/{his_session}/pause", headers=bob).status_code == 200  # his own: fine
 
 
 def test_without_row_level_security_the_same_bypass_leaks_which_is_why_postgresql_has_it(
