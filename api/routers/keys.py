@@ -1,4 +1,9 @@
-"""API keys for services: made, listed, rotated and revoked by their owner (or an admin)."""
+"""API keys for services: made, listed, rotated and revoked by their owner (or an admin).
+
+Only a signed-in user makes or rotates keys: a key that could rotate a key would mint a new
+secret for any of its user's keys (a read key turning itself into a trade key, or a leaked key
+outliving its rotation). A key may revoke itself (that only takes rights away), no other key.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +48,11 @@ def _out(row) -> dict:
     }  # fmt: skip
 
 
+def _not_by_key(principal: Principal, what: str) -> None:
+    if principal.api_key_id is not None:
+        raise PermissionDeniedError(f"an API key cannot {what}; sign in as the user")
+
+
 def _own_key(ctx, principal: Principal, key_id: int):
     row = next((k for k in ctx.identity.api_keys() if k.id == key_id), None)
     if row is None or not principal.can_see(row.user_id):
@@ -52,8 +62,7 @@ def _own_key(ctx, principal: Principal, key_id: int):
 
 @router.post("", response_model=KeyCreated, status_code=status.HTTP_201_CREATED, summary="Make an API key")
 def create_key(body: NewKey, principal: Viewer, ctx: Context) -> KeyCreated:
-    if principal.api_key_id is not None:
-        raise PermissionDeniedError("an API key cannot make keys; sign in as the user")
+    _not_by_key(principal, "make keys")
     key, row = ctx.identity.create_api_key(
         user_id=principal.user_id, name=body.name, scopes=body.scopes, now=ctx.now(), ttl=timedelta(days=body.ttl_days)
     )
@@ -75,6 +84,7 @@ def rotate_key(
     ctx: Context,
     grace_hours: Annotated[int, Query(ge=0, le=720, description="hours the old key stays valid")] = 24,
 ) -> KeyCreated:
+    _not_by_key(principal, "rotate keys")
     _own_key(ctx, principal, key_id)
     key, row = ctx.identity.rotate_api_key(key_id, now=ctx.now(), grace=timedelta(hours=grace_hours))
     return KeyCreated(key=key, **_out(row))
@@ -82,5 +92,7 @@ def rotate_key(
 
 @router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke a key at once")
 def revoke_key(key_id: int, principal: Viewer, ctx: Context) -> None:
+    if principal.api_key_id != key_id:
+        _not_by_key(principal, "revoke another key")
     _own_key(ctx, principal, key_id)
     ctx.identity.revoke_api_key(key_id, now=ctx.now())

@@ -1,0 +1,43 @@
+"""What a hostile review of the API found, each fixed and pinned here: real HTTP through
+uvicorn over a throwaway PostgreSQL database."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from tests.api.conftest import Api
+from tradeloop.identity import Role
+from tradeloop.ops.identity_models import ApiKey
+
+
+def _key(api: Api, headers: dict[str, str], name: str, scopes: list[str]) -> dict:
+    made = api.client.post("/keys", json={"name": name, "scopes": scopes}, headers=headers)
+    assert made.status_code == 201, made.text
+    return made.json()
+
+
+def test_a_read_key_cannot_rotate_its_users_trade_key_into_a_fresh_trade_key(api: Api) -> None:
+    api.user("tess", Role.TRADER)
+    tess = api.login("tess")
+    trade = _key(api, tess, "bot", ["trade"])
+    read = _key(api, tess, "reader", ["read"])
+    as_reader = {"X-API-Key": read["key"]}
+    assert api.client.get("/auth/me", headers=as_reader).json()["role"] == "viewer"
+
+    rotated = api.client.post(f"/keys/{trade['id']}/rotate", headers=as_reader)
+    assert rotated.status_code == 403, rotated.text
+    assert "sign in as the user" in rotated.json()["detail"]
+    itself = api.client.post(f"/keys/{read['id']}/rotate", headers=as_reader)  # outliving its own rotation
+    assert itself.status_code == 403
+    revoked = api.client.delete(f"/keys/{trade['id']}", headers=as_reader)
+    assert revoked.status_code == 403
+    with api.ctx.store.transaction() as db:
+        rows = {k.id: k for k in db.scalars(select(ApiKey))}
+    assert len(rows) == 2  # no key was minted
+    assert rows[trade["id"]].revoked_at is None and rows[trade["id"]].rotated_to is None
+    assert api.client.get("/auth/me", headers={"X-API-Key": trade["key"]}).json()["role"] == "trader"
+
+    # a key may still revoke itself, and the signed-in user may rotate any of theirs
+    assert api.client.delete(f"/keys/{read['id']}", headers=as_reader).status_code == 204
+    assert api.client.get("/auth/me", headers=as_reader).status_code == 401
+    assert api.client.post(f"/keys/{trade['id']}/rotate", headers=tess).status_code == 200
