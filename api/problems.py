@@ -3,7 +3,8 @@
 Every error names what was wrong and how to fix it: ``title`` (the kind), ``status``,
 ``detail`` (the sentence a user reads), and for invalid input ``errors``: one entry per
 field with ``field`` (its location, e.g. ``body.risk.max_drawdown``), ``value`` (what was
-sent, cut to 200 characters) and ``fix``. ``tradeloop``'s own errors map to statuses by
+sent, cut to 200 characters; NaN and Infinity, which JSON cannot hold, as the strings
+``'nan'`` and ``'inf'``) and ``fix``. ``tradeloop``'s own errors map to statuses by
 class; anything unexpected is a 500 whose detail says nothing about the internals (it is
 logged with the request id).
 """
@@ -11,6 +12,7 @@ logged with the request id).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -66,6 +68,8 @@ def problem(
 
 
 def _cut(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):  # JSON has no NaN or Infinity
+        return repr(value)
     text = repr(value) if not isinstance(value, (str, int, float, bool, type(None))) else value
     return text[:200] if isinstance(text, str) else text
 

@@ -41,3 +41,19 @@ def test_a_read_key_cannot_rotate_its_users_trade_key_into_a_fresh_trade_key(api
     assert api.client.delete(f"/keys/{read['id']}", headers=as_reader).status_code == 204
     assert api.client.get("/auth/me", headers=as_reader).status_code == 401
     assert api.client.post(f"/keys/{trade['id']}/rotate", headers=tess).status_code == 200
+
+
+def test_nan_or_infinity_in_a_body_is_a_422_problem_not_a_500(api: Api) -> None:
+    api.user("tess", Role.TRADER)
+    headers = {**api.login("tess"), "content-type": "application/json"}
+    bodies = {  # JSON extensions Python's parser accepts; the problem document must still be JSON
+        "/backtests": '{"strategy": "sma_cross", "exchange": "coinbase", "symbols": ["BTC-USD"], "timeframe": "4h", '
+        '"config": {"stop_loss": Infinity}}',
+        "/sessions": '{"name": "n", "feed": "ccxt", "symbols": ["BTC-USD"], "risk": {"max_drawdown": NaN}}',
+    }
+    for path, body in bodies.items():
+        answer = api.client.post(path, content=body.encode(), headers=headers)
+        assert answer.status_code == 422, (path, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+        fields = {e["field"]: e["value"] for e in answer.json()["errors"]}
+        assert fields.get("body.config.stop_loss", fields.get("body.risk.max_drawdown.float")) in ("inf", "nan")
