@@ -1,8 +1,8 @@
 """The FastAPI application: ``create_app()`` (``uvicorn --factory api.app:create_app``).
 
-OpenAPI documentation is served at ``/docs`` (and the schema at ``/openapi.json``); every
-error is a problem document (``api.problems``); every mutating request is audited
-(``api.audit``).
+OpenAPI documentation is served at ``/docs`` and ``/redoc`` with no CDN (``api.docs``) and the
+schema at ``/openapi.json``; every error is a problem document (``api.problems``); every
+mutating request is audited (``api.audit``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import audit, problems, ratelimit, security
+from api import audit, docs, problems, ratelimit, security
 from api.context import ApiContext
 from api.routers import (
     auth,
@@ -49,12 +49,15 @@ def create_app(settings: Settings | None = None, *, context: ApiContext | None =
         if context is None:  # ours to close
             ctx.store.close()
 
-    app = FastAPI(title="tradeloop", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="tradeloop", version="1", description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.context = ctx
     problems.install(app)
     audit.install(app)
     ratelimit.install(app, ctx.settings)  # inside the security middlewares: its 429s get their headers
     security.install(app, ctx.settings)
+    docs.install(app)  # Swagger UI and ReDoc from our own assets
     for router in (
         health.router,
         auth.router,

@@ -7,11 +7,12 @@ Rules:
    own) and ``Content-Security-Policy: default-src 'none'; frame-ancestors 'none'; ...``: an
    API answers data, and nothing in an answer may run, load or be framed in a browser.
 2. **The documentation pages** (``/docs``, its OAuth2 redirect, ``/redoc``) are HTML that
-   loads Swagger UI or ReDoc: their policy allows scripts and styles from this origin and from
-   the CDN FastAPI loads them from (``cdn.jsdelivr.net``; fonts from Google for ReDoc), and
-   inline scripts only by the SHA-256 of each one on the page as served; inline styles are
-   allowed (ReDoc writes its own). Offline (no CDN) the pages stay blank: the schema is still
-   at ``/openapi.json``.
+   loads Swagger UI or ReDoc from this origin (``api.docs``): their policy allows scripts,
+   styles and images from this origin only, and inline scripts only by the SHA-256 of each
+   one on the page as served; inline styles and ``data:`` images are allowed (Swagger UI's
+   icons, ReDoc's own styles). No CDN: a page that reached the internet would be refused
+   (ReDoc's bundle hard-codes the image of its "API docs by Redocly" badge on cdn.redoc.ly:
+   refused, and ReDoc drops the image when it fails to load).
 3. **Strict-Transport-Security** only when the API is reached over TLS
    (``TRADELOOP_API_BEHIND_TLS``, or a request that arrived as https): a browser that saw it
    over plain http would pin a host that cannot answer https.
@@ -38,22 +39,27 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.docs import PAGES as DOCS_PAGES
 from api.problems import problem
 from tradeloop.errors import ConfigError
 from tradeloop.settings import Settings
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-CDN = "https://cdn.jsdelivr.net"
 DOCS_CSP = (
-    "default-src 'none'; script-src 'self' {hashes} " + CDN + "; "
-    "style-src 'self' 'unsafe-inline' " + CDN + " https://fonts.googleapis.com; "
-    "font-src 'self' https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com; "
-    "connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    "default-src 'none'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; font-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'"
 )
 HSTS = "max-age=31536000; includeSubDomains"
 INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\bsrc\s*=)[^>]*>(.*?)</script>", re.DOTALL | re.IGNORECASE)
 ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 EXPOSED = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy", "Retry-After"]
+
+
+def route_path(scope: Scope) -> str:
+    """The path the app routes: behind a prefix the server puts its ``root_path`` in front."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root + "/") else path
 
 
 def script_hashes(html: bytes) -> str:
@@ -84,7 +90,7 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"] not in self.docs_paths:
+        if route_path(scope) not in self.docs_paths:
 
             async def send_api(message: Message) -> None:
                 if message["type"] == "http.response.start":
@@ -179,7 +185,4 @@ def install(app: FastAPI, settings: Settings) -> None:
             expose_headers=EXPOSED,
             max_age=600,
         )
-    docs = {app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url if app.docs_url else None}
-    app.add_middleware(
-        SecurityHeadersMiddleware, docs_paths=frozenset(p for p in docs if p), hsts=settings.api_behind_tls
-    )
+    app.add_middleware(SecurityHeadersMiddleware, docs_paths=DOCS_PAGES, hsts=settings.api_behind_tls)
