@@ -21,6 +21,7 @@ from tradeloop.ops.session_reads import Page
 T = TypeVar("T")
 R = TypeVar("R")
 Limit = Annotated[int, Query(ge=1, le=500, description="most rows in the page")]
+MAX_ID = 2**31 - 1  # the id columns are 32-bit
 
 
 class Paged(BaseModel, Generic[T]):
@@ -41,7 +42,7 @@ def invalid_all(problems: Sequence[tuple[str, Any, str]]) -> RequestValidationEr
 
 def by_id(
     limit: Limit = 100,
-    after_id: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="the next_after of the page before")] = None,
+    after_id: Annotated[int | None, Query(ge=0, le=MAX_ID, description="the next_after of the page before")] = None,
     since: Since = None,
     until: Until = None,
 ) -> Page:

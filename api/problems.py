@@ -5,8 +5,9 @@ Every error names what was wrong and how to fix it: ``title`` (the kind), ``stat
 field with ``field`` (its location, e.g. ``body.risk.max_drawdown``), ``value`` (what was
 sent, cut to 200 characters; NaN and Infinity, which JSON cannot hold, as the strings
 ``'nan'`` and ``'inf'``) and ``fix``. ``tradeloop``'s own errors map to statuses by
-class; anything unexpected is a 500 whose detail says nothing about the internals (it is
-logged with the request id).
+class; a value the database refuses to compare or store (``sqlalchemy.exc.DataError``: an
+id past the 32-bit columns, text holding a NUL character) is a 422; anything else unexpected
+is a 500 whose detail says nothing about the internals (it is logged with the request id).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 
 from tradeloop.errors import (
@@ -100,6 +102,15 @@ def install(app: FastAPI) -> None:
     async def http(request: Request, exc: HTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"
         return problem(exc.status_code, _title(exc.status_code), detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DataError)
+    async def refused_by_database(request: Request, exc: DataError) -> JSONResponse:
+        log.warning("%s %s: the database refused a value: %s", request.method, request.url.path, exc.orig)
+        detail = (
+            "a value in the request cannot be looked up or stored: a number out of range (ids are at most "
+            f"{2**31 - 1}) or text holding a NUL character (\\u0000); send it without"
+        )
+        return problem(422, "Invalid value", detail)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Trader, Viewer
+from api.paging import MAX_ID
 from api.timequery import Since, Until, as_datetime, window
 from tradeloop.jobs import BacktestParams, JobKind, JobQueue, JobStatus, ResearchParams
 from tradeloop.ops import Job
@@ -147,7 +148,7 @@ def list_jobs(
     kind: Annotated[JobKind | None, Query(description="only jobs of this kind")] = None,
     since: Since = None,
     until: Until = None,
-    after_id: Annotated[int | None, Query(ge=0, description="the next_after of the page before")] = None,
+    after_id: Annotated[int | None, Query(ge=0, le=MAX_ID, description="the next_after of the page before")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="jobs per page")] = 100,
 ) -> JobPage:
     """Filtered by status, kind and the time they were created (``since``/``until``, both included)."""

@@ -57,3 +57,23 @@ def test_nan_or_infinity_in_a_body_is_a_422_problem_not_a_500(api: Api) -> None:
         assert answer.headers["content-type"] == "application/problem+json"
         fields = {e["field"]: e["value"] for e in answer.json()["errors"]}
         assert fields.get("body.config.stop_loss", fields.get("body.risk.max_drawdown.float")) in ("inf", "nan")
+
+
+def test_ids_past_32_bits_and_nul_characters_are_422_problems_not_500s(api: Api) -> None:
+    api.user("root", Role.ADMIN)
+    admin = api.login("root")
+    big = 2**40  # past the 32-bit id columns: PostgreSQL refuses to compare it
+    answers = {
+        "job by id": api.client.get(f"/jobs/{big}", headers=admin),
+        "jobs after_id": api.client.get(f"/jobs?after_id={big}", headers=admin),
+        "sessions after_id": api.client.get(f"/sessions?after_id={big}", headers=admin),
+        "user by id": api.client.patch(f"/users/{big}", json={"role": "viewer"}, headers=admin),
+        # PostgreSQL text cannot hold NUL
+        "sign-in": api.client.post("/auth/login", json={"username": "ro\u0000ot", "password": "x" * 12}),
+    }
+    for what, answer in answers.items():
+        assert answer.status_code == 422, (what, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert "2147483647" in answer.text, what  # says what is accepted
+        assert "SELECT" not in answer.text and "psycopg" not in answer.text  # nothing of the internals
+    assert api.client.get("/auth/me", headers=admin).status_code == 200  # the server still answers
