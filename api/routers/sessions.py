@@ -56,6 +56,8 @@ router = APIRouter(prefix="/sessions", tags=["sessions"])
 
 Scalar = float | int | str | bool | None
 Problems = list[tuple[str, Any, str]]  # (field, value, fix)
+# `tradeloop live pause NAME` takes the name as an argument: no leading '-' (an option), no blanks
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 START_FIX = "epoch milliseconds (e.g. 1704067200000) or an ISO datetime (e.g. 2024-01-01T00:00:00Z)"
 
 
@@ -64,7 +66,13 @@ class NewSession(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str = Field(min_length=1, max_length=100, description="unique among all sessions", examples=["btc-paper"])
+    name: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=NAME_PATTERN,
+        description="unique among all sessions; letters, digits and . _ - (not first), so the CLI reads it back",
+        examples=["btc-paper"],
+    )
     strategy: str = Field(default="sma_cross", description="whose champion trades", examples=["sma_cross"])
     exchange: str = Field(default="coinbase", description="the candles' exchange (a ccxt id)", examples=["coinbase"])
     symbols: list[str] = Field(
@@ -210,11 +218,16 @@ def _series_problems(body: NewSession) -> tuple[Any, Problems]:
         except ConfigError as exc:
             problems.append((field, value, str(exc)))
     if not any(field == "body.exchange" for field, _, _ in problems):
+        seen: dict[str, str] = {}
         for i, symbol in enumerate(body.symbols):
             try:
-                SeriesKey(body.exchange, symbol, "1m")  # the symbol's form (the timeframe is checked above)
+                key = SeriesKey(body.exchange, symbol, "1m")  # the symbol's form (the timeframe is checked above)
             except ConfigError as exc:
                 problems.append((f"body.symbols.{i}", symbol, str(exc)))
+                continue
+            if key.symbol in seen:
+                problems.append((f"body.symbols.{i}", symbol, f"names {seen[key.symbol]!r} again; give each once"))
+            seen.setdefault(key.symbol, symbol)
     return strategy, problems
 
 

@@ -77,3 +77,21 @@ def test_ids_past_32_bits_and_nul_characters_are_422_problems_not_500s(api: Api)
         assert "2147483647" in answer.text, what  # says what is accepted
         assert "SELECT" not in answer.text and "psycopg" not in answer.text  # nothing of the internals
     assert api.client.get("/auth/me", headers=admin).status_code == 200  # the server still answers
+
+
+def test_a_session_name_the_cli_cannot_read_back_and_a_symbol_named_twice_are_refused(api: Api) -> None:
+    api.user("tess", Role.TRADER)
+    tess = api.login("tess")
+    new = {"feed": "ccxt", "symbols": ["BTC-USD"]}
+    for name in ("--help", "-x", "a b; rm -rf /", "\n", " ", "tab\there"):
+        answer = api.client.post("/sessions", json=new | {"name": name}, headers=tess)
+        assert answer.status_code == 422, (name, answer.text)
+        assert answer.json()["errors"][0]["field"] == "body.name"
+    twice = api.client.post("/sessions", json=new | {"name": "twice", "symbols": ["BTC-USD", "btc/usd"]}, headers=tess)
+    assert twice.status_code == 422, twice.text
+    assert twice.json()["errors"] == [
+        {"field": "body.symbols.1", "value": "btc/usd", "fix": "names 'BTC-USD' again; give each once"}
+    ]
+    made = api.client.post("/sessions", json=new | {"name": "btc_paper.v2-1"}, headers=tess)
+    assert made.status_code == 201, made.text
+    assert "--name btc_paper.v2-1 " in made.json()["run_command"]
