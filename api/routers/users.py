@@ -1,4 +1,9 @@
-"""Users: an admin makes them, sets roles, disables them."""
+"""Users: an admin makes them, sets roles, disables them.
+
+The API never leaves the deployment without an enabled admin: demoting or disabling the last
+one is refused (a 422 saying to make another admin first); ``tradeloop users`` on the host stays
+the way back for whoever runs it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
 from api.deps import Admin, Context
+from tradeloop.errors import ConfigError
 from tradeloop.identity import Role
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -51,6 +57,15 @@ def list_users(admin: Admin, ctx: Context) -> list[UserOut]:
 @router.patch("/{user_id}", response_model=UserOut, summary="Change a user's role or disable them (admin)")
 def change_user(user_id: int, body: UserChange, admin: Admin, ctx: Context) -> UserOut:
     user = ctx.identity.user(user_id)
+    demoted = body.role is not None and body.role is not Role.ADMIN
+    if user.role == Role.ADMIN and not user.disabled and (demoted or body.disabled):
+        others = [u for u in ctx.identity.users() if u.role == Role.ADMIN and not u.disabled and u.id != user.id]
+        if not others:
+            field, value = ("body.role", f"'{body.role}'") if demoted else ("body.disabled", "true")
+            raise ConfigError(
+                f"{field}={value}: {user.username} is the last enabled admin and nobody could manage users "
+                "after this; make another admin first (POST /users with role admin)"
+            )
     if body.role is not None:
         user = ctx.identity.set_role(user.username, body.role)
     if body.disabled is not None:

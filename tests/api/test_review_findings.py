@@ -95,3 +95,24 @@ def test_a_session_name_the_cli_cannot_read_back_and_a_symbol_named_twice_are_re
     made = api.client.post("/sessions", json=new | {"name": "btc_paper.v2-1"}, headers=tess)
     assert made.status_code == 201, made.text
     assert "--name btc_paper.v2-1 " in made.json()["run_command"]
+
+
+def test_the_last_enabled_admin_cannot_be_demoted_or_disabled(api: Api) -> None:
+    root = api.user("root", Role.ADMIN)
+    admin = api.login("root")
+    demote = api.client.patch(f"/users/{root}", json={"role": "trader"}, headers=admin)
+    assert demote.status_code == 422, demote.text
+    assert demote.json()["detail"].startswith("body.role='trader': root is the last enabled admin")
+    disable = api.client.patch(f"/users/{root}", json={"disabled": True}, headers=admin)
+    assert disable.status_code == 422 and "body.disabled=true" in disable.json()["detail"]
+    assert api.client.get("/auth/me", headers=admin).json()["role"] == "admin"  # nothing changed
+
+    # a disabled admin does not count: with a second one disabled, root is still the last
+    second = api.client.post(
+        "/users", json={"username": "ops", "password": "x" * 12, "role": "admin"}, headers=admin
+    ).json()["id"]
+    assert api.client.patch(f"/users/{second}", json={"disabled": True}, headers=admin).status_code == 200
+    assert api.client.patch(f"/users/{root}", json={"role": "viewer"}, headers=admin).status_code == 422
+    # with another enabled admin, stepping down is fine
+    assert api.client.patch(f"/users/{second}", json={"disabled": False}, headers=admin).status_code == 200
+    assert api.client.patch(f"/users/{root}", json={"role": "viewer"}, headers=admin).json()["role"] == "viewer"
