@@ -23,6 +23,10 @@ from tradeloop.errors import ConfigError
 from tradeloop.redaction import mask_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# execution option: a SQLite transaction that will write after reading (a migration) begins
+# IMMEDIATE; a deferred one fails at once with "database is locked" when another process wrote
+# since its read (WAL snapshots), whatever the busy timeout
+IMMEDIATE = "tradeloop_sqlite_immediate"
 VERSION_TABLE = "tradeloop_alembic_version"  # optuna (RDB storage) keeps its own alembic_version beside it
 
 
@@ -56,8 +60,10 @@ def connect(url: str, *, connect_timeout_s: float = 10.0) -> Engine:
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _begin(connection) -> None:
-            connection.exec_driver_sql("BEGIN")
+        def _begin(connection) -> None:  # IMMEDIATE: take the write lock now, waiting out a busy file
+            connection.exec_driver_sql(
+                "BEGIN IMMEDIATE" if connection.get_execution_options().get(IMMEDIATE) else "BEGIN"
+            )
 
         return engine
     if parsed.get_backend_name() == "postgresql":
@@ -96,13 +102,14 @@ def schema_behind(engine: Engine) -> tuple[str | None, str] | None:
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` (Alembic); safe to run on every start."""
+    """Bring the schema to ``revision`` (Alembic); safe to run on every start, also by several
+    processes at once (on SQLite the second waits for the first's write lock)."""
     config = _alembic_config()
     alembic_log = logging.getLogger("alembic")
     if alembic_log.getEffectiveLevel() < logging.WARNING and not alembic_log.isEnabledFor(logging.DEBUG):
         alembic_log.setLevel(logging.WARNING)  # "Running upgrade ..." on every start is noise
     try:
-        with engine.begin() as connection:
+        with engine.execution_options(**{IMMEDIATE: True}).begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
     except OperationalError as exc:
