@@ -28,6 +28,9 @@ _PATTERN = re.compile(rf"""(?P<name>["']?(?:{_NAMES})["']?\s*[:=]\s*["']?)(?P<va
 
 # user:password@ after the scheme; the password runs to the last "@" (it may hold "/" or ":")
 _URL_PASSWORD = re.compile(r"(?P<head>^[^:/@]*://[^:/@]*:)(?P<password>.*)@(?=[^@]*$)", re.DOTALL)
+# loggers whose formatter unpacks the arguments (uvicorn's access log: client, method, path,
+# version, status): each argument is redacted in place rather than folded into the message
+_ARGS_READ_ONE_BY_ONE = frozenset({"uvicorn.access"})
 _lock = threading.Lock()
 _secrets: set[str] = set()
 _installed = False
@@ -70,11 +73,15 @@ def install() -> None:
 
         def factory(*args, **kwargs) -> logging.LogRecord:
             record = previous(*args, **kwargs)
-            try:
-                message = record.getMessage()
-            except Exception:  # noqa: BLE001 - a bad format string: redact what is there
-                message = f"{record.msg} {record.args}"
-            record.msg, record.args = redact(message), None
+            if record.name in _ARGS_READ_ONE_BY_ONE and isinstance(record.args, tuple):
+                record.msg = redact(str(record.msg))
+                record.args = tuple(a if isinstance(a, int | float) else redact(str(a)) for a in record.args)
+            else:
+                try:
+                    message = record.getMessage()
+                except Exception:  # noqa: BLE001 - a bad format string: redact what is there
+                    message = f"{record.msg} {record.args}"
+                record.msg, record.args = redact(message), None
             if record.exc_info and record.exc_info[1] is not None:
                 record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
                 record.exc_info = None
