@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import httpx
 import psutil
 
 from tradeloop.cli.up_cmd import announce
@@ -37,13 +38,14 @@ def answers(url: str) -> bool:
 
 
 def test_up_serves_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("lab", "dagster", "dashboard")}
+    ports = {name: free_port() for name in ("lab", "dagster", "dashboard", "api")}
     env = {
         **os.environ,
         "TRADELOOP_DATA_DIR": str(tmp_path / "data"),
         "DAGSTER_HOME": str(tmp_path / "dagster"),
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter"),
         "TRADELOOP_LOG_LEVEL": "WARNING",
+        "COLUMNS": "200",  # the table of addresses on one line per service
     }
     subprocess.run(
         [sys.executable, "-m", "tradeloop", "data", "import"], cwd=ROOT, env=env, check=True, capture_output=True
@@ -60,6 +62,8 @@ def test_up_serves_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
             str(ports["dagster"]),
             "--dashboard-port",
             str(ports["dashboard"]),
+            "--api-port",
+            str(ports["api"]),
         ],
         cwd=ROOT,
         env=env,
@@ -74,6 +78,7 @@ def test_up_serves_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
         "lab": f"http://127.0.0.1:{ports['lab']}/lab",
         "dagster": f"http://127.0.0.1:{ports['dagster']}/server_info",
         "dashboard": f"http://127.0.0.1:{ports['dashboard']}/_stcore/health",
+        "api": f"http://127.0.0.1:{ports['api']}/health",
     }
     try:
         deadline = time.monotonic() + 120
@@ -81,7 +86,8 @@ def test_up_serves_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
         while pending and time.monotonic() < deadline and proc.poll() is None:
             pending = {k: u for k, u in pending.items() if not answers(u)}
             time.sleep(0.5)
-        assert not pending, f"never answered: {pending}; rc={proc.poll()}"
+        stopped = [line for line in lines if " stopped (rc=" in line or "Error" in line]
+        assert not pending, f"never answered: {pending}; rc={proc.poll()}; {stopped}"
         database = tmp_path / "data" / "tradeloop.db"
         while not database.exists() and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -89,7 +95,10 @@ def test_up_serves_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
         while "tradeloop up: ready" not in "".join(lines) and time.monotonic() < deadline:
             time.sleep(0.5)
         children = psutil.Process(proc.pid).children(recursive=True)
-        assert len(children) >= 4
+        assert len(children) >= 5
+        ready_api = httpx.get(f"http://127.0.0.1:{ports['api']}/ready", timeout=5)
+        assert ready_api.json() == {"status": "ok", "checks": {"database": "ok"}}  # over the same SQLite file
+        assert httpx.get(f"http://127.0.0.1:{ports['api']}/sessions", timeout=5).status_code == 401  # signed in only
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         proc.wait(timeout=60)
@@ -98,9 +107,13 @@ def test_up_serves_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
     for port in ports.values():
         assert f"127.0.0.1:{port}" in out  # each service's address was printed
     ready = out.index("tradeloop up: ready")  # the addresses come last, after the services' start-up chatter
-    assert " lab " in out[:ready] and " dashboard " in out[:ready] and " live " in out[:ready]
+    assert (
+        " lab " in out[:ready] and " dashboard " in out[:ready] and " live " in out[:ready] and " api " in out[:ready]
+    )
     table = out[ready:].split("Ctrl-C stops every service.")[0]
-    assert table.count(" up ") + table.count(" up│") >= 3 and "not answering" not in table
+    assert table.count(" up ") + table.count(" up│") >= 4 and "not answering" not in table
+    assert f"http://127.0.0.1:{ports['api']} (docs: http://127.0.0.1:{ports['api']}/docs)" in table
+    assert "worker" not in table  # no REDIS_URL: the API runs its jobs itself
     store = OpsStore(connect(f"sqlite:///{database}"))
     [session] = store.sessions()
     first_bar = int(store.frame(EquityPoint, session.id)["ts"].min())

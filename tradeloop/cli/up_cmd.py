@@ -1,9 +1,11 @@
 """``tradeloop up``: every local service under one process manager (honcho).
 
 JupyterLab, the Dagster UI, the live engine (paper, replaying the lake's recent bars with
-the latest champion) and the dashboard, each on 127.0.0.1. The table of addresses is
-printed last, once every service answers, after their start-up chatter. Ctrl-C (or
-SIGTERM) stops them all.
+the latest champion) and the dashboard, each on 127.0.0.1, and the service API (uvicorn on
+``TRADELOOP_API_HOST``:``TRADELOOP_API_PORT``, 127.0.0.1:8000 by default) with its job
+worker when ``REDIS_URL`` is set (without Redis the API runs its jobs itself). The table of
+addresses is printed last, once every service answers, after their start-up chatter.
+Ctrl-C (or SIGTERM) stops them all.
 """
 
 from __future__ import annotations
@@ -26,17 +28,27 @@ from tradeloop.errors import ConfigError
 from tradeloop.research.notebooks import lab_environment
 from tradeloop.settings import get_settings
 
-SERVICES = ("lab", "dagster", "live", "dashboard", "worker")
+SERVICES = ("lab", "dagster", "live", "dashboard", "api", "worker")
 
 
 RECENT_DAYS = 30.0  # the paper session replays the lake's last month, then follows it
 
 
 def service_commands(
-    *, lab: int, dagster: int, dashboard: int, speed: float, lab_token: str, strategy: str = "sma_cross"
+    *,
+    lab: int,
+    dagster: int,
+    dashboard: int,
+    speed: float,
+    lab_token: str,
+    strategy: str = "sma_cross",
+    api_host: str = "127.0.0.1",
+    api: int = 8000,
+    log_level: str = "INFO",
 ) -> dict[str, tuple[str, str]]:
     """name -> (command line, URL or note). Every command runs from the repository root."""
     py = shlex.quote(sys.executable)
+    api_url = f"http://{api_host}:{api}"
     return {  # Lab's root, settings and allow_root come from jupyter/ (lab_environment)
         "lab": (
             f"{py} -m jupyterlab --ip 127.0.0.1 --port {lab} --no-browser --IdentityProvider.token={lab_token}",
@@ -50,6 +62,11 @@ def service_commands(
             "training end, then new candles",
         ),
         "dashboard": (f"{py} -m tradeloop dashboard --port {dashboard}", f"http://127.0.0.1:{dashboard}"),
+        "api": (
+            f"{py} -m uvicorn --factory api.app:create_app --host {shlex.quote(api_host)} --port {api} "
+            f"--log-level {log_level.lower()}",
+            f"{api_url} (docs: {api_url}/docs)",
+        ),
         "worker": (f"{py} -m tradeloop worker", "runs the API's queued backtests and research runs (Redis)"),
     }
 
@@ -59,20 +76,25 @@ def up(
     lab_port: Annotated[int, typer.Option(help="JupyterLab port")] = 8888,
     dagster_port: Annotated[int, typer.Option(help="Dagster UI port")] = 3000,
     dashboard_port: Annotated[int, typer.Option(help="Dashboard port")] = 8501,
+    api_port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Service API port (default: TRADELOOP_API_PORT, 8000)")
+    ] = None,
     speed: Annotated[
         float, typer.Option(help="Replay speed of the paper session (14400: a 4h bar per second)")
     ] = 14400.0,
     only: Annotated[list[str] | None, typer.Option(help=f"Start only these ({', '.join(SERVICES)}); repeat")] = None,
 ) -> None:
-    """Start JupyterLab, the Dagster UI, the live engine (paper) and the dashboard; Ctrl-C stops all."""
+    """Start JupyterLab, the Dagster UI, the live engine (paper), the dashboard and the API; Ctrl-C stops all."""
     from honcho.manager import Manager
     from honcho.printer import Printer
 
+    settings = get_settings()
+    api_port = settings.api_port if api_port is None else api_port
     chosen = list(only or SERVICES)
     unknown = sorted(set(chosen) - set(SERVICES))
     if unknown:
         raise ConfigError(f"--only {unknown} is not a service; choose from {', '.join(SERVICES)}")
-    if "worker" in chosen and not get_settings().redis_url:  # no Redis: the API runs its jobs in its own process
+    if "worker" in chosen and not settings.redis_url:  # no Redis: the API runs its jobs in its own process
         chosen.remove("worker")
     if "live" in chosen and (why := _no_candles()):
         chosen.remove("live")
@@ -84,12 +106,16 @@ def up(
         speed=speed,
         lab_token=secrets.token_hex(16),
         strategy=latest_champion() or "sma_cross",
+        api_host=settings.api_host,
+        api=api_port,
+        log_level=settings.log_level,
     )
     console.print(f"starting {', '.join(chosen)}; their addresses follow once they answer. Ctrl-C stops them all.")
     probes = {
         "lab": f"http://127.0.0.1:{lab_port}/api",
         "dagster": f"http://127.0.0.1:{dagster_port}/server_info",
         "dashboard": f"http://127.0.0.1:{dashboard_port}/_stcore/health",
+        "api": f"http://{_loopback(settings.api_host)}:{api_port}/health",
     }
     threading.Thread(
         target=announce,
@@ -108,6 +134,11 @@ def up(
         manager.add_process(name, commands[name][0], env=env, cwd=str(REPO))
     manager.loop()
     raise typer.Exit(code=manager.returncode or 0)
+
+
+def _loopback(host: str) -> str:
+    """Where this machine reaches a server bound to ``host`` (all interfaces: loopback)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 def _no_candles() -> str | None:
