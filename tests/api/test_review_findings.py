@@ -1,13 +1,17 @@
 """What a hostile review of the API found, each fixed and pinned here: real HTTP through
-uvicorn over a throwaway PostgreSQL database."""
+uvicorn over a throwaway PostgreSQL database (SQLite where said)."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 from sqlalchemy import select
 
 from tests.api.conftest import Api
 from tradeloop.identity import Role
-from tradeloop.ops.identity_models import ApiKey
+from tradeloop.ops.identity_models import ApiKey, RefreshToken
 
 
 def _key(api: Api, headers: dict[str, str], name: str, scopes: list[str]) -> dict:
@@ -116,3 +120,22 @@ def test_the_last_enabled_admin_cannot_be_demoted_or_disabled(api: Api) -> None:
     # with another enabled admin, stepping down is fine
     assert api.client.patch(f"/users/{second}", json={"disabled": False}, headers=admin).status_code == 200
     assert api.client.patch(f"/users/{root}", json={"role": "viewer"}, headers=admin).json()["role"] == "viewer"
+
+
+def test_concurrent_refreshes_of_one_token_on_sqlite_give_one_success_and_refusals_not_500s(sqlite_api: Api) -> None:
+    api = sqlite_api
+    api.user("tess")
+    api.login("tess")
+    token = api.tokens["tess"]["refresh_token"]
+    barrier = threading.Barrier(6)
+
+    def refresh() -> int:
+        with httpx.Client(base_url=api.url, timeout=30) as client:
+            barrier.wait()
+            return client.post("/auth/refresh", json={"refresh_token": token}).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        codes = sorted(pool.map(lambda _: refresh(), range(6)))
+    assert codes == [200] + [401] * 5  # was: [200, 401, 500, 500, ...] ("database is locked")
+    with api.ctx.store.transaction() as db:  # the replays revoked the family, the winner's new token too
+        assert all(t.revoked_at is not None or t.used_at is not None for t in db.scalars(select(RefreshToken)))

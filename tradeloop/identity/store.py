@@ -141,7 +141,9 @@ class IdentityStore:
     def rotate_refresh(self, token: str, *, now: datetime) -> tuple[User, str]:
         """Rule 2: the token's user and the next token of its family."""
         refusal = None
-        with self.store.transaction() as db:  # a refusal is raised after the commit: a replay's revocation stays
+        # a refusal is raised after the commit: a replay's revocation stays. immediate: on SQLite two
+        # refreshes of one token queue for the write lock (the second sees the first's use) instead of failing
+        with self.store.transaction(immediate=True) as db:
             row = db.scalar(select(RefreshToken).where(RefreshToken.token_hash == digest(token)).with_for_update())
             user = db.get(User, row.user_id) if row is not None else None
             if row is None:

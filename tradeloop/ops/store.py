@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tradeloop.errors import ConfigError, SessionStateError
-from tradeloop.ops.database import connect, migrate
+from tradeloop.ops.database import IMMEDIATE, connect, migrate
 from tradeloop.ops.models import (
     AuditEvent,
     Base,
@@ -74,6 +74,7 @@ class OpsStore:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._writers = sessionmaker(engine.execution_options(**{IMMEDIATE: True}), expire_on_commit=False)
 
     @classmethod
     def open(cls, url: str) -> OpsStore:
@@ -86,8 +87,11 @@ class OpsStore:
         self.engine.dispose()
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        with self._sessions.begin() as db:
+    def transaction(self, *, immediate: bool = False) -> Iterator[Session]:
+        """One transaction. ``immediate``: SQLite takes its write lock at the start, waiting out
+        another writer (a transaction that reads, then writes, would otherwise fail with
+        "database is locked" when a concurrent one wrote first); PostgreSQL: no difference."""
+        with (self._writers if immediate else self._sessions).begin() as db:
             yield db
 
     # ------------------------------------------------------------------ sessions
