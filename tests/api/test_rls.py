@@ -196,6 +196,49 @@ def test_without_row_level_security_the_same_bypass_leaks_which_is_why_postgresq
     assert api.client.delete(f"/keys/{anas['id']}", headers=bob).status_code == 204  # with it off: gone
 
 
+def test_a_viewer_sees_only_their_own_users_row_and_cannot_change_any_role_while_an_admin_can(pg) -> None:
+    store, ana, bob = pg  # migration 0009
+    with acting_as(RowScope(user_id=ana.user_id)):
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT id, password_hash FROM users")).all()
+            assert [r.id for r in rows] == [ana.user_id]
+        with store.engine.begin() as conn:
+            own = conn.execute(sa.text(f"UPDATE users SET role = 'admin' WHERE id = {ana.user_id}"))
+            other = conn.execute(sa.text(f"UPDATE users SET disabled = true WHERE id = {bob.user_id}"))
+            gone = conn.execute(sa.text(f"DELETE FROM users WHERE id = {bob.user_id}"))
+            assert own.rowcount == other.rowcount == gone.rowcount == 0
+        with pytest.raises(DBAPIError, match="row-level security"), store.engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO users (username, role, disabled, created_at) "
+                                 "VALUES ('mallory', 'admin', false, now())"))  # fmt: skip
+        with pytest.raises(DBAPIError, match="permission denied"), store.engine.connect() as conn:
+            conn.execute(sa.text("SELECT count(*) FROM engine_locks"))
+    assert count(store, "users", "role = 'admin' OR disabled OR username = 'mallory'") == 0
+    with acting_as(RowScope(user_id=ana.user_id, admin=True)):
+        assert count(store, "users") == 2
+        with store.engine.begin() as conn:
+            assert conn.execute(sa.text(f"UPDATE users SET role = 'viewer' WHERE id = {bob.user_id}")).rowcount == 1
+    assert count(store, "users", f"id = {bob.user_id} AND role = 'viewer'") == 1
+
+
+def test_migration_0009_downgrade_opens_users_and_engine_locks_again(url: str) -> None:
+    engine = connect(url)
+    migrate(engine)
+    _downgrade(engine, "0008")
+    assert _version(engine) == "0008"
+    if engine.dialect.name == "postgresql":
+        assert "users" not in _rls_tables(engine)
+        with engine.connect() as conn:
+            policies = "SELECT count(*) FROM pg_policies WHERE tablename = 'users'"
+            assert conn.execute(sa.text(policies)).scalar_one() == 0
+            locks = f"SELECT has_table_privilege('{API_ROLE}', 'engine_locks', 'SELECT')"
+            assert conn.execute(sa.text(locks)).scalar_one()
+    migrate(engine)
+    assert _version(engine) == HEAD
+    if engine.dialect.name == "postgresql":
+        assert "users" in _rls_tables(engine)
+    engine.dispose()
+
+
 # ---------------------------------------------------------------------------- the migration
 def _rls_tables(engine: sa.Engine) -> set[str]:
     with engine.connect() as conn:
@@ -213,7 +256,7 @@ def test_migration_0008_enables_the_policies_on_postgresql_and_its_downgrade_rem
         assert _version(engine) == "0007" and set(sa.inspect(engine).get_table_names()) == before
         migrate(engine)
         return
-    assert _rls_tables(engine) == set(PROTECTED)
+    assert _rls_tables(engine) == {*PROTECTED, "users"}
     with engine.connect() as conn:
         member = f"SELECT pg_has_role(current_user, '{API_ROLE}', 'MEMBER')"
         assert conn.execute(sa.text(member)).scalar_one()
@@ -229,7 +272,7 @@ def test_migration_0008_enables_the_policies_on_postgresql_and_its_downgrade_rem
         )
         assert not conn.execute(sa.text(f"SELECT has_table_privilege('{API_ROLE}', 'orders', 'SELECT')")).scalar()
     migrate(engine)  # again, with the role already there
-    assert _rls_tables(engine) == set(PROTECTED) and _version(engine) == HEAD
+    assert _rls_tables(engine) == {*PROTECTED, "users"} and _version(engine) == HEAD
     engine.dispose()
 
 
