@@ -13,6 +13,10 @@ Rules:
 3. **API keys** are ``tl_<prefix>_<secret>``: the prefix finds the row, the secret's SHA-256
    is compared in constant time. A key is refused once revoked or expired. Rotation issues a
    new key with the same name and scopes and keeps the old one valid for ``grace_s``.
+   A user holds at most :data:`MAX_ACTIVE_KEYS` active keys (not revoked, not expired): each
+   key has its own rate-limit bucket, so more keys would multiply the user's limit. A key
+   being replaced by rotation (in its grace) and its successor count as one, so a user at
+   the cap can still rotate; rotating an already rotated key again needs a free place.
 4. Every time here is an explicit ``now`` (UTC datetime): nothing reads the clock itself.
 """
 
@@ -24,6 +28,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from tradeloop.errors import AuthError, ConfigError, NotFoundError
 from tradeloop.identity.passwords import hash_password, needs_rehash, verify_password
@@ -34,6 +39,7 @@ from tradeloop.ops import OpsStore
 from tradeloop.ops.identity_models import ApiKey, ExchangeCredential, RefreshToken, User
 
 USERNAME = re.compile(r"[A-Za-z0-9._@-]{3,100}")
+MAX_ACTIVE_KEYS = 20  # rule 3
 KEY_FORMAT = re.compile(r"tl_([a-f0-9]{12})_([A-Za-z0-9_-]{20,100})")
 
 
@@ -183,7 +189,12 @@ class IdentityStore:
     def create_api_key(
         self, *, user_id: int, name: str, scopes: list[Scope], now: datetime, ttl: timedelta = timedelta(days=90)
     ) -> tuple[str, ApiKey]:
-        """A new key: (the key, shown once; its row)."""
+        """A new key: (the key, shown once; its row). Refused at rule 3's cap."""
+        return self._new_api_key(user_id=user_id, name=name, scopes=scopes, now=now, ttl=ttl, capped=True)
+
+    def _new_api_key(
+        self, *, user_id: int, name: str, scopes: list[Scope], now: datetime, ttl: timedelta, capped: bool
+    ) -> tuple[str, ApiKey]:
         if not scopes:
             raise ConfigError("scopes=[]: give a key at least one scope, 'read' or 'trade'")
         if not timedelta(hours=1) <= ttl <= timedelta(days=366):
@@ -194,6 +205,11 @@ class IdentityStore:
                 raise NotFoundError(f"user id {user_id} does not exist")
             if Scope.TRADE in scopes and not Role(user.role).allows(Role.TRADER):
                 raise ConfigError(f"scope 'trade' needs a trader or admin; {user.username} is a {user.role}")
+            if capped and (active := self._active_keys(db, user_id, now=now)) >= MAX_ACTIVE_KEYS:
+                raise ConfigError(
+                    f"{user.username} has {active} active API keys, the most a user may hold ({MAX_ACTIVE_KEYS}); "
+                    "revoke one first (DELETE /keys/{id} or `tradeloop keys revoke <id>`)"
+                )
             prefix, secret = secrets.token_hex(6), new_opaque_token()
             row = ApiKey(
                 user_id=user_id, name=name[:100], prefix=prefix, key_hash=digest(secret),
@@ -202,6 +218,16 @@ class IdentityStore:
             db.add(row)
             db.flush()
             return f"tl_{prefix}_{secret}", row
+
+    @staticmethod
+    def _active_keys(db: Session, user_id: int, *, now: datetime) -> int:
+        """Rule 3's count: keys neither revoked, expired nor replaced by a rotation."""
+        rows = db.scalars(
+            select(ApiKey.expires_at).where(
+                ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None), ApiKey.rotated_to.is_(None)
+            )
+        )
+        return sum(1 for expires_at in rows if _aware(expires_at) > now)
 
     def verify_api_key(self, key: str, *, now: datetime) -> tuple[User, ApiKey]:
         match = KEY_FORMAT.fullmatch(key)
@@ -239,7 +265,11 @@ class IdentityStore:
                 raise NotFoundError(f"API key id {key_id} does not exist or was revoked")
             user_id, name, scopes = old.user_id, old.name, [Scope(s) for s in old.scopes]
             ttl = _aware(old.expires_at) - _aware(old.created_at)
-        plaintext, new = self.create_api_key(user_id=user_id, name=name, scopes=scopes, now=now, ttl=ttl)
+            # rule 3: the successor takes the old key's place unless that place was already handed on
+            in_place = old.rotated_to is None and _aware(old.expires_at) > now
+        plaintext, new = self._new_api_key(
+            user_id=user_id, name=name, scopes=scopes, now=now, ttl=ttl, capped=not in_place
+        )
         with self.store.transaction() as db:
             old = db.get(ApiKey, key_id)
             assert old is not None

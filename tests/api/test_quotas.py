@@ -1,0 +1,57 @@
+"""Bounds that keep one user from taking more than their share: at most 20 active API keys
+(each key has its own rate-limit bucket)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.api.conftest import Api
+from tradeloop.errors import ConfigError
+from tradeloop.identity import IdentityStore, Role, Scope
+from tradeloop.ops import OpsStore
+
+NOW = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def test_a_user_holds_at_most_20_active_keys_and_rotation_needs_no_free_place(api: Api) -> None:
+    api.user("ana", Role.VIEWER)  # PostgreSQL: the requests run under row-level security
+    ana = api.login("ana")
+    made = [api.client.post("/keys", json={"name": f"k{i}", "scopes": ["read"]}, headers=ana) for i in range(20)]
+    assert [r.status_code for r in made] == [201] * 20
+    refused = api.client.post("/keys", json={"name": "k20", "scopes": ["read"]}, headers=ana)
+    assert refused.status_code == 422
+    assert "20 active API keys" in refused.json()["detail"] and "revoke one" in refused.json()["detail"]
+    first = made[0].json()["id"]
+    rotated = api.client.post(f"/keys/{first}/rotate", headers=ana)  # the successor takes the old key's place
+    assert rotated.status_code == 200, rotated.text
+    again = api.client.post(f"/keys/{first}/rotate", headers=ana)  # that place is handed on already
+    assert again.status_code == 422 and "revoke one" in again.json()["detail"]
+    assert api.client.delete(f"/keys/{made[1].json()['id']}", headers=ana).status_code == 204
+    assert api.client.post("/keys", json={"name": "k21", "scopes": ["read"]}, headers=ana).status_code == 201
+    assert api.client.post("/keys", json={"name": "k22", "scopes": ["read"]}, headers=ana).status_code == 422
+    bob = api.user("bob", Role.VIEWER)  # the cap is per user
+    assert api.ctx.identity.create_api_key(user_id=bob, name="b", scopes=[Scope.READ], now=api.ctx.now())
+
+
+def test_expired_and_revoked_keys_do_not_count(tmp_path: Path) -> None:
+    store = OpsStore.open(f"sqlite:///{tmp_path / 'ops.db'}")
+    identity = IdentityStore(store)
+    user = identity.create_user(username="ana", password=None, role=Role.VIEWER).id
+    short = [
+        identity.create_api_key(user_id=user, name="s", scopes=[Scope.READ], now=NOW, ttl=timedelta(hours=1))[1]
+        for _ in range(19)
+    ]
+    identity.create_api_key(user_id=user, name="last", scopes=[Scope.READ], now=NOW)
+    with pytest.raises(ConfigError, match="has 20 active API keys"):
+        identity.create_api_key(user_id=user, name="x", scopes=[Scope.READ], now=NOW)
+    identity.revoke_api_key(short[0].id, now=NOW)
+    identity.create_api_key(user_id=user, name="x", scopes=[Scope.READ], now=NOW)
+    later = NOW + timedelta(hours=2)  # the 18 short ones left have expired
+    for i in range(18):
+        identity.create_api_key(user_id=user, name=f"y{i}", scopes=[Scope.READ], now=later)
+    with pytest.raises(ConfigError, match="has 20 active API keys"):
+        identity.create_api_key(user_id=user, name="z", scopes=[Scope.READ], now=later)
+    store.close()
