@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 from tradeloop.errors import (
     AuthError,
     ConfigError,
+    LimitReachedError,
     NotFoundError,
     PermissionDeniedError,
     PromotionRefusedError,
@@ -41,6 +42,7 @@ STATUS = (  # the first class that matches decides
     (NotFoundError, 404, "Not found"),
     (SessionStateError, 409, "Conflict"),
     (PromotionRefusedError, 409, "Conflict"),
+    (LimitReachedError, 409, "Conflict"),
     (ConfigError, 422, "Invalid value"),
     (TradeloopError, 400, "Bad request"),
 )

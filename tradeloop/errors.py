@@ -142,6 +142,13 @@ class PermissionDeniedError(TradeloopError):
     exit_code = 12
 
 
+class LimitReachedError(TradeloopError):
+    """A user already holds as many of something as one may (queued jobs, ...): finish or
+    remove one first (the API answers 409)."""
+
+    exit_code = 14
+
+
 class NotFoundError(TradeloopError, LookupError):
     """A resource asked for by id or name does not exist (or is not the caller's)."""
 

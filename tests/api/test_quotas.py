@@ -1,16 +1,21 @@
 """Bounds that keep one user from taking more than their share: at most 20 active API keys
-(each key has its own rate-limit bucket)."""
+(each key has its own rate-limit bucket), a bounded number of unfinished jobs and a 32-bit
+research seed."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from tests.api.conftest import Api
+from tests.api.test_jobs import BACKTEST, Stack, start_stack
+from tests.conftest import redis_prefix  # noqa: F401 - a fixture
 from tradeloop.errors import ConfigError
 from tradeloop.identity import IdentityStore, Role, Scope
+from tradeloop.jobs import JobsConfig
 from tradeloop.ops import OpsStore
 
 NOW = datetime(2026, 1, 5, tzinfo=UTC)
@@ -55,3 +60,37 @@ def test_expired_and_revoked_keys_do_not_count(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="has 20 active API keys"):
         identity.create_api_key(user_id=user, name="z", scopes=[Scope.READ], now=later)
     store.close()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, pg_database: str, redis_prefix: str) -> Iterator[Stack]:
+    """The API over PostgreSQL queueing in Redis, no worker: jobs stay queued; 3 per user."""
+    with start_stack(tmp_path, pg_database, prefix=redis_prefix, config=JobsConfig(max_unfinished_per_owner=3)) as s:
+        yield s
+
+
+def test_a_user_may_have_only_so_many_jobs_queued_or_running(stack: Stack) -> None:
+    api = stack.api
+    api.user("ana", Role.TRADER)
+    api.user("bob", Role.TRADER)
+    ana, bob = api.login("ana"), api.login("bob")
+    assert [api.client.post("/backtests", json=BACKTEST, headers=ana).status_code for _ in range(3)] == [202] * 3
+    refused = api.client.post("/research-runs", json={"trials": 2}, headers=ana)
+    assert refused.status_code == 409, refused.text
+    assert "3 jobs queued or running" in refused.json()["detail"] and "wait for one" in refused.json()["detail"]
+    listed = api.client.get("/jobs", headers=ana).json()
+    assert len(listed["items"] if isinstance(listed, dict) else listed) == 3  # nothing was written
+    assert api.client.post("/backtests", json=BACKTEST, headers=bob).status_code == 202  # bob has his own
+    first = stack.queue.jobs.unfinished()[0].id
+    stack.queue.jobs.fail(first, "stopped by the test")  # one of ana's finishes: a place is free
+    assert api.client.post("/backtests", json=BACKTEST, headers=ana).status_code == 202
+    assert api.client.post("/backtests", json=BACKTEST, headers=ana).status_code == 409
+
+
+def test_a_seed_past_32_bits_is_refused_naming_the_field(stack: Stack) -> None:
+    api = stack.api
+    api.user("ana", Role.TRADER)
+    ana = api.login("ana")
+    seed = api.client.post("/research-runs", json={"trials": 2, "seed": 10**29}, headers=ana)
+    assert seed.status_code == 422 and "seed" in seed.json()["detail"]
+    assert api.client.post("/research-runs", json={"trials": 2, "seed": 2**32 - 1}, headers=ana).status_code == 202

@@ -143,7 +143,7 @@ class ResearchParams(BaseModel):
     workers: int | None = Field(
         default=None, ge=1, le=16, description="optuna worker processes; 1 with a seed is reproducible", examples=[1]
     )
-    seed: int | None = Field(default=None, ge=0, description="the sampler's seed", examples=[7])
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="the sampler's seed", examples=[7])
 
     @model_validator(mode="after")
     def _check(self) -> ResearchParams:

@@ -25,6 +25,9 @@ Rules:
 5. Without Redis the queue lives in the process that submits (the API) and its worker
    threads run there (:meth:`JobQueue.start_worker`); jobs left ``queued`` or ``running`` by a
    previous process are sent again at start-up (:meth:`JobQueue.resend_unfinished`). Run one such process per database.
+6. A user has at most ``max_unfinished_per_owner`` jobs ``queued`` or ``running`` at once;
+   one more is refused (``LimitReachedError``) before any row is written. Jobs of no owner
+   (the host's own) are not counted.
 """
 
 from __future__ import annotations
@@ -43,9 +46,9 @@ from dramatiq.middleware import Middleware, Retries, Shutdown, ShutdownNotificat
 from pydantic import BaseModel, ValidationError
 
 from tradeloop.data import CandleLake
-from tradeloop.errors import ExchangeError, TradeloopError, config_error
+from tradeloop.errors import ExchangeError, LimitReachedError, TradeloopError, config_error
 from tradeloop.jobs.backtest import run_backtest_job
-from tradeloop.jobs.model import PARAMS, BacktestParams, JobKind, ResearchParams
+from tradeloop.jobs.model import PARAMS, BacktestParams, JobKind, JobStatus, ResearchParams
 from tradeloop.jobs.research import run_research_job
 from tradeloop.jobs.store import JobStore
 from tradeloop.ops import Job, OpsStore
@@ -67,6 +70,7 @@ class JobsConfig:
     max_backoff_ms: int = 600_000
     backtest_time_limit_s: float = 1800.0
     research_time_limit_s: float = 4 * 3600.0
+    max_unfinished_per_owner: int = 20  # rule 6
 
     def time_limit_s(self, kind: JobKind) -> float:
         return self.backtest_time_limit_s if kind is JobKind.BACKTEST else self.research_time_limit_s
@@ -231,6 +235,14 @@ class JobQueue:
         then its id on the kind's queue."""
         if not isinstance(params, PARAMS[kind]):
             raise TypeError(f"a {kind} job takes {PARAMS[kind].__name__}, not {type(params).__name__}")
+        if owner_id is not None:  # rule 6
+            counts = self.jobs.counts(owner_id=owner_id)
+            unfinished = counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING]
+            if unfinished >= (most := self.config.max_unfinished_per_owner):
+                raise LimitReachedError(
+                    f"you have {unfinished} jobs queued or running, the most one user may have ({most}); "
+                    "wait for one to finish (GET /jobs?status=queued shows them) and submit again"
+                )
         job = self.jobs.create(kind, params.model_dump(mode="json"), owner_id=owner_id)
         try:
             self.actors[kind].send(job.id)
