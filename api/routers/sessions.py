@@ -90,7 +90,7 @@ class NewSession(BaseModel):
         examples=["2024-06-01T00:00:00Z"],
     )
     end: int | str | None = Field(default=None, description=f"a replay's last bar ({START_FIX})")
-    init_cash: float = Field(default=10_000.0, gt=0, description="starting cash in the quote currency")
+    init_cash: float = Field(default=10_000.0, gt=0, le=1e12, description="starting cash in the quote currency")
     fraction: float = Field(default=0.5, gt=0, le=1.0, description="share of equity per new position")
     window_bars: int = Field(
         default=400, ge=10, le=100_000, description="bars of history per symbol each decision sees (the engine's)"

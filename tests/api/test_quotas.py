@@ -1,6 +1,6 @@
 """Bounds that keep one user from taking more than their share: at most 20 active API keys
-(each key has its own rate-limit bucket), a bounded number of unfinished jobs and a 32-bit
-research seed."""
+(each key has its own rate-limit bucket), a bounded number of unfinished jobs, a 32-bit
+research seed, and starting cash of at most 1e12 (sessions, backtests and the CLI)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from tests.api.conftest import Api
 from tests.api.test_jobs import BACKTEST, Stack, start_stack
 from tests.conftest import redis_prefix  # noqa: F401 - a fixture
+from tradeloop.cli.main import app as cli
 from tradeloop.errors import ConfigError
 from tradeloop.identity import IdentityStore, Role, Scope
 from tradeloop.jobs import JobsConfig
@@ -94,3 +96,24 @@ def test_a_seed_past_32_bits_is_refused_naming_the_field(stack: Stack) -> None:
     seed = api.client.post("/research-runs", json={"trials": 2, "seed": 10**29}, headers=ana)
     assert seed.status_code == 422 and "seed" in seed.json()["detail"]
     assert api.client.post("/research-runs", json={"trials": 2, "seed": 2**32 - 1}, headers=ana).status_code == 202
+
+
+def test_starting_cash_past_1e12_is_refused_naming_the_field(stack: Stack) -> None:
+    api = stack.api
+    api.user("ana", Role.TRADER)
+    ana = api.login("ana")
+    rich = BACKTEST | {"config": BACKTEST["config"] | {"init_cash": 1e308}}
+    backtest = api.client.post("/backtests", json=rich, headers=ana)
+    assert backtest.status_code == 422 and "body.config=" in backtest.json()["detail"]
+    assert "init_cash=1e+308 is past" in str(backtest.json()), backtest.json()
+    fine = BACKTEST | {"config": BACKTEST["config"] | {"init_cash": 1e12}}
+    assert api.client.post("/backtests", json=fine, headers=ana).status_code == 202
+    session = api.client.post("/sessions", json={"init_cash": 1e308}, headers=ana)
+    assert session.status_code == 422 and "body.init_cash=" in session.json()["detail"]
+    modest = api.client.post("/sessions", json={"init_cash": 1e6}, headers=ana)
+    assert "body.init_cash=" not in modest.json()["detail"]  # refused for its other fields only
+
+
+def test_the_cli_refuses_starting_cash_past_1e12() -> None:
+    result = CliRunner().invoke(cli, ["live", "run", "--cash", "1e308"])
+    assert result.exit_code == 2 and "--cash" in result.output

@@ -54,7 +54,7 @@ def run(
         ),
     ] = None,
     end: Annotated[str | None, typer.Option(help="Replay until (ISO date or epoch ms)")] = None,
-    cash: Annotated[float, typer.Option(help="Starting cash of a new session")] = 10_000.0,
+    cash: Annotated[float, typer.Option(help="Starting cash of a new session", max=1e12)] = 10_000.0,
     fraction: Annotated[float, typer.Option(help="Share of equity per new position")] = 0.5,
     max_bars: Annotated[int | None, typer.Option(help="Stop after this many bars")] = None,
     mode: Annotated[

@@ -61,6 +61,7 @@ class JobTimeLimitError(TradeloopError):
     would run as long again)."""
 
 
+MAX_CASH = 1e12  # a backtest's starting cash at most (the API's sessions keep the same bound)
 ParamValue = StrictBool | StrictInt | StrictFloat | StrictStr
 
 
@@ -99,6 +100,16 @@ class BacktestParams(BaseModel):
     @classmethod
     def _in_utc(cls, moment: datetime | None) -> datetime | None:
         return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+    @field_validator("config")
+    @classmethod
+    def _bounded_cash(cls, config: BacktestConfig) -> BacktestConfig:
+        if config.init_cash > MAX_CASH:
+            raise ValueError(
+                f"init_cash={config.init_cash:g} is past the most a backtest starts with ({MAX_CASH:g}); "
+                "give a smaller amount"
+            )
+        return config
 
     @model_validator(mode="after")
     def _check(self) -> BacktestParams:
