@@ -8,6 +8,13 @@ sent, cut to 200 characters; NaN and Infinity, which JSON cannot hold, as the st
 class; a value the database refuses to compare or store (``sqlalchemy.exc.DataError``: an
 id past the 32-bit columns, text holding a NUL character) is a 422; anything else unexpected
 is a 500 whose detail says nothing about the internals (it is logged with the request id).
+
+The OpenAPI schema names the problems each operation may answer (:func:`document`), each
+as ``application/problem+json`` with the ``Problem`` schema: 401 and 403 where a credential
+is needed (and where a router declares them: the password routes), 404 where the path names
+a resource, 409 where a signed-in caller changes something (the resource's state may not
+allow it), 422 where there is input, 400 and 413 where there is a body (unreadable, too
+large), and 429 everywhere (``api.ratelimit``).
 """
 
 from __future__ import annotations
@@ -79,7 +86,8 @@ def _cut(value: Any) -> Any:
 
 
 def install(app: FastAPI) -> None:
-    """Register the handlers that turn every error into a problem document."""
+    """Register the handlers that turn every error into a problem document, and document them."""
+    document(app)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -118,6 +126,63 @@ def install(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path)
         return problem(500, "Internal error", "the server failed to answer; the error is logged, try again later")
+
+
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+DOCUMENTED = {  # status -> why an operation answers it (rules in the module docstring)
+    400: "the body could not be read (not UTF-8 text, or not the declared content type)",
+    401: "not signed in, or the credential (token, API key, password) is refused",
+    403: "the caller's role or the key's scopes do not allow this (or password sign-in is off)",
+    404: "what the path names does not exist, or is another user's",
+    409: "the resource's state does not allow this (a session's status, a champion, a name taken)",
+    413: "the request body is larger than TRADELOOP_API_MAX_BODY_BYTES",
+    422: "a value is invalid: errors names each field, the value and the fix",
+}
+
+
+def document(app: FastAPI) -> None:
+    """Make ``app.openapi()`` name every problem an operation may answer (module docstring)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        for path, item in schema.get("paths", {}).items():
+            for method, operation in item.items():
+                _document(operation, path=path, method=method)
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422, never answered here
+            schemas.pop(name, None)
+        if "Problem" not in schemas:
+            schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas["FieldProblem"] = schemas["Problem"].pop("$defs")["FieldProblem"]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document(operation: dict[str, Any], *, path: str, method: str) -> None:
+    """Add the statuses the module docstring names; a router may declare more (``responses``)."""
+    responses = operation.setdefault("responses", {})
+    signed_in = "security" in operation
+    wanted = {
+        400: "requestBody" in operation,
+        401: signed_in,
+        403: signed_in,
+        404: "{" in path,
+        409: signed_in and method != "get",
+        413: "requestBody" in operation,
+        422: bool(operation.get("parameters") or operation.get("requestBody")),
+    }
+    for status, why in DOCUMENTED.items():
+        if wanted[status] or str(status) in responses:
+            response = responses.setdefault(str(status), {})
+            if response.get("description") in (None, "", _title(status), "Validation Error"):  # FastAPI's own
+                response["description"] = why
+    for status, response in responses.items():
+        if status == "429" or (status.isdigit() and int(status) in DOCUMENTED):  # problems, whatever FastAPI wrote
+            response["content"] = {MEDIA_TYPE: {"schema": PROBLEM_REF}}
 
 
 def _title(status: int) -> str:

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import Context, Viewer, local_login
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], responses={401: {}, 403: {}})  # wrong password; sign-in off
 
 
 class Login(BaseModel):

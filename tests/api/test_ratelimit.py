@@ -167,6 +167,6 @@ def test_every_operation_documents_the_429_it_may_answer(sqlite_api: Api) -> Non
     assert len(operations) > 5
     for path, verb, op in operations:
         assert "429" in op["responses"], (verb, path)
-        assert op["responses"]["429"]["content"]["application/json"]["schema"] == {
+        assert op["responses"]["429"]["content"]["application/problem+json"]["schema"] == {  # as answered
             "$ref": "#/components/schemas/Problem"
         }
