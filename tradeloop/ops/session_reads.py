@@ -78,8 +78,10 @@ class SessionReads:
             .group_by(EquityPoint.session_id)
             .subquery()
         )
-        query = select(EquityPoint.session_id, EquityPoint.equity).join(
-            newest, (EquityPoint.session_id == newest.c.session_id) & (EquityPoint.ts == newest.c.ts)
+        query = (  # both sides bounded by the ids: under row-level security an unbounded side scanned every row
+            select(EquityPoint.session_id, EquityPoint.equity)
+            .join(newest, (EquityPoint.session_id == newest.c.session_id) & (EquityPoint.ts == newest.c.ts))
+            .where(EquityPoint.session_id.in_(session_ids))
         )
         with self.store.transaction() as db:
             return {sid: equity for sid, equity in db.execute(query).all()}
