@@ -56,6 +56,8 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/backtest_vs_vectorbt.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/live.py
+	bash tests/services/ensure.sh  # bench/api.py runs the API over this machine's PostgreSQL and Redis
+	$(BIN)/python bench/api.py
 
 # jupyter/jupyter_lab_config.py: root at the repository (notebooks/ and data/runs/), notebooks/*.py open as
 # notebooks, kernels get the data folder from the settings, --allow-root only when run as root
