@@ -1,6 +1,7 @@
-"""Several processes open a fresh SQLite database at once (`tradeloop up` starts the live
-engine, the dashboard and the API together): each migration waits for the others' write
-lock instead of failing with "database is locked"."""
+"""Several processes open a fresh operational database at once (`tradeloop up` starts the
+live engine, the dashboard and the API together): each migration waits for the others
+(SQLite's write lock, PostgreSQL's advisory lock) instead of failing with "database is
+locked" or a table created twice."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import PG_ADMIN_URL
 from tradeloop.ops import OpsStore, connect
 from tradeloop.ops.database import migrate, schema_behind
 
@@ -40,8 +47,23 @@ def test_a_migration_waits_for_a_writer_that_commits_while_it_runs(tmp_path: Pat
         engine.dispose()
 
 
-def test_three_processes_migrate_one_fresh_file_at_once(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'ops.db'}"
+@pytest.fixture
+def fresh_pg() -> Iterator[str]:
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"tradeloop_migrate_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_three_processes_migrate_one_fresh_database_at_once(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = f"sqlite:///{tmp_path / 'ops.db'}" if database == "sqlite" else request.getfixturevalue("fresh_pg")
     script = "import sys; from tradeloop.ops import OpsStore; OpsStore.open(sys.argv[1]).close()"
     procs = [subprocess.Popen([sys.executable, "-c", script, url], stderr=subprocess.PIPE, text=True) for _ in range(3)]
     errors = [p.communicate(timeout=120)[1] for p in procs]

@@ -8,6 +8,7 @@ propagates.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -27,6 +28,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # IMMEDIATE; a deferred one fails at once with "database is locked" when another process wrote
 # since its read (WAL snapshots), whatever the busy timeout
 IMMEDIATE = "tradeloop_sqlite_immediate"
+# PostgreSQL: migrations take this transaction-scoped advisory lock, so a second process waits
+# and then finds the schema current (two at once both created the tables; the second failed)
+MIGRATION_LOCK = int.from_bytes(hashlib.sha256(b"tradeloop:migrate").digest()[:8], "big", signed=True)
 VERSION_TABLE = "tradeloop_alembic_version"  # optuna (RDB storage) keeps its own alembic_version beside it
 
 
@@ -103,13 +107,16 @@ def schema_behind(engine: Engine) -> tuple[str | None, str] | None:
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (Alembic); safe to run on every start, also by several
-    processes at once (on SQLite the second waits for the first's write lock)."""
+    processes at once (the second waits for the first: SQLite's write lock, PostgreSQL's
+    advisory lock :data:`MIGRATION_LOCK`)."""
     config = _alembic_config()
     alembic_log = logging.getLogger("alembic")
     if alembic_log.getEffectiveLevel() < logging.WARNING and not alembic_log.isEnabledFor(logging.DEBUG):
         alembic_log.setLevel(logging.WARNING)  # "Running upgrade ..." on every start is noise
     try:
         with engine.execution_options(**{IMMEDIATE: True}).begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
     except OperationalError as exc:
