@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from tests.conftest import REDIS_URL, redis_prefix  # noqa: F401 - redis_prefix is a fixture
 from tradeloop.cli.up_cmd import announce
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.ops import EquityPoint, OpsStore, connect
@@ -138,3 +139,57 @@ def test_the_addresses_table_reads_left_to_right() -> None:
     }
     assert rows["lab"][0].startswith(" lab ") and rows["lab"][1].startswith(" http://127.0.0.1:8888/lab")
     assert rows["live"][1].startswith(" paper session") and rows["live"][2].startswith(" started")
+
+
+def test_with_redis_the_api_runs_in_two_processes_that_share_sign_ins(tmp_path: Path, redis_prefix: str) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "TRADELOOP_DATA_DIR": str(tmp_path / "data"),
+        "REDIS_URL": REDIS_URL,
+        "TRADELOOP_REDIS_PREFIX": redis_prefix,
+        "TRADELOOP_LOG_LEVEL": "WARNING",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "tradeloop", "users", "create", "ana", "--role", "trader", "--password-stdin"],
+        cwd=ROOT, env=env, input="correct horse battery staple", text=True, check=True, capture_output=True,
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tradeloop", "up", "--only", "api", "--api-port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while "tradeloop up: ready" not in "".join(lines) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert answers(f"{url}/health"), "".join(lines)
+        [server] = [
+            p for p in psutil.Process(proc.pid).children(recursive=True) if p.cmdline()[1:3] == ["-m", "uvicorn"]
+        ]
+        workers = [p for p in server.children() if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) == 2
+        token = httpx.post(f"{url}/auth/login", json={"username": "ana", "password": "correct horse battery staple"})
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        for _ in range(20):  # new connections land on either process: both know the signing secret
+            assert httpx.get(f"{url}/auth/me", headers=headers, timeout=5).json()["username"] == "ana"
+        children = psutil.Process(proc.pid).children(recursive=True)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
+
+
+def test_more_than_one_api_process_needs_redis(tmp_path: Path) -> None:
+    env = {**os.environ, "TRADELOOP_DATA_DIR": str(tmp_path / "data")}
+    env.pop("REDIS_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "tradeloop", "up", "--only", "api", "--api-workers", "2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and "REDIS_URL" in done.stdout + done.stderr

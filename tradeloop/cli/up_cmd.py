@@ -3,7 +3,10 @@
 JupyterLab, the Dagster UI, the live engine (paper, replaying the lake's recent bars with
 the latest champion) and the dashboard, each on 127.0.0.1, and the service API (uvicorn on
 ``TRADELOOP_API_HOST``:``TRADELOOP_API_PORT``, 127.0.0.1:8000 by default) with its job
-worker when ``REDIS_URL`` is set (without Redis the API runs its jobs itself). The table of
+worker when ``REDIS_URL`` is set (without Redis the API runs its jobs itself). With Redis the
+API runs in two processes (``--api-workers``): they share the rate limits and the job queue
+there, and each reads the event streams for its own WebSocket clients; without Redis those
+live in the process, so it is one. The table of
 addresses is printed last, once every service answers, after their start-up chatter.
 Ctrl-C (or SIGTERM) stops them all.
 """
@@ -44,6 +47,7 @@ def service_commands(
     strategy: str = "sma_cross",
     api_host: str = "127.0.0.1",
     api: int = 8000,
+    api_workers: int = 1,
     log_level: str = "INFO",
 ) -> dict[str, tuple[str, str]]:
     """name -> (command line, URL or note). Every command runs from the repository root."""
@@ -64,7 +68,7 @@ def service_commands(
         "dashboard": (f"{py} -m tradeloop dashboard --port {dashboard}", f"http://127.0.0.1:{dashboard}"),
         "api": (
             f"{py} -m uvicorn --factory api.app:create_app --host {shlex.quote(api_host)} --port {api} "
-            f"--log-level {log_level.lower()}",
+            f"--workers {api_workers} --log-level {log_level.lower()}",
             f"{api_url} (docs: {api_url}/docs)",
         ),
         "worker": (f"{py} -m tradeloop worker", "runs the API's queued backtests and research runs (Redis)"),
@@ -79,6 +83,10 @@ def up(
     api_port: Annotated[
         int | None, typer.Option(min=0, max=65535, help="Service API port (default: TRADELOOP_API_PORT, 8000)")
     ] = None,
+    api_workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=16, help="API processes (default: 2 with REDIS_URL, else 1; more needs REDIS_URL)"),
+    ] = None,
     speed: Annotated[
         float, typer.Option(help="Replay speed of the paper session (14400: a 4h bar per second)")
     ] = 14400.0,
@@ -90,6 +98,13 @@ def up(
 
     settings = get_settings()
     api_port = settings.api_port if api_port is None else api_port
+    if api_workers is None:
+        api_workers = min(2, os.cpu_count() or 1) if settings.redis_url else 1
+    elif api_workers > 1 and not settings.redis_url:
+        raise ConfigError(
+            f"--api-workers {api_workers} needs REDIS_URL: without Redis the rate limits and the job queue live "
+            "in the API's process; set REDIS_URL or use --api-workers 1"
+        )
     chosen = list(only or SERVICES)
     unknown = sorted(set(chosen) - set(SERVICES))
     if unknown:
@@ -108,6 +123,7 @@ def up(
         strategy=latest_champion() or "sma_cross",
         api_host=settings.api_host,
         api=api_port,
+        api_workers=api_workers,
         log_level=settings.log_level,
     )
     console.print(f"starting {', '.join(chosen)}; their addresses follow once they answer. Ctrl-C stops them all.")
