@@ -1,5 +1,6 @@
-"""Service API figures: the API as ``tradeloop up`` serves it (uvicorn, one process) over the
-PostgreSQL and Redis of this machine, with seeded users and sessions, and
+"""Service API figures: the API as ``tradeloop up`` serves it with ``REDIS_URL`` set (uvicorn,
+two processes: ``--workers``) over the PostgreSQL and Redis of this machine, with seeded
+users and sessions, and
 
 * **REST**: ``--users`` concurrent users (httpx.AsyncClient, each with their own token from
   ``POST /auth/login``) for ``--seconds``, each a request then a think time (uniform 0 to
@@ -155,12 +156,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def api_server(env: dict[str, str]) -> Iterator[str]:
+def api_server(env: dict[str, str], *, workers: int = 1) -> Iterator[str]:
     """uvicorn in a subprocess, as ``tradeloop up`` runs it; its base URL once ready."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1", "--port",
-         str(port), "--log-level", "warning"],
+         str(port), "--log-level", "warning", "--workers", str(workers)],
         cwd=ROOT, env=env,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -394,6 +395,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40.0, help="REST load with think time")
     parser.add_argument("--think", type=float, default=2.0, help="mean think time between a user's requests (s)")
     parser.add_argument("--saturate", type=float, default=15.0, help="REST load without think time (s); 0: skip")
+    parser.add_argument("--workers", type=int, default=2, help="API processes (tradeloop up with Redis: 2)")
     parser.add_argument("--subscribers", type=int, default=100)
     parser.add_argument("--signals-per-minute", type=int, default=1000)
     parser.add_argument("--ws-seconds", type=float, default=60.0, help="0: skip the WebSocket run")
@@ -413,7 +415,7 @@ def main() -> None:
             "TRADELOOP_RATE_LIMIT_API_KEY": HIGH, "TRADELOOP_RATE_LIMIT_IP": HIGH, "TRADELOOP_RATE_LIMIT_LOGIN": HIGH,
         }  # fmt: skip
         try:
-            with api_server(env) as url:
+            with api_server(env, workers=args.workers) as url:
                 tokens = asyncio.run(tokens_for(url, [name for name, _ in seeded.users]))
                 alone = asyncio.run(rest_load(url, seeded.users[:1], tokens[:1], seconds=5.0, think=0.0))
                 load = asyncio.run(rest_load(url, seeded.users, tokens, seconds=args.seconds, think=args.think))
@@ -438,7 +440,8 @@ def main() -> None:
                 if line.startswith("model name")), platform.processor())  # fmt: skip
     print(
         f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores ({cpu}), load average "
-        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; API: uvicorn, 1 process, PostgreSQL, Redis\n"
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; API: uvicorn, {args.workers} process(es), "
+        "PostgreSQL, Redis\n"
     )
     print(rest_table("REST: 1 user, no think time (the service time of each request), 5 s", alone))
     print()
