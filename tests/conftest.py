@@ -6,6 +6,7 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -53,13 +54,13 @@ PG_ADMIN_URL = os.environ.get("TRADELOOP_TEST_DATABASE_URL", "postgresql+psycopg
 REDIS_URL = os.environ.get("TRADELOOP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A throwaway database on the real PostgreSQL server, dropped after the session."""
+@contextmanager
+def throwaway_database(prefix: str = "tradeloop_test") -> Iterator[str]:
+    """A new database on the real PostgreSQL server (its URL), dropped on exit."""
     import sqlalchemy as sa
 
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"tradeloop_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
@@ -68,6 +69,13 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A throwaway database on the real PostgreSQL server, dropped after the session."""
+    with throwaway_database() as url:
+        yield url
 
 
 @pytest.fixture

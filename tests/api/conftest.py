@@ -6,19 +6,17 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 import uvicorn
 
 from api.app import create_app
 from api.context import ApiContext
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import throwaway_database
 from tradeloop.identity import Role
 from tradeloop.ops import OpsStore
 from tradeloop.settings import Settings
@@ -67,16 +65,8 @@ def serve(app, port: int) -> tuple[uvicorn.Server, threading.Thread]:
 @pytest.fixture
 def pg_database() -> Iterator[str]:
     """A database of this test's own on the real PostgreSQL server."""
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"tradeloop_api_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_database("tradeloop_api") as url:
+        yield url
 
 
 def start_api(tmp_path: Path, database_url: str, **settings) -> Iterator[Api]:

@@ -8,14 +8,13 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import throwaway_database
 from tradeloop.ops import OpsStore
 
 
@@ -23,16 +22,8 @@ from tradeloop.ops import OpsStore
 def own_pg_url() -> Iterator[str]:
     """A database of this test's own on the real PostgreSQL server: its audit log starts empty
     (and cannot be emptied afterwards: the whole database is dropped)."""
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"tradeloop_audit_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_database("tradeloop_audit") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
