@@ -7,11 +7,12 @@ BENCH_STAMP := $(VENV)/.installed-bench
 DEMO_CUTOFF ?= 2025-05-01
 DEMO_SEED   ?= 7
 
-.PHONY: demo lint test bench lab up clean help
+.PHONY: demo lint audit test bench lab up clean help
 
 help:
 	@echo "make demo   - run the main job on the bundled real sample"
 	@echo "make lint   - ruff (lint, format), the layer contracts (import-linter) and mypy; make test runs it first"
+	@echo "make audit  - pip-audit over requirements.lock and bandit over the code; make test runs it first"
 	@echo "make test   - run the whole test suite"
 	@echo "make bench  - run the benchmarks (installs the bench group: vectorbt)"
 	@echo "make lab    - open JupyterLab on the notebooks (and the pipeline's executed ones in data/runs)"
@@ -46,9 +47,16 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-logo
 	$(BIN)/mypy
 
+# deploy/security/audit.py: pip-audit over requirements.lock (PyPI's vulnerability data) and bandit over the
+# code, each finding fixed or accepted with its reason in deploy/security/accepted.toml. A vulnerability
+# service that cannot be reached fails it, saying the lock was not audited: AUDIT_OFFLINE=1 skips that
+# lookup (and says so), AUDIT_OSV_URL=<an OSV API's /v1/query> asks a mirror instead
+audit: $(STAMP)
+	$(BIN)/python deploy/security/audit.py $(if $(AUDIT_OFFLINE),--offline) $(if $(AUDIT_OSV_URL),--osv-url $(AUDIT_OSV_URL))
+
 # TEST_WORKERS=0 runs the suite in one process; loadfile keeps a module's tests (and its fixtures) on one worker
 TEST_WORKERS ?= auto
-test: lint
+test: lint audit
 	bash tests/services/ensure.sh
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 

@@ -63,7 +63,10 @@ def client_order_id(session_id: int, ts: int, symbol: str, intent: str) -> str:
     plain = f"tl{session_id}-{ts}-{''.join(c for c in symbol if c.isalnum())}-{intent[:2]}"
     if len(plain) <= 36:
         return plain
-    return f"tl{session_id}-" + hashlib.sha1(plain.encode()).hexdigest()[: 33 - len(str(session_id))]
+    return (
+        f"tl{session_id}-"
+        + hashlib.sha1(plain.encode(), usedforsecurity=False).hexdigest()[: 33 - len(str(session_id))]
+    )
 
 
 def intents(

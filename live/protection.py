@@ -60,7 +60,7 @@ def child_order_id(parent: str, kind: OrderIntentKind) -> str:
     if len(plain) <= 36:
         return plain
     prefix = parent.split("-", 1)[0] + "-"
-    return prefix + hashlib.sha1(plain.encode()).hexdigest()[: 36 - len(prefix)]
+    return prefix + hashlib.sha1(plain.encode(), usedforsecurity=False).hexdigest()[: 36 - len(prefix)]
 
 
 def protective_kinds(config: BacktestConfig) -> tuple[OrderIntentKind, ...]:

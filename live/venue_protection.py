@@ -85,7 +85,7 @@ def moved_order_id(original: str, n: int) -> str:
     if len(plain) <= 36:
         return plain
     prefix = original.split("-", 1)[0] + "-"
-    return prefix + hashlib.sha1(plain.encode()).hexdigest()[: 36 - len(prefix)]
+    return prefix + hashlib.sha1(plain.encode(), usedforsecurity=False).hexdigest()[: 36 - len(prefix)]
 
 
 @dataclass(slots=True, kw_only=True)
