@@ -15,6 +15,7 @@ from api import audit, docs, problems, ratelimit, security
 from api.context import ApiContext
 from api.routers import (
     auth,
+    credentials,
     health,
     jobs,
     keys,
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, *, context: ApiContext | None =
         auth.router,
         users.router,
         keys.router,
+        credentials.router,
         sessions.router,
         records.router,
         models.router,

@@ -34,6 +34,7 @@ from tradeloop.errors import (
     AuthError,
     ConfigError,
     LimitReachedError,
+    NotConfiguredError,
     NotFoundError,
     PermissionDeniedError,
     PromotionRefusedError,
@@ -50,6 +51,7 @@ STATUS = (  # the first class that matches decides
     (SessionStateError, 409, "Conflict"),
     (PromotionRefusedError, 409, "Conflict"),
     (LimitReachedError, 409, "Conflict"),
+    (NotConfiguredError, 503, "Service unavailable"),
     (ConfigError, 422, "Invalid value"),
     (TradeloopError, 400, "Bad request"),
 )

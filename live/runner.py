@@ -33,6 +33,8 @@ from tradeloop.backtest import BacktestConfig
 from tradeloop.data import CandleLake, SeriesKey, earliest
 from tradeloop.data.exchanges import make_exchange
 from tradeloop.errors import ConfigError, DataError, SessionStateError
+from tradeloop.identity.credentials import CredentialStore, vault_of
+from tradeloop.identity.vault import ExchangeSecret
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.ops.database import check_reachable
 from tradeloop.ops.session_spec import SessionSpec, create_session
@@ -100,13 +102,19 @@ def build_engine(
     store = store or OpsStore.open(settings.effective_database_url)
     registry = ModelRegistry(settings.registry_dir)
     session = open_session(store, registry, config, first_bar_ms=first_bar_ms)
+    secret = session_secret(settings, store, session)
     if locks is not None:
-        api_key = settings.exchange_api_key.get_secret_value() if settings.exchange_api_key else None
+        api_key = secret.api_key if secret is not None else None
+        if secret is None and settings.exchange_api_key is not None:
+            api_key = settings.exchange_api_key.get_secret_value()
         account = account_lock_key(mode=session.mode, venue=session.exchange, api_key=api_key)
         if account is not None:
-            locks.acquire(account, what=f"the {session.exchange} account of TRADELOOP_EXCHANGE_API_KEY")
+            whose = "its stored credential" if secret is not None else "TRADELOOP_EXCHANGE_API_KEY"
+            locks.acquire(account, what=f"the {session.exchange} account of {whose}")
     backtest = backtest_config(session)
-    broker = make_broker(settings, session.mode, exchange=session.exchange, backtest=backtest, perps=config.perps)
+    broker = make_broker(
+        settings, session.mode, exchange=session.exchange, backtest=backtest, perps=config.perps, secret=secret
+    )
     slot = ModelSlot.for_session(registry, session, window_bars=config.window_bars, store=store)
     tuning = (engine_config or EngineConfig()).model_copy(update={"window_bars": config.window_bars})
     return LiveEngine(
@@ -121,6 +129,15 @@ def build_engine(
     )
 
 
+def session_secret(settings: Settings, store: OpsStore, session: TradingSession) -> ExchangeSecret | None:
+    """The stored exchange credential a live session made through the API trades with
+    (``sessions.credential_id``, decrypted with ``TRADELOOP_ENCRYPTION_KEY``); None for a paper
+    session or one on the engine host's own keys."""
+    if session.mode != "live" or session.credential_id is None:
+        return None
+    return CredentialStore(store).secret(session.credential_id, vault=vault_of(settings))
+
+
 def make_broker(
     settings: Settings,
     mode: str,
@@ -128,22 +145,27 @@ def make_broker(
     exchange: str,
     backtest: BacktestConfig,
     perps: Mapping[str, PerpInstrument] | None = None,
+    secret: ExchangeSecret | None = None,
 ) -> Broker:
-    """Paper: the backtest's fill rules. Live: the venue through ccxt, with the exchange keys; a
+    """Paper: the backtest's fill rules. Live: the venue through ccxt, with ``secret`` (a
+    session's stored credential: ``session_secret``) or else the engine host's exchange keys; a
     perpetuals venue (``PERPETUAL_VENUES``) gets the perpetuals broker with each instrument's
     leverage and margin mode (``perps``; an instrument without one is refused its entries)."""
     if mode == "paper":
         return PaperBroker.of(backtest)
-    if settings.exchange_api_key is None or settings.exchange_secret is None:
+    if secret is not None:
+        credentials = {"apiKey": secret.api_key, "secret": secret.secret, "password": secret.password or ""}
+    elif settings.exchange_api_key is None or settings.exchange_secret is None:
         raise ConfigError(
             "mode='live' trades real money and needs TRADELOOP_EXCHANGE_API_KEY and "
             "TRADELOOP_EXCHANGE_SECRET; set them (see .env.example) or use --mode paper"
         )
-    credentials = {
-        "apiKey": settings.exchange_api_key.get_secret_value(),
-        "secret": settings.exchange_secret.get_secret_value(),
-        "password": settings.exchange_password.get_secret_value() if settings.exchange_password else "",
-    }
+    else:
+        credentials = {
+            "apiKey": settings.exchange_api_key.get_secret_value(),
+            "secret": settings.exchange_secret.get_secret_value(),
+            "password": settings.exchange_password.get_secret_value() if settings.exchange_password else "",
+        }
     client = make_exchange(
         exchange,
         timeout_s=settings.http_timeout_s,

@@ -155,6 +155,13 @@ class NotFoundError(TradeloopError, LookupError):
     exit_code = 13
 
 
+class NotConfiguredError(ConfigError):
+    """The server lacks a setting a request needs (e.g. ``TRADELOOP_ENCRYPTION_KEY`` to store
+    exchange credentials): the operator's to fix, not the caller's (the API answers 503)."""
+
+    exit_code = 2
+
+
 def config_error(
     exc: Exception,
     *,

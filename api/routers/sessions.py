@@ -8,8 +8,10 @@ Rules:
 2. ``POST /sessions`` writes the row ``tradeloop live run`` would write for the same options
    (``tradeloop.ops.session_spec.create_session``): the champion's costs, the order rules,
    the risk limits, the in-sample check. It starts no engine: the answer's ``run_command``
-   starts one (``tradeloop live run --name NAME`` resumes the session). The API makes paper
-   sessions only: a live session trades with the engine host's exchange keys.
+   starts one (``tradeloop live run --name NAME`` resumes the session). A live session
+   (``mode=live``) names one of the caller's stored exchange credentials (``credential``,
+   ``POST /credentials``) for the same exchange: its engine trades with that account, whose
+   secret it decrypts with ``TRADELOOP_ENCRYPTION_KEY``; a paper session names none.
 3. Transitions are ``tradeloop live pause/resume/stop/ack``'s (``OpsStore.set_status``,
    ``OpsStore.acknowledge``), audited with the caller as actor; a transition the session's
    status does not allow is a 409 naming the status and what it can become. ``start`` is
@@ -35,7 +37,8 @@ from api.timequery import SessionId, owned_session, to_ms
 from tradeloop.backtest import BacktestConfig
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.data.schema import check_exchange, timeframe_ms
-from tradeloop.errors import ConfigError, DataError
+from tradeloop.errors import ConfigError, DataError, NotFoundError
+from tradeloop.identity.credentials import CredentialStore
 from tradeloop.ops import TradingSession
 from tradeloop.ops.session_reads import SessionReads
 from tradeloop.ops.session_spec import (
@@ -79,7 +82,15 @@ class NewSession(BaseModel):
         default=["BTC-USD", "ETH-USD"], min_length=1, max_length=200, examples=[["BTC-USD", "ETH-USD"]]
     )
     timeframe: str = Field(default="4h", description="bar timeframe", examples=["4h"])
-    mode: Literal["paper", "live"] = Field(default="paper", description="paper only through the API")
+    mode: Literal["paper", "live"] = Field(
+        default="paper", description="paper: the backtest's fill rules; live: real orders with `credential`"
+    )
+    credential: str | None = Field(
+        default=None,
+        max_length=100,
+        description="live only: the name of your stored exchange credential (POST /credentials) it trades with",
+        examples=[None],
+    )
     feed: Literal["replay", "ccxt"] = Field(
         default="replay", description="replay: the lake's candles; ccxt: the exchange's, from now"
     )
@@ -134,6 +145,7 @@ class SessionOut(BaseModel):
     symbols: list[str]
     timeframe: str
     mode: str
+    credential_id: int | None = Field(default=None, description="the stored exchange credential a live session uses")
     status: str = Field(description="running, paused, stale (no engine alive), finished or stopped")
     stored_status: str = Field(description="the status last written: running, paused, finished or stopped")
     in_sample: bool = Field(description="it trades bars its champion was trained on")
@@ -167,6 +179,7 @@ def session_out(ctx: ApiContext, row: TradingSession, equity: float | None = Non
     return {
         "id": row.id, "name": row.name, "owner_id": row.owner_id, "strategy": row.strategy,
         "exchange": row.exchange, "symbols": list(row.symbols), "timeframe": row.timeframe, "mode": row.mode,
+        "credential_id": row.credential_id,
         "status": session_status(row.status, row.heartbeat_at, now=ctx.now(), stale_after_s=STALE_AFTER_S),
         "stored_status": row.status, "in_sample": row.in_sample, "init_cash": row.init_cash, "cash": row.cash,
         "equity": row.cash if equity is None else equity, "last_bar_ts": row.last_bar_ts,
@@ -256,10 +269,11 @@ def _rules_problems(body: NewSession) -> tuple[BacktestConfig | None, RiskConfig
 def _check(body: NewSession) -> tuple[SessionSpec, Problems]:
     """The spec of a new session, and every problem with the options (none: it may be created)."""
     problems: Problems = []
-    if body.mode == "live":
-        fix = ("the API makes paper sessions: a live session trades with the engine host's exchange keys; use "
-               "mode=paper, or start it on that host with `tradeloop live run --mode live`")  # fmt: skip
-        problems.append(("body.mode", body.mode, fix))
+    if body.mode == "live" and body.credential is None:
+        fix = "a live session trades with one of your stored exchange credentials: name it in credential"
+        problems.append(("body.credential", None, fix + " (store one with POST /credentials), or use mode=paper"))
+    if body.mode == "paper" and body.credential is not None:
+        problems.append(("body.credential", body.credential, "a paper session sends no order: drop credential"))
     strategy, found = _series_problems(body)
     backtest, risk, wrong = _rules_problems(body)
     problems += found + wrong
@@ -273,10 +287,23 @@ def _check(body: NewSession) -> tuple[SessionSpec, Problems]:
         problems.append(("body.end", body.end, f"end is before start ({body.start}); give end >= start"))
     spec = SessionSpec(
         name=body.name, strategy=body.strategy, exchange=body.exchange, symbols=tuple(body.symbols),
-        timeframe=body.timeframe, mode="paper", feed=body.feed, start=start, end=end, init_cash=body.init_cash,
+        timeframe=body.timeframe, mode=body.mode, feed=body.feed, start=start, end=end, init_cash=body.init_cash,
         fraction=body.fraction, orders=dict(body.orders), risk=risk, allow_in_sample=body.allow_in_sample,
     )  # fmt: skip
     return spec, problems
+
+
+def _credential(ctx: ApiContext, principal: Principal, body: NewSession) -> tuple[int | None, Problems]:
+    """The id of the caller's credential ``body.credential``, or the problem with it."""
+    assert body.credential is not None
+    try:
+        info = CredentialStore(ctx.store).by_name(user_id=principal.user_id, name=body.credential)
+    except NotFoundError as exc:
+        return None, [("body.credential", body.credential, str(exc))]
+    if info.exchange != body.exchange:
+        fix = f"it is a {info.exchange} account; name a credential of {body.exchange}, or trade on {info.exchange}"
+        return None, [("body.credential", body.credential, fix)]
+    return info.id, []
 
 
 def run_command(spec: SessionSpec, *, window_bars: int, in_sample: bool) -> str:
@@ -300,10 +327,14 @@ def run_command(spec: SessionSpec, *, window_bars: int, in_sample: bool) -> str:
     "",
     response_model=SessionCreated,
     status_code=status.HTTP_201_CREATED,
-    summary="Make a paper session (the row `tradeloop live run` would write); run_command starts its engine",
+    summary="Make a paper or live session (the row `tradeloop live run` would write); run_command starts its engine",
 )
 def make_session(body: NewSession, principal: Trader, ctx: Context) -> SessionCreated:
     spec, problems = _check(body)
+    credential_id = None
+    if body.credential is not None and body.mode == "live":
+        credential_id, wrong = _credential(ctx, principal, body)
+        problems += wrong
     if problems:
         raise invalid_all(problems)
     first_bar_ms = None
@@ -319,6 +350,7 @@ def make_session(body: NewSession, principal: Trader, ctx: Context) -> SessionCr
         first_bar_ms=first_bar_ms,
         owner_id=principal.user_id,
         actor=principal.actor,
+        credential_id=credential_id,
     )
     command = run_command(spec, window_bars=body.window_bars, in_sample=row.in_sample)
     return SessionCreated(run_command=command, **session_out(ctx, row))

@@ -26,6 +26,7 @@ import httpx
 import pytest
 import requests
 import schemathesis
+from cryptography.fernet import Fernet
 from hypothesis import HealthCheck, Phase, assume, given, seed, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -52,6 +53,7 @@ from tradeloop.settings import Settings
 EXAMPLES = int(os.environ.get("TRADELOOP_SCHEMA_EXAMPLES", "25"))
 SEED = int(os.environ.get("TRADELOOP_SCHEMA_SEED", "0"))
 NEW_SESSION = {"name": "btc", "symbols": ["BTC-USD", "ETH-USD"], "start": "2030-01-01T00:00:00Z"}
+CREDENTIAL = {"name": "main", "exchange": "coinbase", "api_key": "schema-key", "secret": "schema-secret"}
 BACKTEST = {"strategy": "sma_cross", "exchange": "coinbase", "symbols": ["BTC-USD"], "timeframe": "4h"}
 CHECKS = [
     not_a_server_error,
@@ -118,7 +120,10 @@ def _seed(api: Api, settings: Settings, tmp_path: Path) -> tuple[dict[str, int],
     assert key.status_code == 201, key.text
     job = api.client.post("/backtests", json=BACKTEST, headers=ana)
     assert job.status_code == 202, job.text
+    credential = api.client.post("/credentials", json=CREDENTIAL, headers=ana)
+    assert credential.status_code == 201, credential.text
     seeded = {"session": session_id, "doomed": doomed.json()["id"], "job": job.json()["id"], "key": key.json()["id"]}
+    seeded["credential"] = credential.json()["id"]
     return ids | seeded, challenger
 
 
@@ -133,6 +138,7 @@ def world(tmp_path: Path, pg_database: str) -> Iterator[World]:
         TRADELOOP_RATE_LIMIT_API_KEY="",
         TRADELOOP_RATE_LIMIT_IP="",
         TRADELOOP_RATE_LIMIT_LOGIN="",
+        TRADELOOP_ENCRYPTION_KEY=Fernet.generate_key().decode(),
     )
     store = OpsStore.open(pg_database)
     ctx = ApiContext.from_settings(settings, store=store)
@@ -158,11 +164,17 @@ def _valid_bodies(world: World, username: str) -> dict[str, Any]:
         "POST /auth/login": {"username": username, "password": PASSWORD},
         "POST /auth/refresh": {"refresh_token": world.api.tokens[username]["refresh_token"]},
         "POST /sessions": {"name": "eth", "symbols": ["ETH-USD"], "start": "2030-01-01T00:00:00Z"},
+        "POST /credentials": CREDENTIAL | {"name": f"{username}-main"},
         "POST /backtests": BACKTEST,
         "POST /models/{strategy}/promote": {"artifact": world.artifact, "reason": "schema run"},
         "POST /sessions/{session_id}/thresholds/override": {"threshold": 0.6, "reason": "schema run"},
         "POST /sessions/{session_id}/thresholds/revert": {"reason": "schema run"},
     }
+
+
+# a stored series: generated exchange ids are rarely ccxt's, so a success is not left to luck
+SAMPLE_SERIES = {"exchange": "coinbase", "symbol": "BTC-USD", "timeframe": "4h"}
+VALID_QUERIES = {"GET /data/coverage": SAMPLE_SERIES, "GET /data/candles": SAMPLE_SERIES}
 
 
 def _strategy(operation, world: World, username: str) -> st.SearchStrategy:
@@ -173,12 +185,14 @@ def _strategy(operation, world: World, username: str) -> st.SearchStrategy:
     names = {p.name for p in operation.path_parameters}
     other = world.ids["vera"] if username != "vera" else world.ids["ana"]
     seeded = {"session_id": world.ids["session"], "job_id": world.ids["job"], "key_id": world.ids["key"],
-              "user_id": other, "strategy": "sma_cross"}  # fmt: skip
+              "user_id": other, "strategy": "sma_cross", "credential_id": world.ids["credential"]}  # fmt: skip
     if label == "POST /sessions/{session_id}/stop":
         seeded["session_id"] = world.ids["doomed"]  # the other operations keep a session that runs
     known = {n: seeded[n] for n in names}
     if known:
         modes.append(operation.as_strategy(GenerationMode.POSITIVE, path_parameters=known))
+    if (query := VALID_QUERIES.get(label)) is not None:
+        modes.append(operation.as_strategy(GenerationMode.POSITIVE, query=query))
     if (body := _valid_bodies(world, username).get(label)) is not None:
         modes.append(operation.as_strategy(GenerationMode.POSITIVE, path_parameters=known or None, body=body))
     if operation.path_parameters or operation.query or operation.body:  # something to get wrong

@@ -54,6 +54,9 @@ class TradingSession(Base):
     # the user who owns it (tradeloop.ops.identity_models.User; None: made from the CLI before
     # there were users: an admin's)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True, index=True)
+    # the owner's stored exchange credential a live session trades with (migration 0010; None: paper,
+    # or live on the engine host's TRADELOOP_EXCHANGE_API_KEY)
+    credential_id: Mapped[int | None] = mapped_column(ForeignKey("exchange_credentials.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 

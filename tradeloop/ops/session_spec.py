@@ -199,9 +199,12 @@ def create_session(
     first_bar_ms: int | None = None,
     owner_id: int | None = None,
     actor: str | None = None,
+    credential_id: int | None = None,
 ) -> TradingSession:
     """Create the session ``spec`` describes, from the champion's costs (rules 2 to 6).
     ``first_bar_ms``: the replay's first candle when known (``tradeloop.ops.in_sample.first_bar``).
+    ``credential_id``: the owner's stored exchange credential a live session trades with
+    (``tradeloop.identity.credentials``; None: the engine host's keys).
 
     Raises
     ------
@@ -246,4 +249,5 @@ def create_session(
         risk_config=spec.risk.model_dump(mode="json"),
         owner_id=owner_id,
         actor=actor,
+        credential_id=credential_id,
     )

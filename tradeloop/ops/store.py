@@ -111,6 +111,7 @@ class OpsStore:
         risk_config: dict[str, Any] | None = None,
         owner_id: int | None = None,
         actor: str | None = None,
+        credential_id: int | None = None,
     ) -> TradingSession:
         """A new running session of ``owner_id`` with its ``session_started`` audit row (by ``actor``).
         ``in_sample``: it trades bars its champion was trained on (allowed by the operator); an audit
@@ -134,6 +135,7 @@ class OpsStore:
                 in_sample=in_sample,
                 risk_config=risk_config,
                 owner_id=owner_id,
+                credential_id=credential_id,
             )
             db.add(row)
             db.flush()

@@ -1,0 +1,138 @@
+"""Exchange credentials through the real HTTP stack over PostgreSQL (row-level security on): a
+trader stores their account's key and secret, encrypted at rest; no answer, log line or audit
+row ever holds them; nobody else sees them; a live session names one, and it cannot be removed
+while that session may trade."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import select
+
+from tests.api.conftest import Api, start_api
+from tradeloop.identity import Role, Scope, Vault
+from tradeloop.ops import TradingSession
+from tradeloop.ops.identity_models import ExchangeCredential
+
+KEY = Fernet.generate_key().decode()
+ACCOUNT = {"name": "main", "exchange": "coinbase", "api_key": "ana-api-key-7f3e", "secret": "ana-secret-9c1d"}
+NEW = {"name": "btc-live", "symbols": ["BTC-USD"], "start": "2030-01-01T00:00:00Z"}
+
+
+@pytest.fixture
+def vault_api(tmp_path: Path, pg_database: str) -> Iterator[Api]:
+    """The API over PostgreSQL with TRADELOOP_ENCRYPTION_KEY set."""
+    yield from start_api(tmp_path, pg_database, TRADELOOP_ENCRYPTION_KEY=KEY)
+
+
+def _signed_in(api: Api, name: str, role: Role = Role.TRADER) -> dict[str, str]:
+    api.user(name, role)
+    return api.login(name)
+
+
+def _stored_rows(api: Api) -> list[ExchangeCredential]:
+    with api.ctx.store.transaction() as db:
+        return list(db.scalars(select(ExchangeCredential).order_by(ExchangeCredential.id)))
+
+
+def test_a_stored_secret_is_encrypted_and_never_in_an_answer_a_log_line_or_the_audit(
+    vault_api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = vault_api
+    ana = _signed_in(api, "ana")
+    with caplog.at_level(logging.DEBUG):
+        made = api.client.post("/credentials", json=ACCOUNT, headers=ana)
+        listed = api.client.get("/credentials", headers=ana)
+    assert made.status_code == 201, made.text
+    assert made.json()["name"] == "main" and made.json()["exchange"] == "coinbase" and made.json()["rotated_at"] is None
+    assert listed.json() == [made.json()]
+    for text in (made.text, listed.text, caplog.text, *(str(a.detail) for a in api.ctx.store.audit_log())):
+        assert ACCOUNT["api_key"] not in text and ACCOUNT["secret"] not in text
+    [row] = _stored_rows(api)
+    assert ACCOUNT["secret"] not in row.ciphertext and ACCOUNT["api_key"] not in row.ciphertext
+    secret = Vault(KEY).decrypt(row.ciphertext)
+    assert (secret.api_key, secret.secret, secret.password) == (ACCOUNT["api_key"], ACCOUNT["secret"], None)
+
+
+def test_storing_again_under_the_name_replaces_the_secret_in_place(vault_api: Api) -> None:
+    api = vault_api
+    ana = _signed_in(api, "ana")
+    first = api.client.post("/credentials", json=ACCOUNT, headers=ana).json()
+    again = api.client.post("/credentials", json=ACCOUNT | {"secret": "rotated-at-the-exchange"}, headers=ana)
+    assert again.status_code == 201 and again.json()["id"] == first["id"] and again.json()["rotated_at"] is not None
+    [row] = _stored_rows(api)
+    assert Vault(KEY).decrypt(row.ciphertext).secret == "rotated-at-the-exchange"
+
+
+def test_another_users_credential_does_not_exist_for_them_and_an_admin_sees_but_never_reads_it(vault_api: Api) -> None:
+    api = vault_api
+    ana, bob = _signed_in(api, "ana"), _signed_in(api, "bob")
+    admin = _signed_in(api, "root", Role.ADMIN)
+    made = api.client.post("/credentials", json=ACCOUNT, headers=ana).json()
+    assert api.client.get("/credentials", headers=bob).json() == []
+    assert api.client.delete(f"/credentials/{made['id']}", headers=bob).status_code == 404
+    assert [c["id"] for c in api.client.get("/credentials", headers=admin).json()] == [made["id"]]
+    assert len(_stored_rows(api)) == 1  # bob's delete touched nothing
+    assert api.client.delete(f"/credentials/{made['id']}", headers=admin).status_code == 204
+    assert _stored_rows(api) == []
+
+
+def test_a_viewer_an_api_key_and_a_server_without_the_encryption_key_are_refused(
+    vault_api: Api, tmp_path: Path, pg_database: str
+) -> None:
+    api = vault_api
+    viewer = _signed_in(api, "val", Role.VIEWER)
+    assert api.client.post("/credentials", json=ACCOUNT, headers=viewer).status_code == 403
+    ana = _signed_in(api, "ana")
+    key = api.client.post("/keys", json={"name": "bot", "scopes": [Scope.TRADE.value]}, headers=ana).json()["key"]
+    by_key = api.client.post("/credentials", json=ACCOUNT, headers={"X-API-Key": key})
+    assert by_key.status_code == 403 and "sign in as the user" in by_key.json()["detail"]
+    bad = api.client.post("/credentials", json=ACCOUNT | {"exchange": "binanse"}, headers=ana)
+    assert bad.status_code == 422 and "did you mean 'binance'" in bad.text
+    assert _stored_rows(api) == []
+
+    plain = start_api(tmp_path / "plain", pg_database)  # the same database, served without the key
+    other = next(plain)
+    try:
+        refused = other.client.post("/credentials", json=ACCOUNT, headers=other.login("ana"))
+        assert refused.status_code == 503 and refused.headers["content-type"] == "application/problem+json"
+        assert "TRADELOOP_ENCRYPTION_KEY" in refused.json()["detail"]
+    finally:
+        plain.close()
+    assert _stored_rows(api) == []
+
+
+def test_a_live_session_names_one_of_its_owners_credentials_for_its_exchange(vault_api: Api) -> None:
+    api = vault_api
+    ana, bob = _signed_in(api, "ana"), _signed_in(api, "bob")
+    mine = api.client.post("/credentials", json=ACCOUNT, headers=ana).json()
+    api.client.post("/credentials", json=ACCOUNT | {"name": "bobs"}, headers=bob)
+    api.client.post("/credentials", json=ACCOUNT | {"name": "spot", "exchange": "binance"}, headers=ana)
+    cases = [
+        ({"mode": "live"}, None, "a live session trades with one of your stored exchange credentials"),
+        ({"mode": "live", "credential": "bobs"}, "bobs", "you have no exchange credential named 'bobs'"),
+        ({"mode": "live", "credential": "spot"}, "spot", "it is a binance account; name a credential of coinbase"),
+        ({"credential": "main"}, "main", "a paper session sends no order: drop credential"),
+    ]
+    for options, value, fix in cases:
+        refused = api.client.post("/sessions", json=NEW | options, headers=ana)
+        assert refused.status_code == 422, refused.text
+        [problem] = [e for e in refused.json()["errors"] if e["field"] == "body.credential"]
+        assert problem.get("value") == value and fix in problem["fix"]
+    with api.ctx.store.transaction() as db:
+        assert db.scalars(select(TradingSession)).all() == []
+
+    made = api.client.post("/sessions", json=NEW | {"mode": "live", "credential": "main"}, headers=ana)
+    assert made.status_code == 201, made.text
+    assert made.json()["mode"] == "live" and made.json()["credential_id"] == mine["id"]
+    assert "--mode" not in made.json()["run_command"]  # the row holds the mode and the credential
+
+    in_use = api.client.delete(f"/credentials/{mine['id']}", headers=ana)
+    assert in_use.status_code == 409 and "['btc-live'] trade with" in in_use.json()["detail"]
+    api.client.post(f"/sessions/{made.json()['id']}/stop", headers=ana)
+    assert api.client.delete(f"/credentials/{mine['id']}", headers=ana).status_code == 204
+    assert api.client.get(f"/sessions/{made.json()['id']}", headers=ana).json()["credential_id"] is None
