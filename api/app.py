@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import audit, docs, problems, ratelimit, security
+from api import audit, docs, metrics, problems, ratelimit, security
 from api.context import ApiContext
 from api.routers import (
     auth,
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, *, context: ApiContext | None =
     ratelimit.install(app, ctx.settings)  # inside the security middlewares: its 429s get their headers
     security.install(app, ctx.settings)
     docs.install(app)  # Swagger UI and ReDoc from our own assets
+    metrics.install(app, ctx.settings)  # GET /metrics; its middleware outermost: counts what clients got
     for router in (
         health.router,
         auth.router,

@@ -47,6 +47,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import Problem, problem
 from tradeloop.errors import ConfigError, TradeloopError
+from tradeloop.observability import api_buckets, api_rate_limited
 from tradeloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,7 @@ class RateLimiter:
             reset = max(0, min(window, math.ceil(stats.reset_time - time.time())))
             quota = Quota(limit=item.amount, remaining=stats.remaining, reset_s=reset, window_s=window)
             if not allowed:
+                api_rate_limited(bucket)
                 _, variable, who = BUCKETS[bucket]
                 raise RateLimitedError(
                     f"too many requests: {who} may make {item.amount} per {_window(window)} ({variable}); "
@@ -342,6 +344,7 @@ def install(app: FastAPI, settings: Settings) -> RateLimiter:
     (``close()`` it at shutdown)."""
     limiter = RateLimiter(settings)
     app.state.rate_limiter = limiter
+    api_buckets(BUCKETS)  # each bucket's refusals at 0 in /metrics
     app.router.responses.setdefault(  # every route (included after this) documents it
         429, {"model": Problem, "description": "a rate limit was reached: Retry-After says when to try again"}
     )

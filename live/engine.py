@@ -59,6 +59,7 @@ from live.risk_stage import kill_switch, portfolio_snapshot, pre_trade
 from live.venue_protection import VenueProtection
 from tradeloop.backtest import BacktestConfig
 from tradeloop.errors import ConfigError
+from tradeloop.observability import SessionMetrics
 from tradeloop.ops import OpsStore, Order, Position, TradingSession
 from tradeloop.ops.database import is_connection_error
 from tradeloop.ops.models import EquityPoint, utcnow
@@ -107,7 +108,8 @@ class LiveEngine(EngineLifecycle):
         self.risk_state = risk_state_of(session, self.risk_config)
         self.last: dict[str, float] = {s: p.last_price for s, p in stored.items() if p.last_price is not None}
         self.window = pl.DataFrame()
-        self.latency = Latency()
+        self.metrics = SessionMetrics(session=session.name, venue=session.exchange)  # live.engine_metrics
+        self.latency = Latency(metrics=self.metrics)
         self.bars = 0
         self.venue_check = VenueCheck.of(broker, symbols=session.symbols, every_bars=self.config.venue_check_every_bars)
         self.protection = (  # a venue's protective legs, armed once their entry fills (live.venue_protection)
@@ -170,13 +172,14 @@ class LiveEngine(EngineLifecycle):
                 self.store, self.broker, session_id=self.session.id, venue=self.session.exchange
             )
         if self.venue_check is not None:  # open orders, fills by trade id, balances (live.reconcile)
-            await self.venue_check.run(
+            drifts = await self.venue_check.run(
                 self.bars,
                 self.store,
                 self.session.id,
                 apply=self._apply,
                 holdings=lambda: (self.cash, self.positions),
             )
+            self.metrics.drifted(len(drifts))
         changed = self.slot.refresh(batch.ts) or self._swap_unrecorded
         self._swap_unrecorded = changed
         ended = await self.broker.on_bar(batch, cash=self.cash)
@@ -194,15 +197,16 @@ class LiveEngine(EngineLifecycle):
             flatten = self._kill_switch(db, row, batch.ts, equity)
             if status == "running" or flatten:
                 signals = self._decide_or_fall_back(db, batch.ts) if status == "running" else []
-                self.latency.decision.append(time.perf_counter_ns() - batch.received_ns)
+                self.latency.decided(time.perf_counter_ns() - batch.received_ns)
                 intents = self._decide_intents(signals, equity=equity) + flatten
                 orders = self._persist(db, batch.ts, self._risk(db, intents, ts=batch.ts))
+                self.metrics.decided(signals=len(signals), intents=[o.intent for o in orders])
             if self.config.publish:
                 add_bar_events(db, self.session.id, batch, signals, orders)
             row.cash, row.last_bar_ts, row.heartbeat_at = self.cash, batch.ts, utcnow()
             row.risk_state = json.loads(self.risk_state.to_json())
         self._swap_unrecorded = False
-        self.latency.stored.append(time.perf_counter_ns() - batch.received_ns)
+        self.latency.committed(time.perf_counter_ns() - batch.received_ns)
         self.session.last_bar_ts, self.session.status = batch.ts, status
         if orders and self.protection is not None:
             await self.protection.before_exits(orders)  # a signal exit's legs go first
@@ -360,6 +364,7 @@ class LiveEngine(EngineLifecycle):
                     trade_id=fill.trade_id,
                 )
             )
+            self.metrics.filled(fill.side)
             held = self.portfolio.position(instrument)
             assert held is not None  # a fill was just applied to it
             store_position(db, self.session.id, held)
@@ -394,6 +399,7 @@ class LiveEngine(EngineLifecycle):
             return await self.broker.submit(request_of(order))
         except Exception as exc:
             log.exception("session %s: sending %s failed", self.session.name, order.client_order_id)
+            self.metrics.send_failed()
             return OrderState(
                 order.client_order_id, "unknown", reason=f"send failed: {type(exc).__name__}: {exc}; never resent"[:200]
             )

@@ -6,10 +6,12 @@ session creation shares), and where a session's risk configuration and state are
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tradeloop.observability import SessionMetrics
 from tradeloop.ops import TradingSession
 from tradeloop.ops.session_spec import check_live_config, check_window  # noqa: F401  (live.engine re-exports them)
 from tradeloop.risk import RiskConfig, RiskState
@@ -50,9 +52,25 @@ def risk_state_of(session: TradingSession, config: RiskConfig) -> RiskState:
     return RiskState.from_json(json.dumps(session.risk_state), config=config)
 
 
+LATENCY_WINDOW = 100_000  # bars of latency kept in memory (bench/live.py reads them); every bar's is in the histogram
+
+
 @dataclass
 class Latency:
-    """Nanoseconds from a bar's arrival to its decision and to its orders being committed."""
+    """Nanoseconds from a bar's arrival to its decision and to its orders being committed: the
+    last ``LATENCY_WINDOW`` bars' (a 24/7 process keeps no unbounded list), and every bar's in
+    the session's ``tradeloop_bar_latency_seconds`` histogram when ``metrics`` is given."""
 
-    decision: list[int] = field(default_factory=list)
-    stored: list[int] = field(default_factory=list)
+    metrics: SessionMetrics | None = None
+    decision: deque[int] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    stored: deque[int] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+
+    def decided(self, ns: int) -> None:
+        self.decision.append(ns)
+        if self.metrics is not None:
+            self.metrics.latency("decided", ns)
+
+    def committed(self, ns: int) -> None:
+        self.stored.append(ns)
+        if self.metrics is not None:
+            self.metrics.latency("stored", ns)

@@ -30,11 +30,14 @@ from sqlalchemy.orm import Session
 
 from live.brokers.base import Broker, OrderState
 from live.engine_config import EngineConfig, risk_state_of
+from live.engine_metrics import observe_bar, start_metrics
 from live.feeds.base import FEED_ENDED, STOPPED, CandleBatch, Feed, next_or_stop
 from live.locks import EngineLocks
+from live.models import ModelSlot
 from live.outage import DatabaseWatch
 from live.outbox import OutboxRelay
 from live.reconcile import recover_orders
+from tradeloop.observability import SessionMetrics
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.ops.database import is_connection_error
 from tradeloop.portfolio import Portfolio
@@ -58,6 +61,8 @@ class EngineLifecycle:
     risk_state: RiskState
     last: dict[str, float]
     window: pl.DataFrame
+    metrics: SessionMetrics
+    slot: ModelSlot
     _wake: asyncio.Event
 
     async def on_batch(self, batch: CandleBatch) -> bool:  # the bar: live.engine
@@ -72,6 +77,7 @@ class EngineLifecycle:
         live stop``; the heartbeat notices it between bars). A lost database is waited out
         (module rules), not raised. ``stop`` also ends a wait for the next bar (follow mode)."""
         stop = stop or asyncio.Event()
+        start_metrics(self)  # the session's Prometheus series (live.engine_metrics), removed at exit
         helpers = [asyncio.create_task(self._beat_forever(stop))]
         if self.config.publish:
             helpers.append(asyncio.create_task(self.relay.serve(self._wake)))
@@ -85,7 +91,10 @@ class EngineLifecycle:
             for task in helpers:
                 task.cancel()
             await asyncio.wait(helpers, timeout=10)  # a swallowed cancel ends on the flag
-            await self._goodbye()
+            try:
+                await self._goodbye()
+            finally:
+                self.metrics.stop()
 
     async def _trade(self, feed: Feed, *, done: list[int], max_bars: int | None, stop: asyncio.Event | None) -> bool:
         """Resume, then trade; True when the run is over, False after a database outage."""
@@ -100,6 +109,7 @@ class EngineLifecycle:
                         self.window = feed.history(before_ts=batch.ts, bars=self.config.window_bars)
                     if not await self.on_batch(batch):
                         return True
+                    observe_bar(self, batch)
                     done[0] += 1
                     if (max_bars is not None and done[0] >= max_bars) or (stop is not None and stop.is_set()):
                         return True
@@ -138,6 +148,7 @@ class EngineLifecycle:
             await asyncio.sleep(self.config.heartbeat_s)
             try:
                 self.store.beat(self.session.id)
+                self.metrics.heartbeat()
                 if self._status() == "stopped":  # `tradeloop live stop` while waiting for a bar
                     stop.set()
             except Exception as exc:  # noqa: BLE001 - the bar path handles an outage; never die here

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from live.order_manager import cancel_resting_entries
 from live.reconcile import refuse_entry
+from tradeloop.observability import SessionMetrics
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.portfolio import Portfolio
 from tradeloop.risk import MarketRules, PortfolioSnapshot, RiskApproved, RiskConfig, RiskState, check_batch
@@ -66,6 +67,7 @@ def kill_switch(
         OpsStore.audit(db, "kill_switch_tripped", session_id=session.id, detail=detail)
     OpsStore.add_event(db, "risk", {"event": "kill_switch_tripped", **detail}, session_id=session.id)
     log.error("session %s: kill switch tripped: %s", session.name, trip.message)
+    SessionMetrics(session=session.name, venue=session.exchange).kill_switch_tripped()
     cancel_resting_entries(db, session.id, reason=f"kill switch: {trip.message}")
     return flatten_intents(snapshot()) if config.flatten_on_kill else []
 
@@ -93,4 +95,5 @@ def pre_trade(
         OpsStore.audit(db, "risk_denied", session_id=session.id, detail=detail)
         OpsStore.add_event(db, "risk", {"event": "risk_denied", **detail}, session_id=session.id)
         log.warning("session %s: %s", session.name, result.message)
+        SessionMetrics(session=session.name, venue=session.exchange).risk_denied(str(result.rule))
     return out

@@ -166,6 +166,25 @@ class Settings(BaseSettings):
         description="The largest request body the API reads; a larger one is refused with 413.",
     )
 
+    # metrics (tradeloop.observability): the live engine and job workers serve /metrics here; the API on its own port
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        validation_alias=_env("TRADELOOP_METRICS_HOST"),
+        description="Where a process without a web server of its own (engine, worker) serves /metrics for Prometheus.",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        validation_alias=_env("TRADELOOP_METRICS_PORT"),
+        description="The port of that /metrics (one per process); unset: not served. The API serves its own /metrics.",
+    )
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

@@ -38,11 +38,13 @@ async def lifespan(app: FastAPI):
     if queue is None:
         ctx = app.state.context
         queue = app.state.jobs = JobQueue.from_settings(ctx.settings, store=ctx.store)
+    queue.watch()  # its depth in the API's /metrics (api.metrics)
     if queue.embedded and queue.resend_unfinished():  # a previous process's jobs
         queue.start_worker(threads=EMBEDDED_THREADS)
     try:
         yield
     finally:
+        queue.unwatch()
         if queue.embedded:
             await run_in_threadpool(lambda: queue.stop_worker(timeout_s=STOP_GRACE_S))
         if owned:

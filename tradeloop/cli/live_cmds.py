@@ -110,6 +110,7 @@ def run(
     A new session must start after the champion's training end (its first bar: --start, the
     lake's first candle, or now for --feed ccxt) unless --allow-in-sample."""
     from live.runner import SessionConfig, run_session
+    from tradeloop.observability import serve_metrics
     from tradeloop.ops.status import IN_SAMPLE_WARNING, sample_label
 
     settings = get_settings()
@@ -148,6 +149,7 @@ def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        serve_metrics(settings)  # TRADELOOP_METRICS_PORT: /metrics for Prometheus (tradeloop.observability)
         engine = await run_session(settings, config, max_bars=max_bars, stop=stop)
         console.print(
             f"session {name!r} ({sample_label(engine.session.in_sample)}): {engine.bars} bar(s) "

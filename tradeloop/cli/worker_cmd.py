@@ -21,6 +21,7 @@ import typer
 from tradeloop.cli.common import console, handle_errors
 from tradeloop.errors import ConfigError
 from tradeloop.jobs import QUEUES, JobQueue
+from tradeloop.observability import serve_metrics
 from tradeloop.ops import OpsStore
 from tradeloop.redaction import mask_url
 from tradeloop.settings import get_settings
@@ -50,6 +51,7 @@ def worker(
         signal.signal(sig, lambda *_: stop.set())
     store = OpsStore.open(settings.effective_database_url)
     jobs = JobQueue.from_settings(settings, store=store)
+    serve_metrics(settings)  # TRADELOOP_METRICS_PORT: /metrics for Prometheus, with the queue's depth
     try:
         jobs.start_worker(threads=threads, queues=set(queue) if queue else None)
         console.print(

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,7 @@ from tradeloop.jobs.backtest import run_backtest_job
 from tradeloop.jobs.model import PARAMS, BacktestParams, JobKind, JobStatus, ResearchParams
 from tradeloop.jobs.research import run_research_job
 from tradeloop.jobs.store import JobStore
+from tradeloop.observability import job_attempt, unwatch_queue, watch_queue
 from tradeloop.ops import Job, OpsStore
 from tradeloop.ops.database import is_connection_error
 from tradeloop.settings import Settings
@@ -258,18 +260,23 @@ class JobQueue:
         if job is None:
             log.info("job %s is finished or gone; its message does nothing", job_id)
             return
+        started = time.perf_counter()
         try:
             result = self.runners[kind](job.params)
         except TimeLimitExceeded:
+            job_attempt(kind=kind.value, outcome="timeout", seconds=time.perf_counter() - started)
             limit = self.config.time_limit_s(kind)
             self.jobs.fail(job_id, f"the {kind} job passed its time limit of {limit:g} s and was stopped")
             return
         except Exception as exc:
-            if transient(exc):
+            failed = "retried" if transient(exc) else "failed"
+            job_attempt(kind=kind.value, outcome=failed, seconds=time.perf_counter() - started)
+            if failed == "retried":
                 raise  # the Retries middleware retries it; _Outcome records the attempt
             log.info("job %s failed: %s", job_id, describe(exc, kind=kind))
             self.jobs.fail(job_id, describe(exc, kind=kind))
             return
+        job_attempt(kind=kind.value, outcome="succeeded", seconds=time.perf_counter() - started)
         self.jobs.succeed(job_id, result)
 
     def start_worker(self, *, threads: int = 2, queues: set[str] | None = None) -> dramatiq.Worker:
@@ -285,6 +292,7 @@ class JobQueue:
             worker.queue_prefetch = threads  # long jobs: take no more messages than threads can start
             worker.start()
             self.worker = worker
+            self.watch()
             return worker
 
     def resend_unfinished(self) -> list[int]:
@@ -307,10 +315,19 @@ class JobQueue:
             self.worker = None
 
     def close(self) -> None:
+        self.unwatch()
         self.stop_worker()
         self.broker.close()
 
     # ------------------------------------------------------------------ depth
+    def watch(self) -> None:
+        """Report this queue's depth to Prometheus at each scrape (``tradeloop.observability``)
+        until :meth:`unwatch` or :meth:`close`; the API and every worker do."""
+        watch_queue(self.namespace, self.depth, kinds=[k.value for k in QUEUES], owner=self)
+
+    def unwatch(self) -> None:
+        unwatch_queue(self.namespace, owner=self)
+
     def depth(self) -> list[QueueDepth]:
         """Messages per queue (module rule 2)."""
         if isinstance(self.broker, RedisBroker):
