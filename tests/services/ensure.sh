@@ -48,4 +48,16 @@ if [ -z "${TRADELOOP_TEST_CHROMIUM:-}" ] && ! have chromium; then
   apt_install chromium
   have chromium || { echo "tests: chromium is missing; install it or set TRADELOOP_TEST_CHROMIUM to a Chromium binary" >&2; exit 1; }
 fi
+# the monitoring tests (tests/deploy) run Debian's Prometheus with promtool and its Alertmanager
+# with amtool, on loopback ports of their own
+if ! have prometheus || ! have promtool; then
+  echo "tests: installing Debian's prometheus (prometheus, promtool) for the monitoring tests"
+  apt_install --no-install-recommends prometheus
+  { have prometheus && have promtool; } || { echo "tests: prometheus and promtool are missing; install Debian's prometheus" >&2; exit 1; }
+fi
+if ! have prometheus-alertmanager || ! have amtool; then
+  echo "tests: installing Debian's prometheus-alertmanager (alertmanager, amtool) for the monitoring tests"
+  apt_install --no-install-recommends prometheus-alertmanager
+  { have prometheus-alertmanager && have amtool; } || { echo "tests: the alertmanager or amtool is missing; install Debian's prometheus-alertmanager" >&2; exit 1; }
+fi
 exit 0
