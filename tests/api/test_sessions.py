@@ -256,7 +256,7 @@ def test_viewers_and_read_keys_read_but_do_not_act(api: Api) -> None:
         ({"orders": {"stop_loss": 2}}, "body.orders.stop_loss", 2, "less than 1"),
         ({"orders": {"entry_order": "iceberg"}}, "body.orders.entry_order", "iceberg", "'limit'"),
         ({"orders": {"sizing": "vol_target"}}, "body.orders", None, "needs vol_target"),
-        ({"mode": "live"}, "body.mode", "live", "tradeloop live run --mode live"),
+        ({"mode": "live"}, "body.credential", None, "one of your stored exchange credentials"),
         ({"strategy": "sma_crss"}, "body.strategy", "sma_crss", "did you mean 'sma_cross'"),
         ({"timeframe": "4 hours"}, "body.timeframe", "4 hours", "1h, 4h"),
         ({"symbols": ["BTCUSD"]}, "body.symbols.0", "BTCUSD", "BASE-QUOTE"),
