@@ -56,6 +56,10 @@ def test_only_an_admin_makes_users_and_a_disabled_user_is_out_at_once(api: Api) 
     assert refused.status_code == 403 and "admin" in refused.json()["detail"]
     made = api.client.post("/users", json=body, headers=admin)
     assert made.status_code == 201 and made.json()["role"] == "trader"
+    for twin in ("tom", "Tom", "TOM"):  # the same name to a reader of the audit log: refused
+        again = api.client.post("/users", json=body | {"username": twin}, headers=admin)
+        assert again.status_code == 422 and f"username={twin!r} is taken" in again.json()["detail"], again.text
+    assert [u["username"] for u in api.client.get("/users", headers=admin).json()].count("tom") == 1
     tom = api.login("tom")
     assert api.client.get("/auth/me", headers=tom).status_code == 200
     off = api.client.patch(f"/users/{made.json()['id']}", json={"disabled": True}, headers=admin)

@@ -27,7 +27,7 @@ import re
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tradeloop.errors import AuthError, ConfigError, NotFoundError
@@ -64,8 +64,11 @@ class IdentityStore:
             )
         password_hash = hash_password(password) if password is not None else None
         with self.store.transaction() as db:
-            if db.scalar(select(User).where(User.username == username)) is not None:
-                raise ConfigError(f"username={username!r} is taken; pick another")
+            # "Ana" beside "ana" would read as the same person in every audit row: one of them only
+            taken = db.scalar(select(User.username).where(func.lower(User.username) == username.lower()))
+            if taken is not None:
+                same = "" if taken == username else f" (as {taken!r}: names differing only in case are one name)"
+                raise ConfigError(f"username={username!r} is taken{same}; pick another")
             user = User(
                 username=username, password_hash=password_hash, role=Role(role).value, external_subject=external_subject
             )
