@@ -121,3 +121,20 @@ def test_order_rules_of_a_new_session_are_stored_and_a_bad_one_exits_2(data_dir:
     assert session.config["stop_loss"] == 0.05 and session.config["entry_order"] == "limit"
     assert session.config["limit_offset"] == 0.002
     assert all(s.name != "badorders" for s in _sessions(data_dir))
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--fraction", "5"], ["--fraction=5.0", "less than or equal to 1"]),
+        (["--cash", "-3"], ["--cash=-3.0", "greater than 0"]),
+        (["--symbol", "BTC-USD", "--symbol", "BTC-USD"], ["--symbol=", "names BTC-USD more than once"]),
+    ],
+)
+def test_a_bad_session_option_exits_2_naming_it_as_typed_without_a_traceback(
+    data_dir: Path, options: list[str], named: list[str]
+) -> None:
+    done = tradeloop("live", "run", "--name", "bad-option", "--allow-in-sample", *options, data_dir=data_dir)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and all(text in done.stderr for text in named), done.stderr
+    assert not (data_dir / "tradeloop.db").exists() or all(s.name != "bad-option" for s in _sessions(data_dir))

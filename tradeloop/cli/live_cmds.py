@@ -19,7 +19,7 @@ import typer
 from tradeloop.cli.common import console, fmt_num, fmt_ts, handle_errors, parse_time
 from tradeloop.cli.risk_opts import order_rules, risk_config, risk_rows
 from tradeloop.cli.tables import FitTable
-from tradeloop.errors import ConfigError
+from tradeloop.errors import ConfigError, config_error
 from tradeloop.settings import get_settings
 
 app = typer.Typer(
@@ -109,6 +109,8 @@ def run(
     """Trade the promoted model over the replay feed (paper by default); Ctrl-C stops cleanly.
     A new session must start after the champion's training end (its first bar: --start, the
     lake's first candle, or now for --feed ccxt) unless --allow-in-sample."""
+    from pydantic import ValidationError
+
     from live.runner import SessionConfig, run_session
     from tradeloop.observability import serve_metrics
     from tradeloop.ops.status import IN_SAMPLE_WARNING, sample_label
@@ -123,26 +125,31 @@ def run(
         first = recent_start(
             settings, strategy=strategy, exchange=exchange, symbols=traded, timeframe=timeframe, days=recent_days
         )
-    config = SessionConfig(
-        name=name,
-        strategy=strategy,
-        exchange=exchange,
-        symbols=traded,
-        timeframe=timeframe,
-        speed=speed,
-        start=first,
-        end=parse_time(end, field="--end") if end else None,
-        init_cash=cash,
-        fraction=fraction,
-        mode=mode,
-        follow_s=5.0 if follow else None,
-        feed=feed,
-        allow_in_sample=allow_in_sample,
-        window_bars=window_bars,
-        risk=risk_config(risk, file=risk_file),
-        orders=order_rules(orders),
-        perps=perp_instruments(traded, leverage=leverage, margin_mode=margin_mode),
-    )
+    try:
+        config = SessionConfig(
+            name=name,
+            strategy=strategy,
+            exchange=exchange,
+            symbols=traded,
+            timeframe=timeframe,
+            speed=speed,
+            start=first,
+            end=parse_time(end, field="--end") if end else None,
+            init_cash=cash,
+            fraction=fraction,
+            mode=mode,
+            follow_s=5.0 if follow else None,
+            feed=feed,
+            allow_in_sample=allow_in_sample,
+            window_bars=window_bars,
+            risk=risk_config(risk, file=risk_file),
+            orders=order_rules(orders),
+            perps=perp_instruments(traded, leverage=leverage, margin_mode=margin_mode),
+        )
+    except ValidationError as exc:  # a bad option is named as the user typed it, never a traceback
+        names = {"symbols": "--symbol", "init_cash": "--cash", "follow_s": "--follow", "risk": "--risk"}
+        names |= {f: "--" + f.replace("_", "-") for f in SessionConfig.model_fields if f not in names}
+        raise config_error(exc, what="live session", model=SessionConfig, names=names) from None
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tradeloop.backtest import BacktestConfig
 from tradeloop.data import CandleLake, SeriesKey, earliest
@@ -83,6 +83,14 @@ class SessionSpec(BaseModel):
     allow_in_sample: bool = Field(
         default=False, description="start at or before the champion's training end (the session is marked in-sample)"
     )
+
+    @field_validator("symbols")
+    @classmethod
+    def _each_symbol_once(cls, symbols: tuple[str, ...]) -> tuple[str, ...]:
+        twice = sorted({s for s in symbols if symbols.count(s) > 1})
+        if twice:
+            raise ValueError(f"names {', '.join(twice)} more than once; name each symbol once")
+        return symbols
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
