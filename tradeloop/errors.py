@@ -128,6 +128,13 @@ class FeedStaleError(LiveError):
     """A market-data feed delivered nothing for longer than its staleness limit."""
 
 
+class BackupError(TradeloopError):
+    """A backup or restore failed (pg_dump, pg_restore or restic refused, ran out of time, or a
+    restored database differs from its backup's manifest); nothing was left half-restored."""
+
+    exit_code = 15
+
+
 class AuthError(TradeloopError):
     """Who is asking could not be established: a missing, expired, forged or revoked token or
     key, or a wrong password (the API answers 401)."""

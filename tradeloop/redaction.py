@@ -26,8 +26,9 @@ _MIN_SECRET_LEN = 4  # shorter values would mask ordinary words
 _NAMES = r"x-mbx-apikey|api[-_]?key|apikey|secret|signature|password|passphrase|token|authorization|x-api-key"
 _PATTERN = re.compile(rf"""(?P<name>["']?(?:{_NAMES})["']?\s*[:=]\s*["']?)(?P<value>[^"'\s,&}}]+)""", re.IGNORECASE)
 
-# user:password@ after the scheme; the password runs to the last "@" (it may hold "/" or ":")
-_URL_PASSWORD = re.compile(r"(?P<head>^[^:/@]*://[^:/@]*:)(?P<password>.*)@(?=[^@]*$)", re.DOTALL)
+# user:password@ after the scheme; the password runs to the last "@" (it may hold "/" or ":"). The
+# scheme may follow a restic backend's name (rest:https://user:password@host/)
+_URL_PASSWORD = re.compile(r"(?P<head>^(?:[A-Za-z0-9]+:)?[^:/@]*://[^:/@]*:)(?P<password>.*)@(?=[^@]*$)", re.DOTALL)
 # loggers whose formatter unpacks the arguments (uvicorn's access log: client, method, path,
 # version, status): each argument is redacted in place rather than folded into the message
 _ARGS_READ_ONE_BY_ONE = frozenset({"uvicorn.access"})

@@ -77,6 +77,28 @@ class Settings(BaseSettings):
         description="Dagster's instance folder, shared by `python -m pipelines.run` and `dagster dev`; "
         "data_dir/dagster when unset.",
     )
+    # backups (tradeloop.backup): the database, the lake and the registry in a restic repository
+    backup_repository: str | None = Field(
+        default=None,
+        validation_alias=_env("TRADELOOP_BACKUP_REPOSITORY"),
+        description="The restic repository backups go to: a folder (on another disk) or a restic backend "
+        "(sftp:host:/path, s3:host/bucket, rest:https://host/); data_dir/backups when unset.",
+    )
+    backup_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("TRADELOOP_BACKUP_PASSWORD"),
+        description="The restic repository's password: every backup is encrypted with it; never logged.",
+    )
+    backup_keep_last: int = Field(default=3, ge=0, validation_alias=_env("TRADELOOP_BACKUP_KEEP_LAST"))
+    backup_keep_daily: int = Field(default=7, ge=0, validation_alias=_env("TRADELOOP_BACKUP_KEEP_DAILY"))
+    backup_keep_weekly: int = Field(default=4, ge=0, validation_alias=_env("TRADELOOP_BACKUP_KEEP_WEEKLY"))
+    backup_keep_monthly: int = Field(default=12, ge=0, validation_alias=_env("TRADELOOP_BACKUP_KEEP_MONTHLY"))
+    backup_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        validation_alias=_env("TRADELOOP_BACKUP_TIMEOUT_S"),
+        description="The longest one pg_dump, pg_restore or restic call of a backup may run, seconds.",
+    )
     # service API (api/)
     api_host: str = Field(
         default="127.0.0.1",
@@ -249,7 +271,8 @@ def _variable(field: str) -> str:
 
 
 def register_settings_secrets(settings: Settings) -> None:
-    """Exchange keys and the passwords inside DATABASE_URL / REDIS_URL never reach a log."""
+    """Exchange keys, the signing and encryption keys, the backup password and the passwords inside
+    DATABASE_URL / REDIS_URL / TRADELOOP_BACKUP_REPOSITORY never reach a log."""
     from tradeloop.redaction import register_secret, url_password
 
     secrets: list[str | None] = [
@@ -260,8 +283,11 @@ def register_settings_secrets(settings: Settings) -> None:
             settings.exchange_password,
             settings.jwt_secret,
             settings.encryption_key,
+            settings.backup_password,
         )
         if s is not None
     ]
-    secrets += [url_password(url) for url in (settings.database_url, settings.redis_url) if url]
+    secrets += [
+        url_password(url) for url in (settings.database_url, settings.redis_url, settings.backup_repository) if url
+    ]
     register_secret(*secrets)

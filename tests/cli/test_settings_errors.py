@@ -61,6 +61,7 @@ def test_a_malformed_database_url_is_shown_with_its_password_masked(tmp_path: Pa
         ("postgresql+psycopg://u:pw@h:5432/db", "postgresql+psycopg://u:***@h:5432/db"),
         ("redis://:se/cr:et@h:6399/0", "redis://:***@h:6399/0"),  # a password may hold / and :
         ("redis://:p@ss@h/0", "redis://:***@h/0"),  # and @: it runs to the last @
+        ("rest:https://ops:p/w@h/r", "rest:https://ops:***@h/r"),  # a restic backend's URL: the backup repository
         ("sqlite:///data/tradeloop.db", "sqlite:///data/tradeloop.db"),
         ("redis://h:6379/0", "redis://h:6379/0"),
     ],

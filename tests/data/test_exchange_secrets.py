@@ -1,5 +1,6 @@
 """Exchange keys never reach a log (ccxt's DEBUG request lines and its verbose mode included),
-and a keyed client never signs requests over plain text to another host."""
+and a keyed client never signs requests over plain text to another host; nor do the other
+secrets of the settings (the backup repository's password)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from exchange_server import BinanceLoopback
 from tradeloop.data.exchanges import make_exchange
 from tradeloop.errors import ConfigError
 from tradeloop.redaction import redact, register_secret
+from tradeloop.settings import Settings, register_settings_secrets
 
 KEY, SECRET = "k3y-3f9a1c27d0b84e6f", "s3cr3t-77c1e0a94b2d4f18a6"
 
@@ -126,3 +128,17 @@ def test_live_mode_with_keys_over_plain_http_exits_2(tmp_path) -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     assert "plain text" in done.stdout + done.stderr
     assert KEY not in done.stdout + done.stderr and SECRET not in done.stdout + done.stderr
+
+
+def test_the_backup_password_and_a_repository_urls_password_never_reach_a_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    password, in_url = "bkp-6f1e0c9a2d47", "r3po-41c7e09b"
+    repository = f"rest:https://ops:{in_url}@backup.example/tradeloop"
+    line = f"restic key {password} for {repository}"  # no credential-shaped name before either
+    assert password in redact(line) and in_url in redact(line)  # unknown values are not masked ...
+    register_settings_secrets(Settings(TRADELOOP_BACKUP_PASSWORD=password, TRADELOOP_BACKUP_REPOSITORY=repository))
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("tradeloop.backup.test").debug("restic key %s for %s", password, repository)
+    assert caplog.records and password not in caplog.text and in_url not in caplog.text  # ... the settings' are
+    assert "rest:https://ops:***@backup.example/tradeloop" in caplog.text

@@ -60,4 +60,16 @@ if ! have prometheus-alertmanager || ! have amtool; then
   apt_install --no-install-recommends prometheus-alertmanager
   { have prometheus-alertmanager && have amtool; } || { echo "tests: the alertmanager or amtool is missing; install Debian's prometheus-alertmanager" >&2; exit 1; }
 fi
+# the backup tests (tests/live/test_backup_restore.py) run Debian's restic, and pg_dump / pg_restore
+# from the PostgreSQL client (installed with the server, needed alone when the server is elsewhere)
+if ! have restic; then
+  echo "tests: installing Debian's restic for the backup tests"
+  apt_install restic
+  have restic || { echo "tests: restic is missing; install Debian's restic" >&2; exit 1; }
+fi
+if ! have pg_dump || ! have pg_restore; then
+  echo "tests: installing Debian's postgresql-client (pg_dump, pg_restore) for the backup tests"
+  apt_install postgresql-client
+  { have pg_dump && have pg_restore; } || { echo "tests: pg_dump or pg_restore is missing; install Debian's postgresql-client" >&2; exit 1; }
+fi
 exit 0

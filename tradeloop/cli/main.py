@@ -3,7 +3,7 @@
 Exit codes: 0 success, 1 unexpected error, 2 bad option or setting, 3 data error
 (validation, conflict, missing series), 4 exchange/network error, 5 backtest error,
 6 model/registry error (missing, tampered, refused), 7 research notebook failed,
-8 live engine error (session state, broker, feed).
+8 live engine error (session state, broker, feed), 15 backup or restore failed.
 """
 
 from __future__ import annotations
@@ -17,7 +17,16 @@ import polars as pl
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from tradeloop.cli import backtest_cmd, data_cmds, identity_cmds, live_cmds, models_cmds, up_cmd, worker_cmd
+from tradeloop.cli import (
+    backtest_cmd,
+    backup_cmds,
+    data_cmds,
+    identity_cmds,
+    live_cmds,
+    models_cmds,
+    up_cmd,
+    worker_cmd,
+)
 from tradeloop.cli.common import REPO, console, fmt_num, handle_errors, lake_from_settings
 from tradeloop.cli.tables import FitTable
 from tradeloop.demo import run_demo
@@ -34,6 +43,7 @@ app.add_typer(models_cmds.app, name="models")
 app.add_typer(live_cmds.app, name="live")
 app.add_typer(identity_cmds.users, name="users")
 app.add_typer(identity_cmds.keys, name="keys")
+app.add_typer(backup_cmds.app, name="backup")
 app.command()(up_cmd.up)
 app.command()(backtest_cmd.backtest)
 app.command()(worker_cmd.worker)
