@@ -1,7 +1,9 @@
 """A real OpenID Connect provider on loopback for the tests: panva's oidc-provider (Node.js,
 OpenID certified) run by ``provider.mjs``, installed once by ``install.sh`` into a cache folder
 outside the repository. Tokens come from its token endpoint over HTTP (client_credentials with
-an RFC 8707 resource, which becomes the token's audience), signed with its own keys."""
+an RFC 8707 resource, which becomes the token's audience), signed with its own keys. With
+``users`` and ``web_clients`` people sign in to an application through its pages in a browser
+(authorization code flow; see ``provider.mjs``)."""
 
 from __future__ import annotations
 
@@ -59,6 +61,14 @@ class ProviderClient:
     alg: str = "RS256"
 
 
+@dataclass(frozen=True)
+class WebClient:
+    """An application that signs people in (the dashboard): code flow back to ``redirect_uris``."""
+
+    client_id: str
+    redirect_uris: list[str]
+
+
 @dataclass
 class OidcServer:
     """oidc-provider on a free loopback port (:meth:`start`, :meth:`stop`, :meth:`rotate`)."""
@@ -67,6 +77,8 @@ class OidcServer:
     clients: list[ProviderClient]
     ttl_s: int = 600
     keys: list[dict] = field(default_factory=lambda: [rsa_jwk("rsa-1"), ec_jwk("ec-1")])
+    users: dict[str, dict] = field(default_factory=dict)  # account id (the ID token's sub) -> claims
+    web_clients: list[WebClient] = field(default_factory=list)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
 
@@ -87,6 +99,11 @@ class OidcServer:
                     "clients": [
                         {"client_id": c.client_id, "client_secret": SECRET, "alg": c.alg, "claims": c.claims}
                         for c in self.clients
+                    ],
+                    "users": self.users,
+                    "web_clients": [
+                        {"client_id": c.client_id, "client_secret": SECRET, "redirect_uris": c.redirect_uris}
+                        for c in self.web_clients
                     ],
                 }
             )
