@@ -105,15 +105,19 @@ class Restic:
         return redact(" / ".join(lines[-4:]) or f"exit status {done.returncode}")
 
     # ------------------------------------------------------------------ operations
-    def ensure_repository(self) -> bool:
-        """Initialise the repository when there is none; True when it was made now."""
+    def exists(self) -> bool:
+        """Whether the repository is there (one that cannot be opened is a BackupError)."""
         probe = self.run("cat", "config", check=False)
         if probe.returncode == 0:
+            return True
+        if any(marker in probe.stderr for marker in _NO_REPOSITORY):
             return False
-        if not any(marker in probe.stderr for marker in _NO_REPOSITORY):
-            raise BackupError(
-                f"the restic repository {self.shown_repository} cannot be opened: {self.error_text(probe)}"
-            )
+        raise BackupError(f"the restic repository {self.shown_repository} cannot be opened: {self.error_text(probe)}")
+
+    def ensure_repository(self) -> bool:
+        """Initialise the repository when there is none; True when it was made now."""
+        if self.exists():
+            return False
         self.run("init")
         log.info("initialised the restic repository %s", self.shown_repository)
         return True

@@ -129,11 +129,9 @@ def run_backup(*, config: BackupConfig, data_dir: Path, database_url: str) -> Ba
 
 
 def list_backups(*, config: BackupConfig) -> list[Snapshot]:
-    """tradeloop's snapshots in the repository, oldest first."""
+    """tradeloop's snapshots in the repository, oldest first (none while there is no repository)."""
     restic = Restic(config)
-    if restic.ensure_repository():
-        log.info("the repository %s was empty: initialised it", restic.shown_repository)
-    return restic.snapshots()
+    return restic.snapshots() if restic.exists() else []
 
 
 def restore_backup(*, config: BackupConfig, snapshot: str, data_dir: Path, database_url: str) -> RestoreReport:
