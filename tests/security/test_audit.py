@@ -93,18 +93,23 @@ def test_a_known_vulnerability_fails_the_audit_naming_it_until_accepted_with_a_r
     assert "accepted PYSEC-0000-1 (idna) no longer applies" in stale.stdout and VULN in stale.stdout
 
 
-def test_an_unreachable_vulnerability_service_fails_saying_the_lock_was_not_audited(tmp_path: Path) -> None:
+def test_an_unreachable_vulnerability_service_says_the_lock_was_not_audited_and_fails_where_required(
+    tmp_path: Path,
+) -> None:
     lock = tmp_path / "requirements.lock"
     lock.write_text(LOCK)
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
-    done = audit(
-        "--only", "pip-audit", "--lock", str(lock), "--osv-url", f"http://127.0.0.1:{closed}/v1/query", tmp=tmp_path
-    )
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert "could not be reached, so requirements.lock was NOT audited" in done.stderr
-    assert "AUDIT_OFFLINE=1" in done.stderr
+    unreachable = ("--only", "pip-audit", "--lock", str(lock), "--osv-url", f"http://127.0.0.1:{closed}/v1/query")
+    required = audit(*unreachable, "--require-service", tmp=tmp_path)
+    assert required.returncode == 2, required.stdout + required.stderr
+    assert "could not be reached, so requirements.lock was NOT audited" in required.stderr
+    assert "AUDIT_REQUIRED=1" in required.stderr
+    warned = audit(*unreachable, tmp=tmp_path)  # a machine whose proxy passes only the index: a loud warning
+    assert warned.returncode == 0, warned.stdout + warned.stderr
+    assert "WARNING: the vulnerability service could not be reached" in warned.stderr
+    assert "no unaccepted known vulnerability" not in warned.stdout  # never reported as clean
 
     skipped = audit("--only", "pip-audit", "--lock", str(lock), "--offline", tmp=tmp_path)
     assert skipped.returncode == 0 and "SKIPPED (AUDIT_OFFLINE)" in skipped.stdout
