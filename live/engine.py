@@ -45,7 +45,7 @@ from live.engine_config import (
 )
 from live.engine_lifecycle import EngineLifecycle
 from live.entries import EntryPlanner, can_short
-from live.feeds.base import CandleBatch, last_bars
+from live.feeds.base import CandleBatch, roll_window
 from live.funding import FundingVenue, record_funding, record_liquidation_prices
 from live.locks import EngineLocks
 from live.models import ModelSlot
@@ -183,7 +183,9 @@ class LiveEngine(EngineLifecycle):
         changed = self.slot.refresh(batch.ts) or self._swap_unrecorded
         self._swap_unrecorded = changed
         ended = await self.broker.on_bar(batch, cash=self.cash)
-        self.window = self._roll(batch.candles)
+        self.window, backfilled = roll_window(self.window, batch, bars=self.config.window_bars)
+        if backfilled:  # candles a symbol missed, fetched before this bar: its window has no hole
+            self.report("candles_backfilled", bar_ts=batch.ts, candles=backfilled)
         closes = batch.candles.select("symbol", "close").rows()
         self.last.update(closes)
         orders: list[Order] = []
@@ -334,10 +336,6 @@ class LiveEngine(EngineLifecycle):
             )
         last = decided.filter(pl.col("ts") == ts).select("symbol", "signal").sort("symbol")
         return [(s, int(f)) for s, f in last.rows() if f]
-
-    def _roll(self, candles: pl.DataFrame) -> pl.DataFrame:
-        frame = pl.concat([self.window, candles], how="vertical_relaxed") if not self.window.is_empty() else candles
-        return last_bars(frame, self.config.window_bars)
 
     def _fund(self, db, amount: float, symbol: str) -> None:
         """A funding payment (``live.funding``): cash and the instrument's realised P&L, stored."""

@@ -6,6 +6,11 @@ then receives its scripted candles as ``kline`` events. Faults: ``drop_after`` c
 first connection after that many events (the client must reconnect; the next connection
 resumes from the last candle sent, as Binance resends the current kline), ``silent_after``
 stops sending after that many events (the client must notice the feed is stale).
+Outages as Binance has them, where the missed bars never come over the socket:
+``skip_on_reconnect`` candles of each stream closed while the client was away, so the next
+connection starts that many candles later (the one forming at the drop is never finished over
+the socket); ``holes`` are candles of one stream never sent (that stream alone went quiet while
+the others went on). The REST loopback (``exchange_server``) serves every candle.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ class BinanceWsLoopback:
     pace_s: float = 0.02
     drop_after: int | None = None
     silent_after: int | None = None
+    skip_on_reconnect: int = 0
+    holes: dict[str, set[int]] = field(default_factory=dict)  # BTCUSDT -> row indices never sent
     connections: int = 0
     subscriptions: list[str] = field(default_factory=list)
 
@@ -81,6 +88,9 @@ class BinanceWsLoopback:
     async def _handle(self, ws) -> None:
         self.connections += 1
         first = self.connections == 1
+        if not first and self.skip_on_reconnect:
+            for symbol in self._sent:
+                self._sent[symbol] += self.skip_on_reconnect
         events = 0
         streams: list[str] = []
         try:
@@ -99,6 +109,8 @@ class BinanceWsLoopback:
                     symbol = stream.split("@")[0].upper()
                     rows = self.candles.get(symbol, [])
                     i = self._sent.get(symbol, 0)
+                    while i in self.holes.get(symbol, ()):
+                        i += 1
                     if i >= len(rows) or (self.silent_after is not None and events >= self.silent_after):
                         continue
                     await ws.send(json.dumps(kline_event(symbol, self.interval, rows[i], closed=False)))

@@ -25,11 +25,16 @@ class CandleBatch:
     """Every symbol's candle that opened at ``ts`` and has closed (columns: symbol, ts, OHLCV).
 
     ``received_ns`` is when the feed had the batch (time.perf_counter_ns), for latency figures.
+    ``backfill``: candles of earlier bars a symbol missed (an outage, a restart), fetched before
+    this bar (``live.feeds.backfill``), in time order per symbol; they join the engine's window
+    ahead of ``candles`` so that no decision is made on a window with a hole, and are never
+    decided themselves (their bars have passed).
     """
 
     ts: int
     candles: pl.DataFrame
     received_ns: int
+    backfill: pl.DataFrame | None = None
 
 
 class Feed(Protocol):
@@ -69,6 +74,23 @@ def lake_candles(lake: CandleLake, keys: list[SeriesKey], *, on_rejected: Reject
 def last_bars(frame: pl.DataFrame, bars: int) -> pl.DataFrame:
     """The last ``bars`` rows of every symbol (rows in time order within a symbol)."""
     return frame.group_by("symbol", maintain_order=True).tail(bars)
+
+
+def roll_window(window: pl.DataFrame, batch: CandleBatch, *, bars: int) -> tuple[pl.DataFrame, dict[str, int]]:
+    """``window`` with ``batch``'s backfill, then its candles, appended (the last ``bars`` of
+    each symbol), and how many backfilled candles each symbol gained. A backfilled candle the
+    window already holds (the lake had it when the warm-up was read) is not added twice."""
+    parts = [window] if not window.is_empty() else []
+    gained: dict[str, int] = {}
+    if batch.backfill is not None and not batch.backfill.is_empty():
+        new = batch.backfill.select(batch.candles.columns)
+        if parts:
+            new = new.join(window.select("symbol", "ts"), on=["symbol", "ts"], how="anti", maintain_order="left")
+        gained = dict(new.group_by("symbol").len().sort("symbol").iter_rows())
+        parts.append(new)
+    parts.append(batch.candles)
+    frame = pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else batch.candles
+    return last_bars(frame, bars), gained
 
 
 class FeedSignal(enum.Enum):

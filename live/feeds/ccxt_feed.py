@@ -7,9 +7,17 @@ REST polling fallback (``fetch_ohlcv``).
   time has closed, or ``settle_s`` after the first one did (a symbol without trades in a
   bar does not hold the others back).
 * Connection errors reconnect with exponential backoff and full jitter; after
-  ``ws_failures_before_rest`` failures in a row a symbol falls back to REST polling.
+  ``ws_failures_before_rest`` failures in a row a symbol falls back to REST polling. It goes
+  back to the WebSocket once ``failback_probes`` probes in a row, ``failback_after_s`` apart,
+  got an update over it (hysteresis: one good answer does not bring a flapping socket back).
 * A symbol with no update for ``stale_after_s`` is reported stale (log + ``stale``), and
   reported recovered when updates resume.
+* Gaps are filled before the next decision (``live.feeds.backfill``): bars missed during an
+  outage or a restart are fetched over REST and delivered first. Those of bars already
+  batched (or decided before a restart) come as the next batch's ``backfill``: they join the
+  engine's window, so it never decides on a window with a hole.
+* Every delivered candle is kept in the lake (``live.feeds.lake_writer``), so research
+  retrains on what live saw.
 """
 
 from __future__ import annotations
@@ -20,12 +28,15 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import ccxt.pro
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
+from live.feeds.backfill import GapFiller
 from live.feeds.base import CandleBatch, lake_candles, last_bars
+from live.feeds.lake_writer import LakeWriter
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.data.schema import CANDLE_COLUMNS, ccxt_symbol, timeframe_ms
 from tradeloop.retry import backoff_delay
@@ -43,6 +54,10 @@ class CcxtFeedConfig(BaseModel):
     backoff_base_s: float = Field(default=0.5, gt=0)
     backoff_cap_s: float = Field(default=60.0, gt=0)
     ws_failures_before_rest: int = Field(default=3, ge=1)
+    failback_after_s: float = Field(default=60.0, gt=0, description="seconds between WebSocket probes on REST")
+    failback_probes: int = Field(default=3, ge=1, description="probes in a row that bring a symbol back")
+    max_backfill_bars: int = Field(default=1000, ge=1, description="bars fetched at most to fill one gap")
+    lake_flush_s: float | None = Field(default=60.0, gt=0, description="live candles to the lake; None: never")
 
 
 class CcxtFeed:
@@ -68,6 +83,13 @@ class CcxtFeed:
         self.stale: set[str] = set()
         self.reconnects: dict[str, int] = dict.fromkeys(self.symbols, 0)
         self.rest_fallback: set[str] = set()
+        self.failbacks: dict[str, int] = dict.fromkeys(self.symbols, 0)
+        self.gaps = GapFiller(
+            exchange, timeframe=timeframe, deliver=self._deliver, max_bars=self.config.max_backfill_bars, rng=self.rng
+        )
+        flush = self.config.lake_flush_s
+        self.writer = LakeWriter(lake, exchange=exchange.id, timeframe=timeframe, flush_s=flush) if flush else None
+        self._queue: asyncio.Queue[tuple[str, list]] = asyncio.Queue()
 
     def history(self, *, before_ts: int, bars: int) -> pl.DataFrame:
         """Warm-up from the lake (``tradeloop data ingest`` fills it); empty if it has none."""
@@ -75,11 +97,17 @@ class CcxtFeed:
         return last_bars(frame.filter(pl.col("ts") < before_ts), bars)
 
     async def batches(self, *, after_ts: int | None = None) -> AsyncIterator[CandleBatch]:
-        queue: asyncio.Queue[tuple[str, list]] = asyncio.Queue()
-        tasks = [asyncio.create_task(self._watch(s, queue, after_ts)) for s in self.symbols]
+        queue = self._queue
+        for symbol in self.symbols:  # what the warm-up holds: a later hole is filled first
+            self.gaps.start_after(symbol, self.lake.last_ts(SeriesKey(self.exchange.id, symbol, self.timeframe)))
+            if after_ts is not None and self.gaps.last.get(symbol) is None:
+                self.gaps.start_after(symbol, after_ts)
+        tasks = [asyncio.create_task(self._watch(s)) for s in self.symbols]
         tasks.append(asyncio.create_task(self._watchdog()))
         pending: dict[int, dict[str, list]] = {}
         first_seen: dict[int, float] = {}
+        floor = after_ts if after_ts is not None else -1  # bars up to here are batched (or were decided)
+        late: list[tuple[str, list]] = []  # their candles, fetched since: the next batch's backfill
         try:
             while True:
                 timeout = None
@@ -89,8 +117,11 @@ class CcxtFeed:
                 try:
                     symbol, row = await asyncio.wait_for(queue.get(), timeout)
                     ts = int(row[0])
-                    pending.setdefault(ts, {})[symbol] = row
-                    first_seen.setdefault(ts, time.monotonic())
+                    if ts <= floor:
+                        late.append((symbol, row))
+                    else:
+                        pending.setdefault(ts, {})[symbol] = row
+                        first_seen.setdefault(ts, time.monotonic())
                 except TimeoutError:
                     pass
                 for ts in sorted(pending):
@@ -100,24 +131,36 @@ class CcxtFeed:
                         break
                     rows = pending.pop(ts)
                     first_seen.pop(ts)
-                    yield CandleBatch(ts=ts, candles=_frame(rows), received_ns=time.perf_counter_ns())
+                    floor = ts
+                    backfill, late = (_long_frame(late) if late else None), []
+                    batch = CandleBatch(
+                        ts=ts, candles=_frame(rows), received_ns=time.perf_counter_ns(), backfill=backfill
+                    )
+                    if self.writer is not None:
+                        self.writer.add(backfill)
+                        self.writer.add(batch.candles)
+                    yield batch
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _watch(self, symbol: str, queue: asyncio.Queue, after_ts: int | None) -> None:
+    async def _deliver(self, symbol: str, row: list) -> None:
+        await self._queue.put((symbol, row))
+
+    async def _watch(self, symbol: str) -> None:
         market = ccxt_symbol(symbol)
-        last_closed = after_ts if after_ts is not None else -1
         forming: list | None = None
         failures = 0
+        probe: Probe | None = None
         while True:
             rest = (
                 not self.config.use_websocket or symbol in self.rest_fallback or not self.exchange.has.get("watchOHLCV")
             )
             try:
                 if rest:
-                    since = last_closed + 1 if last_closed >= 0 else None
+                    last = self.gaps.last.get(symbol, -1)
+                    since = last + 1 if last >= 0 else None
                     candles = await self.exchange.fetch_ohlcv(market, self.timeframe, since=since, limit=100)
                     now = self.exchange.milliseconds()
                     closed = [c for c in candles if c[0] + self.step_ms <= now]
@@ -126,16 +169,19 @@ class CcxtFeed:
                     closed = []
                     for c in sorted(candles, key=lambda c: c[0]):
                         if forming is not None and c[0] > forming[0]:
-                            closed.append(forming)
+                            if c[0] == forming[0] + self.step_ms:
+                                closed.append(forming)
+                            # else its last updates were missed: its final values come with the gap's backfill
                         if forming is None or c[0] >= forming[0]:
                             forming = list(c)
                 self._seen(symbol)
                 failures = 0
-                for c in sorted(closed, key=lambda c: c[0]):
-                    if c[0] > last_closed:
-                        last_closed = int(c[0])
-                        await queue.put((symbol, c))
+                await self.gaps.closed(symbol, closed)
                 if rest:
+                    probe = probe or Probe(due=time.monotonic() + self.config.failback_after_s)
+                    if symbol in self.rest_fallback and await self._probe(symbol, market, probe):
+                        probe, forming = None, None
+                        continue
                     await asyncio.sleep(self.config.poll_s)
             except ccxt.NetworkError as exc:  # timeouts, lost connections, 5xx
                 failures += 1
@@ -150,6 +196,26 @@ class CcxtFeed:
                 )
                 log.info("%s: %s; reconnecting in %.2f s", symbol, type(exc).__name__, delay)
                 await asyncio.sleep(delay)
+
+    async def _probe(self, symbol: str, market: str, probe: Probe) -> bool:
+        """On REST after WebSocket failures: when due, one update over the WebSocket; True once
+        ``failback_probes`` in a row succeeded (the symbol is back on the WebSocket)."""
+        if time.monotonic() < probe.due:
+            return False
+        probe.due = time.monotonic() + self.config.failback_after_s
+        try:
+            await asyncio.wait_for(self.exchange.watch_ohlcv(market, self.timeframe), self.config.poll_s)
+        except (ccxt.NetworkError, TimeoutError) as exc:
+            probe.good = 0
+            log.info("%s: WebSocket probe failed (%s); staying on REST", symbol, type(exc).__name__)
+            return False
+        probe.good += 1
+        if probe.good < self.config.failback_probes:
+            return False
+        self.rest_fallback.discard(symbol)
+        self.failbacks[symbol] += 1
+        log.warning("%s: WebSocket healthy again (%d probes in a row); back from REST polling", symbol, probe.good)
+        return True
 
     def _seen(self, symbol: str) -> None:
         self.last_update[symbol] = time.monotonic()
@@ -171,8 +237,26 @@ class CcxtFeed:
                         self.on_stale(symbol, age)
 
     async def close(self) -> None:
+        if self.writer is not None:
+            await self.writer.close()
         with contextlib.suppress(Exception):
             await self.exchange.close()
+
+
+@dataclass
+class Probe:
+    """When the next WebSocket probe of a symbol on REST is due, and the good ones in a row."""
+
+    due: float
+    good: int = 0
+
+
+def _long_frame(rows: list[tuple[str, list]]) -> pl.DataFrame:
+    """(symbol, candle row) pairs as one frame, in time order per symbol."""
+    frame = pl.DataFrame(
+        {"symbol": [s for s, _ in rows], **{n: [float(r[i]) for _, r in rows] for i, n in enumerate(CANDLE_COLUMNS)}}
+    )
+    return frame.with_columns(pl.col("ts").cast(pl.Int64)).select("symbol", *CANDLE_COLUMNS).sort("symbol", "ts")
 
 
 def _frame(rows: dict[str, list]) -> pl.DataFrame:
