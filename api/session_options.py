@@ -65,8 +65,9 @@ class NewSession(BaseModel):
         description="live only: the name of your stored exchange credential (POST /credentials) it trades with",
         examples=[None],
     )
-    feed: Literal["replay", "ccxt"] = Field(
-        default="replay", description="replay: the lake's candles; ccxt: the exchange's, from now"
+    feed: Literal["replay", "ccxt", "bus"] = Field(
+        default="replay",
+        description="replay: the lake's candles; ccxt: the exchange's, from now; bus: the market-data service's",
     )
     start: int | str | None = Field(
         default=None,
@@ -228,8 +229,8 @@ def run_command(spec: SessionSpec, *, window_bars: int, in_sample: bool) -> str:
     for symbol in spec.symbols:
         words += ["--symbol", symbol]
     words += ["--timeframe", spec.timeframe, "--window-bars", str(window_bars)]
-    if spec.feed == "ccxt":
-        words += ["--feed", "ccxt"]
+    if spec.feed != "replay":
+        words += ["--feed", spec.feed]
     if spec.start is not None:
         words += ["--start", _cli_time(spec.start)]
     if spec.end is not None:

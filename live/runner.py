@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from pydantic import Field
 
@@ -22,12 +22,14 @@ from live.brokers.base import Broker
 from live.brokers.ccxt_broker import CcxtBroker
 from live.brokers.paper import PaperBroker
 from live.brokers.perps import PerpInstrument, PerpsBroker
-from live.bus import check_redis, make_bus
+from live.bus import RedisBus, check_redis, make_bus
 from live.engine import EngineConfig, LiveEngine, check_window
 from live.entries import PERPETUAL_VENUES
+from live.feeds.base import Feed
 from live.feeds.ccxt_feed import CcxtFeed, CcxtFeedConfig
 from live.feeds.replay import ReplayFeed
 from live.locks import EngineLocks, account_lock_key, session_lock_key
+from live.marketdata.bus_feed import BusFeed
 from live.models import ModelSlot
 from tradeloop.backtest import BacktestConfig
 from tradeloop.data import CandleLake, SeriesKey, earliest
@@ -219,6 +221,24 @@ async def check_services(settings: Settings, *, timeout_s: float = 5.0) -> None:
         await check_redis(settings.redis_url, timeout_s=timeout_s)
 
 
+def bus_feed(settings: Settings, config: SessionConfig) -> BusFeed:
+    """Closed candles the market-data service publishes (``tradeloop market-data run``)."""
+    if not settings.redis_url:
+        raise ConfigError(
+            "--feed bus reads the market-data service's candles on the bus and needs REDIS_URL (the service's "
+            "Redis); set it, or use --feed ccxt for an engine with its own exchange connection"
+        )
+    return BusFeed(
+        RedisBus(settings.redis_url, prefix=settings.redis_prefix),
+        lake=CandleLake(settings.lake_dir, quarantine_root=settings.quarantine_dir),
+        venue=config.exchange,
+        symbols=list(config.symbols),
+        timeframe=config.timeframe,
+        session=config.name,
+        stale_after_s=config.feed_stale_after_s,
+    )
+
+
 def check_replay_data(feed: ReplayFeed, config: SessionConfig) -> int:
     """Every series of a replay has candles in the lake, some of them in ``start``..``end``;
     the replay's first bar (ms)."""
@@ -260,7 +280,12 @@ async def run_session(
     await check_services(settings)
     if config.mode == "live":  # keys and exchange URLs are checked before the data (exit 2 before 3)
         await make_broker(settings, "live", exchange=config.exchange, backtest=BacktestConfig()).close()
-    feed = replay_feed(settings, config) if config.feed == "replay" else ccxt_feed(settings, config)
+    feeds: dict[str, Callable[[Settings, SessionConfig], Feed]] = {
+        "replay": replay_feed,
+        "ccxt": ccxt_feed,
+        "bus": bus_feed,
+    }
+    feed = feeds[config.feed](settings, config)
     try:
         first_bar_ms = check_replay_data(feed, config) if isinstance(feed, ReplayFeed) else None  # ccxt: now
         store = OpsStore.open(settings.effective_database_url)
@@ -273,7 +298,7 @@ async def run_session(
         except BaseException:
             locks.release()
             raise
-        if isinstance(feed, CcxtFeed):  # a stale feed goes to the audit log (and the log)
+        if isinstance(feed, CcxtFeed | BusFeed):  # a stale feed goes to the audit log (and the log)
             feed.on_stale = lambda symbol, age: engine.report("feed_stale", symbol=symbol, seconds=round(age, 1))
         if isinstance(feed, ReplayFeed):  # a bad stored bar is skipped, never traded: audit it
             feed.on_rejected = lambda symbol, ts, rule: engine.report("candle_skipped", symbol=symbol, ts=ts, rule=rule)
@@ -284,6 +309,6 @@ async def run_session(
             await engine.bus.close()
             await engine.broker.close()
     finally:
-        if isinstance(feed, CcxtFeed):
+        if isinstance(feed, CcxtFeed | BusFeed):
             await feed.close()
     return engine

@@ -9,6 +9,8 @@ from tradeloop.bus.streams import (
     decode,
     encode,
     entry_order,
+    market_stream,
+    price_key,
     redis_client,
     stream_key,
 )
@@ -21,6 +23,8 @@ __all__ = [
     "decode",
     "encode",
     "entry_order",
+    "market_stream",
+    "price_key",
     "redis_client",
     "stream_key",
 ]

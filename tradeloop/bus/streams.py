@@ -35,6 +35,17 @@ PRICES = "prices"
 ENTRY_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 
 
+def market_stream(venue: str, timeframe: str) -> str:
+    """The stream of ``venue``'s closed ``timeframe`` candles, which the market-data service
+    (``live.marketdata``) publishes."""
+    return f"market:{venue}:{timeframe}"
+
+
+def price_key(venue: str, symbol: str) -> str:
+    """An instrument's field in the latest-price cache (the hash ``<prefix>:prices``)."""
+    return f"{venue}:{symbol}"
+
+
 def stream_key(prefix: str, name: str) -> str:
     """The Redis key of stream (or hash) ``name`` under ``prefix``."""
     return f"{prefix}:{name}"

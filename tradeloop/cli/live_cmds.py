@@ -62,7 +62,11 @@ def run(
     ] = "paper",
     follow: Annotated[bool, typer.Option(help="After the replay, keep waiting for new candles in the lake")] = False,
     feed: Annotated[
-        str, typer.Option(help="replay (the lake) or ccxt (the exchange: WebSocket, REST fallback)")
+        str,
+        typer.Option(
+            help="replay (the lake), ccxt (the exchange: WebSocket, REST fallback) or bus (the market-data "
+            "service's candles: tradeloop market-data run; needs REDIS_URL)"
+        ),
     ] = "replay",
     allow_in_sample: Annotated[
         bool,

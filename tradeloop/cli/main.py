@@ -23,6 +23,7 @@ from tradeloop.cli import (
     data_cmds,
     identity_cmds,
     live_cmds,
+    market_data_cmd,
     models_cmds,
     up_cmd,
     worker_cmd,
@@ -41,6 +42,7 @@ app = typer.Typer(
 app.add_typer(data_cmds.app, name="data")
 app.add_typer(models_cmds.app, name="models")
 app.add_typer(live_cmds.app, name="live")
+app.add_typer(market_data_cmd.app, name="market-data")
 app.add_typer(identity_cmds.users, name="users")
 app.add_typer(identity_cmds.keys, name="keys")
 app.add_typer(backup_cmds.app, name="backup")

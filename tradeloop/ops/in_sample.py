@@ -35,7 +35,7 @@ def first_bar(config: SessionSpec, first_bar_ms: int | None) -> int | None:
     ``config.start``, else now for the ccxt feed (None: a replay with no start: unknown)."""
     if first_bar_ms is not None:
         return first_bar_ms
-    if config.feed == "ccxt":
+    if config.feed in ("ccxt", "bus"):  # live candles: from now
         return int(time.time() * 1000)
     return config.start
 
@@ -52,7 +52,7 @@ def in_sample_detail(
         after = trained_until_ms + timeframe_ms(config.timeframe)
         how = (
             "wait until the venue's bars are newer than the training end"
-            if config.feed == "ccxt"
+            if config.feed in ("ccxt", "bus")
             else f"replay only new bars with --start {iso_utc(after)} (the first bar after the training end)"
         )
         raise ConfigError(

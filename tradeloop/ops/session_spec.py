@@ -63,7 +63,7 @@ class SessionSpec(BaseModel):
     symbols: tuple[str, ...] = ("BTC-USD", "ETH-USD")
     timeframe: str = "4h"
     mode: str = Field(default="paper", pattern="^(paper|live)$")
-    feed: str = Field(default="replay", pattern="^(replay|ccxt)$")
+    feed: str = Field(default="replay", pattern="^(replay|ccxt|bus)$")
     start: int | None = None
     end: int | None = None
     init_cash: float = Field(default=10_000.0, gt=0)

@@ -77,3 +77,4 @@ class SessionMode(StrEnum):
 class FeedKind(StrEnum):
     REPLAY = "replay"  # candles from the lake
     CCXT = "ccxt"  # the venue's WebSocket (ccxt.pro), REST when it fails
+    BUS = "bus"  # the market-data service's candles on the bus (live.marketdata)
