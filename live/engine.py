@@ -58,6 +58,7 @@ from live.reconcile import VenueCheck, halt_if_unknown, wall_ms
 from live.risk_stage import kill_switch, portfolio_snapshot, pre_trade
 from live.venue_protection import VenueProtection
 from tradeloop.backtest import BacktestConfig
+from tradeloop.bus import price_key
 from tradeloop.errors import ConfigError
 from tradeloop.observability import SessionMetrics
 from tradeloop.ops import OpsStore, Order, Position, TradingSession
@@ -229,7 +230,7 @@ class LiveEngine(EngineLifecycle):
             signalled=[s for s, _ in signals], apply=self._apply,
         )  # fmt: skip
         if self.config.publish:
-            self.relay.stage_prices({s: (c, batch.ts) for s, c in closes})
+            self.relay.stage_prices({price_key(self.session.exchange, s): (c, batch.ts) for s, c in closes})
             self._wake.set()
         self.bars += 1
         return True
