@@ -77,4 +77,4 @@ def test_engine_publishes_to_redis_streams(trained_world: World, redis_prefix: s
     assert client.xlen(f"{redis_prefix}:fills") == len(engine.store.fills(engine.session.id))
     assert client.xlen(f"{redis_prefix}:signals") > 0
     last = trained_world.candles.filter(pl.col("symbol") == "ETH-USD").sort("ts").tail(1)
-    assert client.hget(f"{redis_prefix}:prices", "ETH-USD") == f"[{last['close'][0]}, {last['ts'][0]}]"
+    assert client.hget(f"{redis_prefix}:prices", "coinbase:ETH-USD") == f"[{last['close'][0]}, {last['ts'][0]}]"

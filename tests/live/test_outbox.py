@@ -192,7 +192,7 @@ def test_redis_cut_mid_run_the_engine_trades_on_and_every_event_arrives_once(
     assert client.xlen(f"{redis_prefix}:candles") == engine.bars == 400
     assert client.xlen(f"{redis_prefix}:fills") == len(engine.store.fills(engine.session.id)) > 0
     last = trained_world.candles.filter(pl.col("symbol") == "ETH-USD").sort("ts").tail(1)
-    assert client.hget(f"{redis_prefix}:prices", "ETH-USD") == f"[{last['close'][0]}, {last['ts'][0]}]"
+    assert client.hget(f"{redis_prefix}:prices", "coinbase:ETH-USD") == f"[{last['close'][0]}, {last['ts'][0]}]"
 
 
 @pytest.fixture
