@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import audit, docs, metrics, problems, ratelimit, security
+from api import audit, docs, metrics, problems, ratelimit, request_id, security
 from api.context import ApiContext
 from api.routers import (
     auth,
@@ -29,6 +29,7 @@ from api.routers import (
     thresholds,
     users,
 )
+from tradeloop.logs import configure_logging
 from tradeloop.settings import Settings, get_settings
 
 DESCRIPTION = """REST access to tradeloop for a team: sessions, orders, fills, positions, equity,
@@ -42,6 +43,8 @@ service's `X-API-Key`. Roles: **viewer** reads, **trader** also acts on sessions
 
 def create_app(settings: Settings | None = None, *, context: ApiContext | None = None) -> FastAPI:
     """The API over ``context`` (default: the stores ``settings`` names)."""
+    if context is None:  # the served app (uvicorn --factory): TRADELOOP_LOG_FORMAT / _FILE, request ids
+        configure_logging(settings or get_settings(), service="api", uvicorn=True)
     ctx = context or ApiContext.from_settings(settings or get_settings())
 
     @asynccontextmanager
@@ -60,7 +63,8 @@ def create_app(settings: Settings | None = None, *, context: ApiContext | None =
     ratelimit.install(app, ctx.settings)  # inside the security middlewares: its 429s get their headers
     security.install(app, ctx.settings)
     docs.install(app)  # Swagger UI and ReDoc from our own assets
-    metrics.install(app, ctx.settings)  # GET /metrics; its middleware outermost: counts what clients got
+    metrics.install(app, ctx.settings)  # GET /metrics; its middleware counts what clients got
+    app.add_middleware(request_id.RequestIdMiddleware)  # outermost: X-Request-ID, request_id on every log line
     for router in (
         health.router,
         auth.router,

@@ -60,6 +60,7 @@ from live.venue_protection import VenueProtection
 from tradeloop.backtest import BacktestConfig
 from tradeloop.bus import price_key
 from tradeloop.errors import ConfigError
+from tradeloop.logs import bound_ids
 from tradeloop.observability import SessionMetrics
 from tradeloop.ops import OpsStore, Order, Position, TradingSession
 from tradeloop.ops.database import is_connection_error
@@ -393,12 +394,16 @@ class LiveEngine(EngineLifecycle):
 
     async def _submit(self, order: Order) -> OrderState:
         """One create; a broker that fails in an unforeseen way leaves the order ``unknown`` (its
-        symbol halts), never a dead engine: the create may have gone out."""
-        try:
-            return await self.broker.submit(request_of(order))
-        except Exception as exc:
-            log.exception("session %s: sending %s failed", self.session.name, order.client_order_id)
-            self.metrics.send_failed()
-            return OrderState(
-                order.client_order_id, "unknown", reason=f"send failed: {type(exc).__name__}: {exc}; never resent"[:200]
-            )
+        symbol halts), never a dead engine: the create may have gone out. Its log records carry
+        ``client_order_id`` (``tradeloop.logs``)."""
+        with bound_ids(client_order_id=order.client_order_id):
+            try:
+                return await self.broker.submit(request_of(order))
+            except Exception as exc:
+                log.exception("session %s: sending %s failed", self.session.name, order.client_order_id)
+                self.metrics.send_failed()
+                return OrderState(
+                    order.client_order_id,
+                    "unknown",
+                    reason=f"send failed: {type(exc).__name__}: {exc}; never resent"[:200],
+                )

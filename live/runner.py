@@ -37,6 +37,7 @@ from tradeloop.data.exchanges import make_exchange
 from tradeloop.errors import ConfigError, DataError, SessionStateError
 from tradeloop.identity.credentials import CredentialStore, vault_of
 from tradeloop.identity.vault import ExchangeSecret
+from tradeloop.logs import bind_ids
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.ops.database import check_reachable
 from tradeloop.ops.session_spec import SessionSpec, create_session
@@ -276,7 +277,9 @@ async def run_session(
     stop: asyncio.Event | None = None,
     engine_config: EngineConfig | None = None,
 ) -> LiveEngine:
-    """Check the services and the data, take the locks, and trade (see the module rules)."""
+    """Check the services and the data, take the locks, and trade (see the module rules). Every
+    log record of this task from here on carries ``session`` (``tradeloop.logs``)."""
+    bind_ids(session=config.name)
     await check_services(settings)
     if config.mode == "live":  # keys and exchange URLs are checked before the data (exit 2 before 3)
         await make_broker(settings, "live", exchange=config.exchange, backtest=BacktestConfig()).close()

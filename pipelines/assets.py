@@ -19,6 +19,7 @@ from pipelines.partitions import research_universe, symbol_partitions
 from pipelines.resources import ExchangeResource, ResearchResource, StoresResource
 from pipelines.retrain import CHAMPION_STALE_SOON, RETRAIN_FAILED, RETRAIN_REFUSED, RetrainResource, record
 from tradeloop.backtest.engine import periods_per_year
+from tradeloop.logs import bound_ids
 from tradeloop.performance.format import count, ratio
 from tradeloop.registry import Lineage, git_commit, snapshot_hash
 from tradeloop.research.gate import evaluate_gate
@@ -43,7 +44,8 @@ def _notebook(context: dg.AssetExecutionContext, stores: StoresResource, name: s
     """Runs notebooks/<name>.py; returns its links (shown after the asset's tables) and the run's
     details (shown last: seconds and parameters)."""
     output = stores.run_dir(context.run.run_id) / f"{name}.ipynb"
-    run = run_notebook(notebook_path(name), output, params, cwd=REPO)
+    with bound_ids(run_id=context.run.run_id):  # on tradeloop's log records (tradeloop.logs)
+        run = run_notebook(notebook_path(name), output, params, cwd=REPO)
     context.log.info(f"notebook {name} ran in {run.seconds:.1f} s; executed copy: {output}")
     return metadata.notebook_links(output), {
         "notebook_seconds": metadata.rounded(run.seconds, 1),

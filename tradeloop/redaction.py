@@ -13,6 +13,11 @@ Rules:
 * The redaction is installed as the logging module's record factory, so it holds for every
   handler, including ones added later (``basicConfig``, pytest's capture). ccxt's ``verbose``
   mode prints with ``print``: clients built by ``make_exchange`` route it through logging.
+* Structured fields (a JSON log line's extras and correlation ids, a structlog event dict):
+  :func:`redact_fields` masks the whole value of any key whose name carries credentials
+  (``exchange_secret``, ``access_token``, ``X-API-Key``) and redacts every string inside
+  the rest, nested dicts and lists included. ``tradeloop.logs`` runs every event through it
+  before rendering.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ MASK = "***"
 _MIN_SECRET_LEN = 4  # shorter values would mask ordinary words
 _NAMES = r"x-mbx-apikey|api[-_]?key|apikey|secret|signature|password|passphrase|token|authorization|x-api-key"
 _PATTERN = re.compile(rf"""(?P<name>["']?(?:{_NAMES})["']?\s*[:=]\s*["']?)(?P<value>[^"'\s,&}}]+)""", re.IGNORECASE)
+_SECRET_KEY = re.compile(rf"(?:{_NAMES})", re.IGNORECASE)  # a structured field named so: all masked
 
 # user:password@ after the scheme; the password runs to the last "@" (it may hold "/" or ":"). The
 # scheme may follow a restic backend's name (rest:https://user:password@host/)
@@ -52,6 +58,23 @@ def redact(text: str) -> str:
     return _PATTERN.sub(lambda m: m.group("name") + MASK, text)
 
 
+def redact_fields(value: object) -> object:
+    """``value`` with every secret masked (module rules): a mapping's values under a
+    credential-named key become ``***``, strings are redacted, lists, tuples and mappings are
+    walked; numbers and other values pass unchanged (a ``str()`` of them is the renderer's)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {
+            key: MASK if isinstance(key, str) and _SECRET_KEY.search(key) else redact_fields(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        items = [redact_fields(item) for item in value]
+        return tuple(items) if isinstance(value, tuple) else items
+    return value
+
+
 def mask_url(url: str) -> str:
     """``url`` with its password as ``***`` (``scheme://user:pw@host``, ``redis://:pw@host``),
     also when the URL does not parse or the password holds ``/``, ``:`` or ``@``."""
@@ -74,7 +97,9 @@ def install() -> None:
 
         def factory(*args, **kwargs) -> logging.LogRecord:
             record = previous(*args, **kwargs)
-            if record.name in _ARGS_READ_ONE_BY_ONE and isinstance(record.args, tuple):
+            if isinstance(record.msg, dict):  # a structlog event on its way to its formatter
+                record.msg = redact_fields(record.msg)
+            elif record.name in _ARGS_READ_ONE_BY_ONE and isinstance(record.args, tuple):
                 record.msg = redact(str(record.msg))
                 record.args = tuple(a if isinstance(a, int | float) else redact(str(a)) for a in record.args)
             else:

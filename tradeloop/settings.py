@@ -66,6 +66,26 @@ class Settings(BaseSettings):
     http_timeout_s: float = Field(default=10.0, gt=0, validation_alias=_env("TRADELOOP_HTTP_TIMEOUT_S"))
     http_max_retries: int = Field(default=5, ge=0, le=20, validation_alias=_env("TRADELOOP_HTTP_MAX_RETRIES"))
     log_level: str = Field(default="INFO", validation_alias=_env("TRADELOOP_LOG_LEVEL"))
+    # logs (tradeloop.logs): human-readable text on stderr by default
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        validation_alias=_env("TRADELOOP_LOG_FORMAT"),
+        description="text: one readable line per record; json: one JSON object per line with the correlation ids "
+        "(session, client_order_id, run_id, job_id, request_id), for a log collector.",
+    )
+    log_file: Path | None = Field(
+        default=None,
+        validation_alias=_env("TRADELOOP_LOG_FILE"),
+        description="Write the log to this file instead of stderr, rotated (one file per process); unset: stderr.",
+    )
+    log_max_mb: float = Field(
+        default=50.0,
+        ge=0,
+        validation_alias=_env("TRADELOOP_LOG_MAX_MB"),
+        description="Rotate TRADELOOP_LOG_FILE at this size, keeping TRADELOOP_LOG_BACKUPS old files; 0: never "
+        "rotate it here (logrotate does: the file is reopened when it is moved away).",
+    )
+    log_backups: int = Field(default=5, ge=0, le=100, validation_alias=_env("TRADELOOP_LOG_BACKUPS"))
     lab_url: str = Field(
         default="http://127.0.0.1:8888",
         validation_alias=_env("TRADELOOP_LAB_URL"),
@@ -202,10 +222,15 @@ class Settings(BaseSettings):
         description="The port of that /metrics (one per process); unset: not served. The API serves its own /metrics.",
     )
 
-    @field_validator("metrics_port", mode="before")
+    @field_validator("metrics_port", "log_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("log_level")
     @classmethod

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import os
 import sys
@@ -19,6 +18,7 @@ from rich.table import Table
 
 from tradeloop.data import CandleLake
 from tradeloop.errors import ConfigError, TradeloopError
+from tradeloop.logs import configure_logging
 from tradeloop.performance import format as fmt
 from tradeloop.settings import get_settings
 
@@ -76,7 +76,7 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
 def lake_from_settings() -> CandleLake:
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(settings, service="cli")
     return CandleLake(settings.lake_dir, quarantine_root=settings.quarantine_dir)
 
 

@@ -8,7 +8,6 @@ the engine entered on its own (``live.reconcile``): a balance drift, or a halted
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import signal
 from pathlib import Path
@@ -20,6 +19,7 @@ from tradeloop.cli.common import console, fmt_num, fmt_ts, handle_errors, parse_
 from tradeloop.cli.risk_opts import order_rules, risk_config, risk_rows
 from tradeloop.cli.tables import FitTable
 from tradeloop.errors import ConfigError, config_error
+from tradeloop.logs import configure_logging
 from tradeloop.settings import get_settings
 
 app = typer.Typer(
@@ -120,7 +120,7 @@ def run(
     from tradeloop.ops.status import IN_SAMPLE_WARNING, sample_label
 
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings, service="engine", text_format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     traded = tuple(symbols or DEFAULT_SYMBOLS)
     first = parse_time(start, field="--start") if start else None
     if recent_days is not None:

@@ -32,6 +32,7 @@ from tradeloop.cli.common import REPO, console, fmt_num, handle_errors, lake_fro
 from tradeloop.cli.tables import FitTable
 from tradeloop.demo import run_demo
 from tradeloop.errors import ConfigError
+from tradeloop.logs import configure_logging
 from tradeloop.settings import get_settings
 
 app = typer.Typer(
@@ -39,6 +40,18 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+@handle_errors
+def _logs(ctx: typer.Context) -> None:
+    """Every command logs as TRADELOOP_LOG_FORMAT / TRADELOOP_LOG_FILE say (tradeloop.logs); with
+    neither set each command keeps its own readable lines."""
+    settings = get_settings()
+    if settings.log_format == "json" or settings.log_file is not None:
+        configure_logging(settings, service=ctx.invoked_subcommand or "cli")
+
+
 app.add_typer(data_cmds.app, name="data")
 app.add_typer(models_cmds.app, name="models")
 app.add_typer(live_cmds.app, name="live")

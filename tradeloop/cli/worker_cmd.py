@@ -11,7 +11,6 @@ the queue's rules.
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from typing import Annotated
@@ -21,6 +20,7 @@ import typer
 from tradeloop.cli.common import console, handle_errors
 from tradeloop.errors import ConfigError
 from tradeloop.jobs import QUEUES, JobQueue
+from tradeloop.logs import configure_logging
 from tradeloop.observability import serve_metrics
 from tradeloop.ops import OpsStore
 from tradeloop.redaction import mask_url
@@ -37,7 +37,7 @@ def worker(
 ) -> None:
     """Run queued backtests and research runs (needs REDIS_URL); SIGTERM or Ctrl-C stops it."""
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(settings, service="worker")
     if not settings.redis_url:
         raise ConfigError(
             "tradeloop worker takes jobs from Redis: set REDIS_URL (e.g. redis://127.0.0.1:6379/0). "

@@ -52,6 +52,7 @@ from tradeloop.jobs.backtest import run_backtest_job
 from tradeloop.jobs.model import PARAMS, BacktestParams, JobKind, JobStatus, ResearchParams
 from tradeloop.jobs.research import run_research_job
 from tradeloop.jobs.store import JobStore
+from tradeloop.logs import bound_ids
 from tradeloop.observability import job_attempt, unwatch_queue, watch_queue
 from tradeloop.ops import Job, OpsStore
 from tradeloop.ops.database import is_connection_error
@@ -255,7 +256,12 @@ class JobQueue:
 
     # ------------------------------------------------------------------ running
     def run(self, kind: JobKind, job_id: int) -> None:
-        """One attempt at job ``job_id`` (a worker thread calls it with the message's id)."""
+        """One attempt at job ``job_id`` (a worker thread calls it with the message's id); its log
+        records carry ``job_id`` and ``job_kind`` (``tradeloop.logs``)."""
+        with bound_ids(job_id=job_id, job_kind=kind.value):
+            self._run(kind, job_id)
+
+    def _run(self, kind: JobKind, job_id: int) -> None:
         job = self.jobs.start(job_id)
         if job is None:
             log.info("job %s is finished or gone; its message does nothing", job_id)
