@@ -1,4 +1,14 @@
-"""Liveness and readiness, for a load balancer or a supervisor (no sign-in)."""
+"""Liveness and readiness, for a load balancer, a container's health check or a supervisor
+(no sign-in, not rate limited by role).
+
+* ``GET /health`` (liveness): the process answers. It checks nothing else, so a database
+  outage never gets a healthy API restarted; restart on this one only.
+* ``GET /ready`` (readiness): the operational database answers, its schema is at this code's
+  latest migration (an API over an older schema fails on the first request that reads a
+  new column: migrate, or wait for the process that does), and Redis answers when
+  ``REDIS_URL`` is set. 503 with each check's state otherwise: take the process out of the
+  proxy's rotation until it is 200 again (``tradeloop up`` and the containers wait for it).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from api.deps import Context
+from tradeloop.ops.database import schema_behind
 
 router = APIRouter(tags=["health"])
 
@@ -17,21 +28,23 @@ class Health(BaseModel):
     checks: dict[str, str] = {}
 
 
-@router.get("/health", response_model=Health, summary="The process answers")
+@router.get("/health", response_model=Health, summary="Liveness: the process answers (nothing else is checked)")
 def health() -> Health:
     return Health(status="ok")
 
 
-@router.get("/ready", response_model=Health, summary="The database (and Redis, when configured) answer",
-            responses={503: {"model": Health}})  # fmt: skip
+@router.get("/ready", response_model=Health, responses={503: {"model": Health}},
+            summary="Readiness: the database answers at the latest migration, and Redis when configured")  # fmt: skip
 def ready(ctx: Context):
     checks: dict[str, str] = {}
     try:
         with ctx.store.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
+        behind = schema_behind(ctx.store.engine)
+        checks["migrations"] = "ok" if behind is None else f"behind: at {behind[0]}, latest {behind[1]}"
     except Exception as exc:  # noqa: BLE001 - reported, never raised
-        checks["database"] = f"failed: {type(exc).__name__}"
+        checks["migrations" if "database" in checks else "database"] = f"failed: {type(exc).__name__}"
     if ctx.settings.redis_url:
         import redis
 

@@ -17,9 +17,10 @@ import httpx
 import psutil
 
 from tests.conftest import REDIS_URL, redis_prefix  # noqa: F401 - redis_prefix is a fixture
-from tradeloop.cli.up_cmd import announce
+from tradeloop.cli.up_cmd import announce, process_env
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.ops import EquityPoint, OpsStore, connect
+from tradeloop.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +40,7 @@ def answers(url: str) -> bool:
 
 
 def test_up_serves_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("lab", "dagster", "dashboard", "api")}
+    ports = {name: free_port() for name in ("lab", "dagster", "dashboard", "api", "metrics")}
     env = {
         **os.environ,
         "TRADELOOP_DATA_DIR": str(tmp_path / "data"),
@@ -65,6 +66,8 @@ def test_up_serves_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
             str(ports["dashboard"]),
             "--api-port",
             str(ports["api"]),
+            "--metrics-port",
+            str(ports["metrics"]),
         ],
         cwd=ROOT,
         env=env,
@@ -98,21 +101,23 @@ def test_up_serves_everything_and_ctrl_c_stops_it_all(tmp_path: Path) -> None:
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 5
         ready_api = httpx.get(f"http://127.0.0.1:{ports['api']}/ready", timeout=5)
-        assert ready_api.json() == {"status": "ok", "checks": {"database": "ok"}}  # over the same SQLite file
+        assert ready_api.json() == {"status": "ok", "checks": {"database": "ok", "migrations": "ok"}}  # same SQLite
+        metrics = httpx.get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=5).text  # the engine's own port
+        assert 'tradeloop_engine_heartbeat_timestamp_seconds{session="paper"}' in metrics
         assert httpx.get(f"http://127.0.0.1:{ports['api']}/sessions", timeout=5).status_code == 401  # signed in only
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         proc.wait(timeout=60)
         reader.join(timeout=10)
     out = "".join(lines)
-    for port in ports.values():
-        assert f"127.0.0.1:{port}" in out  # each service's address was printed
+    for name, port in ports.items():
+        assert name == "metrics" or f"127.0.0.1:{port}" in out  # each service's address was printed
     ready = out.index("tradeloop up: ready")  # the addresses come last, after the services' start-up chatter
     assert (
         " lab " in out[:ready] and " dashboard " in out[:ready] and " live " in out[:ready] and " api " in out[:ready]
     )
     table = out[ready:].split("Ctrl-C stops every service.")[0]
-    assert table.count(" up ") + table.count(" up│") >= 4 and "not answering" not in table
+    assert table.count(" up ") + table.count(" up│") >= 5 and "not answering" not in table  # live: its heartbeat
     assert f"http://127.0.0.1:{ports['api']} (docs: http://127.0.0.1:{ports['api']}/docs)" in table
     assert "worker" not in table  # no REDIS_URL: the API runs its jobs itself
     store = OpsStore(connect(f"sqlite:///{database}"))
@@ -172,10 +177,18 @@ def test_with_redis_the_api_runs_in_two_processes_that_share_sign_ins(tmp_path: 
         ]
         workers = [p for p in server.children() if "spawn_main" in " ".join(p.cmdline())]
         assert len(workers) == 2
+        multiproc = Path(server.environ()["PROMETHEUS_MULTIPROC_DIR"])  # their metrics, added up
         token = httpx.post(f"{url}/auth/login", json={"username": "ana", "password": "correct horse battery staple"})
         headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
         for _ in range(20):  # new connections land on either process: both know the signing secret
             assert httpx.get(f"{url}/auth/me", headers=headers, timeout=5).json()["username"] == "ana"
+        counted = [
+            float(line.rsplit(" ", 1)[1])
+            for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines()
+            if line.startswith('tradeloop_api_requests_total{method="GET",route="/auth/me",status="200"}')
+        ]
+        assert counted == [20.0]  # whichever process answered /metrics, it counted both processes' requests
+        assert len(list(multiproc.glob("*.db"))) >= 2
         children = psutil.Process(proc.pid).children(recursive=True)
     finally:
         proc.send_signal(signal.SIGINT)
@@ -183,6 +196,24 @@ def test_with_redis_the_api_runs_in_two_processes_that_share_sign_ins(tmp_path: 
         reader.join(timeout=10)
     gone, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, [p.cmdline() for p in alive]
+    assert not multiproc.exists()  # removed at exit
+
+
+def test_each_process_gets_its_own_metrics_port_and_log_file(tmp_path: Path) -> None:
+    settings = Settings(TRADELOOP_DATA_DIR=str(tmp_path), TRADELOOP_LOG_FILE=str(tmp_path / "logs" / "tl.log"))
+    own = process_env(settings, metrics_port=9101, api_workers=2)
+    try:
+        assert own["live"]["TRADELOOP_METRICS_PORT"] == "9101" and own["worker"]["TRADELOOP_METRICS_PORT"] == "9102"
+        assert "TRADELOOP_METRICS_PORT" not in own["api"]  # the API serves its own /metrics
+        multiproc = Path(own["api"]["PROMETHEUS_MULTIPROC_DIR"])
+        assert multiproc.is_dir() and not any(multiproc.iterdir())
+        files = {name: env["TRADELOOP_LOG_FILE"] for name, env in own.items()}
+        assert files["live"] == str(tmp_path / "logs" / "tl-live.log") and len(set(files.values())) == len(own)
+        assert own["api"]["TRADELOOP_LOG_MAX_MB"] == "0"  # two processes share it: logrotate rotates it
+    finally:
+        multiproc.rmdir()
+    one = process_env(Settings(TRADELOOP_DATA_DIR=str(tmp_path)), metrics_port=0, api_workers=1)
+    assert one["live"]["TRADELOOP_METRICS_PORT"] == "" and one["api"] == {}  # off, even if the shell set one
 
 
 def test_more_than_one_api_process_needs_redis(tmp_path: Path) -> None:

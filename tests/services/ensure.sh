@@ -72,4 +72,10 @@ if ! have pg_dump || ! have pg_restore; then
   apt_install postgresql-client
   { have pg_dump && have pg_restore; } || { echo "tests: pg_dump or pg_restore is missing; install Debian's postgresql-client" >&2; exit 1; }
 fi
+# the supervisor test (tests/deploy/test_supervisor.py) runs Debian's supervisord on deploy/supervisor
+if ! have supervisord || ! have supervisorctl; then
+  echo "tests: installing Debian's supervisor for the restart tests"
+  apt_install --no-install-recommends supervisor
+  { have supervisord && have supervisorctl; } || { echo "tests: supervisord is missing; install Debian's supervisor" >&2; exit 1; }
+fi
 exit 0

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from tradeloop.cli import health_cmd
 from tradeloop.cli.common import console, fmt_num, fmt_ts, handle_errors, parse_time
 from tradeloop.cli.risk_opts import order_rules, risk_config, risk_rows
 from tradeloop.cli.tables import FitTable
@@ -200,6 +201,9 @@ def recent_start(
         _, model = ModelRegistry(settings.registry_dir).load(strategy)
         first = max(first, model.trained_until + timeframe_ms(timeframe))
     return first
+
+
+app.command("health")(health_cmd.health)
 
 
 @app.command("sessions")

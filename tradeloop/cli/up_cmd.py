@@ -7,8 +7,17 @@ worker when ``REDIS_URL`` is set (without Redis the API runs its jobs itself). W
 API runs in two processes (``--api-workers``): they share the rate limits and the job queue
 there, and each reads the event streams for its own WebSocket clients; without Redis those
 live in the process, so it is one. The table of
-addresses is printed last, once every service answers, after their start-up chatter.
+addresses is printed last, once every service is ready (the API's ``/ready``: database at the
+latest migration, Redis; the engine's heartbeat, ``tradeloop live health``; the worker's
+``/metrics``; the others' own health pages), after their start-up chatter.
 Ctrl-C (or SIGTERM) stops them all.
+
+Each process gets what it must not share: the engine and the worker their own
+``TRADELOOP_METRICS_PORT`` (``--metrics-port`` and the next one: Prometheus' targets in
+``deploy/prometheus``), the API with several processes an empty ``PROMETHEUS_MULTIPROC_DIR``
+(its ``/metrics`` adds them up; removed at exit), and with ``TRADELOOP_LOG_FILE`` set a log
+file of its own beside it (``tradeloop-api.log``; the API's processes share theirs, so it is
+rotated by logrotate: ``TRADELOOP_LOG_MAX_MB=0``).
 """
 
 from __future__ import annotations
@@ -17,21 +26,28 @@ import io
 import os
 import secrets
 import shlex
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from tradeloop.cli.common import REPO, console, dagster_home, handle_errors, table
+from tradeloop.cli.health_cmd import engine_health
 from tradeloop.errors import ConfigError
 from tradeloop.research.notebooks import lab_environment
-from tradeloop.settings import get_settings
+from tradeloop.settings import Settings, get_settings
 
 SERVICES = ("lab", "dagster", "live", "dashboard", "api", "worker")
+LIVE_SESSION = "paper"  # the session `live` trades
+Probe = str | Callable[[], bool]  # a URL that answers 200 when ready, or a check
 
 
 RECENT_DAYS = 30.0  # the paper session replays the lake's last month, then follows it
@@ -60,7 +76,7 @@ def service_commands(
         ),  # opens on the notebooks
         "dagster": (f"{py} -m dagster dev -w workspace.yaml -h 127.0.0.1 -p {dagster}", f"http://127.0.0.1:{dagster}"),
         "live": (
-            f"{py} -m tradeloop live run --name paper --strategy {shlex.quote(strategy)} --follow "
+            f"{py} -m tradeloop live run --name {LIVE_SESSION} --strategy {shlex.quote(strategy)} --follow "
             f"--recent-days {RECENT_DAYS:g} --speed {speed:g}",
             f"paper session 'paper': {strategy}, the lake's last {RECENT_DAYS:g} days after the champion's "
             "training end, then new candles",
@@ -91,6 +107,9 @@ def up(
         float, typer.Option(help="Replay speed of the paper session (14400: a 4h bar per second)")
     ] = 14400.0,
     only: Annotated[list[str] | None, typer.Option(help=f"Start only these ({', '.join(SERVICES)}); repeat")] = None,
+    metrics_port: Annotated[
+        int, typer.Option(min=0, max=65534, help="The engine's /metrics port; the worker's is the next (0: none)")
+    ] = 9101,
 ) -> None:
     """Start JupyterLab, the Dagster UI, the live engine (paper), the dashboard and the API; Ctrl-C stops all."""
     from honcho.manager import Manager
@@ -127,12 +146,16 @@ def up(
         log_level=settings.log_level,
     )
     console.print(f"starting {', '.join(chosen)}; their addresses follow once they answer. Ctrl-C stops them all.")
-    probes = {
+    own_env = process_env(settings, metrics_port=metrics_port, api_workers=api_workers)
+    probes: dict[str, Probe] = {
         "lab": f"http://127.0.0.1:{lab_port}/api",
         "dagster": f"http://127.0.0.1:{dagster_port}/server_info",
         "dashboard": f"http://127.0.0.1:{dashboard_port}/_stcore/health",
-        "api": f"http://{_loopback(settings.api_host)}:{api_port}/health",
+        "api": f"http://{_loopback(settings.api_host)}:{api_port}/ready",
+        "live": lambda: engine_health(LIVE_SESSION)[0],
     }
+    if metrics_port:
+        probes["worker"] = f"http://{_loopback(settings.metrics_host)}:{metrics_port + 1}/metrics"
     threading.Thread(
         target=announce,
         name="up-announce",
@@ -147,9 +170,32 @@ def up(
     )  # the one pipelines.run uses
     manager = Manager(Printer(sys.stdout))
     for name in chosen:
-        manager.add_process(name, commands[name][0], env=env, cwd=str(REPO))
-    manager.loop()
+        manager.add_process(name, commands[name][0], env={**env, **own_env.get(name, {})}, cwd=str(REPO))
+    try:
+        manager.loop()
+    finally:
+        if multiproc := own_env.get("api", {}).get("PROMETHEUS_MULTIPROC_DIR"):
+            shutil.rmtree(multiproc, ignore_errors=True)
     raise typer.Exit(code=manager.returncode or 0)
+
+
+def process_env(settings: Settings, *, metrics_port: int, api_workers: int) -> dict[str, dict[str, str]]:
+    """What each service's environment adds to the shared one (module rules): name -> variables."""
+    own: dict[str, dict[str, str]] = {name: {} for name in SERVICES}
+    for name, port in (("live", metrics_port), ("worker", metrics_port + 1)):
+        if metrics_port:
+            own[name]["TRADELOOP_METRICS_PORT"] = str(port)
+        else:  # one set for the whole shell would be taken twice
+            own[name]["TRADELOOP_METRICS_PORT"] = ""
+    if api_workers > 1:
+        own["api"]["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tradeloop-api-metrics-")
+    if settings.log_file is not None:
+        log_file = Path(settings.log_file)
+        for name in SERVICES:
+            own[name]["TRADELOOP_LOG_FILE"] = str(log_file.with_name(f"{log_file.stem}-{name}{log_file.suffix}"))
+        if api_workers > 1:
+            own["api"]["TRADELOOP_LOG_MAX_MB"] = "0"
+    return own
 
 
 def _loopback(host: str) -> str:
@@ -188,13 +234,14 @@ def latest_champion() -> str | None:
     return max(promoted)[1] if promoted else None
 
 
-def announce(*, where: dict[str, str], probes: dict[str, str], timeout_s: float = 180.0, out=None) -> dict[str, bool]:
-    """Wait until every service in ``probes`` answers (or ``timeout_s``), then print the table
-    of addresses in one write, after the services' start-up output. Returns who answered."""
+def announce(*, where: dict[str, str], probes: dict[str, Probe], timeout_s: float = 180.0, out=None) -> dict[str, bool]:
+    """Wait until every service in ``probes`` is ready (or ``timeout_s``), then print the table
+    of addresses in one write, after the services' start-up output. Returns who was ready.
+    A probe is a URL that must answer 200, or a function that must return True."""
     deadline = time.monotonic() + timeout_s
     pending = dict(probes)
     while pending and time.monotonic() < deadline:
-        pending = {name: url for name, url in pending.items() if not _answers(url)}
+        pending = {name: probe for name, probe in pending.items() if not _ready(probe)}
         if pending:
             time.sleep(0.5)
     tbl = table("tradeloop up: ready", ["service", "where", "state"], left=("service", "where", "state"))
@@ -210,9 +257,11 @@ def announce(*, where: dict[str, str], probes: dict[str, str], timeout_s: float 
     return {name: name not in pending for name in probes}
 
 
-def _answers(url: str) -> bool:
+def _ready(probe: Probe) -> bool:
+    if callable(probe):
+        return probe()
     try:
-        with urllib.request.urlopen(url, timeout=2) as reply:
+        with urllib.request.urlopen(probe, timeout=2) as reply:
             return reply.status == 200
     except OSError:
         return False

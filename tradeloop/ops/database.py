@@ -8,6 +8,7 @@ propagates.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from pathlib import Path
@@ -96,10 +97,17 @@ def _alembic_config() -> Config:
     return config
 
 
+@functools.cache
+def latest_revision() -> str | None:
+    """The newest migration of the code this process runs (read once: the files on disk may
+    be a newer release's by the time a long-running process asks again)."""
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
 def schema_behind(engine: Engine) -> tuple[str | None, str] | None:
     """``(stored revision, latest revision)`` when the database's schema is older than this
     code's (a reader that never migrates cannot read it), None when it is the latest."""
-    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    head = latest_revision()
     with engine.connect() as conn:
         stored = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
     return None if stored == head else (stored, head or "")
