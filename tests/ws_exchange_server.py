@@ -9,8 +9,8 @@ stops sending after that many events (the client must notice the feed is stale).
 Outages as Binance has them, where the missed bars never come over the socket:
 ``skip_on_reconnect`` candles of each stream closed while the client was away, so the next
 connection starts that many candles later (the one forming at the drop is never finished over
-the socket); ``holes`` are candles of one stream never sent (that stream alone went quiet while
-the others went on). The REST loopback (``exchange_server``) serves every candle.
+the socket); ``holes`` are candles of one stream never sent: that stream is quiet for their
+ticks while the others go on. The REST loopback (``exchange_server``) serves every candle.
 """
 
 from __future__ import annotations
@@ -109,8 +109,9 @@ class BinanceWsLoopback:
                     symbol = stream.split("@")[0].upper()
                     rows = self.candles.get(symbol, [])
                     i = self._sent.get(symbol, 0)
-                    while i in self.holes.get(symbol, ()):
-                        i += 1
+                    if i in self.holes.get(symbol, ()):  # quiet for this candle's tick: time passes, nothing sent
+                        self._sent[symbol] = i + 1
+                        continue
                     if i >= len(rows) or (self.silent_after is not None and events >= self.silent_after):
                         continue
                     await ws.send(json.dumps(kline_event(symbol, self.interval, rows[i], closed=False)))

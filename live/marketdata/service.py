@@ -5,8 +5,11 @@ Rules:
 
 1. The service runs a :class:`~live.feeds.ccxt_feed.CcxtFeed` over every symbol engines may
    trade on one venue and timeframe (WebSocket, REST fallback and fail-back, gap backfill,
-   live candles kept in the lake: that feed's rules) and publishes each batch, backfill
-   included, as one event on the stream ``market:<venue>:<timeframe>`` (:func:`market_stream`).
+   live candles kept in the lake: that feed's rules), or a
+   :class:`~live.marketdata.sources.SourcedFeed` of that venue and others quoting the same
+   assets (failover, fail-back, the cross-source sanity check), and publishes each batch,
+   backfill included, as one event on the stream ``market:<venue>:<timeframe>``
+   (``tradeloop.bus.market_stream``).
 2. With each batch it writes the latest-price cache (``<venue>:<symbol>`` -> close, bar time)
    that the API and the risk engine read.
 3. Restarted, it publishes after the last bar it published (read back from the stream): the
@@ -26,6 +29,7 @@ import polars as pl
 from live.bus import RedisBus
 from live.feeds.base import CandleBatch
 from live.feeds.ccxt_feed import CcxtFeed
+from live.marketdata.sources import SourcedFeed
 from tradeloop.bus import decode, market_stream, price_key
 
 log = logging.getLogger(__name__)
@@ -51,7 +55,7 @@ def batch_event(batch: CandleBatch, *, venue: str, timeframe: str) -> dict:
 class MarketDataService:
     """Publishes ``feed``'s batches on ``bus`` (module rules)."""
 
-    def __init__(self, feed: CcxtFeed, bus: RedisBus, *, venue: str, timeframe: str):
+    def __init__(self, feed: CcxtFeed | SourcedFeed, bus: RedisBus, *, venue: str, timeframe: str):
         self.feed, self.bus, self.venue, self.timeframe = feed, bus, venue, timeframe
         self.stream = market_stream(venue, timeframe)
         self.published = 0

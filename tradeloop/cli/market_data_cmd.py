@@ -24,6 +24,17 @@ def run(
         list[str] | None, typer.Option("--symbol", help="A symbol engines may trade (repeat), e.g. BTC-USDT")
     ] = None,
     timeframe: Annotated[str, typer.Option(help="Bar timeframe")] = "1m",
+    sources: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source",
+            help="Another venue quoting the same symbols, a fallback in priority order (repeat): a bar comes "
+            "from the first healthy source (live.marketdata.sources)",
+        ),
+    ] = None,
+    divergence: Annotated[
+        float, typer.Option(help="A source's close this far from the sources' median is unhealthy (0.02 = 2%)")
+    ] = 0.02,
     max_batches: Annotated[int | None, typer.Option(help="Stop after publishing this many bars")] = None,
 ) -> None:
     """Publish the venue's closed candles on the bus (stream market:<venue>:<timeframe>) and the
@@ -31,6 +42,7 @@ def run(
     from live.bus import RedisBus, check_redis
     from live.feeds.ccxt_feed import CcxtFeed
     from live.marketdata.service import MarketDataService
+    from live.marketdata.sources import SourcedFeed
     from tradeloop.data import CandleLake
     from tradeloop.data.exchanges import make_exchange
     from tradeloop.data.schema import check_exchange, timeframe_ms
@@ -39,8 +51,11 @@ def run(
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.redis_url:
         raise ConfigError("the market-data service publishes on the bus and needs REDIS_URL; set it (redis://...)")
-    check_exchange(exchange)
+    for venue in (exchange, *(sources or [])):
+        check_exchange(venue)
     timeframe_ms(timeframe)
+    if not 0 < divergence < 1:
+        raise ConfigError(f"--divergence {divergence:g} must lie between 0 and 1 (0.02 = 2%)")
     traded = list(dict.fromkeys(symbols or ["BTC-USDT"]))
     redis_url = settings.redis_url
 
@@ -50,15 +65,23 @@ def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        client = make_exchange(
-            exchange,
-            timeout_s=settings.http_timeout_s,
-            api_url=settings.exchange_api_url,
-            websocket=True,
-            ws_url=settings.exchange_ws_url,
-        )
         lake = CandleLake(settings.lake_dir, quarantine_root=settings.quarantine_dir)
-        feed = CcxtFeed(client, lake=lake, symbols=traded, timeframe=timeframe)
+
+        def venue_feed(venue: str, *, primary: bool) -> CcxtFeed:
+            client = make_exchange(  # TRADELOOP_EXCHANGE_*_URL point at the traded venue only
+                venue,
+                timeout_s=settings.http_timeout_s,
+                api_url=settings.exchange_api_url if primary else None,
+                websocket=True,
+                ws_url=settings.exchange_ws_url if primary else None,
+            )
+            return CcxtFeed(client, lake=lake, symbols=traded, timeframe=timeframe)
+
+        primary = venue_feed(exchange, primary=True)
+        feed: CcxtFeed | SourcedFeed = primary
+        if sources:
+            fallbacks = [venue_feed(v, primary=False) for v in dict.fromkeys(sources) if v != exchange]
+            feed = SourcedFeed([primary, *fallbacks], divergence=divergence)
         bus = RedisBus(redis_url, prefix=settings.redis_prefix)
         service = MarketDataService(feed, bus, venue=exchange, timeframe=timeframe)
         try:
