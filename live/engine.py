@@ -57,6 +57,7 @@ from live.protection import protective_kinds
 from live.reconcile import VenueCheck, halt_if_unknown, wall_ms
 from live.risk_stage import kill_switch, portfolio_snapshot, pre_trade
 from live.venue_protection import VenueProtection
+from live.venues import instrument_of, key_of, sent_to
 from tradeloop.backtest import BacktestConfig
 from tradeloop.bus import price_key
 from tradeloop.errors import ConfigError
@@ -95,7 +96,7 @@ class LiveEngine(EngineLifecycle):
                 "the paper broker fills with other rules than the session's backtest config; "
                 "build it with PaperBroker.of(the session's BacktestConfig)"
             )
-        spot = [s for s in session.symbols if not can_short(InstrumentId(session.exchange, s))]
+        spot = [s for s in session.symbols if not can_short(instrument_of(session.exchange, s))]
         if slot.current.strategy.rule.allow_short and spot:
             raise ConfigError(
                 f"{session.exchange} {spot} are spot: shorts need a derivative market; trade perpetuals "
@@ -104,11 +105,11 @@ class LiveEngine(EngineLifecycle):
         self.store, self.session, self.broker, self.bus, self.slot = store, session, broker, bus, slot
         self.backtest, self.config = backtest, config or EngineConfig()
         check_window(slot.current.strategy, self.config.window_bars, backtest=backtest)
-        stored = store.positions(session.id)
-        self.portfolio = Portfolio.from_rows(session.cash, stored.values(), venue=session.exchange)
+        stored = store.position_rows(session.id)
+        self.portfolio = Portfolio.from_rows(session.cash, stored, venue=session.exchange)
         self.risk_config = risk_config_of(session)
         self.risk_state = risk_state_of(session, self.risk_config)
-        self.last: dict[str, float] = {s: p.last_price for s, p in stored.items() if p.last_price is not None}
+        self.last = {key_of(session.exchange, p.instrument): p.last_price for p in stored if p.last_price is not None}
         self.window = pl.DataFrame()
         self.metrics = SessionMetrics(session=session.name, venue=session.exchange)  # live.engine_metrics
         self.latency = Latency(metrics=self.metrics)
@@ -145,10 +146,10 @@ class LiveEngine(EngineLifecycle):
     @property
     def positions(self) -> dict[str, float]:
         """Open positions by symbol (signed quantity), from the portfolio."""
-        return {p.instrument.symbol: p.quantity for p in self.portfolio.positions()}
+        return {key_of(self.session.exchange, p.instrument): p.quantity for p in self.portfolio.positions()}
 
     def instrument(self, symbol: str) -> InstrumentId:
-        return InstrumentId(self.session.exchange, symbol)
+        return instrument_of(self.session.exchange, symbol)
 
     # ------------------------------------------------------------------ one bar
     async def on_batch(self, batch: CandleBatch) -> bool:
@@ -292,10 +293,8 @@ class LiveEngine(EngineLifecycle):
     def _persist(self, db, ts: int, intents: list[OrderIntent]) -> list[Order]:
         """Persist: an order row (status ``new``) and an ``order_decided`` audit row per intent,
         committed with the bar before anything is sent."""
-        orders = [
-            new_order(db, session_id=self.session.id, venue=self.broker.venue, ts=ts, intent=intent)
-            for intent in intents
-        ]
+        sent = [(i, sent_to(self.broker, i.instrument), key_of(self.session.exchange, i.instrument)) for i in intents]
+        orders = [new_order(db, session_id=self.session.id, venue=v, ts=ts, intent=i, symbol=k) for i, v, k in sent]
         db.flush()  # order ids for the audit rows
         for order in orders:
             OpsStore.audit(
@@ -351,7 +350,7 @@ class LiveEngine(EngineLifecycle):
     def _apply(self, db, state: OrderState) -> None:
         """Store a broker's report (``live.orders.apply_state``); its new fills go through the
         portfolio, whose position is written back to the instrument's row."""
-        for fill in apply_state(db, state, session_id=self.session.id, venue=self.broker.venue):
+        for fill in apply_state(db, state, session_id=self.session.id):  # each fill on its order's venue
             instrument = self.instrument(fill.symbol)
             self.portfolio.apply_fill(
                 FillRecord(

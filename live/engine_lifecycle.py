@@ -37,6 +37,7 @@ from live.models import ModelSlot
 from live.outage import DatabaseWatch
 from live.outbox import OutboxRelay
 from live.reconcile import recover_orders
+from live.venues import key_of
 from tradeloop.observability import SessionMetrics
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.ops.database import is_connection_error
@@ -132,10 +133,11 @@ class EngineLifecycle:
             self.session = self.store.set_status(self.session.name, "running")
         if (outage := self.database.take_outage()) is not None:
             self.report("database_outage", **outage)
-        stored = self.store.positions(self.session.id)
-        self.portfolio = Portfolio.from_rows(self.session.cash, stored.values(), venue=self.session.exchange)
+        stored = self.store.position_rows(self.session.id)
+        self.portfolio = Portfolio.from_rows(self.session.cash, stored, venue=self.session.exchange)
         self.risk_state = risk_state_of(self.session, self.risk_config)  # as the last committed bar left it
-        self.last.update({s: p.last_price for s, p in stored.items() if p.last_price is not None})
+        venue = self.session.exchange
+        self.last.update({key_of(venue, p.instrument): p.last_price for p in stored if p.last_price is not None})
         last_ts = self.session.last_bar_ts
         if not self.window.is_empty():  # a bar that did not commit comes again
             self.window = pl.DataFrame() if last_ts is None else self.window.filter(pl.col("ts") <= last_ts)

@@ -53,6 +53,7 @@ import polars as pl
 
 from live.orders import intents
 from live.protection import protection_legs
+from live.venues import instrument_of
 from tradeloop.backtest import BacktestConfig, PriceArrays, WilderAtr, size_fractions
 from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, ENTRIES
 from tradeloop.trading import InstrumentId, OrderIntent
@@ -180,7 +181,7 @@ class EntryPlanner:
         limit = cfg.limit_offset if cfg.entry_order == "limit" else None
         out: list[OrderIntent] = []
         for symbol, flags in signals:
-            instrument = InstrumentId(self.venue, symbol)
+            instrument = instrument_of(self.venue, symbol)  # live.venues: okx:BTC-USDT is on OKX
             held = positions.get(symbol, 0.0)
             held = 0.0 if broker.is_dust(symbol, abs(held)) else held  # an unsellable remainder
             shorts = can_short(instrument)

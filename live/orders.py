@@ -144,13 +144,17 @@ def intents(
     return out
 
 
-def new_order(db: Session, *, session_id: int, venue: str, ts: int, intent: OrderIntent) -> Order:
+def new_order(
+    db: Session, *, session_id: int, venue: str, ts: int, intent: OrderIntent, symbol: str | None = None
+) -> Order:
     """The order row for ``intent`` (status ``new``), added to ``db``: stored before it is sent.
 
-    An entry's protective legs are added too, as its child orders (module rules), each with
-    an ``order_decided`` audit row; the entry's row is returned.
+    ``symbol``: the session's name for the instrument (``live.venues``: ``okx:BTC-USDT`` off the
+    session's exchange; default: the instrument's symbol). An entry's protective legs are added
+    too, as its child orders (module rules), each with an ``order_decided`` audit row; the
+    entry's row is returned.
     """
-    symbol = intent.instrument.symbol
+    symbol = symbol or intent.instrument.symbol
     order = Order(
         session_id=session_id,
         client_order_id=client_order_id(session_id, ts, symbol, intent.kind),
@@ -276,9 +280,10 @@ def send_record(order: Order) -> tuple[bool, int]:
 LEGACY_STATUS = {"submitted": OrderStatus.ACKNOWLEDGED}  # what brokers said before the full lifecycle
 
 
-def apply_state(db: Session, state: OrderState, *, session_id: int, venue: str) -> list[Fill]:
+def apply_state(db: Session, state: OrderState, *, session_id: int, venue: str | None = None) -> list[Fill]:
     """Store what the venue says about an order; returns the new fills (the caller applies them
     to its ``tradeloop.portfolio.Portfolio`` and stores the position: :func:`store_position`).
+    Fills are stored as made on ``venue`` (default: where the order was sent, ``orders.venue``).
 
     Fills already stored (same ``venue``, symbol, trade id) are skipped: at most once. The new status must be one the
     order state machine allows from the stored one; an impossible report (a filled order said
@@ -293,7 +298,7 @@ def apply_state(db: Session, state: OrderState, *, session_id: int, venue: str) 
         fill = Fill(
             order_id=order.id,
             session_id=session_id,
-            venue=venue,
+            venue=venue or order.venue,
             symbol=f.symbol,
             trade_id=f.trade_id,
             side=f.side,

@@ -15,7 +15,8 @@ Rules:
 * Every ``every_bars`` bars (:class:`VenueCheck`), against a broker that is a ``VenueAccount``:
 
   1. open orders are polled: an order the database has ``submitted`` that the venue no
-     longer lists, and every ``unknown`` one, is resolved (never resent);
+     longer lists (by client id as the venue spells it), and every ``unknown`` one, is
+     resolved (never resent);
   2. fills are fetched by trade id: the account's trades after the last stored trade id of
      each symbol, matched to our orders by venue order id (a fill is stored at most once);
   3. balances are compared, when no order is open (an order in flight moves the venue's
@@ -44,6 +45,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from live.brokers.base import Broker, FillReport, OrderState, VenueAccount, VenueTrade, wall_ms
+from live.brokers.ccxt_orders import venue_client_id
 from live.orders import mark_sent, orders_in_flight, request_of, send_record
 from live.perps_reconcile import PositionAccount, PositionDrift, compare_positions
 from tradeloop.errors import VenueUnreachableError
@@ -185,7 +187,7 @@ class VenueCheck:
             mine = [o for o in open_orders if o.symbol == symbol]
             listed = await self.venue.open_orders(symbol) if any(o.status in RESTING_STATUSES for o in mine) else set()
             for order in mine:
-                if order.status in RESTING_STATUSES and order.client_order_id in listed:
+                if order.status in RESTING_STATUSES and venue_client_id(order.venue, order.client_order_id) in listed:
                     continue
                 states.append(await self.venue.resolve(request_of(order), since_ms=send_record(order)[1]))
             states += await self._new_fills(store, session_id, symbol, skip={s.client_order_id for s in states})

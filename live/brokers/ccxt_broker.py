@@ -99,6 +99,10 @@ class CcxtBroker(CcxtReader):
 
     async def _accepted(self, order: OrderRequest, symbol: str, reply: dict) -> OrderState:
         try:
+            if reply.get("status") is None:  # OKX acknowledges a create with ids only: ask for the order (a read)
+                found = await self.query(order)
+                if found is not None:
+                    return found
             return await self._state(order, symbol, reply)
         except VenueUnreachableError as exc:  # accepted, its fills not readable yet: the venue check reads them
             reason = f"accepted; fills not read yet ({exc})"
@@ -123,7 +127,8 @@ class CcxtBroker(CcxtReader):
         except VenueUnreachableError as exc:
             return OrderState(cid, S.CANCEL_REQUESTED, reason=f"venue unreachable ({exc}); cancel not sent"[:200])
         try:
-            reply = await self.exchange.cancel_order(None, symbol, {"clientOrderId": cid} | self._lookup(order))
+            params = {"clientOrderId": self.client_id(cid)} | self._lookup(order)
+            reply = await self.exchange.cancel_order(None, symbol, params)
         except ccxt.OrderNotFound as exc:  # not open any more: filled, expired or canceled before the cancel
             return await self._current(order, symbol, reason=f"not open at the cancel ({exc})", pending=False)
         except ccxt.OperationFailed as exc:  # timeout, 5xx, rate limit: it may or may not have been canceled
@@ -167,7 +172,8 @@ class CcxtBroker(CcxtReader):
             return await self._current(old, symbol, reason="", pending=False), OrderState(
                 new.client_order_id, S.REJECTED, reason=str(exc)[:200]
             )
-        if self.unified(old.symbol) != symbol or not self.exchange.market(symbol).get("spot"):
+        one_request = self.venue == "binance" and self.exchange.market(symbol).get("spot")
+        if self.unified(old.symbol) != symbol or not one_request:
             return await self._cancel_then_submit(old, new)
         params = {k: v for k, v in venue.params.items() if k != "triggerPrice"} | {
             "cancelOrigClientOrderId": old.client_order_id

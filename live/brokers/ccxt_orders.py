@@ -14,6 +14,11 @@ Rules:
   the reference price the caller supplies (perpetuals: the mark price).
 * ``reduce_only`` is sent on contracts only: spot has no such flag (a spot sell can never
   exceed what the account holds).
+* Other venues (OKX) take ccxt's unified types: ``market``, ``limit`` (post-only: ccxt's
+  ``postOnly``; IOC: ``timeInForce``); a stop or take-profit is refused before it is sent (the
+  caller emulates it). A spot market buy of ``quote_amount`` spends it as the quote amount
+  (OKX's ``tgtCcy=quote_ccy``). A client order id goes out as the venue spells it
+  (:func:`venue_client_id`: OKX takes 1-32 letters and digits).
 * Status: ccxt's ``open`` is ``acknowledged``, or ``partially_filled`` once something filled;
   ``closed`` is ``filled``; ``canceled`` and ``expired`` keep their names (their fills, if any,
   come with the state).
@@ -21,6 +26,7 @@ Rules:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +40,19 @@ CCXT_STATUS = {
     "expired": OrderStatus.EXPIRED,
     "rejected": OrderStatus.REJECTED,
 }
+
+BINANCE_VENUES = ("binance", "binanceusdm")  # venues whose native order types ccxt passes through
+
+
+def venue_client_id(venue: str, client_order_id: str) -> str:
+    """``client_order_id`` as ``venue`` takes it: unchanged, except on OKX (1-32 letters and
+    digits): without its dashes, or a 32-character digest of it when still longer."""
+    if venue != "okx":
+        return client_order_id
+    plain = "".join(c for c in client_order_id if c.isalnum())
+    if len(plain) <= 32:
+        return plain
+    return "tl" + hashlib.sha1(client_order_id.encode(), usedforsecurity=False).hexdigest()[:30]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -81,6 +100,8 @@ def venue_order(exchange: Any, order: OrderRequest, symbol: str, *, reference_pr
     market cannot take it as it is (the reason says what to change)."""
     market = exchange.market(symbol)
     contract = bool(market.get("contract"))
+    if exchange.id not in BINANCE_VENUES:
+        return _unified_order(exchange, order, symbol, reference_price=reference_price)
     kind = native_type(order, contract=contract)
     listed = (market.get("info") or {}).get("orderTypes") or []
     if listed and kind not in listed:
@@ -118,6 +139,42 @@ def venue_order(exchange: Any, order: OrderRequest, symbol: str, *, reference_pr
     if amount <= 0:
         raise BrokerError(f"order {order.client_order_id}: {quantity} is below {symbol}'s amount step")
     return VenueOrder(symbol=symbol, type=kind, side=order.side, amount=amount, price=price, params=params)
+
+
+def _unified_order(exchange: Any, order: OrderRequest, symbol: str, *, reference_price: float | None) -> VenueOrder:
+    """ccxt's unified ``market`` / ``limit`` orders (module rules: other venues)."""
+    kind, tif = OrderType(order.order_type), TimeInForce(order.time_in_force)
+    cid = order.client_order_id
+    if kind not in (OrderType.MARKET, OrderType.LIMIT):
+        raise BrokerError(
+            f"order {cid}: {symbol} on {exchange.id} takes no {kind} orders through this broker; not sent"
+        )
+    if tif == TimeInForce.POST_ONLY and kind != OrderType.LIMIT:
+        raise BrokerError(f"order {cid}: post-only applies to limit orders, not {kind}")
+    params: dict[str, Any] = {"clientOrderId": venue_client_id(exchange.id, cid)}
+    if kind == OrderType.LIMIT:
+        if order.price is None:
+            raise BrokerError(f"order {cid}: a limit order needs price")
+        if tif == TimeInForce.POST_ONLY:
+            params["postOnly"] = True
+        elif tif == TimeInForce.IOC:
+            params["timeInForce"] = "IOC"
+    price = float(exchange.price_to_precision(symbol, order.price)) if kind == OrderType.LIMIT else None
+    spot = not exchange.market(symbol).get("contract")
+    if kind == OrderType.MARKET and order.side == "buy" and order.quantity is None and spot:
+        spend = float(exchange.cost_to_precision(symbol, order.quote_amount))
+        params |= {"cost": spend, "tgtCcy": "quote_ccy", "createMarketBuyOrderRequiresPrice": False}
+        return VenueOrder(symbol=symbol, type="market", side=order.side, amount=spend, price=None, params=params)
+    quantity = order.quantity
+    if quantity is None:
+        at = price or reference_price
+        if not order.quote_amount or not at:
+            raise BrokerError(f"order {cid}: set quantity (no price to size quote_amount at)")
+        quantity = order.quote_amount / at
+    amount = float(exchange.amount_to_precision(symbol, quantity))
+    if amount <= 0:
+        raise BrokerError(f"order {cid}: {quantity} is below {symbol}'s amount step")
+    return VenueOrder(symbol=symbol, type=kind.value, side=order.side, amount=amount, price=price, params=params)
 
 
 def order_status(reply: dict) -> OrderStatus:

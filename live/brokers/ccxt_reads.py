@@ -28,6 +28,11 @@ of an unknown create's outcome, the account that reconciliation compares, the ma
   then the outcome stays ``unknown`` and the engine halts the symbol (reduce-only).
 * **Market rules** (minimums, precision, dust) come from the markets ccxt has loaded; none
   before they are loaded (the first send loads them).
+* **Venues differ** where ccxt passes the venue's own parameters through: an order's client id
+  is sent and compared as the venue spells it (:meth:`CcxtReader.client_id`), an order's
+  trades are asked for by ``orderId`` (Binance) or ``ordId`` (OKX), trades after a known one by
+  ``fromId`` on Binance and by trade id among the latest elsewhere, and a venue without ccxt's
+  ``fetchOrders`` (OKX) is searched among its open, closed and canceled orders.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import ccxt.async_support as ccxt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from live.brokers.base import FillReport, MarketAssets, OrderRequest, OrderState, VenueTrade, wall_ms
-from live.brokers.ccxt_orders import order_status
+from live.brokers.ccxt_orders import order_status, venue_client_id
 from tradeloop.data.schema import ccxt_symbol
 from tradeloop.errors import VenueUnreachableError
 from tradeloop.risk import TICK_SIZE, MarketRules
@@ -51,6 +56,7 @@ from tradeloop.trading import OrderStatus, OrderType
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 S = OrderStatus
+ORDER_ID_PARAM = {"okx": "ordId"}  # the venue's name for "this order's trades" (default: Binance's orderId)
 
 
 class CcxtBrokerConfig(BaseModel):
@@ -97,13 +103,17 @@ class CcxtReader:
         """Extra parameters that find ``order`` among the venue's orders (futures: its algo orders)."""
         return {}
 
+    def client_id(self, client_order_id: str) -> str:
+        """Our client order id as this venue spells it (``ccxt_orders.venue_client_id``)."""
+        return venue_client_id(self.venue, client_order_id)
+
     # ------------------------------------------------------------------ one order
     async def query(self, order: OrderRequest) -> OrderState | None:
         """The order as the venue shows it now, by client id (one lookup, reads retried); None
         when the venue does not know it; ``VenueUnreachableError`` when it cannot be asked."""
         symbol = self.unified(order.symbol)
         await self._read(self.exchange.load_markets)
-        params = {"clientOrderId": order.client_order_id} | self._lookup(order)
+        params = {"clientOrderId": self.client_id(order.client_order_id)} | self._lookup(order)
         try:
             reply = await self._read(lambda: self.exchange.fetch_order(None, symbol, params))
         except ccxt.OrderNotFound:
@@ -126,7 +136,7 @@ class CcxtReader:
     async def _by_client_id(self, order: OrderRequest, symbol: str, *, since_ms: int) -> OrderState | None:
         cid = order.client_order_id
         deadline_ms = since_ms + int(self.config.visibility_window_s * 1000)
-        params = {"clientOrderId": cid} | self._lookup(order)
+        params = {"clientOrderId": self.client_id(cid)} | self._lookup(order)
         asked = 0
         while True:
             try:
@@ -144,8 +154,23 @@ class CcxtReader:
     async def _among_orders(self, order: OrderRequest, symbol: str, *, since_ms: int) -> OrderState | None:
         cid = order.client_order_id
         since = since_ms - int(self.config.recv_window_s * 1000)  # the venue's clock may lag ours
-        orders = await self._read(lambda: self.exchange.fetch_orders(symbol, since=since, params=self._lookup(order)))
-        mine = [o for o in orders if o.get("clientOrderId") == cid and not self._older_than_send(o, since_ms)]
+        if self.exchange.has.get("fetchOrders"):
+            orders = await self._read(
+                lambda: self.exchange.fetch_orders(symbol, since=since, params=self._lookup(order))
+            )
+        else:  # OKX: open, closed and canceled orders are three lists
+            orders = []
+            for listing in (
+                self.exchange.fetch_open_orders,
+                self.exchange.fetch_closed_orders,
+                self.exchange.fetch_canceled_orders,
+            ):
+                orders += await self._read(partial(listing, symbol, since, None, self._lookup(order)))
+        mine = [
+            o
+            for o in orders
+            if o.get("clientOrderId") == self.client_id(cid) and not self._older_than_send(o, since_ms)
+        ]
         return await self._state(order, symbol, mine[-1]) if mine else None
 
     def _older_than_send(self, order: dict, since_ms: int) -> bool:
@@ -175,7 +200,7 @@ class CcxtReader:
                     reason=f"trade of venue order {venue_id} on {order.symbol} "
                     "since the send cannot be attributed; never resent",
                 )
-            if owner.get("clientOrderId") == cid and not self._older_than_send(owner, since_ms):
+            if owner.get("clientOrderId") == self.client_id(cid) and not self._older_than_send(owner, since_ms):
                 return await self._state(order, symbol, owner)
         return never
 
@@ -203,7 +228,8 @@ class CcxtReader:
         the account's trades of that order, read when it filled anything)."""
         trades = reply.get("trades") or []
         if not trades and float(reply.get("filled") or 0.0) > 0.0:
-            trades = await self._read(lambda: self.exchange.fetch_my_trades(symbol, params={"orderId": reply["id"]}))
+            by_order = {ORDER_ID_PARAM.get(self.venue, "orderId"): reply["id"]}
+            trades = await self._read(lambda: self.exchange.fetch_my_trades(symbol, params=by_order))
         fills = tuple(
             FillReport(
                 order.client_order_id,
@@ -227,9 +253,12 @@ class CcxtReader:
     async def trades(self, symbol: str, *, after_trade_id: str | None) -> list[VenueTrade]:
         unified = self.unified(symbol)
         params: dict[str, Any] = {}
-        if after_trade_id is not None and after_trade_id.isdigit():
-            params["fromId"] = int(after_trade_id) + 1
+        after = int(after_trade_id) if after_trade_id is not None and after_trade_id.isdigit() else None
+        if after is not None and self.venue in ("binance", "binanceusdm"):
+            params["fromId"] = after + 1
         rows = await self._read(lambda: self.exchange.fetch_my_trades(unified, params=params))
+        if after is not None:  # elsewhere: the latest trades, those after the known one kept
+            rows = [t for t in rows if not str(t["id"]).isdigit() or int(t["id"]) > after]
         return [
             VenueTrade(
                 venue_order_id=str(t["order"]),

@@ -31,7 +31,8 @@ def make_exchange(
     re-sent behind the caller's back.
 
     ``api_url`` replaces the REST base (e.g. ``http://127.0.0.1:8765``); for Binance it is the
-    host that serves ``/api/v3/...``. ``ws_url`` replaces every WebSocket URL (ccxt.pro).
+    host that serves ``/api/v3/...``, for OKX the one that serves ``/api/v5/...``. ``ws_url``
+    replaces every WebSocket URL (ccxt.pro).
 
     A client with ``credentials`` signs its requests: it is refused when any of its URLs is
     plain ``http://`` or ``ws://``, unless ``allow_insecure_loopback`` is set and every such
@@ -47,6 +48,8 @@ def make_exchange(
         config["options"] = {"fetchMarkets": {"types": ["spot"]}}
     if exchange_id == "binanceusdm":  # USDⓈ-M perpetuals: its default market list is the linear one
         config["options"] = {}
+    if exchange_id == "okx":  # spot: one instruments request instead of four (spot, futures, swaps, options)
+        config["options"] = {"fetchMarkets": {"types": ["spot"]}}
     if credentials:
         register_secret(*credentials.values())  # never in a log line, ccxt's DEBUG included
         config.update({k: v for k, v in credentials.items() if v})
@@ -54,12 +57,16 @@ def make_exchange(
             config["options"].update({"fetchCurrencies": False, "fetchMargins": False})
     module = ccxt.pro if websocket else ccxt.async_support if asynchronous else ccxt
     exchange: ccxt.Exchange = getattr(module, exchange_id)(config)
+    if exchange_id == "okx" and credentials:  # with keys, ccxt would ask OKX's signed currency list; trading needs none
+        exchange.has = {**exchange.has, "fetchCurrencies": False}
     exchange.log = route_print_to_log(logging.getLogger(f"ccxt.verbose.{exchange_id}"))
     if api_url:
         _override_public_url(exchange, api_url.rstrip("/"))
     if ws_url:
         streams = exchange.urls["api"].get("ws", {})
-        for name, url in list(streams.items()):
+        if isinstance(streams, str):  # OKX: one base URL, the client appends /public, /business, /private
+            exchange.urls["api"]["ws"] = ws_url
+        for name, url in list(streams.items()) if isinstance(streams, dict) else []:
             if isinstance(url, str):
                 streams[name] = ws_url
     if credentials:

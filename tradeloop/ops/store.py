@@ -378,6 +378,12 @@ class OpsStore:
         with self._sessions() as db:
             return {p.symbol: p for p in db.scalars(select(Position).where(Position.session_id == session_id))}
 
+    def position_rows(self, session_id: int) -> list[Position]:
+        """Every position row of the session, one per instrument (venue, symbol): a session on
+        several venues may hold the same symbol on two of them."""
+        with self._sessions() as db:
+            return list(db.scalars(select(Position).where(Position.session_id == session_id)))
+
     def fills(self, session_id: int) -> list[Fill]:
         with self._sessions() as db:
             return list(db.scalars(select(Fill).where(Fill.session_id == session_id).order_by(Fill.id)))
