@@ -28,6 +28,7 @@ from api.routers import (
     stream,
     thresholds,
     users,
+    venues,
 )
 from tradeloop.logs import configure_logging
 from tradeloop.settings import Settings, get_settings
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, *, context: ApiContext | None =
         market_data.router,
         prices.router,
         signals.router,
+        venues.router,
         jobs.router,
         stream.router,
     ):

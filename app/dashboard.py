@@ -25,6 +25,7 @@ navigation = st.navigation(
         st.Page(PAGES / "performance.py", title="Performance", icon=":material/show_chart:"),
         st.Page(PAGES / "champion.py", title="Champion", icon=":material/emoji_events:"),
         st.Page(PAGES / "data_health.py", title="Data health", icon=":material/health_and_safety:"),
+        st.Page(PAGES / "venues.py", title="Venues", icon=":material/swap_horiz:"),
     ]
 )
 refresh.interval_control()

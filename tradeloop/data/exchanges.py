@@ -1,9 +1,17 @@
-"""Build ccxt exchange clients with tradeloop's timeouts and URL overrides."""
+"""Build ccxt exchange clients with tradeloop's timeouts and URL overrides, instrumented for
+exchange health (``tradeloop.observability.venues``): :func:`instrument` times every REST call
+by venue and endpoint (``GET klines``: the method and ccxt's path template, so ids never make
+a series) and classifies its error; a WebSocket watch (``watch_*``) reports data received and
+every reconnection (a new connection to a URL it had one to)."""
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import inspect
 import ipaddress
 import logging
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,6 +20,7 @@ import ccxt.async_support
 import ccxt.pro
 
 from tradeloop.errors import ConfigError, UnknownExchangeError
+from tradeloop.observability.venues import VenueHealth, venue_health
 from tradeloop.redaction import register_secret, route_print_to_log
 
 
@@ -25,6 +34,7 @@ def make_exchange(
     websocket: bool = False,
     ws_url: str | None = None,
     allow_insecure_loopback: bool = False,
+    health: VenueHealth | None = None,
 ) -> ccxt.Exchange:
     """A ccxt client (``ccxt.async_support`` when ``asynchronous``, ``ccxt.pro`` when
     ``websocket``) with rate limiting on and ccxt's own retries off: an order is never
@@ -37,6 +47,9 @@ def make_exchange(
     A client with ``credentials`` signs its requests: it is refused when any of its URLs is
     plain ``http://`` or ``ws://``, unless ``allow_insecure_loopback`` is set and every such
     URL points at this machine (a loopback test exchange).
+
+    Every client reports its calls to ``health`` (default: the process's :func:`venue_health`,
+    which exports the ``tradeloop_venue_*`` metrics).
     """
     if exchange_id not in ccxt.exchanges:
         raise UnknownExchangeError(
@@ -71,7 +84,101 @@ def make_exchange(
                 streams[name] = ws_url
     if credentials:
         _refuse_plain_text(exchange, allow_loopback=allow_insecure_loopback)
+    return instrument(exchange, health or venue_health())
+
+
+_ENDPOINT: contextvars.ContextVar[str] = contextvars.ContextVar("tradeloop_ccxt_endpoint", default="other")
+WATCHES = (
+    "watch_ohlcv", "watch_ohlcv_for_symbols", "watch_ticker", "watch_tickers", "watch_bids_asks",
+    "watch_order_book", "watch_order_book_for_symbols", "watch_trades", "watch_trades_for_symbols",
+)  # fmt: skip
+
+
+def _endpoint(args: tuple, kwargs: dict) -> str:
+    """``GET klines`` from ccxt's ``fetch2(path, api, method, ...)`` arguments."""
+    path = args[0] if args else kwargs.get("path", "?")
+    method = args[2] if len(args) > 2 else kwargs.get("method", "GET")
+    return f"{method} {path}"
+
+
+def instrument(exchange: ccxt.Exchange, health: VenueHealth) -> ccxt.Exchange:
+    """Report ``exchange``'s REST calls and WebSocket watches to ``health`` (see the module
+    docstring); works on sync, ``async_support`` and ``pro`` clients. Returns ``exchange``."""
+    venue = exchange.id
+    fetch2, fetch = exchange.fetch2, exchange.fetch
+    if inspect.iscoroutinefunction(fetch):
+
+        @functools.wraps(fetch2)
+        async def afetch2(*args: Any, **kwargs: Any) -> Any:
+            token = _ENDPOINT.set(_endpoint(args, kwargs))
+            try:
+                return await fetch2(*args, **kwargs)
+            finally:
+                _ENDPOINT.reset(token)
+
+        @functools.wraps(fetch)
+        async def afetch(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                reply = await fetch(*args, **kwargs)
+            except ccxt.BaseError as exc:
+                health.record_call(venue, endpoint=_ENDPOINT.get(), seconds=time.perf_counter() - start, error=exc)
+                raise
+            health.record_call(venue, endpoint=_ENDPOINT.get(), seconds=time.perf_counter() - start)
+            return reply
+
+        exchange.fetch2, exchange.fetch = afetch2, afetch
+    else:
+
+        @functools.wraps(fetch2)
+        def sfetch2(*args: Any, **kwargs: Any) -> Any:
+            token = _ENDPOINT.set(_endpoint(args, kwargs))
+            try:
+                return fetch2(*args, **kwargs)
+            finally:
+                _ENDPOINT.reset(token)
+
+        @functools.wraps(fetch)
+        def sfetch(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                reply = fetch(*args, **kwargs)
+            except ccxt.BaseError as exc:
+                health.record_call(venue, endpoint=_ENDPOINT.get(), seconds=time.perf_counter() - start, error=exc)
+                raise
+            health.record_call(venue, endpoint=_ENDPOINT.get(), seconds=time.perf_counter() - start)
+            return reply
+
+        exchange.fetch2, exchange.fetch = sfetch2, sfetch
+    known: dict[str, object] = {}  # WebSocket URL -> the connection last seen on it
+    for name in WATCHES:
+        watch = getattr(exchange, name, None)
+        if watch is not None and inspect.iscoroutinefunction(watch):
+            setattr(exchange, name, _watched(exchange, watch, venue, health, known))
     return exchange
+
+
+def _watched(exchange: Any, watch: Any, venue: str, health: VenueHealth, known: dict[str, object]) -> Any:
+    """``watch`` reporting its data, and every new connection to a URL it was connected to
+    before (ccxt.pro opens one after a drop, often without raising to the caller)."""
+
+    def connections() -> None:
+        for url, client in list(getattr(exchange, "clients", {}).items()):
+            before = known.get(url)
+            if before is not None and before is not client:
+                health.record_reconnect(venue)
+            known[url] = client
+
+    @functools.wraps(watch)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            data = await watch(*args, **kwargs)
+        finally:
+            connections()
+        health.record_message(venue)
+        return data
+
+    return wrapper
 
 
 def _refuse_plain_text(exchange: ccxt.Exchange, *, allow_loopback: bool) -> None:
