@@ -78,4 +78,24 @@ if ! have supervisord || ! have supervisorctl; then
   apt_install --no-install-recommends supervisor
   { have supervisord && have supervisorctl; } || { echo "tests: supervisord is missing; install Debian's supervisor" >&2; exit 1; }
 fi
+# the container tests (tests/deploy/test_containers.py) build and run images with Debian's Docker,
+# check the compose file with its docker-compose and make their base image with debootstrap; dockerd
+# is started here when it does not answer, niced as the tests are (its containers inherit it)
+if ! have docker || ! have dockerd || ! have docker-compose || ! have debootstrap; then
+  echo "tests: installing Debian's docker.io, docker-compose and debootstrap for the container tests"
+  apt_install --no-install-recommends docker.io docker-compose debootstrap
+  { have docker && have dockerd && have docker-compose && have debootstrap; } || { echo "tests: docker, dockerd, docker-compose or debootstrap is missing; install Debian's docker.io, docker-compose and debootstrap" >&2; exit 1; }
+fi
+if ! docker info > /dev/null 2>&1; then
+  echo "tests: starting dockerd (log: /var/log/tradeloop-dockerd.log)"
+  [ "$(id -u)" = 0 ] && setsid nice -n 19 dockerd > /var/log/tradeloop-dockerd.log 2>&1 < /dev/null &
+  for _ in $(seq 60); do docker info > /dev/null 2>&1 && break; sleep 0.5; done
+  docker info > /dev/null 2>&1 || { echo "tests: the Docker daemon does not answer (docker info); start dockerd as root" >&2; exit 1; }
+fi
+# the proxy tests (tests/deploy/test_nginx.py) run Debian's nginx on loopback ports of their own
+if ! have nginx; then
+  echo "tests: installing Debian's nginx for the proxy tests"
+  apt_install --no-install-recommends nginx
+  have nginx || { echo "tests: nginx is missing; install Debian's nginx" >&2; exit 1; }
+fi
 exit 0
