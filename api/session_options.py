@@ -202,8 +202,9 @@ def new_session_spec(body: NewSession) -> tuple[SessionSpec, Problems]:
     start, end = cast(int | None, body.start), cast(int | None, body.end)  # epoch ms once validated
     if start is not None and end is not None and end < start:
         problems.append(("body.end", body.end, f"end is before start ({body.start}); give end >= start"))
+    symbols = tuple(dict.fromkeys(body.symbols))  # a repeat is one of the problems above
     spec = SessionSpec(
-        name=body.name, strategy=body.strategy, exchange=body.exchange, symbols=tuple(body.symbols),
+        name=body.name, strategy=body.strategy, exchange=body.exchange, symbols=symbols,
         timeframe=body.timeframe, mode=body.mode, feed=body.feed, start=start, end=end, init_cash=body.init_cash,
         fraction=body.fraction, orders=dict(body.orders), risk=risk, allow_in_sample=body.allow_in_sample,
     )  # fmt: skip
