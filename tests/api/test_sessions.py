@@ -260,6 +260,7 @@ def test_viewers_and_read_keys_read_but_do_not_act(api: Api) -> None:
         ({"strategy": "sma_crss"}, "body.strategy", "sma_crss", "did you mean 'sma_cross'"),
         ({"timeframe": "4 hours"}, "body.timeframe", "4 hours", "1h, 4h"),
         ({"symbols": ["BTCUSD"]}, "body.symbols.0", "BTCUSD", "BASE-QUOTE"),
+        ({"symbols": ["BTC-USD", "BTC/USD"]}, "body.symbols.1", "BTC/USD", "again; give each once"),  # once a 500
         ({"window_bars": 10}, "body.window_bars", 10, "pass window_bars"),
         ({"init_cash": -5}, "body.init_cash", -5, "greater than 0"),
         ({"start": "soon"}, "body.start", "soon", "epoch milliseconds"),
