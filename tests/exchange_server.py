@@ -54,7 +54,15 @@ from loopback_http import Fault, LoopbackHttp, Reject, Reply, rate_limited, serv
 __all__ = ["FIXTURES", "BinanceLoopback", "Fault", "kline_rows", "rate_limited", "server_error"]
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exchange" / "binance"
-INTERVAL_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}
+INTERVAL_MS = {
+    "1s": 1_000,
+    "1m": 60_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "1h": 3_600_000,
+    "4h": 14_400_000,
+    "1d": 86_400_000,
+}
 SIGNED_READS = ("/api/v3/order", "/api/v3/openOrders", "/api/v3/allOrders", "/api/v3/myTrades", "/api/v3/account")
 OPEN = ("NEW", "PARTIALLY_FILLED")
 STOPS = {

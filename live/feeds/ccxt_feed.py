@@ -84,6 +84,7 @@ class CcxtFeed:
         self.reconnects: dict[str, int] = dict.fromkeys(self.symbols, 0)
         self.rest_fallback: set[str] = set()
         self.failbacks: dict[str, int] = dict.fromkeys(self.symbols, 0)
+        self.errors: dict[str, str] = {}  # symbol -> the last error other than a network one
         self.gaps = GapFiller(
             exchange, timeframe=timeframe, deliver=self._deliver, max_bars=self.config.max_backfill_bars, rng=self.rng
         )
@@ -195,6 +196,14 @@ class CcxtFeed:
                     failures, base=self.config.backoff_base_s, cap=self.config.backoff_cap_s, rng=self.rng
                 )
                 log.info("%s: %s; reconnecting in %.2f s", symbol, type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+            except Exception as exc:  # noqa: BLE001 - a refusal, a bad reply: the symbol's task never dies
+                failures += 1
+                self.errors[symbol] = f"{type(exc).__name__}: {exc}"[:300]
+                delay = backoff_delay(
+                    failures, base=self.config.backoff_base_s, cap=self.config.backoff_cap_s, rng=self.rng
+                )
+                log.error("%s: %s; trying again in %.2f s", symbol, self.errors[symbol], delay)
                 await asyncio.sleep(delay)
 
     async def _probe(self, symbol: str, market: str, probe: Probe) -> bool:

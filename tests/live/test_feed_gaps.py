@@ -191,3 +191,26 @@ def test_backfilled_candles_join_the_window_before_the_bars_candles_once_each() 
         assert rolled.filter(pl.col("symbol") == symbol)["close"].to_list() == [float(i) for i in range(first, 6)]
     plain, none = roll_window(window, CandleBatch(ts=T0 + 5 * STEP, candles=bar, received_ns=0), bars=400)
     assert none == {} and plain.filter(pl.col("symbol") == "ETH-USDT")["close"].to_list() == [0.0, 1.0, 2.0, 5.0]
+
+
+def test_a_refused_backfill_holds_the_symbol_back_and_its_task_tries_again(tmp_path) -> None:
+    """The venue refuses the gap's first two klines requests (an exchange error, not a network
+    one): the symbol's task does not die; its candles wait behind the gap (none is delivered
+    over a hole) and go out once a retry fills it."""
+    from loopback_http import Fault
+
+    script = {"BTCUSDT": rows(40, 3)}
+    refused = Fault(400, {"code": -1121, "msg": "Invalid symbol."})
+    with (
+        BinanceLoopback(candles={}, faults={1: refused, 2: refused}) as rest,
+        BinanceWsLoopback(script, pace_s=0.05, drop_after=5, skip_on_reconnect=4) as ws,
+    ):
+        serve_rest(rest, script)
+        feed = CcxtFeed(
+            pro_client(rest, ws), lake=CandleLake(tmp_path), symbols=["BTC-USDT"], timeframe="1m",
+            config=CcxtFeedConfig(settle_s=0.0, backoff_base_s=0.05, backoff_cap_s=0.2, lake_flush_s=None), seed=3,
+        )  # fmt: skip
+        batches = asyncio.run(collect(feed, 12))
+    got = delivered(batches)["BTC-USDT"]
+    assert got[:12] == [(r[0], pytest.approx(r[4])) for r in script["BTCUSDT"][:12]]
+    assert feed.errors["BTC-USDT"].startswith("BadSymbol") and feed.gaps.filled == {"BTC-USDT": 4}
