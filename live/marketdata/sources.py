@@ -8,10 +8,12 @@ gap backfill): the venue the session trades first, then other venues quoting the
 Rules:
 
 1. A symbol's chosen source is the first in priority order that is healthy for it and has its
-   candle for the bar. A source is unhealthy for a symbol while its feed reports the symbol
-   stale, or while its close diverges from the median of every source's close for the bar by
-   more than ``divergence`` (a relative bound; with fewer than three closes nobody can tell
-   which one is wrong, and none is dropped for it).
+   candle for the bar. A source is unhealthy for a symbol while its venue's health score
+   (``tradeloop.observability.venues``: latency, errors, staleness, clock skew, status) is
+   under ``min_score``, while its feed reports the symbol stale, or while its close diverges
+   from the median of every source's close for the bar by more than ``divergence`` (a
+   relative bound; with fewer than three closes nobody can tell which one is wrong, and none
+   is dropped for it).
 2. Failover happens at once (the bar is taken from the next healthy source). Fail-back is
    slower (hysteresis): a higher-priority source takes the symbol back only after it has been
    healthy with a candle for ``failback_bars`` bars in a row.
@@ -19,7 +21,8 @@ Rules:
    close), or ``settle_s`` after the first did: a source late by more than that has missed
    the bar (a symbol no source has is absent, as with one feed).
 4. Every switch is recorded (``switches``: bar, symbol, from, to, why) and reported through
-   ``on_switch`` (the runner audits it); ``chosen`` is each symbol's current source.
+   ``on_switch`` (the runner audits it); ``chosen`` is each symbol's current source, and
+   ``healthy`` the sources that were healthy with a candle for each of the last 1,000 bars.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import contextlib
 import logging
 import statistics
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -36,6 +40,7 @@ import polars as pl
 
 from live.feeds.base import CandleBatch
 from live.feeds.ccxt_feed import CcxtFeed
+from tradeloop.observability.venues import VenueHealth
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +71,19 @@ class SourcedFeed:
         failback_bars: int = 3,
         settle_s: float = 5.0,
         on_switch: Callable[[Switch], None] | None = None,
+        health: VenueHealth | None = None,
+        min_score: float = 0.5,
     ):
         if not sources:
             raise ValueError("a sourced feed needs at least one source")
         self.sources, self.divergence, self.failback_bars = sources, divergence, failback_bars
         self.settle_s, self.on_switch = settle_s, on_switch
+        self.health, self.min_score = health, min_score
         self.symbols = list(sources[0].symbols)
         self.chosen: dict[str, int] = dict.fromkeys(self.symbols, 0)
         self.streak: dict[tuple[str, int], int] = {}  # (symbol, source) -> healthy bars in a row
         self.switches: list[Switch] = []
+        self.healthy: deque[tuple[int, str, tuple[int, ...]]] = deque(maxlen=1000)  # (bar, symbol, sources)
 
     def label(self, i: int) -> str:
         return f"{self.sources[i].exchange.id}#{i}"
@@ -129,18 +138,22 @@ class SourcedFeed:
     def _unhealthy(self, i: int, symbol: str, closes: dict[int, float]) -> str | None:
         if symbol in self.sources[i].stale:
             return "stale"
+        venue = self.sources[i].exchange.id
+        if self.health is not None and (score := self.health.score(venue)) < self.min_score:
+            return f"{venue}'s health score {score:.2f} is under {self.min_score:.2f}"
         if i in closes and len(closes) >= 3:
             median = statistics.median(closes.values())
             if median > 0 and abs(closes[i] / median - 1.0) > self.divergence:
                 return f"close {closes[i]:g} is {closes[i] / median - 1.0:+.2%} from the sources' median {median:g}"
         return None
 
-    def _pick(self, symbol: str, bar: _Bar, *, record: bool) -> tuple[int | None, str]:
+    def _pick(self, symbol: str, bar: _Bar, *, record: bool, bar_ts: int = -1) -> tuple[int | None, str]:
         closes = self._closes(bar, symbol)
         healthy = [i for i in range(len(self.sources)) if i in closes and self._unhealthy(i, symbol, closes) is None]
         if record:
             for i in range(len(self.sources)):
                 self.streak[(symbol, i)] = self.streak.get((symbol, i), 0) + 1 if i in healthy else 0
+            self.healthy.append((bar_ts, symbol, tuple(healthy)))
         current = self.chosen[symbol]
         better = [i for i in healthy if i < current and self.streak.get((symbol, i), 0) >= self.failback_bars]
         if better:
@@ -155,7 +168,7 @@ class SourcedFeed:
     def _merge(self, ts: int, bar: _Bar) -> CandleBatch:
         rows, backfills = [], []
         for symbol in self.symbols:
-            i, why = self._pick(symbol, bar, record=True)
+            i, why = self._pick(symbol, bar, record=True, bar_ts=ts)
             if i is None:
                 continue
             if i != self.chosen[symbol]:

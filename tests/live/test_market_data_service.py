@@ -124,3 +124,8 @@ def test_two_engines_trade_every_bar_from_one_market_data_process(trained_world,
     last = {r[0]: r[4] for r in script["BTCUSDT"]}
     assert ts >= bars[-1] and price == pytest.approx(last[ts])
     assert "bar(s) published" in out
+    from tradeloop.ops import OpsStore
+    from tradeloop.ops.market_store import MarketStore
+
+    health = {row.venue: row for row in MarketStore(OpsStore.open(settings.effective_database_url)).health()}
+    assert 0.5 < health["binance"].score <= 1.0  # the service's venue monitor snapshots its venue's health

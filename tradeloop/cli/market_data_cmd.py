@@ -43,9 +43,13 @@ def run(
     from live.feeds.ccxt_feed import CcxtFeed
     from live.marketdata.service import MarketDataService
     from live.marketdata.sources import SourcedFeed
+    from live.venue_monitor import VenueMonitor
     from tradeloop.data import CandleLake
     from tradeloop.data.exchanges import make_exchange
     from tradeloop.data.schema import check_exchange, timeframe_ms
+    from tradeloop.observability.venues import venue_health
+    from tradeloop.ops import OpsStore
+    from tradeloop.ops.market_store import MarketStore
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -78,21 +82,25 @@ def run(
             return CcxtFeed(client, lake=lake, symbols=traded, timeframe=timeframe)
 
         primary = venue_feed(exchange, primary=True)
-        feed: CcxtFeed | SourcedFeed = primary
-        if sources:
-            fallbacks = [venue_feed(v, primary=False) for v in dict.fromkeys(sources) if v != exchange]
-            feed = SourcedFeed([primary, *fallbacks], divergence=divergence)
+        feeds = [primary] + [venue_feed(v, primary=False) for v in dict.fromkeys(sources or []) if v != exchange]
+        health = venue_health()  # every client above reports its calls here (tradeloop.data.exchanges)
+        feed = SourcedFeed(feeds, divergence=divergence, health=health) if len(feeds) > 1 else primary
         bus = RedisBus(redis_url, prefix=settings.redis_prefix)
         service = MarketDataService(feed, bus, venue=exchange, timeframe=timeframe)
+        store = OpsStore.open(settings.effective_database_url)  # the venues' health snapshots (GET /venues/health)
+        monitor = VenueMonitor({f.exchange.id: f.exchange for f in feeds}, market=MarketStore(store), health=health)
         try:
             task = asyncio.create_task(service.run(stop=stop, max_batches=max_batches))
+            probes = asyncio.create_task(monitor.run(stop))
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stop.set()
             task.cancel()
             stopping.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.gather(task, probes, return_exceptions=True)
         finally:
             await bus.close()
+            store.close()
         console.print(f"market data {exchange} {timeframe}: {service.published} bar(s) published", highlight=False)
 
     asyncio.run(main())
