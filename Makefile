@@ -67,6 +67,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/live.py
 	bash tests/services/ensure.sh  # bench/api.py runs the API over this machine's PostgreSQL and Redis
 	$(BIN)/python bench/api.py
+	@echo "not run (30 minutes): the chaos soak, nice -n 19 $(BIN)/python bench/soak.py (--minutes N; docs/operations.md)"
 
 # jupyter/jupyter_lab_config.py: root at the repository (notebooks/ and data/runs/), notebooks/*.py open as
 # notebooks, kernels get the data folder from the settings, --allow-root only when run as root
