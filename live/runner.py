@@ -31,6 +31,8 @@ from live.feeds.replay import ReplayFeed
 from live.locks import EngineLocks, account_lock_key, session_lock_key
 from live.marketdata.bus_feed import BusFeed
 from live.models import ModelSlot
+from live.venue_feed import VenueReplay
+from live.venues import venues_of
 from tradeloop.backtest import BacktestConfig
 from tradeloop.data import CandleLake, SeriesKey, earliest
 from tradeloop.data.exchanges import make_exchange
@@ -105,6 +107,7 @@ def build_engine(
     store = store or OpsStore.open(settings.effective_database_url)
     registry = ModelRegistry(settings.registry_dir)
     session = open_session(store, registry, config, first_bar_ms=first_bar_ms)
+    check_live_venues(session.mode, session.exchange, session.symbols)
     secret = session_secret(settings, store, session)
     if locks is not None:
         api_key = secret.api_key if secret is not None else None
@@ -139,6 +142,17 @@ def session_secret(settings: Settings, store: OpsStore, session: TradingSession)
     if session.mode != "live" or session.credential_id is None:
         return None
     return CredentialStore(store).secret(session.credential_id, vault=vault_of(settings))
+
+
+def check_live_venues(mode: str, exchange: str, symbols: tuple[str, ...] | list[str]) -> None:
+    """A live session trades on one venue's account: the runner builds one broker with one set
+    of keys (``live.brokers.router`` routes several venues' brokers once each has its keys)."""
+    venues = sorted(venues_of(exchange, symbols))
+    if mode == "live" and len(venues) > 1:
+        raise ConfigError(
+            f"a live session trades one venue's account; these symbols are on {venues}: trade them in one live "
+            "session per venue, or replay them together on paper (--mode paper)"
+        )
 
 
 def make_broker(
@@ -182,9 +196,13 @@ def make_broker(
     return CcxtBroker(client)
 
 
-def replay_feed(settings: Settings, config: SessionConfig) -> ReplayFeed:
+def replay_feed(settings: Settings, config: SessionConfig) -> ReplayFeed | VenueReplay:
+    """The lake's candles of the session's symbols; symbols on several venues (``venue:SYMBOL``,
+    ``live.venues``) are replayed as one universe (``live.venue_feed``)."""
     lake = CandleLake(settings.lake_dir, quarantine_root=settings.quarantine_dir)
-    return ReplayFeed(
+    several = len(venues_of(config.exchange, config.symbols)) > 1
+    kind = VenueReplay if several else ReplayFeed
+    return kind(
         lake,
         exchange=config.exchange,
         symbols=list(config.symbols),
@@ -240,7 +258,7 @@ def bus_feed(settings: Settings, config: SessionConfig) -> BusFeed:
     )
 
 
-def check_replay_data(feed: ReplayFeed, config: SessionConfig) -> int:
+def check_replay_data(feed: ReplayFeed | VenueReplay, config: SessionConfig) -> int:
     """Every series of a replay has candles in the lake, some of them in ``start``..``end``;
     the replay's first bar (ms)."""
     lake = feed.lake
@@ -282,6 +300,7 @@ async def run_session(
     bind_ids(session=config.name)
     await check_services(settings)
     if config.mode == "live":  # keys and exchange URLs are checked before the data (exit 2 before 3)
+        check_live_venues(config.mode, config.exchange, config.symbols)
         await make_broker(settings, "live", exchange=config.exchange, backtest=BacktestConfig()).close()
     feeds: dict[str, Callable[[Settings, SessionConfig], Feed]] = {
         "replay": replay_feed,
@@ -290,7 +309,9 @@ async def run_session(
     }
     feed = feeds[config.feed](settings, config)
     try:
-        first_bar_ms = check_replay_data(feed, config) if isinstance(feed, ReplayFeed) else None  # ccxt: now
+        first_bar_ms = None  # ccxt and bus: now
+        if isinstance(feed, ReplayFeed | VenueReplay):
+            first_bar_ms = check_replay_data(feed, config)
         store = OpsStore.open(settings.effective_database_url)
         locks = EngineLocks(store)
         try:
@@ -303,7 +324,7 @@ async def run_session(
             raise
         if isinstance(feed, CcxtFeed | BusFeed):  # a stale feed goes to the audit log (and the log)
             feed.on_stale = lambda symbol, age: engine.report("feed_stale", symbol=symbol, seconds=round(age, 1))
-        if isinstance(feed, ReplayFeed):  # a bad stored bar is skipped, never traded: audit it
+        if isinstance(feed, ReplayFeed | VenueReplay):  # a bad stored bar is skipped, never traded: audit it
             feed.on_rejected = lambda symbol, ts, rule: engine.report("candle_skipped", symbol=symbol, ts=ts, rule=rule)
         try:
             await engine.run(feed, max_bars=max_bars, stop=stop)
