@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -41,6 +42,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from exchange_server import BinanceLoopback  # noqa: E402  (the loopback REST venue of the tests)
+
+
+def train_champion(root: Path, **options) -> int:
+    """bench/live.py's champion (its file, not the live package of the same name)."""
+    spec = importlib.util.spec_from_file_location("bench_live", Path(__file__).with_name("live.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.train_champion(root, **options)
+
 
 SECOND = 1000
 WARM = 400  # bars of history per instrument in the lake (the engines' window)
@@ -185,35 +196,14 @@ def _frame(rows: list[list]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=["ts", "open", "high", "low", "close", "volume"], orient="row")
 
 
-def train_champion(root: Path) -> None:
-    """An SMA(3, 8) cross with its threshold model, trained on the bundled sample, its bar at
-    the median probability, never stale for the run."""
-    from tradeloop.data import CandleLake, SeriesKey
-    from tradeloop.data.importer import import_sample
-    from tradeloop.registry import Lineage, ModelRegistry
-    from tradeloop.research.walkforward import fit_threshold
-    from tradeloop.strategies import SmaCross
-    from tradeloop.thresholds import BarrierConfig, meta_dataset
-
-    lake = CandleLake(root / "sample-lake")
-    import_sample(lake)
-    candles = lake.read_many([SeriesKey("coinbase", s, "4h") for s in ("BTC-USD", "ETH-USD")]).sort("symbol", "ts")
-    strategy, barriers = SmaCross(fast=3, slow=8), BarrierConfig()
-    events = meta_dataset(candles, strategy, barriers=barriers)
-    model = fit_threshold(events, strategy, barriers)
-    model.estimator.threshold_ = float(np.median(model.probabilities(events)))
-    model.max_age_ms = 157_766_400_000  # the longest a model may be trusted (5 years): the sample is older
-    registry = ModelRegistry(root / "registry")
-    registry.promote("sma_cross", registry.register(model.save(root / "model")), lineage=Lineage(run_id="bench"))
-
-
 async def run(args: argparse.Namespace) -> dict:
     from live.engine import LiveEngine
     from live.runner import SessionConfig, run_session
     from tradeloop.settings import Settings
 
     root = Path(tempfile.mkdtemp(prefix="tradeloop-feeds-bench-"))
-    train_champion(root)
+    # an SMA(3, 8) cross (a signal every few bars), trusted for the run: the sample is years old
+    train_champion(root, fast=3, slow=8, max_age_ms=157_766_400_000)
     start = (int(time.time() * 1000) // SECOND + 3) * SECOND
     spawn = multiprocessing.get_context("spawn")
     links, venues = {}, {}

@@ -36,8 +36,9 @@ sys.path.insert(0, str(ROOT))
 MINUTE = 60_000
 
 
-def train_champion(root: Path) -> int:
-    """Train and promote an SMA-cross threshold model on the bundled sample; its trained_until."""
+def train_champion(root: Path, *, fast: int = 10, slow: int = 40, max_age_ms: int | None = None) -> int:
+    """Train and promote an SMA(fast, slow) cross threshold model on the bundled sample, its bar
+    at the median probability (``max_age_ms``: how long it is trusted); its trained_until."""
     from tradeloop.data import CandleLake, SeriesKey
     from tradeloop.data.importer import import_sample
     from tradeloop.registry import Lineage, ModelRegistry
@@ -48,10 +49,12 @@ def train_champion(root: Path) -> int:
     lake = CandleLake(root / "sample-lake")
     import_sample(lake)
     candles = lake.read_many([SeriesKey("coinbase", s, "4h") for s in ("BTC-USD", "ETH-USD")]).sort("symbol", "ts")
-    strategy, barriers = SmaCross(fast=10, slow=40), BarrierConfig()
+    strategy, barriers = SmaCross(fast=fast, slow=slow), BarrierConfig()
     events = meta_dataset(candles, strategy, barriers=barriers)
     model = fit_threshold(events, strategy, barriers)
     model.estimator.threshold_ = float(np.median(model.probabilities(events)))  # take about half the entries
+    if max_age_ms is not None:
+        model.max_age_ms = max_age_ms
     registry = ModelRegistry(root / "registry")
     registry.promote("sma_cross", registry.register(model.save(root / "model")), lineage=Lineage(run_id="bench"))
     return model.trained_until
