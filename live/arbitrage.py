@@ -4,27 +4,35 @@ order is sent (paper execution of both legs is not built yet).
 
 Rules:
 
-1. **Sources** are async iterators of :class:`TopOfBook`, merged in arrival order:
-   :func:`watch_tops` over a ccxt.pro client (``watch_order_book``, one task per symbol), or a
-   replay of recorded quotes (:func:`replay_tops`), which is how the tests drive it.
+1. **Sources** are async iterators of :class:`TopOfBook`, several merged in arrival order
+   (:func:`merge_tops`): :func:`watch_book_tickers` over a ccxt.pro client (``watch_bids_asks``:
+   Binance's ``<symbol>@bookTicker`` stream, the best bid and ask and nothing else),
+   :func:`watch_tops` (``watch_order_book``, for a venue without such a stream;
+   :func:`top_of_book` picks), one task per symbol, or a replay of recorded quotes
+   (:func:`replay_tops`). A quote without a time of its own (Binance's spot bookTicker has
+   none) is stamped with the venue client's clock when it arrives. A network error is retried
+   after a second; any other error (an unknown symbol, say) ends the source with it.
 2. **Stored, then published.** Each event (opened, updated, closed) updates its row in
    ``arbitrage_opportunities`` (``tradeloop.ops.market_store`` rule 2: repeats change
    nothing) and is then published on the bus stream :data:`STREAM` as ``{"kind", ...}`` with
    the opportunity's figures and its row id; a reader that missed the bus finds it in the
    database.
+3. **Fees** are each venue's taker rate from its ccxt markets (:func:`taker_fees`: the highest
+   over the symbols watched), unless the operator gives the account's own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import ccxt.pro
 
 from live.bus import EventBus
 from tradeloop.arbitrage import ArbitrageEvent, ArbitrageScanner, TopOfBook
+from tradeloop.errors import ConfigError, UnknownSymbolError
 from tradeloop.ops.market_store import MarketStore
 
 log = logging.getLogger(__name__)
@@ -44,32 +52,150 @@ def book_top(venue: str, book: dict[str, Any], *, ts: int | None = None) -> TopO
     )  # fmt: skip
 
 
-async def watch_tops(
-    exchange: ccxt.pro.Exchange, symbols: Iterable[str], *, limit: int = 5
-) -> AsyncIterator[TopOfBook]:
-    """Top of book of ``symbols`` on ``exchange`` as its WebSocket order books change (a book
-    without its own time is stamped with the venue client's clock)."""
-    queue: asyncio.Queue[TopOfBook] = asyncio.Queue(maxsize=10_000)
+def ticker_top(venue: str, ticker: dict[str, Any], *, ts: int) -> TopOfBook | None:
+    """The best bid and ask of a ccxt ticker (``watch_bids_asks``), None when a side or a size
+    is missing; ``ts``: the ticker's own time unless it has none."""
+    bid, ask = ticker.get("bid"), ticker.get("ask")
+    bid_size, ask_size = ticker.get("bidVolume"), ticker.get("askVolume")
+    if bid is None or ask is None or bid_size is None or ask_size is None:
+        return None
+    when = ticker.get("timestamp") or ts
+    return TopOfBook(
+        venue=venue, symbol=ticker["symbol"], ts=int(when), bid=float(bid), bid_size=float(bid_size),
+        ask=float(ask), ask_size=float(ask_size),
+    )  # fmt: skip
 
-    async def watch(symbol: str) -> None:
+
+Watch = Callable[[str], Awaitable[TopOfBook | None]]
+
+
+Tops = AsyncGenerator[TopOfBook, None]
+
+
+async def _per_symbol(exchange: ccxt.pro.Exchange, symbols: Iterable[str], watch: Watch) -> Tops:
+    """One task per symbol calling ``watch`` over and over, merged (rule 1)."""
+    queue: asyncio.Queue[TopOfBook | BaseException] = asyncio.Queue(maxsize=10_000)
+
+    async def loop(symbol: str) -> None:
         while True:
             try:
-                book = await exchange.watch_order_book(symbol, limit)
+                top = await watch(symbol)
             except ccxt.NetworkError as exc:
-                log.info("%s %s: order book watch failed (%s); again", exchange.id, symbol, type(exc).__name__)
+                log.info("%s %s: top of book watch failed (%s); again", exchange.id, symbol, type(exc).__name__)
                 await asyncio.sleep(1.0)
                 continue
-            top = book_top(exchange.id, book, ts=book.get("timestamp") or exchange.milliseconds())
+            except Exception as exc:  # noqa: BLE001  (handed to the reader, who raises it)
+                await queue.put(exc)
+                return
             if top is not None:
                 await queue.put(top)
 
-    tasks = [asyncio.create_task(watch(s)) for s in symbols]
+    tasks = [asyncio.create_task(loop(s)) for s in symbols]
     try:
         while True:
-            yield await queue.get()
+            item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
     finally:
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def watch_tops(exchange: ccxt.pro.Exchange, symbols: Iterable[str], *, limit: int = 5) -> Tops:
+    """Top of book of ``symbols`` on ``exchange`` as its WebSocket order books change (rule 1)."""
+
+    async def watch(symbol: str) -> TopOfBook | None:
+        book = await exchange.watch_order_book(symbol, limit)
+        return book_top(exchange.id, book, ts=book.get("timestamp") or exchange.milliseconds())
+
+    return _per_symbol(exchange, symbols, watch)
+
+
+def watch_book_tickers(exchange: ccxt.pro.Exchange, symbols: Iterable[str]) -> Tops:
+    """Top of book of ``symbols`` on ``exchange`` from its best bid and ask stream
+    (``watch_bids_asks``; Binance: ``<symbol>@bookTicker``), one quote per message (rule 1)."""
+
+    async def watch(symbol: str) -> TopOfBook | None:
+        tickers = await exchange.watch_bids_asks([symbol])
+        ticker = tickers.get(symbol)
+        return None if ticker is None else ticker_top(exchange.id, ticker, ts=exchange.milliseconds())
+
+    return _per_symbol(exchange, symbols, watch)
+
+
+def top_of_book(exchange: ccxt.pro.Exchange, symbols: Iterable[str]) -> Tops:
+    """The venue's best bid and ask stream where ccxt.pro has one, else its order books (rule 1)."""
+    if exchange.has.get("watchBidsAsks"):
+        return watch_book_tickers(exchange, symbols)
+    return watch_tops(exchange, symbols)
+
+
+async def merge_tops(*sources: AsyncIterator[TopOfBook]) -> Tops:
+    """Several sources' quotes in arrival order, until every source ends; a source's error
+    ends the merge with it."""
+    queue: asyncio.Queue[TopOfBook | BaseException | None] = asyncio.Queue(maxsize=10_000)
+
+    async def drain(source: AsyncIterator[TopOfBook]) -> None:
+        try:
+            async for top in source:
+                await queue.put(top)
+        except Exception as exc:  # noqa: BLE001  (handed to the reader, who raises it)
+            await queue.put(exc)
+        else:
+            await queue.put(None)
+        finally:
+            closing = getattr(source, "aclose", None)
+            if closing is not None:
+                await closing()
+
+    tasks = [asyncio.create_task(drain(s)) for s in sources]
+    ended = 0
+    try:
+        while ended < len(tasks):
+            item = await queue.get()
+            if item is None:
+                ended += 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def taker_fees(
+    clients: Mapping[str, ccxt.pro.Exchange], symbols: Iterable[str], *, overrides: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Each venue's taker fee for the scanner (``ArbitrageConfig.taker_fees``): its ccxt markets'
+    ``taker`` rate, the highest over ``symbols`` (one fee per venue), unless ``overrides`` names
+    the venue (an account's own tier). A symbol a venue does not list is an UnknownSymbolError."""
+    fees: dict[str, float] = {}
+    wanted = list(symbols)
+    for venue, client in clients.items():
+        if overrides and venue in overrides:
+            fees[venue] = overrides[venue]
+            continue
+        markets = await client.load_markets()
+        rates = []
+        for symbol in wanted:
+            if symbol not in markets:
+                raise UnknownSymbolError(
+                    f"venue {venue!r} lists no market {symbol!r}; drop the symbol or the venue "
+                    f"(it lists e.g. {', '.join(sorted(markets)[:5])})"
+                )
+            rate = markets[symbol].get("taker")
+            if rate is None:
+                raise ConfigError(
+                    f"ccxt's markets of {venue!r} give no taker fee for {symbol!r}; "
+                    f"give it with --taker-fee {venue}=0.001"
+                )
+            rates.append(float(rate))
+        fees[venue] = max(rates)
+    return fees
 
 
 async def replay_tops(tops: Iterable[TopOfBook]) -> AsyncIterator[TopOfBook]:
@@ -83,6 +209,7 @@ class ArbitrageService:
 
     def __init__(self, scanner: ArbitrageScanner, *, bus: EventBus, market: MarketStore | None):
         self.scanner, self.bus, self.market = scanner, bus, market
+        self.events = 0  # events stored and published so far
 
     async def handle(self, top: TopOfBook) -> list[ArbitrageEvent]:
         """Scan one quote; store and publish what it opened, changed or closed (rule 2)."""
@@ -90,6 +217,7 @@ class ArbitrageService:
         for event in events:
             row_id = await asyncio.to_thread(self.market.record, event) if self.market is not None else None
             await self.bus.publish(STREAM, {"kind": event.kind, "id": row_id, **event.opportunity.event()})
+            self.events += 1
         return events
 
     async def run(self, tops: AsyncIterator[TopOfBook], *, stop: asyncio.Event | None = None) -> int:

@@ -1,4 +1,5 @@
-"""A loopback WebSocket server that speaks Binance's spot market streams (kline events).
+"""A loopback WebSocket server that speaks Binance's spot market streams (kline and
+bookTicker events).
 
 ccxt.pro connects to it, sends ``SUBSCRIBE`` frames and gets ``{"result": null, "id": N}``
 before any event, as from Binance. Each subscribed ``<symbol>@kline_<interval>`` stream
@@ -11,6 +12,12 @@ Outages as Binance has them, where the missed bars never come over the socket:
 connection starts that many candles later (the one forming at the drop is never finished over
 the socket); ``holes`` are candles of one stream never sent: that stream is quiet for their
 ticks while the others go on. The REST loopback (``exchange_server``) serves every candle.
+
+Top of book: a subscribed ``<symbol>@bookTicker`` stream receives the symbol's scripted
+``book_tickers`` (bid, bid size, ask, ask size), one per tick, as Binance's spot bookTicker
+messages (no event type, no time: ``{"u", "s", "b", "B", "a", "A"}``), then stays quiet;
+with a ``quotes_gate`` only once it is set (two venues' scripts start together). The faults
+above are the kline streams'.
 """
 
 from __future__ import annotations
@@ -53,6 +60,13 @@ def kline_event(symbol: str, interval: str, row: list, *, closed: bool) -> dict:
     }
 
 
+def book_ticker_event(symbol: str, update_id: int, quote: tuple[float, float, float, float]) -> dict:
+    """Binance's spot ``<symbol>@bookTicker`` message (it carries neither ``e`` nor a time)."""
+    bid, bid_qty, ask, ask_qty = quote
+    return {"u": update_id, "s": symbol, "b": f"{bid:.8f}", "B": f"{bid_qty:.8f}", "a": f"{ask:.8f}",
+            "A": f"{ask_qty:.8f}"}  # fmt: skip
+
+
 @dataclass
 class BinanceWsLoopback:
     candles: dict[str, list[list]]  # BTCUSDT -> [[ts, o, h, l, c, v], ...] of the kline_<interval> stream
@@ -62,8 +76,12 @@ class BinanceWsLoopback:
     silent_after: int | None = None
     skip_on_reconnect: int = 0
     holes: dict[str, set[int]] = field(default_factory=dict)  # BTCUSDT -> row indices never sent
+    # BTCUSDT -> [(bid, bid_qty, ask, ask_qty), ...] of the bookTicker stream, one a tick
+    book_tickers: dict[str, list[tuple[float, float, float, float]]] = field(default_factory=dict)
+    quotes_gate: threading.Event | None = None  # when given, book tickers wait until it is set
     connections: int = 0
     subscriptions: list[str] = field(default_factory=list)
+    quoted: dict[str, int] = field(default_factory=dict)  # BTCUSDT -> book tickers sent
 
     def __enter__(self) -> BinanceWsLoopback:
         self._loop = asyncio.new_event_loop()
@@ -107,6 +125,9 @@ class BinanceWsLoopback:
                     pass
                 for stream in streams:
                     symbol = stream.split("@")[0].upper()
+                    if stream.endswith("@bookTicker"):
+                        await self._book_ticker(ws, symbol)
+                        continue
                     rows = self.candles.get(symbol, [])
                     i = self._sent.get(symbol, 0)
                     if i in self.holes.get(symbol, ()):  # quiet for this candle's tick: time passes, nothing sent
@@ -123,6 +144,15 @@ class BinanceWsLoopback:
                         return
         except websockets.ConnectionClosed:
             return
+
+    async def _book_ticker(self, ws, symbol: str) -> None:
+        if self.quotes_gate is not None and not self.quotes_gate.is_set():
+            return
+        quotes = self.book_tickers.get(symbol, [])
+        i = self.quoted.get(symbol, 0)
+        if i < len(quotes):
+            await ws.send(json.dumps(book_ticker_event(symbol, i + 1, quotes[i])))
+            self.quoted[symbol] = i + 1
 
     def __exit__(self, *exc: object) -> None:
         self._loop.call_soon_threadsafe(self._server.close)

@@ -18,6 +18,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from tradeloop.cli import (
+    arbitrage_cmd,
     backtest_cmd,
     backup_cmds,
     data_cmds,
@@ -56,6 +57,7 @@ app.add_typer(data_cmds.app, name="data")
 app.add_typer(models_cmds.app, name="models")
 app.add_typer(live_cmds.app, name="live")
 app.add_typer(market_data_cmd.app, name="market-data")
+app.add_typer(arbitrage_cmd.app, name="arbitrage")
 app.add_typer(identity_cmds.users, name="users")
 app.add_typer(identity_cmds.keys, name="keys")
 app.add_typer(backup_cmds.app, name="backup")

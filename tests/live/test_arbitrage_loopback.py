@@ -1,0 +1,178 @@
+"""Arbitrage detection on two loopback venues speaking Binance's wire format (``binance`` and
+``binanceus``: the real ccxt.pro clients, their ``<symbol>@bookTicker`` streams): the venues'
+book tickers reach the scanner as quotes; ``tradeloop arbitrage run`` as its own process, with
+the taker fees of the venues' ccxt markets (0.1% each), opens exactly one opportunity while
+binanceus's bid stays above binance's ask by more than both fees, updates it and closes it,
+stores it in PostgreSQL with its gross and net spread and size, publishes each event on the
+real Redis and lists it through GET /arbitrage/opportunities; a spread the fees eat opens
+nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from exchange_server import BinanceLoopback
+from ws_exchange_server import BinanceWsLoopback
+
+from live.arbitrage import STREAM, merge_tops, taker_fees, watch_book_tickers
+from tests.api.conftest import start_api
+from tests.conftest import REDIS_URL, throwaway_database
+from tradeloop.bus import decode
+from tradeloop.data.exchanges import make_exchange
+from tradeloop.identity import Role
+from tradeloop.ops.market_store import MarketStore
+from tradeloop.ops.session_reads import Page
+
+ROOT = Path(__file__).resolve().parents[2]
+FEE = 0.001  # ccxt's taker rate for binance and binanceus spot markets
+QUIET = (99.95, 1.0, 100.05, 1.0)  # binanceus when no spread is open
+# binance: a steady book, ask 100.00 for 1.5
+BINANCE = {"BTCUSDT": [(99.90, 2.0, 100.00, 1.5)] * 16, "ETHUSDT": [(99.90, 2.0, 100.00, 1.5)] * 16}
+# binanceus: its BTC bid climbs over binance's ask by more than both fees (40, 45, 50 bps gross), then falls
+# back; its ETH bid stays 15 bps over binance's ask: less than the 20 bps the two taker fees cost
+GOOD = [(100.40, 0.8, 100.50, 1.0), (100.45, 0.6, 100.55, 1.0), (100.50, 0.5, 100.60, 1.0)]
+BINANCEUS = {
+    "BTCUSDT": [QUIET] * 3 + GOOD[:2] + [GOOD[2]] * 3 + [QUIET] * 8,
+    "ETHUSDT": [(100.15, 1.0, 100.25, 1.0)] * 16,
+}
+# Top of book is the latest quote: a ccxt.pro client that is slow to ask again skips what came
+# meanwhile (nothing queues ticker messages), so the checks below hold with quotes skipped.
+
+
+def net_bps(ask: float, bid: float) -> float:
+    """Buying at ``ask`` and selling at ``bid`` after both taker fees, in bps of the buy."""
+    return (bid * (1 - FEE) - ask * (1 + FEE)) / ask * 1e4
+
+
+@contextlib.contextmanager
+def two_venues(gate: threading.Event | None = None):
+    """binance and binanceus on loopback: REST (exchangeInfo) and WebSocket (book tickers)."""
+    with contextlib.ExitStack() as stack:
+        venues = {}
+        for venue, script in (("binance", BINANCE), ("binanceus", BINANCEUS)):
+            rest = stack.enter_context(BinanceLoopback(candles={}))
+            ws = stack.enter_context(BinanceWsLoopback({}, pace_s=0.05, book_tickers=script, quotes_gate=gate))
+            venues[venue] = (rest, ws)
+        yield venues
+
+
+def test_book_tickers_arrive_as_quotes_with_the_markets_taker_fees() -> None:
+    ladder = {"BTCUSDT": [(100.0 + i, 1.0 + i, 100.5 + i, 2.0 + i) for i in range(16)]}  # each quote its own
+    with contextlib.ExitStack() as stack:
+        clients = {}
+        for venue in ("binance", "binanceus"):
+            rest = stack.enter_context(BinanceLoopback(candles={}))
+            ws = stack.enter_context(BinanceWsLoopback({}, pace_s=0.05, book_tickers=ladder))
+            clients[venue] = make_exchange(venue, timeout_s=5.0, api_url=rest.url, websocket=True, ws_url=ws.url)
+
+        async def run() -> tuple[dict, list]:
+            out = []
+            tops = merge_tops(*(watch_book_tickers(c, ["BTC/USDT"]) for c in clients.values()))
+            try:
+                fees = await taker_fees(clients, ["BTC/USDT", "ETH/USDT"], overrides={"binanceus": 0.00075})
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5):  # the ladders take 0.8 s
+                        async for top in tops:
+                            out.append(top)
+                return fees, out
+            finally:
+                await tops.aclose()
+                await asyncio.gather(*(c.close() for c in clients.values()))
+
+        fees, tops = asyncio.run(run())
+    assert fees == {"binance": FEE, "binanceus": 0.00075}
+    script = ladder["BTCUSDT"]
+    for venue in ("binance", "binanceus"):
+        got = [(t.bid, t.bid_size, t.ask, t.ask_size) for t in tops if t.venue == venue]
+        assert len(got) >= len(script) // 2, (venue, len(got))
+        assert all(q in script for q in got) and got == sorted(got)  # the venue's quotes, in order
+    assert {t.symbol for t in tops} == {"BTC/USDT"}
+    now = time.time() * 1000
+    assert all(now - 30_000 < t.ts <= now for t in tops)  # no time in the message: stamped on arrival
+
+
+def wait_for(check, *, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_arbitrage_run_detects_stores_publishes_and_lists_one_opportunity(tmp_path, redis_prefix) -> None:
+    gate = threading.Event()
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    key = f"{redis_prefix}:{STREAM}"
+
+    def published() -> list[dict]:
+        return [decode(i, f).data for i, f in client.xrange(key)]
+
+    with contextlib.ExitStack() as stack:
+        db = stack.enter_context(throwaway_database("tradeloop_arb"))
+        venues = stack.enter_context(two_venues(gate))
+        running = stack.enter_context(contextlib.contextmanager(start_api)(tmp_path, db))
+        args = ["arbitrage", "run", "--venue", "binance", "--venue", "binanceus"]
+        args += ["--symbol", "BTC-USDT", "--symbol", "ETH-USDT"]
+        for venue, (rest, ws) in venues.items():
+            args += ["--api-url", f"{venue}={rest.url}", "--ws-url", f"{venue}={ws.url}"]
+        env = {**os.environ, "DATABASE_URL": db, "REDIS_URL": REDIS_URL, "TRADELOOP_REDIS_PREFIX": redis_prefix,
+               "TRADELOOP_DATA_DIR": str(tmp_path / "data")}  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tradeloop", *args], env=env, cwd=ROOT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            streams = {"btcusdt@bookTicker", "ethusdt@bookTicker"}
+            wait_for(lambda: all(streams <= set(ws.subscriptions) for _, ws in venues.values()), timeout_s=40,
+                     what="both venues' book ticker subscriptions")  # fmt: skip
+            gate.set()  # both venues' scripts start together
+            wait_for(lambda: any(e["kind"] == "closed" for e in published()), timeout_s=20, what="the close")
+            wait_for(lambda: all(ws.quoted == {"BTCUSDT": 16, "ETHUSDT": 16} for _, ws in venues.values()),
+                     timeout_s=10, what="every quote sent")  # fmt: skip
+            time.sleep(0.3)  # the last quotes reach the scanner
+        finally:
+            proc.terminate()
+            out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        events = published()
+        stored = MarketStore(running.ctx.store).opportunities(Page(limit=10))
+        running.user("vera", Role.VIEWER)
+        listed = running.client.get("/arbitrage/opportunities", headers=running.login("vera"))
+
+    assert "taker fees {'binance': 0.001, 'binanceus': 0.001}" in out
+    for venue in ("binance", "binanceus"):  # the ETH quotes were scanned too (each venue's all alike)
+        assert re.search(rf"^{venue} ETH/USDT: [1-9][0-9]* quote\(s\)$", out, re.M), out
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "opened" and kinds[-1] == "closed" and set(kinds[1:-1]) <= {"updated"}, kinds
+    assert {(e["symbol"], e["buy_venue"], e["sell_venue"]) for e in events} == {("BTC/USDT", "binance", "binanceus")}
+    assert len({e["id"] for e in events}) == 1 and len({e["start_ts"] for e in events}) == 1  # one opportunity
+
+    (row,) = stored  # nothing on ETH: 15 bps gross, -5 bps net
+    assert (row.symbol, row.buy_venue, row.sell_venue) == ("BTC/USDT", "binance", "binanceus")
+    assert row.id == events[0]["id"] and row.start_ms == events[0]["start_ts"] and row.end_ms == events[-1]["end_ts"]
+    assert 0 <= row.end_ms - row.start_ms < 5_000
+    # its figures are those of the last quote before it closed: buy 1.5 at 100.00, sell 0.5 at 100.50
+    assert (row.buy_price, row.sell_price, row.size) == (100.00, 100.50, 0.5)
+    assert row.gross_bps == pytest.approx(50.0)
+    assert row.net_bps == pytest.approx(net_bps(100.00, 100.50)) == pytest.approx(29.95)
+    assert row.net_profit == pytest.approx(0.5 * (100.50 * (1 - FEE) - 100.00 * (1 + FEE)))
+    assert row.best_net_bps == pytest.approx(29.95)
+    assert events[-1]["net_bps"] == pytest.approx(29.95) and events[-1]["duration_ms"] == row.end_ms - row.start_ms
+    assert net_bps(100.00, 100.15) < 0 < 100.15 - 100.00  # the ETH spread: gross positive, net negative
+    assert events[0]["sell_price"] in {q[0] for q in GOOD}
+
+    assert listed.status_code == 200, listed.text
+    (item,) = listed.json()["items"]
+    assert (item["id"], item["symbol"], item["end_ms"], item["size"]) == (row.id, "BTC/USDT", row.end_ms, 0.5)
+    assert item["net_bps"] == pytest.approx(29.95) and item["gross_bps"] == pytest.approx(50.0)
