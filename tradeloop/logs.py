@@ -60,7 +60,7 @@ def bound_ids(**ids: object) -> Iterator[None]:
 
 
 class TextFormatter(logging.Formatter):
-    """The plain format, with the bound correlation ids appended as ``[key=value ...]``."""
+    """The plain format, with the bound correlation ids appended as ``[key=value ...]`` (by key)."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -68,7 +68,7 @@ class TextFormatter(logging.Formatter):
         if not ids:
             return line
         head, newline, tail = line.partition("\n")  # after the message, before a traceback
-        return f"{head} [{' '.join(f'{k}={v}' for k, v in ids.items())}]{newline}{tail}"
+        return f"{head} [{' '.join(f'{k}={v}' for k, v in sorted(ids.items()))}]{newline}{tail}"
 
 
 def _service(name: str):

@@ -70,7 +70,7 @@ def test_text_lines_read_as_before_with_the_bound_ids_at_the_end() -> None:
         logger.info("two bound")
     plain, tagged = out.getvalue().splitlines()
     assert plain == f"INFO {logger.name}: no ids bound"
-    assert tagged == f"INFO {logger.name}: two bound [session=paper job_id=7]"
+    assert tagged == f"INFO {logger.name}: two bound [job_id=7 session=paper]"
 
 
 def python(code: str, *, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
