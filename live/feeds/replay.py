@@ -14,6 +14,14 @@ the stored data and the replay's own progression only, never from the wall clock
   the last delivered one still come; it is checked again on every pass (``follow_s``).
 - Each skipped bar is reported once, as ``on_rejected(symbol, ts, rule)`` (the runner
   writes it to the session's audit log), or logged when no callback is set.
+
+Following the lake (``follow_s``), where candles arrive one series at a time (an ingest, the
+live feed's lake writer):
+
+- The newest bar is held back one pass while a symbol that traded in the bar before it has
+  no candle of it yet (its write may be under way), so that it is decided with every symbol.
+- A candle stored after its bar went out (later than that pass) comes with the next batch as
+  ``backfill``: it joins the engine's window, so the window has no hole, and is not decided.
 """
 
 from __future__ import annotations
@@ -128,13 +136,21 @@ class ReplayFeed:
         """The replay; with ``follow_s`` it then waits for new candles in the lake (``tradeloop
         data ingest`` or the Dagster candles asset add them), checking every ``follow_s`` s."""
         pace = self.step_ms / 1000.0 / self.speed if self.speed > 0 else 0.0
+        delivered: dict[str, int] = {}  # symbol -> its newest candle delivered
+        held: int | None = None  # the newest bar, held back one pass (module rules)
         while True:
+            backfill = self._late(delivered, after_ts) if self.follow_s is not None else None
             for (ts,), part in self._window(after_ts).group_by("ts", maintain_order=True):
                 part = self._admit(int(ts), part, after_ts)
                 self._flush()
                 if part.is_empty():
                     continue
-                yield CandleBatch(ts=int(ts), candles=part, received_ns=time.perf_counter_ns())
+                if self.follow_s is not None and held != ts and self._under_way(int(ts), part):
+                    held = int(ts)
+                    break
+                yield CandleBatch(ts=int(ts), candles=part, received_ns=time.perf_counter_ns(), backfill=backfill)
+                backfill = None
+                delivered.update(dict.fromkeys(part["symbol"].to_list(), int(ts)))
                 after_ts = int(ts)
                 await asyncio.sleep(pace)  # 0: still yields to other tasks (control, model watch)
             self._flush()
@@ -142,3 +158,23 @@ class ReplayFeed:
                 return
             await asyncio.sleep(self.follow_s)
             self._frame = self._load()
+
+    def _under_way(self, ts: int, part: pl.DataFrame) -> bool:
+        """Bar ``ts`` is the newest stored and a symbol that has the bar before it lacks it."""
+        if self.frame.is_empty() or ts < int(self.frame.select(pl.col("ts").max()).item()):
+            return False
+        before = self.frame.filter(pl.col("ts") == ts - self.step_ms)["symbol"]
+        return bool(set(before.to_list()) - set(part["symbol"].to_list()))
+
+    def _late(self, delivered: dict[str, int], after_ts: int | None) -> pl.DataFrame | None:
+        """Stored candles of bars already gone out, newer than their symbol's last delivered one."""
+        if after_ts is None or not delivered:
+            return None
+        marks = pl.DataFrame({"symbol": list(delivered), "_last": list(delivered.values())})
+        late = (
+            self.frame.filter(pl.col("ts") <= after_ts)
+            .join(marks, on="symbol", how="inner")
+            .filter(pl.col("ts") > pl.col("_last"))
+            .drop("_last")
+        )
+        return late.sort("symbol", "ts") if late.height else None
