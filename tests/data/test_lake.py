@@ -87,3 +87,21 @@ def test_csv_import(lake: CandleLake, btc_1d: pl.DataFrame, tmp_path) -> None:
     result = import_file(lake, path)
     assert result.added == btc_1d.height
     assert lake.read(result.key).equals(btc_1d)
+
+
+def test_a_bounded_read_opens_only_the_periods_it_spans(lake: CandleLake, btc_4h: pl.DataFrame) -> None:
+    """Each file holds one period; a read of one year opens that year's file alone, so a damaged
+    file of another year does not stop it (an unbounded read still names the damage), and the
+    rows equal the full read's over the same bounds."""
+    from tradeloop.errors import DataError
+
+    key = SeriesKey("coinbase", "BTC-USD", "4h")
+    lake.write(key, btc_4h, source="sample")
+    start, end = 1_609_459_200_000, 1_640_995_199_999  # 2021, UTC
+    whole = lake.read(key).filter(pl.col("ts").is_between(start, end))
+    (lake.series_dir(key) / "2018.parquet").write_bytes(b"not parquet")  # another year, damaged
+    assert lake.read(key, start=start, end=end).equals(whole) and whole.height > 2000
+    assert lake.read(key, start=start + 86_400_000 * 200, end=start + 86_400_000 * 201).height == 7  # inclusive
+    assert lake.read(key, start=start)["ts"].min() >= start  # from 2021 on: 2018 is never opened
+    with pytest.raises(DataError, match="2018.parquet"):
+        lake.read(key)

@@ -15,9 +15,11 @@ series name are skipped by ``list_series`` and listed by ``invalid_series_dirs``
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -35,6 +37,7 @@ OnConflict = Literal["error", "keep", "replace"]
 OnInvalid = Callable[[SeriesKey, pl.DataFrame], None]  # (series, rejected rows: file, row, ts, rule)
 Clock = Callable[[], int]  # epoch milliseconds
 _HOUR_MS = 3_600_000
+_YEAR, _MONTH = re.compile(r"\d{4}"), re.compile(r"\d{4}-\d{2}")  # a file's stem: the period it holds
 _LISTED = 12
 
 
@@ -155,7 +158,7 @@ class CandleLake:
         Stored rows that break a validation rule are left out and passed to ``on_invalid``
         (default: a log warning); a damaged file raises :class:`DataError` naming it.
         """
-        loaded = load_files(self._files_or_raise(key), timeframe_ms=key.timeframe_ms)
+        loaded = load_files(self._period_files(key, start, end), timeframe_ms=key.timeframe_ms)
         if loaded.rejected.height:
             (on_invalid or _warn_invalid)(key, loaded.rejected)
         frame = loaded.good
@@ -164,6 +167,23 @@ class CandleLake:
         if end is not None:
             frame = frame.filter(pl.col("ts") <= end)
         return frame
+
+    def _period_files(self, key: SeriesKey, start: int | None, end: int | None) -> list[Path]:
+        """The series' files that may hold candles in ``start``..``end``: each file holds one
+        period (a year, or a month below 1h bars) named in its stem, so a bounded read skips the
+        others and costs the same whatever the series' length (a stem that is no period is read)."""
+        files = self._files_or_raise(key)
+        if start is None and end is None:
+            return files
+        fmt = "%Y" if key.timeframe_ms >= _HOUR_MS else "%Y-%m"
+
+        def period(ms: int) -> str:
+            return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime(fmt)
+
+        lo = period(start) if start is not None else ""
+        hi = period(end) if end is not None else "\uffff"
+        pattern = _YEAR if fmt == "%Y" else _MONTH
+        return [f for f in files if not pattern.fullmatch(f.stem) or lo <= f.stem <= hi]
 
     def read_many(self, keys: list[SeriesKey], *, on_invalid: OnInvalid | None = None) -> pl.DataFrame:
         """Long frame of several series with ``exchange``, ``symbol`` and ``timeframe`` columns."""
