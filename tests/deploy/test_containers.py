@@ -32,6 +32,9 @@ from tests.conftest import REDIS_URL, throwaway_database
 from tests.deploy import images
 from tests.live.conftest import REPLAYED, SYMBOLS, World, trained_world  # noqa: F401  (shared fixture)
 
+# the first run builds the base, the wheelhouse and the image (minutes; the figures are in the
+# report of this module's image fixture); later runs take them from the caches
+pytestmark = pytest.mark.timeout(1800)
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = ROOT / "deploy" / "docker"
 PASSWORD = "container trader password"
@@ -186,9 +189,14 @@ def stack(image: str, compose: dict, trained_world: World, tmp_path_factory: pyt
             "TRADELOOP_LOG_LEVEL": "WARNING", "TRADELOOP_METRICS_HOST": "127.0.0.1",
         })  # fmt: skip
         try:
-            started = {}  # the API first: the others start while the trade test runs
-            for service in ("api", "worker", "dashboard", "dagster-webserver", "dagster-daemon", "jupyterlab"):
+            started: dict[str, str] = {}
+
+            def start(service: str) -> None:
+                """The compose service, after what it depends on is healthy (the API first:
+                the others start while the trade test runs)."""
                 spec = services[service]
+                deps = [started[d] for d, c in spec.get("depends_on", {}).items() if d in started]
+                containers.wait_healthy(deps, timeout_s=300)
                 env = {}
                 if service in METRICS_PORTS:
                     env["TRADELOOP_METRICS_PORT"] = str(free[METRICS_PORTS[service]])
@@ -198,9 +206,12 @@ def stack(image: str, compose: dict, trained_world: World, tmp_path_factory: pyt
                     service, on_loopback(list(map(str, spec["command"])), free),
                     health=on_loopback(spec["healthcheck"]["test"], free), env=env,
                 )  # fmt: skip
+
+            for service in ("api", "worker", "dashboard", "dagster-webserver", "jupyterlab"):
+                start(service)
                 if service == "api":
                     containers.wait_healthy([started["api"]], timeout_s=120)
-            yield {"containers": containers, "started": started, "free": free, "compose": compose,
+            yield {"containers": containers, "started": started, "start": start, "free": free, "compose": compose,
                    "world": trained_world, "api": f"http://127.0.0.1:{free[PORTS['api']]}"}  # fmt: skip
         finally:
             containers.remove()
@@ -269,7 +280,8 @@ def test_a_trade_through_the_containerised_api_and_engine(stack: dict) -> None:
 
 def test_every_python_service_of_the_compose_file_becomes_healthy_in_the_image(stack: dict) -> None:
     containers: Containers = stack["containers"]
-    containers.wait_healthy(list(stack["started"].values()), timeout_s=240)
+    stack["start"]("dagster-daemon")  # once the webserver is healthy, as compose.yaml orders them
+    containers.wait_healthy(list(stack["started"].values()), timeout_s=300)
     api = stack["api"]
     ready = httpx.get(f"{api}/ready", timeout=10).json()
     assert ready["status"] == "ok" and ready["checks"]["database"] == ready["checks"]["redis"] == "ok", ready
