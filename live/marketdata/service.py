@@ -16,6 +16,8 @@ Rules:
    feed fills the hole from the lake's last candle, so no bar is published twice or lost.
 4. It needs Redis (``REDIS_URL``): the bus is how engines in other processes hear it. Without
    Redis an engine keeps its own feed (``--feed ccxt``): the embedded default.
+5. With ``--quotes`` the same process publishes the venue's top of book on ``quotes:<venue>``
+   beside the candles (``live.marketdata.quotes``).
 """
 
 from __future__ import annotations

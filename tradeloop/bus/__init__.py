@@ -11,6 +11,7 @@ from tradeloop.bus.streams import (
     entry_order,
     market_stream,
     price_key,
+    quotes_stream,
     redis_client,
     stream_key,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "entry_order",
     "market_stream",
     "price_key",
+    "quotes_stream",
     "redis_client",
     "stream_key",
 ]

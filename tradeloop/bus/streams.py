@@ -41,6 +41,12 @@ def market_stream(venue: str, timeframe: str) -> str:
     return f"market:{venue}:{timeframe}"
 
 
+def quotes_stream(venue: str) -> str:
+    """The stream of ``venue``'s top of book (best bid and ask per symbol, throttled), which the
+    market-data service publishes with ``--quotes`` (``live.marketdata.quotes``)."""
+    return f"quotes:{venue}"
+
+
 def price_key(venue: str, symbol: str) -> str:
     """An instrument's field in the latest-price cache (the hash ``<prefix>:prices``)."""
     return f"{venue}:{symbol}"

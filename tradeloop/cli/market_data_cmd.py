@@ -36,17 +36,26 @@ def run(
         float, typer.Option(help="A source's close this far from the sources' median is unhealthy (0.02 = 2%)")
     ] = 0.02,
     max_batches: Annotated[int | None, typer.Option(help="Stop after publishing this many bars")] = None,
+    quotes: Annotated[
+        bool, typer.Option("--quotes", help="Also publish each symbol's best bid and ask on quotes:<venue>")
+    ] = False,
+    quote_interval_ms: Annotated[
+        int, typer.Option(help="With --quotes: a symbol's quotes go out at most this often (ms); the newest wins")
+    ] = 250,
 ) -> None:
     """Publish the venue's closed candles on the bus (stream market:<venue>:<timeframe>) and the
-    latest prices; engines read them with `tradeloop live run --feed bus`. Needs REDIS_URL."""
+    latest prices; engines read them with `tradeloop live run --feed bus`. With --quotes, also
+    the venue's top of book (live.marketdata.quotes). Needs REDIS_URL."""
+    from live.arbitrage import top_of_book
     from live.bus import RedisBus, check_redis
     from live.feeds.ccxt_feed import CcxtFeed
+    from live.marketdata.quotes import QuotePublisher
     from live.marketdata.service import MarketDataService
     from live.marketdata.sources import SourcedFeed
     from live.venue_monitor import VenueMonitor
     from tradeloop.data import CandleLake
     from tradeloop.data.exchanges import make_exchange
-    from tradeloop.data.schema import check_exchange, timeframe_ms
+    from tradeloop.data.schema import ccxt_symbol, check_exchange, timeframe_ms
     from tradeloop.observability.venues import venue_health
     from tradeloop.ops import OpsStore
     from tradeloop.ops.market_store import MarketStore
@@ -60,6 +69,8 @@ def run(
     timeframe_ms(timeframe)
     if not 0 < divergence < 1:
         raise ConfigError(f"--divergence {divergence:g} must lie between 0 and 1 (0.02 = 2%)")
+    if quote_interval_ms < 0:
+        raise ConfigError(f"--quote-interval-ms {quote_interval_ms} must be 0 or more (0: every quote goes out)")
     traded = list(dict.fromkeys(symbols or ["BTC-USDT"]))
     redis_url = settings.redis_url
 
@@ -89,18 +100,24 @@ def run(
         service = MarketDataService(feed, bus, venue=exchange, timeframe=timeframe)
         store = OpsStore.open(settings.effective_database_url)  # the venues' health snapshots (GET /venues/health)
         monitor = VenueMonitor({f.exchange.id: f.exchange for f in feeds}, market=MarketStore(store), health=health)
+        publisher = QuotePublisher(bus, venue=exchange, min_interval_ms=quote_interval_ms) if quotes else None
         try:
+            side = [asyncio.create_task(monitor.run(stop))]
+            if publisher is not None:  # on the candles' client, closed with the feed
+                tops = top_of_book(primary.exchange, [ccxt_symbol(s) for s in traded])
+                side.append(asyncio.create_task(publisher.run(tops, stop=stop)))
             task = asyncio.create_task(service.run(stop=stop, max_batches=max_batches))
-            probes = asyncio.create_task(monitor.run(stop))
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stop.set()
-            task.cancel()
+            task.cancel()  # the service closes the feed and its client: the quotes' too
             stopping.cancel()
-            await asyncio.gather(task, probes, return_exceptions=True)
+            await asyncio.gather(task, *side, return_exceptions=True)
         finally:
             await bus.close()
             store.close()
         console.print(f"market data {exchange} {timeframe}: {service.published} bar(s) published", highlight=False)
+        if publisher is not None:
+            console.print(f"quotes {exchange}: {publisher.published} published", highlight=False)
 
     asyncio.run(main())
