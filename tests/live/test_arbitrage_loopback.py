@@ -5,7 +5,7 @@ the taker fees of the venues' ccxt markets (0.1% each), opens exactly one opport
 binanceus's bid stays above binance's ask by more than both fees, updates it and closes it,
 stores it in PostgreSQL with its gross and net spread and size, publishes each event on the
 real Redis and lists it through GET /arbitrage/opportunities; a spread the fees eat opens
-nothing."""
+nothing; bad options are refused before any connection."""
 
 from __future__ import annotations
 
@@ -176,3 +176,23 @@ def test_arbitrage_run_detects_stores_publishes_and_lists_one_opportunity(tmp_pa
     (item,) = listed.json()["items"]
     assert (item["id"], item["symbol"], item["end_ms"], item["size"]) == (row.id, "BTC/USDT", row.end_ms, 0.5)
     assert item["net_bps"] == pytest.approx(29.95) and item["gross_bps"] == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--venue", "binance"], "compare two venues at least"),
+        (["--venue", "binance", "--venue", "binanse"], "did you mean 'binance'"),
+        (["--venue", "binance", "--venue", "kraken", "--taker-fee", "okx=0.001"], "which is no --venue"),
+        (["--venue", "binance", "--venue", "kraken", "--taker-fee", "kraken=1%"], "between 0 and 0.1"),
+        (["--venue", "binance", "--venue", "kraken", "--ws-url", "kraken"], "write VENUE=VALUE"),
+        (["--venue", "binance", "--venue", "kraken", "--max-size", "0"], "--max-size=0"),
+    ],
+)
+def test_arbitrage_run_refuses_bad_options_before_connecting(args: list[str], said: str) -> None:
+    from typer.testing import CliRunner
+
+    from tradeloop.cli.main import app
+
+    result = CliRunner().invoke(app, ["arbitrage", "run", *args])
+    assert result.exit_code == 2 and said in result.output, result.output
