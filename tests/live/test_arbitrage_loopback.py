@@ -196,3 +196,24 @@ def test_arbitrage_run_refuses_bad_options_before_connecting(args: list[str], sa
 
     result = CliRunner().invoke(app, ["arbitrage", "run", *args])
     assert result.exit_code == 2 and said in result.output, result.output
+
+
+def test_arbitrage_run_on_an_unreachable_venue_is_an_exchange_error(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from tests.api.conftest import free_port
+    from tradeloop.cli.main import app
+    from tradeloop.settings import get_settings
+
+    for name in ("REDIS_URL", "DATABASE_URL", "TRADELOOP_EXCHANGE_API_URL", "TRADELOOP_EXCHANGE_WS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TRADELOOP_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    args = ["--venue", "binance", "--venue", "binanceus", "--api-url", f"binance={closed}"]
+    try:
+        result = CliRunner().invoke(app, ["arbitrage", "run", *args, "--api-url", f"binanceus={closed}"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 4, result.output
+    assert "arbitrage stopped: ExchangeNotAvailable" in result.output and closed in result.output

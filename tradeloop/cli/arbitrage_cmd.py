@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from tradeloop.cli.common import console, handle_errors
-from tradeloop.errors import ConfigError, config_error
+from tradeloop.errors import ConfigError, ExchangeError, config_error
 from tradeloop.settings import get_settings
 
 app = typer.Typer(help="Cross-venue arbitrage detection over top of book (detection only: nothing is traded).")
@@ -77,6 +77,7 @@ def run(
     operational database (GET /arbitrage/opportunities) and published on the bus stream
     `arbitrage` (REDIS_URL; in-process without it). TRADELOOP_EXCHANGE_API_URL and
     TRADELOOP_EXCHANGE_WS_URL apply to the first venue. Runs until interrupted."""
+    import ccxt
     from pydantic import ValidationError
 
     from live.arbitrage import ArbitrageService, merge_tops, taker_fees, top_of_book
@@ -146,6 +147,8 @@ def run(
             await tops.aclose()
             if isinstance(results[0], Exception):
                 raise results[0]
+        except ccxt.BaseError as exc:  # a venue refused or could not be reached (exit 4)
+            raise ExchangeError(f"arbitrage stopped: {type(exc).__name__}: {exc}") from None
         finally:
             await asyncio.gather(*(c.close() for c in clients.values()), return_exceptions=True)
             await bus.close()
