@@ -63,8 +63,8 @@ def first_run(tmp_path_factory):
 
 
 def test_definitions_load_with_schedule_sensor_and_jobs() -> None:
-    assert {"retrain", "refresh_candles"} <= {j.name for j in defs.jobs}
-    assert [s.name for s in defs.schedules] == ["policy_retrain"]
+    assert {"retrain", "refresh_candles", "backup_job"} <= {j.name for j in defs.jobs}
+    assert sorted(s.name for s in defs.schedules) == ["nightly_backup", "policy_retrain"]
     assert defs.resolve_asset_graph().get_all_asset_keys() >= {
         dg.AssetKey(n) for n in ("candles", "features", "promotion")
     }
