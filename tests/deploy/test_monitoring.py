@@ -286,6 +286,11 @@ def test_the_engine_reports_its_session_to_prometheus(stack: dict) -> None:
         assert len(result) == 1, f"{expr}: {result}"
         return float(result[0]["value"][1])
 
+    def scraped_all() -> bool:  # the engine has all its bars (the fixture waited); a scrape may lag by one
+        result = query(prometheus, f'tradeloop_bars_total{{session="{SESSION}"}}')["data"]["result"]
+        return bool(result) and float(result[0]["value"][1]) >= REPLAYED_BARS
+
+    wait_for("Prometheus to scrape the replay's last bar", scraped_all, timeout_s=30, procs=stack["procs"])
     assert value(f'tradeloop_bars_total{{session="{SESSION}"}}') == REPLAYED_BARS
     assert value(f'count(tradeloop_feed_last_received_timestamp_seconds{{session="{SESSION}"}})') == len(SYMBOLS)
     assert value(f'time() - tradeloop_engine_heartbeat_timestamp_seconds{{session="{SESSION}"}}') < 60
