@@ -65,8 +65,10 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/backtest_vs_vectorbt.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/live.py
-	bash tests/services/ensure.sh  # bench/api.py runs the API over this machine's PostgreSQL and Redis
+	bash tests/services/ensure.sh  # bench/api.py and bench/feeds.py use this machine's PostgreSQL and Redis
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/feeds.py --seconds 90 --warmup 30
+	@echo "not run (2.2 GB of disk, minutes): the lake at scale, nice -n 19 $(BIN)/python bench/lake.py"
 	@echo "not run (30 minutes): the chaos soak, nice -n 19 $(BIN)/python bench/soak.py (--minutes N; docs/operations.md)"
 
 # jupyter/jupyter_lab_config.py: root at the repository (notebooks/ and data/runs/), notebooks/*.py open as
