@@ -1,11 +1,11 @@
 """deploy/supervisor/tradeloop.conf under a real supervisord (Debian's, installed by
-tests/services/ensure.sh), as written: its variables point it at temporary folders, free
-ports and a PostgreSQL database of its own. It starts the engine (a paper session replaying the lake's last bars, then following
-it), the API, a worker and the dashboard; the engine, killed twice with SIGKILL in the middle
-of its replay, and the API, killed once, come back by themselves; the engine resumes after
-its last committed bar and ends with the orders and fills of an uninterrupted run of the same
-bars: none lost, none twice. ``tradeloop live health`` says healthy while it runs and not
-after supervisord stops it."""
+tests/services/ensure.sh), as written: its variables point it at temporary folders, free ports
+and a PostgreSQL database of its own. It starts the engine (a paper session replaying the lake's
+last bars, then following it), the API, a worker and the dashboard; the engine, killed twice
+with SIGKILL in the middle of its replay, and the API, killed once, come back by themselves; the
+engine resumes after its last committed bar and ends with the orders and fills of an
+uninterrupted run of the same bars: none lost, none twice. ``tradeloop live health`` says
+healthy while it runs and not after supervisord stops it."""
 
 from __future__ import annotations
 
