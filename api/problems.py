@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -87,6 +89,24 @@ def _cut(value: Any) -> Any:
     return text[:200] if isinstance(text, str) else text
 
 
+SECRET_FIELD = re.compile(r"(^|_)(password|passphrase|secret|api_?key|token)($|_)", re.IGNORECASE)
+
+
+def _shown(error: Mapping[str, Any]) -> Any:
+    """What a validation error may echo of the value it refused: never a secret (a field whose
+    name says password, passphrase, secret, API key or token, wherever it stands in the path),
+    never a whole body or object (a missing field's input is the body around it, which may hold
+    one), only a scalar."""
+    if error.get("type") == "missing":
+        return None
+    if any(SECRET_FIELD.search(str(part)) for part in error.get("loc", ())):
+        return "[redacted]"
+    value = error.get("input")
+    if isinstance(value, (dict, list, tuple)):
+        return f"<{type(value).__name__} of {len(value)}>"
+    return _cut(value)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into a problem document, and document them."""
     document(app)
@@ -96,7 +116,7 @@ def install(app: FastAPI) -> None:
         errors = [
             FieldProblem(
                 field=".".join(str(p) for p in e.get("loc", ())),
-                value=_cut(e.get("input")),
+                value=_shown(e),
                 fix=str(e.get("msg", "invalid value")),
             )
             for e in exc.errors()

@@ -141,7 +141,15 @@ def session_secret(settings: Settings, store: OpsStore, session: TradingSession)
     session or one on the engine host's own keys."""
     if session.mode != "live" or session.credential_id is None:
         return None
-    return CredentialStore(store).secret(session.credential_id, vault=vault_of(settings))
+    credentials = CredentialStore(store)
+    info = credentials.info(session.credential_id)
+    if info.exchange != session.exchange or (session.owner_id is not None and info.user_id != session.owner_id):
+        raise ConfigError(
+            f"session {session.name!r} trades on {session.exchange} for user {session.owner_id}, but its stored "
+            f"credential {info.name!r} is user {info.user_id}'s {info.exchange} account; stop the session and make a "
+            "new one with a credential of its owner for its exchange"
+        )
+    return credentials.secret(session.credential_id, vault=vault_of(settings))
 
 
 def check_live_venues(mode: str, exchange: str, symbols: tuple[str, ...] | list[str]) -> None:

@@ -136,3 +136,42 @@ def test_a_live_session_names_one_of_its_owners_credentials_for_its_exchange(vau
     api.client.post(f"/sessions/{made.json()['id']}/stop", headers=ana)
     assert api.client.delete(f"/credentials/{mine['id']}", headers=ana).status_code == 204
     assert api.client.get(f"/sessions/{made.json()['id']}", headers=ana).json()["credential_id"] is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        ACCOUNT | {"api_secret": "s3cr3t-typo"},  # an unknown field named like a secret
+        {k: v for k, v in ACCOUNT.items() if k != "api_key"} | {"apiKey": ACCOUNT["api_key"]},  # a missing field
+        ACCOUNT | {"secret": ACCOUNT["secret"] + "x" * 600},  # too long
+        ACCOUNT | {"secret": 987654321},  # not text
+        ACCOUNT | {"passphrase": "p4ss-phr4se"},
+        [ACCOUNT],  # a list where an object belongs
+    ],
+)
+def test_a_refused_body_never_echoes_a_secret(vault_api: Api, body) -> None:
+    """A 422 names the field and the fix; the value of a field named like a secret, a whole
+    body and a whole object are never in it (found by a hostile review: they were)."""
+    api = vault_api
+    ana = _signed_in(api, "ana")
+    answer = api.client.post("/credentials", json=body, headers=ana)
+    assert answer.status_code == 422, answer.text
+    for secret in (ACCOUNT["api_key"], ACCOUNT["secret"], "s3cr3t-typo", "987654321", "p4ss-phr4se"):
+        assert secret not in answer.text, answer.text
+    assert answer.json()["errors"][0]["field"].startswith("body")
+    login = api.client.post("/auth/login", json={"user": "ana", "password": "hunter2-hunter2"})
+    assert login.status_code == 422 and "hunter2-hunter2" not in login.text
+
+
+def test_a_credential_keeps_its_exchange_when_its_secret_is_replaced(vault_api: Api) -> None:
+    """A live coinbase session trades with `main`: storing `main` again as a binance account is
+    refused (the session would trade coinbase with binance keys)."""
+    api = vault_api
+    ana = _signed_in(api, "ana")
+    api.client.post("/credentials", json=ACCOUNT, headers=ana)
+    made = api.client.post("/sessions", json=NEW | {"mode": "live", "credential": "main"}, headers=ana)
+    assert made.status_code == 201, made.text
+    moved = api.client.post("/credentials", json=ACCOUNT | {"exchange": "binance"}, headers=ana)
+    assert moved.status_code == 422 and "is a coinbase account" in moved.json()["detail"]
+    [row] = _stored_rows(api)
+    assert row.exchange == "coinbase" and Vault(KEY).decrypt(row.ciphertext).secret == ACCOUNT["secret"]

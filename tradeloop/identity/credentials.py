@@ -6,7 +6,8 @@ Rules:
    stored as the vault's ciphertext only (``tradeloop.identity.vault``). What leaves this
    module is :class:`CredentialInfo` (no secret) or, for the engine that trades with it, an
    :class:`~tradeloop.identity.vault.ExchangeSecret` (whose ``repr`` shows nothing).
-2. Storing it again under the same name replaces the secret (a key rotated at the exchange).
+2. Storing it again under the same name replaces the secret (a key rotated at the exchange);
+   the exchange it is for never changes (a session made with it trades on that exchange).
 3. A live session names the credential it trades with (``sessions.credential_id``). A
    credential is removed only when no session that may still trade (not ``stopped``) uses it;
    the stopped ones forget it, so the row can go.
@@ -21,7 +22,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from tradeloop.errors import NotConfiguredError, NotFoundError, SessionStateError
+from tradeloop.errors import ConfigError, NotConfiguredError, NotFoundError, SessionStateError
 from tradeloop.identity.vault import HOW_TO, ExchangeSecret, Vault
 from tradeloop.ops.identity_models import ExchangeCredential
 from tradeloop.ops.models import TradingSession
@@ -74,8 +75,13 @@ class CredentialStore:
             if row is None:
                 row = ExchangeCredential(user_id=user_id, name=name, exchange=exchange, ciphertext=ciphertext)
                 db.add(row)
+            elif row.exchange != exchange:  # a session made with it trades on its exchange: never swap it
+                raise ConfigError(
+                    f"exchange credential {name!r} is a {row.exchange} account; store the {exchange} one under "
+                    "another name (storing again under a name replaces the secret of the same exchange's account)"
+                )
             else:
-                row.exchange, row.ciphertext, row.rotated_at = exchange, ciphertext, now
+                row.ciphertext, row.rotated_at = ciphertext, now
             db.flush()
             return CredentialInfo.of(row)
 
