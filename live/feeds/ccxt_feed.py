@@ -99,10 +99,17 @@ class CcxtFeed:
 
     async def batches(self, *, after_ts: int | None = None) -> AsyncIterator[CandleBatch]:
         queue = self._queue
+        while not queue.empty():  # what an earlier call's tasks delivered and nobody took
+            queue.get_nowait()
         for symbol in self.symbols:  # what the warm-up holds: a later hole is filled first
             self.gaps.start_after(symbol, self.lake.last_ts(SeriesKey(self.exchange.id, symbol, self.timeframe)))
             if after_ts is not None and self.gaps.last.get(symbol) is None:
                 self.gaps.start_after(symbol, after_ts)
+            if after_ts is not None and self.gaps.last.get(symbol, -1) > after_ts:
+                # bars after the last one the engine committed (a bar that failed to commit, then a
+                # database outage): they come again, as a gap fetched over REST
+                self.gaps.last[symbol] = after_ts
+                self.gaps.held.pop(symbol, None)
         tasks = [asyncio.create_task(self._watch(s)) for s in self.symbols]
         tasks.append(asyncio.create_task(self._watchdog()))
         pending: dict[int, dict[str, list]] = {}
@@ -152,6 +159,7 @@ class CcxtFeed:
     async def _watch(self, symbol: str) -> None:
         market = ccxt_symbol(symbol)
         forming: list | None = None
+        older = 0  # updates in a row older than the forming candle
         failures = 0
         probe: Probe | None = None
         while True:
@@ -168,13 +176,17 @@ class CcxtFeed:
                 else:
                     candles = await self.exchange.watch_ohlcv(market, self.timeframe)
                     closed = []
-                    for c in sorted(candles, key=lambda c: c[0]):
+                    horizon = self.exchange.milliseconds() + self.step_ms  # a kline opening later is a venue's glitch
+                    for c in sorted((c for c in candles if c[0] <= horizon), key=lambda c: c[0]):
                         if forming is not None and c[0] > forming[0]:
                             if c[0] == forming[0] + self.step_ms:
                                 closed.append(forming)
                             # else its last updates were missed: its final values come with the gap's backfill
                         if forming is None or c[0] >= forming[0]:
-                            forming = list(c)
+                            forming, older = list(c), 0
+                        elif (older := older + 1) >= 3:  # updates keep coming from before it: a bogus kline
+                            log.warning("%s: kline at %d was out of line with the stream; dropped", symbol, forming[0])
+                            forming, older = list(c), 0
                 self._seen(symbol)
                 failures = 0
                 await self.gaps.closed(symbol, closed)

@@ -85,6 +85,10 @@ class BusFeed:
                 continue
             heard, self.stale = time.monotonic(), False
             entry_id, fields = entries[0]
+            if not fields or "data" not in fields:  # trimmed from the stream (MAXLEN) while pending, or unreadable
+                log.warning("market data %s: entry %s is gone from the stream; skipped", self.stream, entry_id)
+                await self.bus.client.xack(key, self.group, entry_id)
+                continue
             event = decode(entry_id, fields).data
             candles, backfill = self._frame(event["candles"]), self._frame(event.get("backfill", []))
             if event["ts"] <= floor or candles.is_empty():

@@ -129,3 +129,36 @@ def test_two_engines_trade_every_bar_from_one_market_data_process(trained_world,
 
     health = {row.venue: row for row in MarketStore(OpsStore.open(settings.effective_database_url)).health()}
     assert 0.5 < health["binance"].score <= 1.0  # the service's venue monitor snapshots its venue's health
+
+
+def test_an_engine_whose_pending_event_was_trimmed_starts_again(tmp_path, redis_prefix) -> None:
+    """The engine stopped before committing a bar; the event was trimmed from the stream while it
+    was down (MAXLEN): on restart the gone entry is skipped, not a crash on every start (found by
+    a hostile review)."""
+    from live.bus import RedisBus
+    from live.marketdata.bus_feed import BusFeed
+
+    def event(ts: int) -> dict:
+        return {"venue": "binance", "timeframe": "1m", "ts": ts, "candles": [["BTC-USDT", ts, 1, 1, 1, 1, 1]]}
+
+    async def scenario() -> int:
+        bus = RedisBus(REDIS_URL, prefix=redis_prefix)
+        feed = BusFeed(bus, lake=CandleLake(tmp_path), venue="binance", symbols=["BTC-USDT"], timeframe="1m",
+                       session="s1", block_ms=50)  # fmt: skip
+        stream = market_stream("binance", "1m")
+        batches = feed.batches()
+        first = asyncio.ensure_future(anext(batches))
+        await asyncio.sleep(0.3)  # the group exists
+        gone = await bus.publish(stream, event(T0))
+        assert (await asyncio.wait_for(first, 5)).ts == T0
+        await batches.aclose()  # stopped before the bar committed: the entry stays pending
+        await bus.client.xdel(bus.key(stream), gone)
+        await bus.publish(stream, event(T0 + STEP))
+        batches = feed.batches()
+        try:
+            return (await asyncio.wait_for(anext(batches), 5)).ts
+        finally:
+            await batches.aclose()
+            await bus.close()
+
+    assert asyncio.run(scenario()) == T0 + STEP
