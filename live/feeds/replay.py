@@ -160,8 +160,10 @@ class ReplayFeed:
             self._frame = self._load()
 
     def _under_way(self, ts: int, part: pl.DataFrame) -> bool:
-        """Bar ``ts`` is the newest stored and a symbol that has the bar before it lacks it."""
-        if self.frame.is_empty() or ts < int(self.frame.select(pl.col("ts").max()).item()):
+        """Bar ``ts`` is the newest stored (a future-dated row aside) and a symbol that has the bar
+        before it lacks it."""
+        horizon = ts + self.max_jump_bars * self.step_ms  # a row beyond is future-dated (``_admit``), not newer
+        if self.frame.filter((pl.col("ts") > ts) & (pl.col("ts") <= horizon)).height:
             return False
         before = self.frame.filter(pl.col("ts") == ts - self.step_ms)["symbol"]
         return bool(set(before.to_list()) - set(part["symbol"].to_list()))

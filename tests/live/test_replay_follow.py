@@ -59,3 +59,33 @@ def test_a_bar_written_one_series_at_a_time_goes_out_whole_or_its_late_part_as_b
     assert late is not None and late.select("symbol", "ts").rows() == [("ETH-USDT", T0 + 4 * STEP)]
     assert got[5].candles["symbol"].to_list() == ["BTC-USDT", "ETH-USDT"]
     assert all(b.backfill is None for b in got[:5])
+
+
+def test_a_future_dated_row_does_not_turn_the_hold_off(tmp_path) -> None:
+    """A lone candle stored days ahead (held back as future-dated) is not "the newest bar": the
+    real newest bar still waits for the symbol being written (found by a hostile review)."""
+
+    def first_pass(folder: str, *, future: bool) -> list[int]:
+        lake = CandleLake(tmp_path / folder)
+        a = candles(range(6), 100.0)
+        if future:
+            a = pl.concat([a, candles(range(100_000, 100_001), 100.0)])
+        lake.write(SeriesKey("binance", "A-USDT", "1m"), a)
+        lake.write(SeriesKey("binance", "B-USDT", "1m"), candles(range(5), 200.0))  # B's bar 5 under way
+        feed = ReplayFeed(lake, exchange="binance", symbols=["A-USDT", "B-USDT"], timeframe="1m", follow_s=5.0)
+
+        async def run() -> list[int]:
+            out: list[int] = []
+            batches = feed.batches()
+            try:
+                while True:
+                    out.append((await asyncio.wait_for(anext(batches), 0.5)).ts)
+            except TimeoutError:
+                return [(t - T0) // STEP for t in out]
+            finally:
+                await batches.aclose()
+
+        return asyncio.run(run())
+
+    assert first_pass("plain", future=False) == [0, 1, 2, 3, 4]  # bar 5 held: B's write is under way
+    assert first_pass("future", future=True) == [0, 1, 2, 3, 4]
