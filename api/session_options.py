@@ -189,6 +189,9 @@ def new_session_spec(body: NewSession) -> tuple[SessionSpec, Problems]:
     if body.mode == "live" and body.credential is None:
         fix = "a live session trades with one of your stored exchange credentials: name it in credential"
         problems.append(("body.credential", None, fix + " (store one with POST /credentials), or use mode=paper"))
+    if body.mode == "live" and body.feed == "replay":
+        fix = "a live session sends real orders: decide on the exchange's candles (feed=ccxt) or the market-data "
+        problems.append(("body.feed", body.feed, fix + "service's (feed=bus), or replay the lake on paper"))
     if body.mode == "paper" and body.credential is not None:
         problems.append(("body.credential", body.credential, "a paper session sends no order: drop credential"))
     strategy, found = _series_problems(body)

@@ -20,7 +20,7 @@ from tradeloop.ops.identity_models import ExchangeCredential
 
 KEY = Fernet.generate_key().decode()
 ACCOUNT = {"name": "main", "exchange": "coinbase", "api_key": "ana-api-key-7f3e", "secret": "ana-secret-9c1d"}
-NEW = {"name": "btc-live", "symbols": ["BTC-USD"], "start": "2030-01-01T00:00:00Z"}
+NEW = {"name": "btc-live", "symbols": ["BTC-USD"], "feed": "ccxt"}
 
 
 @pytest.fixture
@@ -112,6 +112,10 @@ def test_a_live_session_names_one_of_its_owners_credentials_for_its_exchange(vau
     mine = api.client.post("/credentials", json=ACCOUNT, headers=ana).json()
     api.client.post("/credentials", json=ACCOUNT | {"name": "bobs"}, headers=bob)
     api.client.post("/credentials", json=ACCOUNT | {"name": "spot", "exchange": "binance"}, headers=ana)
+    refused = api.client.post(
+        "/sessions", json=NEW | {"mode": "live", "credential": "main", "feed": "replay"}, headers=ana
+    )
+    assert refused.status_code == 422 and "a live session sends real orders" in refused.text
     cases = [
         ({"mode": "live"}, None, "a live session trades with one of your stored exchange credentials"),
         ({"mode": "live", "credential": "bobs"}, "bobs", "you have no exchange credential named 'bobs'"),
