@@ -130,7 +130,11 @@ def run(
             fees = await taker_fees(clients, traded, overrides=overrides)
             config = options.model_copy(update={"taker_fees": fees})
             service = ArbitrageService(ArbitrageScanner(config), bus=bus, market=MarketStore(store))
-            console.print(f"arbitrage {', '.join(traded)} on {', '.join(names)}; taker fees {fees}", highlight=False)
+            console.print(
+                f"arbitrage {', '.join(traded)} on {', '.join(names)}; taker fees {fees}",
+                highlight=False,
+                soft_wrap=True,
+            )
             tops = merge_tops(*(top_of_book(c, traded) for c in clients.values()))
 
             async def counted():
