@@ -34,7 +34,7 @@ from tradeloop.errors import AuthError, ConfigError, NotFoundError
 from tradeloop.identity.passwords import hash_password, needs_rehash, verify_password
 from tradeloop.identity.roles import Role, Scope
 from tradeloop.identity.tokens import digest, new_opaque_token
-from tradeloop.identity.vault import ExchangeSecret, Vault
+from tradeloop.identity.vault import Vault
 from tradeloop.ops import OpsStore
 from tradeloop.ops.identity_models import ApiKey, ExchangeCredential, RefreshToken, User
 
@@ -288,29 +288,6 @@ class IdentityStore:
             row.revoked_at = row.revoked_at or now
 
     # ------------------------------------------------------------------ exchange credentials
-    def put_credential(
-        self, *, user_id: int, name: str, exchange: str, secret: ExchangeSecret, vault: Vault
-    ) -> ExchangeCredential:
-        with self.store.transaction() as db:
-            row = db.scalar(
-                select(ExchangeCredential).where(ExchangeCredential.user_id == user_id, ExchangeCredential.name == name)
-            )
-            if row is None:
-                row = ExchangeCredential(user_id=user_id, name=name[:100], exchange=exchange, ciphertext="")
-                db.add(row)
-            row.exchange, row.ciphertext = exchange, vault.encrypt(secret)
-            db.flush()
-            return row
-
-    def credential(self, *, user_id: int, name: str, vault: Vault) -> ExchangeSecret:
-        with self.store.transaction() as db:
-            row = db.scalar(
-                select(ExchangeCredential).where(ExchangeCredential.user_id == user_id, ExchangeCredential.name == name)
-            )
-            if row is None:
-                raise NotFoundError(f"no exchange credential {name!r} for this user")
-            return vault.decrypt(row.ciphertext)
-
     def rotate_credentials(self, vault: Vault, *, now: datetime) -> int:
         """Every credential re-encrypted under the vault's newest key, in one transaction."""
         with self.store.transaction() as db:
