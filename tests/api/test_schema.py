@@ -177,18 +177,34 @@ SAMPLE_SERIES = {"exchange": "coinbase", "symbol": "BTC-USD", "timeframe": "4h"}
 VALID_QUERIES = {"GET /data/coverage": SAMPLE_SERIES, "GET /data/candles": SAMPLE_SERIES}
 
 
+def _known(operation, world: World, username: str) -> dict[str, Any]:
+    """The path parameters that name seeded objects."""
+    other = world.ids["vera"] if username != "vera" else world.ids["ana"]
+    seeded = {"session_id": world.ids["session"], "job_id": world.ids["job"], "key_id": world.ids["key"],
+              "user_id": other, "strategy": "sma_cross", "credential_id": world.ids["credential"]}  # fmt: skip
+    if f"{operation.method.upper()} {operation.path}" == "POST /sessions/{session_id}/stop":
+        seeded["session_id"] = world.ids["doomed"]  # the other operations keep a session that runs
+    return {p.name: seeded[p.name] for p in operation.path_parameters}
+
+
+def _sure_case(operation, world: World, username: str):
+    """The one request built by hand for an operation that generated ones rarely get right (a
+    valid body or query about the seeded objects), sent before the generated ones so that a
+    success does not hang on which branches the generator happens to draw; None for the rest."""
+    label = f"{operation.method.upper()} {operation.path}"
+    body, query = _valid_bodies(world, username).get(label), VALID_QUERIES.get(label)
+    if body is None and query is None:
+        return None
+    extra = {} if body is None else {"body": body, "media_type": "application/json"}
+    return operation.Case(path_parameters=_known(operation, world, username), query=query, **extra)
+
+
 def _strategy(operation, world: World, username: str) -> st.SearchStrategy:
     """Valid requests, valid requests about the seeded objects (random ids mostly name nothing:
     404), and invalid requests."""
     label = f"{operation.method.upper()} {operation.path}"
     modes = [operation.as_strategy(GenerationMode.POSITIVE)]
-    names = {p.name for p in operation.path_parameters}
-    other = world.ids["vera"] if username != "vera" else world.ids["ana"]
-    seeded = {"session_id": world.ids["session"], "job_id": world.ids["job"], "key_id": world.ids["key"],
-              "user_id": other, "strategy": "sma_cross", "credential_id": world.ids["credential"]}  # fmt: skip
-    if label == "POST /sessions/{session_id}/stop":
-        seeded["session_id"] = world.ids["doomed"]  # the other operations keep a session that runs
-    known = {n: seeded[n] for n in names}
+    known = _known(operation, world, username)
     if known:
         modes.append(operation.as_strategy(GenerationMode.POSITIVE, path_parameters=known))
     if (query := VALID_QUERIES.get(label)) is not None:
@@ -207,6 +223,16 @@ def run_operation(
     label = f"{operation.method.upper()} {operation.path}"
     me = world.ids[username]
 
+    def send(case) -> None:
+        for name in ("Authorization", "X-API-Key"):  # the run's own credential, not generated ones
+            case.headers.pop(name, None)
+        response = case.call(base_url=world.api.url, session=session, headers=headers)
+        world.answers[label, response.status_code] += 1
+        case.validate_response(response, checks=CHECKS, headers=headers)
+
+    if (sure := _sure_case(operation, world, username)) is not None:
+        send(sure)
+
     @seed(SEED)
     @settings(
         max_examples=EXAMPLES, deadline=None, database=None,
@@ -218,11 +244,7 @@ def run_operation(
             assume(case.path_parameters.get("user_id") != me)  # not lock ourselves out mid-run
         if label == "POST /sessions/{session_id}/stop":
             assume(case.path_parameters.get("session_id") != world.ids["session"])  # for good: keep one running
-        for name in ("Authorization", "X-API-Key"):  # the run's own credential, not generated ones
-            case.headers.pop(name, None)
-        response = case.call(base_url=world.api.url, session=session, headers=headers)
-        world.answers[label, response.status_code] += 1
-        case.validate_response(response, checks=CHECKS, headers=headers)
+        send(case)
 
     check()
 

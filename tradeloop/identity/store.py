@@ -134,24 +134,29 @@ class IdentityStore:
 
     # ------------------------------------------------------------------ refresh tokens
     def issue_refresh(self, user_id: int, *, now: datetime, family: str | None = None) -> str:
-        token = new_opaque_token()
         with self.store.transaction() as db:
-            db.add(
-                RefreshToken(
-                    user_id=user_id,
-                    family=family or secrets.token_hex(16),
-                    token_hash=digest(token),
-                    expires_at=now + self.refresh_ttl,
-                    created_at=now,
-                )
+            return self._add_refresh(db, user_id, now=now, family=family)
+
+    def _add_refresh(self, db: Session, user_id: int, *, now: datetime, family: str | None) -> str:
+        token = new_opaque_token()
+        db.add(
+            RefreshToken(
+                user_id=user_id,
+                family=family or secrets.token_hex(16),
+                token_hash=digest(token),
+                expires_at=now + self.refresh_ttl,
+                created_at=now,
             )
+        )
         return token
 
     def rotate_refresh(self, token: str, *, now: datetime) -> tuple[User, str]:
         """Rule 2: the token's user and the next token of its family."""
-        refusal = None
+        refusal, issued = None, None
         # a refusal is raised after the commit: a replay's revocation stays. immediate: on SQLite two
-        # refreshes of one token queue for the write lock (the second sees the first's use) instead of failing
+        # refreshes of one token queue for the write lock (the second sees the first's use) instead of failing.
+        # The next token is written in the same transaction as the use: a replay that comes in between
+        # would otherwise revoke the family before the next token exists, and that token would live on
         with self.store.transaction(immediate=True) as db:
             row = db.scalar(select(RefreshToken).where(RefreshToken.token_hash == digest(token)).with_for_update())
             user = db.get(User, row.user_id) if row is not None else None
@@ -172,10 +177,10 @@ class IdentityStore:
                 refusal = "the account is disabled"
             else:
                 row.used_at = now
-                family = row.family
-        if refusal is not None or user is None:
+                issued = self._add_refresh(db, user.id, now=now, family=row.family)
+        if refusal is not None or user is None or issued is None:
             raise AuthError(refusal or "unknown refresh token; sign in again")
-        return user, self.issue_refresh(user.id, now=now, family=family)
+        return user, issued
 
     def revoke_refresh(self, token: str, *, now: datetime) -> None:
         """Sign out: the token's family is revoked (unknown tokens: nothing to do)."""
