@@ -9,7 +9,8 @@
   worker's counters and histograms from that folder (prometheus-client's multiprocess mode),
   plus the gauges read at the scrape.
 * Every process also exports prometheus-client's process metrics (``process_resident_memory_bytes``,
-  CPU, open files) and the free space of the data folder's volume.
+  CPU, open files), the free space of the data folder's volume and its database pool
+  (``tradeloop.observability.pool``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import REGISTRY
 
 from tradeloop.errors import ConfigError
+from tradeloop.observability.pool import POOL_FAMILIES
 from tradeloop.observability.service import DISK_FREE, DISK_SIZE, QUEUE_DEPTH, watch_disk
 from tradeloop.settings import Settings
 
@@ -58,7 +60,7 @@ def exposition() -> tuple[bytes, str]:
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        for sampled in (QUEUE_DEPTH, DISK_FREE, DISK_SIZE):
+        for sampled in (QUEUE_DEPTH, DISK_FREE, DISK_SIZE, *POOL_FAMILIES):
             registry.register(sampled)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tradeloop.errors import ConfigError, SessionStateError
+from tradeloop.observability.pool import watch_pool
 from tradeloop.ops.database import IMMEDIATE, connect, migrate
 from tradeloop.ops.models import (
     AuditEvent,
@@ -81,6 +82,7 @@ class OpsStore:
         """Connect and migrate to the latest schema."""
         engine = connect(url)
         migrate(engine)
+        watch_pool("ops", engine)  # tradeloop_db_pool_* of this process (tradeloop.observability.pool)
         return cls(engine)
 
     def close(self) -> None:
