@@ -42,6 +42,7 @@ from tradeloop.ops.row_security import API_ROLE, RowScope, acting_as, enforce_ro
 NOW = datetime(2026, 1, 5, tzinfo=UTC)
 PROTECTED = ("sessions", "orders", "fills", "positions", "equity", "thresholds", "cash_flows", "audit_log", "outbox",
              "api_keys", "exchange_credentials", "refresh_tokens", "jobs")  # fmt: skip
+LATER = ("users", "challengers", "challenger_returns")  # migrations 0009 and 0012
 
 
 @dataclass
@@ -257,7 +258,7 @@ def test_migration_0008_enables_the_policies_on_postgresql_and_its_downgrade_rem
         assert _version(engine) == "0007" and set(sa.inspect(engine).get_table_names()) == before
         migrate(engine)
         return
-    assert _rls_tables(engine) == {*PROTECTED, "users"}
+    assert _rls_tables(engine) == {*PROTECTED, *LATER}
     with engine.connect() as conn:
         member = f"SELECT pg_has_role(current_user, '{API_ROLE}', 'MEMBER')"
         assert conn.execute(sa.text(member)).scalar_one()
@@ -273,7 +274,7 @@ def test_migration_0008_enables_the_policies_on_postgresql_and_its_downgrade_rem
         )
         assert not conn.execute(sa.text(f"SELECT has_table_privilege('{API_ROLE}', 'orders', 'SELECT')")).scalar()
     migrate(engine)  # again, with the role already there
-    assert _rls_tables(engine) == {*PROTECTED, "users"} and _version(engine) == HEAD
+    assert _rls_tables(engine) == {*PROTECTED, *LATER} and _version(engine) == HEAD
     engine.dispose()
 
 

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from tradeloop.ops import identity_models, market_models  # noqa: F401  (their tables join Base.metadata)
+from tradeloop.ops import challenger_models, identity_models, market_models  # noqa: F401  (their tables join Base.metadata)
 from tradeloop.ops.database import VERSION_TABLE
 from tradeloop.ops.models import Base
 
