@@ -160,6 +160,10 @@ class ModelRegistry:
         with open(self.champions_dir / f"{strategy}.history.jsonl", "a") as fh:
             fh.write(line)
 
+    def resolve(self, prefix: str) -> str:
+        """The full id of the stored artifact ``prefix`` names (ModelError: unknown or ambiguous)."""
+        return self._resolve(prefix)
+
     def _resolve(self, prefix: str) -> str:
         if not re.fullmatch(r"[0-9a-f]{6,64}", prefix):
             raise ModelError(

@@ -24,6 +24,12 @@ class Lineage(BaseModel):
         description="the promotion gate's checks as promoted: name, "
         "value, bar, passed, detail, shown, shown_bar (tradeloop.research.gate)",
     )
+    evidence: str = Field(
+        default="research",
+        pattern="^(research|live)$",
+        description="what the promotion was judged on: research (walk-forward, tradeloop.research.gate) or live "
+        "(a session's paired shadow returns, tradeloop.challengers)",
+    )
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
 

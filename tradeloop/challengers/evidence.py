@@ -1,0 +1,170 @@
+"""A session's challengers and their paired returns in the operational database (migration 0012).
+
+Rules:
+
+1. **Naming a challenger** (``add``): a registered artifact (an id or a unique prefix, as
+   ``tradeloop models promote`` takes) of the session's strategy, not its champion's
+   artifact, once per session; ``capital_share`` is kept for a real A/B split (None: shadow
+   only). A retired one named again goes back to shadow, its evidence kept.
+2. **Evidence** (``record``): one row per challenger and bar, merged, so a bar that comes
+   again (its transaction did not commit) writes the same row once.
+3. **Reads** (``returns``, ``standings``) give the paired returns oldest bar first and the
+   sequential test's standing on them (``tradeloop.challengers.sequential``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tradeloop.challengers.sequential import SequentialConfig, Standing, standing
+from tradeloop.errors import ConfigError
+from tradeloop.ops import OpsStore, TradingSession
+from tradeloop.ops.challenger_models import ChallengerReturn, ChallengerRow
+from tradeloop.registry import ModelRegistry
+
+__all__ = ["ChallengerStanding", "ChallengerStore", "PairedBar"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PairedBar:
+    """One bar's evidence of one challenger (rule 2)."""
+
+    artifact: str
+    ts: int
+    champion: float
+    challenger: float
+    equity: float
+    orders: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ChallengerStanding:
+    """A challenger against the session's champion: its row and the test on its evidence."""
+
+    artifact: str
+    status: str
+    capital_share: float | None
+    first_ts: int | None
+    last_ts: int | None
+    equity: float | None  # its shadow equity at the last bar
+    test: Standing
+    decision: dict | None  # what the promotion recorded, once promoted
+
+
+class ChallengerStore:
+    """The challengers tables of one operational database (cheap to construct)."""
+
+    def __init__(self, store: OpsStore):
+        self.store = store
+
+    def add(
+        self,
+        session: TradingSession,
+        artifact: str,
+        *,
+        registry: ModelRegistry,
+        capital_share: float | None = None,
+    ) -> str:
+        """Name a challenger of ``session`` (rule 1); returns its full artifact id.
+
+        Raises
+        ------
+        ModelError
+            The artifact is unknown, ambiguous, fails to load or holds another strategy's model.
+        ConfigError
+            It is the session's champion, or ``capital_share`` is not in (0, 0.5].
+        """
+        full = registry.resolve(artifact)
+        registry.model_of(full, strategy=session.strategy)  # loads through the allow-list: a bad file fails here
+        champion = registry.champion(session.strategy)
+        if champion is not None and champion.artifact == full:
+            raise ConfigError(
+                f"artifact {full[:12]} is the champion of {session.strategy}; name another registered model"
+            )
+        if capital_share is not None and not 0.0 < capital_share <= 0.5:
+            raise ConfigError(
+                f"capital_share={capital_share} is out of range; give a fraction in (0, 0.5] (e.g. 0.2 for 80/20)"
+            )
+        with self.store.transaction(immediate=True) as db:
+            row = db.scalar(
+                select(ChallengerRow).where(ChallengerRow.session_id == session.id, ChallengerRow.artifact == full)
+            )
+            if row is None:
+                db.add(
+                    ChallengerRow(session_id=session.id, artifact=full, status="shadow", capital_share=capital_share)
+                )
+            elif row.status == "retired":
+                row.status, row.capital_share = "shadow", capital_share
+            OpsStore.audit(
+                db, "challenger_added", session_id=session.id, detail={"artifact": full, "capital_share": capital_share}
+            )
+        return full
+
+    def retire(self, session_id: int, artifact: str) -> None:
+        """Stop running a challenger in shadow (its evidence stays)."""
+        with self.store.transaction(immediate=True) as db:
+            for row in db.scalars(
+                select(ChallengerRow).where(
+                    ChallengerRow.session_id == session_id, ChallengerRow.artifact.startswith(artifact)
+                )
+            ):
+                row.status = "retired"
+                OpsStore.audit(db, "challenger_retired", session_id=session_id, detail={"artifact": row.artifact})
+
+    def rows(self, session_id: int) -> list[ChallengerRow]:
+        with self.store.transaction() as db:
+            return list(
+                db.scalars(
+                    select(ChallengerRow).where(ChallengerRow.session_id == session_id).order_by(ChallengerRow.id)
+                )
+            )
+
+    @staticmethod
+    def record(db: Session, session_id: int, bars: list[PairedBar]) -> None:
+        """Store one bar's evidence of each challenger in the caller's transaction (rule 2)."""
+        for bar in bars:
+            db.merge(
+                ChallengerReturn(
+                    session_id=session_id, artifact=bar.artifact, ts=bar.ts, champion=bar.champion,
+                    challenger=bar.challenger, equity=bar.equity, orders=bar.orders,
+                )
+            )  # fmt: skip
+
+    def returns(self, session_id: int, artifact: str) -> list[PairedBar]:
+        """A challenger's evidence, oldest bar first."""
+        with self.store.transaction() as db:
+            rows = db.scalars(
+                select(ChallengerReturn)
+                .where(ChallengerReturn.session_id == session_id, ChallengerReturn.artifact == artifact)
+                .order_by(ChallengerReturn.ts)
+            )
+            return [
+                PairedBar(artifact=r.artifact, ts=r.ts, champion=r.champion, challenger=r.challenger, equity=r.equity,
+                          orders=r.orders)
+                for r in rows
+            ]  # fmt: skip
+
+    def standings(self, session_id: int, *, config: SequentialConfig | None = None) -> list[ChallengerStanding]:
+        """Every challenger of the session with the test on its evidence (rule 3)."""
+        config = config or SequentialConfig()
+        out = []
+        for row in self.rows(session_id):
+            bars = self.returns(session_id, row.artifact)
+            test = standing(np.array([b.champion for b in bars]), np.array([b.challenger for b in bars]), config)
+            out.append(
+                ChallengerStanding(
+                    artifact=row.artifact,
+                    status=row.status,
+                    capital_share=row.capital_share,
+                    first_ts=bars[0].ts if bars else None,
+                    last_ts=bars[-1].ts if bars else None,
+                    equity=bars[-1].equity if bars else None,
+                    test=test,
+                    decision=row.decision,
+                )
+            )
+        return out
