@@ -6,6 +6,8 @@ The per-position rules the live engine reproduces are exported too: stop levels 
 candle). ``run_backtest(..., risk=RiskConfig(...))`` applies the risk engine inside the
 kernel as the live engine does (``tradeloop.backtest.kernel_risk``); its denials and kill-switch
 trips come back with the result.
+``sweep(strategy, params, candles, config, timeframe=...)`` runs many parameter sets x many
+symbols in one compiled parallel pass (``tradeloop.backtest.sweep``), one row of metrics each.
 """
 
 from tradeloop.backtest.atr import WilderAtr, wilder_atr
@@ -28,6 +30,7 @@ from tradeloop.backtest.fills import (
 )
 from tradeloop.backtest.prices import PriceArrays
 from tradeloop.backtest.result import BacktestResult
+from tradeloop.backtest.sweep import sweep
 
 __all__ = [
     "BacktestConfig",
@@ -44,6 +47,7 @@ __all__ = [
     "simulate_arrays",
     "stop_exit",
     "stop_levels",
+    "sweep",
     "size_fractions",
     "vol_target_fractions",
     "wilder_atr",

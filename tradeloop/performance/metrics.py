@@ -60,8 +60,15 @@ def equity_returns(equity: np.ndarray, init_cash: float) -> np.ndarray:
 def sharpe_ratio(returns: np.ndarray, periods_per_year: float) -> float:
     if returns.size < 2:
         return math.nan
-    sd = np.std(returns, ddof=1)
-    return float(np.mean(returns) / sd * math.sqrt(periods_per_year)) if sd > 0 else math.nan
+    return sharpe_from_moments(float(np.mean(returns)), float(np.std(returns, ddof=1)), returns.size, periods_per_year)
+
+
+def sharpe_from_moments(mean: float, sd: float, count: int, periods_per_year: float) -> float:
+    """:func:`sharpe_ratio` from the mean and sample standard deviation (ddof = 1) of ``count``
+    returns, for callers that never hold the returns (``tradeloop.backtest.sweep``)."""
+    if count < 2:
+        return math.nan
+    return float(mean / sd * math.sqrt(periods_per_year)) if sd > 0 else math.nan
 
 
 def sortino_ratio(returns: np.ndarray, periods_per_year: float) -> float:

@@ -1,0 +1,174 @@
+"""The sweep's compiled pass: every (parameter set, symbol) portfolio in one parallel loop (numba).
+
+Inputs are ragged: the symbols' own candles one after the other (symbol ``j`` owns rows
+``start[j]:start[j + 1]``, in time order, as ``(rows, 1)`` columns), and an indicator table
+``ind[column, row]`` computed once per distinct window and symbol (``tradeloop.backtest.sweep``).
+Combination ``c`` is parameter set ``c_param[c]`` on symbol ``c_symbol[c]``; combinations are
+split across threads (``numba.prange``), each with its own signal and equity buffers.
+
+Per combination:
+
+1. **Score.** ``ind[a, t] / ind[b, t] - 1`` when the parameter set has a second column
+   ``b >= 0`` (the SMA crossover's fast / slow - 1, the same IEEE operations as the strategy's
+   polars expression, so the same bits), else ``ind[a, t]`` (a whole score computed once per
+   distinct parameter set). NaN is warm-up.
+2. **Signal.** The threshold rule of ``tradeloop.strategies.rules`` (its compiled
+   ``cross_step``, one long and one short side), with the parameter set's bounds.
+3. **Simulation.** ``tradeloop.backtest.kernel.simulate`` itself, one symbol, one portfolio,
+   no risk pass: the fill, fee, stop and exit rules are the kernel's, not a copy.
+4. **Metrics.** Trades (open ones included, as the ledger), final equity, and the inputs of
+   ``tradeloop.performance.metrics``' definitions: the mean and sample standard deviation
+   (ddof = 1) of the per-bar returns measured from ``init_cash``, and the max drawdown with
+   the initial capital as the first peak (``drawdown_series``' minimum).
+
+The equity curve of a combination goes to ``curves[c_param, rows]`` when ``keep_curves``,
+else to a buffer dropped after step 4.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from tradeloop.backtest.kernel import simulate
+from tradeloop.strategies.rules import cross_step
+from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, ENTRIES, EXIT_LONG, EXIT_SHORT
+
+__all__ = ["sweep_pass"]
+
+# outputs per combination, the columns of ``sweep_pass``' float64 matrix
+(S_TRADES, S_FINAL, S_RET_MEAN, S_RET_SD, S_MAX_DD) = range(5)
+N_STATS = 5
+
+
+@nb.njit(cache=True, parallel=True, error_model="numpy")
+def sweep_pass(  # pragma: no cover - compiled
+    open_,
+    high,
+    low,
+    close,
+    start,
+    ind,
+    first,
+    second,
+    long_enter,
+    long_exit,
+    allow_short,
+    c_param,
+    c_symbol,
+    size_frac,
+    scalar_size,
+    atr,
+    init_cash,
+    fee,
+    slip,
+    stop_loss,
+    take_profit,
+    trailing,
+    close_at_end,
+    atr_stop,
+    atr_trailing,
+    limit_ttl,
+    limit_offset,
+    maker_fee,
+    keep_curves,
+    curves,
+):
+    """Simulate each combination; returns a ``(combinations, N_STATS)`` float64 matrix (``S_*``).
+
+    ``open_``/``high``/``low``/``close``/``atr`` are ``(rows, 1)``; ``size_frac`` is ``(rows, 1)``
+    or, with ``scalar_size``, ``(1, 1)`` holding the fixed fraction; ``curves`` is
+    ``(parameter sets, rows, 1)`` when ``keep_curves``, else unread. Disabled stops are NaN.
+    """
+    n_comb = c_param.shape[0]
+    out = np.empty((n_comb, N_STATS))
+    group = np.zeros(1, dtype=np.int64)
+    for c in nb.prange(n_comb):
+        p = c_param[c]
+        j = c_symbol[c]
+        s0 = start[j]
+        s1 = start[j + 1]
+        n = s1 - s0
+        # 1-2. score and signal
+        signal = np.zeros((n, 1), dtype=np.int8)
+        a = first[p]
+        b = second[p]
+        le = long_enter[p]
+        lx = long_exit[p]
+        short = allow_short[p]
+        long_side = 0
+        short_side = 0
+        entries = 0
+        for t in range(n):
+            v = ind[a, s0 + t] / ind[b, s0 + t] - 1.0 if b >= 0 else ind[a, s0 + t]
+            if v != v:
+                continue
+            zone = 1 if v > le else (-1 if v < lx else 0)
+            flags, long_side = cross_step(zone, long_side, ENTER_LONG, EXIT_LONG)
+            if short:
+                zone = 1 if v < -le else (-1 if v > -lx else 0)
+                short_flags, short_side = cross_step(zone, short_side, ENTER_SHORT, EXIT_SHORT)
+                flags |= short_flags
+            signal[t, 0] = flags
+            if (flags & ENTRIES) != 0:
+                entries += 1
+        # 3. the backtest kernel on this symbol's rows
+        if keep_curves:
+            equity = curves[p, s0:s1]
+        else:
+            equity = np.empty((1, n, 1))[0, 0:n]
+        frac = size_frac[0:1] if scalar_size else size_frac[s0:s1]
+        _eq, trades, _cash, _in_market, _notional, _denials, _trips = simulate(
+            open_[s0:s1],
+            high[s0:s1],
+            low[s0:s1],
+            close[s0:s1],
+            signal,
+            frac,
+            group,
+            1,
+            init_cash,
+            fee,
+            slip,
+            stop_loss,
+            take_profit,
+            trailing,
+            close_at_end,
+            entries + 2,
+            equity,
+            atr[s0:s1],
+            atr_stop,
+            atr_trailing,
+            limit_ttl,
+            limit_offset,
+            maker_fee,
+            None,
+        )
+        # 4. metrics' inputs
+        total = 0.0
+        prev = init_cash
+        peak = init_cash
+        max_dd = 0.0
+        for t in range(n):
+            e = equity[t, 0]
+            total += e / prev - 1.0
+            prev = e
+            if e > peak:
+                peak = e
+            dd = e / peak - 1.0
+            if dd < max_dd:
+                max_dd = dd
+        mean = total / n if n > 0 else np.nan
+        sq = 0.0
+        prev = init_cash
+        for t in range(n):
+            e = equity[t, 0]
+            d = (e / prev - 1.0) - mean
+            sq += d * d
+            prev = e
+        out[c, S_TRADES] = trades.shape[0]
+        out[c, S_FINAL] = equity[n - 1, 0] if n > 0 else np.nan
+        out[c, S_RET_MEAN] = mean
+        out[c, S_RET_SD] = np.sqrt(sq / (n - 1)) if n > 1 else np.nan
+        out[c, S_MAX_DD] = max_dd
+    return out
