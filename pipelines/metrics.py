@@ -88,7 +88,7 @@ def read_figures(instance: dg.DagsterInstance, registry: ModelRegistry, *, now_s
         if run.job_name not in duration and start is not None:
             duration[run.job_name] = ((run.job_name, run.status.value.lower()), end - start)
         ended.setdefault((run.job_name, run.status), end)
-    promoted = []
+    promoted: list[tuple[tuple[str, ...], float]] = []
     for strategy in registry.strategies():
         champion = registry.champion(strategy)
         if champion is not None:
