@@ -56,6 +56,7 @@ from live.outbox import OutboxRelay, add_bar_events, outbox_mark
 from live.protection import protective_kinds
 from live.reconcile import VenueCheck, halt_if_unknown, wall_ms
 from live.risk_stage import kill_switch, portfolio_snapshot, pre_trade
+from live.shadow import ShadowStage
 from live.venue_protection import VenueProtection
 from live.venues import instrument_of, key_of, sent_to
 from tradeloop.backtest import BacktestConfig
@@ -130,6 +131,9 @@ class LiveEngine(EngineLifecycle):
             retry_cap_s=self.config.bus_retry_cap_s,
         )
         self.database = DatabaseWatch(store, base_s=self.config.db_retry_base_s, cap_s=self.config.db_retry_cap_s)
+        self.shadow = ShadowStage(  # the session's challengers beside the champion (live.shadow)
+            store=store, session=session, registry=slot.registry, backtest=backtest, window_bars=self.config.window_bars
+        )
         self._swap_unrecorded = False  # a model swap whose bar did not commit
         self._wake = asyncio.Event()  # set after a commit: the relay task has events to send
 
@@ -160,7 +164,8 @@ class LiveEngine(EngineLifecycle):
         (fills to cash and positions), :meth:`_mark` (prices and the equity point),
         :meth:`_decide_intents` (signals to order intents), :meth:`_risk` (what may be sent) and
         :meth:`_persist` (order rows, audit, events, ``last_bar_ts``). After the commit:
-        :meth:`_send`.
+        :meth:`_send`. The challengers run in shadow beside it (``live.shadow``: simulated before
+        the transaction, their paired returns stored in it after the mark).
         """
         status = self._status()
         if status == "stopped":
@@ -191,6 +196,7 @@ class LiveEngine(EngineLifecycle):
             self.report("candles_backfilled", bar_ts=batch.ts, candles=backfilled)
         closes = batch.candles.select("symbol", "close").rows()
         self.last.update(closes)
+        await self.shadow.run(batch, window=self.window, last=self.last, equity=self.portfolio.equity())
         orders: list[Order] = []
         signals: list[tuple[str, int]] = []
         with self.store.transaction() as db:
@@ -199,6 +205,7 @@ class LiveEngine(EngineLifecycle):
             row = OpsStore.session_row(db, self.session.id, for_update=True)
             self._settle(db, ended)
             equity = self._mark(db, batch.ts)
+            self.shadow.persist(db, batch.ts, equity=equity)
             flatten = self._kill_switch(db, row, batch.ts, equity)
             if status == "running" or flatten:
                 signals = self._decide_or_fall_back(db, batch.ts) if status == "running" else []

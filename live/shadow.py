@@ -1,0 +1,250 @@
+"""The engine's shadow stage: a session's challengers decide beside its champion, on the same
+bars, and are simulated with the paper broker's rules (no order is sent anywhere).
+
+Per bar (``LiveEngine.on_batch``), for each challenger in shadow (``tradeloop.challengers``):
+
+1. **Before the bar's transaction** (:meth:`ShadowStage.run`): its paper book
+   (``live.brokers.paper``, built from the session's ``BacktestConfig``) fills what it decided at
+   the last close, exactly as the paper broker fills the champion's orders; its own portfolio
+   (``tradeloop.portfolio``) takes the fills and is marked at the bar's closes; then it decides
+   at this close with the same code as the engine (``enrich`` + ``apply_model`` on the engine's
+   rolling window, ``live.entries.EntryPlanner`` for sizes and legs) and books the orders for
+   the next bar. The engine's in-sample rule holds: at a bar its model was trained on (and the
+   session is not in-sample) it takes no entry, only exits. A backtest of the challenger over
+   the same bars gives the same fills (the parity test).
+2. **In the bar's transaction** (:meth:`ShadowStage.persist`): one row of paired evidence per
+   challenger: the champion's return at this close (the session's equity over its equity at
+   the last close) and the challenger's (its shadow equity over its own), merged, so a bar that
+   comes again writes it once. A bar that comes again is not simulated twice.
+3. **Promotion**: every ``check_every_bars`` bars, before simulating, each challenger's
+   committed evidence is judged (``tradeloop.challengers.promote_from_live``); when the
+   sequential test promotes it, the registry's champion changes (with lineage saying the
+   evidence was live) and the engine's ``ModelSlot`` picks it up between bars. A promoted or
+   retired challenger leaves the shadow.
+
+The challengers are read from the database at every bar (one named later joins at that bar).
+A challenger's book starts flat, with the champion's equity at the last close, when it joins
+and again after a restart (the paper book lives in memory); its stored evidence is kept, so
+the test goes on over every bar recorded. A challenger that cannot serve the session (unknown
+or tampered artifact, another strategy, universe or a longer window than the engine keeps) is
+logged once and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from live.brokers.base import OrderRequest
+from live.brokers.paper import PaperBroker
+from live.entries import EntryPlanner
+from live.feeds.base import CandleBatch
+from live.orders import client_order_id
+from live.venues import instrument_of, key_of
+from tradeloop.backtest import BacktestConfig
+from tradeloop.challengers import SequentialConfig
+from tradeloop.challengers.evidence import ChallengerStore, PairedBar
+from tradeloop.challengers.promotion import promote_from_live
+from tradeloop.ops import OpsStore, TradingSession
+from tradeloop.ops.database import is_connection_error
+from tradeloop.portfolio import Portfolio
+from tradeloop.registry import ModelRegistry
+from tradeloop.strategies.signals import ENTRIES
+from tradeloop.thresholds import ThresholdModel, Universe
+from tradeloop.thresholds.decide import apply_model, enrich
+from tradeloop.thresholds.warmup import min_window_bars
+from tradeloop.trading import FillRecord, OrderSide
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ShadowBook", "ShadowStage"]
+
+
+class ShadowBook:
+    """One challenger's simulated account (module rule 1)."""
+
+    def __init__(
+        self, *, artifact: str, model: ThresholdModel, backtest: BacktestConfig, session: TradingSession, cash: float
+    ):
+        self.artifact, self.model, self.venue = artifact, model, session.exchange
+        self.in_sample = bool(getattr(session, "in_sample", False))
+        self.broker = PaperBroker.of(backtest)
+        self.planner = EntryPlanner(backtest, venue=session.exchange, timeframe=session.timeframe)
+        self.portfolio = Portfolio(cash=cash)
+        self.equity = cash  # at the last close
+        self.fills: list[FillRecord] = []  # since it joined (a test reads them; one process's life)
+
+    async def on_bar(self, batch: CandleBatch, *, window: pl.DataFrame, last: Mapping[str, float]) -> tuple[float, int]:
+        """Fill, mark, decide and book (rule 1); its equity at this close and the orders decided."""
+        for state in await self.broker.on_bar(batch, cash=self.portfolio.cash):
+            for fill in state.fills:
+                record = FillRecord(
+                    instrument=instrument_of(self.venue, fill.symbol), side=OrderSide(fill.side),
+                    quantity=fill.quantity, price=fill.price, fee=fill.fee, ts=fill.ts, trade_id=fill.trade_id,
+                )  # fmt: skip
+                self.portfolio.apply_fill(record)
+                self.fills.append(record)
+        positions = {key_of(self.venue, p.instrument): p.quantity for p in self.portfolio.positions()}
+        self.portfolio.mark({instrument_of(self.venue, s): last.get(s) for s in positions})
+        equity = self.portfolio.equity()
+        positions = {key_of(self.venue, p.instrument): p.quantity for p in self.portfolio.positions()}
+        intents = self.planner.decide(
+            self._signals(window, batch.ts), window=window, positions=positions, equity=equity, last=last,
+            broker=self.broker,
+        )  # fmt: skip
+        for intent in intents:
+            symbol = key_of(self.venue, intent.instrument)
+            await self.broker.submit(
+                OrderRequest(
+                    client_order_id(0, batch.ts, symbol, intent.kind), symbol, intent.side.value, intent.quantity,
+                    intent.quote_amount, order_type=intent.order_type, time_in_force=intent.time_in_force,
+                    price=intent.price, trigger_price=intent.trigger_price, reduce_only=intent.reduce_only,
+                )
+            )  # fmt: skip
+        return equity, len(intents)
+
+    def _signals(self, window: pl.DataFrame, ts: int) -> list[tuple[str, int]]:
+        """(symbol, flags) at ``ts``, as ``LiveEngine._decide`` computes the champion's."""
+        enriched = enrich(window, self.model.strategy, self.model.features)
+        decided = apply_model(enriched.filter(pl.col("ts") == ts), self.model, now_ms=ts)
+        if not self.in_sample and self.model.trained_until >= ts:  # the engine's in-sample rule: exits only
+            decided = decided.with_columns(pl.col("signal") & pl.lit(~ENTRIES, dtype=pl.Int8))
+        rows = decided.filter(pl.col("ts") == ts).select("symbol", "signal").sort("symbol").rows()
+        return [(s, int(f)) for s, f in rows if f]
+
+
+@dataclass(kw_only=True)
+class _Bar:
+    ts: int
+    champion_before: float  # the champion's equity at the last close
+    bars: list[tuple[ShadowBook, float, float, int]] = field(default_factory=list)  # book, before, after, orders
+
+
+class ShadowStage:
+    """The challengers of one session (module rules); constructed cheaply, reads at the first bar.
+
+    Parameters
+    ----------
+    store, session, registry
+        The session's database, row and model registry.
+    backtest
+        The session's fill and sizing rules (each challenger's paper book uses them).
+    window_bars
+        The engine's rolling window: a challenger that needs more is skipped.
+    test
+        The sequential test's options (``tradeloop.challengers.SequentialConfig``).
+    check_every_bars
+        Judge the challengers' evidence every this many bars (rule 3); ``None``: never promote.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: OpsStore,
+        session: TradingSession,
+        registry: ModelRegistry,
+        backtest: BacktestConfig,
+        window_bars: int,
+        test: SequentialConfig | None = None,
+        check_every_bars: int | None = 10,
+    ):
+        self.store, self.session, self.registry, self.backtest = store, session, registry, backtest
+        self.window_bars, self.test, self.check_every_bars = window_bars, test or SequentialConfig(), check_every_bars
+        self.evidence = ChallengerStore(store)
+        self.books: dict[str, ShadowBook] = {}
+        self._refused: set[str] = set()
+        self._bar: _Bar | None = None
+        self._bars = 0
+
+    async def run(self, batch: CandleBatch, *, window: pl.DataFrame, last: Mapping[str, float], equity: float) -> None:
+        """Rules 3 then 1 for bar ``batch.ts``; ``equity``: the champion's at the last close."""
+        if self._bar is not None and self._bar.ts == batch.ts:
+            return  # the bar again (its transaction did not commit): simulated already
+        if self.check_every_bars is not None and self._bars % self.check_every_bars == 0 and self.books:
+            self._judge()
+        self._bars += 1
+        self._sync(equity)
+        bar = _Bar(ts=batch.ts, champion_before=equity)
+        for artifact in sorted(self.books):
+            book = self.books[artifact]
+            before = book.equity
+            after, orders = await book.on_bar(batch, window=window, last=last)
+            book.equity = after
+            bar.bars.append((book, before, after, orders))
+        self._bar = bar
+
+    def persist(self, db, ts: int, *, equity: float) -> None:
+        """Rule 2: the bar's paired returns, in the bar's transaction; ``equity``: the champion's
+        at this close."""
+        bar = self._bar
+        if bar is None or bar.ts != ts or not bar.bars:
+            return
+        champion = _ret(equity, bar.champion_before)
+        ChallengerStore.record(
+            db,
+            self.session.id,
+            [
+                PairedBar(artifact=book.artifact, ts=ts, champion=champion, challenger=_ret(after, before),
+                          equity=after, orders=orders)
+                for book, before, after, orders in bar.bars
+            ],
+        )  # fmt: skip
+
+    def _sync(self, equity: float) -> None:
+        """The books of the challengers in shadow now (a new one starts with ``equity``)."""
+        rows = {r.artifact: r for r in self.evidence.rows(self.session.id) if r.status == "shadow"}
+        for gone in set(self.books) - set(rows):
+            del self.books[gone]
+        for artifact in sorted(set(rows) - set(self.books) - self._refused):
+            model = self._load(artifact)
+            if model is not None:
+                self.books[artifact] = ShadowBook(
+                    artifact=artifact, model=model, backtest=self.backtest, session=self.session, cash=equity
+                )
+
+    def _load(self, artifact: str) -> ThresholdModel | None:
+        try:
+            model = self.registry.model_of(artifact, strategy=self.session.strategy)
+        except Exception as exc:  # noqa: BLE001 - a bad challenger never stops the champion's bar
+            self._refuse(artifact, f"failed to load: {exc}")
+            return None
+        need = min_window_bars(model.strategy, model.features)
+        if need > self.window_bars:
+            self._refuse(artifact, f"needs a window of {need} bars, the engine keeps {self.window_bars}")
+            return None
+        s = self.session
+        universe = Universe(exchange=s.exchange, timeframe=s.timeframe, symbols=tuple(s.symbols))
+        problems = model.universe.mismatches(universe) if model.universe is not None else []
+        if problems:
+            self._refuse(artifact, f"does not fit the session: {'; '.join(problems)}")
+            return None
+        return model
+
+    def _refuse(self, artifact: str, why: str) -> None:
+        self._refused.add(artifact)
+        log.error("session %s: challenger %s %s; not run in shadow", self.session.name, artifact[:12], why)
+
+    def _judge(self) -> None:
+        """Rule 3 on the committed evidence of every challenger in shadow."""
+        for artifact in sorted(self.books):
+            try:
+                decided = promote_from_live(self.store, self.registry, self.session, artifact, config=self.test)
+            except Exception as exc:
+                if is_connection_error(exc):
+                    raise  # the bar meets a lost database as every stage does
+                log.exception("session %s: judging challenger %s failed", self.session.name, artifact[:12])
+                continue
+            if decided.promoted:
+                log.warning(
+                    "session %s: challenger %s promoted on live evidence (%d bars, log LR %.3f >= %.3f)",
+                    self.session.name, artifact[:12], decided.test.bars, decided.test.log_lr, decided.test.threshold,
+                )  # fmt: skip
+                del self.books[artifact]
+
+
+def _ret(after: float, before: float) -> float:
+    return after / before - 1.0 if before > 0 and math.isfinite(before) else 0.0

@@ -1,0 +1,155 @@
+"""Champion and challengers, live (``live.shadow``, ``tradeloop.challengers``): a challenger run
+in shadow beside the champion on replayed candles fills, bar for bar, as a backtest of that
+challenger over the same bars, with paired returns stored per bar; a challenger whose live
+evidence passes the sequential test is promoted through the registry with lineage saying the
+evidence was live, and one whose evidence does not is left in shadow."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from live.runner import SessionConfig, open_session, run_session
+from tests.live.conftest import SYMBOLS, World, make_settings, trade_fills
+from tradeloop.backtest import BacktestConfig, run_backtest
+from tradeloop.challengers import SequentialConfig
+from tradeloop.challengers.evidence import ChallengerStore, PairedBar
+from tradeloop.challengers.promotion import promote_from_live
+from tradeloop.ops import EquityPoint, OpsStore
+from tradeloop.registry import ModelRegistry
+from tradeloop.thresholds import ThresholdModel
+from tradeloop.thresholds.decide import decide
+
+BARS, WINDOW = 1000, 400
+
+
+def _challenger(world: World, tmp: Path, *, shift: float) -> tuple[str, ThresholdModel]:
+    """The champion's model with its threshold moved by ``shift``, registered: another
+    artifact of the same strategy that decides differently."""
+    registry = ModelRegistry(world.settings.registry_dir)
+    _, model = registry.load("sma_cross")
+    estimator = copy.copy(model.estimator)
+    estimator.threshold_ = model.estimator.threshold_ + shift
+    other = dataclasses.replace(model, estimator=estimator)
+    return registry.register(other.save(tmp / f"challenger{shift}")), other
+
+
+def _backtest(world: World, model: ThresholdModel, *, start: int, config: BacktestConfig):
+    """``model``'s backtest from ``start`` (the window before it warms up features only), as
+    ``tests.live.conftest.backtest_result`` runs the champion's."""
+    candles = world.candles
+    first = candles.filter(pl.col("ts") < start).group_by("symbol").agg(pl.col("ts").sort().tail(WINDOW).first())
+    candles = candles.filter(pl.col("ts") >= first["ts"].min())
+    decided = decide(candles, model, now_ms=model.trained_until)
+    decided = decided.with_columns(signal=pl.when(pl.col("ts") >= start).then(pl.col("signal")).otherwise(0))
+    return run_backtest(decided, config, timeframe="4h")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shadow_world(request: pytest.FixtureRequest, own_world: World) -> World:
+    if request.param == "sqlite":
+        return own_world
+    return replace(own_world, settings=make_settings(own_world.root, DATABASE_URL=request.getfixturevalue("pg_url")))
+
+
+def test_a_shadow_challenger_fills_as_its_backtest_and_every_bar_pairs_the_two_returns(
+    shadow_world: World, tmp_path: Path
+) -> None:
+    world = shadow_world
+    artifact, model = _challenger(world, tmp_path, shift=-0.01)
+    start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-BARS])
+    config = SessionConfig(name="shadow", start=start, window_bars=WINDOW, fraction=0.5)
+    store = OpsStore.open(world.settings.effective_database_url)
+    session = open_session(store, ModelRegistry(world.settings.registry_dir), config, first_bar_ms=start)
+    ChallengerStore(store).add(session, artifact[:10], registry=ModelRegistry(world.settings.registry_dir))
+
+    engine = asyncio.run(run_session(world.settings, config))
+
+    book = engine.shadow.books[artifact]  # still in shadow: its evidence did not promote it
+    expected = _backtest(world, model, start=start, config=BacktestConfig(**session.config))
+    fills = sorted((f.ts, f.instrument.symbol, f.side.value, f.quantity, f.price) for f in book.fills)
+    wanted = [f[:5] for f in trade_fills(expected.trades)]
+    assert len(wanted) >= 10, "too few trades for a meaningful parity check"
+    assert [f[:3] for f in fills] == [w[:3] for w in wanted]
+    np.testing.assert_allclose([f[3] for f in fills], [w[3] for w in wanted], rtol=1e-9)
+    np.testing.assert_allclose([f[4] for f in fills], [w[4] for w in wanted], rtol=1e-12)
+    champion_fills = len(store.fills(session.id))
+    assert champion_fills != len(fills)  # the two really decided differently
+
+    bars = ChallengerStore(store).returns(session.id, artifact)
+    assert len(bars) == engine.bars == world.candles.filter(pl.col("ts") >= start)["ts"].n_unique()
+    curve = dict(expected.equity.select("ts", "equity").rows())
+    np.testing.assert_allclose([b.equity for b in bars], [curve[b.ts] for b in bars], rtol=1e-9)
+    shadow = np.array([b.equity for b in bars])
+    np.testing.assert_allclose([b.challenger for b in bars][1:], shadow[1:] / shadow[:-1] - 1, atol=1e-12)
+    equity = store.frame(EquityPoint, session.id).sort("ts")
+    marks = dict(equity.select("ts", "equity").rows())
+    champion = np.array([marks[b.ts] for b in bars])
+    np.testing.assert_allclose([b.champion for b in bars][1:], champion[1:] / champion[:-1] - 1, atol=1e-12)
+    [standing] = ChallengerStore(store).standings(session.id)
+    assert standing.test.bars == len(bars) and standing.status == "shadow"
+    assert standing.test.decision in ("continue", "promote")  # 1,000 bars: past min_bars
+    store.close()
+
+
+def _evidence(store: OpsStore, session_id: int, artifact: str, *, edge: float, bars: int = 300) -> None:
+    rng = np.random.default_rng(5)
+    champion = rng.normal(1e-4, 0.01, bars)
+    challenger = champion + rng.normal(edge, 0.004, bars)
+    with store.transaction() as db:
+        ChallengerStore.record(
+            db,
+            session_id,
+            [
+                PairedBar(artifact=artifact, ts=1_700_000_000_000 + i * 14_400_000, champion=float(a),
+                          challenger=float(b), equity=1.0, orders=0)
+                for i, (a, b) in enumerate(zip(champion, challenger, strict=True))
+            ],
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_live_evidence_promotes_through_the_registry_with_lineage_saying_so(
+    backend: str, own_world: World, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = f"sqlite:///{tmp_path / 'ops.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    store = OpsStore.open(url)
+    registry = ModelRegistry(own_world.settings.registry_dir)
+    start = int(own_world.candles["ts"].max())
+    session = open_session(store, registry, SessionConfig(name=f"promo-{backend}", start=start), first_bar_ms=start)
+    better, _ = _challenger(own_world, tmp_path, shift=-0.02)
+    level, _ = _challenger(own_world, tmp_path, shift=0.02)
+    evidence = ChallengerStore(store)
+    for artifact in (better, level):
+        evidence.add(session, artifact, registry=registry)
+    _evidence(store, session.id, level, edge=0.0)
+    _evidence(store, session.id, better, edge=0.002)
+    test = SequentialConfig(min_bars=200)
+
+    kept = promote_from_live(store, registry, session, level, config=test)
+    assert not kept.promoted and not kept.report.passed
+    assert registry.champion("sma_cross").artifact == own_world.champion  # nothing changed
+
+    won = promote_from_live(store, registry, session, better[:12], config=test)
+    assert won.promoted and won.test.bars == 300 and won.test.log_lr >= won.test.threshold
+    champion = registry.champion("sma_cross")
+    assert champion.artifact == better
+    assert champion.lineage.evidence == "live"
+    assert champion.lineage.parameters["session"] == session.name
+    gate = {c["name"]: c for c in champion.lineage.gate}
+    assert gate["live_sequential_test"]["passed"] and gate["live_min_bars"]["value"] == 300
+    assert champion.lineage.metrics["log_lr"] == pytest.approx(won.test.log_lr)
+    assert registry.manifest("sma_cross").previous[-1].artifact == own_world.champion  # the rollback target
+    rows = {r.artifact: r for r in evidence.rows(session.id)}
+    assert rows[better].status == "promoted" and rows[better].decision["evidence"] == "live"
+    assert rows[level].status == "shadow"
+    [audit] = store.audit_log(session.id, events=("challenger_promoted",))
+    assert audit.detail["artifact"] == better
+    store.close()
