@@ -15,6 +15,7 @@ from api import audit, docs, metrics, problems, ratelimit, request_id, security
 from api.context import ApiContext
 from api.routers import (
     auth,
+    challengers,
     credentials,
     health,
     jobs,
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, *, context: ApiContext | None =
         records.router,
         models.router,
         thresholds.router,
+        challengers.router,
         market_data.router,
         prices.router,
         signals.router,

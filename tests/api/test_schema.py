@@ -169,6 +169,7 @@ def _valid_bodies(world: World, username: str) -> dict[str, Any]:
         "POST /models/{strategy}/promote": {"artifact": world.artifact, "reason": "schema run"},
         "POST /sessions/{session_id}/thresholds/override": {"threshold": 0.6, "reason": "schema run"},
         "POST /sessions/{session_id}/thresholds/revert": {"reason": "schema run"},
+        "POST /sessions/{session_id}/challengers": {"artifact": world.artifact},
     }
 
 

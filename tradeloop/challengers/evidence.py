@@ -68,6 +68,7 @@ class ChallengerStore:
         *,
         registry: ModelRegistry,
         capital_share: float | None = None,
+        actor: str | None = None,
     ) -> str:
         """Name a challenger of ``session`` (rule 1); returns its full artifact id.
 
@@ -100,7 +101,11 @@ class ChallengerStore:
             elif row.status == "retired":
                 row.status, row.capital_share = "shadow", capital_share
             OpsStore.audit(
-                db, "challenger_added", session_id=session.id, detail={"artifact": full, "capital_share": capital_share}
+                db,
+                "challenger_added",
+                session_id=session.id,
+                detail={"artifact": full, "capital_share": capital_share},
+                actor=actor,
             )
         return full
 

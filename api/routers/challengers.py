@@ -1,0 +1,108 @@
+"""Champion and challengers, live: a session's challengers in shadow and where each stands.
+
+``GET /sessions/{id}/challengers`` lists every challenger the session names, with the live
+sequential test on its paired per-bar returns against the champion
+(``tradeloop.challengers``: the mean difference, its HAC standard error, the t-statistic, the
+mixture likelihood ratio and the bar it must reach). ``POST`` names one more: a registered
+artifact of the session's strategy (an id or a unique prefix), run by the session's engine in
+shadow from its next bar (``live.shadow``), audited ``challenger_added``. Promotion happens in
+the engine when the test says so (lineage ``evidence: live``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from api.deps import Context, Trader, Viewer
+from api.timequery import SessionId, owned_session
+from tradeloop.challengers import SequentialConfig
+from tradeloop.challengers.evidence import ChallengerStanding, ChallengerStore
+from tradeloop.errors import TradeloopError
+from tradeloop.registry import ModelRegistry
+
+router = APIRouter(prefix="/sessions", tags=["challengers"])
+
+
+class ChallengerOut(BaseModel):
+    artifact: str = Field(description="the challenger's artifact id", examples=["3f1c2a9b0d4e" + "0" * 52])
+    status: str = Field(description="shadow (evidence accruing), promoted (by its live evidence), retired")
+    capital_share: float | None = Field(
+        default=None, description="its share of the capital in an A/B split; None: shadow only"
+    )
+    bars: int = Field(description="paired bars recorded")
+    first_ts: int | None = Field(default=None, description="its first paired bar (open time, ms)")
+    last_ts: int | None = Field(default=None, description="its last paired bar (open time, ms)")
+    shadow_equity: float | None = Field(default=None, description="its simulated equity at the last bar")
+    champion_mean: float = Field(description="the champion's mean per-bar return over the same bars")
+    challenger_mean: float = Field(description="the challenger's mean per-bar return")
+    mean_difference: float = Field(description="challenger minus champion, per bar")
+    hac_se: float | None = Field(default=None, description="Newey-West standard error of the mean difference")
+    z: float | None = Field(default=None, description="the HAC t-statistic")
+    log_lr: float | None = Field(default=None, description="the test's statistic: log of the mixture likelihood ratio")
+    threshold: float = Field(description="log(1/alpha): the statistic promotes at or above it")
+    decision: str = Field(description="collecting (before min_bars), continue, or promote", examples=["continue"])
+
+
+class ChallengersOut(BaseModel):
+    champion: str | None = Field(default=None, description="the strategy's champion artifact now; None: none")
+    alpha: float = Field(description="the false-promotion rate the test stays within")
+    min_bars: int = Field(description="paired bars needed before a promotion")
+    items: list[ChallengerOut] = Field(description="in the order they were named")
+
+
+class ChallengerIn(BaseModel):
+    artifact: str = Field(
+        min_length=6, max_length=64, pattern="^[0-9a-f]+$", description="a registered artifact id or unique prefix"
+    )
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _out(s: ChallengerStanding) -> ChallengerOut:
+    t = s.test
+    return ChallengerOut(
+        artifact=s.artifact, status=s.status, capital_share=s.capital_share, bars=t.bars, first_ts=s.first_ts,
+        last_ts=s.last_ts, shadow_equity=s.equity, champion_mean=t.champion_mean, challenger_mean=t.challenger_mean,
+        mean_difference=t.mean_diff, hac_se=_finite(t.hac_se), z=_finite(t.z), log_lr=_finite(t.log_lr),
+        threshold=t.threshold, decision=t.decision,
+    )  # fmt: skip
+
+
+@router.get(
+    "/{session_id}/challengers",
+    response_model=ChallengersOut,
+    summary="The session's challengers against its champion, with the live sequential test's standing",
+)
+def list_challengers(session_id: SessionId, principal: Viewer, ctx: Context) -> ChallengersOut:
+    session = owned_session(ctx, principal, session_id)
+    config = SequentialConfig()
+    try:
+        champion = ModelRegistry(ctx.settings.registry_dir).champion(session.strategy)
+    except TradeloopError:
+        champion = None
+    return ChallengersOut(
+        champion=champion.artifact if champion is not None else None,
+        alpha=config.alpha,
+        min_bars=config.min_bars,
+        items=[_out(s) for s in ChallengerStore(ctx.store).standings(session_id, config=config)],
+    )
+
+
+@router.post(
+    "/{session_id}/challengers",
+    response_model=ChallengerOut,
+    status_code=201,
+    summary="Run a registered model of the session's strategy in shadow beside its champion (audited)",
+)
+def add_challenger(session_id: SessionId, body: ChallengerIn, principal: Trader, ctx: Context) -> ChallengerOut:
+    session = owned_session(ctx, principal, session_id)
+    evidence = ChallengerStore(ctx.store)
+    full = evidence.add(
+        session, body.artifact, registry=ModelRegistry(ctx.settings.registry_dir), actor=principal.actor
+    )
+    return next(_out(s) for s in evidence.standings(session_id) if s.artifact == full)

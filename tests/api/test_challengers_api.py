@@ -1,0 +1,83 @@
+"""A session's challengers through the real HTTP stack (PostgreSQL): naming one (a registered
+artifact of the session's strategy, never its champion), who may, and the live sequential
+test's standing as GET reads it from the paired returns the engine stores."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.api.conftest import Api
+from tests.live.conftest import World, trained_world  # noqa: F401  (shared fixture)
+from tradeloop.challengers.evidence import ChallengerStore, PairedBar
+from tradeloop.identity import Role
+from tradeloop.ops import TradingSession
+from tradeloop.registry import Lineage, ModelRegistry
+
+
+def _registry(api: Api, world: World, tmp_path: Path) -> tuple[str, str]:
+    """The API's registry with the world's champion and another model of its strategy."""
+    registry = ModelRegistry(api.ctx.settings.registry_dir)
+    _, model = ModelRegistry(world.settings.registry_dir).load("sma_cross")
+    champion = registry.register(model.save(tmp_path / "champion"))
+    registry.promote("sma_cross", champion, lineage=Lineage(run_id="test"))
+    estimator = copy.copy(model.estimator)
+    estimator.threshold_ += 0.01
+    other = dataclasses.replace(model, estimator=estimator)
+    return champion, registry.register(other.save(tmp_path / "challenger"))
+
+
+def test_a_trader_names_a_challenger_and_reads_its_standing_others_cannot(
+    api: Api, trained_world: World, tmp_path: Path
+) -> None:
+    champion, challenger = _registry(api, trained_world, tmp_path)
+    tom = api.user("tom", Role.TRADER)
+    api.user("ivan", Role.TRADER)
+    api.user("vera", Role.VIEWER)
+    row = api.ctx.store.create_session(
+        name="ab", strategy="sma_cross", exchange="coinbase", timeframe="4h", symbols=["BTC-USD", "ETH-USD"],
+        mode="paper", init_cash=10_000.0, config={},
+    )  # fmt: skip
+    with api.ctx.store.transaction() as db:
+        db.get(TradingSession, row.id).owner_id = tom
+    owner, other, viewer = (api.login(n) for n in ("tom", "ivan", "vera"))
+    path = f"/sessions/{row.id}/challengers"
+
+    refused = api.client.post(path, json={"artifact": champion[:12]}, headers=owner)
+    assert refused.status_code == 422 and "is the champion" in refused.json()["detail"]
+    assert api.client.post(path, json={"artifact": challenger[:12]}, headers=viewer).status_code == 403
+    assert api.client.post(path, json={"artifact": challenger[:12]}, headers=other).status_code == 404
+    made = api.client.post(path, json={"artifact": challenger[:12]}, headers=owner)
+    assert made.status_code == 201, made.text
+    assert made.json()["artifact"] == challenger and made.json()["status"] == "shadow"
+    assert made.json()["bars"] == 0 and made.json()["decision"] == "collecting"
+    [added] = api.ctx.store.audit_log(row.id, events=("challenger_added",))
+    assert added.actor is not None and "tom" in added.actor and added.detail["artifact"] == challenger
+
+    rng = np.random.default_rng(11)
+    champ = rng.normal(0.0, 0.01, 300)
+    chal = champ + rng.normal(0.002, 0.004, 300)
+    with api.ctx.store.transaction() as db:
+        ChallengerStore.record(db, row.id, [
+            PairedBar(artifact=challenger, ts=1_700_000_000_000 + i * 14_400_000, champion=float(a),
+                      challenger=float(b), equity=10_000.0 + i, orders=0)
+            for i, (a, b) in enumerate(zip(champ, chal, strict=True))
+        ])  # fmt: skip
+
+    read = api.client.get(path, headers=owner)
+    assert read.status_code == 200, read.text
+    body = read.json()
+    assert body["champion"] == champion and body["alpha"] == 0.05 and body["min_bars"] == 200
+    [item] = body["items"]
+    assert item["bars"] == 300 and item["shadow_equity"] == 10_299.0
+    assert item["first_ts"] == 1_700_000_000_000 and item["last_ts"] == 1_700_000_000_000 + 299 * 14_400_000
+    assert item["mean_difference"] == pytest.approx(float(np.mean(chal - champ)), rel=1e-9)
+    assert item["champion_mean"] == pytest.approx(float(champ.mean()), rel=1e-9)
+    assert item["z"] == pytest.approx(item["mean_difference"] / item["hac_se"], rel=1e-9)
+    assert item["decision"] == "promote" and item["log_lr"] >= item["threshold"] == pytest.approx(np.log(20))
+    assert api.client.get(path, headers=other).status_code == 404  # another trader's session: not there
+    assert api.client.get(path, headers=viewer).status_code == 404
