@@ -9,11 +9,11 @@ alone: the same signals, the same kernel (``tradeloop.backtest.sweep_kernel`` ca
 
 What is computed once:
 
-* **Indicator columns**, once per distinct window and symbol, by the strategy's own polars
-  expressions: each SMA window of ``sma_cross`` once (its score is fast / slow - 1, formed in
-  the kernel), the whole score of a one-parameter strategy (``momentum``, ``mean_reversion``,
-  ``breakout``) once per distinct parameter value. Symbols go in chunks so that the table
-  stays under ``INDICATOR_BYTES``.
+* **Indicator columns**, once per distinct window and symbol: each SMA window of ``sma_cross``
+  once (``sweep_kernel.rolling_means``; the score fast / slow - 1 is formed in the kernel),
+  the whole score of a one-parameter strategy (``momentum``, ``mean_reversion``,
+  ``breakout``) once per distinct parameter value, by the strategy's own polars expression.
+  Symbols go in chunks so that the table stays under ``INDICATOR_BYTES``.
 * **ATR** (ATR stops) and **position sizes** (``vol_target``, ``correlation``) once per symbol,
   by the functions ``run_backtest`` uses.
 
@@ -39,21 +39,20 @@ from tradeloop.backtest.config import BacktestConfig
 from tradeloop.backtest.engine import periods_per_year, size_fractions
 from tradeloop.backtest.prices import PriceArrays
 from tradeloop.errors import BacktestError, ConfigError, config_error
-from tradeloop.features import indicators as ind
 from tradeloop.strategies import STRATEGIES, Breakout, MeanReversion, Momentum, SmaCross, Strategy
 
 __all__ = ["INDICATOR_BYTES", "SWEEPABLE", "parameter_sets", "sweep"]
 
 INDICATOR_BYTES = 256 * 2**20  # the most the indicator table of one chunk of symbols may hold
 
-Column = tuple[Hashable, pl.Expr]  # a distinct indicator column: its key and its polars expression
+Column = tuple[Hashable, int | pl.Expr]  # a distinct indicator column: its key, an SMA window or a polars expression
 Params = Mapping[str, Iterable[Any]] | Sequence[Mapping[str, Any]]
 
 
 def _sma_ratio(strategy: Strategy) -> tuple[Column, Column | None]:
     """sma_cross: score = SMA(fast) / SMA(slow) - 1 (``SmaCross.score_expr``), one column per window."""
     strategy = cast(SmaCross, strategy)
-    return (("sma", strategy.fast), ind.sma(strategy.fast)), (("sma", strategy.slow), ind.sma(strategy.slow))
+    return (("sma", strategy.fast), strategy.fast), (("sma", strategy.slow), strategy.slow)
 
 
 def _whole_score(strategy: Strategy) -> tuple[Column, Column | None]:
@@ -218,6 +217,13 @@ def _sorted_candles(candles: pl.DataFrame) -> pl.DataFrame:
         raise BacktestError("sweep candles are empty; pass at least one candle per symbol")
     if frame.select(pl.struct("symbol", "ts").is_duplicated().any()).item():
         raise BacktestError("sweep candles have two candles for one (symbol, ts); deduplicate them")
+    bad = frame.filter(pl.col("close").cast(pl.Float64).is_nan() | pl.col("close").is_null())
+    if bad.height:
+        first = bad.row(0, named=True)
+        raise BacktestError(
+            f"sweep candles have {bad.height} candle(s) without a close (first: symbol={first['symbol']!r}, "
+            f"ts={first['ts']}); drop those rows (a missing candle is a missing row)"
+        )
     return frame.select("symbol", "ts", *(pl.col(c).cast(pl.Float64) for c in ("open", "high", "low", "close"))).sort(
         "symbol", "ts"
     )
@@ -230,10 +236,10 @@ def _symbol_rows(frame: pl.DataFrame) -> tuple[list[str], np.ndarray]:
     return [str(s) for s in counts["symbol"].to_list()], start
 
 
-def _columns(strategies: list[Strategy]) -> tuple[list[pl.Expr], np.ndarray, np.ndarray]:
+def _columns(strategies: list[Strategy]) -> tuple[list[int | pl.Expr], np.ndarray, np.ndarray]:
     """The distinct indicator columns, and each parameter set's first and second column (-1: none)."""
     index: dict[Hashable, int] = {}
-    exprs: list[pl.Expr] = []
+    exprs: list[int | pl.Expr] = []
 
     def slot(column: Column) -> int:
         key, expr = column
@@ -271,7 +277,7 @@ def _run(
     symbols: list[str],
     start: np.ndarray,
     strategies: list[Strategy],
-    columns: list[pl.Expr],
+    columns: list[int | pl.Expr],
     first: np.ndarray,
     second: np.ndarray,
     config: BacktestConfig,
@@ -290,11 +296,8 @@ def _run(
     for j0, j1 in _chunks(start, len(columns)):
         part = frame.slice(int(start[j0]), int(start[j1] - start[j0]))
         local = start[j0 : j1 + 1] - start[j0]
-        table = part.select(
-            expr.over("symbol").cast(pl.Float64).fill_null(nan).alias(f"c{i}") for i, expr in enumerate(columns)
-        )
-        indicators = np.ascontiguousarray(table.to_numpy().T)
         ohlc = [np.ascontiguousarray(part[c].to_numpy().reshape(-1, 1)) for c in ("open", "high", "low", "close")]
+        indicators = _indicators(part, ohlc[3], local, columns)
         atr, frac = _per_symbol(ohlc, local, symbols[j0:j1], config, timeframe)
         c_param = np.repeat(np.arange(n_sets, dtype=np.int64), j1 - j0)
         c_symbol = np.tile(np.arange(j1 - j0, dtype=np.int64), n_sets)
@@ -337,6 +340,21 @@ def _run(
             for i in range(j1 - j0):
                 curves[p * k + j0 + i] = curve[p, local[i] : local[i + 1], 0]
     return stats, curves
+
+
+def _indicators(part: pl.DataFrame, close: np.ndarray, local: np.ndarray, columns: list[int | pl.Expr]) -> np.ndarray:
+    """The indicator table ``(columns, rows)`` of a chunk: SMA windows compiled, expressions by polars."""
+    table = np.empty((len(columns), part.height))
+    windows = [(i, c) for i, c in enumerate(columns) if isinstance(c, int)]
+    if windows:
+        rows, sizes = (np.array(x, dtype=np.int64) for x in zip(*windows, strict=True))
+        sweep_kernel.rolling_means(close, local, sizes, table, rows)
+    exprs = [(i, c) for i, c in enumerate(columns) if isinstance(c, pl.Expr)]
+    if exprs:
+        values = part.select(c.over("symbol").cast(pl.Float64).fill_null(math.nan).alias(f"c{i}") for i, c in exprs)
+        for i, _ in exprs:
+            table[i] = values[f"c{i}"].to_numpy()
+    return table
 
 
 def _per_symbol(

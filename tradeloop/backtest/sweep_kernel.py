@@ -21,6 +21,12 @@ Per combination:
    (ddof = 1) of the per-bar returns measured from ``init_cash``, and the max drawdown with
    the initial capital as the first peak (``drawdown_series``' minimum).
 
+The SMA columns come from :func:`rolling_means` (one pass per window and symbol, in parallel),
+the way ``tradeloop.strategies.compiled`` keeps its sums: a running sum re-summed exactly from
+the window every ``TILE_ROWS`` rows, so rounding never accumulates past one tile and the means
+track polars' ``rolling_mean`` to rounding (a score inside the rule's tolerance band of a
+threshold fires nothing either way).
+
 The equity curve of a combination goes to ``curves[c_param, rows]`` when ``keep_curves``,
 else to a buffer dropped after step 4.
 """
@@ -34,11 +40,41 @@ from tradeloop.backtest.kernel import simulate
 from tradeloop.strategies.rules import cross_step
 from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, ENTRIES, EXIT_LONG, EXIT_SHORT
 
-__all__ = ["sweep_pass"]
+__all__ = ["TILE_ROWS", "rolling_means", "sweep_pass"]
+
+TILE_ROWS = 1024  # rolling sums are re-summed exactly from the window at every tile start
 
 # outputs per combination, the columns of ``sweep_pass``' float64 matrix
 (S_TRADES, S_FINAL, S_RET_MEAN, S_RET_SD, S_MAX_DD) = range(5)
 N_STATS = 5
+
+
+@nb.njit(cache=True, parallel=True, error_model="numpy")
+def rolling_means(close, start, windows, table, rows):  # pragma: no cover - compiled
+    """Write the mean of each window in ``windows`` over each symbol's closes into
+    ``table[rows[i]]`` (NaN until the window is full). ``close`` is ``(rows, 1)``; symbol ``j``
+    owns rows ``start[j]:start[j + 1]``."""
+    k = start.shape[0] - 1
+    n_windows = windows.shape[0]
+    for task in nb.prange(k * n_windows):
+        j = task // n_windows
+        i = task % n_windows
+        w = windows[i]
+        out = table[rows[i]]
+        s0 = start[j]
+        n = start[j + 1] - s0
+        acc = 0.0
+        for t in range(n):
+            x = close[s0 + t, 0]
+            if t % TILE_ROWS == 0 and t >= w:
+                acc = x
+                for d in range(1, w):
+                    acc += close[s0 + t - d, 0]
+            else:
+                acc += x
+                if t >= w:
+                    acc -= close[s0 + t - w, 0]
+            out[s0 + t] = acc / w if t >= w - 1 else np.nan
 
 
 @nb.njit(cache=True, parallel=True, error_model="numpy")
