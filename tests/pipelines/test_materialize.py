@@ -64,7 +64,7 @@ def first_run(tmp_path_factory):
 
 def test_definitions_load_with_schedule_sensor_and_jobs() -> None:
     assert {"retrain", "refresh_candles", "backup_job"} <= {j.name for j in defs.jobs}
-    assert sorted(s.name for s in defs.schedules) == ["nightly_backup", "policy_retrain"]
+    assert sorted(s.name for s in defs.schedules) == ["daily_drift_report", "nightly_backup", "policy_retrain"]
     assert defs.resolve_asset_graph().get_all_asset_keys() >= {
         dg.AssetKey(n) for n in ("candles", "features", "promotion")
     }
