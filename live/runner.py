@@ -152,6 +152,36 @@ def session_secret(settings: Settings, store: OpsStore, session: TradingSession)
     return credentials.secret(session.credential_id, vault=vault_of(settings))
 
 
+async def check_live_keys(settings: Settings, config: SessionConfig) -> None:
+    """A live session's keys and venue URL, checked before any data: a resumed session's by its
+    stored row (its mode, exchange, symbols and stored credential: ``session_secret``), since a
+    resume names no ``--mode`` (``api.session_options.run_command``); a new session's by ``config``.
+
+    Raises
+    ------
+    ConfigError
+        The session trades live and has no usable keys (no stored credential or host keys, an
+        undecryptable credential, a venue URL refused), or its symbols span several venues.
+    """
+    store = OpsStore.open(settings.effective_database_url)
+    try:
+        try:
+            session: TradingSession | None = store.session(config.name)
+        except SessionStateError:
+            session = None
+        if session is None:
+            mode, exchange, symbols, secret = config.mode, config.exchange, tuple(config.symbols), None
+        else:
+            mode, exchange, symbols = session.mode, session.exchange, tuple(session.symbols)
+            secret = session_secret(settings, store, session)
+    finally:
+        store.close()
+    if mode != "live":
+        return
+    check_live_venues(mode, exchange, symbols)
+    await make_broker(settings, "live", exchange=exchange, backtest=BacktestConfig(), secret=secret).close()
+
+
 def check_live_venues(mode: str, exchange: str, symbols: tuple[str, ...] | list[str]) -> None:
     """A live session trades on one venue's account: the runner builds one broker with one set
     of keys (``live.brokers.router`` routes several venues' brokers once each has its keys)."""
@@ -307,9 +337,7 @@ async def run_session(
     log record of this task from here on carries ``session`` (``tradeloop.logs``)."""
     bind_ids(session=config.name)
     await check_services(settings)
-    if config.mode == "live":  # keys and exchange URLs are checked before the data (exit 2 before 3)
-        check_live_venues(config.mode, config.exchange, config.symbols)
-        await make_broker(settings, "live", exchange=config.exchange, backtest=BacktestConfig()).close()
+    await check_live_keys(settings, config)  # keys and exchange URLs before the data (exit 2 before 3)
     feeds: dict[str, Callable[[Settings, SessionConfig], Feed]] = {
         "replay": replay_feed,
         "ccxt": ccxt_feed,

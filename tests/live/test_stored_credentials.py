@@ -13,10 +13,10 @@ import pytest
 from cryptography.fernet import Fernet
 from exchange_server import BinanceLoopback
 
-from live.runner import SessionConfig, build_engine
+from live.runner import SessionConfig, build_engine, run_session
 from tests.live.conftest import World, trained_world  # noqa: F401  (shared fixture)
 from tests.live.venue_session import START, SYMBOL, run_bars
-from tradeloop.errors import NotConfiguredError
+from tradeloop.errors import DataError, NotConfiguredError
 from tradeloop.identity import IdentityStore, Role
 from tradeloop.identity.credentials import CredentialStore, vault_of
 from tradeloop.identity.vault import ExchangeSecret
@@ -124,3 +124,31 @@ def test_without_the_encryption_key_the_engine_refuses_to_start_and_names_the_va
         other = settings_for(trained_world, server, database, TRADELOOP_ENCRYPTION_KEY=Fernet.generate_key().decode())
         with pytest.raises(Exception, match="cannot be decrypted with TRADELOOP_ENCRYPTION_KEY's keys"):
             build_engine(other, resume_config())
+
+
+def test_a_resumed_live_sessions_preflight_checks_its_stored_credential_and_mode(
+    trained_world: World, tmp_path
+) -> None:
+    """``tradeloop live run --name ana-live`` resumes with no --mode (the CLI's default, paper)
+    and with --mode live on a host without keys: either way the preflight, before the data
+    check (exit 2 before 3), checks the row's mode and stored credential, not the CLI's."""
+    key = Fernet.generate_key().decode()
+    with BinanceLoopback(candles={}, prices={PAIR: 17_150.0}) as server:
+        database = f"sqlite:///{tmp_path / 'ops.db'}"
+        ana_session(
+            settings_for(trained_world, server, database, TRADELOOP_ENCRYPTION_KEY=key),
+            ExchangeSecret(api_key="k", secret="s"),
+        )
+        empty = tmp_path / "elsewhere"  # an engine host whose lake lacks the series: the data check would fail
+        host = {
+            "TRADELOOP_DATA_DIR": str(empty),
+            "DATABASE_URL": database,
+            "TRADELOOP_EXCHANGE_API_URL": server.url,
+            "TRADELOOP_ALLOW_INSECURE_LOOPBACK": "true",
+        }
+        with pytest.raises(NotConfiguredError, match="TRADELOOP_ENCRYPTION_KEY"):
+            asyncio.run(run_session(Settings(**host), resume_config()))  # paper by the CLI, live by the row
+        keyed = Settings(**host, TRADELOOP_ENCRYPTION_KEY=key)
+        live = resume_config().model_copy(update={"mode": "live"})
+        with pytest.raises(DataError, match="no candles in the lake"):  # past the keys: Ana's credential serves
+            asyncio.run(run_session(keyed, live))
