@@ -34,7 +34,7 @@ from api.paging import IdPage, Paged, invalid_all, paged
 from api.session_options import NewSession, new_session_spec, run_command, session_credential
 from api.timequery import SessionId, owned_session
 from tradeloop.data import CandleLake
-from tradeloop.errors import DataError
+from tradeloop.errors import DataError, NotFoundError
 from tradeloop.ops import TradingSession
 from tradeloop.ops.session_reads import SessionReads
 from tradeloop.ops.session_spec import (
@@ -126,15 +126,18 @@ def make_session(body: NewSession, principal: Trader, ctx: Context) -> SessionCr
             first_bar_ms = replay_first_bar(CandleLake(ctx.settings.lake_dir), spec)
         except DataError as exc:
             raise invalid_all([("body.start", None, str(exc))]) from None
-    row = create_session(
-        ctx.store,
-        ModelRegistry(ctx.settings.registry_dir),
-        spec,
-        first_bar_ms=first_bar_ms,
-        owner_id=principal.user_id,
-        actor=principal.actor,
-        credential_id=credential_id,
-    )
+    try:
+        row = create_session(
+            ctx.store,
+            ModelRegistry(ctx.settings.registry_dir),
+            spec,
+            first_bar_ms=first_bar_ms,
+            owner_id=principal.user_id,
+            actor=principal.actor,
+            credential_id=credential_id,
+        )
+    except NotFoundError as exc:  # the credential was removed since session_credential found it
+        raise invalid_all([("body.credential", body.credential, str(exc))]) from None
     command = run_command(spec, window_bars=body.window_bars, in_sample=row.in_sample)
     return SessionCreated(run_command=command, **session_out(ctx, row))
 

@@ -6,21 +6,29 @@ while that session may trade."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+import sqlalchemy as sa
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
 from tests.api.conftest import Api, start_api
+from tradeloop.errors import NotFoundError
 from tradeloop.identity import Role, Scope, Vault
 from tradeloop.ops import TradingSession
 from tradeloop.ops.identity_models import ExchangeCredential
+from tradeloop.ops.session_spec import SessionSpec, create_session
+from tradeloop.registry import ModelRegistry
 
 KEY = Fernet.generate_key().decode()
 ACCOUNT = {"name": "main", "exchange": "coinbase", "api_key": "ana-api-key-7f3e", "secret": "ana-secret-9c1d"}
 NEW = {"name": "btc-live", "symbols": ["BTC-USD"], "feed": "ccxt"}
+LIVE_MAIN = {"mode": "live", "credential": "main"}
 
 
 @pytest.fixture
@@ -179,3 +187,59 @@ def test_a_credential_keeps_its_exchange_when_its_secret_is_replaced(vault_api: 
     assert moved.status_code == 422 and "is a coinbase account" in moved.json()["detail"]
     [row] = _stored_rows(api)
     assert row.exchange == "coinbase" and Vault(KEY).decrypt(row.ciphertext).secret == ACCOUNT["secret"]
+
+
+def test_a_credential_removed_while_a_session_naming_it_is_made_is_refused_one_way_or_the_other(
+    vault_api: Api, pg_database: str
+) -> None:
+    """POST /sessions and DELETE /credentials/{id} at the same moment: the session's transaction
+    is held (another connection locks audit_log, which it writes last) while the removal comes;
+    the removal waits for it and answers 409 naming the session, never a server error or a
+    session left trading with a removed credential. A credential removed after the request
+    looked it up refuses the session (422 on body.credential, nothing stored)."""
+    api = vault_api
+    ana = _signed_in(api, "ana")
+    mine = api.client.post("/credentials", json=ACCOUNT, headers=ana).json()
+    locker = sa.create_engine(pg_database)
+    answers: dict[str, httpx.Response] = {}
+
+    def call(what: str, method: str, path: str, **options) -> None:
+        with httpx.Client(base_url=api.url, timeout=60) as client:
+            answers[what] = client.request(method, path, headers=ana, **options)
+
+    def waiting(count: int) -> None:
+        query = sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        for _ in range(600):
+            with locker.connect() as watch:  # a fresh transaction: the view is a snapshot within one
+                if watch.execute(query).scalar_one() >= count:
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"{count} transaction(s) never waited on a lock")
+
+    made = threading.Thread(target=call, args=("made", "POST", "/sessions"), kwargs={"json": NEW | LIVE_MAIN})
+    removed = threading.Thread(target=call, args=("removed", "DELETE", f"/credentials/{mine['id']}"))
+    with locker.connect() as db, db.begin() as held:
+        db.execute(sa.text("LOCK TABLE audit_log IN EXCLUSIVE MODE"))
+        made.start()
+        waiting(1)  # the session's row is in, its audit row waits
+        removed.start()
+        waiting(2)  # the removal waits on the credential the session holds
+        held.commit()
+    made.join(60)
+    removed.join(60)
+    locker.dispose()
+    assert answers["made"].status_code == 201, answers["made"].text
+    assert answers["removed"].status_code == 409, answers["removed"].text
+    assert "['btc-live'] trade with" in answers["removed"].json()["detail"]
+    assert [row.id for row in _stored_rows(api)] == [mine["id"]]
+
+    spare = api.client.post("/credentials", json=ACCOUNT | {"name": "spare"}, headers=ana).json()
+    registry = ModelRegistry(api.ctx.settings.registry_dir)
+    spec = SessionSpec(name="late", exchange="coinbase", symbols=("BTC-USD",), feed="ccxt", mode="live")
+    assert api.client.delete(f"/credentials/{spare['id']}", headers=ana).status_code == 204
+    with pytest.raises(NotFoundError, match=f"exchange credential id {spare['id']} was removed"):
+        create_session(api.ctx.store, registry, spec, owner_id=mine["user_id"], credential_id=spare["id"])
+    with api.ctx.store.transaction() as db:
+        assert [s.name for s in db.scalars(select(TradingSession))] == ["btc-live"]

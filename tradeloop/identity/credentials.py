@@ -13,6 +13,9 @@ Rules:
    the stopped ones forget it, so the row can go.
 4. The vault needs ``TRADELOOP_ENCRYPTION_KEY``; without it, storing or reading a secret is a
    :class:`~tradeloop.errors.NotConfiguredError` naming the variable (the operator's to set).
+5. Removal and a new session naming the credential never interleave: each locks the
+   credential's row first (``SELECT ... FOR UPDATE``; SQLite: the write lock), so a removal
+   either sees the new session and is refused, or comes first and the session is refused.
 """
 
 from __future__ import annotations
@@ -120,9 +123,18 @@ class CredentialStore:
             return vault.decrypt(row.ciphertext)
 
     def remove(self, credential_id: int) -> None:
-        """Delete it (rule 3): refused while a session that may still trade uses it."""
-        with self.store.transaction() as db:
-            row = db.get(ExchangeCredential, credential_id)
+        """Delete it (rule 3): refused while a session that may still trade uses it.
+
+        Raises
+        ------
+        NotFoundError
+            No such credential.
+        SessionStateError
+            A session not stopped trades with it (the API's 409), named; one being made at the
+            same moment counts (rule 5).
+        """
+        with self.store.transaction(immediate=True) as db:
+            row = db.scalar(select(ExchangeCredential).where(ExchangeCredential.id == credential_id).with_for_update())
             if row is None:
                 raise NotFoundError(f"exchange credential id {credential_id} does not exist")
             users = list(db.scalars(select(TradingSession).where(TradingSession.credential_id == credential_id)))

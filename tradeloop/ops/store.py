@@ -21,9 +21,10 @@ from sqlalchemy import CursorResult, Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tradeloop.errors import ConfigError, SessionStateError
+from tradeloop.errors import ConfigError, NotFoundError, SessionStateError
 from tradeloop.observability.pool import watch_pool
 from tradeloop.ops.database import IMMEDIATE, connect, migrate
+from tradeloop.ops.identity_models import ExchangeCredential
 from tradeloop.ops.models import (
     AuditEvent,
     Base,
@@ -97,6 +98,18 @@ class OpsStore:
             yield db
 
     # ------------------------------------------------------------------ sessions
+    @staticmethod
+    def _hold_credential(db: Session, credential_id: int) -> None:
+        """Lock the credential a new session names until its transaction ends: a concurrent
+        removal (``CredentialStore.remove``, which locks it first) waits and then sees the new
+        session, or has removed it already and the session is refused (``NotFoundError``)."""
+        held = select(ExchangeCredential.id).where(ExchangeCredential.id == credential_id).with_for_update()
+        if db.scalar(held) is None:
+            raise NotFoundError(
+                f"exchange credential id {credential_id} was removed while the session was being made; store it "
+                "again (POST /credentials) or name another one"
+            )
+
     def create_session(
         self,
         *,
@@ -120,9 +133,11 @@ class OpsStore:
         row ``session_in_sample`` records that, with ``in_sample_detail`` (e.g. first bar, training end)."""
         if mode not in ("paper", "live"):
             raise ConfigError(f"mode={mode!r} is not a trading mode; use 'paper' or 'live'")
-        with self.transaction() as db:
+        with self.transaction(immediate=True) as db:
             if db.scalar(select(TradingSession).where(TradingSession.name == name)) is not None:
                 raise SessionStateError(f"session {name!r} already exists; resume it or pick another --name")
+            if credential_id is not None:
+                self._hold_credential(db, credential_id)
             row = TradingSession(
                 name=name,
                 strategy=strategy,
