@@ -28,21 +28,25 @@ def saved(tmp_path, **params):
     return model, model.save(tmp_path / "model")
 
 
-def test_the_allow_list_is_exactly_what_the_project_trains(tmp_path) -> None:
-    reported = {}
+@pytest.mark.parametrize("kind", ["logistic", "hgb"])
+def test_the_allow_list_is_exactly_what_the_project_trains(tmp_path, kind: str) -> None:
+    reported: set[str] = set()
     for calibration in ("sigmoid", "isotonic"):  # every classifier option AdaptiveThreshold supports
-        est = fitted(calibration=calibration)
-        reported[calibration] = set(sio.get_untrusted_types(data=sio.dumps(est.model_)))
-        model, folder = saved(tmp_path / calibration, calibration=calibration)
+        est = fitted(calibration=calibration, model=kind)
+        reported |= set(sio.get_untrusted_types(data=sio.dumps(est.model_)))
+        model, folder = saved(tmp_path / calibration, calibration=calibration, model=kind)
         loaded = ThresholdModel.load(folder)
+        assert loaded.estimator.model == kind
         X = np.random.default_rng(9).normal(size=(20, len(META_FEATURES)))
         np.testing.assert_array_equal(loaded.estimator.predict_proba(X), model.estimator.predict_proba(X))
-    assert reported["sigmoid"] | reported["isotonic"] == ALLOWED_TYPES
-    assert ALLOWED_TYPES == {
+    trees = {"sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"}
+    common = {
         "sklearn.calibration._CalibratedClassifier",
         "sklearn.calibration._SigmoidCalibration",
         "sklearn.model_selection._split.TimeSeriesSplit",
     }
+    assert reported == (common | trees if kind == "hgb" else common)
+    assert ALLOWED_TYPES == common | trees
 
 
 @pytest.mark.parametrize("payload", PAYLOADS, ids=lambda p: p.name)

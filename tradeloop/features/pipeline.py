@@ -5,6 +5,14 @@ expression reaches, written next to it. Its warm-up (null bars) and the bars a r
 needs to give the full-history value (``FeatureSpec.exact_bars``) are derived from that, never
 written down as constants; ``tests/features/test_memory.py`` holds every description to its
 expression on real data.
+
+A cross-sectional feature (``FeatureSpec.source`` set, see ``tradeloop.features.candidates``)
+is the rank of its source feature among the symbols of the frame at the same bar, scaled to
+[0, 1]. Its source is computed per symbol first (under a hidden name), then ranked per ``ts``;
+its memory is its source's, since the rank at bar ``t`` reads every symbol's source at ``t``
+only. It ranks across whatever symbols the frame holds: the live engine's window holds its
+session's symbols, research the universe's, so they agree when a session trades the model's
+whole universe.
 """
 
 from __future__ import annotations
@@ -27,9 +35,15 @@ class FeatureSpec:
     name: str
     build: Callable[[], pl.Expr]
     memory: Memory
+    source: FeatureSpec | None = None  # set: the rank of this per-symbol feature across symbols at each bar
 
     def expr(self) -> pl.Expr:
         return self.build().alias(self.name)
+
+    @property
+    def hidden(self) -> str:
+        """The column a cross-sectional feature's source is computed in before it is ranked."""
+        return f"__{self.name}__source"
 
     @property
     def warmup(self) -> int:
@@ -92,5 +106,19 @@ def compute_features(
     if clash:
         raise ConfigError(f"feature name(s) {clash} already are columns of the frame; rename them")
     group = by if by is not None and by in candles.columns else None
-    exprs = [s.expr().over(group) if group else s.expr() for s in specs]
-    return candles.with_columns(exprs)
+    plain = [s.expr() for s in specs if s.source is None]
+    cross = [s for s in specs if s.source is not None]
+    plain += [s.source.build().alias(s.hidden) for s in cross if s.source is not None]
+    out = candles.with_columns([e.over(group) if group else e for e in plain])
+    if not cross:
+        return out
+    return out.with_columns([_cross_rank(s.hidden).alias(s.name) for s in cross]).drop([s.hidden for s in cross])
+
+
+def _cross_rank(column: str) -> pl.Expr:
+    """The rank of ``column`` among the rows of the same ``ts``, scaled to [0, 1] (0.5 alone);
+    null where the value is null."""
+    value = pl.col(column)
+    rank, count = value.rank("average").over("ts"), value.count().over("ts")
+    scaled = pl.when(count > 1).then((rank - 1.0) / (count - 1.0)).otherwise(0.5)
+    return pl.when(value.is_null()).then(None).otherwise(scaled)

@@ -20,7 +20,7 @@ The out-of-sample bar returns are what the promotion gate judges. ``policy_sched
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -92,14 +92,15 @@ def fit_threshold(
     estimator_params: dict | None = None,
     policy: RetrainPolicy | None = None,
     until: int | None = None,
+    features: Sequence[str] = META_FEATURES,
 ) -> ThresholdModel:
     """Train the adaptive threshold on labelled events (time-ordered) of one configuration.
 
     ``until``: the ts of the last bar the training could see (the data cut-off: the model's
     age counts from it); default the last label's end. With ``policy`` the model carries its
-    maximum age and stale rule."""
+    maximum age and stale rule. ``features``: the columns of ``events`` the model reads."""
     est = AdaptiveThreshold(cost=barriers.cost, **(estimator_params or {})).fit(
-        events.select(META_FEATURES).to_numpy(),
+        events.select(features).to_numpy(),
         events["label"].to_numpy(),
         returns=events["ret"].to_numpy(),
         ts=events["ts"].to_numpy(),
@@ -107,7 +108,9 @@ def fit_threshold(
     )
     if until is None:
         until = latest(events["t1"]) if events.height else 0
-    model = ThresholdModel(strategy=strategy, barriers=barriers, estimator=est, trained_until=until)
+    model = ThresholdModel(
+        strategy=strategy, barriers=barriers, estimator=est, trained_until=until, features=tuple(features)
+    )
     if events.height:
         model.info["trained_from"] = earliest(events["ts"])
     if policy is not None:
@@ -136,6 +139,7 @@ def refit_at(
     embargo_ms: int,
     bar_ms: int,
     estimator_params: dict | None = None,
+    features: Sequence[str] = META_FEATURES,
 ) -> ThresholdModel:
     """The refit a retrain at ``at`` makes: the events known then, trained until the last bar
     closed by then (``bar_ms``: the timeframe)."""
@@ -146,6 +150,7 @@ def refit_at(
         estimator_params=estimator_params,
         policy=policy,
         until=at - bar_ms,
+        features=features,
     )
 
 
@@ -161,6 +166,7 @@ def policy_schedule(
     bar_ms: int,
     estimator_params: dict | None = None,
     previous: ThresholdModel | None = None,
+    features: Sequence[str] = META_FEATURES,
 ) -> list[Refit]:
     """The models in force over [start, end]: the refit of the last scheduled retrain at or
     before ``start`` (what live would hold when the period begins), then one at every retrain
@@ -177,6 +183,7 @@ def policy_schedule(
             embargo_ms=embargo_ms,
             bar_ms=bar_ms,
             estimator_params=estimator_params,
+            features=features,
         )
         fitted = not model.estimator.fallback_
         current = model if fitted else current
@@ -234,11 +241,14 @@ def walk_forward(
     policy: RetrainPolicy,
     estimator_params: dict | None = None,
     on_fold: Callable[[int, np.ndarray], None] | None = None,
+    features: Sequence[str] = META_FEATURES,
 ) -> WalkForwardResult:
     """Evaluate one configuration under ``policy``; ``on_fold(index, returns so far)`` may
-    raise to stop early (optuna's pruning)."""
-    events = meta_dataset(candles, strategy, barriers=barriers)
-    enriched = enrich(candles, strategy)
+    raise to stop early (optuna's pruning). ``features``: what the models read (every refit
+    selects among them on its own training events when ``estimator_params`` sets
+    ``max_features``)."""
+    events = meta_dataset(candles, strategy, barriers=barriers, features=features)
+    enriched = enrich(candles, strategy, features)
     grid = candles["ts"].unique().sort().to_numpy()
     folds, ts_parts, ret_parts = [], [], []
     # every fold is traded, with or without events before it (no model yet: reduce-only, as
@@ -256,6 +266,7 @@ def walk_forward(
             embargo_ms=splitter.embargo_ms,
             bar_ms=timeframe_ms(timeframe),
             estimator_params=estimator_params,
+            features=features,
         )
         decided = simulate(enriched, schedule, start=fold.test_start, end=fold.test_end)
         ts, ret, n_trades = trade(decided, timeframe=timeframe, backtest=backtest)

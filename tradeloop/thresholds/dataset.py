@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from tradeloop.features import DEFAULT_FEATURES, FeatureSpec, compute_features
+from tradeloop.features import CANDIDATE_FEATURES, MODEL_SPECS, FeatureSpec, compute_features
 from tradeloop.strategies.base import Strategy
 from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT
 from tradeloop.thresholds.labels import BarrierConfig, triple_barrier_labels
@@ -23,6 +23,16 @@ META_FEATURES: tuple[str, ...] = (
     "volume_ratio_20",
     "volume_zscore_20",
 )
+#: META_FEATURES and the engineered candidates (``tradeloop.features.candidates``), for a model
+#: that selects among them on its training events
+CANDIDATE_META_FEATURES: tuple[str, ...] = (*META_FEATURES, *(s.name for s in CANDIDATE_FEATURES))
+#: every name a model may read: the strategy's ``score`` and the features of ``MODEL_SPECS``
+MODEL_FEATURES: tuple[str, ...] = ("score", *(s.name for s in MODEL_SPECS))
+
+
+def specs_for(features: Sequence[str]) -> list[FeatureSpec]:
+    """The specs that compute ``features`` (the strategy's ``score`` aside)."""
+    return [spec for spec in MODEL_SPECS if spec.name in features]
 
 
 def entry_events(signals: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -39,38 +49,41 @@ def meta_dataset(
     strategy: Strategy,
     *,
     barriers: BarrierConfig = BarrierConfig(),
-    features: Sequence[FeatureSpec] = DEFAULT_FEATURES,
+    features: Sequence[str] = META_FEATURES,
 ) -> pl.DataFrame:
     """Events of every symbol (long frame with ``symbol``), sorted by ``ts`` then ``symbol``.
 
-    Columns: symbol, ts, t1, direction, the META_FEATURES, ret, net_ret, barrier, label.
-    Rows whose features are still warming up are dropped.
+    Columns: symbol, ts, t1, direction, the ``features`` (names of ``MODEL_FEATURES``), ret,
+    net_ret, barrier, label. Rows whose features are still warming up are dropped. Features
+    are computed on the whole frame at once (cross-sectional ranks read every symbol at a bar).
     """
+    names = list(features)
     parts = []
     frame = candles if "symbol" in candles.columns else candles.with_columns(symbol=pl.lit("_"))
-    for (symbol,), part in frame.sort("symbol", "ts").group_by("symbol", maintain_order=True):
-        enriched = strategy.signals(compute_features(part, features, by=None), by=None)
+    featured = compute_features(frame.sort("symbol", "ts"), specs_for(names), by="symbol")
+    for (symbol,), part in featured.group_by("symbol", maintain_order=True):
+        enriched = strategy.signals(part, by=None)
         rows, dirs = entry_events(enriched)
         if rows.size == 0:
             continue
         labels = triple_barrier_labels(enriched, rows, direction=dirs, config=barriers)
-        feats = enriched.select(META_FEATURES)[labels["row"].to_numpy()]
+        feats = enriched.select(names)[labels["row"].to_numpy()]
         parts.append(pl.concat([labels.drop("row").with_columns(symbol=pl.lit(symbol)), feats], how="horizontal"))
     if not parts:
-        return _empty()
-    out = pl.concat(parts).drop_nulls(list(META_FEATURES)).filter(pl.all_horizontal(pl.col(META_FEATURES).is_finite()))
+        return _empty(names)
+    out = pl.concat(parts).drop_nulls(names).filter(pl.all_horizontal(pl.col(names).is_finite()))
     return out.sort("ts", "symbol").select(
-        "symbol", "ts", "t1", "direction", *META_FEATURES, "ret", "net_ret", "barrier", "label"
+        "symbol", "ts", "t1", "direction", *names, "ret", "net_ret", "barrier", "label"
     )
 
 
-def _empty() -> pl.DataFrame:
+def _empty(features: Sequence[str]) -> pl.DataFrame:
     schema = {
         "symbol": pl.Utf8,
         "ts": pl.Int64,
         "t1": pl.Int64,
         "direction": pl.Int8,
-        **{f: pl.Float64 for f in META_FEATURES},
+        **{f: pl.Float64 for f in features},
         "ret": pl.Float64,
         "net_ret": pl.Float64,
         "barrier": pl.Utf8,

@@ -15,10 +15,10 @@ import numpy as np
 import polars as pl
 
 from tradeloop.errors import ConfigError
-from tradeloop.features import DEFAULT_FEATURES, compute_features
+from tradeloop.features import compute_features
 from tradeloop.strategies import Strategy
 from tradeloop.strategies.signals import ENTRIES
-from tradeloop.thresholds.dataset import META_FEATURES
+from tradeloop.thresholds.dataset import META_FEATURES, specs_for
 from tradeloop.thresholds.model import ThresholdModel
 
 
@@ -26,8 +26,7 @@ def enrich(candles: pl.DataFrame, strategy: Strategy, features: Sequence[str] = 
     """Candles (one or many symbols, sorted by ts within each) with the ``features`` a model
     reads, the strategy's ``score`` and its int8 ``signal``."""
     frame = candles if "symbol" in candles.columns else candles.with_columns(symbol=pl.lit("_"))
-    specs = [spec for spec in DEFAULT_FEATURES if spec.name in features]
-    return strategy.signals(compute_features(frame, specs), by="symbol")
+    return strategy.signals(compute_features(frame, specs_for(features)), by="symbol")
 
 
 def apply_model(enriched: pl.DataFrame, model: ThresholdModel | None, *, now_ms: int | str) -> pl.DataFrame:
@@ -49,7 +48,7 @@ def apply_model(enriched: pl.DataFrame, model: ThresholdModel | None, *, now_ms:
         bar = model.bar(int(now_ms))
     rows = np.flatnonzero(entry)
     if rows.size and model is not None:
-        feats = enriched[rows].select(META_FEATURES)
+        feats = enriched[rows].select(model.features)
         finite = np.isfinite(feats.to_numpy()).all(axis=1)
         ok_rows = rows[finite]
         if ok_rows.size:

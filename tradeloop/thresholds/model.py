@@ -36,6 +36,7 @@ _LEARNED = (
     "fallback_",
     "n_features_in_",
     "validation_",
+    "support_",
 )
 
 
@@ -138,10 +139,10 @@ class ThresholdModel:
         for key, value in doc.learned.model_dump().items():
             setattr(est, key, value)
         est.classes_ = np.array([0, 1])
+        support = doc.learned.support_  # None: saved before selection existed, every feature
+        est.support_ = np.ones(est.n_features_in_, dtype=bool) if support is None else np.asarray(support, dtype=bool)
         est.model_ = (
-            None
-            if est.fallback_
-            else load_classifier(directory / CLASSIFIER_FILE, n_features=doc.learned.n_features_in_)
+            None if est.fallback_ else load_classifier(directory / CLASSIFIER_FILE, n_features=int(est.support_.sum()))
         )
         try:
             strategy = get_strategy(doc.strategy.name, **doc.strategy.params)
@@ -188,6 +189,8 @@ def read_json(path: Path, *, fix: str, missing: str | None = None) -> object:
 
 
 def _jsonable(value):
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

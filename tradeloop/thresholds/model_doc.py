@@ -25,7 +25,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from tradeloop.errors import ModelError
 from tradeloop.strategies import STRATEGIES
-from tradeloop.thresholds.dataset import META_FEATURES
+from tradeloop.thresholds.dataset import MODEL_FEATURES
 from tradeloop.thresholds.labels import BarrierConfig
 
 FORMAT_VERSION = 1
@@ -92,6 +92,8 @@ class StrategyDoc(_Frozen):
 
 class EstimatorParamsDoc(_Frozen):
     classifier: str | None = None  # repr of a custom classifier, for the record; never rebuilt
+    model: Literal["logistic", "hgb"] = "logistic"  # absent in models saved before it existed
+    max_features: int | None = Field(default=None, ge=1)
     calibration: Literal["sigmoid", "isotonic"]
     calibration_splits: int = Field(ge=2)
     margins: tuple[Annotated[float, Field(ge=0.0, le=1.0)], ...] = Field(min_length=1)
@@ -120,6 +122,16 @@ class LearnedDoc(_Frozen):
     fallback_: bool
     n_features_in_: int = Field(ge=1)
     validation_: dict[str, Any] = Field(default_factory=dict)
+    support_: tuple[bool, ...] | None = None  # the features the classifier reads; None: all
+
+    @model_validator(mode="after")
+    def _support(self) -> LearnedDoc:
+        if self.support_ is not None and (len(self.support_) != self.n_features_in_ or not any(self.support_)):
+            raise ValueError(
+                f"support_ has {len(self.support_)} entries ({sum(self.support_)} kept) for "
+                f"n_features_in_={self.n_features_in_}: it must mark each feature, at least one kept"
+            )
+        return self
 
 
 class ModelDoc(_Frozen):
@@ -148,14 +160,12 @@ class ModelDoc(_Frozen):
     @field_validator("features")
     @classmethod
     def _features(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [f for f in value if f not in META_FEATURES]
+        unknown = [f for f in value if f not in MODEL_FEATURES]
         if unknown:
-            raise ValueError(f"unknown feature(s) {unknown}; a model reads only {list(META_FEATURES)}")
+            raise ValueError(f"unknown feature(s) {unknown}; a model reads only {list(MODEL_FEATURES)}")
         repeated = sorted({f for f in value if value.count(f) > 1})
         if repeated:
-            raise ValueError(
-                f"feature(s) {repeated} listed more than once; list each of {list(META_FEATURES)} at most once"
-            )
+            raise ValueError(f"feature(s) {repeated} listed more than once; list each feature at most once")
         return value
 
     @model_validator(mode="after")

@@ -8,8 +8,9 @@ Rules:
   so no ``builtins.*``, ``operator.*``, ``functools.*`` or ``posix.*`` callable ever gets
   through. A refused file names the refused types.
 - ``ALLOWED_TYPES`` is exactly what skops reports for the classifiers this project
-  trains: ``AdaptiveThreshold``'s default pipeline (``StandardScaler`` +
-  ``LogisticRegression``) calibrated by ``CalibratedClassifierCV`` over a
+  trains: ``AdaptiveThreshold``'s classifiers (``model="logistic"``: ``StandardScaler`` +
+  ``LogisticRegression``; ``model="hgb"``: ``HistGradientBoostingClassifier``, whose trees
+  are ``TreePredictor`` objects) calibrated by ``CalibratedClassifierCV`` over a
   ``TimeSeriesSplit``, with ``calibration="sigmoid"`` or ``"isotonic"``. The types skops
   trusts by itself (scikit-learn estimators, numpy arrays and dtypes, primitives) are
   never reported and need no entry. tests/thresholds/test_safe_skops.py trains both and
@@ -27,7 +28,12 @@ Rules:
   ``(1, n_features)`` and finite, and it must predict: a smoke ``predict_proba`` on rows of
   zeros, ones and minus ones must give finite probabilities in [0, 1] of shape (3, 2). A
   classifier that passes the type check but would raise (or answer NaN) at the first bar is
-  refused here, so the live engine goes reduce-only instead of failing every bar.
+  refused here, so the live engine goes reduce-only instead of failing every bar. A boosted
+  tree's node table is read by compiled code without bounds checks, so before the smoke
+  prediction every split node's children must be later nodes of its own tree (inside the
+  table, and no cycle: scikit-learn numbers a child after its parent),
+  every split feature one of the ``n_features`` and no split categorical (tradeloop trains
+  none): a crafted table cannot make prediction read outside its arrays.
 - Saving checks the same list first, so a model that could not be loaded is never
   written (a custom ``classifier=`` with other types is refused at save time).
 """
@@ -38,6 +44,7 @@ import io
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import skops.io as sio
@@ -49,6 +56,7 @@ ALLOWED_TYPES: frozenset[str] = frozenset(
     {
         "sklearn.calibration._CalibratedClassifier",
         "sklearn.calibration._SigmoidCalibration",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
         "sklearn.model_selection._split.TimeSeriesSplit",
     }
 )
@@ -161,6 +169,34 @@ def _read_bounded(path: Path) -> bytes:
     return data
 
 
+def _bad_trees(estimator: object, n_features: int) -> str | None:
+    """Why a boosted model's trees could make prediction read out of bounds, or None."""
+    predictors = getattr(estimator, "_predictors", None)
+    if predictors is None:
+        return None
+    if getattr(estimator, "is_categorical_", None) is not None or getattr(estimator, "_preprocessor", None) is not None:
+        return "categorical splits, which tradeloop never trains"
+    for k, per_iteration in enumerate(predictors):
+        for predictor in per_iteration:
+            nodes: Any = getattr(predictor, "nodes", None)
+            names = getattr(getattr(nodes, "dtype", None), "names", None) or ()
+            if not {"left", "right", "feature_idx", "is_leaf", "is_categorical"} <= set(names) or nodes.ndim != 1:
+                return f"tree {k} has no valid node table"
+            inner = ~nodes["is_leaf"].astype(bool)
+            size = len(nodes)
+            if size == 0 or nodes["is_categorical"].any():
+                return f"tree {k} is empty or has a categorical split"
+            parent = np.flatnonzero(inner)
+            for side in ("left", "right"):
+                child = nodes[side][inner].astype(np.int64)
+                if child.size and ((child <= parent).any() or child.max() >= size):
+                    return f"tree {k}: a {side} child is not a later node of its {size}"
+            feature = nodes["feature_idx"][inner].astype(np.int64)
+            if feature.size and (feature.min() < 0 or feature.max() >= n_features):
+                return f"tree {k}: a split reads a feature outside the {n_features} it has"
+    return None
+
+
 def _cannot_predict(model: CalibratedClassifierCV, n_features: int) -> str | None:
     """Why ``model`` would fail (or answer nonsense) at the first bar, or None when it predicts."""
     if not np.array_equal(np.asarray(getattr(model, "classes_", None)), [0, 1]):
@@ -178,6 +214,9 @@ def _cannot_predict(model: CalibratedClassifierCV, n_features: int) -> str | Non
                 return f"calibrated classifier {number}: {name} has shape {value.shape}, expected {shape}"
             if not np.issubdtype(value.dtype, np.number) or not np.all(np.isfinite(value)):
                 return f"calibrated classifier {number}: {name} is not all finite numbers"
+        problem = _bad_trees(final, n_features)
+        if problem is not None:
+            return f"calibrated classifier {number}: {problem}"
     rows = np.vstack([np.zeros(n_features), np.ones(n_features), -np.ones(n_features)])
     try:
         with np.errstate(all="ignore"):

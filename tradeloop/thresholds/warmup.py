@@ -8,7 +8,7 @@ reads, at bar ``t``:
   a bar in a zone whose previous bar was in the opposite one, so the score must be exact one
   bar back too (``score_memory.shift(1)``);
 * the features the threshold model reads (``model.features``: the score and the
-  ``DEFAULT_FEATURES`` named there), at ``t``; an exponential one (RSI) needs enough bars to
+  ``MODEL_SPECS`` named there, engineered candidates included), at ``t``; an exponential one (RSI) needs enough bars to
   forget where the window starts, within ``tradeloop.features.TOLERANCE``.
 
 ``min_window_bars`` is the longest of these (``tradeloop.features.memory`` derives each from
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tradeloop.features import DEFAULT_FEATURES, TOLERANCE, FeatureSpec, feature_spec
+from tradeloop.features import MODEL_SPECS, TOLERANCE, FeatureSpec, feature_spec
 from tradeloop.strategies import Strategy
 from tradeloop.thresholds.dataset import META_FEATURES
 
@@ -41,7 +41,7 @@ def min_window_bars(
     features: Sequence[str] = META_FEATURES,
     *,
     tol: float = TOLERANCE,
-    specs: Sequence[FeatureSpec] = DEFAULT_FEATURES,
+    specs: Sequence[FeatureSpec] = MODEL_SPECS,
 ) -> int:
     """The smallest rolling window (bars per symbol, the decided bar included) on which the
     decision on the last bar equals the decision on the full history.
@@ -73,7 +73,7 @@ def window_needs(
     features: Sequence[str] = META_FEATURES,
     *,
     tol: float = TOLERANCE,
-    specs: Sequence[FeatureSpec] = DEFAULT_FEATURES,
+    specs: Sequence[FeatureSpec] = MODEL_SPECS,
 ) -> dict[str, int]:
     """What ``min_window_bars`` takes the maximum of, by name (for messages and docs)."""
     needs = {f"{strategy.name} score and the bar before": strategy.score_memory.shift(1).exact_bars(tol)}
