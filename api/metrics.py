@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tradeloop.observability import api_request, exposition, watch_disk
+from tradeloop.observability.drift import watch_drift
 from tradeloop.settings import Settings
 
 UNMATCHED = "unmatched"  # a path no route serves: one series, whatever was asked
@@ -49,6 +50,7 @@ class MetricsMiddleware:
 def install(app: FastAPI, settings: Settings) -> None:
     """``GET /metrics`` and the middleware (add it after every other middleware: outermost)."""
     watch_disk(settings.data_dir)
+    watch_drift(settings.research_dir)  # the research pipeline's drift reports
     app.add_middleware(MetricsMiddleware)
 
     @app.get("/metrics", include_in_schema=False)

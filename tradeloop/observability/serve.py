@@ -60,7 +60,9 @@ def exposition() -> tuple[bytes, str]:
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        for sampled in (QUEUE_DEPTH, DISK_FREE, DISK_SIZE, *POOL_FAMILIES):
+        from tradeloop.observability.drift import DRIFT_FAMILIES  # the API's (watch_drift); heavy for others
+
+        for sampled in (QUEUE_DEPTH, DISK_FREE, DISK_SIZE, *POOL_FAMILIES, *DRIFT_FAMILIES):
             registry.register(sampled)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
