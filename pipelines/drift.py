@@ -9,8 +9,10 @@ sensor that retrains when a report is drifted.
   materialization says so.
 * ``drift_sensor`` watches the asset's materializations: a drifted one writes a
   ``drift_detected`` audit row (and a warning in the run's log) and requests one ``retrain``
-  run, keyed on the report's run (a report never retrains twice). An undrifted one is skipped
-  with its reason.
+  run, keyed on the report's run (a report never retrains twice), from the materialization's
+  own metadata (a newer report file cannot change what an older event asks). An undrifted one
+  is skipped with its reason. The report runs daily, so drift a retrain cannot cure (the gate
+  refuses every candidate) asks for at most one retrain a day, each audited.
 
 (No ``from __future__ import annotations`` here: Dagster reads the annotations.)
 """
@@ -91,6 +93,9 @@ def drift_report(
             "trained_until": metadata.timestamp(report.trained_until),
             "live_until": metadata.timestamp(report.live_until),
             "artifact": report.artifact,
+            "verdict": dg.MetadataValue.json(  # what drift_sensor reads
+                {"reasons": list(report.reasons), "drifted_features": list(report.drifted_features)}
+            ),
             **metadata.notebook_links(output),
             "report_path": dg.MetadataValue.path(str(out)),
             "notebook_seconds": metadata.rounded(run.seconds, 1),
@@ -139,16 +144,16 @@ def drift_sensor(
     if drifted is None or not drifted.value:
         reasons = meta.get("reasons")
         return dg.SkipReason(f"the latest drift report is not drifted ({reasons.value if reasons else 'no reasons'})")
-    report = read_report(report_path(stores.research_dir, research.strategy))
-    why = "; ".join(report.reasons)
+    verdict = meta["verdict"].value
+    why = "; ".join(verdict["reasons"])
     context.log.warning(f"drift beyond the bars for {research.strategy}: {why}; requesting a retrain")
     record(
         DRIFT_DETECTED,
         root=stores.root,
         strategy=research.strategy,
         run_id=asset_event.run_id,
-        artifact=report.artifact,
-        drifted_features=list(report.drifted_features),
+        artifact=meta["artifact"].value,
+        drifted_features=list(verdict["drifted_features"]),
         reason=why[:500],
     )
     return dg.RunRequest(
