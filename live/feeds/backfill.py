@@ -17,6 +17,11 @@ Rules:
    the next update tries again.
 3. At most ``max_bars`` are fetched for one gap (the window never needs more); older holes
    stay holes, logged.
+4. A fetch that returns fewer bars than the gap missed (none: the venue's REST not caught up
+   yet) is a gap not filled now (rule 2): a :class:`~tradeloop.errors.DataError` naming the
+   bars, the candle after them held. After ``hole_tries`` such answers for the same gap the
+   venue is taken at its word (some venues send no candle for a bar without trades): the
+   candle goes out after the hole, logged as a warning and kept in ``holes``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from collections.abc import Awaitable, Callable
 import ccxt.pro
 
 from tradeloop.data.schema import ccxt_symbol, timeframe_ms
+from tradeloop.errors import DataError
 from tradeloop.retry import backoff_delay
 
 log = logging.getLogger(__name__)
@@ -83,10 +89,14 @@ class GapFiller:
         timeframe: str,
         deliver: Deliver,
         max_bars: int = 1000,
+        hole_tries: int = 5,
         rng: random.Random | None = None,
     ):
         self.exchange, self.timeframe, self.deliver = exchange, timeframe, deliver
         self.step, self.max_bars, self.rng = timeframe_ms(timeframe), max_bars, rng or random.Random()
+        self.hole_tries = hole_tries
+        self.short: dict[str, tuple[int, int]] = {}  # symbol -> (the held candle's ts, short answers for its gap)
+        self.holes: dict[str, list[tuple[int, int]]] = {}  # symbol -> (first, last) bars the venue never gave
         self.last: dict[str, int] = {}  # symbol -> ts of the last candle delivered (or known from the lake)
         self.held: dict[str, list[list]] = {}
         self.filled: dict[str, int] = {}  # symbol -> candles fetched over REST so far
@@ -126,3 +136,26 @@ class GapFiller:
                 self.last[symbol] = int(row[0])
         self.filled[symbol] = self.filled.get(symbol, 0) + len(rows)
         log.info("%s: %d missed candles fetched over REST", symbol, len(rows))
+        self._check_filled(symbol, before)
+
+    def _check_filled(self, symbol: str, before: int) -> None:
+        """Rule 4: the bars right before ``before`` all came, or the gap holds (a DataError), or
+        the venue said ``hole_tries`` times that it has none of them."""
+        after = self.last.get(symbol, -1)
+        missing = (before - after) // self.step - 1
+        if missing <= 0:
+            self.short.pop(symbol, None)
+            return
+        held, tries = self.short.get(symbol, (before, 0))
+        tries = tries + 1 if held == before else 1
+        self.short[symbol] = (before, tries)
+        if tries < self.hole_tries:
+            raise DataError(
+                f"{symbol}: the venue's REST lacks {missing} bar(s) from {after + self.step} to "
+                f"{before - self.step}; the candle at {before} waits for them (answer {tries} of {self.hole_tries} "
+                "before they are taken as a hole)"
+            )
+        self.short.pop(symbol)
+        self.holes.setdefault(symbol, []).append((after + self.step, before - self.step))
+        log.warning("%s: the venue has no candle for %d bars before %d after %d tries; they stay a hole",
+                    symbol, missing, before, tries)  # fmt: skip

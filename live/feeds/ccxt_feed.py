@@ -57,6 +57,9 @@ class CcxtFeedConfig(BaseModel):
     failback_after_s: float = Field(default=60.0, gt=0, description="seconds between WebSocket probes on REST")
     failback_probes: int = Field(default=3, ge=1, description="probes in a row that bring a symbol back")
     max_backfill_bars: int = Field(default=1000, ge=1, description="bars fetched at most to fill one gap")
+    hole_tries: int = Field(
+        default=5, ge=1, description="answers without a gap's bars before they are taken as a hole (backfill rule 4)"
+    )
     lake_flush_s: float | None = Field(default=60.0, gt=0, description="live candles to the lake; None: never")
 
 
@@ -86,7 +89,12 @@ class CcxtFeed:
         self.failbacks: dict[str, int] = dict.fromkeys(self.symbols, 0)
         self.errors: dict[str, str] = {}  # symbol -> the last error other than a network one
         self.gaps = GapFiller(
-            exchange, timeframe=timeframe, deliver=self._deliver, max_bars=self.config.max_backfill_bars, rng=self.rng
+            exchange,
+            timeframe=timeframe,
+            deliver=self._deliver,
+            max_bars=self.config.max_backfill_bars,
+            hole_tries=self.config.hole_tries,
+            rng=self.rng,
         )
         flush = self.config.lake_flush_s
         self.writer = LakeWriter(lake, exchange=exchange.id, timeframe=timeframe, flush_s=flush) if flush else None

@@ -264,3 +264,68 @@ def test_a_kline_out_of_line_with_the_stream_does_not_wedge_the_symbol(tmp_path)
         )  # fmt: skip
         batches = asyncio.run(collect(feed, 20))
     assert [b.ts for b in batches] == [r[0] for r in script["BTCUSDT"][:20]]
+
+
+def test_an_empty_backfill_holds_the_candle_after_the_gap_until_the_venue_has_its_bars(tmp_path) -> None:
+    """The socket drops and resumes four bars later while the venue's REST has no candle yet (it
+    answers an empty list, not an error): the candle after the gap is held, never passed on as
+    if it followed the last one, and the fetch is retried; once REST has the bars, every bar
+    reaches the engine once, in order (backfill rule 4)."""
+    script = {"BTCUSDT": rows(40, 4)}
+    expected = [(r[0], pytest.approx(r[4])) for r in script["BTCUSDT"][:12]]
+    with (
+        BinanceLoopback(candles={}) as rest,
+        BinanceWsLoopback(script, pace_s=0.05, drop_after=5, skip_on_reconnect=4) as ws,
+    ):
+        feed = CcxtFeed(
+            pro_client(rest, ws), lake=CandleLake(tmp_path), symbols=["BTC-USDT"], timeframe="1m",
+            config=CcxtFeedConfig(settle_s=0.0, backoff_base_s=0.05, backoff_cap_s=0.2, lake_flush_s=None,
+                                  hole_tries=1000), seed=4,
+        )  # fmt: skip
+
+        async def scenario() -> tuple[list, list]:
+            out: list = []
+
+            async def take() -> None:
+                async for batch in feed.batches():
+                    out.append(batch)
+                    if len(out) == 12:
+                        return
+
+            task = asyncio.create_task(take())
+            try:
+                async with asyncio.timeout(20):  # the gap is asked for three times while REST has nothing
+                    while len(rest.klines_requests()) < 3:
+                        await asyncio.sleep(0.02)
+                before = delivered(out)["BTC-USDT"]
+                serve_rest(rest, script)
+                await asyncio.wait_for(task, 20)
+            finally:
+                task.cancel()
+                await feed.close()
+            return before, out
+
+        before, batches = asyncio.run(scenario())
+    assert before == expected[: len(before)]  # nothing went out over the hole while REST had nothing
+    assert delivered(batches)["BTC-USDT"][:12] == expected
+    assert "lacks" in feed.errors["BTC-USDT"] and not feed.gaps.holes
+
+
+def test_a_gap_the_venue_never_has_is_a_hole_reported_after_the_tries(tmp_path) -> None:
+    """REST never has the missed bars (a venue that sends no candle for a bar without trades):
+    after ``hole_tries`` empty answers the candle goes out after the hole, which is kept."""
+    script = {"BTCUSDT": rows(40, 5)}
+    with (
+        BinanceLoopback(candles={}) as rest,
+        BinanceWsLoopback(script, pace_s=0.05, drop_after=5, skip_on_reconnect=4) as ws,
+    ):
+        feed = CcxtFeed(
+            pro_client(rest, ws), lake=CandleLake(tmp_path), symbols=["BTC-USDT"], timeframe="1m",
+            config=CcxtFeedConfig(settle_s=0.0, backoff_base_s=0.05, backoff_cap_s=0.2, lake_flush_s=None,
+                                  hole_tries=2), seed=5,
+        )  # fmt: skip
+        batches = asyncio.run(collect(feed, 6))
+    [(first, last)] = feed.gaps.holes["BTC-USDT"]
+    got = [ts for ts, _ in delivered(batches)["BTC-USDT"]]
+    assert got == sorted(got) and first not in got and last not in got
+    assert got[got.index(first - STEP) + 1] == last + STEP  # the hole is exactly what went missing
