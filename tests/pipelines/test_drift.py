@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from pipelines.definitions import defs
 from pipelines.drift import DRIFT_DETECTED, DriftResource, drift_report, drift_sensor
@@ -14,6 +15,7 @@ from pipelines.resources import ResearchResource, StoresResource
 from pipelines.retrain import ops_url
 from tests.drift import synthetic
 from tradeloop.drift import read_report, report_path
+from tradeloop.errors import ConfigError
 from tradeloop.ops import OpsStore
 
 
@@ -63,3 +65,19 @@ def test_undrifted_live_data_is_skipped(tmp_path: Path) -> None:
         assert store.audit_log(events=(DRIFT_DETECTED,)) == []
     finally:
         store.close()
+
+
+def test_without_a_champion_nothing_is_compared_and_nothing_retrains(tmp_path: Path) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([drift_report], resources=resources(tmp_path), instance=instance)
+    meta = result.asset_materializations_for_node("drift_report")[0].metadata
+    assert meta["drifted"].value is False and meta["reasons"].value == "no champion of sma_cross"
+    context = dg.build_sensor_context(instance=instance, resources=resources(tmp_path), definitions=defs)
+    tick = drift_sensor.evaluate_tick(context)
+    assert not tick.run_requests and "no champion" in tick.skip_message
+    assert not report_path(tmp_path / "research", "sma_cross").exists()
+
+
+def test_a_bad_bar_is_a_config_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match=r"psi_bar=-1\.0"):
+        DriftResource(psi_bar=-1.0).config()
