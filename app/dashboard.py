@@ -24,6 +24,7 @@ navigation = st.navigation(
         st.Page(PAGES / "overview.py", title="Live sessions", icon=":material/monitoring:", default=True),
         st.Page(PAGES / "performance.py", title="Performance", icon=":material/show_chart:"),
         st.Page(PAGES / "champion.py", title="Champion", icon=":material/emoji_events:"),
+        st.Page(PAGES / "challengers.py", title="Challengers", icon=":material/compare_arrows:"),
         st.Page(PAGES / "data_health.py", title="Data health", icon=":material/health_and_safety:"),
         st.Page(PAGES / "venues.py", title="Venues", icon=":material/swap_horiz:"),
     ]

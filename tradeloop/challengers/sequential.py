@@ -8,12 +8,14 @@ Rules:
 2. **Standard errors are HAC**: the long-run variance of ``d`` is Newey-West's (Bartlett
    weights, ``lags`` lags; None: ``floor(4 (n/100)^(2/9))``), so the autocorrelation of returns
    of positions held over several bars does not inflate the statistic.
-3. **The statistic** is the normal-mixture sequential probability ratio (mSPRT, Robbins 1970;
-   Johari et al. 2017) on the HAC t-statistic ``z = sqrt(n) mean(d) / s``: with the mixture's
-   scale ``effect`` (the per-bar Sharpe of ``d`` it is tuned to detect, ``r = n effect^2``),
-   ``log L_n = -log(1 + r)/2 + r/(1 + r) z^2/2``. Under H0 ``L_n`` is a non-negative
-   martingale, so by Ville's inequality ``P(sup_n L_n >= 1/alpha) <= alpha``: the test may be
-   read after **every** bar and the false-promotion rate stays within ``alpha`` (the HAC
+3. **The statistic** is the one-sided mixture sequential probability ratio (mSPRT, Robbins
+   1970; Johari et al. 2017) on the HAC t-statistic ``z = sqrt(n) mean(d) / s``: the likelihood
+   ratios of every edge ``mu > 0`` mixed under a half-normal of scale ``effect`` (the per-bar
+   Sharpe of ``d`` it is tuned to detect; ``r = n effect^2``):
+   ``log L_n = log 2 - log(1 + r)/2 + r/(1 + r) z^2/2 + log Phi(z sqrt(r/(1 + r)))``, low for a
+   challenger that lags. Under ``mu = 0`` ``L_n`` is a non-negative martingale of mean 1, so by
+   Ville's inequality ``P(sup_n L_n >= 1/alpha) <= alpha`` (and less for ``mu < 0``): the test
+   may be read after **every** bar and the false-promotion rate stays within ``alpha`` (the HAC
    variance is a plug-in; ``min_bars`` keeps its early noise out).
 4. **Promote** when ``n >= min_bars``, ``mean(d) > 0`` and ``log L_n >= log(1/alpha)``; before
    ``min_bars`` the standing is ``collecting``; otherwise ``continue``. The test never demotes:
@@ -31,6 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from scipy.special import log_ndtr
+
+LOG2 = math.log(2.0)
 
 __all__ = ["SequentialConfig", "Standing", "newey_west_lags", "standing", "statistic_path"]
 
@@ -94,7 +99,7 @@ def statistic_path(diffs: np.ndarray, config: SequentialConfig) -> tuple[np.ndar
         se = np.where((variance > 0) & (n >= 2), np.sqrt(variance / n), np.nan)
         z = mean / se
         r = n * config.effect**2
-        log_lr = -0.5 * np.log1p(r) + r / (1.0 + r) * z**2 / 2.0
+        log_lr = LOG2 - 0.5 * np.log1p(r) + r / (1.0 + r) * z**2 / 2.0 + log_ndtr(z * np.sqrt(r / (1.0 + r)))
     return mean, se, log_lr
 
 

@@ -1,0 +1,58 @@
+"""Champion and challengers, live: each challenger a session runs in shadow against its
+champion on the same bars, with the live sequential test's current statistic, and the growth
+of one unit under each."""
+
+import challenger_view as view
+import formats as fmt
+import refresh
+import sources
+import streamlit as st
+
+STANDINGS = {
+    "artifact": fmt.text("challenger"),
+    "status": fmt.text("status"),
+    "bars": fmt.count("paired bars"),
+    "champion_mean": fmt.percent("champion, mean per bar"),
+    "challenger_mean": fmt.percent("challenger, mean per bar"),
+    "difference": fmt.percent("difference per bar", help="challenger minus champion"),
+    "z": fmt.ratio("z (HAC)", help="the mean difference over its Newey-West standard error"),
+    "log_lr": fmt.ratio("statistic", help="log of the mixture likelihood ratio (mSPRT)"),
+    "threshold": fmt.ratio("promotes at", help="log(1/alpha)"),
+    "decision": fmt.text("decision", help="collecting (before the minimum sample), continue, promote, promoted"),
+}
+
+st.title("Challengers")
+
+
+@st.fragment(run_every=refresh.every())
+def challengers() -> None:
+    refresh.last_updated()
+    store = sources.ops_store()
+    names = sources.session_names(store)
+    if store is None or not names:
+        st.info("No session yet: a session's challengers run beside its champion (`POST /sessions/{id}/challengers`).")
+        return
+    name = st.selectbox("Session", names, key="challengers-session", placeholder="Pick a session")
+    if name is None:
+        st.info("Pick a session above to see its challengers.")
+        return
+    session = store.session(name)
+    standings = view.standings_frame(store, session.id)
+    if standings.is_empty():
+        st.info(
+            f"Session {name!r} runs no challenger: name a registered model of {session.strategy} with "
+            f"`POST /sessions/{session.id}/challengers`."
+        )
+        return
+    st.caption(
+        "Each challenger decides on the champion's bars and is filled with the paper broker's rules; the test "
+        "promotes it when its statistic reaches the bar after the minimum sample (false-promotion rate within 5%)."
+    )
+    fmt.table(standings, STANDINGS, key=f"challengers-{name}")
+    growth = view.growth_frame(store, session.id)
+    if growth.height:
+        st.subheader("One unit, compounded over the paired bars")
+        st.line_chart(growth, x="time", y=[c for c in growth.columns if c != "time"])
+
+
+challengers()

@@ -1,0 +1,60 @@
+"""What the Challengers page shows, as frames: each challenger's standing against the champion
+(``tradeloop.challengers``: the live sequential test on their paired per-bar returns) and the
+growth of one unit under each over the bars they were paired on."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+from tradeloop.challengers.evidence import ChallengerStore
+from tradeloop.ops import OpsStore
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def standings_frame(store: OpsStore, session_id: int) -> pl.DataFrame:
+    """One row per challenger: its status, bars, mean returns (per bar, fractions), the test's
+    z, statistic, bar and decision."""
+    rows = [
+        {
+            "artifact": s.artifact[:12],
+            "status": s.status,
+            "bars": s.test.bars,
+            "champion_mean": s.test.champion_mean,
+            "challenger_mean": s.test.challenger_mean,
+            "difference": s.test.mean_diff,
+            "z": _finite(s.test.z),
+            "log_lr": _finite(s.test.log_lr),
+            "threshold": s.test.threshold,
+            "decision": s.test.decision if s.status == "shadow" else s.status,
+        }
+        for s in ChallengerStore(store).standings(session_id)
+    ]
+    schema = {"artifact": pl.String, "status": pl.String, "bars": pl.Int64, "champion_mean": pl.Float64,
+              "challenger_mean": pl.Float64, "difference": pl.Float64, "z": pl.Float64, "log_lr": pl.Float64,
+              "threshold": pl.Float64, "decision": pl.String}  # fmt: skip
+    return pl.DataFrame(rows, schema=schema)
+
+
+def growth_frame(store: OpsStore, session_id: int) -> pl.DataFrame:
+    """``time`` and one column per run (``champion`` and each challenger's short id): one unit
+    compounded by its paired returns, over the bars of the challenger with the most of them."""
+    evidence = ChallengerStore(store)
+    series = {r.artifact: evidence.returns(session_id, r.artifact) for r in evidence.rows(session_id)}
+    series = {a: bars for a, bars in series.items() if bars}
+    if not series:
+        return pl.DataFrame(schema={"time": pl.Datetime("ms", "UTC"), "champion": pl.Float64})
+    longest = max(series.values(), key=len)
+    frame = pl.DataFrame({"ts": [b.ts for b in longest], "champion": [b.champion for b in longest]})
+    for artifact, bars in series.items():
+        other = pl.DataFrame({"ts": [b.ts for b in bars], artifact[:12]: [b.challenger for b in bars]})
+        frame = frame.join(other, on="ts", how="left")
+    runs = [c for c in frame.columns if c != "ts"]
+    return frame.sort("ts").select(
+        pl.from_epoch("ts", time_unit="ms").dt.replace_time_zone("UTC").alias("time"),
+        *[(1 + pl.col(c).fill_null(0.0)).cum_prod().alias(c) for c in runs],
+    )
