@@ -30,6 +30,7 @@ from tradeloop.ops.session_spec import (
 )
 from tradeloop.risk import RiskConfig
 from tradeloop.strategies import get_strategy
+from tradeloop.thresholds import OnlineConfig
 
 Scalar = float | int | str | bool | None
 Problems = list[tuple[str, Any, str]]  # (field, value, fix)
@@ -95,6 +96,11 @@ class NewSession(BaseModel):
     )
     allow_in_sample: bool = Field(
         default=False, description="start at or before the champion's training end (marked in-sample)"
+    )
+    adapt_thresholds: bool = Field(
+        default=False,
+        description="adapt the champion's threshold from closed trades' outcomes (bounded, capped steps, "
+        "minimum samples; freeze, unfreeze and revert it under /sessions/{id}/thresholds)",
     )
 
     @field_validator("start", "end", mode="before")
@@ -210,6 +216,7 @@ def new_session_spec(body: NewSession) -> tuple[SessionSpec, Problems]:
         name=body.name, strategy=body.strategy, exchange=body.exchange, symbols=symbols,
         timeframe=body.timeframe, mode=body.mode, feed=body.feed, start=start, end=end, init_cash=body.init_cash,
         fraction=body.fraction, orders=dict(body.orders), risk=risk, allow_in_sample=body.allow_in_sample,
+        adapt_thresholds=OnlineConfig() if body.adapt_thresholds else None,
     )  # fmt: skip
     return spec, problems
 

@@ -19,12 +19,12 @@ from tradeloop.data import CandleLake, SeriesKey, timeframe_ms
 from tradeloop.errors import DataError
 from tradeloop.ops import EquityPoint, Fill, OpsStore, Order, Position
 from tradeloop.ops.models import ThresholdInForce, TradingSession
-from tradeloop.ops.overrides import REQUESTS
+from tradeloop.ops.overrides import ONLINE, OPERATOR_REQUESTS
 from tradeloop.ops.store import OPEN_STATUSES
 from tradeloop.performance.series import to_datetime
 
 FLAT = 1e-12  # a position below this share of what was bought is flat (the engine's own rule is 1e-15 absolute)
-SOURCE_WORDS = {"model": "model", "static": "fallback (reduce-only)"}
+SOURCE_WORDS = {"model": "model", "static": "fallback (reduce-only)", ONLINE: "model (adapted threshold)"}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -246,10 +246,10 @@ def in_force_schedule(store: OpsStore, session_id: int) -> tuple[tuple[int, str 
     """What decided entries from which bar, as the engine recorded it: (bar, artifact or None
     for the reduce-only fallback) in time order; None when a row predates the bar column
     (migration 0004)."""
-    rows = [r for r in store.thresholds(session_id) if r.source not in REQUESTS]  # not an operator's requests
+    rows = [r for r in store.thresholds(session_id) if r.source not in OPERATOR_REQUESTS]  # not an operator's requests
     if not rows or any(r.bar_ts is None for r in rows):
         return None
-    return tuple((int(r.bar_ts), r.artifact if r.source == "model" else None) for r in rows)
+    return tuple((int(r.bar_ts), r.artifact if r.source in ("model", ONLINE) else None) for r in rows)
 
 
 def decision_periods(decisions: pl.DataFrame) -> pl.DataFrame:

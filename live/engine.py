@@ -20,6 +20,10 @@ Per bar (one ``CandleBatch`` with every symbol's closed candle):
    protective legs (``live.venue_protection``), orders past their age or cancel pending, limit
    entries past their TTL (``live.order_manager``). Relay the outbox to the bus.
 
+With ``adapt_thresholds``, after settle and before decide, closed trades' outcomes move the
+threshold in force (``live.adaptation``); each entry's model probability is in its
+``order_decided`` audit row.
+
 Start, resume after a crash or a lost database, heartbeat and exit: ``live.engine_lifecycle``.
 """
 
@@ -32,6 +36,7 @@ import time
 
 import polars as pl
 
+from live.adaptation import ThresholdAdaptation
 from live.brokers.base import Broker, OrderState
 from live.brokers.paper import PaperBroker
 from live.bus import EventBus
@@ -135,6 +140,8 @@ class LiveEngine(EngineLifecycle):
             store=store, session=session, registry=slot.registry, backtest=backtest, window_bars=self.config.window_bars
         )
         self._swap_unrecorded = False  # a model swap whose bar did not commit
+        self.adaptation = ThresholdAdaptation(store=store, session=session)  # live.adaptation
+        self.entry_proba: dict[str, float] = {}  # the model's probability of this bar's entries
         self._wake = asyncio.Event()  # set after a commit: the relay task has events to send
 
     @property
@@ -204,6 +211,7 @@ class LiveEngine(EngineLifecycle):
                 self.slot.record(db, session=self.session, bar_ts=batch.ts)
             row = OpsStore.session_row(db, self.session.id, for_update=True)
             self._settle(db, ended)
+            self.adaptation.on_bar(db, batch.ts, slot=self.slot)
             equity = self._mark(db, batch.ts)
             self.shadow.persist(db, batch.ts, equity=equity)
             flatten = self._kill_switch(db, row, batch.ts, equity)
@@ -314,6 +322,11 @@ class LiveEngine(EngineLifecycle):
                     "side": order.side,
                     "quantity": order.quantity,
                     "quote_amount": order.quote_amount,
+                    **(
+                        {"proba": self.entry_proba[order.symbol]}
+                        if order.intent.startswith("enter_") and order.symbol in self.entry_proba
+                        else {}
+                    ),
                 },
             )
         return orders
@@ -338,6 +351,7 @@ class LiveEngine(EngineLifecycle):
             model = inforce.model
             enriched = enrich(self.window, model.strategy, model.features)
             decided = apply_model(enriched.filter(pl.col("ts") == ts), model, now_ms=ts)
+            self.entry_proba = dict(decided.filter(pl.col("proba").is_not_null()).select("symbol", "proba").rows())
         else:  # reduce-only: the strategy's exits, never an entry
             decided = inforce.strategy.signals(self.window, by="symbol").with_columns(
                 pl.col("signal") & pl.lit(~ENTRIES, dtype=pl.Int8)

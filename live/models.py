@@ -25,6 +25,10 @@ one is in force, a fresh champion decides with the override's threshold instead 
 learned one (the reason says so, so the engine records the change at that bar). Where the
 champion does not decide (stale, in-sample, unfit, missing) the override changes nothing.
 A database that cannot be read keeps the override last read.
+
+A session that adapts its threshold (``live.adaptation``) hands the slot the adapted one
+(``adapt``): a fresh champion without an override decides with it, its reason unchanged (the
+adaptation records its own rows); an override, a stale or missing champion ignore it.
 """
 
 from __future__ import annotations
@@ -92,6 +96,9 @@ class ModelSlot:
         self._failed: tuple[str, str] | None = None  # (artifact, why): not retried every bar
         self._in_sample_held: InForce | None = None  # the in-sample fallback in force, if any
         self.current = InForce(strategy, None, None, float("nan"), "no champion loaded yet")
+        self.adapted: float | None = None  # the threshold adaptation's (live.adaptation)
+        self.overridden = False  # an override decides now
+        self._own = False  # a fresh champion decides with its own (or the adapted) threshold
 
     @classmethod
     def for_session(
@@ -117,6 +124,7 @@ class ModelSlot:
 
     def refresh(self, now_ms: int) -> bool:
         """Pick up a promotion or rollback; True when what decides entries changed. Never raises."""
+        self._own = self.overridden = False
         try:
             entry = self.registry.champion(self.name)
         except Exception as exc:
@@ -162,7 +170,25 @@ class ModelSlot:
         elif (override := self._read_override()) is not None:
             model = _with_threshold(model, override.threshold)
             label += f" with its threshold overridden to {override.threshold:.4f} ({override.reason})"
+            self.overridden = True
+        else:
+            self._own = True
+            model = model if self.adapted is None else _with_threshold(model, self.adapted)
         return self._set(InForce(model.strategy, model, artifact, model.bar(now_ms), label))
+
+    @property
+    def own_threshold(self) -> float | None:
+        """The loaded champion's learned threshold (None: none loaded)."""
+        return None if self._loaded is None else float(self._loaded[1].estimator.threshold_)
+
+    def adapt(self, threshold: float | None) -> None:
+        """Decide with the adaptation's ``threshold`` from now where a fresh champion decides
+        without an override (None: its own again)."""
+        self.adapted = threshold
+        if self._own and self._loaded is not None and self.current.model is not None:
+            own = self._loaded[1]
+            model = own if threshold is None else _with_threshold(own, threshold)
+            self.current = dataclasses.replace(self.current, model=model, threshold=model.estimator.threshold_)
 
     def _read_override(self) -> Override | None:
         """The session's override in force (the last one read when the database fails)."""

@@ -7,6 +7,12 @@ reduce-only fallback) from the bar it switched, and this API records each reques
 from the engine's next bar; every one is audited (``threshold_override`` /
 ``threshold_revert``: actor, old and new value, reason) besides the request's own audit row.
 The rules are ``tradeloop.ops.overrides``'.
+
+A session made with ``adapt_thresholds`` moves its threshold from closed trades' outcomes (rows
+``online``, ``tradeloop.ops.adaptation``); an operator freezes it (``freeze``: the threshold
+stays, outcomes are not learned from) and unfreezes it, each audited (``threshold_freeze`` /
+``threshold_unfreeze``) and in force from the engine's next bar; ``revert`` puts the model's
+own threshold back and restarts the adaptation from it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from api.deps import Context, Trader, Viewer
 from api.timequery import SessionId, Since, Until, as_datetime, owned_session, window
 from tradeloop.errors import TradeloopError
 from tradeloop.ops import ThresholdInForce, TradingSession
+from tradeloop.ops.adaptation import adaptation_config, is_frozen, set_frozen
 from tradeloop.ops.overrides import override_in_force, revert_override, set_override
 from tradeloop.registry import ModelRegistry
 
@@ -33,7 +40,8 @@ class ThresholdRow(BaseModel):
     id: int = Field(description="the row's id (newer rows have larger ids)")
     source: str = Field(
         description="model: the champion decides (threshold: the one it uses); static: reduce-only fallback; "
-        "override / revert: an operator's request, in force from the engine's next bar",
+        "online: the adaptation moved the threshold from closed outcomes; override / revert / freeze / unfreeze: "
+        "an operator's request, in force from the engine's next bar",
         examples=["model"],
     )
     artifact: str | None = Field(default=None, description="the champion's artifact id (source model)")
@@ -57,6 +65,8 @@ class ThresholdPage(BaseModel):
     next_before_id: int | None = Field(
         default=None, description="pass as before_id for the next (older) page; None: this was the last"
     )
+    adapting: bool = Field(default=False, description="the session adapts its threshold from closed outcomes")
+    frozen: bool = Field(default=False, description="an operator froze the adaptation (from the engine's next bar)")
 
 
 class OverrideIn(BaseModel):
@@ -66,6 +76,10 @@ class OverrideIn(BaseModel):
 
 class RevertIn(BaseModel):
     reason: str = Field(min_length=3, max_length=200, examples=["news day over"])
+
+
+class FreezeIn(BaseModel):
+    reason: str = Field(min_length=3, max_length=200, examples=["regime change: hold the threshold while we look"])
 
 
 def _row(row: ThresholdInForce) -> ThresholdRow:
@@ -110,6 +124,7 @@ def list_thresholds(
     with ctx.store.transaction() as db:
         rows = list(db.scalars(query.order_by(ThresholdInForce.id.desc()).limit(limit + 1)))
         override = override_in_force(db, session_id)
+        adapting, frozen = adaptation_config(db, session_id) is not None, is_frozen(db, session_id)
     more = len(rows) > limit
     rows = rows[:limit]
     return ThresholdPage(
@@ -118,6 +133,8 @@ def list_thresholds(
         if override
         else None,
         next_before_id=rows[-1].id if more else None,
+        adapting=adapting,
+        frozen=frozen,
     )
 
 
@@ -148,4 +165,30 @@ def revert_threshold(session_id: SessionId, body: RevertIn, principal: Trader, c
     own = _model_threshold(ctx, session)
     with ctx.store.transaction() as db:
         row = revert_override(db, session_id, reason=body.reason, actor=principal.actor, model_threshold=own)
+    return _row(row)
+
+
+@router.post(
+    "/{session_id}/thresholds/freeze",
+    response_model=ThresholdRow,
+    summary="Freeze the session's threshold adaptation from its next bar (audited)",
+    responses={409: {"description": "the session does not adapt, is frozen already, or is stopped or finished"}},
+)
+def freeze_threshold(session_id: SessionId, body: FreezeIn, principal: Trader, ctx: Context) -> ThresholdRow:
+    owned_session(ctx, principal, session_id)
+    with ctx.store.transaction() as db:
+        row = set_frozen(db, session_id, frozen=True, reason=body.reason, actor=principal.actor)
+    return _row(row)
+
+
+@router.post(
+    "/{session_id}/thresholds/unfreeze",
+    response_model=ThresholdRow,
+    summary="Let the session's threshold adaptation learn again from its next bar (audited)",
+    responses={409: {"description": "the session does not adapt, is not frozen, or is stopped or finished"}},
+)
+def unfreeze_threshold(session_id: SessionId, body: FreezeIn, principal: Trader, ctx: Context) -> ThresholdRow:
+    owned_session(ctx, principal, session_id)
+    with ctx.store.transaction() as db:
+        row = set_frozen(db, session_id, frozen=False, reason=body.reason, actor=principal.actor)
     return _row(row)

@@ -61,7 +61,9 @@ def test_override_and_revert_are_audited_and_only_a_trading_owner_or_an_admin_ma
     assert short.status_code == 422 and short.json()["errors"][0]["field"] == "body.reason"
     high = api.client.post(f"{path}/override", json={"threshold": 1.5, "reason": "too high"}, headers=owner)
     assert high.status_code == 422 and high.json()["errors"][0]["field"] == "body.threshold"
-    assert api.client.get(path, headers=owner).json() == {"items": [], "override": None, "next_before_id": None}
+    assert api.client.get(path, headers=owner).json() == {
+        "items": [], "override": None, "next_before_id": None, "adapting": False, "frozen": False,
+    }  # fmt: skip
 
     made = api.client.post(f"{path}/override", json=body, headers=owner)
     assert made.status_code == 200, made.text

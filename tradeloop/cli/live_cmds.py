@@ -77,6 +77,14 @@ def run(
             "in-sample: its results replay the training data)",
         ),
     ] = False,
+    adapt_thresholds: Annotated[
+        bool,
+        typer.Option(
+            "--adapt-thresholds",
+            help="A new session adapts its champion's threshold from closed trades' outcomes (bounded, capped "
+            "steps, minimum samples; freeze or revert it through the API)",
+        ),
+    ] = False,
     window_bars: Annotated[
         int,
         typer.Option(
@@ -119,6 +127,7 @@ def run(
     from live.runner import SessionConfig, run_session
     from tradeloop.observability import serve_metrics
     from tradeloop.ops.status import IN_SAMPLE_WARNING, sample_label
+    from tradeloop.thresholds import OnlineConfig
 
     settings = get_settings()
     configure_logging(settings, service="engine", text_format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -146,6 +155,7 @@ def run(
             follow_s=5.0 if follow else None,
             feed=feed,
             allow_in_sample=allow_in_sample,
+            adapt_thresholds=OnlineConfig() if adapt_thresholds else None,
             window_bars=window_bars,
             risk=risk_config(risk, file=risk_file),
             orders=order_rules(orders),

@@ -13,7 +13,9 @@ Rules:
 - An override replaces the model's learned threshold (the probability an entry must beat)
   only where the model decides: a stale, in-sample, unfit or missing champion stays
   reduce-only, whatever the override. Exits are never filtered.
-- A stopped or finished session takes no request; a revert needs an override in force.
+- A stopped or finished session takes no request; a revert needs an override in force or an
+  adapted threshold (rows ``online``: ``tradeloop.ops.adaptation``) since the last revert: it
+  restores the model's own threshold, and the adaptation restarts from it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from tradeloop.ops.store import OpsStore
 OVERRIDE = "override"
 REVERT = "revert"
 REQUESTS = (OVERRIDE, REVERT)
+ONLINE = "online"  # an adjustment of the session's threshold adaptation (tradeloop.ops.adaptation)
+FREEZE, UNFREEZE = "freeze", "unfreeze"  # an operator's requests to the adaptation
+OPERATOR_REQUESTS = (*REQUESTS, FREEZE, UNFREEZE)  # rows that record a request, not what decided
 FINAL_STATUSES = ("stopped", "finished")
 
 
@@ -66,7 +71,27 @@ def current_override(store: OpsStore, session_id: int) -> Override | None:
         return override_in_force(db, session_id)
 
 
-def _open(db: Session, session_id: int) -> TradingSession:
+def adapted_since_revert(db: Session, session_id: int) -> ThresholdInForce | None:
+    """The newest ``online`` row after the session's last ``revert`` (None: not adapted since)."""
+    last = db.scalar(
+        select(ThresholdInForce.id)
+        .where(ThresholdInForce.session_id == session_id, ThresholdInForce.source == REVERT)
+        .order_by(ThresholdInForce.id.desc())
+        .limit(1)
+    )
+    return db.scalar(
+        select(ThresholdInForce)
+        .where(
+            ThresholdInForce.session_id == session_id,
+            ThresholdInForce.source == ONLINE,
+            ThresholdInForce.id > (last or 0),
+        )
+        .order_by(ThresholdInForce.id.desc())
+        .limit(1)
+    )
+
+
+def open_session_row(db: Session, session_id: int) -> TradingSession:
     row = OpsStore.session_row(db, session_id, for_update=True)  # one request at a time per session
     if row.status in FINAL_STATUSES:
         raise SessionStateError(
@@ -84,7 +109,7 @@ def set_override(
     the old value when no override was in force."""
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"threshold={threshold!r} is not a probability; give a value in [0, 1]")
-    _open(db, session_id)
+    open_session_row(db, session_id)
     before = override_in_force(db, session_id)
     row = ThresholdInForce(session_id=session_id, source=OVERRIDE, threshold=threshold, reason=reason[:200])
     db.add(row)
@@ -108,12 +133,14 @@ def revert_override(
     db: Session, session_id: int, *, reason: str, actor: str, model_threshold: float | None
 ) -> ThresholdInForce:
     """Back to the model's own threshold from the session's next bar, audited; refused when
-    no override is in force."""
-    row = _open(db, session_id)
+    neither an override nor an adapted threshold is in force."""
+    row = open_session_row(db, session_id)
     before = override_in_force(db, session_id)
-    if before is None:
+    adapted = adapted_since_revert(db, session_id) if before is None else None
+    if before is None and adapted is None:
         raise SessionStateError(
-            f"session {row.name!r} has no threshold override in force: it already decides with its model's own"
+            f"session {row.name!r} has no threshold override in force (nor an adapted threshold): it already "
+            "decides with its model's own"
         )
     reverted = ThresholdInForce(session_id=session_id, source=REVERT, threshold=None, reason=reason[:200])
     db.add(reverted)
@@ -123,6 +150,14 @@ def revert_override(
         "threshold_revert",
         session_id=session_id,
         actor=actor,
-        detail={"old": before.threshold, "new": model_threshold, "new_source": "model", "reason": reason[:200]},
+        detail={"old": before.threshold, "new": model_threshold, "new_source": "model", "reason": reason[:200]}
+        if before is not None
+        else {
+            "old": adapted.threshold if adapted else None,
+            "old_source": ONLINE,
+            "new": model_threshold,
+            "new_source": "model",
+            "reason": reason[:200],
+        },
     )
     return reverted

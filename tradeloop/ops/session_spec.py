@@ -40,6 +40,7 @@ from tradeloop.ops.models import TradingSession
 from tradeloop.ops.store import OpsStore
 from tradeloop.registry import ModelRegistry
 from tradeloop.risk import RiskConfig
+from tradeloop.thresholds.online import OnlineConfig
 from tradeloop.thresholds.warmup import min_window_bars
 
 #: ``BacktestConfig`` fields that are not order rules: what sets each instead (rule 2)
@@ -82,6 +83,11 @@ class SessionSpec(BaseModel):
     )
     allow_in_sample: bool = Field(
         default=False, description="start at or before the champion's training end (the session is marked in-sample)"
+    )
+    adapt_thresholds: OnlineConfig | None = Field(
+        default=None,
+        description="adapt the champion's threshold from closed trades' outcomes with these guardrails "
+        "(tradeloop.ops.adaptation; None: the model's own, never adapted), e.g. OnlineConfig(min_samples=20)",
     )
 
     @field_validator("symbols")
@@ -258,4 +264,5 @@ def create_session(
         owner_id=owner_id,
         actor=actor,
         credential_id=credential_id,
+        adaptation=None if spec.adapt_thresholds is None else spec.adapt_thresholds.model_dump(mode="json"),
     )

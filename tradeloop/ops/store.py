@@ -127,8 +127,11 @@ class OpsStore:
         owner_id: int | None = None,
         actor: str | None = None,
         credential_id: int | None = None,
+        adaptation: dict[str, Any] | None = None,
     ) -> TradingSession:
         """A new running session of ``owner_id`` with its ``session_started`` audit row (by ``actor``).
+        ``adaptation``: its threshold adaptation's ``OnlineConfig`` as JSON (None: it does not
+        adapt), in an audit row ``threshold_adaptation_on`` (``tradeloop.ops.adaptation``).
         ``in_sample``: it trades bars its champion was trained on (allowed by the operator); an audit
         row ``session_in_sample`` records that, with ``in_sample_detail`` (e.g. first bar, training end)."""
         if mode not in ("paper", "live"):
@@ -165,6 +168,8 @@ class OpsStore:
             )
             if in_sample:
                 self.audit(db, "session_in_sample", session_id=row.id, detail=in_sample_detail or {}, actor=actor)
+            if adaptation is not None:
+                self.audit(db, "threshold_adaptation_on", session_id=row.id, detail={"config": adaptation}, actor=actor)
             return row
 
     def session(self, name: str) -> TradingSession:

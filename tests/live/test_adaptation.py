@@ -1,0 +1,83 @@
+"""A paper session that adapts its threshold, over replayed bars: every adjustment is the pure
+replay's (``tradeloop.thresholds.feedback.replay_thresholds``) at the same bar, from the fills
+and controls the session stored, across a restart of the engine; each one is audited with its
+inputs, keeps to its guardrails, and the entries after it were decided with it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import polars as pl
+import pytest
+
+from live.runner import SessionConfig, build_engine, replay_feed
+from tests.live.conftest import SYMBOLS, World
+from tradeloop.ops import EquityPoint, OpsStore
+from tradeloop.ops.adaptation import ADAPTED, controls, entry_probabilities, trade_fills
+from tradeloop.thresholds import OnlineConfig
+from tradeloop.thresholds.feedback import closed_trades, replay_thresholds
+
+CONFIG = OnlineConfig(min_samples=3, max_step=0.01, grid_width=0.1, discount=0.99)
+
+
+def stored_replay(store: OpsStore, session_id: int, config: OnlineConfig):
+    """The adjustments a research replay computes from what the session stored."""
+    with store.transaction() as db:
+        trades = closed_trades(trade_fills(db, session_id), entry_probabilities(db, session_id))
+        applied = controls(db, session_id)
+    bars = store.frame(EquityPoint, session_id)["ts"].sort().to_list()
+    return trades, replay_thresholds(trades, bars=bars, controls=applied, config=config)
+
+
+def test_live_adaptation_equals_its_replay_across_a_restart(world: World) -> None:
+    bars = world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"]
+    config = SessionConfig(name="adapting", start=int(bars[-1000]), adapt_thresholds=CONFIG)
+    engine, feed = build_engine(world.settings, config), replay_feed(world.settings, config)
+    asyncio.run(engine.run(feed, max_bars=500))
+    engine.store.close()
+    resumed = build_engine(world.settings, config)  # a new engine rebuilds its learner from the database
+    asyncio.run(resumed.run(replay_feed(world.settings, config)))
+    store, sid = resumed.store, resumed.session.id
+
+    trades, replayed = stored_replay(store, sid, CONFIG)
+    assert len(trades) >= 10
+    rows = [r for r in store.thresholds(sid) if r.source == "online"]
+    assert len(rows) >= 2  # it did adapt, so the comparison means something
+    assert [(r.bar_ts, r.threshold) for r in rows] == [(a.bar_ts, a.new) for a in replayed if a.moved]
+    audited = [e.detail for e in store.audit_log(sid, events=(ADAPTED,))]
+    assert [(d["bar_ts"], d["old"], d["new"], d["samples"], d["hit_rate"]) for d in audited] == [
+        (a.bar_ts, a.old, a.new, a.samples, a.hit_rate) for a in replayed
+    ]
+    assert all(d["artifact"] == world.champion and len(d["outcomes"]) >= 1 for d in audited)
+    lo, hi = CONFIG.bounds
+    assert all(lo <= r.threshold <= hi for r in rows)
+    assert all(abs(d["step"]) <= CONFIG.max_step * len(d["outcomes"]) + 1e-12 for d in audited)
+    assert all(d["observed"] >= 1 for d in audited) and not any(
+        d["new"] != d["old"] for d in audited if d["observed"] < CONFIG.min_samples
+    )  # nothing moved before min_samples outcomes
+    # each entry was decided against the threshold in force at its bar: the adapted one once adapted
+    in_force = sorted(
+        [(r.bar_ts, r.threshold) for r in store.thresholds(sid) if r.source in ("model", "online")]
+    )  # fmt: skip
+    entries = [
+        (o.decided_ts, e.detail["proba"])
+        for o in store.orders(sid)
+        for e in store.audit_log(sid, events=("order_decided",))
+        if e.order_id == o.id and o.intent == "enter_long"
+    ]
+    assert entries
+    for ts, proba in entries:
+        threshold = [t for b, t in in_force if b <= ts][-1]
+        assert proba > threshold
+
+
+@pytest.mark.parametrize("adapt", [False])
+def test_a_session_without_adaptation_records_nothing_of_it(world: World, adapt: bool) -> None:
+    bars = world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"]
+    config = SessionConfig(name="plain", start=int(bars[-200]))
+    engine = build_engine(world.settings, config)
+    asyncio.run(engine.run(replay_feed(world.settings, config)))
+    sources = {r.source for r in engine.store.thresholds(engine.session.id)}
+    events = {e.event for e in engine.store.audit_log(engine.session.id)}
+    assert sources == {"model"} and not events & {ADAPTED, "threshold_adaptation", "threshold_adaptation_on"}
+    engine.store.close()
