@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import SAMPLE
 from tradeloop.backtest import BacktestConfig, PriceArrays, simulate_arrays
 from tradeloop.strategies import Breakout, Momentum, SmaCross, ThresholdRule
-from tradeloop.strategies.compiled import sma_ratio_signals
+from tradeloop.strategies.compiled import sma_ratio_signals, sma_ratio_signals_serial
 
 
 def wide_closes() -> tuple[np.ndarray, list[np.ndarray]]:
@@ -54,6 +54,20 @@ def test_compiled_scores_track_polars_and_ties_fire_nothing() -> None:
     assert np.isnan(score[:29, 0]).all() and not np.isnan(score[29:, 0]).any()
     np.testing.assert_array_equal(signal[:, 0], expected["signal"].to_numpy())
     assert not signal[20_040:20_100, 0].any()
+
+
+def test_serial_and_threaded_compiled_signals_are_identical_on_real_data() -> None:
+    """One symbol or a small input runs on the calling thread (``sma_signals``): the same
+    signals and scores, bit for bit, as the blocks on threads, gaps included."""
+    wide, _ = wide_closes()
+    lo, hi = ThresholdRule(entry=0.002, exit=-0.001).bounds()
+    threaded = sma_ratio_signals(wide, 7, 40, lo, hi, True, True)
+    serial = sma_ratio_signals_serial(wide, 7, 40, lo, hi, True, True)
+    assert wide.shape[1] > 1 and np.isnan(wide).any() and np.count_nonzero(threaded[0]) > 0
+    np.testing.assert_array_equal(serial[0], threaded[0])
+    np.testing.assert_array_equal(serial[1], threaded[1])
+    one = sma_ratio_signals_serial(np.ascontiguousarray(wide[:, 2:3]), 7, 40, lo, hi, True, True)
+    np.testing.assert_array_equal(one[0][:, 0], threaded[0][:, 2])
 
 
 @pytest.mark.parametrize("strategy", [Momentum(lookback=24), Breakout()], ids=str)

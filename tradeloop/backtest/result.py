@@ -165,10 +165,12 @@ def backtest_result(
     """The result of ``simulate_arrays``' ``raw`` tuple over ``prices`` (``risk``: what it applied)."""
     equity, trades, _cash, in_market, notional, denials, trips = raw
     portfolios = ["portfolio"] if config.cash_sharing else list(prices.symbols)
+    # the portfolio names by code, not a list of one string per row (100k bars: tens of ms)
+    codes = np.tile(np.arange(len(portfolios), dtype=np.uint32), len(prices.ts))
     equity_frame = pl.DataFrame(
         {
             "ts": np.repeat(prices.ts, len(portfolios)),
-            "portfolio": portfolios * len(prices.ts),
+            "portfolio": pl.Series("portfolio", portfolios, dtype=pl.String).gather(codes),
             "equity": equity.reshape(-1),
         }
     )

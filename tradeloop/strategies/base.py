@@ -54,6 +54,8 @@ class Strategy(BaseModel, ABC):
     def signals(self, candles: pl.DataFrame, *, by: str | None = "symbol") -> pl.DataFrame:
         """Candles with ``score`` and int8 ``signal`` columns (per symbol when ``by`` is set)."""
         group = by if by is not None and by in candles.columns else None
+        if group is not None and candles[group].n_unique() <= 1:  # one symbol: the same as no grouping
+            group = None
         scored = self.scores(candles, by=group)
         if group is None:  # one series: run the compiled rule directly, no expression round trip
             return scored.with_columns(self.rule.apply(scored["score"]))

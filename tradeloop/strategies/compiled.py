@@ -20,6 +20,22 @@ from tradeloop.strategies.rules import cross_step
 from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXIT_SHORT
 
 TILE_ROWS = 1024  # rows per tile: a tile of every symbol's closes stays in cache
+SERIAL_CELLS = 1 << 16  # up to this many closes (or one symbol), no threads: waking them costs more
+
+
+def sma_signals(
+    close: np.ndarray,
+    fast: int,
+    slow: int,
+    long_enter: float,
+    long_exit: float,
+    allow_short: bool,
+    keep_score: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`sma_ratio_signals`, run serially for one symbol or a small input (same numbers)."""
+    serial = close.shape[1] <= 1 or close.size <= SERIAL_CELLS
+    run = sma_ratio_signals_serial if serial else sma_ratio_signals
+    return run(close, fast, slow, long_enter, long_exit, allow_short, keep_score)
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
@@ -31,59 +47,90 @@ def sma_ratio_signals(close, fast, slow, long_enter, long_exit, allow_short, kee
     rows. Returns (signal int8 (bars, symbols), score float64: (bars, symbols) with NaN
     during warm-up when ``keep_score``, else empty).
 
-    Work goes by tiles of ``TILE_ROWS`` rows, symbol by symbol inside a tile, symbols split
-    across threads. Running window sums are re-summed exactly from the window at every tile
-    start, so rounding never accumulates past one tile.
+    Symbols are split in blocks across threads (:func:`_sma_ratio_block` per block). One
+    symbol, or a few short ones, go through :func:`sma_ratio_signals_serial` instead: the same
+    numbers without waking a thread pool (on a busy machine that wake-up costs more than the
+    work).
     """
     n, k = close.shape
     signal = np.zeros((n, k), dtype=np.int8)
     score = np.full((n, k) if keep_score else (0, 0), np.nan)
-    ring = np.zeros((k, slow))  # last ``slow`` closes per symbol
-    head = np.zeros(k, dtype=np.int64)  # ring slot of the next close
-    count = np.zeros(k, dtype=np.int64)
-    sides = np.zeros((k, 2), dtype=np.int64)  # long side, short side (see rules)
     # numba.config sets its settings at import time, unseen by type checkers; a compile-time constant here
     n_blocks = min(k, nb.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     for b in nb.prange(n_blocks):
-        for t0 in range(0, n, TILE_ROWS):
-            t1 = min(n, t0 + TILE_ROWS)
-            for j in range(b * k // n_blocks, (b + 1) * k // n_blocks):
-                win = ring[j]
-                h = head[j]
-                c = count[j]
-                sum_f = 0.0
-                for d in range(1, min(c, fast) + 1):
-                    sum_f += win[(h - d) % slow]
-                sum_s = sum_f
-                for d in range(fast + 1, min(c, slow) + 1):
-                    sum_s += win[(h - d) % slow]
-                long_side = sides[j, 0]
-                short_side = sides[j, 1]
-                for t in range(t0, t1):
-                    x = close[t, j]
-                    if x != x:
-                        continue
-                    old_f = win[h - fast if h >= fast else h - fast + slow] if c >= fast else 0.0
-                    old_s = win[h] if c >= slow else 0.0
-                    win[h] = x
-                    h = h + 1 if h + 1 < slow else 0
-                    c += 1
-                    sum_f += x - old_f
-                    sum_s += x - old_s
-                    if c < slow:
-                        continue
-                    v = (sum_f * slow) / (sum_s * fast) - 1.0
-                    if keep_score:
-                        score[t, j] = v
-                    zone = 1 if v > long_enter else (-1 if v < long_exit else 0)
-                    flags, long_side = cross_step(zone, long_side, ENTER_LONG, EXIT_LONG)
-                    if allow_short:
-                        zone = 1 if v < -long_enter else (-1 if v > -long_exit else 0)
-                        short_flags, short_side = cross_step(zone, short_side, ENTER_SHORT, EXIT_SHORT)
-                        flags |= short_flags
-                    signal[t, j] = flags
-                head[j] = h
-                count[j] = c
-                sides[j, 0] = long_side
-                sides[j, 1] = short_side
+        _sma_ratio_block(
+            close, b * k // n_blocks, (b + 1) * k // n_blocks, fast, slow, long_enter, long_exit, allow_short,
+            keep_score, signal, score,
+        )  # fmt: skip
     return signal, score
+
+
+@nb.njit(cache=True, nogil=True)
+def sma_ratio_signals_serial(close, fast, slow, long_enter, long_exit, allow_short, keep_score):  # pragma: no cover
+    """:func:`sma_ratio_signals` on the calling thread, every symbol in one block (same numbers)."""
+    n, k = close.shape
+    signal = np.zeros((n, k), dtype=np.int8)
+    score = np.full((n, k) if keep_score else (0, 0), np.nan)
+    _sma_ratio_block(close, 0, k, fast, slow, long_enter, long_exit, allow_short, keep_score, signal, score)
+    return signal, score
+
+
+@nb.njit(cache=True, nogil=True)
+def _sma_ratio_block(
+    close, j0, j1, fast, slow, long_enter, long_exit, allow_short, keep_score, signal, score
+):  # pragma: no cover
+    """Symbols ``j0..j1`` of :func:`sma_ratio_signals`, into ``signal`` and ``score``.
+
+    Work goes by tiles of ``TILE_ROWS`` rows, symbol by symbol inside a tile. Running window
+    sums are re-summed exactly from the window at every tile start, so rounding never
+    accumulates past one tile; symbols are independent, so how they are split in blocks
+    does not change a number.
+    """
+    n = close.shape[0]
+    m = j1 - j0
+    ring = np.zeros((m, slow))  # last ``slow`` closes per symbol
+    head = np.zeros(m, dtype=np.int64)  # ring slot of the next close
+    count = np.zeros(m, dtype=np.int64)
+    sides = np.zeros((m, 2), dtype=np.int64)  # long side, short side (see rules)
+    for t0 in range(0, n, TILE_ROWS):
+        t1 = min(n, t0 + TILE_ROWS)
+        for i in range(m):
+            j = j0 + i
+            win = ring[i]
+            h = head[i]
+            c = count[i]
+            sum_f = 0.0
+            for d in range(1, min(c, fast) + 1):
+                sum_f += win[(h - d) % slow]
+            sum_s = sum_f
+            for d in range(fast + 1, min(c, slow) + 1):
+                sum_s += win[(h - d) % slow]
+            long_side = sides[i, 0]
+            short_side = sides[i, 1]
+            for t in range(t0, t1):
+                x = close[t, j]
+                if x != x:
+                    continue
+                old_f = win[h - fast if h >= fast else h - fast + slow] if c >= fast else 0.0
+                old_s = win[h] if c >= slow else 0.0
+                win[h] = x
+                h = h + 1 if h + 1 < slow else 0
+                c += 1
+                sum_f += x - old_f
+                sum_s += x - old_s
+                if c < slow:
+                    continue
+                v = (sum_f * slow) / (sum_s * fast) - 1.0
+                if keep_score:
+                    score[t, j] = v
+                zone = 1 if v > long_enter else (-1 if v < long_exit else 0)
+                flags, long_side = cross_step(zone, long_side, ENTER_LONG, EXIT_LONG)
+                if allow_short:
+                    zone = 1 if v < -long_enter else (-1 if v > -long_exit else 0)
+                    short_flags, short_side = cross_step(zone, short_side, ENTER_SHORT, EXIT_SHORT)
+                    flags |= short_flags
+                signal[t, j] = flags
+            head[i] = h
+            count[i] = c
+            sides[i, 0] = long_side
+            sides[i, 1] = short_side

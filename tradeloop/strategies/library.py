@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from tradeloop.features import indicators as ind
 from tradeloop.features.memory import Memory
 from tradeloop.strategies.base import Strategy
-from tradeloop.strategies.compiled import sma_ratio_signals
+from tradeloop.strategies.compiled import sma_signals
 from tradeloop.strategies.rules import ThresholdRule
 
 
@@ -44,9 +44,7 @@ class SmaCross(Strategy):
     def compiled_signals(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         long_enter, long_exit = self.rule.bounds()
         closes = np.ascontiguousarray(columns["close"], dtype=np.float64)
-        signal, _score = sma_ratio_signals(
-            closes, self.fast, self.slow, long_enter, long_exit, self.rule.allow_short, False
-        )
+        signal, _score = sma_signals(closes, self.fast, self.slow, long_enter, long_exit, self.rule.allow_short, False)
         return signal
 
 
