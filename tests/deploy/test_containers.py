@@ -41,8 +41,8 @@ PASSWORD = "container trader password"
 #: compose's fixed ports of the services run here (host networking gives each a free one)
 PORTS = {"api": 8000, "dashboard": 8501, "dagster-webserver": 3000, "jupyterlab": 8888}
 METRICS_PORTS = {"worker": 9102, "engine": 9101}
-IMAGE_SERVICES = ("api", "worker", "dashboard", "dagster-webserver", "dagster-daemon", "engine", "engine-testnet",
-                  "jupyterlab")  # fmt: skip
+IMAGE_SERVICES = ("api", "worker", "dashboard", "dagster-webserver", "dagster-daemon", "research-metrics", "engine",
+                  "engine-testnet", "jupyterlab")  # fmt: skip
 OTHERS = ("postgres", "redis", "prometheus", "alertmanager", "grafana", "nginx")
 
 
