@@ -13,7 +13,17 @@ the repository; without them the option stops with a message.
 Overhead = wall time of running a notebook through papermill minus the time of the same
 work called directly in Python (template notebook: one backtest on BTC-USD 4h).
 
-Run:  .venv/bin/python bench/pipeline.py [--universe 50]
+``--models``: the stronger models out of sample on the same ``--universe N`` pairs (default 50):
+``ModelChoice(model="auto")`` on ``META_FEATURES`` (the default features), then with
+``features="candidates", max_features=8`` (the engineered candidates, 8 kept per refit on its
+own training events): each walks the logistic model (the default) and the boosted trees
+forward on the same folds, gates both (two trials for the deflated Sharpe) and picks one.
+The strategy is fixed (``SmaCross()`` and the default
+barriers, the pipeline's tuning aside) so the classifiers alone differ; each row prints the
+out-of-sample Sharpe, deflated Sharpe, return, drawdown, hit rate of the entries taken, Brier
+score of the entries' probabilities, and the walk-forward's seconds.
+
+Run:  .venv/bin/python bench/pipeline.py [--universe 50] [--models]
 """
 
 from __future__ import annotations
@@ -138,6 +148,51 @@ def papermill_overhead(root: Path) -> None:
     )
 
 
+def compare_models_on_universe(universe: int) -> None:
+    import polars as pl
+
+    from tradeloop.data import CandleLake
+    from tradeloop.data.importer import import_sample
+    from tradeloop.research.model_choice import ModelChoice, compare_models
+    from tradeloop.research.steps import load_universe
+    from tradeloop.research.tuning import TuningConfig, default_backtest, splitter_of
+    from tradeloop.research.universe import select_universe, universe_config
+    from tradeloop.strategies import SmaCross
+    from tradeloop.thresholds import BarrierConfig
+
+    root = Path(tempfile.mkdtemp(prefix="tradeloop-bench-models-"))
+    lake = CandleLake(root / "lake")
+    import_sample(lake, files=real_binance_1h())
+    config = universe_config(exchange="binance", timeframe="1h", top_n=universe, lookback_days=30, quote="USDT")
+    symbols = select_universe(lake, config)
+    candles = load_universe(lake, exchange="binance", symbols=symbols, timeframe="1h")
+    tuning = TuningConfig()
+    common = {
+        "timeframe": "1h",
+        "splitter": splitter_of(tuning, timeframe="1h"),
+        "backtest": default_backtest(tuning),
+        "policy": tuning.policy,
+        "periods_per_year": 365 * 24,
+    }
+    strategy, barriers = SmaCross(), BarrierConfig(cost=tuning.cost)
+    print(
+        f"models out of sample: {len(symbols)} Binance 1h pairs, {candles.height:,} candles, {strategy!r}, "
+        f"{tuning.n_splits} walk-forward folds, retrain every {tuning.policy.retrain_every_days} days"
+    )
+    rows = []
+    for label, choice in (
+        ("base features", ModelChoice(model="auto")),
+        ("candidates, 8 kept", ModelChoice(model="auto", features="candidates", max_features=8)),
+    ):
+        selection = compare_models(candles, strategy, barriers, choice=choice, **common)
+        rows += [{"features": label, **o.row()} for o in selection.outcomes]
+        if choice.model == "auto":
+            picked = selection.outcome(selection.chosen)
+            rows.append({"features": label, **picked.row(), "model": f"auto -> {selection.chosen}"})
+    with pl.Config(tbl_cols=-1, tbl_width_chars=200, float_precision=4, tbl_hide_dataframe_shape=True):
+        print(pl.DataFrame(rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -147,9 +202,17 @@ def main() -> None:
         metavar="N",
         help="run the whole retrain on the top N Binance 1h pairs of ../shared/data/real",
     )
+    parser.add_argument(
+        "--models",
+        action="store_true",
+        help="compare the logistic model and the boosted trees out of sample on --universe N pairs (default 50)",
+    )
     args = parser.parse_args()
     if args.universe is not None and args.universe < 1:
         parser.error(f"--universe={args.universe}: give a number of pairs, at least 1")
+    if args.models:
+        compare_models_on_universe(args.universe or 50)
+        return
     root, _ = run_pipeline(args.universe)
     if args.universe is None:
         papermill_overhead(root)

@@ -32,6 +32,7 @@ from tradeloop.evaluation import PurgedWalkForward
 from tradeloop.evaluation.overfitting import sharpe_per_period
 from tradeloop.research.policy import RetrainPolicy
 from tradeloop.strategies import Strategy
+from tradeloop.strategies.signals import ENTRIES
 from tradeloop.thresholds import META_FEATURES, AdaptiveThreshold, BarrierConfig, ThresholdModel, meta_dataset
 from tradeloop.thresholds.decide import apply_model, enrich
 
@@ -56,6 +57,7 @@ class WalkForwardResult:
     ts: np.ndarray  # out-of-sample bar times, every fold's test period in order
     returns: np.ndarray  # portfolio return per out-of-sample bar
     events: int
+    entries: pl.DataFrame | None = None  # out-of-sample entries: symbol, ts, proba, accepted
 
     @property
     def sharpe(self) -> float:
@@ -250,7 +252,7 @@ def walk_forward(
     events = meta_dataset(candles, strategy, barriers=barriers, features=features)
     enriched = enrich(candles, strategy, features)
     grid = candles["ts"].unique().sort().to_numpy()
-    folds, ts_parts, ret_parts = [], [], []
+    folds, ts_parts, ret_parts, entry_parts = [], [], [], []
     # every fold is traded, with or without events before it (no model yet: reduce-only, as
     # live), so that every configuration covers the same bars: PBO's matrix and the champion's
     # re-evaluation compare the same test periods
@@ -269,6 +271,11 @@ def walk_forward(
             features=features,
         )
         decided = simulate(enriched, schedule, start=fold.test_start, end=fold.test_end)
+        entry_parts.append(
+            decided.filter(pl.col("proba").is_not_null()).select(
+                "symbol", "ts", "proba", accepted=(pl.col("signal") & ENTRIES) != 0
+            )
+        )
         ts, ret, n_trades = trade(decided, timeframe=timeframe, backtest=backtest)
         ts_parts.append(ts)
         ret_parts.append(ret)
@@ -291,4 +298,5 @@ def walk_forward(
             on_fold(fold.index, np.concatenate(ret_parts))
     ts_all = np.concatenate(ts_parts) if ts_parts else np.empty(0, dtype=np.int64)
     ret_all = np.concatenate(ret_parts) if ret_parts else np.empty(0)
-    return WalkForwardResult(tuple(folds), ts_all, ret_all, events.height)
+    entries = pl.concat(entry_parts) if entry_parts else None
+    return WalkForwardResult(tuple(folds), ts_all, ret_all, events.height, entries)
