@@ -293,11 +293,13 @@ def _run(
     nan = math.nan
     limit = config.entry_order == "limit"
     maker_fee = config.fee_rate if config.maker_fee_rate is None else config.maker_fee_rate
-    for j0, j1 in _chunks(start, len(columns)):
+    chunks = _chunks(start, len(columns))
+    buffer = np.empty(len(columns) * max(int(start[j1] - start[j0]) for j0, j1 in chunks))  # reused: no fresh pages
+    for j0, j1 in chunks:
         part = frame.slice(int(start[j0]), int(start[j1] - start[j0]))
         local = start[j0 : j1 + 1] - start[j0]
         ohlc = [np.ascontiguousarray(part[c].to_numpy().reshape(-1, 1)) for c in ("open", "high", "low", "close")]
-        indicators = _indicators(part, ohlc[3], local, columns)
+        indicators = _indicators(part, ohlc[3], local, columns, buffer[: len(columns) * part.height])
         atr, frac = _per_symbol(ohlc, local, symbols[j0:j1], config, timeframe)
         c_param = np.repeat(np.arange(n_sets, dtype=np.int64), j1 - j0)
         c_symbol = np.tile(np.arange(j1 - j0, dtype=np.int64), n_sets)
@@ -342,9 +344,11 @@ def _run(
     return stats, curves
 
 
-def _indicators(part: pl.DataFrame, close: np.ndarray, local: np.ndarray, columns: list[int | pl.Expr]) -> np.ndarray:
-    """The indicator table ``(columns, rows)`` of a chunk: SMA windows compiled, expressions by polars."""
-    table = np.empty((len(columns), part.height))
+def _indicators(
+    part: pl.DataFrame, close: np.ndarray, local: np.ndarray, columns: list[int | pl.Expr], buffer: np.ndarray
+) -> np.ndarray:
+    """The indicator table ``(columns, rows)`` of a chunk, in ``buffer``: SMA windows compiled, the rest by polars."""
+    table = buffer.reshape(len(columns), part.height)
     windows = [(i, c) for i, c in enumerate(columns) if isinstance(c, int)]
     if windows:
         rows, sizes = (np.array(x, dtype=np.int64) for x in zip(*windows, strict=True))

@@ -16,10 +16,13 @@ Per combination:
    ``cross_step``, one long and one short side), with the parameter set's bounds.
 3. **Simulation.** ``tradeloop.backtest.kernel.simulate`` itself, one symbol, one portfolio,
    no risk pass: the fill, fee, stop and exit rules are the kernel's, not a copy.
-4. **Metrics.** Trades (open ones included, as the ledger), final equity, and the inputs of
-   ``tradeloop.performance.metrics``' definitions: the mean and sample standard deviation
-   (ddof = 1) of the per-bar returns measured from ``init_cash``, and the max drawdown with
-   the initial capital as the first peak (``drawdown_series``' minimum).
+4. **Metrics**, in one pass over the equity curve. Trades (open ones included, as the
+   ledger), final equity, and the inputs of ``tradeloop.performance.metrics``' definitions: the
+   mean and sample standard deviation (ddof = 1) of the per-bar returns measured from
+   ``init_cash`` (from their sum and sum of squares: per-bar returns have a mean far below
+   their spread, so the subtraction loses nothing that matters; tests hold the Sharpe ratio to
+   ``sharpe_ratio``'s within 1e-9), and the max drawdown with the initial capital as the first
+   peak (``drawdown_series``' minimum).
 
 The SMA columns come from :func:`rolling_means` (one pass per window and symbol, in parallel),
 the way ``tradeloop.strategies.compiled`` keeps its sums: a running sum re-summed exactly from
@@ -42,6 +45,7 @@ from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, ENTRIES, EXIT_
 
 __all__ = ["TILE_ROWS", "rolling_means", "sweep_pass"]
 
+BLOCKS = 64  # blocks of combinations the threads share out (each allocates its buffers once)
 TILE_ROWS = 1024  # rolling sums are re-summed exactly from the window at every tile start
 
 # outputs per combination, the columns of ``sweep_pass``' float64 matrix
@@ -118,93 +122,114 @@ def sweep_pass(  # pragma: no cover - compiled
     """
     n_comb = c_param.shape[0]
     out = np.empty((n_comb, N_STATS))
-    group = np.zeros(1, dtype=np.int64)
-    for c in nb.prange(n_comb):
-        p = c_param[c]
-        j = c_symbol[c]
-        s0 = start[j]
-        s1 = start[j + 1]
-        n = s1 - s0
-        # 1-2. score and signal
-        signal = np.zeros((n, 1), dtype=np.int8)
-        a = first[p]
-        b = second[p]
-        le = long_enter[p]
-        lx = long_exit[p]
-        short = allow_short[p]
-        long_side = 0
-        short_side = 0
-        entries = 0
-        for t in range(n):
-            v = ind[a, s0 + t] / ind[b, s0 + t] - 1.0 if b >= 0 else ind[a, s0 + t]
-            if v != v:
-                continue
-            zone = 1 if v > le else (-1 if v < lx else 0)
-            flags, long_side = cross_step(zone, long_side, ENTER_LONG, EXIT_LONG)
-            if short:
-                zone = 1 if v < -le else (-1 if v > -lx else 0)
-                short_flags, short_side = cross_step(zone, short_side, ENTER_SHORT, EXIT_SHORT)
-                flags |= short_flags
-            signal[t, 0] = flags
-            if (flags & ENTRIES) != 0:
-                entries += 1
-        # 3. the backtest kernel on this symbol's rows
-        if keep_curves:
-            equity = curves[p, s0:s1]
+    longest = 0
+    for j in range(start.shape[0] - 1):
+        longest = max(longest, start[j + 1] - start[j])
+    n_blocks = min(n_comb, BLOCKS)
+    for block in nb.prange(n_blocks):  # each block reuses its buffers: no fresh pages per combination
+        group = np.zeros(1, dtype=np.int64)
+        signal_buffer = np.zeros((longest, 1), dtype=np.int8)
+        equity_buffer = np.empty((1, longest, 1))
+        for c in range(block * n_comb // n_blocks, (block + 1) * n_comb // n_blocks):
+            _one(
+                c, open_, high, low, close, start, ind, first, second, long_enter, long_exit, allow_short, c_param,
+                c_symbol, size_frac, scalar_size, atr, init_cash, fee, slip, stop_loss, take_profit, trailing,
+                close_at_end, atr_stop, atr_trailing, limit_ttl, limit_offset, maker_fee, keep_curves, curves, out,
+                group, signal_buffer, equity_buffer,
+            )  # fmt: skip
+    return out
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _one(  # pragma: no cover - compiled
+    c, open_, high, low, close, start, ind, first, second, long_enter, long_exit, allow_short, c_param, c_symbol,
+    size_frac, scalar_size, atr, init_cash, fee, slip, stop_loss, take_profit, trailing, close_at_end, atr_stop,
+    atr_trailing, limit_ttl, limit_offset, maker_fee, keep_curves, curves, out, group, signal_buffer, equity_buffer,
+):  # fmt: skip
+    """Combination ``c`` of :func:`sweep_pass`, its row of ``out`` written."""
+    p = c_param[c]
+    j = c_symbol[c]
+    s0 = start[j]
+    s1 = start[j + 1]
+    n = s1 - s0
+    # 1-2. score and signal
+    signal = signal_buffer[0:n]
+    a = first[p]
+    b = second[p]
+    le = long_enter[p]
+    lx = long_exit[p]
+    short = allow_short[p]
+    long_side = 0
+    short_side = 0
+    entries = 0
+    for t in range(n):
+        v = ind[a, s0 + t] / ind[b, s0 + t] - 1.0 if b >= 0 else ind[a, s0 + t]
+        if v != v:
+            signal[t, 0] = 0
+            continue
+        zone = 1 if v > le else (-1 if v < lx else 0)
+        flags, long_side = cross_step(zone, long_side, ENTER_LONG, EXIT_LONG)
+        if short:
+            zone = 1 if v < -le else (-1 if v > -lx else 0)
+            short_flags, short_side = cross_step(zone, short_side, ENTER_SHORT, EXIT_SHORT)
+            flags |= short_flags
+        signal[t, 0] = flags
+        if (flags & ENTRIES) != 0:
+            entries += 1
+    # 3. the backtest kernel on this symbol's rows
+    if keep_curves:
+        equity = curves[p, s0:s1]
+    else:
+        equity = equity_buffer[0, 0:n]
+    frac = size_frac[0:1] if scalar_size else size_frac[s0:s1]
+    _eq, trades, _cash, _in_market, _notional, _denials, _trips = simulate(
+        open_[s0:s1],
+        high[s0:s1],
+        low[s0:s1],
+        close[s0:s1],
+        signal,
+        frac,
+        group,
+        1,
+        init_cash,
+        fee,
+        slip,
+        stop_loss,
+        take_profit,
+        trailing,
+        close_at_end,
+        entries + 2,
+        equity,
+        atr[s0:s1],
+        atr_stop,
+        atr_trailing,
+        limit_ttl,
+        limit_offset,
+        maker_fee,
+        None,
+    )
+    # 4. metrics' inputs
+    total = 0.0
+    total_sq = 0.0
+    prev = init_cash
+    peak = init_cash
+    max_dd = 0.0
+    for t in range(n):
+        e = equity[t, 0]
+        r = e / prev - 1.0
+        total += r
+        total_sq += r * r
+        prev = e
+        if e >= peak:  # a new peak: drawdown 0
+            peak = e
         else:
-            equity = np.empty((1, n, 1))[0, 0:n]
-        frac = size_frac[0:1] if scalar_size else size_frac[s0:s1]
-        _eq, trades, _cash, _in_market, _notional, _denials, _trips = simulate(
-            open_[s0:s1],
-            high[s0:s1],
-            low[s0:s1],
-            close[s0:s1],
-            signal,
-            frac,
-            group,
-            1,
-            init_cash,
-            fee,
-            slip,
-            stop_loss,
-            take_profit,
-            trailing,
-            close_at_end,
-            entries + 2,
-            equity,
-            atr[s0:s1],
-            atr_stop,
-            atr_trailing,
-            limit_ttl,
-            limit_offset,
-            maker_fee,
-            None,
-        )
-        # 4. metrics' inputs
-        total = 0.0
-        prev = init_cash
-        peak = init_cash
-        max_dd = 0.0
-        for t in range(n):
-            e = equity[t, 0]
-            total += e / prev - 1.0
-            prev = e
-            if e > peak:
-                peak = e
             dd = e / peak - 1.0
             if dd < max_dd:
                 max_dd = dd
-        mean = total / n if n > 0 else np.nan
-        sq = 0.0
-        prev = init_cash
-        for t in range(n):
-            e = equity[t, 0]
-            d = (e / prev - 1.0) - mean
-            sq += d * d
-            prev = e
-        out[c, S_TRADES] = trades.shape[0]
-        out[c, S_FINAL] = equity[n - 1, 0] if n > 0 else np.nan
-        out[c, S_RET_MEAN] = mean
-        out[c, S_RET_SD] = np.sqrt(sq / (n - 1)) if n > 1 else np.nan
-        out[c, S_MAX_DD] = max_dd
-    return out
+    mean = total / n if n > 0 else np.nan
+    sq = max(total_sq - total * mean, 0.0)  # the sum of squared deviations from the mean
+    out[c, S_TRADES] = trades.shape[0]
+    out[c, S_FINAL] = equity[n - 1, 0] if n > 0 else np.nan
+    out[c, S_RET_MEAN] = mean
+    out[c, S_RET_SD] = np.sqrt(sq / (n - 1)) if n > 1 else np.nan
+    out[c, S_MAX_DD] = max_dd
