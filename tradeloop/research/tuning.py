@@ -36,6 +36,7 @@ from tradeloop.data.schema import timeframe_ms
 from tradeloop.errors import ConfigError
 from tradeloop.evaluation import PurgedWalkForward
 from tradeloop.evaluation.overfitting import sharpe_per_period
+from tradeloop.features.cache import WorkCache, reusing
 from tradeloop.research.policy import RetrainPolicy
 from tradeloop.research.search import params_of, suggest
 from tradeloop.research.walkforward import walk_forward
@@ -134,11 +135,21 @@ def splitter_of(config: TuningConfig, *, timeframe: str) -> PurgedWalkForward:
 
 
 def objective_of(
-    candles: pl.DataFrame, *, config: TuningConfig, timeframe: str, backtest: BacktestConfig | None = None
+    candles: pl.DataFrame,
+    *,
+    config: TuningConfig,
+    timeframe: str,
+    backtest: BacktestConfig | None = None,
+    reuse: bool = True,
 ):
-    """The optuna objective: a trial's walk-forward under the policy, pruned fold by fold."""
+    """The optuna objective: a trial's walk-forward under the policy, pruned fold by fold.
+
+    ``reuse``: the objective's trials share one bounded ``WorkCache`` (features, strategy
+    signals per window, threshold fits on identical rows; ``tradeloop.features.cache``), so
+    later trials skip what earlier ones computed; the values are the same without it."""
     backtest = backtest or default_backtest(config)
     splitter = splitter_of(config, timeframe=timeframe)
+    cache = WorkCache() if reuse else None
 
     def objective(trial: optuna.Trial) -> float:
         strategy, barriers = suggest(trial, config.strategy, cost=config.cost)
@@ -154,16 +165,17 @@ def objective_of(
                 trial.set_constraint(DD_KEY, 1.0)
                 raise optuna.TrialPruned()
 
-        result = walk_forward(
-            candles,
-            strategy,
-            barriers,
-            timeframe=timeframe,
-            splitter=splitter,
-            backtest=backtest,
-            policy=config.policy,
-            on_fold=report,
-        )
+        with reusing(cache):
+            result = walk_forward(
+                candles,
+                strategy,
+                barriers,
+                timeframe=timeframe,
+                splitter=splitter,
+                backtest=backtest,
+                policy=config.policy,
+                on_fold=report,
+            )
         trial.set_user_attr(RETURNS_KEY, encode_returns(result.returns))
         trial.set_user_attr(DD_KEY, result.max_drawdown)
         trial.set_user_attr(
@@ -211,9 +223,11 @@ def tune(
     storage: str | None = None,
     backtest: BacktestConfig | None = None,
     warm_start: dict | None = None,
+    reuse: bool = True,
 ) -> TuningResult:
     """Run (or resume) the study of these candles; returns the best feasible trial and the
-    overfitting inputs. ``warm_start``: parameters (``params_of``) tried first in a new study."""
+    overfitting inputs. ``warm_start``: parameters (``params_of``) tried first in a new study.
+    ``reuse``: trials share precomputed work (see :func:`objective_of`); False computes all anew."""
     version = data_version(candles)
     name = study_name_of(config, timeframe=timeframe, version=version)
     study = open_study(config, name=name, study_dir=Path(study_dir), storage=storage)
@@ -257,7 +271,7 @@ def tune(
             study = open_study(config, name=name, study_dir=Path(study_dir), storage=storage)
         else:
             study.optimize(
-                objective_of(candles, config=config, timeframe=timeframe, backtest=backtest),
+                objective_of(candles, config=config, timeframe=timeframe, backtest=backtest, reuse=reuse),
                 n_trials=remaining,
                 catch=(ConfigError,),
             )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import polars as pl
 
 from tradeloop.features import CANDIDATE_FEATURES, MODEL_SPECS, FeatureSpec, compute_features
+from tradeloop.features.cache import active_cache
 from tradeloop.strategies.base import Strategy
 from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT
 from tradeloop.thresholds.labels import BarrierConfig, triple_barrier_labels
@@ -60,9 +62,19 @@ def meta_dataset(
     names = list(features)
     parts = []
     frame = candles if "symbol" in candles.columns else candles.with_columns(symbol=pl.lit("_"))
-    featured = compute_features(frame.sort("symbol", "ts"), specs_for(names), by="symbol")
+    cache = active_cache()  # features once per data version, signals once per strategy (its windows)
+    scope = cache.scope(frame) if cache is not None else None
+
+    def featuring() -> pl.DataFrame:
+        return compute_features(frame.sort("symbol", "ts"), specs_for(names), by="symbol")
+
+    featured = featuring() if scope is None else scope.get(("meta_features", tuple(names)), featuring)
     for (symbol,), part in featured.group_by("symbol", maintain_order=True):
-        enriched = strategy.signals(part, by=None)
+        if scope is None:
+            enriched = strategy.signals(part, by=None)
+        else:
+            key = ("meta_signals", symbol, tuple(names), strategy_key(strategy))
+            enriched = scope.get(key, partial(strategy.signals, part, by=None))
         rows, dirs = entry_events(enriched)
         if rows.size == 0:
             continue
@@ -75,6 +87,11 @@ def meta_dataset(
     return out.sort("ts", "symbol").select(
         "symbol", "ts", "t1", "direction", *names, "ret", "net_ret", "barrier", "label"
     )
+
+
+def strategy_key(strategy: Strategy) -> str:
+    """Everything a strategy's signals depend on (class, parameters, rule), for cache keys."""
+    return f"{type(strategy).__module__}.{type(strategy).__qualname__}:{strategy.model_dump_json()}"
 
 
 def _empty(features: Sequence[str]) -> pl.DataFrame:

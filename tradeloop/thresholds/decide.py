@@ -16,9 +16,10 @@ import polars as pl
 
 from tradeloop.errors import ConfigError
 from tradeloop.features import compute_features
+from tradeloop.features.cache import active_cache
 from tradeloop.strategies import Strategy
 from tradeloop.strategies.signals import ENTRIES
-from tradeloop.thresholds.dataset import META_FEATURES, specs_for
+from tradeloop.thresholds.dataset import META_FEATURES, specs_for, strategy_key
 from tradeloop.thresholds.model import ThresholdModel
 
 
@@ -26,7 +27,13 @@ def enrich(candles: pl.DataFrame, strategy: Strategy, features: Sequence[str] = 
     """Candles (one or many symbols, sorted by ts within each) with the ``features`` a model
     reads, the strategy's ``score`` and its int8 ``signal``."""
     frame = candles if "symbol" in candles.columns else candles.with_columns(symbol=pl.lit("_"))
-    return strategy.signals(compute_features(frame, specs_for(features)), by="symbol")
+    cache = active_cache()
+    if cache is None:
+        return strategy.signals(compute_features(frame, specs_for(features)), by="symbol")
+    scope = cache.scope(frame)  # features once per data version, signals once per strategy (its windows)
+    names = tuple(features)
+    feats = scope.get(("enrich_features", names), lambda: compute_features(frame, specs_for(names)))
+    return scope.get(("enrich_signals", names, strategy_key(strategy)), lambda: strategy.signals(feats, by="symbol"))
 
 
 def apply_model(enriched: pl.DataFrame, model: ThresholdModel | None, *, now_ms: int | str) -> pl.DataFrame:

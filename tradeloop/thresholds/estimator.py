@@ -38,6 +38,7 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
 from tradeloop.errors import ConfigError, ModelError
+from tradeloop.features.cache import active_cache, array_digest
 from tradeloop.thresholds.selection import mutual_information
 
 #: the classifiers ``AdaptiveThreshold(model=...)`` builds
@@ -173,8 +174,18 @@ class AdaptiveThreshold(ClassifierMixin, BaseEstimator):
         self._check_params()
         # inputs are checked here; skip scikit-learn's per-call re-validation (a walk-forward
         # refits hundreds of times per trial, and that validation was a third of the time)
+        cache = active_cache()
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True), one_thread():
-            return self._fit(X, y, returns=returns, ts=ts, t1=t1)
+            if cache is None:
+                return self._fit(X, y, returns=returns, ts=ts, t1=t1)
+            # the same parameters on the same rows fit the same model (random_state is a parameter): a
+            # walk-forward's fold refits the previous fold's last model, a retrain may see no new event
+            arrays = [np.asarray(a) for a in (X, y, returns, ts, t1) if a is not None]
+            params = repr(sorted(self.get_params(deep=False).items()))
+            key = ("adaptive_threshold_fit", params, ts is None, t1 is None, array_digest(*arrays))
+            fitted = cache.get(key, lambda: clone(self)._fit(X, y, returns=returns, ts=ts, t1=t1))
+            self.__dict__.update({k: v for k, v in vars(fitted).items() if k.endswith("_")})  # learned attributes
+            return self
 
     def _fit(self, X, y, *, returns, ts, t1):
         X = np.asarray(X, dtype=np.float64)
