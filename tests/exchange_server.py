@@ -125,6 +125,7 @@ class BinanceLoopback(LoopbackHttp):
     down_paths: set[str] = field(default_factory=set)  # signed reads answered 503 (e.g. /api/v3/myTrades)
     path_faults: dict[str, dict[int, Fault]] = field(default_factory=dict)  # "DELETE /api/v3/order" -> n -> fault
     reply_type: str = "FULL"  # "RESULT": a create's reply carries no fills (Binance's newOrderRespType)
+    server_time_ms: int | None = None  # the venue's clock (/api/v3/time); None: this host's
     exchange_info: dict = field(default_factory=lambda: json.loads((FIXTURES / "exchange_info.json").read_text()))
 
     def __post_init__(self) -> None:
@@ -138,7 +139,8 @@ class BinanceLoopback(LoopbackHttp):
         if path == "/api/v3/exchangeInfo":
             return 200, self.exchange_info
         if path == "/api/v3/time":
-            return 200, {"serverTime": int(time.time() * 1000)}
+            now = self.server_time_ms if self.server_time_ms is not None else int(time.time() * 1000)
+            return 200, {"serverTime": now}
         if path == "/api/v3/ping":
             return 200, {}
         if path == "/api/v3/klines":

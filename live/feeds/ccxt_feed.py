@@ -2,7 +2,8 @@
 REST polling fallback (``fetch_ohlcv``).
 
 * A candle is emitted once, when it has **closed**: on WebSocket when the next candle of the
-  symbol starts; on REST when its period has ended by the exchange's clock.
+  symbol starts; on REST when a later candle is in the answer, or its period has ended by the
+  exchange's server time (``fetch_time``), never by this host's clock.
 * Symbols are batched per bar time: a batch goes out when every symbol's candle for that
   time has closed, or ``settle_s`` after the first one did (a symbol without trades in a
   bar does not hold the others back).
@@ -179,8 +180,7 @@ class CcxtFeed:
                     last = self.gaps.last.get(symbol, -1)
                     since = last + 1 if last >= 0 else None
                     candles = await self.exchange.fetch_ohlcv(market, self.timeframe, since=since, limit=100)
-                    now = self.exchange.milliseconds()
-                    closed = [c for c in candles if c[0] + self.step_ms <= now]
+                    closed = await self._closed_by_venue(candles)
                 else:
                     candles = await self.exchange.watch_ohlcv(market, self.timeframe)
                     closed = []
@@ -225,6 +225,20 @@ class CcxtFeed:
                 )
                 log.error("%s: %s; trying again in %.2f s", symbol, self.errors[symbol], delay)
                 await asyncio.sleep(delay)
+
+    async def _closed_by_venue(self, candles: list[list]) -> list[list]:
+        """The REST candles that have closed by the exchange's clock, never this host's: each one a
+        later candle follows, and the newest once the venue's server time (``fetch_time``, where
+        ccxt has it) is past its period; else the newest waits for the next poll."""
+        rows = sorted(candles, key=lambda c: c[0])
+        if not rows:
+            return []
+        closed, newest = rows[:-1], rows[-1]
+        if self.exchange.has.get("fetchTime"):
+            server_ms = await self.exchange.fetch_time()
+            if server_ms is not None and newest[0] + self.step_ms <= server_ms:
+                closed.append(newest)
+        return closed
 
     async def _probe(self, symbol: str, market: str, probe: Probe) -> bool:
         """On REST after WebSocket failures: when due, one update over the WebSocket; True once

@@ -118,7 +118,51 @@ def test_rest_polling_emits_only_closed_candles(rest, tmp_path) -> None:
     )
     batches = asyncio.run(collect(feed, 4))
     assert [b.ts for b in batches] == [start + i * 60_000 for i in range(4)]
-    assert all(r.startswith("/api/v3/klines") or "exchangeInfo" in r for r in rest.requests)
+    assert all(r.startswith(("/api/v3/klines", "/api/v3/time")) or "exchangeInfo" in r for r in rest.requests)
+
+
+def test_rest_candles_close_by_the_venues_clock_not_this_hosts(rest, tmp_path) -> None:
+    """Candles of 2023 (long closed by this host's clock) from a venue whose server time is
+    inside the fifth one's minute: four go out (each followed by a later one), the fifth waits,
+    poll after poll, until the venue's clock passes its end; then it goes out."""
+    script = rows(5, 6)
+    rest.candles[("BTCUSDT", "1m")] = pl.DataFrame(
+        script, schema=["ts", "open", "high", "low", "close", "volume"], orient="row"
+    )
+    rest.server_time_ms = T0 + 4 * 60_000 + 30_000
+    feed = CcxtFeed(
+        pro_client(rest, None),
+        lake=CandleLake(tmp_path),
+        symbols=["BTC-USDT"],
+        timeframe="1m",
+        config=CcxtFeedConfig(use_websocket=False, poll_s=0.05, settle_s=0.0, lake_flush_s=None),
+    )
+
+    async def scenario() -> tuple[list, list]:
+        out: list = []
+
+        async def take() -> None:
+            async for batch in feed.batches():
+                out.append(batch.ts)
+                if len(out) == 5:
+                    return
+
+        task = asyncio.create_task(take())
+        try:
+            async with asyncio.timeout(20):
+                while len(out) < 4 or (len(out) == 4 and len(rest.klines_requests()) < 5):  # polled again meanwhile
+                    await asyncio.sleep(0.02)
+            forming = list(out)
+            rest.server_time_ms = T0 + 5 * 60_000  # the venue's minute ends
+            await asyncio.wait_for(task, 20)
+        finally:
+            task.cancel()
+            await feed.close()
+        return forming, out
+
+    forming, batches = asyncio.run(scenario())
+    assert forming == [r[0] for r in script[:4]]
+    assert batches == [r[0] for r in script]
 
 
 def test_backoff_is_exponential_with_full_jitter() -> None:
