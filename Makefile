@@ -63,6 +63,7 @@ test: lint audit
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/backtest_vs_vectorbt.py
+	$(BIN)/python bench/sweep.py  # 100 SMA pairs x 20 symbols x 100k bars; vectorbt peaks near 15 GB
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/live.py
 	bash tests/services/ensure.sh  # bench/api.py and bench/feeds.py use this machine's PostgreSQL and Redis
