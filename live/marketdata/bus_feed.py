@@ -13,6 +13,9 @@ Rules:
 3. The warm-up comes from the lake (the service keeps live candles there, a minute behind at
    most); the bars between the lake's last candle and the first event come from the stream's
    earlier events, as the first batch's backfill, so the first decision's window has no hole.
+   At most ``max_backfill_bars`` bars before the first event are wanted, and the stream is read
+   back in pages only as far as the entry id of the oldest wanted bar's close (an event is
+   published after its bar closed; one bar of slack for the clocks): never the whole stream.
 4. No event for ``stale_after_s``: every symbol is reported stale (the service is down or cut
    off), once, until events come again.
 """
@@ -50,8 +53,10 @@ class BusFeed:
         session: str,
         stale_after_s: float = 180.0,
         block_ms: int = 500,
+        max_backfill_bars: int = 1000,
         on_stale: Callable[[str, float], None] | None = None,
     ):
+        self.max_backfill_bars = max_backfill_bars
         self.bus, self.lake, self.venue, self.timeframe = bus, lake, venue, timeframe
         self.symbols, self.stale_after_s, self.block_ms = list(symbols), stale_after_s, block_ms
         self.on_stale = on_stale
@@ -127,11 +132,12 @@ class BusFeed:
         known = [v for v in lake_last.values() if v is not None]
         if not known:
             return self._frame([])
-        since = min(known)
+        since = max(min(known), ts - (self.max_backfill_bars + 1) * self.step)
+        lowest = f"{max(since, 0)}-0"  # bar since+step closed at since+2*step: one bar of clock slack
         rows: list[list] = []
         upper = f"({entry_id}"
         while True:
-            page: Any = await self.bus.client.xrevrange(self.bus.key(self.stream), max=upper, count=100)
+            page: Any = await self.bus.client.xrevrange(self.bus.key(self.stream), max=upper, min=lowest, count=100)
             if not page:
                 break
             for eid, fields in page:
@@ -140,7 +146,7 @@ class BusFeed:
             upper = f"({page[-1][0]}"
             if decode(page[-1][0], page[-1][1]).data["ts"] <= since:
                 break
-        wanted = [r for r in rows if r[0] in lake_last and (lake_last[r[0]] or -1) < r[1] < ts]
+        wanted = [r for r in rows if r[0] in lake_last and max(lake_last[r[0]] or -1, since) < r[1] < ts]
         return self._frame(wanted).unique(["symbol", "ts"], keep="first")
 
     def _watch(self, heard: float) -> None:

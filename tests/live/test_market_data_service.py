@@ -162,3 +162,54 @@ def test_an_engine_whose_pending_event_was_trimmed_starts_again(tmp_path, redis_
             await bus.close()
 
     assert asyncio.run(scenario()) == T0 + STEP
+
+
+def test_the_first_batchs_backfill_reads_the_stream_back_only_as_far_as_it_needs(tmp_path, redis_prefix) -> None:
+    """The lake's last candle is 300 bars before the first event the engine reads: the backfill
+    holds the last ``max_backfill_bars`` bars before it, and the stream is read back only to
+    the entry of the oldest of them (ids are the events' publication times, after each bar's
+    close), not to its start."""
+    from live.bus import RedisBus
+    from live.marketdata.bus_feed import BusFeed
+    from tradeloop.bus import encode
+
+    def event(ts: int) -> dict:
+        return {"venue": "binance", "timeframe": "1m", "ts": ts, "candles": [["BTC-USDT", ts, 1, 1, 1, 1, 1]]}
+
+    lake = CandleLake(tmp_path)
+    lake.write(SeriesKey("binance", "BTC-USDT", "1m"), pl.DataFrame(
+        [[T0, 1.0, 1.0, 1.0, 1.0, 1.0]], schema=["ts", "open", "high", "low", "close", "volume"], orient="row"
+    ))  # fmt: skip
+
+    async def scenario() -> tuple[list[int], int]:
+        bus = RedisBus(REDIS_URL, prefix=redis_prefix)
+        key = bus.key(market_stream("binance", "1m"))
+        for i in range(1, 301):  # published before the engine came: each a moment after its bar closed
+            await bus.client.xadd(key, encode(event(T0 + i * STEP)), id=f"{T0 + (i + 1) * STEP + 5}-0")
+        feed = BusFeed(bus, lake=lake, venue="binance", symbols=["BTC-USDT"], timeframe="1m", session="s2",
+                       block_ms=50, max_backfill_bars=50)  # fmt: skip
+        read, real = [0], bus.client.xrevrange
+
+        async def counted(*args, **options):  # the real XREVRANGE, its entries counted
+            page = await real(*args, **options)
+            read[0] += len(page)
+            return page
+
+        bus.client.xrevrange = counted
+        batches = feed.batches()
+        first = asyncio.ensure_future(anext(batches))
+        async with asyncio.timeout(10):
+            while not await bus.client.xinfo_groups(key):
+                await asyncio.sleep(0.02)
+        await bus.client.xadd(key, encode(event(T0 + 301 * STEP)), id=f"{T0 + 302 * STEP + 5}-0")
+        try:
+            batch = await asyncio.wait_for(first, 10)
+        finally:
+            await batches.aclose()
+            await bus.close()
+        assert batch.ts == T0 + 301 * STEP and batch.backfill is not None
+        return batch.backfill["ts"].to_list(), read[0]
+
+    backfill, read = asyncio.run(scenario())
+    assert backfill == [T0 + i * STEP for i in range(251, 301)]
+    assert read <= 52  # the 50 wanted, and the one bar of slack: not the stream's 300
