@@ -22,7 +22,8 @@ Per bar (``LiveEngine.on_batch``), for each challenger in shadow (``tradeloop.ch
    evidence was live) and the engine's ``ModelSlot`` picks it up between bars. A promoted or
    retired challenger leaves the shadow.
 
-The challengers are read from the database at every bar (one named later joins at that bar).
+The challengers are read from the database at the first bar and every ``sync_every_bars``
+bars after it (one named later joins within that many bars).
 A challenger's book starts flat, with the champion's equity at the last close, when it joins
 and again after a restart (the paper book lives in memory); its stored evidence is kept, so
 the test goes on over every bar recorded. A challenger that cannot serve the session (unknown
@@ -139,6 +140,8 @@ class ShadowStage:
         The sequential test's options (``tradeloop.challengers.SequentialConfig``).
     check_every_bars
         Judge the challengers' evidence every this many bars (rule 3); ``None``: never promote.
+    sync_every_bars
+        Read which challengers are in shadow every this many bars.
     """
 
     def __init__(
@@ -151,9 +154,11 @@ class ShadowStage:
         window_bars: int,
         test: SequentialConfig | None = None,
         check_every_bars: int | None = 10,
+        sync_every_bars: int = 10,
     ):
         self.store, self.session, self.registry, self.backtest = store, session, registry, backtest
         self.window_bars, self.test, self.check_every_bars = window_bars, test or SequentialConfig(), check_every_bars
+        self.sync_every_bars = sync_every_bars
         self.evidence = ChallengerStore(store)
         self.books: dict[str, ShadowBook] = {}
         self._refused: set[str] = set()
@@ -166,8 +171,9 @@ class ShadowStage:
             return  # the bar again (its transaction did not commit): simulated already
         if self.check_every_bars is not None and self._bars % self.check_every_bars == 0 and self.books:
             self._judge()
+        if self._bars % self.sync_every_bars == 0:
+            self._sync(equity)
         self._bars += 1
-        self._sync(equity)
         bar = _Bar(ts=batch.ts, champion_before=equity)
         for artifact in sorted(self.books):
             book = self.books[artifact]

@@ -27,7 +27,7 @@ from tradeloop.registry import ModelRegistry
 from tradeloop.thresholds import ThresholdModel
 from tradeloop.thresholds.decide import decide
 
-BARS, WINDOW = 1000, 400
+BARS, WINDOW = 600, 400
 
 
 def _challenger(world: World, tmp: Path, *, shift: float) -> tuple[str, ThresholdModel]:
@@ -95,7 +95,7 @@ def test_a_shadow_challenger_fills_as_its_backtest_and_every_bar_pairs_the_two_r
     np.testing.assert_allclose([b.champion for b in bars][1:], champion[1:] / champion[:-1] - 1, atol=1e-12)
     [standing] = ChallengerStore(store).standings(session.id)
     assert standing.test.bars == len(bars) and standing.status == "shadow"
-    assert standing.test.decision in ("continue", "promote")  # 1,000 bars: past min_bars
+    assert standing.test.decision in ("continue", "promote")  # 600 bars: past min_bars
     store.close()
 
 
