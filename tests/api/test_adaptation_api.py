@@ -33,7 +33,7 @@ def test_freeze_unfreeze_and_revert_a_running_adaptation(api: Api, api_world: Wo
     path = f"/sessions/{sid}/thresholds"
     reason = {"reason": "regime change: hold it"}
 
-    asyncio.run(engine.run(feed, max_bars=450))
+    asyncio.run(engine.run(feed, max_bars=90))
     listed = api.client.get(path, headers=owner).json()
     assert listed["adapting"] is True and listed["frozen"] is False
     assert any(r["source"] == "online" for r in listed["items"])  # it adapted before the freeze
@@ -43,20 +43,23 @@ def test_freeze_unfreeze_and_revert_a_running_adaptation(api: Api, api_world: Wo
     assert frozen.status_code == 200 and frozen.json()["source"] == "freeze"
     assert api.client.post(f"{path}/freeze", json=reason, headers=owner).status_code == 409  # frozen already
     frozen_after = engine.session.last_bar_ts
-    asyncio.run(engine.run(feed, max_bars=250))
+    asyncio.run(engine.run(feed, max_bars=40))
     thawed_after = engine.session.last_bar_ts
     assert api.client.post(f"{path}/unfreeze", json={"reason": "looked: fine"}, headers=owner).status_code == 200
-    asyncio.run(engine.run(feed, max_bars=150))
+    asyncio.run(engine.run(feed, max_bars=70))
     reverted_after = engine.session.last_bar_ts
     reverted = api.client.post(f"{path}/revert", json={"reason": "back to the model"}, headers=owner)
     assert reverted.status_code == 200, reverted.text
-    asyncio.run(engine.run(feed))
+    asyncio.run(engine.run(feed, max_bars=20))
 
     store = engine.store
     rows = store.thresholds(sid)
     online = [r for r in rows if r.source == "online"]
-    assert not [r for r in online if frozen_after < r.bar_ts <= thawed_after]  # frozen: no adjustment
-    assert [r for r in online if r.bar_ts > thawed_after]  # unfrozen: it adapts again
+    learned = [e.detail["bar_ts"] for e in store.audit_log(sid, events=("threshold_adapted",))]
+    assert [ts for ts in learned if ts <= frozen_after]  # it learned before the freeze
+    assert not [ts for ts in learned if frozen_after < ts <= thawed_after]  # frozen: nothing learned, no move
+    assert not [r for r in online if frozen_after < r.bar_ts <= thawed_after]
+    assert [ts for ts in learned if ts > thawed_after]  # unfrozen: it learns again
     _, model = ModelRegistry(api_world.settings.registry_dir).load("sma_cross")
     own = model.estimator.threshold_
     [back] = [r for r in rows if r.source == "model" and r.bar_ts is not None and r.bar_ts > reverted_after]

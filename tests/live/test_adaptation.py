@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 
 import polars as pl
-import pytest
 
 from live.runner import SessionConfig, build_engine, replay_feed
 from tests.live.conftest import SYMBOLS, World
@@ -17,7 +16,8 @@ from tradeloop.ops.adaptation import ADAPTED, controls, entry_probabilities, tra
 from tradeloop.thresholds import OnlineConfig
 from tradeloop.thresholds.feedback import closed_trades, replay_thresholds
 
-CONFIG = OnlineConfig(min_samples=3, max_step=0.01, grid_width=0.1, discount=0.99)
+# eager enough that the champion's threshold moves within the first 200 bars of the replay
+CONFIG = OnlineConfig(min_samples=2, max_step=0.02, grid_width=0.1, discount=1.0)
 
 
 def stored_replay(store: OpsStore, session_id: int, config: OnlineConfig):
@@ -33,16 +33,16 @@ def test_live_adaptation_equals_its_replay_across_a_restart(world: World) -> Non
     bars = world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"]
     config = SessionConfig(name="adapting", start=int(bars[-1000]), adapt_thresholds=CONFIG)
     engine, feed = build_engine(world.settings, config), replay_feed(world.settings, config)
-    asyncio.run(engine.run(feed, max_bars=500))
+    asyncio.run(engine.run(feed, max_bars=100))
     engine.store.close()
     resumed = build_engine(world.settings, config)  # a new engine rebuilds its learner from the database
-    asyncio.run(resumed.run(replay_feed(world.settings, config)))
+    asyncio.run(resumed.run(replay_feed(world.settings, config), max_bars=150))
     store, sid = resumed.store, resumed.session.id
 
     trades, replayed = stored_replay(store, sid, CONFIG)
-    assert len(trades) >= 10
+    assert len(trades) >= 5
     rows = [r for r in store.thresholds(sid) if r.source == "online"]
-    assert len(rows) >= 2  # it did adapt, so the comparison means something
+    assert len(rows) >= 3 and rows[0].bar_ts < int(bars[-900]) < rows[-1].bar_ts  # before and after the restart
     assert [(r.bar_ts, r.threshold) for r in rows] == [(a.bar_ts, a.new) for a in replayed if a.moved]
     audited = [e.detail for e in store.audit_log(sid, events=(ADAPTED,))]
     assert [(d["bar_ts"], d["old"], d["new"], d["samples"], d["hit_rate"]) for d in audited] == [
@@ -71,12 +71,12 @@ def test_live_adaptation_equals_its_replay_across_a_restart(world: World) -> Non
         assert proba > threshold
 
 
-@pytest.mark.parametrize("adapt", [False])
-def test_a_session_without_adaptation_records_nothing_of_it(world: World, adapt: bool) -> None:
+def test_a_session_without_adaptation_records_nothing_of_it(trained_world: World) -> None:
+    world = trained_world
     bars = world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"]
-    config = SessionConfig(name="plain", start=int(bars[-200]))
+    config = SessionConfig(name="plain", start=int(bars[-1000]))
     engine = build_engine(world.settings, config)
-    asyncio.run(engine.run(replay_feed(world.settings, config)))
+    asyncio.run(engine.run(replay_feed(world.settings, config), max_bars=200))
     sources = {r.source for r in engine.store.thresholds(engine.session.id)}
     events = {e.event for e in engine.store.audit_log(engine.session.id)}
     assert sources == {"model"} and not events & {ADAPTED, "threshold_adaptation", "threshold_adaptation_on"}
