@@ -63,6 +63,8 @@ test: lint audit
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/backtest_vs_vectorbt.py
+	$(BIN)/python bench/single_series.py
+	$(BIN)/python bench/optuna_trials.py --years 2 --trials 4
 	$(BIN)/python bench/sweep.py  # 100 SMA pairs x 20 symbols x 100k bars; vectorbt peaks near 15 GB
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/live.py

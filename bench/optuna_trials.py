@@ -41,7 +41,7 @@ def timed_study(candles: pl.DataFrame, config: TuningConfig, *, reuse: bool) -> 
         started = time.perf_counter()
         result = tune(candles, config=config, timeframe="4h", study_dir=Path(tmp), reuse=reuse)
         seconds = time.perf_counter() - started
-    return seconds, [(t.params, t.value, t.state.name) for t in result.study.trials]
+        return seconds, [(t.params, t.value, t.state.name) for t in result.study.trials]
 
 
 def main() -> None:
