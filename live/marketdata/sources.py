@@ -23,6 +23,9 @@ Rules:
 4. Every switch is recorded (``switches``: bar, symbol, from, to, why) and reported through
    ``on_switch`` (the runner audits it); ``chosen`` is each symbol's current source, and
    ``healthy`` the sources that were healthy with a candle for each of the last 1,000 bars.
+5. A source's batch that comes after its bar went out (late) still brings its backfill: those
+   candles of earlier bars go out with the next bar's backfill (the engine keeps a candle its
+   window holds already once), so bars a source fetched over REST are never lost.
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ class SourcedFeed:
         tasks = [asyncio.create_task(self._pump(i, feed, queue, after_ts)) for i, feed in enumerate(self.sources)]
         bars: dict[int, _Bar] = {}
         floor = after_ts if after_ts is not None else -1
+        late: list[pl.DataFrame] = []  # backfill of batches that came after their bar went out (rule 5)
         try:
             while True:
                 timeout = None
@@ -106,6 +110,8 @@ class SourcedFeed:
                     i, batch = await asyncio.wait_for(queue.get(), timeout)
                     if batch.ts > floor:
                         bars.setdefault(batch.ts, _Bar(time.monotonic())).batches[i] = batch
+                    elif batch.backfill is not None and not batch.backfill.is_empty():
+                        late.append(batch.backfill)
                 for ts in sorted(bars):
                     bar = bars[ts]
                     settled = time.monotonic() >= bar.first_seen + self.settle_s
@@ -113,7 +119,8 @@ class SourcedFeed:
                         break
                     del bars[ts]
                     floor = ts
-                    yield self._merge(ts, bar)
+                    yield self._merge(ts, bar, late=late)
+                    late = []
         finally:
             for task in tasks:
                 task.cancel()
@@ -165,8 +172,9 @@ class SourcedFeed:
         why = self._unhealthy(current, symbol, closes) or "no candle for the bar"
         return healthy[0], f"failover: {why}"
 
-    def _merge(self, ts: int, bar: _Bar) -> CandleBatch:
-        rows, backfills = [], []
+    def _merge(self, ts: int, bar: _Bar, *, late: list[pl.DataFrame]) -> CandleBatch:
+        rows: list[pl.DataFrame] = []
+        backfills: list[pl.DataFrame] = []
         for symbol in self.symbols:
             i, why = self._pick(symbol, bar, record=True, bar_ts=ts)
             if i is None:
@@ -183,7 +191,11 @@ class SourcedFeed:
             if batch.backfill is not None:
                 backfills.append(batch.backfill.filter(pl.col("symbol") == symbol))
         first = min(b.received_ns for b in bar.batches.values())
-        backfill = pl.concat(backfills) if backfills and any(b.height for b in backfills) else None
+        backfills += late  # after the chosen sources' own: theirs win a bar both have
+        backfill = None
+        if backfills and any(b.height for b in backfills):
+            merged = pl.concat(backfills, how="vertical_relaxed").filter(pl.col("ts") < ts)
+            backfill = merged.unique(["symbol", "ts"], keep="first", maintain_order=True).sort("symbol", "ts")
         candles = pl.concat(rows) if rows else _empty(bar)
         return CandleBatch(ts=ts, candles=candles, received_ns=first, backfill=backfill)
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import types
 
+import polars as pl
 import pytest
 from exchange_server import BinanceLoopback
 from ws_exchange_server import BinanceWsLoopback
 
+from live.feeds.base import CandleBatch
 from live.feeds.ccxt_feed import CcxtFeed, CcxtFeedConfig
 from live.marketdata.sources import SourcedFeed
 from tests.live.test_ccxt_feed import T0, pro_client, rows
@@ -119,3 +122,66 @@ def test_a_venue_whose_health_score_falls_loses_its_symbols_until_it_recovers(tm
     moves = [((s.bar_ts - T0) // STEP, s.source_to, s.why) for s in sourced.switches]
     assert [(bar, to) for bar, to, _ in moves] == [(0, "binanceus#1"), (6, "binance#0")]  # healthy at 4, 5, 6
     assert "binance's health score 0.00 is under 0.50" in moves[0][2]
+
+
+class ScriptedSource:
+    """A source that hands over the batches a script gives it, when the script says (the order
+    across sources is the test's to set; the real sources are tested above)."""
+
+    def __init__(self, venue: str, script) -> None:
+        self.exchange, self.symbols, self.stale = types.SimpleNamespace(id=venue), ["BTC-USDT", "ETH-USDT"], set()
+        self.script = script
+
+    async def batches(self, *, after_ts: int | None = None):
+        async for batch in self.script():
+            yield batch
+
+    async def close(self) -> None:
+        return None
+
+
+def candles(*rows: tuple[str, int, float]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [[s, ts, c, c, c, c, 1.0] for s, ts, c in rows],
+        schema={
+            "symbol": pl.String,
+            "ts": pl.Int64,
+            **dict.fromkeys(("open", "high", "low", "close", "volume"), pl.Float64),
+        },
+        orient="row",
+    )
+
+
+def test_a_late_batchs_backfill_goes_out_with_the_next_bar() -> None:
+    """Bar 1 goes out from the second source (the first has not delivered it); the first
+    source's batch of bar 1 comes late, with the ETH candle of bar 0 it fetched over REST as
+    backfill: that candle goes out with bar 2's backfill, not dropped with the late batch."""
+    bar1_out, late_sent = asyncio.Event(), asyncio.Event()
+
+    async def first():
+        await bar1_out.wait()
+        yield CandleBatch(ts=T0 + STEP, candles=candles(("BTC-USDT", T0 + STEP, 1.0), ("ETH-USDT", T0 + STEP, 2.0)),
+                          received_ns=0, backfill=candles(("ETH-USDT", T0, 1.5)))  # fmt: skip
+        late_sent.set()
+        both = candles(("BTC-USDT", T0 + 2 * STEP, 1.0), ("ETH-USDT", T0 + 2 * STEP, 2.0))
+        yield CandleBatch(ts=T0 + 2 * STEP, candles=both, received_ns=0)
+
+    async def second():
+        yield CandleBatch(ts=T0 + STEP, candles=candles(("BTC-USDT", T0 + STEP, 1.0)), received_ns=0)
+        await late_sent.wait()
+        yield CandleBatch(ts=T0 + 2 * STEP, candles=candles(("BTC-USDT", T0 + 2 * STEP, 1.0)), received_ns=0)
+
+    sourced = SourcedFeed([ScriptedSource("a", first), ScriptedSource("b", second)], settle_s=0.0)  # type: ignore[list-item]
+
+    async def scenario() -> list[CandleBatch]:
+        out = []
+        async for batch in sourced.batches():
+            out.append(batch)
+            bar1_out.set()
+            if len(out) == 2:
+                return out
+        return out
+
+    one, two = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert one.ts == T0 + STEP and one.candles["symbol"].to_list() == ["BTC-USDT"]
+    assert two.backfill is not None and two.backfill.select("symbol", "ts", "close").rows() == [("ETH-USDT", T0, 1.5)]
