@@ -111,6 +111,9 @@ def run(
         api.setdefault(names[0], settings.exchange_api_url)
     if settings.exchange_ws_url:
         ws.setdefault(names[0], settings.exchange_ws_url)
+    from tradeloop.observability import serve_metrics
+
+    serve_metrics(settings)  # TRADELOOP_METRICS_PORT: /metrics for Prometheus (the tradeloop_venue_* series)
 
     async def main() -> tuple[int, Counter]:
         if settings.redis_url:

@@ -73,6 +73,9 @@ def run(
         raise ConfigError(f"--quote-interval-ms {quote_interval_ms} must be 0 or more (0: every quote goes out)")
     traded = list(dict.fromkeys(symbols or ["BTC-USDT"]))
     redis_url = settings.redis_url
+    from tradeloop.observability import serve_metrics
+
+    serve_metrics(settings)  # TRADELOOP_METRICS_PORT: /metrics for Prometheus (the tradeloop_venue_* series)
 
     async def main() -> None:
         await check_redis(redis_url)

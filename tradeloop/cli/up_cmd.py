@@ -12,9 +12,16 @@ latest migration, Redis; the engine's heartbeat, ``tradeloop live health``; the 
 ``/metrics``; the others' own health pages), after their start-up chatter.
 Ctrl-C (or SIGTERM) stops them all.
 
+Two services start only when given their options, since they talk to the venues: the
+market-data service (``--market-data "--exchange binance --symbol BTC-USDT"``: the options of
+``tradeloop market-data run``; it needs ``REDIS_URL``) and arbitrage detection
+(``--arbitrage "--venue binance --venue kraken"``: those of ``tradeloop arbitrage run``).
+Each is ready once its ``/metrics`` answers.
+
 Each process gets what it must not share: the engine and the worker their own
 ``TRADELOOP_METRICS_PORT`` (``--metrics-port`` and the next one: Prometheus' targets in
-``deploy/prometheus``), the API with several processes an empty ``PROMETHEUS_MULTIPROC_DIR``
+``deploy/prometheus``; the market-data service the third after it, 9104, arbitrage the fourth),
+the API with several processes an empty ``PROMETHEUS_MULTIPROC_DIR``
 (its ``/metrics`` adds them up; removed at exit), and with ``TRADELOOP_LOG_FILE`` set a log
 file of its own beside it (``tradeloop-api.log``; the API's processes share theirs, so it is
 rotated by logrotate: ``TRADELOOP_LOG_MAX_MB=0``).
@@ -46,6 +53,8 @@ from tradeloop.research.notebooks import lab_environment
 from tradeloop.settings import Settings, get_settings
 
 SERVICES = ("lab", "dagster", "live", "dashboard", "api", "worker")
+VENUE_SERVICES = ("market-data", "arbitrage")  # started only when given their options (--market-data, --arbitrage)
+METRICS_OFFSET = {"live": 0, "worker": 1, "market-data": 3, "arbitrage": 4}  # from --metrics-port (9103: research)
 LIVE_SESSION = "paper"  # the session `live` trades
 Probe = str | Callable[[], bool]  # a URL that answers 200 when ready, or a check
 
@@ -65,11 +74,22 @@ def service_commands(
     api: int = 8000,
     api_workers: int = 1,
     log_level: str = "INFO",
+    market_data: str | None = None,
+    arbitrage: str | None = None,
 ) -> dict[str, tuple[str, str]]:
-    """name -> (command line, URL or note). Every command runs from the repository root."""
+    """name -> (command line, URL or note). Every command runs from the repository root.
+    ``market_data`` / ``arbitrage``: those services' options (a shell-quoted string; None: not run)."""
     py = shlex.quote(sys.executable)
     api_url = f"http://{api_host}:{api}"
-    return {  # Lab's root, settings and allow_root come from jupyter/ (lab_environment)
+    venues: dict[str, tuple[str, str]] = {}
+    for name, options, note in (
+        ("market-data", market_data, "the venue's closed candles on the bus (feed=bus)"),
+        ("arbitrage", arbitrage, "cross-venue opportunities (GET /arbitrage/opportunities)"),
+    ):
+        if options is not None:
+            words = " ".join(shlex.quote(w) for w in _options(options, service=name))
+            venues[name] = (f"{py} -m tradeloop {name} run {words}".rstrip(), f"{note}: {options}".rstrip(": "))
+    return venues | {  # Lab's root, settings and allow_root come from jupyter/ (lab_environment)
         "lab": (
             f"{py} -m jupyterlab --ip 127.0.0.1 --port {lab} --no-browser --IdentityProvider.token={lab_token}",
             f"http://127.0.0.1:{lab}/lab/tree/notebooks?token={lab_token}",
@@ -91,6 +111,23 @@ def service_commands(
     }
 
 
+def _options(text: str, *, service: str) -> list[str]:
+    """The words of a service's options (``--market-data "--exchange binance"``), checked for what
+    `up` itself decides."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise ConfigError(f"--{service} {text!r} is not a quoted option list ({exc}); e.g. --{service} "
+                          f"\"{_EXAMPLE[service]}\"") from None  # fmt: skip
+    if any(not w.startswith("--") for w in words[:1]):
+        raise ConfigError(f"--{service} {text!r}: give `tradeloop {service} run` options, e.g. --{service} "
+                          f"\"{_EXAMPLE[service]}\"")  # fmt: skip
+    return words
+
+
+_EXAMPLE = {"market-data": "--exchange binance --symbol BTC-USDT", "arbitrage": "--venue binance --venue kraken"}
+
+
 @handle_errors
 def up(
     lab_port: Annotated[int, typer.Option(help="JupyterLab port")] = 8888,
@@ -106,10 +143,32 @@ def up(
     speed: Annotated[
         float, typer.Option(help="Replay speed of the paper session (14400: a 4h bar per second)")
     ] = 14400.0,
-    only: Annotated[list[str] | None, typer.Option(help=f"Start only these ({', '.join(SERVICES)}); repeat")] = None,
+    only: Annotated[
+        list[str] | None, typer.Option(help=f"Start only these ({', '.join(SERVICES + VENUE_SERVICES)}); repeat")
+    ] = None,
     metrics_port: Annotated[
-        int, typer.Option(min=0, max=65534, help="The engine's /metrics port; the worker's is the next (0: none)")
+        int,
+        typer.Option(
+            min=0,
+            max=65531,
+            help="The engine's /metrics port; the worker's is the next, the market-data service's "
+            "the third after it, arbitrage's the fourth (0: none)",
+        ),
     ] = 9101,
+    market_data: Annotated[
+        str | None,
+        typer.Option(
+            help="Also run the market-data service with these `tradeloop market-data run` options, e.g. "
+            '"--exchange binance --symbol BTC-USDT" (needs REDIS_URL)'
+        ),
+    ] = None,
+    arbitrage: Annotated[
+        str | None,
+        typer.Option(
+            help="Also run arbitrage detection with these `tradeloop arbitrage run` options, e.g. "
+            '"--venue binance --venue kraken"'
+        ),
+    ] = None,
 ) -> None:
     """Start JupyterLab, the Dagster UI, the live engine (paper), the dashboard and the API; Ctrl-C stops all."""
     from honcho.manager import Manager
@@ -124,10 +183,16 @@ def up(
             f"--api-workers {api_workers} needs REDIS_URL: without Redis the rate limits and the job queue live "
             "in the API's process; set REDIS_URL or use --api-workers 1"
         )
-    chosen = list(only or SERVICES)
-    unknown = sorted(set(chosen) - set(SERVICES))
+    given = {"market-data": market_data, "arbitrage": arbitrage}
+    if market_data is not None and not settings.redis_url:
+        raise ConfigError("--market-data: the market-data service publishes on the bus and needs REDIS_URL; set it "
+                          "(redis://...) or leave --market-data out")  # fmt: skip
+    offered = [*SERVICES, *(name for name in VENUE_SERVICES if given[name] is not None)]
+    chosen = list(only or offered)
+    unknown = sorted(set(chosen) - set(offered))
     if unknown:
-        raise ConfigError(f"--only {unknown} is not a service; choose from {', '.join(SERVICES)}")
+        hint = "; market-data and arbitrage need their options (--market-data, --arbitrage)"
+        raise ConfigError(f"--only {unknown} is not a service; choose from {', '.join(offered)}{hint}")
     if "worker" in chosen and not settings.redis_url:  # no Redis: the API runs its jobs in its own process
         chosen.remove("worker")
     if "live" in chosen and (why := _no_candles()):
@@ -144,6 +209,8 @@ def up(
         api=api_port,
         api_workers=api_workers,
         log_level=settings.log_level,
+        market_data=market_data,
+        arbitrage=arbitrage,
     )
     console.print(f"starting {', '.join(chosen)}; their addresses follow once they answer. Ctrl-C stops them all.")
     own_env = process_env(settings, metrics_port=metrics_port, api_workers=api_workers)
@@ -155,7 +222,8 @@ def up(
         "live": lambda: engine_health(LIVE_SESSION)[0],
     }
     if metrics_port:
-        probes["worker"] = f"http://{_loopback(settings.metrics_host)}:{metrics_port + 1}/metrics"
+        for name in ("worker", *VENUE_SERVICES):
+            probes[name] = f"http://{_loopback(settings.metrics_host)}:{metrics_port + METRICS_OFFSET[name]}/metrics"
     threading.Thread(
         target=announce,
         name="up-announce",
@@ -181,17 +249,15 @@ def up(
 
 def process_env(settings: Settings, *, metrics_port: int, api_workers: int) -> dict[str, dict[str, str]]:
     """What each service's environment adds to the shared one (module rules): name -> variables."""
-    own: dict[str, dict[str, str]] = {name: {} for name in SERVICES}
-    for name, port in (("live", metrics_port), ("worker", metrics_port + 1)):
-        if metrics_port:
-            own[name]["TRADELOOP_METRICS_PORT"] = str(port)
-        else:  # one set for the whole shell would be taken twice
-            own[name]["TRADELOOP_METRICS_PORT"] = ""
+    own: dict[str, dict[str, str]] = {name: {} for name in (*SERVICES, *VENUE_SERVICES)}
+    for name, offset in METRICS_OFFSET.items():
+        # "": one set for the whole shell would be taken twice
+        own[name]["TRADELOOP_METRICS_PORT"] = str(metrics_port + offset) if metrics_port else ""
     if api_workers > 1:
         own["api"]["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tradeloop-api-metrics-")
     if settings.log_file is not None:
         log_file = Path(settings.log_file)
-        for name in SERVICES:
+        for name in own:
             own[name]["TRADELOOP_LOG_FILE"] = str(log_file.with_name(f"{log_file.stem}-{name}{log_file.suffix}"))
         if api_workers > 1:
             own["api"]["TRADELOOP_LOG_MAX_MB"] = "0"
