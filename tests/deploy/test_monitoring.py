@@ -1,10 +1,11 @@
 """Metrics, dashboards and alerts against the real servers (Debian's Prometheus and Alertmanager,
 installed by tests/services/ensure.sh): the repository's rules pass ``promtool check`` and their
 unit tests, the Alertmanager configuration passes ``amtool check-config``; a Prometheus scraping
-a real paper session (``tradeloop live run`` with ``TRADELOOP_METRICS_PORT``) and the real API
-answers every dashboard panel's query with data; a rule of the repository's that fires on the
-engine's metrics (the kill switch, tripped by a tight drawdown limit) reaches a webhook through
-an Alertmanager running the repository's configuration."""
+a real paper session (``tradeloop live run`` with ``TRADELOOP_METRICS_PORT``), the real API, the
+market-data service on a loopback venue (REST and WebSocket) and the research exporter over a
+Dagster instance with real runs answers every dashboard panel's query with data; a rule of the
+repository's that fires on the engine's metrics (the kill switch, tripped by a tight drawdown
+limit) reaches a webhook through an Alertmanager running the repository's configuration."""
 
 from __future__ import annotations
 
@@ -20,15 +21,24 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
+from exchange_server import BinanceLoopback
+from ws_exchange_server import BinanceWsLoopback
 
+from tests.conftest import REDIS_URL
 from tests.live.conftest import SYMBOLS, World, trained_world  # noqa: F401  (shared fixture)
+from tests.live.test_ccxt_feed import rows
+from tests.live.test_feed_gaps import serve_rest
+from tests.pipelines.test_research_metrics import runs_in
 
+# the stack (six processes started at nice 19) comes up in the first test's setup: minutes on a loaded machine
+pytestmark = pytest.mark.timeout(900)
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
@@ -154,9 +164,12 @@ def spawn(args: list[str], *, log: Path, env: dict[str, str] | None = None) -> s
 def stack(trained_world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A paper session replaying the lake's last bars and then following it, the API over the
     same database, a loopback webhook, Alertmanager on the repository's configuration (its URL
-    pointed at the webhook) and Prometheus on the repository's rules scraping both every second."""
+    pointed at the webhook), the market-data service on a loopback venue, the research exporter
+    over a Dagster instance holding a succeeded and a failed run (and the world's champion), and
+    Prometheus on the repository's rules scraping them all every second."""
     tmp = tmp_path_factory.mktemp("monitoring")
-    ports = {name: free_port() for name in ("engine", "api", "prometheus", "alertmanager")}
+    names = ("engine", "api", "marketdata", "research", "prometheus", "alertmanager")
+    ports = {name: free_port() for name in names}
     database = f"sqlite:///{tmp / 'ops.db'}"
     base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     base |= {"DATABASE_URL": database, "TRADELOOP_LOG_LEVEL": "WARNING"}
@@ -165,6 +178,8 @@ def stack(trained_world: World, tmp_path_factory: pytest.TempPathFactory) -> Ite
     threading.Thread(target=webhook.serve_forever, daemon=True).start()
     ts = trained_world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"]
     procs: list[subprocess.Popen] = []
+    venue = ExitStack()
+    runs_in(tmp / "dagster")  # before the processes start: a retrain that succeeded, a refresh that failed
     try:
         engine_env = base | {
             "TRADELOOP_DATA_DIR": str(trained_world.root),
@@ -182,6 +197,28 @@ def stack(trained_world: World, tmp_path_factory: pytest.TempPathFactory) -> Ite
              "--port", str(ports["api"]), "--log-level", "warning"],
             log=tmp / "api.log", env=api_env,
         ))  # fmt: skip
+        urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        # the API up before the others start: on a loaded machine their imports starve its start
+        wait_for("the API", lambda: get(f"{urls['api']}/health"), timeout_s=180, procs=[api])
+        rest = venue.enter_context(BinanceLoopback(candles={}))
+        script = {"BTCUSDT": rows(600, 11)}  # one candle every 0.5 s for 5 minutes: the stream stays live
+        serve_rest(rest, script)
+        ws = venue.enter_context(BinanceWsLoopback(script, pace_s=0.5))
+        procs.append(spawn(
+            [sys.executable, "-m", "tradeloop", "market-data", "run", "--exchange", "binance", "--timeframe", "1m",
+             "--symbol", "BTC-USDT"],
+            log=tmp / "marketdata.log",
+            env=base | {"TRADELOOP_DATA_DIR": str(tmp / "marketdata"), "REDIS_URL": REDIS_URL,
+                        "DATABASE_URL": f"sqlite:///{tmp / 'marketdata.db'}",  # its own: no lock on the API's
+                        "TRADELOOP_REDIS_PREFIX": f"monitoring-{os.getpid()}", "TRADELOOP_EXCHANGE_API_URL": rest.url,
+                        "TRADELOOP_EXCHANGE_WS_URL": ws.url, "TRADELOOP_METRICS_PORT": str(ports["marketdata"])},
+        ))  # fmt: skip
+        procs.append(spawn(
+            [sys.executable, "-m", "pipelines.metrics"],
+            log=tmp / "research.log",
+            env=base | {"TRADELOOP_DATA_DIR": str(trained_world.root), "DAGSTER_HOME": str(tmp / "dagster"),
+                        "TRADELOOP_METRICS_PORT": str(ports["research"])},
+        ))  # fmt: skip
         am_config = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yml").read_text())
         for receiver in am_config["receivers"]:
             for hook in receiver.get("webhook_configs", []):
@@ -198,14 +235,12 @@ def stack(trained_world: World, tmp_path_factory: pytest.TempPathFactory) -> Ite
              f"--storage.tsdb.path={tmp / 'prom-data'}", f"--web.listen-address=127.0.0.1:{ports['prometheus']}"],
             log=tmp / "prometheus.log",
         ))  # fmt: skip
-        urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-        wait_for("the API", lambda: get(f"{urls['api']}/health"), timeout_s=60, procs=[api])
         for path in ("/health", "/ready", "/sessions", "/no-such-page"):  # a 200, a 401, a 404
             try:
-                get(urls["api"] + path)
+                get(urls["api"] + path, timeout=60)  # /ready asks the database: slow on a loaded machine
             except urllib.error.HTTPError:
                 pass
-        wait_for("the replay", lambda: replayed(urls["engine"]), timeout_s=120, procs=[engine])
+        wait_for("the replay", lambda: replayed(urls["engine"]), timeout_s=240, procs=[engine])
         yield {"urls": urls, "procs": procs, "webhook": Webhook.received, "tmp": tmp}
     finally:
         for proc in reversed(procs):
@@ -215,6 +250,7 @@ def stack(trained_world: World, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        venue.close()
         webhook.shutdown()
 
 
@@ -228,7 +264,8 @@ def prometheus_config(tmp: Path, ports: dict[str, int]) -> Path:
     }
     config["rule_files"] = [str(DEPLOY / "prometheus" / f) for f in config["rule_files"]]
     config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [f"127.0.0.1:{ports['alertmanager']}"]
-    targets = {"tradeloop-engine": "engine", "tradeloop-api": "api", "prometheus": "prometheus",
+    targets = {"tradeloop-engine": "engine", "tradeloop-api": "api", "tradeloop-marketdata": "marketdata",
+               "tradeloop-research": "research", "prometheus": "prometheus",
                "alertmanager": "alertmanager"}  # fmt: skip
     config["scrape_configs"] = [
         job | {"static_configs": [{"targets": [f"127.0.0.1:{ports[targets[job['job_name']]]}"]}]}
@@ -259,11 +296,12 @@ def test_every_dashboard_panel_has_data_in_a_prometheus_scraping_the_engine_and_
     prometheus = stack["urls"]["prometheus"]
 
     def scraped() -> bool:
-        up = query(prometheus, 'up{job=~"tradeloop-(engine|api)"} == 1')["data"]["result"]
+        up = query(prometheus, 'up{job=~"tradeloop-(engine|api|marketdata|research)"} == 1')["data"]["result"]
         history = query(prometheus, f'count_over_time(tradeloop_equity{{session="{SESSION}"}}[1m]) >= 5')
-        return len(up) == 2 and bool(history["data"]["result"])
+        venue = query(prometheus, "count_over_time(tradeloop_venue_last_message_timestamp_seconds[1m]) >= 5")
+        return len(up) == 4 and bool(history["data"]["result"]) and bool(venue["data"]["result"])
 
-    wait_for("five scrapes of the engine and the API", scraped, timeout_s=60, procs=stack["procs"])
+    wait_for("five scrapes of every tradeloop process", scraped, timeout_s=180, procs=stack["procs"])
     problems, asked = [], 0
     for path in DASHBOARDS:
         for panel in panels_of(json.loads(path.read_text())):
@@ -274,7 +312,7 @@ def test_every_dashboard_panel_has_data_in_a_prometheus_scraping_the_engine_and_
                     problems.append(f"{path.name} / {panel['title']}: {answer.get('error')} in {expr}")
                 elif not answer["data"]["result"]:
                     problems.append(f"{path.name} / {panel['title']}: no data for {expr}")
-    assert asked >= 50  # every panel of the four dashboards
+    assert asked >= 65  # every panel of the four dashboards
     assert not problems, "\n".join(problems)
 
 
