@@ -96,7 +96,7 @@ class ModelSlot:
         self._failed: tuple[str, str] | None = None  # (artifact, why): not retried every bar
         self._in_sample_held: InForce | None = None  # the in-sample fallback in force, if any
         self.current = InForce(strategy, None, None, float("nan"), "no champion loaded yet")
-        self.adapted: float | None = None  # the threshold adaptation's (live.adaptation)
+        self.adapted: tuple[str, float] | None = None  # (artifact, threshold) the adaptation gave (live.adaptation)
         self.overridden = False  # an override decides now
         self._own = False  # a fresh champion decides with its own (or the adapted) threshold
 
@@ -173,7 +173,8 @@ class ModelSlot:
             self.overridden = True
         else:
             self._own = True
-            model = model if self.adapted is None else _with_threshold(model, self.adapted)
+            if self.adapted is not None and self.adapted[0] == artifact:  # another champion starts on its own
+                model = _with_threshold(model, self.adapted[1])
         return self._set(InForce(model.strategy, model, artifact, model.bar(now_ms), label))
 
     @property
@@ -184,7 +185,7 @@ class ModelSlot:
     def adapt(self, threshold: float | None) -> None:
         """Decide with the adaptation's ``threshold`` from now where a fresh champion decides
         without an override (None: its own again)."""
-        self.adapted = threshold
+        self.adapted = None if threshold is None or self._loaded is None else (self._loaded[0], threshold)
         if self._own and self._loaded is not None and self.current.model is not None:
             own = self._loaded[1]
             model = own if threshold is None else _with_threshold(own, threshold)

@@ -52,7 +52,13 @@ from tradeloop.settings import Settings
 
 EXAMPLES = int(os.environ.get("TRADELOOP_SCHEMA_EXAMPLES", "25"))
 SEED = int(os.environ.get("TRADELOOP_SCHEMA_SEED", "0"))
-NEW_SESSION = {"name": "btc", "symbols": ["BTC-USD", "ETH-USD"], "start": "2030-01-01T00:00:00Z"}
+# it adapts its threshold, so that freezing and unfreezing it can succeed (freeze comes first in the schema)
+NEW_SESSION = {
+    "name": "btc",
+    "symbols": ["BTC-USD", "ETH-USD"],
+    "start": "2030-01-01T00:00:00Z",
+    "adapt_thresholds": True,
+}
 CREDENTIAL = {"name": "main", "exchange": "coinbase", "api_key": "schema-key", "secret": "schema-secret"}
 BACKTEST = {"strategy": "sma_cross", "exchange": "coinbase", "symbols": ["BTC-USD"], "timeframe": "4h"}
 CHECKS = [
@@ -169,6 +175,8 @@ def _valid_bodies(world: World, username: str) -> dict[str, Any]:
         "POST /models/{strategy}/promote": {"artifact": world.artifact, "reason": "schema run"},
         "POST /sessions/{session_id}/thresholds/override": {"threshold": 0.6, "reason": "schema run"},
         "POST /sessions/{session_id}/thresholds/revert": {"reason": "schema run"},
+        "POST /sessions/{session_id}/thresholds/freeze": {"reason": "schema run"},
+        "POST /sessions/{session_id}/thresholds/unfreeze": {"reason": "schema run"},
         "POST /sessions/{session_id}/challengers": {"artifact": world.artifact},
     }
 

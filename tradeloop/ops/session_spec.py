@@ -22,6 +22,9 @@ Rules:
    unless ``allow_in_sample`` (``tradeloop.ops.in_sample``).
 6. The row and its ``session_started`` audit row (with the actor who asked, and the owner)
    are written in one transaction by ``OpsStore.create_session``.
+7. ``adapt_thresholds`` (an ``OnlineConfig``; None: off) is stored in that transaction as an
+   audit row ``threshold_adaptation_on`` (``tradeloop.ops.adaptation``): the session's
+   ``config`` holds ``BacktestConfig`` fields only.
 """
 
 from __future__ import annotations
