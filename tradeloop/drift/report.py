@@ -53,6 +53,12 @@ class CalibrationDrift:
         return None if self.brier is None or self.reference_brier is None else self.brier - self.reference_brier
 
 
+# CalibrationDrift's plain fields, as its JSON holds them
+_CALIBRATION_SCALARS = (
+    "closed", "reference_closed", "brier", "reference_brier", "ece", "calibration_drifted", "hit_rate_drifted",
+)  # fmt: skip
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DriftReport:
     strategy: str
@@ -77,18 +83,7 @@ class DriftReport:
         doc["features"] = [asdict(f) for f in self.features]
         cal = self.calibration
         doc["calibration"] = {
-            **{
-                k: getattr(cal, k)
-                for k in (
-                    "closed",
-                    "reference_closed",
-                    "brier",
-                    "reference_brier",
-                    "ece",
-                    "calibration_drifted",
-                    "hit_rate_drifted",
-                )
-            },  # fmt: skip
+            **{k: getattr(cal, k) for k in _CALIBRATION_SCALARS},
             "worsening": cal.worsening,
             "reliability": [asdict(b) for b in cal.reliability],
             "hit_rate": asdict(cal.hit_rate),
@@ -101,18 +96,7 @@ class DriftReport:
     def from_dict(cls, doc: dict[str, Any]) -> DriftReport:
         cal = doc["calibration"]
         calibration = CalibrationDrift(
-            **{
-                k: cal[k]
-                for k in (
-                    "closed",
-                    "reference_closed",
-                    "brier",
-                    "reference_brier",
-                    "ece",
-                    "calibration_drifted",
-                    "hit_rate_drifted",
-                )
-            },  # fmt: skip
+            **{k: cal[k] for k in _CALIBRATION_SCALARS},
             reliability=tuple(ReliabilityBin(**b) for b in cal["reliability"]),
             hit_rate=_hit_rate(cal["hit_rate"]),
         )
