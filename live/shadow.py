@@ -29,6 +29,11 @@ and again after a restart (the paper book lives in memory); its stored evidence 
 the test goes on over every bar recorded. A challenger that cannot serve the session (unknown
 or tampered artifact, another strategy, universe or a longer window than the engine keeps) is
 logged once and skipped.
+
+4. **A challenger that raises** while it fills, marks or decides never stops the champion's
+   bar: it is logged with its artifact, dropped from the shadow and retired in the database
+   (audit ``challenger_retired`` with the bar and the error), so a restart does not run it
+   again; the other challengers and the champion carry on.
 """
 
 from __future__ import annotations
@@ -178,10 +183,35 @@ class ShadowStage:
         for artifact in sorted(self.books):
             book = self.books[artifact]
             before = book.equity
-            after, orders = await book.on_bar(batch, window=window, last=last)
+            try:
+                after, orders = await book.on_bar(batch, window=window, last=last)
+            except Exception as exc:  # noqa: BLE001 - a failing challenger never stops the champion's bar
+                self._fail(artifact, batch.ts, exc)
+                continue
             book.equity = after
             bar.bars.append((book, before, after, orders))
         self._bar = bar
+
+    def _fail(self, artifact: str, ts: int, exc: Exception) -> None:
+        """Rule 4: a challenger that raised leaves the shadow, retired in the database (audited
+        with the error) so a restart does not run it again."""
+        log.error(
+            "session %s: challenger %s failed at bar %d; retired from the shadow",
+            self.session.name, artifact, ts, exc_info=exc,
+        )  # fmt: skip
+        del self.books[artifact]
+        self._refused.add(artifact)
+        try:
+            self.evidence.retire(
+                self.session.id,
+                artifact,
+                actor="engine",
+                detail={"bar_ts": ts, "error": f"{type(exc).__name__}: {exc}"},
+            )
+        except Exception as db_exc:
+            if is_connection_error(db_exc):
+                raise  # the bar meets a lost database as every stage does
+            log.exception("session %s: retiring challenger %s failed", self.session.name, artifact[:12])
 
     def persist(self, db, ts: int, *, equity: float) -> None:
         """Rule 2: the bar's paired returns, in the bar's transaction; ``equity``: the champion's

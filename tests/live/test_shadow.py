@@ -17,7 +17,8 @@ import polars as pl
 import pytest
 
 from live.runner import SessionConfig, open_session, run_session
-from tests.live.conftest import SYMBOLS, World, make_settings, trade_fills
+from live.shadow import ShadowBook
+from tests.live.conftest import SYMBOLS, World, assert_matches_backtest, make_settings, trade_fills
 from tradeloop.backtest import BacktestConfig, run_backtest
 from tradeloop.challengers import SequentialConfig
 from tradeloop.challengers.evidence import ChallengerStore, PairedBar
@@ -152,4 +153,37 @@ def test_live_evidence_promotes_through_the_registry_with_lineage_saying_so(
     assert rows[level].status == "shadow"
     [audit] = store.audit_log(session.id, events=("challenger_promoted",))
     assert audit.detail["artifact"] == better
+    store.close()
+
+
+def test_a_challenger_that_raises_is_retired_and_the_champion_trades_on(own_world: World, tmp_path: Path) -> None:
+    world = own_world
+    artifact, _ = _challenger(world, tmp_path, shift=-0.01)
+    start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-BARS])
+    config = SessionConfig(name="failing", start=start, window_bars=WINDOW, fraction=0.5)
+    store = OpsStore.open(world.settings.effective_database_url)
+    session = open_session(store, ModelRegistry(world.settings.registry_dir), config, first_bar_ms=start)
+    ChallengerStore(store).add(session, artifact, registry=ModelRegistry(world.settings.registry_dir))
+    calls = []
+
+    def broken(self: ShadowBook, window: pl.DataFrame, ts: int) -> list[tuple[str, int]]:
+        calls.append(ts)
+        if len(calls) == 5:
+            raise RuntimeError("challenger model exploded")
+        return original(self, window, ts)
+
+    original = ShadowBook._signals
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ShadowBook, "_signals", broken)
+        engine = asyncio.run(run_session(world.settings, config))
+
+    assert engine.bars == world.candles.filter(pl.col("ts") >= start)["ts"].n_unique()  # every bar, not stopped
+    assert len(calls) == 5 and artifact not in engine.shadow.books
+    assert_matches_backtest(world, "failing", start=start)  # the champion traded every bar as its backtest
+    [row] = ChallengerStore(store).rows(session.id)
+    assert row.status == "retired"
+    [audit] = store.audit_log(session.id, events=("challenger_retired",))
+    assert audit.detail["artifact"] == artifact and "challenger model exploded" in audit.detail["error"]
+    assert audit.detail["bar_ts"] == calls[-1]
+    assert len(ChallengerStore(store).returns(session.id, artifact)) == 4  # the bars before it failed
     store.close()

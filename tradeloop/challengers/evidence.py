@@ -109,8 +109,9 @@ class ChallengerStore:
             )
         return full
 
-    def retire(self, session_id: int, artifact: str) -> None:
-        """Stop running a challenger in shadow (its evidence stays)."""
+    def retire(self, session_id: int, artifact: str, *, actor: str | None = None, detail: dict | None = None) -> None:
+        """Stop running a challenger in shadow (its evidence stays); ``detail`` (why, e.g. the
+        error that retired it) goes into the audit row."""
         with self.store.transaction(immediate=True) as db:
             for row in db.scalars(
                 select(ChallengerRow).where(
@@ -118,7 +119,13 @@ class ChallengerStore:
                 )
             ):
                 row.status = "retired"
-                OpsStore.audit(db, "challenger_retired", session_id=session_id, detail={"artifact": row.artifact})
+                OpsStore.audit(
+                    db,
+                    "challenger_retired",
+                    session_id=session_id,
+                    actor=actor,
+                    detail={"artifact": row.artifact, **(detail or {})},
+                )
 
     def rows(self, session_id: int) -> list[ChallengerRow]:
         with self.store.transaction() as db:
