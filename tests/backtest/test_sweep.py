@@ -125,5 +125,19 @@ def test_bad_candles_config_and_timeframe_are_refused() -> None:
         sweep("sma_cross", grid, pl.concat([candles, candles.head(1)]), BacktestConfig(), timeframe="5m")
     with pytest.raises(ConfigError, match="config=.*BacktestConfig"):
         sweep("sma_cross", grid, candles, {"fee_rate": 0.001}, timeframe="5m")  # type: ignore[arg-type]
+    # a broken candle is refused, not traded (an infinite close gave other trades than backtest_strategy's)
+    at = pl.int_range(pl.len()) == 100
+    for column, value, words in (
+        ("close", float("inf"), "close=inf"),
+        ("low", 0.0, "low=0.0"),
+        ("high", -1.0, "high=-1.0"),
+        ("ts", None, "ts=None"),
+        ("symbol", None, "symbol=None"),
+    ):
+        broken = candles.with_columns(pl.when(at).then(pl.lit(value)).otherwise(pl.col(column)).alias(column))
+        with pytest.raises(BacktestError, match=words):
+            sweep("sma_cross", grid, broken, BacktestConfig(), timeframe="5m")
+    with pytest.raises(BacktestError, match="not a number"):
+        sweep("sma_cross", grid, candles.with_columns(close=pl.lit("n/a")), BacktestConfig(), timeframe="5m")
     with pytest.raises(ConfigError, match="timeframe='5 min'"):
         sweep("sma_cross", grid, candles, BacktestConfig(), timeframe="5 min")

@@ -217,16 +217,27 @@ def _sorted_candles(candles: pl.DataFrame) -> pl.DataFrame:
         raise BacktestError("sweep candles are empty; pass at least one candle per symbol")
     if frame.select(pl.struct("symbol", "ts").is_duplicated().any()).item():
         raise BacktestError("sweep candles have two candles for one (symbol, ts); deduplicate them")
-    bad = frame.filter(pl.col("close").cast(pl.Float64).is_nan() | pl.col("close").is_null())
-    if bad.height:
-        first = bad.row(0, named=True)
-        raise BacktestError(
-            f"sweep candles have {bad.height} candle(s) without a close (first: symbol={first['symbol']!r}, "
-            f"ts={first['ts']}); drop those rows (a missing candle is a missing row)"
-        )
-    return frame.select("symbol", "ts", *(pl.col(c).cast(pl.Float64) for c in ("open", "high", "low", "close"))).sort(
-        "symbol", "ts"
-    )
+    prices = ("open", "high", "low", "close")
+    try:
+        frame = frame.select("symbol", "ts", *(pl.col(c).cast(pl.Float64) for c in prices))
+    except pl.exceptions.PolarsError as exc:
+        raise BacktestError(f"sweep candles have a price that is not a number ({exc}); pass numeric OHLC") from None
+    for column, broken, fix in (
+        ("symbol", pl.col("symbol").is_null(), "give every candle its symbol"),
+        ("ts", pl.col("ts").is_null(), "give every candle its open time (epoch ms)"),
+        ("close", pl.col("close").is_null() | pl.col("close").is_nan(), "drop those rows (a missing candle is a "
+         "missing row)"),
+        *((c, ~pl.col(c).is_finite() | (pl.col(c) <= 0), "prices are finite and above 0: drop or repair those rows")
+          for c in prices),
+    ):  # fmt: skip
+        bad = frame.filter(broken)
+        if bad.height:
+            first = bad.row(0, named=True)
+            raise BacktestError(
+                f"sweep candles have {bad.height} candle(s) with {column}={first[column]!r} (first: "
+                f"symbol={first['symbol']!r}, ts={first['ts']}); {fix}"
+            )
+    return frame.sort("symbol", "ts")
 
 
 def _symbol_rows(frame: pl.DataFrame) -> tuple[list[str], np.ndarray]:
