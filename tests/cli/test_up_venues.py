@@ -86,12 +86,13 @@ def test_the_venue_services_run_only_when_given_and_the_market_data_one_needs_re
     )
     assert given["market-data"][0].endswith("-m tradeloop market-data run --exchange kraken --symbol 'BTC USD'")
     assert given["arbitrage"][0].endswith("-m tradeloop arbitrage run --venue a --venue b")
-    try:
-        service_commands(**plain, market_data="binance")
-    except ConfigError as exc:
-        assert "--market-data 'binance'" in str(exc) and "--exchange binance" in str(exc)
-    else:
-        raise AssertionError("a bare word was taken for the service's options")
+    for wrong in ("binance", "", "  "):
+        try:
+            service_commands(**plain, market_data=wrong)
+        except ConfigError as exc:
+            assert f"--market-data {wrong!r}" in str(exc) and "--exchange binance" in str(exc)
+        else:
+            raise AssertionError(f"{wrong!r} was taken for the service's options")
     env = {**os.environ, "TRADELOOP_DATA_DIR": str(tmp_path / "data")}
     env.pop("REDIS_URL", None)
     done = subprocess.run(

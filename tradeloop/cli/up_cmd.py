@@ -119,7 +119,7 @@ def _options(text: str, *, service: str) -> list[str]:
     except ValueError as exc:
         raise ConfigError(f"--{service} {text!r} is not a quoted option list ({exc}); e.g. --{service} "
                           f"\"{_EXAMPLE[service]}\"") from None  # fmt: skip
-    if any(not w.startswith("--") for w in words[:1]):
+    if not words or not words[0].startswith("--"):
         raise ConfigError(f"--{service} {text!r}: give `tradeloop {service} run` options, e.g. --{service} "
                           f"\"{_EXAMPLE[service]}\"")  # fmt: skip
     return words
