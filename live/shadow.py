@@ -16,10 +16,13 @@ Per bar (``LiveEngine.on_batch``), for each challenger in shadow (``tradeloop.ch
    challenger: the champion's return at this close (the session's equity over its equity at
    the last close) and the challenger's (its shadow equity over its own), merged, so a bar that
    comes again writes it once. A bar that comes again is not simulated twice.
-3. **Promotion**: every ``check_every_bars`` bars, before simulating, each challenger's
-   committed evidence is judged (``tradeloop.challengers.promote_from_live``); when the
-   sequential test promotes it, the registry's champion changes (with lineage saying the
-   evidence was live) and the engine's ``ModelSlot`` picks it up between bars. A promoted or
+3. **Recommendation**: every ``check_every_bars`` bars, before simulating, each challenger's
+   committed evidence is judged (``tradeloop.challengers.promotion.recommend_from_live``);
+   when the sequential test decides, the challenger becomes ``recommended`` (audited) and stays
+   in shadow. The engine never changes the registry's champion: it is global to the strategy,
+   so an administrator promotes a recommended challenger
+   (``POST /sessions/{id}/challengers/{artifact}/promote``) and the engines' ``ModelSlot``
+   picks it up between bars. A session trading in-sample bars never recommends. A promoted or
    retired challenger leaves the shadow.
 
 The challengers are read from the database at the first bar and every ``sync_every_bars``
@@ -54,7 +57,7 @@ from live.venues import instrument_of, key_of
 from tradeloop.backtest import BacktestConfig
 from tradeloop.challengers import SequentialConfig
 from tradeloop.challengers.evidence import ChallengerStore, PairedBar
-from tradeloop.challengers.promotion import promote_from_live
+from tradeloop.challengers.promotion import recommend_from_live
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.ops.database import is_connection_error
 from tradeloop.portfolio import Portfolio
@@ -144,7 +147,7 @@ class ShadowStage:
     test
         The sequential test's options (``tradeloop.challengers.SequentialConfig``).
     check_every_bars
-        Judge the challengers' evidence every this many bars (rule 3); ``None``: never promote.
+        Judge the challengers' evidence every this many bars (rule 3); ``None``: never recommend.
     sync_every_bars
         Read which challengers are in shadow every this many bars.
     """
@@ -232,7 +235,7 @@ class ShadowStage:
 
     def _sync(self, equity: float) -> None:
         """The books of the challengers in shadow now (a new one starts with ``equity``)."""
-        rows = {r.artifact: r for r in self.evidence.rows(self.session.id) if r.status == "shadow"}
+        rows = {r.artifact: r for r in self.evidence.rows(self.session.id) if r.status in ("shadow", "recommended")}
         for gone in set(self.books) - set(rows):
             del self.books[gone]
         for artifact in sorted(set(rows) - set(self.books) - self._refused):
@@ -265,21 +268,24 @@ class ShadowStage:
         log.error("session %s: challenger %s %s; not run in shadow", self.session.name, artifact[:12], why)
 
     def _judge(self) -> None:
-        """Rule 3 on the committed evidence of every challenger in shadow."""
-        for artifact in sorted(self.books):
+        """Rule 3 on the committed evidence of every challenger still in shadow."""
+        if self.session.in_sample:
+            return  # in-sample evidence never recommends (tradeloop.challengers.promotion rule 2)
+        waiting = {r.artifact for r in self.evidence.rows(self.session.id) if r.status == "shadow"}
+        for artifact in sorted(set(self.books) & waiting):
             try:
-                decided = promote_from_live(self.store, self.registry, self.session, artifact, config=self.test)
+                decided = recommend_from_live(self.store, self.session, artifact, config=self.test)
             except Exception as exc:
                 if is_connection_error(exc):
                     raise  # the bar meets a lost database as every stage does
                 log.exception("session %s: judging challenger %s failed", self.session.name, artifact[:12])
                 continue
-            if decided.promoted:
+            if decided.recommended:
                 log.warning(
-                    "session %s: challenger %s promoted on live evidence (%d bars, log LR %.3f >= %.3f)",
+                    "session %s: challenger %s recommended on live evidence (%d bars, log LR %.3f >= %.3f); "
+                    "an administrator promotes it",
                     self.session.name, artifact[:12], decided.test.bars, decided.test.log_lr, decided.test.threshold,
                 )  # fmt: skip
-                del self.books[artifact]
 
 
 def _ret(after: float, before: float) -> float:

@@ -5,21 +5,26 @@ sequential test on its paired per-bar returns against the champion
 (``tradeloop.challengers``: the mean difference, its HAC standard error, the t-statistic, the
 mixture likelihood ratio and the bar it must reach). ``POST`` names one more: a registered
 artifact of the session's strategy (an id or a unique prefix), run by the session's engine in
-shadow from its next bar (``live.shadow``), audited ``challenger_added``. Promotion happens in
-the engine when the test says so (lineage ``evidence: live``).
+shadow from its next bar (``live.shadow``), audited ``challenger_added``. When the test
+decides, the engine marks the challenger ``recommended`` (audited ``challenger_recommended``)
+and changes nothing else: the champion is global to the strategy, so only an administrator
+promotes, with ``POST /sessions/{id}/challengers/{artifact}/promote`` and a reason (lineage
+``evidence: live``); anything not recommended is refused (409).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from api.deps import Context, Trader, Viewer
+from api.deps import Admin, Context, Trader, Viewer
 from api.timequery import SessionId, owned_session
 from tradeloop.challengers import SequentialConfig
 from tradeloop.challengers.evidence import ChallengerStanding, ChallengerStore
+from tradeloop.challengers.promotion import promote_from_live
 from tradeloop.errors import TradeloopError
 from tradeloop.registry import ModelRegistry
 
@@ -28,7 +33,10 @@ router = APIRouter(prefix="/sessions", tags=["challengers"])
 
 class ChallengerOut(BaseModel):
     artifact: str = Field(description="the challenger's artifact id", examples=["3f1c2a9b0d4e" + "0" * 52])
-    status: str = Field(description="shadow (evidence accruing), promoted (by its live evidence), retired")
+    status: str = Field(
+        description="shadow (evidence accruing), recommended (the live test decided; an admin may promote it), "
+        "promoted, retired"
+    )
     capital_share: float | None = Field(
         default=None, description="its share of the capital in an A/B split; None: shadow only"
     )
@@ -57,6 +65,19 @@ class ChallengerIn(BaseModel):
     artifact: str = Field(
         min_length=6, max_length=64, pattern="^[0-9a-f]+$", description="a registered artifact id or unique prefix"
     )
+
+
+class PromoteChallengerIn(BaseModel):
+    reason: str = Field(min_length=3, max_length=200, examples=["recommended on 400 bars of live evidence"])
+
+
+ArtifactPrefix = Annotated[
+    str,
+    Path(
+        min_length=6, max_length=64, pattern="^[0-9a-f]+$", description="the challenger's artifact id or unique prefix",
+        examples=["3f1c2a9b0d4e"],
+    ),
+]  # fmt: skip
 
 
 def _finite(x: float) -> float | None:
@@ -106,3 +127,18 @@ def add_challenger(session_id: SessionId, body: ChallengerIn, principal: Trader,
         session, body.artifact, registry=ModelRegistry(ctx.settings.registry_dir), actor=principal.actor
     )
     return next(_out(s) for s in evidence.standings(session_id) if s.artifact == full)
+
+
+@router.post(
+    "/{session_id}/challengers/{artifact}/promote",
+    response_model=ChallengerOut,
+    summary="Promote a recommended challenger to its strategy's champion, for every session (admins; audited)",
+    responses={409: {"description": "the challenger is not recommended, or the registry refused it"}},
+)
+def promote_challenger(
+    session_id: SessionId, artifact: ArtifactPrefix, body: PromoteChallengerIn, principal: Admin, ctx: Context
+) -> ChallengerOut:
+    session = owned_session(ctx, principal, session_id)
+    registry = ModelRegistry(ctx.settings.registry_dir)
+    entry = promote_from_live(ctx.store, registry, session, artifact, actor=principal.actor, reason=body.reason)
+    return next(_out(s) for s in ChallengerStore(ctx.store).standings(session_id) if s.artifact == entry.artifact)

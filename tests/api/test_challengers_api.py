@@ -1,6 +1,7 @@
 """A session's challengers through the real HTTP stack (PostgreSQL): naming one (a registered
 artifact of the session's strategy, never its champion), who may, and the live sequential
-test's standing as GET reads it from the paired returns the engine stores."""
+test's standing as GET reads it from the paired returns the engine stores; promoting a
+recommended challenger is an admin's (anything else, or anyone else, is refused)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from tests.api.conftest import Api
 from tests.live.conftest import World, trained_world  # noqa: F401  (shared fixture)
 from tradeloop.challengers.evidence import ChallengerStore, PairedBar
+from tradeloop.challengers.promotion import recommend_from_live
 from tradeloop.identity import Role
 from tradeloop.ops import TradingSession
 from tradeloop.registry import Lineage, ModelRegistry
@@ -81,3 +83,26 @@ def test_a_trader_names_a_challenger_and_reads_its_standing_others_cannot(
     assert item["decision"] == "promote" and item["log_lr"] >= item["threshold"] == pytest.approx(np.log(20))
     assert api.client.get(path, headers=other).status_code == 404  # another trader's session: not there
     assert api.client.get(path, headers=viewer).status_code == 404
+
+    # promotion is global (every session of the strategy): an admin's, of a recommended challenger only
+    api.user("root", Role.ADMIN)
+    admin = api.login("root")
+    promote = f"{path}/{challenger[:12]}/promote"
+    assert api.client.post(promote, json={"reason": "live evidence"}, headers=owner).status_code == 403
+    early = api.client.post(promote, json={"reason": "live evidence"}, headers=admin)
+    assert early.status_code == 409 and "is shadow, not recommended" in early.json()["detail"]
+    registry = ModelRegistry(api.ctx.settings.registry_dir)
+    assert registry.champion("sma_cross").artifact == champion
+    with api.ctx.store.transaction() as db:
+        session = db.get(TradingSession, row.id)
+    assert recommend_from_live(api.ctx.store, session, challenger).recommended  # what the engine does
+    assert api.client.get(path, headers=owner).json()["items"][0]["status"] == "recommended"
+    assert registry.champion("sma_cross").artifact == champion  # recommending changes no champion
+    done = api.client.post(promote, json={"reason": "live evidence"}, headers=admin)
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "promoted" and done.json()["artifact"] == challenger
+    entry = registry.champion("sma_cross")
+    assert entry.artifact == challenger and entry.lineage.evidence == "live"
+    assert entry.lineage.parameters["note"] == "live evidence" and "root" in entry.lineage.parameters["promoted_by"]
+    [audit] = api.ctx.store.audit_log(row.id, events=("challenger_promoted",))
+    assert "root" in (audit.actor or "") and audit.detail["reason"] == "live evidence"

@@ -37,6 +37,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from sqlalchemy import select
 
 from api.app import create_app
 from api.context import ApiContext
@@ -47,6 +48,7 @@ from tradeloop.data.importer import import_sample, sample_files
 from tradeloop.identity import Role
 from tradeloop.jobs import JobKind, JobQueue, JobsConfig, default_runners
 from tradeloop.ops import EquityPoint, Fill, OpsStore, Order, Position
+from tradeloop.ops.challenger_models import ChallengerRow
 from tradeloop.registry import Lineage, ModelRegistry
 from tradeloop.settings import Settings
 
@@ -128,6 +130,11 @@ def _seed(api: Api, settings: Settings, tmp_path: Path) -> tuple[dict[str, int],
     assert job.status_code == 202, job.text
     credential = api.client.post("/credentials", json=CREDENTIAL, headers=ana)
     assert credential.status_code == 201, credential.text
+    added = api.client.post(f"/sessions/{session_id}/challengers", json={"artifact": challenger}, headers=ana)
+    assert added.status_code == 201, added.text
+    with api.ctx.store.transaction() as db:  # as the engine's shadow stage recommends it (tests/live/test_shadow.py)
+        row = db.scalar(select(ChallengerRow).where(ChallengerRow.session_id == session_id))
+        row.status, row.decision = "recommended", {"evidence": "live", "bars": 300, "log_lr": 4.0, "gate": []}
     seeded = {"session": session_id, "doomed": doomed.json()["id"], "job": job.json()["id"], "key": key.json()["id"]}
     seeded["credential"] = credential.json()["id"]
     return ids | seeded, challenger
@@ -178,6 +185,7 @@ def _valid_bodies(world: World, username: str) -> dict[str, Any]:
         "POST /sessions/{session_id}/thresholds/freeze": {"reason": "schema run"},
         "POST /sessions/{session_id}/thresholds/unfreeze": {"reason": "schema run"},
         "POST /sessions/{session_id}/challengers": {"artifact": world.artifact},
+        "POST /sessions/{session_id}/challengers/{artifact}/promote": {"reason": "schema run"},
     }
 
 
@@ -190,7 +198,8 @@ def _known(operation, world: World, username: str) -> dict[str, Any]:
     """The path parameters that name seeded objects."""
     other = world.ids["vera"] if username != "vera" else world.ids["ana"]
     seeded = {"session_id": world.ids["session"], "job_id": world.ids["job"], "key_id": world.ids["key"],
-              "user_id": other, "strategy": "sma_cross", "credential_id": world.ids["credential"]}  # fmt: skip
+              "user_id": other, "strategy": "sma_cross", "credential_id": world.ids["credential"],
+              "artifact": world.artifact}  # fmt: skip
     if f"{operation.method.upper()} {operation.path}" == "POST /sessions/{session_id}/stop":
         seeded["session_id"] = world.ids["doomed"]  # the other operations keep a session that runs
     return {p.name: seeded[p.name] for p in operation.path_parameters}

@@ -1,8 +1,11 @@
 """Champion and challengers, live (``live.shadow``, ``tradeloop.challengers``): a challenger run
 in shadow beside the champion on replayed candles fills, bar for bar, as a backtest of that
 challenger over the same bars, with paired returns stored per bar; a challenger whose live
-evidence passes the sequential test is promoted through the registry with lineage saying the
-evidence was live, and one whose evidence does not is left in shadow."""
+evidence passes the sequential test is recommended by the engine (never promoted by it: the
+champion is global), an administrator promotes a recommended one only, through the registry
+with lineage saying the evidence was live; one whose evidence does not pass, or a session
+trading in-sample bars, leaves it in shadow; a challenger that raises is retired, the champion
+trades on."""
 
 from __future__ import annotations
 
@@ -17,13 +20,14 @@ import polars as pl
 import pytest
 
 from live.runner import SessionConfig, open_session, run_session
-from live.shadow import ShadowBook
+from live.shadow import ShadowBook, ShadowStage
 from tests.live.conftest import SYMBOLS, World, assert_matches_backtest, make_settings, trade_fills
 from tradeloop.backtest import BacktestConfig, run_backtest
 from tradeloop.challengers import SequentialConfig
 from tradeloop.challengers.evidence import ChallengerStore, PairedBar
-from tradeloop.challengers.promotion import promote_from_live
-from tradeloop.ops import EquityPoint, OpsStore
+from tradeloop.challengers.promotion import promote_from_live, recommend_from_live
+from tradeloop.errors import PromotionRefusedError
+from tradeloop.ops import EquityPoint, OpsStore, TradingSession
 from tradeloop.registry import ModelRegistry
 from tradeloop.thresholds import ThresholdModel
 from tradeloop.thresholds.decide import decide
@@ -117,7 +121,7 @@ def _evidence(store: OpsStore, session_id: int, artifact: str, *, edge: float, b
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_live_evidence_promotes_through_the_registry_with_lineage_saying_so(
+def test_the_engine_only_recommends_and_an_admin_promotes_a_recommended_challenger_with_live_lineage(
     backend: str, own_world: World, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     url = f"sqlite:///{tmp_path / 'ops.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
@@ -133,26 +137,74 @@ def test_live_evidence_promotes_through_the_registry_with_lineage_saying_so(
     _evidence(store, session.id, level, edge=0.0)
     _evidence(store, session.id, better, edge=0.002)
     test = SequentialConfig(min_bars=200)
+    stage = ShadowStage(
+        store=store, session=session, registry=registry, backtest=BacktestConfig(**session.config),
+        window_bars=WINDOW, test=test,
+    )  # fmt: skip
+    stage._sync(10_000.0)
+    assert set(stage.books) == {better, level}
 
-    kept = promote_from_live(store, registry, session, level, config=test)
-    assert not kept.promoted and not kept.report.passed
-    assert registry.champion("sma_cross").artifact == own_world.champion  # nothing changed
+    stage._judge()  # what the engine does every check_every_bars bars
+    assert registry.champion("sma_cross").artifact == own_world.champion  # the engine never promotes
+    rows = {r.artifact: r for r in evidence.rows(session.id)}
+    assert rows[better].status == "recommended" and rows[level].status == "shadow"
+    assert (
+        rows[better].decision["bars"] == 300 and rows[better].decision["log_lr"] >= rows[better].decision["threshold"]
+    )
+    [recommended] = store.audit_log(session.id, events=("challenger_recommended",))
+    assert recommended.detail["artifact"] == better and recommended.actor == "engine"
+    stage._sync(10_000.0)
+    assert set(stage.books) == {better, level}  # a recommended challenger stays in shadow
 
-    won = promote_from_live(store, registry, session, better[:12], config=test)
-    assert won.promoted and won.test.bars == 300 and won.test.log_lr >= won.test.threshold
+    with pytest.raises(PromotionRefusedError, match="is shadow, not recommended"):
+        promote_from_live(store, registry, session, level, actor="admin:root", reason="looks good")
+    assert registry.champion("sma_cross").artifact == own_world.champion
+
+    promote_from_live(store, registry, session, better[:12], actor="admin:root", reason="live evidence")
     champion = registry.champion("sma_cross")
     assert champion.artifact == better
     assert champion.lineage.evidence == "live"
     assert champion.lineage.parameters["session"] == session.name
+    assert champion.lineage.parameters["promoted_by"] == "admin:root"
+    assert champion.lineage.parameters["note"] == "live evidence"
     gate = {c["name"]: c for c in champion.lineage.gate}
     assert gate["live_sequential_test"]["passed"] and gate["live_min_bars"]["value"] == 300
-    assert champion.lineage.metrics["log_lr"] == pytest.approx(won.test.log_lr)
+    assert champion.lineage.metrics["log_lr"] == pytest.approx(rows[better].decision["log_lr"])
     assert registry.manifest("sma_cross").previous[-1].artifact == own_world.champion  # the rollback target
     rows = {r.artifact: r for r in evidence.rows(session.id)}
-    assert rows[better].status == "promoted" and rows[better].decision["evidence"] == "live"
-    assert rows[level].status == "shadow"
+    assert rows[better].status == "promoted" and rows[level].status == "shadow"
     [audit] = store.audit_log(session.id, events=("challenger_promoted",))
-    assert audit.detail["artifact"] == better
+    assert audit.detail["artifact"] == better and audit.actor == "admin:root"
+    with pytest.raises(PromotionRefusedError, match="is promoted, not recommended"):
+        promote_from_live(store, registry, session, better, actor="admin:root", reason="again")
+    store.close()
+
+
+def test_a_session_trading_in_sample_bars_never_recommends(own_world: World, tmp_path: Path) -> None:
+    store = OpsStore.open(own_world.settings.effective_database_url)
+    registry = ModelRegistry(own_world.settings.registry_dir)
+    start = int(own_world.candles["ts"].max())
+    session = open_session(store, registry, SessionConfig(name="in-sample", start=start), first_bar_ms=start)
+    with store.transaction() as db:
+        db.get(TradingSession, session.id).in_sample = True
+    session = store.session("in-sample")
+    better, _ = _challenger(own_world, tmp_path, shift=-0.02)
+    ChallengerStore(store).add(session, better, registry=registry)
+    _evidence(store, session.id, better, edge=0.002)
+    test = SequentialConfig(min_bars=200)
+    stage = ShadowStage(
+        store=store, session=session, registry=registry, backtest=BacktestConfig(**session.config),
+        window_bars=WINDOW, test=test,
+    )  # fmt: skip
+    stage._sync(10_000.0)
+    stage._judge()
+    verdict = recommend_from_live(store, session, better, config=test)
+    assert verdict.report.passed and not verdict.recommended and "in-sample" in (verdict.why_not or "")
+    [row] = ChallengerStore(store).rows(session.id)
+    assert row.status == "shadow" and not store.audit_log(session.id, events=("challenger_recommended",))
+    with pytest.raises(PromotionRefusedError, match="not recommended"):
+        promote_from_live(store, registry, session, better, actor="admin:root", reason="in-sample")
+    assert registry.champion("sma_cross").artifact == own_world.champion
     store.close()
 
 
