@@ -28,6 +28,7 @@ import logging
 import polars as pl
 from sqlalchemy.orm import Session
 
+from live.adaptation import ThresholdAdaptation
 from live.brokers.base import Broker, OrderState
 from live.engine_config import EngineConfig, risk_state_of
 from live.engine_metrics import observe_bar, start_metrics
@@ -139,6 +140,9 @@ class EngineLifecycle:
         venue = self.session.exchange
         self.last.update({key_of(venue, p.instrument): p.last_price for p in stored if p.last_price is not None})
         last_ts = self.session.last_bar_ts
+        # the learner as the committed bars left it (a bar that did not commit had moved it): it
+        # rebuilds from the database at its next bar, by the replay a research run calls
+        self.adaptation = ThresholdAdaptation(store=self.store, session=self.session)
         if not self.window.is_empty():  # a bar that did not commit comes again
             self.window = pl.DataFrame() if last_ts is None else self.window.filter(pl.col("ts") <= last_ts)
         await self.reconcile()

@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 
 import polars as pl
+from sqlalchemy.exc import OperationalError
 
+import live.adaptation as adaptation
 from live.runner import SessionConfig, build_engine, replay_feed
 from tests.live.conftest import SYMBOLS, World
 from tradeloop.ops import EquityPoint, OpsStore
@@ -69,6 +71,32 @@ def test_live_adaptation_equals_its_replay_across_a_restart(world: World) -> Non
     for ts, proba in entries:
         threshold = [t for b, t in in_force if b <= ts][-1]
         assert proba > threshold
+
+
+def test_a_bar_that_did_not_commit_leaves_the_learner_as_the_committed_bars_did(world: World, monkeypatch) -> None:
+    """The first bar's transaction fails after the learner started (a lost connection at commit):
+    the bar comes again and the learner with it, so what the session stored replays to what it did."""
+    bars = world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"]
+    config = SessionConfig(name="adapting-retried", start=int(bars[-1000]), adapt_thresholds=CONFIG)
+    real, failed = adaptation.ThresholdAdaptation.on_bar, []
+
+    def on_bar(self, db, bar_ts, *, slot) -> None:
+        real(self, db, bar_ts, slot=slot)
+        if not failed:
+            failed.append(bar_ts)
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(adaptation.ThresholdAdaptation, "on_bar", on_bar)
+    engine = build_engine(world.settings, config)
+    asyncio.run(engine.run(replay_feed(world.settings, config), max_bars=120))
+    store, sid = engine.store, engine.session.id
+    assert failed and store.frame(EquityPoint, sid)["ts"].min() == failed[0]  # that bar did come again
+    with store.transaction() as db:
+        assert controls(db, sid)  # the learner's start is stored with the bar that committed
+    _, replayed = stored_replay(store, sid, CONFIG)
+    rows = [(r.bar_ts, r.threshold) for r in store.thresholds(sid) if r.source == "online"]
+    assert rows and rows == [(a.bar_ts, a.new) for a in replayed if a.moved]
+    assert engine.adaptation.loop.threshold == replayed[-1].new  # the live learner is where its replay is
 
 
 def test_a_session_without_adaptation_records_nothing_of_it(trained_world: World) -> None:
