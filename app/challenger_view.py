@@ -16,9 +16,9 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def standings_frame(store: OpsStore, session_id: int) -> pl.DataFrame:
+def standings_frame(store: OpsStore, session_id: int, *, champion: str | None) -> pl.DataFrame:
     """One row per challenger: its status, bars, mean returns (per bar, fractions), the test's
-    z, statistic, bar and decision."""
+    z, statistic, bar and decision, over the bars paired with ``champion`` (the one in force)."""
     rows = [
         {
             "artifact": s.artifact[:12],
@@ -32,7 +32,7 @@ def standings_frame(store: OpsStore, session_id: int) -> pl.DataFrame:
             "threshold": s.test.threshold,
             "decision": s.test.decision if s.status == "shadow" else s.status,
         }
-        for s in ChallengerStore(store).standings(session_id)
+        for s in ChallengerStore(store).standings(session_id, champion=champion)
     ]
     schema = {"artifact": pl.String, "status": pl.String, "bars": pl.Int64, "champion_mean": pl.Float64,
               "challenger_mean": pl.Float64, "difference": pl.Float64, "z": pl.Float64, "log_lr": pl.Float64,
@@ -40,11 +40,12 @@ def standings_frame(store: OpsStore, session_id: int) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema)
 
 
-def growth_frame(store: OpsStore, session_id: int) -> pl.DataFrame:
+def growth_frame(store: OpsStore, session_id: int, *, champion: str | None) -> pl.DataFrame:
     """``time`` and one column per run (``champion`` and each challenger's short id): one unit
-    compounded by its paired returns, over the bars of the challenger with the most of them."""
+    compounded by its paired returns against ``champion``, over the bars of the challenger with
+    the most of them."""
     evidence = ChallengerStore(store)
-    series = {r.artifact: evidence.returns(session_id, r.artifact) for r in evidence.rows(session_id)}
+    series = {r.artifact: evidence.returns_against(session_id, r.artifact, champion) for r in evidence.rows(session_id)}
     series = {a: bars for a, bars in series.items() if bars}
     if not series:
         return pl.DataFrame(schema={"time": pl.Datetime("ms", "UTC"), "champion": pl.Float64})

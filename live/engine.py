@@ -213,8 +213,9 @@ class LiveEngine(EngineLifecycle):
             self._settle(db, ended)
             self.adaptation.on_bar(db, batch.ts, slot=self.slot)
             equity = self._mark(db, batch.ts)
-            self.shadow.persist(db, batch.ts, equity=equity)
             flatten = self._kill_switch(db, row, batch.ts, equity)
+            decides = status == "running" and row.needs_ack is None and not flatten  # entries allowed too
+            self.shadow.persist(db, batch.ts, equity=equity, champion=self.slot.current.artifact, decided=decides)
             if status == "running" or flatten:
                 signals = self._decide_or_fall_back(db, batch.ts) if status == "running" else []
                 self.latency.decided(time.perf_counter_ns() - batch.received_ns)

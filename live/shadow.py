@@ -14,8 +14,12 @@ Per bar (``LiveEngine.on_batch``), for each challenger in shadow (``tradeloop.ch
    the same bars gives the same fills (the parity test).
 2. **In the bar's transaction** (:meth:`ShadowStage.persist`): one row of paired evidence per
    challenger: the champion's return at this close (the session's equity over its equity at
-   the last close) and the challenger's (its shadow equity over its own), merged, so a bar that
-   comes again writes it once. A bar that comes again is not simulated twice.
+   the last close), the champion's artifact, and the challenger's return (its shadow equity
+   over its own), merged, so a bar that comes again writes it once. A bar that comes again is
+   not simulated twice. A bar where the champion did not decide (the session paused, or
+   waiting for an acknowledgement: a tripped kill switch, a drift) pairs nothing: the
+   challenger still trades its book, but a champion that could not act is no comparison. The
+   test counts only the bars paired with the champion in force.
 3. **Recommendation**: every ``check_every_bars`` bars, before simulating, each challenger's
    committed evidence is judged (``tradeloop.challengers.promotion.recommend_from_live``);
    when the sequential test decides, the challenger becomes ``recommended`` (audited) and stays
@@ -216,19 +220,20 @@ class ShadowStage:
                 raise  # the bar meets a lost database as every stage does
             log.exception("session %s: retiring challenger %s failed", self.session.name, artifact[:12])
 
-    def persist(self, db, ts: int, *, equity: float) -> None:
+    def persist(self, db, ts: int, *, equity: float, champion: str | None, decided: bool) -> None:
         """Rule 2: the bar's paired returns, in the bar's transaction; ``equity``: the champion's
-        at this close."""
+        at this close; ``champion``: its artifact (None: the static fallback); ``decided``: False
+        when the champion did not decide at this bar (nothing is paired)."""
         bar = self._bar
-        if bar is None or bar.ts != ts or not bar.bars:
+        if bar is None or bar.ts != ts or not bar.bars or not decided:
             return
-        champion = _ret(equity, bar.champion_before)
+        ret = _ret(equity, bar.champion_before)
         ChallengerStore.record(
             db,
             self.session.id,
             [
-                PairedBar(artifact=book.artifact, ts=ts, champion=champion, challenger=_ret(after, before),
-                          equity=after, orders=orders)
+                PairedBar(artifact=book.artifact, ts=ts, champion=ret, challenger=_ret(after, before),
+                          equity=after, orders=orders, champion_artifact=champion)
                 for book, before, after, orders in bar.bars
             ],
         )  # fmt: skip
@@ -271,10 +276,16 @@ class ShadowStage:
         """Rule 3 on the committed evidence of every challenger still in shadow."""
         if self.session.in_sample:
             return  # in-sample evidence never recommends (tradeloop.challengers.promotion rule 2)
+        try:
+            entry = self.registry.champion(self.session.strategy)
+        except Exception:  # an unreadable registry: judge at a later bar
+            log.exception("session %s: reading the champion to judge challengers failed", self.session.name)
+            return
+        champion = entry.artifact if entry is not None else None
         waiting = {r.artifact for r in self.evidence.rows(self.session.id) if r.status == "shadow"}
         for artifact in sorted(set(self.books) & waiting):
             try:
-                decided = recommend_from_live(self.store, self.session, artifact, config=self.test)
+                decided = recommend_from_live(self.store, self.session, artifact, champion=champion, config=self.test)
             except Exception as exc:
                 if is_connection_error(exc):
                     raise  # the bar meets a lost database as every stage does

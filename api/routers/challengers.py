@@ -20,6 +20,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
+from api.context import ApiContext
 from api.deps import Admin, Context, Trader, Viewer
 from api.timequery import SessionId, owned_session
 from tradeloop.challengers import SequentialConfig
@@ -40,7 +41,7 @@ class ChallengerOut(BaseModel):
     capital_share: float | None = Field(
         default=None, description="its share of the capital in an A/B split; None: shadow only"
     )
-    bars: int = Field(description="paired bars recorded")
+    bars: int = Field(description="paired bars recorded against the champion in force")
     first_ts: int | None = Field(default=None, description="its first paired bar (open time, ms)")
     last_ts: int | None = Field(default=None, description="its last paired bar (open time, ms)")
     shadow_equity: float | None = Field(default=None, description="its simulated equity at the last bar")
@@ -80,6 +81,15 @@ ArtifactPrefix = Annotated[
 ]  # fmt: skip
 
 
+def _champion(ctx: ApiContext, strategy: str) -> str | None:
+    """The strategy's champion artifact in force (None: none, or the registry is unreadable)."""
+    try:
+        entry = ModelRegistry(ctx.settings.registry_dir).champion(strategy)
+    except TradeloopError:
+        return None
+    return entry.artifact if entry is not None else None
+
+
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
@@ -102,15 +112,12 @@ def _out(s: ChallengerStanding) -> ChallengerOut:
 def list_challengers(session_id: SessionId, principal: Viewer, ctx: Context) -> ChallengersOut:
     session = owned_session(ctx, principal, session_id)
     config = SequentialConfig()
-    try:
-        champion = ModelRegistry(ctx.settings.registry_dir).champion(session.strategy)
-    except TradeloopError:
-        champion = None
+    champion = _champion(ctx, session.strategy)
     return ChallengersOut(
-        champion=champion.artifact if champion is not None else None,
+        champion=champion,
         alpha=config.alpha,
         min_bars=config.min_bars,
-        items=[_out(s) for s in ChallengerStore(ctx.store).standings(session_id, config=config)],
+        items=[_out(s) for s in ChallengerStore(ctx.store).standings(session_id, champion=champion, config=config)],
     )
 
 
@@ -126,7 +133,8 @@ def add_challenger(session_id: SessionId, body: ChallengerIn, principal: Trader,
     full = evidence.add(
         session, body.artifact, registry=ModelRegistry(ctx.settings.registry_dir), actor=principal.actor
     )
-    return next(_out(s) for s in evidence.standings(session_id) if s.artifact == full)
+    champion = _champion(ctx, session.strategy)
+    return next(_out(s) for s in evidence.standings(session_id, champion=champion) if s.artifact == full)
 
 
 @router.post(
@@ -140,5 +148,7 @@ def promote_challenger(
 ) -> ChallengerOut:
     session = owned_session(ctx, principal, session_id)
     registry = ModelRegistry(ctx.settings.registry_dir)
+    before = _champion(ctx, session.strategy)  # its standing against the champion it replaced
     entry = promote_from_live(ctx.store, registry, session, artifact, actor=principal.actor, reason=body.reason)
-    return next(_out(s) for s in ChallengerStore(ctx.store).standings(session_id) if s.artifact == entry.artifact)
+    standings = ChallengerStore(ctx.store).standings(session_id, champion=before)
+    return next(_out(s) for s in standings if s.artifact == entry.artifact)

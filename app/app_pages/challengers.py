@@ -18,7 +18,9 @@ STANDINGS = {
     "z": fmt.ratio("z (HAC)", help="the mean difference over its Newey-West standard error"),
     "log_lr": fmt.ratio("statistic", help="log of the mixture likelihood ratio (mSPRT)"),
     "threshold": fmt.ratio("promotes at", help="log(1/alpha)"),
-    "decision": fmt.text("decision", help="collecting (before the minimum sample), continue, promote, promoted"),
+    "decision": fmt.text(
+        "decision", help="collecting (before the minimum sample), continue, promote, recommended, promoted"
+    ),
 }
 
 st.title("Challengers")
@@ -37,7 +39,12 @@ def challengers() -> None:
         st.info("Pick a session above to see its challengers.")
         return
     session = store.session(name)
-    standings = view.standings_frame(store, session.id)
+    try:
+        entry = sources.registry().champion(session.strategy)
+    except Exception:  # noqa: BLE001 - an unreadable registry: no champion to pair against
+        entry = None
+    champion = entry.artifact if entry is not None else None  # only the bars against it count
+    standings = view.standings_frame(store, session.id, champion=champion)
     if standings.is_empty():
         st.info(
             f"Session {name!r} runs no challenger: name a registered model of {session.strategy} with "
@@ -49,7 +56,7 @@ def challengers() -> None:
         "promotes it when its statistic reaches the bar after the minimum sample (false-promotion rate within 5%)."
     )
     fmt.table(standings, STANDINGS, key=f"challengers-{name}")
-    growth = view.growth_frame(store, session.id)
+    growth = view.growth_frame(store, session.id, champion=champion)
     if growth.height:
         st.subheader("One unit, compounded over the paired bars")
         st.line_chart(growth, x="time", y=[c for c in growth.columns if c != "time"])

@@ -66,7 +66,7 @@ def test_a_trader_names_a_challenger_and_reads_its_standing_others_cannot(
     with api.ctx.store.transaction() as db:
         ChallengerStore.record(db, row.id, [
             PairedBar(artifact=challenger, ts=1_700_000_000_000 + i * 14_400_000, champion=float(a),
-                      challenger=float(b), equity=10_000.0 + i, orders=0)
+                      challenger=float(b), equity=10_000.0 + i, orders=0, champion_artifact=champion)
             for i, (a, b) in enumerate(zip(champ, chal, strict=True))
         ])  # fmt: skip
 
@@ -95,7 +95,9 @@ def test_a_trader_names_a_challenger_and_reads_its_standing_others_cannot(
     assert registry.champion("sma_cross").artifact == champion
     with api.ctx.store.transaction() as db:
         session = db.get(TradingSession, row.id)
-    assert recommend_from_live(api.ctx.store, session, challenger).recommended  # what the engine does
+    assert recommend_from_live(
+        api.ctx.store, session, challenger, champion=champion
+    ).recommended  # what the engine does
     assert api.client.get(path, headers=owner).json()["items"][0]["status"] == "recommended"
     assert registry.champion("sma_cross").artifact == champion  # recommending changes no champion
     done = api.client.post(promote, json={"reason": "live evidence"}, headers=admin)

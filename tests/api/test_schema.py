@@ -134,7 +134,8 @@ def _seed(api: Api, settings: Settings, tmp_path: Path) -> tuple[dict[str, int],
     assert added.status_code == 201, added.text
     with api.ctx.store.transaction() as db:  # as the engine's shadow stage recommends it (tests/live/test_shadow.py)
         row = db.scalar(select(ChallengerRow).where(ChallengerRow.session_id == session_id))
-        row.status, row.decision = "recommended", {"evidence": "live", "bars": 300, "log_lr": 4.0, "gate": []}
+        row.status = "recommended"
+        row.decision = {"evidence": "live", "champion": champion, "bars": 300, "log_lr": 4.0, "gate": []}
     seeded = {"session": session_id, "doomed": doomed.json()["id"], "job": job.json()["id"], "key": key.json()["id"]}
     seeded["credential"] = credential.json()["id"]
     return ids | seeded, challenger

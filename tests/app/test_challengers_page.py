@@ -39,13 +39,14 @@ def test_the_page_shows_each_challenger_with_the_tests_statistic(challenger_env:
     store = OpsStore.open(f"sqlite:///{challenger_env / 'tradeloop.db'}")
     session = store.session("paper-demo")
     ChallengerStore(store).add(session, artifact, registry=registry)
+    champion_artifact = registry.champion("sma_cross").artifact
     rng = np.random.default_rng(2)
     champion = rng.normal(0.0, 0.01, 250)
     challenger = champion + rng.normal(-0.001, 0.004, 250)
     with store.transaction() as db:
         ChallengerStore.record(db, session.id, [
             PairedBar(artifact=artifact, ts=1_700_000_000_000 + i * 14_400_000, champion=float(a),
-                      challenger=float(b), equity=1.0, orders=0)
+                      challenger=float(b), equity=1.0, orders=0, champion_artifact=champion_artifact)
             for i, (a, b) in enumerate(zip(champion, challenger, strict=True))
         ])  # fmt: skip
     store.close()

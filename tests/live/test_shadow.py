@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from live.runner import SessionConfig, open_session, run_session
+from live.runner import SessionConfig, build_engine, open_session, replay_feed, run_session
 from live.shadow import ShadowBook, ShadowStage
 from tests.live.conftest import SYMBOLS, World, assert_matches_backtest, make_settings, trade_fills
 from tradeloop.backtest import BacktestConfig, run_backtest
@@ -28,7 +28,7 @@ from tradeloop.challengers.evidence import ChallengerStore, PairedBar
 from tradeloop.challengers.promotion import promote_from_live, recommend_from_live
 from tradeloop.errors import PromotionRefusedError
 from tradeloop.ops import EquityPoint, OpsStore, TradingSession
-from tradeloop.registry import ModelRegistry
+from tradeloop.registry import Lineage, ModelRegistry
 from tradeloop.thresholds import ThresholdModel
 from tradeloop.thresholds.decide import decide
 
@@ -98,13 +98,16 @@ def test_a_shadow_challenger_fills_as_its_backtest_and_every_bar_pairs_the_two_r
     marks = dict(equity.select("ts", "equity").rows())
     champion = np.array([marks[b.ts] for b in bars])
     np.testing.assert_allclose([b.champion for b in bars][1:], champion[1:] / champion[:-1] - 1, atol=1e-12)
-    [standing] = ChallengerStore(store).standings(session.id)
+    assert {b.champion_artifact for b in bars} == {world.champion}
+    [standing] = ChallengerStore(store).standings(session.id, champion=world.champion)
     assert standing.test.bars == len(bars) and standing.status == "shadow"
     assert standing.test.decision in ("continue", "promote")  # 600 bars: past min_bars
     store.close()
 
 
-def _evidence(store: OpsStore, session_id: int, artifact: str, *, edge: float, bars: int = 300) -> None:
+def _evidence(
+    store: OpsStore, session_id: int, artifact: str, *, edge: float, against: str, bars: int = 300, first: int = 0
+) -> None:
     rng = np.random.default_rng(5)
     champion = rng.normal(1e-4, 0.01, bars)
     challenger = champion + rng.normal(edge, 0.004, bars)
@@ -113,8 +116,8 @@ def _evidence(store: OpsStore, session_id: int, artifact: str, *, edge: float, b
             db,
             session_id,
             [
-                PairedBar(artifact=artifact, ts=1_700_000_000_000 + i * 14_400_000, champion=float(a),
-                          challenger=float(b), equity=1.0, orders=0)
+                PairedBar(artifact=artifact, ts=1_700_000_000_000 + (first + i) * 14_400_000, champion=float(a),
+                          challenger=float(b), equity=1.0, orders=0, champion_artifact=against)
                 for i, (a, b) in enumerate(zip(champion, challenger, strict=True))
             ],
         )  # fmt: skip
@@ -134,8 +137,8 @@ def test_the_engine_only_recommends_and_an_admin_promotes_a_recommended_challeng
     evidence = ChallengerStore(store)
     for artifact in (better, level):
         evidence.add(session, artifact, registry=registry)
-    _evidence(store, session.id, level, edge=0.0)
-    _evidence(store, session.id, better, edge=0.002)
+    _evidence(store, session.id, level, edge=0.0, against=own_world.champion)
+    _evidence(store, session.id, better, edge=0.002, against=own_world.champion)
     test = SequentialConfig(min_bars=200)
     stage = ShadowStage(
         store=store, session=session, registry=registry, backtest=BacktestConfig(**session.config),
@@ -190,7 +193,7 @@ def test_a_session_trading_in_sample_bars_never_recommends(own_world: World, tmp
     session = store.session("in-sample")
     better, _ = _challenger(own_world, tmp_path, shift=-0.02)
     ChallengerStore(store).add(session, better, registry=registry)
-    _evidence(store, session.id, better, edge=0.002)
+    _evidence(store, session.id, better, edge=0.002, against=own_world.champion)
     test = SequentialConfig(min_bars=200)
     stage = ShadowStage(
         store=store, session=session, registry=registry, backtest=BacktestConfig(**session.config),
@@ -198,7 +201,7 @@ def test_a_session_trading_in_sample_bars_never_recommends(own_world: World, tmp
     )  # fmt: skip
     stage._sync(10_000.0)
     stage._judge()
-    verdict = recommend_from_live(store, session, better, config=test)
+    verdict = recommend_from_live(store, session, better, champion=own_world.champion, config=test)
     assert verdict.report.passed and not verdict.recommended and "in-sample" in (verdict.why_not or "")
     [row] = ChallengerStore(store).rows(session.id)
     assert row.status == "shadow" and not store.audit_log(session.id, events=("challenger_recommended",))
@@ -238,4 +241,54 @@ def test_a_challenger_that_raises_is_retired_and_the_champion_trades_on(own_worl
     assert audit.detail["artifact"] == artifact and "challenger model exploded" in audit.detail["error"]
     assert audit.detail["bar_ts"] == calls[-1]
     assert len(ChallengerStore(store).returns(session.id, artifact)) == 4  # the bars before it failed
+    store.close()
+
+
+def test_bars_where_the_champion_did_not_decide_pair_nothing(own_world: World, tmp_path: Path) -> None:
+    world = own_world
+    artifact, _ = _challenger(world, tmp_path, shift=-0.01)
+    start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-BARS])
+    config = SessionConfig(name="paused", start=start, window_bars=WINDOW, fraction=0.5)
+    engine = build_engine(world.settings, config)
+    store, session = engine.store, engine.session
+    ChallengerStore(store).add(session, artifact, registry=ModelRegistry(world.settings.registry_dir))
+    asyncio.run(engine.run(replay_feed(world.settings, config), max_bars=30))
+    store.set_status("paused", "paused")  # the champion holds: it decides nothing
+    paused = build_engine(world.settings, config, store=store)
+    asyncio.run(paused.run(replay_feed(world.settings, config), max_bars=20))
+    store.set_status("paused", "running")
+    resumed = build_engine(world.settings, config, store=store)
+    asyncio.run(resumed.run(replay_feed(world.settings, config), max_bars=30))
+
+    marked = store.frame(EquityPoint, session.id)["ts"].sort().to_list()
+    assert len(marked) == 80  # every bar was marked, paused or not
+    bars = ChallengerStore(store).returns(session.id, artifact)
+    assert [b.ts for b in bars] == marked[:30] + marked[50:]
+    assert {b.champion_artifact for b in bars} == {world.champion}
+    store.close()
+
+
+def test_only_evidence_against_the_champion_in_force_counts(own_world: World, tmp_path: Path) -> None:
+    store = OpsStore.open(own_world.settings.effective_database_url)
+    registry = ModelRegistry(own_world.settings.registry_dir)
+    start = int(own_world.candles["ts"].max())
+    session = open_session(store, registry, SessionConfig(name="switched", start=start), first_bar_ms=start)
+    better, _ = _challenger(own_world, tmp_path, shift=-0.02)
+    other, _ = _challenger(own_world, tmp_path, shift=0.03)
+    evidence = ChallengerStore(store)
+    evidence.add(session, better, registry=registry)
+    _evidence(store, session.id, better, edge=0.002, against=own_world.champion)  # 300 bars: decisive
+    _evidence(store, session.id, better, edge=0.0, against=other, bars=50, first=300)
+    test = SequentialConfig(min_bars=200)
+    [before] = evidence.standings(session.id, champion=own_world.champion, config=test)
+    assert before.test.bars == 300 and before.test.decision == "promote"
+    assert recommend_from_live(store, session, better, champion=own_world.champion, config=test).recommended
+
+    registry.promote("sma_cross", other, lineage=Lineage(run_id="another champion"))  # by hand, say
+    [after] = evidence.standings(session.id, champion=other, config=test)
+    assert after.test.bars == 50 and after.test.decision == "collecting"  # the old champion's bars do not count
+    assert after.first_ts == 1_700_000_000_000 + 300 * 14_400_000
+    with pytest.raises(PromotionRefusedError, match="no longer applies"):
+        promote_from_live(store, registry, session, better, actor="admin:root", reason="stale")
+    assert registry.champion("sma_cross").artifact == other
     store.close()

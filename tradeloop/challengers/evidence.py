@@ -6,10 +6,13 @@ Rules:
    ``tradeloop models promote`` takes) of the session's strategy, not its champion's
    artifact, once per session; ``capital_share`` is kept for a real A/B split (None: shadow
    only). A retired one named again goes back to shadow, its evidence kept.
-2. **Evidence** (``record``): one row per challenger and bar, merged, so a bar that comes
-   again (its transaction did not commit) writes the same row once.
+2. **Evidence** (``record``): one row per challenger and bar where the champion decided, with
+   the champion's artifact, merged, so a bar that comes again (its transaction did not commit)
+   writes the same row once.
 3. **Reads** (``returns``, ``standings``) give the paired returns oldest bar first and the
-   sequential test's standing on them (``tradeloop.challengers.sequential``).
+   sequential test's standing on them (``tradeloop.challengers.sequential``), counting only
+   the bars paired with ``champion`` (the champion in force): evidence against an earlier
+   champion says nothing about this one.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class PairedBar:
     challenger: float
     equity: float
     orders: int
+    champion_artifact: str | None = None  # the champion it was paired with (None: the static fallback)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -142,12 +146,18 @@ class ChallengerStore:
             db.merge(
                 ChallengerReturn(
                     session_id=session_id, artifact=bar.artifact, ts=bar.ts, champion=bar.champion,
-                    challenger=bar.challenger, equity=bar.equity, orders=bar.orders,
+                    champion_artifact=bar.champion_artifact, challenger=bar.challenger, equity=bar.equity,
+                    orders=bar.orders,
                 )
             )  # fmt: skip
 
+    def returns_against(self, session_id: int, artifact: str, champion: str | None) -> list[PairedBar]:
+        """A challenger's evidence against the champion artifact ``champion`` (None: the static
+        fallback), oldest bar first (rule 3)."""
+        return [b for b in self.returns(session_id, artifact) if b.champion_artifact == champion]
+
     def returns(self, session_id: int, artifact: str) -> list[PairedBar]:
-        """A challenger's evidence, oldest bar first."""
+        """A challenger's evidence, every bar, oldest first."""
         with self.store.transaction() as db:
             rows = db.scalars(
                 select(ChallengerReturn)
@@ -156,16 +166,19 @@ class ChallengerStore:
             )
             return [
                 PairedBar(artifact=r.artifact, ts=r.ts, champion=r.champion, challenger=r.challenger, equity=r.equity,
-                          orders=r.orders)
+                          orders=r.orders, champion_artifact=r.champion_artifact)
                 for r in rows
             ]  # fmt: skip
 
-    def standings(self, session_id: int, *, config: SequentialConfig | None = None) -> list[ChallengerStanding]:
-        """Every challenger of the session with the test on its evidence (rule 3)."""
+    def standings(
+        self, session_id: int, *, champion: str | None, config: SequentialConfig | None = None
+    ) -> list[ChallengerStanding]:
+        """Every challenger of the session with the test on its evidence against ``champion``,
+        the champion artifact in force (rule 3)."""
         config = config or SequentialConfig()
         out = []
         for row in self.rows(session_id):
-            bars = self.returns(session_id, row.artifact)
+            bars = self.returns_against(session_id, row.artifact, champion)
             test = standing(np.array([b.champion for b in bars]), np.array([b.challenger for b in bars]), config)
             out.append(
                 ChallengerStanding(

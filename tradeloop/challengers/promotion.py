@@ -6,7 +6,8 @@ Rules:
 1. **The checks** are the gate's (``tradeloop.research.gate.GateCheck``), on the session's
    paired bars: ``live_min_bars`` (bars >= ``min_bars``), ``live_mean_difference`` (the
    challenger's mean per-bar return above the champion's) and ``live_sequential_test``
-   (``log L_n >= log(1/alpha)``, ``tradeloop.challengers.sequential``). All must pass.
+   (``log L_n >= log(1/alpha)``, ``tradeloop.challengers.sequential``). All must pass. Only
+   the bars paired with the champion in force count.
 2. **Recommendation** (:func:`recommend_from_live`, the engine's shadow stage): a challenger in
    shadow whose checks pass becomes ``recommended``, its row holding the decision's numbers,
    with an audit row ``challenger_recommended``. Nothing else changes: the registry's champion
@@ -18,8 +19,9 @@ Rules:
    ``recommended`` challenger only (anything else is refused, ``PromotionRefusedError``) goes
    through ``ModelRegistry.promote`` (the artifact verified and loaded through the allow-list,
    the manifest written atomically) with a ``Lineage`` whose ``evidence`` is ``live``:
-   ``parameters`` name the session, the first and last bar, the test's options, who promoted
-   it and why; ``metrics`` hold the recommendation's numbers; ``gate`` its checks. The row
+   ``parameters`` name the session, the champion it was judged against (it must still be in
+   force, else the promotion is refused), the first and last bar, the test's options, who
+   promoted it and why; ``metrics`` hold the recommendation's numbers; ``gate`` its checks. The row
    becomes ``promoted`` and an audit row ``challenger_promoted`` names the actor and the
    reason. The engines of the strategy pick the new champion up between bars
    (``live.models``); the old champion is the rollback target.
@@ -96,11 +98,12 @@ def recommend_from_live(
     session: TradingSession,
     artifact: str,
     *,
+    champion: str | None,
     config: SequentialConfig | None = None,
     actor: str = "engine",
 ) -> LiveVerdict:
-    """Judge one challenger in shadow of ``session`` on its live evidence and recommend it when
-    every check passes (rule 2).
+    """Judge one challenger in shadow of ``session`` on its live evidence against ``champion``
+    (the champion artifact in force) and recommend it when every check passes (rule 2).
 
     Raises
     ------
@@ -111,7 +114,7 @@ def recommend_from_live(
     """
     config = config or SequentialConfig()
     row = _one(store, session, artifact, status="shadow")
-    bars = ChallengerStore(store).returns(session.id, row.artifact)
+    bars = ChallengerStore(store).returns_against(session.id, row.artifact, champion)
     test = standing(np.array([b.champion for b in bars]), np.array([b.challenger for b in bars]), config)
     report = live_gate(test, config)
     if not report.passed:
@@ -126,7 +129,8 @@ def recommend_from_live(
             return LiveVerdict(artifact=row.artifact, report=report, test=test, recommended=False)
         stored.status, stored.decided_at = "recommended", utcnow()
         stored.decision = {
-            "evidence": "live", **numbers, "gate": report.as_dicts(), "first_ts": bars[0].ts, "last_ts": bars[-1].ts,
+            "evidence": "live", **numbers, "gate": report.as_dicts(), "champion": champion, "first_ts": bars[0].ts,
+            "last_ts": bars[-1].ts,
             "alpha": config.alpha, "min_bars": config.min_bars, "effect": config.effect, "lags": config.lags,
         }  # fmt: skip
         OpsStore.audit(
@@ -168,7 +172,14 @@ def promote_from_live(
             f"session {session.name!r} trades in-sample bars: its evidence cannot promote challenger {short}"
         )
     decision = dict(row.decision)
-    keys = ("first_ts", "last_ts", "alpha", "min_bars", "effect", "lags")
+    current = registry.champion(session.strategy)
+    if (current.artifact if current is not None else None) != decision.get("champion"):
+        raise PromotionRefusedError(
+            f"challenger {short} was recommended against champion {str(decision.get('champion'))[:12]}, and the "
+            f"champion of {session.strategy} is now {current.artifact[:12] if current else 'none'}: its evidence "
+            "no longer applies; the test starts again against the champion in force"
+        )
+    keys = ("champion", "first_ts", "last_ts", "alpha", "min_bars", "effect", "lags")
     lineage = Lineage(
         git_commit=git_commit(),
         evidence="live",

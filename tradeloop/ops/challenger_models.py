@@ -36,8 +36,8 @@ class ChallengerRow(Base):
 
 class ChallengerReturn(Base):
     """One bar of paired evidence: the champion's and the challenger's return at the close of
-    bar ``ts`` (open time, ms) on the same candles, the challenger's shadow equity, and how
-    many orders it decided at that close."""
+    bar ``ts`` (open time, ms) on the same candles, which artifact the champion was, the
+    challenger's shadow equity, and how many orders it decided at that close."""
 
     __tablename__ = "challenger_returns"
 
@@ -45,6 +45,7 @@ class ChallengerReturn(Base):
     artifact: Mapped[str] = mapped_column(String(64), primary_key=True)
     ts: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     champion: Mapped[float] = mapped_column(Float)
+    champion_artifact: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: static fallback
     challenger: Mapped[float] = mapped_column(Float)
     equity: Mapped[float] = mapped_column(Float)
     orders: Mapped[int] = mapped_column(Integer)

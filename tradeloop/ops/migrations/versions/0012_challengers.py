@@ -6,8 +6,11 @@ evidence accrues, ``promoted`` once the live sequential test promoted it (``deci
 the test's numbers), ``retired`` when an operator dropped it. ``capital_share`` is the
 fraction of the session's capital a real A/B split gives it (NULL: shadow only).
 ``challenger_returns`` holds, per challenger and bar, the champion's and the challenger's
-return at that bar's close on identical candles: the paired evidence the test reads, kept
-across restarts.
+return at that bar's close on identical candles, and which artifact the champion was
+(``champion_artifact``; NULL: the static fallback decided): the paired evidence the test reads,
+kept across restarts. Only bars where the champion decided are stored (not while the session is
+paused or waits for an acknowledgement), and the test counts only the bars against the champion
+in force.
 
 Both belong to a session: on PostgreSQL their rows are visible and writable to the session's
 owner and admins only (migration 0008's rule for a session's tables, with its functions; the
@@ -51,6 +54,7 @@ def upgrade() -> None:
         sa.Column("artifact", sa.String(64), primary_key=True),
         sa.Column("ts", sa.BigInteger(), primary_key=True),
         sa.Column("champion", sa.Float(), nullable=False),
+        sa.Column("champion_artifact", sa.String(64), nullable=True),
         sa.Column("challenger", sa.Float(), nullable=False),
         sa.Column("equity", sa.Float(), nullable=False),
         sa.Column("orders", sa.Integer(), nullable=False),
