@@ -12,12 +12,16 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+import sqlalchemy as sa
 
 from live.runner import SessionConfig, build_engine, open_session, replay_feed, run_session
 from live.shadow import ShadowBook, ShadowStage
@@ -28,6 +32,7 @@ from tradeloop.challengers.evidence import ChallengerStore, PairedBar
 from tradeloop.challengers.promotion import promote_from_live, recommend_from_live
 from tradeloop.errors import PromotionRefusedError
 from tradeloop.ops import EquityPoint, OpsStore, TradingSession
+from tradeloop.ops.challenger_models import ChallengerRow
 from tradeloop.registry import Lineage, ModelRegistry
 from tradeloop.thresholds import ThresholdModel
 from tradeloop.thresholds.decide import decide
@@ -291,4 +296,40 @@ def test_only_evidence_against_the_champion_in_force_counts(own_world: World, tm
     with pytest.raises(PromotionRefusedError, match="no longer applies"):
         promote_from_live(store, registry, session, better, actor="admin:root", reason="stale")
     assert registry.champion("sma_cross").artifact == other
+    store.close()
+
+
+def test_naming_a_challenger_while_another_caller_names_it_on_postgresql_names_it_once(
+    own_world: World, tmp_path: Path, pg_url: str
+) -> None:
+    store = OpsStore.open(pg_url)
+    registry = ModelRegistry(own_world.settings.registry_dir)
+    start = int(own_world.candles["ts"].max())
+    session = open_session(store, registry, SessionConfig(name="racing", start=start), first_bar_ms=start)
+    artifact, _ = _challenger(own_world, tmp_path, shift=-0.02)
+    other = sa.create_engine(pg_url)
+    pool = ThreadPoolExecutor(1)
+    with other.begin() as first:  # the other caller: its insert not yet committed
+        first.execute(
+            sa.insert(ChallengerRow.__table__).values(
+                session_id=session.id, artifact=artifact, status="shadow", added_at=datetime.now(UTC)
+            )
+        )
+        second = pool.submit(ChallengerStore(store).add, session, artifact, registry=registry)
+        with other.connect() as watch:  # the second insert waits on the first's unique key
+            waiting = sa.text(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE NOT l.granted AND a.datname = current_database()"
+            )
+            for _ in range(600):
+                if watch.execute(waiting).scalar() or second.done():
+                    break
+                time.sleep(0.05)
+        assert not second.done()  # it is blocked: it read no row and inserted too
+    assert second.result(timeout=60) == artifact  # not an IntegrityError: it found the row named
+    pool.shutdown()
+    [row] = ChallengerStore(store).rows(session.id)
+    assert row.artifact == artifact and row.status == "shadow"
+    assert len(store.audit_log(session.id, events=("challenger_added",))) == 1
+    other.dispose()
     store.close()

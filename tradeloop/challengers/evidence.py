@@ -5,7 +5,9 @@ Rules:
 1. **Naming a challenger** (``add``): a registered artifact (an id or a unique prefix, as
    ``tradeloop models promote`` takes) of the session's strategy, not its champion's
    artifact, once per session; ``capital_share`` is kept for a real A/B split (None: shadow
-   only). A retired one named again goes back to shadow, its evidence kept.
+   only). A retired one named again goes back to shadow, its evidence kept. Naming it again is
+   harmless, also at the same moment from two callers (the unique constraint's refusal of the
+   second insert is caught and the naming retried, finding the row).
 2. **Evidence** (``record``): one row per challenger and bar where the champion decided, with
    the champion's artifact, merged, so a bar that comes again (its transaction did not commit)
    writes the same row once.
@@ -21,10 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tradeloop.challengers.sequential import SequentialConfig, Standing, standing
-from tradeloop.errors import ConfigError
+from tradeloop.errors import ConfigError, SessionStateError
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.ops.challenger_models import ChallengerReturn, ChallengerRow
 from tradeloop.registry import ModelRegistry
@@ -94,6 +97,21 @@ class ChallengerStore:
             raise ConfigError(
                 f"capital_share={capital_share} is out of range; give a fraction in (0, 0.5] (e.g. 0.2 for 80/20)"
             )
+        for attempt in range(2):
+            try:
+                self._name(session, full, capital_share=capital_share, actor=actor)
+            except IntegrityError:
+                # named at the same moment by another caller (PostgreSQL: the unique constraint
+                # answers; SQLite's immediate transaction serializes): once more, it finds the row
+                if attempt:
+                    raise SessionStateError(
+                        f"challenger {full[:12]} of session {session.name!r} is being named concurrently; try again"
+                    ) from None
+                continue
+            break
+        return full
+
+    def _name(self, session: TradingSession, full: str, *, capital_share: float | None, actor: str | None) -> None:
         with self.store.transaction(immediate=True) as db:
             row = db.scalar(
                 select(ChallengerRow).where(ChallengerRow.session_id == session.id, ChallengerRow.artifact == full)
@@ -102,6 +120,7 @@ class ChallengerStore:
                 db.add(
                     ChallengerRow(session_id=session.id, artifact=full, status="shadow", capital_share=capital_share)
                 )
+                db.flush()  # a concurrent insert of the same challenger fails here (IntegrityError)
             elif row.status == "retired":
                 row.status, row.capital_share = "shadow", capital_share
             OpsStore.audit(
@@ -111,7 +130,6 @@ class ChallengerStore:
                 detail={"artifact": full, "capital_share": capital_share},
                 actor=actor,
             )
-        return full
 
     def retire(self, session_id: int, artifact: str, *, actor: str | None = None, detail: dict | None = None) -> None:
         """Stop running a challenger in shadow (its evidence stays); ``detail`` (why, e.g. the
