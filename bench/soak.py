@@ -59,7 +59,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.api import HIGH, REDIS_URL, free_port, seed, throwaway_database, tokens_for  # noqa: E402
+from bench.api import HIGH, PASSWORD, REDIS_URL, free_port, seed, throwaway_database, tokens_for  # noqa: E402
 
 CONF = ROOT / "deploy" / "supervisor" / "tradeloop.conf"
 SESSION, SYMBOL, EXCHANGE, TIMEFRAME = "soak", "BTC-USD", "coinbase", "4h"
@@ -73,6 +73,7 @@ class Load:
     errors: Counter = field(default_factory=Counter)  # status >= 500
     ms: list[float] = field(default_factory=list)
     jobs: list[int] = field(default_factory=list)
+    signed_in_again: int = 0  # an access token expired (15 minutes): the user signed in again
 
 
 # ---------------------------------------------------------------------------------- the bars
@@ -173,20 +174,32 @@ async def api_load(url: str, users: list[tuple[str, int]], tokens: list[str], *,
                 load.ms.append((time.perf_counter() - started) * 1000)
             return answer
 
-        async def user(index: int, sid: int, token: str) -> None:
+        async def signed_in(name: str, answer: httpx.Response | None, headers: dict) -> dict:
+            """The headers to go on with: an access token lives 15 minutes, so a 401 signs in again
+            (as a client would refresh), counted in ``load.signed_in_again``."""
+            if answer is None or answer.status_code != 401:
+                return headers
+            again = await call("POST", "/auth/login", {}, json={"username": name, "password": PASSWORD})
+            if again is None or again.status_code != 200:
+                return headers
+            load.signed_in_again += 1
+            return {"Authorization": f"Bearer {again.json()['access_token']}"}
+
+        async def user(index: int, name: str, sid: int, token: str) -> None:
             rng, headers, paused = random.Random(index), {"Authorization": f"Bearer {token}"}, False
             await asyncio.sleep(rng.uniform(0, 2 * think))
             while time.monotonic() < end:
                 if rng.random() < 0.9:
                     path = rng.choice(["/sessions", f"/sessions/{sid}", f"/sessions/{sid}/positions",
                                        f"/sessions/{sid}/equity"])  # fmt: skip
-                    await call("GET", path, headers)
+                    headers = await signed_in(name, await call("GET", path, headers), headers)
                 else:
-                    await call("POST", f"/sessions/{sid}/{'resume' if paused else 'pause'}", headers)
-                    paused = not paused
+                    answer = await call("POST", f"/sessions/{sid}/{'resume' if paused else 'pause'}", headers)
+                    paused = not paused if answer is not None and answer.status_code == 200 else paused
+                    headers = await signed_in(name, answer, headers)
                 await asyncio.sleep(rng.uniform(0, 2 * think))
 
-        async def jobs(token: str) -> None:
+        async def jobs(name: str, token: str) -> None:
             headers = {"Authorization": f"Bearer {token}"}
             body = {"strategy": "sma_cross", "exchange": EXCHANGE, "symbols": [SYMBOL], "timeframe": TIMEFRAME,
                     "start": "2024-01-01", "end": "2024-07-01"}  # fmt: skip
@@ -194,10 +207,11 @@ async def api_load(url: str, users: list[tuple[str, int]], tokens: list[str], *,
                 answer = await call("POST", "/backtests", headers, json=body)
                 if answer is not None and answer.status_code == 202:
                     load.jobs.append(answer.json()["id"])
+                headers = await signed_in(name, answer, headers)
                 await asyncio.sleep(job_every)
 
-        await asyncio.gather(jobs(tokens[0]), *(user(i, sid, tok) for i, ((_, sid), tok) in
-                                                 enumerate(zip(users, tokens, strict=True))))  # fmt: skip
+        await asyncio.gather(jobs(users[0][0], tokens[0]), *(user(i, name, sid, tok) for i, ((name, sid), tok) in
+                                                             enumerate(zip(users, tokens, strict=True))))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------- chaos
@@ -349,7 +363,8 @@ def main() -> None:
             while max(committed, default=0) < last and time.monotonic() < catch_up:
                 time.sleep(0.2)
             stop_watch.set()
-            jobs = job_outcomes(url, tokens[0], load.jobs, drain_s=args.drain_s)
+            fresh = asyncio.run(tokens_for(url, [seeded.users[0][0]]))[0]  # the first token has expired
+            jobs = job_outcomes(url, fresh, load.jobs, drain_s=args.drain_s)
         finally:
             supervisor.shutdown()
             client = redis.Redis.from_url(REDIS_URL)
@@ -405,7 +420,8 @@ def report(args, *, written, committed, kills, restarts, load: Load, jobs: Count
           f"max {max(finite):.1f} s")  # fmt: skip
     print(f"API: {requests} requests, {load.ok} answered below 500 ({100 * load.ok / max(1, requests):.2f}%), "
           f"{load.refused} refused while it restarted, 5xx {dict(load.errors)}; p99 of answered "
-          f"{np.percentile(load.ms or [0], 99):.0f} ms")  # fmt: skip
+          f"{np.percentile(load.ms or [0], 99):.0f} ms; {load.signed_in_again} sign-in(s) again after a token "
+          "expired")  # fmt: skip
     print(f"jobs: {len(load.jobs)} submitted: {dict(jobs)}")
     print(f"orders: {len(orders)} (uninterrupted run: {len(want_orders)}), fills {len(fills)} "
           f"({len(want_fills)}); lost {lost}, extra {extra}, repeated client order ids {repeated}; fills equal: "
