@@ -36,7 +36,7 @@ from sqlalchemy import select
 
 from tradeloop.challengers.evidence import ChallengerStore
 from tradeloop.challengers.sequential import SequentialConfig, Standing, standing
-from tradeloop.errors import ConfigError, ModelError, NotFoundError, PromotionRefusedError
+from tradeloop.errors import ConfigError, ModelError, NotFoundError, PromotionRefusedError, SessionStateError
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.ops.challenger_models import ChallengerRow
 from tradeloop.ops.models import utcnow
@@ -197,8 +197,11 @@ def promote_from_live(
     except ModelError as exc:
         raise PromotionRefusedError(f"challenger {short} was not promoted: {exc}") from None
     with store.transaction(immediate=True) as db:
-        stored = db.scalar(select(ChallengerRow).where(ChallengerRow.id == row.id))
-        assert stored is not None
+        stored = db.get(ChallengerRow, row.id, with_for_update=True)
+        if stored is None:  # removed while the registry promoted it: the promotion stands, say so
+            raise SessionStateError(
+                f"challenger {short} was promoted, but its row is gone; its session's challengers no longer list it"
+            )
         stored.status, stored.decided_at = "promoted", utcnow()
         OpsStore.audit(
             db, "challenger_promoted", session_id=session.id, actor=actor,
