@@ -15,6 +15,7 @@ import time
 import dagster as dg
 
 from pipelines.definitions import defs
+from pipelines.drift import DriftResource
 from pipelines.partitions import register, universe_symbols
 from pipelines.resources import ResearchResource, StoresResource
 from pipelines.retrain import RetrainResource
@@ -33,10 +34,12 @@ def materialize_all(
     console (the instance stores every event whatever it is).
 
     ``resources`` needs ``stores``, ``research`` and ``exchange`` (see ``pipelines.resources``);
-    ``retrain`` (``pipelines.retrain``) defaults to the default policy and gate.
+    ``retrain`` (``pipelines.retrain``) defaults to the default policy and gate, ``drift``
+    (``pipelines.drift``: the graph's drift report needs it, though this run does not make one)
+    to the default bars.
     Returns the last failing run, or the research chain's run.
     """
-    resources = {"retrain": RetrainResource(), **resources}  # default retrain policy and gate bars
+    resources = {"retrain": RetrainResource(), "drift": DriftResource(), **resources}  # the defaults
     assets = list(defs.assets)
     symbols = universe_symbols(resources["research"], resources["stores"].lake, resources["exchange"])
     register(instance, symbols)
