@@ -59,7 +59,7 @@ audit: $(STAMP)
 TEST_WORKERS ?= auto
 test: lint audit
 	bash tests/services/ensure.sh
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=40
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/backtest_vs_vectorbt.py

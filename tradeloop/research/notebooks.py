@@ -78,8 +78,11 @@ def run_notebook(
             progress_bar=False,
             execution_timeout=timeout_s,
             log_output=False,
-            # the kernel's own start-up warnings (plain-TCP loopback) are noise in a successful run
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            # the kernel's own log is noise in a successful run: start-up warnings (plain-TCP
+            # loopback), and "KeyboardInterrupt caught in kernel" when jupyter_client's shutdown
+            # interrupts (SIGINT) a kernel still finishing its last reply. A failing cell or a dead
+            # kernel reaches us as papermill's error, with the executed copy to read
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
     except PapermillExecutionError as exc:
         raise NotebookError(
