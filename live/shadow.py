@@ -35,7 +35,8 @@ A challenger's book starts flat, with the champion's equity at the last close, w
 and again after a restart (the paper book lives in memory); its stored evidence is kept, so
 the test goes on over every bar recorded. A challenger that cannot serve the session (unknown
 or tampered artifact, another strategy, universe or a longer window than the engine keeps) is
-logged once and skipped.
+logged and retired in the database, audited with why (``challenger_retired``, ``refused``): a
+restart does not try it again and the API does not show it as running.
 
 4. **A challenger that raises** while it fills, marks or decides never stops the champion's
    bar: it is logged with its artifact, dropped from the shadow and retired in the database
@@ -207,14 +208,14 @@ class ShadowStage:
             self.session.name, artifact, ts, exc_info=exc,
         )  # fmt: skip
         del self.books[artifact]
+        self._retire(artifact, {"bar_ts": ts, "error": f"{type(exc).__name__}: {exc}"})
+
+    def _retire(self, artifact: str, detail: dict) -> None:
+        """Out of the shadow for good: retired in the database, audited with ``detail``, so
+        neither a restart nor the API takes it for a challenger still running."""
         self._refused.add(artifact)
         try:
-            self.evidence.retire(
-                self.session.id,
-                artifact,
-                actor="engine",
-                detail={"bar_ts": ts, "error": f"{type(exc).__name__}: {exc}"},
-            )
+            self.evidence.retire(self.session.id, artifact, actor="engine", detail=detail)
         except Exception as db_exc:
             if is_connection_error(db_exc):
                 raise  # the bar meets a lost database as every stage does
@@ -269,8 +270,8 @@ class ShadowStage:
         return model
 
     def _refuse(self, artifact: str, why: str) -> None:
-        self._refused.add(artifact)
-        log.error("session %s: challenger %s %s; not run in shadow", self.session.name, artifact[:12], why)
+        log.error("session %s: challenger %s %s; retired, not run in shadow", self.session.name, artifact[:12], why)
+        self._retire(artifact, {"refused": why})
 
     def _judge(self) -> None:
         """Rule 3 on the committed evidence of every challenger still in shadow."""

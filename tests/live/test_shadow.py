@@ -333,3 +333,35 @@ def test_naming_a_challenger_while_another_caller_names_it_on_postgresql_names_i
     assert len(store.audit_log(session.id, events=("challenger_added",))) == 1
     other.dispose()
     store.close()
+
+
+def test_a_challenger_the_engine_cannot_run_is_retired_in_the_database_not_only_skipped(
+    own_world: World, tmp_path: Path
+) -> None:
+    world = own_world
+    artifact, model = _challenger(world, tmp_path, shift=-0.01)
+    start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-BARS])
+    config = SessionConfig(name="refused", start=start, window_bars=WINDOW, fraction=0.5)
+    store = OpsStore.open(world.settings.effective_database_url)
+    registry = ModelRegistry(world.settings.registry_dir)
+    session = open_session(store, registry, config, first_bar_ms=start)
+    ChallengerStore(store).add(session, artifact, registry=registry)
+
+    def stage() -> ShadowStage:  # an engine that keeps fewer bars than the challenger needs
+        return ShadowStage(
+            store=store, session=session, registry=registry, backtest=BacktestConfig(**session.config), window_bars=3
+        )
+
+    first = stage()
+    first._sync(10_000.0)
+    assert artifact not in first.books
+    [row] = ChallengerStore(store).rows(session.id)
+    assert row.status == "retired"
+    [audit] = store.audit_log(session.id, events=("challenger_retired",))
+    assert audit.detail["artifact"] == artifact and "needs a window of" in audit.detail["refused"]
+    with pytest.MonkeyPatch.context() as patch:  # a restarted engine does not load it again
+        loads: list[str] = []
+        patch.setattr(ModelRegistry, "model_of", lambda self, a, **_: loads.append(a) or model)
+        stage()._sync(10_000.0)
+    assert loads == [] and len(store.audit_log(session.id, events=("challenger_retired",))) == 1
+    store.close()
