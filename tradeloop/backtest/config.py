@@ -7,9 +7,33 @@ message naming the option, the value and the fix.
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class KernelScalars(NamedTuple):
+    """A config's numbers as the compiled kernels (``kernel.simulate``, ``sweep_kernel.sweep_pass``)
+    take them: NaN for a stop that is off, no limit TTL for market entries, the maker fee
+    defaulting to the taker's."""
+
+    init_cash: float
+    fee_rate: float
+    slippage: float
+    stop_loss: float
+    take_profit: float
+    trailing_stop: float
+    close_at_end: bool
+    atr_stop: float
+    atr_trailing: float
+    limit_ttl_bars: int
+    limit_offset: float
+    maker_fee_rate: float
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
 
 
 class BacktestConfig(BaseModel):
@@ -133,3 +157,20 @@ class BacktestConfig(BaseModel):
                     f"{', '.join(set_)}: for limit entries only; set entry_order='limit' or leave the default"
                 )
         return self
+
+    def kernel_scalars(self) -> KernelScalars:
+        """This config's numbers as the compiled kernels take them."""
+        return KernelScalars(
+            init_cash=float(self.init_cash),
+            fee_rate=float(self.fee_rate),
+            slippage=float(self.slippage),
+            stop_loss=_or_nan(self.stop_loss),
+            take_profit=_or_nan(self.take_profit),
+            trailing_stop=_or_nan(self.trailing_stop),
+            close_at_end=bool(self.close_at_end),
+            atr_stop=_or_nan(self.atr_stop),
+            atr_trailing=_or_nan(self.atr_trailing),
+            limit_ttl_bars=int(self.limit_ttl_bars) if self.entry_order == "limit" else 0,
+            limit_offset=float(self.limit_offset),
+            maker_fee_rate=float(self.fee_rate if self.maker_fee_rate is None else self.maker_fee_rate),
+        )

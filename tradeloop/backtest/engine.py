@@ -116,9 +116,7 @@ def _kernel_call(
 ):
     signal = prices.signal[:, cols]
     frac = size_frac if size_frac.shape == (1, 1) else size_frac[:, cols]
-    nan = float("nan")
-    limit = config.entry_order == "limit"
-    maker_fee = config.fee_rate if config.maker_fee_rate is None else config.maker_fee_rate
+    scalars = config.kernel_scalars()
     return kernel.simulate(
         prices.open[:, cols],
         prices.high[:, cols],
@@ -128,21 +126,21 @@ def _kernel_call(
         frac,
         group,
         n_groups,
-        float(config.init_cash),
-        float(config.fee_rate),
-        float(config.slippage),
-        nan if config.stop_loss is None else float(config.stop_loss),
-        nan if config.take_profit is None else float(config.take_profit),
-        nan if config.trailing_stop is None else float(config.trailing_stop),
-        bool(config.close_at_end),
+        scalars.init_cash,
+        scalars.fee_rate,
+        scalars.slippage,
+        scalars.stop_loss,
+        scalars.take_profit,
+        scalars.trailing_stop,
+        scalars.close_at_end,
         int(np.count_nonzero(signal & ENTRIES)) + signal.shape[1] + 1,
         equity,
         _NO_ATR if atr is None else atr[:, cols],
-        nan if config.atr_stop is None else float(config.atr_stop),
-        nan if config.atr_trailing is None else float(config.atr_trailing),
-        int(config.limit_ttl_bars) if limit else 0,
-        float(config.limit_offset),
-        float(maker_fee),
+        scalars.atr_stop,
+        scalars.atr_trailing,
+        scalars.limit_ttl_bars,
+        scalars.limit_offset,
+        scalars.maker_fee_rate,
         inputs.kernel_args(cols, group, n_groups, signal),
     )
 

@@ -301,9 +301,7 @@ def _run(
     allow_short = np.array([s.rule.allow_short for s in strategies], dtype=np.bool_)
     stats = np.empty((n_sets * k, sweep_kernel.N_STATS))
     curves: list[np.ndarray] = [np.empty(0)] * (n_sets * k if equity_curves else 0)
-    nan = math.nan
-    limit = config.entry_order == "limit"
-    maker_fee = config.fee_rate if config.maker_fee_rate is None else config.maker_fee_rate
+    scalars = config.kernel_scalars()
     chunks = _chunks(start, len(columns))
     buffer = np.empty(len(columns) * max(int(start[j1] - start[j0]) for j0, j1 in chunks))  # reused: no fresh pages
     for j0, j1 in chunks:
@@ -333,18 +331,18 @@ def _run(
             frac,
             frac.shape == (1, 1),
             atr,
-            float(config.init_cash),
-            float(config.fee_rate),
-            float(config.slippage),
-            nan if config.stop_loss is None else float(config.stop_loss),
-            nan if config.take_profit is None else float(config.take_profit),
-            nan if config.trailing_stop is None else float(config.trailing_stop),
-            bool(config.close_at_end),
-            nan if config.atr_stop is None else float(config.atr_stop),
-            nan if config.atr_trailing is None else float(config.atr_trailing),
-            int(config.limit_ttl_bars) if limit else 0,
-            float(config.limit_offset),
-            float(maker_fee),
+            scalars.init_cash,
+            scalars.fee_rate,
+            scalars.slippage,
+            scalars.stop_loss,
+            scalars.take_profit,
+            scalars.trailing_stop,
+            scalars.close_at_end,
+            scalars.atr_stop,
+            scalars.atr_trailing,
+            scalars.limit_ttl_bars,
+            scalars.limit_offset,
+            scalars.maker_fee_rate,
             equity_curves,
             curve,
         )
