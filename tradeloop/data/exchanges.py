@@ -19,6 +19,7 @@ import ccxt
 import ccxt.async_support
 import ccxt.pro
 
+from tradeloop.data.request_queues import RequestQueues, account_of, request_queues
 from tradeloop.errors import ConfigError, UnknownExchangeError
 from tradeloop.observability.venues import VenueHealth, venue_health
 from tradeloop.redaction import register_secret, route_print_to_log
@@ -35,6 +36,7 @@ def make_exchange(
     ws_url: str | None = None,
     allow_insecure_loopback: bool = False,
     health: VenueHealth | None = None,
+    queues: RequestQueues | None = None,
 ) -> ccxt.Exchange:
     """A ccxt client (``ccxt.async_support`` when ``asynchronous``, ``ccxt.pro`` when
     ``websocket``) with rate limiting on and ccxt's own retries off: an order is never
@@ -49,7 +51,10 @@ def make_exchange(
     URL points at this machine (a loopback test exchange).
 
     Every client reports its calls to ``health`` (default: the process's :func:`venue_health`,
-    which exports the ``tradeloop_venue_*`` metrics).
+    which exports the ``tradeloop_venue_*`` metrics), and every async client waits in the request
+    queue of its venue and account (default: the process's
+    :func:`tradeloop.data.request_queues.request_queues`), shared with the process's other
+    clients of that account.
     """
     if exchange_id not in ccxt.exchanges:
         raise UnknownExchangeError(
@@ -84,6 +89,7 @@ def make_exchange(
                 streams[name] = ws_url
     if credentials:
         _refuse_plain_text(exchange, allow_loopback=allow_insecure_loopback)
+    (queues or request_queues()).attach(exchange, account=account_of(credentials))
     return instrument(exchange, health or venue_health())
 
 
