@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from live.brokers.base import OrderRequest, OrderState
 from live.protection import child_order_id
 from tradeloop.backtest import limit_price
-from tradeloop.ops import Fill, OpsStore, Order, Position
+from tradeloop.ops import Fill, OpsStore, Order, Position, TradingSession
 from tradeloop.ops.store import OPEN_STATUSES
 from tradeloop.portfolio import PositionState
 from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXIT_SHORT
@@ -277,6 +277,12 @@ def send_record(order: Order) -> tuple[bool, int]:
     return sent, int(created.timestamp() * 1000)  # committed before any send
 
 
+def _last_bar(db: Session, session_id: int) -> int | None:
+    """The session's last committed bar: a fill stored now teaches the adaptation no earlier than
+    the bar after it (``tradeloop.thresholds.feedback`` rule 2)."""
+    return db.scalar(select(TradingSession.last_bar_ts).where(TradingSession.id == session_id))
+
+
 LEGACY_STATUS = {"submitted": OrderStatus.ACKNOWLEDGED}  # what brokers said before the full lifecycle
 
 
@@ -294,6 +300,7 @@ def apply_state(db: Session, state: OrderState, *, session_id: int, venue: str |
     if order is None:
         return []
     new = []
+    after_bar = _last_bar(db, session_id) if state.fills else None
     for f in state.fills:
         fill = Fill(
             order_id=order.id,
@@ -306,6 +313,7 @@ def apply_state(db: Session, state: OrderState, *, session_id: int, venue: str |
             price=f.price,
             fee=f.fee,
             ts=f.ts,
+            after_bar_ts=after_bar,
         )
         if not OpsStore.add_fill(db, fill):
             continue

@@ -11,12 +11,14 @@ import polars as pl
 from sqlalchemy.exc import OperationalError
 
 import live.adaptation as adaptation
+from live.brokers.base import FillReport, OrderState
+from live.orders import apply_state
 from live.runner import SessionConfig, build_engine, replay_feed
 from tests.live.conftest import SYMBOLS, World
-from tradeloop.ops import EquityPoint, OpsStore
+from tradeloop.ops import EquityPoint, OpsStore, Order
 from tradeloop.ops.adaptation import ADAPTED, controls, entry_probabilities, trade_fills
 from tradeloop.thresholds import OnlineConfig
-from tradeloop.thresholds.feedback import closed_trades, replay_thresholds
+from tradeloop.thresholds.feedback import TradeBook, closed_trades, replay_thresholds
 
 # eager enough that the champion's threshold moves within the first 200 bars of the replay
 CONFIG = OnlineConfig(min_samples=2, max_step=0.02, grid_width=0.1, discount=1.0)
@@ -71,6 +73,43 @@ def test_live_adaptation_equals_its_replay_across_a_restart(world: World) -> Non
     for ts, proba in entries:
         threshold = [t for b, t in in_force if b <= ts][-1]
         assert proba > threshold
+
+
+def test_a_fill_reported_late_teaches_at_the_next_bar_live_and_in_the_replay(world: World) -> None:
+    """A position's closing fill the venue reports only when the engine resumes (a reconciliation
+    outside any bar; its ``ts`` five bars back): the learner counts the trade at the first bar
+    after the one committed then, and the replay of what the session stored does the same."""
+    bars = world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"]
+    config = SessionConfig(name="adapting-late", start=int(bars[-1000]), adapt_thresholds=CONFIG)
+    engine = build_engine(world.settings, config)
+    asyncio.run(engine.run(replay_feed(world.settings, config), max_bars=100))
+    store, sid = engine.store, engine.session.id
+    with store.transaction() as db:
+        probabilities = entry_probabilities(db, sid)
+        book = TradeBook(probability_of=probabilities.get)
+        for f in trade_fills(db, sid):
+            book.add(f)
+        symbol, held = next((s, o) for s, o in sorted(book.open.items()) if o.quantity > 0 and o.probability)
+        entry = db.get(Order, held.entry_order_id)
+        last = engine.session.last_bar_ts
+        cid, step = entry.client_order_id, int(bars[1] - bars[0])
+        late = FillReport(client_order_id=cid, symbol=symbol, side="sell", trade_id="late-1",
+                          quantity=held.quantity, price=entry.avg_price * 1.01, fee=0.0,
+                          ts=last - 5 * step)  # fmt: skip
+        [stored] = apply_state(db, OrderState(client_order_id=cid, status=entry.status, fills=(late,)), session_id=sid)
+    assert stored.after_bar_ts == last  # the bar committed when it was stored
+    engine.store.close()
+    resumed = build_engine(world.settings, config)
+    asyncio.run(resumed.run(replay_feed(world.settings, config), max_bars=60))
+    store = resumed.store
+    _, replayed = stored_replay(store, sid, CONFIG)
+    rows = [(r.bar_ts, r.threshold) for r in store.thresholds(sid) if r.source == "online"]
+    assert rows == [(a.bar_ts, a.new) for a in replayed if a.moved]
+    audited = [e.detail for e in store.audit_log(sid, events=(ADAPTED,))]
+    assert [(d["bar_ts"], d["new"]) for d in audited] == [(a.bar_ts, a.new) for a in replayed]
+    [counted] = [d for d in audited if any(o["closed_ts"] == late.ts for o in d["outcomes"])]
+    assert counted["bar_ts"] == min(b for b in store.frame(EquityPoint, sid)["ts"] if b > last)
+    store.close()
 
 
 def test_a_bar_that_did_not_commit_leaves_the_learner_as_the_committed_bars_did(world: World, monkeypatch) -> None:

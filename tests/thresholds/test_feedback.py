@@ -112,3 +112,18 @@ def test_a_hold_drops_outcomes_and_a_start_begins_again_from_its_threshold() -> 
     assert at[30 * H].old == 0.52 and at[30 * H].observed == 1  # a new learner
     unheld = replay_thresholds(outcomes, bars=bars, controls=controls[:1], config=config)
     assert [a.new for a in unheld][:9] == [a.new for a in made][:9]  # the same outcomes, the same thresholds
+
+
+def test_a_fill_stored_late_counts_at_the_first_bar_after_the_one_committed_when_it_was_stored() -> None:
+    """Rule 2: the venue reported the closing fill at 3H only when the engine resumed after
+    committing 7H (a reconciliation); the live engine learns from it at 8H, so the replay must."""
+    config = OnlineConfig(min_samples=1, max_step=0.05)
+    fills = [fill(1, 10, "buy", 1.0, 100.0, 0.0, H), fill(2, 11, "sell", 1.0, 110.0, 0.0, 3 * H)]
+    late = [*fills[:1], TradeFill(**{**{f: getattr(fills[1], f) for f in TradeFill.__slots__}, "after_bar_ts": 7 * H})]
+    bars = [i * H for i in range(10)]
+    start = [Control(bar_ts=0, action="start", threshold=0.5)]
+    [on_time] = replay_thresholds(closed_trades(fills, {10: 0.7}), bars=bars, controls=start, config=config)
+    [trade] = closed_trades(late, {10: 0.7})
+    assert trade.after_bar_ts == 7 * H and not trade.counts_at(7 * H) and trade.counts_at(8 * H)
+    [learned] = replay_thresholds([trade], bars=bars, controls=start, config=config)
+    assert (on_time.bar_ts, learned.bar_ts) == (3 * H, 8 * H) and learned.new == on_time.new

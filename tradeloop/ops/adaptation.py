@@ -159,6 +159,7 @@ def trade_fills(db: Session, session_id: int, *, after_id: int = 0) -> list[Trad
             price=f.price,
             fee=f.fee,
             ts=f.ts,
+            after_bar_ts=f.after_bar_ts,
         )  # fmt: skip
         for f in rows
     ]

@@ -119,6 +119,9 @@ class Fill(Base):
     price: Mapped[float] = mapped_column(Float)
     fee: Mapped[float] = mapped_column(Float)
     ts: Mapped[int] = mapped_column(BigInteger)
+    # the session's last committed bar when it was stored (migration 0013): a late fill teaches
+    # the threshold adaptation no earlier than the bar after it; None: stored before 0013
+    after_bar_ts: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)
 
 
 class Position(Base):

@@ -11,7 +11,10 @@ Rules:
    the position. Its probability is the one the model gave the entry order that opened it; a
    trade opened by an order without one (no model decided it) teaches nothing.
 2. Closed labels only: a trade counts once closed, at the first bar whose open time is at or
-   after its closing fill's ``ts``. An open trade never counts.
+   after its closing fill's ``ts`` and after the bar the session had committed when that fill
+   was stored (``after_bar_ts``: a fill the venue reported late, reconciled at a restart,
+   teaches from the next bar the engine runs, in the live engine and in a replay alike). An
+   open trade never counts.
 3. At a bar, its closed trades go through ``OnlineThreshold.observe`` in a fixed order
    (closing ts, symbol, closing fill id). The guardrails are ``OnlineThreshold``'s: the
    threshold stays within ``bounds``, one outcome moves it by at most ``max_step``, nothing
@@ -54,6 +57,7 @@ class TradeFill:
     price: float
     fee: float
     ts: int
+    after_bar_ts: int | None = None  # the session's last committed bar when it was stored (rule 2)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -66,6 +70,11 @@ class ClosedTrade:
     net_return: float
     closed_ts: int  # the closing fill's ts
     closing_fill_id: int
+    after_bar_ts: int | None = None  # the closing fill's (rule 2): it counts at a later bar only
+
+    def counts_at(self, bar_ts: int) -> bool:
+        """Whether it has counted by the bar opening at ``bar_ts`` (rule 2)."""
+        return self.closed_ts <= bar_ts and (self.after_bar_ts is None or bar_ts > self.after_bar_ts)
 
     def detail(self) -> dict[str, float | int | str]:
         return {
@@ -155,6 +164,7 @@ class TradeBook:
                         ClosedTrade(
                             symbol=fill.symbol, entry_order_id=book.entry_order_id, probability=book.probability,
                             net_return=book.cash / book.notional, closed_ts=fill.ts, closing_fill_id=fill.id,
+                            after_bar_ts=fill.after_bar_ts,
                         )
                     )  # fmt: skip
                 book = self.open[fill.symbol] = _Open()
@@ -221,8 +231,8 @@ class FeedbackLoop:
 
 def due(pending: list[ClosedTrade], bar_ts: int) -> list[ClosedTrade]:
     """Take from ``pending`` the trades that count at ``bar_ts`` (rule 2); the rest stay."""
-    now = [t for t in pending if t.closed_ts <= bar_ts]
-    pending[:] = [t for t in pending if t.closed_ts > bar_ts]
+    now = [t for t in pending if t.counts_at(bar_ts)]
+    pending[:] = [t for t in pending if not t.counts_at(bar_ts)]
     return now
 
 
