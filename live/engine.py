@@ -324,7 +324,7 @@ class LiveEngine(EngineLifecycle):
                     "quantity": order.quantity,
                     "quote_amount": order.quote_amount,
                     **(
-                        {"proba": self.entry_proba[order.symbol]}
+                        {"proba": self.entry_proba[order.symbol], "artifact": self.slot.current.artifact}
                         if order.intent.startswith("enter_") and order.symbol in self.entry_proba
                         else {}
                     ),

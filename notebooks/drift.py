@@ -17,8 +17,10 @@
 # * **features**: per model feature, the population stability index on ten quantile bins
 #   of the training window, and a two-sample Kolmogorov-Smirnov test; a feature drifts when
 #   both say so (PSI above 0.25 and p below 0.01);
-# * **calibration**: the Brier score of the model's probability on the closed outcomes of
-#   the entries the strategy fired since training, against the training window's;
+# * **calibration**: the Brier score of the model's probability on the closed outcomes
+#   since training, against the training window's: the champion's own closed trades in the
+#   trading sessions once there are enough of them (`min_closed`), else the entries the
+#   strategy fired, labelled by the triple barrier;
 # * **hit rate**: the share of those outcomes that paid against the mean probability.
 #
 # The training window is the one the champion's lineage records (first training event to
@@ -31,6 +33,7 @@ registry_dir = None  # None: the registry of the settings (TRADELOOP_DATA_DIR/re
 strategy = "sma_cross"
 config = {}  # DriftConfig fields; {}: the defaults
 until_ms = None  # judge bars up to this time (ms); None: all
+database_url = None  # the sessions' database for their closed trades; None: the settings' (DATABASE_URL)
 output_path = None  # None: drift/<strategy>.json in the settings' research folder
 
 # %%
@@ -39,17 +42,23 @@ import polars as pl
 
 from tradeloop.data import CandleLake
 from tradeloop.drift import DriftConfig, champion_drift, report_path, write_report
+from tradeloop.ops import OpsStore
 from tradeloop.registry import ModelRegistry
 from tradeloop.settings import get_settings
 
 settings = get_settings()
-report = champion_drift(
-    CandleLake(lake_dir or settings.lake_dir),
-    ModelRegistry(registry_dir or settings.registry_dir),
-    strategy=strategy,
-    config=DriftConfig.parse(config),
-    until_ms=until_ms,
-)
+store = OpsStore.open(database_url or settings.effective_database_url)
+try:
+    report = champion_drift(
+        CandleLake(lake_dir or settings.lake_dir),
+        ModelRegistry(registry_dir or settings.registry_dir),
+        strategy=strategy,
+        config=DriftConfig.parse(config),
+        until_ms=until_ms,
+        store=store,
+    )
+finally:
+    store.close()
 write_report(report, output_path or report_path(settings.research_dir, strategy))
 print("DRIFTED" if report.drifted else "no drift beyond the bars", *report.reasons, sep="\n")
 
@@ -61,7 +70,8 @@ pl.DataFrame(report.as_dict()["features"])
 
 # %%
 cal = report.calibration
-print(f"{cal.closed} closed live outcomes, Brier {cal.brier}, training {cal.reference_brier}; hit rate {cal.hit_rate}")
+print(f"{cal.closed} closed live outcomes ({cal.source}), Brier {cal.brier}, training {cal.reference_brier}; "
+      f"hit rate {cal.hit_rate}")  # fmt: skip
 fig, ax = plt.subplots(figsize=(4, 4))
 ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
 ax.scatter([b.mean_proba for b in cal.reliability], [b.hit_rate for b in cal.reliability],

@@ -85,6 +85,7 @@ def drift_report(
             "calibration": metadata.key_values(
                 {
                     "closed live outcomes": cal.closed,
+                    "outcomes of": "the sessions' closed trades" if cal.source == "sessions" else "simulated entries",
                     "Brier live": cal.brier,
                     "Brier training": cal.reference_brier,
                     "hit rate": f"{hits.realised:.3f} vs {hits.expected:.3f} expected (p {hits.pvalue:.3g})",

@@ -47,6 +47,9 @@ class CalibrationDrift:
     hit_rate: HitRate
     calibration_drifted: bool
     hit_rate_drifted: bool
+    # whose outcomes: "sessions" (the champion's closed trades in the trading sessions) or
+    # "simulated" (the strategy's entries after training, labelled by the triple barrier)
+    source: str = "simulated"
 
     @property
     def worsening(self) -> float | None:
@@ -57,6 +60,7 @@ class CalibrationDrift:
 _CALIBRATION_SCALARS = (
     "closed", "reference_closed", "brier", "reference_brier", "ece", "calibration_drifted", "hit_rate_drifted",
 )  # fmt: skip
+_CALIBRATION_OPTIONAL = {"source": "simulated"}  # fields a report written before them lacks
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -83,7 +87,7 @@ class DriftReport:
         doc["features"] = [asdict(f) for f in self.features]
         cal = self.calibration
         doc["calibration"] = {
-            **{k: getattr(cal, k) for k in _CALIBRATION_SCALARS},
+            **{k: getattr(cal, k) for k in (*_CALIBRATION_SCALARS, *_CALIBRATION_OPTIONAL)},
             "worsening": cal.worsening,
             "reliability": [asdict(b) for b in cal.reliability],
             "hit_rate": asdict(cal.hit_rate),
@@ -97,6 +101,7 @@ class DriftReport:
         cal = doc["calibration"]
         calibration = CalibrationDrift(
             **{k: cal[k] for k in _CALIBRATION_SCALARS},
+            **{k: cal.get(k, default) for k, default in _CALIBRATION_OPTIONAL.items()},
             reliability=tuple(ReliabilityBin(**b) for b in cal["reliability"]),
             hit_rate=_hit_rate(cal["hit_rate"]),
         )
@@ -156,8 +161,10 @@ def calibration_drift(
     reference_proba: np.ndarray,
     reference_label: np.ndarray,
     config: DriftConfig,
+    source: str = "simulated",
 ) -> CalibrationDrift:
-    """Brier, reliability and hit rate of the live outcomes against the training window's."""
+    """Brier, reliability and hit rate of the live outcomes against the training window's;
+    ``source`` says whose outcomes they are (``CalibrationDrift.source``)."""
     p = np.asarray(proba, dtype=np.float64)
     n = int(p.size)
     enough = n >= config.min_closed
@@ -176,6 +183,7 @@ def calibration_drift(
         hit_rate=hits,
         calibration_drifted=enough and worse,
         hit_rate_drifted=enough and hits.pvalue < config.hit_rate_p_bar,
+        source=source,
     )
 
 

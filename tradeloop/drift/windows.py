@@ -33,7 +33,9 @@ from tradeloop.data import CANDLE_COLUMNS, CandleLake, SeriesKey, earliest, late
 from tradeloop.data.atomic import write_bytes_atomic
 from tradeloop.drift.config import DriftConfig
 from tradeloop.drift.report import DriftReport, calibration_drift, feature_drift, verdict
+from tradeloop.drift.sessions import session_outcomes
 from tradeloop.errors import ModelError
+from tradeloop.ops import OpsStore
 from tradeloop.registry import ModelRegistry
 from tradeloop.thresholds import ThresholdModel, meta_dataset
 from tradeloop.thresholds.decide import enrich
@@ -83,20 +85,32 @@ def drift_windows(candles: pl.DataFrame, model: ThresholdModel, *, until_ms: int
 
 
 def drift_report(
-    windows: DriftWindows, *, strategy: str, artifact: str, config: DriftConfig, live_ts: pl.Series | None = None
+    windows: DriftWindows,
+    *,
+    strategy: str,
+    artifact: str,
+    config: DriftConfig,
+    live_ts: pl.Series | None = None,
+    traded: pl.DataFrame | None = None,
 ) -> DriftReport:
-    """The report of ``windows`` under ``config``'s bars."""
+    """The report of ``windows`` under ``config``'s bars. Calibration and the hit rate are
+    judged on ``traded`` (the champion's closed trades in the sessions:
+    ``tradeloop.drift.sessions``) once they number ``min_closed``, else on the windows'
+    simulated outcomes."""
     rows = tuple(
         feature_drift(name, windows.reference[name].to_numpy(), windows.live[name].to_numpy(), config=config)
         for name in windows.reference.columns
     )
-    ref, cur = windows.reference_outcomes, windows.live_outcomes
+    ref, cur, source = windows.reference_outcomes, windows.live_outcomes, "simulated"
+    if traded is not None and traded.height >= config.min_closed:
+        cur, source = traded, "sessions"
     calibration = calibration_drift(
         cur["proba"].to_numpy(),
         cur["label"].to_numpy(),
         reference_proba=ref["proba"].to_numpy(),
         reference_label=ref["label"].to_numpy(),
         config=config,
+        source=source,
     )
     drifted, reasons = verdict(rows, calibration, config=config)
     seen = live_ts if live_ts is not None and live_ts.len() else None
@@ -116,9 +130,17 @@ def drift_report(
 
 
 def champion_drift(
-    lake: CandleLake, registry: ModelRegistry, *, strategy: str, config: DriftConfig, until_ms: int | None = None
+    lake: CandleLake,
+    registry: ModelRegistry,
+    *,
+    strategy: str,
+    config: DriftConfig,
+    until_ms: int | None = None,
+    store: OpsStore | None = None,
 ) -> DriftReport:
-    """The drift report of ``strategy``'s champion on its universe's candles in ``lake``.
+    """The drift report of ``strategy``'s champion on its universe's candles in ``lake``; with
+    ``store``, calibration is judged on the champion's closed trades in its sessions when they
+    are enough (``drift_report``).
 
     Raises
     ------
@@ -135,7 +157,13 @@ def champion_drift(
     candles = lake.read_many(keys).select("symbol", *CANDLE_COLUMNS)
     windows = drift_windows(candles, model, until_ms=until_ms)
     live_ts = candles.filter((pl.col("ts") > model.trained_until) & (pl.col("ts") <= (until_ms or 2**62)))["ts"]
-    return drift_report(windows, strategy=strategy, artifact=entry.artifact, config=config, live_ts=live_ts)
+    traded = None
+    if store is not None:
+        traded = session_outcomes(store, strategy=strategy, artifact=entry.artifact, until_ms=until_ms)
+        traded = traded.filter(pl.col("ts") > model.trained_until)
+    return drift_report(
+        windows, strategy=strategy, artifact=entry.artifact, config=config, live_ts=live_ts, traded=traded
+    )
 
 
 def report_path(research_dir: Path, strategy: str) -> Path:

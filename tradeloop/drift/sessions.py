@@ -1,0 +1,53 @@
+"""The champion's own closed trades in the trading sessions, as outcomes for calibration drift.
+
+The drift report judges calibration and the hit rate on outcomes after the training window.
+Where sessions have traded the champion, their closed round trips are those outcomes: what the
+model said at each entry (the ``proba`` of its ``order_decided`` audit row) against whether
+the trade earned, net of fees (``tradeloop.thresholds.feedback`` builds the round trips, as
+the live threshold adaptation does). Rules:
+
+1. Sessions of the strategy only, and not those trading in-sample bars (``in_sample``: the
+   model saw those bars in training, so its probabilities there prove nothing).
+2. Entries the champion decided: the audit row names its ``artifact`` (a decision recorded
+   before the artifact was, or by another model, does not count).
+3. A trade is labelled 1 when its net return is above zero, else 0; it counts at its closing
+   fill's time (``ts``), so ``until_ms`` cuts it as the candles are cut.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from sqlalchemy import select
+
+from tradeloop.ops import AuditEvent, OpsStore, TradingSession
+from tradeloop.ops.adaptation import trade_fills
+from tradeloop.thresholds.feedback import closed_trades
+
+SCHEMA = {"ts": pl.Int64, "symbol": pl.String, "proba": pl.Float64, "label": pl.Int64}
+
+
+def session_outcomes(store: OpsStore, *, strategy: str, artifact: str, until_ms: int | None = None) -> pl.DataFrame:
+    """``ts, symbol, proba, label`` of the closed trades the ``artifact`` of ``strategy``
+    entered in the sessions (module rules), oldest first."""
+    rows: list[tuple[int, str, float, int]] = []
+    with store.transaction() as db:
+        sessions = db.scalars(
+            select(TradingSession.id).where(TradingSession.strategy == strategy, TradingSession.in_sample.is_(False))
+        ).all()
+        for sid in sessions:
+            decided = db.execute(
+                select(AuditEvent.order_id, AuditEvent.detail).where(
+                    AuditEvent.session_id == sid, AuditEvent.event == "order_decided"
+                )
+            )
+            probabilities = {
+                int(o): float(d["proba"])
+                for o, d in decided
+                if o is not None and d.get("proba") is not None and d.get("artifact") == artifact
+            }
+            if not probabilities:
+                continue
+            for t in closed_trades(trade_fills(db, sid), probabilities):
+                if until_ms is None or t.closed_ts <= until_ms:
+                    rows.append((t.closed_ts, t.symbol, t.probability, int(t.net_return > 0)))
+    return pl.DataFrame(rows, schema=SCHEMA, orient="row").sort("ts", "symbol")
