@@ -45,6 +45,7 @@ policy = {}  # RetrainPolicy fields; {}: the defaults
 champion_params = None  # the incumbent champion's parameters, or None
 workers = 1  # optuna worker processes sharing the study
 fraction = 0.5  # share of equity per position, as the live session will size it
+model = {}  # ModelChoice fields (model: logistic | hgb | auto, features, max_features); {}: the logistic model
 
 # %%
 from pathlib import Path
@@ -53,6 +54,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
+from tradeloop.research.model_choice import ModelChoice
 from tradeloop.research.notebooks import research_paths
 from tradeloop.research.policy import RetrainPolicy
 from tradeloop.research.steps import candles_of, load_evaluation, train_thresholds
@@ -71,6 +73,7 @@ config = TuningConfig(
     policy=RetrainPolicy(**policy),
     workers=workers,
     fraction=fraction,
+    model=ModelChoice(**model),
 )
 summary = train_thresholds(
     candles,
@@ -82,6 +85,7 @@ summary = train_thresholds(
     champion_params=champion_params,
 )
 print(config.policy.describe())
+print(f"model: {summary['model']}" + (" (searched: logistic, hgb)" if config.model.model == "auto" else ""))
 pl.DataFrame(summary["folds"])
 
 # %% [markdown]

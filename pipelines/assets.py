@@ -138,6 +138,7 @@ def thresholds(
         "until_ms": retrain.until_ms(),
         "workers": research.workers,
         "fraction": research.fraction,
+        "model": research.model_choice().model_dump(mode="json"),
         "policy": retrain.policy().model_dump(mode="json"),
         "champion_params": dict(current.lineage.parameters) if current else None,
     }

@@ -31,6 +31,7 @@ from tradeloop.data.schema import timeframe_ms
 from tradeloop.errors import ConfigError, TradeloopError
 from tradeloop.ops import EquityPoint, OpsStore
 from tradeloop.registry import Lineage, ModelRegistry, git_commit
+from tradeloop.research.model_choice import model_options
 from tradeloop.research.policy import RetrainPolicy
 from tradeloop.research.steps import build_params
 from tradeloop.research.walkforward import refit_at
@@ -58,9 +59,12 @@ def refit_known(
     cost: float,
     estimator_params: dict | None = None,
 ) -> ThresholdModel:
-    """The refit a retrain at ``at`` makes: only candles closed before ``at`` are read."""
+    """The refit a retrain at ``at`` makes: only candles closed before ``at`` are read; the
+    classifier and features are the ones ``params`` records (``model_options``) unless
+    ``estimator_params`` says otherwise."""
     strategy, barriers = build_params(params, cost=cost)
-    events = meta_dataset(candles.filter(pl.col("ts") < at), strategy, barriers=barriers)
+    recorded, features = model_options(params)
+    events = meta_dataset(candles.filter(pl.col("ts") < at), strategy, barriers=barriers, features=features)
     return refit_at(
         events,
         strategy,
@@ -69,7 +73,8 @@ def refit_known(
         policy=policy,
         embargo_ms=embargo_ms,
         bar_ms=bar_ms,
-        estimator_params=estimator_params,
+        estimator_params=estimator_params if estimator_params is not None else recorded,
+        features=features,
     )
 
 

@@ -13,10 +13,13 @@ symbols, or the top N by dollar volume over a lookback, picked from the lake
 from pathlib import Path
 
 import dagster as dg
+from pydantic import ValidationError
 
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.data.importer import SAMPLE_DIR, import_file
+from tradeloop.errors import config_error
 from tradeloop.registry import ModelRegistry
+from tradeloop.research.model_choice import ModelChoice
 from tradeloop.research.universe import UniverseConfig, select_universe, universe_config
 from tradeloop.settings import get_settings
 
@@ -74,9 +77,20 @@ class ResearchResource(dg.ConfigurableResource):
     optuna_storage: str = ""  # SQLAlchemy URL; empty: a journal file beside the study
     workers: int = 2  # optuna worker processes sharing the study (tradeloop.research.workers)
     fraction: float = 0.5  # share of equity per position, as the live session sizes it
+    # the threshold model (tradeloop.research.model_choice): logistic | hgb | auto (both searched)
+    model: str = "logistic"
+    features: str = "base"  # base | candidates (the engineered features)
+    max_features: int | None = None  # keep this many features per refit; None: all
 
     def key(self, symbol: str) -> SeriesKey:
         return SeriesKey(self.exchange, symbol, self.timeframe)
+
+    def model_choice(self) -> ModelChoice:
+        """The model options as a validated ``ModelChoice`` (a ConfigError names a bad one)."""
+        try:
+            return ModelChoice(model=self.model, features=self.features, max_features=self.max_features)
+        except ValidationError as exc:
+            raise config_error(exc, what="ResearchResource's model options", model=ModelChoice) from None
 
     def universe_config(self) -> UniverseConfig:
         """The universe as a validated ``UniverseConfig`` (a ConfigError names a bad field)."""

@@ -96,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=None, help="the sampler's seed (default: ResearchResource's)")
     parser.add_argument(
+        "--model",
+        default="",
+        choices=("", "logistic", "hgb", "auto"),
+        help="the threshold model's classifier (default: ResearchResource's, logistic); auto searches both",
+    )
+    parser.add_argument(
         "-v",
         "--verbose",
         action="count",
@@ -108,8 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     resources = dict(defs.resources)
     resources["retrain"] = _with(resources["retrain"], data_until=args.until)
     changes = {
-        k: v for k, v in (("strategy", args.strategy), ("n_trials", args.trials), ("workers", args.workers)) if v
-    }
+        k: v
+        for k, v in (("strategy", args.strategy), ("n_trials", args.trials), ("workers", args.workers),
+                     ("model", args.model))
+        if v
+    }  # fmt: skip
     resources["research"] = _with(
         resources["research"], **changes, **({"seed": args.seed} if args.seed is not None else {})
     )

@@ -48,3 +48,35 @@ def test_study_resumes_up_to_n_trials(where: str, candles: pl.DataFrame, tmp_pat
         assert count == 5
     else:
         assert (tmp_path / "study" / "journal.log").stat().st_size > 0
+
+
+def test_model_auto_searches_both_classifiers_and_trains_and_reevaluates_the_chosen_one(
+    candles: pl.DataFrame, tmp_path: Path
+) -> None:
+    """``TuningConfig.model='auto'``: the classifier is one more searched dimension; the best
+    trial's is the one trained and recorded in its parameters, a re-evaluation or a replay's
+    refit of those parameters trains it again, and the default keeps its study name."""
+    from pipelines.replay import refit_known
+    from tradeloop.research.model_choice import ModelChoice, model_options
+    from tradeloop.research.steps import build_params, train_thresholds
+    from tradeloop.research.tuning import scoring_of, study_name_of
+
+    config = TuningConfig(n_trials=6, n_splits=3, max_drawdown=-1.0, policy=POLICY, model=ModelChoice(model="auto"))
+    summary = train_thresholds(candles, config=config, exchange="coinbase", timeframe="4h", output_dir=tmp_path / "out")
+    study = tune(candles, config=config, timeframe="4h", study_dir=tmp_path / "out" / "study")
+    searched = {t.params["model"] for t in study.study.trials if "model" in t.params}
+    assert searched <= {"logistic", "hgb"} and len(study.study.trials) == 6 and searched
+    best = summary["best_params"]
+    assert best["model"] in ("logistic", "hgb") and summary["model"] == best["model"]
+    assert build_params(best, cost=config.cost) == build_params(
+        {k: v for k, v in best.items() if k not in ("model", "features", "max_features")}, cost=config.cost
+    )
+    hgb = {**best, "model": "hgb", "features": "base", "max_features": None}
+    assert model_options(hgb)[0]["model"] == "hgb" and model_options({})[0]["model"] == "logistic"
+    at = int(candles["ts"].max())
+    refit = refit_known(candles, hgb, at=at, policy=POLICY, embargo_ms=6 * 14_400_000, bar_ms=14_400_000, cost=0.002)
+    assert refit.estimator.get_params()["model"] == "hgb"
+
+    default = TuningConfig(n_trials=6, n_splits=3, max_drawdown=-1.0, policy=POLICY)
+    assert "model" not in scoring_of(default) and "model" in scoring_of(config)
+    assert study_name_of(default, timeframe="4h", version="v") != study_name_of(config, timeframe="4h", version="v")

@@ -15,6 +15,12 @@ Rules:
   engineered features of ``tradeloop.features.candidates``); ``max_features`` keeps the most
   informative on each refit's own training events (``AdaptiveThreshold``), so selection never
   sees an out-of-sample row.
+- In the pipeline (``TuningConfig.model``), ``"auto"`` is one more dimension of the optuna
+  search, walked forward like the strategy's parameters: the best trial's classifier is the
+  one trained, every trial counts for the deflated Sharpe ratio and PBO, and the gate judges
+  the result. A parameter dict (a trial's, a champion's lineage) holds the options under
+  :data:`MODEL_KEYS` (none: the logistic model on the base features, the default), so a
+  re-evaluation or a replay's refit trains what the champion is (:func:`model_options`).
 - Every outcome reports its out-of-sample figures: Sharpe (annualised), deflated Sharpe, total
   return, maximum drawdown, Brier score of the entries' probabilities against their labels,
   hit rate of the entries taken, and the seconds its walk-forward took.
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -74,6 +81,27 @@ class ModelChoice(BaseModel):
 
     def estimator_params(self, kind: str) -> dict:
         return {"model": kind, "max_features": self.max_features}
+
+    def params_of(self, kind: str) -> dict:
+        """What a parameter dict records of ``kind`` under this choice (nothing for the default)."""
+        if self == ModelChoice():
+            return {}
+        return {"model": kind, "features": self.features, "max_features": self.max_features}
+
+
+#: the keys of a parameter dict that hold the model's options (``ModelChoice.params_of``)
+MODEL_KEYS = ("model", "features", "max_features")
+
+
+def model_options(params: Mapping[str, object]) -> tuple[dict, tuple[str, ...]]:
+    """``(estimator_params, features)`` a refit of ``params`` trains with: the options its
+    :data:`MODEL_KEYS` record, else the default's (the logistic model on the base features)."""
+    choice = ModelChoice(
+        model=params.get("model", "logistic"),
+        features=params.get("features", "base"),
+        max_features=params.get("max_features"),
+    )
+    return choice.estimator_params(choice.kinds[0]), choice.feature_names
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

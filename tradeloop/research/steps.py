@@ -17,6 +17,7 @@ from tradeloop.errors import ConfigError
 from tradeloop.evaluation import sharpe_per_period
 from tradeloop.features import compute_features
 from tradeloop.performance import result_metrics
+from tradeloop.research.model_choice import MODEL_KEYS, model_options
 from tradeloop.research.tuning import TuningConfig, default_backtest, splitter_of, tune
 from tradeloop.research.walkforward import events_known_at, fit_threshold, max_drawdown_of, walk_forward
 from tradeloop.strategies import Strategy, get_strategy
@@ -82,7 +83,8 @@ def train_thresholds(
         warm_start=champion_params,
     )
     strategy, barriers = build_params(result.best_params, cost=config.cost)
-    events = meta_dataset(candles, strategy, barriers=barriers)
+    estimator_params, features = model_options(result.best_params)  # the best trial's classifier
+    events = meta_dataset(candles, strategy, barriers=barriers, features=features)
     end = latest(candles["ts"]) + timeframe_ms(timeframe)  # the first bar the model will decide
     bar_ms = timeframe_ms(timeframe)  # the refit the walk-forward would make at ``end``: same purge
     model = fit_threshold(
@@ -91,6 +93,8 @@ def train_thresholds(
         barriers,
         policy=config.policy,
         until=end - bar_ms,
+        estimator_params=estimator_params,
+        features=features,
     )
     symbols = sorted(candles["symbol"].unique().to_list())
     model.universe = Universe(exchange=exchange, timeframe=timeframe, symbols=tuple(symbols))
@@ -113,6 +117,8 @@ def train_thresholds(
         returns_matrix=result.returns_matrix,
     )
     summary = {
+        "model": model.estimator.get_params()["model"],
+        "features": list(model.features),
         "best_params": result.best_params,
         "best_oos_sharpe": result.best_value,
         "n_trials": result.n_trials,
@@ -139,7 +145,7 @@ def train_thresholds(
 
 def build_params(params: dict, *, cost: float) -> tuple[Strategy, BarrierConfig]:
     """The strategy and barriers of a parameter dict (``params_of``: a trial's or a champion's)."""
-    params = dict(params)
+    params = {k: v for k, v in params.items() if k not in MODEL_KEYS}  # the model's options: model_options
     name = params.pop("strategy")
     strategy = get_strategy(name, **{k: v for k, v in params.items() if k not in BarrierConfig.model_fields})
     barriers = BarrierConfig(
@@ -151,6 +157,7 @@ def build_params(params: dict, *, cost: float) -> tuple[Strategy, BarrierConfig]
 def reevaluate(candles: pl.DataFrame, params: dict, *, config: TuningConfig, timeframe: str) -> dict:
     """The champion's parameters walked forward on these candles, folds and policy."""
     strategy, barriers = build_params(params, cost=config.cost)
+    estimator_params, features = model_options(params)  # the champion's own classifier and features
     splitter = splitter_of(config, timeframe=timeframe)
     result = walk_forward(
         candles,
@@ -160,6 +167,8 @@ def reevaluate(candles: pl.DataFrame, params: dict, *, config: TuningConfig, tim
         splitter=splitter,
         backtest=default_backtest(config),
         policy=config.policy,
+        estimator_params=estimator_params,
+        features=features,
     )
     return {
         "params": params,

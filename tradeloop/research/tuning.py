@@ -37,6 +37,7 @@ from tradeloop.errors import ConfigError
 from tradeloop.evaluation import PurgedWalkForward
 from tradeloop.evaluation.overfitting import sharpe_per_period
 from tradeloop.features.cache import WorkCache, reusing
+from tradeloop.research.model_choice import MODEL_KEYS, ModelChoice
 from tradeloop.research.policy import RetrainPolicy
 from tradeloop.research.search import params_of, suggest
 from tradeloop.research.walkforward import walk_forward
@@ -65,6 +66,10 @@ class TuningConfig(BaseModel):
         le=1.0,
         description="share of equity per new position, as the "
         "live session will size it (tradeloop live run --fraction; default 0.5 there too)",
+    )
+    model: ModelChoice = Field(
+        default_factory=ModelChoice,
+        description="the threshold model's classifier and features; model='auto' searches both classifiers",
     )
 
 
@@ -98,7 +103,11 @@ SCORING_FIELDS = ("strategy", "n_splits", "embargo_bars", "cost", "policy", "fra
 
 def scoring_of(config: TuningConfig | dict) -> dict:
     doc = config if isinstance(config, dict) else config.model_dump(mode="json")
-    return {k: doc.get(k) for k in SCORING_FIELDS}
+    scoring = {k: doc.get(k) for k in SCORING_FIELDS}
+    model = doc.get("model")
+    if model is not None and model != ModelChoice().model_dump(mode="json"):  # the default: as before it existed
+        scoring["model"] = model
+    return scoring
 
 
 def study_name_of(config: TuningConfig, *, timeframe: str, version: str) -> str:
@@ -151,9 +160,13 @@ def objective_of(
     splitter = splitter_of(config, timeframe=timeframe)
     cache = WorkCache() if reuse else None
 
+    choice = config.model
+
     def objective(trial: optuna.Trial) -> float:
         strategy, barriers = suggest(trial, config.strategy, cost=config.cost)
-        trial.set_user_attr("params", params_of(strategy, barriers))
+        kinds = choice.kinds
+        kind = kinds[0] if len(kinds) == 1 else str(trial.suggest_categorical("model", list(kinds)))
+        trial.set_user_attr("params", {**params_of(strategy, barriers), **choice.params_of(kind)})
 
         def report(step: int, returns: np.ndarray) -> None:
             running = sharpe_per_period(returns)
@@ -175,6 +188,8 @@ def objective_of(
                 backtest=backtest,
                 policy=config.policy,
                 on_fold=report,
+                estimator_params=choice.estimator_params(kind),
+                features=choice.feature_names,
             )
         trial.set_user_attr(RETURNS_KEY, encode_returns(result.returns))
         trial.set_user_attr(DD_KEY, result.max_drawdown)
@@ -235,8 +250,9 @@ def tune(
         study.set_user_attr("data_version", version)
         study.set_user_attr("config", config.model_dump(mode="json"))
         if warm_start:
+            searched = ("model",) if len(config.model.kinds) > 1 else ()  # of MODEL_KEYS, only a searched one
             study.enqueue_trial(
-                {k: v for k, v in warm_start.items() if k != "strategy"},
+                {k: v for k, v in warm_start.items() if k != "strategy" and (k not in MODEL_KEYS or k in searched)},
                 user_attrs={"warm_start": True},
                 skip_if_exists=True,
             )
