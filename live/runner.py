@@ -36,7 +36,6 @@ from live.venues import venues_of
 from tradeloop.backtest import BacktestConfig
 from tradeloop.data import CandleLake, SeriesKey, earliest
 from tradeloop.data.exchanges import make_exchange
-from tradeloop.data.read_keys import market_data_reads
 from tradeloop.errors import ConfigError, DataError, SessionStateError
 from tradeloop.identity.credentials import CredentialStore, vault_of
 from tradeloop.identity.vault import ExchangeSecret
@@ -269,7 +268,6 @@ def ccxt_feed(settings: Settings, config: SessionConfig) -> CcxtFeed:
         symbols=list(config.symbols),
         timeframe=config.timeframe,
         config=CcxtFeedConfig(stale_after_s=config.feed_stale_after_s),
-        reads=market_data_reads(config.exchange, settings, api_url=settings.exchange_api_url),
     )
 
 

@@ -34,9 +34,11 @@ bars after it (one named later joins within that many bars).
 A challenger's book starts flat, with the champion's equity at the last close, when it joins
 and again after a restart (the paper book lives in memory); its stored evidence is kept, so
 the test goes on over every bar recorded. A challenger that cannot serve the session (unknown
-or tampered artifact, another strategy, universe or a longer window than the engine keeps) is
-logged and retired in the database, audited with why (``challenger_retired``, ``refused``): a
-restart does not try it again and the API does not show it as running.
+or tampered artifact, another strategy or universe) is logged and retired in the database,
+audited with why (``challenger_retired``, ``refused``): a restart does not try it again and the
+API does not show it as running. One that needs a longer window than this engine keeps is
+skipped by this engine only (an engine with a wider window runs it); a registry that cannot
+be read is tried again at the next sync.
 
 4. **A challenger that raises** while it fills, marks or decides never stops the champion's
    bar: it is logged with its artifact, dropped from the shadow and retired in the database
@@ -63,6 +65,7 @@ from tradeloop.backtest import BacktestConfig
 from tradeloop.challengers import SequentialConfig
 from tradeloop.challengers.evidence import ChallengerStore, PairedBar
 from tradeloop.challengers.promotion import recommend_from_live
+from tradeloop.errors import ModelError
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.ops.database import is_connection_error
 from tradeloop.portfolio import Portfolio
@@ -254,12 +257,20 @@ class ShadowStage:
     def _load(self, artifact: str) -> ThresholdModel | None:
         try:
             model = self.registry.model_of(artifact, strategy=self.session.strategy)
-        except Exception as exc:  # noqa: BLE001 - a bad challenger never stops the champion's bar
+        except ModelError as exc:  # unknown, tampered, another strategy's: it never will load
             self._refuse(artifact, f"failed to load: {exc}")
             return None
+        except Exception as exc:  # noqa: BLE001 - a bad challenger never stops the champion's bar
+            # the registry unreadable now (a disk, a mount): tried again at the next sync
+            log.error("session %s: challenger %s could not be read (%s); tried again at the next sync",
+                      self.session.name, artifact[:12], exc)  # fmt: skip
+            return None
         need = min_window_bars(model.strategy, model.features)
-        if need > self.window_bars:
-            self._refuse(artifact, f"needs a window of {need} bars, the engine keeps {self.window_bars}")
+        if need > self.window_bars:  # this engine's setting: skipped here, not retired (a wider engine runs it)
+            self._refused.add(artifact)
+            log.error("session %s: challenger %s needs a window of %d bars, the engine keeps %d; not run in shadow "
+                      "(restart the engine with --window-bars %d)", self.session.name, artifact[:12], need,
+                      self.window_bars, need)  # fmt: skip
             return None
         s = self.session
         universe = Universe(exchange=s.exchange, timeframe=s.timeframe, symbols=tuple(s.symbols))

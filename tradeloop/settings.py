@@ -57,13 +57,6 @@ class Settings(BaseSettings):
         validation_alias=_env("TRADELOOP_EXCHANGE_WS_URL"),
         description="Override of the exchange's WebSocket URL (ccxt.pro market streams).",
     )
-    market_data_keys: SecretStr | None = Field(
-        default=None,
-        validation_alias=_env("TRADELOOP_MARKET_DATA_KEYS"),
-        description="Read-only API keys of the traded exchange for market data, KEY:SECRET[:PASSWORD] separated "
-        "by commas: REST candle reads go to each in turn, each with its own request queue (for venues that "
-        "limit public requests per key).",
-    )
     allow_insecure_loopback: bool = Field(
         default=False,
         validation_alias=_env("TRADELOOP_ALLOW_INSECURE_LOOPBACK"),
@@ -234,18 +227,6 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    def market_data_credentials(self) -> list[dict[str, str]]:
-        """``TRADELOOP_MARKET_DATA_KEYS`` as ccxt credentials, one per key (none when unset); a
-        malformed list is a ConfigError naming the entry by its position, never its text."""
-        if self.market_data_keys is None:
-            return []
-        try:
-            return parse_keys(self.market_data_keys.get_secret_value())
-        except ValueError as exc:
-            from tradeloop.errors import ConfigError
-
-            raise ConfigError(f"TRADELOOP_MARKET_DATA_KEYS: {exc}") from None
-
     @field_validator("log_format", mode="before")
     @classmethod
     def _format_any_case(cls, value: object) -> object:
@@ -307,21 +288,6 @@ def get_settings() -> Settings:
     return settings
 
 
-def parse_keys(text: str) -> list[dict[str, str]]:
-    """``KEY:SECRET[:PASSWORD],...`` as ccxt credentials; an entry without a key and a secret
-    is refused by its position (the text itself is a secret)."""
-    out = []
-    for n, entry in enumerate((e.strip() for e in text.split(",")), start=1):
-        parts = entry.split(":")
-        if entry == "" or len(parts) not in (2, 3) or not all(parts[:2]):
-            raise ValueError(
-                f"entry {n} is not KEY:SECRET or KEY:SECRET:PASSWORD; write the read-only keys as "
-                "KEY:SECRET[:PASSWORD] separated by commas"
-            )
-        out.append({"apiKey": parts[0], "secret": parts[1], "password": parts[2] if len(parts) == 3 else ""})
-    return out
-
-
 def _variable(field: str) -> str:
     """The environment variable of a settings field."""
     alias = Settings.model_fields[field].validation_alias
@@ -340,16 +306,12 @@ def register_settings_secrets(settings: Settings) -> None:
             settings.exchange_api_key,
             settings.exchange_secret,
             settings.exchange_password,
-            settings.market_data_keys,
             settings.jwt_secret,
             settings.encryption_key,
             settings.backup_password,
         )
         if s is not None
     ]
-    if settings.market_data_keys is not None:  # each key and secret alone, as a log line would hold one
-        for entry in settings.market_data_keys.get_secret_value().split(","):
-            secrets += [part for part in entry.strip().split(":") if len(part) >= 4]
     secrets += [
         url_password(url) for url in (settings.database_url, settings.redis_url, settings.backup_repository) if url
     ]

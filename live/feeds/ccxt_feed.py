@@ -30,7 +30,6 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import ccxt.pro
 import polars as pl
@@ -40,7 +39,6 @@ from live.feeds.backfill import GapFiller
 from live.feeds.base import CandleBatch, lake_candles, last_bars
 from live.feeds.lake_writer import LakeWriter
 from tradeloop.data import CandleLake, SeriesKey
-from tradeloop.data.read_keys import RoundRobinReads
 from tradeloop.data.schema import CANDLE_COLUMNS, ccxt_symbol, timeframe_ms
 from tradeloop.retry import backoff_delay
 
@@ -79,11 +77,8 @@ class CcxtFeed:
         config: CcxtFeedConfig | None = None,
         on_stale: Callable[[str, float], None] | None = None,
         seed: int | None = None,
-        reads: RoundRobinReads | None = None,
     ):
         self.exchange, self.lake, self.symbols, self.timeframe = exchange, lake, list(symbols), timeframe
-        # REST candles (polling, backfill): over the read-only keys' clients when there are some
-        self.reads: Any = reads if reads is not None else exchange
         self.config = config or CcxtFeedConfig()
         self.step_ms = timeframe_ms(timeframe)
         self.on_stale = on_stale
@@ -95,7 +90,7 @@ class CcxtFeed:
         self.failbacks: dict[str, int] = dict.fromkeys(self.symbols, 0)
         self.errors: dict[str, str] = {}  # symbol -> the last error other than a network one
         self.gaps = GapFiller(
-            self.reads,
+            exchange,
             timeframe=timeframe,
             deliver=self._deliver,
             max_bars=self.config.max_backfill_bars,
@@ -184,7 +179,7 @@ class CcxtFeed:
                 if rest:
                     last = self.gaps.last.get(symbol, -1)
                     since = last + 1 if last >= 0 else None
-                    candles = await self.reads.fetch_ohlcv(market, self.timeframe, since=since, limit=100)
+                    candles = await self.exchange.fetch_ohlcv(market, self.timeframe, since=since, limit=100)
                     closed = await self._closed_by_venue(candles)
                 else:
                     candles = await self.exchange.watch_ohlcv(market, self.timeframe)
@@ -240,7 +235,7 @@ class CcxtFeed:
             return []
         closed, newest = rows[:-1], rows[-1]
         if self.exchange.has.get("fetchTime"):
-            server_ms = await self.reads.fetch_time()
+            server_ms = await self.exchange.fetch_time()
             if server_ms is not None and newest[0] + self.step_ms <= server_ms:
                 closed.append(newest)
         return closed
@@ -289,8 +284,6 @@ class CcxtFeed:
             await self.writer.close()
         with contextlib.suppress(Exception):
             await self.exchange.close()
-        if self.reads is not self.exchange:
-            await self.reads.close()
 
 
 @dataclass

@@ -1,31 +1,20 @@
 """One request queue per venue and account (``tradeloop.data.request_queues``): two ccxt
 clients of one account in one process wait in one rate limiter at the venue's rate, where
-each alone would go at that rate; clients of two accounts (read-only keys) each have their
-own; a feed's REST candle reads go to the read-only keys' clients in turn
-(``tradeloop.data.read_keys``), and ``TRADELOOP_MARKET_DATA_KEYS`` is parsed, refused when
-malformed without echoing it, and kept out of the logs. Against the loopback Binance (real
-ccxt over HTTP)."""
+each alone would go at that rate; clients of two accounts each have their own, named by a
+digest of the key; a closed event loop's limiters are let go. Against the loopback Binance
+(real ccxt over HTTP)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-import polars as pl
 import pytest
 from exchange_server import BinanceLoopback
 
-from live.feeds.ccxt_feed import CcxtFeed, CcxtFeedConfig
-from tradeloop.data import CandleLake
 from tradeloop.data.exchanges import make_exchange
-from tradeloop.data.read_keys import RoundRobinReads, market_data_reads
 from tradeloop.data.request_queues import PUBLIC, RequestQueues, account_of
-from tradeloop.errors import ConfigError
-from tradeloop.redaction import redact
-from tradeloop.settings import Settings, register_settings_secrets
 
-KEYS = "ro-key-one-5d1f:ro-secret-one-93ac,ro-key-two-77b0:ro-secret-two-1e42"
-T0 = 1_700_000_040_000 - 1_700_000_040_000 % 60_000
 N = 10  # requests per client
 
 
@@ -82,53 +71,14 @@ def test_clients_of_two_accounts_each_have_their_own_queue(rest: BinanceLoopback
     assert account_of(None) == account_of({"apiKey": ""}) == PUBLIC
 
 
-def test_a_feeds_rest_reads_go_to_each_read_only_key_in_turn(rest: BinanceLoopback, tmp_path) -> None:
-    candles = [[T0 + i * 60_000, 100.0 + i, 101.0 + i, 99.0 + i, 100.5 + i, 5.0] for i in range(4)]
-    rest.candles[("BTCUSDT", "1m")] = pl.DataFrame(
-        candles, schema=["ts", "open", "high", "low", "close", "volume"], orient="row"
-    )
-    settings = Settings(_env_file=None, TRADELOOP_MARKET_DATA_KEYS=KEYS, TRADELOOP_ALLOW_INSECURE_LOOPBACK=True)
-    reads = market_data_reads("binance", settings, api_url=rest.url)
-    assert isinstance(reads, RoundRobinReads) and len(reads.clients) == 2
-    feed = CcxtFeed(
-        make_exchange("binance", timeout_s=5, api_url=rest.url, websocket=True),
-        lake=CandleLake(tmp_path),
-        symbols=["BTC-USDT"],
-        timeframe="1m",
-        config=CcxtFeedConfig(use_websocket=False, poll_s=0.05, settle_s=0.0, lake_flush_s=None),
-        reads=reads,
-    )
+def test_a_closed_loops_limiters_are_let_go(rest: BinanceLoopback) -> None:
+    queues = RequestQueues()
+    for _ in range(4):  # four asyncio.run: four loops, each closed at its end
+        asyncio.run(_burst([_client(rest, queues)], 2))
+    assert queues.loops() == 1  # only the last one, dropped at the next lookup
 
-    async def scenario() -> list[int]:
-        out: list[int] = []
-        try:
-            async with asyncio.timeout(20):
-                async for batch in feed.batches():
-                    out.append(batch.ts)
-                    if len(out) == 3:
-                        break
-        finally:
-            await feed.close()
-        return out
+    async def one_more() -> int:
+        await _burst([_client(rest, queues)], 1)
+        return queues.loops()
 
-    assert asyncio.run(scenario()) == [T0 + i * 60_000 for i in range(3)]
-    assert min(reads.used) >= 1 and max(reads.used) - min(reads.used) <= 1  # in turn
-    assert all(c.session is None or c.session.closed for c in reads.clients)  # closed with the feed
-    assert Settings(_env_file=None).market_data_credentials() == []
-    assert market_data_reads("binance", Settings(_env_file=None)) is None
-
-
-@pytest.mark.parametrize("bad", ["only-a-key", "k:s,", "k:s,:s2", "k:s:p:extra"])
-def test_a_malformed_key_list_is_refused_by_position_without_echoing_it(bad: str) -> None:
-    settings = Settings(
-        _env_file=None, TRADELOOP_MARKET_DATA_KEYS=bad
-    )  # a secret: refused where it is read, not echoed by pydantic
-    with pytest.raises(ConfigError, match=r"TRADELOOP_MARKET_DATA_KEYS: entry \d is not KEY:SECRET") as refused:
-        settings.market_data_credentials()
-    assert bad not in str(refused.value) and "KEY:SECRET[:PASSWORD] separated by commas" in str(refused.value)
-
-
-def test_the_read_only_keys_never_reach_a_log() -> None:
-    register_settings_secrets(Settings(_env_file=None, TRADELOOP_MARKET_DATA_KEYS=KEYS))
-    line = redact("polling with ro-key-one-5d1f, signed by ro-secret-two-1e42")
-    assert "ro-key-one-5d1f" not in line and "ro-secret-two-1e42" not in line and "polling with" in line
+    assert asyncio.run(one_more()) == 1 and queues.requests == {("binance", PUBLIC): 9}

@@ -33,7 +33,7 @@ CONF = ROOT / "deploy" / "supervisor" / "tradeloop.conf"
 SESSION = "supervised"
 BARS = 1000
 BAR_MS = 4 * 3_600_000
-PROGRAMS = ("engine", "api", "worker", "dashboard")
+PROGRAMS = ("engine", "api", "worker", "dashboard", "research-metrics")
 
 
 def free_port() -> int:
@@ -107,7 +107,7 @@ def test_supervisord_restarts_a_killed_engine_which_loses_and_repeats_no_order(
     supervisord, supervisorctl = shutil.which("supervisord"), shutil.which("supervisorctl")
     assert supervisord and supervisorctl, "supervisord is missing: run tests/services/ensure.sh (Debian's supervisor)"
     start = int(trained_world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-BARS])
-    ports = {name: free_port() for name in ("api", "dashboard", "engine_metrics", "worker_metrics")}
+    ports = {name: free_port() for name in ("api", "dashboard", "engine_metrics", "worker_metrics", "research")}
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADELOOP_")} | {
@@ -121,6 +121,7 @@ def test_supervisord_restarts_a_killed_engine_which_loses_and_repeats_no_order(
         "TRADELOOP_API_PORT": str(ports["api"]),
         "TRADELOOP_API_WORKERS": "1",
         "TRADELOOP_DASHBOARD_PORT": str(ports["dashboard"]),
+        "TRADELOOP_RESEARCH_METRICS_PORT": str(ports["research"]),
         # the programs' settings
         "TRADELOOP_DATA_DIR": str(trained_world.root),
         "DATABASE_URL": database,
@@ -156,6 +157,10 @@ def test_supervisord_restarts_a_killed_engine_which_loses_and_repeats_no_order(
                  timeout_s=60, logs=run_dir)  # fmt: skip
         wait_for("the dashboard", lambda: answers(f"http://127.0.0.1:{ports['dashboard']}/_stcore/health"),
                  timeout_s=60, logs=run_dir)  # fmt: skip
+        research = f"http://127.0.0.1:{ports['research']}/metrics"
+        wait_for("the research exporter", lambda: answers(research), timeout_s=60, logs=run_dir)
+        with urllib.request.urlopen(research, timeout=5) as reply:  # the trained world's champion
+            assert b"tradeloop_champion_promoted_timestamp_seconds{" in reply.read()
         kills = []
         for at in (250, 600):  # SIGKILL in the middle of the replay, twice
             wait_for(f"bar {at}", lambda at=at: bars_done(database, start) >= at, timeout_s=120, logs=run_dir)

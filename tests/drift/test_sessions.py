@@ -61,8 +61,12 @@ def test_the_champions_closed_trades_are_the_outcomes_calibration_is_judged_on(o
     del doc["calibration"]["source"]  # a report written before sessions were read
     assert DriftReport.from_dict(doc).calibration.source == "simulated"
 
+    twin = build_engine(world.settings, config.model_copy(update={"name": "judged-twin"}))  # the same bars again
+    asyncio.run(twin.run(replay_feed(world.settings, config), max_bars=600))
+    twin.store.close()
+    assert session_outcomes(store, strategy="sma_cross", artifact=world.champion).equals(traded)  # counted once
     with store.transaction() as db:  # a session trading bars the model was trained on proves nothing
-        db.execute(update(TradingSession).where(TradingSession.id == sid).values(in_sample=True))
+        db.execute(update(TradingSession).values(in_sample=True))  # both sessions
     assert session_outcomes(store, strategy="sma_cross", artifact=world.champion).is_empty()
     assert np.isfinite(cal.brier)
     store.close()

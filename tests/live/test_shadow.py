@@ -30,7 +30,7 @@ from tradeloop.backtest import BacktestConfig, run_backtest
 from tradeloop.challengers import SequentialConfig
 from tradeloop.challengers.evidence import ChallengerStore, PairedBar
 from tradeloop.challengers.promotion import promote_from_live, recommend_from_live
-from tradeloop.errors import PromotionRefusedError
+from tradeloop.errors import ModelError, PromotionRefusedError
 from tradeloop.ops import EquityPoint, OpsStore, TradingSession
 from tradeloop.ops.challenger_models import ChallengerRow
 from tradeloop.registry import Lineage, ModelRegistry
@@ -335,7 +335,7 @@ def test_naming_a_challenger_while_another_caller_names_it_on_postgresql_names_i
     store.close()
 
 
-def test_a_challenger_the_engine_cannot_run_is_retired_in_the_database_not_only_skipped(
+def test_a_challenger_that_never_loads_is_retired_in_the_database_and_a_passing_problem_is_not(
     own_world: World, tmp_path: Path
 ) -> None:
     world = own_world
@@ -347,21 +347,52 @@ def test_a_challenger_the_engine_cannot_run_is_retired_in_the_database_not_only_
     session = open_session(store, registry, config, first_bar_ms=start)
     ChallengerStore(store).add(session, artifact, registry=registry)
 
-    def stage() -> ShadowStage:  # an engine that keeps fewer bars than the challenger needs
+    def stage(window_bars: int = WINDOW) -> ShadowStage:
         return ShadowStage(
-            store=store, session=session, registry=registry, backtest=BacktestConfig(**session.config), window_bars=3
-        )
+            store=store, session=session, registry=registry, backtest=BacktestConfig(**session.config),
+            window_bars=window_bars,
+        )  # fmt: skip
 
-    first = stage()
-    first._sync(10_000.0)
-    assert artifact not in first.books
-    [row] = ChallengerStore(store).rows(session.id)
-    assert row.status == "retired"
+    def sync_with(error: Exception | None, *, window_bars: int = WINDOW) -> ShadowStage:
+        shadow = stage(window_bars)
+        with pytest.MonkeyPatch.context() as patch:
+            if error is not None:
+                patch.setattr(ModelRegistry, "model_of", lambda *a, **k: (_ for _ in ()).throw(error))
+            shadow._sync(10_000.0)
+        return shadow
+
+    def status() -> str:
+        [row] = ChallengerStore(store).rows(session.id)
+        return row.status
+
+    # passing problems: the registry unreadable now, an engine keeping too short a window
+    assert artifact not in sync_with(OSError("disk gone")).books and status() == "shadow"
+    assert artifact not in sync_with(None, window_bars=3).books and status() == "shadow"
+    assert artifact in sync_with(None).books  # both gone: it runs
+    # one that never will load (tampered, another strategy's): retired, audited with why
+    assert artifact not in sync_with(ModelError("artifact abc: files do not match their hashes")).books
+    assert status() == "retired"
     [audit] = store.audit_log(session.id, events=("challenger_retired",))
-    assert audit.detail["artifact"] == artifact and "needs a window of" in audit.detail["refused"]
+    assert audit.detail["artifact"] == artifact and "do not match their hashes" in audit.detail["refused"]
+    loads: list[str] = []
     with pytest.MonkeyPatch.context() as patch:  # a restarted engine does not load it again
-        loads: list[str] = []
         patch.setattr(ModelRegistry, "model_of", lambda self, a, **_: loads.append(a) or model)
         stage()._sync(10_000.0)
     assert loads == [] and len(store.audit_log(session.id, events=("challenger_retired",))) == 1
+    store.close()
+
+
+def test_retiring_leaves_a_promoted_challenger_promoted(own_world: World, tmp_path: Path) -> None:
+    world = own_world
+    artifact, _ = _challenger(world, tmp_path, shift=-0.01)
+    start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-BARS])
+    store = OpsStore.open(world.settings.effective_database_url)
+    registry = ModelRegistry(world.settings.registry_dir)
+    session = open_session(store, registry, SessionConfig(name="raced", start=start), first_bar_ms=start)
+    ChallengerStore(store).add(session, artifact, registry=registry)
+    with store.transaction() as db:  # an administrator's promotion landed first
+        db.execute(sa.update(ChallengerRow).where(ChallengerRow.artifact == artifact).values(status="promoted"))
+    ChallengerStore(store).retire(session.id, artifact, actor="engine", detail={"refused": "late"})
+    [row] = ChallengerStore(store).rows(session.id)
+    assert row.status == "promoted" and not store.audit_log(session.id, events=("challenger_retired",))
     store.close()

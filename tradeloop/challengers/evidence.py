@@ -137,7 +137,9 @@ class ChallengerStore:
         with self.store.transaction(immediate=True) as db:
             for row in db.scalars(
                 select(ChallengerRow).where(
-                    ChallengerRow.session_id == session_id, ChallengerRow.artifact.startswith(artifact)
+                    ChallengerRow.session_id == session_id,
+                    ChallengerRow.artifact.startswith(artifact),
+                    ChallengerRow.status.in_(("shadow", "recommended")),  # a promotion made meanwhile stands
                 )
             ):
                 row.status = "retired"

@@ -55,7 +55,6 @@ def run(
     from live.venue_monitor import VenueMonitor
     from tradeloop.data import CandleLake
     from tradeloop.data.exchanges import make_exchange
-    from tradeloop.data.read_keys import market_data_reads
     from tradeloop.data.schema import ccxt_symbol, check_exchange, timeframe_ms
     from tradeloop.observability.venues import venue_health
     from tradeloop.ops import OpsStore
@@ -94,8 +93,7 @@ def run(
                 websocket=True,
                 ws_url=settings.exchange_ws_url if primary else None,
             )
-            reads = market_data_reads(venue, settings, api_url=settings.exchange_api_url) if primary else None
-            return CcxtFeed(client, lake=lake, symbols=traded, timeframe=timeframe, reads=reads)
+            return CcxtFeed(client, lake=lake, symbols=traded, timeframe=timeframe)
 
         primary = venue_feed(exchange, primary=True)
         feeds = [primary] + [venue_feed(v, primary=False) for v in dict.fromkeys(sources or []) if v != exchange]

@@ -1,26 +1,34 @@
 """One request queue per venue and account in a process, honouring ccxt's rate limiter.
 
 Every ccxt async client holds its own limiter (``Throttler``: a leaky bucket refilled at the
-venue's ``rateLimit``), so two clients of one account in one process (the engine's candle
-feed and its broker; the market-data service's feed, its quotes and its health monitor)
-would together send up to twice what the venue allows, and be answered 429 or banned.
-:class:`RequestQueues` gives every async client of one venue and account the same queue:
-their REST requests wait their turn in one bucket, at the rate ccxt knows for the venue, in
-the order they were made. Clients are attached by ``tradeloop.data.exchanges.make_exchange``
-(the account: :func:`account_of` its credentials), so nothing else has to know.
+venue's ``rateLimit``), so several clients of one account in one process (the market-data
+service's feeds, its quotes and the venue monitor on the public side; a broker's client and
+a reconciliation's on an account's keys) would together send a multiple of what the venue
+allows, and be answered 429 or banned. :class:`RequestQueues` gives every async client of one
+venue and account the same queue: their REST requests wait their turn in one bucket, at the
+rate ccxt knows for the venue, in the order they were made. Clients are attached by
+``tradeloop.data.exchanges.make_exchange`` (the account: :func:`account_of` its
+credentials), so nothing else has to know.
 
 Rules:
 
 1. The queue is per ``(venue, account)``: ``account`` is ``"public"`` for a client without
    keys and ``"key-<digest>"`` (a short SHA-256 of the API key, never the key) for one with.
-   Several read-only keys (``TRADELOOP_MARKET_DATA_KEYS``) are several accounts, so several
-   queues: that is what they are for, on venues that limit public requests per key.
+   An engine's unkeyed candle feed and its keyed broker are two accounts, so two queues:
+   venues count orders per account, and a venue that limits by address (Binance's request
+   weight) sees both within its budget only while each stays under half of it.
 2. A ccxt limiter belongs to one event loop: the queue is per loop too (a process runs one
-   loop per ``asyncio.run``; a loop that ends takes its limiters with it).
+   loop per ``asyncio.run``); the limiters of a loop that has closed are dropped at the next
+   lookup.
 3. The bucket is the first client's (``tokenBucket``: ccxt's figures for the venue); clients
    of one venue share ccxt's figures, so which one comes first does not matter.
 4. Synchronous clients (``ccxt``, used by one-shot commands) keep ccxt's own per-client
    limiter.
+
+Several API keys for read-only market data do not raise a venue's limit through ccxt: ccxt
+sends the key with private endpoints only, and candles, tickers and the server time are
+public, so every key's requests would arrive anonymous from one address. That mitigation is
+not built.
 """
 
 from __future__ import annotations
@@ -28,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-import weakref
 from collections import Counter
 from typing import Any
 
@@ -48,7 +55,9 @@ class RequestQueues:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._queues: dict[tuple[str, str], weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Throttler]] = {}
+        # (venue, account) -> id(loop) -> (the loop, its limiter): a limiter holds its loop, so a
+        # weak mapping would never let go; closed loops are dropped at lookup instead (rule 2)
+        self._queues: dict[tuple[str, str], dict[int, tuple[asyncio.AbstractEventLoop, Throttler]]] = {}
         self._buckets: dict[tuple[str, str], dict[str, Any]] = {}
         self.requests: Counter[tuple[str, str]] = Counter()  # requests let through, per (venue, account)
 
@@ -71,16 +80,24 @@ class RequestQueues:
     def depth(self, venue: str, account: str) -> int:
         """Requests of ``venue`` and ``account`` waiting their turn now, over every loop."""
         with self._lock:
-            return sum(len(t.queue) for t in self._queues.get((venue, account), {}).values())
+            return sum(len(t.queue) for _, t in self._queues.get((venue, account), {}).values())
+
+    def loops(self) -> int:
+        """Event loops holding limiters now (closed ones are dropped at the next lookup)."""
+        with self._lock:
+            return len({id(loop) for per_loop in self._queues.values() for loop, _ in per_loop.values()})
 
     def _throttler(self, key: tuple[str, str]) -> Throttler:
         loop = asyncio.get_running_loop()
         with self._lock:
-            per_loop = self._queues.setdefault(key, weakref.WeakKeyDictionary())
-            throttler = per_loop.get(loop)
-            if throttler is None:  # rule 2
-                throttler = per_loop[loop] = Throttler(dict(self._buckets[key]), loop)
-            return throttler
+            for per_loop in self._queues.values():  # rule 2: a closed loop's limiters go
+                for ident in [i for i, (held, _) in per_loop.items() if held.is_closed()]:
+                    del per_loop[ident]
+            per_loop = self._queues.setdefault(key, {})
+            held = per_loop.get(id(loop))
+            if held is None or held[0] is not loop:
+                held = per_loop[id(loop)] = (loop, Throttler(dict(self._buckets[key]), loop))
+            return held[1]
 
 
 _QUEUES = RequestQueues()

@@ -10,8 +10,14 @@ the live threshold adaptation does). Rules:
    model saw those bars in training, so its probabilities there prove nothing).
 2. Entries the champion decided: the audit row names its ``artifact`` (a decision recorded
    before the artifact was, or by another model, does not count).
-3. A trade is labelled 1 when its net return is above zero, else 0; it counts at its closing
-   fill's time (``ts``), so ``until_ms`` cuts it as the candles are cut.
+3. A trade is labelled 1 when its net return is above zero, else 0, as a training event is
+   labelled 1 when its return net of costs is (``tradeloop.thresholds.labels``); the training
+   event exits at a barrier, the trade by the strategy's own rules and stops, so the live
+   labels are what the entries really earned: a model whose probabilities no longer say that
+   is what calibration drift means here. A trade counts at its closing fill's time (``ts``),
+   so ``until_ms`` cuts it as the candles are cut.
+4. Sessions that traded the same bars with the same champion (a paper session beside a live
+   one, a replay) made the same trades: one outcome per symbol, closing time and probability.
 """
 
 from __future__ import annotations
@@ -50,4 +56,5 @@ def session_outcomes(store: OpsStore, *, strategy: str, artifact: str, until_ms:
             for t in closed_trades(trade_fills(db, sid), probabilities):
                 if until_ms is None or t.closed_ts <= until_ms:
                     rows.append((t.closed_ts, t.symbol, t.probability, int(t.net_return > 0)))
-    return pl.DataFrame(rows, schema=SCHEMA, orient="row").sort("ts", "symbol")
+    frame = pl.DataFrame(rows, schema=SCHEMA, orient="row").sort("ts", "symbol")
+    return frame.unique(subset=["ts", "symbol", "proba"], keep="first", maintain_order=True)  # rule 4
