@@ -317,7 +317,7 @@ def main() -> None:
         run_dir.mkdir()
         start, held = hold_back(data, int(seconds / args.bar_s) + 10)
         seeded = seed(db_url, users=args.users, orders=200, equity=1000, desk_sessions=0)
-        ports = {name: free_port() for name in ("api", "dashboard", "engine", "worker")}
+        ports = {name: free_port() for name in ("api", "dashboard", "engine", "worker", "research")}
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRADELOOP_")} | {
             "TRADELOOP_HOME": str(ROOT), "TRADELOOP_RUN_DIR": str(run_dir), "TRADELOOP_SESSION": SESSION,
             "TRADELOOP_ENGINE_ARGS": f"--symbol {SYMBOL} --start {start}",
@@ -325,6 +325,7 @@ def main() -> None:
             "TRADELOOP_WORKER_METRICS_PORT": str(ports["worker"]),
             "TRADELOOP_API_HOST": "127.0.0.1", "TRADELOOP_API_PORT": str(ports["api"]), "TRADELOOP_API_WORKERS": "2",
             "TRADELOOP_DASHBOARD_PORT": str(ports["dashboard"]),
+            "TRADELOOP_RESEARCH_METRICS_PORT": str(ports["research"]),
             "TRADELOOP_DATA_DIR": str(data), "DATABASE_URL": db_url, "REDIS_URL": REDIS_URL,
             "TRADELOOP_REDIS_PREFIX": prefix, "TRADELOOP_LOG_LEVEL": "WARNING", "TRADELOOP_RATE_LIMIT_USER": HIGH,
             "TRADELOOP_RATE_LIMIT_API_KEY": HIGH, "TRADELOOP_RATE_LIMIT_IP": HIGH, "TRADELOOP_RATE_LIMIT_LOGIN": HIGH,
