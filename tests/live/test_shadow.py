@@ -335,17 +335,22 @@ def test_naming_a_challenger_while_another_caller_names_it_on_postgresql_names_i
     store.close()
 
 
+def _named(world: World, tmp: Path, name: str):
+    """A new session ``name`` with one challenger named: (artifact, its model, store, registry, session)."""
+    artifact, model = _challenger(world, tmp, shift=-0.01)
+    start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-BARS])
+    store = OpsStore.open(world.settings.effective_database_url)
+    registry = ModelRegistry(world.settings.registry_dir)
+    config = SessionConfig(name=name, start=start, window_bars=WINDOW, fraction=0.5)
+    session = open_session(store, registry, config, first_bar_ms=start)
+    ChallengerStore(store).add(session, artifact, registry=registry)
+    return artifact, model, store, registry, session
+
+
 def test_a_challenger_that_never_loads_is_retired_in_the_database_and_a_passing_problem_is_not(
     own_world: World, tmp_path: Path
 ) -> None:
-    world = own_world
-    artifact, model = _challenger(world, tmp_path, shift=-0.01)
-    start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-BARS])
-    config = SessionConfig(name="refused", start=start, window_bars=WINDOW, fraction=0.5)
-    store = OpsStore.open(world.settings.effective_database_url)
-    registry = ModelRegistry(world.settings.registry_dir)
-    session = open_session(store, registry, config, first_bar_ms=start)
-    ChallengerStore(store).add(session, artifact, registry=registry)
+    artifact, model, store, registry, session = _named(own_world, tmp_path, "refused")
 
     def stage(window_bars: int = WINDOW) -> ShadowStage:
         return ShadowStage(
@@ -383,13 +388,7 @@ def test_a_challenger_that_never_loads_is_retired_in_the_database_and_a_passing_
 
 
 def test_retiring_leaves_a_promoted_challenger_promoted(own_world: World, tmp_path: Path) -> None:
-    world = own_world
-    artifact, _ = _challenger(world, tmp_path, shift=-0.01)
-    start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-BARS])
-    store = OpsStore.open(world.settings.effective_database_url)
-    registry = ModelRegistry(world.settings.registry_dir)
-    session = open_session(store, registry, SessionConfig(name="raced", start=start), first_bar_ms=start)
-    ChallengerStore(store).add(session, artifact, registry=registry)
+    artifact, _, store, _, session = _named(own_world, tmp_path, "raced")
     with store.transaction() as db:  # an administrator's promotion landed first
         db.execute(sa.update(ChallengerRow).where(ChallengerRow.artifact == artifact).values(status="promoted"))
     ChallengerStore(store).retire(session.id, artifact, actor="engine", detail={"refused": "late"})
