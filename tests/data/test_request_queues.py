@@ -71,6 +71,21 @@ def test_clients_of_two_accounts_each_have_their_own_queue(rest: BinanceLoopback
     assert account_of(None) == account_of({"apiKey": ""}) == PUBLIC
 
 
+def test_one_venue_at_two_hosts_has_two_queues(rest: BinanceLoopback) -> None:
+    """Two Binance-protocol servers (a proxy, a test venue): each host's limit is its own."""
+    with BinanceLoopback(candles={}) as other:
+        slow = RequestQueues()
+        clients = [_client(rest, RequestQueues()), _client(other, RequestQueues())]
+        endpoint = clients[0].api["public"]["get"]["time"]
+        cost = clients[0].calculate_rate_limiter_cost(["public"], "GET", "time", {}, endpoint)
+        for c in clients:
+            c.tokenBucket = {**c.tokenBucket, "refillRate": cost / 200.0}
+            slow.attach(c, account=PUBLIC)
+        elapsed = asyncio.run(_burst(clients, 4))
+    assert elapsed < 7 * 0.2 * 0.9, elapsed  # 3 refills each, side by side: not 7 in one queue
+    assert slow.requests == {("binance", PUBLIC): 8}
+
+
 def test_a_closed_loops_limiters_are_let_go(rest: BinanceLoopback) -> None:
     queues = RequestQueues()
     for _ in range(4):  # four asyncio.run: four loops, each closed at its end

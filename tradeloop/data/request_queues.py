@@ -14,6 +14,8 @@ Rules:
 
 1. The queue is per ``(venue, account)``: ``account`` is ``"public"`` for a client without
    keys and ``"key-<digest>"`` (a short SHA-256 of the API key, never the key) for one with.
+   A venue is its ccxt id at one REST host: a client pointed elsewhere (``api_url``: a
+   proxy, a test exchange) counts against that host's limit, not the venue's.
    An engine's unkeyed candle feed and its keyed broker are two accounts, so two queues:
    venues count orders per account, and a venue that limits by address (Binance's request
    weight) sees both within its budget only while each stays under half of it.
@@ -38,6 +40,7 @@ import hashlib
 import threading
 from collections import Counter
 from typing import Any
+from urllib.parse import urlsplit
 
 from ccxt.async_support.base.throttler import Throttler
 
@@ -57,8 +60,9 @@ class RequestQueues:
         self._lock = threading.Lock()
         # (venue, account) -> id(loop) -> (the loop, its limiter): a limiter holds its loop, so a
         # weak mapping would never let go; closed loops are dropped at lookup instead (rule 2)
-        self._queues: dict[tuple[str, str], dict[int, tuple[asyncio.AbstractEventLoop, Throttler]]] = {}
-        self._buckets: dict[tuple[str, str], dict[str, Any]] = {}
+        # keyed (venue, account, REST host): rule 1
+        self._queues: dict[tuple[str, str, str], dict[int, tuple[asyncio.AbstractEventLoop, Throttler]]] = {}
+        self._buckets: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.requests: Counter[tuple[str, str]] = Counter()  # requests let through, per (venue, account)
 
     def attach(self, exchange: Any, *, account: str) -> Any:
@@ -66,13 +70,14 @@ class RequestQueues:
         returns ``exchange``. A synchronous client is left as it is (rule 4)."""
         if not asyncio.iscoroutinefunction(getattr(exchange, "throttle", None)):
             return exchange
-        key = (str(exchange.id), account)
+        venue = str(exchange.id)
+        key = (venue, account, _rest_host(exchange))
         with self._lock:
             self._buckets.setdefault(key, dict(exchange.tokenBucket or {}))  # rule 3
 
         async def throttle(cost: float | None = None) -> None:
             await self._throttler(key)(cost)
-            self.requests[key] += 1
+            self.requests[venue, account] += 1
 
         exchange.throttle = throttle
         return exchange
@@ -80,14 +85,19 @@ class RequestQueues:
     def depth(self, venue: str, account: str) -> int:
         """Requests of ``venue`` and ``account`` waiting their turn now, over every loop."""
         with self._lock:
-            return sum(len(t.queue) for _, t in self._queues.get((venue, account), {}).values())
+            return sum(
+                len(t.queue)
+                for (v, a, _), per_loop in self._queues.items()
+                if (v, a) == (venue, account)
+                for _, t in per_loop.values()
+            )
 
     def loops(self) -> int:
         """Event loops holding limiters now (closed ones are dropped at the next lookup)."""
         with self._lock:
             return len({id(loop) for per_loop in self._queues.values() for loop, _ in per_loop.values()})
 
-    def _throttler(self, key: tuple[str, str]) -> Throttler:
+    def _throttler(self, key: tuple[str, str, str]) -> Throttler:
         loop = asyncio.get_running_loop()
         with self._lock:
             for per_loop in self._queues.values():  # rule 2: a closed loop's limiters go
@@ -98,6 +108,16 @@ class RequestQueues:
             if held is None or held[0] is not loop:
                 held = per_loop[id(loop)] = (loop, Throttler(dict(self._buckets[key]), loop))
             return held[1]
+
+
+def _rest_host(exchange: Any) -> str:
+    """The host of the client's public REST URL (``urls['api']``: a string, or a nested dict
+    whose ``public`` or ``rest`` entry, else its first, is taken)."""
+    api: Any = exchange.urls.get("api")
+    while isinstance(api, dict):
+        named = api.get("public", api.get("rest"))
+        api = named if named is not None else next((v for v in api.values() if isinstance(v, (str, dict))), "")
+    return urlsplit(api).netloc if isinstance(api, str) else ""
 
 
 _QUEUES = RequestQueues()
