@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="the sampler's seed (default: ResearchResource's)")
     parser.add_argument(
         "--model",
-        default="",
-        choices=("", "logistic", "hgb", "auto"),
+        default=None,
+        choices=("logistic", "hgb", "auto"),
         help="the threshold model's classifier (default: ResearchResource's, logistic); auto searches both",
     )
     parser.add_argument(
