@@ -25,8 +25,8 @@ from __future__ import annotations
 import polars as pl
 from sqlalchemy import select
 
-from tradeloop.ops import AuditEvent, OpsStore, TradingSession
-from tradeloop.ops.adaptation import trade_fills
+from tradeloop.ops import OpsStore, TradingSession
+from tradeloop.ops.adaptation import entry_probabilities, trade_fills
 from tradeloop.thresholds.feedback import closed_trades
 
 SCHEMA = {"ts": pl.Int64, "symbol": pl.String, "proba": pl.Float64, "label": pl.Int64}
@@ -41,16 +41,7 @@ def session_outcomes(store: OpsStore, *, strategy: str, artifact: str, until_ms:
             select(TradingSession.id).where(TradingSession.strategy == strategy, TradingSession.in_sample.is_(False))
         ).all()
         for sid in sessions:
-            decided = db.execute(
-                select(AuditEvent.order_id, AuditEvent.detail).where(
-                    AuditEvent.session_id == sid, AuditEvent.event == "order_decided"
-                )
-            )
-            probabilities = {
-                int(o): float(d["proba"])
-                for o, d in decided
-                if o is not None and d.get("proba") is not None and d.get("artifact") == artifact
-            }
+            probabilities = entry_probabilities(db, sid, artifact=artifact)
             if not probabilities:
                 continue
             for t in closed_trades(trade_fills(db, sid), probabilities):

@@ -134,8 +134,11 @@ def last_control(db: Session, session_id: int) -> dict:
     return {} if row is None else dict(row.detail)
 
 
-def entry_probabilities(db: Session, session_id: int, *, after_order_id: int = 0) -> dict[int, float]:
-    """Order id -> the model's probability at the entry's decision (orders past ``after_order_id``)."""
+def entry_probabilities(
+    db: Session, session_id: int, *, after_order_id: int = 0, artifact: str | None = None
+) -> dict[int, float]:
+    """Order id -> the model's probability at the entry's decision (orders past ``after_order_id``;
+    with ``artifact``, only the entries that model decided: its decision row names it)."""
     rows = db.execute(
         select(AuditEvent.order_id, AuditEvent.detail).where(
             AuditEvent.session_id == session_id,
@@ -143,7 +146,11 @@ def entry_probabilities(db: Session, session_id: int, *, after_order_id: int = 0
             AuditEvent.order_id > after_order_id,
         )
     )
-    return {int(o): float(d["proba"]) for o, d in rows if o is not None and d.get("proba") is not None}
+    return {
+        int(o): float(d["proba"])
+        for o, d in rows
+        if o is not None and d.get("proba") is not None and (artifact is None or d.get("artifact") == artifact)
+    }
 
 
 def trade_fills(db: Session, session_id: int, *, after_id: int = 0) -> list[TradeFill]:
