@@ -100,12 +100,12 @@ class RequestQueues:
     def _throttler(self, key: tuple[str, str, str]) -> Throttler:
         loop = asyncio.get_running_loop()
         with self._lock:
-            for per_loop in self._queues.values():  # rule 2: a closed loop's limiters go
-                for ident in [i for i, (held, _) in per_loop.items() if held.is_closed()]:
-                    del per_loop[ident]
             per_loop = self._queues.setdefault(key, {})
             held = per_loop.get(id(loop))
-            if held is None or held[0] is not loop:
+            if held is None or held[0] is not loop:  # a new loop: closed ones' limiters go (rule 2)
+                for queues in self._queues.values():
+                    for ident in [i for i, (old, _) in queues.items() if old.is_closed()]:
+                        del queues[ident]
                 held = per_loop[id(loop)] = (loop, Throttler(dict(self._buckets[key]), loop))
             return held[1]
 
