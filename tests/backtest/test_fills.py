@@ -13,6 +13,7 @@ from tradeloop.backtest import (
     WilderAtr,
     kernel,
     kernel_exits,
+    kernel_plain,
     limit_fill_price,
     limit_price,
     next_extreme,
@@ -249,11 +250,13 @@ def test_the_kernel_digest_follows_fills_py() -> None:
     )
 
 
-def test_the_kernel_digest_follows_kernel_exits_py() -> None:
+@pytest.mark.parametrize("module", [kernel, kernel_plain], ids=lambda m: m.__name__)
+def test_the_kernel_digests_follow_kernel_exits_py(module) -> None:
     digest = hashlib.sha256(Path(kernel_exits.__file__).read_bytes()).hexdigest()
-    assert kernel.EXITS_SHA256 == digest, (
-        "tradeloop/backtest/kernel_exits.py changed, and numba's cache of the kernel only sees kernel.py: "
-        f'set EXITS_SHA256 = "{digest}" in tradeloop/backtest/kernel.py so the kernel recompiles'
+    name = Path(module.__file__).name
+    assert module.EXITS_SHA256 == digest, (
+        f"tradeloop/backtest/kernel_exits.py changed, and numba's cache of a kernel only sees its own file: "
+        f'set EXITS_SHA256 = "{digest}" in tradeloop/backtest/{name} so it recompiles'
     )
 
 

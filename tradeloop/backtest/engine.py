@@ -8,8 +8,10 @@ does (``tradeloop.backtest.kernel_risk``): the result lists what it refused
 (``tradeloop.backtest.guard``).
 
 Here: the sizing of each entry (``size_fractions``) and the runs of the compiled kernel
-(``simulate_arrays``, blocks of symbols on threads). The input arrays are
-``tradeloop.backtest.prices``'s, the result's tables ``tradeloop.backtest.result``'s.
+(``simulate_arrays``, blocks of symbols on threads; the plain case, market entries without
+stops or risk and one symbol per portfolio, runs ``tradeloop.backtest.kernel_plain``'s loop,
+the same outputs). The input arrays are ``tradeloop.backtest.prices``'s, the result's tables
+``tradeloop.backtest.result``'s.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 
-from tradeloop.backtest import guard, kernel, kernel_risk
+from tradeloop.backtest import guard, kernel, kernel_plain, kernel_risk
 from tradeloop.backtest.atr import wilder_atr
 from tradeloop.backtest.config import BacktestConfig
 from tradeloop.backtest.prices import PriceArrays
@@ -117,6 +119,23 @@ def _kernel_call(
     signal = prices.signal[:, cols]
     frac = size_frac if size_frac.shape == (1, 1) else size_frac[:, cols]
     scalars = config.kernel_scalars()
+    risk = inputs.kernel_args(cols, group, n_groups, signal)
+    max_trades = int(np.count_nonzero(signal & ENTRIES)) + signal.shape[1] + 1
+    if kernel_plain.is_plain(scalars, risk, one_symbol_per_portfolio=n_groups == signal.shape[1]):
+        return kernel_plain.simulate_plain(
+            prices.open[:, cols],
+            prices.close[:, cols],
+            signal,
+            frac,
+            group,
+            n_groups,
+            scalars.init_cash,
+            scalars.fee_rate,
+            scalars.slippage,
+            scalars.close_at_end,
+            max_trades,
+            equity,
+        )
     return kernel.simulate(
         prices.open[:, cols],
         prices.high[:, cols],
@@ -133,7 +152,7 @@ def _kernel_call(
         scalars.take_profit,
         scalars.trailing_stop,
         scalars.close_at_end,
-        int(np.count_nonzero(signal & ENTRIES)) + signal.shape[1] + 1,
+        max_trades,
         equity,
         _NO_ATR if atr is None else atr[:, cols],
         scalars.atr_stop,
@@ -141,7 +160,7 @@ def _kernel_call(
         scalars.limit_ttl_bars,
         scalars.limit_offset,
         scalars.maker_fee_rate,
-        inputs.kernel_args(cols, group, n_groups, signal),
+        risk,
     )
 
 

@@ -126,8 +126,10 @@ _FL = kernel_risk.FLATTEN
 _FLAT_QTY = kernel_risk.FLAT_QTY
 # and for the exit fills and the trade records: a digest of tradeloop/backtest/kernel_exits.py, set anew after
 # editing it (tests/backtest/test_fills.py says to).
-EXITS_SHA256 = "02a5962a040ece985c980341772a5c46b189ea2fbaaadb51ccb43b0490a12893"
+EXITS_SHA256 = "808ffca408b6c5394790b6f2e479fa1b1058174528a84df0e9b4c5708ab7b18c"
 _exit_fill = kernel_exits.exit_fill
+_entry_qty = kernel_exits.entry_qty
+_entry_cash = kernel_exits.entry_cash
 _end_of_data = kernel_exits.end_of_data
 
 
@@ -256,19 +258,15 @@ def simulate(
                 continue
             g = group[j]
             px = o * (1.0 + slip) if want_long else o * (1.0 - slip)
-            q = min(pending_frac[j] * pending_equity[j] / px, cash[g] / (px * (1.0 + fee)))
+            q = _entry_qty(pending_frac[j], pending_equity[j], cash[g], px, fee)
             if not q > 0.0:
                 continue
             if risk is not None:
                 if not q > _FLAT_QTY:  # flat to the risk engine: no dust position (rule 8)
                     continue
-            fee_paid = q * px * fee
-            if want_long:
-                cash[g] -= q * px + fee_paid
-                pos[j] = q
-            else:
-                cash[g] += q * px - fee_paid
-                pos[j] = -q
+            cash_change, fee_paid = _entry_cash(want_long, q, px, fee)
+            cash[g] += cash_change
+            pos[j] = q if want_long else -q
             notional[g] += q * px
             entry_price[j] = px
             entry_bar[j] = t
@@ -295,13 +293,9 @@ def simulate(
             if risk is not None:
                 if not q > _FLAT_QTY:  # flat to the risk engine: no dust position (rule 8)
                     continue
-            fee_paid = q * fill * maker_fee
-            if d > 0.0:
-                cash[g] -= q * fill + fee_paid
-                pos[j] = q
-            else:
-                cash[g] += q * fill - fee_paid
-                pos[j] = -q
+            cash_change, fee_paid = _entry_cash(d > 0.0, q, fill, maker_fee)
+            cash[g] += cash_change
+            pos[j] = q if d > 0.0 else -q
             notional[g] += q * fill
             entry_price[j] = fill
             entry_bar[j] = t

@@ -1,13 +1,19 @@
-"""Closing positions inside the compiled backtest, and the trade record each leaves.
+"""Fills inside the compiled backtest: the cash each one moves, and the trade record an exit leaves.
 
-``tradeloop.backtest.kernel.simulate`` calls these (inlined) where a position ends: an exit at
-the open (its rule 1), a stop or take-profit (rule 5), the end of data (rule 7). They move the
+``tradeloop.backtest.kernel.simulate`` and its plain-case twin
+``tradeloop.backtest.kernel_plain.simulate_plain`` call these (inlined): :func:`entry_qty` and
+:func:`entry_cash` where a position opens, the others where one ends: an exit at the open (the
+kernel's rule 1), a stop or take-profit (rule 5), the end of data (rule 7). They move the
 portfolio's ``cash`` and traded ``notional``, flatten ``pos`` (signed quantities over the
 symbols) and write one row of the kernel's float64 trade matrix, the columns ``T_*``:
 
-- An exit fill (:func:`exit_fill`) sells a long at ``price * (1 - slippage)`` and buys back a
-  short at ``price * (1 + slippage)``; the cash moves by the fill's notional less (long) or
-  plus (short) the fee ``fee_rate * notional``, and the notional counts as traded.
+- A market entry buys (sells short) ``min(fraction * equity / price, cash / (price * (1 + fee)))``
+  units (:func:`entry_qty`); a buy pays the notional and the fee ``fee_rate * notional``, a
+  short sale receives the notional less the fee (:func:`entry_cash`).
+- An exit fill (:func:`exit_fill`, its amounts :func:`exit_cash`) sells a long at
+  ``price * (1 - slippage)`` and buys back a short at ``price * (1 + slippage)``; the cash moves
+  by the fill's notional less (long) or plus (short) the fee ``fee_rate * notional``, and the
+  notional counts as traded.
 - ``T_FEES`` is the entry's and the exit's fee together,
   ``T_PNL = direction * qty * (exit_price - entry_price) - fees``,
   ``T_RETURN = T_PNL / (qty * entry_price)``.
@@ -15,10 +21,11 @@ symbols) and write one row of the kernel's float64 trade matrix, the columns ``T
   exit fee and recorded with reason ``OPEN``; with ``close_at_end`` it is closed at the last
   close with slippage and fee (``END``) and the last bar's equity becomes the cash.
 
-numba's cache of the kernel keys on kernel.py only: ``kernel.EXITS_SHA256`` is this file's
-digest, set anew after editing it (tests/backtest/test_fills.py says to), so the kernel
-recompiles. Arrays go in one by one: numba (0.68) inlining a function that wrote through a
-tuple of arrays into the kernel's risk specialization left its writes unseen.
+numba's cache of a kernel keys on its own file only: ``kernel.EXITS_SHA256`` and
+``kernel_plain.EXITS_SHA256`` are this file's digest, set anew after editing it
+(tests/backtest/test_fills.py says to), so both kernels recompile. Arrays go in one by one:
+numba (0.68) inlining a function that wrote through a tuple of arrays into the kernel's risk
+specialization left its writes unseen.
 """
 
 from __future__ import annotations
@@ -64,6 +71,33 @@ def record(trades, n_trades, j, direction, entry_bar, exit_bar, qty, entry_price
 
 
 @nb.njit(cache=True, inline="always", error_model="numpy")
+def entry_qty(frac, equity, cash, px, fee):
+    """Units of a market entry at ``px`` (slippage in): ``frac`` of ``equity``, capped by the ``cash``
+    that pays for them and their fee; not > 0: no entry."""
+    return min(frac * equity / px, cash / (px * (1.0 + fee)))
+
+
+@nb.njit(cache=True, inline="always", error_model="numpy")
+def entry_cash(long, q, px, fee):
+    """``(cash change, fee)`` of an entry of ``q > 0`` units at ``px``: a buy (``long``) pays the
+    notional and the fee, a short sale receives the notional less the fee."""
+    fee_paid = q * px * fee
+    return (-(q * px + fee_paid) if long else q * px - fee_paid), fee_paid
+
+
+@nb.njit(cache=True, inline="always", error_model="numpy")
+def exit_cash(q, price, slip, fee):
+    """``(fill price, units, cash change, fee)`` of closing the signed quantity ``q`` (not 0) at
+    ``price`` before slippage."""
+    if q > 0.0:
+        px = price * (1.0 - slip)
+        return px, q, q * px * (1.0 - fee), q * px * fee
+    qa = -q
+    px = price * (1.0 + slip)
+    return px, qa, -(qa * px * (1.0 + fee)), qa * px * fee
+
+
+@nb.njit(cache=True, inline="always", error_model="numpy")
 def exit_fill(
     trades, n_trades, pos, entry_price, entry_bar, entry_fee, cash, notional, g, j, t, price, slip, fee, reason
 ):
@@ -71,19 +105,12 @@ def exit_fill(
     bar ``t`` and record it with ``reason``; returns the new trade count."""
     q = pos[j]
     pos[j] = 0.0
-    if q > 0.0:
-        px = price * (1.0 - slip)
-        cash[g] += q * px * (1.0 - fee)
-        notional[g] += q * px
-        return record(
-            trades, n_trades, j, 1.0, entry_bar[j], t, q, entry_price[j], px, entry_fee[j] + q * px * fee, reason
-        )
-    qa = -q
-    px = price * (1.0 + slip)
-    cash[g] -= qa * px * (1.0 + fee)
+    px, qa, cash_change, exit_fee = exit_cash(q, price, slip, fee)
+    cash[g] += cash_change
     notional[g] += qa * px
+    direction = 1.0 if q > 0.0 else -1.0
     return record(
-        trades, n_trades, j, -1.0, entry_bar[j], t, qa, entry_price[j], px, entry_fee[j] + qa * px * fee, reason
+        trades, n_trades, j, direction, entry_bar[j], t, qa, entry_price[j], px, entry_fee[j] + exit_fee, reason
     )
 
 
