@@ -85,7 +85,7 @@ def simulate_arrays(
         else None
     )
     inputs = guard.RiskInputs.of(prices.symbols, prices.ts, risk, markets)
-    workers = 1 if config.cash_sharing else max(1, min(k, threads or os.cpu_count() or 1))
+    workers = 1 if config.cash_sharing or k == 1 else max(1, min(k, threads or os.cpu_count() or 1))
     if workers == 1:
         group = np.zeros(k, dtype=np.int64) if config.cash_sharing else np.arange(k, dtype=np.int64)
         return _kernel_call(prices, config, slice(0, k), size_frac, group, n_groups, equity, atr, inputs)

@@ -52,12 +52,15 @@ def is_plain(scalars: KernelScalars, risk: tuple | None, *, one_symbol_per_portf
     ``scalars`` are the config's (``BacktestConfig.kernel_scalars``), ``risk`` the kernel's risk
     argument (``None``: no risk pass).
     """
-    stops = (scalars.stop_loss, scalars.take_profit, scalars.trailing_stop, scalars.atr_stop, scalars.atr_trailing)
     return (
         risk is None
         and one_symbol_per_portfolio
         and scalars.limit_ttl_bars == 0
-        and all(math.isnan(level) for level in stops)
+        and math.isnan(scalars.stop_loss)
+        and math.isnan(scalars.take_profit)
+        and math.isnan(scalars.trailing_stop)
+        and math.isnan(scalars.atr_stop)
+        and math.isnan(scalars.atr_trailing)
     )
 
 
@@ -82,8 +85,10 @@ def simulate_plain(
     last = np.full(k, np.nan)
     n_trades = 0
     for j in range(k):
+        g = group[j]
+        frac = size_frac[:, 0] if scalar_size else size_frac[:, j]
         n_trades = _one_symbol(
-            open_, close, signal, size_frac, scalar_size, j, group[j], fee, slip, equity, trades, n_trades,
+            open_[:, j], close[:, j], signal[:, j], frac, scalar_size, j, g, fee, slip, equity[:, g], trades, n_trades,
             cash, in_market, notional, pos, entry_price, entry_bar, entry_fee, last,
         )  # fmt: skip
     if k > 1:  # the general kernel's order: by exit bar, symbols in order within a bar (a stable sort)
@@ -101,9 +106,10 @@ def _one_symbol(
     open_, close, signal, size_frac, scalar_size, j, g, fee, slip, equity, trades, n_trades,
     cash_out, in_market_out, notional_out, pos_out, entry_price_out, entry_bar_out, entry_fee_out, last_out,
 ):  # fmt: skip  # pragma: no cover - compiled
-    """Symbol ``j``'s whole history in portfolio ``g`` (it alone): its signal exits into ``trades``
-    from row ``n_trades`` (returns the new count), its equity into ``equity[:, g]``, its state
-    after the last bar into the ``*_out`` arrays."""
+    """Symbol ``j``'s whole history in portfolio ``g`` (it alone). ``open_``, ``close``, ``signal``,
+    ``size_frac`` and ``equity`` are its columns (``size_frac[0]`` for every bar when
+    ``scalar_size``); its signal exits go into ``trades`` from row ``n_trades`` (returns the new
+    count), its state after the last bar into the ``*_out`` arrays."""
     n = close.shape[0]
     cash = cash_out[g]
     notional = 0.0
@@ -118,7 +124,7 @@ def _one_symbol(
     pending_frac = 0.0
     for t in range(n):
         if pending != 0:  # 1-3. the open: the exit, then the entry
-            o = open_[t, j]
+            o = open_[t]
             if np.isfinite(o):
                 f = pending
                 pending = 0
@@ -144,19 +150,19 @@ def _one_symbol(
                         entry_bar = t
                         entry_fee = fee_paid
         # 6. the close: mark to market, then the bar's signal becomes the next order
-        c = close[t, j]
+        c = close[t]
         if np.isfinite(c):
             last = c
         value = cash
         if pos != 0.0:
             value += pos * last
             in_market += 1
-        equity[t, g] = value
-        s = signal[t, j]
+        equity[t] = value
+        s = signal[t]
         if s != 0:
             pending = s
             pending_equity = value
-            pending_frac = size_frac[0, 0] if scalar_size else size_frac[t, j]
+            pending_frac = size_frac[0] if scalar_size else size_frac[t]
     cash_out[g] = cash
     in_market_out[g] = in_market
     notional_out[g] = notional
