@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import SAMPLE
 from tradeloop.backtest import BacktestConfig, PriceArrays, simulate_arrays
 from tradeloop.strategies import Breakout, Momentum, SmaCross, ThresholdRule
-from tradeloop.strategies.compiled import sma_ratio_signals, sma_ratio_signals_serial
+from tradeloop.strategies.compiled import _sma_ratio_column, sma_ratio_signals, sma_ratio_signals_serial
 
 
 def wide_closes() -> tuple[np.ndarray, list[np.ndarray]]:
@@ -68,6 +68,51 @@ def test_serial_and_threaded_compiled_signals_are_identical_on_real_data() -> No
     np.testing.assert_array_equal(serial[1], threaded[1])
     one = sma_ratio_signals_serial(np.ascontiguousarray(wide[:, 2:3]), 7, 40, lo, hi, True, True)
     np.testing.assert_array_equal(one[0][:, 0], threaded[0][:, 2])
+
+
+@pytest.mark.parametrize(("fast", "slow"), [(10, 30), (1, 2), (7, 40), (50, 1500)])
+def test_one_gapless_series_takes_the_column_loop_with_the_blocks_numbers(fast: int, slow: int) -> None:
+    """One symbol runs ``_sma_ratio_column`` (no ring of closes) unless it has a gap: the same
+    signals and scores, bit for bit, as the ring-buffer block (two symbols run that), on every
+    bundled series; a series with a gap falls back to the block from its start."""
+    _, series = wide_closes()
+    lo, hi = ThresholdRule(entry=0.002, exit=-0.001).bounds()
+    gappy = series[0].copy()
+    gappy[len(gappy) // 2 :: 997] = np.nan
+    fired = 0
+    for closes in [*series, gappy]:
+        one = sma_ratio_signals_serial(np.ascontiguousarray(closes.reshape(-1, 1)), fast, slow, lo, hi, True, True)
+        two = sma_ratio_signals_serial(
+            np.ascontiguousarray(np.column_stack([closes, closes])), fast, slow, lo, hi, True, True
+        )
+        fired += np.count_nonzero(two[0][:, 0])
+        np.testing.assert_array_equal(one[0][:, 0], two[0][:, 0])
+        np.testing.assert_array_equal(one[1][:, 0], two[1][:, 0])
+        signal_only, no_score = sma_ratio_signals_serial(
+            np.ascontiguousarray(closes.reshape(-1, 1)), fast, slow, lo, hi, True, False
+        )
+        np.testing.assert_array_equal(signal_only, one[0])
+        assert no_score.size == 0
+    assert fired > 0
+    for closes, gapless in ((series[0], True), (gappy, False)):
+        signal = np.zeros(closes.size, dtype=np.int8)
+        assert _sma_ratio_column(closes, fast, slow, lo, hi, True, False, signal, np.empty(0)) is gapless
+
+
+def test_a_zero_window_scores_as_polars_divides() -> None:
+    """Closes at zero (a delisted coin's last prints) make the windows' sums zero: no exception,
+    the score and signals of polars' division (0 / 0 is NaN: nothing fires), alone or beside a
+    live symbol."""
+    _, series = wide_closes()
+    first, second = sorted(series, key=len)[-2:]
+    closes = first[:3000].copy()
+    closes[1000:1100] = 0.0
+    strategy = SmaCross(fast=10, slow=30, rule=ThresholdRule(allow_short=True))
+    expected = strategy.signals(pl.DataFrame({"close": closes}), by=None)["signal"].to_numpy()
+    one = strategy.wide_signals({"close": closes.reshape(-1, 1)})
+    two = strategy.wide_signals({"close": np.column_stack([closes, second[:3000]])})
+    np.testing.assert_array_equal(one[:, 0], expected)
+    np.testing.assert_array_equal(two[:, 0], expected)
 
 
 @pytest.mark.parametrize("strategy", [Momentum(lookback=24), Breakout()], ids=str)

@@ -8,7 +8,8 @@ give identical signals and scores within 1e-12 on the bundled real data.
 
 Rolling sums are re-summed exactly at every tile start, so they track polars' windowed
 mean to rounding over millions of bars; a score that lands within the rule's tolerance band of a threshold
-fires nothing on either path, so rounding can only matter exactly at that band's edge.
+fires nothing on either path, so rounding can only matter exactly at that band's edge. A slow
+window summing to zero scores inf or NaN (no exception), as polars' division does.
 """
 
 from __future__ import annotations
@@ -67,15 +68,85 @@ def sma_ratio_signals(close, fast, slow, long_enter, long_exit, allow_short, kee
 
 @nb.njit(cache=True, nogil=True)
 def sma_ratio_signals_serial(close, fast, slow, long_enter, long_exit, allow_short, keep_score):  # pragma: no cover
-    """:func:`sma_ratio_signals` on the calling thread, every symbol in one block (same numbers)."""
+    """:func:`sma_ratio_signals` on the calling thread, every symbol in one block (same numbers).
+
+    One symbol without a gap goes through :func:`_sma_ratio_column` (the same numbers again).
+    """
     n, k = close.shape
     signal = np.zeros((n, k), dtype=np.int8)
     score = np.full((n, k) if keep_score else (0, 0), np.nan)
+    if k == 1:
+        column_score = score[:, 0] if keep_score else np.empty(0)
+        if _sma_ratio_column(
+            close[:, 0], fast, slow, long_enter, long_exit, allow_short, keep_score, signal[:, 0], column_score
+        ):
+            return signal, score
+        signal[:] = 0  # a gap: the block, from the start
+        score[:] = np.nan
     _sma_ratio_block(close, 0, k, fast, slow, long_enter, long_exit, allow_short, keep_score, signal, score)
     return signal, score
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _sma_ratio_column(x, fast, slow, long_enter, long_exit, allow_short, keep_score, signal, score):  # pragma: no cover
+    """:func:`_sma_ratio_block` for one symbol's closes ``x`` without a NaN, into its ``signal``
+    (zeros: only the bars that fire are written) and ``score`` columns; False (stopped, the
+    columns partly written) after a tile with a NaN.
+
+    No gap, so the window is the last rows of ``x`` itself: no ring of closes, the state in
+    registers. The same sums in the same order as the block (re-summed from the window at
+    every tile start, then ``sum += x[t] - x[t - window]``), so the same bits. A NaN close
+    makes the slow sum NaN until the tile ends, so one test per tile finds it. The loop is
+    compiled once per (``allow_short``, ``keep_score``), constants there.
+    """
+    if keep_score:
+        if allow_short:
+            return _column_tiles(x, fast, slow, long_enter, long_exit, True, True, signal, score)
+        return _column_tiles(x, fast, slow, long_enter, long_exit, False, True, signal, score)
+    if allow_short:
+        return _column_tiles(x, fast, slow, long_enter, long_exit, True, False, signal, score)
+    return _column_tiles(x, fast, slow, long_enter, long_exit, False, False, signal, score)
+
+
+@nb.njit(cache=True, inline="always", error_model="numpy")
+def _column_tiles(x, fast, slow, long_enter, long_exit, allow_short, keep_score, signal, score):  # pragma: no cover
+    """The loop of :func:`_sma_ratio_column`."""
+    n = x.shape[0]
+    long_side = 0
+    short_side = 0
+    for t0 in range(0, n, TILE_ROWS):
+        sum_f = 0.0
+        for d in range(1, min(t0, fast) + 1):
+            sum_f += x[t0 - d]
+        sum_s = sum_f
+        for d in range(fast + 1, min(t0, slow) + 1):
+            sum_s += x[t0 - d]
+        for t in range(t0, min(n, t0 + TILE_ROWS)):
+            v = x[t]
+            sum_f += v - (x[t - fast] if t >= fast else 0.0)
+            sum_s += v - (x[t - slow] if t >= slow else 0.0)
+            if t + 1 < slow:
+                continue
+            r = (sum_f * slow) / (sum_s * fast) - 1.0
+            if keep_score:
+                score[t] = r
+            flags = 0
+            zone = 1 if r > long_enter else (-1 if r < long_exit else 0)
+            if zone != long_side:  # the rule can fire (cross_step of the side held changes nothing)
+                flags, long_side = cross_step(zone, long_side, ENTER_LONG, EXIT_LONG)
+            if allow_short:
+                zone = 1 if r < -long_enter else (-1 if r > -long_exit else 0)
+                if zone != short_side:
+                    short_flags, short_side = cross_step(zone, short_side, ENTER_SHORT, EXIT_SHORT)
+                    flags |= short_flags
+            if flags != 0:
+                signal[t] = flags
+        if sum_s != sum_s:
+            return False
+    return True
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _sma_ratio_block(
     close, j0, j1, fast, slow, long_enter, long_exit, allow_short, keep_score, signal, score
 ):  # pragma: no cover
