@@ -35,7 +35,6 @@ from tradeloop.errors import BacktestError
 from tradeloop.risk import MarketRules, RiskConfig
 from tradeloop.risk.sizing import SizingConfig, returns_from_closes, size_frac_matrix
 from tradeloop.strategies.base import Strategy
-from tradeloop.strategies.signals import ENTRIES
 
 __all__ = [
     "BacktestResult",
@@ -120,7 +119,9 @@ def _kernel_call(
     frac = size_frac if size_frac.shape == (1, 1) else size_frac[:, cols]
     scalars = config.kernel_scalars()
     risk = inputs.kernel_args(cols, group, n_groups, signal)
-    max_trades = int(np.count_nonzero(signal & ENTRIES)) + signal.shape[1] + 1
+    # a trade needs an entry signal (each open one is listed at the end): the signals bound them,
+    # counted without the temporary array of ``signal & ENTRIES``
+    max_trades = int(np.count_nonzero(signal)) + signal.shape[1] + 1
     if kernel_plain.is_plain(scalars, risk, one_symbol_per_portfolio=n_groups == signal.shape[1]):
         return kernel_plain.simulate_plain(
             prices.open[:, cols],
