@@ -11,8 +11,9 @@ trades and final equity are checked against the numpy reference
 
 Inputs: 1x100k synthetic 1m bars, and one real 1m file (``../shared/data/real``, the FTX
 BTC-PERP 1m file or a Bittrex 1m one; skipped with a note when absent). Times are the best
-of ``--repeat`` runs after a warm-up (compilation excluded). Target: tradeloop's wide path
-within 2x of the fused loop.
+of ``--repeat`` runs after a warm-up (compilation excluded), ``fused`` and ``wide`` taking
+turns run by run so that a shared machine's load weighs on both alike (``frame``: best of
+``repeat // 5``, after them). Target: tradeloop's wide path within 2x of the fused loop.
 
 Run:  nice -n 19 .venv/bin/python bench/single_series.py [--repeat 50]
 """
@@ -146,29 +147,37 @@ ENGINES: dict[str, Callable[..., tuple[int, float]]] = {
 }
 
 
-def best_of(run: Callable[..., tuple[int, float]], data: tuple[np.ndarray, ...], repeat: int) -> tuple[float, tuple]:
-    run(*(a[:2000].copy() for a in data))  # warm-up: compilation, caches
-    out = run(*data)
-    best = float("inf")
+def best_of(
+    engines: dict[str, Callable[..., tuple[int, float]]], data: tuple[np.ndarray, ...], repeat: int
+) -> dict[str, tuple[float, tuple]]:
+    """Best time and output of each engine, the engines taking turns (one run each per round) so
+    that load coming and going on a shared machine falls on all of them alike."""
+    outs = {}
+    for name, run in engines.items():
+        run(*(a[:2000].copy() for a in data))  # warm-up: compilation, caches
+        outs[name] = run(*data)
+    best = dict.fromkeys(engines, float("inf"))
     for _ in range(repeat):
-        started = time.perf_counter()
-        out = run(*data)
-        best = min(best, time.perf_counter() - started)
-    return best, out
+        for name, run in engines.items():
+            started = time.perf_counter()
+            outs[name] = run(*data)
+            best[name] = min(best[name], time.perf_counter() - started)
+    return {name: (best[name], outs[name]) for name in engines}
 
 
 def bench(label: str, data: tuple[np.ndarray, ...], repeat: int) -> dict[str, float]:
     ref_trades, ref_equity = run_reference(*data)
-    times = {}
     print(f"\n{label}: {data[0].size:,} bars; reference {ref_trades} trades, final equity {ref_equity:.6f}")
     print(f"{'engine':>8} {'ms':>9} {'vs fused':>9} {'trades':>7} {'rel diff vs ref':>16}")
-    for name, run in ENGINES.items():
-        seconds, (trades, equity) = best_of(run, data, repeat if name != "frame" else max(3, repeat // 5))
-        times[name] = seconds
+    # fused and wide take turns; frame (polars frames, ~50x the others) alone after them, as its
+    # allocations would evict the others' arrays between their runs
+    results = best_of({name: ENGINES[name] for name in ("fused", "wide")}, data, repeat)
+    results |= best_of({"frame": ENGINES["frame"]}, data, max(3, repeat // 5))
+    for name, (seconds, (trades, equity)) in results.items():
         same = "" if trades == ref_trades else " (trades differ)"
-        ratio = seconds / times["fused"]
+        ratio = seconds / results["fused"][0]
         print(f"{name:>8} {seconds * 1e3:>9.3f} {ratio:>8.2f}x {trades:>7} {abs(equity / ref_equity - 1):>16.1e}{same}")
-    return times
+    return {name: seconds for name, (seconds, _) in results.items()}
 
 
 def main() -> None:
