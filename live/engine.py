@@ -75,7 +75,7 @@ from tradeloop.ops.models import EquityPoint, utcnow
 from tradeloop.portfolio import CashFlowKind, Portfolio
 from tradeloop.risk import MarketRules, PortfolioSnapshot
 from tradeloop.strategies.signals import ENTRIES
-from tradeloop.thresholds.decide import apply_model, enrich
+from tradeloop.thresholds.decide import apply_model, enrich_latest
 from tradeloop.trading import FillRecord, InstrumentId, OrderIntent, OrderSide
 
 log = logging.getLogger(__name__)
@@ -348,10 +348,10 @@ class LiveEngine(EngineLifecycle):
     def _decide(self, ts: int) -> list[tuple[str, int]]:
         """(symbol, signal flags) of every symbol with a candle at ``ts``, all in one computation."""
         inforce = self.slot.current
-        if inforce.model is not None:  # the model judges this bar's rows only (apply_model is row by row)
+        if inforce.model is not None:  # features and the model at this bar only; signals over the window
             model = inforce.model
-            enriched = enrich(self.window, model.strategy, model.features)
-            decided = apply_model(enriched.filter(pl.col("ts") == ts), model, now_ms=ts)
+            enriched = enrich_latest(self.window, model.strategy, model.features, ts=ts)
+            decided = apply_model(enriched, model, now_ms=ts)
             self.entry_proba = dict(decided.filter(pl.col("proba").is_not_null()).select("symbol", "proba").rows())
         else:  # reduce-only: the strategy's exits, never an entry
             decided = inforce.strategy.signals(self.window, by="symbol").with_columns(

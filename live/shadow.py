@@ -72,7 +72,7 @@ from tradeloop.portfolio import Portfolio
 from tradeloop.registry import ModelRegistry
 from tradeloop.strategies.signals import ENTRIES
 from tradeloop.thresholds import ThresholdModel, Universe
-from tradeloop.thresholds.decide import apply_model, enrich
+from tradeloop.thresholds.decide import apply_model, enrich_latest
 from tradeloop.thresholds.warmup import min_window_bars
 from tradeloop.trading import FillRecord, OrderSide
 
@@ -126,8 +126,8 @@ class ShadowBook:
 
     def _signals(self, window: pl.DataFrame, ts: int) -> list[tuple[str, int]]:
         """(symbol, flags) at ``ts``, as ``LiveEngine._decide`` computes the champion's."""
-        enriched = enrich(window, self.model.strategy, self.model.features)
-        decided = apply_model(enriched.filter(pl.col("ts") == ts), self.model, now_ms=ts)
+        enriched = enrich_latest(window, self.model.strategy, self.model.features, ts=ts)
+        decided = apply_model(enriched, self.model, now_ms=ts)
         if not self.in_sample and self.model.trained_until >= ts:  # the engine's in-sample rule: exits only
             decided = decided.with_columns(pl.col("signal") & pl.lit(~ENTRIES, dtype=pl.Int8))
         rows = decided.filter(pl.col("ts") == ts).select("symbol", "signal").sort("symbol").rows()

@@ -112,10 +112,10 @@ def compute_features(
     out = candles.with_columns([e.over(group) if group else e for e in plain])
     if not cross:
         return out
-    return out.with_columns([_cross_rank(s.hidden).alias(s.name) for s in cross]).drop([s.hidden for s in cross])
+    return out.with_columns([cross_rank(s.hidden).alias(s.name) for s in cross]).drop([s.hidden for s in cross])
 
 
-def _cross_rank(column: str) -> pl.Expr:
+def cross_rank(column: str) -> pl.Expr:
     """The rank of ``column`` among the rows of the same ``ts``, scaled to [0, 1] (0.5 alone);
     null where the value is null."""
     value = pl.col(column)

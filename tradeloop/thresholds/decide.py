@@ -5,6 +5,11 @@ Two steps, so that history is enriched once and then judged by several models in
 (the walk-forward's refits): ``enrich`` (features + strategy score and signals) and
 ``apply_model`` (probabilities of the entries, accepted against the model's bar at the
 decision time). ``decide`` is both at once.
+
+``enrich_latest`` is ``enrich``'s rows at one bar, for the live engine's rolling window: the
+strategy's signals over the whole window (the rule remembers the zone the score was last in),
+the model's features at that bar only (``tradeloop.features.latest``), so a decision costs
+one row's features per symbol instead of the window's.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import polars as pl
 from tradeloop.errors import ConfigError
 from tradeloop.features import compute_features
 from tradeloop.features.cache import active_cache
+from tradeloop.features.latest import Blocks, latest_features
 from tradeloop.strategies import Strategy
 from tradeloop.strategies.signals import ENTRIES
 from tradeloop.thresholds.dataset import META_FEATURES, specs_for, strategy_key
@@ -34,6 +40,47 @@ def enrich(candles: pl.DataFrame, strategy: Strategy, features: Sequence[str] = 
     names = tuple(features)
     feats = scope.get(("enrich_features", names), lambda: compute_features(frame, specs_for(names)))
     return scope.get(("enrich_signals", names, strategy_key(strategy)), lambda: strategy.signals(feats, by="symbol"))
+
+
+def enrich_latest(
+    window: pl.DataFrame, strategy: Strategy, features: Sequence[str] = META_FEATURES, *, ts: int
+) -> pl.DataFrame:
+    """``enrich(window, strategy, features).filter(ts == ts)`` with the least work: the rule
+    over the window's scores (it remembers the zone the score was last in), every feature at
+    ``ts`` only (``tradeloop.features.latest``). Equal within polars' rounding of running sums
+    (``tests/thresholds/test_enrich_latest.py``). ``window``: one or many symbols, rows in
+    time order within each; bars after ``ts`` are ignored."""
+    frame = window if "symbol" in window.columns else window.with_columns(symbol=pl.lit("_"))
+    blocks = Blocks.of(frame, ts=ts)
+    decided = _signals_at(strategy, blocks)
+    specs = specs_for(features)
+    if not specs:
+        return decided
+    return decided.join(latest_features(blocks, specs, ts=ts), on="symbol", how="left", maintain_order="left")
+
+
+def _signals_at(strategy: Strategy, blocks: Blocks) -> pl.DataFrame:
+    """The decided rows with ``score`` and ``signal``: ``strategy.signals`` over every block.
+
+    A finite score that is null exactly until it reads its whole span (warm-up = span - 1, as
+    every bundled strategy's) is evaluated once over the window ungrouped: from its warm-up on,
+    a row reads its own block only, and the rows before are nulled, as grouped evaluation
+    leaves them. Any other score is evaluated per symbol."""
+    memory = strategy.score_memory
+    if memory.finite and memory.warmup == memory.exact_bars() - 1:
+        score = blocks.frame.select(strategy.score_expr().cast(pl.Float64)).to_series()
+        values = score.fill_null(np.nan).to_numpy().copy()
+        warm = blocks.positions >= memory.warmup
+        values[~warm] = np.nan
+        valid = warm & score.is_not_null().to_numpy()
+    else:
+        score = strategy.scores(blocks.frame, by="symbol")["score"].cast(pl.Float64)
+        values = score.fill_null(np.nan).to_numpy()
+        valid = score.is_not_null().to_numpy()
+    signal = strategy.rule.apply_grouped(values, blocks.codes)
+    ends = blocks.ends
+    at = pl.Series("score", values[ends]).set(pl.Series(~valid[ends]), None)
+    return blocks.frame[ends].with_columns(at, pl.Series("signal", signal[ends], dtype=pl.Int8))
 
 
 def apply_model(enriched: pl.DataFrame, model: ThresholdModel | None, *, now_ms: int | str) -> pl.DataFrame:
