@@ -67,9 +67,9 @@ def _runs(window: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if window.is_empty():
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty
-    codes = window["symbol"].rle_id().to_numpy().astype(np.int64)
-    ends = np.flatnonzero(np.diff(codes, append=codes[-1] + 1)).astype(np.int64)
-    return codes, np.concatenate([[0], ends[:-1] + 1]).astype(np.int64), ends
+    ids = window["symbol"].rle_id().to_numpy()
+    ends = np.append(np.flatnonzero(ids[1:] != ids[:-1]), ids.size - 1).astype(np.int64)
+    return ids.astype(np.int64), np.concatenate([[0], ends[:-1] + 1]).astype(np.int64), ends
 
 
 def latest_features(window: pl.DataFrame | Blocks, specs: Sequence[FeatureSpec], *, ts: int) -> pl.DataFrame:
