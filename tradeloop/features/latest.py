@@ -78,7 +78,7 @@ def latest_features(window: pl.DataFrame | Blocks, specs: Sequence[FeatureSpec],
     blocks = window if isinstance(window, Blocks) else Blocks.of(window, ts=ts)
     out = blocks.frame[blocks.ends].select("symbol")
     columns: list[pl.Series] = []
-    tails: dict[int, list[FeatureSpec]] = {}
+    tails: list[FeatureSpec] = []
     grouped: list[FeatureSpec] = []
     for spec in specs:
         kernel = COMPILED.get(spec.name)
@@ -86,11 +86,11 @@ def latest_features(window: pl.DataFrame | Blocks, specs: Sequence[FeatureSpec],
             values = kernel(blocks) if blocks.ends.size else np.zeros(0)
             columns.append(pl.Series(spec.name, values, dtype=pl.Float64, nan_to_null=True))
         elif spec.memory.finite:
-            tails.setdefault((spec.source or spec).exact_bars(), []).append(spec)
+            tails.append(spec)
         else:
             grouped.append(spec)
-    for n, same in tails.items():
-        columns += _from_tails(blocks, same, n=n)
+    if tails:
+        columns += _from_tails(blocks, tails)
     out = out.with_columns(columns)
     if grouped:
         names = [s.name for s in grouped]
@@ -99,22 +99,28 @@ def latest_features(window: pl.DataFrame | Blocks, specs: Sequence[FeatureSpec],
     return out.select("symbol", *(s.name for s in specs))
 
 
-def _from_tails(blocks: Blocks, specs: list[FeatureSpec], *, n: int) -> list[pl.Series]:
-    """``specs`` (of ``exact_bars`` n) at each block's last row, evaluated at once on every
-    block's last ``n`` rows stacked; a block shorter than ``n`` on its own rows."""
+def _from_tails(blocks: Blocks, specs: list[FeatureSpec]) -> list[pl.Series]:
+    """``specs`` (finite) at each block's last row, evaluated at once on every block's last
+    ``n`` rows stacked, ``n`` the longest ``exact_bars`` among them; the blocks shorter than
+    that (young symbols) at once per symbol on their own rows."""
     plain = [(s.source or s).build().cast(pl.Float64).alias(s.name) for s in specs]
-    inputs = sorted({name for e in plain for name in e.meta.root_names()})
+    n = max((s.source or s).exact_bars() for s in specs)
+    inputs = sorted({"symbol", *(name for e in plain for name in e.meta.root_names())})
     source = blocks.frame.select(inputs)
-    short = np.flatnonzero(blocks.lengths < n)
-    last = pl.DataFrame()
-    if short.size < blocks.ends.size:
-        rows = (blocks.ends[blocks.lengths >= n][:, None] - np.arange(n - 1, -1, -1)).ravel()
-        last = source[rows].select(plain).gather_every(n, offset=n - 1)
-    if short.size:  # symbols younger than the tail: each on its own rows, then back in block order
-        own = [source[blocks.starts[j] : blocks.ends[j] + 1].select(plain).tail(1) for j in short]
-        order = np.concatenate([np.flatnonzero(blocks.lengths >= n), short])
-        last = pl.concat([last, *own]) if last.height else pl.concat(own)
-        last = last[np.argsort(order, kind="stable")]
+    long, short = blocks.lengths >= n, blocks.lengths < n
+    parts, order = [], [np.flatnonzero(long), np.flatnonzero(short)]
+    if long.any():
+        rows = (blocks.ends[long][:, None] - np.arange(n - 1, -1, -1)).ravel()
+        parts.append(source[rows].select(plain).gather_every(n, offset=n - 1))
+    if short.any():
+        rows = np.concatenate(
+            [np.arange(a, b + 1) for a, b in zip(blocks.starts[short], blocks.ends[short], strict=True)]
+        )
+        young = source[rows].select(pl.col("symbol"), *(e.over("symbol") for e in plain))
+        parts.append(young.group_by("symbol", maintain_order=True).last().drop("symbol"))
+    last = pl.concat(parts) if len(parts) > 1 else parts[0]
+    if short.any() and long.any():  # back in block order
+        last = last[np.argsort(np.concatenate(order), kind="stable")]
     stamped = last.with_columns(ts=pl.lit(0))  # one bar: a cross-sectional rank is over all of these rows
     return [stamped.select(cross_rank(s.name)).to_series().alias(s.name) if s.source else last[s.name] for s in specs]
 
