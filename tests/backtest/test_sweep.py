@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import polars as pl
 import pytest
 
-from tradeloop.backtest import BacktestConfig, backtest_strategy, periods_per_year, sweep
+from tradeloop.backtest import BacktestConfig, backtest_strategy, kernel, periods_per_year, sweep, sweep_kernel
 from tradeloop.errors import BacktestError, ConfigError
 from tradeloop.features.memory import Memory
 from tradeloop.performance.metrics import compute_metrics
@@ -141,3 +143,12 @@ def test_bad_candles_config_and_timeframe_are_refused() -> None:
         sweep("sma_cross", grid, candles.with_columns(close=pl.lit("n/a")), BacktestConfig(), timeframe="5m")
     with pytest.raises(ConfigError, match="timeframe='5 min'"):
         sweep("sma_cross", grid, candles, BacktestConfig(), timeframe="5 min")
+
+
+def test_the_sweep_kernel_digest_follows_kernel_py() -> None:
+    """numba caches the sweep's pass by its own file, with kernel.simulate compiled into it."""
+    digest = hashlib.sha256(Path(kernel.__file__).read_bytes()).hexdigest()
+    assert sweep_kernel.KERNEL_SHA256 == digest, (
+        "tradeloop/backtest/kernel.py changed, and numba's cache of the sweep only sees sweep_kernel.py: "
+        f'set KERNEL_SHA256 = "{digest}" in tradeloop/backtest/sweep_kernel.py so it recompiles'
+    )

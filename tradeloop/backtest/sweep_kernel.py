@@ -43,6 +43,11 @@ from tradeloop.backtest.kernel import simulate
 from tradeloop.strategies.rules import cross_step
 from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, ENTRIES, EXIT_LONG, EXIT_SHORT
 
+# numba's cache of this file's functions keys on this file only, yet they compile kernel.simulate into themselves:
+# a digest of tradeloop/backtest/kernel.py (which carries its own digests of fills.py, kernel_risk.py and
+# kernel_exits.py), set anew after editing it (tests/backtest/test_sweep.py says to), so the sweep recompiles.
+KERNEL_SHA256 = "2fc67f6d7142cf6bbfcf6a34d14e11108390785526c48dcaade3dabf45af8929"
+
 __all__ = ["TILE_ROWS", "rolling_means", "sweep_pass"]
 
 BLOCKS = 64  # blocks of combinations the threads share out (each allocates its buffers once)
