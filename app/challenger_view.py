@@ -17,13 +17,15 @@ def _finite(x: float) -> float | None:
 
 
 def standings_frame(store: OpsStore, session_id: int, *, champion: str | None) -> pl.DataFrame:
-    """One row per challenger: its status, bars, mean returns (per bar, fractions), the test's
-    z, statistic, bar and decision, over the bars paired with ``champion`` (the one in force)."""
+    """One row per challenger: its status, bars (and the minimum its test needs), mean returns
+    (per bar, fractions), the test's z, statistic, bar and decision, over the bars paired with
+    ``champion`` (the one in force)."""
     rows = [
         {
             "artifact": s.artifact[:12],
             "status": s.status,
             "bars": s.test.bars,
+            "min_bars": s.config.min_bars,
             "champion_mean": s.test.champion_mean,
             "challenger_mean": s.test.challenger_mean,
             "difference": s.test.mean_diff,
@@ -34,9 +36,9 @@ def standings_frame(store: OpsStore, session_id: int, *, champion: str | None) -
         }
         for s in ChallengerStore(store).standings(session_id, champion=champion)
     ]
-    schema = {"artifact": pl.String, "status": pl.String, "bars": pl.Int64, "champion_mean": pl.Float64,
-              "challenger_mean": pl.Float64, "difference": pl.Float64, "z": pl.Float64, "log_lr": pl.Float64,
-              "threshold": pl.Float64, "decision": pl.String}  # fmt: skip
+    schema = {"artifact": pl.String, "status": pl.String, "bars": pl.Int64, "min_bars": pl.Int64,
+              "champion_mean": pl.Float64, "challenger_mean": pl.Float64, "difference": pl.Float64,
+              "z": pl.Float64, "log_lr": pl.Float64, "threshold": pl.Float64, "decision": pl.String}  # fmt: skip
     return pl.DataFrame(rows, schema=schema)
 
 

@@ -53,18 +53,26 @@ class ChallengerOut(BaseModel):
     log_lr: float | None = Field(default=None, description="the test's statistic: log of the mixture likelihood ratio")
     threshold: float = Field(description="log(1/alpha): the statistic promotes at or above it")
     decision: str = Field(description="collecting (before min_bars), continue, or promote", examples=["continue"])
+    alpha: float = Field(description="the false-promotion rate its test stays within (its own, or the default)")
+    min_bars: int = Field(description="paired bars its test needs before a promotion (its own, or the default)")
 
 
 class ChallengersOut(BaseModel):
     champion: str | None = Field(default=None, description="the strategy's champion artifact now; None: none")
-    alpha: float = Field(description="the false-promotion rate the test stays within")
-    min_bars: int = Field(description="paired bars needed before a promotion")
+    alpha: float = Field(description="the default false-promotion rate (a challenger may be named with its own)")
+    min_bars: int = Field(description="the default paired bars needed before a promotion")
     items: list[ChallengerOut] = Field(description="in the order they were named")
 
 
 class ChallengerIn(BaseModel):
     artifact: str = Field(
         min_length=6, max_length=64, pattern="^[0-9a-f]+$", description="a registered artifact id or unique prefix"
+    )
+    test: SequentialConfig | None = Field(
+        default=None,
+        description="its own sequential-test options (alpha, min_bars, effect, lags), fixed once named; "
+        "omitted: the defaults",
+        examples=[{"alpha": 0.01, "min_bars": 500}],
     )
 
 
@@ -100,7 +108,7 @@ def _out(s: ChallengerStanding) -> ChallengerOut:
         artifact=s.artifact, status=s.status, capital_share=s.capital_share, bars=t.bars, first_ts=s.first_ts,
         last_ts=s.last_ts, shadow_equity=s.equity, champion_mean=t.champion_mean, challenger_mean=t.challenger_mean,
         mean_difference=t.mean_diff, hac_se=_finite(t.hac_se), z=_finite(t.z), log_lr=_finite(t.log_lr),
-        threshold=t.threshold, decision=t.decision,
+        threshold=t.threshold, decision=t.decision, alpha=s.config.alpha, min_bars=s.config.min_bars,
     )  # fmt: skip
 
 
@@ -131,7 +139,7 @@ def add_challenger(session_id: SessionId, body: ChallengerIn, principal: Trader,
     session = owned_session(ctx, principal, session_id)
     evidence = ChallengerStore(ctx.store)
     full = evidence.add(
-        session, body.artifact, registry=ModelRegistry(ctx.settings.registry_dir), actor=principal.actor
+        session, body.artifact, registry=ModelRegistry(ctx.settings.registry_dir), test=body.test, actor=principal.actor
     )
     champion = _champion(ctx, session.strategy)
     return next(_out(s) for s in evidence.standings(session_id, champion=champion) if s.artifact == full)

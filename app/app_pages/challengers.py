@@ -12,6 +12,7 @@ STANDINGS = {
     "artifact": fmt.text("challenger"),
     "status": fmt.text("status"),
     "bars": fmt.count("paired bars"),
+    "min_bars": fmt.count("needs", help="paired bars its test needs before a promotion (its own, or the default)"),
     "champion_mean": fmt.percent("champion, mean per bar"),
     "challenger_mean": fmt.percent("challenger, mean per bar"),
     "difference": fmt.percent("difference per bar", help="challenger minus champion"),

@@ -108,3 +108,54 @@ def test_a_trader_names_a_challenger_and_reads_its_standing_others_cannot(
     assert entry.lineage.parameters["note"] == "live evidence" and "root" in entry.lineage.parameters["promoted_by"]
     [audit] = api.ctx.store.audit_log(row.id, events=("challenger_promoted",))
     assert "root" in (audit.actor or "") and audit.detail["reason"] == "live evidence"
+
+
+def test_a_challenger_named_with_its_own_test_options_is_judged_with_them(
+    api: Api, trained_world: World, tmp_path: Path
+) -> None:
+    champion, challenger = _registry(api, trained_world, tmp_path)
+    tom = api.user("tom", Role.TRADER)
+    row = api.ctx.store.create_session(
+        name="strict", strategy="sma_cross", exchange="coinbase", timeframe="4h", symbols=["BTC-USD", "ETH-USD"],
+        mode="paper", init_cash=10_000.0, config={},
+    )  # fmt: skip
+    with api.ctx.store.transaction() as db:
+        db.get(TradingSession, row.id).owner_id = tom
+    owner = api.login("tom")
+    path = f"/sessions/{row.id}/challengers"
+    strict = {"artifact": challenger[:12], "test": {"alpha": 0.01, "min_bars": 400}}
+
+    bad = api.client.post(path, json={"artifact": challenger[:12], "test": {"alpha": 0.7}}, headers=owner)
+    assert bad.status_code == 422 and "alpha" in bad.text
+    made = api.client.post(path, json=strict, headers=owner)
+    assert made.status_code == 201, made.text
+    assert made.json()["alpha"] == 0.01 and made.json()["min_bars"] == 400
+    [added] = api.ctx.store.audit_log(row.id, events=("challenger_added",))
+    assert added.detail["test"]["alpha"] == 0.01 and added.detail["test"]["min_bars"] == 400
+
+    # the evidence that promotes under the defaults (the test above): 300 bars, a clear edge
+    rng = np.random.default_rng(11)
+    champ = rng.normal(0.0, 0.01, 300)
+    chal = champ + rng.normal(0.002, 0.004, 300)
+    with api.ctx.store.transaction() as db:
+        ChallengerStore.record(db, row.id, [
+            PairedBar(artifact=challenger, ts=1_700_000_000_000 + i * 14_400_000, champion=float(a),
+                      challenger=float(b), equity=10_000.0, orders=0, champion_artifact=champion)
+            for i, (a, b) in enumerate(zip(champ, chal, strict=True))
+        ])  # fmt: skip
+    body = api.client.get(path, headers=owner).json()
+    assert body["alpha"] == 0.05 and body["min_bars"] == 200  # the defaults, for challengers named without
+    [item] = body["items"]
+    assert item["alpha"] == 0.01 and item["min_bars"] == 400
+    assert item["decision"] == "collecting" and item["threshold"] == pytest.approx(np.log(100))
+    with api.ctx.store.transaction() as db:
+        session = db.get(TradingSession, row.id)
+    verdict = recommend_from_live(api.ctx.store, session, challenger, champion=champion)  # the engine's call
+    assert not verdict.recommended and not verdict.report.passed
+
+    # the options are fixed once named: the same ones or none are fine, others are refused
+    assert api.client.post(path, json=strict, headers=owner).status_code == 201
+    assert api.client.post(path, json={"artifact": challenger[:12]}, headers=owner).status_code == 201
+    looser = api.client.post(path, json={"artifact": challenger[:12], "test": {"alpha": 0.05}}, headers=owner)
+    assert looser.status_code == 422 and "fixed once named" in looser.json()["detail"]
+    assert api.client.get(path, headers=owner).json()["items"][0]["min_bars"] == 400

@@ -5,9 +5,13 @@ Rules:
 1. **Naming a challenger** (``add``): a registered artifact (an id or a unique prefix, as
    ``tradeloop models promote`` takes) of the session's strategy, not its champion's
    artifact, once per session; ``capital_share`` is kept for a real A/B split (None: shadow
-   only). A retired one named again goes back to shadow, its evidence kept. Naming it again is
-   harmless, also at the same moment from two callers (the unique constraint's refusal of the
-   second insert is caught and the naming retried, finding the row).
+   only). Its own sequential-test options (``test``: alpha, min_bars, ...) may be given when
+   it is first named; they are fixed from then on (a false-promotion rate chosen after seeing
+   evidence no longer holds), and a challenger named without them is judged with the
+   caller's options (the engine's, the defaults). A retired one named again goes back to
+   shadow, its evidence and options kept. Naming it again is harmless, also at the same
+   moment from two callers (the unique constraint's refusal of the second insert is caught
+   and the naming retried, finding the row); naming it again with other options is refused.
 2. **Evidence** (``record``): one row per challenger and bar where the champion decided, with
    the champion's artifact, merged, so a bar that comes again (its transaction did not commit)
    writes the same row once.
@@ -32,7 +36,12 @@ from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.ops.challenger_models import ChallengerReturn, ChallengerRow
 from tradeloop.registry import ModelRegistry
 
-__all__ = ["ChallengerStanding", "ChallengerStore", "PairedBar"]
+__all__ = ["ChallengerStanding", "ChallengerStore", "PairedBar", "test_of"]
+
+
+def test_of(row: ChallengerRow, default: SequentialConfig) -> SequentialConfig:
+    """The options ``row``'s challenger is judged with: its own (rule 1), else ``default``."""
+    return SequentialConfig(**row.test_options) if row.test_options else default
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -58,6 +67,7 @@ class ChallengerStanding:
     first_ts: int | None
     last_ts: int | None
     equity: float | None  # its shadow equity at the last bar
+    config: SequentialConfig  # the options it is judged with (rule 1)
     test: Standing
     decision: dict | None  # what the promotion recorded, once promoted
 
@@ -75,6 +85,7 @@ class ChallengerStore:
         *,
         registry: ModelRegistry,
         capital_share: float | None = None,
+        test: SequentialConfig | None = None,
         actor: str | None = None,
     ) -> str:
         """Name a challenger of ``session`` (rule 1); returns its full artifact id.
@@ -84,7 +95,8 @@ class ChallengerStore:
         ModelError
             The artifact is unknown, ambiguous, fails to load or holds another strategy's model.
         ConfigError
-            It is the session's champion, or ``capital_share`` is not in (0, 0.5].
+            It is the session's champion, ``capital_share`` is not in (0, 0.5], or it was named
+            before with other ``test`` options.
         """
         full = registry.resolve(artifact)
         registry.model_of(full, strategy=session.strategy)  # loads through the allow-list: a bad file fails here
@@ -99,7 +111,7 @@ class ChallengerStore:
             )
         for attempt in range(2):
             try:
-                self._name(session, full, capital_share=capital_share, actor=actor)
+                self._name(session, full, capital_share=capital_share, test=test, actor=actor)
             except IntegrityError:
                 # named at the same moment by another caller (PostgreSQL: the unique constraint
                 # answers; SQLite's immediate transaction serializes): once more, it finds the row
@@ -111,23 +123,42 @@ class ChallengerStore:
             break
         return full
 
-    def _name(self, session: TradingSession, full: str, *, capital_share: float | None, actor: str | None) -> None:
+    def _name(
+        self,
+        session: TradingSession,
+        full: str,
+        *,
+        capital_share: float | None,
+        test: SequentialConfig | None,
+        actor: str | None,
+    ) -> None:
+        options = test.model_dump() if test is not None else None
         with self.store.transaction(immediate=True) as db:
             row = db.scalar(
                 select(ChallengerRow).where(ChallengerRow.session_id == session.id, ChallengerRow.artifact == full)
             )
             if row is None:
                 db.add(
-                    ChallengerRow(session_id=session.id, artifact=full, status="shadow", capital_share=capital_share)
-                )
+                    ChallengerRow(
+                        session_id=session.id, artifact=full, status="shadow", capital_share=capital_share,
+                        test_options=options,
+                    )
+                )  # fmt: skip
                 db.flush()  # a concurrent insert of the same challenger fails here (IntegrityError)
-            elif row.status == "retired":
-                row.status, row.capital_share = "shadow", capital_share
+            else:
+                if options is not None and options != (row.test_options or SequentialConfig().model_dump()):
+                    raise ConfigError(
+                        f"challenger {full[:12]} of session {session.name!r} was named with test options "
+                        f"{row.test_options or 'the defaults'}; they are fixed once named (a false-promotion rate "
+                        "chosen after seeing evidence does not hold): name it without options, or name another model"
+                    )
+                if row.status == "retired":
+                    row.status, row.capital_share = "shadow", capital_share
             OpsStore.audit(
                 db,
                 "challenger_added",
                 session_id=session.id,
-                detail={"artifact": full, "capital_share": capital_share},
+                detail={"artifact": full, "capital_share": capital_share, "test": options},
                 actor=actor,
             )
 
@@ -194,12 +225,13 @@ class ChallengerStore:
         self, session_id: int, *, champion: str | None, config: SequentialConfig | None = None
     ) -> list[ChallengerStanding]:
         """Every challenger of the session with the test on its evidence against ``champion``,
-        the champion artifact in force (rule 3)."""
-        config = config or SequentialConfig()
+        the champion artifact in force (rule 3), with its own options or ``config`` (rule 1)."""
+        default = config or SequentialConfig()
         out = []
         for row in self.rows(session_id):
             bars = self.returns_against(session_id, row.artifact, champion)
-            test = standing(np.array([b.champion for b in bars]), np.array([b.challenger for b in bars]), config)
+            own = test_of(row, default)
+            test = standing(np.array([b.champion for b in bars]), np.array([b.challenger for b in bars]), own)
             out.append(
                 ChallengerStanding(
                     artifact=row.artifact,
@@ -208,6 +240,7 @@ class ChallengerStore:
                     first_ts=bars[0].ts if bars else None,
                     last_ts=bars[-1].ts if bars else None,
                     equity=bars[-1].equity if bars else None,
+                    config=own,
                     test=test,
                     decision=row.decision,
                 )

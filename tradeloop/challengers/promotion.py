@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sqlalchemy import select
 
-from tradeloop.challengers.evidence import ChallengerStore
+from tradeloop.challengers.evidence import ChallengerStore, test_of
 from tradeloop.challengers.sequential import SequentialConfig, Standing, standing
 from tradeloop.errors import ConfigError, ModelError, NotFoundError, PromotionRefusedError, SessionStateError
 from tradeloop.ops import OpsStore, TradingSession
@@ -112,8 +112,8 @@ def recommend_from_live(
     ConfigError
         It is not in shadow.
     """
-    config = config or SequentialConfig()
     row = _one(store, session, artifact, status="shadow")
+    config = test_of(row, config or SequentialConfig())  # its own options when it was named with them
     bars = ChallengerStore(store).returns_against(session.id, row.artifact, champion)
     test = standing(np.array([b.champion for b in bars]), np.array([b.challenger for b in bars]), config)
     report = live_gate(test, config)

@@ -1,4 +1,4 @@
-"""A session's shadow challengers and their paired per-bar evidence (migration 0012).
+"""A session's shadow challengers and their paired per-bar evidence (migrations 0012, 0014).
 
 Both belong to the session (row-level security: its owner's and admins'). Written by the
 engine's shadow stage (``live.shadow``) and the live promotion (``tradeloop.challengers``);
@@ -29,6 +29,9 @@ class ChallengerRow(Base):
     artifact: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(20), default="shadow")
     capital_share: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: shadow only
+    test_options: Mapped[dict | None] = mapped_column(
+        JSON, nullable=True
+    )  # its SequentialConfig (0014); None: defaults
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     decision: Mapped[dict | None] = mapped_column(JSON, nullable=True)
