@@ -15,6 +15,7 @@ from tradeloop.features import indicators as ind
 from tradeloop.features.memory import Memory
 from tradeloop.strategies import STRATEGIES, Strategy, get_strategy
 from tradeloop.strategies.rules import ThresholdRule
+from tradeloop.thresholds import decide
 from tradeloop.thresholds.decide import enrich, enrich_latest
 
 H4 = 4 * 3600 * 1000
@@ -67,8 +68,13 @@ def assert_same(got: pl.DataFrame, ref: pl.DataFrame, names: tuple[str, ...]) ->
         np.testing.assert_allclose(got[name].to_numpy(), ref[name].to_numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
 
 
+@pytest.mark.parametrize("settle", [decide.SETTLE_BARS, 2], ids=["settle-default", "settle-2"])
 @pytest.mark.parametrize("strategy", STRATEGY_CASES, ids=lambda s: s.name)
-def test_every_bar_decides_as_the_window_enrichment(market: pl.DataFrame, btc_4h, strategy: Strategy) -> None:
+def test_every_bar_decides_as_the_window_enrichment(
+    market: pl.DataFrame, btc_4h, strategy: Strategy, settle: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a short look-back for the rule's sides (2 bars) most decisions read the whole window."""
+    monkeypatch.setattr(decide, "SETTLE_BARS", settle)
     fired = 0
     for end in range(19_000, 19_300):  # 300 consecutive bars: entries and exits of every strategy
         ts = int(btc_4h["ts"][end])

@@ -37,18 +37,23 @@ from tradeloop.features.pipeline import DEFAULT_FEATURES, FeatureSpec, compute_f
 @dataclass(frozen=True, slots=True)
 class Blocks:
     """A window's rows grouped by symbol into contiguous blocks in time order: each row's block
-    (``codes``, 0..k-1) and ``positions`` in it, and the first and last rows (``starts``,
-    ``ends``, inclusive) of the blocks whose last row is at ``ts``, the symbols decided."""
+    (``codes``, 0..k-1) and every block's first row (``runs``), and the first and last rows
+    (``starts``, ``ends``, inclusive) of the blocks whose last row is at ``ts``, the symbols
+    decided."""
 
     frame: pl.DataFrame
     codes: np.ndarray
-    positions: np.ndarray
+    runs: np.ndarray  # first row of every block
     starts: np.ndarray
     ends: np.ndarray
 
     @property
     def lengths(self) -> np.ndarray:
         return self.ends - self.starts + 1
+
+    def positions(self) -> np.ndarray:
+        """Each row's place in its block (0 for its first)."""
+        return np.arange(self.frame.height) - self.runs[self.codes]
 
     @classmethod
     def of(cls, window: pl.DataFrame, *, ts: int) -> Blocks:
@@ -58,9 +63,8 @@ class Blocks:
         if np.unique(window["symbol"].gather(ends).to_numpy()).size < ends.size:  # a symbol in two runs
             window = window.sort("symbol", maintain_order=True)
             codes, starts, ends = _runs(window)
-        positions = np.arange(window.height) - starts[codes]
         at_ts = window["ts"].to_numpy()[ends] == ts
-        return cls(frame=window, codes=codes, positions=positions, starts=starts[at_ts], ends=ends[at_ts])
+        return cls(frame=window, codes=codes, runs=starts, starts=starts[at_ts], ends=ends[at_ts])
 
 
 def _runs(window: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

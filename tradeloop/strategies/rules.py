@@ -70,6 +70,20 @@ class ThresholdRule(BaseModel):
         )
         return pl.Series("signal", out, dtype=pl.Int8)
 
+    def last_signals(self, scores: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rule's signal at the last row (``ends``, inclusive) of each run of ``scores``
+        that starts at ``starts``, and whether it is settled: every side of the rule saw a zone
+        at an earlier row of the run. A settled signal is the one the rule gives on any longer
+        history ending with the run (a side is the last zone it saw); an unsettled one may
+        differ (the longer history may hold an earlier zone). One compiled backward scan."""
+        return _last_crossings(
+            np.ascontiguousarray(scores, dtype=np.float64),
+            np.ascontiguousarray(starts, dtype=np.int64),
+            np.ascontiguousarray(ends, dtype=np.int64),
+            *self.bounds(),
+            self.allow_short,
+        )
+
     def apply_grouped(self, scores: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """The rule over many symbols at once: ``groups`` holds each row's symbol code (0..n-1);
         rows of one symbol must be in time order, symbols may interleave. One compiled pass."""
@@ -119,3 +133,40 @@ def _crossings_grouped(score, group, long_enter, long_exit, allow_short):  # pra
             flags |= short_flags
         out[i] = flags
     return out
+
+
+@nb.njit(cache=True, inline="always")
+def _zones(s, long_enter, long_exit):  # pragma: no cover - compiled
+    """(long zone, short zone) of one score; 0 for NaN (comparisons fail) and the neutral band."""
+    long_zone = 1 if s > long_enter else (-1 if s < long_exit else 0)
+    short_zone = 1 if s < -long_enter else (-1 if s > -long_exit else 0)
+    return long_zone, short_zone
+
+
+@nb.njit(cache=True)
+def _last_crossings(score, starts, ends, long_enter, long_exit, allow_short):  # pragma: no cover - compiled
+    """Per run: the flags at its last row and whether both sides were settled before it."""
+    flags = np.zeros(starts.size, dtype=np.int8)
+    settled = np.zeros(starts.size, dtype=np.bool_)
+    for j in range(starts.size):
+        long_side = 0
+        short_side = 0 if allow_short else 2  # 2: a side that needs no history
+        i = ends[j] - 1
+        while i >= starts[j] and (long_side == 0 or short_side == 0):
+            long_zone, short_zone = _zones(score[i], long_enter, long_exit)
+            if long_side == 0:
+                long_side = long_zone
+            if short_side == 0:
+                short_side = short_zone
+            i -= 1
+        settled[j] = long_side != 0 and short_side != 0
+        s = score[ends[j]]
+        if s != s:
+            continue
+        long_zone, short_zone = _zones(s, long_enter, long_exit)
+        out, _ = cross_step(long_zone, long_side, ENTER_LONG, EXIT_LONG)
+        if allow_short:
+            short_flags, _ = cross_step(short_zone, short_side, ENTER_SHORT, EXIT_SHORT)
+            out |= short_flags
+        flags[j] = out
+    return flags, settled

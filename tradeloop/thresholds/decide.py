@@ -59,24 +59,46 @@ def enrich_latest(
     return decided.join(latest_features(blocks, specs, ts=ts), on="symbol", how="left", maintain_order="left")
 
 
+SETTLE_BARS = 64  # warm scores before the decided bar in which the rule's sides are looked for first
+
+
 def _signals_at(strategy: Strategy, blocks: Blocks) -> pl.DataFrame:
     """The decided rows with ``score`` and ``signal``: ``strategy.signals`` over every block.
 
     A finite score that is null exactly until it reads its whole span (warm-up = span - 1, as
-    every bundled strategy's) is evaluated once over the window ungrouped: from its warm-up on,
-    a row reads its own block only, and the rows before are nulled, as grouped evaluation
-    leaves them. Any other score is evaluated per symbol."""
+    every bundled strategy's) is evaluated on each block's last ``warm-up + SETTLE_BARS`` rows,
+    stacked and ungrouped: a row past the warm-up of its tail reads its own block only, the
+    rows before are masked. The rule's side is the last zone the score was in, so where every
+    side saw a zone in the tail (``ThresholdRule.last_signals``), the signal is the window's;
+    otherwise the score runs over the whole window (once, ungrouped, its warm-up nulled). Any
+    other score is evaluated per symbol."""
     memory = strategy.score_memory
-    if memory.finite and memory.warmup == memory.exact_bars() - 1:
-        score = blocks.frame.select(strategy.score_expr().cast(pl.Float64)).to_series()
-        values = score.fill_null(np.nan).to_numpy().copy()
-        warm = blocks.positions >= memory.warmup
-        values[~warm] = np.nan
-        valid = warm & score.is_not_null().to_numpy()
-    else:
+    if not (memory.finite and memory.warmup == memory.exact_bars() - 1):
         score = strategy.scores(blocks.frame, by="symbol")["score"].cast(pl.Float64)
-        values = score.fill_null(np.nan).to_numpy()
-        valid = score.is_not_null().to_numpy()
+        return _decided(strategy, blocks, score.fill_null(np.nan).to_numpy(), score.is_not_null().to_numpy())
+    expr = strategy.score_expr().cast(pl.Float64)
+    lengths = blocks.lengths
+    kept = np.minimum(lengths, memory.warmup + SETTLE_BARS)
+    offsets = np.concatenate([[0], np.cumsum(kept)[:-1]]).astype(np.int64)
+    within = np.arange(int(kept.sum())) - np.repeat(offsets, kept)  # a row's place in its tail
+    rows = np.repeat(blocks.ends - kept + 1, kept) + within
+    score = blocks.frame[rows].select(expr).to_series()
+    values = score.fill_null(np.nan).to_numpy().copy()
+    values[within < memory.warmup] = np.nan  # before its tail's warm-up a row reads the block before
+    last = offsets + kept - 1
+    flags, settled = strategy.rule.last_signals(values, offsets, last)
+    if not (settled | (kept == lengths)).all():  # a side's last zone lies further back: the whole window
+        whole = blocks.frame.select(expr).to_series()
+        warm = blocks.positions() >= memory.warmup
+        window = np.where(warm, whole.fill_null(np.nan).to_numpy(), np.nan)
+        return _decided(strategy, blocks, window, warm & whole.is_not_null().to_numpy())
+    valid = (within[last] >= memory.warmup) & score.is_not_null().to_numpy()[last]
+    at = pl.Series("score", values[last]).set(pl.Series(~valid), None)
+    return blocks.frame[blocks.ends].with_columns(at, pl.Series("signal", flags, dtype=pl.Int8))
+
+
+def _decided(strategy: Strategy, blocks: Blocks, values: np.ndarray, valid: np.ndarray) -> pl.DataFrame:
+    """The rule over every block's scores (``values``, NaN where ``valid`` is False), at the decided rows."""
     signal = strategy.rule.apply_grouped(values, blocks.codes)
     ends = blocks.ends
     at = pl.Series("score", values[ends]).set(pl.Series(~valid[ends]), None)
