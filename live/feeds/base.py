@@ -78,18 +78,20 @@ def last_bars(frame: pl.DataFrame, bars: int) -> pl.DataFrame:
 
 def roll_window(window: pl.DataFrame, batch: CandleBatch, *, bars: int) -> tuple[pl.DataFrame, dict[str, int]]:
     """``window`` with ``batch``'s backfill, then its candles, appended (the last ``bars`` of
-    each symbol), and how many backfilled candles each symbol gained. A backfilled candle the
-    window already holds (the lake had it when the warm-up was read) is not added twice."""
-    parts = [window] if not window.is_empty() else []
+    each symbol; ``symbol`` and the candle columns), and how many backfilled candles each
+    symbol gained. A backfilled candle the window already holds (the lake had it when the
+    warm-up was read) is not added twice."""
+    columns = ["symbol", *CANDLE_COLUMNS]  # what decisions read; a replay's exchange and timeframe stay out
+    parts = [window.select(columns)] if not window.is_empty() else []
     gained: dict[str, int] = {}
     if batch.backfill is not None and not batch.backfill.is_empty():
-        new = batch.backfill.select(batch.candles.columns)
+        new = batch.backfill.select(columns)
         if parts:
             new = new.join(window.select("symbol", "ts"), on=["symbol", "ts"], how="anti", maintain_order="left")
         gained = dict(new.group_by("symbol").len().sort("symbol").iter_rows())
         parts.append(new)
-    parts.append(batch.candles)
-    frame = pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else batch.candles
+    parts.append(batch.candles.select(columns))
+    frame = pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
     return last_bars(frame, bars), gained
 
 

@@ -54,6 +54,25 @@ def test_promote_records_lineage_and_rollback_restores_the_previous(registry, tm
         registry.rollback("sma_cross")
 
 
+def test_a_reader_sees_every_promotion_another_process_makes(registry, tmp_path) -> None:
+    """The engine's registry keeps the parsed manifest between bars: a promotion, a rollback or
+    a damaged file elsewhere is what its next read returns."""
+    engine = ModelRegistry(registry.root)
+    first = registry.register(saved_model(tmp_path / "a", 1))
+    second = registry.register(saved_model(tmp_path / "b", 2))
+    assert engine.champion("sma_cross") is None
+    registry.promote("sma_cross", first, lineage=Lineage(run_id="run-1"))
+    assert engine.champion("sma_cross").artifact == first
+    assert engine.champion("sma_cross") is engine.champion("sma_cross")  # unchanged file: parsed once
+    registry.promote("sma_cross", second, lineage=Lineage(run_id="run-2"))
+    assert engine.champion("sma_cross").artifact == second
+    registry.rollback("sma_cross")
+    assert engine.champion("sma_cross").artifact == first
+    (registry.champions_dir / "sma_cross.json").write_text("{not json")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        engine.champion("sma_cross")
+
+
 def test_tampered_artifact_is_refused_and_the_champion_stays(registry, tmp_path) -> None:
     good = registry.register(saved_model(tmp_path / "a", 1))
     bad = registry.register(saved_model(tmp_path / "b", 2))

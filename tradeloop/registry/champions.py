@@ -39,6 +39,9 @@ class ModelRegistry:
         self.root = Path(root)
         self.store = ArtifactStore(self.root)
         self.champions_dir = self.root / "champions"
+        # the manifest last parsed per strategy, keyed by its file's identity: an engine asks every bar, and a
+        # promotion replaces the file atomically (a new inode), so an unchanged key is an unchanged manifest
+        self._parsed: dict[str, tuple[tuple[int, int, int], Manifest]] = {}
 
     # ------------------------------------------------------------------ reading
     def _manifest_path(self, strategy: str) -> Path:
@@ -49,6 +52,11 @@ class ModelRegistry:
     def _read(self, strategy: str) -> Manifest:
         path = self._manifest_path(strategy)
         try:
+            stat = path.stat()
+            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            cached = self._parsed.get(strategy)
+            if cached is not None and cached[0] == key:
+                return cached[1]
             raw = json.loads(path.read_bytes())
         except FileNotFoundError:
             return EMPTY
@@ -60,7 +68,9 @@ class ModelRegistry:
             ) from None
         except OSError as exc:
             raise ModelError(f"{path} cannot be read ({exc}); fix its permissions or restore it") from None
-        return parse_manifest(raw, strategy=strategy, source=str(path))
+        manifest = parse_manifest(raw, strategy=strategy, source=str(path))
+        self._parsed[strategy] = (key, manifest)
+        return manifest
 
     def champion(self, strategy: str) -> ChampionEntry | None:
         return self._read(strategy).current
