@@ -33,19 +33,24 @@ def _registry(api: Api, world: World, tmp_path: Path) -> tuple[str, str]:
     return champion, registry.register(other.save(tmp_path / "challenger"))
 
 
+def _session(api: Api, name: str, *, owner: int) -> TradingSession:
+    """A paper sma_cross session on coinbase BTC-USD and ETH-USD 4h, owned by ``owner``."""
+    row = api.ctx.store.create_session(
+        name=name, strategy="sma_cross", exchange="coinbase", timeframe="4h", symbols=["BTC-USD", "ETH-USD"],
+        mode="paper", init_cash=10_000.0, config={},
+    )  # fmt: skip
+    with api.ctx.store.transaction() as db:
+        db.get(TradingSession, row.id).owner_id = owner
+    return row
+
+
 def test_a_trader_names_a_challenger_and_reads_its_standing_others_cannot(
     api: Api, trained_world: World, tmp_path: Path
 ) -> None:
     champion, challenger = _registry(api, trained_world, tmp_path)
-    tom = api.user("tom", Role.TRADER)
+    row = _session(api, "ab", owner=api.user("tom", Role.TRADER))
     api.user("ivan", Role.TRADER)
     api.user("vera", Role.VIEWER)
-    row = api.ctx.store.create_session(
-        name="ab", strategy="sma_cross", exchange="coinbase", timeframe="4h", symbols=["BTC-USD", "ETH-USD"],
-        mode="paper", init_cash=10_000.0, config={},
-    )  # fmt: skip
-    with api.ctx.store.transaction() as db:
-        db.get(TradingSession, row.id).owner_id = tom
     owner, other, viewer = (api.login(n) for n in ("tom", "ivan", "vera"))
     path = f"/sessions/{row.id}/challengers"
 
@@ -114,13 +119,7 @@ def test_a_challenger_named_with_its_own_test_options_is_judged_with_them(
     api: Api, trained_world: World, tmp_path: Path
 ) -> None:
     champion, challenger = _registry(api, trained_world, tmp_path)
-    tom = api.user("tom", Role.TRADER)
-    row = api.ctx.store.create_session(
-        name="strict", strategy="sma_cross", exchange="coinbase", timeframe="4h", symbols=["BTC-USD", "ETH-USD"],
-        mode="paper", init_cash=10_000.0, config={},
-    )  # fmt: skip
-    with api.ctx.store.transaction() as db:
-        db.get(TradingSession, row.id).owner_id = tom
+    row = _session(api, "strict", owner=api.user("tom", Role.TRADER))
     owner = api.login("tom")
     path = f"/sessions/{row.id}/challengers"
     strict = {"artifact": challenger[:12], "test": {"alpha": 0.01, "min_bars": 400}}
