@@ -242,11 +242,13 @@ def test_backtest_reads_the_atr_of_the_configured_window() -> None:
         assert trades["exit_ts"][0] == bar * H and trades["exit_price"][0] == pytest.approx(price)
 
 
-def test_the_kernel_digest_follows_fills_py() -> None:
+@pytest.mark.parametrize("module", [kernel, kernel_plain], ids=lambda m: m.__name__)
+def test_the_kernel_digests_follow_fills_py(module) -> None:
     digest = hashlib.sha256(Path(fills_module.__file__).read_bytes()).hexdigest()
-    assert kernel.FILLS_SHA256 == digest, (
-        "tradeloop/backtest/fills.py changed, and numba's cache of the kernel only sees kernel.py: "
-        f'set FILLS_SHA256 = "{digest}" in tradeloop/backtest/kernel.py so the kernel recompiles'
+    name = Path(module.__file__).name
+    assert module.FILLS_SHA256 == digest, (
+        f"tradeloop/backtest/fills.py changed, and numba's cache of a kernel only sees its own file: "
+        f'set FILLS_SHA256 = "{digest}" in tradeloop/backtest/{name} so it recompiles'
     )
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from tradeloop.backtest import sweep_kernel
+from tradeloop.strategies import compiled, rules
 from tradeloop.strategies.rules import ThresholdRule
 
 
@@ -23,3 +28,12 @@ def test_last_signals_read_the_last_zone_of_each_side(rule: ThresholdRule) -> No
     np.testing.assert_array_equal(whole, full[ends])
     assert 20 < settled.sum() < ends.size  # both kinds of tail occur
     np.testing.assert_array_equal(flags[settled], full[ends][settled])
+
+
+@pytest.mark.parametrize("module", [compiled, sweep_kernel], ids=lambda m: m.__name__)
+def test_the_compiled_loops_digests_follow_rules_py(module) -> None:
+    digest = hashlib.sha256(Path(rules.__file__).read_bytes()).hexdigest()
+    assert module.RULES_SHA256 == digest, (
+        f"tradeloop/strategies/rules.py changed, and numba's cache of {module.__name__} only sees its own file: "
+        f'set RULES_SHA256 = "{digest}" in {Path(module.__file__).name} so it recompiles'
+    )

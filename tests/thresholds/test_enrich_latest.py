@@ -112,3 +112,50 @@ def test_one_series_without_a_symbol_column(btc_4h: pl.DataFrame) -> None:
     ref = enrich(window, get_strategy("momentum"), FEATURES).filter(pl.col("ts") == ts)
     assert got.height == 1 and got["signal"].to_list() == ref["signal"].to_list()
     np.testing.assert_allclose(got["score"].to_numpy(), ref["score"].to_numpy(), rtol=1e-12)
+
+
+def test_a_bar_no_symbol_has_decides_nothing(market: pl.DataFrame, btc_4h) -> None:
+    """A bar with no candle (every source of every symbol down) is no error: no row, as enrich."""
+    ts = int(btc_4h["ts"][19_100])
+    later = ts + H4 // 2  # no symbol has a candle there
+    for window in (window_at(market, ts), window_at(market, ts).clear()):
+        for strategy in (get_strategy("sma_cross"), RsiTilt()):
+            got = enrich_latest(window, strategy, FEATURES, ts=later)
+            ref = enrich(window, strategy, FEATURES).filter(pl.col("ts") == later)
+            assert got.is_empty() and ref.is_empty()
+            assert set(ref.columns) <= set(got.columns)
+
+
+def test_flat_prices_score_zero_whatever_trades_beside_them(market: pl.DataFrame, btc_4h) -> None:
+    """A flat window's z-score is 0 (indicators.zscore), not the 0/0 of what rounding leaves in
+    the running sums, so a flat symbol decides alike next to any other and as enrich does."""
+    ts = int(btc_4h["ts"][19_100])
+    window = window_at(market, ts)
+    flat = window.filter(pl.col("symbol") == "ETH-USD").with_columns(
+        pl.when(pl.int_range(pl.len()) >= 340).then(pl.lit(1234.5)).otherwise(pl.col(c)).alias(c)
+        for c in ("open", "high", "low", "close")
+    )
+    strategy = get_strategy("mean_reversion")
+    rows = []
+    for others in (["BTC-USD"], ["E2-USD", "B5-USD"], []):
+        frame = pl.concat([window.filter(pl.col("symbol").is_in(others)), flat])
+        got = enrich_latest(frame, strategy, FEATURES, ts=ts).filter(pl.col("symbol") == "ETH-USD")
+        ref = enrich(frame, strategy, FEATURES).filter((pl.col("ts") == ts) & (pl.col("symbol") == "ETH-USD"))
+        assert_same(got, ref, FEATURES)
+        rows.append(got.select("signal", "score", "zscore_20"))
+    assert rows[0]["score"][0] == 0.0 and rows[0]["zscore_20"][0] == 0.0
+    assert rows[0].equals(rows[1]) and rows[1].equals(rows[2])
+
+
+def test_a_null_price_takes_the_expression_route_for_the_recursions(market: pl.DataFrame, btc_4h) -> None:
+    """polars skips a null in an EWM and in max_horizontal; the compiled loops would not."""
+    ts = int(btc_4h["ts"][19_100])
+    window = window_at(market, ts).with_row_index("i")
+    holed = window.with_columns(
+        pl.when(pl.col("i") == 57).then(None).otherwise(pl.col("high")).alias("high"),
+        pl.when(pl.col("i") == 380).then(None).otherwise(pl.col("close")).alias("close"),
+    ).drop("i")
+    names = ("ema_20", "rsi_14", "atr_14")
+    got = enrich_latest(holed, get_strategy("sma_cross"), names, ts=ts).sort("symbol")
+    ref = enrich(holed, get_strategy("sma_cross"), names).filter(pl.col("ts") == ts).sort("symbol")
+    assert_same(got, ref, names)

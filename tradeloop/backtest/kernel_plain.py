@@ -38,6 +38,8 @@ from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXI
 __all__ = ["is_plain", "simulate_plain"]
 
 EXITS_SHA256 = "808ffca408b6c5394790b6f2e479fa1b1058174528a84df0e9b4c5708ab7b18c"
+# and of tradeloop/backtest/fills.py, whose SIGNAL constant is compiled in (tests/backtest/test_fills.py says to)
+FILLS_SHA256 = "bcf22b41089bb4ee078a72311e5c1ac3b1b070c26769cef198265e640c7d11c7"
 _entry_qty = kernel_exits.entry_qty
 _entry_cash = kernel_exits.entry_cash
 _exit_cash = kernel_exits.exit_cash

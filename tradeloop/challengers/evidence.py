@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -41,7 +42,15 @@ __all__ = ["ChallengerStanding", "ChallengerStore", "PairedBar", "test_of"]
 
 def test_of(row: ChallengerRow, default: SequentialConfig) -> SequentialConfig:
     """The options ``row``'s challenger is judged with: its own (rule 1), else ``default``."""
-    return SequentialConfig(**row.test_options) if row.test_options else default
+    if not row.test_options:
+        return default
+    try:
+        return SequentialConfig(**row.test_options)
+    except ValidationError as exc:  # edited by hand in the database, or from a later schema
+        raise ConfigError(
+            f"challenger {row.artifact[:12]}: its stored test options {row.test_options} are invalid "
+            f"({exc.errors()[0]['msg']}); correct challengers.test_options, or name another model"
+        ) from None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -41,8 +41,17 @@ def volatility(n: int, col: str = "close") -> pl.Expr:
     return log_returns(col).rolling_std(window_size=n)
 
 
+FLAT = 1e-6  # a rolling std at most this fraction of the mean's size is rounding: the series is flat
+
+
 def zscore(n: int, col: str | pl.Expr = "close") -> pl.Expr:
-    return (_c(col) - sma(n, col)) / rolling_std(n, col)
+    """How many rolling standard deviations the value lies from its rolling mean; 0 where the
+    last ``n`` values are flat. A flat window's std is the rounding left in polars' running
+    sums (0, a tiny number or NaN, depending on what came before), so the plain ratio would be
+    0/0 or +-inf at random: flat is defined as a std within ``FLAT`` of the mean's size."""
+    mean, std = sma(n, col), rolling_std(n, col)
+    flat = (std <= FLAT * mean.abs()) | std.is_nan()
+    return pl.when(flat).then(0.0).otherwise((_c(col) - mean) / std)
 
 
 def true_range() -> pl.Expr:

@@ -15,7 +15,8 @@ them equal on the bundled real data, every feature of ``MODEL_SPECS``):
   ranks its source's values at ``ts``, which these last rows hold for every symbol.
 * **compiled**: the exponential features of ``DEFAULT_FEATURES`` (EMA, Wilder's RSI and ATR)
   run here as one compiled pass over every symbol's rows, seeded at the symbol's first row
-  in the window as the expression is, with polars' own ``ewm_mean`` update (adjust=False).
+  in the window as the expression is, with polars' own ``ewm_mean`` update (adjust=False),
+  when no price in the window is null or NaN (polars skips a null; these loops do not).
 * **grouped**: any other feature goes through ``compute_features`` on the window.
 
 The window is a long frame with ``symbol`` and ``ts``, rows in time order within a symbol;
@@ -81,12 +82,15 @@ def latest_features(window: pl.DataFrame | Blocks, specs: Sequence[FeatureSpec],
     there (``window``: the long frame, or its ``Blocks`` at ``ts``)."""
     blocks = window if isinstance(window, Blocks) else Blocks.of(window, ts=ts)
     out = blocks.frame[blocks.ends].select("symbol")
+    if out.is_empty():  # no symbol has a candle at ts
+        return out.with_columns(pl.lit(None, dtype=pl.Float64).alias(s.name) for s in specs)
     columns: list[pl.Series] = []
     tails: list[FeatureSpec] = []
     grouped: list[FeatureSpec] = []
+    clean = any(s.name in COMPILED for s in specs) and _all_numbers(blocks.frame)
     for spec in specs:
         kernel = COMPILED.get(spec.name)
-        if kernel is not None and spec is _DEFAULTS.get(spec.name):
+        if kernel is not None and spec is _DEFAULTS.get(spec.name) and clean:
             values = kernel(blocks) if blocks.ends.size else np.zeros(0)
             columns.append(pl.Series(spec.name, values, dtype=pl.Float64, nan_to_null=True))
         elif spec.memory.finite:
@@ -183,6 +187,13 @@ def _atr_last(high, low, close, starts, ends, n):  # pragma: no cover - compiled
         if ends[j] - starts[j] + 1 >= n:
             out[j] = mean
     return out
+
+
+def _all_numbers(frame: pl.DataFrame) -> bool:
+    """No null or NaN among the prices the recursions read: polars skips a null in an EWM and in
+    ``max_horizontal``, which the compiled loops do not (a frame with one goes the grouped route)."""
+    prices = frame.select("high", "low", "close")
+    return not any(prices.null_count().row(0)) and not prices.select(pl.all().is_nan().any()).row(0).count(True)
 
 
 def _column(blocks: Blocks, name: str) -> np.ndarray:

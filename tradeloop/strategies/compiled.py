@@ -20,6 +20,10 @@ import numpy as np
 from tradeloop.strategies.rules import cross_step
 from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, EXIT_LONG, EXIT_SHORT
 
+# numba's cache of these loops keys on this file only, and they compile rules.cross_step into themselves: a digest
+# of tradeloop/strategies/rules.py, set anew after editing it (tests/strategies/test_rules.py says to).
+RULES_SHA256 = "37f73cb8d8bac2a84ac7817e6b8875adbb1063f24e79b4f6979731ea3903abb2"
+
 TILE_ROWS = 1024  # rows per tile: a tile of every symbol's closes stays in cache
 SERIAL_CELLS = 1 << 16  # up to this many closes (or one symbol), no threads: waking them costs more
 

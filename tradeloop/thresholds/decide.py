@@ -79,7 +79,7 @@ def _signals_at(strategy: Strategy, blocks: Blocks) -> pl.DataFrame:
     expr = strategy.score_expr().cast(pl.Float64)
     lengths = blocks.lengths
     kept = np.minimum(lengths, memory.warmup + SETTLE_BARS)
-    offsets = np.concatenate([[0], np.cumsum(kept)[:-1]]).astype(np.int64)
+    offsets = (np.cumsum(kept) - kept).astype(np.int64)  # each tail's first row in the stacked frame
     within = np.arange(int(kept.sum())) - np.repeat(offsets, kept)  # a row's place in its tail
     rows = np.repeat(blocks.ends - kept + 1, kept) + within
     score = blocks.frame[rows].select(expr).to_series()
