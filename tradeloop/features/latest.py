@@ -12,7 +12,9 @@ them equal on the bundled real data, every feature of ``MODEL_SPECS``):
   ``exact_bars - 1`` rows at most, all in its own block, so it is the grouped value (up to the
   rounding of polars' running sums, as on any window; ``tradeloop.features.memory``). A
   symbol with fewer rows than that is computed on its own rows. A cross-sectional feature
-  ranks its source's values at ``ts``, which these last rows hold for every symbol.
+  ranks its source's values at ``ts``, which these last rows hold for every symbol; two
+  symbols whose values are equal up to that rounding (identical histories) may rank apart
+  here and tie there, as they may between any two windows.
 * **compiled**: the exponential features of ``DEFAULT_FEATURES`` (EMA, Wilder's RSI and ATR)
   run here as one compiled pass over every symbol's rows, seeded at the symbol's first row
   in the window as the expression is, with polars' own ``ewm_mean`` update (adjust=False),
