@@ -44,6 +44,21 @@ def _session(api: Api, name: str, *, owner: int) -> TradingSession:
     return row
 
 
+def _record_an_edge(api: Api, session_id: int, *, challenger: str, champion: str) -> tuple[np.ndarray, np.ndarray]:
+    """300 paired 4h bars where the challenger earns 0.2% a bar more (a clear edge), its shadow
+    equity 10,000 + the bar's index; the champion's and the challenger's returns."""
+    rng = np.random.default_rng(11)
+    champ = rng.normal(0.0, 0.01, 300)
+    chal = champ + rng.normal(0.002, 0.004, 300)
+    with api.ctx.store.transaction() as db:
+        ChallengerStore.record(db, session_id, [
+            PairedBar(artifact=challenger, ts=1_700_000_000_000 + i * 14_400_000, champion=float(a),
+                      challenger=float(b), equity=10_000.0 + i, orders=0, champion_artifact=champion)
+            for i, (a, b) in enumerate(zip(champ, chal, strict=True))
+        ])  # fmt: skip
+    return champ, chal
+
+
 def test_a_trader_names_a_challenger_and_reads_its_standing_others_cannot(
     api: Api, trained_world: World, tmp_path: Path
 ) -> None:
@@ -65,15 +80,7 @@ def test_a_trader_names_a_challenger_and_reads_its_standing_others_cannot(
     [added] = api.ctx.store.audit_log(row.id, events=("challenger_added",))
     assert added.actor is not None and "tom" in added.actor and added.detail["artifact"] == challenger
 
-    rng = np.random.default_rng(11)
-    champ = rng.normal(0.0, 0.01, 300)
-    chal = champ + rng.normal(0.002, 0.004, 300)
-    with api.ctx.store.transaction() as db:
-        ChallengerStore.record(db, row.id, [
-            PairedBar(artifact=challenger, ts=1_700_000_000_000 + i * 14_400_000, champion=float(a),
-                      challenger=float(b), equity=10_000.0 + i, orders=0, champion_artifact=champion)
-            for i, (a, b) in enumerate(zip(champ, chal, strict=True))
-        ])  # fmt: skip
+    champ, chal = _record_an_edge(api, row.id, challenger=challenger, champion=champion)
 
     read = api.client.get(path, headers=owner)
     assert read.status_code == 200, read.text
@@ -133,15 +140,7 @@ def test_a_challenger_named_with_its_own_test_options_is_judged_with_them(
     assert added.detail["test"]["alpha"] == 0.01 and added.detail["test"]["min_bars"] == 400
 
     # the evidence that promotes under the defaults (the test above): 300 bars, a clear edge
-    rng = np.random.default_rng(11)
-    champ = rng.normal(0.0, 0.01, 300)
-    chal = champ + rng.normal(0.002, 0.004, 300)
-    with api.ctx.store.transaction() as db:
-        ChallengerStore.record(db, row.id, [
-            PairedBar(artifact=challenger, ts=1_700_000_000_000 + i * 14_400_000, champion=float(a),
-                      challenger=float(b), equity=10_000.0, orders=0, champion_artifact=champion)
-            for i, (a, b) in enumerate(zip(champ, chal, strict=True))
-        ])  # fmt: skip
+    _record_an_edge(api, row.id, challenger=challenger, champion=champion)
     body = api.client.get(path, headers=owner).json()
     assert body["alpha"] == 0.05 and body["min_bars"] == 200  # the defaults, for challengers named without
     [item] = body["items"]

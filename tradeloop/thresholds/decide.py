@@ -82,7 +82,7 @@ def _signals_at(strategy: Strategy, blocks: Blocks) -> pl.DataFrame:
     offsets = (np.cumsum(kept) - kept).astype(np.int64)  # each tail's first row in the stacked frame
     within = np.arange(int(kept.sum())) - np.repeat(offsets, kept)  # a row's place in its tail
     rows = np.repeat(blocks.ends - kept + 1, kept) + within
-    score = blocks.frame[rows].select(expr).to_series()
+    score = blocks.frame.select(sorted(set(expr.meta.root_names())))[rows].select(expr).to_series()  # what it reads
     values = score.fill_null(np.nan).to_numpy().copy()
     values[within < memory.warmup] = np.nan  # before its tail's warm-up a row reads the block before
     last = offsets + kept - 1
