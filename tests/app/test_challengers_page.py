@@ -55,6 +55,7 @@ def test_the_page_shows_each_challenger_with_the_tests_statistic(challenger_env:
     shown = table(at, "artifact")
     assert shown["artifact"].tolist() == [artifact[:12]]
     assert shown["bars"].tolist() == [250] and shown["decision"].tolist() == ["continue"]  # it lags: no promotion
+    assert shown["min_bars"].tolist() == [200]  # named without options: the default minimum
     assert shown["difference"][0] == pytest.approx(100 * float(np.mean(challenger - champion)), rel=1e-9)
     assert shown["log_lr"][0] < shown["threshold"][0] == pytest.approx(np.log(20))
     assert [s.value for s in at.subheader] == ["One unit, compounded over the paired bars"]
