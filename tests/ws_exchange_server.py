@@ -81,6 +81,7 @@ class BinanceWsLoopback:
     quotes_gate: threading.Event | None = None  # when given, book tickers wait until it is set
     connections: int = 0
     subscriptions: list[str] = field(default_factory=list)
+    subscribe_frames: list[int] = field(default_factory=list)  # the connection each SUBSCRIBE frame came on
     quoted: dict[str, int] = field(default_factory=dict)  # BTCUSDT -> book tickers sent
 
     def __enter__(self) -> BinanceWsLoopback:
@@ -105,7 +106,8 @@ class BinanceWsLoopback:
 
     async def _handle(self, ws) -> None:
         self.connections += 1
-        first = self.connections == 1
+        connection = self.connections
+        first = connection == 1
         if not first and self.skip_on_reconnect:
             for symbol in self._sent:
                 self._sent[symbol] += self.skip_on_reconnect
@@ -119,6 +121,7 @@ class BinanceWsLoopback:
                     if msg.get("method") == "SUBSCRIBE":
                         streams += msg["params"]
                         self.subscriptions += msg["params"]
+                        self.subscribe_frames.append(connection)
                         await ws.send(json.dumps({"result": None, "id": msg["id"]}))
                     continue
                 except TimeoutError:

@@ -20,6 +20,7 @@ from tradeloop.data import CandleLake
 from tradeloop.data.exchanges import make_exchange
 from tradeloop.retry import backoff_delay
 
+COLUMNS = ["ts", "open", "high", "low", "close", "volume"]
 T0 = 1_700_000_040_000 - 1_700_000_040_000 % 60_000
 
 
@@ -76,6 +77,36 @@ def test_websocket_candles_close_once_per_bar_across_a_dropped_connection(rest, 
         i = (b.ts - T0) // 60_000
         assert b.candles["close"].to_list() == pytest.approx([script["BTCUSDT"][i][4], script["ETHUSDT"][i][4]])
     assert sorted(set(ws.subscriptions)) == ["btcusdt@kline_1m", "ethusdt@kline_1m"]
+
+
+def test_every_symbol_is_subscribed_in_one_frame_per_connection(rest, tmp_path) -> None:
+    """ccxt throttles subscription frames (about five a second on Binance): one frame per symbol
+    kept 100 symbols from streaming for 20 s at start and after each reconnect."""
+    pairs = [f"C{i:02d}USDT" for i in range(24)]
+    script = {pair: rows(6, i) for i, pair in enumerate(pairs)}
+    template = next(s for s in rest.exchange_info["symbols"] if s["symbol"] == "BTCUSDT")
+    rest.exchange_info["symbols"] += [{**template, "symbol": p, "baseAsset": p[:-4]} for p in pairs]
+    for pair, candles in script.items():  # what a reconnect's backfill asks for
+        rest.candles[(pair, "1m")] = pl.DataFrame(candles, schema=COLUMNS, orient="row")
+    with BinanceWsLoopback(script, drop_after=30) as ws:
+        feed = CcxtFeed(
+            pro_client(rest, ws),
+            lake=CandleLake(tmp_path),
+            symbols=[f"{p[:-4]}-USDT" for p in pairs],
+            timeframe="1m",
+            config=CcxtFeedConfig(settle_s=3.0, backoff_base_s=0.05),
+            seed=1,
+        )
+        batches = asyncio.run(collect(feed, 5))
+        frames, connections = list(ws.subscribe_frames), ws.connections
+        streams = list(ws.subscriptions)
+    assert connections >= 2  # the venue dropped the first connection
+    assert frames == list(range(1, connections + 1))  # one frame on each connection
+    assert sorted(streams) == sorted([f"{p.lower()}@kline_1m" for p in pairs] * connections)
+    assert [b.ts for b in batches] == [r[0] for r in script[pairs[0]][:5]]
+    delivered = pl.concat([f for b in batches for f in (b.candles, b.backfill) if f is not None])
+    bars = {(f"{p[:-4]}-USDT", r[0]) for p in pairs for r in script[p][:4]}  # the 5th batch's late ones come later
+    assert bars <= set(delivered.select("symbol", "ts").iter_rows())  # in its bar's batch or a later one's backfill
 
 
 def test_a_silent_feed_is_reported_stale(rest, tmp_path) -> None:
