@@ -253,10 +253,16 @@ class ArbitrageService:
         handled = 0
         if self.executor is not None:
             await self.executor.start()  # its session, before the first quote
-        async for top in tops:
-            handled += len(await self.handle(top))
-            if stop is not None and stop.is_set():
-                break
+        try:
+            async for top in tops:
+                handled += len(await self.handle(top))
+                if self.executor is not None:
+                    await self.executor.beat()
+                if stop is not None and stop.is_set():
+                    break
+        finally:
+            if self.executor is not None:
+                await self.executor.close()
         return handled
 
 

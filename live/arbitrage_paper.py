@@ -30,12 +30,17 @@ Rules:
 5. **Restart.** Orders of the session still open (a crash between the steps of rule 3) are
    resolved by the book's ``recover`` before anything else: never filled, never resent (the
    quote they were priced on is gone).
+6. **Operated like a session.** It executes only while the session is stored ``running``
+   (``tradeloop live pause`` / the API pause it: openings pass untraded); its heartbeat
+   (``sessions.heartbeat_at``) is written at the start and every :data:`HEARTBEAT_S` while
+   quotes arrive, and cleared when the service ends (readers see ``stale`` then).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -66,6 +71,7 @@ from tradeloop.trading import InstrumentId, OrderIntent, OrderIntentKind, OrderS
 log = logging.getLogger(__name__)
 STRATEGY = "arbitrage"
 EXECUTED, SKIPPED = "arbitrage_executed", "arbitrage_skipped"
+HEARTBEAT_S = 30.0
 
 
 def leg_id(session_id: int, opportunity_id: int, side: OrderSide) -> str:
@@ -134,6 +140,7 @@ class PaperExecutor:
         self.taker_fees = self.broker.taker_fees  # the fills' fees (rule 3)
         self.symbols = [s for s in symbols if assets(s)]  # spot only
         self.session_id: int | None = None
+        self._beat_at = -HEARTBEAT_S
 
     # ------------------------------------------------------------------ the session
     async def start(self) -> int:
@@ -157,7 +164,19 @@ class PaperExecutor:
                 for state in states:
                     apply_state(db, state, session_id=session_id)
         self.session_id = session_id
+        await self.beat()
         return session_id
+
+    async def beat(self) -> None:
+        """The session's heartbeat, at most every :data:`HEARTBEAT_S` (rule 6)."""
+        if self.session_id is not None and time.monotonic() - self._beat_at >= HEARTBEAT_S:
+            self._beat_at = time.monotonic()
+            await asyncio.to_thread(self.store.beat, self.session_id)
+
+    async def close(self) -> None:
+        """The service ends: its heartbeat is cleared (rule 6)."""
+        if self.session_id is not None:
+            await asyncio.to_thread(self.store.beat, self.session_id, alive=False)
 
     def _session(self) -> int:
         name, stored = self.config.session, self.config.as_dict()
@@ -215,6 +234,12 @@ class PaperExecutor:
         with self.store.transaction(immediate=True) as db:
             if db.scalar(select(Order.id).where(Order.client_order_id.in_(ids.values()))) is not None:
                 return None  # rule 4: its legs exist
+            status = OpsStore.session_row(db, session_id).status
+            if status != "running":
+                log.info(
+                    "paper arbitrage: session %s is %s; opportunity %d not traded", session_id, status, opportunity_id
+                )
+                return None  # rule 6
             held = balances(self.config.inventory, self._fills(db, session_id))
             plan = plan_pair(o, config=self.config, taker_fees=self.taker_fees, held=held)
             detail = {"opportunity_id": opportunity_id, "symbol": o.symbol, "buy_venue": o.buy_venue,

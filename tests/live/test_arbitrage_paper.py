@@ -278,3 +278,18 @@ def test_the_recorded_binance_and_kraken_books_execute_at_their_quotes(store: Op
     size = min(binance.ask_size, kraken.bid_size)
     assert done["bought"] == done["sold"] == size
     assert done["realised_net_profit"] == pytest.approx(size * (kraken.bid - binance.ask))
+
+
+def test_a_paused_session_trades_nothing_and_the_heartbeat_follows_the_service(store: OpsStore) -> None:
+    service = service_of(store)
+    assert service.executor is not None
+    sid = asyncio.run(service.executor.start())
+    assert store.session("arbitrage-paper").heartbeat_at is not None  # alive while it runs
+    store.set_status("arbitrage-paper", "paused")
+    assert run(service, OPEN) == []
+    assert len(MarketStore(store).opportunities(Page())) == 1  # detected and stored all the same
+    assert store.orders(sid) == [] and store.session("arbitrage-paper").heartbeat_at is None  # ended: cleared
+    store.set_status("arbitrage-paper", "running")
+    later = [replace(q, ts=q.ts + 5_000) for q in OPEN]  # a new service, a new opening
+    assert [e["kind"] for e in run(service_of(store), later)] == ["executed"]
+    assert len(store.orders(sid)) == 2
