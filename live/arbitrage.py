@@ -1,6 +1,8 @@
 """The arbitrage service: every venue's top of book into the scanner
-(``tradeloop.arbitrage``), and what it detects stored and published. Detection only: no
-order is sent (paper execution of both legs is not built yet).
+(``tradeloop.arbitrage``), and what it detects stored and published. Detection only by
+default: no order is sent. With a :class:`~live.arbitrage_paper.PaperExecutor` (``tradeloop
+arbitrage run --paper-execute``) both legs of each opening are paper-traded (rule 4); never
+with real money.
 
 Rules:
 
@@ -19,6 +21,12 @@ Rules:
    database.
 3. **Fees** are each venue's taker rate from its ccxt markets (:func:`taker_fees`: the highest
    over the symbols watched), unless the operator gives the account's own.
+4. **Paper execution** (optional, ``live.arbitrage_paper``): every quote also reaches the quote
+   paper book; an ``opened`` event, once stored, has both legs paper-executed at the quotes
+   that opened it with the same taker fees as the scanner's (the executor's must equal them),
+   pre-funded inventory on both venues and no transfer (``tradeloop.arbitrage.execution``),
+   stored as orders and fills of the paper session, and the result is published on
+   :data:`EXECUTIONS` as ``{"kind": "executed", ...}``. It needs the operational database.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from typing import Any
 
 import ccxt.pro
 
+from live.arbitrage_paper import PaperExecutor
 from live.bus import EventBus
 from tradeloop.arbitrage import ArbitrageEvent, ArbitrageScanner, TopOfBook
 from tradeloop.errors import ConfigError, UnknownSymbolError
@@ -37,6 +46,7 @@ from tradeloop.ops.market_store import MarketStore
 
 log = logging.getLogger(__name__)
 STREAM = "arbitrage"
+EXECUTIONS = "arbitrage_executions"
 
 
 def book_top(venue: str, book: dict[str, Any], *, ts: int | None = None) -> TopOfBook | None:
@@ -207,24 +217,65 @@ async def replay_tops(tops: Iterable[TopOfBook]) -> AsyncIterator[TopOfBook]:
 class ArbitrageService:
     """The scanner between the sources and the store and bus (module rules)."""
 
-    def __init__(self, scanner: ArbitrageScanner, *, bus: EventBus, market: MarketStore | None):
-        self.scanner, self.bus, self.market = scanner, bus, market
+    def __init__(
+        self,
+        scanner: ArbitrageScanner,
+        *,
+        bus: EventBus,
+        market: MarketStore | None,
+        executor: PaperExecutor | None = None,
+    ):
+        if executor is not None:
+            _check_executor(executor, scanner, market)
+        self.scanner, self.bus, self.market, self.executor = scanner, bus, market, executor
         self.events = 0  # events stored and published so far
+        self.executions = 0  # pairs paper-executed (rule 4)
 
     async def handle(self, top: TopOfBook) -> list[ArbitrageEvent]:
-        """Scan one quote; store and publish what it opened, changed or closed (rule 2)."""
+        """Scan one quote; store and publish what it opened, changed or closed (rule 2), and
+        paper-execute what it opened (rule 4, with an executor)."""
+        if self.executor is not None:
+            self.executor.on_quote(top)
         events = self.scanner.update(top)
         for event in events:
             row_id = await asyncio.to_thread(self.market.record, event) if self.market is not None else None
             await self.bus.publish(STREAM, {"kind": event.kind, "id": row_id, **event.opportunity.event()})
             self.events += 1
+            if self.executor is not None and row_id is not None:
+                done = await self.executor.execute(event, opportunity_id=row_id)
+                if done is not None and done.result is not None:
+                    await self.bus.publish(EXECUTIONS, {"kind": "executed", **done.event()})
+                    self.executions += 1
         return events
 
     async def run(self, tops: AsyncIterator[TopOfBook], *, stop: asyncio.Event | None = None) -> int:
         """Scan ``tops`` until they end or ``stop`` is set; how many events were handled."""
         handled = 0
-        async for top in tops:
-            handled += len(await self.handle(top))
-            if stop is not None and stop.is_set():
-                break
+        if self.executor is not None:
+            await self.executor.start()  # its session, before the first quote
+        try:
+            async for top in tops:
+                handled += len(await self.handle(top))
+                if self.executor is not None:
+                    await self.executor.beat()
+                if stop is not None and stop.is_set():
+                    break
+        finally:
+            if self.executor is not None:
+                await self.executor.close()
         return handled
+
+
+def _check_executor(executor: PaperExecutor, scanner: ArbitrageScanner, market: MarketStore | None) -> None:
+    """Rule 4's conditions, each a ConfigError saying what to change."""
+    if market is None:
+        raise ConfigError("paper execution stores its orders and fills: give the service the operational database")
+    if scanner.config.transfer:
+        raise ConfigError(
+            "paper execution trades pre-funded inventory on both venues, never a transfer: set transfer=False"
+        )
+    if executor.taker_fees != scanner.config.taker_fees:
+        raise ConfigError(
+            f"the paper book's taker fees {executor.taker_fees} differ from the scanner's "
+            f"{scanner.config.taker_fees}; give both the same (the result is judged against the scanner's)"
+        )

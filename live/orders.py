@@ -145,19 +145,28 @@ def intents(
 
 
 def new_order(
-    db: Session, *, session_id: int, venue: str, ts: int, intent: OrderIntent, symbol: str | None = None
+    db: Session,
+    *,
+    session_id: int,
+    venue: str,
+    ts: int,
+    intent: OrderIntent,
+    symbol: str | None = None,
+    client_id: str | None = None,
 ) -> Order:
     """The order row for ``intent`` (status ``new``), added to ``db``: stored before it is sent.
 
     ``symbol``: the session's name for the instrument (``live.venues``: ``okx:BTC-USDT`` off the
-    session's exchange; default: the instrument's symbol). An entry's protective legs are added
-    too, as its child orders (module rules), each with an ``order_decided`` audit row; the
-    entry's row is returned.
+    session's exchange; default: the instrument's symbol). ``client_id``: the order's own
+    deterministic client order id where (session, bar, symbol, intent) does not name it once
+    (an arbitrage pair's leg: ``live.arbitrage_paper``); default :func:`client_order_id`. An
+    entry's protective legs are added too, as its child orders (module rules), each with an
+    ``order_decided`` audit row; the entry's row is returned.
     """
     symbol = symbol or intent.instrument.symbol
     order = Order(
         session_id=session_id,
-        client_order_id=client_order_id(session_id, ts, symbol, intent.kind),
+        client_order_id=client_id or client_order_id(session_id, ts, symbol, intent.kind),
         venue=venue,
         symbol=symbol,
         side=intent.side.value,

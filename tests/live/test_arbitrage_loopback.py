@@ -4,8 +4,10 @@ book tickers reach the scanner as quotes; ``tradeloop arbitrage run`` as its own
 the taker fees of the venues' ccxt markets (0.1% each), opens exactly one opportunity while
 binanceus's bid stays above binance's ask by more than both fees, updates it and closes it,
 stores it in PostgreSQL with its gross and net spread and size, publishes each event on the
-real Redis and lists it through GET /arbitrage/opportunities; a spread the fees eat opens
-nothing; bad options are refused before any connection."""
+real Redis and lists it through GET /arbitrage/opportunities, and trades nothing; a spread the
+fees eat opens nothing; with ``--paper-execute`` the opening's two legs are paper-filled at the
+quotes that opened it, once, sized by the inventory held; bad options are refused before any
+connection."""
 
 from __future__ import annotations
 
@@ -24,12 +26,14 @@ import redis
 from exchange_server import BinanceLoopback
 from ws_exchange_server import BinanceWsLoopback
 
-from live.arbitrage import STREAM, merge_tops, taker_fees, watch_book_tickers
+from live.arbitrage import EXECUTIONS, STREAM, merge_tops, taker_fees, watch_book_tickers
+from live.arbitrage_paper import EXECUTED
 from tests.api.conftest import start_api
 from tests.conftest import REDIS_URL, throwaway_database
 from tradeloop.bus import decode
 from tradeloop.data.exchanges import make_exchange
 from tradeloop.identity import Role
+from tradeloop.ops import OpsStore
 from tradeloop.ops.market_store import MarketStore
 from tradeloop.ops.session_reads import Page
 
@@ -110,20 +114,21 @@ def wait_for(check, *, timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_arbitrage_run_detects_stores_publishes_and_lists_one_opportunity(tmp_path, redis_prefix) -> None:
-    gate = threading.Event()
+def published_on(redis_prefix: str, stream: str = STREAM) -> list[dict]:
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    key = f"{redis_prefix}:{STREAM}"
+    try:
+        return [decode(i, f).data for i, f in client.xrange(f"{redis_prefix}:{stream}")]
+    finally:
+        client.close()
 
-    def published() -> list[dict]:
-        return [decode(i, f).data for i, f in client.xrange(key)]
 
-    with contextlib.ExitStack() as stack:
-        db = stack.enter_context(throwaway_database("tradeloop_arb"))
-        venues = stack.enter_context(two_venues(gate))
-        running = stack.enter_context(contextlib.contextmanager(start_api)(tmp_path, db))
+def run_arbitrage(db: str, tmp_path: Path, redis_prefix: str, *extra: str) -> str:
+    """``tradeloop arbitrage run`` as its own process on the two loopback venues, from the
+    first quote of both scripts to the close of the opportunity; its output."""
+    gate = threading.Event()
+    with two_venues(gate) as venues:
         args = ["arbitrage", "run", "--venue", "binance", "--venue", "binanceus"]
-        args += ["--symbol", "BTC-USDT", "--symbol", "ETH-USDT"]
+        args += ["--symbol", "BTC-USDT", "--symbol", "ETH-USDT", *extra]
         for venue, (rest, ws) in venues.items():
             args += ["--api-url", f"{venue}={rest.url}", "--ws-url", f"{venue}={ws.url}"]
         env = {**os.environ, "DATABASE_URL": db, "REDIS_URL": REDIS_URL, "TRADELOOP_REDIS_PREFIX": redis_prefix,
@@ -137,19 +142,31 @@ def test_arbitrage_run_detects_stores_publishes_and_lists_one_opportunity(tmp_pa
             wait_for(lambda: all(streams <= set(ws.subscriptions) for _, ws in venues.values()), timeout_s=40,
                      what="both venues' book ticker subscriptions")  # fmt: skip
             gate.set()  # both venues' scripts start together
-            wait_for(lambda: any(e["kind"] == "closed" for e in published()), timeout_s=20, what="the close")
+            wait_for(lambda: any(e["kind"] == "closed" for e in published_on(redis_prefix)), timeout_s=20,
+                     what="the close")  # fmt: skip
             wait_for(lambda: all(ws.quoted == {"BTCUSDT": 16, "ETHUSDT": 16} for _, ws in venues.values()),
                      timeout_s=10, what="every quote sent")  # fmt: skip
             time.sleep(0.3)  # the last quotes reach the scanner
         finally:
             proc.terminate()
             out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0, out
-        events = published()
+    assert proc.returncode == 0, out
+    return out
+
+
+def test_arbitrage_run_detects_stores_publishes_and_lists_one_opportunity(tmp_path, redis_prefix) -> None:
+    with contextlib.ExitStack() as stack:
+        db = stack.enter_context(throwaway_database("tradeloop_arb"))
+        running = stack.enter_context(contextlib.contextmanager(start_api)(tmp_path, db))
+        out = run_arbitrage(db, tmp_path, redis_prefix)
+        events = published_on(redis_prefix)
         stored = MarketStore(running.ctx.store).opportunities(Page(limit=10))
+        sessions = running.ctx.store.sessions()
         running.user("vera", Role.VIEWER)
         listed = running.client.get("/arbitrage/opportunities", headers=running.login("vera"))
 
+    assert sessions == [] and published_on(redis_prefix, EXECUTIONS) == []  # detection only: nothing traded
+    assert "paper" not in out
     assert "taker fees {'binance': 0.001, 'binanceus': 0.001}" in out
     for venue in ("binance", "binanceus"):  # the ETH quotes were scanned too (each venue's all alike)
         assert re.search(rf"^{venue} ETH/USDT: [1-9][0-9]* quote\(s\)$", out, re.M), out
@@ -178,6 +195,42 @@ def test_arbitrage_run_detects_stores_publishes_and_lists_one_opportunity(tmp_pa
     assert item["net_bps"] == pytest.approx(29.95) and item["gross_bps"] == pytest.approx(50.0)
 
 
+def test_arbitrage_run_paper_executes_both_legs_of_the_opening(tmp_path, redis_prefix) -> None:
+    funded = ["--inventory", "binance=USDT:1000", "--inventory", "binanceus=BTC:0.3,USDT:0"]  # 0.3 BTC to sell
+    with throwaway_database("tradeloop_arbpaper") as db:
+        out = run_arbitrage(db, tmp_path, redis_prefix, "--paper-execute", "--max-notional", "1000", *funded)
+        store = OpsStore.open(db)
+        try:
+            (session,) = store.sessions()
+            orders, fills = store.orders(session.id), store.fills(session.id)
+            (row,) = MarketStore(store).opportunities(Page())
+            executed = store.audit_log(session.id, events=(EXECUTED,))
+        finally:
+            store.close()
+    opened = published_on(redis_prefix)[0]
+    (done,) = published_on(redis_prefix, EXECUTIONS)  # once, whatever updates followed
+    sell_price = opened["sell_price"]  # binanceus's bid when it opened: one of GOOD's
+    assert opened["kind"] == "opened" and sell_price in {q[0] for q in GOOD}
+
+    assert (session.name, session.mode, session.strategy) == ("arbitrage-paper", "paper", "arbitrage")
+    assert len(orders) == 2 and len(fills) == 2
+    buy, sell = sorted(orders, key=lambda o: o.side)
+    assert (buy.symbol, buy.side, buy.status, buy.quantity) == ("binance:BTC-USDT", "buy", "filled", 0.3)
+    assert (sell.symbol, sell.side, sell.status, sell.quantity) == ("binanceus:BTC-USDT", "sell", "filled", 0.3)
+    paid, got = sorted(fills, key=lambda f: f.side)
+    assert (paid.price, got.price) == (100.00, sell_price)  # binance's ask, binanceus's bid
+    assert paid.fee == pytest.approx(0.3 * 100.00 * FEE) and got.fee == pytest.approx(0.3 * sell_price * FEE)
+    pnl = 0.3 * sell_price * (1 - FEE) - 0.3 * 100.00 * (1 + FEE)
+    assert done["id"] == row.id and done["limited_by"] == "BTC held on binanceus"
+    assert done["realised_net_profit"] == pytest.approx(pnl) == executed[0].detail["realised_net_profit"]
+    assert (
+        done["realised_net_bps"]
+        == pytest.approx(net_bps(100.00, sell_price))
+        == pytest.approx(done["predicted_net_bps"])
+    )
+    assert "paper execution into session 'arbitrage-paper'" in out and "1 pair(s) paper-executed" in out
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [
@@ -187,6 +240,54 @@ def test_arbitrage_run_detects_stores_publishes_and_lists_one_opportunity(tmp_pa
         (["--venue", "binance", "--venue", "kraken", "--taker-fee", "kraken=1%"], "between 0 and 0.1"),
         (["--venue", "binance", "--venue", "kraken", "--ws-url", "kraken"], "write VENUE=VALUE"),
         (["--venue", "binance", "--venue", "kraken", "--max-size", "0"], "--max-size=0"),
+        (["--venue", "binance", "--venue", "kraken", "--max-notional", "100"], "only with --paper-execute"),
+        (
+            ["--venue", "binance", "--venue", "kraken", "--paper-execute", "--inventory", "kraken=BTC:1"],
+            "needs --max-notional",
+        ),
+        (["--venue", "binance", "--venue", "kraken", "--paper-execute", "--max-notional", "100"], "needs --inventory"),
+        (
+            [
+                "--venue",
+                "binance",
+                "--venue",
+                "kraken",
+                "--paper-execute",
+                "--max-notional",
+                "0",
+                "--inventory",
+                "kraken=BTC:1",
+            ],
+            "--max-notional=0",
+        ),
+        (
+            [
+                "--venue",
+                "binance",
+                "--venue",
+                "kraken",
+                "--paper-execute",
+                "--max-notional",
+                "100",
+                "--inventory",
+                "okx=BTC:1",
+            ],
+            "which is no --venue",
+        ),
+        (
+            [
+                "--venue",
+                "binance",
+                "--venue",
+                "kraken",
+                "--paper-execute",
+                "--max-notional",
+                "100",
+                "--inventory",
+                "kraken=BTC",
+            ],
+            "no ASSET:AMOUNT",
+        ),
     ],
 )
 def test_arbitrage_run_refuses_bad_options_before_connecting(args: list[str], said: str) -> None:

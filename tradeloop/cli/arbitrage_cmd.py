@@ -1,5 +1,7 @@
 """``tradeloop arbitrage run``: cross-venue arbitrage detection over the venues' top of book
-(``live.arbitrage``), stored in the operational database and published on the bus."""
+(``live.arbitrage``), stored in the operational database and published on the bus; with
+``--paper-execute`` (off by default) both legs of each opening are paper-traded
+(``live.arbitrage_paper``) from the inventory ``--inventory`` pre-funds; never real money."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import asyncio
 import logging
 import signal
 from collections import Counter
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,7 +17,13 @@ from tradeloop.cli.common import console, handle_errors
 from tradeloop.errors import ConfigError, ExchangeError, config_error
 from tradeloop.settings import get_settings
 
-app = typer.Typer(help="Cross-venue arbitrage detection over top of book (detection only: nothing is traded).")
+if TYPE_CHECKING:
+    from tradeloop.arbitrage import PaperExecutionConfig
+
+app = typer.Typer(
+    help="Cross-venue arbitrage detection over top of book (detection only unless --paper-execute: never real money)."
+)
+PAPER_OPTIONS = ("--max-notional", "--min-notional", "--inventory", "--paper-session")
 
 
 def venue_values(pairs: list[str] | None, *, option: str, venues: list[str], example: str) -> dict[str, str]:
@@ -46,6 +54,34 @@ def fee_overrides(pairs: list[str] | None, *, venues: list[str]) -> dict[str, fl
     return out
 
 
+def inventory_of(pairs: list[str] | None, *, venues: list[str]) -> dict[str, dict[str, float]]:
+    """``--inventory VENUE=ASSET:AMOUNT[,ASSET:AMOUNT]`` (repeat) as venue -> asset -> amount; a
+    malformed one, or one naming no ``--venue``, is a ConfigError naming it."""
+    out: dict[str, dict[str, float]] = {}
+    example = "--inventory binance=USDT:10000,BTC:0.5"
+    for pair in pairs or []:
+        venue, sep, held = pair.partition("=")
+        venue = venue.strip()
+        if not sep or not venue or not held.strip():
+            raise ConfigError(f"--inventory {pair!r}: write VENUE=ASSET:AMOUNT, e.g. {example}")
+        if venue not in venues:
+            raise ConfigError(
+                f"--inventory {pair!r} names {venue!r}, which is no --venue ({', '.join(venues)}); add it"
+            )
+        for item in held.split(","):
+            asset, colon, text = item.strip().partition(":")
+            try:
+                amount = float(text)
+            except ValueError:
+                amount = -1.0
+            if not colon or not asset.strip() or not amount >= 0:
+                raise ConfigError(
+                    f"--inventory {pair!r}: {item.strip()!r} is no ASSET:AMOUNT with an amount >= 0; e.g. {example}"
+                )
+            out.setdefault(venue, {})[asset.strip().upper()] = amount
+    return out
+
+
 @app.command("run")
 @handle_errors
 def run(
@@ -71,16 +107,45 @@ def run(
     ws_urls: Annotated[
         list[str] | None, typer.Option("--ws-url", help="VENUE=URL: the venue's WebSocket URL; repeat")
     ] = None,
+    paper_execute: Annotated[
+        bool,
+        typer.Option(
+            "--paper-execute",
+            help="Paper-trade both legs of each opening at the quotes (never real money); off: detection only",
+        ),
+    ] = False,
+    max_notional: Annotated[
+        float | None, typer.Option(help="With --paper-execute: quote amount one pair buys at most, e.g. 1000")
+    ] = None,
+    min_notional: Annotated[
+        float, typer.Option(help="With --paper-execute: a pair worth no more than this is skipped (quote)")
+    ] = 0.0,
+    inventory: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--inventory",
+            help="With --paper-execute: VENUE=ASSET:AMOUNT[,ASSET:AMOUNT] held there at the start (repeat); "
+            "a venue sells only what it holds",
+        ),
+    ] = None,
+    paper_session: Annotated[
+        str, typer.Option(help="With --paper-execute: the paper session its orders and fills are stored under")
+    ] = "arbitrage-paper",
 ) -> None:
     """Watch every venue's best bid and ask of the symbols (WebSocket) and report each
     opportunity to buy on one venue and sell on another after both taker fees: stored in the
     operational database (GET /arbitrage/opportunities) and published on the bus stream
     `arbitrage` (REDIS_URL; in-process without it). TRADELOOP_EXCHANGE_API_URL and
-    TRADELOOP_EXCHANGE_WS_URL apply to the first venue. Runs until interrupted."""
+    TRADELOOP_EXCHANGE_WS_URL apply to the first venue. Runs until interrupted. Detection
+    only unless --paper-execute: then each opening's two legs are paper-traded at the quoted
+    prices with the taker fees, from the pre-funded --inventory, as orders and fills of the
+    paper session (stream `arbitrage_executions`)."""
     import ccxt
     from pydantic import ValidationError
 
     from live.arbitrage import ArbitrageService, merge_tops, taker_fees, top_of_book
+    from live.arbitrage_paper import PaperExecutor
+    from live.brokers.quote_paper import QuotePaperBroker
     from live.bus import check_redis, make_bus
     from tradeloop.arbitrage import ArbitrageConfig, ArbitrageScanner
     from tradeloop.data.exchanges import make_exchange
@@ -105,6 +170,13 @@ def run(
     except ValidationError as exc:
         names_shown = {"max_size": "--max-size", "max_quote_age_ms": "--max-quote-age-ms"}
         raise config_error(exc, what="arbitrage", model=ArbitrageConfig, names=names_shown) from None
+    paper = paper_option(
+        paper_execute, max_notional=max_notional, min_notional=min_notional, paper_session=paper_session,
+        inventory=inventory_of(inventory, venues=names),
+    )  # fmt: skip
+    for symbol in traded if paper is not None else []:
+        if ":" in symbol:
+            raise ConfigError(f"--symbol {symbol}: --paper-execute trades spot symbols only (BASE-QUOTE)")
     api = venue_values(api_urls, option="--api-url", venues=names, example="binance=https://api.binance.com")
     ws = venue_values(ws_urls, option="--ws-url", venues=names, example="binance=wss://stream.binance.com:9443/ws")
     if settings.exchange_api_url:
@@ -115,7 +187,7 @@ def run(
 
     serve_metrics(settings)  # TRADELOOP_METRICS_PORT: /metrics for Prometheus (the tradeloop_venue_* series)
 
-    async def main() -> tuple[int, Counter]:
+    async def main() -> tuple[int, Counter, int]:
         if settings.redis_url:
             await check_redis(settings.redis_url)
         stop = asyncio.Event()
@@ -132,12 +204,23 @@ def run(
         try:
             fees = await taker_fees(clients, traded, overrides=overrides)
             config = options.model_copy(update={"taker_fees": fees})
-            service = ArbitrageService(ArbitrageScanner(config), bus=bus, market=MarketStore(store))
+            executor = None
+            if paper is not None:
+                book = QuotePaperBroker(taker_fees=fees)
+                executor = PaperExecutor(paper, store=store, broker=book, symbols=traded)
+            service = ArbitrageService(ArbitrageScanner(config), bus=bus, market=MarketStore(store), executor=executor)
             console.print(
                 f"arbitrage {', '.join(traded)} on {', '.join(names)}; taker fees {fees}",
                 highlight=False,
                 soft_wrap=True,
             )
+            if paper is not None:
+                console.print(
+                    f"paper execution into session {paper.session!r}: at most {paper.max_notional} a pair; "
+                    f"inventory {paper.as_dict()['inventory']}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             tops = merge_tops(*(top_of_book(c, traded) for c in clients.values()))
 
             async def counted():
@@ -160,9 +243,55 @@ def run(
             await asyncio.gather(*(c.close() for c in clients.values()), return_exceptions=True)
             await bus.close()
             store.close()
-        return service.events, seen
+        return service.events, seen, service.executions
 
-    events, seen = asyncio.run(main())
+    events, seen, executed = asyncio.run(main())
     for (venue, symbol), n in sorted(seen.items()):
         console.print(f"{venue} {symbol}: {n} quote(s)", highlight=False)
     console.print(f"arbitrage: {events} event(s) stored and published", highlight=False)
+    if paper is not None:
+        console.print(f"arbitrage: {executed} pair(s) paper-executed", highlight=False)
+
+
+def paper_option(
+    on: bool,
+    *,
+    max_notional: float | None,
+    min_notional: float,
+    paper_session: str,
+    inventory: dict[str, dict[str, float]],
+) -> PaperExecutionConfig | None:
+    """The paper-execution option of ``--paper-execute`` (None: detection only); a paper option
+    without it, or ``--paper-execute`` without what it needs, is a ConfigError saying what to add."""
+    from tradeloop.arbitrage import PaperExecutionConfig
+
+    given = [
+        name
+        for name, value in zip(
+            PAPER_OPTIONS,
+            (max_notional is not None, min_notional != 0.0, bool(inventory), paper_session != "arbitrage-paper"),
+            strict=True,
+        )
+        if value
+    ]  # fmt: skip
+    if not on:
+        if given:
+            raise ConfigError(f"{', '.join(given)}: only with --paper-execute; add it, or drop them to detect only")
+        return None
+    if max_notional is None:
+        raise ConfigError("--paper-execute needs --max-notional: the quote amount one pair buys at most, e.g. 1000")
+    if not inventory:
+        raise ConfigError(
+            "--paper-execute needs --inventory on both venues (a spot venue sells only what it holds), "
+            "e.g. --inventory binance=USDT:10000,BTC:0.5 --inventory kraken=USDT:10000,BTC:0.5"
+        )
+    try:
+        return PaperExecutionConfig(
+            max_notional=max_notional, min_notional=min_notional, inventory=inventory, session=paper_session
+        )
+    except ConfigError as exc:
+        names = {"max_notional=": "--max-notional=", "min_notional=": "--min-notional=", "session=": "--paper-session="}
+        text = str(exc)
+        for field, option in names.items():
+            text = text.replace(field, option)
+        raise ConfigError(text) from None
