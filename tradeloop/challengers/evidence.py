@@ -96,6 +96,9 @@ class ChallengerStanding:
     artifact: str
     status: str
     capital_share: float | None
+    slice_state: str | None  # its capital slice (live.slices): open, closing, closed; None: not funded
+    slice_cash: float | None
+    slice_ts: int | None
     first_ts: int | None
     last_ts: int | None
     equity: float | None  # its shadow equity at the last bar
@@ -196,6 +199,11 @@ class ChallengerStore:
                         f"{row.test_options or 'the defaults'}; they are fixed once named (a false-promotion rate "
                         "chosen after seeing evidence does not hold): name it without options, or name another model"
                     )
+                if row.status != "retired" and capital_share != row.capital_share:
+                    raise ConfigError(
+                        f"challenger {full[:12]} of session {session.name!r} was named with capital_share="
+                        f"{row.capital_share}; retire it and name it again to change its share"
+                    )
                 if row.status == "retired":
                     row.status, row.capital_share = "shadow", capital_share
                     row.slice_cash = row.slice_ts = row.slice_state = None  # a new slice, funded afresh
@@ -289,6 +297,9 @@ class ChallengerStore:
                     artifact=row.artifact,
                     status=row.status,
                     capital_share=row.capital_share,
+                    slice_state=row.slice_state,
+                    slice_cash=row.slice_cash,
+                    slice_ts=row.slice_ts,
                     first_ts=bars[0].ts if bars else None,
                     last_ts=bars[-1].ts if bars else None,
                     equity=bars[-1].equity if bars else None,
