@@ -38,9 +38,8 @@ Per bar (``LiveEngine.on_batch``):
    ``order_decided`` with ``slice``) in the bar's transaction; the engine sends them with the
    champion's through the session's broker, which hands each to its slice's book.
 
-Paper sessions only: ``ChallengerStore.add`` refuses a share for a live session; a live
-engine runs such a challenger (named before) in shadow. A slice's own throttle memory lives
-in memory; the session's is stored with it.
+Paper sessions only (``ChallengerStore.add`` refuses a share for a live one; a live engine runs
+such a challenger in shadow). A slice's throttle memory is in memory; the session's is stored.
 """
 
 from __future__ import annotations
@@ -257,7 +256,7 @@ class SliceStage:
                 for fill in apply_state(db, state, session_id=self.session.id):
                     s.portfolio.apply_fill(self._record(fill))
             s.ended = []
-            s.portfolio.mark({self._inst(k): last.get(k) for k in s.positions()})
+            s.portfolio.mark({instrument_of(self.session.exchange, k): last.get(k) for k in s.positions()})
             s.equity = s.portfolio.equity()
 
     def evidence(self, ts: int, *, equity: float, champion: str | None, decided: bool) -> None:
@@ -363,10 +362,9 @@ class SliceStage:
         return self._champion_risk[1]
 
     def _snapshot(self, s: Slice) -> PortfolioSnapshot:
-        return portfolio_snapshot(s.portfolio, {self._inst(k): px for k, px in self._last.items()})
-
-    def _inst(self, key: str) -> InstrumentId:
-        return instrument_of(self.session.exchange, key)
+        return portfolio_snapshot(
+            s.portfolio, {instrument_of(self.session.exchange, k): px for k, px in self._last.items()}
+        )
 
     def _open_orders(self, db: Session, s: Slice) -> list[Order]:
         return list(
