@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import polars as pl
 import pytest
 
 from live.runner import SessionConfig, build_engine, open_session, run_session
-from tests.live.conftest import SYMBOLS, World, trade_fills
+from tests.live.conftest import SYMBOLS, World, make_settings, trade_fills
 from tradeloop.backtest import BacktestConfig, BacktestResult, run_backtest
 from tradeloop.challengers.evidence import ChallengerStore
 from tradeloop.errors import ConfigError
@@ -82,12 +83,14 @@ def _split_session(world: World, tmp: Path, name: str) -> tuple[SessionConfig, O
     return config, store, session, artifact, model
 
 
-@pytest.mark.parametrize("restart", [False, True])
+@pytest.mark.parametrize(("backend", "restart"), [("sqlite", False), ("sqlite", True), ("postgresql", True)])
 def test_an_80_20_paper_split_trades_each_slice_as_its_own_backtest_on_its_share(
-    own_world: World, tmp_path: Path, restart: bool
+    own_world: World, tmp_path: Path, backend: str, restart: bool, request: pytest.FixtureRequest
 ) -> None:
     world = own_world
-    config, store, session, artifact, model = _split_session(world, tmp_path, f"split-{restart}")
+    if backend == "postgresql":
+        world = replace(world, settings=make_settings(world.root, DATABASE_URL=request.getfixturevalue("pg_url")))
+    config, store, session, artifact, model = _split_session(world, tmp_path, f"split-{backend}-{restart}")
     backtest = BacktestConfig(**session.config)
     restart_at = 0
     if not restart:
