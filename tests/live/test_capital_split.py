@@ -157,6 +157,9 @@ def test_a_retired_slice_is_flattened_and_its_cash_returns_to_the_champion(own_w
     first = asyncio.run(run_session(world.settings, config, max_bars=holding))
     assert first.slices.slices[artifact].positions(), "the slice should hold a position when it is retired"
     ChallengerStore(store).retire(session.id, artifact, actor="test")
+    registry = ModelRegistry(world.settings.registry_dir)
+    with pytest.raises(ConfigError, match="still open after it was retired"):  # its positions are not flat yet
+        ChallengerStore(store).add(session, artifact, registry=registry, capital_share=SHARE)
     engine = asyncio.run(run_session(world.settings, config, max_bars=15))  # resumes; the sync sees the retirement
 
     [row] = [r for r in ChallengerStore(store).rows(session.id) if r.artifact == artifact]
@@ -175,6 +178,9 @@ def test_a_retired_slice_is_flattened_and_its_cash_returns_to_the_champion(own_w
     # the champion's book holds the whole session again: its equity is the session's
     marks = store.frame(EquityPoint, session.id).sort("ts")
     assert marks["equity"][-1] == pytest.approx(engine.portfolio.equity(), rel=1e-12)
+    ChallengerStore(store).add(session, artifact, registry=registry, capital_share=SHARE)  # closed: a new slice
+    [again] = [r for r in ChallengerStore(store).rows(session.id) if r.artifact == artifact]
+    assert (again.status, again.slice_state, again.slice_cash) == ("shadow", None, None)
     store.close()
 
 

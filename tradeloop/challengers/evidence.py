@@ -188,10 +188,11 @@ class ChallengerStore:
                 )  # fmt: skip
                 db.flush()  # a concurrent insert of the same challenger fails here (IntegrityError)
             else:
-                if row.slice_state == "closing":
+                if row.status in ("retired", "promoted") and row.slice_state in ("open", "closing"):
                     raise ConfigError(
-                        f"challenger {full[:12]} of session {session.name!r}: its capital slice is still being "
-                        "flattened; name it again once its slice is closed (a bar or two)"
+                        f"challenger {full[:12]} of session {session.name!r}: its capital slice is still "
+                        f"{row.slice_state} after it was {row.status}; name it again once the engine has flattened it "
+                        "and its slice_state is closed (within a few bars)"
                     )
                 if options is not None and options != (row.test_options or SequentialConfig().model_dump()):
                     raise ConfigError(
