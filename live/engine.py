@@ -14,7 +14,9 @@ Per bar (one ``CandleBatch`` with every symbol's closed candle):
    The bar's events for the bus (candle, signals, orders, fills) and the heartbeat are
    written in that same transaction (the outbox, ``live.outbox``).
    Between decide and persist, the risk stage (``live.risk_stage``): the kill switch on the
-   bar's equity, then every intent through the pre-trade checks.
+   bar's equity, then every intent through the pre-trade checks. Challengers named with a
+   ``capital_share`` trade real slices of the capital beside the champion's book, through the
+   same stages (``live.slices``).
 4. Commit ``sent_at_ms``, send the orders (each create at most once), store what the broker
    answered; an outcome still unknown halts its symbol. Then the order manager: a venue's
    protective legs (``live.venue_protection``), orders past their age or cancel pending, limit
@@ -62,6 +64,7 @@ from live.protection import protective_kinds
 from live.reconcile import VenueCheck, halt_if_unknown, wall_ms
 from live.risk_stage import kill_switch, portfolio_snapshot, pre_trade
 from live.shadow import ShadowStage
+from live.slices import SliceStage
 from live.venue_protection import VenueProtection
 from live.venues import instrument_of, key_of, sent_to
 from tradeloop.backtest import BacktestConfig
@@ -139,6 +142,10 @@ class LiveEngine(EngineLifecycle):
         self.shadow = ShadowStage(  # the session's challengers beside the champion (live.shadow)
             store=store, session=session, registry=slot.registry, backtest=backtest, window_bars=self.config.window_bars
         )
+        self.slices = SliceStage(  # challengers trading a real share of the capital (live.slices)
+            store=store, session=session, broker=broker, backtest=backtest, risk_config=self.risk_config,
+            shadow=self.shadow,
+        )  # fmt: skip
         self._swap_unrecorded = False  # a model swap whose bar did not commit
         self.adaptation = ThresholdAdaptation(store=store, session=session)  # live.adaptation
         self.entry_proba: dict[str, float] = {}  # the model's probability of this bar's entries
@@ -203,6 +210,7 @@ class LiveEngine(EngineLifecycle):
             self.report("candles_backfilled", bar_ts=batch.ts, candles=backfilled)
         closes = batch.candles.select("symbol", "close").rows()
         self.last.update(closes)
+        await self.slices.run(batch, equity=self.portfolio.equity())
         await self.shadow.run(batch, window=self.window, last=self.last, equity=self.portfolio.equity())
         orders: list[Order] = []
         signals: list[tuple[str, int]] = []
@@ -211,16 +219,21 @@ class LiveEngine(EngineLifecycle):
                 self.slot.record(db, session=self.session, bar_ts=batch.ts)
             row = OpsStore.session_row(db, self.session.id, for_update=True)
             self._settle(db, ended)
+            self.slices.settle(db, last=self.last)
             self.adaptation.on_bar(db, batch.ts, slot=self.slot)
-            equity = self._mark(db, batch.ts)
-            flatten = self._kill_switch(db, row, batch.ts, equity)
+            equity = self._mark(db, batch.ts)  # the champion's book (the session's equity point: every slice's)
+            flatten = self._kill_switch(db, row, batch.ts, equity + self.slices.equity)
             decides = status == "running" and row.needs_ack is None and not flatten  # entries allowed too
             self.shadow.persist(db, batch.ts, equity=equity, champion=self.slot.current.artifact, decided=decides)
+            self.slices.evidence(batch.ts, equity=equity, champion=self.slot.current.artifact, decided=decides)
+            equity = self.slices.transfer(db, batch.ts, champion=self.portfolio)
             if status == "running" or flatten:
                 signals = self._decide_or_fall_back(db, batch.ts) if status == "running" else []
                 self.latency.decided(time.perf_counter_ns() - batch.received_ns)
                 intents = self._decide_intents(signals, equity=equity) + flatten
+                self.slices.decide(db, batch.ts, window=self.window, last=self.last, flatten=bool(flatten))
                 orders = self._persist(db, batch.ts, self._risk(db, intents, ts=batch.ts))
+                orders += self.slices.persist(db, batch.ts)
                 self.metrics.decided(signals=len(signals), intents=[o.intent for o in orders])
             if self.config.publish:
                 add_bar_events(db, self.session.id, batch, signals, orders)
@@ -261,14 +274,15 @@ class LiveEngine(EngineLifecycle):
 
     def _mark(self, db, ts: int) -> float:
         """Mark: positions at the bar's closes (the last known close for a symbol without one);
-        the equity point of the bar. Returns the equity."""
+        the equity point of the bar (the whole session's). Returns the champion book's equity."""
         self.portfolio.mark({self.instrument(s): self.last.get(s) for s in self.positions})
         for held in self.portfolio.positions():
             db.get(
                 Position, (self.session.id, held.instrument.venue, held.instrument.symbol)
             ).last_price = held.last_price
         equity = self.portfolio.equity()
-        db.add(EquityPoint(session_id=self.session.id, ts=ts, equity=equity, cash=self.cash))
+        whole, cash = equity + self.slices.equity, self.cash + self.slices.cash  # with the capital slices
+        db.add(EquityPoint(session_id=self.session.id, ts=ts, equity=whole, cash=cash))
         return equity
 
     def _decide_intents(self, signals: list[tuple[str, int]], *, equity: float) -> list[OrderIntent]:
@@ -298,7 +312,12 @@ class LiveEngine(EngineLifecycle):
         return portfolio_snapshot(self.portfolio, {self.instrument(s): px for s, px in self.last.items()})
 
     def _risk(self, db, intents: list[OrderIntent], *, ts: int) -> list[OrderIntent]:
-        """Risk: the intents that may be sent (``live.risk_stage.pre_trade``)."""
+        """Risk: the intents that may be sent (``live.risk_stage.pre_trade``; with capital slices,
+        ``live.slices``: each slice's and the whole session's limits)."""
+        if self.slices.active:
+            return self.slices.pre_trade(
+                db, intents, snapshot=self._snapshot(), state=self.risk_state, ts=ts, markets=self.markets
+            )
         if not intents:
             return []
         return pre_trade(

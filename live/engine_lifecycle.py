@@ -38,6 +38,7 @@ from live.models import ModelSlot
 from live.outage import DatabaseWatch
 from live.outbox import OutboxRelay
 from live.reconcile import recover_orders
+from live.slices import SliceStage
 from live.venues import key_of
 from tradeloop.observability import SessionMetrics
 from tradeloop.ops import OpsStore, TradingSession
@@ -65,6 +66,7 @@ class EngineLifecycle:
     window: pl.DataFrame
     metrics: SessionMetrics
     slot: ModelSlot
+    slices: SliceStage
     _wake: asyncio.Event
 
     async def on_batch(self, batch: CandleBatch) -> bool:  # the bar: live.engine
@@ -145,6 +147,7 @@ class EngineLifecycle:
         self.adaptation = ThresholdAdaptation(store=self.store, session=self.session)
         if not self.window.is_empty():  # a bar that did not commit comes again
             self.window = pl.DataFrame() if last_ts is None else self.window.filter(pl.col("ts") <= last_ts)
+        self.slices.reload(self.session)  # each capital slice's book from its fills, before its open orders come back
         await self.reconcile()
         self._wake.set()  # what an earlier run or an outage left in the outbox
 

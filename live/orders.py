@@ -58,15 +58,20 @@ EXITS_SHORT = EXIT_SHORT | ENTER_LONG
 log = logging.getLogger(__name__)
 
 
-def client_order_id(session_id: int, ts: int, symbol: str, intent: str) -> str:
-    """Deterministic, at most 36 characters of [A-Za-z0-9-] (what Binance and most venues accept)."""
-    plain = f"tl{session_id}-{ts}-{''.join(c for c in symbol if c.isalnum())}-{intent[:2]}"
+def client_order_id(session_id: int, ts: int, symbol: str, intent: str, *, prefix: str | None = None) -> str:
+    """Deterministic, at most 36 characters of [A-Za-z0-9-] (what Binance and most venues accept),
+    starting ``tl<session>-``, or ``prefix`` (a capital slice's: :func:`slice_prefix`)."""
+    head = prefix or f"tl{session_id}-"
+    plain = f"{head}{ts}-{''.join(c for c in symbol if c.isalnum())}-{intent[:2]}"
     if len(plain) <= 36:
         return plain
-    return (
-        f"tl{session_id}-"
-        + hashlib.sha1(plain.encode(), usedforsecurity=False).hexdigest()[: 33 - len(str(session_id))]
-    )
+    return head + hashlib.sha1(plain.encode(), usedforsecurity=False).hexdigest()[: 36 - len(head)]
+
+
+def slice_prefix(session_id: int, challenger_id: int) -> str:
+    """The client id prefix of a capital slice's orders (``live.slices``): ``tl<session>c<challenger
+    row id>-``, never a prefix of the champion's ``tl<session>-``; its protective legs keep it."""
+    return f"tl{session_id}c{challenger_id}-"
 
 
 def intents(
@@ -153,8 +158,13 @@ def new_order(
     intent: OrderIntent,
     symbol: str | None = None,
     client_id: str | None = None,
+    capital_slice: tuple[str, str] | None = None,
 ) -> Order:
     """The order row for ``intent`` (status ``new``), added to ``db``: stored before it is sent.
+
+    ``capital_slice``: (the challenger's artifact, its :func:`slice_prefix`) for an order of a
+    capital slice (``live.slices``): tagged with the artifact, its client id (its legs' too)
+    starting with the prefix; None: the champion's.
 
     ``symbol``: the session's name for the instrument (``live.venues``: ``okx:BTC-USDT`` off the
     session's exchange; default: the instrument's symbol). ``client_id``: the order's own
@@ -166,7 +176,9 @@ def new_order(
     symbol = symbol or intent.instrument.symbol
     order = Order(
         session_id=session_id,
-        client_order_id=client_id or client_order_id(session_id, ts, symbol, intent.kind),
+        client_order_id=client_id
+        or client_order_id(session_id, ts, symbol, intent.kind, prefix=capital_slice[1] if capital_slice else None),
+        capital_slice=capital_slice[0] if capital_slice else None,
         venue=venue,
         symbol=symbol,
         side=intent.side.value,
@@ -209,6 +221,7 @@ def _add_legs(db: Session, parent: Order, intent: OrderIntent) -> None:
             entry_atr=leg.entry_atr,
             reduce_only=True,
             parent_id=parent.id,
+            capital_slice=parent.capital_slice,
             decided_ts=parent.decided_ts,
             status=OrderStatus.NEW.value,
         )

@@ -40,6 +40,10 @@ API does not show it as running. One that needs a longer window than this engine
 skipped by this engine only (an engine with a wider window runs it); a registry that cannot
 be read is tried again at the next sync.
 
+A challenger named with a ``capital_share`` on a paper session trades a real slice of the
+session's capital instead (``live.slices``): it is not simulated here, but judged here (rule 3)
+on the evidence its slice records.
+
 4. **A challenger that raises** while it fills, marks or decides never stops the champion's
    bar: it is logged with its artifact, dropped from the shadow and retired in the database
    (audit ``challenger_retired`` with the bar and the error), so a restart does not run it
@@ -78,7 +82,7 @@ from tradeloop.trading import FillRecord, OrderSide
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ShadowBook", "ShadowStage"]
+__all__ = ["ShadowBook", "ShadowStage", "model_signals"]
 
 
 class ShadowBook:
@@ -125,13 +129,18 @@ class ShadowBook:
         return equity, len(intents)
 
     def _signals(self, window: pl.DataFrame, ts: int) -> list[tuple[str, int]]:
-        """(symbol, flags) at ``ts``, as ``LiveEngine._decide`` computes the champion's."""
-        enriched = enrich_latest(window, self.model.strategy, self.model.features, ts=ts)
-        decided = apply_model(enriched, self.model, now_ms=ts)
-        if not self.in_sample and self.model.trained_until >= ts:  # the engine's in-sample rule: exits only
-            decided = decided.with_columns(pl.col("signal") & pl.lit(~ENTRIES, dtype=pl.Int8))
-        rows = decided.filter(pl.col("ts") == ts).select("symbol", "signal").sort("symbol").rows()
-        return [(s, int(f)) for s, f in rows if f]
+        return model_signals(self.model, window, ts, in_sample=self.in_sample)
+
+
+def model_signals(model: ThresholdModel, window: pl.DataFrame, ts: int, *, in_sample: bool) -> list[tuple[str, int]]:
+    """A challenger's (symbol, flags) at ``ts``, as ``LiveEngine._decide`` computes the champion's,
+    with the engine's in-sample rule (rule 1; ``in_sample``: the session's flag)."""
+    enriched = enrich_latest(window, model.strategy, model.features, ts=ts)
+    decided = apply_model(enriched, model, now_ms=ts)
+    if not in_sample and model.trained_until >= ts:  # the engine's in-sample rule: exits only
+        decided = decided.with_columns(pl.col("signal") & pl.lit(~ENTRIES, dtype=pl.Int8))
+    rows = decided.filter(pl.col("ts") == ts).select("symbol", "signal").sort("symbol").rows()
+    return [(s, int(f)) for s, f in rows if f]
 
 
 @dataclass(kw_only=True)
@@ -177,6 +186,7 @@ class ShadowStage:
         self.sync_every_bars = sync_every_bars
         self.evidence = ChallengerStore(store)
         self.books: dict[str, ShadowBook] = {}
+        self.sliced: set[str] = set()  # challengers trading a capital slice (live.slices): judged, not simulated
         self._refused: set[str] = set()
         self._bar: _Bar | None = None
         self._bars = 0
@@ -185,9 +195,10 @@ class ShadowStage:
         """Rules 3 then 1 for bar ``batch.ts``; ``equity``: the champion's at the last close."""
         if self._bar is not None and self._bar.ts == batch.ts:
             return  # the bar again (its transaction did not commit): simulated already
-        if self.check_every_bars is not None and self._bars % self.check_every_bars == 0 and self.books:
+        judging = self.check_every_bars is not None and self._bars % self.check_every_bars == 0
+        if judging and (self.books or self.sliced):
             self._judge()
-        if self._bars % self.sync_every_bars == 0:
+        if self._bars % self.sync_every_bars == 0 or self.sliced & set(self.books):
             self._sync(equity)
         self._bars += 1
         bar = _Bar(ts=batch.ts, champion_before=equity)
@@ -244,17 +255,23 @@ class ShadowStage:
 
     def _sync(self, equity: float) -> None:
         """The books of the challengers in shadow now (a new one starts with ``equity``)."""
-        rows = {r.artifact: r for r in self.evidence.rows(self.session.id) if r.status in ("shadow", "recommended")}
+        rows = {
+            r.artifact: r
+            for r in self.evidence.rows(self.session.id)
+            if r.status in ("shadow", "recommended") and r.artifact not in self.sliced
+        }
         for gone in set(self.books) - set(rows):
             del self.books[gone]
         for artifact in sorted(set(rows) - set(self.books) - self._refused):
-            model = self._load(artifact)
+            model = self.load_model(artifact)
             if model is not None:
                 self.books[artifact] = ShadowBook(
                     artifact=artifact, model=model, backtest=self.backtest, session=self.session, cash=equity
                 )
 
-    def _load(self, artifact: str) -> ThresholdModel | None:
+    def load_model(self, artifact: str) -> ThresholdModel | None:
+        """``artifact``'s model when it can serve this session (module rules: one that never can is
+        retired, one that needs a longer window skipped); None also when the registry is unreadable now."""
         try:
             model = self.registry.model_of(artifact, strategy=self.session.strategy)
         except ModelError as exc:  # unknown, tampered, another strategy's: it never will load
@@ -295,7 +312,7 @@ class ShadowStage:
             return
         champion = entry.artifact if entry is not None else None
         waiting = {r.artifact for r in self.evidence.rows(self.session.id) if r.status == "shadow"}
-        for artifact in sorted(set(self.books) & waiting):
+        for artifact in sorted((set(self.books) | self.sliced) & waiting):
             try:
                 decided = recommend_from_live(self.store, self.session, artifact, champion=champion, config=self.test)
             except Exception as exc:

@@ -62,6 +62,7 @@ class CashFlowKind(StrEnum):
     DEPOSIT = "deposit"
     WITHDRAWAL = "withdrawal"
     ADJUSTMENT = "adjustment"  # reconciliation with the venue's balance
+    TRANSFER = "transfer"  # between the capital slices of one session (live.slices)
 
 
 def _is_flat(quantity: float) -> bool:

@@ -10,6 +10,12 @@ decides, the engine marks the challenger ``recommended`` (audited ``challenger_r
 and changes nothing else: the champion is global to the strategy, so only an administrator
 promotes, with ``POST /sessions/{id}/challengers/{artifact}/promote`` and a reason (lineage
 ``evidence: live``); anything not recommended is refused (409).
+
+A challenger named with ``capital_share`` (a paper session's, in (0, 0.5], the session's
+shares together at most 0.5) trades a real slice of the session's capital instead of a
+simulation (``live.slices``): ``slice_state``, ``slice_cash`` and ``slice_ts`` say whether and
+when it was funded, and its evidence is both books' real returns. Retiring or promoting it
+closes its slice: its positions are flattened and its cash goes back to the champion's book.
 """
 
 from __future__ import annotations
@@ -41,10 +47,19 @@ class ChallengerOut(BaseModel):
     capital_share: float | None = Field(
         default=None, description="its share of the capital in an A/B split; None: shadow only"
     )
+    slice_state: str | None = Field(
+        default=None,
+        description="its capital slice: open (trading), closing (being flattened), closed (its cash back with the "
+        "champion); None: not funded (shadow only, or waiting for the champion's cash)",
+    )
+    slice_cash: float | None = Field(default=None, description="the cash its slice was funded with")
+    slice_ts: int | None = Field(default=None, description="the bar its slice was funded at (open time, ms)")
     bars: int = Field(description="paired bars recorded against the champion in force")
     first_ts: int | None = Field(default=None, description="its first paired bar (open time, ms)")
     last_ts: int | None = Field(default=None, description="its last paired bar (open time, ms)")
-    shadow_equity: float | None = Field(default=None, description="its simulated equity at the last bar")
+    shadow_equity: float | None = Field(
+        default=None, description="its equity at the last bar: simulated, or its capital slice's real one"
+    )
     champion_mean: float = Field(description="the champion's mean per-bar return over the same bars")
     challenger_mean: float = Field(description="the challenger's mean per-bar return")
     mean_difference: float = Field(description="challenger minus champion, per bar")
@@ -73,6 +88,14 @@ class ChallengerIn(BaseModel):
         description="its own sequential-test options (alpha, min_bars, effect, lags), fixed once named; "
         "omitted: the defaults",
         examples=[{"alpha": 0.01, "min_bars": 500}],
+    )
+    capital_share: float | None = Field(
+        default=None,
+        gt=0,
+        le=0.5,
+        description="trade a real slice of this share of a paper session's capital (0.2: an 80/20 A/B split); "
+        "omitted: shadow only",
+        examples=[0.2],
     )
 
 
@@ -105,7 +128,8 @@ def _finite(x: float) -> float | None:
 def _out(s: ChallengerStanding) -> ChallengerOut:
     t = s.test
     return ChallengerOut(
-        artifact=s.artifact, status=s.status, capital_share=s.capital_share, bars=t.bars, first_ts=s.first_ts,
+        artifact=s.artifact, status=s.status, capital_share=s.capital_share, slice_state=s.slice_state,
+        slice_cash=s.slice_cash, slice_ts=s.slice_ts, bars=t.bars, first_ts=s.first_ts,
         last_ts=s.last_ts, shadow_equity=s.equity, champion_mean=t.champion_mean, challenger_mean=t.challenger_mean,
         mean_difference=t.mean_diff, hac_se=_finite(t.hac_se), z=_finite(t.z), log_lr=_finite(t.log_lr),
         threshold=t.threshold, decision=t.decision, alpha=s.config.alpha, min_bars=s.config.min_bars,
@@ -139,8 +163,9 @@ def add_challenger(session_id: SessionId, body: ChallengerIn, principal: Trader,
     session = owned_session(ctx, principal, session_id)
     evidence = ChallengerStore(ctx.store)
     full = evidence.add(
-        session, body.artifact, registry=ModelRegistry(ctx.settings.registry_dir), test=body.test, actor=principal.actor
-    )
+        session, body.artifact, registry=ModelRegistry(ctx.settings.registry_dir), test=body.test,
+        capital_share=body.capital_share, actor=principal.actor,
+    )  # fmt: skip
     champion = _champion(ctx, session.strategy)
     return next(_out(s) for s in evidence.standings(session_id, champion=champion) if s.artifact == full)
 

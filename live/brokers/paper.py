@@ -22,6 +22,12 @@ symbol's candle at ``ts``; a symbol without one keeps its orders for its next ca
    reports the exit as the fill of the leg the kernel names, its siblings ``canceled``.
    An entry that does not fill cancels its legs.
 
+5. **Capital slices** (``live.slices``): each slice has its own book (:meth:`PaperBroker.slice_book`,
+   a child broker with the same rules, its own cash and protection), found by the client id
+   prefix of its orders (``live.orders.slice_prefix``): :meth:`submit`, :meth:`recover`,
+   :meth:`query` and :meth:`cancel` of such an order go to it. The slice stage fills a slice's
+   book with the slice's cash (its ``on_bar``); this book's :meth:`on_bar` fills its own.
+
 The fee is ``fee_rate * notional`` on every fill but limit fills (maker fee). Stops use the
 ATR the engine reports after each decision (``on_decision``); an entry keeps the one of its
 decision bar. The book lives in memory: after a restart it is rebuilt from the database's
@@ -98,6 +104,7 @@ class PaperBroker:
         self._replaced: set[str] = set()  # limit entries a later signal cancels
         self._reports: list[OrderState] = []  # ends decided between bars, reported with the next one
         self._start: _Checkpoint | None = None  # the book as the last bar found it
+        self.slices: dict[str, PaperBroker] = {}  # client id prefix -> a capital slice's book (rule 5)
 
     @classmethod
     def of(cls, config: BacktestConfig) -> PaperBroker:
@@ -108,9 +115,21 @@ class PaperBroker:
         """True when this broker fills as a backtest with ``config`` does (``FILL_RULES``)."""
         return all(getattr(self.config, k) == getattr(config, k) for k in FILL_RULES)
 
+    def slice_book(self, prefix: str) -> PaperBroker:
+        """The book of the capital slice whose orders' client ids start with ``prefix`` (rule 5),
+        made the first time it is asked for."""
+        if prefix not in self.slices:
+            self.slices[prefix] = PaperBroker(fee_rate=self.fee_rate, slippage=self.slippage, rules=self.config)
+        return self.slices[prefix]
+
+    def _slice_of(self, client_order_id: str) -> PaperBroker | None:
+        return next((b for p, b in self.slices.items() if client_order_id.startswith(p)), None)
+
     # ------------------------------------------------------------------ the Broker protocol
     async def submit(self, order: OrderRequest) -> OrderState:
         cid = order.client_order_id
+        if (book := self._slice_of(cid)) is not None:
+            return await book.submit(order)
         if _is_leg(order):
             if self._owner_of(cid) is not None:
                 return OrderState(cid, "acknowledged", venue_order_id=f"paper-{cid}")
@@ -129,6 +148,8 @@ class PaperBroker:
         return await self.submit(order)  # the paper book lives in memory: rebuild it from the database
 
     async def query(self, client_order_id: str, symbol: str) -> OrderState:
+        if (book := self._slice_of(client_order_id)) is not None:
+            return await book.query(client_order_id, symbol)
         known = client_order_id in self.book or self._owner_of(client_order_id) is not None
         return OrderState(client_order_id, "acknowledged" if known else "unknown")
 
@@ -136,6 +157,8 @@ class PaperBroker:
         """An order still in the book is canceled at once (an entry's legs with it, reported
         with the next bar); a leg alone leaves the others; one not in the book is already over."""
         cid = order.client_order_id
+        if (book := self._slice_of(cid)) is not None:
+            return await book.cancel(order)
         booked = self.book.pop(cid, None)
         self._replaced.discard(cid)
         if booked is not None:

@@ -157,3 +157,36 @@ def test_a_challenger_named_with_its_own_test_options_is_judged_with_them(
     looser = api.client.post(path, json={"artifact": challenger[:12], "test": {"alpha": 0.05}}, headers=owner)
     assert looser.status_code == 422 and "fixed once named" in looser.json()["detail"]
     assert api.client.get(path, headers=owner).json()["items"][0]["min_bars"] == 400
+
+
+def test_a_challenger_named_with_a_capital_share_shows_its_slice_and_live_sessions_are_refused(
+    api: Api, trained_world: World, tmp_path: Path
+) -> None:
+    _, challenger = _registry(api, trained_world, tmp_path)
+    tom = api.user("tom", Role.TRADER)
+    owner = api.login("tom")
+    row = _session(api, "ab", owner=tom)
+    path = f"/sessions/{row.id}/challengers"
+
+    too_big = api.client.post(path, json={"artifact": challenger[:12], "capital_share": 0.6}, headers=owner)
+    assert too_big.status_code == 422 and "capital_share" in too_big.text
+    made = api.client.post(path, json={"artifact": challenger[:12], "capital_share": 0.2}, headers=owner)
+    assert made.status_code == 201, made.text
+    assert made.json()["capital_share"] == 0.2 and made.json()["slice_state"] is None  # funded by the engine's bar
+    [added] = api.ctx.store.audit_log(row.id, events=("challenger_added",))
+    assert added.detail["capital_share"] == 0.2
+    other = api.client.post(path, json={"artifact": challenger[:12], "capital_share": 0.3}, headers=owner)
+    assert other.status_code == 422 and "retire it and name it again" in other.json()["detail"]
+
+    live = api.ctx.store.create_session(
+        name="ab-live", strategy="sma_cross", exchange="coinbase", timeframe="4h", symbols=["BTC-USD"], mode="live",
+        init_cash=10_000.0, config={},
+    )  # fmt: skip
+    with api.ctx.store.transaction() as db:
+        db.get(TradingSession, live.id).owner_id = tom
+    refused = api.client.post(
+        f"/sessions/{live.id}/challengers", json={"artifact": challenger[:12], "capital_share": 0.2}, headers=owner
+    )
+    assert refused.status_code == 422 and "paper sessions only" in refused.json()["detail"]
+    shadow = api.client.post(f"/sessions/{live.id}/challengers", json={"artifact": challenger[:12]}, headers=owner)
+    assert shadow.status_code == 201 and shadow.json()["capital_share"] is None

@@ -15,7 +15,7 @@ from tests.ops.test_audit import own_pg_url  # noqa: F401  (a database of this t
 from tradeloop.ops import OpsStore, connect, migrate
 from tradeloop.ops.database import MIGRATIONS
 
-HEAD = "0014"  # the newest migration: bump when one is added
+HEAD = "0015"  # the newest migration: bump when one is added
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

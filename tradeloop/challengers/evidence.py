@@ -4,14 +4,17 @@ Rules:
 
 1. **Naming a challenger** (``add``): a registered artifact (an id or a unique prefix, as
    ``tradeloop models promote`` takes) of the session's strategy, not its champion's
-   artifact, once per session; ``capital_share`` is kept for a real A/B split (None: shadow
-   only). Its own sequential-test options (``test``: alpha, min_bars, ...) may be given when
-   it is first named; they are fixed from then on (a false-promotion rate chosen after seeing
-   evidence no longer holds), and a challenger named without them is judged with the
-   caller's options (the engine's, the defaults). A retired one named again goes back to
-   shadow, its evidence and options kept. Naming it again is harmless, also at the same
-   moment from two callers (the unique constraint's refusal of the second insert is caught
-   and the naming retried, finding the row); naming it again with other options is refused.
+   artifact, once per session; ``capital_share`` makes it trade a real slice of the session's
+   capital (``tradeloop.challengers.slices``, ``live.slices``; None: shadow only): paper sessions
+   only, and the named shares of a session together at most 0.5. Its own sequential-test
+   options (``test``: alpha, min_bars, ...) may be given when it is first named; they are
+   fixed from then on (a false-promotion rate chosen after seeing evidence no longer holds),
+   and a challenger named without them is judged with the caller's options (the engine's, the
+   defaults). A retired one named again goes back to shadow, its evidence and options kept
+   (its capital slice is funded afresh; refused while its old slice is still closing). Naming
+   it again is harmless, also at the same moment from two callers (the unique constraint's
+   refusal of the second insert is caught and the naming retried, finding the row); naming it
+   again with other options is refused.
 2. **Evidence** (``record``): one row per challenger and bar where the champion decided, with
    the champion's artifact, merged, so a bar that comes again (its transaction did not commit)
    writes the same row once.
@@ -32,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tradeloop.challengers.sequential import SequentialConfig, Standing, standing
+from tradeloop.challengers.slices import MAX_TOTAL_SHARE
 from tradeloop.errors import ConfigError, SessionStateError
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.ops.challenger_models import ChallengerReturn, ChallengerRow
@@ -51,6 +55,25 @@ def test_of(row: ChallengerRow, default: SequentialConfig) -> SequentialConfig:
             f"challenger {row.artifact[:12]}: its stored test options {row.test_options} are invalid "
             f"({exc.errors()[0]['msg']}); correct challengers.test_options, or name another model"
         ) from None
+
+
+def _check_total(db: Session, session: TradingSession, artifact: str, share: float) -> None:
+    """The named shares of a session together at most ``MAX_TOTAL_SHARE`` (rule 1)."""
+    others = db.scalars(
+        select(ChallengerRow.capital_share).where(
+            ChallengerRow.session_id == session.id,
+            ChallengerRow.artifact != artifact,
+            ChallengerRow.capital_share.is_not(None),
+            ChallengerRow.status.in_(("shadow", "recommended")),
+        )
+    )
+    total = share + sum(s or 0.0 for s in others)
+    if total > MAX_TOTAL_SHARE + 1e-12:
+        raise ConfigError(
+            f"capital_share={share}: session {session.name!r}'s challengers would trade {total:g} of its capital; "
+            f"together they may trade at most {MAX_TOTAL_SHARE:g} (the champion keeps the rest): give a smaller "
+            "share, or retire another challenger first"
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -73,6 +96,9 @@ class ChallengerStanding:
     artifact: str
     status: str
     capital_share: float | None
+    slice_state: str | None  # its capital slice (live.slices): open, closing, closed; None: not funded
+    slice_cash: float | None
+    slice_ts: int | None
     first_ts: int | None
     last_ts: int | None
     equity: float | None  # its shadow equity at the last bar
@@ -104,8 +130,9 @@ class ChallengerStore:
         ModelError
             The artifact is unknown, ambiguous, fails to load or holds another strategy's model.
         ConfigError
-            It is the session's champion, ``capital_share`` is not in (0, 0.5], or it was named
-            before with other ``test`` options.
+            It is the session's champion, ``capital_share`` is not in (0, 0.5], is given for a
+            live session or would make the session's shares pass 0.5, or it was named before
+            with other ``test`` options.
         """
         full = registry.resolve(artifact)
         registry.model_of(full, strategy=session.strategy)  # loads through the allow-list: a bad file fails here
@@ -117,6 +144,12 @@ class ChallengerStore:
         if capital_share is not None and not 0.0 < capital_share <= 0.5:
             raise ConfigError(
                 f"capital_share={capital_share} is out of range; give a fraction in (0, 0.5] (e.g. 0.2 for 80/20)"
+            )
+        if capital_share is not None and session.mode != "paper":
+            raise ConfigError(
+                f"capital_share={capital_share}: session {session.name!r} is {session.mode}, and a capital split "
+                "trades paper sessions only for now; name the challenger without capital_share (shadow), or "
+                "split a paper session"
             )
         for attempt in range(2):
             try:
@@ -155,14 +188,28 @@ class ChallengerStore:
                 )  # fmt: skip
                 db.flush()  # a concurrent insert of the same challenger fails here (IntegrityError)
             else:
+                if row.status in ("retired", "promoted") and row.slice_state in ("open", "closing"):
+                    raise ConfigError(
+                        f"challenger {full[:12]} of session {session.name!r}: its capital slice is still "
+                        f"{row.slice_state} after it was {row.status}; name it again once the engine has flattened it "
+                        "and its slice_state is closed (within a few bars)"
+                    )
                 if options is not None and options != (row.test_options or SequentialConfig().model_dump()):
                     raise ConfigError(
                         f"challenger {full[:12]} of session {session.name!r} was named with test options "
                         f"{row.test_options or 'the defaults'}; they are fixed once named (a false-promotion rate "
                         "chosen after seeing evidence does not hold): name it without options, or name another model"
                     )
+                if row.status != "retired" and capital_share != row.capital_share:
+                    raise ConfigError(
+                        f"challenger {full[:12]} of session {session.name!r} was named with capital_share="
+                        f"{row.capital_share}; retire it and name it again to change its share"
+                    )
                 if row.status == "retired":
                     row.status, row.capital_share = "shadow", capital_share
+                    row.slice_cash = row.slice_ts = row.slice_state = None  # a new slice, funded afresh
+            if capital_share is not None:
+                _check_total(db, session, full, capital_share)
             OpsStore.audit(
                 db,
                 "challenger_added",
@@ -170,6 +217,11 @@ class ChallengerStore:
                 detail={"artifact": full, "capital_share": capital_share, "test": options},
                 actor=actor,
             )
+
+    def slices(self, session_id: int) -> list[ChallengerRow]:
+        """The session's challengers with a capital slice to trade or to close (``live.slices``):
+        named with a share and not closed."""
+        return [r for r in self.rows(session_id) if r.capital_share is not None and r.slice_state != "closed"]
 
     def retire(self, session_id: int, artifact: str, *, actor: str | None = None, detail: dict | None = None) -> None:
         """Stop running a challenger in shadow (its evidence stays); ``detail`` (why, e.g. the
@@ -246,6 +298,9 @@ class ChallengerStore:
                     artifact=row.artifact,
                     status=row.status,
                     capital_share=row.capital_share,
+                    slice_state=row.slice_state,
+                    slice_cash=row.slice_cash,
+                    slice_ts=row.slice_ts,
                     first_ts=bars[0].ts if bars else None,
                     last_ts=bars[-1].ts if bars else None,
                     equity=bars[-1].equity if bars else None,

@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tradeloop.errors import SessionStateError
-from tradeloop.ops.models import AuditEvent, Fill, ThresholdInForce
+from tradeloop.ops.models import AuditEvent, Fill, Order, ThresholdInForce
 from tradeloop.ops.overrides import FREEZE, ONLINE, REVERT, UNFREEZE, open_session_row
 from tradeloop.ops.store import OpsStore
 from tradeloop.thresholds.feedback import Control, TradeFill
@@ -154,8 +154,14 @@ def entry_probabilities(
 
 
 def trade_fills(db: Session, session_id: int, *, after_id: int = 0) -> list[TradeFill]:
-    """The session's fills past ``after_id``, in id order."""
-    rows = db.scalars(select(Fill).where(Fill.session_id == session_id, Fill.id > after_id).order_by(Fill.id))
+    """The session's fills past ``after_id``, in id order: the champion's book's only (a capital
+    slice's fills are a challenger's trades, ``orders.capital_slice``)."""
+    rows = db.scalars(
+        select(Fill)
+        .join(Order, Order.id == Fill.order_id)
+        .where(Fill.session_id == session_id, Fill.id > after_id, Order.capital_slice.is_(None))
+        .order_by(Fill.id)
+    )
     return [
         TradeFill(
             id=f.id,

@@ -1,4 +1,4 @@
-"""A session's shadow challengers and their paired per-bar evidence (migrations 0012, 0014).
+"""A session's shadow challengers and their paired per-bar evidence (migrations 0012, 0014, 0015).
 
 Both belong to the session (row-level security: its owner's and admins'). Written by the
 engine's shadow stage (``live.shadow``) and the live promotion (``tradeloop.challengers``);
@@ -32,6 +32,11 @@ class ChallengerRow(Base):
     test_options: Mapped[dict | None] = mapped_column(
         JSON, nullable=True
     )  # its SequentialConfig (0014); None: defaults
+    # its capital slice (migration 0015, ``live.slices``): the cash it was funded with, the bar, and
+    # open | closing | closed (None: not funded)
+    slice_cash: Mapped[float | None] = mapped_column(Float, nullable=True, default=None)
+    slice_ts: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)
+    slice_state: Mapped[str | None] = mapped_column(String(10), nullable=True, default=None)
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     decision: Mapped[dict | None] = mapped_column(JSON, nullable=True)

@@ -93,6 +93,8 @@ class Order(Base):
     entry_atr: Mapped[float | None] = mapped_column(Float, nullable=True)  # ATR at the entry's decision close
     armed_ts: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # bar it was armed on (from the fill)
     extreme: Mapped[float | None] = mapped_column(Float, nullable=True)  # a trailing leg's peak (trough) so far
+    # the challenger whose capital slice placed it (migration 0015, ``live.slices``); None: the champion's
+    capital_slice: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 

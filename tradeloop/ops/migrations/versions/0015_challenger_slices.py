@@ -1,0 +1,39 @@
+"""Capital slices: a challenger named with ``capital_share`` trades real orders
+
+``orders.capital_slice``: the artifact of the challenger whose capital slice placed the order
+(None: the champion's book, the session's own); its fills are that slice's through their
+order. ``challengers.slice_cash``: the cash the slice was funded with, ``slice_ts``: the bar it
+was funded at, ``slice_state``: ``open`` (trading), ``closing`` (retired or promoted: its
+positions are being flattened), ``closed`` (flat, its cash returned to the champion's book);
+None: not funded (shadow only, or waiting for the champion's cash). A slice's cash and
+positions are its funding plus its orders' fills (``live.slices``).
+
+Revision ID: 0015
+Revises: 0014
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0015"
+down_revision = "0014"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("orders") as batch_op:
+        batch_op.add_column(sa.Column("capital_slice", sa.String(64), nullable=True))
+    with op.batch_alter_table("challengers") as batch_op:
+        batch_op.add_column(sa.Column("slice_cash", sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column("slice_ts", sa.BigInteger(), nullable=True))
+        batch_op.add_column(sa.Column("slice_state", sa.String(10), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("challengers") as batch_op:
+        batch_op.drop_column("slice_state")
+        batch_op.drop_column("slice_ts")
+        batch_op.drop_column("slice_cash")
+    with op.batch_alter_table("orders") as batch_op:
+        batch_op.drop_column("capital_slice")
