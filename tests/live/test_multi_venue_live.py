@@ -18,9 +18,11 @@ import shutil
 
 import polars as pl
 import pytest
+from cryptography.fernet import Fernet
 from exchange_server import BinanceLoopback
 from okx_server import OkxLoopback
 from okx_ws_server import OkxWsLoopback
+from pydantic import SecretStr
 from ws_exchange_server import BinanceWsLoopback
 
 from live.brokers.ccxt_orders import venue_client_id
@@ -32,6 +34,7 @@ from tests.live.venue_session import START, SYMBOL
 from tradeloop.data import CandleLake, SeriesKey
 from tradeloop.errors import ConfigError, SessionStateError
 from tradeloop.ops import EquityPoint, OpsStore
+from tradeloop.ops.models import utcnow
 from tradeloop.registry import ModelRegistry
 from tradeloop.settings import Settings
 
@@ -254,3 +257,37 @@ def test_the_bus_feed_refuses_a_session_on_several_venues(tmp_path) -> None:
     settings = Settings(TRADELOOP_DATA_DIR=str(tmp_path), REDIS_URL="redis://127.0.0.1:6379/0")
     with pytest.raises(ConfigError, match=r"--feed bus reads one venue's stream.*use --feed ccxt"):
         bus_feed(settings, two_venue_config(feed="bus"))
+
+
+def test_a_live_session_on_several_venues_with_a_stored_credential_is_refused(trained_world: World, tmp_path) -> None:
+    """A stored credential holds one venue's keys: a session made with one (``POST /sessions``)
+    whose symbols span venues is refused at start, naming the fix, before anything is decrypted."""
+    from tradeloop.identity import IdentityStore, Role
+    from tradeloop.identity.credentials import CredentialStore, vault_of
+    from tradeloop.identity.vault import ExchangeSecret
+    from tradeloop.ops.session_spec import create_session
+
+    frame, first, _ = timeline(trained_world)
+    root = tmp_path / "data"
+    data_root(trained_world, root, frame, first)
+    binance, okx = rest_venues(frame)
+    with binance, okx:
+        settings = two_venue_settings(root, binance, okx).model_copy(
+            update={"encryption_key": SecretStr(Fernet.generate_key().decode())}
+        )
+        store = OpsStore.open(settings.effective_database_url)
+        ana = IdentityStore(store).create_user(username="ana", password="correct horse battery", role=Role.TRADER)
+        secret = ExchangeSecret(api_key=binance.api_key, secret=binance.secret)
+        info = CredentialStore(store).put(
+            user_id=ana.id, name="main", exchange="binance", secret=secret, vault=vault_of(settings), now=utcnow()
+        )
+        config = two_venue_config("ana-two")
+        create_session(store, ModelRegistry(settings.registry_dir), config, owner_id=ana.id, credential_id=info.id)
+        with pytest.raises(ConfigError) as refused:
+            asyncio.run(run_session(settings, config))
+        assert binance.requests == [] and okx.requests == []
+        assert store.session("ana-two").last_bar_ts is None
+        store.close()
+    message = str(refused.value)
+    assert "session 'ana-two' trades live on ['binance', 'okx'] but names a stored credential" in message
+    assert "TRADELOOP_VENUES__OKX__API_KEY and TRADELOOP_VENUES__OKX__SECRET for okx" in message
