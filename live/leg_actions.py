@@ -14,16 +14,19 @@ Rules:
   applied (``apply``) in one transaction, and an ``unknown`` one halts its symbol
   (``live.reconcile.halt_if_unknown``).
 * **Market questions** (:func:`takes_natively`, :func:`at_tick`, :func:`load_markets`) ask
-  the broker's ccxt markets; a broker without them (the paper broker) takes every leg as it
-  is and rounds prices to 10 decimals.
+  the broker's ccxt markets; through a router (a session on several venues,
+  ``live.brokers.router``) those of the symbol's venue, with the venue's symbol; a broker
+  without them (the paper broker) takes every leg as it is and rounds prices to 10 decimals.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -87,20 +90,28 @@ async def _call(request: OrderRequest, call: Callable[[], Awaitable[OrderState]]
         return OrderState(request.client_order_id, S.UNKNOWN.value, reason=f"failed: {exc}; never resent"[:200])
 
 
+def _market(broker: Broker, symbol: str) -> tuple[Any, str]:
+    """The broker that knows ``symbol``'s market, and its symbol there (a router's venue's)."""
+    route = getattr(broker, "venue_broker", None)
+    return route(symbol) if route is not None else (broker, symbol)
+
+
 async def load_markets(broker: Broker) -> None:
-    """Load the broker's ccxt markets (nothing for a broker without them)."""
-    exchange = getattr(broker, "exchange", None)
-    if exchange is not None:
-        await exchange.load_markets()
+    """Load the broker's ccxt markets, each venue's behind a router (nothing for a broker without them)."""
+    for each in getattr(broker, "brokers", {}).values() or [broker]:
+        exchange = getattr(each, "exchange", None)
+        if exchange is not None:
+            await exchange.load_markets()
 
 
 def takes_natively(broker: Broker, request: OrderRequest, *, session_id: int) -> bool:
     """Whether the market takes ``request`` as it is (a broker without markets: assumed)."""
-    exchange, unified = getattr(broker, "exchange", None), getattr(broker, "unified", None)
+    venue, symbol = _market(broker, request.symbol)
+    exchange, unified = getattr(venue, "exchange", None), getattr(venue, "unified", None)
     if exchange is None or unified is None:
         return True
     try:
-        venue_order(exchange, request, unified(request.symbol), reference_price=None)
+        venue_order(exchange, dataclasses.replace(request, symbol=symbol), unified(symbol), reference_price=None)
     except BrokerError as exc:
         log.info("session %d: %s is engine-managed: %s", session_id, request.client_order_id, exc)
         return False
@@ -109,7 +120,8 @@ def takes_natively(broker: Broker, request: OrderRequest, *, session_id: int) ->
 
 def at_tick(broker: Broker, symbol: str, price: float) -> float:
     """``price`` at ``symbol``'s price tick (a broker without markets: 10 decimals)."""
-    exchange, unified = getattr(broker, "exchange", None), getattr(broker, "unified", None)
+    venue, symbol = _market(broker, symbol)
+    exchange, unified = getattr(venue, "exchange", None), getattr(venue, "unified", None)
     if exchange is None or unified is None:
         return round(price, 10)
     return float(exchange.price_to_precision(unified(symbol), price))

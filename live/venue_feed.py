@@ -1,4 +1,5 @@
-"""A replay of a session's instruments on several venues (``live.venues``).
+"""A session's instruments on several venues (``live.venues``) as one feed: replayed from the
+lake (:class:`VenueReplay`) or live from each venue's exchange (:class:`VenueCcxtFeed`).
 
 Rules:
 
@@ -9,16 +10,27 @@ Rules:
   of it; a venue without a candle at that bar is simply absent from it, as a symbol is.
 * Candles, warm-up history and rejected bars name the session's keys (``okx:BTC-USDT``), so
   the engine sees one universe of symbols.
+* Live (``--feed ccxt``): each venue has its own ``live.feeds.ccxt_feed.CcxtFeed`` on its own
+  ccxt.pro client (its rules: closed candles only, reconnects, REST fallback, gap backfill, the
+  lake's warm-up of ``SeriesKey(venue, SYMBOL, timeframe)``, live candles kept in that venue's
+  lake series). A bar goes out once every venue has delivered its batch of that bar or a later
+  one, or ``settle_s`` after the first venue did (a venue that is late or down does not hold the
+  others back). A venue's batch of a bar already sent comes as the next batch's ``backfill``
+  (it joins the window, never decided), as a late symbol's candle does on one venue. A staleness
+  report names the session's key. A venue's feed that fails ends the merged feed with its error.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import polars as pl
 
 from live.feeds.base import CandleBatch, RejectedFn
+from live.feeds.ccxt_feed import CcxtFeed
 from live.feeds.replay import ReplayFeed
 from live.venues import instrument_of, venues_of
 from tradeloop.data import CandleLake, SeriesKey
@@ -82,3 +94,106 @@ class VenueReplay:
                     del pending[venue]
                 else:
                     pending[venue] = batch
+
+
+StaleFn = Callable[[str, float], None]  # (symbol, seconds without an update)
+
+
+class VenueCcxtFeed:
+    """Several venues' live ccxt feeds merged by bar time (module rules).
+
+    Parameters
+    ----------
+    feeds
+        Each venue's feed on its own symbols (``BTC-USDT`` for ``okx:BTC-USDT``), by ccxt id.
+    exchange, symbols
+        The session's exchange and its keys (``live.venues``).
+    settle_s
+        How long a bar waits for the other venues after the first one delivered it.
+    """
+
+    name = "ccxt"
+
+    def __init__(self, feeds: Mapping[str, CcxtFeed], *, exchange: str, symbols: list[str], settle_s: float):
+        self.feeds = dict(feeds)
+        self.settle_s = settle_s
+        self._keys: dict[str, dict[str, str]] = {venue: {} for venue in self.feeds}  # venue -> symbol -> key
+        for key in symbols:
+            instrument = instrument_of(exchange, key)
+            self._keys[instrument.venue][instrument.symbol] = key
+        self._on_stale: StaleFn | None = None
+
+    @property
+    def on_stale(self) -> StaleFn | None:
+        return self._on_stale
+
+    @on_stale.setter
+    def on_stale(self, report: StaleFn | None) -> None:
+        self._on_stale = report
+        for venue, feed in self.feeds.items():
+            names = self._keys[venue]
+            feed.on_stale = None if report is None else (lambda s, age, n=names: report(n.get(s, s), age))
+
+    def _named(self, venue: str, frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.with_columns(pl.col("symbol").replace_strict(self._keys[venue], default=pl.col("symbol")))
+
+    def history(self, *, before_ts: int, bars: int) -> pl.DataFrame:
+        parts = [self._named(v, f.history(before_ts=before_ts, bars=bars)) for v, f in self.feeds.items()]
+        return pl.concat(parts).sort("symbol", "ts")
+
+    async def batches(self, *, after_ts: int | None = None) -> AsyncIterator[CandleBatch]:
+        queue: asyncio.Queue[tuple[str, CandleBatch | BaseException]] = asyncio.Queue()
+
+        async def pump(venue: str, feed: CcxtFeed) -> None:
+            try:
+                async with contextlib.aclosing(feed.batches(after_ts=after_ts)) as stream:  # type: ignore[type-var]
+                    async for batch in stream:
+                        await queue.put((venue, batch))
+                raise RuntimeError(f"the {venue} feed ended")
+            except Exception as exc:  # noqa: BLE001 - handed to the merged feed, which raises it
+                await queue.put((venue, exc))
+
+        tasks = [asyncio.create_task(pump(v, f)) for v, f in self.feeds.items()]
+        passed = dict.fromkeys(self.feeds, -1)  # each venue's newest bar delivered
+        pending: dict[int, dict[str, CandleBatch]] = {}
+        first_seen: dict[int, float] = {}
+        floor = after_ts if after_ts is not None else -1
+        late: list[pl.DataFrame] = []  # candles of bars already sent: the next batch's backfill
+        try:
+            while True:
+                timeout = None
+                if first_seen:
+                    timeout = max(0.0, first_seen[min(first_seen)] + self.settle_s - time.monotonic())
+                try:
+                    venue, got = await asyncio.wait_for(queue.get(), timeout)
+                except TimeoutError:
+                    pass
+                else:
+                    if isinstance(got, BaseException):
+                        raise got
+                    passed[venue] = max(passed[venue], got.ts)
+                    if got.backfill is not None:
+                        late.append(self._named(venue, got.backfill))
+                    if got.ts <= floor:
+                        late.append(self._named(venue, got.candles))
+                    else:
+                        pending.setdefault(got.ts, {})[venue] = got
+                        first_seen.setdefault(got.ts, time.monotonic())
+                for ts in sorted(pending):
+                    complete = all(p >= ts for p in passed.values())
+                    if not (complete or time.monotonic() >= first_seen[ts] + self.settle_s):
+                        break
+                    due = pending.pop(ts)
+                    first_seen.pop(ts)
+                    floor = ts
+                    candles = pl.concat([self._named(v, b.candles) for v, b in due.items()]).sort("symbol")
+                    backfill = pl.concat(late).sort("symbol", "ts") if late else None
+                    late = []
+                    yield CandleBatch(ts=ts, candles=candles, received_ns=time.perf_counter_ns(), backfill=backfill)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(f.close() for f in self.feeds.values()))

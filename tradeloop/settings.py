@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,10 +18,28 @@ def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
 
-class Settings(BaseSettings):
-    """Process-wide settings, read from the environment (and ``.env`` when present)."""
+class VenueKeys(BaseModel):
+    """One venue's exchange keys and URL overrides (``TRADELOOP_VENUES__<VENUE>__<FIELD>``), for a
+    live session whose instruments span several venues (``live.venue_keys``)."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api_key: SecretStr | None = None
+    secret: SecretStr | None = None
+    password: SecretStr | None = None
+    api_url: str | None = Field(default=None, description="override of the venue's public REST base URL")
+    ws_url: str | None = Field(default=None, description="override of the venue's WebSocket URL (ccxt.pro)")
+
+
+class Settings(BaseSettings):
+    """Process-wide settings, read from the environment (and ``.env`` when present).
+
+    ``TRADELOOP_VENUES`` is the one nested setting: ``TRADELOOP_VENUES__OKX__API_KEY=...`` (and
+    ``__SECRET``, ``__PASSWORD``, ``__API_URL``, ``__WS_URL``) sets ``venues['okx']``."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True, env_nested_delimiter="__"
+    )
 
     data_dir: Path = Field(
         default=Path("data"),
@@ -56,6 +74,13 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=_env("TRADELOOP_EXCHANGE_WS_URL"),
         description="Override of the exchange's WebSocket URL (ccxt.pro market streams).",
+    )
+    venues: dict[str, VenueKeys] = Field(
+        default_factory=dict,
+        validation_alias=_env("TRADELOOP_VENUES"),
+        description="Keys and URL overrides of the other venues a live session trades on, by ccxt exchange id: "
+        "TRADELOOP_VENUES__OKX__API_KEY, __SECRET, __PASSWORD, __API_URL, __WS_URL (the session's own exchange "
+        "uses TRADELOOP_EXCHANGE_API_KEY and the rest unless it has an entry here).",
     )
     allow_insecure_loopback: bool = Field(
         default=False,
@@ -227,6 +252,18 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("venues", mode="after")
+    @classmethod
+    def _known_venues(cls, value: dict[str, VenueKeys]) -> dict[str, VenueKeys]:
+        if not value:
+            return value
+        import ccxt
+
+        unknown = sorted(v for v in value if v not in ccxt.exchanges)
+        if unknown:
+            raise ValueError(f"{unknown} are not ccxt exchange ids; name each venue by its id, e.g. OKX for okx")
+        return value
+
     @field_validator("log_format", mode="before")
     @classmethod
     def _format_any_case(cls, value: object) -> object:
@@ -283,9 +320,25 @@ def get_settings() -> Settings:
         settings = Settings()
     except ValidationError as exc:  # a bad environment variable: exit 2 naming it, never a traceback
         names = {name: _variable(name) for name in Settings.model_fields}
-        raise config_error(exc, what="settings (environment or .env)", model=Settings, names=names) from None
+        raise config_error(
+            _VenueKeysHidden(exc), what="settings (environment or .env)", model=Settings, names=names
+        ) from None
     register_settings_secrets(settings)
     return settings
+
+
+class _VenueKeysHidden(Exception):
+    """A settings ``ValidationError`` whose TRADELOOP_VENUES inputs (keys, secrets) are not shown."""
+
+    def __init__(self, exc: Exception):
+        hidden = _variable("venues")
+        self._errors = [
+            {**e, "input": "(hidden)"} if str(e["loc"][0] if e["loc"] else "") in (hidden, "venues") else e
+            for e in exc.errors()  # type: ignore[attr-defined]
+        ]
+
+    def errors(self) -> list[dict]:
+        return self._errors
 
 
 def _variable(field: str) -> str:
@@ -312,6 +365,8 @@ def register_settings_secrets(settings: Settings) -> None:
         )
         if s is not None
     ]
+    for keys in settings.venues.values():
+        secrets += [s.get_secret_value() for s in (keys.api_key, keys.secret, keys.password) if s is not None]
     secrets += [
         url_password(url) for url in (settings.database_url, settings.redis_url, settings.backup_repository) if url
     ]

@@ -16,7 +16,10 @@ the session's own exchange, ``okx:BTC-USDT`` on OKX. :class:`BrokerRouter` is th
   fees (``fees``: taker and maker rates) and assets come from each venue's own ccxt markets,
   keyed by the session's keys.
 * **A create still goes out at most once**: the router adds no retry; each venue's broker keeps
-  its own rule (``live.brokers.ccxt_broker``).
+  its own rule (``live.brokers.ccxt_broker``). A cancel-replace (``replace``, a protective leg
+  moved) goes to the venue's broker, the old and new order on one venue.
+* **Market questions** of a key (``live.leg_actions``: native order types, price ticks) go to its
+  venue's broker with the venue's symbol (:meth:`BrokerRouter.venue_broker`).
 """
 
 from __future__ import annotations
@@ -65,6 +68,11 @@ class BrokerRouter:
         self._broker(instrument.venue)
         return instrument.venue
 
+    def venue_broker(self, key: str) -> tuple[Any, str]:
+        """The broker of ``key``'s venue and the venue's symbol (``okx:BTC-USDT`` -> OKX's, ``BTC-USDT``)."""
+        inst = self.instrument(key)
+        return self._broker(inst.venue), inst.symbol
+
     def _broker(self, venue: str) -> Any:
         broker = self.brokers.get(venue)
         if broker is None:
@@ -98,6 +106,25 @@ class BrokerRouter:
     async def cancel(self, order: OrderRequest) -> OrderState:
         broker, routed = self._route(order)
         return self._back(order.symbol, await broker.cancel(routed))
+
+    async def replace(self, old: OrderRequest, new: OrderRequest) -> tuple[OrderState, OrderState]:
+        """Cancel-replace on the orders' venue (module rules): its broker's ``replace``, or else
+        the cancel, and the create only once the cancel came back ``canceled``."""
+        broker, routed_old = self._route(old)
+        new_broker, routed_new = self._route(new)
+        if new_broker is not broker:
+            raise BrokerError(f"{old.symbol} and {new.symbol} are on different venues; a replace stays on one")
+        move = getattr(broker, "replace", None)
+        if move is not None:
+            gone, placed = await move(routed_old, routed_new)
+        else:
+            gone = await broker.cancel(routed_old)
+            placed = (
+                await broker.submit(routed_new)
+                if gone.status == OrderStatus.CANCELED.value
+                else OrderState(new.client_order_id, OrderStatus.REJECTED, reason="not sent: the cancel is not proven")
+            )
+        return self._back(old.symbol, gone), self._back(new.symbol, placed)
 
     async def on_bar(self, batch: CandleBatch, *, cash: float) -> list[OrderState]:
         ended = await asyncio.gather(*(b.on_bar(batch, cash=cash) for b in self.brokers.values()))

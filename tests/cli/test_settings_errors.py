@@ -80,3 +80,34 @@ def test_settings_come_from_dotenv_in_the_working_directory_and_the_environment_
         "live", "sessions", env={"TRADELOOP_DATA_DIR": str(tmp_path), "TRADELOOP_HTTP_TIMEOUT_S": "5"}, cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr  # the environment overrides .env
+
+
+def test_venue_keys_are_read_per_venue_from_the_environment_and_never_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TRADELOOP_VENUES__<VENUE>__<FIELD> fills one venue's keys and URLs (live.venue_keys); a
+    venue that is not a ccxt id is refused naming the variable, its keys hidden, and the keys of
+    a good one are registered as secrets (masked in every log)."""
+    from tradeloop.redaction import redact
+    from tradeloop.settings import Settings, register_settings_secrets
+
+    env = {
+        "TRADELOOP_VENUES__OKX__API_KEY": "okx-key-123456",
+        "TRADELOOP_VENUES__OKX__SECRET": "okx-secret-654321",
+        "TRADELOOP_VENUES__OKX__WS_URL": "wss://ws.okx.example/ws/v5",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(_env_file=None)
+    okx = settings.venues["okx"]
+    assert okx.api_key is not None and okx.api_key.get_secret_value() == "okx-key-123456"
+    assert okx.ws_url == "wss://ws.okx.example/ws/v5" and okx.password is None and okx.api_url is None
+    register_settings_secrets(settings)
+    assert "okx-secret-654321" not in redact("signed with okx-secret-654321")
+
+    root = str(Path(__file__).resolve().parents[2])  # this checkout's tradeloop, whatever is installed
+    bad = {"TRADELOOP_DATA_DIR": str(tmp_path), "TRADELOOP_VENUES__NOPE__SECRET": "nope-secret-999", "PYTHONPATH": root}
+    done = tradeloop("live", "sessions", env=bad, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "TRADELOOP_VENUES" in done.stderr and "not ccxt exchange ids" in done.stderr
+    assert "nope-secret-999" not in done.stderr and "Traceback" not in done.stderr

@@ -1,7 +1,8 @@
 """`tradeloop live run` on paper with symbols on two venues (`BTC-BUSD` on the session's
 exchange, `kraken:BTC-USDT` elsewhere): the lake's series of both venues are replayed as one
 universe, each instrument is decided and filled on its own candles, and positions are kept per
-venue; a live session on two venues is refused before anything is written."""
+venue; a live session on two venues whose second venue has no keys is refused before anything
+is written, naming the variables to set."""
 
 from __future__ import annotations
 
@@ -40,9 +41,12 @@ def test_a_paper_session_replays_two_venues_as_one_universe(trained_world: World
         str(START),
     ]
 
-    refused = tradeloop("live", "run", "--name", "two-live", "--mode", "live", *common, settings=settings)
+    own_keys = {"TRADELOOP_EXCHANGE_API_KEY": "binance-key", "TRADELOOP_EXCHANGE_SECRET": "binance-secret"}
+    refused = tradeloop("live", "run", "--name", "two-live", "--mode", "live", *common, settings=settings, env=own_keys)
     assert refused.returncode == 2, refused.stdout + refused.stderr
-    assert "a live session trades one venue's account" in refused.stderr and "['binance', 'kraken']" in refused.stderr
+    assert "on kraken and needs its API key and secret" in refused.stderr
+    assert "TRADELOOP_VENUES__KRAKEN__API_KEY and TRADELOOP_VENUES__KRAKEN__SECRET" in refused.stderr
+    assert "binance-secret" not in refused.stderr
 
     done = tradeloop("live", "run", "--name", "two", "--allow-in-sample", *common, settings=settings)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -92,10 +92,11 @@ async def run_bars(engine: LiveEngine, settings: Settings, name: str, *, until, 
     raise AssertionError(f"not reached within {done} bars")
 
 
-def tradeloop(*args: str, settings: Settings) -> subprocess.CompletedProcess:
-    """The CLI in its own process, on the session's database."""
+def tradeloop(*args: str, settings: Settings, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The CLI in its own process, on the session's database (``env``: more variables)."""
     env = {
         **os.environ,
+        **(env or {}),
         "TRADELOOP_DATA_DIR": str(settings.data_dir),
         "DATABASE_URL": settings.effective_database_url,
         "COLUMNS": "200",

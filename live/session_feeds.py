@@ -1,0 +1,120 @@
+"""A session's feed (``--feed``): the lake's candles replayed, each venue's exchange live over
+ccxt, or the market-data service's candles on the bus.
+
+Rules:
+
+* ``replay``: the lake's series of the session's symbols; symbols on several venues
+  (``venue:SYMBOL``, ``live.venues``) are replayed as one universe (``live.venue_feed.VenueReplay``).
+  Every series must have candles in the lake, some in ``start``..``end`` (:func:`check_replay_data`,
+  a ``DataError`` before any session row is written).
+* ``ccxt``: one ``live.feeds.ccxt_feed.CcxtFeed`` per venue, each on its own ccxt.pro client
+  with that venue's URL overrides (``live.venue_keys.venue_urls``: ``TRADELOOP_VENUES__OKX__WS_URL``,
+  the session's own exchange ``TRADELOOP_EXCHANGE_WS_URL``), merged by bar time into one batch
+  per bar under the session's keys (``live.venue_feed.VenueCcxtFeed``) when there are several.
+  Market data needs no keys: the feed's clients are unsigned.
+* ``bus``: the market-data service publishes one stream per venue; a session on several venues
+  is refused there (a ConfigError naming ``--feed ccxt``).
+"""
+
+from __future__ import annotations
+
+from live.bus import RedisBus
+from live.feeds.ccxt_feed import CcxtFeed, CcxtFeedConfig
+from live.feeds.replay import ReplayFeed
+from live.marketdata.bus_feed import BusFeed
+from live.session_config import SessionConfig
+from live.venue_feed import VenueCcxtFeed, VenueReplay
+from live.venue_keys import venue_urls
+from live.venues import instrument_of, venues_of
+from tradeloop.data import CandleLake, SeriesKey, earliest
+from tradeloop.data.exchanges import make_exchange
+from tradeloop.errors import ConfigError, DataError
+from tradeloop.settings import Settings
+
+
+def replay_feed(settings: Settings, config: SessionConfig) -> ReplayFeed | VenueReplay:
+    """The lake's candles of the session's symbols; symbols on several venues (``venue:SYMBOL``,
+    ``live.venues``) are replayed as one universe (``live.venue_feed``)."""
+    lake = CandleLake(settings.lake_dir, quarantine_root=settings.quarantine_dir)
+    several = len(venues_of(config.exchange, config.symbols)) > 1
+    kind = VenueReplay if several else ReplayFeed
+    return kind(
+        lake,
+        exchange=config.exchange,
+        symbols=list(config.symbols),
+        timeframe=config.timeframe,
+        speed=config.speed,
+        start=config.start,
+        end=config.end,
+        follow_s=config.follow_s,
+    )
+
+
+def ccxt_feed(settings: Settings, config: SessionConfig) -> CcxtFeed | VenueCcxtFeed:
+    """Closed candles from each venue's exchange (WebSocket, REST fallback); warm-up from the
+    lake (module rules)."""
+    lake = CandleLake(settings.lake_dir, quarantine_root=settings.quarantine_dir)
+    options = CcxtFeedConfig(stale_after_s=config.feed_stale_after_s)
+    feeds: dict[str, CcxtFeed] = {}
+    for venue, keys in venues_of(config.exchange, config.symbols).items():
+        api_url, ws_url = venue_urls(settings, venue, own=config.exchange)
+        client = make_exchange(venue, timeout_s=settings.http_timeout_s, api_url=api_url, websocket=True, ws_url=ws_url)
+        symbols = [instrument_of(config.exchange, k).symbol for k in keys]
+        feeds[venue] = CcxtFeed(client, lake=lake, symbols=symbols, timeframe=config.timeframe, config=options)
+    if list(feeds) == [config.exchange]:
+        return feeds[config.exchange]
+    return VenueCcxtFeed(feeds, exchange=config.exchange, symbols=list(config.symbols), settle_s=options.settle_s)
+
+
+def bus_feed(settings: Settings, config: SessionConfig) -> BusFeed:
+    """Closed candles the market-data service publishes (``tradeloop market-data run``): one
+    venue's stream (module rules)."""
+    venues = sorted(venues_of(config.exchange, config.symbols))
+    if len(venues) > 1:
+        raise ConfigError(
+            f"--feed bus reads one venue's stream of the market-data service, but these symbols are on {venues}: "
+            "use --feed ccxt (one exchange connection per venue) for a session on several venues"
+        )
+    if not settings.redis_url:
+        raise ConfigError(
+            "--feed bus reads the market-data service's candles on the bus and needs REDIS_URL (the service's "
+            "Redis); set it, or use --feed ccxt for an engine with its own exchange connection"
+        )
+    return BusFeed(
+        RedisBus(settings.redis_url, prefix=settings.redis_prefix),
+        lake=CandleLake(settings.lake_dir, quarantine_root=settings.quarantine_dir),
+        venue=config.exchange,
+        symbols=list(config.symbols),
+        timeframe=config.timeframe,
+        session=config.name,
+        stale_after_s=config.feed_stale_after_s,
+    )
+
+
+def check_replay_data(feed: ReplayFeed | VenueReplay, config: SessionConfig) -> int:
+    """Every series of a replay has candles in the lake, some of them in ``start``..``end``;
+    the replay's first bar (ms)."""
+    lake = feed.lake
+    missing = [k for k in feed.keys if not lake.exists(k)]
+    if missing:
+        known = ", ".join(_series(k) for k in lake.list_series()) or "none: the lake is empty"
+        raise DataError(
+            f"no candles in the lake for {', '.join(_series(k) for k in missing)}; the lake has: "
+            f"{known}. Fetch them (`tradeloop data fetch` / `data import-sample`) or pick "
+            "--exchange/--symbol/--timeframe from that list"
+        )
+    span = feed.frame
+    if config.start is not None:
+        span = span.filter(span["ts"] >= config.start)
+    if config.end is not None:
+        span = span.filter(span["ts"] <= config.end)
+    if span.is_empty():
+        raise DataError(
+            f"{', '.join(_series(k) for k in feed.keys)} have no candles between --start "
+            f"{config.start} and --end {config.end} (epoch ms); widen them"
+        )
+    return earliest(span["ts"])
+
+
+def _series(key: SeriesKey) -> str:
+    return f"{key.exchange}:{key.symbol}:{key.timeframe}"
