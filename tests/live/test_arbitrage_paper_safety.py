@@ -18,7 +18,7 @@ from live.brokers.base import OrderRequest, OrderState
 from live.brokers.quote_paper import QuotePaperBroker
 from live.orders import mark_sent, new_order
 from tests.live.test_arbitrage_paper import CLOSE, FEES, FUNDED, OPEN, run, service_of, store  # noqa: F401
-from tradeloop.arbitrage import PaperExecutionConfig
+from tradeloop.arbitrage import MarketLimits, PaperExecutionConfig
 from tradeloop.errors import ConfigError, SessionStateError
 from tradeloop.ops import EquityPoint, OpsStore
 from tradeloop.ops.market_store import MarketStore
@@ -169,3 +169,25 @@ def test_the_session_cash_and_equity_follow_the_fills_and_a_restart_rebuilds_the
     restarted = service_of(store)
     run(restarted, [])
     assert restarted.executor.balances() == {v: pytest.approx(a) for v, a in held.items()}
+
+
+def test_a_restart_closes_the_rows_it_left_open_and_a_spread_still_open_is_a_new_opportunity(store: OpsStore) -> None:
+    run(service_of(store), OPEN)  # opened and traded; the process ends with it open
+    (old,) = MarketStore(store).opportunities(Page())
+    assert old.end_ms is None
+    published = run(service_of(store), [replace(q, ts=q.ts + 60_000) for q in OPEN])  # still open after the restart
+    first, second = MarketStore(store).opportunities(Page())
+    assert (
+        first.id == old.id and first.end_ms is not None and first.end_ms >= first.start_ms
+    )  # closed, not open forever
+    assert second.end_ms is None and [e["id"] for e in published] == [second.id]  # a new opportunity, traded once
+    assert [r.id for r in MarketStore(store).opportunities(Page(), open_only=True)] == [second.id]
+
+
+def test_a_ccxt_markets_precision_becomes_the_amount_step() -> None:
+    from live.arbitrage import market_limits
+
+    market = {"precision": {"amount": 1e-05}, "limits": {"amount": {"min": 1e-05}, "cost": {"min": 5.0}}}
+    assert market_limits(market, precision_mode=4) == MarketLimits(amount_step=1e-05, min_amount=1e-05, min_cost=5.0)
+    assert market_limits({"precision": {"amount": 3}}, precision_mode=2).amount_step == pytest.approx(1e-3)
+    assert market_limits({}, precision_mode=4) == MarketLimits()  # nothing known: DEFAULT_STEP, no minimum
