@@ -81,13 +81,13 @@ def inventory_of(pairs: list[str] | None, *, venues: list[str]) -> dict[str, dic
                     f"--inventory {pair!r}: {item.strip()!r} is no ASSET:AMOUNT with a finite amount >= 0; "
                     f"e.g. {example}"
                 )
-            held, name = out.setdefault(venue, {}), asset.strip().upper()
-            if name in held:
+            given, name = out.setdefault(venue, {}), asset.strip().upper()
+            if name in given:
                 raise ConfigError(
-                    f"--inventory {pair!r}: {name} on {venue} is given twice ({held[name]:g} and {amount:g}); "
+                    f"--inventory {pair!r}: {name} on {venue} is given twice ({given[name]:g} and {amount:g}); "
                     "give each asset of a venue once"
                 )
-            held[name] = amount
+            given[name] = amount
     return out
 
 
