@@ -9,14 +9,14 @@ import polars as pl
 import sources
 import streamlit as st
 from charts import decision_figure, steady_axes
-from comparison import sizing_words
 from session_data import SessionTables, decision_periods
 
-from tradeloop.backtest import BacktestConfig
+from tradeloop.arbitrage import LegFill, balances
 from tradeloop.cli.common import fmt_ts
 from tradeloop.data import SeriesKey
-from tradeloop.ops.status import IN_SAMPLE_WARNING, STALE_AFTER_S
+from tradeloop.ops.status import IN_SAMPLE_WARNING, STALE_AFTER_S, is_arbitrage
 from tradeloop.performance.plots import candles_figure, equity_figure
+from tradeloop.trading import OrderSide
 
 POSITIONS = {
     "symbol": fmt.text("symbol"),
@@ -101,13 +101,15 @@ def show(store, name: str, row: dict) -> None:
         st.badge("IN-SAMPLE", icon=":material/warning:", color="orange")
         st.warning(f"Session {name!r} is IN-SAMPLE: it {IN_SAMPLE_WARNING}.")
     status_notice(row, name)
-    caught_up_notice(row, s)
+    arbitrage = is_arbitrage(s.strategy)
+    if not arbitrage:
+        caught_up_notice(row, s)
     decided_by = tables.decisions["source"][-1] if tables.decisions.height else "-"
     cols = st.columns(5)
     cols[0].metric(
         "Equity",
         f"{row['equity']:,.2f}",
-        f"{row['return']:+.2%}",
+        f"{row['return']:+.2%}" if row["return"] is not None else None,
         chart_data=tables.equity["equity"].tail(200).to_list() or None,
     )
     cols[1].metric("PnL", f"{row['pnl']:,.2f}")
@@ -116,9 +118,9 @@ def show(store, name: str, row: dict) -> None:
     cols[4].metric("Decided by", decided_by, help="The model's threshold, or the reduce-only fallback")
     facts = [
         f"last bar {row['last_bar']:%Y-%m-%d %H:%M} UTC" if row["last_bar"] else "no bar processed yet",
-        f"{row['bars']:,} bars of {s.timeframe}",
+        f"{row['bars']:,} pairs executed" if arbitrage else f"{row['bars']:,} bars of {s.timeframe}",
         f"started {s.created_at:%Y-%m-%d %H:%M} UTC",
-        sizing_words(BacktestConfig(**s.config)),
+        sources.terms(s),
     ]
     if row["heartbeat_s"] is not None:
         facts.append(f"engine heartbeat {row['heartbeat_s']:,.0f} s ago")
@@ -134,6 +136,9 @@ def show(store, name: str, row: dict) -> None:
         st.plotly_chart(fig, key=f"equity-{name}")
     else:
         st.info("No bar processed yet: the equity curve starts with the first closed bar.")
+    if arbitrage:
+        arbitrage_sections(tables)
+        return
     candles_section(tables)
 
     st.subheader("Positions")
@@ -159,6 +164,31 @@ def show(store, name: str, row: dict) -> None:
         fmt.table(tables.fills.head(500), fmt.FILLS)
     with trips:
         fmt.table(tables.trades.reverse(), fmt.TRADES)
+    with orders:
+        fmt.table(tables.orders.head(500), ORDERS)
+
+
+def arbitrage_sections(tables: SessionTables) -> None:
+    """A paper-arbitrage session (``tradeloop.ops.status``): its venues' balances from the
+    pre-funded inventory and its fills, and its orders and fills; no candles, positions or
+    decisions (it trades quotes across venues, not a model's bars)."""
+    st.subheader("Venue balances")
+    st.caption("Pre-funded inventory plus every fill; equity is the pre-funded quote asset plus realised PnL.")
+    inventory = ((tables.session.config or {}).get("arbitrage_paper") or {}).get("inventory") or {}
+    fills = [
+        LegFill(venue=r["symbol"].partition(":")[0], symbol=r["symbol"].partition(":")[2].replace("-", "/", 1),
+                side=OrderSide(r["side"]), quantity=r["quantity"], price=r["price"], fee=r["fee"])
+        for r in tables.fills.iter_rows(named=True)
+    ]  # fmt: skip
+    held = [
+        {"venue": v, "asset": a, "held": x}
+        for v, assets in balances(inventory, fills).items()
+        for a, x in assets.items()
+    ]
+    fmt.table(pl.DataFrame(held), {"venue": fmt.text("venue"), "asset": fmt.text("asset"), "held": fmt.amount("held")})
+    fills_tab, orders = st.tabs([f"Fills ({tables.fills.height})", f"Orders ({tables.orders.height})"])
+    with fills_tab:
+        fmt.table(tables.fills.head(500), fmt.FILLS)
     with orders:
         fmt.table(tables.orders.head(500), ORDERS)
 

@@ -23,7 +23,7 @@ from tradeloop.ops import EquityPoint, OpsStore, TradingSession, connect
 from tradeloop.ops.champion_log import RESEARCH_EVENTS, age_words, latest_research_events, research_words
 from tradeloop.ops.database import schema_behind
 from tradeloop.ops.models import utcnow
-from tradeloop.ops.status import sample_label, session_status
+from tradeloop.ops.status import arbitrage_terms, is_arbitrage, sample_label, session_status
 from tradeloop.redaction import mask_url
 from tradeloop.registry import ModelRegistry
 from tradeloop.research.steps import EQUITY_PARQUET, METRICS_JSON, TRADES_PARQUET
@@ -80,7 +80,7 @@ def sessions_frame(store: OpsStore) -> pl.DataFrame:
                 "symbols": ", ".join(s.symbols),
                 "equity": last,
                 "pnl": last - s.init_cash,
-                "return": last / s.init_cash - 1.0,
+                "return": last / s.init_cash - 1.0 if s.init_cash > 0 else None,
                 "cash": s.cash,
                 "bars": equity.height,
                 "last_bar": s.last_bar_ts,
@@ -131,6 +131,14 @@ def candles_between(data_dir: str, name: str, start: int, end: int) -> pl.DataFr
     return session_candles(lake(), store.session(name), start=start, end=end) if store else pl.DataFrame()
 
 
+def terms(session: TradingSession) -> str:
+    """A session's terms in words: its ``BacktestConfig``'s sizing, or a paper-arbitrage
+    session's own (``tradeloop.ops.status``: it stores no backtest config)."""
+    if is_arbitrage(session.strategy):
+        return arbitrage_terms(session.config or {})
+    return sizing_words(BacktestConfig(**session.config))
+
+
 def live_run(tables: SessionTables) -> Run:
     s = tables.session
     return Run(
@@ -139,8 +147,9 @@ def live_run(tables: SessionTables) -> Run:
         equity=tables.equity.select("ts", "time", "equity"),
         trades=tables.trades,
         init_cash=s.init_cash,
-        timeframe=s.timeframe,
-        sizing=sizing_words(BacktestConfig(**s.config)),
+        timeframe=s.timeframe if not is_arbitrage(s.strategy) else bar_timeframe(tables.equity),
+        sizing=terms(s),
+        note="realised PnL of its pairs over its pre-funded quote asset" if is_arbitrage(s.strategy) else "",
     )
 
 
@@ -166,6 +175,8 @@ def backtest_run(tables: SessionTables) -> Run | str:
     """The session's bars backtested on its terms with the models in force at each bar (see
     ``comparison``), or why there is none."""
     s = tables.session
+    if is_arbitrage(s.strategy):
+        return "a paper-arbitrage session trades quotes across venues, not a model's bars"
     if not tables.equity.height:
         return "the session has not processed a bar yet"
     start, end = int(tables.equity["ts"][0]), int(tables.equity["ts"][-1])
@@ -198,7 +209,7 @@ def backtest_run(tables: SessionTables) -> Run | str:
         trades=trades,
         init_cash=s.init_cash,
         timeframe=s.timeframe,
-        sizing=sizing_words(BacktestConfig(**s.config)),
+        sizing=terms(s),
         note=note,
     )
 

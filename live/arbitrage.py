@@ -27,6 +27,12 @@ Rules:
    pre-funded inventory on both venues and no transfer (``tradeloop.arbitrage.execution``),
    stored as orders and fills of the paper session, and the result is published on
    :data:`EXECUTIONS` as ``{"kind": "executed", ...}``. It needs the operational database.
+   The paper legs are rounded to each venue's amount step and checked against its minimums
+   (:func:`venue_limits`, from the same ccxt markets).
+5. **Restart.** At its start the service closes the opportunity rows of its symbols and
+   venues that an earlier run left open (``tradeloop.ops.market_store`` rule 3): the scanner's
+   state died with that run, so a spread still open now is a new opportunity (a new row, and
+   with paper execution a new pair traded from what the session holds then).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import ccxt.pro
 
 from live.arbitrage_paper import PaperExecutor
 from live.bus import EventBus
-from tradeloop.arbitrage import ArbitrageEvent, ArbitrageScanner, TopOfBook
+from tradeloop.arbitrage import DEFAULT_STEP, ArbitrageEvent, ArbitrageScanner, MarketLimits, TopOfBook
 from tradeloop.errors import ConfigError, UnknownSymbolError
 from tradeloop.ops.market_store import MarketStore
 
@@ -208,6 +214,36 @@ async def taker_fees(
     return fees
 
 
+def market_limits(market: Mapping[str, Any], *, precision_mode: int) -> MarketLimits:
+    """A ccxt market's amount step and minimums (``precision.amount``: a step under ccxt's
+    ``TICK_SIZE`` mode (4), a number of decimals under ``DECIMAL_PLACES`` (2); else, or none:
+    ``DEFAULT_STEP``)."""
+    amount = (market.get("precision") or {}).get("amount")
+    step = DEFAULT_STEP
+    if amount is not None and float(amount) > 0:
+        step = float(amount) if precision_mode == 4 else 10.0 ** -int(amount) if precision_mode == 2 else DEFAULT_STEP
+    limits = market.get("limits") or {}
+    return MarketLimits(
+        amount_step=step,
+        min_amount=float((limits.get("amount") or {}).get("min") or 0.0),
+        min_cost=float((limits.get("cost") or {}).get("min") or 0.0),
+    )
+
+
+async def venue_limits(
+    clients: Mapping[str, ccxt.pro.Exchange], symbols: Iterable[str]
+) -> dict[tuple[str, str], MarketLimits]:
+    """``(venue, symbol)`` -> the market's amount step and minimums, from ccxt's markets (rule 4)."""
+    wanted = list(symbols)
+    out = {}
+    for venue, client in clients.items():
+        markets = await client.load_markets()
+        for symbol in wanted:
+            if symbol in markets:
+                out[(venue, symbol)] = market_limits(markets[symbol], precision_mode=int(client.precisionMode))
+    return out
+
+
 async def replay_tops(tops: Iterable[TopOfBook]) -> AsyncIterator[TopOfBook]:
     """Recorded quotes, in order."""
     for top in tops:
@@ -215,7 +251,8 @@ async def replay_tops(tops: Iterable[TopOfBook]) -> AsyncIterator[TopOfBook]:
 
 
 class ArbitrageService:
-    """The scanner between the sources and the store and bus (module rules)."""
+    """The scanner between the sources and the store and bus (module rules); ``symbols``: the
+    ones watched (whose rows left open a restart closes; default: the executor's, else all)."""
 
     def __init__(
         self,
@@ -224,10 +261,13 @@ class ArbitrageService:
         bus: EventBus,
         market: MarketStore | None,
         executor: PaperExecutor | None = None,
+        symbols: Iterable[str] | None = None,
     ):
         if executor is not None:
             _check_executor(executor, scanner, market)
         self.scanner, self.bus, self.market, self.executor = scanner, bus, market, executor
+        # the symbols whose rows a restart closes (rule 5); None: every symbol between its venues
+        self.symbols = list(symbols) if symbols is not None else (executor.symbols if executor else None)
         self.events = 0  # events stored and published so far
         self.executions = 0  # pairs paper-executed (rule 4)
 
@@ -251,6 +291,11 @@ class ArbitrageService:
     async def run(self, tops: AsyncIterator[TopOfBook], *, stop: asyncio.Event | None = None) -> int:
         """Scan ``tops`` until they end or ``stop`` is set; how many events were handled."""
         handled = 0
+        if self.market is not None:  # rule 5
+            venues = sorted(self.scanner.config.taker_fees)
+            closed = await asyncio.to_thread(self.market.close_open, symbols=self.symbols, venues=venues)
+            if closed:
+                log.info("arbitrage: %d opportunity row(s) left open by an earlier run closed", closed)
         if self.executor is not None:
             await self.executor.start()  # its session, before the first quote
         try:

@@ -6,34 +6,49 @@ follow ``tradeloop.arbitrage.execution``; here is how the legs travel.
 
 Rules:
 
-1. **A paper session.** The legs' orders and fills are stored in the operational database's
-   ``orders`` and ``fills`` under one trading session (``PaperExecutionConfig.session``, mode
-   ``paper``, strategy ``arbitrage``), created at the first start with the configuration and
-   the pre-funded inventory (its ``config``), resumed after a restart. A session of another
-   mode or strategy, or one pre-funded differently (its balances follow from that inventory),
-   is refused: name another session.
-2. **Paper only.** The executor sends to the quote paper book (``live.brokers.quote_paper``) and
+1. **A paper session** (``live.arbitrage_session``): the legs' orders and fills are stored in
+   the operational database's ``orders`` and ``fills`` under one trading session
+   (``PaperExecutionConfig.session``, mode ``paper``, strategy ``arbitrage``), made at the
+   first start, resumed after a restart only with the settings it started with.
+2. **One process per session.** :meth:`PaperExecutor.start` takes the session's engine lock
+   (``live.locks``, ``session:<name>``, as ``tradeloop live run`` does): a second process on the
+   same ``--paper-session`` is refused (SessionStateError naming the holder); only the holder
+   writes or clears the heartbeat, and :meth:`PaperExecutor.close` releases the lock.
+3. **Paper only.** The executor sends to the quote paper book (``live.brokers.quote_paper``) and
    refuses any other broker (a ccxt broker, a router, anything that is a ``VenueAccount``): this
    service never trades real money.
-3. **The order manager's path** (``live.orders``, ``tradeloop.trading.order_state``): when an
-   opportunity opens, both legs are stored as ``new`` orders (market, immediate-or-cancel,
-   the same base quantity; buy ``venue:BASE-QUOTE`` of the cheap venue, sell on the rich
-   one; an ``order_decided`` audit row each) and committed; then marked ``sent`` (committed
-   before the creates go out: a create goes out at most once); then each is submitted and the
-   book's answers are stored through ``apply_state`` (fills stored once, every status change
-   checked against the state machine and audited), with the pair's result in an audit row
-   ``arbitrage_executed`` (``tradeloop.arbitrage.execution`` rule 4), in one transaction. A
-   pair the inventory or ``min_notional`` leaves nothing for is an ``arbitrage_skipped`` row.
-4. **Once per opportunity.** A leg's client order id is ``tl<session>-arb<opportunity row
-   id>-b`` (``-s``: the sell leg); an opening whose legs are stored already (a repeated event,
-   the same quotes after a restart) sends nothing.
-5. **Restart.** Orders of the session still open (a crash between the steps of rule 3) are
+4. **The order manager's path** (``live.orders``, ``tradeloop.trading.order_state``): when an
+   opportunity opens, it is sized from the running balances less what the session's orders
+   still in flight may spend, and both legs are stored as ``new`` orders (market,
+   immediate-or-cancel, the same base quantity; buy ``venue:BASE-QUOTE`` of the cheap venue,
+   sell on the rich one; an ``order_decided`` audit row each) and committed. The **buy leg goes
+   first**: marked ``sent`` (committed before its create goes out: at most once), submitted, its
+   answer stored through ``apply_state``. The sell leg follows only for what the buy filled:
+   when the buy filled nothing the sell is ``canceled`` unsent (an ``arbitrage_leg_skipped``
+   row says why); when it filled part, the sell is cut to that (rounded down to the sell
+   venue's step; an ``arbitrage_leg_resized`` row). Then the sell's answer, the session's cash
+   (its quote asset over every venue), an equity point (``init_cash`` plus the realised PnL of
+   every pair so far) and the pair's result (an ``arbitrage_executed`` row,
+   ``tradeloop.arbitrage.execution`` rule 4: realised on the matched quantity, the rest
+   ``unhedged``) in one transaction. A pair the balances, the venues' minimums or
+   ``min_notional`` leave nothing for is an ``arbitrage_skipped`` row.
+5. **Once per opportunity.** A leg's client order id is ``tl<session>-arb<opportunity row
+   id>-b`` (``-s``: the sell leg); an opening whose legs are stored already (a repeated event)
+   sends nothing. The service closes every opportunity row it left open at a restart
+   (``live.arbitrage`` rule 5): a spread still open after a restart is a new opportunity, with a
+   new row, and is traded again from what the session then holds.
+6. **Restart.** Orders of the session still open (a crash between the steps of rule 4) are
    resolved by the book's ``recover`` before anything else: never filled, never resent (the
-   quote they were priced on is gone).
-6. **Operated like a session.** It executes only while the session is stored ``running``
-   (``tradeloop live pause`` / the API pause it: openings pass untraded); its heartbeat
+   quote they were priced on is gone). The balances are then read once from an aggregate of
+   the session's fills and kept in memory after each pair.
+7. **Operated like a session.** It executes only while the session is stored ``running``:
+   ``tradeloop live pause`` / the API pause it (openings pass untraded, each logged; a session
+   paused when the service starts is logged as a warning and audited ``arbitrage_paused``),
+   ``tradeloop live resume`` resumes it, and ``tradeloop live stop`` ends it for good: the
+   service exits at its next heartbeat or opening (SessionStateError). Its heartbeat
    (``sessions.heartbeat_at``) is written at the start and every :data:`HEARTBEAT_S` while
-   quotes arrive, and cleared when the service ends (readers see ``stale`` then).
+   quotes arrive, and cleared when the service ends (readers see ``stale`` then). Every
+   database transaction runs off the event loop (``asyncio.to_thread``).
 """
 
 from __future__ import annotations
@@ -41,18 +56,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from live.brokers.base import Broker, OrderState, VenueAccount, wall_ms
-from live.brokers.quote_paper import QuotePaperBroker, key_venue, quote_key
+from live.arbitrage_session import (
+    FINAL,
+    STRATEGY,
+    Execution,
+    held_now,
+    in_flight_left,
+    leg_id,
+    open_session,
+    pair_fills,
+    refuse_real_broker,
+)
+from live.brokers.base import Broker, OrderState, wall_ms
+from live.brokers.quote_paper import quote_key
+from live.locks import EngineLocks, session_lock_key
 from live.orders import apply_state, mark_sent, new_order, request_of, send_record
 from tradeloop.arbitrage import (
     ArbitrageEvent,
-    LegFill,
+    MarketLimits,
     Opportunity,
     PairPlan,
     PairResult,
@@ -60,66 +86,38 @@ from tradeloop.arbitrage import (
     TopOfBook,
     assets,
     balances,
+    floor_step,
     pair_result,
     plan_pair,
 )
-from tradeloop.errors import ConfigError, SessionStateError
-from tradeloop.ops import Fill, OpsStore, Order
+from tradeloop.arbitrage.execution import Balances
+from tradeloop.errors import SessionStateError
+from tradeloop.ops import EquityPoint, OpsStore, Order
 from tradeloop.ops.store import OPEN_STATUSES
 from tradeloop.trading import InstrumentId, OrderIntent, OrderIntentKind, OrderSide, TimeInForce
 
 log = logging.getLogger(__name__)
-STRATEGY = "arbitrage"
-EXECUTED, SKIPPED = "arbitrage_executed", "arbitrage_skipped"
+__all__ = ["EXECUTED", "SKIPPED", "STRATEGY", "Execution", "PaperExecutor", "leg_id", "refuse_real_broker"]
+EXECUTED, SKIPPED, PAUSED = "arbitrage_executed", "arbitrage_skipped", "arbitrage_paused"
+LEG_SKIPPED, LEG_RESIZED = "arbitrage_leg_skipped", "arbitrage_leg_resized"
 HEARTBEAT_S = 30.0
-
-
-def leg_id(session_id: int, opportunity_id: int, side: OrderSide) -> str:
-    """A leg's client order id (rule 4): at most 36 characters of [A-Za-z0-9-]."""
-    return f"tl{session_id}-arb{opportunity_id}-{side.value[0]}"
-
-
-def refuse_real_broker(broker: object) -> QuotePaperBroker:
-    """``broker`` when it is the quote paper book; else a ConfigError (rule 2)."""
-    if isinstance(broker, QuotePaperBroker) and broker.venue == "paper" and not isinstance(broker, VenueAccount):
-        return broker
-    raise ConfigError(
-        f"arbitrage execution is paper only: broker {type(broker).__name__} (venue "
-        f"{getattr(broker, 'venue', '?')!r}) may reach a real venue; give the quote paper book "
-        "(live.brokers.quote_paper.QuotePaperBroker) or run detection only"
-    )
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Execution:
-    """What became of one opening: the plan, the legs' final statuses and the pair's result
-    (None: skipped, or nothing filled)."""
-
-    opportunity_id: int
-    plan: PairPlan
-    statuses: dict[str, str]  # client order id -> status
-    result: PairResult | None
-
-    def event(self) -> dict:
-        """As published on the bus stream ``arbitrage_executions``."""
-        return {
-            "id": self.opportunity_id, "size": self.plan.size, "limited_by": self.plan.limited_by,
-            "orders": dict(self.statuses), **(self.result.as_dict() if self.result is not None else {}),
-        }  # fmt: skip
 
 
 class PaperExecutor:
     """Paper-executes both legs of each opening (module rules). Cheap to construct; the
-    session is made or resumed by :meth:`start`.
+    session is made or resumed, and its lock taken, by :meth:`start`.
 
     Parameters
     ----------
     config
         The option (``tradeloop.arbitrage.PaperExecutionConfig``).
     broker
-        The quote paper book, with the venues' taker fees; any other broker is refused (rule 2).
+        The quote paper book, with the venues' taker fees; any other broker is refused (rule 3).
     symbols
         The ccxt spot symbols watched (the session's symbols, as ``venue:BASE-QUOTE`` keys).
+    limits
+        ``(venue, symbol)`` -> the market's amount step and minimums (``live.arbitrage.venue_limits``);
+        a market not named rounds to ``tradeloop.arbitrage.DEFAULT_STEP``.
 
     Raises
     ------
@@ -134,78 +132,98 @@ class PaperExecutor:
         store: OpsStore,
         broker: Broker,
         symbols: Iterable[str] = (),
+        limits: Mapping[tuple[str, str], MarketLimits] | None = None,
     ):
         self.config, self.store = config, store
         self.broker = refuse_real_broker(broker)
-        self.taker_fees = self.broker.taker_fees  # the fills' fees (rule 3)
+        self.taker_fees = self.broker.taker_fees  # the fills' fees (rule 4)
         self.symbols = [s for s in symbols if assets(s)]  # spot only
+        self.limits = dict(limits or {})
         self.session_id: int | None = None
+        self._locks: EngineLocks | None = None  # held between start and close (rule 2)
+        self._held: Balances | None = None  # running balances (rule 6)
+        self._equity: tuple[int, float] | None = None  # the last equity point (ts, equity)
         self._beat_at = -HEARTBEAT_S
 
     # ------------------------------------------------------------------ the session
     async def start(self) -> int:
-        """Make or resume the paper session (rule 1) and resolve its open orders (rule 5)."""
-        if self.session_id is not None:
+        """Take the session's lock (rule 2), make or resume it (rule 1), resolve its open
+        orders (rule 6) and read its balances; a session not running is logged and audited."""
+        if self._locks is not None and self.session_id is not None:
             return self.session_id
-        session_id = await asyncio.to_thread(self._session)
-        with self.store.transaction() as db:
-            stuck = list(
-                db.scalars(select(Order).where(Order.session_id == session_id, Order.status.in_(OPEN_STATUSES)))
+        name = self.config.session
+        locks = EngineLocks(self.store)
+        await asyncio.to_thread(locks.acquire, session_lock_key(name), what=f"paper arbitrage session {name!r}")
+        try:
+            row = await asyncio.to_thread(
+                open_session, self.store, self.config, symbols=self.symbols, taker_fees=self.taker_fees
             )
-        states = []
-        for order in stuck:
-            sent, since_ms = send_record(order)
-            states.append(await self.broker.recover(request_of(order), sent=sent, since_ms=since_ms))
-        if states:
+            stuck = await asyncio.to_thread(self._open_orders, row.id)
+            states = []
+            for order in stuck:
+                sent, since_ms = send_record(order)
+                states.append(await self.broker.recover(request_of(order), sent=sent, since_ms=since_ms))
+            if states:
+                log.warning("paper arbitrage %s: %d order(s) left open at a restart resolved", name, len(states))
+                await asyncio.to_thread(self._apply, row.id, states)
+            status = await asyncio.to_thread(self._resume, row.id)
+        except BaseException:
+            await asyncio.to_thread(locks.release)
+            raise
+        self._locks, self.session_id = locks, row.id
+        if status != "running":
             log.warning(
-                "paper arbitrage %s: %d order(s) left open at a restart resolved", self.config.session, len(states)
-            )
-            with self.store.transaction() as db:
-                for state in states:
-                    apply_state(db, state, session_id=session_id)
-        self.session_id = session_id
+                "paper arbitrage: session %r is %s at the start: openings are detected and stored but not traded "
+                "until `tradeloop live resume %s`", name, status, name,
+            )  # fmt: skip
+        self._beat_at = -HEARTBEAT_S
         await self.beat()
-        return session_id
+        return row.id
+
+    def _resume(self, session_id: int) -> str:
+        with self.store.transaction() as db:
+            row = OpsStore.session_row(db, session_id)
+            self._held = held_now(db, session_id, self.config.inventory)
+            last = db.scalars(
+                select(EquityPoint).where(EquityPoint.session_id == session_id).order_by(EquityPoint.ts.desc())
+            ).first()
+            self._equity = (last.ts, last.equity) if last is not None else None
+            if row.status != "running":
+                OpsStore.audit(db, PAUSED, session_id=session_id, detail={"status": row.status, "at": "start"})
+            return row.status
 
     async def beat(self) -> None:
-        """The session's heartbeat, at most every :data:`HEARTBEAT_S` (rule 6)."""
-        if self.session_id is not None and time.monotonic() - self._beat_at >= HEARTBEAT_S:
-            self._beat_at = time.monotonic()
-            await asyncio.to_thread(self.store.beat, self.session_id)
+        """The session's heartbeat, at most every :data:`HEARTBEAT_S`, while holding its lock
+        (rule 2); a session stopped meanwhile ends the service (rule 7)."""
+        if self._locks is None or self.session_id is None or time.monotonic() - self._beat_at < HEARTBEAT_S:
+            return
+        self._beat_at = time.monotonic()
+        status = await asyncio.to_thread(self._beat, self._locks, self.session_id)
+        if status in FINAL:
+            raise SessionStateError(self._ended(status))
+
+    def _beat(self, locks: EngineLocks, session_id: int) -> str:
+        locks.verify()  # still ours (a PostgreSQL lock dies with its connection)
+        self.store.beat(session_id)
+        with self.store.transaction() as db:
+            return OpsStore.session_row(db, session_id).status
+
+    def _ended(self, status: str) -> str:
+        name = self.config.session
+        return (
+            f"paper arbitrage session {name!r} is {status}: paper execution ends, and the service with it; "
+            "give a new --paper-session name to trade again"
+        )
 
     async def close(self) -> None:
-        """The service ends: its heartbeat is cleared (rule 6)."""
-        if self.session_id is not None:
-            await asyncio.to_thread(self.store.beat, self.session_id, alive=False)
-
-    def _session(self) -> int:
-        name, stored = self.config.session, self.config.as_dict()
+        """The service ends: its heartbeat is cleared and the lock released (rule 2); only by the holder."""
+        locks, self._locks = self._locks, None
+        if locks is None or self.session_id is None:
+            return
         try:
-            row = self.store.session(name)
-        except SessionStateError:
-            keys = [quote_key(v, s) for v in sorted(self.taker_fees) for s in self.symbols]
-            quotes = {assets(s)[1] for s in self.symbols}
-            cash = sum(x for held in self.config.inventory.values() for a, x in held.items() if a in quotes)
-            row = self.store.create_session(
-                name=name, strategy=STRATEGY, exchange=sorted(self.taker_fees)[0] if self.taker_fees else "paper",
-                timeframe="quote", symbols=keys, mode="paper", init_cash=cash,
-                config={"arbitrage_paper": stored, "taker_fees": self.taker_fees},
-            )  # fmt: skip
-            return row.id
-        if row.mode != "paper" or row.strategy != STRATEGY:
-            raise ConfigError(
-                f"session {name!r} is a {row.mode} {row.strategy} session; paper arbitrage keeps its own: "
-                "give another --paper-session name"
-            )
-        if row.status == "stopped":
-            raise SessionStateError(f"session {name!r} is stopped (final); give another --paper-session name")
-        before = (row.config or {}).get("arbitrage_paper", {}).get("inventory")
-        if before != stored["inventory"]:
-            raise ConfigError(
-                f"session {name!r} was pre-funded with inventory={before}, not {stored['inventory']}; its balances "
-                "follow from that: give the same --inventory, or a new --paper-session for the new one"
-            )
-        return row.id
+            await asyncio.to_thread(self.store.beat, self.session_id, alive=False)
+        finally:
+            await asyncio.to_thread(locks.release)
 
     # ------------------------------------------------------------------ execution
     def on_quote(self, top: TopOfBook) -> None:
@@ -213,41 +231,55 @@ class PaperExecutor:
         self.broker.on_quote(top)
 
     async def execute(self, event: ArbitrageEvent, *, opportunity_id: int) -> Execution | None:
-        """Both legs of an opening (rules 3 and 4); None for another event or one done before."""
+        """Both legs of an opening, the buy first (rules 4 and 5); None for another event, one
+        done before, or a session not running."""
         if event.kind != "opened":
             return None
         session_id = await self.start()
         o = event.opportunity
-        decided = await asyncio.to_thread(self._decide, session_id, o, opportunity_id)
-        if decided is None:
+        status, plan, orders = await asyncio.to_thread(self._decide, session_id, o, opportunity_id)
+        if status in FINAL:
+            raise SessionStateError(self._ended(status))
+        if plan is None:
             return None
-        plan, orders = decided
         if not orders:
             return Execution(opportunity_id=opportunity_id, plan=plan, statuses={}, result=None)
-        with self.store.transaction() as db:  # committed before the creates go out: at most once
-            mark_sent(db, orders, now_ms=wall_ms(), with_legs=False)
-        states = [await self._submit(order) for order in orders]
+        buy, sell = orders
+        states = [await self._send(session_id, buy)]
+        bought = sum(f.quantity for f in states[0].fills)
+        step = self._limits(o.sell_venue, o.symbol).amount_step
+        size = min(floor_step(bought, step), sell.quantity or 0.0)
+        if size <= 0:  # the buy filled nothing (or dust): the sell would be a naked short of the inventory
+            why = f"the buy leg {buy.client_order_id} filled {bought:g} ({states[0].status}: {states[0].reason})"
+            states.append(OrderState(sell.client_order_id, "canceled", reason=f"not sent: {why}"[:200]))
+            log.warning("paper arbitrage: opportunity %d: sell leg not sent: %s", opportunity_id, why)
+        else:
+            states.append(await self._send(session_id, sell, quantity=size))
         return await asyncio.to_thread(self._store, session_id, o, opportunity_id, plan, orders, states)
 
-    def _decide(self, session_id: int, o: Opportunity, opportunity_id: int) -> tuple[PairPlan, list[Order]] | None:
+    def _limits(self, venue: str, symbol: str) -> MarketLimits:
+        return self.limits.get((venue, symbol)) or MarketLimits()
+
+    def _decide(self, session_id: int, o: Opportunity, opportunity_id: int) -> tuple[str, PairPlan | None, list[Order]]:
         ids = {side: leg_id(session_id, opportunity_id, side) for side in OrderSide}
         with self.store.transaction(immediate=True) as db:
-            if db.scalar(select(Order.id).where(Order.client_order_id.in_(ids.values()))) is not None:
-                return None  # rule 4: its legs exist
             status = OpsStore.session_row(db, session_id).status
+            if db.scalar(select(Order.id).where(Order.client_order_id.in_(ids.values()))) is not None:
+                return status, None, []  # rule 5: its legs exist
             if status != "running":
-                log.info(
-                    "paper arbitrage: session %s is %s; opportunity %d not traded", session_id, status, opportunity_id
-                )
-                return None  # rule 6
-            held = balances(self.config.inventory, self._fills(db, session_id))
-            plan = plan_pair(o, config=self.config, taker_fees=self.taker_fees, held=held)
+                log.info("paper arbitrage: session %s is %s; opportunity %d not traded", session_id, status,
+                         opportunity_id)  # fmt: skip
+                return status, None, []  # rule 7
+            held = self._held or balances(self.config.inventory, [])
+            held = in_flight_left(db, session_id, held, tops=self.broker.tops, taker_fees=self.taker_fees)
+            limits = {v: self._limits(v, o.symbol) for v in (o.buy_venue, o.sell_venue)}
+            plan = plan_pair(o, config=self.config, taker_fees=self.taker_fees, held=held, limits=limits)
             detail = {"opportunity_id": opportunity_id, "symbol": o.symbol, "buy_venue": o.buy_venue,
                       "sell_venue": o.sell_venue, "net_bps": o.net_bps}  # fmt: skip
             if plan.skipped:
                 OpsStore.audit(db, SKIPPED, session_id=session_id, detail={**detail, "limited_by": plan.limited_by})
                 log.info("paper arbitrage: opportunity %d skipped (%s)", opportunity_id, plan.limited_by)
-                return plan, []
+                return status, plan, []
             legs = ((OrderSide.BUY, o.buy_venue, o.buy_price), (OrderSide.SELL, o.sell_venue, o.sell_price))
             orders = [
                 self._new_leg(db, session_id, o, side, venue, price, plan.size, ids[side])
@@ -260,7 +292,7 @@ class PaperExecutor:
                     detail={**detail, "leg": order.symbol, "side": order.side, "quantity": order.quantity,
                             "quoted": price},
                 )  # fmt: skip
-            return plan, orders
+            return status, plan, orders
 
     @staticmethod
     def _new_leg(
@@ -276,15 +308,38 @@ class PaperExecutor:
             db, session_id=session_id, venue="paper", ts=o.start_ts, intent=intent, symbol=key, client_id=cid
         )
 
-    async def _submit(self, order: Order) -> OrderState:
-        """One create; an unforeseen failure leaves the leg ``unknown``, never resent."""
+    async def _send(self, session_id: int, order: Order, *, quantity: float | None = None) -> OrderState:
+        """Mark ``order`` sent (committed first: at most once; cut to ``quantity`` when given),
+        submit it, store the answer; an unforeseen failure leaves it ``unknown``, never resent."""
+        await asyncio.to_thread(self._mark_sent, session_id, order, quantity)
         try:
-            return await self.broker.submit(request_of(order))
+            state = await self.broker.submit(request_of(order))
         except Exception as exc:
             log.exception("paper arbitrage: sending %s failed", order.client_order_id)
-            return OrderState(
+            state = OrderState(
                 order.client_order_id, "unknown", reason=f"send failed: {type(exc).__name__}: {exc}"[:200]
             )
+        await asyncio.to_thread(self._apply, session_id, [state])
+        return state
+
+    def _mark_sent(self, session_id: int, order: Order, quantity: float | None) -> None:
+        with self.store.transaction() as db:
+            if quantity is not None and quantity != order.quantity:
+                db.execute(update(Order).where(Order.id == order.id).values(quantity=quantity))
+                detail = {"from": order.quantity, "to": quantity, "why": "the buy leg filled part"}
+                OpsStore.audit(db, LEG_RESIZED, session_id=session_id, order_id=order.id, detail=detail)
+                order.quantity = quantity
+            mark_sent(db, [order], now_ms=wall_ms(), with_legs=False)
+
+    def _apply(self, session_id: int, states: list[OrderState]) -> None:
+        with self.store.transaction() as db:
+            for state in states:
+                apply_state(db, state, session_id=session_id)
+
+    def _open_orders(self, session_id: int) -> list[Order]:
+        with self.store.transaction() as db:
+            query = select(Order).where(Order.session_id == session_id, Order.status.in_(OPEN_STATUSES))
+            return list(db.scalars(query))
 
     def _store(
         self,
@@ -295,32 +350,40 @@ class PaperExecutor:
         orders: list[Order],
         states: list[OrderState],
     ) -> Execution:
+        """The sell leg's answer, the session's cash and equity and the pair's result, in one
+        transaction (rule 4); the running balances after it commits."""
+        buy, sell = orders
+        ids = [buy.id, sell.id]
         with self.store.transaction() as db:
-            for state in states:
-                apply_state(db, state, session_id=session_id)
-            ids = [order.id for order in orders]
-            fills = self._fills(db, session_id, order_ids=ids)
+            apply_state(db, states[1], session_id=session_id)  # the buy's is stored already
+            if not states[1].fills and states[1].reason.startswith("not sent"):
+                OpsStore.audit(db, LEG_SKIPPED, session_id=session_id, order_id=sell.id,
+                               detail={"opportunity_id": opportunity_id, "reason": states[1].reason})  # fmt: skip
+            fills = pair_fills(db, session_id, order_ids=ids)
             result = pair_result(o, fills) if fills else None
+            held = balances(self._held or self.config.inventory, fills)
+            if result is not None:
+                self._mark(db, session_id, o, held, result)
             statuses = {r.client_order_id: r.status for r in db.scalars(select(Order).where(Order.id.in_(ids)))}
             done = Execution(opportunity_id=opportunity_id, plan=plan, statuses=statuses, result=result)
             detail = {"symbol": o.symbol, "buy_venue": o.buy_venue, "sell_venue": o.sell_venue, **done.event()}
             OpsStore.audit(db, EXECUTED, session_id=session_id, detail=detail)
+        self._held = held
         log.info("paper arbitrage: opportunity %d executed: %s", opportunity_id, done.event())
         return done
 
-    @staticmethod
-    def _fills(db: Session, session_id: int, *, order_ids: list[int] | None = None) -> list[LegFill]:
-        query = select(Fill).where(Fill.session_id == session_id)
-        if order_ids is not None:
-            query = query.where(Fill.order_id.in_(order_ids))
-        out = []
-        for f in db.scalars(query.order_by(Fill.id)):
-            venue, symbol = key_venue(f.symbol)  # every leg's symbol is its key (rule 3)
-            out.append(
-                LegFill(venue=venue, symbol=symbol, side=OrderSide(f.side), quantity=f.quantity,
-                        price=f.price, fee=f.fee)
-            )  # fmt: skip
-        return out
+    def _mark(self, db: Session, session_id: int, o: Opportunity, held: Balances, result: PairResult) -> None:
+        """The session's cash (its quote asset over every venue) and an equity point: the
+        previous one plus the pair's realised PnL (rule 4)."""
+        row = OpsStore.session_row(db, session_id, for_update=True)
+        quote = (row.config or {}).get("quote") or assets(o.symbol)[1]
+        row.cash = sum(venue.get(quote, 0.0) for venue in held.values())
+        ts, equity = self._equity if self._equity is not None else (o.start_ts - 1, row.init_cash)
+        point = EquityPoint(session_id=session_id, ts=max(o.start_ts, ts + 1),
+                            equity=equity + result.realised_net_profit, cash=row.cash)  # fmt: skip
+        db.add(point)
+        db.flush()
+        self._equity = (point.ts, point.equity)
 
     # ------------------------------------------------------------------ reads
     def executions(self) -> list[dict]:
@@ -330,8 +393,5 @@ class PaperExecutor:
         return [dict(row.detail) for row in self.store.audit_log(self.session_id, events=(EXECUTED,))]
 
     def balances(self) -> dict[str, dict[str, float]]:
-        """Venue -> asset -> held now (``tradeloop.arbitrage.execution`` rule 2)."""
-        if self.session_id is None:
-            return balances(self.config.inventory, [])
-        with self.store.transaction() as db:
-            return balances(self.config.inventory, self._fills(db, self.session_id))
+        """Venue -> asset -> held now (``tradeloop.arbitrage.execution`` rule 2; rule 6)."""
+        return {v: dict(a) for v, a in (self._held or balances(self.config.inventory, [])).items()}

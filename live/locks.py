@@ -222,6 +222,11 @@ class EngineLocks:
 
     def _drop_connection(self) -> None:
         if self._conn is not None:
+            try:  # let go now: a closed socket frees the locks only once the server notices
+                self._conn.execute(text("SELECT pg_advisory_unlock_all()"))
+                self._conn.commit()
+            except Exception as exc:  # noqa: BLE001 - it may be dead already
+                log.debug("unlocking on the lock connection: %s", exc)
             try:
                 self._conn.invalidate()  # closes the socket: the server frees its advisory locks
                 self._conn.close()

@@ -3,14 +3,18 @@ its paper execution (``tradeloop.arbitrage.execution``): pure, no I/O; the live 
 (``live.arbitrage``) feeds it top of book and publishes and stores what it finds."""
 
 from tradeloop.arbitrage.execution import (
+    DEFAULT_STEP,
     LegFill,
+    MarketLimits,
     PairPlan,
     PairResult,
     PaperExecutionConfig,
     assets,
     balances,
+    floor_step,
     pair_result,
     plan_pair,
+    session_quote,
 )
 from tradeloop.arbitrage.scanner import (
     ArbitrageConfig,
@@ -23,10 +27,12 @@ from tradeloop.arbitrage.scanner import (
 )
 
 __all__ = [
+    "DEFAULT_STEP",
     "ArbitrageConfig",
     "ArbitrageEvent",
     "ArbitrageScanner",
     "LegFill",
+    "MarketLimits",
     "Opportunity",
     "PairPlan",
     "PairResult",
@@ -35,7 +41,9 @@ __all__ = [
     "TopOfBook",
     "assets",
     "balances",
+    "floor_step",
     "pair_result",
     "plan_pair",
     "quote",
+    "session_quote",
 ]

@@ -16,16 +16,27 @@ Rules:
    spends ``quantity * price + fee`` of the quote asset, a sell the reverse. A scanner that
    counts a transfer (``ArbitrageConfig.transfer``) is refused with paper execution.
 3. **Size** (:func:`plan_pair`): the smallest of the size quoted at both prices (the
-   opportunity's: the thinner side, the scanner's ``max_size``), ``max_notional / ask``, the
-   base asset held on the sell venue (a sell leg never exceeds the inventory held) and the
-   quote asset held on the buy venue over ``ask * (1 + taker fee)``. A pair worth no more than
-   ``min_notional`` at the ask (nothing held, say) is skipped, with the bound that limited it.
-4. **Result** (:func:`pair_result`): realised net PnL, in the quote asset, is what the sell
-   leg's fills brought in after their fees less what the buy leg's fills cost with theirs; in
-   bps of the buy leg's notional it is compared with the scanner's predicted net spread
-   (``net_bps`` of the opening; ``predicted_net_profit`` is it at the size executed). Paper
-   fills at the quoted top of book with the venues' taker fees make the two equal; a leg filled
-   short of its size shows the difference.
+   opportunity's: the thinner side, the scanner's ``max_size``), ``max_notional / (ask * (1 +
+   taker fee))`` (the buy leg spends at most ``max_notional``, its fee included), the base
+   asset held on the sell venue (a sell leg never exceeds the inventory held) and the quote
+   asset held on the buy venue over ``ask * (1 + taker fee)``, both net of the session's
+   orders still in flight. The size is then rounded **down** to both venues' amount step
+   (:class:`MarketLimits`, from ccxt's markets; :data:`DEFAULT_STEP` where a market gives
+   none), so no balance ever goes below zero, fees included. A pair below either venue's
+   minimum amount or minimum cost, worth no more than ``min_notional`` at the ask, or rounded
+   to nothing (dust) is skipped, with the bound that limited it.
+4. **Result** (:func:`pair_result`): realised net PnL, in the quote asset, is taken on the
+   matched quantity ``min(bought, sold)``: what the sell leg's fills brought in for it after
+   their fees less what the buy leg's fills cost for it with theirs (each leg's fees pro rata
+   to the part matched); in bps of the matched buy notional (None when nothing matched, never
+   NaN) it is compared with the scanner's predicted net spread (``net_bps`` of the opening;
+   ``predicted_net_profit`` is it at the matched size). ``unhedged`` is the leftover,
+   ``bought - sold`` base units (> 0: held long on the buy venue; < 0: sold from the sell
+   venue's inventory and not bought back), exposure that is not profit. Paper fills at the
+   quoted top of book with the venues' taker fees make realised and predicted equal.
+5. **One quote asset per session** (:func:`session_quote`): the session's cash is the quote
+   asset held over every venue, so every symbol shares one quote asset and some of it is
+   held (a session with none could never buy).
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
 from types import MappingProxyType
 
 from tradeloop.arbitrage.scanner import Opportunity
@@ -50,7 +62,8 @@ class PaperExecutionConfig:
     Parameters
     ----------
     max_notional
-        Quote amount one pair's buy leg spends at most (e.g. 1000 for 1000 USDT).
+        Quote amount one pair's buy leg spends at most, its taker fee included (e.g. 1000 for
+        1000 USDT).
     inventory
         Venue -> asset -> amount held there when the paper session starts (rule 2); a venue or
         asset not named holds nothing.
@@ -154,6 +167,54 @@ def balances(inventory: Mapping[str, Mapping[str, float]], fills: Iterable[LegFi
     return held
 
 
+DEFAULT_STEP = 1e-8  # base units: the finest amount step of the common spot venues (a satoshi)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MarketLimits:
+    """A venue market's order limits (ccxt's ``markets[symbol]``: ``precision.amount`` as a
+    step, ``limits.amount.min``, ``limits.cost.min``); 0: none known."""
+
+    amount_step: float = DEFAULT_STEP
+    min_amount: float = 0.0
+    min_cost: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not _number(self.amount_step) or not self.amount_step > 0:
+            raise ConfigError(f"amount_step={self.amount_step!r}: give the market's amount step, > 0 (e.g. 1e-05)")
+        for name in ("min_amount", "min_cost"):
+            value = getattr(self, name)
+            if not _number(value) or value < 0:
+                raise ConfigError(f"{name}={value!r}: give the market's minimum, a finite number >= 0")
+
+
+def floor_step(amount: float, step: float) -> float:
+    """``amount`` rounded down to a multiple of ``step`` (decimal arithmetic: never above it)."""
+    if not amount > 0:
+        return 0.0
+    units = (Decimal(repr(amount)) / Decimal(repr(step))).to_integral_value(rounding=ROUND_FLOOR)
+    return float(units * Decimal(repr(step)))
+
+
+def session_quote(inventory: Mapping[str, Mapping[str, float]], symbols: Iterable[str]) -> tuple[str, float]:
+    """The session's quote asset and its cash, the quote asset held over every venue (rule 5);
+    a ConfigError for symbols of several quote assets or no quote asset held."""
+    quotes = sorted({assets(s)[1] for s in symbols})
+    if len(quotes) != 1:
+        raise ConfigError(
+            f"symbols of quote assets {quotes or 'none'}: a paper arbitrage session keeps one quote asset (its cash); "
+            "give --symbol of one quote asset (e.g. BTC/USDT and ETH/USDT) and a session per quote asset"
+        )
+    quote = quotes[0]
+    cash = sum(held.get(quote, 0.0) for held in inventory.values())
+    if not cash > 0:
+        raise ConfigError(
+            f"init_cash={cash}: the inventory holds no {quote} on any venue, so no pair could ever buy; "
+            f"pre-fund it, e.g. --inventory VENUE={quote}:10000"
+        )
+    return quote, cash
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PairPlan:
     """What to send for an opportunity (rule 3): ``size`` base units on both legs, or nothing
@@ -168,22 +229,44 @@ class PairPlan:
 
 
 def plan_pair(
-    opportunity: Opportunity, *, config: PaperExecutionConfig, taker_fees: Mapping[str, float], held: Balances
+    opportunity: Opportunity,
+    *,
+    config: PaperExecutionConfig,
+    taker_fees: Mapping[str, float],
+    held: Balances,
+    limits: Mapping[str, MarketLimits] | None = None,
 ) -> PairPlan:
-    """The pair's size (rule 3); skipped when worth no more than ``min_notional``."""
+    """The pair's size (rule 3): bounded, rounded down to both venues' steps, skipped below a
+    minimum; ``held`` net of the orders in flight, ``limits`` by venue (default: :class:`MarketLimits`)."""
     o = opportunity
     base, quote = assets(o.symbol)
     fee = taker_fees[o.buy_venue]
+    cost = o.buy_price * (1 + fee)  # quote spent per base unit bought
+    quote_held = held.get(o.buy_venue, {}).get(quote, 0.0)
     bounds = {
         "book": o.size,
-        "max_notional": config.max_notional / o.buy_price,
+        "max_notional": config.max_notional / cost,
         f"{base} held on {o.sell_venue}": held.get(o.sell_venue, {}).get(base, 0.0),
-        f"{quote} held on {o.buy_venue}": held.get(o.buy_venue, {}).get(quote, 0.0) / (o.buy_price * (1 + fee)),
+        f"{quote} held on {o.buy_venue}": quote_held / cost,
     }
     limited_by = min(bounds, key=lambda k: bounds[k])
+    buy, sell = ((limits or {}).get(v, MarketLimits()) for v in (o.buy_venue, o.sell_venue))
     size = max(bounds[limited_by], 0.0)
-    if size * o.buy_price <= config.min_notional:
-        return PairPlan(size=0.0, limited_by=limited_by)
+    for step in sorted({buy.amount_step, sell.amount_step}, reverse=True):  # the coarser first
+        size = floor_step(size, step)
+    while size > 0 and size * o.buy_price + size * o.buy_price * fee > min(quote_held, config.max_notional):
+        size = floor_step(size - min(buy.amount_step, sell.amount_step), min(buy.amount_step, sell.amount_step))
+    floors = {
+        f"dust (under an amount step of {max(buy.amount_step, sell.amount_step):g})": size <= 0,
+        f"min amount on {o.buy_venue}": size < buy.min_amount,
+        f"min amount on {o.sell_venue}": size < sell.min_amount,
+        f"min cost on {o.buy_venue}": size * o.buy_price < buy.min_cost,
+        f"min cost on {o.sell_venue}": size * o.sell_price < sell.min_cost,
+        "min_notional": size * o.buy_price <= config.min_notional,
+    }
+    below = next((name for name, hit in floors.items() if hit), None)
+    if below is not None:
+        return PairPlan(size=0.0, limited_by=limited_by if size <= 0 and bounds[limited_by] <= 0 else below)
     return PairPlan(size=size, limited_by=limited_by)
 
 
@@ -193,25 +276,28 @@ class PairResult:
 
     bought: float  # base units the buy leg filled
     sold: float
+    matched: float  # min(bought, sold): what the realised figures cover
+    unhedged: float  # bought - sold, base units: exposure left, not profit
     buy_notional: float  # quote, before fees
     sell_notional: float
     fees: float  # both legs', quote
-    realised_net_profit: float
-    realised_net_bps: float
+    realised_net_profit: float  # on the matched quantity
+    realised_net_bps: float | None  # None: nothing matched
     predicted_net_bps: float
-    predicted_net_profit: float  # the scanner's net spread at the size bought
+    predicted_net_profit: float  # the scanner's net spread at the matched size
 
     def as_dict(self) -> dict:
         return {
-            "bought": self.bought, "sold": self.sold, "buy_notional": self.buy_notional,
-            "sell_notional": self.sell_notional, "fees": self.fees, "realised_net_profit": self.realised_net_profit,
-            "realised_net_bps": self.realised_net_bps, "predicted_net_bps": self.predicted_net_bps,
-            "predicted_net_profit": self.predicted_net_profit,
+            "bought": self.bought, "sold": self.sold, "matched": self.matched, "unhedged": self.unhedged,
+            "buy_notional": self.buy_notional, "sell_notional": self.sell_notional, "fees": self.fees,
+            "realised_net_profit": self.realised_net_profit, "realised_net_bps": self.realised_net_bps,
+            "predicted_net_bps": self.predicted_net_bps, "predicted_net_profit": self.predicted_net_profit,
         }  # fmt: skip
 
 
 def pair_result(opportunity: Opportunity, fills: Iterable[LegFill]) -> PairResult:
-    """Realised net PnL of a pair's fills against the opportunity's predicted net spread (rule 4)."""
+    """Realised net PnL of a pair's fills on the matched quantity against the opportunity's
+    predicted net spread, and the unhedged leftover (rule 4)."""
     buys = [f for f in fills if f.side is OrderSide.BUY]
     sells = [f for f in fills if f.side is OrderSide.SELL]
     if not buys and not sells:
@@ -219,11 +305,18 @@ def pair_result(opportunity: Opportunity, fills: Iterable[LegFill]) -> PairResul
     bought, sold = sum(f.quantity for f in buys), sum(f.quantity for f in sells)
     paid = sum(f.quantity * f.price for f in buys)
     got = sum(f.quantity * f.price for f in sells)
-    fees = sum(f.fee for f in (*buys, *sells))
-    realised = got - paid - fees
-    predicted = opportunity.net_bps / 1e4 * bought * opportunity.buy_price
+    buy_fees, sell_fees = sum(f.fee for f in buys), sum(f.fee for f in sells)
+    matched = min(bought, sold)
+    paid_matched = paid * matched / bought if bought > 0 else 0.0
+    got_matched = got * matched / sold if sold > 0 else 0.0
+    fees_matched = (buy_fees * matched / bought if bought > 0 else 0.0) + (
+        sell_fees * matched / sold if sold > 0 else 0.0
+    )
+    realised = got_matched - paid_matched - fees_matched
     return PairResult(
-        bought=bought, sold=sold, buy_notional=paid, sell_notional=got, fees=fees, realised_net_profit=realised,
-        realised_net_bps=realised / paid * 1e4 if paid > 0 else float("nan"), predicted_net_bps=opportunity.net_bps,
-        predicted_net_profit=predicted,
+        bought=bought, sold=sold, matched=matched, unhedged=bought - sold, buy_notional=paid, sell_notional=got,
+        fees=buy_fees + sell_fees, realised_net_profit=realised,
+        realised_net_bps=realised / paid_matched * 1e4 if paid_matched > 0 else None,
+        predicted_net_bps=opportunity.net_bps,
+        predicted_net_profit=opportunity.net_bps / 1e4 * matched * opportunity.buy_price,
     )  # fmt: skip

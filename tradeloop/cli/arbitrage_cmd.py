@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 from collections import Counter
 from typing import TYPE_CHECKING, Annotated
@@ -56,7 +57,8 @@ def fee_overrides(pairs: list[str] | None, *, venues: list[str]) -> dict[str, fl
 
 def inventory_of(pairs: list[str] | None, *, venues: list[str]) -> dict[str, dict[str, float]]:
     """``--inventory VENUE=ASSET:AMOUNT[,ASSET:AMOUNT]`` (repeat) as venue -> asset -> amount; a
-    malformed one, or one naming no ``--venue``, is a ConfigError naming it."""
+    malformed one, one naming no ``--venue``, an amount that is no finite number >= 0, or an
+    asset of a venue given twice is a ConfigError naming it."""
     out: dict[str, dict[str, float]] = {}
     example = "--inventory binance=USDT:10000,BTC:0.5"
     for pair in pairs or []:
@@ -74,11 +76,18 @@ def inventory_of(pairs: list[str] | None, *, venues: list[str]) -> dict[str, dic
                 amount = float(text)
             except ValueError:
                 amount = -1.0
-            if not colon or not asset.strip() or not amount >= 0:
+            if not colon or not asset.strip() or not math.isfinite(amount) or not amount >= 0:
                 raise ConfigError(
-                    f"--inventory {pair!r}: {item.strip()!r} is no ASSET:AMOUNT with an amount >= 0; e.g. {example}"
+                    f"--inventory {pair!r}: {item.strip()!r} is no ASSET:AMOUNT with a finite amount >= 0; "
+                    f"e.g. {example}"
                 )
-            out.setdefault(venue, {})[asset.strip().upper()] = amount
+            given, name = out.setdefault(venue, {}), asset.strip().upper()
+            if name in given:
+                raise ConfigError(
+                    f"--inventory {pair!r}: {name} on {venue} is given twice ({given[name]:g} and {amount:g}); "
+                    "give each asset of a venue once"
+                )
+            given[name] = amount
     return out
 
 
@@ -143,7 +152,7 @@ def run(
     import ccxt
     from pydantic import ValidationError
 
-    from live.arbitrage import ArbitrageService, merge_tops, taker_fees, top_of_book
+    from live.arbitrage import ArbitrageService, merge_tops, taker_fees, top_of_book, venue_limits
     from live.arbitrage_paper import PaperExecutor
     from live.brokers.quote_paper import QuotePaperBroker
     from live.bus import check_redis, make_bus
@@ -172,11 +181,15 @@ def run(
         raise config_error(exc, what="arbitrage", model=ArbitrageConfig, names=names_shown) from None
     paper = paper_option(
         paper_execute, max_notional=max_notional, min_notional=min_notional, paper_session=paper_session,
-        inventory=inventory_of(inventory, venues=names),
+        inventory=inventory_of(inventory, venues=names), venues=names,
     )  # fmt: skip
     for symbol in traded if paper is not None else []:
         if ":" in symbol:
             raise ConfigError(f"--symbol {symbol}: --paper-execute trades spot symbols only (BASE-QUOTE)")
+    if paper is not None:  # the paper session is checked before any venue is connected to
+        paused = check_session(settings.effective_database_url, paper, symbols=traded, venues=names)
+        if paused is not None:
+            console.print(paused, highlight=False, soft_wrap=True)
     api = venue_values(api_urls, option="--api-url", venues=names, example="binance=https://api.binance.com")
     ws = venue_values(ws_urls, option="--ws-url", venues=names, example="binance=wss://stream.binance.com:9443/ws")
     if settings.exchange_api_url:
@@ -207,8 +220,11 @@ def run(
             executor = None
             if paper is not None:
                 book = QuotePaperBroker(taker_fees=fees)
-                executor = PaperExecutor(paper, store=store, broker=book, symbols=traded)
-            service = ArbitrageService(ArbitrageScanner(config), bus=bus, market=MarketStore(store), executor=executor)
+                limits = await venue_limits(clients, traded)  # amount steps and minimums
+                executor = PaperExecutor(paper, store=store, broker=book, symbols=traded, limits=limits)
+            service = ArbitrageService(
+                ArbitrageScanner(config), bus=bus, market=MarketStore(store), executor=executor, symbols=traded
+            )
             console.print(
                 f"arbitrage {', '.join(traded)} on {', '.join(names)}; taker fees {fees}",
                 highlight=False,
@@ -216,7 +232,8 @@ def run(
             )
             if paper is not None:
                 console.print(
-                    f"paper execution into session {paper.session!r}: at most {paper.max_notional} a pair; "
+                    f"paper execution into session {paper.session!r}: at most {paper.max_notional} a pair "
+                    "(its buy leg's fee included); "
                     f"inventory {paper.as_dict()['inventory']}",
                     highlight=False,
                     soft_wrap=True,
@@ -260,6 +277,7 @@ def paper_option(
     min_notional: float,
     paper_session: str,
     inventory: dict[str, dict[str, float]],
+    venues: list[str] | None = None,
 ) -> PaperExecutionConfig | None:
     """The paper-execution option of ``--paper-execute`` (None: detection only); a paper option
     without it, or ``--paper-execute`` without what it needs, is a ConfigError saying what to add."""
@@ -282,16 +300,49 @@ def paper_option(
         raise ConfigError("--paper-execute needs --max-notional: the quote amount one pair buys at most, e.g. 1000")
     if not inventory:
         raise ConfigError(
-            "--paper-execute needs --inventory on both venues (a spot venue sells only what it holds), "
+            "--paper-execute needs --inventory on every venue (a spot venue sells only what it holds), "
             "e.g. --inventory binance=USDT:10000,BTC:0.5 --inventory kraken=USDT:10000,BTC:0.5"
         )
     try:
-        return PaperExecutionConfig(
+        config = PaperExecutionConfig(
             max_notional=max_notional, min_notional=min_notional, inventory=inventory, session=paper_session
         )
     except ConfigError as exc:
-        names = {"max_notional=": "--max-notional=", "min_notional=": "--min-notional=", "session=": "--paper-session="}
+        names = {"max_notional=": "--max-notional=", "min_notional=": "--min-notional=", "session=": "--paper-session=",
+                 "inventory[": "--inventory ["}  # fmt: skip
         text = str(exc)
         for field, option in names.items():
             text = text.replace(field, option)
         raise ConfigError(text) from None
+    missing = [v for v in venues or [] if v not in inventory]
+    if missing:
+        raise ConfigError(
+            f"--paper-execute needs --inventory on every venue; none for {', '.join(missing)}: add e.g. "
+            f"--inventory {missing[0]}=USDT:10000,BTC:0.5 (or {missing[0]}=USDT:0 to hold nothing there)"
+        )
+    return config
+
+
+def check_session(url: str, paper: PaperExecutionConfig, *, symbols: list[str], venues: list[str]) -> str | None:
+    """The paper session's checks that need no venue (``live.arbitrage_session`` rule 2: another
+    mode or strategy, stopped or finished, other settings, quote assets), before connecting;
+    a line saying so when it is paused (None: not)."""
+    from live.arbitrage_session import check_paper_session
+    from tradeloop.errors import SessionStateError
+    from tradeloop.ops import OpsStore
+
+    store = OpsStore.open(url)
+    try:
+        try:
+            row = store.session(paper.session)
+        except SessionStateError:
+            row = None
+        check_paper_session(row, paper, symbols=symbols, venues=venues)
+    finally:
+        store.close()
+    if row is not None and row.status != "running":
+        return (
+            f"paper session {paper.session!r} is {row.status}: openings are detected and stored but not traded "
+            f"until `tradeloop live resume {paper.session}`"
+        )
+    return None

@@ -8,7 +8,11 @@ Rules:
 2. **Opportunities** are keyed by (symbol, buy venue, sell venue, start): recording an event
    of one twice changes nothing more (the bus delivers at least once), and an opened,
    updated or closed event of one already stored updates its row.
-3. **Pages** follow ``tradeloop.ops.session_reads``: at most ``limit`` rows after the cursor
+3. **A restart closes what it left open** (:meth:`MarketStore.close_open`): the scanner's state
+   dies with the process, so at its start the service closes every row of its symbols and
+   venues still open, ``end_ms`` the last time it was seen (its ``updated_at``, never before
+   ``start_ms``). A spread still open after the restart is a new opportunity with a new row.
+4. **Pages** follow ``tradeloop.ops.session_reads``: at most ``limit`` rows after the cursor
    (the row id), oldest first; time bounds apply to ``start_ms``.
 """
 
@@ -77,6 +81,24 @@ class MarketStore:
             db.add(row)
             db.flush()
             return row.id
+
+    def close_open(self, *, symbols: Iterable[str] | None, venues: Iterable[str]) -> int:
+        """Close the rows of ``symbols`` (None: any) between ``venues`` left open by an earlier
+        run (rule 3); how many."""
+        venues = list(venues)
+        query = select(ArbitrageOpportunityRow).where(
+            ArbitrageOpportunityRow.end_ms.is_(None),
+            ArbitrageOpportunityRow.buy_venue.in_(venues),
+            ArbitrageOpportunityRow.sell_venue.in_(venues),
+        )
+        if symbols is not None:
+            query = query.where(ArbitrageOpportunityRow.symbol.in_(list(symbols)))
+        with self.store.transaction(immediate=True) as db:
+            rows = db.scalars(query).all()
+            for row in rows:
+                seen = row.updated_at.replace(tzinfo=row.updated_at.tzinfo or UTC) if row.updated_at else None
+                row.end_ms = max(row.start_ms, int(seen.timestamp() * 1000) if seen else row.start_ms)
+            return len(rows)
 
     def opportunities(
         self, page: Page, *, symbol: str | None = None, venue: str | None = None, open_only: bool = False

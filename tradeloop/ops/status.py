@@ -13,6 +13,13 @@ One definition for every reader (``tradeloop live sessions``, the dashboard):
   ``tradeloop live run --name ...`` resumes it).
 
 The readers pass ``now``; nothing here reads the clock.
+
+A session of strategy :data:`ARBITRAGE` (``live.arbitrage_paper``: the paper legs of
+cross-venue arbitrage) is no strategy over bars: its ``config`` is no ``BacktestConfig``, its
+books are several venues' balances, its equity points are its pre-funded quote asset plus the
+realised PnL of its pairs. Readers that need a backtest config or bars (the sizing words, the
+backtest on the session's terms, candles, decisions) test :func:`is_arbitrage` and skip or
+label it.
 """
 
 from __future__ import annotations
@@ -21,6 +28,27 @@ from datetime import UTC, datetime
 
 STALE_AFTER_S = 180.0  # six missed heartbeats at the engine's default 30 s
 DISPLAY_STATUSES = ("running", "paused", "stale", "finished", "stopped")
+ARBITRAGE = "arbitrage"  # the strategy of a paper-arbitrage session (module docstring)
+
+
+def is_arbitrage(strategy: str) -> bool:
+    """A session of this strategy holds paper-arbitrage books, not a ``BacktestConfig``."""
+    return strategy == ARBITRAGE
+
+
+def arbitrage_terms(config: dict) -> str:
+    """A paper-arbitrage session's stored terms in words (its ``config``, ``live.arbitrage_session``)."""
+    paper = config.get("arbitrage_paper") or {}
+    fees = ", ".join(f"{v} {r:.3%}" for v, r in sorted((config.get("taker_fees") or {}).items()))
+    inventory = "; ".join(
+        f"{venue}: " + ", ".join(f"{a} {x:g}" for a, x in sorted(held.items()))
+        for venue, held in sorted((paper.get("inventory") or {}).items())
+    )
+    return (
+        f"paper arbitrage: at most {paper.get('max_notional', 0):,.2f} {config.get('quote', '')} a pair "
+        "(fee included), "
+        f"taker fees {fees or '-'}, pre-funded {inventory or '-'}"
+    )
 
 
 def session_status(
