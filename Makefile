@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 DEMO_CUTOFF ?= 2025-05-01
 DEMO_SEED   ?= 7
 
-.PHONY: demo lint audit test bench lab up clean help
+.PHONY: demo lint audit test warm bench lab up clean help
 
 help:
 	@echo "make demo   - run the main job on the bundled real sample"
@@ -57,9 +57,16 @@ audit: $(STAMP)
 
 # TEST_WORKERS=0 runs the suite in one process; loadfile keeps a module's tests (and its fixtures) on one worker
 TEST_WORKERS ?= auto
-test: lint audit
+test: warm lint audit
 	bash tests/services/ensure.sh
+	@# the kernels' compilation (tests/warm_kernels.py, started by warm) ends before the workers start
+	@while kill -0 $$(cat $(VENV)/warm_kernels.pid) 2>/dev/null; do sleep 1; done; tail -n 1 $(VENV)/warm_kernels.log
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=40
+
+# compile the numba kernels into __pycache__ on the core the lint step leaves idle, so that the
+# test workers load them rather than each compiling its own (tests/warm_kernels.py)
+warm: $(STAMP)
+	@$(BIN)/python tests/warm_kernels.py > $(VENV)/warm_kernels.log 2>&1 & echo $$! > $(VENV)/warm_kernels.pid
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/backtest_vs_vectorbt.py
