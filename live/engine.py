@@ -219,7 +219,7 @@ class LiveEngine(EngineLifecycle):
                 self.slot.record(db, session=self.session, bar_ts=batch.ts)
             row = OpsStore.session_row(db, self.session.id, for_update=True)
             self._settle(db, ended)
-            self.slices.settle(db, last=self.last)
+            self.slices.settle(db, batch.ts, last=self.last)
             self.adaptation.on_bar(db, batch.ts, slot=self.slot)
             equity = self._mark(db, batch.ts)  # the champion's book (the session's equity point: every slice's)
             flatten = self._kill_switch(db, row, batch.ts, equity + self.slices.equity)

@@ -229,13 +229,13 @@ def _exposure(
     others = sum(abs(n) for j, n in held.items() if j != inst)
     if snapshot.gross is not None:  # several books: gross and counts unsigned, whatever they net to
         px = snapshot.prices.get
-        gross = {j: g * (px(j) or 0.0) for j, g in snapshot.gross.items() if g > FLAT_QTY}
-        held = {**dict.fromkeys(gross, 0.0), **held}
-        others = sum(g for j, g in gross.items() if j != inst) + sum(
-            abs(n) for j, n in held.items() if j != inst and j not in gross
+        books = {j: g * (px(j) or 0.0) for j, g in snapshot.gross.items() if g > FLAT_QTY}
+        held = {**dict.fromkeys(books, 0.0), **held}
+        others = sum(g for j, g in books.items() if j != inst) + sum(
+            abs(n) for j, n in held.items() if j != inst and j not in books
         )
         # this instrument's gross after the entry, less what the rule adds itself (|held_i + signed|)
-        others += gross.get(inst, abs(held_i)) + abs(signed) - abs(held_i + signed)
+        others += books.get(inst, abs(held_i)) + abs(signed) - abs(held_i + signed)
     code, limit, value = limits.exposure_rule(
         signed,
         held_i,
