@@ -19,6 +19,7 @@ from tradeloop.ops.status import IN_SAMPLE_WARNING, STALE_AFTER_S
 from tradeloop.performance.plots import candles_figure, equity_figure
 
 POSITIONS = {
+    "book": fmt.text("book"),
     "symbol": fmt.text("symbol"),
     "quantity": fmt.amount("quantity"),
     "entry_price": fmt.price("entry price"),

@@ -74,6 +74,9 @@ def session_books(db: Session, session: TradingSession) -> dict[str, Portfolio]:
     return books
 
 
-def whole_cash(books: Mapping[str, Portfolio]) -> float:
-    """The whole session's cash: the champion's book's plus every slice's."""
-    return sum(b.cash for b in books.values())
+def whole_cash(db: Session, session: TradingSession) -> float:
+    """The whole session's cash: the champion's book's (``sessions.cash``) plus every funded slice's."""
+    funded = db.scalars(
+        select(ChallengerRow).where(ChallengerRow.session_id == session.id, ChallengerRow.slice_state.in_(FUNDED))
+    )
+    return session.cash + sum(slice_book(db, session, row).cash for row in funded)
