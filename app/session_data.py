@@ -7,6 +7,12 @@ entry price plus the entry fees it paid, so unrealised PnL is
 its sells brought in minus what its buys cost, fees on both sides included. A round trip
 runs from flat to flat. Times are naive UTC datetimes (what Streamlit and plotly show as
 dates). Read-only, like every reader of the dashboard.
+
+A session split in capital slices (``live.slices``) has several books: the champion's (the
+session's own) and each challenger's slice (``tradeloop.challengers.books``). Positions are
+every book's, tagged ``book`` (``champion`` or the challenger's artifact), weighted against the
+whole session's equity; round trips run per book (a fill's book is its order's
+``capital_slice``), so one book's sell never closes another's buy.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from tradeloop.challengers.books import CHAMPION, session_books
 from tradeloop.data import CandleLake, SeriesKey, timeframe_ms
 from tradeloop.errors import DataError
 from tradeloop.ops import EquityPoint, Fill, OpsStore, Order, Position
@@ -53,9 +60,13 @@ def read_session(store: OpsStore, name: str) -> SessionTables:
     equity = store.frame(EquityPoint, session.id).sort("ts").with_columns(time=_time())
     fills = store.frame(Fill, session.id).sort("ts", "id").with_columns(time=_time())
     orders = store.frame(Order, session.id).sort("id", descending=True).with_columns(decided=_time("decided_ts"))
+    books = {o: c for o, c in orders.select("id", "capital_slice").iter_rows()} if orders.height else {}
+    fills = fills.with_columns(
+        book=pl.col("order_id").replace_strict(books, default=None, return_dtype=pl.String).fill_null(CHAMPION)
+    )
     held = store.frame(Position, session.id)
     last_equity = float(equity["equity"][-1]) if equity.height else session.cash
-    positions = open_positions(held, equity=last_equity)
+    positions = open_positions(book_positions(store, session), equity=last_equity)
     trades = round_trips(fills)
     return SessionTables(
         session=session,
@@ -70,11 +81,40 @@ def read_session(store: OpsStore, name: str) -> SessionTables:
     )
 
 
+def book_positions(store: OpsStore, session: TradingSession) -> pl.DataFrame:
+    """Every book's positions (module rules), as ``positions`` rows with a ``book`` column."""
+    with store.transaction() as db:
+        books = session_books(db, session)
+    rows = [
+        {"book": name, "symbol": p.instrument.symbol, "quantity": p.quantity, "entry_price": p.entry_price,
+         "entry_fee": p.entry_fee, "entry_ts": p.entry_ts, "last_price": p.last_price, "realized_pnl": p.realized_pnl}
+        for name, book in books.items()
+        for p in book.positions()
+    ]  # fmt: skip
+    return pl.DataFrame(rows, schema=BOOK_POSITION_SCHEMA)
+
+
+BOOK_POSITION_SCHEMA = {
+    "book": pl.String,
+    "symbol": pl.String,
+    "quantity": pl.Float64,
+    "entry_price": pl.Float64,
+    "entry_fee": pl.Float64,
+    "entry_ts": pl.Int64,
+    "last_price": pl.Float64,
+    "realized_pnl": pl.Float64,
+}
+
+
 def open_positions(positions: pl.DataFrame, *, equity: float) -> pl.DataFrame:
-    """Held positions with their market value, unrealised PnL (fees paid included) and weight."""
+    """Held positions with their market value, unrealised PnL (fees paid included) and weight
+    against ``equity`` (the whole session's: every book's positions are given), by book."""
     held = positions.filter(pl.col("quantity") > 0)
+    if "book" not in held.columns:
+        held = held.with_columns(book=pl.lit(CHAMPION))
     last = pl.coalesce("last_price", "entry_price")
     return held.select(
+        "book",
         "symbol",
         "quantity",
         "entry_price",
@@ -85,10 +125,11 @@ def open_positions(positions: pl.DataFrame, *, equity: float) -> pl.DataFrame:
         unrealised_return=(pl.col("quantity") * (last - pl.col("entry_price")) - pl.col("entry_fee"))
         / (pl.col("quantity") * pl.col("entry_price") + pl.col("entry_fee")),
         weight=pl.col("quantity") * last / equity if equity else pl.lit(None, dtype=pl.Float64),
-    ).sort("symbol")
+    ).sort("book", "symbol")
 
 
 TRADE_SCHEMA = {
+    "book": pl.String,
     "symbol": pl.String,
     "entry_time": pl.Datetime("ms"),
     "exit_time": pl.Datetime("ms"),
@@ -103,17 +144,21 @@ TRADE_SCHEMA = {
 
 
 def round_trips(fills: pl.DataFrame) -> pl.DataFrame:
-    """Long round trips from flat to flat, per symbol, from fills (``ts``, ``symbol``, ``side``,
-    ``quantity``, ``price``, ``fee``). An unfinished one is ``is_open`` with no exit and no PnL."""
+    """Long round trips from flat to flat, per book and symbol, from fills (``ts``, ``symbol``,
+    ``side``, ``quantity``, ``price``, ``fee``; ``book``: whose, module rules, default the
+    champion's). An unfinished one is ``is_open`` with no exit and no PnL."""
     rows: list[dict] = []
-    for (symbol,), part in fills.sort("ts", "id" if "id" in fills.columns else "ts").group_by(
-        "symbol", maintain_order=True
+    if "book" not in fills.columns:
+        fills = fills.with_columns(book=pl.lit(CHAMPION))
+    for (book, symbol), part in fills.sort("ts", "id" if "id" in fills.columns else "ts").group_by(
+        "book", "symbol", maintain_order=True
     ):
         trip: dict | None = None
         for ts, side, qty, price, fee in part.select("ts", "side", "quantity", "price", "fee").iter_rows():
             if side == "buy":
                 if trip is None:
                     trip = {
+                        "book": book,
                         "symbol": symbol,
                         "entry_ts": ts,
                         "held": 0.0,
@@ -146,6 +191,7 @@ def _trip_row(trip: dict, *, exit_ts: int | None) -> dict:
     pnl = trip["proceeds"] - trip["cost"] - trip["fees"] if closed else None
     as_time = pl.Series([trip["entry_ts"], exit_ts], dtype=pl.Int64).cast(pl.Datetime("ms")).to_list()
     return {
+        "book": trip["book"],
         "symbol": trip["symbol"],
         "entry_time": as_time[0],
         "exit_time": as_time[1],

@@ -19,6 +19,7 @@ from tradeloop.performance.plots import candles_figure, equity_figure
 from tradeloop.trading import OrderSide
 
 POSITIONS = {
+    "book": fmt.text("book"),
     "symbol": fmt.text("symbol"),
     "quantity": fmt.amount("quantity"),
     "entry_price": fmt.price("entry price"),

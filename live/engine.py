@@ -26,7 +26,8 @@ With ``adapt_thresholds``, after settle and before decide, closed trades' outcom
 threshold in force (``live.adaptation``); each entry's model probability is in its
 ``order_decided`` audit row.
 
-Start, resume after a crash or a lost database, heartbeat and exit: ``live.engine_lifecycle``.
+Start, resume after a crash or a lost database, heartbeat and exit: ``live.engine_lifecycle``;
+order rows, sends and broker reports: ``live.engine_orders``.
 """
 
 from __future__ import annotations
@@ -51,42 +52,41 @@ from live.engine_config import (
     risk_state_of,
 )
 from live.engine_lifecycle import EngineLifecycle
+from live.engine_orders import EngineOrders
 from live.entries import EntryPlanner, can_short
 from live.feeds.base import CandleBatch, roll_window
 from live.funding import FundingVenue, record_funding, record_liquidation_prices
 from live.locks import EngineLocks
 from live.models import ModelSlot
 from live.order_manager import cancel_stale, expire_entries
-from live.orders import apply_state, mark_sent, new_order, request_of, store_position
 from live.outage import DatabaseWatch
 from live.outbox import OutboxRelay, add_bar_events, outbox_mark
 from live.protection import protective_kinds
-from live.reconcile import VenueCheck, halt_if_unknown, wall_ms
+from live.reconcile import VenueCheck
 from live.risk_stage import kill_switch, portfolio_snapshot, pre_trade
 from live.shadow import ShadowStage
 from live.slices import SliceStage
 from live.venue_protection import VenueProtection
-from live.venues import instrument_of, key_of, sent_to
+from live.venues import instrument_of, key_of
 from tradeloop.backtest import BacktestConfig
 from tradeloop.bus import price_key
 from tradeloop.errors import ConfigError
-from tradeloop.logs import bound_ids
 from tradeloop.observability import SessionMetrics
 from tradeloop.ops import OpsStore, Order, Position, TradingSession
 from tradeloop.ops.database import is_connection_error
 from tradeloop.ops.models import EquityPoint, utcnow
-from tradeloop.portfolio import CashFlowKind, Portfolio
+from tradeloop.portfolio import Portfolio
 from tradeloop.risk import MarketRules, PortfolioSnapshot
 from tradeloop.strategies.signals import ENTRIES
 from tradeloop.thresholds.decide import apply_model, enrich_latest
-from tradeloop.trading import FillRecord, InstrumentId, OrderIntent, OrderSide
+from tradeloop.trading import InstrumentId, OrderIntent
 
 log = logging.getLogger(__name__)
 
 __all__ = ["EngineConfig", "LiveEngine", "check_live_config", "check_window", "risk_config_of", "risk_state_of"]
 
 
-class LiveEngine(EngineLifecycle):
+class LiveEngine(EngineOrders, EngineLifecycle):
     def __init__(
         self,
         *,
@@ -158,16 +158,9 @@ class LiveEngine(EngineLifecycle):
         return {} if rules is None else {self.instrument(s): r for s, r in rules(self.session.symbols).items()}
 
     @property
-    def cash(self) -> float:
-        return self.portfolio.cash
-
-    @property
     def positions(self) -> dict[str, float]:
         """Open positions by symbol (signed quantity), from the portfolio."""
         return {key_of(self.session.exchange, p.instrument): p.quantity for p in self.portfolio.positions()}
-
-    def instrument(self, symbol: str) -> InstrumentId:
-        return instrument_of(self.session.exchange, symbol)
 
     # ------------------------------------------------------------------ one bar
     async def on_batch(self, batch: CandleBatch) -> bool:
@@ -219,7 +212,7 @@ class LiveEngine(EngineLifecycle):
                 self.slot.record(db, session=self.session, bar_ts=batch.ts)
             row = OpsStore.session_row(db, self.session.id, for_update=True)
             self._settle(db, ended)
-            self.slices.settle(db, last=self.last)
+            self.slices.settle(db, batch.ts, last=self.last)
             self.adaptation.on_bar(db, batch.ts, slot=self.slot)
             equity = self._mark(db, batch.ts)  # the champion's book (the session's equity point: every slice's)
             flatten = self._kill_switch(db, row, batch.ts, equity + self.slices.equity)
@@ -325,32 +318,6 @@ class LiveEngine(EngineLifecycle):
             markets=self.markets,
         )  # fmt: skip
 
-    def _persist(self, db, ts: int, intents: list[OrderIntent]) -> list[Order]:
-        """Persist: an order row (status ``new``) and an ``order_decided`` audit row per intent,
-        committed with the bar before anything is sent."""
-        sent = [(i, sent_to(self.broker, i.instrument), key_of(self.session.exchange, i.instrument)) for i in intents]
-        orders = [new_order(db, session_id=self.session.id, venue=v, ts=ts, intent=i, symbol=k) for i, v, k in sent]
-        db.flush()  # order ids for the audit rows
-        for order in orders:
-            OpsStore.audit(
-                db,
-                "order_decided",
-                session_id=self.session.id,
-                order_id=order.id,
-                detail={
-                    "symbol": order.symbol,
-                    "side": order.side,
-                    "quantity": order.quantity,
-                    "quote_amount": order.quote_amount,
-                    **(
-                        {"proba": self.entry_proba[order.symbol], "artifact": self.slot.current.artifact}
-                        if order.intent.startswith("enter_") and order.symbol in self.entry_proba
-                        else {}
-                    ),
-                },
-            )
-        return orders
-
     def _decide_or_fall_back(self, db, ts: int) -> list[tuple[str, int]]:
         """The decision; a model that fails at it is dropped for reduce-only (audited), never
         a dead engine."""
@@ -378,72 +345,3 @@ class LiveEngine(EngineLifecycle):
             )
         last = decided.filter(pl.col("ts") == ts).select("symbol", "signal").sort("symbol")
         return [(s, int(f)) for s, f in last.rows() if f]
-
-    def _fund(self, db, amount: float, symbol: str) -> None:
-        """A funding payment (``live.funding``): cash and the instrument's realised P&L, stored."""
-        instrument = self.instrument(symbol)
-        self.portfolio.add_cash_flow(amount, reason=CashFlowKind.FUNDING, instrument=instrument)
-        held = self.portfolio.position(instrument)
-        if held is not None:
-            store_position(db, self.session.id, held)
-        OpsStore.session_row(db, self.session.id, for_update=True).cash = self.cash
-
-    def _apply(self, db, state: OrderState) -> None:
-        """Store a broker's report (``live.orders.apply_state``); its new fills go through the
-        portfolio, whose position is written back to the instrument's row."""
-        for fill in apply_state(db, state, session_id=self.session.id):  # each fill on its order's venue
-            instrument = self.instrument(fill.symbol)
-            self.portfolio.apply_fill(
-                FillRecord(
-                    instrument=instrument,
-                    side=OrderSide(fill.side),
-                    quantity=fill.quantity,
-                    price=fill.price,
-                    fee=fill.fee,
-                    ts=fill.ts,
-                    trade_id=fill.trade_id,
-                )
-            )
-            self.metrics.filled(fill.side)
-            held = self.portfolio.position(instrument)
-            assert held is not None  # a fill was just applied to it
-            store_position(db, self.session.id, held)
-            if self.config.publish:
-                OpsStore.add_event(
-                    db,
-                    "fills",
-                    {
-                        "client_order_id": state.client_order_id,
-                        "symbol": fill.symbol,
-                        "side": fill.side,
-                        "qty": fill.quantity,
-                        "price": fill.price,
-                    },
-                    session_id=self.session.id,
-                )
-
-    async def _send(self, orders: list[Order]) -> None:
-        with self.store.transaction() as db:  # committed before the creates go out: at most once
-            mark_sent(db, orders, now_ms=wall_ms(), with_legs=self.protection is None)
-        states = [await self._submit(o) for o in orders]
-        with self.store.transaction() as db:
-            for state in states:
-                self._apply(db, state)
-                halt_if_unknown(db, self.session.id, state)
-            OpsStore.session_row(db, self.session.id).cash = self.cash
-
-    async def _submit(self, order: Order) -> OrderState:
-        """One create; a broker that fails in an unforeseen way leaves the order ``unknown`` (its
-        symbol halts), never a dead engine: the create may have gone out. Its log records carry
-        ``client_order_id`` (``tradeloop.logs``)."""
-        with bound_ids(client_order_id=order.client_order_id):
-            try:
-                return await self.broker.submit(request_of(order))
-            except Exception as exc:
-                log.exception("session %s: sending %s failed", self.session.name, order.client_order_id)
-                self.metrics.send_failed()
-                return OrderState(
-                    order.client_order_id,
-                    "unknown",
-                    reason=f"send failed: {type(exc).__name__}: {exc}; never resent"[:200],
-                )

@@ -4,7 +4,7 @@ The engine's decide stage (``LiveEngine._decide_intents``) hands every bar's sig
 :class:`EntryPlanner` built from the session's ``BacktestConfig``. Rules (the kernel's
 numbers are ``tradeloop.backtest.kernel``'s):
 
-1. **Exits and entries** (``live.orders.intents``, kernel rule 1): an exit flag closes the
+1. **Exits and entries** (``live.signal_intents.intents``, kernel rule 1): an exit flag closes the
    whole position at the next open; an entry on a flat symbol (or one exiting on the same
    bar: a reversal) opens the other side; the side already held does nothing (no
    pyramiding). Exits fill before entries (the paper broker's order).
@@ -51,8 +51,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import polars as pl
 
-from live.orders import intents
 from live.protection import protection_legs
+from live.signal_intents import intents
 from live.venues import instrument_of
 from tradeloop.backtest import BacktestConfig, PriceArrays, WilderAtr, size_fractions
 from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, ENTRIES

@@ -84,18 +84,22 @@ def request_cancel(db: Session, order: Order, *, reason: str) -> None:
     )
 
 
-def cancel_resting_entries(db: Session, session_id: int, *, reason: str) -> list[Order]:
+def cancel_resting_entries(
+    db: Session, session_id: int, *, reason: str, capital_slice: str | None = None
+) -> list[Order]:
     """Rule 5: ``cancel_requested`` for every limit entry still working (sent, resting or
-    partly filled); the broker is asked after the commit (:func:`cancel_stale`)."""
-    rows = db.scalars(
-        select(Order).where(
-            Order.session_id == session_id,
-            Order.status.in_((S.SENT.value, *RESTING)),
-            Order.order_type == OrderType.LIMIT.value,
-            Order.parent_id.is_(None),
-            Order.reduce_only.is_(False),
-        )
+    partly filled); the broker is asked after the commit (:func:`cancel_stale`).
+    ``capital_slice``: only that slice's (``live.slices``: a slice that closes); None: every book's."""
+    query = select(Order).where(
+        Order.session_id == session_id,
+        Order.status.in_((S.SENT.value, *RESTING)),
+        Order.order_type == OrderType.LIMIT.value,
+        Order.parent_id.is_(None),
+        Order.reduce_only.is_(False),
     )
+    if capital_slice is not None:
+        query = query.where(Order.capital_slice == capital_slice)
+    rows = db.scalars(query)
     orders = [o for o in rows if can_transition(o.status, S.CANCEL_REQUESTED)]
     for order in orders:
         request_cancel(db, order, reason=reason)

@@ -297,6 +297,10 @@ class ShadowStage:
             return None
         return model
 
+    def refused(self, artifact: str) -> bool:
+        """True when ``artifact`` can never serve this engine (refused at its load: it will not be tried again)."""
+        return artifact in self._refused
+
     def _refuse(self, artifact: str, why: str) -> None:
         log.error("session %s: challenger %s %s; retired, not run in shadow", self.session.name, artifact[:12], why)
         self._retire(artifact, {"refused": why})

@@ -12,23 +12,28 @@ switch, the whole-session limits) is the sum of the books; ``sessions.cash`` is 
 Per bar (``LiveEngine.on_batch``):
 
 1. **Before the bar's transaction** (:meth:`SliceStage.run`): which slices there are (every
-   ``sync_every_bars`` bars); each slice's paper book (``live.brokers.paper`` rule 5) fills its
-   orders at this bar with the slice's cash.
+   ``sync_every_bars`` bars: new ones, models read again) and, every bar, their challengers'
+   statuses and shares (one small query: a retired or promoted slice takes no entry from the
+   next bar on, a re-named waiting one takes its new share); each slice's paper book
+   (``live.brokers.paper`` rule 5) fills its orders at this bar with the slice's cash.
 2. **Settle** (:meth:`settle`, before the mark): those fills stored (``live.orders.apply_state``)
-   and applied to the slice's portfolio, marked at the closes.
+   and applied to the slice's portfolio, marked at the closes; then each open slice's own loss
+   limits on its equity (``live.slice_funding.watch``: a trip retires it, rule 4 closes it).
 3. **Evidence** (:meth:`evidence`, after the mark; written by :meth:`persist`): one paired bar
    per open slice, on a bar where the champion decided: the champion's book's return and the
    slice's, both real money (``tradeloop.challengers.evidence`` rule 2); the shadow does not
    simulate these challengers (``live.shadow``), it judges their evidence.
-4. **Funding and closing** (:meth:`transfer`, before anyone decides):
-   - a challenger named with share ``s`` gets ``s`` of the session's equity at this close, in
-     cash moved out of the champion's book, at the first bar where the champion's cash covers
-     it (the champion is never made to sell); audited ``slice_funded``.
-   - a slice whose challenger is retired or promoted is ``closing`` (audited ``slice_closing``):
-     no more entries, reduce-only orders flatten its positions; once it is flat with no open
-     order its cash returns to the champion's book (audited ``slice_closed``): the champion
-     trades the whole capital again (a promoted challenger is the champion by then,
-     ``live.models``). A kill switch's ``flatten_on_kill`` flattens every slice too.
+4. **Funding and closing** (:meth:`transfer`, before anyone decides; ``live.slice_funding``):
+   a waiting slice is funded with its share of the equity once the champion's cash covers it
+   and the funded shares stay within half (until then audited ``slice_waiting`` once, with why);
+   a slice whose challenger is retired, promoted or refused is ``closing``: its resting limit
+   entries canceled, no more entries, reduce-only orders flatten it; flat with no open order,
+   its cash returns to the champion's book: the champion trades the whole capital again (a
+   promoted challenger is the champion by then, ``live.models``). A kill switch's
+   ``flatten_on_kill`` flattens every slice too. A model that cannot be read now (the registry
+   unreadable at a restart) neither closes nor strands an open slice: it holds (no entry;
+   exits, legs and the loss limits still work) until the model loads; one refused for good
+   (``ModelError``, a misfit) retires its challenger and closes the slice.
 5. **Decide** (:meth:`decide`): each open slice decides at the close with its own model
    (``live.shadow.model_signals``, the in-sample rule included) and sizes entries from its own
    equity (``live.entries.EntryPlanner``). A challenger that raises is retired (rule 4 closes it).
@@ -39,36 +44,43 @@ Per bar (``LiveEngine.on_batch``):
    champion's through the session's broker, which hands each to its slice's book.
 
 Paper sessions only (``ChallengerStore.add`` refuses a share for a live one; a live engine runs
-such a challenger in shadow). A slice's throttle memory is in memory; the session's is stored.
+such a challenger in shadow). A slice's risk state (loss limits, throttle) is stored on its
+challenger row (``slice_risk_state``); the session's with the session. The champion's book is
+judged at its share (``1 -`` the funded shares, never under ``1 - MAX_TOTAL_SHARE``: a database
+that says otherwise is audited ``champion_share_clamped``, never an error inside the bar), its
+throttle memory kept when the share changes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import polars as pl
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from live.brokers.base import OrderState
 from live.brokers.paper import PaperBroker
 from live.entries import EntryPlanner
 from live.feeds.base import CandleBatch
 from live.orders import apply_state, new_order, slice_prefix
 from live.risk_stage import portfolio_snapshot
 from live.shadow import ShadowStage, model_signals
+from live.slice_book import ACTIVE, Slice, open_orders, retire
+from live.slice_funding import transfer, watch
 from live.slice_risk import CHAMPION, SliceIntents, pre_trade_slices
 from live.venues import instrument_of, key_of, sent_to
 from tradeloop.backtest import BacktestConfig
+from tradeloop.challengers.books import FUNDED, slice_book
 from tradeloop.challengers.evidence import ChallengerStore, PairedBar
-from tradeloop.challengers.slices import champion_share, slice_risk_config
+from tradeloop.challengers.slices import MAX_TOTAL_SHARE, champion_share, slice_risk_config
+from tradeloop.errors import RiskError
 from tradeloop.ops import Fill, OpsStore, Order, TradingSession
 from tradeloop.ops.challenger_models import ChallengerRow
-from tradeloop.ops.store import OPEN_STATUSES
-from tradeloop.portfolio import CashFlowKind, Portfolio
+from tradeloop.portfolio import Portfolio
 from tradeloop.risk import MarketRules, PortfolioSnapshot, RiskConfig, RiskState
 from tradeloop.risk.checks import flatten_intents
 from tradeloop.thresholds import ThresholdModel
@@ -77,37 +89,6 @@ from tradeloop.trading import FillRecord, InstrumentId, OrderIntent, OrderSide
 log = logging.getLogger(__name__)
 
 __all__ = ["Slice", "SliceStage"]
-
-ACTIVE = ("shadow", "recommended")  # a challenger whose slice trades; any other status closes it
-
-
-@dataclass(kw_only=True, eq=False)
-class Slice:
-    """One challenger's capital slice (module rules); ``state``: waiting (not funded), open, closing."""
-
-    row_id: int
-    artifact: str
-    share: float
-    prefix: str
-    model: ThresholdModel | None  # None: closing without a model (it only flattens)
-    broker: PaperBroker
-    planner: EntryPlanner
-    risk: RiskState
-    state: str = "waiting"
-    portfolio: Portfolio = field(default_factory=lambda: Portfolio(cash=0.0))
-    since: int | None = None  # the bar it was funded at
-    equity: float = 0.0  # at the last close
-    before: float = 0.0  # at the close before it (the evidence's base)
-    ended: list[OrderState] = field(default_factory=list)
-    intents: list[OrderIntent] = field(default_factory=list)
-    retiring: bool = False
-
-    @property
-    def funded(self) -> bool:
-        return self.state in ("open", "closing")
-
-    def positions(self) -> dict[str, float]:
-        return {p.instrument.symbol: p.quantity for p in self.portfolio.positions()}
 
 
 class SliceStage:
@@ -159,13 +140,16 @@ class SliceStage:
     # ------------------------------------------------------------------ the slices, from the database
     def reload(self, session: TradingSession) -> None:
         """Every slice as the database has it (``session``: as just read): at a (re)start, before
-        the open orders are reconciled (each slice's paper book must exist to take its orders back)."""
+        the open orders are reconciled (each slice's paper book must exist to take its orders back).
+        Nothing of a bar that did not commit is kept (its approved orders, its evidence)."""
         self.session = session
         self.slices.clear()
+        self._approved, self._evidence = [], []
         self._bar_ts, self._loaded = None, False
         self._sync()
 
     def _sync(self) -> None:
+        """Rule 1's full read: the slices there are, new ones made, missing models read again."""
         if self.broker is None:
             return
         self._loaded = True
@@ -173,53 +157,71 @@ class SliceStage:
         for gone in set(self.slices) - set(rows):
             del self.slices[gone]
         for artifact, row in sorted(rows.items()):
-            known = self.slices.get(artifact)
-            if known is None:
-                known = self._make(row)
-                if known is None:
-                    continue
-                self.slices[artifact] = known
-            known.retiring = row.status not in ACTIVE or known.model is None
-            if known.retiring and known.state == "waiting":  # never funded: nothing to close
+            if artifact not in self.slices and (made := self._make(row)) is not None:
+                self.slices[artifact] = made
+            elif (known := self.slices.get(artifact)) is not None and known.model is None and not known.retiring:
+                known.model = self._model(known.artifact, row.status)  # holding: read again
+                if known.model is None and self.shadow.refused(artifact):
+                    known.retiring, known.why = True, "its model was refused"
+        self._statuses({a: (r.status, r.capital_share) for a, r in rows.items()})
+
+    def _refresh(self) -> None:
+        """Rule 1's per-bar read: each slice's challenger's status and share (one small query)."""
+        with self.store.transaction() as db:
+            rows = db.execute(
+                select(ChallengerRow.artifact, ChallengerRow.status, ChallengerRow.capital_share).where(
+                    ChallengerRow.session_id == self.session.id, ChallengerRow.artifact.in_(list(self.slices))
+                )
+            ).all()
+        self._statuses({a: (status, share) for a, status, share in rows})
+
+    def _statuses(self, rows: Mapping[str, tuple[str, float | None]]) -> None:
+        for artifact in sorted(self.slices):
+            known = self.slices[artifact]
+            status, share = rows.get(artifact, ("retired", known.share))
+            if status not in ACTIVE and not known.retiring:
+                known.retiring, known.why = True, f"its challenger was {status}"
+            if known.state != "waiting":
+                continue
+            if known.retiring:  # never funded: nothing to close
                 del self.slices[artifact]
+            elif share is not None and not math.isclose(share, known.share):  # named again with another share
+                known.share, known.risk = share, RiskState(slice_risk_config(self.risk_config, share))
+
+    def _model(self, artifact: str, status: str) -> ThresholdModel | None:
+        if status not in ACTIVE:
+            return None
+        model = self.shadow.load_model(artifact)
+        if model is None and self.shadow.refused(artifact):  # for good: its challenger retires (idempotent)
+            ChallengerStore(self.store).retire(self.session.id, artifact, actor="engine",
+                                               detail={"refused": "its model cannot serve the session"})  # fmt: skip
+        return model
 
     def _make(self, row: ChallengerRow) -> Slice | None:
         assert self.broker is not None and row.capital_share is not None
-        model = self.shadow.load_model(row.artifact) if row.status in ACTIVE else None
-        if model is None and row.slice_state not in ("open", "closing"):
-            return None  # refused (retired by the shadow's checks) or unreadable now: tried at the next sync
+        model = self._model(row.artifact, row.status)
+        funded = row.slice_state in FUNDED and row.slice_cash is not None
+        if model is None and not funded:
+            return None  # refused (retired), or unreadable now: tried at the next sync
         self.shadow.sliced.add(row.artifact)
         prefix = slice_prefix(self.session.id, row.id)
+        config = slice_risk_config(self.risk_config, row.capital_share)
         made = Slice(
-            row_id=row.id, artifact=row.artifact, share=row.capital_share, prefix=prefix, model=model,
-            broker=self.broker.slice_book(prefix),
+            row_id=row.id, artifact=row.artifact, share=row.capital_share, prefix=prefix, venue=self.session.exchange,
+            model=model, broker=self.broker.slice_book(prefix),
             planner=EntryPlanner(self.backtest, venue=self.session.exchange, timeframe=self.session.timeframe),
-            risk=RiskState(slice_risk_config(self.risk_config, row.capital_share)),
+            risk=_risk_state(row, config), announced=row.slice_state == "waiting",
         )  # fmt: skip
-        if row.slice_state in ("open", "closing") and row.slice_cash is not None:
-            made.state, made.since = row.slice_state, row.slice_ts
-            made.portfolio = self._rebuilt(row)
+        if row.status not in ACTIVE:
+            made.retiring, made.why = True, f"its challenger was {row.status}"
+        elif model is None and self.shadow.refused(row.artifact):
+            made.retiring, made.why = True, "its model was refused"
+        if funded:
+            made.state, made.since = str(row.slice_state), row.slice_ts
+            with self.store.transaction() as db:
+                made.portfolio = slice_book(db, self.session, row)
             made.equity = made.before = self._last_equity(row.artifact, made.portfolio)
         return made
-
-    def _rebuilt(self, row: ChallengerRow) -> Portfolio:
-        """The slice's book: its funding plus its orders' fills, in the order they were stored."""
-        assert row.slice_cash is not None
-        book = Portfolio(cash=row.slice_cash)
-        with self.store.transaction() as db:
-            fills = db.scalars(
-                select(Fill)
-                .join(Order, Order.id == Fill.order_id)
-                .where(
-                    Fill.session_id == self.session.id,
-                    Order.capital_slice == row.artifact,
-                    Order.decided_ts >= (row.slice_ts or 0),
-                )
-                .order_by(Fill.id)
-            )
-            for f in fills:
-                book.apply_fill(self._record(f))
-        return book
 
     def _last_equity(self, artifact: str, book: Portfolio) -> float:
         """The slice's equity at the session's last committed close: its evidence's, when that bar
@@ -242,13 +244,15 @@ class SliceStage:
             return  # the bar again: its fills are waiting already
         if not self._loaded or self._bars % self.sync_every_bars == 0:
             self._sync()
+        elif self.slices:
+            self._refresh()
         self._bars += 1
         self._bar_ts, self._champion_before = batch.ts, equity
         for s in self._funded():
             s.before = s.equity
             s.ended = await s.broker.on_bar(batch, cash=s.portfolio.cash)
 
-    def settle(self, db: Session, *, last: Mapping[str, float]) -> None:
+    def settle(self, db: Session, ts: int, *, last: Mapping[str, float]) -> None:
         """Rule 2."""
         self._last = last
         for s in self._funded():
@@ -258,6 +262,7 @@ class SliceStage:
             s.ended = []
             s.portfolio.mark({instrument_of(self.session.exchange, k): last.get(k) for k in s.positions()})
             s.equity = s.portfolio.equity()
+        watch(db, ts, session=self.session, slices=self._funded())
 
     def evidence(self, ts: int, *, equity: float, champion: str | None, decided: bool) -> None:
         """Rule 3: the bar's paired returns (written by :meth:`persist` with the orders decided)."""
@@ -272,26 +277,9 @@ class SliceStage:
         ]  # fmt: skip
 
     def transfer(self, db: Session, ts: int, *, champion: Portfolio) -> float:
-        """Rule 4; the champion's equity after it."""
-        for s in [self.slices[a] for a in sorted(self.slices)]:
-            if s.state == "waiting":
-                amount = s.share * (champion.equity() + self.equity)
-                if not (amount > 0 and champion.cash >= amount):
-                    continue
-                champion.add_cash_flow(-amount, reason=CashFlowKind.TRANSFER)
-                s.portfolio, s.state, s.since, s.equity, s.before = Portfolio(cash=amount), "open", ts, amount, amount
-                self._row(db, s, slice_cash=amount, slice_ts=ts, slice_state="open")
-                self._audit(db, "slice_funded", s, ts=ts, cash=amount, share=s.share)
-            elif s.retiring and s.state == "open":
-                s.state = "closing"
-                self._row(db, s, slice_state="closing")
-                self._audit(db, "slice_closing", s, ts=ts)
-            elif s.state == "closing" and not s.positions() and not self._open_orders(db, s):
-                champion.add_cash_flow(s.portfolio.cash, reason=CashFlowKind.TRANSFER)
-                self._row(db, s, slice_state="closed")
-                self._audit(db, "slice_closed", s, ts=ts, cash=s.portfolio.cash)
-                del self.slices[s.artifact]
-                self.broker.slices.pop(s.prefix, None)  # type: ignore[union-attr]  # funded: paper
+        """Rule 4 (``live.slice_funding``); the champion's equity after it."""
+        for closed in transfer(db, ts, session=self.session, slices=self.slices, champion=champion):
+            self.broker.slices.pop(closed.prefix, None)  # type: ignore[union-attr]  # funded: paper
         return champion.equity()
 
     def decide(self, db: Session, ts: int, *, window: pl.DataFrame, last: Mapping[str, float], flatten: bool) -> None:
@@ -299,11 +287,14 @@ class SliceStage:
         for s in self._funded():
             s.intents = []
             if s.state == "closing" or flatten:
-                pending = {o.symbol for o in self._open_orders(db, s) if o.reduce_only and o.parent_id is None}
-                snap = self._snapshot(s)
-                s.intents = [i for i in flatten_intents(snap) if i.instrument.symbol not in pending]
+                pending = {
+                    o.symbol for o in open_orders(db, self.session.id, s) if o.reduce_only and o.parent_id is None
+                }
+                intents = flatten_intents(self._snapshot(s))
+                s.intents = [i for i in intents if key_of(self.session.exchange, i.instrument) not in pending]
                 continue
-            assert s.model is not None  # open: it has one
+            if s.model is None:
+                continue  # holding until its model can be read (module rules)
             try:
                 signals = model_signals(s.model, window, ts, in_sample=bool(self.session.in_sample))
                 s.intents = s.planner.decide(
@@ -312,7 +303,7 @@ class SliceStage:
             except Exception as exc:  # a failing challenger never stops the champion's bar
                 log.error("session %s: slice %s failed to decide at %d; retired, its slice closes",
                           self.session.name, s.artifact[:12], ts, exc_info=exc)  # fmt: skip
-                self._retire(db, s, {"bar_ts": ts, "error": f"{type(exc).__name__}: {exc}"[:200]})
+                retire(db, self.session.id, s, {"bar_ts": ts, "error": f"{type(exc).__name__}: {exc}"[:200]})
 
     def pre_trade(
         self,
@@ -326,7 +317,9 @@ class SliceStage:
     ) -> list[OrderIntent]:
         """Rule 6: the champion's intents that may be sent; the slices' wait for :meth:`persist`."""
         funded = self._funded()
-        books = [SliceIntents(name=CHAMPION, intents=intents, snapshot=snapshot, state=self._champion_state(funded))]
+        books = [
+            SliceIntents(name=CHAMPION, intents=intents, snapshot=snapshot, state=self._champion_state(db, funded))
+        ]
         books += [
             SliceIntents(name=s.artifact, intents=s.intents, snapshot=self._snapshot(s), state=s.risk) for s in funded
         ]
@@ -354,11 +347,23 @@ class SliceStage:
         return [o for _, o in orders]
 
     # ------------------------------------------------------------------ helpers
-    def _champion_state(self, funded: list[Slice]) -> RiskState:
-        """The champion's slice limits at its share now (its throttle kept while the share holds)."""
+    def _champion_state(self, db: Session, funded: list[Slice]) -> RiskState:
+        """The champion's slice limits at its share now (module rules: clamped, never raised; its
+        throttle memory kept when the share changes)."""
         share = champion_share(s.share for s in funded)
+        floor = 1.0 - MAX_TOTAL_SHARE
+        if share < floor - 1e-12:
+            audit_detail = {"share": share, "clamped_to": floor, "slices": {s.artifact: s.share for s in funded}}
+            if self._champion_risk is None or not math.isclose(self._champion_risk[0], floor):
+                OpsStore.audit(db, "champion_share_clamped", session_id=self.session.id, detail=audit_detail)
+                log.error("session %s: the funded slices hold %g of the capital; the champion is judged at %g",
+                          self.session.name, 1.0 - share, floor)  # fmt: skip
+            share = floor
         if self._champion_risk is None or not math.isclose(self._champion_risk[0], share):
-            self._champion_risk = (share, RiskState(slice_risk_config(self.risk_config, share)))
+            kept = RiskState(slice_risk_config(self.risk_config, share))
+            if self._champion_risk is not None:
+                kept.order_ts.extend(self._champion_risk[1].order_ts)
+            self._champion_risk = (share, kept)
         return self._champion_risk[1]
 
     def _snapshot(self, s: Slice) -> PortfolioSnapshot:
@@ -366,36 +371,16 @@ class SliceStage:
             s.portfolio, {instrument_of(self.session.exchange, k): px for k, px in self._last.items()}
         )
 
-    def _open_orders(self, db: Session, s: Slice) -> list[Order]:
-        return list(
-            db.scalars(
-                select(Order).where(
-                    Order.session_id == self.session.id,
-                    Order.capital_slice == s.artifact,
-                    Order.status.in_(OPEN_STATUSES),
-                )
-            )
-        )
 
-    def _row(self, db: Session, s: Slice, **values: object) -> None:
-        row = db.get(ChallengerRow, s.row_id)
-        assert row is not None  # challengers are never deleted
-        for k, v in values.items():
-            setattr(row, k, v)
-
-    def _audit(self, db: Session, event: str, s: Slice, **detail: object) -> None:
-        OpsStore.audit(db, event, session_id=self.session.id, detail={"artifact": s.artifact, **detail})
-
-    def _retire(self, db: Session, s: Slice, detail: dict) -> None:
-        """Retired in the bar's transaction (audited), so rule 4 closes its slice."""
-        row = db.get(ChallengerRow, s.row_id)
-        if row is not None and row.status in ACTIVE:
-            row.status = "retired"
-            OpsStore.audit(
-                db, "challenger_retired", session_id=self.session.id, actor="engine",
-                detail={"artifact": s.artifact, **detail},
-            )  # fmt: skip
-        s.retiring, s.intents = True, []
+def _risk_state(row: ChallengerRow, config: RiskConfig) -> RiskState:
+    """The slice's stored risk state (a fresh one before its first bar, or when it does not parse)."""
+    if not row.slice_risk_state:
+        return RiskState(config)
+    try:
+        return RiskState.from_json(json.dumps(row.slice_risk_state), config=config)
+    except RiskError as exc:
+        log.error("challenger %s: its slice's stored risk state is unreadable (%s); starting afresh", row.artifact, exc)
+        return RiskState(config)
 
 
 def _ret(after: float, before: float) -> float:

@@ -49,8 +49,9 @@ class ChallengerOut(BaseModel):
     )
     slice_state: str | None = Field(
         default=None,
-        description="its capital slice: open (trading), closing (being flattened), closed (its cash back with the "
-        "champion); None: not funded (shadow only, or waiting for the champion's cash)",
+        description="its capital slice: waiting (named, not funded yet: the audit's slice_waiting says why), open "
+        "(trading), closing (being flattened), closed (its cash back with the champion); None: not funded (shadow "
+        "only, or not seen by the engine yet)",
     )
     slice_cash: float | None = Field(default=None, description="the cash its slice was funded with")
     slice_ts: int | None = Field(default=None, description="the bar its slice was funded at (open time, ms)")

@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import Context, Viewer
 from api.paging import IdPage, Paged, TsPage, paged
 from api.timequery import SessionId, owned_session
+from tradeloop.challengers.books import CHAMPION, session_books
 from tradeloop.ops.session_reads import SessionReads
-from tradeloop.portfolio import Portfolio
 from tradeloop.trading import OrderStatus
 
 router = APIRouter(prefix="/sessions/{session_id}", tags=["session records"])
@@ -68,6 +68,11 @@ class FillOut(BaseModel):
 
 
 class PositionOut(BaseModel):
+    book: str = Field(
+        default=CHAMPION,
+        description="whose book holds it: champion (the session's own), or the artifact of a challenger trading a "
+        "capital slice",
+    )
     instrument: str = Field(examples=["coinbase:BTC-USD"])
     venue: str
     symbol: str
@@ -126,7 +131,7 @@ def list_fills(
 @router.get(
     "/positions",
     response_model=list[PositionOut],
-    summary="The session's positions with marks and P&L (one per instrument: not paged)",
+    summary="The session's positions with marks and P&L, each tagged with its book (one per book and instrument)",
 )
 def list_positions(
     session_id: SessionId,
@@ -136,24 +141,27 @@ def list_positions(
 ) -> list[PositionOut]:
     session = owned_session(ctx, principal, session_id)
     rows = ctx.store.positions(session.id)
-    book = Portfolio.from_rows(session.cash, rows.values())  # marks and P&L as the engine computes them
+    with ctx.store.transaction() as db:
+        books = session_books(db, session)  # marks and P&L as the engine computes them, every book
     out = []
-    for held in book.positions(include_flat=include_flat):
-        row = rows[held.instrument.symbol]
-        out.append(
-            PositionOut(
-                instrument=str(held.instrument),
-                venue=held.instrument.venue,
-                symbol=held.instrument.symbol,
-                quantity=held.quantity,
-                entry_price=None if held.is_flat else held.entry_price,
-                entry_ts=held.entry_ts,
-                mark_price=held.mark_price,
-                unrealized_pnl=held.unrealized_pnl,
-                realized_pnl=held.realized_pnl,
-                liquidation_price=row.liquidation_price,
-            )  # fmt: skip
-        )
+    for name, book in books.items():
+        for held in book.positions(include_flat=include_flat):
+            row = rows.get(held.instrument.symbol) if name == CHAMPION else None
+            out.append(
+                PositionOut(
+                    book=name,
+                    instrument=str(held.instrument),
+                    venue=held.instrument.venue,
+                    symbol=held.instrument.symbol,
+                    quantity=held.quantity,
+                    entry_price=None if held.is_flat else held.entry_price,
+                    entry_ts=held.entry_ts,
+                    mark_price=held.mark_price,
+                    unrealized_pnl=held.unrealized_pnl,
+                    realized_pnl=held.realized_pnl,
+                    liquidation_price=row.liquidation_price if row is not None else None,
+                )  # fmt: skip
+            )
     return out
 
 

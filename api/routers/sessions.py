@@ -33,6 +33,7 @@ from api.deps import Context, Principal, Trader, Viewer
 from api.paging import IdPage, Paged, invalid_all, paged
 from api.session_options import NewSession, new_session_spec, run_command, session_credential
 from api.timequery import SessionId, owned_session
+from tradeloop.challengers.books import whole_cash
 from tradeloop.data import CandleLake
 from tradeloop.errors import DataError, NotFoundError
 from tradeloop.ops import TradingSession
@@ -62,7 +63,11 @@ class SessionOut(BaseModel):
     stored_status: str = Field(description="the status last written: running, paused, finished or stopped")
     in_sample: bool = Field(description="it trades bars its champion was trained on")
     init_cash: float
-    cash: float
+    cash: float = Field(description="the champion's book's cash (the whole session's without capital slices)")
+    whole_cash: float = Field(
+        description="the whole session's cash: the champion's plus its challengers' capital slices' (the cash "
+        "beside equity, which is the whole session's too)"
+    )
     equity: float = Field(description="the newest equity mark (the cash before the first)")
     last_bar_ts: int | None = Field(description="the last bar processed (epoch ms)")
     heartbeat_at: datetime | None
@@ -86,7 +91,9 @@ class Ack(BaseModel):
     )
 
 
-def session_out(ctx: ApiContext, row: TradingSession, equity: float | None = None) -> dict[str, Any]:
+def session_out(
+    ctx: ApiContext, row: TradingSession, equity: float | None = None, whole_cash: float | None = None
+) -> dict[str, Any]:
     tripped = (row.risk_state or {}).get("tripped")
     return {
         "id": row.id, "name": row.name, "owner_id": row.owner_id, "strategy": row.strategy,
@@ -94,6 +101,7 @@ def session_out(ctx: ApiContext, row: TradingSession, equity: float | None = Non
         "credential_id": row.credential_id,
         "status": session_status(row.status, row.heartbeat_at, now=ctx.now(), stale_after_s=STALE_AFTER_S),
         "stored_status": row.status, "in_sample": row.in_sample, "init_cash": row.init_cash, "cash": row.cash,
+        "whole_cash": row.cash if whole_cash is None else whole_cash,
         "equity": row.cash if equity is None else equity, "last_bar_ts": row.last_bar_ts,
         "heartbeat_at": row.heartbeat_at, "needs_ack": row.needs_ack, "halted": dict(row.halted or {}),
         "orders": dict(row.config), "risk": RiskConfig.parse(row.risk_config or {}).model_dump(mode="json"),
@@ -101,9 +109,14 @@ def session_out(ctx: ApiContext, row: TradingSession, equity: float | None = Non
     }  # fmt: skip
 
 
+def _whole_cash(ctx: ApiContext, row: TradingSession) -> float:
+    with ctx.store.transaction() as db:
+        return whole_cash(db, row)
+
+
 def _read(ctx: ApiContext, row: TradingSession) -> SessionOut:
     equity = SessionReads(ctx.store).last_equity([row.id]).get(row.id)
-    return SessionOut(**session_out(ctx, row, equity))
+    return SessionOut(**session_out(ctx, row, equity, _whole_cash(ctx, row)))
 
 
 @router.post(
@@ -155,7 +168,9 @@ def list_sessions(
     reads = SessionReads(ctx.store)
     rows = reads.sessions(page, owner_id=None if principal.is_admin else principal.user_id, status=stored_status)
     equity = reads.last_equity([r.id for r in rows])
-    return paged(rows, page, lambda r: SessionOut(**session_out(ctx, r, equity.get(r.id))), lambda r: r.id)
+    return paged(
+        rows, page, lambda r: SessionOut(**session_out(ctx, r, equity.get(r.id), _whole_cash(ctx, r))), lambda r: r.id
+    )
 
 
 @router.get("/{session_id}", response_model=SessionOut, summary="One session: status, cash, equity, risk")

@@ -190,3 +190,38 @@ def test_a_challenger_named_with_a_capital_share_shows_its_slice_and_live_sessio
     assert refused.status_code == 422 and "paper sessions only" in refused.json()["detail"]
     shadow = api.client.post(f"/sessions/{live.id}/challengers", json={"artifact": challenger[:12]}, headers=owner)
     assert shadow.status_code == 201 and shadow.json()["capital_share"] is None
+
+
+def _split_books(store, session_id: int, artifact: str) -> None:
+    """The champion long 0.5 BTC-USD (marked 110), 8,000 cash; a slice of 2,000 that bought 1 ETH-USD at 50."""
+    from tradeloop.ops import Fill, Order, Position
+    from tradeloop.ops.challenger_models import ChallengerRow
+
+    with store.transaction() as db:
+        db.get(TradingSession, session_id).cash = 8_000.0
+        db.add(Position(session_id=session_id, venue="coinbase", symbol="BTC-USD", quantity=0.5, entry_price=100.0,
+                        entry_fee=0.05, entry_ts=0, last_price=110.0, realized_pnl=0.0))  # fmt: skip
+        db.add(ChallengerRow(session_id=session_id, artifact=artifact, status="shadow", capital_share=0.2,
+                             slice_cash=2_000.0, slice_ts=0, slice_state="open"))  # fmt: skip
+        for cid, book, symbol, qty, price in (("tl1-e", None, "BTC-USD", 0.5, 100.0),
+                                              ("tl1c1-e", artifact, "ETH-USD", 1.0, 50.0)):  # fmt: skip
+            order = Order(session_id=session_id, client_order_id=cid, venue="paper", symbol=symbol, side="buy",
+                          intent="enter_long", order_type="market", time_in_force="gtc", quote_amount=qty * price,
+                          reduce_only=False, decided_ts=0, status="filled", capital_slice=book)  # fmt: skip
+            db.add(order)
+            db.flush()
+            db.add(Fill(order_id=order.id, session_id=session_id, venue="paper", symbol=symbol, trade_id=cid,
+                        side="buy", quantity=qty, price=price, fee=0.1, ts=1))  # fmt: skip
+
+
+def test_positions_and_cash_read_every_book_of_a_split_session(sqlite_api: Api) -> None:
+    api = sqlite_api
+    row = _session(api, "split", owner=api.user("tom", Role.TRADER))
+    _split_books(api.ctx.store, row.id, "c" * 64)
+    tom = api.login("tom")
+    held = api.client.get(f"/sessions/{row.id}/positions", headers=tom).json()
+    assert [(p["book"], p["symbol"], p["quantity"]) for p in held] == [
+        ("champion", "BTC-USD", 0.5), ("c" * 64, "ETH-USD", 1.0)
+    ]  # fmt: skip
+    read = api.client.get(f"/sessions/{row.id}", headers=tom).json()
+    assert read["cash"] == 8_000.0 and read["whole_cash"] == pytest.approx(8_000.0 + 2_000.0 - 50.0 - 0.1)

@@ -202,3 +202,28 @@ def test_a_bad_refresh_setting_is_named_in_the_sidebar(tmp_path: Path, monkeypat
     [error] = at.sidebar.error
     assert f"{refresh.REFRESH_ENV}='often'" in error.value and "e.g. 10" in error.value
     assert at.sidebar.selectbox(key=refresh.KEY).value == refresh.DEFAULT_S  # the dashboard still works
+
+
+def test_a_split_sessions_positions_and_round_trips_are_per_book(tmp_path: Path) -> None:
+    from tests.api.test_challengers_api import _split_books
+    from tradeloop.ops import OpsStore
+
+    store = OpsStore.open(f"sqlite:///{tmp_path / 'ops.db'}")
+    session = store.create_session(
+        name="split", strategy="sma_cross", exchange="coinbase", timeframe="4h", symbols=["BTC-USD", "ETH-USD"],
+        mode="paper", init_cash=10_000.0, config={},
+    )  # fmt: skip
+    _split_books(store, session.id, "c" * 64)
+    tables = session_data.read_session(store, "split")
+    assert tables.positions.select("book", "symbol").rows() == [("c" * 64, "ETH-USD"), ("champion", "BTC-USD")]
+    # the champion's sell of ETH does not close the slice's ETH buy
+    trips = session_data.round_trips(
+        pl.DataFrame({"id": [1, 2], "ts": [0, HOUR], "symbol": ["ETH", "ETH"], "side": ["buy", "sell"],
+                      "quantity": [1.0, 1.0], "price": [50.0, 60.0], "fee": [0.0, 0.0], "book": ["c", "champion"]})
+    )  # fmt: skip
+    assert trips.select("book", "is_open").rows() == [("c", True)]
+    assert tables.trades.select("book", "symbol").sort("book").rows() == [
+        ("c" * 64, "ETH-USD"),
+        ("champion", "BTC-USD"),
+    ]
+    store.close()

@@ -5,7 +5,7 @@ Slow and simple, for tests only. Fills follow ``tradeloop.backtest.kernel``'s do
 limit entries resting ``limit_ttl_bars`` candles and filling on the queue rule, one portfolio
 or one per symbol, fixed-fraction sizing; no stops), written out again here. The risk engine is
 ``tradeloop.risk`` itself, driven as ``live.engine`` drives it: at each close the group's
-``RiskState.on_equity``, then the signals as ``OrderIntent`` s (``live.orders.intents``' shape,
+``RiskState.on_equity``, then the signals as ``OrderIntent`` s (``live.signal_intents.intents``' shape,
 with shorts and limit prices) plus ``flatten_intents`` on a trip with ``flatten_on_kill``,
 all through ``check_batch`` against a ``PortfolioSnapshot`` at the close. Nobody acknowledges
 a trip. What is approved fills at the symbol's next open; an entry whose position is still held
@@ -232,7 +232,7 @@ def risk_reference(
 def _intents(
     flags: int, *, instrument: InstrumentId, position: float, quote: float, close: float, limit_offset: float | None
 ) -> list[OrderIntent]:
-    """``live.orders.intents`` with shorts: an exit of the whole position, then an entry."""
+    """``live.signal_intents.intents`` with shorts: an exit of the whole position, then an entry."""
     out = []
     exiting = (position > 0 and flags & (EXIT_LONG | ENTER_SHORT)) or (
         position < 0 and flags & (EXIT_SHORT | ENTER_LONG)

@@ -102,7 +102,8 @@ def test_positions_are_listed_by_instrument_with_pnl_and_liquidation(data_dir: P
     row = next(line for line in shown.stdout.splitlines() if "binanceusdm:BTC-USDT" in line)
     cells = [c.strip() for c in row.strip("│ ").split("│")]
     # a short of 0.5 from 100 marked at 90 gains 0.5 * 10 = 5.00, less the 0.05 entry fee paid: 4.95
-    assert cells[1:] == ["-0.50", "100.00", "90.00", "4.95", "12.50", "180.25"]
+    assert cells[0] == "champion" and cells[2:] == ["-0.50", "100.00", "90.00", "4.95", "12.50", "180.25"]
+    assert "cash: champion 1,000.00, whole session 1,000.00" in shown.stdout
 
 
 def test_order_rules_of_a_new_session_are_stored_and_a_bad_one_exits_2(data_dir: Path) -> None:

@@ -19,8 +19,8 @@ from live.brokers.base import OrderRequest, OrderState
 from live.brokers.paper import PaperBroker
 from live.entries import EntryPlanner, can_short
 from live.feeds.base import CandleBatch
-from live.orders import intents
 from live.protection import child_order_id
+from live.signal_intents import intents
 from tests.live.conftest import REASON_OF_INTENT, trade_fills
 from tradeloop.backtest import BacktestConfig, run_backtest
 from tradeloop.portfolio import Portfolio

@@ -130,3 +130,66 @@ def test_the_whole_book_sums_the_slices() -> None:
     whole = whole_snapshot([portfolio_snapshot(a, PRICES), portfolio_snapshot(b, PRICES)])
     assert whole.positions[BTC] == pytest.approx(0.03)
     assert (whole.cash, whole.equity) == (pytest.approx(3_500.0), pytest.approx(5_000.0))
+
+
+def _opposite_books() -> tuple[Portfolio, Portfolio]:
+    """The champion long 0.1 BTC, the challenger short 0.1 BTC: the session nets to flat."""
+    champ, challenger = Portfolio(cash=3_000.0), Portfolio(cash=7_000.0)
+    champ.apply_fill(FillRecord(instrument=BTC, side=OrderSide.BUY, quantity=0.1, price=50_000.0, fee=0.0, ts=0))
+    champ.add_cash_flow(5_000.0, reason=CashFlowKind.DEPOSIT)  # 8,000 of equity
+    challenger.apply_fill(FillRecord(instrument=BTC, side=OrderSide.SELL, quantity=0.1, price=50_000.0, fee=0.0, ts=0))
+    challenger.add_cash_flow(-5_000.0, reason=CashFlowKind.WITHDRAWAL)  # 2,000 of equity
+    return champ, challenger
+
+
+def test_an_exit_passes_the_session_check_when_the_books_hold_opposite_sides(tmp_path: Path) -> None:
+    store, session = _session(tmp_path)
+    config = RiskConfig()
+    champ, challenger = _opposite_books()
+    cover = OrderIntent(instrument=BTC, side=OrderSide.BUY, kind=OrderIntentKind.EXIT_SHORT, quantity=0.1,
+                        reference_price=PRICES[BTC], reduce_only=True)  # fmt: skip
+    sell = OrderIntent(instrument=BTC, side=OrderSide.SELL, kind=OrderIntentKind.EXIT_LONG, quantity=0.1,
+                       reference_price=PRICES[BTC], reduce_only=True)  # fmt: skip
+    state = RiskState(config)
+    with store.transaction() as db:
+        approved = pre_trade_slices(
+            db, session=session, books=_books(config, (champ, [sell]), (challenger, [cover])), state=state, ts=0,
+            markets={},
+        )  # fmt: skip
+    assert [(n, i.kind) for n, i in approved] == [
+        (CHAMPION, OrderIntentKind.EXIT_LONG),
+        (CHALLENGER, OrderIntentKind.EXIT_SHORT),
+    ]
+    assert _denials(store, session.id) == [] and state.orders_in_window(0) == 2
+    store.close()
+
+
+def test_gross_exposure_and_open_positions_count_each_book_unsigned(tmp_path: Path) -> None:
+    store, session = _session(tmp_path)
+    champ, challenger = _opposite_books()  # 10,000 of equity: 10,000 gross in BTC, though the books net to flat
+    whole = whole_snapshot([portfolio_snapshot(champ, PRICES), portfolio_snapshot(challenger, PRICES)])
+    assert whole.positions[BTC] == pytest.approx(0.0) and whole.gross == {BTC: pytest.approx(0.2)}
+    flat = Portfolio(cash=1_000.0)  # a third book, flat, enters ETH: within its own limits
+    for config, rule in ((RiskConfig(max_gross_exposure=0.9), "max_gross_exposure"),
+                         (RiskConfig(max_open_positions=1), "max_open_positions")):  # fmt: skip
+        books = [*_books(config, (champ, []), (challenger, [])),
+                 SliceIntents(name="other", intents=[_entry(ETH, 500.0)], snapshot=portfolio_snapshot(flat, PRICES),
+                              state=RiskState(slice_risk_config(config, 0.1)))]  # fmt: skip
+        with store.transaction() as db:
+            assert pre_trade_slices(db, session=session, books=books, state=RiskState(config), ts=0, markets={}) == []
+        assert _denials(store, session.id)[-1] == ("other", "session", rule)
+    store.close()
+
+
+def test_a_slice_throttle_counts_only_what_the_session_approved(tmp_path: Path) -> None:
+    store, session = _session(tmp_path)
+    config = RiskConfig(max_open_positions=2, max_orders=10)
+    challenger = Portfolio(cash=1_000.0)
+    challenger.apply_fill(FillRecord(instrument=SOL, side=OrderSide.BUY, quantity=5.0, price=100.0, fee=0.0, ts=0))
+    books = _books(config, (Portfolio(cash=8_000.0), [_entry(BTC, 500.0), _entry(ETH, 500.0)]), (challenger, []))
+    with store.transaction() as db:
+        approved = pre_trade_slices(db, session=session, books=books, state=RiskState(config), ts=0, markets={})
+    assert len(approved) == 1  # the champion's book may hold both; the session, with SOL, only one more
+    assert _denials(store, session.id) == [(CHAMPION, "session", "max_open_positions")]
+    assert books[0].state.orders_in_window(0) == 1
+    store.close()

@@ -12,7 +12,7 @@ bar, in ``live.engine``'s order (mark, kill switch, decide, risk):
    refused (``kill_switch``) to the end. With ``flatten_on_kill`` the trip bar adds a
    reduce-only flatten of every open position (``|q| > 1e-12``, ``tradeloop.risk.checks.
    flatten_intents``) after the signals' own intents.
-2. **Intents** (``live.orders.intents``, with shorts and limit entries): a symbol's signal
+2. **Intents** (``live.signal_intents.intents``, with shorts and limit entries): a symbol's signal
    gives an exit of the whole position when it exits it (a long on ``EXIT_LONG`` or
    ``ENTER_SHORT``, a short on ``EXIT_SHORT`` or ``ENTER_LONG``), and an entry when exactly one
    entry flag is set and the position is flat or exiting, worth ``a = size_frac * equity at
@@ -252,7 +252,7 @@ def risk_close(
                 continue
             d = 1.0 if want_long else -1.0
             amount = (size_frac[0, 0] if scalar_size else size_frac[t, j]) * e
-            if not amount > 0.0:  # no entry of size 0 (live.orders.intents)
+            if not amount > 0.0:  # no entry of size 0 (live.signal_intents.intents)
                 continue
             ref = last[j]
             if limit_mode:  # units fixed at decision, valued at the limit price

@@ -6,7 +6,9 @@ Rules:
    ``tradeloop models promote`` takes) of the session's strategy, not its champion's
    artifact, once per session; ``capital_share`` makes it trade a real slice of the session's
    capital (``tradeloop.challengers.slices``, ``live.slices``; None: shadow only): paper sessions
-   only, and the named shares of a session together at most 0.5. Its own sequential-test
+   only, and the shares of a session together at most 0.5: those named and in shadow, and those
+   of slices still holding money (closing after a retirement); namings of one session are
+   serialized (its row locked), so two at once cannot both pass. Its own sequential-test
    options (``test``: alpha, min_bars, ...) may be given when it is first named; they are
    fixed from then on (a false-promotion rate chosen after seeing evidence no longer holds),
    and a challenger named without them is judged with the caller's options (the engine's, the
@@ -30,10 +32,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tradeloop.challengers.books import FUNDED
 from tradeloop.challengers.sequential import SequentialConfig, Standing, standing
 from tradeloop.challengers.slices import MAX_TOTAL_SHARE
 from tradeloop.errors import ConfigError, SessionStateError
@@ -58,13 +61,15 @@ def test_of(row: ChallengerRow, default: SequentialConfig) -> SequentialConfig:
 
 
 def _check_total(db: Session, session: TradingSession, artifact: str, share: float) -> None:
-    """The named shares of a session together at most ``MAX_TOTAL_SHARE`` (rule 1)."""
+    """The shares of a session's slices together at most ``MAX_TOTAL_SHARE`` (rule 1): every
+    challenger named with one and still in shadow, and every slice still holding money (open, or
+    closing after its challenger was retired or promoted)."""
     others = db.scalars(
         select(ChallengerRow.capital_share).where(
             ChallengerRow.session_id == session.id,
             ChallengerRow.artifact != artifact,
             ChallengerRow.capital_share.is_not(None),
-            ChallengerRow.status.in_(("shadow", "recommended")),
+            or_(ChallengerRow.status.in_(("shadow", "recommended")), ChallengerRow.slice_state.in_(FUNDED)),
         )
     )
     total = share + sum(s or 0.0 for s in others)
@@ -96,7 +101,7 @@ class ChallengerStanding:
     artifact: str
     status: str
     capital_share: float | None
-    slice_state: str | None  # its capital slice (live.slices): open, closing, closed; None: not funded
+    slice_state: str | None  # its capital slice (live.slices): waiting, open, closing, closed; None: not funded
     slice_cash: float | None
     slice_ts: int | None
     first_ts: int | None
@@ -176,6 +181,9 @@ class ChallengerStore:
     ) -> None:
         options = test.model_dump() if test is not None else None
         with self.store.transaction(immediate=True) as db:
+            # namings of one session one at a time (PostgreSQL: the session's row locked; SQLite's
+            # immediate transaction already is), so two cannot both pass the shares' check
+            OpsStore.session_row(db, session.id, for_update=True)
             row = db.scalar(
                 select(ChallengerRow).where(ChallengerRow.session_id == session.id, ChallengerRow.artifact == full)
             )
@@ -235,6 +243,8 @@ class ChallengerStore:
                 )
             ):
                 row.status = "retired"
+                if row.slice_state == "waiting":  # never funded: nothing waits any more
+                    row.slice_state = None
                 OpsStore.audit(
                     db,
                     "challenger_retired",

@@ -356,28 +356,35 @@ def show_risk(name: Annotated[str, typer.Argument(help="Session name")]) -> None
 @app.command("positions")
 @handle_errors
 def show_positions(name: Annotated[str, typer.Argument(help="Session name")]) -> None:
-    """The session's positions: instrument, signed quantity (short < 0), entry and last price,
-    unrealised and realised P&L, and a perpetual's liquidation price as the venue reported it."""
+    """The session's positions, each with its book (``champion``, or the challenger trading a capital
+    slice): instrument, signed quantity (short < 0), entry and last price, unrealised and realised
+    P&L, and a perpetual's liquidation price as the venue reported it; then the champion's and the
+    whole session's cash."""
+    from tradeloop.challengers.books import CHAMPION, session_books
+
     store = _store()
     session = store.session(name)
     tbl = FitTable(
         f"Positions of session {name!r}",
-        ["instrument", "quantity", "entry", "last", "unrealized", "realized", "liquidation"],
+        ["book", "instrument", "quantity", "entry", "last", "unrealized", "realized", "liquidation"],
         optional=["liquidation", "realized"],
     )
-    from tradeloop.portfolio import Portfolio
-
     rows = store.positions(session.id)
-    book = Portfolio.from_rows(session.cash, rows.values())  # marks and P&L as the engine computes them
-    for held in book.positions(include_flat=True):
-        row = rows[held.instrument.symbol]
-        tbl.add_row(
-            str(held.instrument),
-            fmt_num(held.quantity),
-            "-" if held.is_flat else fmt_num(held.entry_price),
-            fmt_num(held.mark_price),
-            "-" if held.is_flat else f"{held.unrealized_pnl:,.2f}",
-            f"{held.realized_pnl:,.2f}",
-            fmt_num(row.liquidation_price) if row.liquidation_price else "-",
-        )
+    with store.transaction() as db:
+        books = session_books(db, session)  # marks and P&L as the engine computes them, every book
+    for book_name, book in books.items():
+        for held in book.positions(include_flat=book_name == CHAMPION):
+            row = rows.get(held.instrument.symbol) if book_name == CHAMPION else None
+            tbl.add_row(
+                book_name[:12],
+                str(held.instrument),
+                fmt_num(held.quantity),
+                "-" if held.is_flat else fmt_num(held.entry_price),
+                fmt_num(held.mark_price),
+                "-" if held.is_flat else f"{held.unrealized_pnl:,.2f}",
+                f"{held.realized_pnl:,.2f}",
+                fmt_num(row.liquidation_price) if row is not None and row.liquidation_price else "-",
+            )
     tbl.print(console)
+    whole = sum(b.cash for b in books.values())
+    console.print(f"cash: champion {session.cash:,.2f}, whole session {whole:,.2f}")

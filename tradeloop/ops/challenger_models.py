@@ -33,10 +33,12 @@ class ChallengerRow(Base):
         JSON, nullable=True
     )  # its SequentialConfig (0014); None: defaults
     # its capital slice (migration 0015, ``live.slices``): the cash it was funded with, the bar, and
-    # open | closing | closed (None: not funded)
+    # waiting | open | closing | closed (None: not funded, not yet seen by the engine)
     slice_cash: Mapped[float | None] = mapped_column(Float, nullable=True, default=None)
     slice_ts: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)
-    slice_state: Mapped[str | None] = mapped_column(String(10), nullable=True, default=None)
+    slice_state: Mapped[str | None] = mapped_column(String(10), nullable=True, default=None)  # or waiting
+    # the slice's RiskState (RiskState.to_json: its day, high-water mark, trip, throttle): a restart keeps it
+    slice_risk_state: Mapped[dict | None] = mapped_column(JSON, nullable=True, default=None)
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     decision: Mapped[dict | None] = mapped_column(JSON, nullable=True)

@@ -39,6 +39,11 @@ Rules, in this fixed order; the first that fails is the verdict (``RiskDenied.ru
     max_gross_exposure`` (any entry is denied while ``E <= 0``).
 13. ``MAX_NET_EXPOSURE`` (entries): ``|sum_j n_j + s*N| / E > max_net_exposure``.
 
+A snapshot netting several books of one session (``PortfolioSnapshot.gross``, ``live.slice_risk``)
+counts rules 11 and 12 unsigned: an instrument any book holds is open, and its ``|n_j|`` is its
+gross over the books (``g_j * last_j``; the entry's instrument after it: ``g_i * last_i + N``,
+an entry grows its own book's position); rules 10 and 13 stay net (the session's position).
+
 Only the rule's own arithmetic is done; nothing is clipped to fit (a denied entry is not
 resized). Caps allow their exact value, minimums too (``tradeloop.risk.records`` holds the
 tolerance). An approved intent comes back with its quantity rounded down to the amount step,
@@ -222,6 +227,15 @@ def _exposure(
     held = {j: snapshot.notional(j) for j, q in snapshot.positions.items() if abs(q) > FLAT_QTY}
     held_i = held.get(inst, 0.0)
     others = sum(abs(n) for j, n in held.items() if j != inst)
+    if snapshot.gross is not None:  # several books: gross and counts unsigned, whatever they net to
+        px = snapshot.prices.get
+        books = {j: g * (px(j) or 0.0) for j, g in snapshot.gross.items() if g > FLAT_QTY}
+        held = {**dict.fromkeys(books, 0.0), **held}
+        others = sum(g for j, g in books.items() if j != inst) + sum(
+            abs(n) for j, n in held.items() if j != inst and j not in books
+        )
+        # this instrument's gross after the entry, less what the rule adds itself (|held_i + signed|)
+        others += books.get(inst, abs(held_i)) + abs(signed) - abs(held_i + signed)
     code, limit, value = limits.exposure_rule(
         signed,
         held_i,
@@ -343,7 +357,7 @@ def _moved(snapshot: PortfolioSnapshot, intent: OrderIntent) -> PortfolioSnapsho
     if price is None:  # bypass with no price at all: nothing to value it at
         return snapshot
     qty = intent.quantity if intent.quantity is not None else (intent.quote_amount or 0.0) / price
-    return snapshot.after(inst, intent.side.sign * qty, price)
+    return snapshot.after(inst, intent.side.sign * qty, price, reduces=is_reducing(intent))
 
 
 def flatten_intents(snapshot: Holdings) -> list[OrderIntent]:

@@ -74,12 +74,18 @@ class PortfolioSnapshot:
     to their last trade price. Every non-flat position needs a finite positive price.
     ``equity`` is cash plus positions marked at ``prices`` (the caller's number: fees and
     funding are its business).
+
+    ``gross``: for a snapshot that nets several books of one session (``live.slice_risk``), each
+    instrument's quantity summed *unsigned* over the books; an instrument in it is held (open
+    positions) and counts its gross in the gross exposure, whatever the books net to. None: one
+    book, ``|positions|``.
     """
 
     equity: float
     cash: float
     positions: Mapping[InstrumentId, float] = field(default_factory=dict)
     prices: Mapping[InstrumentId, float] = field(default_factory=dict)
+    gross: Mapping[InstrumentId, float] | None = None
 
     def __post_init__(self) -> None:
         for inst, q in self.positions.items():
@@ -98,6 +104,7 @@ class PortfolioSnapshot:
             cash=float(holdings.cash),
             positions=dict(holdings.positions),
             prices=dict(holdings.prices),
+            gross=getattr(holdings, "gross", None),
         )
 
     def notional(self, instrument: InstrumentId) -> float:
@@ -109,16 +116,30 @@ class PortfolioSnapshot:
         """How many instruments are held (``|quantity| > 1e-12``)."""
         return sum(1 for q in self.positions.values() if abs(q) > FLAT_QTY)
 
-    def after(self, instrument: InstrumentId, quantity: float, price: float) -> PortfolioSnapshot:
+    def gross_quantity(self, instrument: InstrumentId) -> float:
+        """The unsigned quantity held in ``instrument`` over every book (``gross``; one book: ``|position|``)."""
+        if self.gross is not None and instrument in self.gross:
+            return self.gross[instrument]
+        return abs(self.positions.get(instrument, 0.0))
+
+    def after(
+        self, instrument: InstrumentId, quantity: float, price: float, *, reduces: bool = False
+    ) -> PortfolioSnapshot:
         """The snapshot after ``quantity`` (signed: buy > 0) of ``instrument`` traded at
         ``price``: position and cash move, equity does not (no fees), and ``price`` becomes the
-        instrument's last price only when it had none."""
+        instrument's last price only when it had none. With ``gross``, an order that ``reduces``
+        its own book's position takes ``|quantity|`` off the instrument's gross, any other adds it."""
         positions = dict(self.positions)
         positions[instrument] = positions.get(instrument, 0.0) + quantity
         prices = dict(self.prices)
         prices.setdefault(instrument, price)
+        gross = None
+        if self.gross is not None:
+            gross = dict(self.gross)
+            held = self.gross_quantity(instrument)
+            gross[instrument] = max(held - abs(quantity), 0.0) if reduces else held + abs(quantity)
         return PortfolioSnapshot(
-            equity=self.equity, cash=self.cash - quantity * price, positions=positions, prices=prices
+            equity=self.equity, cash=self.cash - quantity * price, positions=positions, prices=prices, gross=gross
         )
 
 
