@@ -255,7 +255,7 @@ def test_a_live_session_whose_symbols_are_on_another_venue_is_refused_at_post(va
         refused = api.client.post("/sessions", json=NEW | LIVE_MAIN | {"symbols": symbols}, headers=ana)
         assert refused.status_code == 422, refused.text
         [problem] = [e for e in refused.json()["errors"] if e["field"] == "body.symbols"]
-        assert problem["value"] == symbols and "one coinbase account" in problem["fix"]
+        assert "one coinbase account" in problem["fix"]
         assert "['coinbase', 'kraken']" in problem["fix"] or "['kraken']" in problem["fix"]
     with api.ctx.store.transaction() as db:
         assert db.scalars(select(TradingSession)).all() == []
