@@ -16,7 +16,8 @@ Rules:
   lake series). A bar goes out once every venue has delivered its batch of that bar or a later
   one, or ``settle_s`` after the first venue did (a venue that is late or down does not hold the
   others back); the first venue's feed may itself have waited its own ``settle_s`` for its late
-  symbols, so a bar goes out at most about twice ``settle_s`` after it closed. A venue's batch of a bar already sent comes as the next batch's ``backfill``
+  symbols, so a bar goes out at most about twice ``settle_s`` after it closed. A venue's batch
+  of a bar already sent comes as the next batch's ``backfill``
   (it joins the window, never decided), as a late symbol's candle does on one venue. A venue
   feed's own backfill is sorted by the merged bars (:func:`split_late`): rows of bars before the
   merged bar going out are its backfill; a row of that very bar is one of its candles (decided
