@@ -31,6 +31,7 @@ from tradeloop.ops.session_spec import (
 from tradeloop.risk import RiskConfig
 from tradeloop.strategies import get_strategy
 from tradeloop.thresholds import OnlineConfig
+from tradeloop.trading.session_keys import several_venues, venues_of
 
 Scalar = float | int | str | bool | None
 Problems = list[tuple[str, Any, str]]  # (field, value, fix)
@@ -198,6 +199,7 @@ def new_session_spec(body: NewSession) -> tuple[SessionSpec, Problems]:
     if body.mode == "live" and body.feed == "replay":
         fix = "a live session sends real orders: decide on the exchange's candles (feed=ccxt) or the market-data "
         problems.append(("body.feed", body.feed, fix + "service's (feed=bus), or replay the lake on paper"))
+    problems += _venue_problems(body)
     if body.mode == "paper" and body.credential is not None:
         problems.append(("body.credential", body.credential, "a paper session sends no order: drop credential"))
     strategy, found = _series_problems(body)
@@ -219,6 +221,28 @@ def new_session_spec(body: NewSession) -> tuple[SessionSpec, Problems]:
         adapt_thresholds=OnlineConfig() if body.adapt_thresholds else None,
     )  # fmt: skip
     return spec, problems
+
+
+def _venue_problems(body: NewSession) -> Problems:
+    """A live session made here trades with one stored credential, one venue's account: its
+    symbols must all be on its exchange (``tradeloop.trading.session_keys``); the engine would
+    refuse one on several venues at its start (``live.session_brokers``), so it is refused now."""
+    if body.mode != "live":
+        return []
+    try:
+        venues = sorted(venues_of(body.exchange, body.symbols))
+        several = several_venues(body.exchange, body.symbols)
+    except ConfigError as exc:
+        return [("body.symbols", list(body.symbols), str(exc))]
+    if not several:
+        return []
+    fix = (
+        f"a live session made here trades with one stored credential, one {body.exchange} account, but these symbols "
+        f"are on {venues}: list {body.exchange} symbols only (plain, e.g. BTC-USDT), or trade several venues on paper "
+        "(mode=paper); a live session on several venues runs on the engine host's keys per venue "
+        "(`tradeloop live run --mode live`, TRADELOOP_VENUES__<VENUE>__API_KEY)"
+    )
+    return [("body.symbols", list(body.symbols), fix)]
 
 
 def session_credential(ctx: ApiContext, principal: Principal, body: NewSession) -> tuple[int | None, Problems]:

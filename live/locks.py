@@ -40,7 +40,7 @@ from typing import IO
 
 from sqlalchemy import Connection, text
 
-from tradeloop.errors import SessionStateError
+from tradeloop.errors import ConfigError, SessionStateError
 from tradeloop.ops import OpsStore
 from tradeloop.ops.database import is_connection_error
 
@@ -52,9 +52,20 @@ def session_lock_key(name: str) -> str:
 
 
 def account_lock_key(*, mode: str, venue: str, api_key: str | None) -> str | None:
-    """The exchange account's lock key; None for paper trading (each session its own account)."""
-    if mode == "paper" or not api_key:
+    """The exchange account's lock key; None for paper trading (each session its own account).
+
+    Raises
+    ------
+    ConfigError
+        A live session without an API key (None or blank): it has no account to lock and must not trade.
+    """
+    if mode == "paper":
         return None
+    if api_key is None or not api_key.strip():
+        raise ConfigError(
+            f"a live session on {venue} has a blank API key, so its account cannot be locked against a second "
+            "engine; set the venue's API key (live.venue_keys) or use --mode paper"
+        )
     return f"account:{venue}:{hashlib.sha256(api_key.encode()).hexdigest()[:32]}"
 
 

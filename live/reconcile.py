@@ -22,7 +22,13 @@ Rules:
   3. balances are compared, when no order is open (an order in flight moves the venue's
      balances before ours): each base asset with the session's positions, the quote asset
      with its cash, each plus a *baseline* (what the account holds apart from the session,
-     recorded at the first comparison and again after an ack). A difference beyond the
+     recorded at the first comparison and again after an ack). A session on several venues
+     (a ``live.brokers.router.BrokerRouter``) compares each venue's own balances, named
+     ``venue:ASSET`` (``okx:USDT``): its base assets with the positions of its symbols, its
+     quote asset with what that venue's fills moved (the baseline holds the rest of the
+     account), so a shortfall on one venue is never cancelled by a surplus on another. (Sizing
+     still spends the session's one cash figure, which is why a live session on several venues
+     must keep to one quote asset: ``live.session_brokers``.) A difference beyond the
      market's precision (amount step for a base asset, price tick for the quote) is a
      drift: an audit row ``balance_drift`` and ``sessions.needs_ack``, so the whole session
      is reduce-only until ``tradeloop live ack NAME``. A margin account (perpetuals) compares
@@ -44,7 +50,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from live.brokers.base import Broker, FillReport, OrderState, VenueAccount, VenueTrade, wall_ms
+from live.brokers.base import Broker, FillReport, MarketAssets, OrderState, VenueAccount, VenueTrade, wall_ms
 from live.brokers.ccxt_orders import venue_client_id
 from live.orders import mark_sent, orders_in_flight, request_of, send_record
 from live.perps_reconcile import PositionAccount, PositionDrift, compare_positions
@@ -226,32 +232,45 @@ class VenueCheck:
             states.append(OrderState(cid, order.status, venue_order_id=order.venue_order_id, fills=fills))
         return states
 
+    def _accounts(self) -> list[tuple[str, VenueAccount, list[str]]]:
+        """(venue name, account, its symbols): each venue's own behind a router (a session on
+        several venues, ``live.brokers.router``), named; else the one venue, unnamed."""
+        brokers, instrument = getattr(self.venue, "brokers", None), getattr(self.venue, "instrument", None)
+        if not isinstance(brokers, dict) or instrument is None:
+            return [("", self.venue, self.symbols)]
+        out = []
+        for name, broker in brokers.items():
+            mine = [k for k in self.symbols if instrument(k).venue == name]
+            if mine and isinstance(broker, VenueAccount):
+                out.append((name, broker, mine))
+        return out
+
     async def _compare(self, store: OpsStore, session_id: int, cash: float, positions: dict[str, float]) -> list[Drift]:
         if orders_in_flight(store, session_id):
             return []
-        expected: dict[str, float] = defaultdict(float)
-        tolerance: dict[str, float] = defaultdict(float)
-        markets = [(symbol, await self.venue.assets(symbol)) for symbol in self.symbols]
-        for symbol, m in markets:
-            expected[m.base] += positions.get(symbol, 0.0)
-            tolerance[m.base] = max(tolerance[m.base], m.amount_step)
-        quotes = {m.quote for _, m in markets}
-        if len(quotes) == 1:  # one cash: comparable with one quote asset only
-            quote = quotes.pop()
-            expected[quote] = cash
-            tolerance[quote] = max(m.price_tick for _, m in markets)
-        venue = await self.venue.balances()
+        accounts = self._accounts()
+        flows = _quote_flows(store, session_id) if accounts and accounts[0][0] else {}
+        expected: dict[str, float] = {}
+        tolerance: dict[str, float] = {}
+        venue: dict[str, float] = {}
+        for name, account, symbols in accounts:  # each venue's balances against its own share of the book
+            markets = [(symbol, await self.venue.assets(symbol)) for symbol in symbols]
+            mine, steps = _expected(markets, positions, cash=flows.get(name, 0.0) if name else cash)
+            balances = await account.balances()
+            for asset, amount in mine.items():
+                key = f"{name}:{asset}" if name else asset
+                expected[key], tolerance[key], venue[key] = amount, steps[asset], balances.get(asset, 0.0)
         with store.transaction() as db:
             row = OpsStore.session_row(db, session_id, for_update=True)
             baseline = row.venue_baseline
             if baseline is None:
-                row.venue_baseline = {a: venue.get(a, 0.0) - v for a, v in expected.items()}
+                row.venue_baseline = {a: venue[a] - v for a, v in expected.items()}
                 OpsStore.audit(db, "venue_baseline", session_id=session_id, detail=dict(row.venue_baseline))
                 return []
             drifts = [
                 Drift(
                     asset=a,
-                    venue=venue.get(a, 0.0),
+                    venue=venue[a],
                     session=v,
                     baseline=baseline.get(a, 0.0),
                     tolerance=tolerance[a],
@@ -279,6 +298,37 @@ class VenueCheck:
                 ):
                     log.error("session %d: %s; reduce-only until `tradeloop live ack`", session_id, reason)
         return drifts
+
+
+def _expected(
+    markets: list[tuple[str, MarketAssets]], positions: dict[str, float], *, cash: float
+) -> tuple[dict[str, float], dict[str, float]]:
+    """One account's expected balance of each asset (the session's share) and its precision:
+    each base asset its positions, the quote asset ``cash`` when its markets have one quote."""
+    expected: dict[str, float] = defaultdict(float)
+    tolerance: dict[str, float] = defaultdict(float)
+    for symbol, m in markets:
+        expected[m.base] += positions.get(symbol, 0.0)
+        tolerance[m.base] = max(tolerance[m.base], m.amount_step)
+    quotes = {m.quote for _, m in markets}
+    if len(quotes) == 1:  # one cash: comparable with one quote asset only
+        quote = quotes.pop()
+        expected[quote] = cash
+        tolerance[quote] = max(m.price_tick for _, m in markets)
+    return dict(expected), dict(tolerance)
+
+
+def _quote_flows(store: OpsStore, session_id: int) -> dict[str, float]:
+    """Each venue's share of the session's cash: what its fills moved (``tradeloop.portfolio``:
+    ``-side.sign * quantity * price - fee``); the first comparison's baseline holds the rest."""
+    flows: dict[str, float] = defaultdict(float)
+    with store.transaction() as db:
+        rows = db.execute(
+            select(Fill.venue, Fill.side, Fill.quantity, Fill.price, Fill.fee).where(Fill.session_id == session_id)
+        )
+        for venue, side, quantity, price, fee in rows:
+            flows[venue] += (quantity * price if side == "sell" else -quantity * price) - fee
+    return dict(flows)
 
 
 def _fill(cid: str, t: VenueTrade) -> FillReport:

@@ -3,19 +3,23 @@
 Rules:
 
 * Paper: the backtest's fill rules (``PaperBroker``), whatever venues the symbols are on.
-* Live on one venue: that venue's ccxt broker (the perpetuals broker on a
-  ``PERPETUAL_VENUES`` venue), keyed as ``live.venue_keys`` says.
-* Live on several venues (``live.venues``): one broker per venue, each with that venue's own
-  keys and URLs (``live.venue_keys``), behind one ``live.brokers.router.BrokerRouter``. Each
-  venue's keys are checked before any data (:func:`check_live_keys`); a venue without keys is a
-  ``ConfigError`` naming the variables to set.
+* Live on its own exchange alone (every symbol plain): that venue's ccxt broker (the perpetuals
+  broker on a ``PERPETUAL_VENUES`` venue), keyed as ``live.venue_keys`` says.
+* Live on several venues (``live.venues``), which is any session whose symbols' venues are not
+  its exchange alone (``--exchange binance --symbol okx:BTC-USDT`` trades on OKX only): one
+  broker per venue its symbols are on, each with that venue's own keys and URLs
+  (``live.venue_keys``), behind one ``live.brokers.router.BrokerRouter``; the session's exchange
+  gets no broker, keys or lock unless a symbol is on it. The feed splits the same way
+  (``live.session_feeds``). Each venue's keys are checked before any data
+  (:func:`check_venue_keys`); a venue without keys is a ``ConfigError`` naming the variables to set.
 * One account lock per venue account (``live.locks.account_lock_key``): a second engine on any
   of the session's venue accounts is refused, naming the holder.
 * Refused, because they cannot work yet (:func:`check_live_venues`): a live session on several
   venues with a stored credential (one venue's keys, ``live.venue_keys``), and one on several
   venues of which one is a perpetuals venue (its margin account is reconciled by positions, its
   funding booked, by checks that take one venue's broker: trade perpetuals in a session of
-  their own).
+  their own), and one whose venues' symbols are quoted in different assets (the session keeps
+  one cash figure, in one quote asset: ``live.reconcile``).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from live.brokers.router import BrokerRouter
 from live.entries import PERPETUAL_VENUES
 from live.locks import EngineLocks, account_lock_key
 from live.venue_keys import VenueAccess, refuse_stored_credential, venue_access
-from live.venues import instrument_of, venues_of
+from live.venues import instrument_of, several_venues, venues_of
 from tradeloop.backtest import BacktestConfig
 from tradeloop.data.exchanges import make_exchange
 from tradeloop.errors import ConfigError, SessionStateError
@@ -62,7 +66,7 @@ def check_live_venues(
 ) -> None:
     """What a live session on several venues cannot do yet (module rules): a ConfigError naming the fix."""
     venues = sorted(venues_of(exchange, symbols))
-    if mode != "live" or len(venues) < 2:
+    if mode != "live" or not several_venues(exchange, symbols):
         return
     if stored_credential:
         refuse_stored_credential(name, venues, own=exchange)
@@ -73,14 +77,28 @@ def check_live_venues(
             "whose margin account is reconciled by positions and whose funding is booked per venue: trade them in "
             "a live session of their own, or replay them together on paper (--mode paper)"
         )
+    quotes = {key: _quote(instrument_of(exchange, key).symbol) for key in symbols}
+    if len(set(quotes.values())) > 1:
+        raise ConfigError(
+            f"a live session on several venues keeps one cash figure in one quote asset, but its symbols are quoted "
+            f"in {sorted(set(quotes.values()))} ({', '.join(f'{k}: {q}' for k, q in quotes.items())}); trade symbols "
+            "of one quote asset together (e.g. BTC-USDT and okx:ETH-USDT), or replay them on paper (--mode paper)"
+        )
+
+
+def _quote(symbol: str) -> str:
+    """The quote asset of a lake symbol (``BTC-USDT`` -> ``USDT``; a perpetual's settle suffix dropped)."""
+    return symbol.split(":")[0].rsplit("-", 1)[-1].rsplit("/", 1)[-1].upper()
 
 
 def live_accesses(
     settings: Settings, exchange: str, symbols: Sequence[str], *, secret: ExchangeSecret | None = None
 ) -> dict[str, VenueAccess]:
     """Each venue's keys and URLs for a live session on ``exchange`` trading ``symbols``, the
-    session's exchange first (ConfigError for a venue without keys: ``live.venue_keys``)."""
-    venues = [exchange, *(v for v in venues_of(exchange, symbols) if v != exchange)]
+    session's exchange first when a symbol is on it (ConfigError for a venue without keys:
+    ``live.venue_keys``)."""
+    venues = list(venues_of(exchange, symbols))
+    venues.sort(key=lambda v: v != exchange)  # the session's exchange first, when a symbol is on it
     return {v: venue_access(settings, v, own=exchange, secret=secret) for v in venues}
 
 
@@ -128,8 +146,7 @@ def session_broker(
 ) -> Broker:
     """The broker of ``session`` (module rules): the paper broker, one venue's, or a router of
     each venue's (``perps``: by session key)."""
-    venues = venues_of(session.exchange, session.symbols)
-    if session.mode == "paper" or len(venues) < 2:
+    if session.mode == "paper" or not several_venues(session.exchange, session.symbols):
         return make_broker(
             settings, session.mode, exchange=session.exchange, backtest=backtest, perps=perps, secret=secret
         )

@@ -11,6 +11,9 @@ Rules:
   with that venue's URL overrides (``live.venue_keys.venue_urls``: ``TRADELOOP_VENUES__OKX__WS_URL``,
   the session's own exchange ``TRADELOOP_EXCHANGE_WS_URL``), merged by bar time into one batch
   per bar under the session's keys (``live.venue_feed.VenueCcxtFeed``) when there are several.
+* A session is on several venues whenever its symbols' venues are not its exchange alone
+  (``live.venues``): ``--exchange binance --symbol okx:BTC-USDT`` reads OKX's series, as its
+  broker trades on OKX (``live.session_brokers``).
   Market data needs no keys: the feed's clients are unsigned.
 * ``bus``: the market-data service publishes one stream per venue; a session on several venues
   is refused there (a ConfigError naming ``--feed ccxt``).
@@ -25,7 +28,7 @@ from live.marketdata.bus_feed import BusFeed
 from live.session_config import SessionConfig
 from live.venue_feed import VenueCcxtFeed, VenueReplay
 from live.venue_keys import venue_urls
-from live.venues import instrument_of, venues_of
+from live.venues import instrument_of, several_venues, venues_of
 from tradeloop.data import CandleLake, SeriesKey, earliest
 from tradeloop.data.exchanges import make_exchange
 from tradeloop.errors import ConfigError, DataError
@@ -36,8 +39,7 @@ def replay_feed(settings: Settings, config: SessionConfig) -> ReplayFeed | Venue
     """The lake's candles of the session's symbols; symbols on several venues (``venue:SYMBOL``,
     ``live.venues``) are replayed as one universe (``live.venue_feed``)."""
     lake = CandleLake(settings.lake_dir, quarantine_root=settings.quarantine_dir)
-    several = len(venues_of(config.exchange, config.symbols)) > 1
-    kind = VenueReplay if several else ReplayFeed
+    kind = VenueReplay if several_venues(config.exchange, config.symbols) else ReplayFeed
     return kind(
         lake,
         exchange=config.exchange,
@@ -70,7 +72,7 @@ def bus_feed(settings: Settings, config: SessionConfig) -> BusFeed:
     """Closed candles the market-data service publishes (``tradeloop market-data run``): one
     venue's stream (module rules)."""
     venues = sorted(venues_of(config.exchange, config.symbols))
-    if len(venues) > 1:
+    if several_venues(config.exchange, config.symbols):
         raise ConfigError(
             f"--feed bus reads one venue's stream of the market-data service, but these symbols are on {venues}: "
             "use --feed ccxt (one exchange connection per venue) for a session on several venues"

@@ -15,8 +15,14 @@ Rules:
   lake's warm-up of ``SeriesKey(venue, SYMBOL, timeframe)``, live candles kept in that venue's
   lake series). A bar goes out once every venue has delivered its batch of that bar or a later
   one, or ``settle_s`` after the first venue did (a venue that is late or down does not hold the
-  others back). A venue's batch of a bar already sent comes as the next batch's ``backfill``
-  (it joins the window, never decided), as a late symbol's candle does on one venue. A staleness
+  others back); the first venue's feed may itself have waited its own ``settle_s`` for its late
+  symbols, so a bar goes out at most about twice ``settle_s`` after it closed. A venue's batch
+  of a bar already sent comes as the next batch's ``backfill``
+  (it joins the window, never decided), as a late symbol's candle does on one venue. A venue
+  feed's own backfill is sorted by the merged bars (:func:`split_late`): rows of bars before the
+  merged bar going out are its backfill; a row of that very bar is one of its candles (decided
+  with it, the bar not having been sent); a row of a later bar (a venue ahead of the others) is
+  kept for that bar, so the engine never sees a candle of a bar after the one it decides. A staleness
   report names the session's key. A venue's feed that fails ends the merged feed with its error.
 """
 
@@ -186,9 +192,9 @@ class VenueCcxtFeed:
                     due = pending.pop(ts)
                     first_seen.pop(ts)
                     floor = ts
-                    candles = pl.concat([self._named(v, b.candles) for v, b in due.items()]).sort("symbol")
-                    backfill = pl.concat(late).sort("symbol", "ts") if late else None
-                    late = []
+                    candles = pl.concat([self._named(v, b.candles) for v, b in due.items()])
+                    candles, backfill, kept = split_late(late, ts=ts, candles=candles)
+                    late = [kept] if not kept.is_empty() else []
                     yield CandleBatch(ts=ts, candles=candles, received_ns=time.perf_counter_ns(), backfill=backfill)
         finally:
             for task in tasks:
@@ -197,3 +203,18 @@ class VenueCcxtFeed:
 
     async def close(self) -> None:
         await asyncio.gather(*(f.close() for f in self.feeds.values()))
+
+
+def split_late(
+    late: list[pl.DataFrame], *, ts: int, candles: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]:
+    """A merged bar ``ts``'s candles and backfill, and the late rows kept for later bars (module
+    rules): a late row of a bar before ``ts`` is backfill; one of bar ``ts`` itself is one of its
+    candles (unless that symbol has one); a later one waits for its own bar."""
+    if not late:
+        return candles.sort("symbol"), None, candles.clear()
+    rows = pl.concat(late, how="vertical_relaxed").unique(["symbol", "ts"], keep="last", maintain_order=True)
+    now = rows.filter(pl.col("ts") == ts).join(candles.select("symbol"), on="symbol", how="anti")
+    before = rows.filter(pl.col("ts") < ts).sort("symbol", "ts")
+    candles = pl.concat([candles, now.select(candles.columns)], how="vertical_relaxed").sort("symbol")
+    return candles, (before if not before.is_empty() else None), rows.filter(pl.col("ts") > ts)

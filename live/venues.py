@@ -12,6 +12,9 @@ Rules:
   venue matters: positions are stored under it (``positions.venue``, ``positions.symbol``:
   migration 0005's key) and the portfolio, the risk engine's market rules and the router
   (``live.brokers.router``) work on it. :func:`key_of` is its inverse.
+* A session is on several venues when its keys' venues are anything but its own exchange alone
+  (``tradeloop.trading.session_keys.several_venues``): ``--exchange binance --symbol okx:BTC-USDT``
+  is routed as one on several venues, never through the Binance account.
 * A perpetual's ccxt symbol also holds a colon (``BTC/USDT:USDT``): only a prefix that is a ccxt
   exchange id names a venue.
 * An order is stored with the venue it was sent to (``orders.venue``): the broker's (the
@@ -20,20 +23,10 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from tradeloop.instrument_keys import instrument_of, key_of, split_key
 from tradeloop.trading import InstrumentId
+from tradeloop.trading.session_keys import instrument_of, key_of, several_venues, split_key, venues_of
 
-__all__ = ["instrument_of", "key_of", "sent_to", "split_key", "venues_of"]
-
-
-def venues_of(default_venue: str, keys: Iterable[str]) -> dict[str, list[str]]:
-    """The session's keys by venue, each venue's keys in the session's order."""
-    out: dict[str, list[str]] = {}
-    for key in keys:
-        out.setdefault(instrument_of(default_venue, key).venue, []).append(key)
-    return out
+__all__ = ["instrument_of", "key_of", "sent_to", "several_venues", "split_key", "venues_of"]
 
 
 def sent_to(broker: object, instrument: InstrumentId) -> str:

@@ -10,25 +10,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tradeloop.venue_settings import VenueKeys, blank_is_none, known_venues, venue_ids_lowercase
+
+__all__ = ["Settings", "VenueKeys", "get_settings", "register_settings_secrets", "variable"]
 
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
-
-
-class VenueKeys(BaseModel):
-    """One venue's exchange keys and URL overrides (``TRADELOOP_VENUES__<VENUE>__<FIELD>``), for a
-    live session whose instruments span several venues (``live.venue_keys``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    api_key: SecretStr | None = None
-    secret: SecretStr | None = None
-    password: SecretStr | None = None
-    api_url: str | None = Field(default=None, description="override of the venue's public REST base URL")
-    ws_url: str | None = Field(default=None, description="override of the venue's WebSocket URL (ccxt.pro)")
 
 
 class Settings(BaseSettings):
@@ -247,22 +238,29 @@ class Settings(BaseSettings):
         description="The port of that /metrics (one per process); unset: not served. The API serves its own /metrics.",
     )
 
-    @field_validator("metrics_port", "log_file", mode="before")
+    @field_validator(
+        "metrics_port",
+        "log_file",
+        "exchange_api_key",
+        "exchange_secret",
+        "exchange_password",
+        "exchange_api_url",
+        "exchange_ws_url",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
+        return blank_is_none(value)
+
+    @field_validator("venues", mode="before")
+    @classmethod
+    def _venue_ids_lowercase(cls, value: object) -> object:
+        return venue_ids_lowercase(value)
 
     @field_validator("venues", mode="after")
     @classmethod
     def _known_venues(cls, value: dict[str, VenueKeys]) -> dict[str, VenueKeys]:
-        if not value:
-            return value
-        import ccxt
-
-        unknown = sorted(v for v in value if v not in ccxt.exchanges)
-        if unknown:
-            raise ValueError(f"{unknown} are not ccxt exchange ids; name each venue by its id, e.g. OKX for okx")
-        return value
+        return known_venues(value)
 
     @field_validator("log_format", mode="before")
     @classmethod
@@ -311,37 +309,29 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The settings of this process (read once). Its secrets are masked in every log record
-    from then on (``tradeloop.redaction``)."""
-    from pydantic import ValidationError
+    from then on (``tradeloop.redaction``).
 
-    from tradeloop.errors import config_error
+    Raises
+    ------
+    ConfigError
+        A bad environment variable (or ``.env`` line), named with the fix; a venue's key is never shown.
+    """
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from tradeloop.settings_errors import settings_error, unreadable_setting
 
     try:
         settings = Settings()
     except ValidationError as exc:  # a bad environment variable: exit 2 naming it, never a traceback
-        names = {name: _variable(name) for name in Settings.model_fields}
-        raise config_error(
-            _VenueKeysHidden(exc), what="settings (environment or .env)", model=Settings, names=names
-        ) from None
+        raise settings_error(exc) from None
+    except SettingsError as exc:  # a value pydantic-settings cannot even parse (TRADELOOP_VENUES=okx)
+        raise unreadable_setting(exc) from None
     register_settings_secrets(settings)
     return settings
 
 
-class _VenueKeysHidden(Exception):
-    """A settings ``ValidationError`` whose TRADELOOP_VENUES inputs (keys, secrets) are not shown."""
-
-    def __init__(self, exc: Exception):
-        hidden = _variable("venues")
-        self._errors = [
-            {**e, "input": "(hidden)"} if str(e["loc"][0] if e["loc"] else "") in (hidden, "venues") else e
-            for e in exc.errors()  # type: ignore[attr-defined]
-        ]
-
-    def errors(self) -> list[dict]:
-        return self._errors
-
-
-def _variable(field: str) -> str:
+def variable(field: str) -> str:
     """The environment variable of a settings field."""
     alias = Settings.model_fields[field].validation_alias
     choices = getattr(alias, "choices", None)

@@ -17,7 +17,8 @@ the session's own exchange, ``okx:BTC-USDT`` on OKX. :class:`BrokerRouter` is th
   keyed by the session's keys.
 * **A create still goes out at most once**: the router adds no retry; each venue's broker keeps
   its own rule (``live.brokers.ccxt_broker``). A cancel-replace (``replace``, a protective leg
-  moved) goes to the venue's broker, the old and new order on one venue.
+  moved) goes to the venue's broker, the old and new order on one venue; orders on two venues
+  are refused with nothing sent (``rejected``), and a cancel or create that raises is ``unknown``.
 * **Market questions** of a key (``live.leg_actions``: native order types, price ticks) go to its
   venue's broker with the venue's symbol (:meth:`BrokerRouter.venue_broker`).
 """
@@ -25,7 +26,7 @@ the session's own exchange, ``okx:BTC-USDT`` on OKX. :class:`BrokerRouter` is th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -45,14 +46,15 @@ class BrokerRouter:
     brokers
         Each venue's broker by ccxt exchange id, e.g. ``{"binance": ..., "okx": ...}``.
     default_venue
-        The session's exchange: its keys are plain symbols.
+        The session's exchange: its keys are plain symbols. It has a broker only when a symbol
+        is on it (``okx:BTC-USDT`` alone under ``--exchange binance`` trades on OKX only).
     """
 
     venue = "router"
 
     def __init__(self, brokers: Mapping[str, Broker], *, default_venue: str):
-        if default_venue not in brokers:
-            raise ConfigError(f"default_venue={default_venue!r} has no broker; give one for it among {sorted(brokers)}")
+        if not brokers:
+            raise ConfigError("a router needs at least one venue's broker")
         wrong = {v: b.venue for v, b in brokers.items() if b.venue != v}
         if wrong:
             raise ConfigError(f"brokers are keyed by a venue other than their own: {wrong}; key each by its venue")
@@ -109,22 +111,44 @@ class BrokerRouter:
 
     async def replace(self, old: OrderRequest, new: OrderRequest) -> tuple[OrderState, OrderState]:
         """Cancel-replace on the orders' venue (module rules): its broker's ``replace``, or else
-        the cancel, and the create only once the cancel came back ``canceled``."""
-        broker, routed_old = self._route(old)
-        new_broker, routed_new = self._route(new)
+        the cancel, and the create only once the cancel came back ``canceled``. Orders on two
+        venues (or one without a broker) are refused with nothing sent: ``old`` as its venue
+        shows it (``acknowledged`` if it cannot say), ``new`` rejected. A cancel or create that
+        raises is ``unknown`` (never resent), as ``live.leg_actions`` has it."""
+        try:
+            broker, routed_old = self._route(old)
+            new_broker, routed_new = self._route(new)
+        except BrokerError as exc:
+            return await self._refused(old, new, str(exc))
         if new_broker is not broker:
-            raise BrokerError(f"{old.symbol} and {new.symbol} are on different venues; a replace stays on one")
+            why = f"{old.symbol} and {new.symbol} are on different venues; a replace stays on one"
+            return await self._refused(old, new, why, broker=broker, routed_old=routed_old)
         move = getattr(broker, "replace", None)
         if move is not None:
             gone, placed = await move(routed_old, routed_new)
         else:
-            gone = await broker.cancel(routed_old)
+            gone = await _unknown_if_raises(old, broker.cancel(routed_old))
             placed = (
-                await broker.submit(routed_new)
+                await _unknown_if_raises(new, broker.submit(routed_new))
                 if gone.status == OrderStatus.CANCELED.value
                 else OrderState(new.client_order_id, OrderStatus.REJECTED, reason="not sent: the cancel is not proven")
             )
         return self._back(old.symbol, gone), self._back(new.symbol, placed)
+
+    async def _refused(
+        self, old: OrderRequest, new: OrderRequest, why: str, *, broker: Any = None, routed_old: Any = None
+    ) -> tuple[OrderState, OrderState]:
+        """A replace refused before anything went out: ``old`` as its venue shows it, ``new`` rejected."""
+        rejected = OrderState(new.client_order_id, OrderStatus.REJECTED, reason=f"{why}; nothing went out"[:200])
+        current = None
+        if broker is not None and hasattr(broker, "query"):
+            try:
+                current = await broker.query(routed_old)
+            except Exception:  # noqa: BLE001 - the venue check asks again; nothing was sent
+                current = None
+        if current is None:
+            current = OrderState(old.client_order_id, OrderStatus.ACKNOWLEDGED, reason=f"not canceled: {why}"[:200])
+        return self._back(old.symbol, current), rejected
 
     async def on_bar(self, batch: CandleBatch, *, cash: float) -> list[OrderState]:
         ended = await asyncio.gather(*(b.on_bar(batch, cash=cash) for b in self.brokers.values()))
@@ -192,3 +216,11 @@ class BrokerRouter:
             if market is not None:
                 out[key] = (float(market["taker"]), float(market["maker"]))
         return out
+
+
+async def _unknown_if_raises(request: OrderRequest, call: Awaitable[OrderState]) -> OrderState:
+    """``call``'s state, or ``unknown`` (never resent) when it raises (``live.leg_actions``' rule)."""
+    try:
+        return await call
+    except Exception as exc:  # noqa: BLE001 - its outcome is unknown: the venue check resolves it
+        return OrderState(request.client_order_id, OrderStatus.UNKNOWN, reason=f"failed: {exc}; never resent"[:200])

@@ -80,7 +80,8 @@ def roll_window(window: pl.DataFrame, batch: CandleBatch, *, bars: int) -> tuple
     """``window`` with ``batch``'s backfill, then its candles, appended (the last ``bars`` of
     each symbol; ``symbol`` and the candle columns), and how many backfilled candles each
     symbol gained. A backfilled candle the window already holds (the lake had it when the
-    warm-up was read) is not added twice."""
+    warm-up was read) is not added twice; each symbol's rows stay in time order whatever
+    arrives (:func:`in_time_order`)."""
     columns = ["symbol", *CANDLE_COLUMNS]  # what decisions read; a replay's exchange and timeframe stay out
     parts = [window.select(columns)] if not window.is_empty() else []
     gained: dict[str, int] = {}
@@ -92,7 +93,19 @@ def roll_window(window: pl.DataFrame, batch: CandleBatch, *, bars: int) -> tuple
         parts.append(new)
     parts.append(batch.candles.select(columns))
     frame = pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
-    return last_bars(frame, bars), gained
+    return last_bars(in_time_order(frame), bars), gained
+
+
+def in_time_order(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with each symbol's rows in strictly increasing ``ts`` whatever order they came in
+    (a backfilled candle older than the window's newest, one bar twice: the later row wins);
+    unchanged, row order included, when they already are."""
+    ordered = frame.select(
+        ((pl.col("ts").diff().over("symbol") > 0) | pl.col("ts").diff().over("symbol").is_null()).all()
+    )
+    if ordered.item():
+        return frame
+    return frame.unique(["symbol", "ts"], keep="last", maintain_order=True).sort("symbol", "ts", maintain_order=True)
 
 
 class FeedSignal(enum.Enum):

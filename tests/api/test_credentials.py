@@ -243,3 +243,21 @@ def test_a_credential_removed_while_a_session_naming_it_is_made_is_refused_one_w
         create_session(api.ctx.store, registry, spec, owner_id=mine["user_id"], credential_id=spare["id"])
     with api.ctx.store.transaction() as db:
         assert [s.name for s in db.scalars(select(TradingSession))] == ["btc-live"]
+
+
+def test_a_live_session_whose_symbols_are_on_another_venue_is_refused_at_post(vault_api: Api) -> None:
+    """A stored credential is one venue's account: a live session with a symbol on another venue
+    (``kraken:BTC-USD``) could never start (the engine refuses it), so POST /sessions answers 422."""
+    api = vault_api
+    ana = _signed_in(api, "ana")
+    api.client.post("/credentials", json=ACCOUNT, headers=ana)
+    for symbols in (["BTC-USD", "kraken:BTC-USD"], ["kraken:BTC-USD"]):
+        refused = api.client.post("/sessions", json=NEW | LIVE_MAIN | {"symbols": symbols}, headers=ana)
+        assert refused.status_code == 422, refused.text
+        [problem] = [e for e in refused.json()["errors"] if e["field"] == "body.symbols"]
+        assert "one coinbase account" in problem["fix"]
+        assert "['coinbase', 'kraken']" in problem["fix"] or "['kraken']" in problem["fix"]
+    with api.ctx.store.transaction() as db:
+        assert db.scalars(select(TradingSession)).all() == []
+    made = api.client.post("/sessions", json=NEW | LIVE_MAIN, headers=ana)  # its own exchange's symbols: fine
+    assert made.status_code == 201, made.text

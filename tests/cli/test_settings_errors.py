@@ -111,3 +111,56 @@ def test_venue_keys_are_read_per_venue_from_the_environment_and_never_shown(
     assert done.returncode == 2, done.stderr
     assert "TRADELOOP_VENUES" in done.stderr and "not ccxt exchange ids" in done.stderr
     assert "nope-secret-999" not in done.stderr and "Traceback" not in done.stderr
+
+
+ROOT = str(Path(__file__).resolve().parents[2])  # this checkout's tradeloop, whatever is installed
+
+
+@pytest.mark.parametrize(
+    ("env", "wanted"),
+    [
+        (  # not JSON: pydantic-settings' own SettingsError, once a traceback
+            {"TRADELOOP_VENUES": "okx"},
+            [
+                "TRADELOOP_VENUES cannot be read",
+                "TRADELOOP_VENUES__<VENUE>__<FIELD>",
+                "e.g. TRADELOOP_VENUES__OKX__API_KEY",
+            ],
+        ),
+        (  # a misspelt field: the variable as written, a venue's fields (not the top-level variables)
+            {"TRADELOOP_VENUES__OKX__APIKEY": "okx-key-hidden-1"},
+            ["TRADELOOP_VENUES__OKX__APIKEY is unknown; did you mean TRADELOOP_VENUES__OKX__API_KEY?"],
+        ),
+        ({"TRADELOOP_VENUES__OKX": "okx-key-hidden-1"}, ["TRADELOOP_VENUES__OKX is not one of a venue's settings"]),
+    ],
+)
+def test_a_bad_venue_setting_names_its_variable_and_a_venues_fields(
+    tmp_path: Path, env: dict[str, str], wanted: list[str]
+) -> None:
+    done = tradeloop(
+        "live", "sessions", env={"TRADELOOP_DATA_DIR": str(tmp_path), "PYTHONPATH": ROOT, **env}, cwd=tmp_path
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "okx-key-hidden-1" not in done.stderr
+    for text in wanted:
+        assert text in done.stderr, done.stderr
+    assert "API_KEY, SECRET, PASSWORD, API_URL, WS_URL" in done.stderr
+    assert "TRADELOOP_DATA_DIR" not in done.stderr  # a venue's fields, not every setting
+
+
+def test_venues_given_as_json_are_named_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tradeloop.errors import ConfigError
+    from tradeloop.settings import Settings, get_settings
+
+    monkeypatch.setenv("TRADELOOP_VENUES", '{"OKX": {"api_key": "k-1", "secret": "s-1"}}')
+    okx = Settings(_env_file=None).venues["okx"]
+    assert okx.api_key is not None and okx.api_key.get_secret_value() == "k-1"
+    monkeypatch.setenv("TRADELOOP_VENUES", '{"OKXX": {"api_key": "k-1"}}')
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ConfigError) as refused:
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+    assert "['okxx'] are not ccxt exchange ids" in str(refused.value) and "OKX for okx" not in str(refused.value)
+    assert "TRADELOOP_VENUES__OKX__API_KEY for okx" in str(refused.value) and "k-1" not in str(refused.value)

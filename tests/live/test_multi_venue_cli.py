@@ -42,7 +42,10 @@ def test_a_paper_session_replays_two_venues_as_one_universe(trained_world: World
     ]
 
     own_keys = {"TRADELOOP_EXCHANGE_API_KEY": "binance-key", "TRADELOOP_EXCHANGE_SECRET": "binance-secret"}
-    refused = tradeloop("live", "run", "--name", "two-live", "--mode", "live", *common, settings=settings, env=own_keys)
+    one_quote = [w.replace(OTHER, "kraken:BTC-BUSD") for w in common]  # live: one quote asset (live.session_brokers)
+    refused = tradeloop(
+        "live", "run", "--name", "two-live", "--mode", "live", *one_quote, settings=settings, env=own_keys
+    )
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "on kraken and needs its API key and secret" in refused.stderr
     assert "TRADELOOP_VENUES__KRAKEN__API_KEY and TRADELOOP_VENUES__KRAKEN__SECRET" in refused.stderr

@@ -1,5 +1,6 @@
 """A live session on two venues run as the runner runs it (``live.runner.run_session``): ``BTC-BUSD``
-on Binance (the session's exchange) and ``okx:BTC-USDT`` on OKX, each fed by its own ccxt.pro
+on Binance (the session's exchange) and ``okx:BTC-BUSD`` on OKX (one quote asset: a live session
+keeps one cash figure, ``live.session_brokers``), each fed by its own ccxt.pro
 WebSocket feed (``tests/ws_exchange_server.py``, ``tests/okx_ws_server.py``), each traded through
 its own ccxt broker with its own keys (``TRADELOOP_EXCHANGE_*`` for Binance,
 ``TRADELOOP_VENUES__OKX__*`` for OKX): the loopback venues check every signature, so a key sent
@@ -38,7 +39,8 @@ from tradeloop.ops.models import utcnow
 from tradeloop.registry import ModelRegistry
 from tradeloop.settings import Settings
 
-OKX_KEY = "okx:BTC-USDT"
+OKX_SYMBOL = "BTC-BUSD"  # listed on the OKX loopback as its BTC-USDT is, quoted in BUSD
+OKX_KEY = f"okx:{OKX_SYMBOL}"
 PAIR = SYMBOL.replace("-", "")  # BTCBUSD on Binance
 BINANCE_PRICE, OKX_PRICE = 17_000.0, 17_010.0
 STEP, WEEK = 60_000, 7 * 86_400_000
@@ -71,13 +73,15 @@ def data_root(world: World, root, frame: pl.DataFrame, first: int) -> None:
     lake = CandleLake(root / "lake")
     warm = frame.filter(pl.col("ts") < first)
     lake.write(SeriesKey("binance", SYMBOL, "1m"), warm)
-    lake.write(SeriesKey("okx", "BTC-USDT", "1m"), warm)
+    lake.write(SeriesKey("okx", OKX_SYMBOL, "1m"), warm)
 
 
 def rest_venues(frame: pl.DataFrame) -> tuple[BinanceLoopback, OkxLoopback]:
     """REST venues: orders, accounts, and the candles a gap's backfill would ask for."""
     binance = BinanceLoopback(candles={(PAIR, "1m"): frame}, prices={PAIR: BINANCE_PRICE}, balances={"BUSD": 20_000.0})
-    okx = OkxLoopback(candles={("BTC-USDT", "1m"): frame}, prices={"BTC-USDT": OKX_PRICE}, balances={"USDT": 20_000.0})
+    okx = OkxLoopback(candles={(OKX_SYMBOL, "1m"): frame}, prices={OKX_SYMBOL: OKX_PRICE}, balances={"BUSD": 20_000.0})
+    spot = next(i for i in okx.instruments if i["instId"] == "BTC-USDT")
+    okx.instruments = [*okx.instruments, spot | {"instId": OKX_SYMBOL, "quoteCcy": "BUSD"}]
     return binance, okx
 
 
@@ -129,7 +133,7 @@ def test_a_live_session_on_two_venues_trades_each_on_its_venue_and_resumes_both(
 
     monkeypatch.setattr(LiveEngine, "_submit", submit_then_die)
     first = script(frame, streamed, 6)  # the bars from `streamed` to `entry` close; the 6th is forming
-    with binance, okx, BinanceWsLoopback({PAIR: first}) as b_ws, OkxWsLoopback({"BTC-USDT": first}) as o_ws:
+    with binance, okx, BinanceWsLoopback({PAIR: first}) as b_ws, OkxWsLoopback({OKX_SYMBOL: first}) as o_ws:
         settings = two_venue_settings(root, binance, okx, b_ws, o_ws)
         with pytest.raises(Crash):
             asyncio.run(asyncio.wait_for(run_session(settings, two_venue_config(), engine_config=TUNING), 30))
@@ -147,11 +151,11 @@ def test_a_live_session_on_two_venues_trades_each_on_its_venue_and_resumes_both(
         assert binance.creates == {b_order.client_order_id: 1}
         assert okx.creates == {venue_client_id("okx", o_order.client_order_id): 1}
         assert b_ws.subscriptions == ["btcbusd@kline_1m"]
-        assert {(a["channel"], a["instId"]) for a in o_ws.subscriptions} == {("candle1m", "BTC-USDT")}
+        assert {(a["channel"], a["instId"]) for a in o_ws.subscriptions} == {("candle1m", OKX_SYMBOL)}
         reads_before = len(okx.requests), len(binance.requests)
 
         later = script(frame, entry + STEP, 6)  # the forming bar again, then 4 more close
-        with BinanceWsLoopback({PAIR: later}) as b_ws2, OkxWsLoopback({"BTC-USDT": later}) as o_ws2:
+        with BinanceWsLoopback({PAIR: later}) as b_ws2, OkxWsLoopback({OKX_SYMBOL: later}) as o_ws2:
             settings = two_venue_settings(root, binance, okx, b_ws2, o_ws2)
             engine = asyncio.run(
                 asyncio.wait_for(run_session(settings, two_venue_config(), max_bars=5, engine_config=TUNING), 90)
@@ -169,9 +173,9 @@ def test_a_live_session_on_two_venues_trades_each_on_its_venue_and_resumes_both(
     positions = {(p.venue, p.symbol): p.quantity for p in store.position_rows(session.id)}
     assert positions == {
         ("binance", SYMBOL): pytest.approx(fills[SYMBOL].quantity),
-        ("okx", "BTC-USDT"): pytest.approx(fills[OKX_KEY].quantity),
+        ("okx", OKX_SYMBOL): pytest.approx(fills[OKX_KEY].quantity),
     }
-    assert engine.positions == {SYMBOL: positions[("binance", SYMBOL)], OKX_KEY: positions[("okx", "BTC-USDT")]}
+    assert engine.positions == {SYMBOL: positions[("binance", SYMBOL)], OKX_KEY: positions[("okx", OKX_SYMBOL)]}
     # every bar decided once across the restart, the last one 5 bars after the entry
     marks = store.frame(EquityPoint, session.id)["ts"].sort().to_list()
     assert marks == [streamed + i * STEP for i in range(10)]
@@ -226,6 +230,7 @@ def test_each_venue_account_is_locked_so_a_second_engine_on_the_okx_account_is_r
             return Settings(
                 TRADELOOP_DATA_DIR=str(root),
                 DATABASE_URL=settings.effective_database_url,
+                TRADELOOP_EXCHANGE="okx",  # the host's keys are its exchange's only
                 TRADELOOP_EXCHANGE_API_KEY=api_key,
                 TRADELOOP_EXCHANGE_SECRET=okx.secret,
                 TRADELOOP_EXCHANGE_PASSWORD=okx.passphrase,

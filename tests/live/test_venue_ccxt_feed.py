@@ -101,3 +101,75 @@ def test_history_names_each_venues_candles_by_the_session_key() -> None:
     )
     history = feed.history(before_ts=2 * STEP, bars=10)
     assert history.select("symbol", "ts").rows() == [("BTC-BUSD", STEP), ("okx:BTC-USDT", STEP)]
+
+
+def rows(ts: int, *candles: tuple[str, int, float]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"symbol": [c[0] for c in candles], "ts": [c[1] for c in candles], "open": [c[2] for c in candles],
+         "high": [c[2] for c in candles], "low": [c[2] for c in candles], "close": [c[2] for c in candles],
+         "volume": [1.0] * len(candles)}
+    )  # fmt: skip
+
+
+def test_a_venues_backfill_ahead_of_the_merged_bar_waits_for_its_own_bar() -> None:
+    """OKX runs ahead (Binance's bar 1 never comes, so every merged bar waits ``settle_s``): its
+    bar 3 carries Y's bar 2 as backfill before the merged bar 1 went out. Bar 1 gets no candle
+    of a later bar; Y's bar 2 is decided with the merged bar 2, never sent as backfill ahead of it."""
+    from live.feeds.base import roll_window
+
+    async def scenario() -> list[CandleBatch]:
+        never = asyncio.Event()
+        binance = Scripted(["A"], [(CandleBatch(ts=STEP, candles=rows(STEP, ("A", STEP, 1.0)), received_ns=0), never)])
+        okx = Scripted(
+            ["X", "Y"],
+            [(CandleBatch(ts=STEP, candles=rows(STEP, ("X", STEP, 10.0), ("Y", STEP, 20.0)), received_ns=0), None),
+             (CandleBatch(ts=2 * STEP, candles=rows(2 * STEP, ("X", 2 * STEP, 11.0)), received_ns=0), None),
+             (CandleBatch(ts=3 * STEP, candles=rows(3 * STEP, ("X", 3 * STEP, 12.0), ("Y", 3 * STEP, 22.0)),
+                          received_ns=0, backfill=rows(0, ("Y", 2 * STEP, 21.0))), None)],
+        )  # fmt: skip
+        feed = VenueCcxtFeed(
+            {"binance": binance, "okx": okx},  # type: ignore[dict-item]
+            exchange="binance",
+            symbols=["A", "okx:X", "okx:Y"],
+            settle_s=0.2,
+        )
+        out: list[CandleBatch] = []
+        async for merged in feed.batches(after_ts=0):
+            out.append(merged)
+            if len(out) == 3:
+                break
+        return out
+
+    out = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert [b.ts for b in out] == [STEP, 2 * STEP, 3 * STEP]
+    for merged in out:  # a bar's candles are its own; its backfill is of bars before it
+        assert set(merged.candles["ts"]) == {merged.ts}
+        assert merged.backfill is None or (merged.backfill["ts"] < merged.ts).all()
+    assert out[0].backfill is None
+    assert out[1].candles.select("symbol", "close").rows() == [("okx:X", 11.0), ("okx:Y", 21.0)]  # decided
+    assert out[2].candles.select("symbol", "close").rows() == [("okx:X", 12.0), ("okx:Y", 22.0)]
+    window = pl.DataFrame(schema=rows(0).schema)
+    for merged in out:
+        window, _ = roll_window(window, merged, bars=10)
+    assert window.filter(pl.col("symbol") == "okx:Y")["ts"].to_list() == [STEP, 2 * STEP, 3 * STEP]
+
+
+def test_the_window_keeps_each_symbols_rows_in_time_order_whatever_arrives() -> None:
+    """A backfilled candle older than the window's newest, and a bar that comes twice."""
+    from live.feeds.base import roll_window
+
+    window = rows(0, ("X", STEP, 1.0), ("Y", STEP, 2.0), ("X", 3 * STEP, 3.0))
+    late = CandleBatch(ts=4 * STEP, candles=rows(0, ("X", 4 * STEP, 4.0), ("Y", 4 * STEP, 5.0)), received_ns=0,
+                       backfill=rows(0, ("X", 2 * STEP, 6.0)))  # fmt: skip
+    rolled, gained = roll_window(window, late, bars=10)
+    assert gained == {"X": 1}
+    assert rolled.filter(pl.col("symbol") == "X")["ts"].to_list() == [STEP, 2 * STEP, 3 * STEP, 4 * STEP]
+    again = CandleBatch(ts=4 * STEP, candles=rows(0, ("Y", 4 * STEP, 7.0)), received_ns=0)
+    rolled, _ = roll_window(rolled, again, bars=10)
+    y = rolled.filter(pl.col("symbol") == "Y")
+    assert y.select("ts", "close").rows() == [(STEP, 2.0), (4 * STEP, 7.0)]  # once, the later row
+    in_order = rows(0, ("X", STEP, 1.0), ("Y", STEP, 2.0))
+    kept, _ = roll_window(
+        in_order, CandleBatch(ts=2 * STEP, candles=rows(0, ("Y", 2 * STEP, 3.0)), received_ns=0), bars=10
+    )
+    assert kept.select("symbol", "ts").rows() == [("X", STEP), ("Y", STEP), ("Y", 2 * STEP)]  # untouched order
