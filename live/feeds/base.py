@@ -93,6 +93,10 @@ def roll_window(window: pl.DataFrame, batch: CandleBatch, *, bars: int) -> tuple
         parts.append(new)
     parts.append(batch.candles.select(columns))
     frame = pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
+    candles = batch.candles
+    newer = window.is_empty() or candles.is_empty() or candles["ts"].min() > window["ts"].max()  # type: ignore[operator]
+    if not gained and newer and candles["symbol"].is_unique().all():  # the usual bar: nothing to put in order
+        return last_bars(frame, bars), gained
     return last_bars(in_time_order(frame), bars), gained
 
 
