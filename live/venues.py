@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tradeloop.trading import InstrumentId
 from tradeloop.instrument_keys import instrument_of, key_of, split_key
+from tradeloop.trading import InstrumentId
 
 __all__ = ["instrument_of", "key_of", "sent_to", "split_key", "venues_of"]
 

@@ -16,11 +16,11 @@ from collections.abc import Mapping
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tradeloop.instrument_keys import instrument_of
 from tradeloop.ops import Fill, Order, Position, TradingSession
 from tradeloop.ops.challenger_models import ChallengerRow
 from tradeloop.portfolio import Portfolio
 from tradeloop.trading import FillRecord, OrderSide
-from tradeloop.instrument_keys import instrument_of
 
 __all__ = ["CHAMPION", "FUNDED", "book_of", "session_books", "slice_book", "whole_cash"]
 
