@@ -45,12 +45,12 @@ def _challenger(world: World, tmp: Path) -> str:
     return registry.register(dataclasses.replace(model, estimator=estimator).save(tmp / "challenger"))
 
 
-def _engine(settings, server: BinanceLoopback, name: str, *, orders: dict | None = None) -> LiveEngine:
+def _engine(settings, server: BinanceLoopback, name: str, **spec: object) -> LiveEngine:
     store = OpsStore.open(settings.effective_database_url)
     registry = ModelRegistry(settings.registry_dir)
     config = SessionConfig(
         name=name, exchange="binance", symbols=(SYMBOL,), timeframe="1m", mode="live", start=START,
-        allow_in_sample=True, init_cash=CASH, orders=orders or {},
+        allow_in_sample=True, init_cash=CASH, **spec,
     )  # fmt: skip
     session = open_session(store, registry, config)
     return LiveEngine(
@@ -222,10 +222,11 @@ def _champion_held(engine: LiveEngine) -> float:
 
 
 def test_a_slices_stop_is_its_own_and_closing_the_slice_cancels_it(own_world: World, tmp_path: Path) -> None:
-    """``stop_loss`` legs, native on the venue: the slice's entry's stop goes out under the
-    slice's prefix, tagged with it, for the slice's filled quantity (its book's position, not
-    the champion's). The challenger retired, its slice closes: its stop canceled on the venue
-    before the flatten sells its coins, its cash back to the champion; the champion's legs stay."""
+    """``stop_loss`` legs, native on the venue: the slice's entry's stop goes out under the slice's
+    prefix, tagged with it, for the slice's filled quantity, and lives while the slice holds
+    its position (its book's, not the champion's: flat then). The challenger retired, its
+    slice closes: its stop canceled on the venue before the flatten sells its coins, its
+    cash back to the champion; the champion's legs stay."""
     name, artifact = "venue-split-stops", _challenger(own_world, tmp_path)
     with BinanceLoopback(candles={}, prices={PAIR: 17_200.0}, balances={"BUSD": CASH}, check_balances=True) as server:
         list_native_stops(server)
@@ -238,7 +239,8 @@ def test_a_slices_stop_is_its_own_and_closing_the_slice_cancels_it(own_world: Wo
 
         async def scenario(e: LiveEngine) -> None:
             await e.reconcile()
-            await run_bars(e, settings, name, until=stop_of)
+            # a bar where the slice's stop protects its position while the champion holds none
+            await run_bars(e, settings, name, until=lambda e: stop_of(e) and not e.positions.get(SYMBOL))
             stop = stop_of(e)
             assert stop is not None
             entry = next(o for o in e.store.orders(e.session.id) if o.id == stop.parent_id)
@@ -274,6 +276,35 @@ def _open_legs(engine: LiveEngine) -> list[Order]:
 
 def _filled_exits(engine: LiveEngine) -> list[Order]:
     return [o for o in engine.store.orders(engine.session.id) if o.parent_id is not None and o.status == "filled"]
+
+
+def test_each_book_spends_only_its_own_cash_on_the_shared_account(own_world: World, tmp_path: Path) -> None:
+    """``fraction=1``: each book's entry asks for its whole equity, which with the venue's 0.1%
+    commission is more than the book holds. Each is cut to its own cash (``live.slice_venue``
+    rule 3): the slice's to 2,000 / 1.001, the champion's to 8,000 / 1.001, so neither takes the
+    other's money on the one account and no book's cash goes below zero."""
+    name, artifact = "venue-split-cash", _challenger(own_world, tmp_path)
+    with BinanceLoopback(candles={}, prices={PAIR: 17_200.0}, balances={"BUSD": CASH}, check_balances=True) as server:
+        settings = venue_settings(own_world, server, f"sqlite:///{tmp_path / 'ops.db'}")
+        engine = _split(settings, server, name, artifact, fraction=1.0, fee_rate=0.001)
+        low: list[float] = []
+
+        def entered(e: LiveEngine) -> bool:
+            low.append(min(e.cash, *(c for _, c, _ in e.slices.holdings())))
+            return bool(_slice_held(e, artifact)) and bool(e.positions.get(SYMBOL))
+
+        async def scenario(e: LiveEngine) -> None:
+            await e.reconcile()
+            await run_bars(e, settings, name, until=entered)
+
+        _run(engine, scenario)
+        orders = engine.store.orders(engine.session.id)
+        assert not [o for o in orders if o.status == "rejected"]
+        entries = {o.capital_slice: o for o in sorted(orders, key=lambda o: -o.id) if o.intent == "enter_long"}
+        assert entries[artifact].quote_amount == pytest.approx(SHARE * CASH / 1.001, rel=1e-12)
+        assert entries[None].quote_amount == pytest.approx((1 - SHARE) * CASH / 1.001, rel=1e-12)
+        assert min(low) >= -1e-9
+        _assert_books(engine, server, artifact)
 
 
 def test_a_live_split_is_refused_on_derivatives_and_allowed_on_one_spot_venue(own_world: World, tmp_path: Path) -> None:
