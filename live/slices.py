@@ -1,4 +1,4 @@
-"""Capital slices: challengers that trade a real share of a paper session's capital beside its
+"""Capital slices: challengers that trade a real share of a session's capital beside its
 champion (``tradeloop.challengers.slices`` holds the shares and how limits scale).
 
 **Books.** The champion's book is the session's own (``sessions.cash``, ``positions``); a
