@@ -7,7 +7,8 @@ Rules:
    (:func:`splits_on`): not a margin account (perpetuals net every book's position into one;
    their funding and liquidation are per position), not a router over several venues (balances
    per venue), and only where ``tradeloop.challengers.slices.check_split`` allows the
-   session's symbols. Elsewhere the engine trades no slice (logged once; naming refuses it).
+   session's symbols. Elsewhere the engine trades no slice: naming refuses it, and a slice
+   named before is logged as an error at each start and runs in shadow (``live.shadow``).
 2. **Every fill to the book whose order it is.** A report of an order tagged with a slice
    (``orders.capital_slice``, else its client id's prefix ``live.orders.slice_prefix``) moves
    that slice's book, whatever path brought it: the create's reply, a restart's recovery, the
@@ -45,20 +46,19 @@ log = logging.getLogger(__name__)
 __all__ = ["cap_entries", "committed", "splits_on", "sum_books"]
 
 
-def splits_on(broker: object, session: TradingSession) -> bool:
-    """Rule 1: whether ``session``'s slices trade on ``broker`` (a venue's)."""
+def splits_on(broker: object, session: TradingSession) -> str | None:
+    """Rule 1: why ``session``'s slices cannot trade on ``broker`` (a venue's); None: they can."""
     if session.mode != "live" or not isinstance(broker, VenueAccount):
-        return False
-    if getattr(broker, "margin_account", False) or getattr(broker, "venue_for", None) is not None:
-        why = "a margin account (perpetuals)" if getattr(broker, "margin_account", False) else "several venues"
-        log.error("session %s trades on %s: its capital slices do not trade (rule 1)", session.name, why)
-        return False
+        return f"a {session.mode} session on {getattr(broker, 'venue', 'a broker')} without a venue account"
+    if getattr(broker, "margin_account", False):
+        return "its venue account is a margin account (perpetuals)"
+    if getattr(broker, "venue_for", None) is not None:
+        return "it trades on several venues"
     try:
         check_split(mode=session.mode, exchange=session.exchange, symbols=session.symbols, share=0.0)
     except ConfigError as exc:
-        log.error("session %s: its capital slices do not trade: %s", session.name, exc)
-        return False
-    return True
+        return str(exc)
+    return None
 
 
 def committed(db: Session, session_id: int, capital_slice: str | None) -> float:

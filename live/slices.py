@@ -43,12 +43,9 @@ Per bar (``LiveEngine.on_batch``):
    ``order_decided`` with ``slice``) in the bar's transaction; the engine sends them with the
    champion's through the session's broker, which hands each to its slice's book.
 
-Paper sessions, and live sessions on one spot venue (``live.slice_venue``: one account the
-books share, each fill attributed to its order's book, each book's entries cut to its own cash,
-the balances compared with the sum of the books; ``ChallengerStore.add`` refuses a share where
-a split cannot trade, and an engine on such a broker runs the challenger in shadow). On a venue
-no slice has a paper book: its orders' reports come to the engine (``LiveEngine._apply``), which
-hands each fill to :meth:`SliceStage.book_for`'s book. A slice's risk state (loss limits, throttle) is stored on its
+Paper sessions, and live ones on one spot venue (``live.slice_venue``: no paper book; the
+engine hands each fill to its order's book, :meth:`SliceStage.book_for`; elsewhere a share is
+refused, and one named before runs in shadow). A slice's risk state (loss limits, throttle) is stored on its
 challenger row (``slice_risk_state``); the session's with the session. The champion's book is
 judged at its share (``1 -`` the funded shares, never under ``1 - MAX_TOTAL_SHARE``: a database
 that says otherwise is audited ``champion_share_clamped``, never an error inside the bar), its
@@ -112,7 +109,8 @@ class SliceStage:
     ):
         self.store, self.session, self.backtest, self.risk_config = store, session, backtest, risk_config
         self.paper = broker if isinstance(broker, PaperBroker) else None  # each slice has its own paper book
-        self.broker = broker if self.paper is not None or splits_on(broker, session) else None  # None: no split
+        self._cannot = None if self.paper is not None else splits_on(broker, session)  # why no split trades here
+        self.broker = broker if self._cannot is None else None
         self.shadow, self.sync_every_bars = shadow, sync_every_bars
         self.slices: dict[str, Slice] = {}
         self._champion_risk: tuple[float, RiskState] | None = None
@@ -167,6 +165,9 @@ class SliceStage:
         self.slices.clear()
         self._approved, self._evidence = [], []
         self._bar_ts, self._loaded = None, False
+        if self._cannot is not None and (named := ChallengerStore(self.store).slices(session.id)):
+            log.error("session %s: capital slices %s do not trade (%s); they run in shadow",
+                      session.name, [r.artifact[:12] for r in named], self._cannot)  # fmt: skip
         self._sync()
 
     def _sync(self) -> None:
