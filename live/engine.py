@@ -65,6 +65,7 @@ from live.protection import protective_kinds
 from live.reconcile import VenueCheck
 from live.risk_stage import kill_switch, portfolio_snapshot, pre_trade
 from live.shadow import ShadowStage
+from live.slice_venue import cap_entries, committed, sum_books
 from live.slices import SliceStage
 from live.venue_protection import VenueProtection
 from live.venues import instrument_of, key_of
@@ -193,6 +194,7 @@ class LiveEngine(EngineOrders, EngineLifecycle):
                 self.session.id,
                 apply=self._apply,
                 holdings=lambda: (self.cash, self.positions),
+                whole=self._whole,
             )
             self.metrics.drifted(len(drifts))
         changed = self.slot.refresh(batch.ts) or self._swap_unrecorded
@@ -240,7 +242,7 @@ class LiveEngine(EngineOrders, EngineLifecycle):
         if orders:
             await self._send(orders)
         if self.protection is not None:
-            await self.protection.on_bar(ts=batch.ts, candles=batch.candles, atr=self._atr(), positions=self.positions)
+            await self.protection.on_bar(ts=batch.ts, candles=batch.candles, atr=self._atr(), books=self._books())
         await cancel_stale(
             self.store,
             self.broker,
@@ -287,6 +289,14 @@ class LiveEngine(EngineOrders, EngineLifecycle):
             signals, window=self.window, positions=self.positions, equity=equity, last=self.last, broker=self.broker
         )
 
+    def _books(self) -> dict[str | None, dict[str, float]]:
+        """Each book's positions by session key: the champion's (None), then each funded slice's."""
+        return {None: self.positions, **{a: held for a, _, held in self.slices.holdings()}}
+
+    def _whole(self) -> tuple[float, dict[str, float]]:
+        """The whole session's cash and positions: every book's summed (``live.slice_venue`` rule 4)."""
+        return sum_books([(self.cash, self.positions), *((c, p) for _, c, p in self.slices.holdings())])
+
     def _atr(self) -> dict[str, float | None]:
         """Each symbol's ATR at the last close (the planner's; empty when no leg uses one)."""
         planner = getattr(self, "_planner", None)
@@ -308,6 +318,9 @@ class LiveEngine(EngineOrders, EngineLifecycle):
         """Risk: the intents that may be sent (``live.risk_stage.pre_trade``; with capital slices,
         ``live.slices``: each slice's and the whole session's limits)."""
         if self.slices.active:
+            if not isinstance(self.broker, PaperBroker):  # one venue account: the champion spends its own cash
+                cash = self.cash - committed(db, self.session.id, None)  # (live.slice_venue rule 3)
+                intents = cap_entries(intents, cash=cash, config=self.backtest, last=self.last)
             return self.slices.pre_trade(
                 db, intents, snapshot=self._snapshot(), state=self.risk_state, ts=ts, markets=self.markets
             )

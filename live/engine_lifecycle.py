@@ -147,7 +147,6 @@ class EngineLifecycle:
         self.adaptation = ThresholdAdaptation(store=self.store, session=self.session)
         if not self.window.is_empty():  # a bar that did not commit comes again
             self.window = pl.DataFrame() if last_ts is None else self.window.filter(pl.col("ts") <= last_ts)
-        self.slices.reload(self.session)  # each capital slice's book from its fills, before its open orders come back
         await self.reconcile()
         self._wake.set()  # what an earlier run or an outage left in the outbox
 
@@ -181,7 +180,9 @@ class EngineLifecycle:
 
     async def reconcile(self) -> None:
         """Bring open orders in line with the broker after a (re)start: never a second create;
-        an outcome still unknown halts its symbol (``live.reconcile``)."""
+        an outcome still unknown halts its symbol (``live.reconcile``). Each capital slice's book
+        is rebuilt from its fills first: its orders' reports go to it (``live.slice_venue``)."""
+        self.slices.reload(self.session)
         await recover_orders(self.store, self.broker, self.session.id, apply=self._apply)
 
     def report(self, event: str, **detail: object) -> None:

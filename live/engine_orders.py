@@ -1,8 +1,9 @@
 """The engine's orders and fills (``LiveEngine`` inherits :class:`EngineOrders`): the bar's
 order rows with their audit (persist, in the bar's transaction), the sends after the commit (each
 create at most once; a broker that fails leaves the order ``unknown``), and every broker report
-stored and applied to the champion's book (``live.orders.apply_state``), funding payments
-included (``live.funding``). Module rules: ``live.engine``."""
+stored and applied to the book of the order it fills (``live.orders.apply_state``): a capital
+slice's order's fills to the slice's book (``live.slice_venue`` rule 2), every other fill and
+the funding payments (``live.funding``) to the champion's. Module rules: ``live.engine``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from live.engine_config import EngineConfig
 from live.models import ModelSlot
 from live.orders import apply_state, mark_sent, new_order, request_of, store_position
 from live.reconcile import halt_if_unknown, wall_ms
+from live.slices import SliceStage
 from live.venue_protection import VenueProtection
 from live.venues import instrument_of, key_of, sent_to
 from tradeloop.logs import bound_ids
@@ -35,6 +37,7 @@ class EngineOrders:
     metrics: SessionMetrics
     slot: ModelSlot
     protection: VenueProtection | None
+    slices: SliceStage
     entry_proba: dict[str, float]
 
     @property
@@ -81,24 +84,23 @@ class EngineOrders:
 
     def _apply(self, db, state: OrderState) -> None:
         """Store a broker's report (``live.orders.apply_state``); its new fills go through the
-        portfolio, whose position is written back to the instrument's row."""
+        book of their order: a capital slice's (in memory; the database rebuilds it from its
+        fills), else the champion's portfolio, whose position is written back to its row."""
         for fill in apply_state(db, state, session_id=self.session.id):  # each fill on its order's venue
             instrument = self.instrument(fill.symbol)
-            self.portfolio.apply_fill(
-                FillRecord(
-                    instrument=instrument,
-                    side=OrderSide(fill.side),
-                    quantity=fill.quantity,
-                    price=fill.price,
-                    fee=fill.fee,
-                    ts=fill.ts,
-                    trade_id=fill.trade_id,
-                )
-            )
+            record = FillRecord(
+                instrument=instrument, side=OrderSide(fill.side), quantity=fill.quantity, price=fill.price,
+                fee=fill.fee, ts=fill.ts, trade_id=fill.trade_id,
+            )  # fmt: skip
             self.metrics.filled(fill.side)
-            held = self.portfolio.position(instrument)
-            assert held is not None  # a fill was just applied to it
-            store_position(db, self.session.id, held)
+            order = db.get(Order, fill.order_id)
+            if order is not None and (book := self.slices.book_for(order)) is not None:
+                book.portfolio.apply_fill(record)
+            else:
+                self.portfolio.apply_fill(record)
+                held = self.portfolio.position(instrument)
+                assert held is not None  # a fill was just applied to it
+                store_position(db, self.session.id, held)
             if self.config.publish:
                 OpsStore.add_event(
                     db,

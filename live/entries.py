@@ -61,16 +61,11 @@ from tradeloop.trading import InstrumentId, OrderIntent
 log = logging.getLogger(__name__)
 
 
-PERPETUAL_VENUES = ("binanceusdm",)  # ccxt ids whose every market is a perpetual (live.brokers.perps)
-
-
 def can_short(instrument: InstrumentId) -> bool:
     """True for a derivative the session may short: a perpetual (rule 5), by its symbol or its
-    venue (``PERPETUAL_VENUES``). Example: ``InstrumentId("binance", "BTC/USDT")`` -> False,
+    venue (``tradeloop.trading.PERPETUAL_VENUES``). Example: ``InstrumentId("binance", "BTC/USDT")`` -> False,
     ``InstrumentId("coinbase", "BTC-USD-PERP")`` -> True."""
-    return (
-        instrument.is_perpetual or instrument.symbol.upper().endswith("-PERP") or instrument.venue in PERPETUAL_VENUES
-    )
+    return instrument.is_derivative
 
 
 @runtime_checkable

@@ -22,7 +22,8 @@ Rules:
   3. balances are compared, when no order is open (an order in flight moves the venue's
      balances before ours): each base asset with the session's positions, the quote asset
      with its cash, each plus a *baseline* (what the account holds apart from the session,
-     recorded at the first comparison and again after an ack). A session on several venues
+     recorded at the first comparison and again after an ack; with capital slices, the positions
+     and cash of every book summed: ``whole``, ``live.slice_venue`` rule 4). A session on several venues
      (a ``live.brokers.router.BrokerRouter``) compares each venue's own balances, named
      ``venue:ASSET`` (``okx:USDT``): its base assets with the positions of its symbols, its
      quote asset with what that venue's fills moved (the baseline holds the rest of the
@@ -161,9 +162,13 @@ class VenueCheck:
         *,
         apply: Apply,
         holdings: Callable[[], tuple[float, dict[str, float]]],
+        whole: Callable[[], tuple[float, dict[str, float]]] | None = None,
     ) -> list[Drift] | list[PositionDrift]:
         """Every ``every_bars`` bars (``bars``: bars processed so far): poll, fetch fills,
-        compare. ``holdings`` gives the engine's (cash, positions) after ``apply``."""
+        compare. ``holdings`` gives the engine's (cash, positions) after ``apply`` (the cash is
+        the session row's); ``whole``, what the venue's balances are compared with (default:
+        ``holdings``; with capital slices, every book's)."""
+        compared = whole or holdings
         if bars % self.every_bars:
             return []
         try:
@@ -177,9 +182,9 @@ class VenueCheck:
                 if not isinstance(self.venue, PositionAccount):
                     return []
                 return await compare_positions(
-                    self.venue, store, session_id, symbols=self.symbols, positions=holdings()[1]
+                    self.venue, store, session_id, symbols=self.symbols, positions=compared()[1]
                 )
-            return await self._compare(store, session_id, *holdings())
+            return await self._compare(store, session_id, *compared())
         except VenueUnreachableError as exc:
             log.warning("session %d: venue check failed (%s); asking again at the next check", session_id, exc)
             with store.transaction() as db:

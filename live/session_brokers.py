@@ -31,7 +31,6 @@ from live.brokers.ccxt_broker import CcxtBroker
 from live.brokers.paper import PaperBroker
 from live.brokers.perps import PerpInstrument, PerpsBroker
 from live.brokers.router import BrokerRouter
-from live.entries import PERPETUAL_VENUES
 from live.locks import EngineLocks, account_lock_key
 from live.venue_keys import VenueAccess, refuse_stored_credential, venue_access
 from live.venues import instrument_of, several_venues, venues_of
@@ -42,6 +41,7 @@ from tradeloop.identity.credentials import CredentialStore, vault_of
 from tradeloop.identity.vault import ExchangeSecret
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.settings import Settings
+from tradeloop.trading import PERPETUAL_VENUES
 
 
 def session_secret(settings: Settings, store: OpsStore, session: TradingSession) -> ExchangeSecret | None:

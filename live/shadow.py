@@ -40,9 +40,9 @@ API does not show it as running. One that needs a longer window than this engine
 skipped by this engine only (an engine with a wider window runs it); a registry that cannot
 be read is tried again at the next sync.
 
-A challenger named with a ``capital_share`` on a paper session trades a real slice of the
-session's capital instead (``live.slices``): it is not simulated here, but judged here (rule 3)
-on the evidence its slice records.
+A challenger named with a ``capital_share`` on a paper session, or a live one on one spot venue
+(``live.slice_venue``), trades a real slice of the session's capital instead (``live.slices``):
+it is not simulated here, but judged here (rule 3) on the evidence its slice records.
 
 4. **A challenger that raises** while it fills, marks or decides never stops the champion's
    bar: it is logged with its artifact, dropped from the shadow and retired in the database

@@ -9,6 +9,8 @@ protective legs still work, and the model is read again at the next sync.
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -18,15 +20,18 @@ from live.brokers.base import OrderState
 from live.brokers.paper import PaperBroker
 from live.entries import EntryPlanner
 from live.venues import key_of
+from tradeloop.errors import RiskError
 from tradeloop.ops import OpsStore, Order
 from tradeloop.ops.challenger_models import ChallengerRow
 from tradeloop.ops.store import OPEN_STATUSES
 from tradeloop.portfolio import Portfolio
-from tradeloop.risk import RiskState
+from tradeloop.risk import RiskConfig, RiskState
 from tradeloop.thresholds import ThresholdModel
 from tradeloop.trading import OrderIntent
 
-__all__ = ["ACTIVE", "Slice", "audit", "open_orders", "set_row"]
+__all__ = ["ACTIVE", "Slice", "audit", "open_orders", "risk_state", "set_row"]
+
+log = logging.getLogger(__name__)
 
 ACTIVE = ("shadow", "recommended")  # a challenger whose slice trades; any other status closes it
 
@@ -41,7 +46,7 @@ class Slice:
     prefix: str
     venue: str  # the session's exchange: positions are keyed as the session names them (live.venues)
     model: ThresholdModel | None  # None: holding (unreadable now) or closing without one
-    broker: PaperBroker
+    broker: PaperBroker | None  # its paper book (None: on a venue, live.slice_venue)
     planner: EntryPlanner
     risk: RiskState
     state: str = "waiting"
@@ -99,3 +104,14 @@ def retire(db: Session, session_id: int, s: Slice, detail: dict) -> None:
         )
     s.retiring, s.intents = True, []
     s.why = s.why or str(detail.get("why") or detail.get("error") or "retired")
+
+
+def risk_state(row: ChallengerRow, config: RiskConfig) -> RiskState:
+    """The slice's stored risk state (a fresh one before its first bar, or when it does not parse)."""
+    if not row.slice_risk_state:
+        return RiskState(config)
+    try:
+        return RiskState.from_json(json.dumps(row.slice_risk_state), config=config)
+    except RiskError as exc:
+        log.error("challenger %s: its slice's stored risk state is unreadable (%s); starting afresh", row.artifact, exc)
+        return RiskState(config)

@@ -1,4 +1,4 @@
-"""Capital slices: challengers that trade a real share of a paper session's capital beside its
+"""Capital slices: challengers that trade a real share of a session's capital beside its
 champion (``tradeloop.challengers.slices`` holds the shares and how limits scale).
 
 **Books.** The champion's book is the session's own (``sessions.cash``, ``positions``); a
@@ -43,8 +43,9 @@ Per bar (``LiveEngine.on_batch``):
    ``order_decided`` with ``slice``) in the bar's transaction; the engine sends them with the
    champion's through the session's broker, which hands each to its slice's book.
 
-Paper sessions only (``ChallengerStore.add`` refuses a share for a live one; a live engine runs
-such a challenger in shadow). A slice's risk state (loss limits, throttle) is stored on its
+Paper sessions, and live ones on one spot venue (``live.slice_venue``: no paper book; the
+engine hands each fill to its order's book, :meth:`SliceStage.book_for`; elsewhere a share is
+refused, and one named before runs in shadow). A slice's risk state (loss limits, throttle) is stored on its
 challenger row (``slice_risk_state``); the session's with the session. The champion's book is
 judged at its share (``1 -`` the funded shares, never under ``1 - MAX_TOTAL_SHARE``: a database
 that says otherwise is audited ``champion_share_clamped``, never an error inside the bar), its
@@ -53,7 +54,6 @@ throttle memory kept when the share changes.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
@@ -63,21 +63,22 @@ import polars as pl
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from live.brokers.base import Broker
 from live.brokers.paper import PaperBroker
 from live.entries import EntryPlanner
 from live.feeds.base import CandleBatch
 from live.orders import apply_state, new_order, slice_prefix
 from live.risk_stage import portfolio_snapshot
 from live.shadow import ShadowStage, model_signals
-from live.slice_book import ACTIVE, Slice, open_orders, retire
+from live.slice_book import ACTIVE, Slice, open_orders, retire, risk_state
 from live.slice_funding import transfer, watch
 from live.slice_risk import CHAMPION, SliceIntents, pre_trade_slices
+from live.slice_venue import cap_entries, committed, splits_on
 from live.venues import instrument_of, key_of, sent_to
 from tradeloop.backtest import BacktestConfig
 from tradeloop.challengers.books import FUNDED, slice_book
 from tradeloop.challengers.evidence import ChallengerStore, PairedBar
 from tradeloop.challengers.slices import MAX_TOTAL_SHARE, champion_share, slice_risk_config
-from tradeloop.errors import RiskError
 from tradeloop.ops import Fill, OpsStore, Order, TradingSession
 from tradeloop.ops.challenger_models import ChallengerRow
 from tradeloop.portfolio import Portfolio
@@ -100,14 +101,16 @@ class SliceStage:
         *,
         store: OpsStore,
         session: TradingSession,
-        broker: object,
+        broker: Broker,
         backtest: BacktestConfig,
         risk_config: RiskConfig,
         shadow: ShadowStage,
         sync_every_bars: int = 10,
     ):
         self.store, self.session, self.backtest, self.risk_config = store, session, backtest, risk_config
-        self.broker = broker if isinstance(broker, PaperBroker) else None  # paper sessions only
+        self.paper = broker if isinstance(broker, PaperBroker) else None  # each slice has its own paper book
+        self._cannot = None if self.paper is not None else splits_on(broker, session)  # why no split trades here
+        self.broker = broker if self._cannot is None else None
         self.shadow, self.sync_every_bars = shadow, sync_every_bars
         self.slices: dict[str, Slice] = {}
         self._champion_risk: tuple[float, RiskState] | None = None
@@ -137,6 +140,22 @@ class SliceStage:
     def _funded(self) -> list[Slice]:
         return [self.slices[a] for a in sorted(self.slices) if self.slices[a].funded]
 
+    def book_for(self, order: Order) -> Slice | None:
+        """The funded slice an order's fills belong to (``live.slice_venue`` rule 2): by its tag,
+        else by its client id's prefix; None: the champion's (a slice closed by now included:
+        its money went back to the champion's book)."""
+        for s in self._funded():
+            if order.capital_slice == s.artifact or order.client_order_id.startswith(s.prefix):
+                return s
+        if order.capital_slice is not None:
+            log.error("session %s: a fill of order %s of slice %s, which holds no money now: the champion's book",
+                      self.session.name, order.client_order_id, order.capital_slice[:12])  # fmt: skip
+        return None
+
+    def holdings(self) -> list[tuple[str, float, dict[str, float]]]:
+        """(artifact, cash, positions by session key) of every funded slice."""
+        return [(s.artifact, s.portfolio.cash, s.positions()) for s in self._funded()]
+
     # ------------------------------------------------------------------ the slices, from the database
     def reload(self, session: TradingSession) -> None:
         """Every slice as the database has it (``session``: as just read): at a (re)start, before
@@ -146,6 +165,9 @@ class SliceStage:
         self.slices.clear()
         self._approved, self._evidence = [], []
         self._bar_ts, self._loaded = None, False
+        if self._cannot is not None and (named := ChallengerStore(self.store).slices(session.id)):
+            log.error("session %s: capital slices %s do not trade (%s); they run in shadow",
+                      session.name, [r.artifact[:12] for r in named], self._cannot)  # fmt: skip
         self._sync()
 
     def _sync(self) -> None:
@@ -205,12 +227,13 @@ class SliceStage:
             return None  # refused (retired), or unreadable now: tried at the next sync
         self.shadow.sliced.add(row.artifact)
         prefix = slice_prefix(self.session.id, row.id)
+        book = self.paper.slice_book(prefix) if self.paper is not None else None
         config = slice_risk_config(self.risk_config, row.capital_share)
         made = Slice(
             row_id=row.id, artifact=row.artifact, share=row.capital_share, prefix=prefix, venue=self.session.exchange,
-            model=model, broker=self.broker.slice_book(prefix),
+            model=model, broker=book,
             planner=EntryPlanner(self.backtest, venue=self.session.exchange, timeframe=self.session.timeframe),
-            risk=_risk_state(row, config), announced=row.slice_state == "waiting",
+            risk=risk_state(row, config), announced=row.slice_state == "waiting",
         )  # fmt: skip
         if row.status not in ACTIVE:
             made.retiring, made.why = True, f"its challenger was {row.status}"
@@ -250,7 +273,8 @@ class SliceStage:
         self._bar_ts, self._champion_before = batch.ts, equity
         for s in self._funded():
             s.before = s.equity
-            s.ended = await s.broker.on_bar(batch, cash=s.portfolio.cash)
+            if s.broker is not None:  # paper: the slice's book fills with its cash (a venue's reports: rule 7)
+                s.ended = await s.broker.on_bar(batch, cash=s.portfolio.cash)
 
     def settle(self, db: Session, ts: int, *, last: Mapping[str, float]) -> None:
         """Rule 2."""
@@ -279,7 +303,8 @@ class SliceStage:
     def transfer(self, db: Session, ts: int, *, champion: Portfolio) -> float:
         """Rule 4 (``live.slice_funding``); the champion's equity after it."""
         for closed in transfer(db, ts, session=self.session, slices=self.slices, champion=champion):
-            self.broker.slices.pop(closed.prefix, None)  # type: ignore[union-attr]  # funded: paper
+            if self.paper is not None:
+                self.paper.slices.pop(closed.prefix, None)
         return champion.equity()
 
     def decide(self, db: Session, ts: int, *, window: pl.DataFrame, last: Mapping[str, float], flatten: bool) -> None:
@@ -298,8 +323,12 @@ class SliceStage:
             try:
                 signals = model_signals(s.model, window, ts, in_sample=bool(self.session.in_sample))
                 s.intents = s.planner.decide(
-                    signals, window=window, positions=s.positions(), equity=s.equity, last=last, broker=s.broker
-                )
+                    signals, window=window, positions=s.positions(), equity=s.equity, last=last,
+                    broker=s.broker or self.broker,  # type: ignore[arg-type]  # funded: a broker
+                )  # fmt: skip
+                if self.paper is None:  # a venue: the slice spends its own cash only (live.slice_venue rule 3)
+                    cash = s.portfolio.cash - committed(db, self.session.id, s.artifact)
+                    s.intents = cap_entries(s.intents, cash=cash, config=self.backtest, last=last)
             except Exception as exc:  # a failing challenger never stops the champion's bar
                 log.error("session %s: slice %s failed to decide at %d; retired, its slice closes",
                           self.session.name, s.artifact[:12], ts, exc_info=exc)  # fmt: skip
@@ -370,17 +399,6 @@ class SliceStage:
         return portfolio_snapshot(
             s.portfolio, {instrument_of(self.session.exchange, k): px for k, px in self._last.items()}
         )
-
-
-def _risk_state(row: ChallengerRow, config: RiskConfig) -> RiskState:
-    """The slice's stored risk state (a fresh one before its first bar, or when it does not parse)."""
-    if not row.slice_risk_state:
-        return RiskState(config)
-    try:
-        return RiskState.from_json(json.dumps(row.slice_risk_state), config=config)
-    except RiskError as exc:
-        log.error("challenger %s: its slice's stored risk state is unreadable (%s); starting afresh", row.artifact, exc)
-        return RiskState(config)
 
 
 def _ret(after: float, before: float) -> float:

@@ -40,7 +40,12 @@ Rules:
    (``live.reconcile``), so a sibling lives until the next check; a contract venue's
    ``reduceOnly`` keeps it from opening anything meanwhile. An entry that ended unfilled
    cancels its legs.
-5. **Restart.** Nothing of a position's protection lives only in memory: a new engine reads its
+5. **Per book.** With capital slices (``live.slices``) each entry's legs are its book's: they
+   carry its ``capital_slice`` and client id prefix (a moved leg too), its position is the
+   book's (``books``: each book's positions), so a slice's stop protects and sells the slice's
+   coins only; a signal exit (a closing slice's flatten included) cancels its own book's legs
+   of the symbol, never another's.
+6. **Restart.** Nothing of a position's protection lives only in memory: a new engine reads its
    fill price from the entry's row and its decision ATR, armed bar and peak (trough) from its
    legs' rows, and goes on as the engine it replaces would have, bar for bar (the bar it was
    armed on is still not checked; every later one is). Legs never sent are left alone by
@@ -91,7 +96,7 @@ def moved_order_id(original: str, n: int) -> str:
 @dataclass(slots=True, kw_only=True)
 class Held:
     """What the engine keeps of a filled entry: side, fill price, decision ATR, peak (trough);
-    all of it also in the database (rule 5: :meth:`VenueProtection._restored`)."""
+    all of it also in the database (rule 6: :meth:`VenueProtection._restored`)."""
 
     side: OrderSide
     entry_price: float
@@ -111,21 +116,27 @@ class VenueProtection:
     # ------------------------------------------------------------------ the engine's hooks
     async def before_exits(self, orders: list[Order]) -> None:
         """Cancel every open leg of the symbols a signal exit among ``orders`` closes (rule 4)."""
-        symbols = {o.symbol for o in orders if o.reduce_only and o.parent_id is None}
-        if not symbols:
+        exits = {(o.capital_slice, o.symbol) for o in orders if o.reduce_only and o.parent_id is None}
+        if not exits:
             return
         actions = LegActions()
         with self.store.transaction() as db:
             for leg in self._open_legs(db):
-                if leg.symbol in symbols:
+                if (leg.capital_slice, leg.symbol) in exits:  # its own book's (rule 5)
                     self._cancel_leg(db, leg, actions, reason="a signal exit closes the position")
                     self._held.pop(leg.parent_id or 0, None)
         await self._act(actions)
 
     async def on_bar(
-        self, *, ts: int, candles: pl.DataFrame, atr: Mapping[str, float | None], positions: Mapping[str, float]
+        self,
+        *,
+        ts: int,
+        candles: pl.DataFrame,
+        atr: Mapping[str, float | None],
+        books: Mapping[str | None, Mapping[str, float]],
     ) -> None:
-        """The bar ``ts`` closed and its orders went out: check, trail, cancel, arm (rules 1-4)."""
+        """The bar ``ts`` closed and its orders went out: check, trail, cancel, arm (rules 1-5);
+        ``books``: each book's positions by symbol (None: the champion's; a slice's artifact)."""
         try:
             await load_markets(self.broker)
         except Exception as exc:  # noqa: BLE001 - asked again next bar; resting legs stay on the venue
@@ -141,6 +152,7 @@ class VenueProtection:
                 entry = db.get(Order, entry_id)
                 if entry is not None:
                     bar = bars.get(entry.symbol)
+                    positions = books.get(entry.capital_slice, {})
                     self._entry(db, entry, legs, ts=ts, bar=bar, atr=atr, positions=positions, actions=actions)
         await self._act(actions)
 
@@ -191,7 +203,7 @@ class VenueProtection:
                 self._trail(db, entry, leg, held, prev_atr=atr.get(entry.symbol), actions=actions)
 
     def _restored(self, entry: Order, legs: list[Order]) -> Held | None:
-        """Rule 5: the protection of an entry armed before a restart, from its rows (``None``:
+        """Rule 6: the protection of an entry armed before a restart, from its rows (``None``:
         not armed yet)."""
         armed = [leg.armed_ts for leg in legs if leg.armed_ts is not None]
         if not armed:
@@ -311,6 +323,7 @@ class VenueProtection:
             trigger_price=level,
             reduce_only=True,
             parent_id=entry.id,
+            capital_slice=leg.capital_slice,
             decided_ts=leg.decided_ts,
             status=S.NEW.value,
             entry_atr=leg.entry_atr,

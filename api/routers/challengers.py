@@ -94,8 +94,8 @@ class ChallengerIn(BaseModel):
         default=None,
         gt=0,
         le=0.5,
-        description="trade a real slice of this share of a paper session's capital (0.2: an 80/20 A/B split); "
-        "omitted: shadow only",
+        description="trade a real slice of this share of the session's capital (0.2: an 80/20 A/B split): paper, "
+        "or live on one spot venue; omitted: shadow only",
         examples=[0.2],
     )
 

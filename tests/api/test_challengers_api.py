@@ -159,7 +159,7 @@ def test_a_challenger_named_with_its_own_test_options_is_judged_with_them(
     assert api.client.get(path, headers=owner).json()["items"][0]["min_bars"] == 400
 
 
-def test_a_challenger_named_with_a_capital_share_shows_its_slice_and_live_sessions_are_refused(
+def test_a_challenger_named_with_a_capital_share_shows_its_slice_and_live_derivatives_are_refused(
     api: Api, trained_world: World, tmp_path: Path
 ) -> None:
     _, challenger = _registry(api, trained_world, tmp_path)
@@ -178,18 +178,26 @@ def test_a_challenger_named_with_a_capital_share_shows_its_slice_and_live_sessio
     other = api.client.post(path, json={"artifact": challenger[:12], "capital_share": 0.3}, headers=owner)
     assert other.status_code == 422 and "retire it and name it again" in other.json()["detail"]
 
-    live = api.ctx.store.create_session(
-        name="ab-live", strategy="sma_cross", exchange="coinbase", timeframe="4h", symbols=["BTC-USD"], mode="live",
-        init_cash=10_000.0, config={},
+    live, spot = (
+        api.ctx.store.create_session(
+            name=name, strategy="sma_cross", exchange="coinbase", timeframe="4h", symbols=[symbol], mode="live",
+            init_cash=10_000.0, config={},
+        )
+        for name, symbol in (("ab-live", "BTC-USD-PERP"), ("ab-live-spot", "BTC-USD"))
     )  # fmt: skip
     with api.ctx.store.transaction() as db:
-        db.get(TradingSession, live.id).owner_id = tom
+        db.get(TradingSession, live.id).owner_id = db.get(TradingSession, spot.id).owner_id = tom
     refused = api.client.post(
         f"/sessions/{live.id}/challengers", json={"artifact": challenger[:12], "capital_share": 0.2}, headers=owner
     )
-    assert refused.status_code == 422 and "paper sessions only" in refused.json()["detail"]
+    assert refused.status_code == 422 and "trades derivatives" in refused.json()["detail"]
+    assert "without capital_share" in refused.json()["detail"]  # the fix
     shadow = api.client.post(f"/sessions/{live.id}/challengers", json={"artifact": challenger[:12]}, headers=owner)
     assert shadow.status_code == 201 and shadow.json()["capital_share"] is None
+    split = api.client.post(  # one spot venue: a live split (live.slice_venue)
+        f"/sessions/{spot.id}/challengers", json={"artifact": challenger[:12], "capital_share": 0.2}, headers=owner
+    )
+    assert split.status_code == 201 and split.json()["capital_share"] == 0.2
 
 
 def _split_books(store, session_id: int, artifact: str) -> None:

@@ -184,7 +184,7 @@ def test_a_retired_slice_is_flattened_and_its_cash_returns_to_the_champion(own_w
     store.close()
 
 
-def test_a_capital_share_is_refused_for_a_live_session_and_past_half_the_capital(
+def test_a_capital_share_is_refused_on_live_derivatives_or_several_venues_and_past_half_the_capital(
     own_world: World, tmp_path: Path
 ) -> None:
     world = own_world
@@ -193,8 +193,11 @@ def test_a_capital_share_is_refused_for_a_live_session_and_past_half_the_capital
     other, _ = _challenger(world, tmp_path, shift=0.02)
     with pytest.raises(ConfigError, match="at most 0.5"):
         ChallengerStore(store).add(session, other, registry=registry, capital_share=0.35)
-    session.mode = "live"  # the detached row, as a live session's reads
-    with pytest.raises(ConfigError, match="paper sessions only"):
-        ChallengerStore(store).add(session, other, registry=registry, capital_share=0.1)
+    session.mode = "live"  # the detached row, as a live session's reads: one spot venue splits (test_slice_venue)
+    for symbols, refusal in ((["BTC/USDT:USDT"], "trades derivatives"), (["BTC-USD-PERP"], "trades derivatives"),
+                             ([SYMBOLS[0], "okx:BTC-USDT"], "on venues other than")):  # fmt: skip
+        session.symbols = symbols
+        with pytest.raises(ConfigError, match=f"capital_share=0.1: live session .*{refusal}.*without capital_share"):
+            ChallengerStore(store).add(session, other, registry=registry, capital_share=0.1)
     assert {r.artifact for r in ChallengerStore(store).rows(session.id)} == {artifact}
     store.close()

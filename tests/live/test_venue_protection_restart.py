@@ -1,5 +1,5 @@
 """Protective legs on a venue across an engine restart (``live.venue_protection`` rules 3 and
-5): a new engine object on the same database behaves as the one it replaces.
+6): a new engine object on the same database behaves as the one it replaces.
 
 The session runs on the loopback Binance spot venue through the real ccxt client, its entries
 decided by the champion on the bundled 1m sample. A restart drops the engine object (what it

@@ -3,20 +3,20 @@
 Rules:
 
 1. **Naming a challenger** (``add``): a registered artifact (an id or a unique prefix, as
-   ``tradeloop models promote`` takes) of the session's strategy, not its champion's
-   artifact, once per session; ``capital_share`` makes it trade a real slice of the session's
-   capital (``tradeloop.challengers.slices``, ``live.slices``; None: shadow only): paper sessions
-   only, and the shares of a session together at most 0.5: those named and in shadow, and those
-   of slices still holding money (closing after a retirement); namings of one session are
-   serialized (its row locked), so two at once cannot both pass. Its own sequential-test
-   options (``test``: alpha, min_bars, ...) may be given when it is first named; they are
-   fixed from then on (a false-promotion rate chosen after seeing evidence no longer holds),
-   and a challenger named without them is judged with the caller's options (the engine's, the
-   defaults). A retired one named again goes back to shadow, its evidence and options kept
-   (its capital slice is funded afresh; refused while its old slice is still closing). Naming
-   it again is harmless, also at the same moment from two callers (the unique constraint's
-   refusal of the second insert is caught and the naming retried, finding the row); naming it
-   again with other options is refused.
+   ``tradeloop models promote`` takes) of the session's strategy, not its champion's artifact,
+   once per session; ``capital_share`` makes it trade a real slice of the session's capital
+   (``tradeloop.challengers.slices``, ``live.slices``; None: shadow only): paper sessions and
+   live sessions on one spot venue (``check_split``), and the shares of a session together at
+   most 0.5: those named and in shadow, and those of slices still holding money (closing after
+   a retirement); namings of one session are serialized (its row locked), so two at once cannot
+   both pass. Its own sequential-test options (``test``: alpha, min_bars, ...) may be given
+   when it is first named; they are fixed from then on (a false-promotion rate chosen after
+   seeing evidence no longer holds), and a challenger named without them is judged with the
+   caller's options (the engine's, the defaults). A retired one named again goes back to
+   shadow, its evidence and options kept (its capital slice is funded afresh; refused while its
+   old slice is still closing). Naming it again is harmless, also at the same moment from two
+   callers (the unique constraint's refusal of the second insert is caught and the naming
+   retried, finding the row); naming it again with other options is refused.
 2. **Evidence** (``record``): one row per challenger and bar where the champion decided, with
    the champion's artifact, merged, so a bar that comes again (its transaction did not commit)
    writes the same row once.
@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from tradeloop.challengers.books import FUNDED
 from tradeloop.challengers.sequential import SequentialConfig, Standing, standing
-from tradeloop.challengers.slices import MAX_TOTAL_SHARE
+from tradeloop.challengers.slices import MAX_TOTAL_SHARE, check_split
 from tradeloop.errors import ConfigError, SessionStateError
 from tradeloop.ops import OpsStore, TradingSession
 from tradeloop.ops.challenger_models import ChallengerReturn, ChallengerRow
@@ -136,8 +136,8 @@ class ChallengerStore:
             The artifact is unknown, ambiguous, fails to load or holds another strategy's model.
         ConfigError
             It is the session's champion, ``capital_share`` is not in (0, 0.5], is given for a
-            live session or would make the session's shares pass 0.5, or it was named before
-            with other ``test`` options.
+            live session on derivatives or on several venues, or would make the session's
+            shares pass 0.5, or it was named before with other ``test`` options.
         """
         full = registry.resolve(artifact)
         registry.model_of(full, strategy=session.strategy)  # loads through the allow-list: a bad file fails here
@@ -150,12 +150,8 @@ class ChallengerStore:
             raise ConfigError(
                 f"capital_share={capital_share} is out of range; give a fraction in (0, 0.5] (e.g. 0.2 for 80/20)"
             )
-        if capital_share is not None and session.mode != "paper":
-            raise ConfigError(
-                f"capital_share={capital_share}: session {session.name!r} is {session.mode}, and a capital split "
-                "trades paper sessions only for now; name the challenger without capital_share (shadow), or "
-                "split a paper session"
-            )
+        if capital_share is not None:
+            check_split(mode=session.mode, exchange=session.exchange, symbols=session.symbols, share=capital_share)
         for attempt in range(2):
             try:
                 self._name(session, full, capital_share=capital_share, test=test, actor=actor)

@@ -21,6 +21,11 @@ Rules:
    the intents every slice approved are then judged together against the whole session's
    book (the sum of the slices) and the session's limits and risk state (its throttle, its
    kill switch). An intent is sent only when both approve it.
+4. **Where a split trades** (:func:`check_split`): paper sessions, and live sessions on one spot
+   venue (one account the books share: every fill attributed to the book whose order it is, the
+   balances compared with the sum of the books, ``live.slices``). A live session with a
+   derivative (perpetuals: the venue nets every book's position into one, and its funding and
+   liquidation are per position) or on several venues (balances per venue) is refused.
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from collections.abc import Iterable
 
 from tradeloop.errors import ConfigError
 from tradeloop.risk import RiskConfig
+from tradeloop.trading.session_keys import instrument_of, split_key
 
-__all__ = ["MAX_TOTAL_SHARE", "champion_share", "slice_risk_config"]
+__all__ = ["MAX_TOTAL_SHARE", "champion_share", "check_split", "slice_risk_config"]
 
 MAX_TOTAL_SHARE = 0.5  # the challengers' slices together (rule 1)
 
@@ -56,3 +62,31 @@ def slice_risk_config(config: RiskConfig, share: float) -> RiskConfig:
         if getattr(config, name) is not None
     }
     return config.model_copy(update=scaled)
+
+
+def check_split(*, mode: str, exchange: str, symbols: Iterable[str], share: float) -> None:
+    """Refuse a ``capital_share`` where a split cannot trade (rule 4).
+
+    Raises
+    ------
+    ConfigError
+        A live session with a derivative symbol or a symbol on another venue.
+    """
+    if mode == "paper":
+        return
+    keys = list(symbols)
+    derivatives = [k for k in keys if instrument_of(exchange, k).is_derivative]
+    if derivatives:
+        raise ConfigError(
+            f"capital_share={share}: live session on {exchange} trades derivatives {derivatives}: the venue nets "
+            "every book's position into one (reduce-only exits, funding and liquidation are per position), so a "
+            "split cannot keep the books apart; name the challenger without capital_share (shadow), or split a "
+            "spot or paper session"
+        )
+    others = [k for k in keys if split_key(k)[0] not in (None, exchange)]
+    if others:
+        raise ConfigError(
+            f"capital_share={share}: live session trades {others} on venues other than {exchange}; a split "
+            "compares one venue's balances with the books: name the challenger without capital_share (shadow), "
+            "or split a session on one spot venue"
+        )

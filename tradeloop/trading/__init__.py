@@ -16,11 +16,12 @@ from tradeloop.trading.enums import (
     SessionMode,
     TimeInForce,
 )
-from tradeloop.trading.instrument import InstrumentId
+from tradeloop.trading.instrument import PERPETUAL_VENUES, InstrumentId
 from tradeloop.trading.order_state import TERMINAL, can_transition, check_transition
 from tradeloop.trading.records import PROTECTIVE_KINDS, FillRecord, OrderIntent, ProtectiveLeg
 
 __all__ = [
+    "PERPETUAL_VENUES",
     "PROTECTIVE_KINDS",
     "TERMINAL",
     "FeedKind",

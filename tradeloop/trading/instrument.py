@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from tradeloop.errors import ConfigError
 
+PERPETUAL_VENUES = ("binanceusdm",)  # ccxt ids whose every market is a perpetual (live.brokers.perps)
+
 
 @dataclass(frozen=True, order=True, slots=True)
 class InstrumentId:
@@ -41,6 +43,13 @@ class InstrumentId:
         """A linear perpetual (``BASE/QUOTE:SETTLE`` without an expiry), by ccxt's symbol rule."""
         _, sep, settle = self.symbol.partition(":")
         return bool(sep) and "-" not in settle
+
+    @property
+    def is_derivative(self) -> bool:
+        """A derivative (a margin position, shortable): a perpetual by its ccxt symbol
+        (``BTC/USDT:USDT``), its lake spelling (``BTC-USDT-PERP``) or its venue
+        (``PERPETUAL_VENUES``); ``InstrumentId("binance", "BTC/USDT")`` is spot."""
+        return self.is_perpetual or self.symbol.upper().endswith("-PERP") or self.venue in PERPETUAL_VENUES
 
     def __str__(self) -> str:
         return f"{self.venue}:{self.symbol}"
