@@ -42,7 +42,7 @@ from live.session_brokers import (
 )
 from live.session_config import SessionConfig, backtest_config
 from live.session_feeds import bus_feed, ccxt_feed, check_replay_data, replay_feed
-from live.venue_feed import VenueCcxtFeed, VenueReplay
+from live.venue_feed import VenueLiveFeed, VenueReplay
 from tradeloop.errors import SessionStateError
 from tradeloop.logs import bind_ids
 from tradeloop.ops import OpsStore, TradingSession
@@ -180,7 +180,7 @@ async def run_session(
         except BaseException:
             locks.release()
             raise
-        if isinstance(feed, CcxtFeed | VenueCcxtFeed | BusFeed):  # a stale feed goes to the audit log (and the log)
+        if isinstance(feed, CcxtFeed | VenueLiveFeed | BusFeed):  # a stale feed goes to the audit log (and the log)
             feed.on_stale = lambda symbol, age: engine.report("feed_stale", symbol=symbol, seconds=round(age, 1))
         if isinstance(feed, ReplayFeed | VenueReplay):  # a bad stored bar is skipped, never traded: audit it
             feed.on_rejected = lambda symbol, ts, rule: engine.report("candle_skipped", symbol=symbol, ts=ts, rule=rule)
@@ -191,6 +191,6 @@ async def run_session(
             await engine.bus.close()
             await engine.broker.close()
     finally:
-        if isinstance(feed, CcxtFeed | VenueCcxtFeed | BusFeed):
+        if isinstance(feed, CcxtFeed | VenueLiveFeed | BusFeed):
             await feed.close()
     return engine

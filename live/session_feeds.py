@@ -15,8 +15,12 @@ Rules:
   (``live.venues``): ``--exchange binance --symbol okx:BTC-USDT`` reads OKX's series, as its
   broker trades on OKX (``live.session_brokers``).
   Market data needs no keys: the feed's clients are unsigned.
-* ``bus``: the market-data service publishes one stream per venue; a session on several venues
-  is refused there (a ConfigError naming ``--feed ccxt``).
+* ``bus``: the market-data service publishes one stream per venue (``tradeloop market-data run``
+  per venue); a session reads each of its venues' streams with its own
+  ``live.marketdata.bus_feed.BusFeed`` (that venue's symbols, warm-up from that venue's lake
+  series), merged by bar time into one batch per bar under the session's keys when there are
+  several (``live.venue_feed.VenueBusFeed``): a venue's stream late by more than
+  :data:`BUS_SETTLE_S` brings its candle as the next bar's backfill.
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ from live.feeds.ccxt_feed import CcxtFeed, CcxtFeedConfig
 from live.feeds.replay import ReplayFeed
 from live.marketdata.bus_feed import BusFeed
 from live.session_config import SessionConfig
-from live.venue_feed import VenueCcxtFeed, VenueReplay
+from live.venue_feed import VenueBusFeed, VenueCcxtFeed, VenueReplay
 from live.venue_keys import venue_urls
 from live.venues import instrument_of, several_venues, venues_of
 from tradeloop.data import CandleLake, SeriesKey, earliest
 from tradeloop.data.exchanges import make_exchange
 from tradeloop.errors import ConfigError, DataError
 from tradeloop.settings import Settings
+
+BUS_SETTLE_S = 5.0  # how long a bar of one venue's stream waits for the other venues' (--feed bus)
 
 
 def replay_feed(settings: Settings, config: SessionConfig) -> ReplayFeed | VenueReplay:
@@ -68,29 +74,29 @@ def ccxt_feed(settings: Settings, config: SessionConfig) -> CcxtFeed | VenueCcxt
     return VenueCcxtFeed(feeds, exchange=config.exchange, symbols=list(config.symbols), settle_s=options.settle_s)
 
 
-def bus_feed(settings: Settings, config: SessionConfig) -> BusFeed:
-    """Closed candles the market-data service publishes (``tradeloop market-data run``): one
-    venue's stream (module rules)."""
-    venues = sorted(venues_of(config.exchange, config.symbols))
-    if several_venues(config.exchange, config.symbols):
-        raise ConfigError(
-            f"--feed bus reads one venue's stream of the market-data service, but these symbols are on {venues}: "
-            "use --feed ccxt (one exchange connection per venue) for a session on several venues"
-        )
+def bus_feed(settings: Settings, config: SessionConfig) -> BusFeed | VenueBusFeed:
+    """Closed candles the market-data service publishes (``tradeloop market-data run``): each
+    venue's stream, merged by bar time when the session is on several venues (module rules)."""
     if not settings.redis_url:
         raise ConfigError(
             "--feed bus reads the market-data service's candles on the bus and needs REDIS_URL (the service's "
             "Redis); set it, or use --feed ccxt for an engine with its own exchange connection"
         )
-    return BusFeed(
-        RedisBus(settings.redis_url, prefix=settings.redis_prefix),
-        lake=CandleLake(settings.lake_dir, quarantine_root=settings.quarantine_dir),
-        venue=config.exchange,
-        symbols=list(config.symbols),
-        timeframe=config.timeframe,
-        session=config.name,
-        stale_after_s=config.feed_stale_after_s,
-    )
+    lake = CandleLake(settings.lake_dir, quarantine_root=settings.quarantine_dir)
+    feeds: dict[str, BusFeed] = {}
+    for venue, keys in venues_of(config.exchange, config.symbols).items():
+        feeds[venue] = BusFeed(
+            RedisBus(settings.redis_url, prefix=settings.redis_prefix),
+            lake=lake,
+            venue=venue,
+            symbols=[instrument_of(config.exchange, k).symbol for k in keys],
+            timeframe=config.timeframe,
+            session=config.name,
+            stale_after_s=config.feed_stale_after_s,
+        )
+    if list(feeds) == [config.exchange]:
+        return feeds[config.exchange]
+    return VenueBusFeed(feeds, exchange=config.exchange, symbols=list(config.symbols), settle_s=BUS_SETTLE_S)
 
 
 def check_replay_data(feed: ReplayFeed | VenueReplay, config: SessionConfig) -> int:

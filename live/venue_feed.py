@@ -24,6 +24,13 @@ Rules:
   with it, the bar not having been sent); a row of a later bar (a venue ahead of the others) is
   kept for that bar, so the engine never sees a candle of a bar after the one it decides. A staleness
   report names the session's key. A venue's feed that fails ends the merged feed with its error.
+* From the market-data service (``--feed bus``, :class:`VenueBusFeed`): each venue's
+  ``live.marketdata.bus_feed.BusFeed`` reads that venue's stream, merged by the same rules. A bus
+  feed acknowledges an event once it is asked for the next one, so a venue's feed is asked for its
+  next batch only once the merged bar holding its batch went out and the engine asked for the
+  next one (its bar committed): after a crash an undecided bar comes again. A venue's batch of a
+  bar already sent (late: the next batch's backfill) lets that venue read on at once, so a venue
+  late once does not stay one bar behind.
 """
 
 from __future__ import annotations
@@ -32,12 +39,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Protocol
 
 import polars as pl
 
 from live.feeds.base import CandleBatch, RejectedFn
 from live.feeds.ccxt_feed import CcxtFeed
 from live.feeds.replay import ReplayFeed
+from live.marketdata.bus_feed import BusFeed
 from live.venues import instrument_of, venues_of
 from tradeloop.data import CandleLake, SeriesKey
 
@@ -105,8 +114,20 @@ class VenueReplay:
 StaleFn = Callable[[str, float], None]  # (symbol, seconds without an update)
 
 
-class VenueCcxtFeed:
-    """Several venues' live ccxt feeds merged by bar time (module rules).
+class LiveFeed(Protocol):
+    """One venue's live feed on its own symbols: ``CcxtFeed`` or ``BusFeed``."""
+
+    on_stale: StaleFn | None
+
+    def batches(self, *, after_ts: int | None = None) -> AsyncIterator[CandleBatch]: ...
+
+    def history(self, *, before_ts: int, bars: int) -> pl.DataFrame: ...
+
+    async def close(self) -> None: ...
+
+
+class VenueLiveFeed:
+    """Several venues' live feeds merged by bar time (module rules).
 
     Parameters
     ----------
@@ -118,9 +139,10 @@ class VenueCcxtFeed:
         How long a bar waits for the other venues after the first one delivered it.
     """
 
-    name = "ccxt"
+    name = "live"
+    hold = False  # a venue's feed is asked for its next batch only once its batch's bar went out
 
-    def __init__(self, feeds: Mapping[str, CcxtFeed], *, exchange: str, symbols: list[str], settle_s: float):
+    def __init__(self, feeds: Mapping[str, LiveFeed], *, exchange: str, symbols: list[str], settle_s: float):
         self.feeds = dict(feeds)
         self.settle_s = settle_s
         self._keys: dict[str, dict[str, str]] = {venue: {} for venue in self.feeds}  # venue -> symbol -> key
@@ -150,11 +172,16 @@ class VenueCcxtFeed:
     async def batches(self, *, after_ts: int | None = None) -> AsyncIterator[CandleBatch]:
         queue: asyncio.Queue[tuple[str, CandleBatch | BaseException]] = asyncio.Queue()
 
-        async def pump(venue: str, feed: CcxtFeed) -> None:
+        release = {venue: asyncio.Event() for venue in self.feeds}
+
+        async def pump(venue: str, feed: LiveFeed) -> None:
             try:
                 async with contextlib.aclosing(feed.batches(after_ts=after_ts)) as stream:  # type: ignore[type-var]
                     async for batch in stream:
+                        release[venue].clear()
                         await queue.put((venue, batch))
+                        if self.hold:
+                            await release[venue].wait()
                 raise RuntimeError(f"the {venue} feed ended")
             except Exception as exc:  # noqa: BLE001 - handed to the merged feed, which raises it
                 await queue.put((venue, exc))
@@ -182,6 +209,7 @@ class VenueCcxtFeed:
                         late.append(self._named(venue, got.backfill))
                     if got.ts <= floor:
                         late.append(self._named(venue, got.candles))
+                        release[venue].set()  # backfill: read on, or the venue stays a bar behind
                     else:
                         pending.setdefault(got.ts, {})[venue] = got
                         first_seen.setdefault(got.ts, time.monotonic())
@@ -196,6 +224,8 @@ class VenueCcxtFeed:
                     candles, backfill, kept = split_late(late, ts=ts, candles=candles)
                     late = [kept] if not kept.is_empty() else []
                     yield CandleBatch(ts=ts, candles=candles, received_ns=time.perf_counter_ns(), backfill=backfill)
+                    for venue in due:  # the engine asks for the next bar: this one is committed
+                        release[venue].set()
         finally:
             for task in tasks:
                 task.cancel()
@@ -203,6 +233,26 @@ class VenueCcxtFeed:
 
     async def close(self) -> None:
         await asyncio.gather(*(f.close() for f in self.feeds.values()))
+
+
+class VenueCcxtFeed(VenueLiveFeed):
+    """Several venues' ccxt feeds (``--feed ccxt``) merged by bar time (module rules)."""
+
+    name = "ccxt"
+
+    def __init__(self, feeds: Mapping[str, CcxtFeed], *, exchange: str, symbols: list[str], settle_s: float):
+        super().__init__(feeds, exchange=exchange, symbols=symbols, settle_s=settle_s)
+
+
+class VenueBusFeed(VenueLiveFeed):
+    """Several venues' streams of the market-data service (``--feed bus``) merged by bar time;
+    each venue's feed reads on only once its bar is committed (module rules)."""
+
+    name = "bus"
+    hold = True
+
+    def __init__(self, feeds: Mapping[str, BusFeed], *, exchange: str, symbols: list[str], settle_s: float):
+        super().__init__(feeds, exchange=exchange, symbols=symbols, settle_s=settle_s)
 
 
 def split_late(

@@ -258,10 +258,18 @@ def test_each_venue_account_is_locked_so_a_second_engine_on_the_okx_account_is_r
         store.close()
 
 
-def test_the_bus_feed_refuses_a_session_on_several_venues(tmp_path) -> None:
+def test_the_bus_feed_reads_each_venues_stream_of_a_session_on_several_venues(tmp_path) -> None:
+    from live.marketdata.bus_feed import BusFeed
+    from live.venue_feed import VenueBusFeed
+
     settings = Settings(TRADELOOP_DATA_DIR=str(tmp_path), REDIS_URL="redis://127.0.0.1:6379/0")
-    with pytest.raises(ConfigError, match=r"--feed bus reads one venue's stream.*use --feed ccxt"):
-        bus_feed(settings, two_venue_config(feed="bus"))
+    feed = bus_feed(settings, two_venue_config(feed="bus"))
+    assert isinstance(feed, VenueBusFeed) and feed.name == "bus"
+    assert {v: (f.stream, f.symbols) for v, f in feed.feeds.items() if isinstance(f, BusFeed)} == {
+        "binance": ("market:binance:1m", [SYMBOL]),
+        "okx": ("market:okx:1m", [OKX_SYMBOL]),
+    }
+    asyncio.run(feed.close())
 
 
 def test_a_live_session_on_several_venues_with_a_stored_credential_is_refused(trained_world: World, tmp_path) -> None:
