@@ -16,14 +16,23 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _capital(share: float | None, state: str | None) -> str:
+    """``shadow`` (simulated beside the champion), or the share it trades and its slice's state."""
+    if share is None:
+        return "shadow"
+    return f"{share:.0%} {state or 'waiting'}"
+
+
 def standings_frame(store: OpsStore, session_id: int, *, champion: str | None) -> pl.DataFrame:
-    """One row per challenger: its status, bars (and the minimum its test needs), mean returns
+    """One row per challenger: its status, its capital (``shadow``, or its share of the session
+    and its slice's state: ``20% open``), bars (and the minimum its test needs), mean returns
     (per bar, fractions), the test's z, statistic, bar and decision, over the bars paired with
     ``champion`` (the one in force)."""
     rows = [
         {
             "artifact": s.artifact[:12],
             "status": s.status,
+            "capital": _capital(s.capital_share, s.slice_state),
             "bars": s.test.bars,
             "min_bars": s.config.min_bars,
             "champion_mean": s.test.champion_mean,
@@ -36,7 +45,7 @@ def standings_frame(store: OpsStore, session_id: int, *, champion: str | None) -
         }
         for s in ChallengerStore(store).standings(session_id, champion=champion)
     ]
-    schema = {"artifact": pl.String, "status": pl.String, "bars": pl.Int64, "min_bars": pl.Int64,
+    schema = {"artifact": pl.String, "status": pl.String, "capital": pl.String, "bars": pl.Int64, "min_bars": pl.Int64,
               "champion_mean": pl.Float64, "challenger_mean": pl.Float64, "difference": pl.Float64,
               "z": pl.Float64, "log_lr": pl.Float64, "threshold": pl.Float64, "decision": pl.String}  # fmt: skip
     return pl.DataFrame(rows, schema=schema)

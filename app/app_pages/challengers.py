@@ -11,6 +11,9 @@ import streamlit as st
 STANDINGS = {
     "artifact": fmt.text("challenger"),
     "status": fmt.text("status"),
+    "capital": fmt.text(
+        "capital", help="shadow (simulated beside the champion), or its share of the session's capital and its slice"
+    ),
     "bars": fmt.count("paired bars"),
     "min_bars": fmt.count("needs", help="paired bars its test needs before a promotion (its own, or the default)"),
     "champion_mean": fmt.percent("champion, mean per bar"),

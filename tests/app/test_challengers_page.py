@@ -51,9 +51,19 @@ def test_the_page_shows_each_challenger_with_the_tests_statistic(challenger_env:
         ])  # fmt: skip
     store.close()
 
+    estimator = copy.copy(model.estimator)
+    estimator.threshold_ += 0.02
+    sliced = registry.register(dataclasses.replace(model, estimator=estimator).save(challenger_env / "sliced"))
+    store = OpsStore.open(f"sqlite:///{challenger_env / 'tradeloop.db'}")
+    ChallengerStore(store).add(store.session("paper-demo"), sliced, registry=registry, capital_share=0.2)
+    store.close()
+
     at = page("challengers")
-    shown = table(at, "artifact")
-    assert shown["artifact"].tolist() == [artifact[:12]]
+    both = table(at, "artifact")
+    assert sorted(both["artifact"].tolist()) == sorted([artifact[:12], sliced[:12]])
+    capital = dict(zip(both["artifact"], both["capital"], strict=True))
+    assert capital == {artifact[:12]: "shadow", sliced[:12]: "20% waiting"}  # no engine has funded it yet
+    shown = both[both["artifact"] == artifact[:12]].reset_index(drop=True)
     assert shown["bars"].tolist() == [250] and shown["decision"].tolist() == ["continue"]  # it lags: no promotion
     assert shown["min_bars"].tolist() == [200]  # named without options: the default minimum
     assert shown["difference"][0] == pytest.approx(100 * float(np.mean(challenger - champion)), rel=1e-9)
