@@ -101,6 +101,9 @@ class EngineOrders:
                 held = self.portfolio.position(instrument)
                 assert held is not None  # a fill was just applied to it
                 store_position(db, self.session.id, held)
+                # its cash with it: a fill outside the bar's transaction (a stop leg, a cancel's
+                # last fill, a recovery) is never applied twice, so its cash must not wait for a commit
+                OpsStore.session_row(db, self.session.id, for_update=True).cash = self.cash
             if self.config.publish:
                 OpsStore.add_event(
                     db,

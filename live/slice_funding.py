@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from live.order_manager import cancel_resting_entries
 from live.slice_book import Slice, audit, open_orders, retire, set_row
+from live.slice_venue import committed
 from tradeloop.challengers.slices import MAX_TOTAL_SHARE
 from tradeloop.ops import TradingSession
 from tradeloop.portfolio import CashFlowKind, Portfolio
@@ -87,8 +88,9 @@ def _fund(
     if funded + s.share > MAX_TOTAL_SHARE + 1e-12:
         why = (f"the funded slices hold {funded:g} of the capital; with this one's {s.share:g} they would pass "
                f"{MAX_TOTAL_SHARE:g}: it waits until one closes")  # fmt: skip
-    elif not (amount > 0 and champion.cash >= amount):
-        why = f"the champion's cash {champion.cash:,.2f} does not cover its {s.share:g} of the equity ({amount:,.2f})"
+    elif not (amount > 0 and (free := champion.cash - committed(db, session.id, None)) >= amount):
+        why = (f"the champion's free cash {free:,.2f} (its cash less what its open buys may spend) does not "
+               f"cover its {s.share:g} of the equity ({amount:,.2f})")  # fmt: skip
     else:
         champion.add_cash_flow(-amount, reason=CashFlowKind.TRANSFER)
         s.portfolio, s.state, s.since, s.equity, s.before = Portfolio(cash=amount), "open", ts, amount, amount

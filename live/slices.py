@@ -141,11 +141,12 @@ class SliceStage:
         return [self.slices[a] for a in sorted(self.slices) if self.slices[a].funded]
 
     def book_for(self, order: Order) -> Slice | None:
-        """The funded slice an order's fills belong to (``live.slice_venue`` rule 2): by its tag,
-        else by its client id's prefix; None: the champion's (a slice closed by now included:
-        its money went back to the champion's book)."""
+        """The funded slice an order's fills belong to (``live.slice_venue`` rule 2): the one its
+        tag names, decided since that slice was funded, the rule by which a restart rebuilds the
+        slice (``tradeloop.challengers.books.slice_book``); None: the champion's (a slice closed
+        by now included: its money went back to the champion's book)."""
         for s in self._funded():
-            if order.capital_slice == s.artifact or order.client_order_id.startswith(s.prefix):
+            if order.capital_slice == s.artifact and order.decided_ts >= (s.since or 0):
                 return s
         if order.capital_slice is not None:
             log.error("session %s: a fill of order %s of slice %s, which holds no money now: the champion's book",

@@ -30,7 +30,10 @@ Rules:
   next batch only once the merged bar holding its batch went out and the engine asked for the
   next one (its bar committed): after a crash an undecided bar comes again. A venue's batch of a
   bar already sent (late: the next batch's backfill) lets that venue read on at once, so a venue
-  late once does not stay one bar behind.
+  late once does not stay one bar behind; that late event is acknowledged before the bar that
+  carries it commits. A crash then loses nothing either: the restarted ``BusFeed`` skips the
+  events up to the last committed bar and fetches the bars after it again (its ``_earlier``,
+  within ``max_backfill_bars`` and what the stream keeps).
 """
 
 from __future__ import annotations

@@ -216,6 +216,47 @@ def test_a_slice_order_lost_between_send_and_answer_is_recovered_into_the_slice_
         _assert_books(restarted, server, artifact)
 
 
+def test_a_champion_fill_recovered_outside_a_bar_is_stored_with_its_cash(own_world: World, tmp_path: Path) -> None:
+    """A fill applied outside the bar's transaction (here a restart's recovery) is never applied
+    again (its trade id is stored), so the champion's cash must be stored with it: an engine that
+    dies right after the recovery, before any bar, comes back with the cash the fill left."""
+    name, artifact = "venue-split-cash", _challenger(own_world, tmp_path)
+    with BinanceLoopback(candles={}, prices={PAIR: 17_200.0}, balances={"BUSD": CASH}, check_balances=True) as server:
+        settings = venue_settings(own_world, server, f"sqlite:///{tmp_path / 'ops.db'}")
+        lost: list[OrderRequest] = []
+
+        async def until_the_crash(e: LiveEngine) -> None:
+            submit = e._submit
+
+            async def submitted(order: Order):
+                if order.capital_slice is not None or order.intent != "enter_long":
+                    return await submit(order)
+                lost.append(request_of(order))
+                await e.broker.submit(lost[-1])
+                raise Crash
+
+            e._submit = submitted  # type: ignore[method-assign]
+            await e.reconcile()
+            with pytest.raises(Crash):
+                await run_bars(e, settings, name, until=lambda e: False)
+
+        _run(_split(settings, server, name, artifact), until_the_crash)
+        [request] = lost
+        assert server.orders[request.client_order_id]["status"] == "FILLED"
+        recovered: dict[str, float] = {}
+
+        async def recover_then_die(e: LiveEngine) -> None:
+            before = e.cash
+            await e.reconcile()  # the champion's fill, from the venue, outside any bar
+            recovered["cash"] = e.cash
+            assert recovered["cash"] < before - 1.0  # the entry spent the champion's cash
+
+        _run(_engine(settings, server, name), recover_then_die)
+        again = _engine(settings, server, name)
+        assert again.cash == pytest.approx(recovered["cash"], rel=1e-12)
+        assert server.creates[request.client_order_id] == 1
+
+
 def _champion_held(engine: LiveEngine) -> float:
     """The champion's position as its ``positions`` row stores it."""
     return sum(p.quantity for p in engine.store.position_rows(engine.session.id) if p.symbol == SYMBOL)

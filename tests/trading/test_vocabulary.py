@@ -105,3 +105,17 @@ def test_an_intent_needs_exactly_one_amount_and_the_prices_its_type_needs() -> N
     entry = OrderIntent(instrument=btc, side=OrderSide.BUY, kind=OrderIntentKind.ENTER_LONG, quantity=0.5,
                         reference_price=100.0)  # fmt: skip
     assert entry.notional() == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize(
+    ("venue", "symbol", "derivative"),
+    [
+        ("binance", "BTC/USDT", False),
+        ("binance", "BTC-USDT", False),
+        ("binanceusdm", "BTC/USDT:USDT", True),
+        ("okx", "BTC/USDT:USDT-250328", True),  # a dated future: a settle currency, an expiry
+        ("binance", "BTC-USDT-PERP", True),
+    ],
+)
+def test_any_symbol_with_a_settle_currency_is_a_derivative(venue: str, symbol: str, derivative: bool) -> None:
+    assert InstrumentId(venue, symbol).is_derivative is derivative

@@ -46,10 +46,11 @@ class InstrumentId:
 
     @property
     def is_derivative(self) -> bool:
-        """A derivative (a margin position, shortable): a perpetual by its ccxt symbol
-        (``BTC/USDT:USDT``), its lake spelling (``BTC-USDT-PERP``) or its venue
-        (``PERPETUAL_VENUES``); ``InstrumentId("binance", "BTC/USDT")`` is spot."""
-        return self.is_perpetual or self.symbol.upper().endswith("-PERP") or self.venue in PERPETUAL_VENUES
+        """A derivative (a margin position, shortable): any ccxt symbol with a settle currency
+        (``BTC/USDT:USDT``, a dated future ``BTC/USDT:USDT-250328``), a perpetual's lake spelling
+        (``BTC-USDT-PERP``) or its venue (``PERPETUAL_VENUES``); ``InstrumentId("binance",
+        "BTC/USDT")`` is spot."""
+        return ":" in self.symbol or self.symbol.upper().endswith("-PERP") or self.venue in PERPETUAL_VENUES
 
     def __str__(self) -> str:
         return f"{self.venue}:{self.symbol}"
