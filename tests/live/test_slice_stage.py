@@ -236,3 +236,24 @@ def test_the_champion_keeps_its_throttle_memory_when_the_shares_change(tmp_path:
     with store.transaction() as db:
         stage._champion_state(db, [stage.slices[A]]).record_order(0)
         assert stage._champion_state(db, []).orders_in_window(0) == 1
+
+
+def test_funding_leaves_the_champions_open_buys_their_cash(tmp_path: Path) -> None:
+    """The champion holds 10,000 in cash, but a resting buy of its own may still spend 9,000 of it:
+    a 20% slice (2,000) waits rather than take money that buy will spend."""
+    store, session = _world(tmp_path, {"artifact": A, "capital_share": 0.2})
+    stage = _stage(store, session)
+    with store.transaction() as db:
+        big = _order(session.id, "tl1-big", None)
+        big.quantity, big.price = 9.0, 1_000.0
+        db.add(big)
+    _bar(stage, HOUR)
+    with store.transaction() as db:
+        stage.transfer(db, HOUR, champion=Portfolio(cash=10_000.0))
+    assert stage.slices[A].state == "waiting" and "free cash" in (stage.slices[A].why or "")
+    with store.transaction() as db:  # the buy is canceled: its cash is free again
+        db.scalar(select(Order).where(Order.client_order_id == "tl1-big")).status = "canceled"
+    _bar(stage, 2 * HOUR)
+    with store.transaction() as db:
+        stage.transfer(db, 2 * HOUR, champion=Portfolio(cash=10_000.0))
+    assert stage.slices[A].state == "open" and stage.slices[A].portfolio.cash == pytest.approx(2_000.0)
