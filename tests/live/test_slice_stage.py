@@ -257,3 +257,17 @@ def test_funding_leaves_the_champions_open_buys_their_cash(tmp_path: Path) -> No
     with store.transaction() as db:
         stage.transfer(db, 2 * HOUR, champion=Portfolio(cash=10_000.0))
     assert stage.slices[A].state == "open" and stage.slices[A].portfolio.cash == pytest.approx(2_000.0)
+
+
+def test_a_fill_is_the_slices_by_the_rule_a_restart_rebuilds_it_with(tmp_path: Path) -> None:
+    """Live and at a restart (``books.slice_book``) alike: an order tagged with the slice and
+    decided since its funding; an earlier funding's order, or one that only looks like it by its
+    client id, is the champion's (whose book a closed slice's money went back to)."""
+    store, session = _world(tmp_path, _open(slice_ts=5 * HOUR))
+    stage = _stage(store, session)
+    prefix = stage.slices[A].prefix
+    ours, earlier, untagged = (_order(session.id, f"{prefix}{cid}", book) for cid, book in
+                               (("now", A), ("then", A), ("bare", None)))  # fmt: skip
+    ours.decided_ts, earlier.decided_ts, untagged.decided_ts = 6 * HOUR, 2 * HOUR, 6 * HOUR  # "then": funded before
+    assert stage.book_for(ours) is stage.slices[A]
+    assert stage.book_for(earlier) is None and stage.book_for(untagged) is None
