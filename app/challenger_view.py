@@ -24,20 +24,21 @@ def _capital(share: float | None, state: str | None) -> str:
 
 
 def standings_frame(store: OpsStore, session_id: int, *, champion: str | None) -> pl.DataFrame:
-    """One row per challenger: its status, its capital (``shadow``, or its share of the session
-    and its slice's state: ``20% open``), bars (and the minimum its test needs), mean returns
-    (per bar, fractions), the test's z, statistic, bar and decision, over the bars paired with
-    ``champion`` (the one in force)."""
+    """One row per challenger: its status (``testing`` while its evidence is judged), its capital
+    (``shadow``, or its share of the session and its slice's state: ``20% open``), bars (and the
+    minimum its test needs), mean returns (per bar, fractions; None before its first paired bar),
+    the test's z, statistic, bar and decision, over the bars paired with ``champion`` (the one in
+    force)."""
     rows = [
         {
             "artifact": s.artifact[:12],
-            "status": s.status,
+            "status": "testing" if s.status == "shadow" else s.status,
             "capital": _capital(s.capital_share, s.slice_state),
             "bars": s.test.bars,
             "min_bars": s.config.min_bars,
-            "champion_mean": s.test.champion_mean,
-            "challenger_mean": s.test.challenger_mean,
-            "difference": s.test.mean_diff,
+            "champion_mean": s.test.champion_mean if s.test.bars else None,
+            "challenger_mean": s.test.challenger_mean if s.test.bars else None,
+            "difference": s.test.mean_diff if s.test.bars else None,
             "z": _finite(s.test.z),
             "log_lr": _finite(s.test.log_lr),
             "threshold": s.test.threshold,

@@ -8,23 +8,25 @@ import refresh
 import sources
 import streamlit as st
 
-STANDINGS = {
+STANDINGS = {  # who, where it stands and what the test says first; the figures after
     "artifact": fmt.text("challenger"),
-    "status": fmt.text("status"),
+    "status": fmt.text("status", help="testing (its evidence is judged), recommended, promoted or retired"),
     "capital": fmt.text(
-        "capital", help="shadow (simulated beside the champion), or its share of the session's capital and its slice"
+        "capital",
+        help="shadow: simulated beside the champion, no order sent; 20% open: trades that share of the session's "
+        "capital with real orders (waiting: the engine has not funded it yet; closing: it is being flattened)",
     ),
-    "bars": fmt.count("paired bars"),
-    "min_bars": fmt.count("needs", help="paired bars its test needs before a promotion (its own, or the default)"),
-    "champion_mean": fmt.percent("champion, mean per bar"),
-    "challenger_mean": fmt.percent("challenger, mean per bar"),
-    "difference": fmt.percent("difference per bar", help="challenger minus champion"),
-    "z": fmt.ratio("z (HAC)", help="the mean difference over its Newey-West standard error"),
-    "log_lr": fmt.ratio("statistic", help="log of the mixture likelihood ratio (mSPRT)"),
-    "threshold": fmt.ratio("promotes at", help="log(1/alpha)"),
     "decision": fmt.text(
         "decision", help="collecting (before the minimum sample), continue, promote, recommended, promoted"
     ),
+    "bars": fmt.count("paired bars"),
+    "min_bars": fmt.count("needs", help="paired bars its test needs before a promotion (its own, or the default)"),
+    "log_lr": fmt.ratio("statistic", help="log of the mixture likelihood ratio (mSPRT)"),
+    "threshold": fmt.ratio("promotes at", help="log(1/alpha)"),
+    "difference": fmt.percent("difference per bar", help="challenger minus champion"),
+    "z": fmt.ratio("z (HAC)", help="the mean difference over its Newey-West standard error"),
+    "champion_mean": fmt.percent("champion, mean per bar"),
+    "challenger_mean": fmt.percent("challenger, mean per bar"),
 }
 
 st.title("Challengers")
@@ -56,8 +58,9 @@ def challengers() -> None:
         )
         return
     st.caption(
-        "Each challenger decides on the champion's bars and is filled with the paper broker's rules; the test "
-        "promotes it when its statistic reaches the bar after the minimum sample (false-promotion rate within 5%)."
+        "Each challenger decides on the champion's bars: in shadow, filled with the paper broker's rules; with a "
+        "share of the capital, with real orders. The test promotes it when its statistic reaches the bar after the "
+        "minimum sample (false-promotion rate within 5%)."
     )
     fmt.table(standings, STANDINGS, key=f"challengers-{name}")
     growth = view.growth_frame(store, session.id, champion=champion)

@@ -63,6 +63,9 @@ def test_the_page_shows_each_challenger_with_the_tests_statistic(challenger_env:
     assert sorted(both["artifact"].tolist()) == sorted([artifact[:12], sliced[:12]])
     capital = dict(zip(both["artifact"], both["capital"], strict=True))
     assert capital == {artifact[:12]: "shadow", sliced[:12]: "20% waiting"}  # no engine has funded it yet
+    assert both["status"].tolist() == ["testing", "testing"]
+    waiting = both[both["artifact"] == sliced[:12]]
+    assert waiting["bars"].tolist() == [0] and waiting["difference"].isna().all()  # no figure before a paired bar
     shown = both[both["artifact"] == artifact[:12]].reset_index(drop=True)
     assert shown["bars"].tolist() == [250] and shown["decision"].tolist() == ["continue"]  # it lags: no promotion
     assert shown["min_bars"].tolist() == [200]  # named without options: the default minimum
