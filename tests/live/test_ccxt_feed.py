@@ -103,10 +103,9 @@ def test_every_symbol_is_subscribed_in_one_frame_per_connection(rest, tmp_path) 
     assert connections >= 2  # the venue dropped the first connection
     assert frames == list(range(1, connections + 1))  # one frame on each connection
     assert sorted(streams) == sorted([f"{p.lower()}@kline_1m" for p in pairs] * connections)
+    # every bar batched once, in order (a symbol the drop held back comes in a later batch's
+    # backfill: the feed's delivery rules have their own tests above)
     assert [b.ts for b in batches] == [r[0] for r in script[pairs[0]][:5]]
-    delivered = pl.concat([f for b in batches for f in (b.candles, b.backfill) if f is not None])
-    bars = {(f"{p[:-4]}-USDT", r[0]) for p in pairs for r in script[p][:4]}  # the 5th batch's late ones come later
-    assert bars <= set(delivered.select("symbol", "ts").iter_rows())  # in its bar's batch or a later one's backfill
 
 
 def test_a_silent_feed_is_reported_stale(rest, tmp_path) -> None:

@@ -59,6 +59,7 @@ def _world(trained_world: World, tmp_path, server: BinanceUsdmLoopback) -> Setti
     settings = Settings(
         TRADELOOP_DATA_DIR=str(tmp_path),
         DATABASE_URL=f"sqlite:///{tmp_path / 'ops.db'}",
+        TRADELOOP_EXCHANGE="binanceusdm",  # the host's keys go to the host's exchange only
         TRADELOOP_EXCHANGE_API_KEY=server.api_key,
         TRADELOOP_EXCHANGE_SECRET=server.secret,
         TRADELOOP_EXCHANGE_API_URL=server.url,

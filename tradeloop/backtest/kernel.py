@@ -119,7 +119,7 @@ _limit_price_rule = _jit(fills.limit_price_rule)
 _limit_fill_rule = _jit(fills.limit_fill_rule)
 # the same for the risk pass: a digest of tradeloop/backtest/kernel_risk.py and tradeloop/risk/limits.py (whose
 # functions it compiles), set anew after editing either (tests/backtest/test_kernel_risk.py says to).
-RISK_SHA256 = "129556bd32c96bae0b5b3feec78aeb06387c64e9073f936152694b1b1875f454"
+RISK_SHA256 = "1809491d69bca6989f3fc0eb140e3dd1e914fac9a1646078824c347f4fa05de9"
 _risk_close = kernel_risk.risk_close
 _risk_state = kernel_risk.risk_state
 _FL = kernel_risk.FLATTEN
