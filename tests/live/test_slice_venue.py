@@ -164,6 +164,31 @@ def test_an_80_20_live_split_sends_each_books_orders_with_its_ids_and_fills_each
         assert first.quote_amount == pytest.approx(0.5 * (1 - SHARE) * CASH)
 
 
+def _crash_after_sending(settings, server: BinanceLoopback, name: str, artifact: str, *, book: str | None):
+    """Run a split session until ``book``'s first entry (None: the champion's) has gone to the
+    venue, then die before its answer is stored; the request that went out."""
+    lost: list[OrderRequest] = []
+
+    async def until_the_crash(e: LiveEngine) -> None:
+        submit = e._submit
+
+        async def submitted(order: Order):
+            if order.capital_slice != book or order.intent != "enter_long":
+                return await submit(order)
+            lost.append(request_of(order))
+            await e.broker.submit(lost[-1])
+            raise Crash
+
+        e._submit = submitted  # type: ignore[method-assign]
+        await e.reconcile()
+        with pytest.raises(Crash):
+            await run_bars(e, settings, name, until=lambda e: False)
+
+    _run(_split(settings, server, name, artifact), until_the_crash)
+    [request] = lost
+    return request
+
+
 def test_a_slice_order_lost_between_send_and_answer_is_recovered_into_the_slice_never_resent(
     own_world: World, tmp_path: Path
 ) -> None:
@@ -173,25 +198,7 @@ def test_a_slice_order_lost_between_send_and_answer_is_recovered_into_the_slice_
     name, artifact = "venue-split-restart", _challenger(own_world, tmp_path)
     with BinanceLoopback(candles={}, prices={PAIR: 17_200.0}, balances={"BUSD": CASH}, check_balances=True) as server:
         settings = venue_settings(own_world, server, f"sqlite:///{tmp_path / 'ops.db'}")
-        lost: list[OrderRequest] = []
-
-        async def until_the_crash(e: LiveEngine) -> None:
-            submit = e._submit
-
-            async def submitted(order: Order):
-                if order.capital_slice != artifact or order.intent != "enter_long":
-                    return await submit(order)
-                lost.append(request_of(order))
-                await e.broker.submit(lost[-1])
-                raise Crash
-
-            e._submit = submitted  # type: ignore[method-assign]
-            await e.reconcile()
-            with pytest.raises(Crash):
-                await run_bars(e, settings, name, until=lambda e: False)
-
-        _run(_split(settings, server, name, artifact), until_the_crash)
-        [request] = lost
+        request = _crash_after_sending(settings, server, name, artifact, book=artifact)
         assert server.orders[request.client_order_id]["status"] == "FILLED"
 
         restarted = _engine(settings, server, name)
@@ -223,25 +230,7 @@ def test_a_champion_fill_recovered_outside_a_bar_is_stored_with_its_cash(own_wor
     name, artifact = "venue-split-cash", _challenger(own_world, tmp_path)
     with BinanceLoopback(candles={}, prices={PAIR: 17_200.0}, balances={"BUSD": CASH}, check_balances=True) as server:
         settings = venue_settings(own_world, server, f"sqlite:///{tmp_path / 'ops.db'}")
-        lost: list[OrderRequest] = []
-
-        async def until_the_crash(e: LiveEngine) -> None:
-            submit = e._submit
-
-            async def submitted(order: Order):
-                if order.capital_slice is not None or order.intent != "enter_long":
-                    return await submit(order)
-                lost.append(request_of(order))
-                await e.broker.submit(lost[-1])
-                raise Crash
-
-            e._submit = submitted  # type: ignore[method-assign]
-            await e.reconcile()
-            with pytest.raises(Crash):
-                await run_bars(e, settings, name, until=lambda e: False)
-
-        _run(_split(settings, server, name, artifact), until_the_crash)
-        [request] = lost
+        request = _crash_after_sending(settings, server, name, artifact, book=None)
         assert server.orders[request.client_order_id]["status"] == "FILLED"
         recovered: dict[str, float] = {}
 
