@@ -46,7 +46,7 @@ from tradeloop.strategies.signals import ENTER_LONG, ENTER_SHORT, ENTRIES, EXIT_
 # numba's cache of this file's functions keys on this file only, yet they compile kernel.simulate into themselves:
 # a digest of tradeloop/backtest/kernel.py (which carries its own digests of fills.py, kernel_risk.py and
 # kernel_exits.py), set anew after editing it (tests/backtest/test_sweep.py says to), so the sweep recompiles.
-KERNEL_SHA256 = "2fc67f6d7142cf6bbfcf6a34d14e11108390785526c48dcaade3dabf45af8929"
+KERNEL_SHA256 = "49869c1532311e48e748810651ca543c0af71aacc76db7a0f1a85113baef31c5"
 # and of tradeloop/strategies/rules.py, whose cross_step the signal step compiles in (tests/strategies/test_rules.py)
 RULES_SHA256 = "37f73cb8d8bac2a84ac7817e6b8875adbb1063f24e79b4f6979731ea3903abb2"
 
