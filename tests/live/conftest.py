@@ -6,6 +6,7 @@ never saw (``live.in_sample``, ``live.models``). Its maximum age covers those ba
 
 from __future__ import annotations
 
+import copy
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -24,7 +25,7 @@ from tradeloop.research.walkforward import fit_threshold
 from tradeloop.risk import MarketRules, RiskConfig
 from tradeloop.settings import Settings
 from tradeloop.strategies import SmaCross
-from tradeloop.thresholds import BarrierConfig, meta_dataset
+from tradeloop.thresholds import BarrierConfig, ThresholdModel, meta_dataset
 from tradeloop.thresholds.decide import decide
 
 SYMBOLS = ("BTC-USD", "ETH-USD")
@@ -181,3 +182,27 @@ def assert_matches_backtest(
     assert sum(o.status == "filled" for o in orders) == len(fills)
     store.close()
     return len(fills)
+
+
+def shifted_challenger(world: World, tmp: Path, *, shift: float) -> tuple[str, ThresholdModel]:
+    """The champion's model with its threshold moved by ``shift``, registered: another
+    artifact of the same strategy that decides differently."""
+    registry = ModelRegistry(world.settings.registry_dir)
+    _, model = registry.load("sma_cross")
+    estimator = copy.copy(model.estimator)
+    estimator.threshold_ = model.estimator.threshold_ + shift
+    other = replace(model, estimator=estimator)
+    return registry.register(other.save(tmp / f"challenger{shift}")), other
+
+
+def model_backtest(
+    world: World, model: ThresholdModel, *, start: int, window: int, config: BacktestConfig
+) -> BacktestResult:
+    """``model``'s backtest from ``start`` (the ``window`` bars before it warm up features only),
+    as :func:`backtest_result` runs the champion's."""
+    candles = world.candles
+    first = candles.filter(pl.col("ts") < start).group_by("symbol").agg(pl.col("ts").sort().tail(window).first())
+    candles = candles.filter(pl.col("ts") >= first["ts"].min())
+    decided = decide(candles, model, now_ms=model.trained_until)
+    decided = decided.with_columns(signal=pl.when(pl.col("ts") >= start).then(pl.col("signal")).otherwise(0))
+    return run_backtest(decided, config, timeframe="4h")

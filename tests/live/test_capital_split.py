@@ -8,8 +8,6 @@ flattened and its cash goes back to the champion."""
 from __future__ import annotations
 
 import asyncio
-import copy
-import dataclasses
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,34 +16,15 @@ import polars as pl
 import pytest
 
 from live.runner import SessionConfig, build_engine, open_session, run_session
-from tests.live.conftest import SYMBOLS, World, make_settings, trade_fills
-from tradeloop.backtest import BacktestConfig, BacktestResult, run_backtest
+from tests.live.conftest import SYMBOLS, World, make_settings, model_backtest, shifted_challenger, trade_fills
+from tradeloop.backtest import BacktestConfig, BacktestResult
 from tradeloop.challengers.evidence import ChallengerStore
 from tradeloop.errors import ConfigError
 from tradeloop.ops import EquityPoint, Fill, OpsStore, Order
 from tradeloop.registry import ModelRegistry
 from tradeloop.thresholds import ThresholdModel
-from tradeloop.thresholds.decide import decide
 
 BARS, WINDOW, SHARE, CASH = 600, 400, 0.2, 10_000.0
-
-
-def _challenger(world: World, tmp: Path, *, shift: float) -> tuple[str, ThresholdModel]:
-    registry = ModelRegistry(world.settings.registry_dir)
-    _, model = registry.load("sma_cross")
-    estimator = copy.copy(model.estimator)
-    estimator.threshold_ = model.estimator.threshold_ + shift
-    other = dataclasses.replace(model, estimator=estimator)
-    return registry.register(other.save(tmp / f"challenger{shift}")), other
-
-
-def _backtest(world: World, model: ThresholdModel, *, start: int, config: BacktestConfig) -> BacktestResult:
-    candles = world.candles
-    first = candles.filter(pl.col("ts") < start).group_by("symbol").agg(pl.col("ts").sort().tail(WINDOW).first())
-    candles = candles.filter(pl.col("ts") >= first["ts"].min())
-    decided = decide(candles, model, now_ms=model.trained_until)
-    decided = decided.with_columns(signal=pl.when(pl.col("ts") >= start).then(pl.col("signal")).otherwise(0))
-    return run_backtest(decided, config, timeframe="4h")
 
 
 def _fills(store: OpsStore, session_id: int, book: str | None) -> list[tuple]:
@@ -66,14 +45,14 @@ def _assert_fills(live: list[tuple], expected: BacktestResult) -> None:
 def _bars_to_a_position(world: World, model: ThresholdModel, *, config: SessionConfig, backtest: BacktestConfig) -> int:
     """How many bars from ``config.start`` the slice's backtest takes to hold a position (its
     third trade's entry bar included): a run of that many bars stops with the slice holding it."""
-    result = _backtest(world, model, start=config.start, config=backtest)
+    result = model_backtest(world, model, window=WINDOW, start=config.start, config=backtest)
     entry = sorted(result.trades["entry_ts"])[2]
     bars = world.candles.filter(pl.col("ts") >= config.start)["ts"].unique().sort()
     return int((bars <= entry).sum())
 
 
 def _split_session(world: World, tmp: Path, name: str) -> tuple[SessionConfig, OpsStore, object, str, ThresholdModel]:
-    artifact, model = _challenger(world, tmp, shift=-0.01)
+    artifact, model = shifted_challenger(world, tmp, shift=-0.01)
     start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-BARS])
     config = SessionConfig(name=name, start=start, window_bars=WINDOW, fraction=0.5, init_cash=CASH)
     store = OpsStore.open(world.settings.effective_database_url)
@@ -116,12 +95,16 @@ def test_an_80_20_paper_split_trades_each_slice_as_its_own_backtest_on_its_share
     assert row.slice_cash == pytest.approx(SHARE * CASH)  # funded at the first bar, the champion still flat
 
     # each book fills as its own model's backtest from its share of the cash: sizes come from 20% and 80%
-    slice_bt = _backtest(
-        world, model, start=config.start, config=backtest.model_copy(update={"init_cash": SHARE * CASH})
+    slice_bt = model_backtest(
+        world, model, window=WINDOW, start=config.start, config=backtest.model_copy(update={"init_cash": SHARE * CASH})
     )
     champion_model = ModelRegistry(world.settings.registry_dir).load("sma_cross")[1]
-    champ_bt = _backtest(
-        world, champion_model, start=config.start, config=backtest.model_copy(update={"init_cash": (1 - SHARE) * CASH})
+    champ_bt = model_backtest(
+        world,
+        champion_model,
+        window=WINDOW,
+        start=config.start,
+        config=backtest.model_copy(update={"init_cash": (1 - SHARE) * CASH}),
     )
     _assert_fills(_fills(store, session.id, artifact), slice_bt)
     _assert_fills(_fills(store, session.id, None), champ_bt)
@@ -190,7 +173,7 @@ def test_a_capital_share_is_refused_on_live_derivatives_or_several_venues_and_pa
     world = own_world
     config, store, session, artifact, _ = _split_session(world, tmp_path, "split-limits")
     registry = ModelRegistry(world.settings.registry_dir)
-    other, _ = _challenger(world, tmp_path, shift=0.02)
+    other, _ = shifted_challenger(world, tmp_path, shift=0.02)
     with pytest.raises(ConfigError, match="at most 0.5"):
         ChallengerStore(store).add(session, other, registry=registry, capital_share=0.35)
     session.mode = "live"  # the detached row, as a live session's reads: one spot venue splits (test_slice_venue)

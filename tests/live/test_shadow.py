@@ -10,8 +10,6 @@ trades on."""
 from __future__ import annotations
 
 import asyncio
-import copy
-import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -25,8 +23,16 @@ import sqlalchemy as sa
 
 from live.runner import SessionConfig, build_engine, open_session, replay_feed, run_session
 from live.shadow import ShadowBook, ShadowStage
-from tests.live.conftest import SYMBOLS, World, assert_matches_backtest, make_settings, trade_fills
-from tradeloop.backtest import BacktestConfig, run_backtest
+from tests.live.conftest import (
+    SYMBOLS,
+    World,
+    assert_matches_backtest,
+    make_settings,
+    model_backtest,
+    shifted_challenger,
+    trade_fills,
+)
+from tradeloop.backtest import BacktestConfig
 from tradeloop.challengers import SequentialConfig
 from tradeloop.challengers.evidence import ChallengerStore, PairedBar
 from tradeloop.challengers.promotion import promote_from_live, recommend_from_live
@@ -34,32 +40,8 @@ from tradeloop.errors import ModelError, PromotionRefusedError
 from tradeloop.ops import EquityPoint, OpsStore, TradingSession
 from tradeloop.ops.challenger_models import ChallengerRow
 from tradeloop.registry import Lineage, ModelRegistry
-from tradeloop.thresholds import ThresholdModel
-from tradeloop.thresholds.decide import decide
 
 BARS, WINDOW = 600, 400
-
-
-def _challenger(world: World, tmp: Path, *, shift: float) -> tuple[str, ThresholdModel]:
-    """The champion's model with its threshold moved by ``shift``, registered: another
-    artifact of the same strategy that decides differently."""
-    registry = ModelRegistry(world.settings.registry_dir)
-    _, model = registry.load("sma_cross")
-    estimator = copy.copy(model.estimator)
-    estimator.threshold_ = model.estimator.threshold_ + shift
-    other = dataclasses.replace(model, estimator=estimator)
-    return registry.register(other.save(tmp / f"challenger{shift}")), other
-
-
-def _backtest(world: World, model: ThresholdModel, *, start: int, config: BacktestConfig):
-    """``model``'s backtest from ``start`` (the window before it warms up features only), as
-    ``tests.live.conftest.backtest_result`` runs the champion's."""
-    candles = world.candles
-    first = candles.filter(pl.col("ts") < start).group_by("symbol").agg(pl.col("ts").sort().tail(WINDOW).first())
-    candles = candles.filter(pl.col("ts") >= first["ts"].min())
-    decided = decide(candles, model, now_ms=model.trained_until)
-    decided = decided.with_columns(signal=pl.when(pl.col("ts") >= start).then(pl.col("signal")).otherwise(0))
-    return run_backtest(decided, config, timeframe="4h")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -73,7 +55,7 @@ def test_a_shadow_challenger_fills_as_its_backtest_and_every_bar_pairs_the_two_r
     shadow_world: World, tmp_path: Path
 ) -> None:
     world = shadow_world
-    artifact, model = _challenger(world, tmp_path, shift=-0.01)
+    artifact, model = shifted_challenger(world, tmp_path, shift=-0.01)
     start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-BARS])
     config = SessionConfig(name="shadow", start=start, window_bars=WINDOW, fraction=0.5)
     store = OpsStore.open(world.settings.effective_database_url)
@@ -83,7 +65,7 @@ def test_a_shadow_challenger_fills_as_its_backtest_and_every_bar_pairs_the_two_r
     engine = asyncio.run(run_session(world.settings, config))
 
     book = engine.shadow.books[artifact]  # still in shadow: its evidence did not promote it
-    expected = _backtest(world, model, start=start, config=BacktestConfig(**session.config))
+    expected = model_backtest(world, model, window=WINDOW, start=start, config=BacktestConfig(**session.config))
     fills = sorted((f.ts, f.instrument.symbol, f.side.value, f.quantity, f.price) for f in book.fills)
     wanted = [f[:5] for f in trade_fills(expected.trades)]
     assert len(wanted) >= 10, "too few trades for a meaningful parity check"
@@ -137,8 +119,8 @@ def test_the_engine_only_recommends_and_an_admin_promotes_a_recommended_challeng
     registry = ModelRegistry(own_world.settings.registry_dir)
     start = int(own_world.candles["ts"].max())
     session = open_session(store, registry, SessionConfig(name=f"promo-{backend}", start=start), first_bar_ms=start)
-    better, _ = _challenger(own_world, tmp_path, shift=-0.02)
-    level, _ = _challenger(own_world, tmp_path, shift=0.02)
+    better, _ = shifted_challenger(own_world, tmp_path, shift=-0.02)
+    level, _ = shifted_challenger(own_world, tmp_path, shift=0.02)
     evidence = ChallengerStore(store)
     for artifact in (better, level):
         evidence.add(session, artifact, registry=registry)
@@ -196,7 +178,7 @@ def test_a_session_trading_in_sample_bars_never_recommends(own_world: World, tmp
     with store.transaction() as db:
         db.get(TradingSession, session.id).in_sample = True
     session = store.session("in-sample")
-    better, _ = _challenger(own_world, tmp_path, shift=-0.02)
+    better, _ = shifted_challenger(own_world, tmp_path, shift=-0.02)
     ChallengerStore(store).add(session, better, registry=registry)
     _evidence(store, session.id, better, edge=0.002, against=own_world.champion)
     test = SequentialConfig(min_bars=200)
@@ -218,7 +200,7 @@ def test_a_session_trading_in_sample_bars_never_recommends(own_world: World, tmp
 
 def test_a_challenger_that_raises_is_retired_and_the_champion_trades_on(own_world: World, tmp_path: Path) -> None:
     world = own_world
-    artifact, _ = _challenger(world, tmp_path, shift=-0.01)
+    artifact, _ = shifted_challenger(world, tmp_path, shift=-0.01)
     start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-BARS])
     config = SessionConfig(name="failing", start=start, window_bars=WINDOW, fraction=0.5)
     store = OpsStore.open(world.settings.effective_database_url)
@@ -251,7 +233,7 @@ def test_a_challenger_that_raises_is_retired_and_the_champion_trades_on(own_worl
 
 def test_bars_where_the_champion_did_not_decide_pair_nothing(own_world: World, tmp_path: Path) -> None:
     world = own_world
-    artifact, _ = _challenger(world, tmp_path, shift=-0.01)
+    artifact, _ = shifted_challenger(world, tmp_path, shift=-0.01)
     start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-BARS])
     config = SessionConfig(name="paused", start=start, window_bars=WINDOW, fraction=0.5)
     engine = build_engine(world.settings, config)
@@ -278,8 +260,8 @@ def test_only_evidence_against_the_champion_in_force_counts(own_world: World, tm
     registry = ModelRegistry(own_world.settings.registry_dir)
     start = int(own_world.candles["ts"].max())
     session = open_session(store, registry, SessionConfig(name="switched", start=start), first_bar_ms=start)
-    better, _ = _challenger(own_world, tmp_path, shift=-0.02)
-    other, _ = _challenger(own_world, tmp_path, shift=0.03)
+    better, _ = shifted_challenger(own_world, tmp_path, shift=-0.02)
+    other, _ = shifted_challenger(own_world, tmp_path, shift=0.03)
     evidence = ChallengerStore(store)
     evidence.add(session, better, registry=registry)
     _evidence(store, session.id, better, edge=0.002, against=own_world.champion)  # 300 bars: decisive
@@ -306,7 +288,7 @@ def test_naming_a_challenger_while_another_caller_names_it_on_postgresql_names_i
     registry = ModelRegistry(own_world.settings.registry_dir)
     start = int(own_world.candles["ts"].max())
     session = open_session(store, registry, SessionConfig(name="racing", start=start), first_bar_ms=start)
-    artifact, _ = _challenger(own_world, tmp_path, shift=-0.02)
+    artifact, _ = shifted_challenger(own_world, tmp_path, shift=-0.02)
     other = sa.create_engine(pg_url)
     pool = ThreadPoolExecutor(1)
     with other.begin() as first:  # the other caller: its insert not yet committed
@@ -337,7 +319,7 @@ def test_naming_a_challenger_while_another_caller_names_it_on_postgresql_names_i
 
 def _named(world: World, tmp: Path, name: str):
     """A new session ``name`` with one challenger named: (artifact, its model, store, registry, session)."""
-    artifact, model = _challenger(world, tmp, shift=-0.01)
+    artifact, model = shifted_challenger(world, tmp, shift=-0.01)
     start = int(world.candles.filter(pl.col("symbol") == SYMBOLS[0])["ts"][-BARS])
     store = OpsStore.open(world.settings.effective_database_url)
     registry = ModelRegistry(world.settings.registry_dir)
